@@ -1,0 +1,141 @@
+"""Pydantic vocabulary of traces and events (seed 000 shapes). No I/O here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TraceStatus = Literal["queued", "running", "passed", "failed", "error", "aborted"]
+TraceSource = Literal["pr", "schedule", "manual", "shadow_diff"]
+TraceTier = Literal["hot", "warm", "cold"]
+
+TRACE_STATUSES: tuple[str, ...] = ("queued", "running", "passed", "failed", "error", "aborted")
+TRACE_SOURCES: tuple[str, ...] = ("pr", "schedule", "manual", "shadow_diff")
+TRACE_TIERS: tuple[str, ...] = ("hot", "warm", "cold")
+
+# The event kinds the ingest format documents (docs/bundle-format.md). Other kinds are stored as
+# they come: a trace producer may add its own, and readers treat unknown kinds as opaque.
+KNOWN_EVENT_KINDS: tuple[str, ...] = (
+    "step.start",
+    "step.end",
+    "action",
+    "navigation",
+    "network.request",
+    "network.response",
+    "assertion",
+    "console",
+    "error",
+    "log",
+    "screenshot",
+    "retry",
+    "llm.request",
+    "llm.response",
+    "tool.call",
+    "tool.result",
+)
+
+
+class Event(BaseModel):
+    """One event of a trace, ordered by `seq` (strictly increasing within a trace).
+
+    `ts` is epoch milliseconds (seed 000). `step_id` names the step the event belongs to;
+    `step` is the 1-based position of that step in the trace (derived by the store from the
+    order in which step ids first appear), so "step 7" means the same thing everywhere.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    seq: int = Field(ge=0)
+    ts: int = Field(ge=0, description="epoch milliseconds")
+    kind: str = Field(min_length=1, max_length=64)
+    step_id: str | None = Field(default=None, max_length=128)
+    step: int | None = Field(default=None, ge=1)
+    ok: bool | None = None
+    message: str | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class ArtifactRef(BaseModel):
+    """A blob attached to a trace (video, playwright trace, rrweb, screenshot, har, …)."""
+
+    kind: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    name: str | None = None
+    content_type: str = "application/octet-stream"
+    size: int = Field(default=0, ge=0)
+
+
+class TraceListItem(BaseModel):
+    """A row of `GET /v1/traces` (seed 000 `TraceListResponse.items`)."""
+
+    id: str
+    short_id: str
+    scenario_id: str | None = None
+    scenario_slug: str | None = None
+    scenario_title: str | None = None
+    status: TraceStatus
+    source: TraceSource | None = None
+    tier: TraceTier = "hot"
+    pinned: bool = False
+    duration_ms: int | None = None
+    code_sha: str | None = None
+    failure_signature: str | None = None
+    created_at: datetime
+
+
+class TraceListResponse(BaseModel):
+    items: list[TraceListItem]
+    next_cursor: str | None = None
+
+
+class StepSummary(BaseModel):
+    """One step of a trace as the store derives it from the events."""
+
+    step: int
+    step_id: str
+    title: str | None = None
+    ok: bool | None = None
+    first_seq: int
+    last_seq: int
+    event_count: int
+
+
+class TraceDetail(TraceListItem):
+    """`GET /v1/traces/{id}` (seed 000 `TraceDetail`) plus the fields an agent needs to act."""
+
+    org_id: str
+    s3_prefix: str
+    signed_urls: dict[str, str] = Field(default_factory=dict)
+    parent_trace_id: str | None = None
+    replay_from_step: int | None = None
+    total_size_bytes: int = 0
+    blob_count: int = 0
+    event_count: int = 0
+    pr_number: int | None = None
+    artifacts: list[ArtifactRef] = Field(default_factory=list)
+    steps: list[StepSummary] = Field(default_factory=list)
+    event_counts: dict[str, int] = Field(default_factory=dict)
+
+
+class EventsResponse(BaseModel):
+    """`GET /v1/traces/{id}/events`: a slice of the ordered events, with the total that matched."""
+
+    events: list[Event]
+    total: int
+    offset: int
+    limit: int
+
+
+class IngestResponse(BaseModel):
+    trace_id: str
+    short_id: str
+
+
+class ErrorBody(BaseModel):
+    """Every error the API returns: `{error, message}` (seed 003) plus the request id."""
+
+    error: str
+    message: str
+    request_id: str | None = None
