@@ -1,0 +1,36 @@
+"""What every /v1 handler needs, carried in `app.state` (set once by `create_api_app`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from molar_mcp.api.errors import ApiError
+from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES
+from molar_mcp.store import LOCAL_ORG_ID, TraceStore
+
+_ORG_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    store: TraceStore
+    max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
+
+
+def api_context(request: Request) -> ApiContext:
+    ctx = request.app.state.molar
+    assert isinstance(ctx, ApiContext)
+    return ctx
+
+
+def org_of(request: Request) -> str:
+    """The org a request acts in: `x-molar-org` (seed 000 "Org scope (tests/local)"), else the local org."""
+    raw = request.headers.get("x-molar-org")
+    if raw is None or raw == "":
+        return LOCAL_ORG_ID
+    if not _ORG_ID.match(raw):
+        raise ApiError(400, "bad_request", "x-molar-org must be 1-64 letters, digits, '-' or '_'")
+    return raw

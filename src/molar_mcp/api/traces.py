@@ -1,0 +1,219 @@
+"""`/v1/traces` routes (seed 000): list, detail, events slice, bundle ingest."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import anyio.to_thread
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import Message
+
+from molar_mcp.api.context import api_context, org_of
+from molar_mcp.api.errors import ApiError
+from molar_mcp.ingest import Overrides, ingest_bundle
+from molar_mcp.models import TRACE_SOURCES, TRACE_STATUSES, TRACE_TIERS, IngestResponse
+from molar_mcp.store import TraceQuery
+
+MAX_LIST_LIMIT = 200
+MAX_EVENTS_LIMIT = 1000
+_FORM_OVERHEAD = 64 * 1024  # room for multipart boundaries and the small fields beside the bundle
+
+
+def _bad(message: str) -> ApiError:
+    return ApiError(400, "bad_request", message)
+
+
+def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _bad(f"{name} must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise _bad(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _enum_param(request: Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw not in allowed:
+        raise _bad(f"{name} must be one of {', '.join(allowed)}; got {raw!r}")
+    return raw
+
+
+def _time_param(request: Request, name: str) -> datetime | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise _bad(f"{name} must be an ISO 8601 time such as 2026-05-31T10:22:00Z; got {raw!r}") from None
+
+
+def _uuid_param(request: Request, name: str) -> str | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise _bad(f"{name} must be a UUID; got {raw!r}") from None
+
+
+def _str_param(request: Request, name: str, max_len: int = 500) -> str | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if len(raw) > max_len:
+        raise _bad(f"{name} is longer than {max_len} characters")
+    return raw
+
+
+def _bool_param(request: Request, name: str) -> bool | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise _bad(f"{name} must be true or false; got {raw!r}")
+
+
+def trace_query_from(request: Request) -> TraceQuery:
+    """Read and validate every filter of `GET /v1/traces`; unknown values are a 400, not ignored."""
+    query = TraceQuery(
+        scenario_id=_uuid_param(request, "scenario_id"),
+        scenario_slug=_str_param(request, "scenario", 200),
+        status=_enum_param(request, "status", TRACE_STATUSES),
+        source=_enum_param(request, "source", TRACE_SOURCES),
+        signature=_str_param(request, "signature"),
+        tier=_enum_param(request, "tier", TRACE_TIERS),
+        code_sha=_str_param(request, "commit", 64),
+        q=_str_param(request, "q"),
+        created_from=_time_param(request, "from"),
+        created_to=_time_param(request, "to"),
+        limit=_int_param(request, "limit", 50, 1, MAX_LIST_LIMIT),
+        cursor=_str_param(request, "cursor", 200),
+    )
+    if query.created_from and query.created_to and query.created_from > query.created_to:
+        raise _bad("from is after to")
+    return query
+
+
+async def list_traces(request: Request) -> JSONResponse:
+    ctx = api_context(request)
+    query = trace_query_from(request)
+    page = await anyio.to_thread.run_sync(ctx.store.list_traces, org_of(request), query)
+    return JSONResponse(page.model_dump(mode="json"))
+
+
+async def get_trace(request: Request) -> JSONResponse:
+    ctx = api_context(request)
+    detail = await anyio.to_thread.run_sync(
+        ctx.store.get_trace, org_of(request), request.path_params["trace_id"]
+    )
+    return JSONResponse(detail.model_dump(mode="json"))
+
+
+async def list_events(request: Request) -> JSONResponse:
+    ctx = api_context(request)
+    step = _str_param(request, "step", 128)
+    kind = _str_param(request, "kind", 64)
+    ok = _bool_param(request, "ok")
+    limit = _int_param(request, "limit", 100, 1, MAX_EVENTS_LIMIT)
+    offset = _int_param(request, "offset", 0, 0, 10**9)
+    org = org_of(request)
+    trace_ref = request.path_params["trace_id"]
+
+    def run() -> dict[str, Any]:
+        page = ctx.store.list_events(org, trace_ref, step=step, kind=kind, ok=ok, limit=limit, offset=offset)
+        return page.model_dump(mode="json")
+
+    return JSONResponse(await anyio.to_thread.run_sync(run))
+
+
+async def ingest(request: Request) -> JSONResponse:
+    ctx = api_context(request)
+    limit = ctx.max_bundle_bytes
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "POST /v1/traces/ingest takes multipart/form-data with a `bundle` file",
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit + _FORM_OVERHEAD:
+        raise ApiError(413, "payload_too_large", f"the request is larger than the {limit}-byte bundle limit")
+    limited = Request(request.scope, _limited_receive(request, limit + _FORM_OVERHEAD))
+    async with limited.form(max_files=1, max_fields=10) as form:
+        upload = form.get("bundle")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(422, "validation_error", "the form has no `bundle` file field")
+        data = await upload.read()
+        overrides = Overrides(
+            scenario_slug=_form_str(form.get("scenario_slug")),
+            source=_form_str(form.get("source")),
+            commit_sha=_form_str(form.get("commit_sha")),
+            pr_number=_form_int(form.get("pr_number")),
+        )
+    if overrides.scenario_slug is None:
+        raise ApiError(422, "validation_error", "the form needs a `scenario_slug` field (seed 000)")
+    org = org_of(request)
+    trace_id, short_id = await anyio.to_thread.run_sync(
+        lambda: ingest_bundle(ctx.store, org, data, overrides, max_bytes=limit)
+    )
+    return JSONResponse(IngestResponse(trace_id=trace_id, short_id=short_id).model_dump(), status_code=201)
+
+
+def _form_str(value: object) -> str | None:
+    if value is None or isinstance(value, UploadFile):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _form_int(value: object) -> int | None:
+    text = _form_str(value)
+    if text is None:
+        return None
+    if not text.isdigit():
+        raise ApiError(422, "validation_error", f"pr_number must be a positive integer; got {text!r}")
+    return int(text)
+
+
+def _limited_receive(request: Request, limit: int) -> Any:
+    """Wrap `receive` so that a body past `limit` bytes is refused while it streams in (413)."""
+    seen = 0
+    receive = request.receive
+
+    async def limited() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise ApiError(413, "payload_too_large", f"the request is larger than the {limit}-byte limit")
+        return message
+
+    return limited
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v1/traces", list_traces, methods=["GET"]),
+        Route("/v1/traces/ingest", ingest, methods=["POST"]),
+        Route("/v1/traces/{trace_id}", get_trace, methods=["GET"]),
+        Route("/v1/traces/{trace_id}/events", list_events, methods=["GET"]),
+    ]

@@ -1,0 +1,185 @@
+"""The one typed client of the /v1 Trace REST API, over an injected `httpx2.AsyncClient`.
+
+Embedded mode injects an `ASGITransport` to the in-process API; remote mode a real network client.
+Either way the same requests go over the same HTTP semantics, so the two modes cannot drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx2
+from pydantic import BaseModel, ValidationError
+
+from molar_mcp.models import EventsResponse, IngestResponse, TraceDetail, TraceListResponse
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ApiClientError(Exception):
+    """The API answered with an error (or not at all). `status` 0 means no answer."""
+
+    def __init__(self, status: int, error: str, message: str, request_id: str | None = None) -> None:
+        super().__init__(f"{status} {error}: {message}")
+        self.status = status
+        self.error = error
+        self.message = message
+        self.request_id = request_id
+
+
+class NotFoundError(ApiClientError):
+    pass
+
+
+class BadRequestError(ApiClientError):
+    pass
+
+
+class ForbiddenError(ApiClientError):
+    pass
+
+
+class UnavailableError(ApiClientError):
+    pass
+
+
+@dataclass(frozen=True)
+class TraceFilters:
+    """Filters of `list_traces`, as the API names them."""
+
+    status: str | None = None
+    scenario_id: str | None = None
+    scenario: str | None = None
+    source: str | None = None
+    signature: str | None = None
+    tier: str | None = None
+    commit: str | None = None
+    q: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+    def params(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for key in ("status", "scenario_id", "scenario", "source", "signature", "tier", "commit", "q"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.created_from is not None:
+            out["from"] = self.created_from.isoformat()
+        if self.created_to is not None:
+            out["to"] = self.created_to.isoformat()
+        return out
+
+
+class TraceClient:
+    def __init__(self, http: httpx2.AsyncClient) -> None:
+        self._http = http
+
+    async def list_traces(
+        self, filters: TraceFilters | None = None, *, limit: int = 50, cursor: str | None = None
+    ) -> TraceListResponse:
+        params = (filters or TraceFilters()).params()
+        params["limit"] = str(limit)
+        if cursor:
+            params["cursor"] = cursor
+        return await self._get("/v1/traces", TraceListResponse, params)
+
+    async def get_trace(self, trace_id: str) -> TraceDetail:
+        return await self._get(f"/v1/traces/{_segment(trace_id)}", TraceDetail)
+
+    async def get_events(
+        self,
+        trace_id: str,
+        *,
+        step: str | int | None = None,
+        kind: str | None = None,
+        ok: bool | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> EventsResponse:
+        params: dict[str, str] = {"limit": str(limit), "offset": str(offset)}
+        if step is not None:
+            params["step"] = str(step)
+        if kind is not None:
+            params["kind"] = kind
+        if ok is not None:
+            params["ok"] = "true" if ok else "false"
+        return await self._get(f"/v1/traces/{_segment(trace_id)}/events", EventsResponse, params)
+
+    async def ingest_bundle(
+        self,
+        data: bytes,
+        *,
+        scenario_slug: str,
+        filename: str = "bundle.tar.gz",
+        source: str | None = None,
+        commit_sha: str | None = None,
+        pr_number: int | None = None,
+    ) -> IngestResponse:
+        fields: dict[str, str] = {"scenario_slug": scenario_slug}
+        if source:
+            fields["source"] = source
+        if commit_sha:
+            fields["commit_sha"] = commit_sha
+        if pr_number is not None:
+            fields["pr_number"] = str(pr_number)
+        response = await self._send(
+            "POST",
+            "/v1/traces/ingest",
+            data=fields,
+            files={"bundle": (filename, data, "application/octet-stream")},
+        )
+        return _parse(response, IngestResponse)
+
+    async def _get(self, path: str, model: type[M], params: dict[str, str] | None = None) -> M:
+        return _parse(await self._send("GET", path, params=params), model)
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx2.TransportError as exc:
+            raise UnavailableError(
+                0, "unavailable", f"the trace store at {self._http.base_url} did not answer: {exc}"
+            ) from exc
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return response
+
+
+def _segment(value: str) -> str:
+    # Ids are UUIDs or short ids; whatever else a caller passes must not be able to change the path.
+    return quote(value, safe="")
+
+
+def _parse(response: httpx2.Response, model: type[M]) -> M:
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise ApiClientError(
+            response.status_code, "bad_response", f"the trace store answered an unexpected shape: {exc}"
+        ) from exc
+
+
+def _error_from(response: httpx2.Response) -> ApiClientError:
+    error, message = "error", response.text[:300]
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            error = str(body.get("error", error))
+            message = str(body.get("message", message))
+    except ValueError:
+        pass
+    rid = response.headers.get("x-request-id")
+    cls: type[ApiClientError] = ApiClientError
+    if response.status_code == 404:
+        cls = NotFoundError
+    elif response.status_code in (400, 422):
+        cls = BadRequestError
+    elif response.status_code in (401, 403):
+        cls = ForbiddenError
+    elif response.status_code >= 500:
+        cls = UnavailableError
+    return cls(response.status_code, error, message, rid)

@@ -1,0 +1,330 @@
+"""Pure renderers: API models → tool output (structured view + compact text), fitted to a token budget.
+
+The budget covers everything a client may put in front of a model: the text block and the JSON of
+the structured content together. When something must go, it goes from the least useful end, and
+`omitted` says what went and which call brings it back. Nothing is cut silently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from molar_mcp.mcp.masking import mask, mask_text
+from molar_mcp.mcp.tokens import estimate_tokens
+from molar_mcp.mcp.views import (
+    Artifact,
+    EventRow,
+    Failure,
+    StepRow,
+    TraceHeader,
+    TraceList,
+    TraceRow,
+    TraceView,
+)
+from molar_mcp.models import Event, TraceDetail, TraceListItem
+
+DETAIL_CHARS = 300
+MESSAGE_CHARS = 400
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"
+
+
+def cost(view: TraceView | TraceList, text: str) -> int:
+    return estimate_tokens(view.model_dump_json(exclude_none=True)) + estimate_tokens(text)
+
+
+# ---- list_traces ---------------------------------------------------------------------------------
+
+
+def trace_row(item: TraceListItem) -> TraceRow:
+    return TraceRow(
+        id=item.id,
+        short_id=item.short_id,
+        status=item.status,
+        scenario=item.scenario_slug,
+        title=item.scenario_title,
+        failure_signature=item.failure_signature,
+        duration_ms=item.duration_ms,
+        created_at=item.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        source=item.source,
+        code_sha=item.code_sha,
+    )
+
+
+def list_text(view: TraceList, filters_desc: str) -> str:
+    if not view.items:
+        lines = [f"No traces match {filters_desc}."]
+    else:
+        lines = [f"{len(view.items)} traces ({filters_desc}), newest first:"]
+        for r in view.items:
+            sig = f" — {r.failure_signature}" if r.failure_signature else ""
+            dur = f" {r.duration_ms / 1000:.1f}s" if r.duration_ms is not None else ""
+            lines.append(f"- {r.short_id} {r.status.upper()} {r.scenario}{sig} ({r.created_at}{dur})")
+    lines.extend(f"Left out: {o}" for o in view.omitted)
+    if view.next_cursor:
+        lines.append(f'More: list_traces(cursor="{view.next_cursor}") with the same filters.')
+    if view.items:
+        lines.append("Next: get_trace(trace_id=<short_id>) explains one run.")
+    return "\n".join(lines)
+
+
+def fit_rows(items: Sequence[TraceListItem], budget: int, filters_desc: str) -> int:
+    """How many of `items` fit in `budget` tokens, with room for the page's own lines."""
+    rows = [trace_row(i) for i in items]
+    keep = len(rows)
+    while keep > 1:
+        view = TraceList(items=rows[:keep], next_cursor="x" * 40, omitted=["x" * 120])
+        if cost(view, list_text(view, filters_desc)) <= budget:
+            break
+        keep = max(1, keep * 3 // 4)
+    return keep
+
+
+# ---- get_trace -----------------------------------------------------------------------------------
+
+
+def event_detail(ev: Event) -> str | None:
+    """One line for a payload: the fields a debugger reads first, then the rest as compact JSON."""
+    p = ev.payload
+    if not p:
+        return None
+    if ev.kind.startswith("network."):
+        head = f"{p.get('method', '')} {p.get('url', '')}".strip()
+        if "status" in p:
+            head += f" → {p['status']}"
+        if "duration_ms" in p:
+            head += f" ({p['duration_ms']} ms)"
+        body = p.get("body")
+        if body not in (None, "", {}):
+            head += " body=" + json.dumps(mask(body), separators=(",", ":"), default=str)
+        return _cut(mask_text(head), DETAIL_CHARS)
+    return _cut(json.dumps(mask(p), separators=(",", ":"), default=str), DETAIL_CHARS)
+
+
+def event_row(ev: Event) -> EventRow:
+    return EventRow(
+        seq=ev.seq,
+        step=ev.step,
+        kind=ev.kind,
+        ok=ev.ok,
+        message=_cut(mask_text(ev.message), MESSAGE_CHARS) if ev.message else None,
+        detail=event_detail(ev),
+    )
+
+
+def failure_of(detail: TraceDetail, failing: Sequence[Event]) -> Failure | None:
+    """The failing step and its decisive event: the last failed assertion/error of the first failed step."""
+    if detail.status in ("passed", "queued", "running") and not failing:
+        return None
+    failed_steps = [s for s in detail.steps if s.ok is False]
+    step = failed_steps[0] if failed_steps else (detail.steps[-1] if detail.steps else None)
+    in_step = [e for e in failing if step is None or e.step == step.step]
+    decisive = next(
+        (e for e in reversed(in_step) if e.kind in ("assertion", "error")),
+        in_step[-1] if in_step else (failing[-1] if failing else None),
+    )
+    if step is None and decisive is None:
+        return None
+    expected = actual = None
+    if decisive is not None:
+        raw_expected, raw_actual = decisive.payload.get("expected"), decisive.payload.get("actual")
+        expected = _cut(mask_text(str(raw_expected)), 200) if raw_expected is not None else None
+        actual = _cut(mask_text(str(raw_actual)), 200) if raw_actual is not None else None
+    return Failure(
+        step=step.step if step else (decisive.step if decisive else None),
+        step_title=step.title if step else None,
+        seq=decisive.seq if decisive else None,
+        kind=decisive.kind if decisive else None,
+        message=_cut(mask_text(decisive.message), MESSAGE_CHARS) if decisive and decisive.message else None,
+        expected=expected,
+        actual=actual,
+    )
+
+
+def header(detail: TraceDetail) -> TraceHeader:
+    return TraceHeader(
+        id=detail.id,
+        short_id=detail.short_id,
+        status=detail.status,
+        scenario=detail.scenario_slug,
+        title=detail.scenario_title,
+        source=detail.source,
+        code_sha=detail.code_sha,
+        created_at=detail.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        duration_ms=detail.duration_ms,
+        failure_signature=detail.failure_signature,
+        parent_trace_id=detail.parent_trace_id,
+        replay_from_step=detail.replay_from_step,
+        tier=detail.tier,
+        event_count=detail.event_count,
+    )
+
+
+def artifact_uri(trace_id: str, sha256: str) -> str:
+    return f"molar://traces/{trace_id}/blobs/{sha256}"
+
+
+def trace_text(view: TraceView) -> str:
+    t = view.trace
+    dur = f", {t.duration_ms / 1000:.1f}s" if t.duration_ms is not None else ""
+    lines = [
+        f"Trace {t.short_id} {t.status.upper()} — {t.scenario} “{t.title}” "
+        f"({t.source or 'unknown source'}, commit {t.code_sha or '?'}, {t.created_at}{dur}, "
+        f"{t.event_count} events)"
+    ]
+    if t.failure_signature:
+        lines.append(f"Failure signature: {t.failure_signature}")
+    if t.parent_trace_id:
+        lines.append(f"Replay of {t.parent_trace_id} from step {t.replay_from_step}")
+    f = view.failure
+    if f is not None:
+        where = f"step {f.step} “{f.step_title}”" if f.step is not None else "the run"
+        what = f"{f.kind} (seq {f.seq}): {f.message}" if f.seq is not None else "no failed event recorded"
+        lines.append(f"Failed at {where}: {what}")
+        if f.expected is not None or f.actual is not None:
+            lines.append(f"  expected {f.expected!s} — actual {f.actual!s}")
+    if view.steps:
+        marks = " ".join(f"{s.step}{'✓' if s.ok else '✗' if s.ok is False else '·'}" for s in view.steps)
+        lines.append(f"Steps: {marks}")
+    if view.event_counts:
+        lines.append("Events by kind: " + ", ".join(f"{k} {n}" for k, n in view.event_counts.items()))
+    if view.notable:
+        lines.append("Failed events:")
+        lines.extend(_event_line(e) for e in view.notable)
+    if view.step_events is not None:
+        lines.append("Events:" if view.step_events else "Events: none match.")
+        lines.extend(_event_line(e) for e in view.step_events)
+    if view.artifacts:
+        lines.append(
+            "Artifacts: " + ", ".join(f"{a.kind} {a.name or ''} {a.uri}".strip() for a in view.artifacts)
+        )
+    lines.extend(f"Left out: {o}" for o in view.omitted)
+    return "\n".join(lines)
+
+
+def _event_line(e: EventRow) -> str:
+    mark = " ✗" if e.ok is False else ""
+    step = f" step {e.step}" if e.step is not None else ""
+    parts = [f"- seq {e.seq}{step} {e.kind}{mark}"]
+    if e.message:
+        parts.append(e.message)
+    if e.detail:
+        parts.append(e.detail)
+    return ": ".join(parts[:1]) + (" " + " | ".join(parts[1:]) if len(parts) > 1 else "")
+
+
+def build_trace_view(
+    detail: TraceDetail,
+    failing: Sequence[Event],
+    failing_total: int,
+    step_events: Sequence[Event] | None,
+    step_events_total: int,
+    step_offset: int,
+    step_arg: str | None,
+    budget: int,
+) -> tuple[TraceView, str]:
+    """Assemble `get_trace`'s answer and shrink it until it fits `budget` tokens."""
+    sid = detail.short_id
+    failure = failure_of(detail, failing)
+    steps = [
+        StepRow(step=s.step, title=_cut(s.title, 80), ok=s.ok, events=s.event_count) for s in detail.steps
+    ]
+    notable = [event_row(e) for e in failing]
+    page = [event_row(e) for e in step_events] if step_events is not None else None
+    artifacts = [
+        Artifact(kind=a.kind, name=a.name, size=a.size, uri=artifact_uri(detail.id, a.sha256))
+        for a in detail.artifacts
+    ]
+    focus = failure.step if failure and failure.step is not None else None
+
+    def assemble(n_steps: int, n_notable: int, n_page: int, n_artifacts: int) -> tuple[TraceView, str]:
+        omitted: list[str] = []
+        shown_steps = _window(steps, focus, n_steps)
+        if len(shown_steps) < len(steps):
+            first, last = shown_steps[0].step, shown_steps[-1].step
+            hidden = [s for s in steps if s not in shown_steps]
+            failed_hidden = sum(1 for s in hidden if s.ok is False)
+            omitted.append(
+                f"{len(hidden)} of {len(steps)} steps outside steps {first}–{last} "
+                f'({failed_hidden} of them failed); get_trace(trace_id="{sid}", step=N) shows any step'
+            )
+        shown_notable = notable[:n_notable]
+        if failing_total > len(shown_notable):
+            omitted.append(
+                f"{failing_total - len(shown_notable)} more failed events; read "
+                f"molar://traces/{sid}/events?ok=false for all of them"
+            )
+        shown_page = page[:n_page] if page is not None else None
+        next_offset = None
+        if page is not None and shown_page is not None:
+            end = step_offset + len(shown_page)
+            if end < step_events_total:
+                next_offset = end
+                scope = f"step={step_arg!r}" if step_arg is not None else "the trace"
+                omitted.append(
+                    f'events {end + 1}–{step_events_total} of {scope}; call get_trace(trace_id="{sid}", '
+                    f"step={step_arg!r}, offset={end}) for the next page"
+                    if step_arg is not None
+                    else f'events {end + 1}–{step_events_total}; call get_trace(trace_id="{sid}", '
+                    f"events=true, offset={end})"
+                )
+        shown_artifacts = artifacts[:n_artifacts]
+        if len(shown_artifacts) < len(artifacts):
+            omitted.append(
+                f"{len(artifacts) - len(shown_artifacts)} artifacts; molar://traces/{sid} lists them all"
+            )
+        if page is None and focus is not None:
+            omitted.append(
+                f'event details; get_trace(trace_id="{sid}", step={focus}) shows the failing step\'s events'
+            )
+        view = TraceView(
+            trace=header(detail),
+            failure=failure,
+            steps=shown_steps,
+            event_counts=detail.event_counts,
+            notable=shown_notable,
+            step_events=shown_page,
+            next_offset=next_offset,
+            artifacts=shown_artifacts,
+            omitted=omitted,
+        )
+        return view, trace_text(view)
+
+    sizes = [len(steps), min(len(notable), 12), len(page) if page is not None else 0, min(len(artifacts), 8)]
+    view, text = assemble(*sizes)
+    # Shrink the biggest cuttable part first: step events, then failed events, then steps, then artifacts.
+    order = (2, 1, 0, 3)
+    floors = (3, 1, 1, 0)
+    while cost(view, text) > budget:
+        shrunk = False
+        for i in order:
+            if sizes[i] > floors[i]:
+                sizes[i] = max(floors[i], sizes[i] * 2 // 3)
+                shrunk = True
+                break
+        if not shrunk:
+            break
+        view, text = assemble(*sizes)
+    return view, text
+
+
+def _window(steps: list[StepRow], focus: int | None, n: int) -> list[StepRow]:
+    """`n` steps around the focus step (the failing one), biased towards what led up to it."""
+    if len(steps) <= n:
+        return steps
+    if focus is None:
+        return steps[:n]
+    idx = next((i for i, s in enumerate(steps) if s.step == focus), 0)
+    start = max(0, min(idx - (n * 2) // 3, len(steps) - n))
+    return steps[start : start + n]
+
+
+def describe_filters(args: dict[str, Any]) -> str:
+    shown = [f"{k}={v}" for k, v in args.items() if v not in (None, "")]
+    return ", ".join(shown) if shown else "no filters"

@@ -1,0 +1,89 @@
+"""MCP resources: the same read models as the tools, addressable by `molar://` URIs."""
+
+import json
+from typing import Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+
+from molar_mcp.client import ApiClientError, NotFoundError
+from molar_mcp.mcp.render import build_trace_view, event_row
+from molar_mcp.mcp.state import client_of
+from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
+
+TRACE_URI = "molar://traces/{trace_id}"
+EVENTS_URI = "molar://traces/{trace_id}/events{?step,kind,ok,offset,limit}"
+EVENTS_PAGE_MAX = 200
+
+
+def _resource_error(exc: ApiClientError, uri: str) -> Exception:
+    if isinstance(exc, NotFoundError):
+        return ResourceNotFoundError(f"{uri}: no such trace; list_traces finds trace ids")
+    return ResourceError(f"{uri}: {exc.message}")
+
+
+async def trace_resource(trace_id: str, ctx: Context) -> str:
+    """The trace summary `get_trace` returns, as JSON."""
+    client = client_of(ctx)
+    try:
+        detail = await client.get_trace(trace_id)
+        failing = await client.get_events(trace_id, ok=False, limit=12)
+    except ApiClientError as exc:
+        raise _resource_error(exc, f"molar://traces/{trace_id}") from exc
+    view, _ = build_trace_view(
+        detail, failing.events, failing.total, None, 0, 0, None, DEFAULT_TOKEN_BUDGET * 2
+    )
+    return view.model_dump_json(exclude_none=True)
+
+
+async def events_resource(
+    trace_id: str,
+    ctx: Context,
+    step: str | None = None,
+    kind: str | None = None,
+    ok: str | None = None,
+    offset: str | None = None,
+    limit: str | None = None,
+) -> str:
+    """One page of a trace's events (masked), with the total and the next offset."""
+    uri = f"molar://traces/{trace_id}/events"
+    try:
+        ok_flag = None if ok is None else {"true": True, "false": False}[ok.lower()]
+        first = int(offset) if offset else 0
+        size = min(int(limit), EVENTS_PAGE_MAX) if limit else 100
+        if first < 0 or size < 1:
+            raise ValueError
+    except (KeyError, ValueError):
+        raise ResourceError(f"{uri}: ok is true|false, offset ≥ 0, limit 1–{EVENTS_PAGE_MAX}") from None
+    try:
+        page = await client_of(ctx).get_events(
+            trace_id, step=step, kind=kind, ok=ok_flag, limit=size, offset=first
+        )
+    except ApiClientError as exc:
+        raise _resource_error(exc, uri) from exc
+    end = first + len(page.events)
+    body: dict[str, Any] = {
+        "trace_id": trace_id,
+        "total": page.total,
+        "offset": first,
+        "events": [event_row(e).model_dump(exclude_none=True) for e in page.events],
+        "next_offset": end if end < page.total else None,
+    }
+    return json.dumps(body, ensure_ascii=False)
+
+
+def register(server: MCPServer[Any]) -> None:
+    server.resource(
+        TRACE_URI,
+        name="trace",
+        title="Trace summary",
+        description="A recorded run: status, failing step, steps, failed events, artifacts (JSON).",
+        mime_type="application/json",
+    )(trace_resource)
+    server.resource(
+        EVENTS_URI,
+        name="trace-events",
+        title="Trace events",
+        description="A page of a trace's ordered events; filter by step, kind, ok; page with offset/limit.",
+        mime_type="application/json",
+    )(events_resource)

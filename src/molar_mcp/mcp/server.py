@@ -1,0 +1,45 @@
+"""`create_mcp_server`: the MCP server over one injected trace-store client factory."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from mcp.server.mcpserver import MCPServer
+
+from molar_mcp import __version__
+from molar_mcp.mcp import resources
+from molar_mcp.mcp.state import AppState, ClientFactory
+from molar_mcp.mcp.tools import get_trace, list_traces
+from molar_mcp.mcp.tools.spec import ToolSpec
+
+TOOL_MODULES = (list_traces, get_trace)
+TOOL_SPECS: tuple[ToolSpec, ...] = tuple(m.SPEC for m in TOOL_MODULES)
+
+INSTRUCTIONS = """Molar MCP gives you the recorded traces of test runs and agent runs.
+Start with list_traces (e.g. status="failed", since="24h") to find runs, then get_trace with a
+trace's short_id to see why it failed; get_trace with step=N shows one step's events.
+Every answer fits a token budget and lists what it left out and how to get it."""
+
+
+def create_mcp_server(client_factory: ClientFactory) -> MCPServer[AppState]:
+    """Build the server. `client_factory` opens the `TraceClient` for the server's lifetime."""
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
+        async with client_factory() as client:
+            yield AppState(client=client)
+
+    server: MCPServer[AppState] = MCPServer(
+        "molar-mcp",
+        title="Molar MCP",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+    )
+    for module in TOOL_MODULES:
+        module.register(server)
+    resources.register(server)
+    return server
+
+
+def tool_scopes() -> dict[str, str]:
+    return {spec.name: spec.scope for spec in TOOL_SPECS}

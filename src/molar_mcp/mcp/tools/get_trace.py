@@ -1,0 +1,118 @@
+"""`get_trace`: why one run failed — a bounded summary, and any step's events on request."""
+
+from typing import Annotated, Any
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import CallToolResult, ContentBlock, ResourceLink, TextContent, ToolAnnotations
+from pydantic import Field
+
+from molar_mcp.mcp.errors import store_errors
+from molar_mcp.mcp.render import build_trace_view
+from molar_mcp.mcp.state import client_of
+from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
+from molar_mcp.mcp.tools.spec import ToolSpec
+from molar_mcp.mcp.views import TraceView
+from molar_mcp.models import Event, EventsResponse, TraceDetail
+
+SPEC = ToolSpec(
+    name="get_trace",
+    scope="mcp:trace:read",
+    rest=("GET /v1/traces/{id}", "GET /v1/traces/{id}/events"),
+)
+
+DESCRIPTION = """Explain one recorded run: status, failure signature, the failing step with its
+failing assertion or error (expected vs actual), a steps overview, failed events across the run
+(HTTP ≥ 400, console errors, exceptions), event counts by kind, and artifacts as resource links.
+
+Call it with a trace_id (short_id or UUID) from list_traces. To read one step's events (requests,
+responses with bodies, assertions, logs), call again with step=N; page with offset. The answer fits
+a token budget and its `omitted` list says exactly what was left out and which call returns it."""
+
+NOTABLE_LIMIT = 12
+PAGE_LIMIT = 40
+
+
+async def get_trace(
+    ctx: Context,
+    trace_id: Annotated[str, Field(min_length=1, max_length=64, description="short_id or UUID of the trace")],
+    step: Annotated[
+        int | str | None,
+        Field(description="a step number (as in the steps overview) or step id: return that step's events"),
+    ] = None,
+    kind: Annotated[
+        str | None,
+        Field(
+            max_length=64,
+            description="only events of this kind in the step page, e.g. 'network' or 'assertion'",
+        ),
+    ] = None,
+    events: Annotated[
+        bool, Field(description="with no step: also return a page of the whole trace's events")
+    ] = False,
+    offset: Annotated[int, Field(ge=0, description="first event of the page (from next_offset)")] = 0,
+    max_tokens: Annotated[
+        int, Field(ge=500, le=20000, description="token budget of this answer")
+    ] = DEFAULT_TOKEN_BUDGET,
+) -> Annotated[CallToolResult, TraceView]:
+    client = client_of(ctx)
+    step_arg = None if step is None else str(step)
+    want_page = step is not None or events or kind is not None
+    detail: TraceDetail | None = None
+    failing: EventsResponse | None = None
+    page: EventsResponse | None = None
+
+    async with store_errors(trace_id=trace_id):
+        # The three reads are independent: run them together.
+        async def load_detail() -> None:
+            nonlocal detail
+            detail = await client.get_trace(trace_id)
+
+        async def load_failing() -> None:
+            nonlocal failing
+            failing = await client.get_events(trace_id, ok=False, limit=NOTABLE_LIMIT)
+
+        async def load_page() -> None:
+            nonlocal page
+            page = await client.get_events(
+                trace_id, step=step_arg, kind=kind, limit=PAGE_LIMIT, offset=offset
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(load_detail)
+            tg.start_soon(load_failing)
+            if want_page:
+                tg.start_soon(load_page)
+    assert detail is not None
+    assert failing is not None
+    page_events: list[Event] | None = page.events if page is not None else None
+    view, text = build_trace_view(
+        detail,
+        failing.events,
+        failing.total,
+        page_events,
+        page.total if page is not None else 0,
+        offset,
+        step_arg,
+        max_tokens,
+    )
+    content: list[ContentBlock] = [TextContent(type="text", text=text)]
+    content.extend(
+        ResourceLink(
+            type="resource_link", uri=a.uri, name=a.name or f"{a.kind} artifact", mime_type=None, size=a.size
+        )
+        for a in view.artifacts
+    )
+    return CallToolResult(content=content, structured_content=view.model_dump(mode="json"))
+
+
+def register(server: MCPServer[Any]) -> None:
+    server.add_tool(
+        get_trace,
+        name=SPEC.name,
+        title="Get trace",
+        description=DESCRIPTION,
+        annotations=ToolAnnotations(
+            title="Get trace", read_only_hint=True, idempotent_hint=True, open_world_hint=False
+        ),
+    )

@@ -1,0 +1,99 @@
+"""Output models of the MCP tools: what `structuredContent` holds and `outputSchema` describes."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class TraceRow(BaseModel):
+    id: str
+    short_id: str
+    status: str
+    scenario: str | None = Field(default=None, description="scenario slug")
+    title: str | None = None
+    failure_signature: str | None = None
+    duration_ms: int | None = None
+    created_at: str
+    source: str | None = None
+    code_sha: str | None = None
+
+
+class TraceList(BaseModel):
+    items: list[TraceRow]
+    next_cursor: str | None = Field(
+        default=None, description="pass as `cursor` to list_traces for the next page; null on the last page"
+    )
+    omitted: list[str] = Field(
+        default_factory=list, description="what this answer left out, and how to get it"
+    )
+
+
+class EventRow(BaseModel):
+    seq: int
+    step: int | None = None
+    kind: str
+    ok: bool | None = None
+    message: str | None = None
+    detail: str | None = Field(default=None, description="the payload, compacted and masked; may be cut")
+
+
+class StepRow(BaseModel):
+    step: int
+    title: str | None = None
+    ok: bool | None = None
+    events: int
+
+
+class Failure(BaseModel):
+    step: int | None = None
+    step_title: str | None = None
+    seq: int | None = None
+    kind: str | None = None
+    message: str | None = None
+    expected: str | None = None
+    actual: str | None = None
+
+
+class Artifact(BaseModel):
+    kind: str
+    name: str | None = None
+    size: int
+    uri: str
+
+
+class TraceHeader(BaseModel):
+    id: str
+    short_id: str
+    status: str
+    scenario: str | None = None
+    title: str | None = None
+    source: str | None = None
+    code_sha: str | None = None
+    created_at: str
+    duration_ms: int | None = None
+    failure_signature: str | None = None
+    parent_trace_id: str | None = None
+    replay_from_step: int | None = None
+    tier: str
+    event_count: int
+
+
+class TraceView(BaseModel):
+    trace: TraceHeader
+    failure: Failure | None = Field(default=None, description="the failing step and its failing event")
+    steps: list[StepRow] = Field(default_factory=list, description="steps overview (may be a window)")
+    event_counts: dict[str, int] = Field(default_factory=dict, description="events by kind")
+    notable: list[EventRow] = Field(
+        default_factory=list,
+        description="failed events across the trace: HTTP ≥400, errors, failed assertions",
+    )
+    step_events: list[EventRow] | None = Field(
+        default=None, description="events of the requested step (or of the whole trace), one page"
+    )
+    next_offset: int | None = Field(
+        default=None, description="pass as `offset` to get_trace for more step events"
+    )
+    artifacts: list[Artifact] = Field(default_factory=list)
+    omitted: list[str] = Field(
+        default_factory=list, description="what this answer left out, and how to get it"
+    )

@@ -1,0 +1,97 @@
+"""The persistence port: what the API layer needs from a trace store, whatever backs it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from molar_mcp.models import ArtifactRef, Event, EventsResponse, TraceDetail, TraceListResponse
+
+LOCAL_ORG_ID = "org_local"
+
+
+class StoreError(Exception):
+    """Base of the errors a store raises; the API maps each subclass to one status code."""
+
+
+class TraceNotFound(StoreError):
+    def __init__(self, trace_ref: str) -> None:
+        super().__init__(f"no trace {trace_ref!r}")
+        self.trace_ref = trace_ref
+
+
+class InvalidCursor(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class TraceQuery:
+    """Filters of `GET /v1/traces` (seed 000). `None` means "not filtered"."""
+
+    scenario_id: str | None = None
+    scenario_slug: str | None = None
+    status: str | None = None
+    source: str | None = None
+    signature: str | None = None
+    tier: str | None = None
+    code_sha: str | None = None
+    q: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+@dataclass
+class NewTrace:
+    """A complete trace to store in one transaction (a bundle, or a finished run)."""
+
+    scenario_slug: str
+    status: str
+    scenario_title: str | None = None
+    scenario_id: str | None = None
+    source: str | None = None
+    code_sha: str | None = None
+    pr_number: int | None = None
+    failure_signature: str | None = None
+    created_at: datetime | None = None
+    duration_ms: int | None = None
+    parent_trace_id: str | None = None
+    replay_from_step: int | None = None
+    artifacts: list[ArtifactRef] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+class BlobSink(Protocol):
+    def put(self, data: bytes) -> str:
+        """Store `data`, return its lowercase hex sha256. Idempotent."""
+        ...
+
+
+class TraceStore(Protocol):
+    """The store port. Every call is scoped to one org: no call can see another org's rows."""
+
+    def add_trace(self, org_id: str, trace: NewTrace, blobs: dict[str, bytes]) -> tuple[str, str]:
+        """Store a trace, its events and blobs atomically; return `(id, short_id)`."""
+        ...
+
+    def list_traces(self, org_id: str, query: TraceQuery) -> TraceListResponse: ...
+
+    def get_trace(self, org_id: str, trace_ref: str) -> TraceDetail:
+        """Find by UUID or short id; raise `TraceNotFound` when absent from this org."""
+        ...
+
+    def list_events(
+        self,
+        org_id: str,
+        trace_ref: str,
+        *,
+        step: str | None = None,
+        kind: str | None = None,
+        ok: bool | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> EventsResponse: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,104 @@
+"""Versioned schema migrations of the embedded SQLite store (`PRAGMA user_version`)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+# Each entry moves the schema from version i to i+1. Never edit a shipped entry: append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: traces, events, steps, artifacts, and a full-text index over what an agent searches for.
+    """
+    CREATE TABLE traces (
+        pk INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        short_id TEXT NOT NULL UNIQUE,
+        org_id TEXT NOT NULL,
+        scenario_id TEXT,
+        scenario_slug TEXT,
+        scenario_title TEXT,
+        status TEXT NOT NULL,
+        source TEXT,
+        tier TEXT NOT NULL DEFAULT 'hot',
+        pinned INTEGER NOT NULL DEFAULT 0,
+        duration_ms INTEGER,
+        code_sha TEXT,
+        pr_number INTEGER,
+        failure_signature TEXT,
+        created_ms INTEGER NOT NULL,
+        parent_trace_id TEXT,
+        replay_from_step INTEGER,
+        total_size_bytes INTEGER NOT NULL DEFAULT 0,
+        blob_count INTEGER NOT NULL DEFAULT 0,
+        event_count INTEGER NOT NULL DEFAULT 0,
+        kind_counts TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX traces_org_created ON traces(org_id, created_ms DESC, pk DESC);
+    CREATE INDEX traces_org_status_created ON traces(org_id, status, created_ms DESC, pk DESC);
+    CREATE INDEX traces_org_signature ON traces(org_id, failure_signature, created_ms DESC);
+    CREATE INDEX traces_org_scenario ON traces(org_id, scenario_id, created_ms DESC);
+
+    CREATE TABLE events (
+        trace_pk INTEGER NOT NULL REFERENCES traces(pk) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        step_id TEXT,
+        step INTEGER,
+        ok INTEGER,
+        message TEXT,
+        payload TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (trace_pk, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX events_step ON events(trace_pk, step, seq);
+    CREATE INDEX events_kind ON events(trace_pk, kind, seq);
+    CREATE INDEX events_failed ON events(trace_pk, seq) WHERE ok = 0;
+
+    CREATE TABLE steps (
+        trace_pk INTEGER NOT NULL REFERENCES traces(pk) ON DELETE CASCADE,
+        step INTEGER NOT NULL,
+        step_id TEXT NOT NULL,
+        title TEXT,
+        ok INTEGER,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        event_count INTEGER NOT NULL,
+        PRIMARY KEY (trace_pk, step)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE artifacts (
+        trace_pk INTEGER NOT NULL REFERENCES traces(pk) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        name TEXT,
+        content_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        PRIMARY KEY (trace_pk, position)
+    ) WITHOUT ROWID;
+
+    CREATE VIRTUAL TABLE traces_fts USING fts5(
+        body, tokenize = 'unicode61 remove_diacritics 2 tokenchars ''-_./'''
+    );
+    """,
+)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring `conn`'s schema to the newest version; return that version."""
+    (current,) = conn.execute("PRAGMA user_version").fetchone()
+    if current > len(MIGRATIONS):
+        raise RuntimeError(
+            f"the data dir's schema is version {current}, newer than this molar-mcp knows "
+            f"({len(MIGRATIONS)}); upgrade molar-mcp"
+        )
+    for version in range(current, len(MIGRATIONS)):
+        # One transaction a step: a failed migration leaves the previous version intact.
+        try:
+            conn.executescript(
+                "BEGIN;" + MIGRATIONS[version] + f"; PRAGMA user_version = {version + 1}; COMMIT;"
+            )
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)
