@@ -164,7 +164,14 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
     doc = asyncio.run(manifest_document())
     text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
-    if args.output == "-":
+    if args.write:
+        from molar_mcp.mcp.capabilities import replace_table, tools_table
+
+        Path(".well-known/molar-capabilities.json").write_text(text, encoding="utf-8")
+        readme = Path("README.md")
+        readme.write_text(replace_table(readme.read_text(encoding="utf-8"), tools_table(doc)), encoding="utf-8")
+        print("wrote .well-known/molar-capabilities.json and the README tool table", file=sys.stderr)
+    elif args.output == "-":
         sys.stdout.write(text)
     else:
         Path(args.output).write_text(text, encoding="utf-8")
@@ -207,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     manifest = sub.add_parser("manifest", help="print the capability manifest")
     manifest.add_argument("-o", "--output", default="-")
+    manifest.add_argument(
+        "--write", action="store_true", help="update .well-known/ and the README tool table (run at the repo root)"
+    )
     manifest.set_defaults(func=cmd_manifest)
     return parser
 

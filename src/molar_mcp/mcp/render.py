@@ -35,8 +35,18 @@ def _cut(text: str | None, limit: int) -> str | None:
     return text[: limit - 1] + "…"
 
 
+def structured(view: TraceView | TraceList) -> dict[str, Any]:
+    """The `structuredContent` sent for a view: JSON with nulls left out (they cost tokens and say
+    nothing), except `next_cursor`, whose null says "this is the last page"."""
+    data = view.model_dump(mode="json", exclude_none=True)
+    if isinstance(view, TraceList):
+        data.setdefault("next_cursor", None)
+    return data
+
+
 def cost(view: TraceView | TraceList, text: str) -> int:
-    return estimate_tokens(view.model_dump_json(exclude_none=True)) + estimate_tokens(text)
+    """Tokens of everything a client may show a model: the text block and the structured content."""
+    return estimate_tokens(json.dumps(structured(view), ensure_ascii=False)) + estimate_tokens(text)
 
 
 # ---- list_traces ---------------------------------------------------------------------------------

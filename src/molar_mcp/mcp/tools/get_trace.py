@@ -8,7 +8,7 @@ from mcp.types import CallToolResult, ContentBlock, ResourceLink, TextContent, T
 from pydantic import Field
 
 from molar_mcp.mcp.errors import store_errors
-from molar_mcp.mcp.render import build_trace_view
+from molar_mcp.mcp.render import build_trace_view, structured
 from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
 from molar_mcp.mcp.tools.spec import ToolSpec
@@ -103,7 +103,7 @@ async def get_trace(
         )
         for a in view.artifacts
     )
-    return CallToolResult(content=content, structured_content=view.model_dump(mode="json"))
+    return CallToolResult(content=content, structured_content=structured(view))
 
 
 def register(server: MCPServer[Any]) -> None:

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from molar_mcp.client import TraceFilters
 from molar_mcp.mcp.errors import store_errors
-from molar_mcp.mcp.render import describe_filters, fit_rows, list_text, trace_row
+from molar_mcp.mcp.render import describe_filters, fit_rows, list_text, structured, trace_row
 from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.timeparse import parse_time
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
@@ -107,7 +107,7 @@ async def list_traces(
     text = list_text(view, desc)
     return CallToolResult(
         content=[TextContent(type="text", text=text)],
-        structured_content=view.model_dump(mode="json"),
+        structured_content=structured(view),
     )
 
 

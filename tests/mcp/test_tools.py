@@ -1,0 +1,240 @@
+"""The MCP tools and resources, through the SDK's in-memory client, in both protocol eras."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from mcp.client import Client
+from mcp.shared.exceptions import MCPError
+from mcp.types import CallToolResult, TextContent
+
+from molar_mcp.compose import Embedded
+from molar_mcp.ingest import ingest_bundle
+from molar_mcp.mcp.server import create_mcp_server
+from molar_mcp.mcp.tokens import estimate_tokens
+from molar_mcp.store import LOCAL_ORG_ID
+from tests.bundles import make_bundle, summary
+from tests.mcp.conftest import Seeded
+
+pytestmark = pytest.mark.anyio
+
+
+def text_of(result: CallToolResult) -> str:
+    block = result.content[0]
+    assert isinstance(block, TextContent)
+    return block.text
+
+
+def total_tokens(result: CallToolResult) -> int:
+    return estimate_tokens(text_of(result)) + estimate_tokens(json.dumps(result.structured_content))
+
+
+async def test_tools_are_listed_with_output_schemas_and_read_only_annotations(seeded: Seeded, mode: str) -> None:
+    async with Client(seeded.server, mode=mode) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    assert set(tools) == {"list_traces", "get_trace"}
+    for tool in tools.values():
+        assert tool.output_schema is not None
+        assert tool.annotations is not None
+        assert tool.annotations.read_only_hint is True
+    # Each description tells the model what to call next.
+    assert "get_trace(trace_id=" in (tools["list_traces"].description or "")
+    assert "list_traces" in (tools["get_trace"].description or "")
+    assert "step=N" in (tools["get_trace"].description or "")
+    assert "status" in tools["list_traces"].input_schema["properties"]
+    assert tools["get_trace"].input_schema["required"] == ["trace_id"]
+
+
+async def test_list_traces_filters_by_status_and_gives_compact_rows(seeded: Seeded, mode: str) -> None:
+    async with Client(seeded.server, mode=mode) as client:
+        result = await client.call_tool("list_traces", {"status": "failed"})
+    assert not result.is_error
+    data: Any = result.structured_content
+    assert [row["short_id"] for row in data["items"]] == [seeded.failed_short]
+    row = data["items"][0]
+    assert row["status"] == "failed"
+    assert row["failure_signature"] == "webhook-404"
+    assert row["scenario"] == "stripe-subscription-upgrade"
+    assert data["next_cursor"] is None
+    assert seeded.failed_short in text_of(result)
+    assert "get_trace" in text_of(result)
+
+
+async def test_list_traces_filters_by_source_scenario_signature_and_text(seeded: Seeded, mode: str) -> None:
+    async with Client(seeded.server, mode=mode) as client:
+        by_source = await client.call_tool("list_traces", {"source": "schedule"})
+        by_scenario = await client.call_tool("list_traces", {"scenario": "cart-basic"})
+        by_signature = await client.call_tool("list_traces", {"signature": "webhook-404"})
+        by_message = await client.call_tool("list_traces", {"q": "upgraded=true"})
+        by_title = await client.call_tool("list_traces", {"q": "subscr"})
+        by_commit = await client.call_tool("list_traces", {"commit": "a1b2c3d"})
+        none = await client.call_tool("list_traces", {"since": "2000-01-01T00:00:00Z", "until": "2000-01-02"})
+
+    def shorts(r: CallToolResult) -> set[str]:
+        data: Any = r.structured_content
+        return {row["short_id"] for row in data["items"]}
+
+    assert shorts(by_source) == {seeded.passed_short}
+    assert shorts(by_scenario) == {seeded.passed_short}
+    assert shorts(by_signature) == {seeded.failed_short}
+    assert shorts(by_message) == {seeded.failed_short}  # only the failed run's assertion says it
+    assert shorts(by_title) == {seeded.failed_short, seeded.passed_short}  # prefix of the shared title
+    assert shorts(by_commit) == {seeded.failed_short, seeded.passed_short}
+    assert shorts(none) == set()
+    assert "No traces match" in text_of(none)
+
+
+async def test_list_traces_rejects_a_bad_time_with_a_message_the_model_can_act_on(seeded: Seeded) -> None:
+    async with Client(seeded.server) as client:
+        result = await client.call_tool("list_traces", {"since": "yesterday-ish"})
+    assert result.is_error
+    assert "24h" in text_of(result)
+
+
+async def test_list_traces_pages_with_a_cursor_and_shrinks_pages_to_the_token_budget(
+    embedded: Embedded, mode: str
+) -> None:
+    for i in range(30):
+        ingest_bundle(
+            embedded.store,
+            LOCAL_ORG_ID,
+            make_bundle(summary(created_at=f"2026-01-01T00:{i:02d}:00Z", failure_signature=f"sig-{i}")),
+        )
+    server = create_mcp_server(embedded.client_factory())
+    seen: list[str] = []
+    async with Client(server, mode=mode) as client:
+        cursor = None
+        for _ in range(10):
+            args: dict[str, Any] = {"limit": 50, "max_tokens": 800}
+            if cursor:
+                args["cursor"] = cursor
+            result = await client.call_tool("list_traces", args)
+            data: Any = result.structured_content
+            assert total_tokens(result) <= 800
+            seen.extend(row["short_id"] for row in data["items"])
+            cursor = data["next_cursor"]
+            if cursor is None:
+                break
+            assert data["omitted"], "a page cut to the budget must say so"
+    assert len(seen) == 30
+    assert len(set(seen)) == 30
+
+
+async def test_get_trace_names_the_failing_step_its_assertion_and_the_failed_events(
+    seeded: Seeded, mode: str
+) -> None:
+    async with Client(seeded.server, mode=mode) as client:
+        result = await client.call_tool("get_trace", {"trace_id": seeded.failed_short})
+    assert not result.is_error
+    view: Any = result.structured_content
+    assert view["trace"]["status"] == "failed"
+    assert view["trace"]["failure_signature"] == "webhook-404"
+    failure = view["failure"]
+    assert failure["step"] == 7
+    assert failure["kind"] == "assertion"
+    assert failure["expected"] == "/billing?upgraded=true"
+    assert failure["actual"] == "/billing?upgraded=false"
+    assert [s["ok"] for s in view["steps"]] == [True] * 6 + [False]
+    notable = {(e["seq"], e["kind"]) for e in view["notable"]}
+    assert (18, "network.response") in notable  # the webhook 404 at step 5
+    assert view["event_counts"]["network.response"] == 7
+    text = text_of(result)
+    assert "step 7" in text
+    assert "404" in text
+    assert "step=7" in text  # points to the next call
+
+
+async def test_get_trace_returns_artifacts_as_resource_links(seeded: Seeded, mode: str) -> None:
+    async with Client(seeded.server, mode=mode) as client:
+        result = await client.call_tool("get_trace", {"trace_id": seeded.failed_id})
+    links = [c for c in result.content if c.type == "resource_link"]
+    assert len(links) == 1
+    assert str(links[0].uri).startswith(f"molar://traces/{seeded.failed_id}/blobs/")
+    view: Any = result.structured_content
+    assert view["artifacts"][0]["kind"] == "screenshot"
+
+
+async def test_get_trace_with_a_step_returns_that_steps_events_with_secrets_masked(
+    seeded: Seeded, mode: str
+) -> None:
+    async with Client(seeded.server, mode=mode) as client:
+        result = await client.call_tool("get_trace", {"trace_id": seeded.failed_short, "step": 5})
+    view: Any = result.structured_content
+    events = view["step_events"]
+    assert [e["step"] for e in events] == [5] * len(events)
+    response = next(e for e in events if e["kind"] == "network.response")
+    assert "404" in response["detail"]
+    dumped = json.dumps(result.structured_content) + text_of(result)
+    assert "sk_live_abcdefghijklmnop" not in dumped
+
+
+async def test_get_trace_for_an_unknown_id_says_how_to_find_ids(seeded: Seeded, mode: str) -> None:
+    async with Client(seeded.server, mode=mode) as client:
+        result = await client.call_tool("get_trace", {"trace_id": "xY9zQ2mNp"})
+    assert result.is_error
+    assert "No trace 'xY9zQ2mNp'" in text_of(result)
+    assert "list_traces" in text_of(result)
+
+
+async def test_get_trace_stays_within_budget_on_a_ten_thousand_event_trace_and_says_what_it_left_out(
+    embedded: Embedded, mode: str
+) -> None:
+    events: list[dict[str, Any]] = []
+    for i in range(10_000):
+        step = i // 200 + 1
+        ev: dict[str, Any] = {"seq": i, "ts": 1_700_000_000_000 + i, "kind": "network.response", "step_id": f"s{step}"}
+        ev["payload"] = {"method": "GET", "url": f"/api/items/{i}", "status": 500 if i % 97 == 0 else 200}
+        events.append(ev)
+    events.append({"seq": 10_000, "ts": 1_700_000_010_000, "kind": "assertion", "step_id": "s50", "ok": False,
+                   "message": "expected 3 items; got 2", "payload": {"expected": 3, "actual": 2}})
+    _, short = ingest_bundle(embedded.store, LOCAL_ORG_ID, make_bundle(summary(), events))
+    server = create_mcp_server(embedded.client_factory())
+    async with Client(server, mode=mode) as client:
+        summary_result = await client.call_tool("get_trace", {"trace_id": short})
+        step_result = await client.call_tool("get_trace", {"trace_id": short, "step": 50})
+        page2 = await client.call_tool("get_trace", {"trace_id": short, "step": 50, "offset": 40})
+    for result in (summary_result, step_result, page2):
+        assert not result.is_error
+        assert total_tokens(result) <= 2000
+    view: Any = summary_result.structured_content
+    assert view["failure"]["step"] == 50
+    assert view["trace"]["event_count"] == 10_001
+    omitted = " ".join(view["omitted"])
+    assert "more failed events" in omitted
+    step_view: Any = step_result.structured_content
+    assert step_view["next_offset"] is not None
+    assert any("offset=" in o for o in step_view["omitted"])
+    page2_view: Any = page2.structured_content
+    assert page2_view["step_events"][0]["seq"] > step_view["step_events"][-1]["seq"]
+
+
+async def test_trace_resource_reads_the_same_summary_as_get_trace(seeded: Seeded, mode: str) -> None:
+    async with Client(seeded.server, mode=mode) as client:
+        templates = await client.list_resource_templates()
+        resource = await client.read_resource(f"molar://traces/{seeded.failed_short}")
+    uris = {t.uri_template for t in templates.resource_templates}
+    assert "molar://traces/{trace_id}" in uris
+    body = json.loads(resource.contents[0].text)  # type: ignore[union-attr]
+    assert body["failure"]["step"] == 7
+    assert body["trace"]["short_id"] == seeded.failed_short
+
+
+async def test_events_resource_pages_and_filters(seeded: Seeded, mode: str) -> None:
+    async with Client(seeded.server, mode=mode) as client:
+        page = await client.read_resource(f"molar://traces/{seeded.failed_short}/events?kind=network&limit=3")
+        failed = await client.read_resource(f"molar://traces/{seeded.failed_short}/events?ok=false")
+    body = json.loads(page.contents[0].text)  # type: ignore[union-attr]
+    assert body["total"] == 14
+    assert len(body["events"]) == 3
+    assert body["next_offset"] == 3
+    failed_body = json.loads(failed.contents[0].text)  # type: ignore[union-attr]
+    assert {e["kind"] for e in failed_body["events"]} == {"network.response", "console", "assertion", "step.end"}
+
+
+async def test_reading_an_unknown_trace_resource_is_a_not_found_protocol_error(seeded: Seeded, mode: str) -> None:
+    async with Client(seeded.server, mode=mode) as client:
+        with pytest.raises(MCPError) as info:
+            await client.read_resource("molar://traces/nope")
+    assert info.value.error.code == -32602
