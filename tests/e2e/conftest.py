@@ -41,7 +41,18 @@ def start_server(data_dir: Path, *extra: str) -> Served:
     port = free_port()
     log = open(data_dir.parent / f"serve-{port}.log", "wb")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(
-        [sys.executable, "-m", "molar_mcp", "serve", "--no-auth", "--port", str(port), "--data-dir", str(data_dir), *extra],
+        [
+            sys.executable,
+            "-m",
+            "molar_mcp",
+            "serve",
+            "--no-auth",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            *extra,
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=child_env(data_dir),

@@ -16,7 +16,9 @@ pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_an_agent_lists_failed_demo_runs_and_reads_one_over_streamable_http(served: Served, mode: str) -> None:
+async def test_an_agent_lists_failed_demo_runs_and_reads_one_over_streamable_http(
+    served: Served, mode: str
+) -> None:
     async with Client(served.base_url + "/mcp", mode=mode) as client:
         listed = await client.call_tool("list_traces", {"status": "failed"})
         rows: Any = listed.structured_content
@@ -55,7 +57,17 @@ def test_no_auth_is_refused_on_a_non_loopback_address(tmp_path: Any) -> None:
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "molar_mcp", "serve", "--no-auth", "--host", "0.0.0.0", "--data-dir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "molar_mcp",
+            "serve",
+            "--no-auth",
+            "--host",
+            "0.0.0.0",
+            "--data-dir",
+            str(tmp_path),
+        ],
         capture_output=True,
         timeout=60,
         check=False,

@@ -31,7 +31,9 @@ def total_tokens(result: CallToolResult) -> int:
     return estimate_tokens(text_of(result)) + estimate_tokens(json.dumps(result.structured_content))
 
 
-async def test_tools_are_listed_with_output_schemas_and_read_only_annotations(seeded: Seeded, mode: str) -> None:
+async def test_tools_are_listed_with_output_schemas_and_read_only_annotations(
+    seeded: Seeded, mode: str
+) -> None:
     async with Client(seeded.server, mode=mode) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
     assert set(tools) == {"list_traces", "get_trace"}
@@ -184,11 +186,25 @@ async def test_get_trace_stays_within_budget_on_a_ten_thousand_event_trace_and_s
     events: list[dict[str, Any]] = []
     for i in range(10_000):
         step = i // 200 + 1
-        ev: dict[str, Any] = {"seq": i, "ts": 1_700_000_000_000 + i, "kind": "network.response", "step_id": f"s{step}"}
+        ev: dict[str, Any] = {
+            "seq": i,
+            "ts": 1_700_000_000_000 + i,
+            "kind": "network.response",
+            "step_id": f"s{step}",
+        }
         ev["payload"] = {"method": "GET", "url": f"/api/items/{i}", "status": 500 if i % 97 == 0 else 200}
         events.append(ev)
-    events.append({"seq": 10_000, "ts": 1_700_000_010_000, "kind": "assertion", "step_id": "s50", "ok": False,
-                   "message": "expected 3 items; got 2", "payload": {"expected": 3, "actual": 2}})
+    events.append(
+        {
+            "seq": 10_000,
+            "ts": 1_700_000_010_000,
+            "kind": "assertion",
+            "step_id": "s50",
+            "ok": False,
+            "message": "expected 3 items; got 2",
+            "payload": {"expected": 3, "actual": 2},
+        }
+    )
     _, short = ingest_bundle(embedded.store, LOCAL_ORG_ID, make_bundle(summary(), events))
     server = create_mcp_server(embedded.client_factory())
     async with Client(server, mode=mode) as client:
@@ -230,10 +246,17 @@ async def test_events_resource_pages_and_filters(seeded: Seeded, mode: str) -> N
     assert len(body["events"]) == 3
     assert body["next_offset"] == 3
     failed_body = json.loads(failed.contents[0].text)  # type: ignore[union-attr]
-    assert {e["kind"] for e in failed_body["events"]} == {"network.response", "console", "assertion", "step.end"}
+    assert {e["kind"] for e in failed_body["events"]} == {
+        "network.response",
+        "console",
+        "assertion",
+        "step.end",
+    }
 
 
-async def test_reading_an_unknown_trace_resource_is_a_not_found_protocol_error(seeded: Seeded, mode: str) -> None:
+async def test_reading_an_unknown_trace_resource_is_a_not_found_protocol_error(
+    seeded: Seeded, mode: str
+) -> None:
     async with Client(seeded.server, mode=mode) as client:
         with pytest.raises(MCPError) as info:
             await client.read_resource("molar://traces/nope")
