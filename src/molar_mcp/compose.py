@@ -29,6 +29,7 @@ from molar_mcp.mcp.capabilities import build_manifest
 from molar_mcp.mcp.server import TOOL_SPECS, create_mcp_server
 from molar_mcp.mcp.state import AppState, ClientFactory
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
+from molar_mcp.store.signing import UrlSigner
 
 log = logging.getLogger("molar_mcp")
 
@@ -66,7 +67,13 @@ class Embedded:
 def open_embedded(data_dir: Path, *, max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES) -> Iterator[Embedded]:
     store = SqliteTraceStore(data_dir)
     try:
-        yield Embedded(store=store, api_app=create_api_app(ApiContext(store, max_bundle_bytes)))
+        ctx = ApiContext(
+            store=store,
+            signer=UrlSigner(data_dir / "signing-keys.json"),
+            blob_root=store.blobs.root,
+            max_bundle_bytes=max_bundle_bytes,
+        )
+        yield Embedded(store=store, api_app=create_api_app(ctx))
     finally:
         store.close()
 

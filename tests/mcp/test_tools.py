@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -16,7 +17,7 @@ from molar_mcp.mcp.server import create_mcp_server
 from molar_mcp.mcp.tokens import estimate_tokens
 from molar_mcp.store import LOCAL_ORG_ID
 from tests.bundles import make_bundle, summary
-from tests.mcp.conftest import Seeded
+from tests.mcp.conftest import PNG, Seeded
 
 pytestmark = pytest.mark.anyio
 
@@ -28,7 +29,10 @@ def text_of(result: CallToolResult) -> str:
 
 
 def total_tokens(result: CallToolResult) -> int:
-    return estimate_tokens(text_of(result)) + estimate_tokens(json.dumps(result.structured_content))
+    # The wire carries raw UTF-8 JSON, as the renderer measures it.
+    return estimate_tokens(text_of(result)) + estimate_tokens(
+        json.dumps(result.structured_content, ensure_ascii=False)
+    )
 
 
 async def test_tools_are_listed_with_output_schemas_and_read_only_annotations(
@@ -260,4 +264,20 @@ async def test_reading_an_unknown_trace_resource_is_a_not_found_protocol_error(
     async with Client(seeded.server, mode=mode) as client:
         with pytest.raises(MCPError) as info:
             await client.read_resource("molar://traces/nope")
+    assert info.value.error.code == -32602
+
+
+async def test_an_artifact_link_from_get_trace_reads_back_the_blob_bytes(seeded: Seeded, mode: str) -> None:
+    async with Client(seeded.server, mode=mode) as client:
+        result = await client.call_tool("get_trace", {"trace_id": seeded.failed_short})
+        link = next(c for c in result.content if c.type == "resource_link")
+        blob = await client.read_resource(str(link.uri))
+    content = blob.contents[0]
+    assert base64.b64decode(content.blob) == PNG  # type: ignore[union-attr]
+
+
+async def test_an_unknown_artifact_is_a_not_found_protocol_error(seeded: Seeded) -> None:
+    async with Client(seeded.server) as client:
+        with pytest.raises(MCPError) as info:
+            await client.read_resource(f"molar://traces/{seeded.failed_short}/blobs/{'0' * 64}")
     assert info.value.error.code == -32602

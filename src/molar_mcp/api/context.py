@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from starlette.requests import Request
 
 from molar_mcp.api.errors import ApiError
 from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES
 from molar_mcp.store import LOCAL_ORG_ID, TraceStore
+from molar_mcp.store.signing import UrlSigner
 
 _ORG_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -17,7 +19,12 @@ _ORG_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 @dataclass(frozen=True)
 class ApiContext:
     store: TraceStore
+    signer: UrlSigner
+    blob_root: Path
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
+
+    def blob_file(self, sha256: str) -> Path:
+        return self.blob_root / sha256[:2] / sha256
 
 
 def api_context(request: Request) -> ApiContext:

@@ -109,6 +109,19 @@ class TraceClient:
             params["ok"] = "true" if ok else "false"
         return await self._get(f"/v1/traces/{_segment(trace_id)}/events", EventsResponse, params)
 
+    async def blob_url(self, trace_id: str, sha256: str) -> str:
+        """The signed, expiring URL of an artifact (the target of the API's 302)."""
+        response = await self._send("GET", f"/v1/traces/{_segment(trace_id)}/blob/{_segment(sha256)}")
+        location = response.headers.get("location")
+        if response.status_code != 302 or not location:
+            raise ApiClientError(response.status_code, "bad_response", "the blob endpoint did not redirect")
+        return location
+
+    async def fetch_signed(self, url: str) -> tuple[bytes, str]:
+        """Download a signed URL the API handed out; return `(content, content_type)`."""
+        response = await self._send("GET", url)
+        return response.content, response.headers.get("content-type", "application/octet-stream")
+
     async def ingest_bundle(
         self,
         data: bytes,

@@ -13,7 +13,9 @@ from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
 
 TRACE_URI = "molar://traces/{trace_id}"
 EVENTS_URI = "molar://traces/{trace_id}/events{?step,kind,ok,offset,limit}"
+BLOB_URI = "molar://traces/{trace_id}/blobs/{sha256}"
 EVENTS_PAGE_MAX = 200
+BLOB_INLINE_MAX = 1024 * 1024
 
 
 def _resource_error(exc: ApiClientError, uri: str) -> Exception:
@@ -72,7 +74,43 @@ async def events_resource(
     return json.dumps(body, ensure_ascii=False)
 
 
+async def blob_resource(trace_id: str, sha256: str, ctx: Context) -> bytes | str:
+    """An artifact: its bytes when small, else a JSON pointer to a signed download URL."""
+    uri = f"molar://traces/{trace_id}/blobs/{sha256}"
+    client = client_of(ctx)
+    try:
+        detail = await client.get_trace(trace_id)
+        artifact = next((a for a in detail.artifacts if a.sha256 == sha256), None)
+        if artifact is None:
+            raise ResourceNotFoundError(
+                f"{uri}: the trace has no such artifact; molar://traces/{trace_id} lists them"
+            )
+        url = await client.blob_url(trace_id, sha256)
+        if artifact.size > BLOB_INLINE_MAX:
+            return json.dumps(
+                {
+                    "kind": artifact.kind,
+                    "name": artifact.name,
+                    "size": artifact.size,
+                    "content_type": artifact.content_type,
+                    "download_url": url,
+                    "note": f"larger than {BLOB_INLINE_MAX} bytes: download it from the signed URL (expires)",
+                }
+            )
+        content, _ = await client.fetch_signed(url)
+    except ApiClientError as exc:
+        raise _resource_error(exc, uri) from exc
+    return content
+
+
 def register(server: MCPServer[Any]) -> None:
+    server.resource(
+        BLOB_URI,
+        name="trace-artifact",
+        title="Trace artifact",
+        description="An artifact of a trace (screenshot, video, HAR, …): bytes, or a signed link when large.",
+        mime_type="application/octet-stream",
+    )(blob_resource)
     server.resource(
         TRACE_URI,
         name="trace",

@@ -1,0 +1,90 @@
+"""Artifacts: `GET /v1/traces/{id}/blob/{sha256}` answers 302 to a signed, expiring URL that the store
+itself serves (with Range support); `signed_urls` of a trace detail come from the same signer."""
+
+from __future__ import annotations
+
+import re
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from molar_mcp.api.context import ApiContext, api_context, org_of
+from molar_mcp.api.errors import ApiError
+from molar_mcp.models import ArtifactRef, TraceDetail
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# The artifact kinds seed 000 names in `signed_urls`; the first artifact of each kind is linked.
+SIGNED_KINDS = ("video", "playwright", "rrweb", "screenshot", "har")
+
+
+def blob_path(trace_id: str, sha256: str) -> str:
+    return f"/v1/signed/blobs/{trace_id}/{sha256}"
+
+
+def signed_urls(ctx: ApiContext, request: Request, detail: TraceDetail) -> dict[str, str]:
+    base = str(request.base_url).rstrip("/")
+    urls: dict[str, str] = {}
+    for artifact in detail.artifacts:
+        if artifact.kind in SIGNED_KINDS and artifact.kind not in urls:
+            urls[artifact.kind] = base + ctx.signer.sign(blob_path(detail.id, artifact.sha256), detail.org_id)
+    return urls
+
+
+def _artifact(detail: TraceDetail, sha256: str) -> ArtifactRef:
+    found = next((a for a in detail.artifacts if a.sha256 == sha256), None)
+    if found is None:
+        raise ApiError(404, "not_found", f"trace {detail.short_id} has no blob {sha256}")
+    return found
+
+
+def _sha(request: Request) -> str:
+    sha: str = request.path_params["sha256"]
+    if not _SHA256.match(sha):
+        raise ApiError(
+            400, "bad_request", "sha256 must be 64 lowercase hex characters, without a sha256: prefix"
+        )
+    return sha
+
+
+async def redirect_to_blob(request: Request) -> Response:
+    ctx = api_context(request)
+    sha = _sha(request)
+    detail = await anyio.to_thread.run_sync(
+        ctx.store.get_trace, org_of(request), request.path_params["trace_id"]
+    )
+    _artifact(detail, sha)
+    base = str(request.base_url).rstrip("/")
+    return RedirectResponse(base + ctx.signer.sign(blob_path(detail.id, sha), detail.org_id), status_code=302)
+
+
+async def signed_blob(request: Request) -> Response:
+    ctx = api_context(request)
+    sha = _sha(request)
+    q = request.query_params
+    org = q.get("org", "")
+    problem = ctx.signer.check(request.url.path, org, q.get("exp", ""), q.get("kid", ""), q.get("sig", ""))
+    if problem == "expired":
+        raise ApiError(403, "forbidden", "this signed URL has expired; GET the trace again for a fresh one")
+    if problem is not None:
+        raise ApiError(403, "forbidden", "this signed URL is not valid")
+    detail = await anyio.to_thread.run_sync(ctx.store.get_trace, org, request.path_params["trace_id"])
+    artifact = _artifact(detail, sha)
+    path = ctx.blob_file(sha)
+    if not path.is_file():
+        raise ApiError(404, "not_found", f"blob {sha} is missing from the blob store")
+    return FileResponse(
+        path,
+        media_type=artifact.content_type,
+        filename=artifact.name or sha,
+        content_disposition_type="inline",
+        headers={"cache-control": "private, max-age=300"},
+    )
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v1/traces/{trace_id}/blob/{sha256}", redirect_to_blob, methods=["GET"]),
+        Route("/v1/signed/blobs/{trace_id}/{sha256}", signed_blob, methods=["GET"]),
+    ]

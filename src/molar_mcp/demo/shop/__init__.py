@@ -1,0 +1,1 @@
+"""The demo shop's source: a self-contained folder a replay copies, patches and runs."""
