@@ -24,6 +24,7 @@ from molar_mcp import __version__
 from molar_mcp.api.app import create_api_app
 from molar_mcp.api.context import ApiContext
 from molar_mcp.client import TraceClient
+from molar_mcp.client.asgi_stream import StreamingASGITransport
 from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES, BundleError, ingest_bundle
 from molar_mcp.mcp.capabilities import build_manifest
 from molar_mcp.mcp.server import TOOL_SPECS, create_mcp_server
@@ -51,12 +52,13 @@ class Embedded:
     api_app: Starlette
 
     def client_factory(self) -> ClientFactory:
-        """Clients reach the in-process API over ASGITransport: the same HTTP path as remote mode."""
+        """Clients reach the in-process API through an ASGI transport: the same HTTP requests as remote
+        mode, streamed (so SSE works), without a socket."""
         api_app = self.api_app
 
         @asynccontextmanager
         async def factory() -> AsyncIterator[TraceClient]:
-            transport = httpx2.ASGITransport(app=api_app, raise_app_exceptions=False)
+            transport = StreamingASGITransport(api_app)
             async with httpx2.AsyncClient(transport=transport, base_url=EMBEDDED_BASE_URL) as http:
                 yield TraceClient(http)
 

@@ -1,0 +1,129 @@
+"""An httpx2 transport that calls an ASGI app in process and streams its response.
+
+`httpx2.ASGITransport` collects the whole body before returning, so a long-lived response (an SSE
+stream) never arrives. Here the app runs in a task owned by the transport, its body chunks flow
+through a memory stream as they are sent, and closing the response tells the app the client left
+(`http.disconnect`). Open it with the client: `async with httpx2.AsyncClient(transport=t)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, MutableMapping
+from types import TracebackType
+from typing import Any
+
+import anyio
+import httpx2
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
+from starlette.types import ASGIApp
+
+
+class _BodyStream(httpx2.AsyncByteStream):
+    def __init__(self, chunks: MemoryObjectReceiveStream[bytes], disconnected: anyio.Event) -> None:
+        self._chunks = chunks
+        self._disconnected = disconnected
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            yield chunk
+
+    async def aclose(self) -> None:
+        self._disconnected.set()
+        self._chunks.close()
+
+
+class StreamingASGITransport(httpx2.AsyncBaseTransport):
+    def __init__(self, app: ASGIApp, *, client: tuple[str, int] = ("127.0.0.1", 0)) -> None:
+        self.app = app
+        self.client = client
+        self._tg: TaskGroup | None = None
+
+    async def __aenter__(self) -> StreamingASGITransport:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> None:
+        assert self._tg is not None
+        # Responses still streaming when the client closes are abandoned, as a closed socket would be.
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(exc_type, exc, tb)
+        self._tg = None
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if self._tg is None:
+            raise RuntimeError("open the AsyncClient (async with) before sending through StreamingASGITransport")
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": request.method,
+            "headers": [(k.lower(), v) for k, v in request.headers.raw],
+            "scheme": request.url.scheme,
+            "path": request.url.path,
+            "raw_path": request.url.raw_path.split(b"?")[0],
+            "query_string": request.url.query,
+            "server": (request.url.host, request.url.port or (443 if request.url.scheme == "https" else 80)),
+            "client": self.client,
+            "root_path": "",
+        }
+        body = request.stream
+        assert isinstance(body, httpx2.AsyncByteStream)
+        body_iter = body.__aiter__()
+        request_done = False
+        disconnected = anyio.Event()
+        started = anyio.Event()
+        status: list[int] = []
+        headers: list[tuple[bytes, bytes]] = []
+        failure: list[BaseException] = []
+        send_chunks, recv_chunks = anyio.create_memory_object_stream[bytes](max_buffer_size=256)
+
+        async def receive() -> dict[str, Any]:
+            nonlocal request_done
+            if not request_done:
+                try:
+                    chunk = await body_iter.__anext__()
+                except StopAsyncIteration:
+                    request_done = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                return {"type": "http.request", "body": chunk, "more_body": True}
+            await disconnected.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+                headers.extend(message.get("headers", []))
+                started.set()
+            elif message["type"] == "http.response.body":
+                chunk = message.get("body", b"")
+                if chunk and not disconnected.is_set():
+                    try:
+                        await send_chunks.send(chunk)
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        disconnected.set()
+                if not message.get("more_body", False):
+                    send_chunks.close()
+
+        async def run() -> None:
+            try:
+                await self.app(scope, receive, send)  # type: ignore[arg-type]
+            except Exception as exc:  # reported to the caller below when nothing was sent
+                failure.append(exc)
+            finally:
+                send_chunks.close()
+                started.set()
+
+        self._tg.start_soon(run)
+        await started.wait()
+        if not status:
+            if failure:
+                raise failure[0]
+            raise httpx2.RemoteProtocolError("the ASGI app ended without a response")
+        return httpx2.Response(status[0], headers=headers, stream=_BodyStream(recv_chunks, disconnected))

@@ -1,0 +1,222 @@
+"""Detectors for agent traces: failed model calls, rate limits, tool errors, loops, step limits."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+from molar_mcp.debugger.detectors.text import says_max_steps, sentence, shorten
+from molar_mcp.debugger.detectors.timeline import Timeline, failure_text, llm_error, step_phrase
+from molar_mcp.debugger.findings import Finding, make_finding
+
+RATE_LIMITED: Final = 0.9
+LLM_ERROR: Final = 0.88
+LOOP_IN_A_ROW: Final = 0.87
+LOOP_IN_WINDOW: Final = 0.8
+LOOP_IN_PASSED_RUN: Final = 0.6
+TOOL_ERROR: Final = 0.85
+MAX_STEPS_SAID: Final = 0.8
+MAX_STEPS_INFERRED: Final = 0.55
+RECOVERED: Final = 0.45
+
+LOOP_REPEATS: Final = 3  # identical calls that make a loop
+LOOP_WINDOW: Final = 6  # … in a row, or among this many consecutive tool calls
+MANY_STEPS: Final = 20  # an agent run this long that stops without a word ran out of steps
+
+_RATE_LIMIT_TYPES: Final = frozenset({"rate_limit", "rate_limit_error", "rate_limited", "too_many_requests"})
+
+
+def detect_llm_errors(t: Timeline) -> list[Finding]:
+    """rate_limited / llm_error: an `llm.response` carrying an error (or ok false).
+
+    rate_limited when the error's status is 429, its type a rate-limit type, or its message
+    says "rate limit"; llm_error otherwise. Unrecovered (no later successful model answer:
+    the run could not go on) 0.9 / 0.88; recovered 0.45. Failed runs only.
+    Critical step: the response's step.
+    """
+    if not t.failing:
+        return []
+    found = []
+    for i, e in enumerate(t.events):
+        error = llm_error(e)
+        if error is None:
+            continue
+        status, kind = error.get("status"), str(error.get("type") or "")
+        message = str(error.get("message") or "")
+        rate = status == 429 or kind in _RATE_LIMIT_TYPES or "rate limit" in message.lower()
+        recovered = any(x.kind == "llm.response" and llm_error(x) is None for x in t.events[i + 1 :])
+        model = str(e.payload.get("model") or "")
+        code = " ".join(str(p) for p in (status, kind) if p) or "an error"
+        where = step_phrase(t.steps[i])
+        tail = "a later call succeeded" if recovered else "the run never got another answer"
+        label = "rate_limited" if rate else "llm_error"
+        found.append(
+            make_finding(
+                label,
+                RECOVERED if recovered else RATE_LIMITED if rate else LLM_ERROR,
+                step=t.steps[i],
+                seq=e.seq,
+                evidence=[],
+                summary=sentence(
+                    f"The model call at {where} failed with {code} ({model or 'model'}); {tail}"
+                ),
+                subject=model if rate else f"{status or kind} {model}",
+            )
+        )
+    return found
+
+
+def _tool_failed(payload: dict[str, Any], ok: bool | None) -> bool:
+    return ok is False or bool(payload.get("error"))
+
+
+def detect_tool_errors(t: Timeline) -> list[Finding]:
+    """tool_error: a `tool.result` with ok false or an error.
+
+    Unrecovered (no later successful result of the same tool) 0.85; recovered 0.45 (the agent
+    worked around it). Failed runs only. Critical step: the result's step.
+    """
+    if not t.failing:
+        return []
+    found = []
+    for i, e in enumerate(t.events):
+        if e.kind != "tool.result" or not _tool_failed(e.payload, e.ok):
+            continue
+        call = _call_of(t, i)
+        tool = str(
+            e.payload.get("tool") or (t.events[call].payload.get("tool") if call is not None else "tool")
+        )
+        recovered = any(
+            x.kind == "tool.result" and x.payload.get("tool") == tool and not _tool_failed(x.payload, x.ok)
+            for x in t.events[i + 1 :]
+        )
+        error = e.payload.get("error")
+        kind = error.get("type") if isinstance(error, dict) else None
+        detail = shorten(failure_text(e), 100).rstrip(".") or "no message"
+        tail = "a later call of it succeeded" if recovered else "it never succeeded afterwards"
+        found.append(
+            make_finding(
+                "tool_error",
+                RECOVERED if recovered else TOOL_ERROR,
+                step=t.steps[i],
+                seq=e.seq,
+                evidence=[t.seq(call) if call is not None else None],
+                summary=sentence(f"Tool {tool} failed at {step_phrase(t.steps[i])}: {detail}; {tail}"),
+                subject=f"{tool} {kind}" if isinstance(kind, str) else tool,
+            )
+        )
+    return found
+
+
+def _call_of(t: Timeline, i: int) -> int | None:
+    call_id = t.events[i].payload.get("call_id")
+    for j in range(i - 1, -1, -1):
+        e = t.events[j]
+        if e.kind == "tool.call" and (call_id is None or e.payload.get("call_id") == call_id):
+            return j
+    return None
+
+
+@dataclass(frozen=True)
+class _Loop:
+    calls: tuple[int, ...]  # event indices of the repeated calls
+    in_a_row: bool
+
+
+def detect_loops(t: Timeline) -> list[Finding]:
+    """loop: the same tool with the same arguments (compared as canonical JSON) called at least
+    3 times in a row among tool calls (0.87), or 3 times within 6 consecutive tool calls (0.8);
+    0.6 in a run that passed (wasted calls, not a failure). One finding per repeated call.
+    Critical step: the step of the first call of the repetition.
+    """
+    calls = [(i, _call_key(e.payload)) for i, e in enumerate(t.events) if e.kind == "tool.call"]
+    loops: dict[tuple[str, str], _Loop] = {}
+    for n, (_, key) in enumerate(calls):
+        if key in loops:
+            continue
+        run = [i for i, _ in _takewhile_key(calls[n:], key)]
+        window = [i for i, k in calls[n : n + LOOP_WINDOW] if k == key]
+        if len(run) >= LOOP_REPEATS:
+            loops[key] = _Loop(tuple(run), True)
+        elif len(window) >= LOOP_REPEATS:
+            loops[key] = _Loop(tuple(window), False)
+    found = []
+    for (tool, _), loop in loops.items():
+        first, last = t.steps[loop.calls[0]], t.steps[loop.calls[-1]]
+        how = "in a row" if loop.in_a_row else f"within {LOOP_WINDOW} tool calls"
+        span = step_phrase(first) if first == last else f"{step_phrase(first)} to step {last}"
+        confidence = LOOP_IN_A_ROW if loop.in_a_row else LOOP_IN_WINDOW
+        found.append(
+            make_finding(
+                "loop",
+                confidence if t.failing else LOOP_IN_PASSED_RUN,
+                step=first,
+                seq=t.seq(loop.calls[0]),
+                evidence=[t.seq(i) for i in loop.calls],
+                summary=sentence(
+                    f"The agent called {tool} with the same arguments {len(loop.calls)} times {how} ({span})"
+                ),
+                subject=tool,
+            )
+        )
+    return found
+
+
+def _call_key(payload: dict[str, Any]) -> tuple[str, str]:
+    arguments = json.dumps(payload.get("arguments"), sort_keys=True, default=str)
+    return str(payload.get("tool") or ""), arguments
+
+
+def _takewhile_key(
+    calls: list[tuple[int, tuple[str, str]]], key: tuple[str, str]
+) -> list[tuple[int, tuple[str, str]]]:
+    run = []
+    for call in calls:
+        if call[1] != key:
+            break
+        run.append(call)
+    return run
+
+
+def detect_max_steps(t: Timeline) -> list[Finding]:
+    """max_steps: the agent ran out of steps. Failed runs only.
+
+    Said (0.8): a `log`, `error`, `console` or `step.end` whose text names a step / iteration /
+    turn limit and says it was reached ("max_steps=12 reached", "hit the iteration limit");
+    critical step: that event's step. Inferred (0.55): an agent run that failed by status
+    alone (no failing event) after at least 20 steps; critical step: its last step.
+    A loop that caused the limit ranks above it (0.87).
+    """
+    if not t.failing:
+        return []
+    for i, e in enumerate(t.events):
+        text = failure_text(e)
+        if e.kind in ("log", "error", "console", "step.end") and says_max_steps(text):
+            where, said = step_phrase(t.steps[i]), shorten(text).rstrip(".")
+            return [
+                make_finding(
+                    "max_steps",
+                    MAX_STEPS_SAID,
+                    step=t.steps[i],
+                    seq=e.seq,
+                    evidence=[],
+                    summary=sentence(f"The agent hit its step limit at {where}: {said}"),
+                )
+            ]
+    if not t.agent or t.anchor is not None or t.step_count < MANY_STEPS or not t.events:
+        return []
+    last = len(t.events) - 1
+    return [
+        make_finding(
+            "max_steps",
+            MAX_STEPS_INFERRED,
+            step=t.steps[last],
+            seq=t.seq(last),
+            evidence=[],
+            summary=sentence(
+                f"The agent ran {t.step_count} steps and stopped at {step_phrase(t.steps[last])} "
+                "without finishing or reporting an error"
+            ),
+        )
+    ]

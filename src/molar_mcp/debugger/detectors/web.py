@@ -1,0 +1,284 @@
+"""Detectors for browser test traces: assertions, HTTP statuses, navigations, hung requests, flakes.
+
+Confidence is fixed by the strength of the evidence, so a root cause outranks its symptom: an
+HTTP error the failing step depends on (0.92 / 0.85) beats the assertion it broke (0.78).
+Every detector here reports nothing for a run that did not fail, except `detect_flaky`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from molar_mcp.debugger.detectors.text import (
+    classify_text,
+    endpoint,
+    is_incidental,
+    quoted,
+    sentence,
+    shorten,
+    url_path,
+)
+from molar_mcp.debugger.detectors.timeline import (
+    Timeline,
+    assertion_subject,
+    failure_text,
+    http_status,
+    is_failure_event,
+    step_phrase,
+)
+from molar_mcp.debugger.findings import Finding, make_finding
+
+ASSERTION_FIRST: Final = 0.78
+ASSERTION_LATER: Final = 0.5
+HTTP_STRONG: Final = 0.92
+HTTP_WEAK: Final = 0.85
+NAVIGATION_CAUSAL: Final = 0.88
+PENDING_REQUEST: Final = 0.8
+FLAKY_ALONE: Final = 0.7
+FLAKY_BESIDE_FAILURE: Final = 0.35
+UNRELATED: Final = 0.3
+
+
+def detect_assertions(t: Timeline) -> list[Finding]:
+    """assertion_failed: `assertion` events with ok false, not undone by a retry.
+
+    The first one gets 0.78 (the test's own verdict, but a symptom when something earlier
+    broke the page); later ones (soft assertions) 0.5. Critical step: the assertion's step.
+    """
+    if not t.failing:
+        return []
+    found: list[Finding] = []
+    for i, e in enumerate(t.events):
+        if e.kind != "assertion" or e.ok is not False or i in t.recovered:
+            continue
+        subject = assertion_subject(e)
+        where = step_phrase(t.steps[i])
+        if "expected" in e.payload:
+            expected, actual = e.payload["expected"], e.payload.get("actual")
+            if subject == "the final URL" and isinstance(expected, str) and isinstance(actual, str):
+                expected, actual = url_path(expected), url_path(actual)
+            detail = f"expected {quoted(expected, 60)}, got {quoted(actual, 60)}"
+        else:
+            detail = shorten(failure_text(e) or "no message", 100).rstrip(".")
+        key = e.payload.get("selector") or ("url" if subject == "the final URL" else "")
+        found.append(
+            make_finding(
+                "assertion_failed",
+                ASSERTION_LATER if found else ASSERTION_FIRST,
+                step=t.steps[i],
+                seq=e.seq,
+                evidence=[],
+                summary=sentence(f"{where}'s assertion on {subject} failed: {detail}"),
+                subject=str(key or e.payload.get("matcher") or ""),
+            )
+        )
+    return found
+
+
+def _request_line(t: Timeline, i: int) -> tuple[str, str]:
+    """Method and URL of a response, taken from the response or the request it answers."""
+    e = t.events[i]
+    j = t.request_of(i)
+    request = t.events[j].payload if j is not None else {}
+    method = str(e.payload.get("method") or request.get("method") or "GET").upper()
+    return method, str(e.payload.get("url") or request.get("url") or "")
+
+
+def detect_http(t: Timeline) -> list[Finding]:
+    """http_error: a `network.response` with status ≥ 400 before the failure.
+
+    Causality: a response is ignored when a later response of the same method and endpoint
+    succeeded before the failure (the app retried it). Otherwise it is causal, strongly (0.92)
+    when it came in the failing step (unless it is a static asset or telemetry) or the failing
+    event mentions its path; weakly (0.85) when it is the last failing non-static response
+    before the failure. Other failing responses get 0.3. Document responses a `navigation`
+    already reports are left to `detect_navigation`. Critical step: the response's step, so the
+    earliest causal response ranks first among equals.
+    """
+    if not t.failing:
+        return []
+    navigated = {
+        (t.steps[j], url_path(str(e.payload.get("url", ""))))
+        for j, e in enumerate(t.events)
+        if e.kind == "navigation" and (http_status(e) or 0) >= 400
+    }
+    live: list[tuple[int, int, str, str]] = []
+    for i, e in enumerate(t.events):
+        status = http_status(e)
+        if e.kind != "network.response" or status is None or status < 400 or not t.live(i):
+            continue
+        method, url = _request_line(t, i)
+        if (t.steps[i], url_path(url)) in navigated or _retried_ok(t, i, method, url):
+            continue
+        live.append((i, status, method, url))
+    last = max((i for i, _, _, url in live if not is_incidental(url)), default=None)
+    found = []
+    for i, status, method, url in live:
+        path = url_path(url)
+        strong = (t.in_anchor_step(i) and not is_incidental(url)) or (path != "/" and t.anchor_mentions(path))
+        causal = strong or i == last
+        head = f"{method} {path} answered {status} at {step_phrase(t.steps[i])}"
+        tail = f"{t.failure_phrase()} failed because of it" if causal else "nothing ties it to the failure"
+        found.append(
+            make_finding(
+                "http_error",
+                HTTP_STRONG if strong else HTTP_WEAK if causal else UNRELATED,
+                step=t.steps[i],
+                seq=t.seq(i),
+                evidence=[_seq_or_none(t, t.request_of(i)), _seq_or_none(t, t.anchor if causal else None)],
+                summary=sentence(f"{head}; {tail}"),
+                subject=f"{status} {method} {endpoint(url)}",
+            )
+        )
+    return found
+
+
+def _retried_ok(t: Timeline, i: int, method: str, url: str) -> bool:
+    name = endpoint(url)
+    for j in range(i + 1, t.horizon + 1):
+        e = t.events[j]
+        status = http_status(e)
+        if e.kind == "network.response" and status is not None and 0 < status < 400:
+            other_method, other_url = _request_line(t, j)
+            if other_method == method and endpoint(other_url) == name:
+                return True
+    return False
+
+
+def _seq_or_none(t: Timeline, i: int | None) -> int | None:
+    return t.seq(i) if i is not None else None
+
+
+def detect_navigation(t: Timeline) -> list[Finding]:
+    """navigation_error: a `navigation` that answered ≥ 400, or failed (ok false) for a reason
+    no other rule names (a net::ERR_* failure is a network_failure instead).
+
+    Causal (0.88) when it is the failing event, in the failing step, the last failing
+    navigation before the failure, or the failing event mentions its path; otherwise 0.3.
+    Critical step: the navigation's step.
+    """
+    if not t.failing:
+        return []
+    failed = [
+        i
+        for i, e in enumerate(t.events)
+        if e.kind == "navigation"
+        and t.live(i)
+        and ((http_status(e) or 0) >= 400 or (e.ok is False and classify_text(failure_text(e)) is None))
+    ]
+    found = []
+    for i in failed:
+        e = t.events[i]
+        url = str(e.payload.get("url", ""))
+        path = url_path(url)
+        causal = i in (t.anchor, failed[-1]) or t.in_anchor_step(i) or t.anchor_mentions(path)
+        status = http_status(e)
+        what = f"answered {status}" if status is not None else "failed"
+        tail = (
+            "and the test stopped there"
+            if i == t.anchor
+            else f"{t.failure_phrase()} failed because of it"
+            if causal
+            else "nothing ties it to the failure"
+        )
+        found.append(
+            make_finding(
+                "navigation_error",
+                NAVIGATION_CAUSAL if causal else UNRELATED,
+                step=t.steps[i],
+                seq=e.seq,
+                evidence=[_seq_or_none(t, t.anchor if causal else None)],
+                summary=sentence(f"Navigation to {path} {what} at {step_phrase(t.steps[i])}; {tail}"),
+                subject=f"{status if status is not None else 'failed'} {endpoint(url)}",
+            )
+        )
+    return found
+
+
+def detect_pending_requests(t: Timeline) -> list[Finding]:
+    """network_failure (hung request): a `network.request` in the failing step, before the
+    failure, that never got a response (no `network.response` or error names its request id),
+    and is not a static asset or telemetry. 0.8 — it explains a timeout better than the timeout
+    does, but less surely than an explicit net::ERR. Critical step: the first such request's step.
+    """
+    if not t.failing or t.anchor is None:
+        return []
+    answered = {
+        e.payload.get("request_id")
+        for e in t.events
+        if e.kind != "network.request" and e.payload.get("request_id") is not None
+    }
+    pending = [
+        i
+        for i, e in enumerate(t.events)
+        if e.kind == "network.request"
+        and t.live(i)
+        and t.in_anchor_step(i)
+        and e.payload.get("request_id") is not None
+        and e.payload.get("request_id") not in answered
+        and not is_incidental(str(e.payload.get("url", "")))
+    ]
+    if not pending:
+        return []
+    first = t.events[pending[0]]
+    method = str(first.payload.get("method") or "GET").upper()
+    url = str(first.payload.get("url", ""))
+    head = f"{method} {url_path(url)} at {step_phrase(t.steps[pending[0]])} never got a response"
+    return [
+        make_finding(
+            "network_failure",
+            PENDING_REQUEST,
+            step=t.steps[pending[0]],
+            seq=first.seq,
+            evidence=[*(t.seq(i) for i in pending), t.seq(t.anchor)],
+            summary=sentence(f"{head}; {t.failure_phrase()} failed while it was pending"),
+            subject=f"no-response {method} {endpoint(url)}",
+        )
+    ]
+
+
+def detect_flaky(t: Timeline) -> list[Finding]:
+    """flaky: a step that failed, was retried (`retry` event) and then passed.
+
+    A retry inside a step retries that step; a retry with no step retries the whole test.
+    "Then passed": a later `step.end` of the same step with ok true, or the run did not fail.
+    0.7 when the run passed (the flake is the story), 0.35 beside a real failure. Critical
+    step: the retried step; critical event: its first failure before the retry.
+    """
+    found: list[Finding] = []
+    seen: set[int | None] = set()
+    for r, e in enumerate(t.events):
+        if e.kind != "retry":
+            continue
+        whole = e.step_id is None and e.step is None
+        failures = [j for j in range(r) if (whole or t.steps[j] == t.steps[r]) and _failed_here(t, j)]
+        step = t.steps[failures[0]] if failures else t.steps[r]
+        passed_after = any(
+            x.kind == "step.end" and x.ok is True and t.steps[k] == step
+            for k, x in enumerate(t.events[r + 1 :], start=r + 1)
+        )
+        if step in seen or not (passed_after or not t.failing):
+            continue
+        seen.add(step)
+        cause = (
+            shorten(failure_text(t.events[failures[0]]), 80) if failures else str(e.payload.get("reason", ""))
+        )
+        title = t.title(step)
+        named = f"{step_phrase(step)} ({title})" if title else step_phrase(step)
+        found.append(
+            make_finding(
+                "flaky",
+                FLAKY_BESIDE_FAILURE if t.failing else FLAKY_ALONE,
+                step=step,
+                seq=t.seq(failures[0]) if failures else e.seq,
+                evidence=[t.seq(j) for j in failures] + [e.seq],
+                summary=sentence(f"{named} failed ({cause or 'no reason given'}) and passed on retry"),
+                subject=title or "",
+            )
+        )
+    return found
+
+
+def _failed_here(t: Timeline, j: int) -> bool:
+    e = t.events[j]
+    return is_failure_event(e) or (e.ok is False and e.kind != "step.end")
