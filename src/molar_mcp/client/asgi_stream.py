@@ -58,7 +58,9 @@ class StreamingASGITransport(httpx2.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if self._tg is None:
-            raise RuntimeError("open the AsyncClient (async with) before sending through StreamingASGITransport")
+            raise RuntimeError(
+                "open the AsyncClient (async with) before sending through StreamingASGITransport"
+            )
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0"},
@@ -113,7 +115,7 @@ class StreamingASGITransport(httpx2.AsyncBaseTransport):
 
         async def run() -> None:
             try:
-                await self.app(scope, receive, send)  # type: ignore[arg-type]
+                await self.app(scope, receive, send)
             except Exception as exc:  # reported to the caller below when nothing was sent
                 failure.append(exc)
             finally:
