@@ -1,0 +1,83 @@
+"""The login session of the authorization pages: a signed cookie, and CSRF tokens bound to it.
+
+The cookie is a JWT (HS256, joserfc) signed with the session secret from the data dir. It is
+HttpOnly (scripts cannot read it), SameSite=Lax (not sent on cross-site POSTs), Secure when the
+issuer is https, and scoped to /api/oauth. Every form carries the session's CSRF token, which must
+match the one inside the signed cookie (the signed double-submit pattern, OWASP CSRF cheat sheet):
+a cross-site page can neither read nor forge it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import OctKey
+from starlette.requests import Request
+from starlette.responses import Response
+
+from molar_mcp.auth.config import OAUTH_PREFIX
+
+SESSION_COOKIE: Final = "molar_oauth_session"
+_ALG: Final = "HS256"
+
+
+@dataclass(frozen=True)
+class Session:
+    user_id: str | None
+    csrf: str
+
+
+def new_session(user_id: str | None = None) -> Session:
+    """A fresh session (and CSRF token). Called at login too, so a session id never survives it."""
+    return Session(user_id=user_id, csrf=secrets.token_urlsafe(24))
+
+
+class SessionCookies:
+    def __init__(self, key: OctKey, *, ttl: int, secure: bool, clock: Callable[[], float]) -> None:
+        self._key = key
+        self._ttl = ttl
+        self._secure = secure
+        self._clock = clock
+
+    def load(self, request: Request) -> Session | None:
+        """The session in the request's cookie, if it is ours and not expired."""
+        value = request.cookies.get(SESSION_COOKIE)
+        if not value:
+            return None
+        try:
+            token = jwt.decode(value, self._key, algorithms=[_ALG])
+            jwt.JWTClaimsRegistry(
+                now=lambda: int(self._clock()),
+                exp={"essential": True},
+                csrf={"essential": True},
+            ).validate(token.claims)
+        except (JoseError, ValueError):
+            return None
+        user_id = token.claims.get("uid")
+        return Session(user_id=user_id if isinstance(user_id, str) else None, csrf=str(token.claims["csrf"]))
+
+    def store(self, response: Response, session: Session) -> None:
+        now = int(self._clock())
+        claims = {"uid": session.user_id, "csrf": session.csrf, "iat": now, "exp": now + self._ttl}
+        value = jwt.encode({"alg": _ALG}, claims, self._key, algorithms=[_ALG])
+        response.set_cookie(
+            SESSION_COOKIE,
+            value,
+            max_age=self._ttl,
+            path=OAUTH_PREFIX,
+            secure=self._secure,
+            httponly=True,
+            samesite="lax",
+        )
+
+
+def csrf_ok(session: Session | None, submitted: str | None) -> bool:
+    if session is None or not submitted:
+        return False
+    return hmac.compare_digest(session.csrf.encode(), submitted.encode())
