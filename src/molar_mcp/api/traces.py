@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio.to_thread
@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Message
 
+from molar_mcp.api.blobs import signed_urls
 from molar_mcp.api.context import api_context, org_of
 from molar_mcp.api.errors import ApiError
 from molar_mcp.ingest import Overrides, ingest_bundle
@@ -55,9 +56,11 @@ def _time_param(request: Request, name: str) -> datetime | None:
     if raw is None or raw == "":
         return None
     try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise _bad(f"{name} must be an ISO 8601 time such as 2026-05-31T10:22:00Z; got {raw!r}") from None
+    # A time without an offset is UTC, as the store reads it; and `from` and `to` must compare.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _uuid_param(request: Request, name: str) -> str | None:
@@ -123,6 +126,8 @@ async def get_trace(request: Request) -> JSONResponse:
     detail = await anyio.to_thread.run_sync(
         ctx.store.get_trace, org_of(request), request.path_params["trace_id"]
     )
+    # Signed afresh on every read: refreshing the detail renews the URLs (seed 000).
+    detail.signed_urls = signed_urls(ctx, request, detail)
     return JSONResponse(detail.model_dump(mode="json"))
 
 
@@ -146,7 +151,8 @@ async def list_events(request: Request) -> JSONResponse:
 async def ingest(request: Request) -> JSONResponse:
     ctx = api_context(request)
     limit = ctx.max_bundle_bytes
-    content_type = request.headers.get("content-type", "")
+    # Media types are case-insensitive (RFC 9110 §8.3.1).
+    content_type = request.headers.get("content-type", "").lower()
     if not content_type.startswith("multipart/form-data"):
         raise ApiError(
             415,
@@ -188,7 +194,8 @@ def _form_int(value: object) -> int | None:
     text = _form_str(value)
     if text is None:
         return None
-    if not text.isdigit():
+    # ASCII only: "²".isdigit() is true, yet int() refuses it.
+    if not (text.isascii() and text.isdigit()):
         raise ApiError(422, "validation_error", f"pr_number must be a positive integer; got {text!r}")
     return int(text)
 

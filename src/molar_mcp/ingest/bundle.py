@@ -10,7 +10,9 @@ import io
 import json
 import posixpath
 import tarfile
+import uuid
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -28,6 +30,8 @@ DEFAULT_MAX_BUNDLE_BYTES = 25 * 1024 * 1024
 # A bundle may expand; past this many times its packed limit it is treated as a zip bomb.
 _MAX_EXPANSION = 8
 _MAX_MEMBERS = 10_000
+# The store keeps integers as SQLite's signed 64-bit; a larger one is refused here, before storing.
+_MAX_INT = 2**63 - 1
 
 
 class BundleError(Exception):
@@ -49,10 +53,10 @@ class BundleSummary(BaseModel):
     status: str = "failed"
     source: str | None = None
     code_sha: str | None = Field(default=None, max_length=64)
-    pr_number: int | None = None
+    pr_number: int | None = Field(default=None, ge=-_MAX_INT, le=_MAX_INT)
     failure_signature: str | None = Field(default=None, max_length=500)
     created_at: datetime | None = None
-    duration_ms: int | None = Field(default=None, ge=0)
+    duration_ms: int | None = Field(default=None, ge=0, le=_MAX_INT)
     artifacts: list[ArtifactRef] = Field(default_factory=list)
 
 
@@ -106,11 +110,21 @@ def read_bundle(
         raise BundleError(
             "validation_error", f"status {summary.status!r} is not one of {', '.join(TRACE_STATUSES)}"
         )
+    if o.pr_number is not None and not 0 <= o.pr_number <= _MAX_INT:
+        raise BundleError("validation_error", f"pr_number {o.pr_number} is out of range")
+    scenario_id = None
+    if summary.scenario_id is not None:
+        try:
+            scenario_id = str(uuid.UUID(summary.scenario_id))
+        except ValueError:
+            raise BundleError(
+                "validation_error", f"summary.json: scenario_id {summary.scenario_id!r} is not a UUID"
+            ) from None
     artifacts = [a.model_copy(update={"size": len(blobs[a.sha256])}) for a in summary.artifacts]
     trace = NewTrace(
         scenario_slug=slug,
         scenario_title=summary.scenario_title or slug.replace("-", " ").capitalize(),
-        scenario_id=summary.scenario_id,
+        scenario_id=scenario_id,
         status=summary.status,
         source=source,
         code_sha=o.commit_sha or summary.code_sha,
@@ -167,7 +181,8 @@ def _unpack_zip(data: bytes, max_expanded: int) -> dict[str, bytes]:
                 raise BundleError("payload_too_large", "the bundle expands past the size limit")
             try:
                 files[name] = zf.read(info)
-            except (zipfile.BadZipFile, OSError, ValueError, RuntimeError) as exc:
+            # zlib.error is no OSError: a member whose deflate stream is corrupt raises it.
+            except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, zlib.error) as exc:
                 raise BundleError("bad_bundle", f"cannot read {info.filename!r}: {exc}") from exc
     return files
 
@@ -194,7 +209,7 @@ def _unpack_tar(data: bytes, max_expanded: int) -> dict[str, bytes]:
                 if fh is None:
                     raise BundleError("bad_bundle", f"cannot read {member.name!r}")
                 files[name] = fh.read()
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise BundleError("bad_bundle", f"the tar.gz archive is corrupt: {exc}") from exc
     return files
 
@@ -235,6 +250,8 @@ def _read_events(raw: bytes) -> list[Event]:
             raise BundleError(
                 "validation_error", f"events.ndjson line {lineno}: {_first_error(exc)}"
             ) from exc
+        if ev.seq > _MAX_INT or ev.ts > _MAX_INT:
+            raise BundleError("validation_error", f"events.ndjson line {lineno}: seq or ts is out of range")
         if ev.seq <= last_seq:
             raise BundleError(
                 "validation_error",

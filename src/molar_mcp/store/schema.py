@@ -80,6 +80,16 @@ MIGRATIONS: tuple[str, ...] = (
         body, tokenize = 'unicode61 remove_diacritics 2 tokenchars ''-_./'''
     );
     """,
+    # 2: index words, not whole paths. With '-_./' as token characters, "/billing?upgraded=true"
+    # held the token "/billing", so searching "billing" (or "404" in "webhook-404") found nothing.
+    # The default separators split them; a query "webhook-404" is still found, as a phrase.
+    # FTS5 stores its text, so the index is rebuilt from itself.
+    """
+    CREATE VIRTUAL TABLE traces_fts_v2 USING fts5(body, tokenize = 'unicode61 remove_diacritics 2');
+    INSERT INTO traces_fts_v2 (rowid, body) SELECT rowid, body FROM traces_fts;
+    DROP TABLE traces_fts;
+    ALTER TABLE traces_fts_v2 RENAME TO traces_fts;
+    """,
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 import sqlite3
@@ -34,6 +35,8 @@ _SHORT_ALPHABET = string.ascii_letters + string.digits
 _FTS_EVENT_KINDS = frozenset({"assertion", "error", "console", "step.start", "tool.result", "llm.response"})
 _FTS_MAX_CHARS = 64_000
 _SCENARIO_NS = uuid.UUID("6f1b7a52-4f0e-4a7e-9d7e-6d6f6c61722e")
+# SQLite integers are signed 64-bit: a larger Python int raises OverflowError when bound.
+_MAX_SQLITE_INT = 2**63 - 1
 
 _TRACE_COLUMNS = (
     "pk, id, short_id, org_id, scenario_id, scenario_slug, scenario_title, status, source, tier, pinned, "
@@ -87,7 +90,9 @@ def normalize_events(events: Sequence[Event]) -> list[Event]:
 
 
 def _fts_ident(text: str) -> str:
-    return text.replace('"', " ")
+    # A double quote would end the FTS5 string; NUL and other control characters end the query
+    # text itself ("unterminated string"). None of them is ever part of a token.
+    return "".join(" " if c == '"' or (ord(c) < 32 or ord(c) == 127) else c for c in text)
 
 
 def fts_query(q: str) -> str:
@@ -115,7 +120,11 @@ class SqliteTraceStore:
         self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.execute("PRAGMA foreign_keys = ON")
         self._conn.execute("PRAGMA busy_timeout = 5000")
-        self.schema_version = migrate(self._conn)
+        try:
+            self.schema_version = migrate(self._conn)
+        except BaseException:
+            self._conn.close()
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -141,10 +150,11 @@ class SqliteTraceStore:
 
     def add_trace(self, org_id: str, trace: NewTrace, blobs: dict[str, bytes]) -> tuple[str, str]:
         events = normalize_events(trace.events)
+        # Check every blob before anything is written: a refused trace leaves no file behind.
         for sha, data in blobs.items():
-            stored = self.blobs.put(data)
-            if stored != sha:
-                raise ValueError(f"blob named {sha} hashes to {stored}")
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != sha:
+                raise ValueError(f"blob named {sha} hashes to {actual}")
         created = trace.created_at or (_dt(events[0].ts) if events else datetime.now(UTC))
         duration = trace.duration_ms
         if duration is None and events:
@@ -215,6 +225,11 @@ class SqliteTraceStore:
                 ],
             )
             conn.execute("INSERT INTO traces_fts (rowid, body) VALUES (?, ?)", (pk, _fts_body(trace, events)))
+            # Blobs last, inside the transaction: when a row fails to insert, no blob is written;
+            # when a blob fails to write, the rows roll back. Blobs are content-addressed, so one
+            # written by a transaction that then fails is harmless.
+            for data in blobs.values():
+                self.blobs.put(data)
         return trace_id, short_id
 
     def _new_short_id(self, conn: sqlite3.Connection) -> str:
@@ -344,9 +359,12 @@ class SqliteTraceStore:
             args: list[Any] = [pk]
             if step is not None:
                 # `step` is a step number ("7") or a step id ("checkout"); both may match.
-                if step.isdigit():
+                # ASCII only: "²".isdigit() is true yet int() refuses it; and a number past
+                # SQLite's integer range can only name a step id.
+                number = int(step) if step.isascii() and step.isdigit() else None
+                if number is not None and number <= _MAX_SQLITE_INT:
                     where.append("(step = ? OR (step_id = ? AND step IS NOT NULL))")
-                    args.extend([int(step), step])
+                    args.extend([number, step])
                 else:
                     where.append("step_id = ?")
                     args.append(step)
@@ -478,8 +496,11 @@ def _decode_cursor(cursor: str) -> tuple[int, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_ms, pk = json.loads(raw)
-        if not isinstance(created_ms, int) or not isinstance(pk, int):
-            raise ValueError("cursor fields are not integers")
+        if not all(
+            isinstance(v, int) and not isinstance(v, bool) and -_MAX_SQLITE_INT <= v <= _MAX_SQLITE_INT
+            for v in (created_ms, pk)
+        ):
+            raise ValueError("cursor fields are not integers SQLite can hold")
     except (ValueError, TypeError) as exc:
         raise InvalidCursor("cursor is not one this server issued; start again without it") from exc
     return created_ms, pk

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+from starlette.applications import Starlette
+
+from molar_mcp.api.app import create_api_app
+from molar_mcp.api.context import ApiContext
+from molar_mcp.store import SqliteTraceStore
+from molar_mcp.store.signing import UrlSigner
+from tests.ingest.archives import SMALL_LIMIT
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteTraceStore]:
+    s = SqliteTraceStore(tmp_path / "data")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def app(store: SqliteTraceStore) -> Starlette:
+    ctx = ApiContext(
+        store=store,
+        signer=UrlSigner(store.data_dir / "signing-keys.json"),
+        blob_root=store.blobs.root,
+        max_bundle_bytes=SMALL_LIMIT,
+    )
+    return create_api_app(ctx)
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx2.AsyncClient]:
+    transport = httpx2.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://t") as http:
+        yield http

@@ -1,0 +1,137 @@
+"""GET /v1/traces/{id} and GET /v1/traces/{id}/events over the real app (seed 000 shapes)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import httpx2
+import pytest
+
+from molar_mcp.models import ArtifactRef
+from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
+from tests.bundles import checkout_events
+from tests.store.factory import new_trace
+
+from .support import assert_error
+
+pytestmark = pytest.mark.anyio
+
+VIDEO = b"\x1aE\xdf\xa3webm-ish video"
+SEED_DETAIL_FIELDS = {
+    "id",
+    "short_id",
+    "status",
+    "s3_prefix",
+    "signed_urls",
+    "parent_trace_id",
+    "replay_from_step",
+    "total_size_bytes",
+    "blob_count",
+}
+SEED_EVENT_FIELDS = {"seq", "ts", "kind", "step_id", "ok", "message"}
+
+
+@pytest.fixture
+def trace(store: SqliteTraceStore) -> tuple[str, str]:
+    sha = hashlib.sha256(VIDEO).hexdigest()
+    video = ArtifactRef(kind="video", sha256=sha, name="run.webm", content_type="video/webm", size=len(VIDEO))
+    return store.add_trace(LOCAL_ORG_ID, new_trace(artifacts=[video]), {sha: VIDEO})
+
+
+@pytest.mark.parametrize("by", ["id", "short_id", "upper_id"])
+async def test_the_detail_is_found_by_id_or_short_id_with_the_fields_of_seed_000(
+    client: httpx2.AsyncClient, trace: tuple[str, str], by: str
+) -> None:
+    trace_id, short_id = trace
+    ref = {"id": trace_id, "short_id": short_id, "upper_id": trace_id.upper()}[by]
+    resp = await client.get(f"/v1/traces/{ref}")
+    assert resp.status_code == 200
+    body = resp.json()
+    assert set(body) >= SEED_DETAIL_FIELDS
+    assert (body["id"], body["short_id"], body["status"]) == (trace_id, short_id, "failed")
+    assert body["s3_prefix"].startswith(f"traces/runs/{LOCAL_ORG_ID}/")
+    assert body["s3_prefix"].endswith(f"/{trace_id}/")
+    assert (body["parent_trace_id"], body["replay_from_step"]) == (None, None)
+    assert (body["total_size_bytes"], body["blob_count"]) == (len(VIDEO), 1)
+    assert [s["title"] for s in body["steps"]][-1] == "Verify"
+    assert body["event_counts"]["network.response"] == 7
+
+
+async def test_the_detail_signs_a_url_for_each_artifact_kind_that_serves_the_blob(
+    client: httpx2.AsyncClient, trace: tuple[str, str]
+) -> None:
+    body = (await client.get(f"/v1/traces/{trace[1]}")).json()
+    assert set(body["signed_urls"]) == {"video"}
+    url = httpx2.URL(body["signed_urls"]["video"])
+    assert url.params["exp"]
+    resp = await client.get(url)
+    assert resp.status_code == 200
+    assert resp.content == VIDEO
+
+
+@pytest.mark.parametrize("ref", ["nope", "00000000-0000-4000-8000-000000000000", "ingest"])
+async def test_an_unknown_trace_is_a_404_with_the_error_shape(
+    client: httpx2.AsyncClient, trace: tuple[str, str], ref: str
+) -> None:
+    body = assert_error(await client.get(f"/v1/traces/{ref}"), 404, "not_found")
+    assert ref in body["message"]
+    assert_error(await client.get(f"/v1/traces/{ref}/events"), 404, "not_found")
+
+
+async def test_events_come_in_seq_order_with_the_fields_of_seed_000(
+    client: httpx2.AsyncClient, trace: tuple[str, str]
+) -> None:
+    resp = await client.get(f"/v1/traces/{trace[0]}/events")
+    assert resp.status_code == 200
+    body = resp.json()
+    assert (body["total"], body["offset"], body["limit"]) == (len(checkout_events()), 0, 100)
+    assert [e["seq"] for e in body["events"]] == list(range(len(checkout_events())))
+    assertion = body["events"][28]
+    assert set(assertion) >= SEED_EVENT_FIELDS
+    assert (assertion["kind"], assertion["step_id"], assertion["ok"]) == ("assertion", "s7", False)
+    assert assertion["message"].startswith("expected url /billing")
+    assert isinstance(assertion["ts"], int)
+
+
+@pytest.mark.parametrize(
+    ("params", "seqs", "total"),
+    [
+        ({"step": "5"}, [16, 17, 18, 19, 20], 5),
+        ({"step": "s5"}, [16, 17, 18, 19, 20], 5),
+        ({"step": "5", "kind": "network"}, [17, 18], 2),
+        ({"kind": "network.response", "ok": "false"}, [18], 1),
+        ({"ok": "false"}, [18, 19, 28, 29], 4),
+        ({"kind": "assertion"}, [28], 1),
+        ({"kind": "network", "limit": "3", "offset": "3"}, [6, 9, 10], 14),
+        ({"limit": "2", "offset": "28"}, [28, 29], 30),
+        ({"offset": "500"}, [], 30),
+        ({"step": "99"}, [], 0),
+    ],
+)
+async def test_events_are_sliced_by_step_kind_ok_limit_and_offset(
+    client: httpx2.AsyncClient, trace: tuple[str, str], params: dict[str, str], seqs: list[int], total: int
+) -> None:
+    resp = await client.get(f"/v1/traces/{trace[1]}/events", params=params)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert [e["seq"] for e in body["events"]] == seqs
+    assert body["total"] == total
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": "0"},
+        {"limit": "1001"},
+        {"limit": "many"},
+        {"offset": "-1"},
+        {"ok": "maybe"},
+        {"kind": "k" * 65},
+        {"step": "s" * 129},
+    ],
+)
+async def test_a_malformed_events_parameter_is_a_400(
+    client: httpx2.AsyncClient, trace: tuple[str, str], params: dict[str, str]
+) -> None:
+    body = assert_error(await client.get(f"/v1/traces/{trace[1]}/events", params=params), 400, "bad_request")
+    assert next(iter(params)) in body["message"]

@@ -1,0 +1,228 @@
+"""SqliteTraceStore.list_traces: every filter, newest first, cursor pages, full-text search."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from molar_mcp.store import LOCAL_ORG_ID, InvalidCursor, SqliteTraceStore, TraceQuery
+from molar_mcp.store.sqlite import scenario_id_for
+from tests.bundles import checkout_events
+from tests.store.factory import AddTrace, event, minutes
+
+COUPON_SCENARIO = "9a4c0000-0000-4000-8000-00000000c0de"
+
+
+@dataclass(frozen=True)
+class Four:
+    """Four traces, one a minute, each different in every filtered field."""
+
+    upgrade: str
+    cart: str
+    sso: str
+    coupon: str
+
+
+@pytest.fixture
+def four(add: AddTrace) -> Four:
+    upgrade, _ = add(created_at=minutes(1))
+    cart, _ = add(
+        events=checkout_events(fail=False),
+        scenario_slug="cart-basic",
+        scenario_title="Cart basics",
+        status="passed",
+        source="schedule",
+        code_sha="ffff0000",
+        failure_signature=None,
+        created_at=minutes(2),
+    )
+    sso, _ = add(
+        events=[
+            event(0, "step.start", "login", message="Sign in with SSO"),
+            event(1, "error", "login", message="TimeoutError: waiting for selector .sso-button"),
+        ],
+        scenario_slug="login-sso",
+        scenario_title="Single sign-on",
+        status="error",
+        source="manual",
+        code_sha="a1b2ffff",
+        failure_signature="timeout",
+        created_at=minutes(3),
+    )
+    coupon, _ = add(
+        scenario_slug="checkout-coupon",
+        scenario_title="Checkout with a coupon",
+        scenario_id=COUPON_SCENARIO,
+        source="shadow_diff",
+        failure_signature="coupon-multiplier",
+        created_at=minutes(4),
+    )
+    return Four(upgrade, cart, sso, coupon)
+
+
+def ids(store: SqliteTraceStore, **filters: object) -> list[str]:
+    return [t.id for t in store.list_traces(LOCAL_ORG_ID, TraceQuery(**filters)).items]  # type: ignore[arg-type]
+
+
+def test_traces_are_listed_newest_first(store: SqliteTraceStore, four: Four) -> None:
+    assert ids(store) == [four.coupon, four.sso, four.cart, four.upgrade]
+
+
+def test_traces_created_at_the_same_instant_are_listed_last_stored_first(
+    store: SqliteTraceStore, add: AddTrace
+) -> None:
+    first, _ = add(created_at=minutes(0))
+    second, _ = add(created_at=minutes(0))
+    assert ids(store) == [second, first]
+
+
+def test_a_list_item_carries_the_fields_of_seed_000(store: SqliteTraceStore, four: Four) -> None:
+    item = store.list_traces(LOCAL_ORG_ID, TraceQuery(limit=1)).items[0]
+    assert item.id == four.coupon
+    assert (item.scenario_id, item.scenario_title, item.status) == (
+        COUPON_SCENARIO,
+        "Checkout with a coupon",
+        "failed",
+    )
+    assert (item.tier, item.pinned, item.code_sha, item.failure_signature) == (
+        "hot",
+        False,
+        "a1b2c3d4e5",
+        "coupon-multiplier",
+    )
+    assert item.created_at == minutes(4)
+    assert item.duration_ms == checkout_events()[-1]["ts"] - checkout_events()[0]["ts"]
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({"status": "failed"}, ["coupon", "upgrade"]),
+        ({"status": "passed"}, ["cart"]),
+        ({"status": "aborted"}, []),
+        ({"scenario_id": COUPON_SCENARIO}, ["coupon"]),
+        ({"scenario_id": scenario_id_for("login-sso")}, ["sso"]),
+        ({"scenario_slug": "cart-basic"}, ["cart"]),
+        ({"scenario_slug": "cart"}, []),
+        ({"source": "schedule"}, ["cart"]),
+        ({"source": "shadow_diff"}, ["coupon"]),
+        ({"signature": "webhook-404"}, ["upgrade"]),
+        ({"signature": "webhook"}, []),
+        ({"tier": "hot"}, ["coupon", "sso", "cart", "upgrade"]),
+        ({"tier": "cold"}, []),
+        ({"code_sha": "a1b2"}, ["coupon", "sso", "upgrade"]),
+        ({"code_sha": "a1b2c3d4e5"}, ["coupon", "upgrade"]),
+        ({"code_sha": "a1b_"}, []),
+        ({"code_sha": "%"}, []),
+        ({"created_from": minutes(2)}, ["coupon", "sso", "cart"]),
+        ({"created_to": minutes(3)}, ["cart", "upgrade"]),
+        ({"created_from": minutes(2), "created_to": minutes(4)}, ["sso", "cart"]),
+        ({"status": "failed", "source": "pr"}, ["upgrade"]),
+    ],
+    ids=lambda v: json.dumps(v, default=str) if isinstance(v, dict) else None,
+)
+def test_each_filter_keeps_only_the_matching_traces(
+    store: SqliteTraceStore, four: Four, filters: dict[str, object], expected: list[str]
+) -> None:
+    assert ids(store, **filters) == [getattr(four, name) for name in expected]
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        ("webhook-404", ["upgrade"]),
+        ("WEBHOOK-404", ["upgrade"]),
+        ("TimeoutError", ["sso"]),
+        ("sso-button", ["sso"]),
+        ("upgraded", ["coupon", "upgrade"]),
+        ("got /billing?upgraded=false", ["coupon", "upgrade"]),
+        ("billing", ["coupon", "upgrade"]),
+        ("404", ["upgrade"]),
+        ("sing", ["sso"]),
+        ("webhook-4", ["upgrade"]),
+        ("Timeout", ["sso"]),
+        ("single sign", ["sso"]),
+        ("webhook-404 TimeoutError", []),
+        ("nothing-like-this", []),
+    ],
+)
+def test_q_searches_the_trace_fields_and_the_failure_messages_with_a_prefix_on_the_last_word(
+    store: SqliteTraceStore, four: Four, q: str, expected: list[str]
+) -> None:
+    assert ids(store, q=q) == [getattr(four, name) for name in expected]
+
+
+def test_q_combines_with_the_other_filters(store: SqliteTraceStore, four: Four) -> None:
+    assert ids(store, q="upgraded", source="pr") == [four.upgrade]
+
+
+@pytest.mark.parametrize(
+    "q",
+    ['"; DROP TABLE traces; --', "a*b(", '"', "NEAR(", "AND", "OR NOT", "^x", "col:val", "'", "a\x00b", "*"],
+)
+def test_a_search_with_quotes_or_fts_syntax_does_not_error(
+    store: SqliteTraceStore, four: Four, q: str
+) -> None:
+    store.list_traces(LOCAL_ORG_ID, TraceQuery(q=q))
+    assert len(ids(store)) == 4
+
+
+def test_cursor_pages_over_120_traces_yield_each_trace_exactly_once_newest_first(
+    store: SqliteTraceStore, add: AddTrace
+) -> None:
+    # Three traces per minute: the cursor must break ties without skipping or repeating.
+    stored = [add(events=[event(0, "log")], created_at=minutes(i // 3))[0] for i in range(120)]
+    seen: list[str] = []
+    sizes: list[int] = []
+    cursor = None
+    while True:
+        page = store.list_traces(LOCAL_ORG_ID, TraceQuery(limit=50, cursor=cursor))
+        seen.extend(t.id for t in page.items)
+        sizes.append(len(page.items))
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert sizes == [50, 50, 20]
+    assert seen == list(reversed(stored))
+
+
+def test_cursor_pages_keep_the_filter(store: SqliteTraceStore, add: AddTrace) -> None:
+    failed = [add(events=[], created_at=minutes(i), status="failed")[0] for i in range(5)]
+    for i in range(5):
+        add(events=[], created_at=minutes(i), status="passed")
+    first = store.list_traces(LOCAL_ORG_ID, TraceQuery(status="failed", limit=3))
+    second = store.list_traces(LOCAL_ORG_ID, TraceQuery(status="failed", limit=3, cursor=first.next_cursor))
+    assert [t.id for t in first.items + second.items] == list(reversed(failed))
+    assert second.next_cursor is None
+
+
+def test_a_page_that_holds_the_last_trace_has_no_next_cursor(store: SqliteTraceStore, four: Four) -> None:
+    assert store.list_traces(LOCAL_ORG_ID, TraceQuery(limit=4)).next_cursor is None
+    assert store.list_traces(LOCAL_ORG_ID, TraceQuery(limit=3)).next_cursor is not None
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "garbage",
+        "!!!!",
+        _b64(b"[1]"),
+        _b64(b'["a", 1]'),
+        _b64(b"{}"),
+        _b64(b"\xff\xfe"),
+        _b64(b"[1.5, 2]"),
+        _b64(json.dumps([10**30, 1]).encode()),
+    ],
+)
+def test_a_cursor_this_store_did_not_issue_is_invalid_cursor(
+    store: SqliteTraceStore, four: Four, cursor: str
+) -> None:
+    with pytest.raises(InvalidCursor):
+        store.list_traces(LOCAL_ORG_ID, TraceQuery(cursor=cursor))
