@@ -54,9 +54,7 @@ def checkout_events(*, fail: bool = True) -> list[dict[str, Any]]:
                 "assertion",
                 n,
                 ok=ok,
-                message="expected url /billing?upgraded=true; got /billing?upgraded=false"
-                if fail
-                else "url ok",
+                message="expected url /billing?upgraded=true; got /billing?upgraded=false" if fail else "url ok",
                 payload={"expected": "/billing?upgraded=true", "actual": "/billing?upgraded=false"},
             )
         if fail and n == 5:

@@ -50,9 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.demo:
             loaded = load_demo(embedded.store)
             log.info("demo data: %s", f"loaded {loaded} traces" if loaded else "already loaded")
-        allowed = (
-            [h.strip() for h in args.allowed_hosts.split(",") if h.strip()] if args.allowed_hosts else None
-        )
+        allowed = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()] if args.allowed_hosts else None
         app = create_serve_app(embedded, host=args.host, allowed_hosts=allowed)
         base = f"http://{args.host}:{args.port}"
         print(
@@ -179,9 +177,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="molar-mcp", description="Traces of test and agent runs, for AI agents."
-    )
+    parser = argparse.ArgumentParser(prog="molar-mcp", description="Traces of test and agent runs, for AI agents.")
     parser.add_argument("--version", action="version", version=f"molar-mcp {__version__}")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True)

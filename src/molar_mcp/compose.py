@@ -30,7 +30,6 @@ from molar_mcp.mcp.capabilities import build_manifest
 from molar_mcp.mcp.server import TOOL_SPECS, create_mcp_server
 from molar_mcp.mcp.state import AppState, ClientFactory
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
-from molar_mcp.store.signing import UrlSigner
 
 log = logging.getLogger("molar_mcp")
 
@@ -69,12 +68,7 @@ class Embedded:
 def open_embedded(data_dir: Path, *, max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES) -> Iterator[Embedded]:
     store = SqliteTraceStore(data_dir)
     try:
-        ctx = ApiContext(
-            store=store,
-            signer=UrlSigner(data_dir / "signing-keys.json"),
-            blob_root=store.blobs.root,
-            max_bundle_bytes=max_bundle_bytes,
-        )
+        ctx = ApiContext.embedded(store, max_bundle_bytes=max_bundle_bytes)
         yield Embedded(store=store, api_app=create_api_app(ctx))
     finally:
         store.close()
@@ -97,9 +91,7 @@ def demo_bundles() -> list[tuple[str, bytes]]:
     """The demo bundles shipped in the package, by name."""
     folder = resources.files("molar_mcp.demo_bundles")
     return sorted(
-        (entry.name, entry.read_bytes())
-        for entry in folder.iterdir()
-        if entry.name.endswith((".tar.gz", ".zip"))
+        (entry.name, entry.read_bytes()) for entry in folder.iterdir() if entry.name.endswith((".tar.gz", ".zip"))
     )
 
 

@@ -10,7 +10,6 @@ from starlette.applications import Starlette
 from molar_mcp.api.app import create_api_app
 from molar_mcp.api.context import ApiContext
 from molar_mcp.store import SqliteTraceStore
-from molar_mcp.store.signing import UrlSigner
 from tests.ingest.archives import SMALL_LIMIT
 
 
@@ -23,12 +22,7 @@ def store(tmp_path: Path) -> Iterator[SqliteTraceStore]:
 
 @pytest.fixture
 def app(store: SqliteTraceStore) -> Starlette:
-    ctx = ApiContext(
-        store=store,
-        signer=UrlSigner(store.data_dir / "signing-keys.json"),
-        blob_root=store.blobs.root,
-        max_bundle_bytes=SMALL_LIMIT,
-    )
+    ctx = ApiContext.embedded(store, max_bundle_bytes=SMALL_LIMIT)
     return create_api_app(ctx)
 
 

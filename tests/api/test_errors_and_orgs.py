@@ -76,9 +76,7 @@ async def test_x_molar_org_picks_the_org_and_orgs_do_not_see_each_other(
 
 
 @pytest.mark.parametrize("org", ["org acme", "org/acme", "x" * 65, "org;drop"])
-async def test_a_malformed_x_molar_org_is_a_400(
-    client: httpx2.AsyncClient, store: SqliteTraceStore, org: str
-) -> None:
+async def test_a_malformed_x_molar_org_is_a_400(client: httpx2.AsyncClient, store: SqliteTraceStore, org: str) -> None:
     trace_id, _ = store.add_trace(LOCAL_ORG_ID, new_trace(), {})
     headers = {"x-molar-org": org}
     for path in ("/v1/traces", f"/v1/traces/{trace_id}", f"/v1/traces/{trace_id}/events"):
@@ -90,9 +88,7 @@ async def test_a_malformed_x_molar_org_is_a_400(
     assert len((await client.get("/v1/traces")).json()["items"]) == 1
 
 
-async def test_an_empty_x_molar_org_means_the_local_org(
-    client: httpx2.AsyncClient, store: SqliteTraceStore
-) -> None:
+async def test_an_empty_x_molar_org_means_the_local_org(client: httpx2.AsyncClient, store: SqliteTraceStore) -> None:
     trace_id, _ = store.add_trace(LOCAL_ORG_ID, new_trace(), {})
     resp = await client.get(f"/v1/traces/{trace_id}", headers={"x-molar-org": ""})
     assert resp.json()["org_id"] == LOCAL_ORG_ID

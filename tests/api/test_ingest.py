@@ -93,12 +93,8 @@ async def test_a_json_body_is_415(client: httpx2.AsyncClient, store: SqliteTrace
 
 
 async def test_a_multipart_content_type_in_capitals_is_accepted(client: httpx2.AsyncClient) -> None:
-    req = client.build_request(
-        "POST", "/v1/traces/ingest", files={"bundle": ("b.tar.gz", make_bundle())}, data=FORM
-    )
-    req.headers["content-type"] = req.headers["content-type"].replace(
-        "multipart/form-data", "Multipart/Form-Data"
-    )
+    req = client.build_request("POST", "/v1/traces/ingest", files={"bundle": ("b.tar.gz", make_bundle())}, data=FORM)
+    req.headers["content-type"] = req.headers["content-type"].replace("multipart/form-data", "Multipart/Form-Data")
     assert (await client.send(req)).status_code == 201
 
 
@@ -106,9 +102,7 @@ async def test_a_form_without_a_bundle_file_is_422(client: httpx2.AsyncClient) -
     resp = await client.post("/v1/traces/ingest", files={"other": ("x.bin", b"x")}, data=FORM)
     body = assert_error(resp, 422, "validation_error")
     assert "bundle" in body["message"]
-    text_field = await client.post(
-        "/v1/traces/ingest", files={"x": ("x", b"")}, data={**FORM, "bundle": "abc"}
-    )
+    text_field = await client.post("/v1/traces/ingest", files={"x": ("x", b"")}, data={**FORM, "bundle": "abc"})
     assert_error(text_field, 422, "validation_error")
 
 

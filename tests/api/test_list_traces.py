@@ -71,9 +71,7 @@ def fill(store: SqliteTraceStore, n: int) -> None:
         store.add_trace(LOCAL_ORG_ID, new_trace(events=[event(0, "log")], created_at=minutes(i)), {})
 
 
-async def test_the_list_has_the_trace_list_response_shape_of_seed_000(
-    client: httpx2.AsyncClient, three: Three
-) -> None:
+async def test_the_list_has_the_trace_list_response_shape_of_seed_000(client: httpx2.AsyncClient, three: Three) -> None:
     resp = await client.get("/v1/traces")
     assert resp.status_code == 200
     body = resp.json()
@@ -138,9 +136,7 @@ async def test_a_limit_of_200_is_allowed(client: httpx2.AsyncClient, store: Sqli
     assert len(resp.json()["items"]) == 3
 
 
-async def test_a_limit_of_1_pages_one_trace_at_a_time_to_the_end(
-    client: httpx2.AsyncClient, three: Three
-) -> None:
+async def test_a_limit_of_1_pages_one_trace_at_a_time_to_the_end(client: httpx2.AsyncClient, three: Three) -> None:
     seen: list[str] = []
     params: dict[str, Any] = {"limit": 1}
     while True:
@@ -179,9 +175,7 @@ async def test_a_malformed_parameter_is_a_400_that_names_it(
     assert says in body["message"]
 
 
-async def test_a_search_with_fts_syntax_is_answered_not_failed(
-    client: httpx2.AsyncClient, three: Three
-) -> None:
+async def test_a_search_with_fts_syntax_is_answered_not_failed(client: httpx2.AsyncClient, three: Three) -> None:
     for q in ['"; DROP TABLE traces; --', "a*b(", "NEAR(", '"']:
         resp = await client.get("/v1/traces", params={"q": q})
         assert resp.status_code == 200, (q, resp.text)

@@ -268,9 +268,7 @@ class Browser:
     """Follows an authorization URL like a person would: sign in (if needed), then approve or deny.
     Used as the SDK provider's redirect/callback handler pair, too."""
 
-    def __init__(
-        self, base: str, *, email: str = EMAIL, password: str = PASSWORD, approve: bool = True
-    ) -> None:
+    def __init__(self, base: str, *, email: str = EMAIL, password: str = PASSWORD, approve: bool = True) -> None:
         self.http = httpx2.AsyncClient(base_url=base, timeout=10.0, follow_redirects=False)
         self.email = email
         self.password = password
@@ -353,9 +351,7 @@ def authorize_url(server: LiveServer, client_id: str, pkce: Pkce | None, **param
     if pkce is not None:
         query.update(code_challenge=pkce.challenge, code_challenge_method="S256")
     query.update(params)
-    return urljoin(
-        server.base, "/api/oauth/authorize?" + urlencode({k: v for k, v in query.items() if v != ""})
-    )
+    return urljoin(server.base, "/api/oauth/authorize?" + urlencode({k: v for k, v in query.items() if v != ""}))
 
 
 async def exchange_code(
@@ -381,18 +377,14 @@ class Tokens:
     scope: str
 
 
-async def obtain_tokens(
-    server: LiveServer, *, scope: str = SCOPE_TRACE_READ, resource: str | None = None
-) -> Tokens:
+async def obtain_tokens(server: LiveServer, *, scope: str = SCOPE_TRACE_READ, resource: str | None = None) -> Tokens:
     """Register a public client and run the whole code + PKCE flow through the browser."""
     browser = Browser(server.base)
     try:
         async with server.http() as http:
             client = await register_client(http)
             pkce = Pkce.new()
-            url = authorize_url(
-                server, client["client_id"], pkce, scope=scope, resource=resource or server.mcp_url
-            )
+            url = authorize_url(server, client["client_id"], pkce, scope=scope, resource=resource or server.mcp_url)
             redirect = await browser.visit(url)
             response = await exchange_code(http, client["client_id"], redirect.params["code"], pkce.verifier)
             assert response.status_code == 200, response.text

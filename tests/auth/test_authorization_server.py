@@ -144,9 +144,7 @@ async def test_a_loopback_redirect_may_use_any_port_but_nothing_else_may_change(
         client = await register_client(http)
         pkce = Pkce.new()
         other_port = "http://127.0.0.1:50123/callback"
-        redirect = await browser.visit(
-            authorize_url(server, client["client_id"], pkce, redirect_uri=other_port)
-        )
+        redirect = await browser.visit(authorize_url(server, client["client_id"], pkce, redirect_uri=other_port))
         other_path = await http.get(
             authorize_url(server, client["client_id"], pkce, redirect_uri="http://127.0.0.1:7777/other")
         )
@@ -172,9 +170,7 @@ async def test_denying_consent_sends_access_denied_with_state_and_iss(server: Li
     browser = Browser(server.base, approve=False)
     async with server.http() as http:
         client = await register_client(http)
-        redirect = await browser.visit(
-            authorize_url(server, client["client_id"], Pkce.new(), state="keep-me")
-        )
+        redirect = await browser.visit(authorize_url(server, client["client_id"], Pkce.new(), state="keep-me"))
     await browser.aclose()
     params = redirect.params
     assert (params["error"], params["state"], params["iss"]) == ("access_denied", "keep-me", server.base)

@@ -21,9 +21,7 @@ RESOURCE = ProtectedResource(
     scopes_supported=("mcp:trace:read", "mcp:debug", "mcp:run"),
     challenge_scopes=("mcp:trace:read",),
 )
-POLICY = ScopePolicy.of(
-    {"list_traces": ["mcp:trace:read"], "debug_run": ["mcp:debug"], "replay_trace": ["mcp:run"]}
-)
+POLICY = ScopePolicy.of({"list_traces": ["mcp:trace:read"], "debug_run": ["mcp:debug"], "replay_trace": ["mcp:run"]})
 
 
 class StaticVerifier:
@@ -56,13 +54,9 @@ class ScriptedApp:
         self.scope = scope
         message = await receive()
         self.body = message["body"]
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", self.content_type)]}
-        )
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", self.content_type)]})
         for index, chunk in enumerate(self.chunks):
-            await send(
-                {"type": "http.response.body", "body": chunk, "more_body": index < len(self.chunks) - 1}
-            )
+            await send({"type": "http.response.body", "body": chunk, "more_body": index < len(self.chunks) - 1})
 
 
 async def run(app: Any, body: bytes, token: str = "good") -> list[Message]:

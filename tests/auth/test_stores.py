@@ -53,9 +53,7 @@ def test_api_keys_are_shown_once_stored_hashed_scoped_and_revocable(db: AuthDB) 
     assert created.secret.startswith("molar_sk_")
     assert len(created.secret) > 40
     assert created.key.prefix == created.secret[: len(created.key.prefix)]
-    assert (
-        db.fetch_one("SELECT 1 FROM api_keys WHERE key_hash = ?", (created.secret,)) is None
-    )  # never in clear
+    assert db.fetch_one("SELECT 1 FROM api_keys WHERE key_hash = ?", (created.secret,)) is None  # never in clear
     verified = keys.verify(created.secret, now=11)
     assert verified is not None
     assert verified.scopes == {"mcp:trace:read", "mcp:run"}

@@ -140,9 +140,7 @@ async def test_a_refresh_may_narrow_but_not_widen_the_scope_or_change_the_resour
     tokens = await obtain_tokens(server, scope="mcp:trace:read mcp:debug")
     wider = await refresh(server, tokens, tokens.refresh_token, scope="mcp:trace:read mcp:run")
     other = await refresh(server, tokens, tokens.refresh_token, resource=server.api_url)
-    narrower = await refresh(
-        server, tokens, tokens.refresh_token, scope="mcp:trace:read", resource=server.mcp_url
-    )
+    narrower = await refresh(server, tokens, tokens.refresh_token, scope="mcp:trace:read", resource=server.mcp_url)
     assert wider.status_code == 400
     assert wider.json()["error"] == "invalid_scope"
     assert other.status_code == 400

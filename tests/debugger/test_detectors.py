@@ -119,8 +119,7 @@ def test_the_webhook_404_is_blamed_for_step_7s_final_url_assertion() -> None:
     top, second = analyze(case.events, case.status)[:2]
 
     assert top.summary == (
-        "POST /api/webhooks/stripe answered 404 at step 5; "
-        "step 7's assertion on the final URL failed because of it."
+        "POST /api/webhooks/stripe answered 404 at step 5; step 7's assertion on the final URL failed because of it."
     )
     assert top.signature == "step-5: http 404 POST /api/webhooks/stripe"
     assert [by_seq[s].kind for s in top.evidence_seqs] == ["network.request", "network.response", "assertion"]
@@ -147,9 +146,7 @@ def test_findings_of_one_label_at_one_step_merge_and_pool_their_evidence() -> No
     network = [f for f in findings if f.label == "network_failure"]
     assert len(network) == 1
     assert network[0].confidence == 0.9
-    assert {e.seq for e in case.events if e.kind in ("network.request", "error")} <= set(
-        network[0].evidence_seqs
-    )
+    assert {e.seq for e in case.events if e.kind in ("network.request", "error")} <= set(network[0].evidence_seqs)
 
 
 def test_step_numbers_follow_the_order_step_ids_first_appear_when_step_is_missing() -> None:

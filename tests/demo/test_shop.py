@@ -27,9 +27,7 @@ async def shop() -> AsyncIterator[httpx2.AsyncClient]:
         yield c
 
 
-def patched_create_app(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *fixes: str
-) -> Callable[[], Starlette]:
+def patched_create_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *fixes: str) -> Callable[[], Starlette]:
     """`create_app` of a copy of the shop with the named fixes applied (as a replay applies them)."""
     source = tmp_path / "shop"
     shutil.copytree(SHOP_DIR, source, ignore=shutil.ignore_patterns("__pycache__"))

@@ -16,9 +16,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_an_agent_lists_failed_demo_runs_and_reads_one_over_streamable_http(
-    served: Served, mode: str
-) -> None:
+async def test_an_agent_lists_failed_demo_runs_and_reads_one_over_streamable_http(served: Served, mode: str) -> None:
     async with Client(served.base_url + "/mcp", mode=mode) as client:
         listed = await client.call_tool("list_traces", {"status": "failed"})
         rows: Any = listed.structured_content

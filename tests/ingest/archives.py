@@ -64,9 +64,7 @@ def pack_tar(files: dict[str, bytes], *, links: dict[str, tuple[bytes, str]] | N
     return buf.getvalue()
 
 
-def pack_zip(
-    files: dict[str, bytes], *, symlinks: dict[str, str] | None = None, deflate: bool = False
-) -> bytes:
+def pack_zip(files: dict[str, bytes], *, symlinks: dict[str, str] | None = None, deflate: bool = False) -> bytes:
     """A zip of `files`; `symlinks` maps a member name to its target (unix mode 0o120777)."""
     buf = io.BytesIO()
     method = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
@@ -113,9 +111,7 @@ def bad_bundles() -> list[BadBundle]:
         BadBundle("gzip-of-not-a-tar", _gzip(b"hello, no tar here" * 40), "bad_bundle"),
         BadBundle("corrupt-zip", b"PK\x03\x04" + noise(200), "bad_bundle"),
         BadBundle("zip-with-corrupt-member", zip_with_corrupt_member(), "bad_bundle"),
-        BadBundle(
-            "missing-events", make_bundle(omit=("events.ndjson",)), "validation_error", "events.ndjson"
-        ),
+        BadBundle("missing-events", make_bundle(omit=("events.ndjson",)), "validation_error", "events.ndjson"),
         BadBundle("missing-summary", make_bundle(omit=("summary.json",)), "validation_error", "summary.json"),
         BadBundle(
             "line-not-json",
@@ -163,9 +159,7 @@ def bad_bundles() -> list[BadBundle]:
             "unsafe_path",
             "link",
         ),
-        BadBundle(
-            "zip-symlink", pack_zip(bundle_files(), symlinks={"blobs/link": "/etc/passwd"}), "unsafe_path"
-        ),
+        BadBundle("zip-symlink", pack_zip(bundle_files(), symlinks={"blobs/link": "/etc/passwd"}), "unsafe_path"),
         BadBundle(
             "too-large",
             make_bundle(extra={"padding.bin": noise(SMALL_LIMIT + 1000)}),

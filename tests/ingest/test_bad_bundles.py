@@ -78,9 +78,7 @@ def test_the_line_number_of_a_bad_line_counts_the_blank_lines_before_it(store: S
     ["[1, 2, 3]", '"an event"', '{"seq": -1, "ts": 1, "kind": "log"}', '{"seq": 0, "ts": 1, "kind": ""}'],
     ids=["array", "string", "negative-seq", "empty-kind"],
 )
-def test_a_json_line_that_is_not_an_event_is_refused_naming_the_line(
-    store: SqliteTraceStore, line: str
-) -> None:
+def test_a_json_line_that_is_not_an_event_is_refused_naming_the_line(store: SqliteTraceStore, line: str) -> None:
     good = json.dumps(checkout_events()[0] | {"seq": 0})
     err = refuse(store, make_bundle(events_raw=f"{good}\n{line}\n".encode()))
     assert err.kind == "validation_error"
@@ -113,9 +111,7 @@ def test_a_summary_that_is_not_a_json_object_is_refused(store: SqliteTraceStore)
     ("field", "value"),
     [("status", "exploded"), ("source", "carrier-pigeon"), ("scenario_id", "not-a-uuid")],
 )
-def test_a_summary_field_outside_its_vocabulary_is_refused(
-    store: SqliteTraceStore, field: str, value: str
-) -> None:
+def test_a_summary_field_outside_its_vocabulary_is_refused(store: SqliteTraceStore, field: str, value: str) -> None:
     err = refuse(store, make_bundle(summary(**{field: value})))
     assert err.kind == "validation_error"
     assert value in err.message

@@ -14,9 +14,7 @@ from tests.ingest.archives import PNG, bundle_files, pack_tar, pack_zip, sha, st
 
 
 @pytest.mark.parametrize("fmt", ["zip", "tar.gz"])
-def test_zip_and_tar_gz_bundles_are_both_accepted_and_read_back_whole(
-    store: SqliteTraceStore, fmt: str
-) -> None:
+def test_zip_and_tar_gz_bundles_are_both_accepted_and_read_back_whole(store: SqliteTraceStore, fmt: str) -> None:
     trace_id, short_id = ingest_bundle(store, LOCAL_ORG_ID, make_bundle(fmt=fmt))
     detail = store.get_trace(LOCAL_ORG_ID, short_id)
     assert detail.id == trace_id

@@ -30,14 +30,10 @@ def text_of(result: CallToolResult) -> str:
 
 def total_tokens(result: CallToolResult) -> int:
     # The wire carries raw UTF-8 JSON, as the renderer measures it.
-    return estimate_tokens(text_of(result)) + estimate_tokens(
-        json.dumps(result.structured_content, ensure_ascii=False)
-    )
+    return estimate_tokens(text_of(result)) + estimate_tokens(json.dumps(result.structured_content, ensure_ascii=False))
 
 
-async def test_tools_are_listed_with_output_schemas_and_read_only_annotations(
-    seeded: Seeded, mode: str
-) -> None:
+async def test_tools_are_listed_with_output_schemas_and_read_only_annotations(seeded: Seeded, mode: str) -> None:
     async with Client(seeded.server, mode=mode) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
     assert set(tools) == {"list_traces", "get_trace"}
@@ -128,9 +124,7 @@ async def test_list_traces_pages_with_a_cursor_and_shrinks_pages_to_the_token_bu
     assert len(set(seen)) == 30
 
 
-async def test_get_trace_names_the_failing_step_its_assertion_and_the_failed_events(
-    seeded: Seeded, mode: str
-) -> None:
+async def test_get_trace_names_the_failing_step_its_assertion_and_the_failed_events(seeded: Seeded, mode: str) -> None:
     async with Client(seeded.server, mode=mode) as client:
         result = await client.call_tool("get_trace", {"trace_id": seeded.failed_short})
     assert not result.is_error
@@ -162,9 +156,7 @@ async def test_get_trace_returns_artifacts_as_resource_links(seeded: Seeded, mod
     assert view["artifacts"][0]["kind"] == "screenshot"
 
 
-async def test_get_trace_with_a_step_returns_that_steps_events_with_secrets_masked(
-    seeded: Seeded, mode: str
-) -> None:
+async def test_get_trace_with_a_step_returns_that_steps_events_with_secrets_masked(seeded: Seeded, mode: str) -> None:
     async with Client(seeded.server, mode=mode) as client:
         result = await client.call_tool("get_trace", {"trace_id": seeded.failed_short, "step": 5})
     view: Any = result.structured_content
@@ -258,9 +250,7 @@ async def test_events_resource_pages_and_filters(seeded: Seeded, mode: str) -> N
     }
 
 
-async def test_reading_an_unknown_trace_resource_is_a_not_found_protocol_error(
-    seeded: Seeded, mode: str
-) -> None:
+async def test_reading_an_unknown_trace_resource_is_a_not_found_protocol_error(seeded: Seeded, mode: str) -> None:
     async with Client(seeded.server, mode=mode) as client:
         with pytest.raises(MCPError) as info:
             await client.read_resource("molar://traces/nope")

@@ -134,12 +134,8 @@ BAD_FILES: list[tuple[str, str, int | None, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("text", "line", "fragment"), [c[1:] for c in BAD_FILES], ids=[c[0] for c in BAD_FILES]
-)
-def test_a_bad_file_raises_scenario_error_with_its_line_number(
-    text: str, line: int | None, fragment: str
-) -> None:
+@pytest.mark.parametrize(("text", "line", "fragment"), [c[1:] for c in BAD_FILES], ids=[c[0] for c in BAD_FILES])
+def test_a_bad_file_raises_scenario_error_with_its_line_number(text: str, line: int | None, fragment: str) -> None:
     with pytest.raises(ScenarioError) as caught:
         parse_scenario(text, source="bad.molar.md")
     assert caught.value.line == line
@@ -195,9 +191,7 @@ def test_a_scenario_diff_whose_context_is_gone_raises_naming_the_hunk() -> None:
     before = (SCENARIOS_DIR / "checkout-coupon.molar.md").read_text(encoding="utf-8")
     after = before.replace('{"code": "SAVE10"}', '{"code": "HALF"}')
     diff = _unified(before, after)
-    changed_elsewhere = before.replace(
-        "POST /api/carts/{{cart_id}}/coupon", "POST /api/v2/carts/{{cart_id}}/coupon"
-    )
+    changed_elsewhere = before.replace("POST /api/carts/{{cart_id}}/coupon", "POST /api/v2/carts/{{cart_id}}/coupon")
     hunk = next(line for line in diff.splitlines() if line.startswith("@@"))
     with pytest.raises(DiffDoesNotApply) as caught:
         apply_scenario_diff(changed_elsewhere, diff)

@@ -28,13 +28,22 @@ def _pragma(data_dir: Path, name: str) -> object:
         conn.close()
 
 
+def _traces_version(data_dir: Path) -> object:
+    """The "traces" component's schema version, as `store/db.py` records it."""
+    conn = sqlite3.connect(data_dir / "molar.sqlite3")
+    try:
+        return conn.execute("SELECT version FROM schema_versions WHERE component = 'traces'").fetchone()[0]
+    finally:
+        conn.close()
+
+
 def _blob_files(data_dir: Path) -> list[Path]:
     return sorted(p for p in (data_dir / "blobs").rglob("*") if p.is_file())
 
 
 def test_a_new_data_dir_is_at_the_newest_schema_version(store: SqliteTraceStore, data_dir: Path) -> None:
     assert store.schema_version == len(MIGRATIONS)
-    assert _pragma(data_dir, "user_version") == len(MIGRATIONS)
+    assert _traces_version(data_dir) == len(MIGRATIONS)
 
 
 def test_the_database_runs_in_wal_mode(store: SqliteTraceStore, data_dir: Path) -> None:
@@ -56,13 +65,16 @@ def test_reopening_the_same_data_dir_keeps_every_trace_and_migrates_nothing(
         assert [t.id for t in reopened.list_traces(LOCAL_ORG_ID, TraceQuery(q="webhook")).items] == [trace_id]
     finally:
         reopened.close()
-    assert _pragma(data_dir, "user_version") == len(MIGRATIONS)
+    assert _traces_version(data_dir) == len(MIGRATIONS)
 
 
 def test_a_data_dir_at_schema_version_1_is_migrated_and_its_traces_stay_searchable(data_dir: Path) -> None:
     data_dir.mkdir()
     conn = sqlite3.connect(data_dir / "molar.sqlite3", isolation_level=None)
-    conn.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+    conn.executescript(
+        MIGRATIONS[0] + "; CREATE TABLE schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL);"
+        " INSERT INTO schema_versions VALUES ('traces', 1);"
+    )
     conn.execute(
         "INSERT INTO traces (pk, id, short_id, org_id, status, created_ms) VALUES (1, ?, ?, ?, ?, ?)",
         ("00000000-0000-4000-8000-000000000001", "oldTrace1", LOCAL_ORG_ID, "failed", 1_700_000_000_000),
@@ -80,17 +92,16 @@ def test_a_data_dir_at_schema_version_1_is_migrated_and_its_traces_stay_searchab
 
 def test_a_data_dir_from_a_newer_molar_mcp_is_refused_and_left_as_it_is(data_dir: Path) -> None:
     data_dir.mkdir()
-    conn = sqlite3.connect(data_dir / "molar.sqlite3")
-    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    conn = sqlite3.connect(data_dir / "molar.sqlite3", isolation_level=None)
+    conn.execute("CREATE TABLE schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_versions VALUES ('traces', ?)", (len(MIGRATIONS) + 1,))
     conn.close()
     with pytest.raises(RuntimeError, match="upgrade molar-mcp"):
         SqliteTraceStore(data_dir)
-    assert _pragma(data_dir, "user_version") == len(MIGRATIONS) + 1
+    assert _traces_version(data_dir) == len(MIGRATIONS) + 1
 
 
-def test_blobs_are_written_once_under_their_sha256(
-    store: SqliteTraceStore, add: AddTrace, data_dir: Path
-) -> None:
+def test_blobs_are_written_once_under_their_sha256(store: SqliteTraceStore, add: AddTrace, data_dir: Path) -> None:
     add(blobs={_sha(PNG): PNG, _sha(VIDEO): VIDEO})
     add(blobs={_sha(PNG): PNG})
     files = _blob_files(data_dir)
@@ -110,9 +121,7 @@ def test_a_trace_whose_blob_does_not_hash_to_its_name_is_refused_and_nothing_is_
     assert store.list_traces(LOCAL_ORG_ID, TraceQuery()).items == []
 
 
-def test_a_trace_the_database_refuses_leaves_no_row_and_no_blob(
-    store: SqliteTraceStore, data_dir: Path
-) -> None:
+def test_a_trace_the_database_refuses_leaves_no_row_and_no_blob(store: SqliteTraceStore, data_dir: Path) -> None:
     trace = new_trace(events=[{"seq": 0, "ts": 1, "kind": "log"}], pr_number=2**63)
     with pytest.raises(OverflowError):
         store.add_trace(LOCAL_ORG_ID, trace, {_sha(PNG): PNG})

@@ -163,9 +163,7 @@ def test_q_combines_with_the_other_filters(store: SqliteTraceStore, four: Four) 
     "q",
     ['"; DROP TABLE traces; --', "a*b(", '"', "NEAR(", "AND", "OR NOT", "^x", "col:val", "'", "a\x00b", "*"],
 )
-def test_a_search_with_quotes_or_fts_syntax_does_not_error(
-    store: SqliteTraceStore, four: Four, q: str
-) -> None:
+def test_a_search_with_quotes_or_fts_syntax_does_not_error(store: SqliteTraceStore, four: Four, q: str) -> None:
     store.list_traces(LOCAL_ORG_ID, TraceQuery(q=q))
     assert len(ids(store)) == 4
 
@@ -221,8 +219,6 @@ def _b64(raw: bytes) -> str:
         _b64(json.dumps([10**30, 1]).encode()),
     ],
 )
-def test_a_cursor_this_store_did_not_issue_is_invalid_cursor(
-    store: SqliteTraceStore, four: Four, cursor: str
-) -> None:
+def test_a_cursor_this_store_did_not_issue_is_invalid_cursor(store: SqliteTraceStore, four: Four, cursor: str) -> None:
     with pytest.raises(InvalidCursor):
         store.list_traces(LOCAL_ORG_ID, TraceQuery(cursor=cursor))

@@ -48,9 +48,7 @@ def test_an_unknown_reference_is_trace_not_found(store: SqliteTraceStore, add: A
         store.get_trace(LOCAL_ORG_ID, ref)
 
 
-def test_a_trace_of_one_org_is_not_found_and_not_listed_in_another(
-    store: SqliteTraceStore, add: AddTrace
-) -> None:
+def test_a_trace_of_one_org_is_not_found_and_not_listed_in_another(store: SqliteTraceStore, add: AddTrace) -> None:
     a_id, a_short = add(org_id=ORG_A)
     b_id, _ = add(org_id=ORG_B)
     for ref in (a_id, a_short, a_id.upper()):
@@ -64,9 +62,7 @@ def test_a_trace_of_one_org_is_not_found_and_not_listed_in_another(
     assert store.get_trace(ORG_A, a_short).org_id == ORG_A
 
 
-def test_steps_are_numbered_in_the_order_their_ids_first_appear(
-    store: SqliteTraceStore, add: AddTrace
-) -> None:
+def test_steps_are_numbered_in_the_order_their_ids_first_appear(store: SqliteTraceStore, add: AddTrace) -> None:
     events = [
         event(0, "step.start", "login", message="Log in"),
         event(1, "step.start", "cart", message="Fill the cart"),
@@ -156,9 +152,7 @@ def test_events_come_back_in_seq_order_with_their_fields(store: SqliteTraceStore
 
 
 @pytest.mark.parametrize("step", ["5", "s5"])
-def test_events_are_sliced_by_step_number_or_step_id(
-    store: SqliteTraceStore, add: AddTrace, step: str
-) -> None:
+def test_events_are_sliced_by_step_number_or_step_id(store: SqliteTraceStore, add: AddTrace, step: str) -> None:
     _, short_id = add()
     page = store.list_events(LOCAL_ORG_ID, short_id, step=step)
     assert [e.seq for e in page.events] == [16, 17, 18, 19, 20]
@@ -166,9 +160,7 @@ def test_events_are_sliced_by_step_number_or_step_id(
 
 
 @pytest.mark.parametrize("step", ["0", "99", "²", "9" * 40, "no-such-step"])
-def test_a_step_that_names_no_step_gives_an_empty_slice(
-    store: SqliteTraceStore, add: AddTrace, step: str
-) -> None:
+def test_a_step_that_names_no_step_gives_an_empty_slice(store: SqliteTraceStore, add: AddTrace, step: str) -> None:
     _, short_id = add()
     page = store.list_events(LOCAL_ORG_ID, short_id, step=step)
     assert (page.events, page.total) == ([], 0)

@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from molar_mcp import __version__
-from molar_mcp.api import blobs, traces
+from molar_mcp.api import blobs, live, traces
 from molar_mcp.api.context import ApiContext
 from molar_mcp.api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware
 
@@ -19,7 +19,7 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 def api_routes() -> list[Route]:
-    return [Route("/healthz", healthz, methods=["GET"]), *traces.routes(), *blobs.routes()]
+    return [Route("/healthz", healthz, methods=["GET"]), *traces.routes(), *live.routes(), *blobs.routes()]
 
 
 def create_api_app(ctx: ApiContext) -> Starlette:

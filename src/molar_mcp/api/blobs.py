@@ -42,18 +42,14 @@ def _artifact(detail: TraceDetail, sha256: str) -> ArtifactRef:
 def _sha(request: Request) -> str:
     sha: str = request.path_params["sha256"]
     if not _SHA256.match(sha):
-        raise ApiError(
-            400, "bad_request", "sha256 must be 64 lowercase hex characters, without a sha256: prefix"
-        )
+        raise ApiError(400, "bad_request", "sha256 must be 64 lowercase hex characters, without a sha256: prefix")
     return sha
 
 
 async def redirect_to_blob(request: Request) -> Response:
     ctx = api_context(request)
     sha = _sha(request)
-    detail = await anyio.to_thread.run_sync(
-        ctx.store.get_trace, org_of(request), request.path_params["trace_id"]
-    )
+    detail = await anyio.to_thread.run_sync(ctx.store.get_trace, org_of(request), request.path_params["trace_id"])
     _artifact(detail, sha)
     base = str(request.base_url).rstrip("/")
     return RedirectResponse(base + ctx.signer.sign(blob_path(detail.id, sha), detail.org_id), status_code=302)

@@ -8,9 +8,11 @@ from pathlib import Path
 
 from starlette.requests import Request
 
+from molar_mcp.api.bus import LiveBus
 from molar_mcp.api.errors import ApiError
 from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES
-from molar_mcp.store import LOCAL_ORG_ID, TraceStore
+from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceStore
+from molar_mcp.store.live import LiveTraces
 from molar_mcp.store.signing import UrlSigner
 
 _ORG_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -21,7 +23,21 @@ class ApiContext:
     store: TraceStore
     signer: UrlSigner
     blob_root: Path
+    live: LiveTraces
+    bus: LiveBus
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
+
+    @classmethod
+    def embedded(cls, store: SqliteTraceStore, *, max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES) -> ApiContext:
+        """The context of the embedded store: its signer, blob files, live ingest and bus."""
+        return cls(
+            store=store,
+            signer=UrlSigner(store.data_dir / "signing-keys.json"),
+            blob_root=store.blobs.root,
+            live=LiveTraces(store.db),
+            bus=LiveBus(),
+            max_bundle_bytes=max_bundle_bytes,
+        )
 
     def blob_file(self, sha256: str) -> Path:
         return self.blob_root / sha256[:2] / sha256

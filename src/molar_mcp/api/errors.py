@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from molar_mcp.ingest import BundleError
 from molar_mcp.store import InvalidCursor, TraceNotFound
+from molar_mcp.store.live import EventConflict, TraceNotRunning
 
 log = logging.getLogger("molar_mcp.api")
 
@@ -92,6 +93,10 @@ async def _http(request: Request, exc: Exception) -> Response:
     return error_response(request, exc.status_code, code, message)
 
 
+async def _conflict(request: Request, exc: Exception) -> Response:
+    return error_response(request, 409, "conflict", str(exc))
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error in %s %s", request.method, request.url.path)
     return error_response(
@@ -105,6 +110,8 @@ EXCEPTION_HANDLERS = {
     InvalidCursor: _bad_cursor,
     BundleError: _bundle,
     HTTPException: _http,
+    TraceNotRunning: _conflict,
+    EventConflict: _conflict,
     Exception: _unexpected,
 }
 

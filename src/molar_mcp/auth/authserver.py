@@ -83,9 +83,7 @@ class PreparedRequest(OAuth2Request):  # type: ignore[misc]
     """An OAuth2Request whose body was already read. `uri` is built from our issuer, so authlib's
     transport check sees the public URL even behind a TLS-terminating proxy."""
 
-    def __init__(
-        self, method: str, uri: str, headers: Mapping[str, str], items: Sequence[tuple[str, str]]
-    ) -> None:
+    def __init__(self, method: str, uri: str, headers: Mapping[str, str], items: Sequence[tuple[str, str]]) -> None:
         super().__init__(method=method, uri=uri, headers=headers)
         self.payload = FormPayload(items)
         self.resource: str | None = None
@@ -146,9 +144,7 @@ class _Issuer(IssuerParameter):  # type: ignore[misc]
 class MolarAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     """authlib's server with our grants, endpoints and stores. Synchronous: call from a worker thread."""
 
-    def __init__(
-        self, config: AuthConfig, db: AuthDB, keys: AuthKeys, resolver: ClientMetadataResolver
-    ) -> None:
+    def __init__(self, config: AuthConfig, db: AuthDB, keys: AuthKeys, resolver: ClientMetadataResolver) -> None:
         super().__init__(scopes_supported=list(config.scopes_supported))
         self.config = config
         self.keys = keys

@@ -167,15 +167,11 @@ class ClientMetadataResolver:
     async def _fetch(self, url: str) -> tuple[bytes, int]:
         async with (
             self._factory() as http,
-            http.stream(
-                "GET", url, headers={"Accept": "application/json"}, follow_redirects=False
-            ) as response,
+            http.stream("GET", url, headers={"Accept": "application/json"}, follow_redirects=False) as response,
         ):
             if response.status_code != 200:
                 # CIMD draft: no redirects are followed; anything but 200 is an error.
-                raise ClientMetadataDocumentError(
-                    f"the client metadata document answered HTTP {response.status_code}"
-                )
+                raise ClientMetadataDocumentError(f"the client metadata document answered HTTP {response.status_code}")
             declared = response.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > self._max_bytes:
                 raise ClientMetadataDocumentError("the client metadata document is too large")

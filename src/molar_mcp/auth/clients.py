@@ -173,9 +173,7 @@ class ClientStore:
     def __init__(self, db: AuthDB) -> None:
         self._db = db
 
-    def save(
-        self, client_id: str, secret: str | None, metadata: Mapping[str, Any], *, now: int
-    ) -> OAuthClient:
+    def save(self, client_id: str, secret: str | None, metadata: Mapping[str, Any], *, now: int) -> OAuthClient:
         secret_hash = sha256_hex(secret) if secret else None
         self._db.execute(
             "INSERT INTO clients (client_id, secret_hash, metadata, created_at) VALUES (?, ?, ?, ?)",

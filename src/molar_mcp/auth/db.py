@@ -132,9 +132,7 @@ class AuthDB:
             for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
                 # executescript commits first; the whole step plus the version bump is one transaction.
                 try:
-                    self._conn.executescript(
-                        f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;"
-                    )
+                    self._conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
                 except sqlite3.Error:
                     if self._conn.in_transaction:
                         self._conn.execute("ROLLBACK")

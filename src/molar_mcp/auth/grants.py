@@ -64,9 +64,7 @@ class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
     def validate_authorization_request(self) -> str:
         redirect_uri: str = super().validate_authorization_request()
         try:
-            self.request.resource = self.server.resolve_resource(
-                self.request.payload.datalist.get("resource", [])
-            )
+            self.request.resource = self.server.resolve_resource(self.request.payload.datalist.get("resource", []))
         except InvalidTargetError as error:
             error.redirect_uri = redirect_uri
             raise
@@ -119,9 +117,7 @@ class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
         code: CodeRecord = self.request.authorization_code
         self.server.check_token_resource(self.request, granted=code.resource)
 
-    def generate_token(
-        self, user: Any = None, scope: Any = None, grant_type: Any = None, **kwargs: Any
-    ) -> Any:
+    def generate_token(self, user: Any = None, scope: Any = None, grant_type: Any = None, **kwargs: Any) -> Any:
         code: CodeRecord = self.request.authorization_code
         self.request.family_id = new_id("fam")
         return self.server.issue_tokens(
@@ -168,9 +164,7 @@ class RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
     def revoke_old_credential(self, refresh_token: RefreshRecord) -> None:
         """Already spent in `authenticate_refresh_token`."""
 
-    def generate_token(
-        self, user: Any = None, scope: Any = None, grant_type: Any = None, **kwargs: Any
-    ) -> Any:
+    def generate_token(self, user: Any = None, scope: Any = None, grant_type: Any = None, **kwargs: Any) -> Any:
         record: RefreshRecord = self.request.refresh_token
         self.request.family_id = record.family_id
         return self.server.issue_tokens(
@@ -189,9 +183,7 @@ class RevokeEndpoint(RevocationEndpoint):  # type: ignore[misc]
     CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
     server: MolarAuthorizationServer
 
-    def query_token(
-        self, token_string: str, token_type_hint: str | None
-    ) -> RefreshRecord | AccessRecord | None:
+    def query_token(self, token_string: str, token_type_hint: str | None) -> RefreshRecord | AccessRecord | None:
         if token_type_hint != "access_token":  # noqa: S105  # a hint name
             record = self.server.grants.peek_refresh_token(token_string)
             if record is not None:

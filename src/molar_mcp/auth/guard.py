@@ -126,14 +126,10 @@ class McpScopeGuard:
             list_ids = [m["id"] for m in messages if m.get("method") == "tools/list" and "id" in m]
             receive = _replay(body, receive)
         if list_ids:
-            send = _ToolsListFilter(
-                send, list_ids, lambda name: principal.has_scopes(self._policy.tool(name))
-            )
+            send = _ToolsListFilter(send, list_ids, lambda name: principal.has_scopes(self._policy.tool(name)))
         await self._call_as(principal, token, scope, receive, send)
 
-    async def _call_as(
-        self, principal: Principal, token: str, scope: Scope, receive: Receive, send: Send
-    ) -> None:
+    async def _call_as(self, principal: Principal, token: str, scope: Scope, receive: Receive, send: Send) -> None:
         user = AuthenticatedUser(principal.to_access_token(token))
         scope = dict(scope)
         scope["user"] = user
@@ -192,11 +188,7 @@ class _ToolsListFilter:
             headers = list(message.get("headers", []))
             content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"").lower()
             self._mode = (
-                "sse"
-                if b"text/event-stream" in content_type
-                else "json"
-                if b"json" in content_type
-                else "pass"
+                "sse" if b"text/event-stream" in content_type else "json" if b"json" in content_type else "pass"
             )
             if self._mode == "pass":
                 await self._send(message)
@@ -237,9 +229,7 @@ class _ToolsListFilter:
         result = message.get("result")
         if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
             return False
-        result["tools"] = [
-            t for t in result["tools"] if isinstance(t, dict) and self._allowed(t.get("name", ""))
-        ]
+        result["tools"] = [t for t in result["tools"] if isinstance(t, dict) and self._allowed(t.get("name", ""))]
         return True
 
     def _filter_json(self, body: bytes) -> bytes:

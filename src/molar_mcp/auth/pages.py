@@ -87,9 +87,7 @@ def consent_page(
     )
     origin = urlsplit(redirect_uri)
     where = f"{origin.scheme}://{origin.netloc}" if origin.netloc else f"{origin.scheme}:"
-    source = (
-        "described by its metadata document at" if client.source == "metadata_document" else "registered as"
-    )
+    source = "described by its metadata document at" if client.source == "metadata_document" else "registered as"
     body = (
         f"<h1>Allow {escape(client.display_name)} to use your Molar account?</h1>"
         f"<p>Signed in as <strong>{escape(user_email)}</strong>.</p>"

@@ -24,9 +24,7 @@ from molar_mcp.auth.config import PRM_PATH
 from molar_mcp.auth.verify import BearerVerifier, Principal
 
 PRINCIPAL_STATE_KEY: Final = "principal"
-_current_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
-    "molar_principal", default=None
-)
+_current_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("molar_principal", default=None)
 
 
 def get_principal() -> Principal | None:

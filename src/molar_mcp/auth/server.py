@@ -81,9 +81,7 @@ async def _read_form(request: Request) -> Items | None:
 
 
 def _oauth_error(error: str, description: str, status: int = 400) -> JSONResponse:
-    return JSONResponse(
-        {"error": error, "error_description": description}, status_code=status, headers=JSON_HEADERS
-    )
+    return JSONResponse({"error": error, "error_description": description}, status_code=status, headers=JSON_HEADERS)
 
 
 def _to_response(result: OAuthResult) -> Response:
@@ -133,9 +131,7 @@ class OAuthEndpoints:
         if problem:
             return error_page("This application cannot sign in", problem)
         user = self._session_user(session)
-        outcome = await anyio.to_thread.run_sync(
-            self._consent_grant, self._request(paths.AUTHORIZE_PATH, items), user
-        )
+        outcome = await anyio.to_thread.run_sync(self._consent_grant, self._request(paths.AUTHORIZE_PATH, items), user)
         if isinstance(outcome, Response):
             return outcome
         if user is None or session is None:
@@ -178,9 +174,7 @@ class OAuthEndpoints:
             return error_page("This page has expired", "Go back to the application and start again.", 403)
         query = fields.get("request", "")
         email = fields.get("email", "")
-        user = await anyio.to_thread.run_sync(
-            self.server.users.verify_password, email, fields.get("password", "")
-        )
+        user = await anyio.to_thread.run_sync(self.server.users.verify_password, email, fields.get("password", ""))
         if user is None:
             error = "That email and password do not match an account."
             return login_page(authorize_query=query, csrf=session.csrf, email=email, error=error)
@@ -226,9 +220,7 @@ class OAuthEndpoints:
         return _to_response(result)
 
     # -- helpers ----------------------------------------------------------------------------------
-    def _request(
-        self, path: str, items: Items, request: Request | None = None, method: str = "GET"
-    ) -> PreparedRequest:
+    def _request(self, path: str, items: Items, request: Request | None = None, method: str = "GET") -> PreparedRequest:
         uri = self.config.url(path)
         if method == "GET" and items:
             uri = f"{uri}?{urlencode(items)}"

@@ -138,9 +138,7 @@ class GrantStore:
                 (family_id, client_id, user_id, scope, resource, now),
             )
             if code_hash is not None:
-                conn.execute(
-                    "UPDATE auth_codes SET family_id = ? WHERE code_hash = ?", (family_id, code_hash)
-                )
+                conn.execute("UPDATE auth_codes SET family_id = ? WHERE code_hash = ?", (family_id, code_hash))
 
     def revoke_family(self, family_id: str, *, reason: str, now: int) -> None:
         self._db.execute(

@@ -74,15 +74,11 @@ class UserStore:
         return _user(row) if row else None
 
     def get_by_email(self, email: str) -> User | None:
-        row = self._db.fetch_one(
-            "SELECT id, email, org_id, created_at FROM users WHERE email = ?", (email.strip(),)
-        )
+        row = self._db.fetch_one("SELECT id, email, org_id, created_at FROM users WHERE email = ?", (email.strip(),))
         return _user(row) if row else None
 
     def all(self) -> list[User]:
-        rows = self._db.fetch_all(
-            "SELECT id, email, org_id, created_at FROM users ORDER BY created_at, email"
-        )
+        rows = self._db.fetch_all("SELECT id, email, org_id, created_at FROM users ORDER BY created_at, email")
         return [_user(row) for row in rows]
 
     def verify_password(self, email: str, password: str) -> User | None:

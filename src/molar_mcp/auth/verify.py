@@ -129,8 +129,7 @@ class JwtVerifier:
         jti = str(claims["jti"])
         family = claims.get(FAMILY_CLAIM)
         if self._grants is not None and (
-            self._grants.access_token_revoked(jti)
-            or (isinstance(family, str) and self._grants.family_revoked(family))
+            self._grants.access_token_revoked(jti) or (isinstance(family, str) and self._grants.family_revoked(family))
         ):
             return None
         scope = claims.get("scope")

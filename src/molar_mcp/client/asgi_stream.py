@@ -58,9 +58,7 @@ class StreamingASGITransport(httpx2.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if self._tg is None:
-            raise RuntimeError(
-                "open the AsyncClient (async with) before sending through StreamingASGITransport"
-            )
+            raise RuntimeError("open the AsyncClient (async with) before sending through StreamingASGITransport")
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0"},

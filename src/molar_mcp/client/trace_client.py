@@ -6,6 +6,7 @@ Either way the same requests go over the same HTTP semantics, so the two modes c
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -14,7 +15,7 @@ from urllib.parse import quote
 import httpx2
 from pydantic import BaseModel, ValidationError
 
-from molar_mcp.models import EventsResponse, IngestResponse, TraceDetail, TraceListResponse
+from molar_mcp.models import Event, EventsResponse, IngestResponse, TraceDetail, TraceListResponse
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -108,6 +109,29 @@ class TraceClient:
         if ok is not None:
             params["ok"] = "true" if ok else "false"
         return await self._get(f"/v1/traces/{_segment(trace_id)}/events", EventsResponse, params)
+
+    async def follow(self, trace_id: str, *, after_seq: int = -1) -> AsyncIterator[Event]:
+        """The trace's events after `after_seq`, then live ones as they are appended, until the trace
+        finishes (the store's SSE stream: `GET /v1/traces/{id}/stream`)."""
+        path = f"/v1/traces/{_segment(trace_id)}/stream"
+        try:
+            async with self._http.stream(
+                "GET",
+                path,
+                params={"after_seq": str(after_seq)},
+                headers={"accept": "text/event-stream"},
+                timeout=httpx2.Timeout(10.0, read=None),
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _error_from(response)
+                async for sse in httpx2.EventSource(response):
+                    if sse.event == "end":
+                        return
+                    if sse.event == "message" and sse.data:
+                        yield Event.model_validate_json(sse.data)
+        except httpx2.TransportError as exc:
+            raise UnavailableError(0, "unavailable", f"the trace stream of {trace_id} broke: {exc}") from exc
 
     async def blob_url(self, trace_id: str, sha256: str) -> str:
         """The signed, expiring URL of an artifact (the target of the API's 302)."""

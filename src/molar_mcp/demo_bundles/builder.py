@@ -156,12 +156,7 @@ def png_bytes(width: int, height: int, rgb: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw, 9))
-        + chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
 
 
 _BANNERS: Final[dict[str, tuple[Rgb, Rgb]]] = {
@@ -477,9 +472,7 @@ class TraceRecorder:
         if message is None:
             target = f"locator('{selector}')" if selector else "page"
             argument = "" if expected is True else json.dumps(expected, ensure_ascii=False)
-            message = (
-                f"expect({target}).{matcher}({argument})" if ok else f"expected {expected}; got {actual}"
-            )
+            message = f"expect({target}).{matcher}({argument})" if ok else f"expected {expected}; got {actual}"
         payload = _compact(expected=expected, actual=actual, selector=selector, matcher=matcher)
         delay = after_ms if after_ms is not None else self.jitter(25)
         self.emit("assertion", ok=ok, message=message, payload=payload, after_ms=delay)
@@ -521,13 +514,9 @@ class TraceRecorder:
 
     # -- agent-ish events ----------------------------------------------------------------------
 
-    def llm_request(
-        self, model: str, *, messages: int, tools: Sequence[str] = (), after_ms: int = 4
-    ) -> Event:
+    def llm_request(self, model: str, *, messages: int, tools: Sequence[str] = (), after_ms: int = 4) -> Event:
         payload = _compact(model=model, messages=messages, tools=list(tools) or None, max_tokens=1024)
-        return self.emit(
-            "llm.request", message=f"{model}: {messages} messages", payload=payload, after_ms=after_ms
-        )
+        return self.emit("llm.request", message=f"{model}: {messages} messages", payload=payload, after_ms=after_ms)
 
     def llm_response(
         self,
@@ -589,9 +578,7 @@ class TraceRecorder:
         message = f"{tool} → ok"
         if error is not None:
             message = f"{tool} → {error.get('type')}: {error.get('message')}"
-        payload = _compact(
-            tool=tool, call_id=call_id, result=result, error=dict(error) if error is not None else None
-        )
+        payload = _compact(tool=tool, call_id=call_id, result=result, error=dict(error) if error is not None else None)
         return self.emit("tool.result", ok=ok, message=message, payload=payload, after_ms=after_ms)
 
     # -- packing -------------------------------------------------------------------------------
@@ -817,9 +804,7 @@ def build_bundle(
 
     members: dict[str, bytes] = {
         "summary.json": _json_bytes(summary_json, indent=2),
-        "events.ndjson": b"".join(
-            event.model_dump_json(exclude_none=True).encode() + b"\n" for event in checked
-        ),
+        "events.ndjson": b"".join(event.model_dump_json(exclude_none=True).encode() + b"\n" for event in checked),
     }
     for sha, blob in unique.items():
         members[f"blobs/{sha}"] = blob.data

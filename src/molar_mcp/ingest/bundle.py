@@ -107,9 +107,7 @@ def read_bundle(
     if source is not None and source not in TRACE_SOURCES:
         raise BundleError("validation_error", f"source {source!r} is not one of {', '.join(TRACE_SOURCES)}")
     if summary.status not in TRACE_STATUSES:
-        raise BundleError(
-            "validation_error", f"status {summary.status!r} is not one of {', '.join(TRACE_STATUSES)}"
-        )
+        raise BundleError("validation_error", f"status {summary.status!r} is not one of {', '.join(TRACE_STATUSES)}")
     if o.pr_number is not None and not 0 <= o.pr_number <= _MAX_INT:
         raise BundleError("validation_error", f"pr_number {o.pr_number} is out of range")
     scenario_id = None
@@ -163,9 +161,7 @@ def _unpack_zip(data: bytes, max_expanded: int) -> dict[str, bytes]:
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise BundleError("bad_bundle", f"the zip archive is corrupt: {exc}") from exc
     if len(infos) > _MAX_MEMBERS:
-        raise BundleError(
-            "payload_too_large", f"the bundle has {len(infos)} files; the limit is {_MAX_MEMBERS}"
-        )
+        raise BundleError("payload_too_large", f"the bundle has {len(infos)} files; the limit is {_MAX_MEMBERS}")
     files: dict[str, bytes] = {}
     total = 0
     with zf:
@@ -247,9 +243,7 @@ def _read_events(raw: bytes) -> list[Event]:
         except ValidationError as exc:
             if any(e["type"] == "json_invalid" for e in exc.errors()):
                 raise BundleError("validation_error", f"events.ndjson line {lineno} is not JSON") from exc
-            raise BundleError(
-                "validation_error", f"events.ndjson line {lineno}: {_first_error(exc)}"
-            ) from exc
+            raise BundleError("validation_error", f"events.ndjson line {lineno}: {_first_error(exc)}") from exc
         if ev.seq > _MAX_INT or ev.ts > _MAX_INT:
             raise BundleError("validation_error", f"events.ndjson line {lineno}: seq or ts is out of range")
         if ev.seq <= last_seq:

@@ -211,9 +211,7 @@ def trace_text(view: TraceView) -> str:
         lines.append("Events:" if view.step_events else "Events: none match.")
         lines.extend(_event_line(e) for e in view.step_events)
     if view.artifacts:
-        lines.append(
-            "Artifacts: " + ", ".join(f"{a.kind} {a.name or ''} {a.uri}".strip() for a in view.artifacts)
-        )
+        lines.append("Artifacts: " + ", ".join(f"{a.kind} {a.name or ''} {a.uri}".strip() for a in view.artifacts))
     lines.extend(f"Left out: {o}" for o in view.omitted)
     return "\n".join(lines)
 
@@ -242,14 +240,11 @@ def build_trace_view(
     """Assemble `get_trace`'s answer and shrink it until it fits `budget` tokens."""
     sid = detail.short_id
     failure = failure_of(detail, failing)
-    steps = [
-        StepRow(step=s.step, title=_cut(s.title, 80), ok=s.ok, events=s.event_count) for s in detail.steps
-    ]
+    steps = [StepRow(step=s.step, title=_cut(s.title, 80), ok=s.ok, events=s.event_count) for s in detail.steps]
     notable = [event_row(e) for e in failing]
     page = [event_row(e) for e in step_events] if step_events is not None else None
     artifacts = [
-        Artifact(kind=a.kind, name=a.name, size=a.size, uri=artifact_uri(detail.id, a.sha256))
-        for a in detail.artifacts
+        Artifact(kind=a.kind, name=a.name, size=a.size, uri=artifact_uri(detail.id, a.sha256)) for a in detail.artifacts
     ]
     focus = failure.step if failure and failure.step is not None else None
 
@@ -286,13 +281,9 @@ def build_trace_view(
                 )
         shown_artifacts = artifacts[:n_artifacts]
         if len(shown_artifacts) < len(artifacts):
-            omitted.append(
-                f"{len(artifacts) - len(shown_artifacts)} artifacts; molar://traces/{sid} lists them all"
-            )
+            omitted.append(f"{len(artifacts) - len(shown_artifacts)} artifacts; molar://traces/{sid} lists them all")
         if page is None and focus is not None:
-            omitted.append(
-                f'event details; get_trace(trace_id="{sid}", step={focus}) shows the failing step\'s events'
-            )
+            omitted.append(f'event details; get_trace(trace_id="{sid}", step={focus}) shows the failing step\'s events')
         view = TraceView(
             trace=header(detail),
             failure=failure,

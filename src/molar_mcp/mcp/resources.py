@@ -32,9 +32,7 @@ async def trace_resource(trace_id: str, ctx: Context) -> str:
         failing = await client.get_events(trace_id, ok=False, limit=12)
     except ApiClientError as exc:
         raise _resource_error(exc, f"molar://traces/{trace_id}") from exc
-    view, _ = build_trace_view(
-        detail, failing.events, failing.total, None, 0, 0, None, DEFAULT_TOKEN_BUDGET * 2
-    )
+    view, _ = build_trace_view(detail, failing.events, failing.total, None, 0, 0, None, DEFAULT_TOKEN_BUDGET * 2)
     return view.model_dump_json(exclude_none=True)
 
 
@@ -58,9 +56,7 @@ async def events_resource(
     except (KeyError, ValueError):
         raise ResourceError(f"{uri}: ok is true|false, offset ≥ 0, limit 1–{EVENTS_PAGE_MAX}") from None
     try:
-        page = await client_of(ctx).get_events(
-            trace_id, step=step, kind=kind, ok=ok_flag, limit=size, offset=first
-        )
+        page = await client_of(ctx).get_events(trace_id, step=step, kind=kind, ok=ok_flag, limit=size, offset=first)
     except ApiClientError as exc:
         raise _resource_error(exc, uri) from exc
     end = first + len(page.events)
@@ -82,9 +78,7 @@ async def blob_resource(trace_id: str, sha256: str, ctx: Context) -> bytes | str
         detail = await client.get_trace(trace_id)
         artifact = next((a for a in detail.artifacts if a.sha256 == sha256), None)
         if artifact is None:
-            raise ResourceNotFoundError(
-                f"{uri}: the trace has no such artifact; molar://traces/{trace_id} lists them"
-            )
+            raise ResourceNotFoundError(f"{uri}: the trace has no such artifact; molar://traces/{trace_id} lists them")
         url = await client.blob_url(trace_id, sha256)
         if artifact.size > BLOB_INLINE_MAX:
             return json.dumps(

@@ -4,9 +4,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.subscriptions import InMemorySubscriptionBus
+from mcp.types import SubscribeRequestParams, UnsubscribeRequestParams
 
 from molar_mcp import __version__
 from molar_mcp.mcp import resources
+from molar_mcp.mcp.live import listen_middleware, on_subscribe, on_unsubscribe, running_watcher
 from molar_mcp.mcp.state import AppState, ClientFactory
 from molar_mcp.mcp.tools import get_trace, list_traces
 from molar_mcp.mcp.tools.spec import ToolSpec
@@ -23,10 +26,12 @@ Every answer fits a token budget and lists what it left out and how to get it.""
 def create_mcp_server(client_factory: ClientFactory) -> MCPServer[AppState]:
     """Build the server. `client_factory` opens the `TraceClient` for the server's lifetime."""
 
+    bus = InMemorySubscriptionBus()
+
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        async with client_factory() as client:
-            yield AppState(client=client)
+        async with client_factory() as client, running_watcher(client, bus) as watcher:
+            yield AppState(client=client, watcher=watcher)
 
     server: MCPServer[AppState] = MCPServer(
         "molar-mcp",
@@ -34,7 +39,14 @@ def create_mcp_server(client_factory: ClientFactory) -> MCPServer[AppState]:
         version=__version__,
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
+        subscriptions=bus,
+        middleware=[listen_middleware],
     )
+    # Legacy clients (2025-11-25) subscribe per resource; MCPServer has no decorator for it, so the
+    # handlers go on its low-level server (as the SDK's own in-memory client reaches it).
+    lowlevel = server._lowlevel_server
+    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, on_subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, on_unsubscribe)
     for module in TOOL_MODULES:
         module.register(server)
     resources.register(server)

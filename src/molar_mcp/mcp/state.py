@@ -10,6 +10,7 @@ from typing import Any
 from mcp.server.mcpserver import Context
 
 from molar_mcp.client import TraceClient
+from molar_mcp.mcp.live import TraceWatcher
 
 ClientFactory = Callable[[], AbstractAsyncContextManager[TraceClient]]
 
@@ -17,6 +18,7 @@ ClientFactory = Callable[[], AbstractAsyncContextManager[TraceClient]]
 @dataclass(frozen=True)
 class AppState:
     client: TraceClient
+    watcher: TraceWatcher
 
 
 def client_of(ctx: Context[Any, Any]) -> TraceClient:

@@ -23,9 +23,7 @@ class TraceList(BaseModel):
     next_cursor: str | None = Field(
         default=None, description="pass as `cursor` to list_traces for the next page; null on the last page"
     )
-    omitted: list[str] = Field(
-        default_factory=list, description="what this answer left out, and how to get it"
-    )
+    omitted: list[str] = Field(default_factory=list, description="what this answer left out, and how to get it")
 
 
 class EventRow(BaseModel):
@@ -90,10 +88,6 @@ class TraceView(BaseModel):
     step_events: list[EventRow] | None = Field(
         default=None, description="events of the requested step (or of the whole trace), one page"
     )
-    next_offset: int | None = Field(
-        default=None, description="pass as `offset` to get_trace for more step events"
-    )
+    next_offset: int | None = Field(default=None, description="pass as `offset` to get_trace for more step events")
     artifacts: list[Artifact] = Field(default_factory=list)
-    omitted: list[str] = Field(
-        default_factory=list, description="what this answer left out, and how to get it"
-    )
+    omitted: list[str] = Field(default_factory=list, description="what this answer left out, and how to get it")

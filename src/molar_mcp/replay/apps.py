@@ -124,9 +124,7 @@ def _does_not_apply(label: str, diff: str, stderr: str) -> DiffDoesNotApply:
         file, line = failed["file"], int(failed["line"])
         hunk = _find_hunk(diff, file, line)
         reason = "does not apply: its context lines are not in the source"
-        return DiffDoesNotApply(
-            label, reason=reason, file=file, hunk=hunk or f"at line {line}", detail=detail
-        )
+        return DiffDoesNotApply(label, reason=reason, file=file, hunk=hunk or f"at line {line}", detail=detail)
     if (missing := _NO_FILE_RE.search(stderr)) is not None:
         file = missing["file"]
         return DiffDoesNotApply(label, reason="does not apply: the file is not in the source", file=file)
@@ -179,9 +177,7 @@ async def running_app(
     try:
         source = tmp / "src"
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".git")
-        await anyio.to_thread.run_sync(
-            functools.partial(shutil.copytree, config.source_dir, source, ignore=ignore)
-        )
+        await anyio.to_thread.run_sync(functools.partial(shutil.copytree, config.source_dir, source, ignore=ignore))
         for label, diff in source_diffs:
             await anyio.to_thread.run_sync(functools.partial(apply_unified_diff, source, diff, label=label))
         port = free_port()
@@ -212,9 +208,7 @@ async def running_app(
             await anyio.to_thread.run_sync(functools.partial(shutil.rmtree, tmp, ignore_errors=True))
 
 
-async def _wait_healthy(
-    name: str, process: anyio.abc.Process, url: str, within_s: float, log_path: Path
-) -> None:
+async def _wait_healthy(name: str, process: anyio.abc.Process, url: str, within_s: float, log_path: Path) -> None:
     deadline = anyio.current_time() + within_s
     async with httpx2.AsyncClient(timeout=2.0) as client:
         while True:

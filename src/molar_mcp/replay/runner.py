@@ -169,11 +169,7 @@ def variables_before(events: Iterable[Event], step: int) -> dict[str, str]:
     passed: set[int] = set()
     for event in sorted(events, key=lambda e: e.seq):
         payload = event.payload
-        if (
-            event.kind == "log"
-            and event.step_id is None
-            and isinstance(payload.get("restored_variables"), dict)
-        ):
+        if event.kind == "log" and event.step_id is None and isinstance(payload.get("restored_variables"), dict):
             first_step = int(payload.get("from_step", 1))
             variables = {str(k): str(v) for k, v in payload["restored_variables"].items()}
         elif event.kind == "step.end" and event.step_id is not None and event.step_id.isdigit():
@@ -182,9 +178,7 @@ def variables_before(events: Iterable[Event], step: int) -> dict[str, str]:
                 passed.add(number)
                 variables.update({str(k): str(v) for k, v in dict(payload.get("captures") or {}).items()})
     if step < first_step:
-        raise TraceStateError(
-            f"this trace starts at step {first_step}; it cannot restore the state before {step}"
-        )
+        raise TraceStateError(f"this trace starts at step {first_step}; it cannot restore the state before {step}")
     missing = [n for n in range(first_step, step) if n not in passed]
     if missing:
         raise TraceStateError(
@@ -210,9 +204,7 @@ async def _run_step(
             if not ok and signature is None:
                 status, signature = "failed", f"step-{step.number}: {expectation.text}"
         for capture in step.captures if status == "passed" else []:
-            found, value = (
-                resolve_json_path(document, capture.segments) if document is not _MISSING else (False, None)
-            )
+            found, value = resolve_json_path(document, capture.segments) if document is not _MISSING else (False, None)
             if not found:
                 actual = "no JSON body" if document is _MISSING else f"nothing at {capture.path}"
                 recorder.emit(
@@ -232,9 +224,7 @@ async def _run_step(
             captured[capture.name] = value if isinstance(value, str) else json.dumps(value)
     except UndefinedVariableError as exc:
         status, signature = "error", f"step-{step.number}: undefined variable {exc.name}"
-        recorder.emit(
-            "error", step=step, message=str(exc), payload={"name": "UndefinedVariable", "message": str(exc)}
-        )
+        recorder.emit("error", step=step, message=str(exc), payload={"name": "UndefinedVariable", "message": str(exc)})
     except _StepError as exc:
         status, signature = "error", f"step-{step.number}: {exc.name}"
         error = {"name": exc.name, "message": exc.message}
@@ -265,9 +255,7 @@ async def _send(
         try:
             json.loads(body)
         except json.JSONDecodeError as exc:
-            raise _StepError(
-                "InvalidBody", f"the body is not JSON after substituting variables: {exc}"
-            ) from None
+            raise _StepError("InvalidBody", f"the body is not JSON after substituting variables: {exc}") from None
         content = body.encode()
         if not any(name.lower() == "content-type" for name, _ in headers):
             headers.append(("Content-Type", "application/json"))
@@ -352,9 +340,7 @@ def _check(
     elif isinstance(expectation, JsonExpectation):
         extra["path"] = expectation.path
         expected = (
-            None
-            if expectation.value is None
-            else json.loads(substitute(expectation.value, state, json_string=True))
+            None if expectation.value is None else json.loads(substitute(expectation.value, state, json_string=True))
         )
         if document is _MISSING:
             ok, actual, got = False, None, f"the response body is not JSON (status {response.status_code})"

@@ -129,9 +129,7 @@ class Scenario(_Model):
     def step(self, number: int) -> Step:
         """The step numbered `number` (1-based); IndexError when there is none."""
         if not 1 <= number <= len(self.steps):
-            raise IndexError(
-                f"scenario {self.slug!r} has steps 1–{len(self.steps)}; there is no step {number}"
-            )
+            raise IndexError(f"scenario {self.slug!r} has steps 1–{len(self.steps)}; there is no step {number}")
         return self.steps[number - 1]
 
 
@@ -297,15 +295,11 @@ class _Parser:
                 raise self.error(f"expected `key: value` in the front matter; got `{line}`", lineno)
             key, value = match[1], _unquote(match[2].strip())
             if key not in FRONT_MATTER_KEYS:
-                raise self.error(
-                    f"unknown front-matter key `{key}` (known: {', '.join(FRONT_MATTER_KEYS)})", lineno
-                )
+                raise self.error(f"unknown front-matter key `{key}` (known: {', '.join(FRONT_MATTER_KEYS)})", lineno)
             if key in meta:
                 raise self.error(f"`{key}` is given twice", lineno)
             if key == "slug" and not _SLUG_RE.fullmatch(value):
-                raise self.error(
-                    "a slug is lowercase letters, digits and `-` (e.g. `checkout-coupon`)", lineno
-                )
+                raise self.error("a slug is lowercase letters, digits and `-` (e.g. `checkout-coupon`)", lineno)
             if key == "base_url" and not value.startswith(("http://", "https://")):
                 raise self.error("base_url is an absolute http:// or https:// URL", lineno)
             if not value:
@@ -365,9 +359,7 @@ class _Parser:
         arg = arg.strip()
         if what == "status":
             if not _STATUS_RE.fullmatch(arg):
-                raise self.error(
-                    "`expect status` takes an HTTP status code, e.g. `expect status 200`", lineno
-                )
+                raise self.error("`expect status` takes an HTTP status code, e.g. `expect status 200`", lineno)
             step.expectations.append(StatusExpectation(text=text, line=lineno, status=int(arg)))
         elif what == "json":
             step.expectations.append(self.json_expectation(text, arg, lineno))
@@ -389,9 +381,7 @@ class _Parser:
         try:
             json.loads(_placeholders_as_zero(literal))
         except json.JSONDecodeError:
-            raise self.error(
-                f'`{literal}` is not a JSON value (90, "SAVE10", true, null, …)', lineno
-            ) from None
+            raise self.error(f'`{literal}` is not a JSON value (90, "SAVE10", true, null, …)', lineno) from None
         return JsonExpectation(
             text=text,
             line=lineno,

@@ -1,8 +1,6 @@
-"""Versioned schema migrations of the embedded SQLite store (`PRAGMA user_version`)."""
+"""Migrations of the store's "traces" component (applied by `store/db.py`, version kept per component)."""
 
 from __future__ import annotations
-
-import sqlite3
 
 # Each entry moves the schema from version i to i+1. Never edit a shipped entry: append a new one.
 MIGRATIONS: tuple[str, ...] = (
@@ -91,24 +89,3 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE traces_fts_v2 RENAME TO traces_fts;
     """,
 )
-
-
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring `conn`'s schema to the newest version; return that version."""
-    (current,) = conn.execute("PRAGMA user_version").fetchone()
-    if current > len(MIGRATIONS):
-        raise RuntimeError(
-            f"the data dir's schema is version {current}, newer than this molar-mcp knows "
-            f"({len(MIGRATIONS)}); upgrade molar-mcp"
-        )
-    for version in range(current, len(MIGRATIONS)):
-        # One transaction a step: a failed migration leaves the previous version intact.
-        try:
-            conn.executescript(
-                "BEGIN;" + MIGRATIONS[version] + f"; PRAGMA user_version = {version + 1}; COMMIT;"
-            )
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-    return len(MIGRATIONS)

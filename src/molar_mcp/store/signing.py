@@ -66,14 +66,10 @@ class UrlSigner:
         """`path` plus the query that makes it valid for `ttl_seconds` in `org_id`."""
         exp = int((now if now is not None else time.time()) + self.ttl_seconds)
         key = self._keys[0]
-        query = urlencode(
-            {"org": org_id, "exp": exp, "kid": key.kid, "sig": self._mac(key, path, org_id, exp)}
-        )
+        query = urlencode({"org": org_id, "exp": exp, "kid": key.kid, "sig": self._mac(key, path, org_id, exp)})
         return f"{path}?{query}"
 
-    def check(
-        self, path: str, org_id: str, exp: str, kid: str, sig: str, *, now: float | None = None
-    ) -> str | None:
+    def check(self, path: str, org_id: str, exp: str, kid: str, sig: str, *, now: float | None = None) -> str | None:
         """`None` when the URL is valid, else why not ("expired" or "invalid")."""
         if not exp.isdigit():
             return "invalid"

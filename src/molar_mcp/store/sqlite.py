@@ -8,14 +8,14 @@ import json
 import secrets
 import sqlite3
 import string
-import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pydantic_core
 
 from molar_mcp.models import (
     ArtifactRef,
@@ -27,8 +27,9 @@ from molar_mcp.models import (
     TraceListResponse,
 )
 from molar_mcp.store.blobs import BlobStore
+from molar_mcp.store.db import Database
 from molar_mcp.store.port import InvalidCursor, NewTrace, TraceNotFound, TraceQuery
-from molar_mcp.store.schema import migrate
+from molar_mcp.store.schema import MIGRATIONS
 
 _SHORT_ALPHABET = string.ascii_letters + string.digits
 # Event kinds whose text goes into the full-text index besides the trace's own fields.
@@ -75,18 +76,33 @@ def derived_ok(ev: Event) -> bool | None:
     return None
 
 
-def normalize_events(events: Sequence[Event]) -> list[Event]:
+def normalize_events(events: Sequence[Event], numbers: dict[str, int] | None = None) -> list[Event]:
     """Number steps 1, 2, … in the order their `step_id` first appears (docs/bundle-format.md),
-    and fill in `ok` where the payload decides it, so "failed events" is one indexed query."""
-    numbers: dict[str, int] = {}
+    continuing `numbers` (step id → number, updated in place), and fill in `ok` where the payload
+    decides it, so "failed events" is one indexed query."""
+    numbers = {} if numbers is None else numbers
     out: list[Event] = []
     for ev in events:
         number = None if ev.step_id is None else numbers.setdefault(ev.step_id, len(numbers) + 1)
         ok = derived_ok(ev)
-        out.append(
-            ev if ev.step == number and ev.ok == ok else ev.model_copy(update={"step": number, "ok": ok})
-        )
+        out.append(ev if ev.step == number and ev.ok == ok else ev.model_copy(update={"step": number, "ok": ok}))
     return out
+
+
+EventRow = tuple[int, int, str, str | None, int | None, int | None, str | None, str]
+
+
+def event_rows(events: Sequence[Event], numbers: dict[str, int] | None = None) -> list[EventRow]:
+    """The rows `normalize_events` would give, built directly: a bundle's 10,000 events skip 10,000
+    model copies (the ingest hot path; bench/README.md)."""
+    numbers = {} if numbers is None else numbers
+    rows: list[EventRow] = []
+    for ev in events:
+        number = None if ev.step_id is None else numbers.setdefault(ev.step_id, len(numbers) + 1)
+        ok = derived_ok(ev)
+        payload = pydantic_core.to_json(ev.payload).decode() if ev.payload else "{}"
+        rows.append((ev.seq, ev.ts, ev.kind, ev.step_id, number, None if ok is None else int(ok), ev.message, payload))
+    return rows
 
 
 def _fts_ident(text: str) -> str:
@@ -105,51 +121,53 @@ def fts_query(q: str) -> str:
     return " AND ".join(quoted)
 
 
+def new_short_id(conn: sqlite3.Connection) -> str:
+    while True:
+        candidate = "".join(secrets.choice(_SHORT_ALPHABET) for _ in range(9))
+        if conn.execute("SELECT 1 FROM traces WHERE short_id = ?", (candidate,)).fetchone() is None:
+            return candidate
+
+
+def find_trace_row(conn: sqlite3.Connection, org_id: str, trace_ref: str) -> tuple[Any, ...]:
+    """The trace's row (`_TRACE_COLUMNS`) by UUID or short id, in `org_id` only."""
+    column = "short_id"
+    if _looks_like_uuid(trace_ref):
+        column, trace_ref = "id", str(uuid.UUID(trace_ref))
+    row = conn.execute(
+        f"SELECT {_TRACE_COLUMNS} FROM traces WHERE {column} = ? AND org_id = ?", (trace_ref, org_id)
+    ).fetchone()
+    if row is None:
+        raise TraceNotFound(trace_ref)
+    return tuple(row)
+
+
+def find_trace_pk(conn: sqlite3.Connection, org_id: str, trace_ref: str) -> tuple[int, str]:
+    """`(pk, status)` of a trace in `org_id`; raises `TraceNotFound`."""
+    row = find_trace_row(conn, org_id, trace_ref)
+    return int(row[0]), str(row[7])
+
+
 class SqliteTraceStore:
-    """`TraceStore` over SQLite. Thread-safe: one connection behind a lock (SQLite serialises anyway)."""
+    """`TraceStore` over SQLite (`store/db.py`: one connection behind a lock; SQLite serialises anyway)."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(data_dir)
         self.blobs = BlobStore(data_dir / "blobs")
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(
-            data_dir / "molar.sqlite3", check_same_thread=False, isolation_level=None
-        )
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = NORMAL")
-        self._conn.execute("PRAGMA foreign_keys = ON")
-        self._conn.execute("PRAGMA busy_timeout = 5000")
         try:
-            self.schema_version = migrate(self._conn)
+            self.schema_version = self.db.migrate("traces", MIGRATIONS)
         except BaseException:
-            self._conn.close()
+            self.db.close()
             raise
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            yield self._conn
+        self.db.close()
 
     # ---- writes -------------------------------------------------------------------------------
 
     def add_trace(self, org_id: str, trace: NewTrace, blobs: dict[str, bytes]) -> tuple[str, str]:
-        events = normalize_events(trace.events)
+        events = trace.events
+        rows = event_rows(events)
         # Check every blob before anything is written: a refused trace leaves no file behind.
         for sha, data in blobs.items():
             actual = hashlib.sha256(data).hexdigest()
@@ -162,8 +180,8 @@ class SqliteTraceStore:
         kind_counts = Counter(ev.kind for ev in events)
         trace_id = str(uuid.uuid4())
         total_size = sum(a.size for a in trace.artifacts)
-        with self._tx() as conn:
-            short_id = self._new_short_id(conn)
+        with self.db.tx() as conn:
+            short_id = new_short_id(conn)
             cur = conn.execute(
                 "INSERT INTO traces (id, short_id, org_id, scenario_id, scenario_slug, scenario_title,"
                 " status,"
@@ -196,47 +214,25 @@ class SqliteTraceStore:
             conn.executemany(
                 "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload)"
                 " VALUES (?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        pk,
-                        ev.seq,
-                        ev.ts,
-                        ev.kind,
-                        ev.step_id,
-                        ev.step,
-                        None if ev.ok is None else int(ev.ok),
-                        ev.message,
-                        json.dumps(ev.payload, separators=(",", ":")) if ev.payload else "{}",
-                    )
-                    for ev in events
-                ],
+                [(pk, *row) for row in rows],
             )
             conn.executemany(
                 "INSERT INTO steps (trace_pk, step, step_id, title, ok, first_seq, last_seq, event_count)"
                 " VALUES (?,?,?,?,?,?,?,?)",
-                [(pk, *row) for row in _summarise_steps(events)],
+                [(pk, *row) for row in _summarise_steps(events, rows)],
             )
             conn.executemany(
                 "INSERT INTO artifacts (trace_pk, position, kind, sha256, name, content_type, size)"
                 " VALUES (?,?,?,?,?,?,?)",
-                [
-                    (pk, i, a.kind, a.sha256, a.name, a.content_type, a.size)
-                    for i, a in enumerate(trace.artifacts)
-                ],
+                [(pk, i, a.kind, a.sha256, a.name, a.content_type, a.size) for i, a in enumerate(trace.artifacts)],
             )
-            conn.execute("INSERT INTO traces_fts (rowid, body) VALUES (?, ?)", (pk, _fts_body(trace, events)))
+            conn.execute("INSERT INTO traces_fts (rowid, body) VALUES (?, ?)", (pk, _fts_body(trace, rows)))
             # Blobs last, inside the transaction: when a row fails to insert, no blob is written;
             # when a blob fails to write, the rows roll back. Blobs are content-addressed, so one
             # written by a transaction that then fails is harmless.
             for data in blobs.values():
                 self.blobs.put(data)
         return trace_id, short_id
-
-    def _new_short_id(self, conn: sqlite3.Connection) -> str:
-        while True:
-            candidate = "".join(secrets.choice(_SHORT_ALPHABET) for _ in range(9))
-            if conn.execute("SELECT 1 FROM traces WHERE short_id = ?", (candidate,)).fetchone() is None:
-                return candidate
 
     # ---- reads --------------------------------------------------------------------------------
 
@@ -278,7 +274,7 @@ class SqliteTraceStore:
             " ORDER BY t.created_ms DESC, t.pk DESC LIMIT ?"
         )
         args.append(query.limit + 1)
-        with self._read() as conn:
+        with self.db.read() as conn:
             rows = conn.execute(sql, args).fetchall()
         more = len(rows) > query.limit
         rows = rows[: query.limit]
@@ -286,20 +282,9 @@ class SqliteTraceStore:
         next_cursor = _encode_cursor(rows[-1][15], rows[-1][0]) if more and rows else None
         return TraceListResponse(items=items, next_cursor=next_cursor)
 
-    def _find(self, conn: sqlite3.Connection, org_id: str, trace_ref: str) -> tuple[Any, ...]:
-        column = "short_id"
-        if _looks_like_uuid(trace_ref):
-            column, trace_ref = "id", str(uuid.UUID(trace_ref))
-        row = conn.execute(
-            f"SELECT {_TRACE_COLUMNS} FROM traces WHERE {column} = ? AND org_id = ?", (trace_ref, org_id)
-        ).fetchone()
-        if row is None:
-            raise TraceNotFound(trace_ref)
-        return tuple(row)
-
     def get_trace(self, org_id: str, trace_ref: str) -> TraceDetail:
-        with self._read() as conn:
-            row = self._find(conn, org_id, trace_ref)
+        with self.db.read() as conn:
+            row = find_trace_row(conn, org_id, trace_ref)
             pk = row[0]
             steps = conn.execute(
                 "SELECT step, step_id, title, ok, first_seq, last_seq, event_count FROM steps"
@@ -307,8 +292,7 @@ class SqliteTraceStore:
                 (pk,),
             ).fetchall()
             artifacts = conn.execute(
-                "SELECT kind, sha256, name, content_type, size FROM artifacts WHERE trace_pk = ?"
-                " ORDER BY position",
+                "SELECT kind, sha256, name, content_type, size FROM artifacts WHERE trace_pk = ? ORDER BY position",
                 (pk,),
             ).fetchall()
         item = _list_item(row)
@@ -336,10 +320,7 @@ class SqliteTraceStore:
                 )
                 for s in steps
             ],
-            artifacts=[
-                ArtifactRef(kind=a[0], sha256=a[1], name=a[2], content_type=a[3], size=a[4])
-                for a in artifacts
-            ],
+            artifacts=[ArtifactRef(kind=a[0], sha256=a[1], name=a[2], content_type=a[3], size=a[4]) for a in artifacts],
         )
 
     def list_events(
@@ -354,8 +335,8 @@ class SqliteTraceStore:
         offset: int = 0,
     ) -> EventsResponse:
         where = ["trace_pk = ?"]
-        with self._read() as conn:
-            pk = self._find(conn, org_id, trace_ref)[0]
+        with self.db.read() as conn:
+            pk = find_trace_row(conn, org_id, trace_ref)[0]
             args: list[Any] = [pk]
             if step is not None:
                 # `step` is a step number ("7") or a step id ("checkout"); both may match.
@@ -363,18 +344,25 @@ class SqliteTraceStore:
                 # SQLite's integer range can only name a step id.
                 number = int(step) if step.isascii() and step.isdigit() else None
                 if number is not None and number <= _MAX_SQLITE_INT:
-                    where.append("(step = ? OR (step_id = ? AND step IS NOT NULL))")
-                    args.extend([number, step])
+                    found = conn.execute(
+                        "SELECT step FROM steps WHERE trace_pk = ? AND (step = ? OR step_id = ?)",
+                        (pk, number, step),
+                    ).fetchall()
                 else:
-                    where.append("step_id = ?")
-                    args.append(step)
+                    found = conn.execute(
+                        "SELECT step FROM steps WHERE trace_pk = ? AND step_id = ?", (pk, step)
+                    ).fetchall()
+                # Resolved to step numbers first, so the events query uses the (trace_pk, step) index.
+                numbers = [r[0] for r in found]
+                where.append(f"step IN ({', '.join('?' * len(numbers))})" if numbers else "0")
+                args.extend(numbers)
             if kind is not None:
                 # `network` matches `network.request` and `network.response`: kinds are dotted families.
                 where.append("(kind = ? OR kind LIKE ? ESCAPE '\\')")
                 args.extend([kind, _like_prefix(kind + ".")])
             if ok is not None:
-                where.append("ok = ?")
-                args.append(int(ok))
+                # A literal, not a bound value: only then can SQLite use the partial index on failures.
+                where.append("ok = 1" if ok else "ok = 0")
             clause = " AND ".join(where)
             (total,) = conn.execute(f"SELECT count(*) FROM events WHERE {clause}", args).fetchone()
             rows = conn.execute(
@@ -398,59 +386,42 @@ class SqliteTraceStore:
         return EventsResponse(events=events, total=total, offset=offset, limit=limit)
 
 
-def _summarise_steps(events: Sequence[Event]) -> list[tuple[Any, ...]]:
-    steps: dict[int, dict[str, Any]] = {}
-    for ev in events:
-        if ev.step is None or ev.step_id is None:
+def _summarise_steps(events: Sequence[Event], rows: Sequence[EventRow]) -> list[tuple[Any, ...]]:
+    """Per-step rows of the `steps` table from a whole trace's events and their normalised rows."""
+    steps: dict[int, list[Any]] = {}  # step → [step_id, title, ok, first, last, count]
+    for ev, (seq, _, kind, step_id, step, ok, message, _) in zip(events, rows, strict=True):
+        if step is None or step_id is None:
             continue
-        s = steps.get(ev.step)
+        s = steps.get(step)
         if s is None:
-            s = steps[ev.step] = {
-                "step_id": ev.step_id,
-                "title": None,
-                "ok": None,
-                "first": ev.seq,
-                "last": ev.seq,
-                "n": 0,
-            }
-        s["last"] = ev.seq
-        s["n"] += 1
-        if ev.kind == "step.start" and s["title"] is None:
-            s["title"] = ev.message or ev.payload.get("title")
-        elif ev.kind == "step.end" and ev.ok is not None:
-            s["ok"] = ev.ok
-        elif ev.ok is False and ev.kind in ("assertion", "error"):
-            s["ok"] = False
-    return [
-        (
-            n,
-            s["step_id"],
-            s["title"],
-            None if s["ok"] is None else int(s["ok"]),
-            s["first"],
-            s["last"],
-            s["n"],
-        )
-        for n, s in sorted(steps.items())
-    ]
+            s = steps[step] = [step_id, None, None, seq, seq, 0]
+        s[4] = seq
+        s[5] += 1
+        if kind == "step.start" and s[1] is None:
+            s[1] = message or ev.payload.get("title")
+        elif kind == "step.end" and ok is not None:
+            s[2] = ok
+        elif ok == 0 and kind in ("assertion", "error"):
+            s[2] = 0
+    return [(n, *s) for n, s in sorted(steps.items())]
 
 
-def _fts_body(trace: NewTrace, events: Sequence[Event]) -> str:
-    parts = [
-        trace.scenario_slug,
-        trace.scenario_title or "",
-        trace.failure_signature or "",
-        trace.status,
-        trace.code_sha or "",
-    ]
+def fts_body_from_rows(parts: list[str], rows: Sequence[tuple[str, int | None, str | None]]) -> str:
+    """The indexed text of a trace: its own fields, then the messages of failures and key events."""
+    parts = list(parts)
     size = sum(len(p) for p in parts)
-    for ev in events:
-        if ev.message and (ev.kind in _FTS_EVENT_KINDS or ev.ok is False):
-            if size + len(ev.message) > _FTS_MAX_CHARS:
+    for kind, ok, message in rows:
+        if message and (kind in _FTS_EVENT_KINDS or ok == 0):
+            if size + len(message) > _FTS_MAX_CHARS:
                 break
-            parts.append(ev.message)
-            size += len(ev.message)
+            parts.append(message)
+            size += len(message)
     return "\n".join(parts)
+
+
+def _fts_body(trace: NewTrace, rows: Sequence[EventRow]) -> str:
+    own = [trace.scenario_slug, trace.scenario_title or "", trace.failure_signature or "", trace.status]
+    return fts_body_from_rows([*own, trace.code_sha or ""], [(r[2], r[5], r[6]) for r in rows])
 
 
 def _like_prefix(text: str) -> str:

@@ -110,9 +110,7 @@ def many_steps_no_answer() -> Case:
     run = Run()
     for n in range(22):
         run.turn(f"Explore ({n + 1})", "grep", {"pattern": f"TODO-{n}"})
-    return run.case(
-        "an-agent-that-runs-22-steps-and-stops-silently-ran-out-of-steps", "max_steps", 22, "aborted"
-    )
+    return run.case("an-agent-that-runs-22-steps-and-stops-silently-ran-out-of-steps", "max_steps", 22, "aborted")
 
 
 def passes_after_recovered_tool_error() -> Case:

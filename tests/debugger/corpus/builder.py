@@ -120,17 +120,13 @@ class Run:
             payload={k: v for k, v in reply.items() if v is not None},
         )
         if status >= 400 and not error:
-            self.console(
-                "error", f"Failed to load resource: the server responded with a status of {status} ()"
-            )
+            self.console("error", f"Failed to load resource: the server responded with a status of {status} ()")
 
     def click(self, selector: str, *, ok: bool | None = None, message: str | None = None) -> None:
         self.emit("action", ok=ok, line=message or f"click {selector}", action="click", selector=selector)
 
     def fill(self, selector: str, value: str, *, ok: bool | None = None, message: str | None = None) -> None:
-        self.emit(
-            "action", ok=ok, line=message or f"fill {selector}", action="fill", selector=selector, value=value
-        )
+        self.emit("action", ok=ok, line=message or f"fill {selector}", action="fill", selector=selector, value=value)
 
     def expect(
         self,
@@ -141,9 +137,7 @@ class Run:
         message: str | None = None,
     ) -> None:
         ok = expected == actual
-        text = message or (
-            f"expect {selector or 'page'} {matcher}" if ok else f"expected {expected}; got {actual}"
-        )
+        text = message or (f"expect {selector or 'page'} {matcher}" if ok else f"expected {expected}; got {actual}")
         self.emit(
             "assertion",
             ok=ok,
@@ -180,9 +174,7 @@ class Run:
         self.emit("llm.request", line=f"{MODEL}: request", model=MODEL)
         message = f"{MODEL}: {error['status']} {error['type']}" if error else f"{MODEL}: end_turn"
         usage = None if error else {"input_tokens": 1800, "output_tokens": 220}
-        self.emit(
-            "llm.response", ok=error is None, line=message, model=MODEL, usage=usage, error=error, text=text
-        )
+        self.emit("llm.response", ok=error is None, line=message, model=MODEL, usage=usage, error=error, text=text)
 
     def tool(
         self, name: str, arguments: dict[str, Any], *, error: dict[str, Any] | None = None, result: Any = "ok"

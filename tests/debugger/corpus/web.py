@@ -356,9 +356,7 @@ def failed_by_status_only() -> Case:
         run.goto("/products")
     with run.step("Open a product"):
         run.goto("/products/mug-01")
-    return run.case(
-        "a-run-failed-by-status-alone-is-an-unexplained-failure-at-its-last-step", "step_failed", 3
-    )
+    return run.case("a-run-failed-by-status-alone-is-an-unexplained-failure-at-its-last-step", "step_failed", 3)
 
 
 def bare_failed_step() -> Case:
@@ -389,9 +387,7 @@ def expect_as_runner_error() -> Case:
             "Error",
             'expect(locator(\'.plan-badge\')).toHaveText(expected) failed\nExpected: "Pro"\nReceived: "Free"',
         )
-    return run.case(
-        "a-failed-expect-reported-only-as-an-error-is-an-assertion-failure", "assertion_failed", 6
-    )
+    return run.case("a-failed-expect-reported-only-as-an-error-is-an-assertion-failure", "assertion_failed", 6)
 
 
 def pending_beacon() -> Case:
@@ -411,9 +407,7 @@ def cdn_dns_failure() -> Case:
         run.goto("/")
     with run.step("Open a product"):
         run.goto("/products/mug-01")
-        run.fetch(
-            "GET", "https://cdn.example-static.test/widgets/buy.js", 200, error="net::ERR_NAME_NOT_RESOLVED"
-        )
+        run.fetch("GET", "https://cdn.example-static.test/widgets/buy.js", 200, error="net::ERR_NAME_NOT_RESOLVED")
         run.console("error", "Failed to load resource: net::ERR_NAME_NOT_RESOLVED")
     with run.step("Buy now", ok=False):
         run.error(

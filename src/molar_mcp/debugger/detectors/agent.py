@@ -58,9 +58,7 @@ def detect_llm_errors(t: Timeline) -> list[Finding]:
                 step=t.steps[i],
                 seq=e.seq,
                 evidence=[],
-                summary=sentence(
-                    f"The model call at {where} failed with {code} ({model or 'model'}); {tail}"
-                ),
+                summary=sentence(f"The model call at {where} failed with {code} ({model or 'model'}); {tail}"),
                 subject=model if rate else f"{status or kind} {model}",
             )
         )
@@ -84,9 +82,7 @@ def detect_tool_errors(t: Timeline) -> list[Finding]:
         if e.kind != "tool.result" or not _tool_failed(e.payload, e.ok):
             continue
         call = _call_of(t, i)
-        tool = str(
-            e.payload.get("tool") or (t.events[call].payload.get("tool") if call is not None else "tool")
-        )
+        tool = str(e.payload.get("tool") or (t.events[call].payload.get("tool") if call is not None else "tool"))
         recovered = any(
             x.kind == "tool.result" and x.payload.get("tool") == tool and not _tool_failed(x.payload, x.ok)
             for x in t.events[i + 1 :]
@@ -168,9 +164,7 @@ def _call_key(payload: dict[str, Any]) -> tuple[str, str]:
     return str(payload.get("tool") or ""), arguments
 
 
-def _takewhile_key(
-    calls: list[tuple[int, tuple[str, str]]], key: tuple[str, str]
-) -> list[tuple[int, tuple[str, str]]]:
+def _takewhile_key(calls: list[tuple[int, tuple[str, str]]], key: tuple[str, str]) -> list[tuple[int, tuple[str, str]]]:
     run = []
     for call in calls:
         if call[1] != key:

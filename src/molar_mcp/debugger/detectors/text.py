@@ -26,9 +26,7 @@ MAX_STEPS_RE: Final = re.compile(
     _I,
 )
 # A max-steps phrase alone may be configuration ("max_steps=30"); the limit must have been hit.
-MAX_STEPS_HIT_RE: Final = re.compile(
-    r"\breach|\bexceed|\bhit\b|\bexhaust|\bstopp|\bran out\b|without (?:a )?final", _I
-)
+MAX_STEPS_HIT_RE: Final = re.compile(r"\breach|\bexceed|\bhit\b|\bexhaust|\bstopp|\bran out\b|without (?:a )?final", _I)
 ASSERTION_RE: Final = re.compile(r"\bexpect\(|\bAssertionError\b|\bassertion failed\b", _I)
 SELECTOR_RE: Final = re.compile(
     r"waiting for (?:selector|locator|getBy\w*)"
@@ -61,9 +59,7 @@ JS_ERROR_NAMES: Final = frozenset(
 )
 
 # Requests that rarely decide a test: static assets and telemetry.
-_STATIC_RE: Final = re.compile(
-    r"favicon|\.(?:ico|png|jpe?g|gif|svg|webp|avif|css|js|mjs|map|woff2?|ttf|otf|eot)$", _I
-)
+_STATIC_RE: Final = re.compile(r"favicon|\.(?:ico|png|jpe?g|gif|svg|webp|avif|css|js|mjs|map|woff2?|ttf|otf|eot)$", _I)
 _TELEMETRY_RE: Final = re.compile(
     r"analytics|telemetry|beacon|sentry|segment\.io|googletagmanager|doubleclick|hotjar|/collect\b", _I
 )
@@ -120,9 +116,7 @@ def endpoint(url: str) -> str:
     """
     parts = []
     for segment in url_path(url).split("/"):
-        is_id = _UUID_RE.match(segment) or (
-            any(c.isdigit() for c in segment) and not _WORD_DIGIT_RE.fullmatch(segment)
-        )
+        is_id = _UUID_RE.match(segment) or (any(c.isdigit() for c in segment) and not _WORD_DIGIT_RE.fullmatch(segment))
         parts.append(":id" if is_id else segment)
     return "/".join(parts) or "/"
 

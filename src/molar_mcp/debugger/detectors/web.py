@@ -260,9 +260,7 @@ def detect_flaky(t: Timeline) -> list[Finding]:
         if step in seen or not (passed_after or not t.failing):
             continue
         seen.add(step)
-        cause = (
-            shorten(failure_text(t.events[failures[0]]), 80) if failures else str(e.payload.get("reason", ""))
-        )
+        cause = shorten(failure_text(t.events[failures[0]]), 80) if failures else str(e.payload.get("reason", ""))
         title = t.title(step)
         named = f"{step_phrase(step)} ({title})" if title else step_phrase(step)
         found.append(

@@ -47,9 +47,7 @@ async def get_trace(
             description="only events of this kind in the step page, e.g. 'network' or 'assertion'",
         ),
     ] = None,
-    events: Annotated[
-        bool, Field(description="with no step: also return a page of the whole trace's events")
-    ] = False,
+    events: Annotated[bool, Field(description="with no step: also return a page of the whole trace's events")] = False,
     offset: Annotated[int, Field(ge=0, description="first event of the page (from next_offset)")] = 0,
     max_tokens: Annotated[
         int, Field(ge=500, le=20000, description="token budget of this answer")
@@ -74,9 +72,7 @@ async def get_trace(
 
         async def load_page() -> None:
             nonlocal page
-            page = await client.get_events(
-                trace_id, step=step_arg, kind=kind, limit=PAGE_LIMIT, offset=offset
-            )
+            page = await client.get_events(trace_id, step=step_arg, kind=kind, limit=PAGE_LIMIT, offset=offset)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(load_detail)
@@ -98,9 +94,7 @@ async def get_trace(
     )
     content: list[ContentBlock] = [TextContent(type="text", text=text)]
     content.extend(
-        ResourceLink(
-            type="resource_link", uri=a.uri, name=a.name or f"{a.kind} artifact", mime_type=None, size=a.size
-        )
+        ResourceLink(type="resource_link", uri=a.uri, name=a.name or f"{a.kind} artifact", mime_type=None, size=a.size)
         for a in view.artifacts
     )
     return CallToolResult(content=content, structured_content=structured(view))

@@ -47,13 +47,9 @@ async def list_traces(
         str | None,
         Field(description="full-text search over titles, signatures, assertion and error messages"),
     ] = None,
-    since: Annotated[
-        str | None, Field(description="created at or after: ISO 8601, or an age like '24h', '7d'")
-    ] = None,
+    since: Annotated[str | None, Field(description="created at or after: ISO 8601, or an age like '24h', '7d'")] = None,
     until: Annotated[str | None, Field(description="created before: ISO 8601, or an age like '1h'")] = None,
-    limit: Annotated[
-        int, Field(ge=1, le=50, description="rows per page (fewer if the token budget needs)")
-    ] = 20,
+    limit: Annotated[int, Field(ge=1, le=50, description="rows per page (fewer if the token budget needs)")] = 20,
     cursor: Annotated[str | None, Field(description="next_cursor from the previous page")] = None,
     max_tokens: Annotated[
         int, Field(ge=500, le=20000, description="token budget of this answer")

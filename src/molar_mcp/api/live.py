@@ -1,0 +1,254 @@
+"""Live traces: `POST /v1/traces` creates a running trace, `POST /v1/traces/{id}/events` appends one
+event or a batch, `POST /v1/traces/{id}/finish` closes it, and `GET /v1/traces/{id}/stream` follows it
+as Server-Sent Events (backfill from `Last-Event-ID`/`after_seq`, then live; heartbeat every 15 s)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import anyio
+import anyio.to_thread
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from molar_mcp.api.bus import Published
+from molar_mcp.api.context import api_context, org_of
+from molar_mcp.api.errors import ApiError
+from molar_mcp.debugger.detectors import analyze, failure_signature
+from molar_mcp.models import TRACE_SOURCES, Event
+from molar_mcp.store.live import IncomingEvent, TraceNotRunning
+
+MAX_BATCH = 1000
+MAX_JSON_BYTES = 5 * 1024 * 1024
+HEARTBEAT_SECONDS = 15
+BACKFILL_PAGE = 500
+
+
+class CreateTrace(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scenario_slug: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    scenario_title: str | None = Field(default=None, max_length=500)
+    source: Literal["pr", "schedule", "manual", "shadow_diff"] | None = None
+    code_sha: str | None = Field(default=None, max_length=64)
+    pr_number: int | None = Field(default=None, ge=1)
+
+
+class IncomingEventBody(Event):
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class FinishTrace(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["passed", "failed", "error", "aborted"]
+    failure_signature: str | None = Field(default=None, max_length=500)
+    duration_ms: int | None = Field(default=None, ge=0)
+
+
+async def _json_body(request: Request) -> Any:
+    if not request.headers.get("content-type", "").lower().startswith("application/json"):
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_JSON_BYTES:
+        raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_JSON_BYTES} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_JSON_BYTES} bytes")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "bad_request", f"the body is not JSON: {exc}") from None
+
+
+def _validation_message(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "body"
+    return f"{where}: {err['msg']}"
+
+
+async def create_trace(request: Request) -> JSONResponse:
+    ctx = api_context(request)
+    try:
+        body = CreateTrace.model_validate(await _json_body(request))
+    except ValidationError as exc:
+        raise ApiError(422, "validation_error", _validation_message(exc)) from None
+    assert body.source is None or body.source in TRACE_SOURCES
+    org = org_of(request)
+    trace_id, short_id = await anyio.to_thread.run_sync(
+        lambda: ctx.live.create_trace(
+            org,
+            scenario_slug=body.scenario_slug,
+            scenario_title=body.scenario_title,
+            source=body.source,
+            code_sha=body.code_sha,
+            pr_number=body.pr_number,
+        )
+    )
+    return JSONResponse({"id": trace_id, "short_id": short_id, "status": "running"}, status_code=201)
+
+
+async def append_events(request: Request) -> JSONResponse:
+    ctx = api_context(request)
+    raw = await _json_body(request)
+    items: list[Any]
+    if isinstance(raw, dict) and "events" in raw:
+        if not isinstance(raw["events"], list):
+            raise ApiError(422, "validation_error", "events must be a list")
+        items = raw["events"]
+    elif isinstance(raw, dict):
+        items = [raw]
+    else:
+        raise ApiError(422, "validation_error", 'send one event object, or {"events": [...]}')
+    if not items:
+        raise ApiError(422, "validation_error", "the batch is empty")
+    if len(items) > MAX_BATCH:
+        raise ApiError(413, "payload_too_large", f"a batch holds at most {MAX_BATCH} events; got {len(items)}")
+    valid: list[IncomingEvent] = []
+    rejected: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        key = item.get("idempotency_key") if isinstance(item, dict) else None
+        try:
+            parsed = IncomingEventBody.model_validate(item)
+        except ValidationError as exc:
+            rejected.append(
+                {
+                    "index": index,
+                    "idempotency_key": key if isinstance(key, str) else None,
+                    "reason": _validation_message(exc),
+                }
+            )
+            continue
+        event = Event.model_validate(parsed.model_dump(exclude={"idempotency_key", "step"}))
+        valid.append(IncomingEvent(index, event, parsed.idempotency_key))
+    org = org_of(request)
+    trace_ref = request.path_params["trace_id"]
+    result = await anyio.to_thread.run_sync(lambda: ctx.live.append_events(org, trace_ref, valid))
+    if result.stored:
+        trace_id = await _canonical_id(request, trace_ref)
+        ctx.bus.publish(trace_id, Published(events=result.stored))
+    rejected.extend(
+        {"index": r.index, "idempotency_key": r.idempotency_key, "reason": r.reason} for r in result.rejected
+    )
+    rejected.sort(key=lambda r: int(r["index"]))
+    return JSONResponse(
+        {
+            "accepted": result.accepted,
+            "duplicates": result.duplicates,
+            "rejected": rejected,
+            "last_seq": result.last_seq,
+        }
+    )
+
+
+async def _canonical_id(request: Request, trace_ref: str) -> str:
+    ctx = api_context(request)
+    detail = await anyio.to_thread.run_sync(ctx.store.get_trace, org_of(request), trace_ref)
+    return detail.id
+
+
+async def finish_trace(request: Request) -> JSONResponse:
+    ctx = api_context(request)
+    try:
+        body = FinishTrace.model_validate(await _json_body(request))
+    except ValidationError as exc:
+        raise ApiError(422, "validation_error", _validation_message(exc)) from None
+    org = org_of(request)
+    trace_ref = request.path_params["trace_id"]
+
+    def finish() -> str:
+        signature = body.failure_signature
+        if signature is None and body.status != "passed":
+            # The top detector finding names the failure when the producer did not (issue 3).
+            events = ctx.store.list_events(org, trace_ref, limit=100_000).events
+            signature = failure_signature(analyze(events, body.status))
+        ctx.live.finish_trace(
+            org, trace_ref, status=body.status, failure_signature=signature, duration_ms=body.duration_ms
+        )
+        return ctx.store.get_trace(org, trace_ref).id
+
+    trace_id = await anyio.to_thread.run_sync(finish)
+    ctx.bus.publish(trace_id, Published(finished=body.status))
+    detail = await anyio.to_thread.run_sync(ctx.store.get_trace, org, trace_id)
+    return JSONResponse(detail.model_dump(mode="json", exclude={"steps", "artifacts"}))
+
+
+def _after_seq(request: Request) -> int:
+    raw = request.headers.get("last-event-id") or request.query_params.get("after_seq")
+    if raw is None or raw == "":
+        return -1
+    if not raw.lstrip("-").isdigit():
+        raise ApiError(400, "bad_request", f"Last-Event-ID / after_seq must be an event seq; got {raw!r}")
+    return int(raw)
+
+
+def _sse(ev: Event) -> ServerSentEvent:
+    return ServerSentEvent(data=ev.model_dump_json(exclude_none=True), id=str(ev.seq))
+
+
+async def stream(request: Request) -> Response:
+    ctx = api_context(request)
+    org = org_of(request)
+    after = _after_seq(request)
+    trace_id = await _canonical_id(request, request.path_params["trace_id"])
+
+    async def backfill(last: int) -> AsyncIterator[tuple[Event | None, str]]:
+        while True:
+            events, status = await anyio.to_thread.run_sync(
+                functools.partial(ctx.live.events_after, org, trace_id, last, BACKFILL_PAGE)
+            )
+            for ev in events:
+                yield ev, status
+            if len(events) < BACKFILL_PAGE:
+                yield None, status
+                return
+            last = events[-1].seq
+
+    async def frames() -> AsyncIterator[ServerSentEvent]:
+        last = after
+        while True:
+            # Subscribe before reading the store: an event stored meanwhile is then in one or the other
+            # (or both: the seq check drops the copy). So: no gap, no duplicate.
+            with ctx.bus.subscribe(trace_id) as sub:
+                status = "running"
+                async for ev, seen_status in backfill(last):
+                    status = seen_status
+                    if ev is not None:
+                        last = ev.seq
+                        yield _sse(ev)
+                if status not in ("queued", "running"):
+                    yield ServerSentEvent(data=json.dumps({"status": status}), event="end")
+                    return
+                async for message in sub.stream:
+                    for ev in message.events:
+                        if ev.seq > last:
+                            last = ev.seq
+                            yield _sse(ev)
+                    if message.finished is not None:
+                        yield ServerSentEvent(data=json.dumps({"status": message.finished}), event="end")
+                        return
+                if not sub.lagged:
+                    return
+            # Lagged behind the writer: catch up from the store and subscribe again.
+
+    return EventSourceResponse(frames(), ping=HEARTBEAT_SECONDS, headers={"cache-control": "no-store"})
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v1/traces", create_trace, methods=["POST"]),
+        Route("/v1/traces/{trace_id}/events", append_events, methods=["POST"]),
+        Route("/v1/traces/{trace_id}/finish", finish_trace, methods=["POST"]),
+        Route("/v1/traces/{trace_id}/stream", stream, methods=["GET"]),
+    ]
+
+
+__all__ = ["TraceNotRunning", "routes"]

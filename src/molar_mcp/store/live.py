@@ -1,0 +1,307 @@
+"""Live ingest in the embedded store: create a running trace, append events, finish it (seed 002's
+semantics under `/v1`): partial accept, strictly increasing seq, idempotency keys, 409 on conflict."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from molar_mcp.models import Event
+from molar_mcp.store.db import Database
+from molar_mcp.store.port import StoreError
+from molar_mcp.store.sqlite import (
+    find_trace_pk,
+    fts_body_from_rows,
+    new_short_id,
+    normalize_events,
+    scenario_id_for,
+)
+
+LIVE_MIGRATIONS: tuple[str, ...] = (
+    """
+    ALTER TABLE events ADD COLUMN idempotency_key TEXT;
+    CREATE UNIQUE INDEX events_idempotency ON events(trace_pk, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    """,
+)
+
+RUNNING_STATUSES = ("queued", "running")
+FINAL_STATUSES = ("passed", "failed", "error", "aborted")
+
+
+class TraceNotRunning(StoreError):
+    def __init__(self, trace_ref: str, status: str) -> None:
+        super().__init__(f"trace {trace_ref} is {status}: finished traces take no more events")
+        self.status = status
+
+
+class EventConflict(StoreError):
+    """An event reuses a seq or an idempotency key with a different body (409)."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+@dataclass(frozen=True)
+class IncomingEvent:
+    """A validated event of an append request, with its position in the request."""
+
+    index: int
+    event: Event
+    idempotency_key: str | None = None
+
+
+@dataclass
+class Rejected:
+    index: int
+    idempotency_key: str | None
+    reason: str
+
+
+@dataclass
+class AppendResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    last_seq: int | None = None
+    stored: list[Event] = field(default_factory=list)
+
+
+def _body(ev: Event) -> tuple[Any, ...]:
+    return (ev.ts, ev.kind, ev.step_id, ev.ok, ev.message, json.dumps(ev.payload, sort_keys=True))
+
+
+def _row_body(row: Sequence[Any]) -> tuple[Any, ...]:
+    ts, kind, step_id, ok, message, payload = row
+    return (
+        ts,
+        kind,
+        step_id,
+        None if ok is None else bool(ok),
+        message,
+        json.dumps(json.loads(payload), sort_keys=True),
+    )
+
+
+class LiveTraces:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        db.migrate("live", LIVE_MIGRATIONS)
+
+    def create_trace(
+        self,
+        org_id: str,
+        *,
+        scenario_slug: str,
+        scenario_title: str | None = None,
+        source: str | None = None,
+        code_sha: str | None = None,
+        pr_number: int | None = None,
+        now: datetime | None = None,
+    ) -> tuple[str, str]:
+        created = now or datetime.now(UTC)
+        trace_id = str(uuid.uuid4())
+        with self.db.tx() as conn:
+            short_id = new_short_id(conn)
+            conn.execute(
+                "INSERT INTO traces (id, short_id, org_id, scenario_id, scenario_slug, scenario_title, status,"
+                " source, code_sha, pr_number, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    trace_id,
+                    short_id,
+                    org_id,
+                    scenario_id_for(scenario_slug),
+                    scenario_slug,
+                    scenario_title or scenario_slug.replace("-", " ").capitalize(),
+                    "running",
+                    source,
+                    code_sha,
+                    pr_number,
+                    int(created.timestamp() * 1000),
+                ),
+            )
+            conn.execute("INSERT INTO traces_fts (rowid, body) VALUES (last_insert_rowid(), ?)", (scenario_slug,))
+        return trace_id, short_id
+
+    def append_events(self, org_id: str, trace_ref: str, incoming: Sequence[IncomingEvent]) -> AppendResult:
+        """Store the acceptable events of a batch in one transaction.
+
+        - a retried event (same idempotency key, or same seq, with the same body) is a no-op duplicate;
+        - the same key or seq with a different body raises `EventConflict` and stores nothing;
+        - a seq not above the last stored one is rejected (reported, not stored); the rest are stored.
+        """
+        result = AppendResult()
+        with self.db.tx() as conn:
+            pk, status = find_trace_pk(conn, org_id, trace_ref)
+            if status not in RUNNING_STATUSES:
+                raise TraceNotRunning(trace_ref, status)
+            (last,) = conn.execute("SELECT max(seq) FROM events WHERE trace_pk = ?", (pk,)).fetchone()
+            last_seq: int = -1 if last is None else int(last)
+            accepted: list[IncomingEvent] = []
+            seen_keys: dict[str, IncomingEvent] = {}
+            for item in incoming:
+                ev, key = item.event, item.idempotency_key
+                if key is not None:
+                    prior = seen_keys.get(key)
+                    if prior is not None:
+                        if _body(prior.event) != _body(ev) or prior.event.seq != ev.seq:
+                            raise EventConflict(item.index, f"idempotency key {key!r} is used twice in the batch")
+                        result.duplicates += 1
+                        continue
+                    row = conn.execute(
+                        "SELECT seq, ts, kind, step_id, ok, message, payload FROM events"
+                        " WHERE trace_pk = ? AND idempotency_key = ?",
+                        (pk, key),
+                    ).fetchone()
+                    if row is not None:
+                        if row[0] != ev.seq or _row_body(row[1:]) != _body(ev):
+                            raise EventConflict(
+                                item.index,
+                                f"idempotency key {key!r} was used for a different event (seq {row[0]})",
+                            )
+                        result.duplicates += 1
+                        continue
+                if ev.seq <= last_seq:
+                    row = conn.execute(
+                        "SELECT ts, kind, step_id, ok, message, payload FROM events WHERE trace_pk = ? AND seq = ?",
+                        (pk, ev.seq),
+                    ).fetchone()
+                    if row is not None and _row_body(row) == _body(ev):
+                        result.duplicates += 1
+                    elif row is not None:
+                        raise EventConflict(item.index, f"seq {ev.seq} is already stored with a different body")
+                    else:
+                        result.rejected.append(
+                            Rejected(item.index, key, f"seq must be monotonic for this trace (last is {last_seq})")
+                        )
+                    continue
+                last_seq = ev.seq
+                if key is not None:
+                    seen_keys[key] = item
+                accepted.append(item)
+            if accepted:
+                numbers = {
+                    step_id: step
+                    for step_id, step in conn.execute(
+                        "SELECT step_id, step FROM steps WHERE trace_pk = ?", (pk,)
+                    ).fetchall()
+                }
+                events = normalize_events([a.event for a in accepted], numbers)
+                _insert_events(conn, pk, events, [a.idempotency_key for a in accepted])
+                result.stored = events
+            result.accepted = len(accepted)
+            result.last_seq = last_seq if last_seq >= 0 else None
+        return result
+
+    def finish_trace(
+        self,
+        org_id: str,
+        trace_ref: str,
+        *,
+        status: str,
+        failure_signature: str | None = None,
+        duration_ms: int | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        """Close a running trace: fix its status, duration and failure signature, index its text."""
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(FINAL_STATUSES)}")
+        with self.db.tx() as conn:
+            pk, current = find_trace_pk(conn, org_id, trace_ref)
+            if current not in RUNNING_STATUSES:
+                raise TraceNotRunning(trace_ref, current)
+            created_ms, slug, title, code_sha = conn.execute(
+                "SELECT created_ms, scenario_slug, scenario_title, code_sha FROM traces WHERE pk = ?", (pk,)
+            ).fetchone()
+            first_ts, last_ts = conn.execute("SELECT min(ts), max(ts) FROM events WHERE trace_pk = ?", (pk,)).fetchone()
+            if duration_ms is None:
+                end_ms = int((now or datetime.now(UTC)).timestamp() * 1000)
+                duration_ms = (last_ts - first_ts) if first_ts is not None else max(0, end_ms - created_ms)
+            conn.execute(
+                "UPDATE traces SET status = ?, failure_signature = ?, duration_ms = ? WHERE pk = ?",
+                (status, failure_signature, duration_ms, pk),
+            )
+            messages = conn.execute(
+                "SELECT kind, ok, message FROM events WHERE trace_pk = ? AND message IS NOT NULL ORDER BY seq",
+                (pk,),
+            ).fetchall()
+            body = fts_body_from_rows([slug, title or "", failure_signature or "", status, code_sha or ""], messages)
+            conn.execute("UPDATE traces_fts SET body = ? WHERE rowid = ?", (body, pk))
+
+    def events_after(self, org_id: str, trace_ref: str, after_seq: int, limit: int = 500) -> tuple[list[Event], str]:
+        """Events with seq > `after_seq` (for SSE backfill), and the trace's status."""
+        with self.db.read() as conn:
+            pk, status = find_trace_pk(conn, org_id, trace_ref)
+            rows = conn.execute(
+                "SELECT seq, ts, kind, step_id, step, ok, message, payload FROM events"
+                " WHERE trace_pk = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (pk, after_seq, limit),
+            ).fetchall()
+        events = [
+            Event(
+                seq=r[0],
+                ts=r[1],
+                kind=r[2],
+                step_id=r[3],
+                step=r[4],
+                ok=None if r[5] is None else bool(r[5]),
+                message=r[6],
+                payload=json.loads(r[7]),
+            )
+            for r in rows
+        ]
+        return events, status
+
+
+def _insert_events(conn: Any, pk: int, events: Sequence[Event], keys: Sequence[str | None]) -> None:
+    """Insert appended events and fold them into the trace's steps, counts and kind counts."""
+    conn.executemany(
+        "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload, idempotency_key)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                pk,
+                ev.seq,
+                ev.ts,
+                ev.kind,
+                ev.step_id,
+                ev.step,
+                None if ev.ok is None else int(ev.ok),
+                ev.message,
+                json.dumps(ev.payload, separators=(",", ":")) if ev.payload else "{}",
+                key,
+            )
+            for ev, key in zip(events, keys, strict=True)
+        ],
+    )
+    for ev in events:
+        if ev.step is None or ev.step_id is None:
+            continue
+        title = (ev.message or ev.payload.get("title")) if ev.kind == "step.start" else None
+        ok: bool | None = None
+        if ev.kind == "step.end" and ev.ok is not None:
+            ok = ev.ok
+        elif ev.ok is False and ev.kind in ("assertion", "error"):
+            ok = False
+        conn.execute(
+            "INSERT INTO steps (trace_pk, step, step_id, title, ok, first_seq, last_seq, event_count)"
+            " VALUES (?,?,?,?,?,?,?,1) ON CONFLICT(trace_pk, step) DO UPDATE SET"
+            " title = coalesce(steps.title, excluded.title),"
+            # As at bundle ingest: step.end says how the step ended; a failed assertion or error fails it.
+            " ok = CASE WHEN excluded.ok IS NULL THEN steps.ok ELSE excluded.ok END,"
+            " last_seq = excluded.last_seq, event_count = steps.event_count + 1",
+            (pk, ev.step, ev.step_id, title, None if ok is None else int(ok), ev.seq, ev.seq),
+        )
+    row = conn.execute("SELECT kind_counts, event_count FROM traces WHERE pk = ?", (pk,)).fetchone()
+    counts: dict[str, int] = json.loads(row[0])
+    for ev in events:
+        counts[ev.kind] = counts.get(ev.kind, 0) + 1
+    conn.execute(
+        "UPDATE traces SET kind_counts = ?, event_count = ? WHERE pk = ?",
+        (json.dumps(dict(sorted(counts.items()))), row[1] + len(events), pk),
+    )
