@@ -75,16 +75,12 @@ class Report:
     figures: list[Figure] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
 
-    def add(
-        self, section: str, name: str, value: float, unit: str, target: str | None = None, note: str = ""
-    ) -> None:
+    def add(self, section: str, name: str, value: float, unit: str, target: str | None = None, note: str = "") -> None:
         self.figures.append(Figure(section, name, value, unit, target, note))
         shown = f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
         print(f"  {name}: {shown} {unit}{'  ' + note if note else ''}", file=sys.stderr, flush=True)
 
-    def latency(
-        self, section: str, name: str, samples_ms: list[float], p50_target: float | None = None
-    ) -> None:
+    def latency(self, section: str, name: str, samples_ms: list[float], p50_target: float | None = None) -> None:
         p50, p95 = percentile(samples_ms, 50), percentile(samples_ms, 95)
         self.add(section, f"{name} p50", p50, "ms", f"<= {p50_target:g}" if p50_target is not None else None)
         self.add(section, f"{name} p95", p95, "ms")
@@ -226,9 +222,7 @@ def synthetic_trace(rng: random.Random) -> NewTrace:
     def emit(kind: str, step_id: str | None, msg: str | None, ok: bool | None = None, **payload: Any) -> None:
         nonlocal ts
         ts += rng.randint(1, 200)
-        events.append(
-            Event(seq=len(events), ts=ts, kind=kind, step_id=step_id, ok=ok, message=msg, payload=payload)
-        )
+        events.append(Event(seq=len(events), ts=ts, kind=kind, step_id=step_id, ok=ok, message=msg, payload=payload))
 
     emit("log", None, f"Running 1 test using 1 worker · {slug}.spec.ts")
     step = 0
@@ -240,9 +234,7 @@ def synthetic_trace(rng: random.Random) -> NewTrace:
         for _ in range(rng.randint(1, 3)):
             n = rng.randrange(1, 500)
             path = rng.choice(_PATHS).format(n=n)
-            emit(
-                "action", sid, f"click [data-test=item-{n}]", action="click", selector=f"[data-test=item-{n}]"
-            )
+            emit("action", sid, f"click [data-test=item-{n}]", action="click", selector=f"[data-test=item-{n}]")
             emit("network.request", sid, f"GET {path}", method="GET", url=f"http://localhost:3000{path}")
             emit(
                 "network.response",
@@ -297,8 +289,7 @@ def bench_fill(report: Report, store: SqliteTraceStore, n_traces: int) -> None:
         "fill time",
         build_s + store_s,
         "s",
-        note=f"{n_traces:,} traces, {n_events:,} events; "
-        f"{build_s:.1f}s building Events, {store_s:.1f}s add_trace",
+        note=f"{n_traces:,} traces, {n_events:,} events; {build_s:.1f}s building Events, {store_s:.1f}s add_trace",
     )
     report.add(
         "fill",
@@ -337,15 +328,11 @@ def bench_store(report: Report, store: SqliteTraceStore, big_id: str, iterations
     report.latency(
         s, "list_traces(status=failed) page 2", sample_sync(lambda: store.list_traces(ORG, page2), iterations)
     )
-    report.latency(
-        s, "get_trace(10k-event trace)", sample_sync(lambda: store.get_trace(ORG, big_id), iterations)
-    )
+    report.latency(s, "get_trace(10k-event trace)", sample_sync(lambda: store.get_trace(ORG, big_id), iterations))
     report.latency(
         s,
         f"list_events(step={BIG_STEP}, limit {EVENTS_PAGE})",
-        sample_sync(
-            lambda: store.list_events(ORG, big_id, step=str(BIG_STEP), limit=EVENTS_PAGE), iterations
-        ),
+        sample_sync(lambda: store.list_events(ORG, big_id, step=str(BIG_STEP), limit=EVENTS_PAGE), iterations),
     )
     report.latency(
         s,
@@ -385,9 +372,7 @@ def result_tokens(result: Any) -> dict[str, int]:
     mcp/render.py `cost` budgets); `links` is what a client that also shows the links pays on top."""
     text = "\n".join(block.text for block in result.content if block.type == "text")
     links = "\n".join(
-        block.model_dump_json(by_alias=True, exclude_none=True)
-        for block in result.content
-        if block.type != "text"
+        block.model_dump_json(by_alias=True, exclude_none=True) for block in result.content if block.type != "text"
     )
     structured = result.structured_content
     sc = json.dumps(structured, ensure_ascii=False) if structured is not None else ""
@@ -410,9 +395,7 @@ def _drop_nulls(value: Any) -> Any:
     return value
 
 
-async def bench_mcp(
-    report: Report, base: str, big_id: str, demo_ids: dict[str, str], iterations: int
-) -> None:
+async def bench_mcp(report: Report, base: str, big_id: str, demo_ids: dict[str, str], iterations: int) -> None:
     from mcp.client import Client
 
     url = f"{base}/mcp"
@@ -437,9 +420,7 @@ async def bench_mcp(
                     {"trace_id": big_id, "step": BIG_STEP},
                 ),
             }
-            floor = await sample_async(
-                lambda client=client: client.list_tools(cache_mode="bypass"), iterations
-            )
+            floor = await sample_async(lambda client=client: client.list_tools(cache_mode="bypass"), iterations)
             report.latency(f"mcp-http {mode}", f"tools/list, the round-trip floor [{mode}]", floor)
             for label, (name, args) in calls.items():
                 samples = await sample_async(lambda n=name, a=args: call(n, a), iterations)
@@ -449,9 +430,7 @@ async def bench_mcp(
                 for label, (name, args) in calls.items():
                     tokens[label] = result_tokens(await call(name, args))
                 for demo, sid in demo_ids.items():
-                    tokens[f"get_trace(demo {demo})"] = result_tokens(
-                        await call("get_trace", {"trace_id": sid})
-                    )
+                    tokens[f"get_trace(demo {demo})"] = result_tokens(await call("get_trace", {"trace_id": sid}))
     report.details["tokens"] = tokens
     for label in (
         "get_trace(10k trace)",
@@ -499,9 +478,7 @@ async def bench_rest(report: Report, base: str, big_id: str, iterations: int) ->
         report.latency(
             "rest-http",
             "GET /v1/traces/{id}/events?ok=false",
-            await sample_async(
-                lambda: get(f"/v1/traces/{big_id}/events", {"ok": "false", "limit": "12"}), iterations
-            ),
+            await sample_async(lambda: get(f"/v1/traces/{big_id}/events", {"ok": "false", "limit": "12"}), iterations),
         )
 
 
@@ -553,9 +530,7 @@ def run_server_phase(
     report.details["server_http_statuses"] = statuses
 
 
-async def _http_benches(
-    report: Report, base: str, big_id: str, demo_ids: dict[str, str], iterations: int
-) -> None:
+async def _http_benches(report: Report, base: str, big_id: str, demo_ids: dict[str, str], iterations: int) -> None:
     await bench_mcp(report, base, big_id, demo_ids, iterations)
     await bench_rest(report, base, big_id, iterations)
 

@@ -212,9 +212,7 @@ def checkout_coupon(rec: TraceRecorder, *, broken: bool) -> bool:
                 },
             )
             rec.console("error", "[checkout] place order failed: amount_mismatch")
-            failed_url_assertion(
-                rec, "e2e/checkout/coupon.spec.ts:58:24", "/checkout/success", "/checkout/review"
-            )
+            failed_url_assertion(rec, "e2e/checkout/coupon.spec.ts:58:24", "/checkout/success", "/checkout/review")
         else:
             rec.request(
                 "POST",
@@ -257,9 +255,7 @@ def stripe_subscription_upgrade(rec: TraceRecorder) -> bool:
     starter = {"id": subscription_id, "plan": "starter", "status": "active", "amount": 900}
     with rec.step("Sign in as the test customer"):
         sign_in(rec, "e2e+billing@brew.test")
-        rec.request(
-            "GET", "/api/me", status=200, response_body={"customer_id": customer_id, "plan": "starter"}
-        )
+        rec.request("GET", "/api/me", status=200, response_body={"customer_id": customer_id, "plan": "starter"})
         rec.expect("toBeVisible", True, True, selector="[data-test=dashboard]")
     with rec.step("Open billing"):
         rec.click("[data-test=nav-billing]")
@@ -300,9 +296,7 @@ def stripe_subscription_upgrade(rec: TraceRecorder) -> bool:
             body={"payment_method": "pm_card_visa"},
             response_body={"id": intent_id, "status": "succeeded", "amount": 2900, "currency": "usd"},
         )
-        rec.log(
-            "[stripe-mock] delivering checkout.session.completed → http://localhost:3000/api/webhooks/stripe"
-        )
+        rec.log("[stripe-mock] delivering checkout.session.completed → http://localhost:3000/api/webhooks/stripe")
         rec.request(
             "POST",
             "/api/webhooks/stripe",
@@ -360,9 +354,7 @@ def login_sso(rec: TraceRecorder) -> bool:
     with rec.step("Open the login page"):
         rec.goto("/login")
         rec.console("info", "[vite] connected.")
-        rec.request(
-            "GET", "/api/auth/providers", status=200, response_body={"providers": ["password", "sso"]}
-        )
+        rec.request("GET", "/api/auth/providers", status=200, response_body={"providers": ["password", "sso"]})
         rec.expect("toBeVisible", True, True, selector="[data-test=sso-button]")
     with rec.step("Start SSO"):
         rec.fill("[name=email]", "e2e@acme-corp.test")
@@ -411,8 +403,7 @@ def login_sso(rec: TraceRecorder) -> bool:
             "TimeoutError",
             "page.waitForSelector: Timeout 30000ms exceeded.\nCall log:\n"
             "  - waiting for locator('[data-test=dashboard]') to be visible",
-            stack="TimeoutError: page.waitForSelector: Timeout 30000ms exceeded.\n"
-            "    at e2e/auth/sso.spec.ts:31:16",
+            stack="TimeoutError: page.waitForSelector: Timeout 30000ms exceeded.\n    at e2e/auth/sso.spec.ts:31:16",
         )
     failure_artifacts(rec, "timeout.png", "login-sso")
     end_log(rec, False, spec)
@@ -435,9 +426,7 @@ def search_catalog(rec: TraceRecorder) -> bool:
         rec.console("info", "[vite] connected.")
         categories = ["brewers", "grinders", "beans", "accessories"]
         rec.request("GET", "/api/categories", status=200, response_body={"items": categories})
-        rec.request(
-            "GET", "/api/products?page=1", status=200, response_body={"total": 148, "page": 1, "per_page": 24}
-        )
+        rec.request("GET", "/api/products?page=1", status=200, response_body={"total": 148, "page": 1, "per_page": 24})
         rec.expect("toHaveCount", 24, 24, selector=".product-card")
     with rec.step("Search for espresso"):
         rec.fill("[data-test=search]", "esp")
