@@ -225,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # One line per internal /v1 call drowns the useful lines: the HTTP client logs warnings only.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     result: int = args.func(args)
     return result
 

@@ -29,8 +29,15 @@ def text_of(result: CallToolResult) -> str:
 
 
 def total_tokens(result: CallToolResult) -> int:
-    # The wire carries raw UTF-8 JSON, as the renderer measures it.
-    return estimate_tokens(text_of(result)) + estimate_tokens(json.dumps(result.structured_content, ensure_ascii=False))
+    """Everything a client may put before a model: every content block and the structured content
+    (raw UTF-8 JSON, as on the wire)."""
+    blocks = 0
+    for block in result.content:
+        if isinstance(block, TextContent):
+            blocks += estimate_tokens(block.text)
+        else:
+            blocks += estimate_tokens(json.dumps(block.model_dump(mode="json", exclude_none=True, by_alias=True)))
+    return blocks + estimate_tokens(json.dumps(result.structured_content, ensure_ascii=False))
 
 
 async def test_tools_are_listed_with_output_schemas_and_read_only_annotations(seeded: Seeded, mode: str) -> None:
@@ -271,3 +278,16 @@ async def test_an_unknown_artifact_is_a_not_found_protocol_error(seeded: Seeded)
         with pytest.raises(MCPError) as info:
             await client.read_resource(f"molar://traces/{seeded.failed_short}/blobs/{'0' * 64}")
     assert info.value.error.code == -32602
+
+
+async def test_every_demo_trace_summary_fits_the_default_budget_with_its_artifact_links(embedded: Embedded) -> None:
+    from molar_mcp.compose import load_demo
+
+    assert load_demo(embedded.store) >= 7
+    server = create_mcp_server(embedded.client_factory())
+    async with Client(server) as client:
+        rows: Any = (await client.call_tool("list_traces", {"limit": 50})).structured_content
+        for row in rows["items"]:
+            result = await client.call_tool("get_trace", {"trace_id": row["short_id"]})
+            assert not result.is_error
+            assert total_tokens(result) <= 2000, row["scenario"]

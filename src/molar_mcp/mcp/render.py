@@ -45,8 +45,22 @@ def structured(view: TraceView | TraceList) -> dict[str, Any]:
 
 
 def cost(view: TraceView | TraceList, text: str) -> int:
-    """Tokens of everything a client may show a model: the text block and the structured content."""
-    return estimate_tokens(json.dumps(structured(view), ensure_ascii=False)) + estimate_tokens(text)
+    """Tokens of everything a client may show a model: the text block, the structured content, and
+    for a trace the resource-link blocks of its artifacts."""
+    total = estimate_tokens(json.dumps(structured(view), ensure_ascii=False)) + estimate_tokens(text)
+    if isinstance(view, TraceView):
+        total += sum(estimate_tokens(json.dumps(link_block(a))) for a in view.artifacts)
+    return total
+
+
+def link_block(artifact: Artifact) -> dict[str, Any]:
+    """The `resource_link` content block of an artifact, as sent."""
+    return {
+        "type": "resource_link",
+        "uri": artifact.uri,
+        "name": artifact.name or f"{artifact.kind} artifact",
+        "size": artifact.size,
+    }
 
 
 # ---- list_traces ---------------------------------------------------------------------------------
@@ -253,7 +267,8 @@ def build_trace_view(
         shown_steps = _window(steps, focus, n_steps)
         if len(shown_steps) < len(steps):
             first, last = shown_steps[0].step, shown_steps[-1].step
-            hidden = [s for s in steps if s not in shown_steps]
+            shown_numbers = {s.step for s in shown_steps}
+            hidden = [s for s in steps if s.step not in shown_numbers]
             failed_hidden = sum(1 for s in hidden if s.ok is False)
             omitted.append(
                 f"{len(hidden)} of {len(steps)} steps outside steps {first}–{last} "
@@ -302,11 +317,14 @@ def build_trace_view(
     # Shrink the biggest cuttable part first: step events, then failed events, then steps, then artifacts.
     order = (2, 1, 0, 3)
     floors = (3, 1, 1, 0)
-    while cost(view, text) > budget:
+    while (spent := cost(view, text)) > budget:
         shrunk = False
+        # Cut the first part still above its floor, in proportion to the overrun (at least by a third),
+        # so a 10,000-event trace fits in a few passes rather than many.
+        factor = min(2 / 3, budget / spent)
         for i in order:
             if sizes[i] > floors[i]:
-                sizes[i] = max(floors[i], sizes[i] * 2 // 3)
+                sizes[i] = max(floors[i], int(sizes[i] * factor))
                 shrunk = True
                 break
         if not shrunk:

@@ -8,7 +8,7 @@ from mcp.types import CallToolResult, ContentBlock, ResourceLink, TextContent, T
 from pydantic import Field
 
 from molar_mcp.mcp.errors import store_errors
-from molar_mcp.mcp.render import build_trace_view, structured
+from molar_mcp.mcp.render import build_trace_view, link_block, structured
 from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
 from molar_mcp.mcp.tools.spec import ToolSpec
@@ -93,10 +93,7 @@ async def get_trace(
         max_tokens,
     )
     content: list[ContentBlock] = [TextContent(type="text", text=text)]
-    content.extend(
-        ResourceLink(type="resource_link", uri=a.uri, name=a.name or f"{a.kind} artifact", mime_type=None, size=a.size)
-        for a in view.artifacts
-    )
+    content.extend(ResourceLink.model_validate(link_block(a)) for a in view.artifacts)
     return CallToolResult(content=content, structured_content=structured(view))
 
 
