@@ -10,7 +10,7 @@ import pytest
 from mcp.client import Client
 
 from molar_mcp.compose import manifest_document
-from tests.e2e.conftest import Served
+from tests.servers import Served
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 

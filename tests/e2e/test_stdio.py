@@ -10,7 +10,7 @@ import pytest
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
 
-from tests.e2e.conftest import Served, child_env
+from tests.servers import Served, child_env
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 

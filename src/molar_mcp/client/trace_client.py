@@ -15,7 +15,15 @@ from urllib.parse import quote
 import httpx2
 from pydantic import BaseModel, ValidationError
 
-from molar_mcp.models import Event, EventsResponse, IngestResponse, TraceDetail, TraceListResponse
+from molar_mcp.models import (
+    AppendResponse,
+    Event,
+    EventsResponse,
+    IngestResponse,
+    LiveTrace,
+    TraceDetail,
+    TraceListResponse,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -109,6 +117,32 @@ class TraceClient:
         if ok is not None:
             params["ok"] = "true" if ok else "false"
         return await self._get(f"/v1/traces/{_segment(trace_id)}/events", EventsResponse, params)
+
+    async def create_trace(
+        self,
+        scenario_slug: str,
+        *,
+        scenario_title: str | None = None,
+        source: str | None = None,
+        code_sha: str | None = None,
+    ) -> LiveTrace:
+        """Start a running trace to append events to (`POST /v1/traces`)."""
+        body: dict[str, Any] = {"scenario_slug": scenario_slug}
+        for key, value in (("scenario_title", scenario_title), ("source", source), ("code_sha", code_sha)):
+            if value is not None:
+                body[key] = value
+        return _parse(await self._send("POST", "/v1/traces", json=body), LiveTrace)
+
+    async def append_events(self, trace_id: str, events: list[dict[str, Any]]) -> AppendResponse:
+        """Append a batch (`POST /v1/traces/{id}/events`): valid events are kept, the others reported."""
+        response = await self._send("POST", f"/v1/traces/{_segment(trace_id)}/events", json={"events": events})
+        return _parse(response, AppendResponse)
+
+    async def finish_trace(self, trace_id: str, status: str, *, failure_signature: str | None = None) -> TraceDetail:
+        body: dict[str, Any] = {"status": status}
+        if failure_signature is not None:
+            body["failure_signature"] = failure_signature
+        return _parse(await self._send("POST", f"/v1/traces/{_segment(trace_id)}/finish", json=body), TraceDetail)
 
     async def follow(self, trace_id: str, *, after_seq: int = -1) -> AsyncIterator[Event]:
         """The trace's events after `after_seq`, then live ones as they are appended, until the trace

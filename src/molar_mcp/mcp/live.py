@@ -20,7 +20,8 @@ import anyio
 from anyio.abc import TaskGroup
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.subscriptions import ResourceUpdated, SubscriptionBus
-from mcp.types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
 from molar_mcp.client import ApiClientError, TraceClient
 
@@ -51,11 +52,19 @@ class TraceWatcher:
     def following(self, ref: str) -> bool:
         return ref in self._follows
 
-    def _acquire(self, ref: str) -> _Follow:
+    async def _acquire(self, ref: str) -> _Follow:
+        """Follow `ref` from its current last event. The start point is fixed before this returns, so
+        an event stored after a client's subscribe is acknowledged is never missed (the stream backfills)."""
         follow = self._follows.get(ref)
         if follow is None:
             follow = self._follows[ref] = _Follow()
-            self._tg.start_soon(self._run, ref, follow)
+            try:
+                after = await self._start_seq(ref)
+            except ApiClientError as exc:
+                self._follows.pop(ref, None)
+                log.info("cannot follow %s: %s", ref, exc.message)
+                raise
+            self._tg.start_soon(self._run, ref, follow, after)
         follow.users += 1
         return follow
 
@@ -70,19 +79,19 @@ class TraceWatcher:
 
     @asynccontextmanager
     async def watching(self, ref: str) -> AsyncIterator[None]:
-        self._acquire(ref)
+        await self._acquire(ref)
         try:
             yield
         finally:
             self._release(ref)
 
-    def subscribe_legacy(self, ref: str, uri: str, session: Any) -> None:
+    async def subscribe_legacy(self, ref: str, uri: str, session: Any) -> None:
         follow = self._follows.get(ref)
         key = id(session)
         if follow is not None and key in follow.legacy:
             follow.legacy[key][1].add(uri)
             return
-        follow = self._acquire(ref)
+        follow = await self._acquire(ref)
         follow.legacy[key] = (session, {uri})
 
     def unsubscribe_legacy(self, ref: str, uri: str, session: Any) -> None:
@@ -103,11 +112,10 @@ class TraceWatcher:
         page = await self._client.get_events(ref, limit=1, offset=detail.event_count - 1)
         return page.events[-1].seq if page.events else -1
 
-    async def _run(self, ref: str, follow: _Follow) -> None:
+    async def _run(self, ref: str, follow: _Follow, after: int) -> None:
         uris = (f"molar://traces/{ref}", f"molar://traces/{ref}/events")
         with follow.scope:
             try:
-                after = await self._start_seq(ref)
                 async for _ in self._client.follow(ref, after_seq=after):
                     await self._notify(uris, follow)
                 await self._notify(uris, follow)  # the trace finished: its summary changed too
@@ -149,7 +157,10 @@ async def listen_middleware(ctx: ServerRequestContext[Any, Any], call_next: Call
 async def on_subscribe(ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
     ref = trace_ref_of(str(params.uri))
     if ref is not None:
-        _watcher(ctx).subscribe_legacy(ref, str(params.uri), ctx.session)
+        try:
+            await _watcher(ctx).subscribe_legacy(ref, str(params.uri), ctx.session)
+        except ApiClientError as exc:
+            raise MCPError(INVALID_PARAMS, f"{params.uri}: {exc.message}") from exc
     return EmptyResult()
 
 

@@ -139,3 +139,26 @@ class ErrorBody(BaseModel):
     error: str
     message: str
     request_id: str | None = None
+
+
+class LiveTrace(BaseModel):
+    """`POST /v1/traces`: a running trace to append events to."""
+
+    id: str
+    short_id: str
+    status: str
+
+
+class RejectedEvent(BaseModel):
+    index: int
+    idempotency_key: str | None = None
+    reason: str
+
+
+class AppendResponse(BaseModel):
+    """`POST /v1/traces/{id}/events` (seed 002's batch response, plus retried duplicates)."""
+
+    accepted: int
+    duplicates: int = 0
+    rejected: list[RejectedEvent] = Field(default_factory=list)
+    last_seq: int | None = None

@@ -1,4 +1,4 @@
-"""Real processes on 127.0.0.1: `molar-mcp serve` on a free port, `molar-mcp stdio` as a child."""
+"""Real processes on 127.0.0.1 for end-to-end tests: `molar-mcp serve` on a free port; the env of a child."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
-import pytest
 
 
 def free_port() -> int:
@@ -69,14 +67,3 @@ def start_server(data_dir: Path, *extra: str) -> Served:
             time.sleep(0.1)  # polling a starting process: the one wait an e2e test needs
     process.kill()
     raise RuntimeError("molar-mcp serve did not become healthy in 30 s")
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    srv = start_server(tmp_path / "data", "--demo")
-    yield srv
-    srv.process.terminate()
-    try:
-        srv.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        srv.process.kill()

@@ -1,0 +1,156 @@
+"""Live ingest over the /v1 API: create, append (partial accept, idempotency, conflicts), finish."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+import pytest
+
+from molar_mcp.compose import Embedded
+from molar_mcp.store import LOCAL_ORG_ID
+
+pytestmark = pytest.mark.anyio
+
+TS = 1_763_629_200_000
+
+
+def ev(seq: int, **fields: Any) -> dict[str, Any]:
+    return {"seq": seq, "ts": TS + seq, "kind": "log", "message": f"line {seq}", **fields}
+
+
+@pytest.fixture
+async def http(embedded: Embedded) -> AsyncIterator[httpx2.AsyncClient]:
+    async with embedded.client_factory()() as client:
+        yield client._http
+
+
+async def start(http: httpx2.AsyncClient, slug: str = "agent-run") -> str:
+    response = await http.post("/v1/traces", json={"scenario_slug": slug, "source": "manual"})
+    assert response.status_code == 201
+    body = response.json()
+    assert body["status"] == "running"
+    return str(body["id"])
+
+
+async def test_a_running_trace_takes_one_event_or_a_batch_and_lists_as_running(http: httpx2.AsyncClient) -> None:
+    trace = await start(http)
+    one = await http.post(f"/v1/traces/{trace}/events", json=ev(0, step_id="a"))
+    batch = await http.post(f"/v1/traces/{trace}/events", json={"events": [ev(1, step_id="a"), ev(2, step_id="b")]})
+    assert one.json() == {"accepted": 1, "duplicates": 0, "rejected": [], "last_seq": 0}
+    assert batch.json()["accepted"] == 2
+    detail = (await http.get(f"/v1/traces/{trace}")).json()
+    assert detail["status"] == "running"
+    assert detail["event_count"] == 3
+    assert [(s["step"], s["step_id"], s["event_count"]) for s in detail["steps"]] == [(1, "a", 2), (2, "b", 1)]
+    running = (await http.get("/v1/traces", params={"status": "running"})).json()["items"]
+    assert [t["id"] for t in running] == [trace]
+
+
+async def test_a_mixed_batch_keeps_the_valid_events_and_reports_each_rejected_one(http: httpx2.AsyncClient) -> None:
+    trace = await start(http)
+    batch = [
+        ev(0),
+        {"seq": 1, "kind": "log", "idempotency_key": "k-1"},  # no ts
+        ev(2),
+        ev(1, idempotency_key="k-late"),  # seq went backwards
+        {"seq": "x", "ts": TS, "kind": "log"},
+    ]
+    response = await http.post(f"/v1/traces/{trace}/events", json={"events": batch})
+    body = response.json()
+    assert response.status_code == 200
+    assert body["accepted"] == 2
+    assert [(r["index"], r["idempotency_key"]) for r in body["rejected"]] == [(1, "k-1"), (3, "k-late"), (4, None)]
+    assert "monotonic" in body["rejected"][1]["reason"]
+    assert "ts" in body["rejected"][0]["reason"]
+    events = (await http.get(f"/v1/traces/{trace}/events")).json()["events"]
+    assert [e["seq"] for e in events] == [0, 2]
+
+
+async def test_a_retried_batch_with_idempotency_keys_stores_no_duplicates(http: httpx2.AsyncClient) -> None:
+    trace = await start(http)
+    batch = {"events": [ev(i, idempotency_key=f"run-1:{i}") for i in range(5)]}
+    first = await http.post(f"/v1/traces/{trace}/events", json=batch)
+    retry = await http.post(f"/v1/traces/{trace}/events", json=batch)
+    assert first.json()["accepted"] == 5
+    assert retry.json() == {"accepted": 0, "duplicates": 5, "rejected": [], "last_seq": 4}
+    assert (await http.get(f"/v1/traces/{trace}/events")).json()["total"] == 5
+
+
+async def test_the_same_seq_with_a_different_body_is_a_conflict_and_stores_nothing_of_the_batch(
+    http: httpx2.AsyncClient,
+) -> None:
+    trace = await start(http)
+    await http.post(f"/v1/traces/{trace}/events", json={"events": [ev(0), ev(1)]})
+    response = await http.post(f"/v1/traces/{trace}/events", json={"events": [ev(2), ev(1, message="changed")]})
+    assert response.status_code == 409
+    assert response.json()["error"] == "conflict"
+    assert "seq 1" in response.json()["message"]
+    assert (await http.get(f"/v1/traces/{trace}/events")).json()["total"] == 2  # seq 2 was not kept either
+
+
+async def test_an_idempotency_key_reused_for_another_event_is_a_conflict(http: httpx2.AsyncClient) -> None:
+    trace = await start(http)
+    await http.post(f"/v1/traces/{trace}/events", json=ev(0, idempotency_key="k"))
+    response = await http.post(f"/v1/traces/{trace}/events", json=ev(1, idempotency_key="k"))
+    assert response.status_code == 409
+
+
+async def test_finishing_fixes_duration_and_derives_the_failure_signature_from_the_detectors(
+    http: httpx2.AsyncClient,
+) -> None:
+    trace = await start(http, "checkout")
+    events = [
+        {"seq": 0, "ts": TS, "kind": "step.start", "step_id": "s1", "message": "Pay"},
+        {
+            "seq": 1,
+            "ts": TS + 500,
+            "kind": "network.response",
+            "step_id": "s1",
+            "payload": {"method": "POST", "url": "/api/webhooks/stripe", "status": 404},
+        },
+        {"seq": 2, "ts": TS + 1500, "kind": "assertion", "step_id": "s1", "ok": False, "message": "expected paid"},
+    ]
+    await http.post(f"/v1/traces/{trace}/events", json={"events": events})
+    finished = await http.post(f"/v1/traces/{trace}/finish", json={"status": "failed"})
+    assert finished.status_code == 200
+    detail = finished.json()
+    assert detail["status"] == "failed"
+    assert detail["duration_ms"] == 1500
+    assert "404" in detail["failure_signature"]
+    found = (await http.get("/v1/traces", params={"q": "expected paid"})).json()["items"]
+    assert [t["id"] for t in found] == [trace]
+    late = await http.post(f"/v1/traces/{trace}/events", json=ev(3))
+    assert late.status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b'{"scenario_slug": "x"}', "text/plain", 415),
+        (b"not json", "application/json", 400),
+        (b'{"scenario_slug": ""}', "application/json", 422),
+        (b'{"scenario_slug": "ok", "surprise": 1}', "application/json", 422),
+        (b'{"scenario_slug": "../etc"}', "application/json", 422),
+    ],
+)
+async def test_bad_create_requests_get_clear_errors(
+    http: httpx2.AsyncClient, body: bytes, content_type: str, status: int
+) -> None:
+    response = await http.post("/v1/traces", content=body, headers={"content-type": content_type})
+    assert response.status_code == status
+    assert set(response.json()) == {"error", "message", "request_id"}
+
+
+async def test_appending_to_another_orgs_trace_is_not_found(http: httpx2.AsyncClient, embedded: Embedded) -> None:
+    trace = await start(http)
+    response = await http.post(f"/v1/traces/{trace}/events", json=ev(0), headers={"x-molar-org": "org_other"})
+    assert response.status_code == 404
+    assert embedded.store.get_trace(LOCAL_ORG_ID, trace).event_count == 0
+
+
+async def test_an_oversized_batch_is_refused(http: httpx2.AsyncClient) -> None:
+    trace = await start(http)
+    response = await http.post(f"/v1/traces/{trace}/events", json={"events": [ev(i) for i in range(1001)]})
+    assert response.status_code == 413
