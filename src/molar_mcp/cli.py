@@ -11,8 +11,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from molar_mcp import __version__
+
+if TYPE_CHECKING:
+    from molar_mcp.api.telemetry import RateLimits
 
 log = logging.getLogger("molar_mcp")
 
@@ -34,6 +38,19 @@ def _data_dir(arg: str | None) -> Path:
     return Path(arg).expanduser() if arg else default_data_dir()
 
 
+def parse_rate_limits(spec: str) -> RateLimits:
+    """`read=600,write=120,ingest=30` (any subset) → `RateLimits`; requests per minute per org."""
+    from molar_mcp.api.telemetry import RateLimits
+
+    values: dict[str, int] = {}
+    for part in spec.split(","):
+        name, _, raw = part.strip().partition("=")
+        if name not in ("read", "write", "ingest") or not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"bad rate limit {part!r}: use read=N,write=N,ingest=N with N ≥ 1 per minute")
+        values[name] = int(raw)
+    return RateLimits(**values)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -46,7 +63,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return 2
     data_dir = _data_dir(args.data_dir)
-    with open_embedded(data_dir, max_bundle_bytes=args.max_bundle_mb * 1024 * 1024) as embedded:
+    try:
+        limits = parse_rate_limits(args.rate_limits) if args.rate_limits else None
+    except ValueError as exc:
+        print(f"molar-mcp: {exc}", file=sys.stderr)
+        return 2
+    with open_embedded(data_dir, max_bundle_bytes=args.max_bundle_mb * 1024 * 1024, rate_limits=limits) as embedded:
         if args.demo:
             loaded = load_demo(embedded.store)
             log.info("demo data: %s", f"loaded {loaded} traces" if loaded else "already loaded")
@@ -176,6 +198,20 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retention(args: argparse.Namespace) -> int:
+    from molar_mcp.compose import open_embedded
+    from molar_mcp.store.tiers import RetentionPolicy
+
+    policy = RetentionPolicy(warm_after_days=args.warm_days, cold_after_days=args.cold_days)
+    with open_embedded(_data_dir(args.data_dir)) as embedded:
+        result = embedded.context.tiers.apply(policy)
+    print(
+        f"retention: {result.warmed} traces warm, {result.frozen} cold ({result.events_archived} events archived)",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="molar-mcp", description="Traces of test and agent runs, for AI agents.")
     parser.add_argument("--version", action="version", version=f"molar-mcp {__version__}")
@@ -190,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-auth", action="store_true", help="no authentication (loopback only)")
     serve.add_argument("--allowed-hosts", help="comma-separated Host names to accept behind a proxy")
     serve.add_argument("--max-bundle-mb", type=int, default=25, help="ingest size limit (MB)")
+    serve.add_argument(
+        "--rate-limits", help="requests a minute per org, e.g. read=600,write=120,ingest=30 (the defaults)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     stdio = sub.add_parser("stdio", help="MCP over stdio for IDE agents")
@@ -207,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--api-key")
     ingest.add_argument("--scenario-slug", help="override the bundles' scenario slug")
     ingest.set_defaults(func=cmd_ingest)
+
+    retention = sub.add_parser("retention", help="storage tiers: apply the retention policy now")
+    retention_sub = retention.add_subparsers(dest="retention_command", required=True)
+    run = retention_sub.add_parser("run", help="move old traces to warm and cold (pinned ones stay hot)")
+    run.add_argument("--data-dir")
+    run.add_argument("--warm-days", type=float, default=7, help="age after which a trace is warm (default 7)")
+    run.add_argument("--cold-days", type=float, default=30, help="age after which its events are archived (30)")
+    run.set_defaults(func=cmd_retention)
 
     manifest = sub.add_parser("manifest", help="print the capability manifest")
     manifest.add_argument("-o", "--output", default="-")

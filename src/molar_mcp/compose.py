@@ -23,6 +23,7 @@ from starlette.routing import Mount, Route
 from molar_mcp import __version__
 from molar_mcp.api.app import create_api_app
 from molar_mcp.api.context import ApiContext
+from molar_mcp.api.telemetry import RateLimits
 from molar_mcp.client import TraceClient
 from molar_mcp.client.asgi_stream import StreamingASGITransport
 from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES, BundleError, ingest_bundle
@@ -49,6 +50,7 @@ class Embedded:
 
     store: SqliteTraceStore
     api_app: Starlette
+    context: ApiContext
 
     def client_factory(self) -> ClientFactory:
         """Clients reach the in-process API through an ASGI transport: the same HTTP requests as remote
@@ -65,11 +67,13 @@ class Embedded:
 
 
 @contextmanager
-def open_embedded(data_dir: Path, *, max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES) -> Iterator[Embedded]:
+def open_embedded(
+    data_dir: Path, *, max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES, rate_limits: RateLimits | None = None
+) -> Iterator[Embedded]:
     store = SqliteTraceStore(data_dir)
     try:
-        ctx = ApiContext.embedded(store, max_bundle_bytes=max_bundle_bytes)
-        yield Embedded(store=store, api_app=create_api_app(ctx))
+        ctx = ApiContext.embedded(store, max_bundle_bytes=max_bundle_bytes, rate_limits=rate_limits)
+        yield Embedded(store=store, api_app=create_api_app(ctx), context=ctx)
     finally:
         store.close()
 

@@ -4,29 +4,30 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from molar_mcp import __version__
-from molar_mcp.api import blobs, live, traces
+from molar_mcp.api import analysis, blobs, live, ops, tiers, traces
 from molar_mcp.api.context import ApiContext
 from molar_mcp.api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware
-
-
-async def healthz(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok", "version": __version__})
+from molar_mcp.api.ops import OpsMiddleware
 
 
 def api_routes() -> list[Route]:
-    return [Route("/healthz", healthz, methods=["GET"]), *traces.routes(), *live.routes(), *blobs.routes()]
+    return [
+        *ops.routes(),
+        *traces.routes(),
+        *live.routes(),
+        *blobs.routes(),
+        *analysis.routes(),
+        *tiers.routes(),
+    ]
 
 
 def create_api_app(ctx: ApiContext) -> Starlette:
     """The /v1 API as its own ASGI app: mounted by `serve`, or reached in process through ASGITransport."""
     app = Starlette(
         routes=api_routes(),
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[Middleware(RequestIdMiddleware), Middleware(OpsMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.molar = ctx

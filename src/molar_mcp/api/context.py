@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from starlette.requests import Request
 
 from molar_mcp.api.bus import LiveBus
 from molar_mcp.api.errors import ApiError
+from molar_mcp.api.telemetry import Metrics, RateLimiter, RateLimits
 from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceStore
+from molar_mcp.store.analysis import SqliteAnalysisStore
 from molar_mcp.store.live import LiveTraces
 from molar_mcp.store.signing import UrlSigner
+from molar_mcp.store.tiers import SqliteTiers
 
 _ORG_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -25,18 +28,31 @@ class ApiContext:
     blob_root: Path
     live: LiveTraces
     bus: LiveBus
+    tiers: SqliteTiers
+    analysis: SqliteAnalysisStore
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
+    metrics: Metrics = field(default_factory=Metrics)
+    rate_limiter: RateLimiter = field(default_factory=RateLimiter)
 
     @classmethod
-    def embedded(cls, store: SqliteTraceStore, *, max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES) -> ApiContext:
+    def embedded(
+        cls,
+        store: SqliteTraceStore,
+        *,
+        max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
+        rate_limits: RateLimits | None = None,
+    ) -> ApiContext:
         """The context of the embedded store: its signer, blob files, live ingest and bus."""
         return cls(
             store=store,
             signer=UrlSigner(store.data_dir / "signing-keys.json"),
             blob_root=store.blobs.root,
-            live=LiveTraces(store.db),
+            live=LiveTraces(store.db),  # before tiers: archived events carry live ingest's columns
             bus=LiveBus(),
+            tiers=SqliteTiers(store.db, store.blobs),
+            analysis=SqliteAnalysisStore(store.db),
             max_bundle_bytes=max_bundle_bytes,
+            rate_limiter=RateLimiter(rate_limits or RateLimits()),
         )
 
     def blob_file(self, sha256: str) -> Path:

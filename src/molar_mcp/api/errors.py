@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from molar_mcp.ingest import BundleError
 from molar_mcp.store import InvalidCursor, TraceNotFound
 from molar_mcp.store.live import EventConflict, TraceNotRunning
+from molar_mcp.store.tiers import TraceIsCold
 
 log = logging.getLogger("molar_mcp.api")
 
@@ -111,6 +112,7 @@ EXCEPTION_HANDLERS = {
     BundleError: _bundle,
     HTTPException: _http,
     TraceNotRunning: _conflict,
+    TraceIsCold: _conflict,
     EventConflict: _conflict,
     Exception: _unexpected,
 }

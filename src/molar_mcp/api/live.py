@@ -93,6 +93,7 @@ async def create_trace(request: Request) -> JSONResponse:
             pr_number=body.pr_number,
         )
     )
+    ctx.metrics.ingested_traces.labels("live").inc()
     return JSONResponse({"id": trace_id, "short_id": short_id, "status": "running"}, status_code=201)
 
 
@@ -133,6 +134,7 @@ async def append_events(request: Request) -> JSONResponse:
     trace_ref = request.path_params["trace_id"]
     result = await anyio.to_thread.run_sync(lambda: ctx.live.append_events(org, trace_ref, valid))
     if result.stored:
+        ctx.metrics.ingested_events.labels("live").inc(len(result.stored))
         trace_id = await _canonical_id(request, trace_ref)
         ctx.bus.publish(trace_id, Published(events=result.stored))
     rejected.extend(
@@ -199,6 +201,7 @@ async def stream(request: Request) -> Response:
     org = org_of(request)
     after = _after_seq(request)
     trace_id = await _canonical_id(request, request.path_params["trace_id"])
+    await anyio.to_thread.run_sync(ctx.tiers.require_hot, org, trace_id)
 
     async def backfill(last: int) -> AsyncIterator[tuple[Event | None, str]]:
         while True:

@@ -140,6 +140,7 @@ async def list_events(request: Request) -> JSONResponse:
     trace_ref = request.path_params["trace_id"]
 
     def run() -> dict[str, Any]:
+        ctx.tiers.require_hot(org, trace_ref)
         page = ctx.store.list_events(org, trace_ref, step=step, kind=kind, ok=ok, limit=limit, offset=offset)
         return page.model_dump(mode="json")
 
@@ -178,6 +179,9 @@ async def ingest(request: Request) -> JSONResponse:
     trace_id, short_id = await anyio.to_thread.run_sync(
         lambda: ingest_bundle(ctx.store, org, data, overrides, max_bytes=limit)
     )
+    stored = await anyio.to_thread.run_sync(ctx.store.get_trace, org, trace_id)
+    ctx.metrics.ingested_traces.labels("bundle").inc()
+    ctx.metrics.ingested_events.labels("bundle").inc(stored.event_count)
     return JSONResponse(IngestResponse(trace_id=trace_id, short_id=short_id).model_dump(), status_code=201)
 
 

@@ -16,9 +16,12 @@ import httpx2
 from pydantic import BaseModel, ValidationError
 
 from molar_mcp.models import (
+    Analysis,
     AppendResponse,
     Event,
     EventsResponse,
+    Incident,
+    IncidentListResponse,
     IngestResponse,
     LiveTrace,
     TraceDetail,
@@ -204,6 +207,42 @@ class TraceClient:
             files={"bundle": (filename, data, "application/octet-stream")},
         )
         return _parse(response, IngestResponse)
+
+    async def analyze(self, trace_id: str, *, rerun: bool = False) -> Analysis:
+        """Run the detectors over all of the trace's events and store the findings
+        (`POST /v1/traces/{id}/analyze`); an analysis of unchanged events comes back as stored."""
+        params = {"rerun": "true"} if rerun else None
+        response = await self._send("POST", f"/v1/traces/{_segment(trace_id)}/analyze", params=params)
+        return _parse(response, Analysis)
+
+    async def get_analysis(self, trace_id: str) -> Analysis:
+        """The stored analysis (`GET /v1/traces/{id}/analysis`); `NotFoundError` with error `not_analyzed`
+        when the trace was never analysed."""
+        return await self._get(f"/v1/traces/{_segment(trace_id)}/analysis", Analysis)
+
+    async def list_incidents(
+        self, *, status: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> IncidentListResponse:
+        """The org's failures clustered by signature, most recently seen first (`GET /v1/incidents`)."""
+        params: dict[str, str] = {"limit": str(limit)}
+        if status is not None:
+            params["status"] = status
+        if cursor:
+            params["cursor"] = cursor
+        return await self._get("/v1/incidents", IncidentListResponse, params)
+
+    async def update_incident(
+        self, incident_id: str, *, status: str | None = None, owner: str | None = None, clear_owner: bool = False
+    ) -> Incident:
+        """Set an incident's status and/or owner (`PATCH /v1/incidents/{id}`); `clear_owner` unassigns it."""
+        body: dict[str, Any] = {}
+        if status is not None:
+            body["status"] = status
+        if clear_owner:
+            body["owner"] = None
+        elif owner is not None:
+            body["owner"] = owner
+        return _parse(await self._send("PATCH", f"/v1/incidents/{_segment(incident_id)}", json=body), Incident)
 
     async def _get(self, path: str, model: type[M], params: dict[str, str] | None = None) -> M:
         return _parse(await self._send("GET", path, params=params), model)

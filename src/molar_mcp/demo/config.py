@@ -18,4 +18,6 @@ def demo_app_config(*, startup_timeout_s: float = 15.0) -> AppConfig:
         start_command=[sys.executable, "app.py", "--port", "{port}"],
         health_path="/healthz",
         startup_timeout_s=startup_timeout_s,
+        # The shop's source ships inside the molar-mcp package: a fix is promoted to the user's app, not to us.
+        promote=False,
     )

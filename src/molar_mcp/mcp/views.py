@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -90,4 +92,51 @@ class TraceView(BaseModel):
     )
     next_offset: int | None = Field(default=None, description="pass as `offset` to get_trace for more step events")
     artifacts: list[Artifact] = Field(default_factory=list)
+    omitted: list[str] = Field(default_factory=list, description="what this answer left out, and how to get it")
+
+
+# ---- debug_run -----------------------------------------------------------------------------------
+
+
+class DebugFinding(BaseModel):
+    label: str = Field(description="what kind of failure, e.g. http_error, assertion_failed, timeout")
+    confidence: float
+    critical_step: int | None = Field(default=None, description="the step of the cause (replay from here)")
+    critical_seq: int | None = Field(default=None, description="the seq of the causing event")
+    evidence_seqs: list[int] = Field(default_factory=list, description="seqs of the events this finding cites")
+    summary: str
+    signature: str
+
+
+class ReplaySuggestion(BaseModel):
+    from_step: int
+    change: str = Field(description="what to change before replaying from `from_step`")
+
+
+class ToolCallRecord(BaseModel):
+    tool: str = Field(description="the call made: a tool name, or the REST call when no model ran")
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    result_tokens: int = Field(description="estimated tokens of what the call returned")
+    duration_ms: float
+    error: str | None = None
+
+
+class DebugView(BaseModel):
+    trace_id: str
+    short_id: str | None = None
+    status: str | None = None
+    chat_id: str | None = Field(
+        default=None, description="pass back as `chat_id` to ask a follow-up; null when no model answered"
+    )
+    model: str | None = Field(default=None, description="the model that answered; null: analysis without a model")
+    answer: str = Field(description="the answer; without a model, only what the detectors' findings say")
+    findings: list[DebugFinding] = Field(default_factory=list, description="detector findings, best first")
+    evidence: list[EventRow] = Field(
+        default_factory=list, description="the cited events, quoted (secrets masked, payloads cut)"
+    )
+    failure_signature: str | None = None
+    suggested_replay: ReplaySuggestion | None = None
+    incident_id: str | None = Field(default=None, description="the incident this failure is clustered into")
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list, description="the calls made to answer")
+    analyzer_version: str | None = None
     omitted: list[str] = Field(default_factory=list, description="what this answer left out, and how to get it")

@@ -44,6 +44,9 @@ class AppConfig(BaseModel):
     health_path: str = Field(default="/healthz", pattern=r"^/")
     startup_timeout_s: float = Field(default=15.0, gt=0)
     env: dict[str, str] = Field(default_factory=dict, description="added to the inherited environment")
+    promote: bool = Field(
+        default=True, description="promote-fix may commit a replay's source diffs on a new branch of source_dir's repo"
+    )
 
     @field_validator("start_command")
     @classmethod

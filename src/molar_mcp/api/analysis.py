@@ -1,0 +1,164 @@
+"""Analysis and incidents (seed 002 under `/v1`): `POST /v1/traces/{id}/analyze` runs the deterministic
+detectors over all of a trace's events and stores the findings; `GET /v1/traces/{id}/analysis` reads
+them; `GET /v1/incidents` lists the org's failures clustered by signature; `PATCH /v1/incidents/{id}`
+sets an incident's status or owner."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio.to_thread
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from molar_mcp.api.context import api_context, org_of
+from molar_mcp.api.errors import ApiError
+from molar_mcp.debugger.detectors import ANALYZER_VERSION, analyze, failure_signature
+from molar_mcp.debugger.suggest import suggest_replay
+from molar_mcp.models import INCIDENT_STATUSES, Analysis, AnalysisFinding, IncidentUpdate
+from molar_mcp.store.analysis import KEEP, IncidentNotFound
+
+MAX_INCIDENTS_LIMIT = 200
+MAX_PATCH_BYTES = 64 * 1024
+
+
+def _bad(message: str) -> ApiError:
+    return ApiError(400, "bad_request", message)
+
+
+def _query(request: Request, name: str, max_len: int = 200) -> str | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if len(raw) > max_len:
+        raise _bad(f"{name} is longer than {max_len} characters")
+    return raw
+
+
+def _limit(request: Request, default: int = 50) -> int:
+    raw = _query(request, "limit", 12)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_INCIDENTS_LIMIT:
+        raise _bad(f"limit must be an integer between 1 and {MAX_INCIDENTS_LIMIT}, got {raw!r}")
+    return int(raw)
+
+
+def _flag(request: Request, name: str) -> bool:
+    raw = _query(request, name, 8)
+    if raw is None or raw.lower() in ("false", "0"):
+        return False
+    if raw.lower() in ("true", "1"):
+        return True
+    raise _bad(f"{name} must be true or false; got {raw!r}")
+
+
+async def analyze_trace(request: Request) -> JSONResponse:
+    """Run the detectors over every event of the trace and store the findings. A stored analysis made
+    from the same events and status by the same analyzer version is returned as it is (the detectors
+    are deterministic); `?rerun=true` runs them anyway."""
+    ctx = api_context(request)
+    org = org_of(request)
+    trace_ref = request.path_params["trace_id"]
+    rerun = _flag(request, "rerun")
+
+    def run() -> Analysis:
+        subject, stored = ctx.analysis.reusable(org, trace_ref, ANALYZER_VERSION)
+        if stored is not None and not rerun:
+            return stored
+        events = ctx.store.list_events(org, subject.trace_id, limit=max(1, subject.event_count)).events
+        findings = analyze(events, subject.status)
+        return ctx.analysis.save_analysis(
+            org,
+            subject,
+            analyzer_version=ANALYZER_VERSION,
+            findings=[AnalysisFinding.model_validate(f.model_dump()) for f in findings],
+            signature=failure_signature(findings),
+            suggested_replay=suggest_replay(findings),
+        )
+
+    analysis = await anyio.to_thread.run_sync(run)
+    return JSONResponse(analysis.model_dump(mode="json"))
+
+
+async def get_analysis(request: Request) -> JSONResponse:
+    ctx = api_context(request)
+    trace_ref = request.path_params["trace_id"]
+    analysis = await anyio.to_thread.run_sync(ctx.analysis.get_analysis, org_of(request), trace_ref)
+    if analysis is None:
+        raise ApiError(
+            404,
+            "not_analyzed",
+            f"trace {trace_ref!r} has not been analysed yet; POST /v1/traces/{trace_ref}/analyze runs the detectors",
+        )
+    return JSONResponse(analysis.model_dump(mode="json"))
+
+
+async def list_incidents(request: Request) -> JSONResponse:
+    ctx = api_context(request)
+    status = _query(request, "status", 32)
+    if status is not None and status not in INCIDENT_STATUSES:
+        raise _bad(f"status must be one of {', '.join(INCIDENT_STATUSES)}; got {status!r}")
+    limit = _limit(request)
+    cursor = _query(request, "cursor", 200)
+    org = org_of(request)
+    page = await anyio.to_thread.run_sync(
+        lambda: ctx.analysis.list_incidents(org, status=status, limit=limit, cursor=cursor)
+    )
+    return JSONResponse(page.model_dump(mode="json"))
+
+
+async def update_incident(request: Request) -> JSONResponse:
+    ctx = api_context(request)
+    body = await _json_object(request)
+    if "status" in body and body["status"] is None:
+        raise ApiError(422, "validation_error", f"status cannot be null; send one of {', '.join(INCIDENT_STATUSES)}")
+    try:
+        update = IncidentUpdate.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        raise ApiError(422, "validation_error", f"{where}: {err['msg']}") from None
+    if not update.model_fields_set:
+        raise ApiError(422, "validation_error", "send status and/or owner to change")
+    org = org_of(request)
+    incident_id = request.path_params["incident_id"]
+    owner = update.owner if "owner" in update.model_fields_set else KEEP
+    try:
+        incident = await anyio.to_thread.run_sync(
+            lambda: ctx.analysis.update_incident(org, incident_id, status=update.status, owner=owner)
+        )
+    except IncidentNotFound:
+        raise ApiError(
+            404, "not_found", f"no incident {incident_id!r} in this org; GET /v1/incidents lists them"
+        ) from None
+    return JSONResponse(incident.model_dump(mode="json"))
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    if not request.headers.get("content-type", "").lower().startswith("application/json"):
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_PATCH_BYTES:
+            raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_PATCH_BYTES} bytes")
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "bad_request", f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "validation_error", 'send a JSON object such as {"status": "acknowledged"}')
+    return data
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v1/traces/{trace_id}/analyze", analyze_trace, methods=["POST"]),
+        Route("/v1/traces/{trace_id}/analysis", get_analysis, methods=["GET"]),
+        Route("/v1/incidents", list_incidents, methods=["GET"]),
+        Route("/v1/incidents/{incident_id}", update_incident, methods=["PATCH"]),
+    ]

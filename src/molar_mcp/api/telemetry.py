@@ -1,0 +1,88 @@
+"""Request metrics and per-org rate limits (seed 000 "Rate limits"): state the /v1 app carries."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+class Metrics:
+    """The API's metrics, in a registry of its own (no process-wide singletons)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "molar_http_requests", "HTTP requests served", ["method", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "molar_http_request_duration_seconds",
+            "Time to the response's first byte",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
+        self.ingested_traces = Counter(
+            "molar_ingested_traces", "Traces stored (bundles and live)", ["mode"], registry=self.registry
+        )
+        self.ingested_events = Counter(
+            "molar_ingested_events", "Events stored (bundles and live)", ["mode"], registry=self.registry
+        )
+        self.rate_limited = Counter(
+            "molar_rate_limited_requests", "Requests refused with 429", ["limit_class"], registry=self.registry
+        )
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Requests per minute per org and class (seed 000 "Rate limits")."""
+
+    read: int = 600
+    write: int = 120
+    ingest: int = 30
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+@dataclass
+class RateLimiter:
+    """Token buckets per (org, class): `limit` requests a minute, refilled continuously."""
+
+    limits: RateLimits = field(default_factory=RateLimits)
+    clock: Callable[[], float] = time.monotonic
+    _buckets: dict[tuple[str, str], _Bucket] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, org_id: str, limit_class: str) -> float:
+        """Spend one request; return 0 when allowed, else the seconds until one is."""
+        limit: int = getattr(self.limits, limit_class)
+        rate = limit / 60.0
+        now = self.clock()
+        with self._lock:
+            bucket = self._buckets.get((org_id, limit_class))
+            if bucket is None:
+                bucket = self._buckets[(org_id, limit_class)] = _Bucket(float(limit), now)
+            bucket.tokens = min(float(limit), bucket.tokens + (now - bucket.updated) * rate)
+            bucket.updated = now
+            if bucket.tokens >= 1:
+                bucket.tokens -= 1
+                return 0.0
+            return (1 - bucket.tokens) / rate
+
+
+def limit_class(method: str, path: str) -> str | None:
+    """Which limit a request counts against; None for what is never limited (health, signed downloads)."""
+    if not path.startswith("/v1/") or path.startswith("/v1/signed/"):
+        return None
+    if method == "POST" and path == "/v1/traces/ingest":
+        return "ingest"
+    if method in ("GET", "HEAD"):
+        return "read"
+    return "write"

@@ -1,0 +1,190 @@
+"""`debug_run`: why did this run fail — grounded findings with cited events, and a replay to try.
+
+Without a model (today) the answer is the deterministic detectors' findings and the events they cite,
+labelled "Analysis without a model:". With a model (`mcp/debug_model.py`, the debugger chats) the
+model's answer comes beside the same findings and evidence.
+"""
+
+import time
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from molar_mcp.client import ApiClientError, TraceClient
+from molar_mcp.mcp.debug_model import answer_with_model
+from molar_mcp.mcp.debug_render import EVIDENCE_MAX, build_debug_view, cited_seqs, debug_structured
+from molar_mcp.mcp.errors import store_errors
+from molar_mcp.mcp.state import client_of
+from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET, estimate_tokens
+from molar_mcp.mcp.tools.spec import ToolSpec
+from molar_mcp.mcp.views import DebugView, ToolCallRecord
+from molar_mcp.models import Analysis, Event, TraceDetail
+
+SPEC = ToolSpec(
+    name="debug_run",
+    scope="mcp:debug",
+    rest=("POST /v1/traces/{id}/analyze", "POST /v1/traces/{id}/chats", "POST /v1/chats/{id}/messages"),
+)
+
+DESCRIPTION = """Debug one failed run: why did it fail, where, and what to replay.
+
+Runs the deterministic detectors over all of the trace's events and returns findings, best first: a
+label (http_error, assertion_failed, timeout, …), a confidence, the critical step (the cause, which can
+be earlier than the step that failed), and the seqs of the events it cites, quoted (secrets masked).
+Also a suggested replay (from_step and what to change), the calls made, and which model answered:
+without a model the answer only restates the findings, labelled "Analysis without a model".
+
+Call it with a trace_id (short_id or UUID) from list_traces; ask a `question` for a model to answer, and
+pass the returned chat_id back to follow up. Then get_trace(trace_id, step=N) reads the critical step's
+events. Fits a token budget; `omitted` says what was left out and which call returns it."""
+
+TOTAL_STAGES = 3
+WINDOW = 40  # cited seqs this close together are read with one events call
+WINDOW_TRIES = 3
+WINDOW_LIMIT = 200
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class CallLog:
+    """Times each REST call and records it as the `tool_calls` of the answer."""
+
+    def __init__(self) -> None:
+        self.records: list[ToolCallRecord] = []
+
+    async def call(self, tool: str, arguments: dict[str, Any], request: Awaitable[M]) -> M:
+        start = time.perf_counter()
+        try:
+            result = await request
+        except ApiClientError as exc:
+            self._add(tool, arguments, 0, start, f"{exc.status} {exc.error}: {exc.message}")
+            raise
+        self._add(tool, arguments, estimate_tokens(result.model_dump_json()), start, None)
+        return result
+
+    def _add(self, tool: str, arguments: dict[str, Any], tokens: int, start: float, error: str | None) -> None:
+        ms = round((time.perf_counter() - start) * 1000, 1)
+        self.records.append(
+            ToolCallRecord(tool=tool, arguments=arguments, result_tokens=tokens, duration_ms=ms, error=error)
+        )
+
+
+async def debug_run(
+    ctx: Context,
+    trace_id: Annotated[str, Field(min_length=1, max_length=64, description="short_id or UUID of the trace")],
+    question: Annotated[
+        str | None,
+        Field(max_length=2000, description="what to ask about the run, e.g. 'why did step 7 fail?' (needs a model)"),
+    ] = None,
+    chat_id: Annotated[
+        str | None,
+        Field(max_length=64, description="the chat_id of an earlier debug_run answer, to ask a follow-up"),
+    ] = None,
+    max_tokens: Annotated[
+        int, Field(ge=500, le=20000, description="token budget of this answer")
+    ] = DEFAULT_TOKEN_BUDGET,
+) -> Annotated[CallToolResult, DebugView]:
+    client = client_of(ctx)
+    log = CallLog()
+    analysis: Analysis | None = None
+    detail: TraceDetail | None = None
+
+    await ctx.report_progress(0, TOTAL_STAGES, f"Running the detectors over trace {trace_id}")
+    async with store_errors(trace_id=trace_id):
+        # Independent: the analysis, and the trace's header and steps (status, step titles).
+        async def load_analysis() -> None:
+            nonlocal analysis
+            analysis = await log.call("POST /v1/traces/{id}/analyze", {"trace_id": trace_id}, client.analyze(trace_id))
+
+        async def load_detail() -> None:
+            nonlocal detail
+            detail = await log.call("GET /v1/traces/{id}", {"trace_id": trace_id}, client.get_trace(trace_id))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(load_analysis)
+            tg.start_soon(load_detail)
+        assert analysis is not None
+        found = len(analysis.findings)
+        await ctx.report_progress(1, TOTAL_STAGES, f"{found} findings; reading the events they cite")
+        quoted = await quote_events(client, log, analysis.trace_id, cited_seqs(analysis)[:EVIDENCE_MAX])
+
+    async def progress(message: str) -> None:
+        await ctx.report_progress(2, TOTAL_STAGES, message)
+
+    await progress("Asking the model" if question or chat_id else "Writing the answer")
+    async with store_errors(trace_id=trace_id):
+        reply = await answer_with_model(
+            client, trace_id=trace_id, question=question, chat_id=chat_id, analysis=analysis, progress=progress
+        )
+    calls = log.records + (reply.tool_calls if reply is not None else [])
+    view, text = build_debug_view(
+        analysis, detail, quoted, question=question, chat_id=chat_id, tool_calls=calls, budget=max_tokens, reply=reply
+    )
+    await ctx.report_progress(TOTAL_STAGES, TOTAL_STAGES, "Done")
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=debug_structured(view))
+
+
+async def quote_events(client: TraceClient, log: CallLog, trace_id: str, seqs: list[int]) -> dict[int, Event]:
+    """The events with these seqs, read in windows of nearby seqs (one events call each, concurrently).
+
+    The events API pages by position, not by seq. Seqs usually count up from 0 without gaps (position =
+    seq); when they do not, a seq's position is lower than the seq by the gaps before it, so a window
+    that starts late moves back by the difference and tries again (at most `WINDOW_TRIES` calls)."""
+    found: dict[int, Event] = {}
+    windows: list[list[int]] = []
+    for seq in sorted(set(seqs)):
+        if windows and seq - windows[-1][0] < WINDOW:
+            windows[-1].append(seq)
+        else:
+            windows.append([seq])
+
+    async def read(window: list[int]) -> None:
+        lo, hi = window[0], window[-1]
+        offset, slack = lo, 0
+        for _ in range(WINDOW_TRIES):
+            limit = min(hi - lo + 1 + slack, WINDOW_LIMIT)
+            page = await log.call(
+                "GET /v1/traces/{id}/events",
+                {"trace_id": trace_id, "offset": offset, "limit": limit},
+                client.get_events(trace_id, offset=offset, limit=limit),
+            )
+            found.update((e.seq, e) for e in page.events if e.seq in window)
+            if all(seq in found for seq in window):
+                return
+            if not page.events:
+                if offset == 0:
+                    return
+                # Past the end (the trace has fewer events than the seqs suggest): read its last events.
+                offset = max(0, page.total - limit)
+                continue
+            shift = page.events[0].seq - lo
+            if shift <= 0:
+                return  # the window was covered: the seqs not found do not exist
+            offset, slack = max(0, offset - shift), slack + shift
+
+    async with anyio.create_task_group() as tg:
+        for window in windows:
+            tg.start_soon(read, window)
+    return found
+
+
+def register(server: MCPServer[Any]) -> None:
+    server.add_tool(
+        debug_run,
+        name=SPEC.name,
+        title="Debug run",
+        description=DESCRIPTION,
+        annotations=ToolAnnotations(
+            title="Debug run",
+            # It stores the analysis it runs (and links the failure to its incident): not read-only, but
+            # nothing is lost and calling again with the same events changes nothing.
+            read_only_hint=False,
+            destructive_hint=False,
+            idempotent_hint=True,
+            open_world_hint=False,
+        ),
+    )

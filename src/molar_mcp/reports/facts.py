@@ -1,0 +1,308 @@
+"""What a report or the viewer shows of a trace, extracted once from its detail and events (pure).
+
+Every string here is already masked (`models/masking.py`) and cut to a readable length, so the
+markdown and HTML renderers cannot leak a secret by forgetting to mask one field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from molar_mcp.models import ArtifactRef, Event, TraceDetail
+from molar_mcp.models.masking import mask, mask_text
+
+TEXT_CHARS = 500
+VALUE_CHARS = 300
+STEP_EVENTS_MAX = 60
+REQUESTS_MAX = 200
+CONSOLE_MAX = 100
+ERRORS_MAX = 20
+CONSOLE_LEVELS = ("error", "warning", "warn")
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class StepFact:
+    step: int
+    title: str
+    ok: bool | None
+    offset_ms: int | None
+    duration_ms: int | None
+    event_count: int
+    failing: bool
+
+
+@dataclass(frozen=True)
+class EventLine:
+    seq: int
+    step: int | None
+    offset_ms: int | None
+    kind: str
+    ok: bool | None
+    text: str
+
+
+@dataclass(frozen=True)
+class AssertionFact:
+    seq: int
+    step: int | None
+    message: str
+    expected: str | None
+    actual: str | None
+    matcher: str | None
+    selector: str | None
+
+
+@dataclass(frozen=True)
+class RequestFact:
+    seq: int
+    step: int | None
+    method: str
+    url: str
+    status: int | None
+    duration_ms: int | None
+    failed: bool
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class ConsoleFact:
+    seq: int
+    step: int | None
+    level: str
+    text: str
+
+
+@dataclass(frozen=True)
+class TraceFacts:
+    trace_id: str
+    short_id: str
+    title: str
+    scenario: str | None
+    status: str
+    created_at: str
+    duration_ms: int | None
+    code_sha: str | None
+    pr_number: int | None
+    source: str | None
+    failure_signature: str | None
+    event_count: int
+    events_read: int
+    failed_event_count: int
+    steps: list[StepFact]
+    failing_step: StepFact | None
+    failed_assertion: AssertionFact | None
+    errors: list[EventLine]
+    failing_step_events: list[EventLine]
+    failing_step_events_left_out: int
+    requests: list[RequestFact]
+    requests_left_out: int
+    console: list[ConsoleFact]
+    console_left_out: int
+    artifacts: list[ArtifactRef] = field(default_factory=list)
+
+    @property
+    def failed_requests(self) -> list[RequestFact]:
+        return [r for r in self.requests if r.failed]
+
+    @property
+    def console_errors(self) -> list[ConsoleFact]:
+        return [c for c in self.console if c.level == "error"]
+
+
+def seconds(ms: int | None) -> str:
+    return "—" if ms is None else f"{ms / 1000:.2f} s"
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB"):
+        if value < 1024:
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
+def cut(text: str, limit: int = TEXT_CHARS) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def clean(text: str | None, limit: int = TEXT_CHARS) -> str:
+    """Masked and cut: the only way free text enters the facts."""
+    return cut(mask_text(text or ""), limit)
+
+
+def _value(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(mask(value), ensure_ascii=False, sort_keys=True)
+    return clean(text, VALUE_CHARS)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def event_text(ev: Event) -> str:
+    """One line for an event: its message, else what its kind says, else its payload as compact JSON."""
+    p = ev.payload
+    if ev.message:
+        return clean(ev.message)
+    if ev.kind.startswith("network."):
+        method, url, status = p.get("method"), p.get("url"), _int(p.get("status"))
+        text = f"{method or ''} {url or ''}".strip()
+        if status is not None:
+            text += f" → {status}"
+        if text:
+            return clean(text)
+    if ev.kind == "console" and isinstance(p.get("text"), str):
+        return clean(p["text"])
+    if isinstance(p.get("title"), str):
+        return clean(p["title"])
+    return clean(json.dumps(mask(p), ensure_ascii=False, sort_keys=True)) if p else ""
+
+
+def build_facts(detail: TraceDetail, events: Sequence[Event], *, events_total: int | None = None) -> TraceFacts:
+    """Extract the facts of `detail` from `events` (its events in seq order; possibly only the first
+    `len(events)` of `events_total`)."""
+    t0 = events[0].ts if events else None
+    by_step: dict[int, list[Event]] = {}
+    for ev in events:
+        if ev.step is not None:
+            by_step.setdefault(ev.step, []).append(ev)
+
+    failing_number = next((s.step for s in detail.steps if s.ok is False), None)
+    if failing_number is None:
+        failing_number = next((e.step for e in events if e.ok is False and e.step is not None), None)
+
+    steps: list[StepFact] = []
+    for s in detail.steps:
+        evs = by_step.get(s.step, [])
+        first_ts, last_ts = (evs[0].ts, evs[-1].ts) if evs else (None, None)
+        end = next((e for e in reversed(evs) if e.kind == "step.end"), None)
+        duration = _int(end.payload.get("duration_ms")) if end is not None else None
+        if duration is None and first_ts is not None and last_ts is not None:
+            duration = last_ts - first_ts
+        steps.append(
+            StepFact(
+                step=s.step,
+                title=clean(s.title or s.step_id, 200),
+                ok=s.ok,
+                offset_ms=None if first_ts is None or t0 is None else first_ts - t0,
+                duration_ms=duration,
+                event_count=s.event_count,
+                failing=s.step == failing_number,
+            )
+        )
+    failing_step = next((s for s in steps if s.failing), None)
+
+    def line(ev: Event) -> EventLine:
+        offset = None if t0 is None else ev.ts - t0
+        return EventLine(ev.seq, ev.step, offset, ev.kind, ev.ok, event_text(ev))
+
+    failed_assertions = [e for e in events if e.kind == "assertion" and e.ok is False]
+    assertion_ev = next((e for e in failed_assertions if e.step == failing_number), None) or next(
+        iter(failed_assertions), None
+    )
+    assertion = None
+    if assertion_ev is not None:
+        p = assertion_ev.payload
+        assertion = AssertionFact(
+            seq=assertion_ev.seq,
+            step=assertion_ev.step,
+            message=event_text(assertion_ev),
+            expected=_value(p.get("expected")),
+            actual=_value(p.get("actual")),
+            matcher=_value(p.get("matcher")),
+            selector=_value(p.get("selector")),
+        )
+
+    step_events = by_step.get(failing_number, []) if failing_number is not None else []
+    requests, requests_left_out = keep_first(_requests(events), lambda r: r.failed, REQUESTS_MAX)
+    console, console_left_out = keep_first(_console(events), lambda c: c.level == "error", CONSOLE_MAX)
+    return TraceFacts(
+        trace_id=detail.id,
+        short_id=detail.short_id,
+        title=clean(detail.scenario_title or detail.scenario_slug or detail.short_id, 200),
+        scenario=clean(detail.scenario_slug, 200) if detail.scenario_slug else None,
+        status=detail.status,
+        created_at=detail.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        duration_ms=detail.duration_ms,
+        code_sha=clean(detail.code_sha, 64) if detail.code_sha else None,
+        pr_number=detail.pr_number,
+        source=detail.source,
+        failure_signature=clean(detail.failure_signature, 200) if detail.failure_signature else None,
+        event_count=events_total if events_total is not None else detail.event_count,
+        events_read=len(events),
+        failed_event_count=sum(1 for e in events if e.ok is False),
+        steps=steps,
+        failing_step=failing_step,
+        failed_assertion=assertion,
+        errors=[line(e) for e in events if e.kind == "error"][:ERRORS_MAX],
+        failing_step_events=[line(e) for e in step_events[:STEP_EVENTS_MAX]],
+        failing_step_events_left_out=max(0, len(step_events) - STEP_EVENTS_MAX),
+        requests=requests,
+        requests_left_out=requests_left_out,
+        console=console,
+        console_left_out=console_left_out,
+        artifacts=list(detail.artifacts),
+    )
+
+
+def _requests(events: Sequence[Event]) -> list[RequestFact]:
+    """One row per request: its response when there is one, else the request, marked "no response"."""
+    answered = {
+        e.payload.get("request_id")
+        for e in events
+        if e.kind == "network.response" and e.payload.get("request_id") is not None
+    }
+    rows: list[RequestFact] = []
+    for ev in events:
+        p = ev.payload
+        method = clean(str(p.get("method") or ""), 16)
+        url = clean(str(p.get("url") or ev.message or ""), VALUE_CHARS)
+        if ev.kind == "network.response":
+            status = _int(p.get("status"))
+            failed = ev.ok is False or (status is not None and status >= 400)
+            rows.append(RequestFact(ev.seq, ev.step, method, url, status, _int(p.get("duration_ms")), failed))
+        elif ev.kind == "network.request":
+            if p.get("request_id") is None or p.get("request_id") in answered:
+                continue
+            rows.append(
+                RequestFact(ev.seq, ev.step, method, url, None, None, ev.ok is False, note="no response recorded")
+            )
+        elif ev.kind.startswith("network.") and ev.ok is False:
+            rows.append(RequestFact(ev.seq, ev.step, method, url, None, None, True, note=event_text(ev)))
+    return rows
+
+
+def _console(events: Sequence[Event]) -> list[ConsoleFact]:
+    rows: list[ConsoleFact] = []
+    for ev in events:
+        if ev.kind != "console":
+            continue
+        level = str(ev.payload.get("level") or ("error" if ev.ok is False else "log")).lower()
+        if level == "warn":
+            level = "warning"
+        if level in CONSOLE_LEVELS or ev.ok is False:
+            rows.append(ConsoleFact(ev.seq, ev.step, level, event_text(ev)))
+    return rows
+
+
+def keep_first(rows: list[R], important: Callable[[R], bool], limit: int) -> tuple[list[R], int]:
+    """At most `limit` rows in their order, the important ones first to stay (a long trace keeps its
+    failures: they are what the reader came for); and how many were left out."""
+    if len(rows) <= limit:
+        return rows, 0
+    chosen = {i for i, r in enumerate(rows) if important(r)}
+    chosen = set(sorted(chosen)[:limit])
+    for i in range(len(rows)):
+        if len(chosen) >= limit:
+            break
+        chosen.add(i)
+    return [r for i, r in enumerate(rows) if i in chosen], len(rows) - limit

@@ -1,0 +1,106 @@
+"""Operations endpoints and per-org rate limits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx2
+import pytest
+from starlette.applications import Starlette
+
+from molar_mcp.api.app import create_api_app
+from molar_mcp.api.context import ApiContext
+from molar_mcp.api.telemetry import RateLimiter, RateLimits
+from molar_mcp.store import SqliteTraceStore
+from tests.bundles import make_bundle
+
+pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def http(tmp_path: Path, clock: Clock) -> AsyncIterator[httpx2.AsyncClient]:
+    store = SqliteTraceStore(tmp_path / "data")
+    ctx = ApiContext.embedded(store, rate_limits=RateLimits(read=5, write=3, ingest=2))
+    ctx.rate_limiter.clock = clock
+    app: Starlette = create_api_app(ctx)
+    transport = httpx2.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://t") as client:
+        yield client
+    store.close()
+
+
+async def test_reads_past_the_per_minute_limit_get_429_with_retry_after_until_the_bucket_refills(
+    http: httpx2.AsyncClient, clock: Clock
+) -> None:
+    statuses = [(await http.get("/v1/traces")).status_code for _ in range(6)]
+    assert statuses == [200] * 5 + [429]
+    refused = await http.get("/v1/traces")
+    assert refused.json()["error"] == "rate_limited"
+    assert refused.json()["request_id"] == refused.headers["x-request-id"]
+    assert int(refused.headers["retry-after"]) == 12  # one read every 60/5 seconds
+    clock.now += 12
+    assert (await http.get("/v1/traces")).status_code == 200
+
+
+async def test_limits_are_per_org_and_per_class(http: httpx2.AsyncClient) -> None:
+    for _ in range(5):
+        await http.get("/v1/traces")
+    assert (await http.get("/v1/traces")).status_code == 429
+    assert (await http.get("/v1/traces", headers={"x-molar-org": "org_b"})).status_code == 200
+    files = {"bundle": ("b.tar.gz", make_bundle(), "application/gzip")}
+    ingests = [
+        (await http.post("/v1/traces/ingest", data={"scenario_slug": "s"}, files=files)).status_code for _ in range(3)
+    ]
+    assert ingests == [201, 201, 429]
+    assert (await http.get("/healthz")).status_code == 200  # health is never limited
+
+
+async def test_metrics_count_requests_by_route_template_and_ingested_events(http: httpx2.AsyncClient) -> None:
+    files = {"bundle": ("b.tar.gz", make_bundle(), "application/gzip")}
+    created = (await http.post("/v1/traces/ingest", data={"scenario_slug": "s"}, files=files)).json()
+    await http.get(f"/v1/traces/{created['trace_id']}")
+    text = (await http.get("/metrics")).text
+    assert 'molar_http_requests_total{method="GET",route="/v1/traces/{trace_id}",status="200"} 1.0' in text
+    assert 'molar_ingested_events_total{mode="bundle"} 30.0' in text
+    assert "molar_http_request_duration_seconds_bucket" in text
+
+
+async def test_readyz_reports_ready_when_the_store_answers(http: httpx2.AsyncClient) -> None:
+    response = await http.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready"}
+
+
+async def test_readyz_is_503_and_names_the_problem_when_the_store_is_gone(tmp_path: Path) -> None:
+    store = SqliteTraceStore(tmp_path / "data")
+    app = create_api_app(ApiContext.embedded(store))
+    store.close()
+    transport = httpx2.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert "store" in response.json()["problems"]
+
+
+def test_rate_limit_specs_parse_and_reject_nonsense() -> None:
+    from molar_mcp.cli import parse_rate_limits
+
+    assert parse_rate_limits("read=10,ingest=2") == RateLimits(read=10, write=120, ingest=2)
+    for bad in ("read=0", "reads=5", "read", "read=x"):
+        with pytest.raises(ValueError, match="rate"):
+            parse_rate_limits(bad)
+    assert isinstance(RateLimiter().limits, RateLimits)
