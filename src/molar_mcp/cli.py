@@ -212,6 +212,16 @@ def cmd_retention(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_signing_rotate(args: argparse.Namespace) -> int:
+    from molar_mcp.store.signing import UrlSigner
+
+    signer = UrlSigner(_data_dir(args.data_dir) / "signing-keys.json")
+    kid = signer.rotate(keep=args.keep)
+    kept = "every older signed URL is now invalid" if args.keep == 1 else f"keeping {args.keep - 1} older key(s)"
+    print(f"signing key {kid} is now used for new URLs; {kept}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="molar-mcp", description="Traces of test and agent runs, for AI agents.")
     parser.add_argument("--version", action="version", version=f"molar-mcp {__version__}")
@@ -254,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--warm-days", type=float, default=7, help="age after which a trace is warm (default 7)")
     run.add_argument("--cold-days", type=float, default=30, help="age after which its events are archived (30)")
     run.set_defaults(func=cmd_retention)
+
+    signing = sub.add_parser("signing", help="the key that signs artifact URLs")
+    signing_sub = signing.add_subparsers(dest="signing_command", required=True)
+    rotate = signing_sub.add_parser("rotate", help="sign new URLs with a new key")
+    rotate.add_argument("--data-dir")
+    rotate.add_argument("--keep", type=int, default=2, help="keys kept in all, newest first (1 revokes older URLs)")
+    rotate.set_defaults(func=cmd_signing_rotate)
 
     manifest = sub.add_parser("manifest", help="print the capability manifest")
     manifest.add_argument("-o", "--output", default="-")

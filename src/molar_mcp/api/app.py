@@ -6,7 +6,20 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from molar_mcp.api import analysis, blobs, live, ops, tiers, traces
+from molar_mcp.api import (
+    analysis,
+    blobs,
+    exports,
+    live,
+    openapi,
+    ops,
+    replays,
+    report,
+    sharing,
+    tiers,
+    traces,
+    viewer,
+)
 from molar_mcp.api.context import ApiContext
 from molar_mcp.api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware
 from molar_mcp.api.ops import OpsMiddleware
@@ -15,11 +28,17 @@ from molar_mcp.api.ops import OpsMiddleware
 def api_routes() -> list[Route]:
     return [
         *ops.routes(),
+        *openapi.routes(),
+        *replays.routes(),  # before traces: `/v1/traces/diff` is not a trace id
         *traces.routes(),
         *live.routes(),
         *blobs.routes(),
+        *exports.routes(),
         *analysis.routes(),
         *tiers.routes(),
+        *sharing.routes(),
+        *report.routes(),
+        *viewer.routes(),
     ]
 
 

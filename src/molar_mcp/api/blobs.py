@@ -12,6 +12,8 @@ from starlette.routing import Route
 
 from molar_mcp.api.context import ApiContext, api_context, org_of
 from molar_mcp.api.errors import ApiError
+from molar_mcp.api.exports import export_urls
+from molar_mcp.api.openapi import Param, documented, string
 from molar_mcp.models import ArtifactRef, TraceDetail
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -25,7 +27,7 @@ def blob_path(trace_id: str, sha256: str) -> str:
 
 def signed_urls(ctx: ApiContext, request: Request, detail: TraceDetail) -> dict[str, str]:
     base = str(request.base_url).rstrip("/")
-    urls: dict[str, str] = {}
+    urls: dict[str, str] = export_urls(ctx, base, detail)
     for artifact in detail.artifacts:
         if artifact.kind in SIGNED_KINDS and artifact.kind not in urls:
             urls[artifact.kind] = base + ctx.signer.sign(blob_path(detail.id, artifact.sha256), detail.org_id)
@@ -46,6 +48,7 @@ def _sha(request: Request) -> str:
     return sha
 
 
+@documented(summary="Redirect (302) to a signed, expiring URL of an artifact", status=302, errors=(400, 404))
 async def redirect_to_blob(request: Request) -> Response:
     ctx = api_context(request)
     sha = _sha(request)
@@ -55,6 +58,12 @@ async def redirect_to_blob(request: Request) -> Response:
     return RedirectResponse(base + ctx.signer.sign(blob_path(detail.id, sha), detail.org_id), status_code=302)
 
 
+@documented(
+    summary="Download an artifact through a signed URL (Range requests supported)",
+    media_type="application/octet-stream",
+    query=[Param(n, string(), required=True) for n in ("org", "exp", "kid", "sig")],
+    errors=(400, 403, 404),
+)
 async def signed_blob(request: Request) -> Response:
     ctx = api_context(request)
     sha = _sha(request)

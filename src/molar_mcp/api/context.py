@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,10 +12,15 @@ from starlette.requests import Request
 from molar_mcp.api.bus import LiveBus
 from molar_mcp.api.errors import ApiError
 from molar_mcp.api.telemetry import Metrics, RateLimiter, RateLimits
+from molar_mcp.demo.config import DEMO_APP_NAME, demo_app_config
 from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES
+from molar_mcp.replay.apps import AppConfig
+from molar_mcp.replay.service import ReplayService
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceStore
 from molar_mcp.store.analysis import SqliteAnalysisStore
 from molar_mcp.store.live import LiveTraces
+from molar_mcp.store.replays import ReplayStore
+from molar_mcp.store.sharing import SqliteSharingStore
 from molar_mcp.store.signing import UrlSigner
 from molar_mcp.store.tiers import SqliteTiers
 
@@ -30,9 +36,11 @@ class ApiContext:
     bus: LiveBus
     tiers: SqliteTiers
     analysis: SqliteAnalysisStore
+    sharing: SqliteSharingStore
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
     metrics: Metrics = field(default_factory=Metrics)
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
+    replays: ReplayService | None = None  # Layer 2 replay (api/replays.py); None: not offered
 
     @classmethod
     def embedded(
@@ -41,6 +49,7 @@ class ApiContext:
         *,
         max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
         rate_limits: RateLimits | None = None,
+        apps: Mapping[str, AppConfig] | None = None,
     ) -> ApiContext:
         """The context of the embedded store: its signer, blob files, live ingest and bus."""
         return cls(
@@ -51,8 +60,13 @@ class ApiContext:
             bus=LiveBus(),
             tiers=SqliteTiers(store.db, store.blobs),
             analysis=SqliteAnalysisStore(store.db),
+            sharing=SqliteSharingStore(store.db),
             max_bundle_bytes=max_bundle_bytes,
             rate_limiter=RateLimiter(rate_limits or RateLimits()),
+            # The apps a replay can run (per-app source dir, start command, health URL); the demo shop by default.
+            replays=ReplayService(
+                store, ReplayStore(store.db), apps if apps is not None else {DEMO_APP_NAME: demo_app_config()}
+            ),
         )
 
     def blob_file(self, sha256: str) -> Path:

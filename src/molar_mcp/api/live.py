@@ -20,8 +20,9 @@ from starlette.routing import Route
 from molar_mcp.api.bus import Published
 from molar_mcp.api.context import api_context, org_of
 from molar_mcp.api.errors import ApiError
+from molar_mcp.api.openapi import Param, documented, integer, string
 from molar_mcp.debugger.detectors import analyze, failure_signature
-from molar_mcp.models import TRACE_SOURCES, Event
+from molar_mcp.models import TRACE_SOURCES, AppendResponse, Event, LiveTrace, TraceDetail
 from molar_mcp.store.live import IncomingEvent, TraceNotRunning
 
 MAX_BATCH = 1000
@@ -42,6 +43,12 @@ class CreateTrace(BaseModel):
 
 class IncomingEventBody(Event):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class AppendBody(BaseModel):
+    """A batch; a single event object (IncomingEventBody) is accepted too."""
+
+    events: list[IncomingEventBody] = Field(max_length=MAX_BATCH)
 
 
 class FinishTrace(BaseModel):
@@ -75,6 +82,13 @@ def _validation_message(exc: ValidationError) -> str:
     return f"{where}: {err['msg']}"
 
 
+@documented(
+    summary="Start a running trace (live ingest)",
+    body=CreateTrace,
+    response=LiveTrace,
+    status=201,
+    errors=(400, 413, 415, 422),
+)
 async def create_trace(request: Request) -> JSONResponse:
     ctx = api_context(request)
     try:
@@ -97,6 +111,12 @@ async def create_trace(request: Request) -> JSONResponse:
     return JSONResponse({"id": trace_id, "short_id": short_id, "status": "running"}, status_code=201)
 
 
+@documented(
+    summary="Append one event or a batch {events: [...]}: valid events are kept, the others reported",
+    body=AppendBody,
+    response=AppendResponse,
+    errors=(400, 404, 409, 413, 415, 422),
+)
 async def append_events(request: Request) -> JSONResponse:
     ctx = api_context(request)
     raw = await _json_body(request)
@@ -157,6 +177,12 @@ async def _canonical_id(request: Request, trace_ref: str) -> str:
     return detail.id
 
 
+@documented(
+    summary="Finish a running trace: fixes status, duration and failure signature",
+    body=FinishTrace,
+    response=TraceDetail,
+    errors=(400, 404, 409, 415, 422),
+)
 async def finish_trace(request: Request) -> JSONResponse:
     ctx = api_context(request)
     try:
@@ -196,6 +222,16 @@ def _sse(ev: Event) -> ServerSentEvent:
     return ServerSentEvent(data=ev.model_dump_json(exclude_none=True), id=str(ev.seq))
 
 
+@documented(
+    summary="Follow a trace as Server-Sent Events: backfill after Last-Event-ID / after_seq, then live",
+    media_type="text/event-stream",
+    query=[
+        Param("after_seq", integer(), "resume after this seq (same as Last-Event-ID)"),
+        Param("live", integer(0, 1), "accepted for Guard ingest compatibility"),
+        Param("Last-Event-ID", string(), where="header"),
+    ],
+    errors=(400, 404, 409),
+)
 async def stream(request: Request) -> Response:
     ctx = api_context(request)
     org = org_of(request)

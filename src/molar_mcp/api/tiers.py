@@ -6,12 +6,14 @@ import logging
 import math
 
 import anyio.to_thread
+from pydantic import BaseModel
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from molar_mcp.api.context import api_context, org_of
+from molar_mcp.api.openapi import documented
 
 log = logging.getLogger("molar_mcp.api")
 
@@ -19,6 +21,12 @@ log = logging.getLogger("molar_mcp.api")
 RESTORE_BYTES_PER_SECOND = 20 * 1024 * 1024
 
 
+class RestoreStatus(BaseModel):
+    status: str
+    eta_seconds: int
+
+
+@documented(summary="Bring a cold trace back hot (202 while restoring)", response=RestoreStatus, status=202)
 async def restore(request: Request) -> JSONResponse:
     ctx = api_context(request)
     org = org_of(request)

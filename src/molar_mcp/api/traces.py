@@ -16,8 +16,17 @@ from starlette.types import Message
 from molar_mcp.api.blobs import signed_urls
 from molar_mcp.api.context import api_context, org_of
 from molar_mcp.api.errors import ApiError
+from molar_mcp.api.openapi import Param, documented, integer, string
 from molar_mcp.ingest import Overrides, ingest_bundle
-from molar_mcp.models import TRACE_SOURCES, TRACE_STATUSES, TRACE_TIERS, IngestResponse
+from molar_mcp.models import (
+    TRACE_SOURCES,
+    TRACE_STATUSES,
+    TRACE_TIERS,
+    EventsResponse,
+    IngestResponse,
+    TraceDetail,
+    TraceListResponse,
+)
 from molar_mcp.store import TraceQuery
 
 MAX_LIST_LIMIT = 200
@@ -114,6 +123,25 @@ def trace_query_from(request: Request) -> TraceQuery:
     return query
 
 
+@documented(
+    summary="List traces, newest first, with filters",
+    response=TraceListResponse,
+    query=[
+        Param("scenario_id", string(fmt="uuid")),
+        Param("scenario", string(), "scenario slug"),
+        Param("status", string(TRACE_STATUSES)),
+        Param("source", string(TRACE_SOURCES)),
+        Param("signature", string(), "exact failure signature"),
+        Param("tier", string(TRACE_TIERS)),
+        Param("commit", string(), "code sha or its prefix"),
+        Param("q", string(), "full-text search"),
+        Param("from", string(fmt="date-time")),
+        Param("to", string(fmt="date-time")),
+        Param("limit", integer(1, MAX_LIST_LIMIT, 50)),
+        Param("cursor", string(), "next_cursor of the previous page"),
+    ],
+    errors=(400,),
+)
 async def list_traces(request: Request) -> JSONResponse:
     ctx = api_context(request)
     query = trace_query_from(request)
@@ -121,6 +149,7 @@ async def list_traces(request: Request) -> JSONResponse:
     return JSONResponse(page.model_dump(mode="json"))
 
 
+@documented(summary="Get a trace (by UUID or short id), with signed artifact URLs", response=TraceDetail)
 async def get_trace(request: Request) -> JSONResponse:
     ctx = api_context(request)
     detail = await anyio.to_thread.run_sync(ctx.store.get_trace, org_of(request), request.path_params["trace_id"])
@@ -129,6 +158,18 @@ async def get_trace(request: Request) -> JSONResponse:
     return JSONResponse(detail.model_dump(mode="json"))
 
 
+@documented(
+    summary="A slice of a trace's ordered events",
+    response=EventsResponse,
+    query=[
+        Param("step", string(), "step number or step id"),
+        Param("kind", string(), "event kind, or a family such as 'network'"),
+        Param("ok", {"type": "boolean"}),
+        Param("limit", integer(1, MAX_EVENTS_LIMIT, 100)),
+        Param("offset", integer(0, default=0)),
+    ],
+    errors=(400, 404, 409),
+)
 async def list_events(request: Request) -> JSONResponse:
     ctx = api_context(request)
     step = _str_param(request, "step", 128)
@@ -147,6 +188,19 @@ async def list_events(request: Request) -> JSONResponse:
     return JSONResponse(await anyio.to_thread.run_sync(run))
 
 
+@documented(
+    summary="Ingest a Molar bundle (zip or tar.gz; docs/bundle-format.md)",
+    response=IngestResponse,
+    status=201,
+    multipart={
+        "bundle": {"type": "string", "format": "binary", "x-required": True},
+        "scenario_slug": {"type": "string", "x-required": True},
+        "source": {"type": "string", "enum": list(TRACE_SOURCES)},
+        "commit_sha": {"type": "string"},
+        "pr_number": {"type": "integer"},
+    },
+    errors=(400, 413, 415, 422),
+)
 async def ingest(request: Request) -> JSONResponse:
     ctx = api_context(request)
     limit = ctx.max_bundle_bytes

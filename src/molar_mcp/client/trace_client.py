@@ -178,6 +178,10 @@ class TraceClient:
             raise ApiClientError(response.status_code, "bad_response", "the blob endpoint did not redirect")
         return location
 
+    async def get_report(self, trace_id: str) -> str:
+        """The forensic markdown report of a trace (`GET /v1/traces/{id}/report.md`), secrets masked."""
+        return (await self._send("GET", f"/v1/traces/{_segment(trace_id)}/report.md")).text
+
     async def fetch_signed(self, url: str) -> tuple[bytes, str]:
         """Download a signed URL the API handed out; return `(content, content_type)`."""
         response = await self._send("GET", url)

@@ -138,7 +138,7 @@ async def advance(
     if not result.tool_calls:
         return Answered(result.text)
     if not request.tools:  # the last turn, and the model still wants tools: stop here
-        gave_up = f"The model still wanted tools after {request.turn} turns and gave no answer; ask a narrower question."
+        gave_up = f"The model still wanted tools after {request.turn} turns and gave no answer; ask something narrower."
         return Answered(result.text or gave_up)
     messages = [*request.messages, TurnMessage(role="assistant", content=result.text, tool_calls=result.tool_calls)]
     offered = {t.name for t in request.tools}

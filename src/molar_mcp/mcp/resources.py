@@ -7,6 +7,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from molar_mcp.client import ApiClientError, NotFoundError
+from molar_mcp.mcp.masking import mask_text
 from molar_mcp.mcp.render import build_trace_view, event_row
 from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
@@ -14,6 +15,9 @@ from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
 TRACE_URI = "molar://traces/{trace_id}"
 EVENTS_URI = "molar://traces/{trace_id}/events{?step,kind,ok,offset,limit}"
 BLOB_URI = "molar://traces/{trace_id}/blobs/{sha256}"
+REPORT_URI = "molar://traces/{trace_id}/report.md"
+INCIDENTS_URI = "molar://incidents/{org_id}{?status,cursor}"
+INCIDENTS_PAGE = 50
 EVENTS_PAGE_MAX = 200
 BLOB_INLINE_MAX = 1024 * 1024
 
@@ -97,6 +101,51 @@ async def blob_resource(trace_id: str, sha256: str, ctx: Context) -> bytes | str
     return content
 
 
+async def report_resource(trace_id: str, ctx: Context) -> str:
+    """The forensic markdown report of a trace: summary, timeline, failing step, network and console
+    errors, artifacts (masked; the same text as `GET /v1/traces/{id}/report.md`)."""
+    try:
+        return await client_of(ctx).get_report(trace_id)
+    except ApiClientError as exc:
+        raise _resource_error(exc, f"molar://traces/{trace_id}/report.md") from exc
+
+
+async def incidents_resource(org_id: str, ctx: Context, status: str | None = None, cursor: str | None = None) -> str:
+    """The org's incidents (failures clustered by signature), open ones unless `status` says otherwise
+    (`all` for every status), most recently seen first, one bounded page with the cursor of the next."""
+    uri = f"molar://incidents/{org_id}"
+    wanted = "open" if status is None else status
+    if wanted not in ("open", "acknowledged", "resolved", "muted", "all"):
+        raise ResourceError(f"{uri}: status is open, acknowledged, resolved, muted or all")
+    try:
+        page = await client_of(ctx).list_incidents(
+            status=None if wanted == "all" else wanted, limit=INCIDENTS_PAGE, cursor=cursor
+        )
+    except ApiClientError as exc:
+        raise ResourceError(f"{uri}: {exc.message}") from exc
+    # One org per credential until authentication lands: the API says which org the caller acts in,
+    # and another org's incidents do not exist for it (no hint of whether that org does).
+    if page.org_id != org_id:
+        raise ResourceNotFoundError(f"{uri}: no such org for this credential; read molar://incidents/{page.org_id}")
+    items = [
+        {
+            **i.model_dump(mode="json", exclude_none=True),
+            "title": mask_text(i.title),
+            "signature": mask_text(i.signature),
+        }
+        for i in page.items
+    ]
+    body: dict[str, Any] = {
+        "org_id": page.org_id,
+        "status": wanted,
+        "incidents": items,
+        "next_cursor": page.next_cursor,
+    }
+    if page.next_cursor:
+        body["more"] = f"read {uri}?status={wanted}&cursor={page.next_cursor} for the next page"
+    return json.dumps(body, ensure_ascii=False)
+
+
 def register(server: MCPServer[Any]) -> None:
     server.resource(
         BLOB_URI,
@@ -119,3 +168,19 @@ def register(server: MCPServer[Any]) -> None:
         description="A page of a trace's ordered events; filter by step, kind, ok; page with offset/limit.",
         mime_type="application/json",
     )(events_resource)
+    server.resource(
+        REPORT_URI,
+        name="trace-report",
+        title="Trace report",
+        description="A trace's forensic report (markdown): summary, timeline, failing step, network and "
+        "console errors, artifacts.",
+        mime_type="text/markdown",
+    )(report_resource)
+    server.resource(
+        INCIDENTS_URI,
+        name="incidents",
+        title="Incidents",
+        description="An org's failures clustered by signature (open ones unless status= says otherwise), "
+        "newest first, with trace counts and the latest trace; page with cursor.",
+        mime_type="application/json",
+    )(incidents_resource)

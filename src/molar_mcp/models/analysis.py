@@ -62,6 +62,7 @@ class Incident(BaseModel):
 
 
 class IncidentListResponse(BaseModel):
+    org_id: str = Field(description="the org the caller acts in: every incident listed is this org's")
     items: list[Incident]
     next_cursor: str | None = None
 

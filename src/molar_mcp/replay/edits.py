@@ -33,8 +33,10 @@ def touched_paths(diff: str, *, label: str) -> list[PurePosixPath]:
     olds = [_header_path(line) for line in lines if line.startswith("--- ")]
     news = [_header_path(line) for line in lines if line.startswith("+++ ")]
     named = [p for p in (*olds, *news) if p is not None]
-    prefixed = bool(named) and all(p.startswith("a/") for p in filter(None, olds)) and all(
-        p.startswith("b/") for p in filter(None, news)
+    prefixed = (
+        bool(named)
+        and all(p.startswith("a/") for p in filter(None, olds))
+        and all(p.startswith("b/") for p in filter(None, news))
     )
     paths: list[PurePosixPath] = []
     for raw in named:

@@ -29,8 +29,13 @@ class _GitFailed(Exception):
 def _git(args: Sequence[str], cwd: Path, *, check: bool = True) -> str:
     env = {key: value for key, value in os.environ.items() if key not in _GIT_ENV_DROP}
     try:
-        done = subprocess.run(  # noqa: S603 - fixed argv; user text goes in as separate arguments
-            ["git", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=60
+        done = subprocess.run(  # noqa: S603 - fixed argv, git from PATH as apps.py runs it
+            ["git", *args],  # noqa: S607
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
         )
     except FileNotFoundError:
         raise _GitFailed("git is not on PATH") from None
@@ -55,7 +60,9 @@ def promote_fix(
     attempt = str(uuid.uuid4())
 
     def result(status: str, message: str, **extra: str | None) -> PromoteFixResult:
-        return PromoteFixResult.model_validate({"mender_attempt_id": attempt, "status": status, "message": message, **extra})
+        return PromoteFixResult.model_validate(
+            {"mender_attempt_id": attempt, "status": status, "message": message, **extra}
+        )
 
     if not app.promote:
         return result(
@@ -75,7 +82,9 @@ def promote_fix(
     relative = source.relative_to(top)
     branch = f"{BRANCH_PREFIX}{replay_id[:8]}"
     if _git(["branch", "--list", branch], top):
-        return result("failed", f"branch {branch} already exists in {top}; delete it to promote again", repository=str(top))
+        return result(
+            "failed", f"branch {branch} already exists in {top}; delete it to promote again", repository=str(top)
+        )
     body = f"Replay {replay_id} of trace {trace_short_id} passed with this change.\n\nPromoted by molar-mcp."
     with tempfile.TemporaryDirectory(prefix="molar-promote-") as tmp:
         worktree = Path(tmp) / "worktree"
@@ -87,7 +96,9 @@ def promote_fix(
         try:
             for label, diff in source_diffs:
                 apply_unified_diff(worktree / relative, diff, label=label)
-            identity: tuple[str, ...] = () if _git(["config", "user.email"], worktree, check=False) else _FALLBACK_IDENTITY
+            identity: tuple[str, ...] = (
+                () if _git(["config", "user.email"], worktree, check=False) else _FALLBACK_IDENTITY
+            )
             _git(["add", "--all", "."], worktree)
             _git([*identity, "commit", "--quiet", "--no-verify", "-m", summary, "-m", body], worktree)
             sha = _git(["rev-parse", "HEAD"], worktree)

@@ -22,7 +22,7 @@ from molar_mcp.models import ArtifactRef, Event
 from molar_mcp.replay.apps import AppConfig, running_app
 from molar_mcp.replay.edits import SCENARIO_FILE
 from molar_mcp.replay.runner import run_scenario
-from molar_mcp.replay.scenario import Scenario
+from molar_mcp.replay.scenario import Scenario, parse_scenario
 from molar_mcp.store.port import NewTrace, TraceStore
 from molar_mcp.store.replays import ReplayStore
 
@@ -156,3 +156,12 @@ async def record_scenarios(
         for index, (scenario, text) in enumerate(items):
             tg.start_soon(one, index, scenario, text)
     return [r for r in results if r is not None]
+
+
+def scenario_files(paths: Sequence[Path]) -> list[tuple[Scenario, str]]:
+    """Parse scenario files, keeping each one's text (what a replay re-runs and edits)."""
+    items: list[tuple[Scenario, str]] = []
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        items.append((parse_scenario(text, source=path.name), text))
+    return items

@@ -44,6 +44,7 @@ padding:5px 6px;border-bottom:1px solid #eaeef2}
 .mark{font-weight:700;text-align:center}
 .ok .mark{color:#1a7f37}.failed .mark{color:#cf222e}.unknown .mark{color:#8c959f}
 .num,.time,.count{color:#57606a;text-align:right}
+.num{padding-right:14px}
 table{width:100%;border-collapse:collapse}
 th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eaeef2;vertical-align:top}
 th{font-size:12px;color:#57606a;font-weight:600}
@@ -52,7 +53,8 @@ td.url{word-break:break-all}
 tr.failed td{background:#ffebe9}
 tr.failed td.status{color:#cf222e;font-weight:700}
 .level-error{color:#cf222e;font-weight:700}.level-warning{color:#9a6700;font-weight:600}
-.events{margin:8px 0 4px 72px;width:auto}
+.timeline li.detail{display:block;padding:4px 0 10px;background:#fff}
+.events{margin:0 0 0 72px;width:calc(100% - 72px)}
 ul.artifacts{list-style:none;margin:0;padding:0;display:flex;flex-wrap:wrap;gap:12px}
 .artifacts li{border:1px solid #d0d7de;border-radius:6px;padding:8px 10px;min-width:200px}
 .artifacts img{display:block;max-width:320px;max-height:200px;margin-top:6px;border:1px solid #d0d7de}
@@ -185,7 +187,9 @@ def _timeline(f: TraceFacts, *, compact: bool) -> str:
     for s in f.steps:
         items.append(_step_item(s))
         if s.failing and not compact and f.failing_step_events:
-            items.append(f"<li>{_events_table(f.failing_step_events, f.failing_step_events_left_out)}</li>")
+            items.append(
+                f'<li class="detail">{_events_table(f.failing_step_events, f.failing_step_events_left_out)}</li>'
+            )
     failed = sum(1 for s in f.steps if s.ok is False)
     return (
         f'<section id="steps"><h2>Steps <span class="muted">({len(f.steps)}, {failed} failed)</span></h2>'

@@ -88,7 +88,7 @@ def _summary(f: TraceFacts) -> list[str]:
     out += [f"| {name} | {value} |" for name, value in rows if value]
     out.append("")
     if f.failing_step is not None:
-        line = f"Failed at step {f.failing_step.step}, {md_escape(f.failing_step.title)}"
+        line = f"Failed at step {f.failing_step.step} ({md_escape(f.failing_step.title)})"
         if f.failed_assertion is not None:
             line += f": {md_code(f.failed_assertion.message)}"
         elif f.errors:
@@ -118,9 +118,16 @@ def _failing(f: TraceFacts) -> list[str]:
     out = [f"## Failing step {step.step}: {md_escape(step.title)}", ""]
     a = f.failed_assertion
     if a is not None:
-        out.append(f"**Assertion failed** (seq {a.seq}{'' if a.step is None else f', step {a.step}'}): {md_code(a.message)}")
+        out.append(
+            f"**Assertion failed** (seq {a.seq}{'' if a.step is None else f', step {a.step}'}): {md_code(a.message)}"
+        )
         out.append("")
-        for name, value in (("Expected", a.expected), ("Actual", a.actual), ("Matcher", a.matcher), ("Selector", a.selector)):
+        for name, value in (
+            ("Expected", a.expected),
+            ("Actual", a.actual),
+            ("Matcher", a.matcher),
+            ("Selector", a.selector),
+        ):
             if value is not None:
                 out.append(f"- {name}: {md_code(value)}")
         out.append("")
@@ -131,7 +138,10 @@ def _failing(f: TraceFacts) -> list[str]:
     out += ["**Events of the step**", "", "| seq | time | kind | ok | detail |", "|---:|---:|---|:-:|---|"]
     for e in f.failing_step_events:
         time = "—" if e.offset_ms is None else "+" + seconds(e.offset_ms)
-        out.append(f"| {e.seq} | {time} | {md_code(e.kind, in_table=True)} | {_mark(e.ok)} | {md_code(e.text, in_table=True)} |")
+        out.append(
+            f"| {e.seq} | {time} | {md_code(e.kind, in_table=True)} | {_mark(e.ok)}"
+            f" | {md_code(e.text, in_table=True)} |"
+        )
     if f.failing_step_events_left_out:
         out += ["", f"{f.failing_step_events_left_out} more events of this step are left out."]
     return [*out, ""]
@@ -148,7 +158,8 @@ def _network(f: TraceFacts) -> list[str]:
         duration = "—" if r.duration_ms is None else f"{r.duration_ms} ms"
         step = "" if r.step is None else str(r.step)
         out.append(
-            f"| {r.seq} | {step} | {md_code(r.method, in_table=True)} | {md_code(r.url, in_table=True)} | {status} | {duration} |"
+            f"| {r.seq} | {step} | {md_code(r.method, in_table=True)} | {md_code(r.url, in_table=True)}"
+            f" | {status} | {duration} |"
         )
     return [*out, ""]
 

@@ -209,7 +209,8 @@ class SqliteAnalysisStore:
         self, org_id: str, *, status: str | None = None, limit: int = 50, cursor: str | None = None
     ) -> IncidentListResponse:
         """The org's incidents, most recently seen first; `next_cursor` continues the list."""
-        where, args = ["org_id = ?"], [org_id]
+        where = ["org_id = ?"]
+        args: list[Any] = [org_id]
         if status is not None:
             where.append("status = ?")
             args.append(status)
@@ -226,7 +227,7 @@ class SqliteAnalysisStore:
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = _encode_cursor(rows[-1][9], rows[-1][10]) if more and rows else None
-        return IncidentListResponse(items=[_incident(r) for r in rows], next_cursor=next_cursor)
+        return IncidentListResponse(org_id=org_id, items=[_incident(r) for r in rows], next_cursor=next_cursor)
 
     def get_incident(self, org_id: str, incident_id: str) -> Incident:
         with self.db.read() as conn:

@@ -264,7 +264,9 @@ class ReplayStore:
 
     def get(self, org_id: str, replay_id: str) -> ReplayRecord:
         with self.db.read() as conn:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM replays WHERE id = ? AND org_id = ?", (replay_id, org_id)).fetchone()
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM replays WHERE id = ? AND org_id = ?", (replay_id, org_id)
+            ).fetchone()
         if row is None:
             raise ReplayNotFound(replay_id)
         return self._settled(_record(row))

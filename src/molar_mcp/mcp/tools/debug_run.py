@@ -115,7 +115,7 @@ async def debug_run(
     async def progress(message: str) -> None:
         await ctx.report_progress(2, TOTAL_STAGES, message)
 
-    await progress("Asking the model" if question or chat_id else "Writing the answer")
+    await progress("Asking a model, if one is configured")
     async with store_errors(trace_id=trace_id):
         reply = await answer_with_model(
             client, trace_id=trace_id, question=question, chat_id=chat_id, analysis=analysis, progress=progress

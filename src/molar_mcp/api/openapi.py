@@ -1,0 +1,179 @@
+"""`GET /openapi.json`: the OpenAPI 3.1 document of the /v1 API, generated from the app's own route
+table and the pydantic models the handlers serve, so it cannot drift from what runs.
+
+A handler declares what it takes and returns with `@documented(...)`; a route without a declaration
+still appears, with its docstring's first line and a generic answer, so nothing served is missing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from molar_mcp import __version__
+from molar_mcp.models import ErrorBody
+
+F = TypeVar("F", bound=Callable[..., Any])
+_PATH_PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::[a-z]+)?}")
+_ERROR_TEXT = {
+    400: "Invalid query parameter or body",
+    401: "Unauthenticated",
+    403: "Wrong org or insufficient scope",
+    404: "Not found in this org",
+    409: "Conflict (e.g. the trace is cold, finished, or the seq is taken)",
+    410: "Gone (the share expired)",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Validation error",
+    429: "Rate limit or debugger budget exhausted (Retry-After)",
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    schema: dict[str, Any]
+    description: str = ""
+    where: Literal["query", "header"] = "query"
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Doc:
+    summary: str
+    response: type[BaseModel] | None = None
+    status: int = 200
+    body: type[BaseModel] | None = None
+    multipart: dict[str, dict[str, Any]] | None = None
+    media_type: str = "application/json"
+    query: Sequence[Param] = ()
+    errors: Sequence[int] = (400, 404)
+    tags: Sequence[str] = ("trace",)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def documented(**kwargs: Any) -> Callable[[F], F]:
+    """Attach the OpenAPI description of a handler (see `Doc`)."""
+
+    def mark(fn: F) -> F:
+        fn.__openapi__ = Doc(**kwargs)  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def string(enum: Sequence[str] | None = None, fmt: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if enum:
+        schema["enum"] = list(enum)
+    if fmt:
+        schema["format"] = fmt
+    return schema
+
+
+def integer(minimum: int | None = None, maximum: int | None = None, default: int | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer"}
+    for key, value in (("minimum", minimum), ("maximum", maximum), ("default", default)):
+        if value is not None:
+            schema[key] = value
+    return schema
+
+
+class _Schemas:
+    def __init__(self) -> None:
+        self.components: dict[str, Any] = {}
+
+    def ref(self, model: type[BaseModel]) -> dict[str, Any]:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
+        for name, sub in schema.pop("$defs", {}).items():
+            self.components.setdefault(name, sub)
+        self.components.setdefault(model.__name__, schema)
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _operation(route: Route, method: str, schemas: _Schemas, error_ref: dict[str, Any]) -> dict[str, Any]:
+    doc: Doc | None = getattr(route.endpoint, "__openapi__", None)
+    first_line = (route.endpoint.__doc__ or route.name or "").strip().splitlines()[0:1]
+    summary = doc.summary if doc else (first_line[0] if first_line else route.path)
+    op: dict[str, Any] = {"summary": summary, "operationId": f"{method.lower()}_{route.name}"}
+    op["tags"] = list(doc.tags) if doc else (["trace"] if route.path.startswith("/v1/") else ["ops"])
+    params: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _PATH_PARAM.findall(route.path)
+    ]
+    if doc:
+        params += [
+            {"name": p.name, "in": p.where, "required": p.required, "schema": p.schema, "description": p.description}
+            for p in doc.query
+        ]
+    if params:
+        op["parameters"] = params
+    if doc and doc.body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schemas.ref(doc.body)}}}
+    elif doc and doc.multipart is not None:
+        required = [k for k, v in doc.multipart.items() if v.get("x-required")]
+        properties = {k: {n: x for n, x in v.items() if n != "x-required"} for k, v in doc.multipart.items()}
+        op["requestBody"] = {
+            "required": True,
+            "content": {
+                "multipart/form-data": {"schema": {"type": "object", "properties": properties, "required": required}}
+            },
+        }
+    ok: dict[str, Any] = {"description": "Success"}
+    if doc and doc.response is not None:
+        ok["content"] = {doc.media_type: {"schema": schemas.ref(doc.response)}}
+    elif doc and doc.media_type != "application/json":
+        ok["content"] = {doc.media_type: {"schema": {"type": "string"}}}
+    responses: dict[str, Any] = {str(doc.status if doc else 200): ok}
+    for code in doc.errors if doc else (400, 404):
+        responses[str(code)] = {
+            "description": _ERROR_TEXT.get(code, "Error"),
+            "content": {"application/json": {"schema": error_ref}},
+        }
+    if route.path.startswith("/v1/"):
+        responses.setdefault(
+            "429", {"description": _ERROR_TEXT[429], "content": {"application/json": {"schema": error_ref}}}
+        )
+    op["responses"] = responses
+    if doc and doc.extra:
+        op.update(doc.extra)
+    return op
+
+
+def openapi_document(routes: Sequence[BaseRoute]) -> dict[str, Any]:
+    schemas = _Schemas()
+    error_ref = schemas.ref(ErrorBody)
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        if not isinstance(route, Route) or route.path == "/openapi.json":
+            continue
+        path = _PATH_PARAM.sub(r"{\1}", route.path)
+        for method in sorted((route.methods or {"GET"}) - {"HEAD"}):
+            paths.setdefault(path, {})[method.lower()] = _operation(route, method, schemas, error_ref)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Molar Trace API",
+            "version": __version__,
+            "description": "The trace store's REST API (/v1). Errors are {error, message, request_id} with an "
+            "x-request-id header.",
+        },
+        "tags": [{"name": "trace", "description": "Traces, events, artifacts and live ingest"}, {"name": "ops"}],
+        "paths": dict(sorted(paths.items())),
+        "components": {"schemas": dict(sorted(schemas.components.items()))},
+    }
+
+
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(openapi_document(request.app.routes))
+
+
+def routes() -> list[Route]:
+    return [Route("/openapi.json", openapi, methods=["GET"])]

@@ -1,0 +1,467 @@
+"""`ReplayService`: validate, queue and run Layer 2 replays (seed 000), a per-org concurrency limit with a
+FIFO queue, and the trace diff and promote-fix beside them.
+
+Execution model: each replay runs in its own worker thread, in its own event loop (`anyio.run`). That
+works the same under uvicorn, in stdio mode and in in-process tests, needs no lifespan hook (a mounted
+app's lifespan never runs), and a slow app start never blocks the API's loop. At most `per_org_limit`
+replays of one org run at once; the rest wait in that org's FIFO queue and start as slots free up.
+`close()` fails what is still queued, cancels what runs (its app is stopped, its copy removed) and
+joins the threads; the embedded composition root calls it on shutdown.
+
+Everything the caller can get wrong is checked before a replay is queued (trace tier, a recorded
+scenario, `from_step`, the state before it, every diff), so those are errors of the request (409/422),
+not replays that fail later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import threading
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from molar_mcp.models import Event, TraceDetail
+from molar_mcp.models.diffs import DiffDimension, TraceDiff
+from molar_mcp.models.replays import (
+    FINAL_REPLAY_STATES,
+    PromoteFixRequest,
+    PromoteFixResult,
+    ReplayList,
+    ReplayRequest,
+    ReplayStatus,
+)
+from molar_mcp.replay.apps import AppConfig, AppError, AppStartError, DiffDoesNotApply
+from molar_mcp.replay.diff import diff_traces
+from molar_mcp.replay.edits import check_source_diffs, edited_scenario
+from molar_mcp.replay.execute import ReplayPlan, run_replay
+from molar_mcp.replay.promote import promote_fix
+from molar_mcp.replay.recording import (
+    AppLauncher,
+    Blob,
+    new_trace,
+    process_launcher,
+    scenario_blob,
+    store_recorded,
+)
+from molar_mcp.replay.runner import TraceStateError, variables_before
+from molar_mcp.replay.scenario import ScenarioError
+from molar_mcp.store.port import TraceNotFound, TraceStore
+from molar_mcp.store.replays import ReplayNotFound, ReplayRecord, ReplayStore, now_ms
+
+log = logging.getLogger("molar_mcp.replay")
+
+EVENTS_PAGE = 1000
+MAX_EVENTS = 50_000
+
+
+class ReplayRefused(Exception):
+    """A replay request that cannot be queued; the API maps each subclass to one status."""
+
+
+class TraceNotHot(ReplayRefused):
+    """409: Layer 2 replay needs the source trace in the hot tier (seed 000)."""
+
+
+class NotReplayable(ReplayRefused):
+    """422: the trace was not recorded from a scenario this server can run."""
+
+
+class InvalidReplay(ReplayRefused):
+    """422: from_step, the scenario after its diff, or the state before from_step is not usable."""
+
+
+class QueueFull(ReplayRefused):
+    """429: the org's replay queue is full."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ReplayNotDone(ReplayRefused):
+    """409: promote-fix needs a replay that succeeded with source diffs."""
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    per_org_limit: int = 10
+    max_queued_per_org: int = 100
+    timeout_s: float = 300.0
+    close_timeout_s: float = 20.0
+
+
+@dataclass
+class _Job:
+    id: str
+    org_id: str
+    plan: ReplayPlan
+    app: AppConfig
+    scenario_text: str
+    source_diffs: list[tuple[str, str]]
+    code_sha: str | None
+    done: threading.Event = field(default_factory=threading.Event)
+    loop: asyncio.AbstractEventLoop | None = None
+    scope: anyio.CancelScope | None = None
+
+
+class ReplayService:
+    def __init__(
+        self,
+        store: TraceStore,
+        replays: ReplayStore,
+        apps: Mapping[str, AppConfig],
+        *,
+        settings: ReplaySettings | None = None,
+        launcher: AppLauncher | None = None,
+        workdir: Path | None = None,
+    ) -> None:
+        self.store = store
+        self.replays = replays
+        self.apps = dict(apps)
+        self.settings = settings or ReplaySettings()
+        self._launch = launcher or process_launcher(workdir)
+        self._lock = threading.Lock()
+        self._jobs: dict[str, _Job] = {}
+        self._active: dict[str, int] = {}
+        self._queues: dict[str, deque[_Job]] = {}
+        self._threads: set[threading.Thread] = set()
+        self._phases: dict[str, str] = {}
+        self._closing = False
+
+    # ---- requests -----------------------------------------------------------------------------
+
+    def enqueue(self, org_id: str, trace_ref: str, request: ReplayRequest) -> ReplayStatus:
+        """Check the request and queue the replay. Raises TraceNotFound, ReplayRefused subclasses, or
+        DiffDoesNotApply (naming the diff, the file and the hunk)."""
+        detail = self.store.get_trace(org_id, trace_ref)
+        if detail.tier != "hot":
+            raise TraceNotHot(
+                f"trace {detail.short_id} is in the {detail.tier} tier; Layer 2 replay needs a hot trace: "
+                "restore it to hot first"
+            )
+        recorded = self.replays.scenario_of(org_id, detail.id)
+        if recorded is None:
+            raise NotReplayable(
+                f"trace {detail.short_id} was not recorded from a scenario this server can run (an ingested "
+                "bundle holds events only); replay works on traces recorded by `molar-mcp demo` or by a replay"
+            )
+        app = self.apps.get(recorded.app or "")
+        if app is None:
+            known = ", ".join(sorted(self.apps)) or "none"
+            raise NotReplayable(
+                f"trace {detail.short_id} runs app {recorded.app!r}, which is not configured (known: {known})"
+            )
+        try:
+            scenario, text = edited_scenario(recorded.scenario_text, request.edits.scenario_diff)
+        except ScenarioError as exc:
+            raise InvalidReplay(f"the scenario after scenario_diff is not valid: {exc}") from exc
+        if request.from_step > len(scenario.steps):
+            raise InvalidReplay(
+                f"from_step {request.from_step} is past the last step of {scenario.slug} ({len(scenario.steps)})"
+            )
+        events, _ = self._events(org_id, detail.id)
+        try:
+            recorded_variables = variables_before(events, request.from_step)
+        except TraceStateError as exc:
+            raise InvalidReplay(str(exc)) from exc
+        diffs = [(d.path, d.diff) for d in request.edits.source_diffs]
+        check_source_diffs(app.source_dir, diffs)
+        with self._lock:
+            if self._closing:
+                raise QueueFull("the server is shutting down; replay later", retry_after_s=30)
+            if len(self._queues.get(org_id, ())) >= self.settings.max_queued_per_org:
+                raise QueueFull(
+                    f"{self.settings.max_queued_per_org} replays are already queued for this org; "
+                    "retry when some have finished",
+                    retry_after_s=30,
+                )
+        record = self.replays.create(
+            org_id,
+            trace_id=detail.id,
+            from_step=request.from_step,
+            triggered_via=request.triggered_via,
+            app=app.name,
+            scenario_diff=request.edits.scenario_diff,
+            source_diffs=diffs,
+            message="queued",
+        )
+        plan = ReplayPlan(
+            parent_id=detail.id,
+            parent_short_id=detail.short_id,
+            from_step=request.from_step,
+            scenario=scenario,
+            recorded_variables=recorded_variables,
+            source_diff_paths=[path for path, _ in diffs],
+            scenario_edited=bool(request.edits.scenario_diff),
+        )
+        code_sha = detail.code_sha if not diffs else None
+        job = _Job(record.id, org_id, plan, app, text, diffs, code_sha)
+        self._submit(job)
+        return self.status(org_id, record.id)
+
+    def status(self, org_id: str, replay_id: str) -> ReplayStatus:
+        record = self.replays.get(org_id, replay_id)
+        return record.to_status(queue_position=self._queue_position(org_id, replay_id))
+
+    def list_for_trace(self, org_id: str, trace_ref: str) -> ReplayList:
+        detail = self.store.get_trace(org_id, trace_ref)
+        records = self.replays.list_for_trace(org_id, detail.id)
+        return ReplayList(items=[r.to_status(queue_position=self._queue_position(org_id, r.id)) for r in records])
+
+    async def wait_for_change(
+        self, org_id: str, replay_id: str, *, phase: str | None, timeout_s: float
+    ) -> ReplayStatus:
+        """The replay's status once its phase differs from `phase` (or it finished), or after `timeout_s`."""
+        status = await anyio.to_thread.run_sync(self.status, org_id, replay_id)
+        known = phase if phase is not None else status.phase
+        deadline = anyio.current_time() + timeout_s
+        while status.status not in FINAL_REPLAY_STATES and status.phase == known:
+            if anyio.current_time() >= deadline:
+                break
+            await anyio.sleep(0.05)  # a long poll: the in-memory phase is checked, the store read on a change
+            with self._lock:
+                live = self._phases.get(replay_id)
+            if live != known:
+                status = await anyio.to_thread.run_sync(self.status, org_id, replay_id)
+        return status
+
+    def wait(self, org_id: str, replay_id: str, timeout_s: float = 120.0) -> ReplayStatus:
+        """Block until the replay finishes (or `timeout_s`); for the CLI, benchmarks and tests."""
+        with self._lock:
+            job = self._jobs.get(replay_id)
+        if job is not None:
+            job.done.wait(timeout_s)
+        return self.status(org_id, replay_id)
+
+    def diff(self, org_id: str, a_ref: str, b_ref: str, dimension: DiffDimension) -> TraceDiff:
+        """Compare trace b with trace a. Either may be given as a replay id (its child trace)."""
+        a, a_events, a_cut = self._trace_for_diff(org_id, a_ref)
+        b, b_events, b_cut = self._trace_for_diff(org_id, b_ref)
+        return diff_traces(a, a_events, b, b_events, dimension, truncated=a_cut or b_cut)
+
+    def promote(self, org_id: str, trace_ref: str, request: PromoteFixRequest) -> PromoteFixResult:
+        detail = self.store.get_trace(org_id, trace_ref)
+        record = self.replays.get(org_id, request.replay_id)
+        if record.trace_id != detail.id:
+            raise ReplayNotFound(request.replay_id)
+        if record.promotion is not None:
+            return PromoteFixResult.model_validate(record.promotion)
+        if record.status != "succeeded":
+            raise ReplayNotDone(f"replay {record.id} is {record.status}; only a replay that succeeded can be promoted")
+        if not record.source_diffs:
+            raise ReplayNotDone(f"replay {record.id} changed only the scenario; there is no source fix to promote")
+        app = self.apps.get(record.app or "")
+        if app is None:
+            raise NotReplayable(f"app {record.app!r} is not configured on this server")
+        result = promote_fix(
+            app, record.source_diffs, summary=request.summary, replay_id=record.id, trace_short_id=detail.short_id
+        )
+        self.replays.set_promotion(org_id, record.id, result)
+        return result
+
+    def close(self) -> None:
+        """Fail queued replays, cancel running ones (their apps stop, their copies go), join the threads."""
+        with self._lock:
+            self._closing = True
+            queued = [job for queue in self._queues.values() for job in queue]
+            self._queues.clear()
+            queued_ids = {job.id for job in queued}
+            running = [job for job in self._jobs.values() if job.id not in queued_ids]
+            threads = list(self._threads)
+        for job in queued:
+            self.replays.fail_active(
+                job.org_id, job.id, error="interrupted", message="interrupted: the server stopped before it started"
+            )
+            job.done.set()
+        for job in running:
+            if job.loop is not None and job.scope is not None:
+                with contextlib.suppress(RuntimeError):  # its loop already finished
+                    job.loop.call_soon_threadsafe(job.scope.cancel)
+        for thread in threads:
+            thread.join(self.settings.close_timeout_s)
+
+    # ---- scheduling ---------------------------------------------------------------------------
+
+    def _submit(self, job: _Job) -> None:
+        with self._lock:
+            self._jobs[job.id] = job
+            self._phases[job.id] = "queued"
+            if self._active.get(job.org_id, 0) < self.settings.per_org_limit:
+                self._active[job.org_id] = self._active.get(job.org_id, 0) + 1
+                start = True
+            else:
+                self._queues.setdefault(job.org_id, deque()).append(job)
+                start = False
+        if start:
+            self._start(job)
+
+    def _start(self, job: _Job) -> None:
+        thread = threading.Thread(target=self._thread_main, args=(job,), name=f"molar-replay-{job.id[:8]}")
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def _thread_main(self, job: _Job) -> None:
+        try:
+            anyio.run(self._run_job, job, backend="asyncio")
+        except BaseException:  # a bug here must not take the slot with it
+            log.exception("replay %s crashed", job.id)
+            self.replays.fail_active(job.org_id, job.id, error="internal_error", message="internal error; see the logs")
+        finally:
+            job.done.set()
+            with self._lock:
+                self._jobs.pop(job.id, None)
+                self._phases.pop(job.id, None)
+                self._threads.discard(threading.current_thread())
+                queue = self._queues.get(job.org_id)
+                following = queue.popleft() if queue and not self._closing else None
+                if following is None:
+                    self._active[job.org_id] = max(0, self._active.get(job.org_id, 1) - 1)
+            if following is not None:
+                self._start(following)
+
+    def _queue_position(self, org_id: str, replay_id: str) -> int | None:
+        with self._lock:
+            queue = self._queues.get(org_id, deque())
+            for index, job in enumerate(queue):
+                if job.id == replay_id:
+                    return index + 1
+        return None
+
+    # ---- one replay ---------------------------------------------------------------------------
+
+    def _set(self, job: _Job, **fields: Any) -> None:
+        self.replays.update(job.org_id, job.id, **fields)
+        if "phase" in fields:
+            with self._lock:
+                self._phases[job.id] = str(fields["phase"])
+
+    def _fail(self, job: _Job, started: int, error: str, message: str, log_tail: str | None = None) -> None:
+        finished = now_ms()
+        self._set(
+            job,
+            status="failed",
+            phase="done",
+            error=error,
+            message=message,
+            log_tail=log_tail,
+            finished_ms=finished,
+            duration_ms=max(0, finished - started),
+        )
+
+    async def _run_job(self, job: _Job) -> None:
+        started = now_ms()
+        with anyio.CancelScope() as scope:
+            job.loop, job.scope = asyncio.get_running_loop(), scope
+            with self._lock:
+                if self._closing:
+                    scope.cancel()
+            try:
+                with anyio.fail_after(self.settings.timeout_s):
+                    await self._replay(job, started)
+            except TimeoutError:
+                self._fail(job, started, "timeout", f"the replay did not finish within {self.settings.timeout_s:g} s")
+            except DiffDoesNotApply as exc:
+                self._fail(job, started, "diff_does_not_apply", str(exc))
+            except AppStartError as exc:
+                message = str(exc).split("\n--- app log", 1)[0]
+                self._fail(job, started, "app_start_failed", message, log_tail=exc.log_tail or None)
+            except AppError as exc:
+                self._fail(job, started, "app_start_failed", str(exc))
+            except Exception as exc:
+                log.exception("replay %s failed", job.id)
+                self._fail(job, started, "internal_error", f"internal error: {type(exc).__name__}: {exc}")
+        if scope.cancelled_caught:
+            self.replays.fail_active(
+                job.org_id, job.id, error="interrupted", message="interrupted: the server stopped while it ran"
+            )
+
+    async def _replay(self, job: _Job, started: int) -> None:
+        diffs = f" with {len(job.source_diffs)} source diff(s)" if job.source_diffs else ""
+        self._set(
+            job, status="running", phase="starting_app", started_ms=started, message=f"starting {job.app.name}{diffs}"
+        )
+
+        async def on_phase(phase: str, message: str) -> None:
+            self._set(job, phase=phase, message=message)
+
+        async with self._launch(job.app, job.source_diffs) as client:
+            run = await run_replay(job.plan, client, on_phase=on_phase)
+        self._set(job, phase="recording", message="recording the child trace")
+        blobs = [scenario_blob(job.scenario_text)]
+        if job.source_diffs:
+            patch = "".join(d if d.endswith("\n") else d + "\n" for _, d in job.source_diffs)
+            blobs.append(Blob("patch", "source.diff", "text/x-diff; charset=utf-8", patch.encode()))
+        trace, data = new_trace(
+            job.plan.scenario,
+            status=run.status,
+            events=run.events,
+            failure_signature=run.failure_signature,
+            duration_ms=run.duration_ms,
+            blobs=blobs,
+            code_sha=job.code_sha,
+            parent_trace_id=job.plan.parent_id,
+            replay_from_step=job.plan.from_step,
+        )
+        trace_id, short_id = await anyio.to_thread.run_sync(
+            functools.partial(
+                store_recorded,
+                self.store,
+                self.replays,
+                job.org_id,
+                trace,
+                data,
+                app=job.app.name,
+                scenario_text=job.scenario_text,
+            )
+        )
+        finished = now_ms()
+        self._set(
+            job,
+            status="succeeded",
+            phase="done",
+            replay_trace_id=trace_id,
+            replay_short_id=short_id,
+            trace_status=run.status,
+            failure_signature=run.failure_signature,
+            message=run.message,
+            finished_ms=finished,
+            duration_ms=max(0, finished - started),
+        )
+
+    # ---- reads --------------------------------------------------------------------------------
+
+    def _events(self, org_id: str, trace_ref: str) -> tuple[list[Event], bool]:
+        events: list[Event] = []
+        while True:
+            page = self.store.list_events(org_id, trace_ref, limit=EVENTS_PAGE, offset=len(events))
+            events.extend(page.events)
+            if not page.events or len(events) >= page.total:
+                return events, False
+            if len(events) >= MAX_EVENTS:
+                return events, True
+
+    def _trace_for_diff(self, org_id: str, ref: str) -> tuple[TraceDetail, list[Event], bool]:
+        try:
+            detail = self.store.get_trace(org_id, ref)
+        except TraceNotFound:
+            try:
+                record: ReplayRecord = self.replays.get(org_id, ref)
+            except ReplayNotFound:
+                raise TraceNotFound(ref) from None
+            if record.replay_trace_id is None:
+                raise InvalidReplay(
+                    f"replay {ref} has no trace yet (it is {record.status}); diff it when it succeeded"
+                ) from None
+            detail = self.store.get_trace(org_id, record.replay_trace_id)
+        events, cut = self._events(org_id, detail.id)
+        return detail, events, cut

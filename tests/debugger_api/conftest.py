@@ -1,0 +1,41 @@
+"""Fixtures of the analysis and incident tests: a real store in a temp data dir, its /v1 app in process,
+and an MCP server over it (embedded, as `molar-mcp serve` builds it)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from molar_mcp.api.app import create_api_app
+from molar_mcp.api.context import ApiContext
+from molar_mcp.store import SqliteTraceStore
+from molar_mcp.store.analysis import SqliteAnalysisStore
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteTraceStore]:
+    s = SqliteTraceStore(tmp_path / "data")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def analyses(store: SqliteTraceStore) -> SqliteAnalysisStore:
+    return SqliteAnalysisStore(store.db)
+
+
+@pytest.fixture
+async def api(store: SqliteTraceStore) -> AsyncIterator[httpx2.AsyncClient]:
+    app = create_api_app(ApiContext.embedded(store))
+    transport = httpx2.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://t") as http:
+        yield http
+
+
+@pytest.fixture(params=["auto", "legacy"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """Both protocol eras: 2026-07-28 (auto discovers it) and 2025-11-25 (initialize handshake)."""
+    return str(request.param)
