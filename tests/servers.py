@@ -35,7 +35,8 @@ class Served:
     process: subprocess.Popen[bytes]
 
 
-def start_server(data_dir: Path, *extra: str) -> Served:
+def start_server(data_dir: Path, *extra: str, auth: bool = False) -> Served:
+    """`molar-mcp serve` on a free 127.0.0.1 port: `--no-auth` unless `auth`; waits for /healthz."""
     port = free_port()
     log = open(data_dir.parent / f"serve-{port}.log", "wb")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(
@@ -44,7 +45,7 @@ def start_server(data_dir: Path, *extra: str) -> Served:
             "-m",
             "molar_mcp",
             "serve",
-            "--no-auth",
+            *([] if auth else ["--no-auth"]),
             "--port",
             str(port),
             "--data-dir",

@@ -10,8 +10,9 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from molar_mcp import __version__
 
@@ -54,7 +55,8 @@ def parse_rate_limits(spec: str) -> RateLimits:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from molar_mcp.compose import create_serve_app, load_demo, open_embedded
+    from molar_mcp.compose import create_serve_app, debugger_config, load_demo_data, open_embedded
+    from molar_mcp.serve_auth import open_serve_auth
 
     if args.no_auth and not _is_loopback(args.host):
         print(
@@ -65,31 +67,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args.data_dir)
     try:
         limits = parse_rate_limits(args.rate_limits) if args.rate_limits else None
+        debugger = debugger_config(args.model)
     except ValueError as exc:
         print(f"molar-mcp: {exc}", file=sys.stderr)
         return 2
-    with open_embedded(data_dir, max_bundle_bytes=args.max_bundle_mb * 1024 * 1024, rate_limits=limits) as embedded:
+    with open_embedded(
+        data_dir, max_bundle_bytes=args.max_bundle_mb * 1024 * 1024, rate_limits=limits, debugger=debugger
+    ) as embedded:
         if args.demo:
-            loaded = load_demo(embedded.store)
-            log.info("demo data: %s", f"loaded {loaded} traces" if loaded else "already loaded")
+            log.info("demo data: %s", load_demo_data(embedded.store))
         allowed = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()] if args.allowed_hosts else None
-        app = create_serve_app(embedded, host=args.host, allowed_hosts=allowed)
         base = f"http://{args.host}:{args.port}"
-        print(
-            f"molar-mcp {__version__}: data in {data_dir}\n"
-            f"  MCP (streamable HTTP): {base}/mcp\n"
-            f"  Trace REST API:        {base}/v1/traces\n"
-            f"  Capabilities:          {base}/.well-known/molar-capabilities.json\n"
-            "  Auth: none yet — this server is open to anyone who can reach it; keep it on loopback.",
-            file=sys.stderr,
-            flush=True,
-        )
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
+        with ExitStack() as stack:
+            auth = None if args.no_auth else stack.enter_context(open_serve_auth(data_dir, args.issuer or base))
+            app = create_serve_app(embedded, host=args.host, allowed_hosts=allowed, auth=auth)
+            if auth is None:
+                auth_line = "none (--no-auth): anyone who can reach this loopback address can read and write"
+            else:
+                auth_line = (
+                    f"OAuth 2.1 at {auth.config.issuer}/api/oauth (accounts: molar-mcp users create; "
+                    "API keys: molar-mcp keys create)"
+                )
+            print(
+                f"molar-mcp {__version__}: data in {data_dir}\n"
+                f"  MCP (streamable HTTP): {base}/mcp\n"
+                f"  Trace REST API:        {base}/v1/traces\n"
+                f"  Capabilities:          {base}/.well-known/molar-capabilities.json\n"
+                f"  Debugger model:        {debugger.model or 'none (answers are the detectors findings)'}\n"
+                f"  Auth:                  {auth_line}",
+                file=sys.stderr,
+                flush=True,
+            )
+            uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
     return 0
 
 
 def cmd_stdio(args: argparse.Namespace) -> int:
-    from molar_mcp.compose import create_stdio_server, load_demo, open_embedded, remote_client_factory
+    from molar_mcp.compose import (
+        create_stdio_server,
+        debugger_config,
+        load_demo_data,
+        open_embedded,
+        remote_client_factory,
+    )
 
     api_url = args.api_url or os.environ.get("MOLAR_API_URL")
     api_key = args.api_key or os.environ.get("MOLAR_API_KEY")
@@ -97,9 +117,14 @@ def cmd_stdio(args: argparse.Namespace) -> int:
         server = create_stdio_server(remote_client_factory(api_url, api_key))
         asyncio.run(server.run_stdio_async())
         return 0
-    with open_embedded(_data_dir(args.data_dir)) as embedded:
+    try:
+        debugger = debugger_config(args.model)
+    except ValueError as exc:
+        print(f"molar-mcp: {exc}", file=sys.stderr)
+        return 2
+    with open_embedded(_data_dir(args.data_dir), debugger=debugger) as embedded:
         if args.demo:
-            load_demo(embedded.store)
+            log.info("demo data: %s", load_demo_data(embedded.store))
         server = create_stdio_server(embedded.client_factory())
         asyncio.run(server.run_stdio_async())
     return 0
@@ -179,6 +204,29 @@ def _slug_of(data: bytes) -> str:
         raise ValueError(exc.message) from exc
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Record real demo traces: start the demo shop, run its scenarios, store the traces (replayable)."""
+    from molar_mcp.compose import open_embedded, record_demo
+
+    data_dir = _data_dir(args.data_dir)
+    with open_embedded(data_dir) as embedded:
+        try:
+            runs = record_demo(embedded.store)
+        except Exception as exc:
+            print(f"molar-mcp demo: recording failed: {exc}", file=sys.stderr)
+            return 1
+    for run in runs:
+        outcome = run.status.upper() + (f" {run.failure_signature}" if run.failure_signature else "")
+        print(f"{run.short_id}  {run.slug}: {outcome}", file=sys.stderr)
+    failed = sum(1 for r in runs if r.status != "passed")
+    print(
+        f"recorded {len(runs)} demo traces in {data_dir} ({len(runs) - failed} passed, {failed} failed); "
+        "replay a failed one with replay_trace or POST /v1/traces/{id}/replay",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_manifest(args: argparse.Namespace) -> int:
     from molar_mcp.compose import manifest_document
 
@@ -222,6 +270,98 @@ def cmd_signing_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+_MODEL_HELP = (
+    "the debugger chats' model as provider:model, e.g. openai:gpt-4o-mini or anthropic:claude-sonnet-4-5 "
+    "(env MOLAR_MODEL; endpoint MOLAR_MODEL_BASE_URL, key MOLAR_MODEL_API_KEY)"
+)
+
+
+def _auth_db(args: argparse.Namespace) -> Any:
+    from molar_mcp.auth import AuthDB
+
+    return AuthDB.open(_data_dir(args.data_dir) / "auth.sqlite3")
+
+
+def cmd_users_create(args: argparse.Namespace) -> int:
+    import getpass
+    import time
+
+    from molar_mcp.auth import UserExistsError, UserStore, generate_password
+
+    password = args.password
+    generated = False
+    if password is None and sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.email} (empty: generate one): ") or None
+    if password is None:
+        password, generated = generate_password(), True
+    db = _auth_db(args)
+    try:
+        user = UserStore(db).create(args.email, password, org_id=args.org, now=int(time.time()))
+    except UserExistsError:
+        print(f"molar-mcp: a user {args.email} exists already", file=sys.stderr)
+        return 1
+    finally:
+        db.close()
+    print(f"created user {user.email} in org {user.org_id}", file=sys.stderr)
+    if generated:
+        print(password)  # stdout: the only place the generated password is ever shown
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    import time
+
+    from molar_mcp.auth import ALL_SCOPES, ApiKeyStore
+
+    scopes = [s for s in args.scopes.replace(",", " ").split() if s]
+    unknown = sorted(set(scopes) - set(ALL_SCOPES))
+    if unknown or not scopes:
+        got = " ".join(unknown) or "none"
+        print(f"molar-mcp: scopes must be some of {' '.join(ALL_SCOPES)}; got {got}", file=sys.stderr)
+        return 2
+    db = _auth_db(args)
+    try:
+        created = ApiKeyStore(db, scopes_supported=ALL_SCOPES).create(
+            org_id=args.org, scopes=scopes, name=args.name or "cli", now=int(time.time())
+        )
+    finally:
+        db.close()
+    print(f"API key {created.key.id} ({' '.join(scopes)}) for org {args.org}; shown once:", file=sys.stderr)
+    print(created.secret)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from molar_mcp.auth import ALL_SCOPES, ApiKeyStore
+
+    db = _auth_db(args)
+    try:
+        keys = ApiKeyStore(db, scopes_supported=ALL_SCOPES).list_keys(args.org)
+    finally:
+        db.close()
+    for key in keys:
+        state = "revoked" if key.revoked_at else "active"
+        print(f"{key.id}\t{key.prefix}…\t{state}\t{' '.join(sorted(key.scopes))}\t{key.name or ''}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    import time
+
+    from molar_mcp.auth import ALL_SCOPES, ApiKeyStore
+
+    db = _auth_db(args)
+    try:
+        done = ApiKeyStore(db, scopes_supported=ALL_SCOPES).revoke(args.key_id, org_id=args.org, now=int(time.time()))
+    finally:
+        db.close()
+    if not done:
+        print(f"molar-mcp: no active key {args.key_id} in org {args.org}", file=sys.stderr)
+        return 1
+    print(f"revoked {args.key_id}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="molar-mcp", description="Traces of test and agent runs, for AI agents.")
     parser.add_argument("--version", action="version", version=f"molar-mcp {__version__}")
@@ -234,11 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", help="default: $MOLAR_DATA_DIR, else the per-user data directory")
     serve.add_argument("--demo", action="store_true", help="load the demo traces (once per data dir)")
     serve.add_argument("--no-auth", action="store_true", help="no authentication (loopback only)")
+    serve.add_argument("--issuer", help="public origin of this server for OAuth (default http://HOST:PORT)")
     serve.add_argument("--allowed-hosts", help="comma-separated Host names to accept behind a proxy")
     serve.add_argument("--max-bundle-mb", type=int, default=25, help="ingest size limit (MB)")
     serve.add_argument(
         "--rate-limits", help="requests a minute per org, e.g. read=600,write=120,ingest=30 (the defaults)"
     )
+    serve.add_argument("--model", help=_MODEL_HELP)
     serve.set_defaults(func=cmd_serve)
 
     stdio = sub.add_parser("stdio", help="MCP over stdio for IDE agents")
@@ -246,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     stdio.add_argument("--demo", action="store_true")
     stdio.add_argument("--api-url", help="proxy to a remote store (env MOLAR_API_URL)")
     stdio.add_argument("--api-key", help="API key for --api-url (env MOLAR_API_KEY)")
+    stdio.add_argument("--model", help=_MODEL_HELP + " (embedded store only)")
     stdio.set_defaults(func=cmd_stdio)
 
     ingest = sub.add_parser("ingest", help="load bundles (files or folders of them) into the store")
@@ -265,12 +408,38 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cold-days", type=float, default=30, help="age after which its events are archived (30)")
     run.set_defaults(func=cmd_retention)
 
+    users = sub.add_parser("users", help="local accounts of the embedded authorization server")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    create_user = users_sub.add_parser("create", help="add an account (prompts for the password when omitted)")
+    create_user.add_argument("--email", required=True)
+    create_user.add_argument("--password", help="default: prompt, or generate and print one")
+    create_user.add_argument("--org", default="org_local")
+    create_user.add_argument("--data-dir")
+    create_user.set_defaults(func=cmd_users_create)
+
+    keys = sub.add_parser("keys", help="API keys for the /v1 API and /mcp (CI, scripts, stdio proxies)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create_key = keys_sub.add_parser("create", help="mint a key; it is printed once")
+    create_key.add_argument("--scopes", required=True, help="e.g. 'mcp:trace:read mcp:trace:write'")
+    create_key.add_argument("--name")
+    list_keys = keys_sub.add_parser("list", help="the org's keys (never their secrets)")
+    revoke_key = keys_sub.add_parser("revoke", help="revoke a key by id")
+    revoke_key.add_argument("key_id")
+    for parser_, func in ((create_key, cmd_keys_create), (list_keys, cmd_keys_list), (revoke_key, cmd_keys_revoke)):
+        parser_.add_argument("--org", default="org_local")
+        parser_.add_argument("--data-dir")
+        parser_.set_defaults(func=func)
+
     signing = sub.add_parser("signing", help="the key that signs artifact URLs")
     signing_sub = signing.add_subparsers(dest="signing_command", required=True)
     rotate = signing_sub.add_parser("rotate", help="sign new URLs with a new key")
     rotate.add_argument("--data-dir")
     rotate.add_argument("--keep", type=int, default=2, help="keys kept in all, newest first (1 revokes older URLs)")
     rotate.set_defaults(func=cmd_signing_rotate)
+
+    demo = sub.add_parser("demo", help="record real demo traces: run the demo shop's scenarios (some fail)")
+    demo.add_argument("--data-dir", help="default: $MOLAR_DATA_DIR, else the per-user data directory")
+    demo.set_defaults(func=cmd_demo)
 
     manifest = sub.add_parser("manifest", help="print the capability manifest")
     manifest.add_argument("-o", "--output", default="-")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -11,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import platformdirs
 from mcp.server.mcpserver import MCPServer
@@ -18,24 +20,30 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp
 
 from molar_mcp import __version__
 from molar_mcp.api.app import create_api_app
 from molar_mcp.api.context import ApiContext
 from molar_mcp.api.telemetry import RateLimits
+from molar_mcp.auth import McpScopeGuard, ScopePolicy, create_oauth_routes, create_protected_resource_routes
+from molar_mcp.chat_tools import in_process_client_factory, mcp_tool_runner
 from molar_mcp.client import TraceClient
-from molar_mcp.client.asgi_stream import StreamingASGITransport
+from molar_mcp.debugger.config import DebuggerConfig
 from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES, BundleError, ingest_bundle
 from molar_mcp.mcp.capabilities import build_manifest
 from molar_mcp.mcp.server import TOOL_SPECS, create_mcp_server
 from molar_mcp.mcp.state import AppState, ClientFactory
+from molar_mcp.replay.recording import RecordedRun, record_scenarios, scenario_files
+from molar_mcp.serve_auth import ServeAuth, acting_client_factory
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
+from molar_mcp.store.replays import ReplayStore
 
 log = logging.getLogger("molar_mcp")
 
-EMBEDDED_BASE_URL = "http://molar.embedded"
 DEMO_MARKER = "demo-loaded-v1"
+DEMO_RECORDED_MARKER = "demo-recorded-v1"
 
 
 def default_data_dir() -> Path:
@@ -55,27 +63,43 @@ class Embedded:
     def client_factory(self) -> ClientFactory:
         """Clients reach the in-process API through an ASGI transport: the same HTTP requests as remote
         mode, streamed (so SSE works), without a socket."""
-        api_app = self.api_app
-
-        @asynccontextmanager
-        async def factory() -> AsyncIterator[TraceClient]:
-            transport = StreamingASGITransport(api_app)
-            async with httpx2.AsyncClient(transport=transport, base_url=EMBEDDED_BASE_URL) as http:
-                yield TraceClient(http)
-
-        return factory
+        return in_process_client_factory(self.api_app)
 
 
 @contextmanager
 def open_embedded(
-    data_dir: Path, *, max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES, rate_limits: RateLimits | None = None
+    data_dir: Path,
+    *,
+    max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
+    rate_limits: RateLimits | None = None,
+    debugger: DebuggerConfig | None = None,
 ) -> Iterator[Embedded]:
+    """The embedded store and its /v1 app. Debugger chats call the trace tools through our MCP server;
+    `debugger` says which model answers them (none: the findings alone) and the budget."""
+    debugger = debugger or DebuggerConfig()
     store = SqliteTraceStore(data_dir)
+    ctx: ApiContext | None = None
     try:
-        ctx = ApiContext.embedded(store, max_bundle_bytes=max_bundle_bytes, rate_limits=rate_limits)
+        ctx = ApiContext.embedded(
+            store,
+            max_bundle_bytes=max_bundle_bytes,
+            rate_limits=rate_limits,
+            model=debugger.provider(),
+            tools=mcp_tool_runner,
+            debugger_budget_cents=debugger.budget_cents,
+            model_price=debugger.price,
+        )
         yield Embedded(store=store, api_app=create_api_app(ctx), context=ctx)
     finally:
+        if ctx is not None and ctx.replays is not None:
+            ctx.replays.close()  # replays still running stop their apps before the store closes
         store.close()
+
+
+def debugger_config(model: str | None = None) -> DebuggerConfig:
+    """The debugger chats' model and budget: `--model`, else `MOLAR_MODEL`, with `MOLAR_MODEL_BASE_URL`,
+    `MOLAR_MODEL_API_KEY`, `MOLAR_MODEL_PRICE` and `MOLAR_DEBUGGER_BUDGET_CENTS` (docs/debugger.md)."""
+    return DebuggerConfig.from_env(os.environ, model)
 
 
 def remote_client_factory(api_url: str, api_key: str | None) -> ClientFactory:
@@ -115,11 +139,48 @@ def load_demo(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID) -> int:
     return count
 
 
+def record_demo(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID) -> list[RecordedRun]:
+    """Run the shipped scenarios against the demo shop (a fresh copy each, all at once) and store the
+    real traces — some pass, some fail — as replayable. Raises if the shop cannot start."""
+    from molar_mcp.demo import scenario_paths
+    from molar_mcp.demo.config import demo_app_config
+
+    items = scenario_files(scenario_paths())
+    run = functools.partial(record_scenarios, store, ReplayStore(store.db), org_id, demo_app_config(), items)
+    runs = anyio.run(run)
+    (store.data_dir / DEMO_RECORDED_MARKER).write_text(f"{len(runs)}\n")
+    return runs
+
+
+def load_demo_data(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID) -> str:
+    """What `--demo` loads, once per data dir: the recorded demo (`record_demo`), or the fixture bundles
+    when recording fails. Returns a line for the log."""
+    if (store.data_dir / DEMO_RECORDED_MARKER).exists() or (store.data_dir / DEMO_MARKER).exists():
+        return "already loaded"
+    try:
+        runs = record_demo(store, org_id)
+    except Exception as exc:
+        log.warning("recording the demo traces failed (%s); loading the fixture bundles instead", exc)
+        return f"loaded {load_demo(store, org_id)} fixture traces (recording the demo failed)"
+    failed = sum(1 for r in runs if r.status != "passed")
+    return f"recorded {len(runs)} demo traces ({len(runs) - failed} passed, {failed} failed)"
+
+
 def create_serve_app(
-    embedded: Embedded, *, host: str = "127.0.0.1", allowed_hosts: list[str] | None = None
+    embedded: Embedded,
+    *,
+    host: str = "127.0.0.1",
+    allowed_hosts: list[str] | None = None,
+    auth: ServeAuth | None = None,
 ) -> Starlette:
-    """One ASGI app: `/mcp` (streamable HTTP, both protocol eras), `/v1`, well-knowns, `/healthz`."""
-    mcp_server = create_mcp_server(embedded.client_factory())
+    """One ASGI app: `/mcp` (streamable HTTP, both protocol eras), `/v1`, well-knowns, `/healthz`, and
+    with `auth` the OAuth 2.1 authorization server (`/api/oauth/*`) guarding `/mcp` and `/v1`."""
+    api_app: ASGIApp = embedded.api_app
+    factory = embedded.client_factory()
+    if auth is not None:
+        api_app = create_api_app(embedded.context, auth=auth.api_auth())
+        factory = acting_client_factory(api_app, auth.internal_token)
+    mcp_server = create_mcp_server(factory)
     security = None
     if allowed_hosts:
         security = TransportSecuritySettings(
@@ -130,7 +191,7 @@ def create_serve_app(
     mcp_app = mcp_server.streamable_http_app(host=host, transport_security=security)
 
     async def capabilities(request: Request) -> JSONResponse:
-        return JSONResponse(await build_manifest(mcp_server, TOOL_SPECS))
+        return JSONResponse(await build_manifest(mcp_server, TOOL_SPECS, auth_required=auth is not None))
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -138,21 +199,25 @@ def create_serve_app(
         async with mcp_server.session_manager.run():
             yield
 
-    return Starlette(
-        routes=[
-            Route("/.well-known/molar-capabilities.json", capabilities, methods=["GET"]),
-            Route("/mcp", endpoint=mcp_app),
-            Mount("/", app=embedded.api_app),
-        ],
-        lifespan=lifespan,
-    )
+    mcp_endpoint: ASGIApp = mcp_app
+    routes: list[BaseRoute] = [Route("/.well-known/molar-capabilities.json", capabilities, methods=["GET"])]
+    if auth is not None:
+        routes += create_oauth_routes(auth.config, auth.db)
+        routes += create_protected_resource_routes([auth.mcp_resource, auth.api_resource])
+        # Per-tool scopes with step-up (403 insufficient_scope), tools/list filtered to what the token may call.
+        policy = ScopePolicy.of({spec.name: [spec.scope] for spec in TOOL_SPECS})
+        mcp_endpoint = McpScopeGuard(
+            mcp_app, verifier=auth.verifier(auth.mcp_resource), resource=auth.mcp_resource, policy=policy
+        )
+    routes += [Route("/mcp", endpoint=mcp_endpoint), Mount("/", app=api_app)]
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 def create_stdio_server(factory: ClientFactory) -> MCPServer[AppState]:
     return create_mcp_server(factory)
 
 
-async def manifest_document() -> dict[str, Any]:
+async def manifest_document(*, auth_required: bool = True) -> dict[str, Any]:
     """The capability manifest, without a store: listing tools never opens the server's client."""
     server = create_mcp_server(remote_client_factory("http://127.0.0.1:9", None))
-    return await build_manifest(server, TOOL_SPECS)
+    return await build_manifest(server, TOOL_SPECS, auth_required=auth_required)

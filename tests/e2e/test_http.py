@@ -35,7 +35,7 @@ async def test_the_served_capability_manifest_is_the_generated_one(served: Serve
     async with httpx2.AsyncClient(base_url=served.base_url) as http:
         response = await http.get("/.well-known/molar-capabilities.json")
     assert response.status_code == 200
-    assert response.json() == await manifest_document()
+    assert response.json() == await manifest_document(auth_required=False)  # served with --no-auth
 
 
 async def test_the_rest_api_and_health_answer_beside_mcp(served: Served) -> None:

@@ -9,6 +9,7 @@ from starlette.routing import Route
 from molar_mcp.api import (
     analysis,
     blobs,
+    chats,
     exports,
     live,
     openapi,
@@ -20,6 +21,7 @@ from molar_mcp.api import (
     traces,
     viewer,
 )
+from molar_mcp.api.auth import ApiAuth, ApiAuthMiddleware
 from molar_mcp.api.context import ApiContext
 from molar_mcp.api.errors import EXCEPTION_HANDLERS, RequestIdMiddleware
 from molar_mcp.api.ops import OpsMiddleware
@@ -35,6 +37,7 @@ def api_routes() -> list[Route]:
         *blobs.routes(),
         *exports.routes(),
         *analysis.routes(),
+        *chats.routes(),
         *tiers.routes(),
         *sharing.routes(),
         *report.routes(),
@@ -42,11 +45,16 @@ def api_routes() -> list[Route]:
     ]
 
 
-def create_api_app(ctx: ApiContext) -> Starlette:
-    """The /v1 API as its own ASGI app: mounted by `serve`, or reached in process through ASGITransport."""
+def create_api_app(ctx: ApiContext, auth: ApiAuth | None = None) -> Starlette:
+    """The /v1 API as its own ASGI app: mounted by `serve`, or reached in process through an ASGI
+    transport. With `auth`, every non-public route needs a credential and a scope (api/auth.py)."""
+    middleware = [Middleware(RequestIdMiddleware)]
+    if auth is not None:
+        middleware.append(Middleware(ApiAuthMiddleware, auth=auth))
+    middleware.append(Middleware(OpsMiddleware))
     app = Starlette(
         routes=api_routes(),
-        middleware=[Middleware(RequestIdMiddleware), Middleware(OpsMiddleware)],
+        middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.molar = ctx

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from starlette.requests import Request
+from starlette.types import ASGIApp
 
 from molar_mcp.api.bus import LiveBus
 from molar_mcp.api.errors import ApiError
 from molar_mcp.api.telemetry import Metrics, RateLimiter, RateLimits
+from molar_mcp.debugger.chat import ModelProvider, NoTools, ToolRunner
+from molar_mcp.debugger.config import DEFAULT_BUDGET_CENTS
+from molar_mcp.debugger.pricing import Price
 from molar_mcp.demo.config import DEMO_APP_NAME, demo_app_config
 from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES
 from molar_mcp.replay.apps import AppConfig
 from molar_mcp.replay.service import ReplayService
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceStore
 from molar_mcp.store.analysis import SqliteAnalysisStore
+from molar_mcp.store.chats import SqliteChatStore
 from molar_mcp.store.live import LiveTraces
 from molar_mcp.store.replays import ReplayStore
 from molar_mcp.store.sharing import SqliteSharingStore
@@ -25,6 +31,15 @@ from molar_mcp.store.signing import UrlSigner
 from molar_mcp.store.tiers import SqliteTiers
 
 _ORG_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+# The trace tools a chat's model may call, for one org, reached through the /v1 app serving the request
+# (the composition root backs it with our MCP server; `api` itself knows no MCP).
+ToolRunnerFactory = Callable[[ASGIApp, str], AbstractAsyncContextManager[ToolRunner]]
+
+
+@asynccontextmanager
+async def no_tools(app: ASGIApp, org_id: str) -> AsyncIterator[ToolRunner]:
+    yield NoTools()
 
 
 @dataclass(frozen=True)
@@ -37,10 +52,15 @@ class ApiContext:
     tiers: SqliteTiers
     analysis: SqliteAnalysisStore
     sharing: SqliteSharingStore
+    chats: SqliteChatStore
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
     metrics: Metrics = field(default_factory=Metrics)
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
     replays: ReplayService | None = None  # Layer 2 replay (api/replays.py); None: not offered
+    model: ModelProvider | None = None  # the debugger chats' model; None: answers are the findings alone
+    tools: ToolRunnerFactory = no_tools
+    debugger_budget_cents: int = DEFAULT_BUDGET_CENTS
+    model_price: Price | None = None  # overrides the price table (e.g. 0,0 for a local model)
 
     @classmethod
     def embedded(
@@ -50,6 +70,10 @@ class ApiContext:
         max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
         rate_limits: RateLimits | None = None,
         apps: Mapping[str, AppConfig] | None = None,
+        model: ModelProvider | None = None,
+        tools: ToolRunnerFactory = no_tools,
+        debugger_budget_cents: int = DEFAULT_BUDGET_CENTS,
+        model_price: Price | None = None,
     ) -> ApiContext:
         """The context of the embedded store: its signer, blob files, live ingest and bus."""
         return cls(
@@ -61,12 +85,17 @@ class ApiContext:
             tiers=SqliteTiers(store.db, store.blobs),
             analysis=SqliteAnalysisStore(store.db),
             sharing=SqliteSharingStore(store.db),
+            chats=SqliteChatStore(store.db),
             max_bundle_bytes=max_bundle_bytes,
             rate_limiter=RateLimiter(rate_limits or RateLimits()),
             # The apps a replay can run (per-app source dir, start command, health URL); the demo shop by default.
             replays=ReplayService(
                 store, ReplayStore(store.db), apps if apps is not None else {DEMO_APP_NAME: demo_app_config()}
             ),
+            model=model,
+            tools=tools,
+            debugger_budget_cents=debugger_budget_cents,
+            model_price=model_price,
         )
 
     def blob_file(self, sha256: str) -> Path:
@@ -80,7 +109,13 @@ def api_context(request: Request) -> ApiContext:
 
 
 def org_of(request: Request) -> str:
-    """The org a request acts in: `x-molar-org` (seed 000 "Org scope (tests/local)"), else the local org."""
+    """The org a request acts in: the authenticated principal's (api/auth.py checked `x-molar-org`
+    against it); without authentication (loopback dev, embedded stdio), `x-molar-org` (seed 000
+    "Org scope (tests/local)"), else the local org."""
+    principal = request.scope.get("state", {}).get("principal")
+    org_id = getattr(principal, "org_id", None)
+    if isinstance(org_id, str):
+        return org_id
     raw = request.headers.get("x-molar-org")
     if raw is None or raw == "":
         return LOCAL_ORG_ID

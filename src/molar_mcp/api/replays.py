@@ -15,8 +15,9 @@ from starlette.routing import Route
 
 from molar_mcp.api.context import api_context, org_of
 from molar_mcp.api.errors import ApiError, error_response
-from molar_mcp.models.diffs import DIFF_DIMENSIONS, DiffDimension
-from molar_mcp.models.replays import PromoteFixRequest, ReplayRequest
+from molar_mcp.api.openapi import Param, documented, string
+from molar_mcp.models.diffs import DIFF_DIMENSIONS, DiffDimension, TraceDiff
+from molar_mcp.models.replays import PromoteFixRequest, PromoteFixResult, ReplayList, ReplayRequest, ReplayStatus
 from molar_mcp.replay.apps import DiffDoesNotApply
 from molar_mcp.replay.service import (
     NotReplayable,
@@ -87,6 +88,13 @@ async def _call(request: Request, fn: Callable[[], BaseModel], status: int = 200
     return JSONResponse(value.model_dump(mode="json"), status_code=status)
 
 
+@documented(
+    summary="Enqueue a Layer 2 replay from a step with edits (202; 409 if the trace is not hot)",
+    body=ReplayRequest,
+    response=ReplayStatus,
+    status=202,
+    errors=(400, 404, 409, 413, 415, 422, 429),
+)
 async def create_replay(request: Request) -> Response:
     service = _service(request)
     body = await _body(request, ReplayRequest)
@@ -94,12 +102,21 @@ async def create_replay(request: Request) -> Response:
     return await _call(request, functools.partial(service.enqueue, org, trace_ref, body), 202)
 
 
+@documented(summary="List a trace's replays, newest first", response=ReplayList)
 async def list_replays(request: Request) -> Response:
     service = _service(request)
     org, trace_ref = org_of(request), request.path_params["trace_id"]
     return await _call(request, functools.partial(service.list_for_trace, org, trace_ref))
 
 
+@documented(
+    summary="Get a replay's status (queued → running → succeeded | failed); `wait` long-polls for a change",
+    response=ReplayStatus,
+    query=(
+        Param("wait", {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S}, "seconds to wait for a phase change"),
+        Param("phase", string(), "the phase the caller last saw (with wait)"),
+    ),
+)
 async def get_replay(request: Request) -> Response:
     service = _service(request)
     org, replay_id = org_of(request), request.path_params["replay_id"]
@@ -120,6 +137,16 @@ async def get_replay(request: Request) -> Response:
     return JSONResponse(status.model_dump(mode="json"))
 
 
+@documented(
+    summary="Compare two traces step by step (b against a; b may be a replay id)",
+    response=TraceDiff,
+    query=(
+        Param("a", string(), "the source trace (id or short id)", required=True),
+        Param("b", string(), "the other trace, or a replay id", required=True),
+        Param("dimension", string(DIFF_DIMENSIONS), "overview (default), steps, network or console"),
+    ),
+    errors=(400, 404, 422),
+)
 async def diff_traces(request: Request) -> Response:
     service = _service(request)
     a, b = request.query_params.get("a"), request.query_params.get("b")
@@ -137,6 +164,12 @@ async def diff_traces(request: Request) -> Response:
     return await _call(request, functools.partial(service.diff, org_of(request), a, b, dimension))
 
 
+@documented(
+    summary="Commit a succeeded replay's source diffs on a new branch (Mender hand-off)",
+    body=PromoteFixRequest,
+    response=PromoteFixResult,
+    errors=(400, 404, 409, 415, 422),
+)
 async def promote_fix(request: Request) -> Response:
     service = _service(request)
     body = await _body(request, PromoteFixRequest)

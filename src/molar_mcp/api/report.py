@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from molar_mcp.api.context import ApiContext, api_context, org_of
+from molar_mcp.api.openapi import documented
 from molar_mcp.models import Event, TraceDetail
 from molar_mcp.reports import render_report
 
@@ -40,6 +41,11 @@ def load_trace(ctx: ApiContext, org_id: str, trace_ref: str) -> tuple[TraceDetai
     return detail, events, total
 
 
+@documented(
+    summary="The forensic markdown report of a trace, as an attachment (secrets masked)",
+    media_type="text/markdown",
+    errors=(404, 409),
+)
 async def report_md(request: Request) -> Response:
     ctx = api_context(request)
     org = org_of(request)

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from molar_mcp.api.context import api_context, org_of
 from molar_mcp.api.errors import ApiError
+from molar_mcp.api.openapi import documented
 from molar_mcp.models.sharing import PinResponse, ShareRequest, ShareResponse
 
 MAX_SHARE_BODY = 4096
@@ -28,10 +29,12 @@ async def _pin(request: Request, pinned: bool) -> JSONResponse:
     return JSONResponse(PinResponse(pinned=state).model_dump())
 
 
+@documented(summary="Pin a trace (retention keeps it hot)", response=PinResponse)
 async def pin(request: Request) -> JSONResponse:
     return await _pin(request, True)
 
 
+@documented(summary="Unpin a trace", response=PinResponse)
 async def unpin(request: Request) -> JSONResponse:
     return await _pin(request, False)
 
@@ -58,6 +61,12 @@ async def _share_body(request: Request) -> Any:
         raise ApiError(400, "bad_request", f"the body is not JSON: {exc}") from None
 
 
+@documented(
+    summary="Share a trace read-only at /r/{short_id}: org-only or public-read, 1-365 days (default org-only, 7)",
+    response=ShareResponse,
+    body=ShareRequest,
+    errors=(400, 404, 413, 415, 422),
+)
 async def share(request: Request) -> JSONResponse:
     ctx = api_context(request)
     org, trace_ref = org_of(request), request.path_params["trace_id"]

@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from molar_mcp.api.blobs import blob_path
 from molar_mcp.api.context import ApiContext, api_context
+from molar_mcp.api.openapi import documented
 from molar_mcp.api.report import load_trace
 from molar_mcp.reports import ShareInfo, TraceFacts, build_facts, render_embed, render_message, render_viewer
 from molar_mcp.store import TraceNotFound
@@ -131,10 +132,37 @@ def _artifact_urls(ctx: ApiContext, org_id: str, trace_id: str, facts: TraceFact
     return {a.sha256: ctx.signer.sign(blob_path(trace_id, a.sha256), org_id) for a in facts.artifacts}
 
 
+_HTML_PAGES = {
+    str(code): {"description": text, "content": {"text/html": {"schema": {"type": "string"}}}}
+    for code, text in (
+        (200, "The viewer page"),
+        (401, "An org-only share, and no session"),
+        (403, "An org-only share, and a session of another org"),
+        (404, "No shared trace has this short id"),
+        (409, "The trace's events are archived (cold)"),
+        (410, "The share expired"),
+    )
+}
+
+
+@documented(
+    summary="Read-only HTML viewer of a shared trace (no /v1 prefix; checks visibility and expiry)",
+    media_type="text/html",
+    errors=(),
+    tags=("viewer",),
+    extra={"responses": _HTML_PAGES},
+)
 async def viewer(request: Request) -> HTMLResponse:
     return await _view(request, embed=False)
 
 
+@documented(
+    summary="Compact HTML viewer of a shared trace, for an iframe (checks visibility and expiry)",
+    media_type="text/html",
+    errors=(),
+    tags=("viewer",),
+    extra={"responses": _HTML_PAGES},
+)
 async def embed(request: Request) -> HTMLResponse:
     return await _view(request, embed=True)
 

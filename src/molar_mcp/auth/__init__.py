@@ -11,6 +11,7 @@ from molar_mcp.auth.config import (
     SCOPE_DESCRIPTIONS,
     SCOPE_RUN,
     SCOPE_TRACE_READ,
+    SCOPE_TRACE_WRITE,
     AuthConfig,
 )
 from molar_mcp.auth.db import AuthDB
@@ -34,6 +35,7 @@ __all__ = [
     "SCOPE_DESCRIPTIONS",
     "SCOPE_RUN",
     "SCOPE_TRACE_READ",
+    "SCOPE_TRACE_WRITE",
     "AnyVerifier",
     "ApiKey",
     "ApiKeyStore",

@@ -22,13 +22,16 @@ LOCAL_ORG_ID: Final = "org_local"
 SCOPE_TRACE_READ: Final = "mcp:trace:read"
 SCOPE_DEBUG: Final = "mcp:debug"
 SCOPE_RUN: Final = "mcp:run"
-ALL_SCOPES: Final = (SCOPE_TRACE_READ, SCOPE_DEBUG, SCOPE_RUN)
+# Writing traces (ingest, live events, pin, share, restore): what CI and recorders need, not agents.
+SCOPE_TRACE_WRITE: Final = "mcp:trace:write"
+ALL_SCOPES: Final = (SCOPE_TRACE_READ, SCOPE_DEBUG, SCOPE_RUN, SCOPE_TRACE_WRITE)
 
 # What the consent page and `molar-mcp` tell a person each scope lets a client do.
 SCOPE_DESCRIPTIONS: Final[dict[str, str]] = {
     SCOPE_TRACE_READ: "Read your test-run traces: list them, open one, and read its steps, events and files.",
     SCOPE_DEBUG: "Ask the trace debugger questions about a failed run (this spends your debugger budget).",
     SCOPE_RUN: "Start replays of a trace from a chosen step, with edits, on your runners.",
+    SCOPE_TRACE_WRITE: "Record test-run traces: upload bundles, append live events, pin, share and restore them.",
 }
 
 # Paths of the authorization server. Seed 001: the OAuth routes live under /api/oauth/*.

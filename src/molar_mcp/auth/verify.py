@@ -32,8 +32,8 @@ class Principal:
     org_id: str
     scopes: frozenset[str]
     client_id: str | None
-    kind: Literal["oauth", "api_key"]
-    credential_id: str  # the JWT's jti or the API key's id
+    kind: Literal["oauth", "api_key", "internal"]
+    credential_id: str  # the JWT's jti, the API key's id, or "internal"
     expires_at: int | None
     issuer: str | None = None
     audience: str | None = None

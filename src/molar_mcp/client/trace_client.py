@@ -6,7 +6,7 @@ Either way the same requests go over the same HTTP semantics, so the two modes c
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -27,6 +27,16 @@ from molar_mcp.models import (
     TraceDetail,
     TraceListResponse,
 )
+from molar_mcp.models.chats import (
+    STREAM_EVENTS,
+    ChatDetail,
+    ChatStreamItem,
+    DebuggerUsage,
+    ModelChoice,
+    ModelReply,
+)
+from molar_mcp.models.diffs import TraceDiff
+from molar_mcp.models.replays import PromoteFixResult, ReplayList, ReplayStatus
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -247,6 +257,102 @@ class TraceClient:
         elif owner is not None:
             body["owner"] = owner
         return _parse(await self._send("PATCH", f"/v1/incidents/{_segment(incident_id)}", json=body), Incident)
+
+    # ---- Layer 2 replay (seed 000) --------------------------------------------------------------
+
+    async def create_replay(
+        self,
+        trace_id: str,
+        *,
+        from_step: int,
+        scenario_diff: str | None = None,
+        source_diffs: Sequence[tuple[str, str]] = (),
+        triggered_via: str = "api",
+    ) -> ReplayStatus:
+        """Queue a replay (`POST /v1/traces/{id}/replay`). A diff that does not apply is a
+        `BadRequestError` (422) naming the hunk; a trace that is not hot an `ApiClientError` 409."""
+        edits: dict[str, Any] = {"source_diffs": [{"path": p, "diff": d} for p, d in source_diffs]}
+        if scenario_diff is not None:
+            edits["scenario_diff"] = scenario_diff
+        body = {"from_step": from_step, "edits": edits, "triggered_via": triggered_via}
+        response = await self._send("POST", f"/v1/traces/{_segment(trace_id)}/replay", json=body)
+        return _parse(response, ReplayStatus)
+
+    async def get_replay(self, replay_id: str, *, wait_s: float = 0, phase: str | None = None) -> ReplayStatus:
+        """A replay's status (`GET /v1/replays/{id}`); with `wait_s`, the store answers once the phase
+        differs from `phase` (or the replay finished), or after `wait_s` seconds (a long poll)."""
+        params: dict[str, str] = {}
+        if wait_s > 0:
+            params["wait"] = f"{wait_s:g}"
+            if phase is not None:
+                params["phase"] = phase
+        response = await self._send(
+            "GET", f"/v1/replays/{_segment(replay_id)}", params=params, timeout=httpx2.Timeout(10.0 + wait_s)
+        )
+        return _parse(response, ReplayStatus)
+
+    async def list_replays(self, trace_id: str) -> ReplayList:
+        return await self._get(f"/v1/traces/{_segment(trace_id)}/replays", ReplayList)
+
+    async def diff_traces(self, a: str, b: str, *, dimension: str = "overview") -> TraceDiff:
+        """Compare trace `b` (or a replay id's child trace) with trace `a` (`GET /v1/traces/diff`)."""
+        return await self._get("/v1/traces/diff", TraceDiff, {"a": a, "b": b, "dimension": dimension})
+
+    async def promote_fix(self, trace_id: str, *, replay_id: str, summary: str) -> PromoteFixResult:
+        body = {"replay_id": replay_id, "summary": summary}
+        response = await self._send("POST", f"/v1/traces/{_segment(trace_id)}/promote-fix", json=body)
+        return _parse(response, PromoteFixResult)
+
+    async def create_chat(self, trace_id: str, *, title: str | None = None) -> ChatDetail:
+        """Start a debugger chat on the trace; its first message is the detectors' findings."""
+        body = {"title": title} if title is not None else {}
+        response = await self._send("POST", f"/v1/traces/{_segment(trace_id)}/chats", json=body)
+        return _parse(response, ChatDetail)
+
+    async def get_chat(self, chat_id: str) -> ChatDetail:
+        return await self._get(f"/v1/chats/{_segment(chat_id)}", ChatDetail)
+
+    async def debugger_usage(self) -> DebuggerUsage:
+        """The server's debugger model (None: findings only) and this org's spend against its budget."""
+        return await self._get("/v1/debugger/usage", DebuggerUsage)
+
+    def send_message(
+        self, chat_id: str, content: str, *, model: ModelChoice = "server"
+    ) -> AsyncIterator[ChatStreamItem]:
+        """Ask a question; yields the stream as it comes: the stored question, answer tokens, tool-call
+        audit rows, the stored answer, a `ModelRequest` when `model="client"`, and a `StreamEnd` last.
+        A spent budget raises `ApiClientError` with status 429 before anything is stored."""
+        path = f"/v1/chats/{_segment(chat_id)}/messages"
+        return self._chat_stream(path, {"content": content, "model": model})
+
+    def model_response(self, chat_id: str, reply: ModelReply) -> AsyncIterator[ChatStreamItem]:
+        """Answer a chat's `ModelRequest` with the caller's model's turn; yields what follows, as above."""
+        path = f"/v1/chats/{_segment(chat_id)}/model-response"
+        return self._chat_stream(path, reply.model_dump(mode="json"))
+
+    async def _chat_stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[ChatStreamItem]:
+        try:
+            async with self._http.stream(
+                "POST",
+                path,
+                json=body,
+                headers={"accept": "text/event-stream"},
+                timeout=httpx2.Timeout(10.0, read=None),
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _error_from(response)
+                async for sse in httpx2.EventSource(response):
+                    model = STREAM_EVENTS.get(sse.event)
+                    if model is None or not sse.data:
+                        continue  # an event this client does not know yet: skip it, as SSE intends
+                    item = model.model_validate_json(sse.data)
+                    assert isinstance(item, ChatStreamItem)
+                    yield item
+        except httpx2.TransportError as exc:
+            raise UnavailableError(0, "unavailable", f"the chat stream {path} broke: {exc}") from exc
+        except ValidationError as exc:
+            raise ApiClientError(0, "bad_response", f"the chat stream {path} sent an unexpected event: {exc}") from exc
 
     async def _get(self, path: str, model: type[M], params: dict[str, str] | None = None) -> M:
         return _parse(await self._send("GET", path, params=params), model)

@@ -14,12 +14,32 @@ SCOPES = {
     "mcp:trace:read": "read traces, their events, artifacts and reports",
     "mcp:debug": "run the debugger on a trace (detectors and debugger chats)",
     "mcp:run": "replay a trace from a step with edits (executes the app under test)",
+    "mcp:trace:write": "record traces through the REST API: bundles, live events, pin, share, restore",
+}
+# Paths, not URLs: the same document holds for any host the server runs on.
+AUTH = {
+    "type": "oauth2.1",
+    "authorization_server_metadata": "/.well-known/oauth-authorization-server",
+    "protected_resource_metadata": "/.well-known/oauth-protected-resource/mcp",
+    "endpoints": {
+        "authorize": "/api/oauth/authorize",
+        "token": "/api/oauth/token",
+        "register": "/api/oauth/register",
+        "revoke": "/api/oauth/revoke",
+        "jwks": "/api/oauth/jwks",
+    },
+    "pkce": ["S256"],
+    "client_registration": ["client_id_metadata_document", "dynamic_client_registration"],
+    "api_keys": "Authorization: Bearer molar_sk_… (molar-mcp keys create --scopes …)",
 }
 RESOURCE_SCOPE = "mcp:trace:read"
 
 
-async def build_manifest(server: MCPServer[Any], tool_specs: Sequence[ToolSpec]) -> dict[str, Any]:
-    """The manifest of `server`; `tool_specs` add each tool's scope and REST equivalent."""
+async def build_manifest(
+    server: MCPServer[Any], tool_specs: Sequence[ToolSpec], *, auth_required: bool = True
+) -> dict[str, Any]:
+    """The manifest of `server`; `tool_specs` add each tool's scope and REST equivalent.
+    `auth_required` is False only for a loopback `serve --no-auth`."""
     specs: dict[str, ToolSpec] = {s.name: s for s in tool_specs}
     tools = []
     for tool in sorted(await server.list_tools(), key=lambda t: t.name):
@@ -59,6 +79,7 @@ async def build_manifest(server: MCPServer[Any], tool_specs: Sequence[ToolSpec])
             {"type": "stdio", "command": "molar-mcp", "args": ["stdio"]},
         ],
         "scopes": SCOPES,
+        "auth": {"required": auth_required, **AUTH},
         "tools": tools,
         "resources": templates,
         "rest": {"base": "/v1"},

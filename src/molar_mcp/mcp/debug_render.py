@@ -21,7 +21,6 @@ from molar_mcp.models import Analysis, AnalysisFinding, Event, TraceDetail
 
 NO_MODEL = "Analysis without a model:"
 EVIDENCE_MAX = 16  # cited events quoted at most (before the budget cuts)
-QUESTION_CHARS = 200
 
 
 def debug_structured(view: DebugView) -> dict[str, Any]:
@@ -84,23 +83,18 @@ def analysis_answer(
     if not findings:
         lines = [f"{NO_MODEL} the deterministic detectors found no sign of a failure in {run}."]
     else:
-        causes = "possible cause" if total == 1 else "possible causes"
-        lines = [f"{NO_MODEL} the deterministic detectors report {total} {causes} in {run}, most likely first."]
+        causes = "1 possible cause" if total == 1 else f"{total} possible causes, most likely first"
+        lines = [f"{NO_MODEL} the deterministic detectors report {causes} in {run}."]
         for i, f in enumerate(findings, start=1):
             cites = ", ".join(str(s) for s in f.evidence_seqs)
             lines.append(
                 f"{i}. {f.label} (confidence {f.confidence:.2f}) at {_where(f, titles)}: {f.summary}"
                 + (f" Cited events: seq {cites}." if cites else "")
             )
-        if total > len(findings):
-            lines.append(f"({total - len(findings)} lower-ranked findings are left out here.)")
         if replay is not None:
             lines.append(f"Suggested replay: from step {replay.from_step}; {replay.change}.")
     if question:
-        asked = mask_text(" ".join(question.split()))
-        if len(asked) > QUESTION_CHARS:
-            asked = asked[: QUESTION_CHARS - 1] + "…"
-        lines.append(f"No model is configured, so the question “{asked}” got no answer beyond these findings.")
+        lines.append("No model is configured, so the question got no answer beyond these findings.")
     if chat_id:
         lines.append(f"Chat {chat_id} was not continued: no model is configured.")
     return "\n".join(lines)
@@ -144,7 +138,8 @@ def build_debug_view(
     reply: ModelAnswer | None = None,
 ) -> tuple[DebugView, str]:
     """Assemble `debug_run`'s answer and shrink it until it fits `budget` tokens: cited events go first
-    (never the top finding's critical event), then lower-ranked findings (never the top one).
+    (but the top finding's critical event), then the call records, then lower-ranked findings (never
+    the top one), then that last event.
 
     `reply` is the model's answer (`mcp/debug_model.py`); without one the answer is the findings'.
     """
@@ -161,7 +156,7 @@ def build_debug_view(
     rows = {seq: event_row(quoted[seq]) for seq in wanted if seq in quoted}
     in_order = [seq for seq in wanted if seq in rows]  # most important first
 
-    def assemble(n_findings: int, n_evidence: int) -> tuple[DebugView, str]:
+    def assemble(n_findings: int, n_evidence: int, n_calls: int) -> tuple[DebugView, str]:
         shown = findings[:n_findings]
         kept = sorted(in_order[:n_evidence])
         omitted: list[str] = []
@@ -170,12 +165,14 @@ def build_debug_view(
                 f"{f.label}@step {f.critical_step}" if f.critical_step else f.label for f in findings[len(shown) :]
             )
             omitted.append(
-                f"{len(findings) - len(shown)} lower-ranked findings ({rest}); "
+                f"{len(findings) - len(shown)} lower-ranked finding(s) ({rest}); "
                 f'debug_run(trace_id="{ref}", max_tokens={budget * 2}) shows more'
             )
         unquoted = [seq for seq in wanted if seq not in kept]
         if unquoted:
             omitted.append(_unquoted_note(unquoted, step_of, ref))
+        if n_calls < len(tool_calls):
+            omitted.append(f"the records of the {len(tool_calls) - n_calls} calls made; a larger max_tokens shows them")
         if reply is not None:
             answer = reply.answer
         else:
@@ -192,23 +189,24 @@ def build_debug_view(
             failure_signature=mask_text(analysis.failure_signature) if analysis.failure_signature else None,
             suggested_replay=replay,
             incident_id=analysis.incident_id,
-            tool_calls=list(tool_calls),
+            tool_calls=list(tool_calls[:n_calls]),
             analyzer_version=analysis.analyzer_version,
             omitted=omitted,
         )
         return view, debug_text(view)
 
-    sizes = [len(findings), min(len(in_order), EVIDENCE_MAX)]
-    floors = [1, 1]
+    sizes = [len(findings), min(len(in_order), EVIDENCE_MAX), len(tool_calls)]
     view, text = assemble(*sizes)
     while (spent := debug_cost(view, text)) > budget:
         factor = min(2 / 3, budget / spent)
-        # Cited events first (down to the top finding's critical event), then lower-ranked findings,
-        # then the last quoted event.
-        if sizes[1] > floors[1]:
-            sizes[1] = max(floors[1], int(sizes[1] * factor))
-        elif sizes[0] > floors[0]:
-            sizes[0] = max(floors[0], int(sizes[0] * factor))
+        # Cited events first (down to the top finding's critical event), then the call records (their
+        # names stay in `omitted`), then lower-ranked findings, then the last quoted event.
+        if sizes[1] > 1:
+            sizes[1] = max(1, int(sizes[1] * factor))
+        elif sizes[2] > 0:
+            sizes[2] = 0
+        elif sizes[0] > 1:
+            sizes[0] = max(1, int(sizes[0] * factor))
         elif sizes[1] > 0:
             sizes[1] = 0
         else:

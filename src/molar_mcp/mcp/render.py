@@ -11,6 +11,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import BaseModel
+
 from molar_mcp.mcp.masking import mask, mask_text
 from molar_mcp.mcp.tokens import estimate_tokens
 from molar_mcp.mcp.views import (
@@ -35,16 +37,16 @@ def _cut(text: str | None, limit: int) -> str | None:
     return text[: limit - 1] + "…"
 
 
-def structured(view: TraceView | TraceList) -> dict[str, Any]:
-    """The `structuredContent` sent for a view: JSON with nulls left out (they cost tokens and say
-    nothing), except `next_cursor`, whose null says "this is the last page"."""
+def structured(view: BaseModel) -> dict[str, Any]:
+    """The `structuredContent` sent for a view (any tool's output model): JSON with nulls left out (they
+    cost tokens and say nothing), except `next_cursor`, whose null says "this is the last page"."""
     data = view.model_dump(mode="json", exclude_none=True)
     if isinstance(view, TraceList):
         data.setdefault("next_cursor", None)
     return data
 
 
-def cost(view: TraceView | TraceList, text: str) -> int:
+def cost(view: BaseModel, text: str) -> int:
     """Tokens of everything a client may show a model: the text block, the structured content, and
     for a trace the resource-link blocks of its artifacts."""
     total = estimate_tokens(json.dumps(structured(view), ensure_ascii=False)) + estimate_tokens(text)

@@ -9,6 +9,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from molar_mcp.client import ApiClientError, NotFoundError
 from molar_mcp.mcp.masking import mask_text
 from molar_mcp.mcp.render import build_trace_view, event_row
+from molar_mcp.mcp.replay_calls import replay_resource
 from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
 
@@ -184,3 +185,11 @@ def register(server: MCPServer[Any]) -> None:
         "newest first, with trace counts and the latest trace; page with cursor.",
         mime_type="application/json",
     )(incidents_resource)
+    server.resource(
+        "molar://replays/{replay_id}",
+        name="replay",
+        title="Replay",
+        description="A replay's status (queued, running, succeeded, failed) and, once it succeeded, whether "
+        "the replayed run passed and its diff against the source trace (JSON).",
+        mime_type="application/json",
+    )(replay_resource)

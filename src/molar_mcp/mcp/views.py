@@ -140,3 +140,83 @@ class DebugView(BaseModel):
     tool_calls: list[ToolCallRecord] = Field(default_factory=list, description="the calls made to answer")
     analyzer_version: str | None = None
     omitted: list[str] = Field(default_factory=list, description="what this answer left out, and how to get it")
+
+
+# ---- replay_trace, get_replay, diff_traces ---------------------------------------------------------
+
+
+class ReplayRow(BaseModel):
+    replay_id: str
+    trace_id: str = Field(description="the source trace")
+    status: str = Field(description="queued, running, succeeded (the replayed run was recorded) or failed")
+    phase: str = Field(description="queued, starting_app, restoring, running, recording or done")
+    from_step: int
+    replay_trace_id: str | None = Field(default=None, description="short id of the child trace (get_trace reads it)")
+    trace_status: str | None = Field(default=None, description="whether the replayed run passed: passed, failed, error")
+    failure_signature: str | None = None
+    message: str | None = None
+    error: str | None = Field(default=None, description="why the replay failed: app_start_failed, timeout, …")
+    log_tail: str | None = Field(default=None, description="the end of the app's output when it did not start")
+    queue_position: int | None = None
+    duration_ms: int | None = None
+    resource: str = Field(description="the molar://replays/{id} resource of this replay")
+
+
+class DiffStepRow(BaseModel):
+    step: int
+    title: str | None = None
+    a: str = Field(description="passed, failed or absent")
+    b: str
+    restored: bool = Field(default=False, description="b re-ran this step only to restore the app's state")
+    delta_ms: int | None = None
+
+
+class DiffAssertionRow(BaseModel):
+    step: int
+    target: str = Field(description="the JSON path or what the assertion checks")
+    change: str = Field(description="now_passes, now_fails, changed, only_in_a, only_in_b")
+    expected_a: str | None = None
+    actual_a: str | None = None
+    expected_b: str | None = None
+    actual_b: str | None = None
+
+
+class DiffExchangeRow(BaseModel):
+    step: int | None = None
+    request: str = Field(description="method and path (hosts differ between runs and are left out)")
+    status: str = Field(description="`a → b`, e.g. `200 → 200`")
+    only_in: str | None = None
+    body: list[str] = Field(default_factory=list, description="changed body fields: `path: a → b`")
+
+
+class DiffConsoleRow(BaseModel):
+    step: int | None = None
+    kind: str
+    text: str
+    only_in: str
+
+
+class DiffView(BaseModel):
+    a: str = Field(description="short id of trace a")
+    b: str = Field(description="short id of trace b")
+    a_status: str
+    b_status: str
+    dimension: str
+    summary: str
+    first_divergence: str | None = Field(default=None, description="the first place the runs differ, in step order")
+    first_divergence_step: int | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+    assertions: list[DiffAssertionRow] = Field(default_factory=list, description="assertions that differ")
+    steps: list[DiffStepRow] = Field(default_factory=list)
+    network: list[DiffExchangeRow] = Field(default_factory=list)
+    console: list[DiffConsoleRow] = Field(default_factory=list)
+    duration_ms_a: int | None = None
+    duration_ms_b: int | None = None
+    omitted: list[str] = Field(default_factory=list, description="what this answer left out, and how to get it")
+
+
+class ReplayView(BaseModel):
+    replay: ReplayRow
+    diff: DiffView | None = Field(default=None, description="the overview diff against the source, once it succeeded")
+    next: str = Field(description="what to call next")
+    omitted: list[str] = Field(default_factory=list, description="what this answer left out, and how to get it")

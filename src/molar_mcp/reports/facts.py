@@ -237,7 +237,7 @@ def build_facts(detail: TraceDetail, events: Sequence[Event], *, events_total: i
         pr_number=detail.pr_number,
         source=detail.source,
         failure_signature=clean(detail.failure_signature, 200) if detail.failure_signature else None,
-        event_count=events_total if events_total is not None else detail.event_count,
+        event_count=events_total if events_total is not None else max(detail.event_count, len(events)),
         events_read=len(events),
         failed_event_count=sum(1 for e in events if e.ok is False),
         steps=steps,

@@ -55,7 +55,7 @@ tr.failed td.status{color:#cf222e;font-weight:700}
 .level-error{color:#cf222e;font-weight:700}.level-warning{color:#9a6700;font-weight:600}
 .timeline li.detail{display:block;padding:4px 0 10px;background:#fff}
 .events{margin:0 0 0 72px;width:calc(100% - 72px)}
-ul.artifacts{list-style:none;margin:0;padding:0;display:flex;flex-wrap:wrap;gap:12px}
+ul.artifacts{list-style:none;margin:0;padding:0;display:flex;flex-wrap:wrap;align-items:flex-start;gap:12px}
 .artifacts li{border:1px solid #d0d7de;border-radius:6px;padding:8px 10px;min-width:200px}
 .artifacts img{display:block;max-width:320px;max-height:200px;margin-top:6px;border:1px solid #d0d7de}
 .muted{color:#57606a}

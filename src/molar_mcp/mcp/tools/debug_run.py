@@ -5,19 +5,21 @@ labelled "Analysis without a model:". With a model (`mcp/debug_model.py`, the de
 model's answer comes beside the same findings and evidence.
 """
 
+import math
 import time
 from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from molar_mcp.client import ApiClientError, TraceClient
 from molar_mcp.mcp.debug_model import answer_with_model
 from molar_mcp.mcp.debug_render import EVIDENCE_MAX, build_debug_view, cited_seqs, debug_structured
 from molar_mcp.mcp.errors import store_errors
+from molar_mcp.mcp.sampling import ClientModel
 from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET, estimate_tokens
 from molar_mcp.mcp.tools.spec import ToolSpec
@@ -85,9 +87,10 @@ async def debug_run(
         Field(max_length=64, description="the chat_id of an earlier debug_run answer, to ask a follow-up"),
     ] = None,
     max_tokens: Annotated[
-        int, Field(ge=500, le=20000, description="token budget of this answer")
+        int,
+        Field(ge=1000, le=20000, description="token budget of this answer (findings and evidence need 1,000)"),
     ] = DEFAULT_TOKEN_BUDGET,
-) -> Annotated[CallToolResult, DebugView]:
+) -> Annotated[CallToolResult, DebugView] | InputRequiredResult:
     client = client_of(ctx)
     log = CallLog()
     analysis: Analysis | None = None
@@ -110,7 +113,15 @@ async def debug_run(
         assert analysis is not None
         found = len(analysis.findings)
         await ctx.report_progress(1, TOTAL_STAGES, f"{found} findings; reading the events they cite")
-        quoted = await quote_events(client, log, analysis.trace_id, cited_seqs(analysis)[:EVIDENCE_MAX])
+        assert detail is not None
+        quoted = await quote_events(
+            client,
+            log,
+            trace_id,
+            cited_seqs(analysis)[:EVIDENCE_MAX],
+            total=detail.event_count,
+            max_seq=max((s.last_seq for s in detail.steps), default=None),
+        )
 
     async def progress(message: str) -> None:
         await ctx.report_progress(2, TOTAL_STAGES, message)
@@ -118,8 +129,16 @@ async def debug_run(
     await progress("Asking a model, if one is configured")
     async with store_errors(trace_id=trace_id):
         reply = await answer_with_model(
-            client, trace_id=trace_id, question=question, chat_id=chat_id, analysis=analysis, progress=progress
+            client,
+            trace_id=trace_id,
+            question=question,
+            chat_id=chat_id,
+            analysis=analysis,
+            progress=progress,
+            client_model=ClientModel(ctx),
         )
+    if isinstance(reply, InputRequiredResult):
+        return reply  # 2026-07-28: the client samples its model and calls again (mcp/sampling.py)
     calls = log.records + (reply.tool_calls if reply is not None else [])
     view, text = build_debug_view(
         analysis, detail, quoted, question=question, chat_id=chat_id, tool_calls=calls, budget=max_tokens, reply=reply
@@ -128,12 +147,15 @@ async def debug_run(
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=debug_structured(view))
 
 
-async def quote_events(client: TraceClient, log: CallLog, trace_id: str, seqs: list[int]) -> dict[int, Event]:
+async def quote_events(
+    client: TraceClient, log: CallLog, trace_id: str, seqs: list[int], *, total: int, max_seq: int | None
+) -> dict[int, Event]:
     """The events with these seqs, read in windows of nearby seqs (one events call each, concurrently).
 
     The events API pages by position, not by seq. Seqs usually count up from 0 without gaps (position =
-    seq); when they do not, a seq's position is lower than the seq by the gaps before it, so a window
-    that starts late moves back by the difference and tries again (at most `WINDOW_TRIES` calls)."""
+    seq); otherwise a seq's position is estimated from how densely the trace's seqs are spread
+    (`max_seq` over `total` events), and a window that misses moves by what the page it read shows,
+    at most `WINDOW_TRIES` calls in all. A seq still not found is left out of the quotes."""
     found: dict[int, Event] = {}
     windows: list[list[int]] = []
     for seq in sorted(set(seqs)):
@@ -141,30 +163,39 @@ async def quote_events(client: TraceClient, log: CallLog, trace_id: str, seqs: l
             windows[-1].append(seq)
         else:
             windows.append([seq])
+    density = max_seq / (total - 1) if max_seq is not None and total > 1 and max_seq >= total else 1.0
+
+    def position(seq: int) -> int:
+        return max(0, min(total - 1, int(seq / density)))
 
     async def read(window: list[int]) -> None:
-        lo, hi = window[0], window[-1]
-        offset, slack = lo, 0
+        offset = position(window[0])
+        limit = position(window[-1]) - offset + 1
         for _ in range(WINDOW_TRIES):
-            limit = min(hi - lo + 1 + slack, WINDOW_LIMIT)
+            limit = max(1, min(limit, WINDOW_LIMIT))
             page = await log.call(
                 "GET /v1/traces/{id}/events",
                 {"trace_id": trace_id, "offset": offset, "limit": limit},
                 client.get_events(trace_id, offset=offset, limit=limit),
             )
             found.update((e.seq, e) for e in page.events if e.seq in window)
-            if all(seq in found for seq in window):
+            missing = [seq for seq in window if seq not in found]
+            if not missing:
                 return
-            if not page.events:
+            if not page.events:  # past the end: read the trace's last events
                 if offset == 0:
                     return
-                # Past the end (the trace has fewer events than the seqs suggest): read its last events.
                 offset = max(0, page.total - limit)
                 continue
-            shift = page.events[0].seq - lo
-            if shift <= 0:
-                return  # the window was covered: the seqs not found do not exist
-            offset, slack = max(0, offset - shift), slack + shift
+            first, last, n = page.events[0].seq, page.events[-1].seq, len(page.events)
+            spread = max(1.0, (last - first) / (n - 1)) if n > 1 else density  # seqs per position here
+            if missing[0] < first:
+                back = math.ceil((first - missing[0]) / spread)
+                offset, limit = max(0, offset - back), limit + back
+            elif missing[-1] > last and n == limit:
+                offset, limit = offset + n, math.ceil((missing[-1] - last) / spread)
+            else:
+                return  # the window was read through: the seqs not found do not exist
 
     async with anyio.create_task_group() as tg:
         for window in windows:

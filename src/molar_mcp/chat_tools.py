@@ -1,0 +1,83 @@
+"""The debugger chat's `ToolRunner` over our own MCP server: a chat's model calls exactly the tools an IDE
+agent calls (list_traces, get_trace with its steps and pages), through the SDK's in-memory client, so
+their answers are the same token-budgeted, masked text.
+
+The only module besides `compose` that knows both the debugger's port and the MCP server; imported by
+`compose` alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import httpx2
+from mcp.client import Client
+from mcp.types import CallToolResult, TextContent
+from starlette.types import ASGIApp
+
+from molar_mcp.client import TraceClient
+from molar_mcp.client.asgi_stream import StreamingASGITransport
+from molar_mcp.debugger.chat import ToolResult, ToolRunner
+from molar_mcp.mcp.server import create_mcp_server
+from molar_mcp.mcp.state import ClientFactory
+from molar_mcp.models.chats import ToolDef
+
+EMBEDDED_BASE_URL: Final = "http://molar.embedded"
+# debug_run would start a chat inside the chat; tools that change things (replays) are not a debugger's
+# to call on its own. A chat's model gets the read-only tools.
+EXCLUDED: Final = frozenset({"debug_run"})
+
+
+def in_process_client_factory(api_app: ASGIApp, *, org_id: str | None = None) -> ClientFactory:
+    """Clients of the in-process /v1 app through an ASGI transport: the same HTTP requests as remote mode,
+    streamed (so SSE works), without a socket. With `org_id`, every request acts in that org."""
+    headers = {"x-molar-org": org_id} if org_id else None
+
+    @asynccontextmanager
+    async def factory() -> AsyncIterator[TraceClient]:
+        transport = StreamingASGITransport(api_app)
+        async with httpx2.AsyncClient(transport=transport, base_url=EMBEDDED_BASE_URL, headers=headers) as http:
+            yield TraceClient(http)
+
+    return factory
+
+
+class McpToolRunner:
+    """`ToolRunner` over a connected MCP client."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def list_tools(self) -> list[ToolDef]:
+        listed = await self._client.list_tools()
+        return [
+            ToolDef(name=t.name, description=t.description or "", input_schema=t.input_schema)
+            for t in listed.tools
+            if t.name not in EXCLUDED and t.annotations is not None and t.annotations.read_only_hint
+        ]
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> ToolResult:
+        result = await self._client.call_tool(name, arguments)
+        return ToolResult(text=result_text(result), is_error=bool(result.is_error))
+
+
+def result_text(result: CallToolResult) -> str:
+    """The text blocks (our tools' compact text already says what the structured content says); the
+    structured content itself when a result has no text."""
+    texts = [block.text for block in result.content if isinstance(block, TextContent)]
+    if texts:
+        return "\n".join(texts)
+    if result.structured_content is not None:
+        return json.dumps(result.structured_content, ensure_ascii=False, separators=(",", ":"))
+    return "(empty result)"
+
+
+@asynccontextmanager
+async def mcp_tool_runner(api_app: ASGIApp, org_id: str) -> AsyncIterator[ToolRunner]:
+    """The trace tools for one org: our MCP server over the in-process /v1 app, with an in-memory client."""
+    server = create_mcp_server(in_process_client_factory(api_app, org_id=org_id))
+    async with Client(server) as client:
+        yield McpToolRunner(client)

@@ -1,0 +1,55 @@
+"""`diff_traces`: compare two runs step by step — usually a replay with the run it replayed."""
+
+from typing import Annotated, Any, Literal
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import Field
+
+from molar_mcp.mcp.render import structured
+from molar_mcp.mcp.replay_calls import replay_errors
+from molar_mcp.mcp.replay_render import build_diff_view
+from molar_mcp.mcp.state import client_of
+from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
+from molar_mcp.mcp.tools.spec import ToolSpec
+from molar_mcp.mcp.views import DiffView
+
+SPEC = ToolSpec(name="diff_traces", scope="mcp:trace:read", rest=("GET /v1/traces/diff",))
+
+DESCRIPTION = """Compare two recorded runs step by step: b against a (e.g. a replay against its source).
+
+Steps are aligned by number. Returns the outcome change, the first divergence (the earliest request,
+response status or body, assertion or step outcome that differs), the assertions that differ (now
+passes / now fails / changed), and per dimension: overview (changed steps), steps (every step with
+timing deltas), network (changed requests and responses, body fields a → b), console (errors and logs
+only in one run). b may be a replay id. Fits a token budget; `omitted` says what was left out."""
+
+
+async def diff_traces(
+    ctx: Context,
+    a: Annotated[str, Field(min_length=1, max_length=64, description="the original trace (short_id or UUID)")],
+    b: Annotated[str, Field(min_length=1, max_length=64, description="the other trace, or a replay_id")],
+    dimension: Annotated[
+        Literal["overview", "steps", "network", "console"], Field(description="what to compare")
+    ] = "overview",
+    max_tokens: Annotated[
+        int, Field(ge=500, le=20000, description="token budget of this answer")
+    ] = DEFAULT_TOKEN_BUDGET,
+) -> Annotated[CallToolResult, DiffView]:
+    client = client_of(ctx)
+    async with replay_errors(trace_id=f"{a} or {b}"):
+        diff = await client.diff_traces(a, b, dimension=dimension)
+    view, text = build_diff_view(diff, max_tokens)
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured(view))
+
+
+def register(server: MCPServer[Any]) -> None:
+    server.add_tool(
+        diff_traces,
+        name=SPEC.name,
+        title="Diff traces",
+        description=DESCRIPTION,
+        annotations=ToolAnnotations(
+            title="Diff traces", read_only_hint=True, idempotent_hint=True, open_world_hint=False
+        ),
+    )

@@ -1,0 +1,129 @@
+"""Authentication of `molar-mcp serve`, assembled from the auth package (docs/auth.md).
+
+`/mcp` and `/v1` are OAuth 2.1 resource servers of our own authorization server (`/api/oauth/*`);
+both also take API keys. The MCP server reaches the store with its own internal credential
+(`x-internal-token` + the caller's org, subject and scopes), never with the client's token.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Generator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+from starlette.types import ASGIApp
+
+from molar_mcp.api.auth import ApiAuth
+from molar_mcp.auth import (
+    ALL_SCOPES,
+    SCOPE_TRACE_READ,
+    AnyVerifier,
+    ApiKeyStore,
+    ApiKeyVerifier,
+    AuthConfig,
+    AuthDB,
+    BearerVerifier,
+    JwtVerifier,
+    ProtectedResource,
+    get_principal,
+)
+from molar_mcp.client import TraceClient
+from molar_mcp.client.asgi_stream import StreamingASGITransport
+from molar_mcp.mcp.state import ClientFactory
+
+INTERNAL_TOKEN_FILE = "internal-token"  # noqa: S105 - a file name, not a secret
+
+
+def internal_token(data_dir: Path) -> str:
+    """`MOLAR_INTERNAL_TOKEN`, else a random token kept in the data dir (0600) and made on first use."""
+    env = os.environ.get("MOLAR_INTERNAL_TOKEN")
+    if env:
+        return env
+    path = data_dir / INTERNAL_TOKEN_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+@dataclass(frozen=True)
+class ServeAuth:
+    config: AuthConfig
+    db: AuthDB
+    mcp_resource: ProtectedResource
+    api_resource: ProtectedResource
+    internal_token: str
+
+    def verifier(self, resource: ProtectedResource) -> BearerVerifier:
+        """API keys, or OAuth access tokens issued for exactly this resource (RFC 8707 audience)."""
+        keys = ApiKeyVerifier(ApiKeyStore(self.db, scopes_supported=ALL_SCOPES))
+        return AnyVerifier(keys, JwtVerifier.for_audience(self.config, self.db, resource.resource))
+
+    def api_auth(self) -> ApiAuth:
+        return ApiAuth(self.verifier(self.api_resource), self.api_resource, self.internal_token)
+
+
+@contextmanager
+def open_serve_auth(data_dir: Path, issuer: str) -> Iterator[ServeAuth]:
+    issuer = issuer.rstrip("/")  # a trailing slash breaks the SDK client's issuer comparison (MCP-NOTES)
+    config = AuthConfig(issuer=issuer, resources=(f"{issuer}/mcp", f"{issuer}/v1"), data_dir=data_dir)
+    db = AuthDB.open(data_dir / "auth.sqlite3")
+    try:
+        yield ServeAuth(
+            config=config,
+            db=db,
+            mcp_resource=ProtectedResource(
+                resource=f"{issuer}/mcp",
+                authorization_servers=(issuer,),
+                scopes_supported=ALL_SCOPES,
+                challenge_scopes=(SCOPE_TRACE_READ,),
+                resource_name="Molar MCP",
+            ),
+            api_resource=ProtectedResource(
+                resource=f"{issuer}/v1",
+                authorization_servers=(issuer,),
+                scopes_supported=ALL_SCOPES,
+                challenge_scopes=(SCOPE_TRACE_READ,),
+                resource_name="Molar Trace API",
+            ),
+            internal_token=internal_token(data_dir),
+        )
+    finally:
+        db.close()
+
+
+class ActingAs(httpx2.Auth):
+    """The MCP server's credential towards the store: the internal token, plus the org, subject and
+    scopes of whoever called the tool (`get_principal()`, set by the /mcp guard)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
+        request.headers["x-internal-token"] = self._token
+        principal = get_principal()
+        if principal is not None:
+            request.headers["x-molar-org"] = principal.org_id
+            request.headers["x-molar-subject"] = principal.subject
+            request.headers["x-molar-scopes"] = " ".join(sorted(principal.scopes))
+        yield request
+
+
+def acting_client_factory(api_app: ASGIApp, token: str) -> ClientFactory:
+    """The MCP server's clients of the guarded in-process /v1 app, acting as each tool's caller."""
+
+    @asynccontextmanager
+    async def factory() -> AsyncIterator[TraceClient]:
+        transport = StreamingASGITransport(api_app)
+        async with httpx2.AsyncClient(
+            transport=transport, base_url="http://molar.embedded", auth=ActingAs(token)
+        ) as http:
+            yield TraceClient(http)
+
+    return factory
