@@ -56,7 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from molar_mcp.compose import create_serve_app, debugger_config, load_demo_data, open_embedded
-    from molar_mcp.serve_auth import open_serve_auth
+    from molar_mcp.serve_auth import open_serve_auth, own_origins
 
     if args.no_auth and not _is_loopback(args.host):
         print(
@@ -80,7 +80,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         base = f"http://{args.host}:{args.port}"
         with ExitStack() as stack:
             auth = None if args.no_auth else stack.enter_context(open_serve_auth(data_dir, args.issuer or base))
-            app = create_serve_app(embedded, host=args.host, allowed_hosts=allowed, auth=auth)
+            origins = own_origins(args.host, args.port, auth.config.issuer if auth else None, allowed or ())
+            app = create_serve_app(
+                embedded, host=args.host, allowed_hosts=allowed, auth=auth, allowed_origins=origins
+            )
             if auth is None:
                 auth_line = "none (--no-auth): anyone who can reach this loopback address can read and write"
             else:

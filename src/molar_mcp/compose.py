@@ -18,6 +18,7 @@ import platformdirs
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
@@ -36,7 +37,7 @@ from molar_mcp.mcp.capabilities import build_manifest
 from molar_mcp.mcp.server import TOOL_SPECS, create_mcp_server
 from molar_mcp.mcp.state import AppState, ClientFactory
 from molar_mcp.replay.recording import RecordedRun, record_scenarios, scenario_files
-from molar_mcp.serve_auth import ServeAuth, acting_client_factory
+from molar_mcp.serve_auth import OriginGuard, ServeAuth, acting_client_factory
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
 from molar_mcp.store.replays import ReplayStore
 
@@ -172,6 +173,7 @@ def create_serve_app(
     host: str = "127.0.0.1",
     allowed_hosts: list[str] | None = None,
     auth: ServeAuth | None = None,
+    allowed_origins: list[str] | None = None,
 ) -> Starlette:
     """One ASGI app: `/mcp` (streamable HTTP, both protocol eras), `/v1`, well-knowns, `/healthz`, and
     with `auth` the OAuth 2.1 authorization server (`/api/oauth/*`) guarding `/mcp` and `/v1`."""
@@ -210,7 +212,8 @@ def create_serve_app(
             mcp_app, verifier=auth.verifier(auth.mcp_resource), resource=auth.mcp_resource, policy=policy
         )
     routes += [Route("/mcp", endpoint=mcp_endpoint), Mount("/", app=api_app)]
-    return Starlette(routes=routes, lifespan=lifespan)
+    middleware = [Middleware(OriginGuard, allowed=allowed_origins)] if allowed_origins is not None else []
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
 
 
 def create_stdio_server(factory: ClientFactory) -> MCPServer[AppState]:

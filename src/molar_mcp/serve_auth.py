@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
-from starlette.types import ASGIApp
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from molar_mcp.api.auth import ApiAuth
 from molar_mcp.auth import (
@@ -127,3 +128,37 @@ def acting_client_factory(api_app: ASGIApp, token: str) -> ClientFactory:
             yield TraceClient(http)
 
     return factory
+
+
+class OriginGuard:
+    """403 for a browser request from a foreign origin (DNS rebinding, CSRF from other sites): a
+    request that carries `Origin` must come from one of this server's own origins. Clients that are
+    not browsers send no `Origin` and pass (MCP transport spec, "Security Warning")."""
+
+    def __init__(self, app: ASGIApp, allowed: Iterable[str]) -> None:
+        self.app = app
+        self.allowed = frozenset(o.rstrip("/").lower() for o in allowed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            origin = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"origin"), None)
+            if origin is not None and origin.rstrip("/").lower() not in self.allowed:
+                response = JSONResponse(
+                    {"error": "forbidden", "message": f"requests from origin {origin!r} are not allowed here"},
+                    status_code=403,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def own_origins(host: str, port: int, issuer: str | None, allowed_hosts: Iterable[str] = ()) -> list[str]:
+    """The origins a browser may use to reach this server."""
+    names = {host, *allowed_hosts}
+    if host in ("127.0.0.1", "localhost", "::1"):
+        names |= {"127.0.0.1", "localhost"}
+    origins = [f"{scheme}://{name}:{port}" for name in names for scheme in ("http", "https")]
+    origins += [f"https://{name}" for name in allowed_hosts]
+    if issuer:
+        origins.append(issuer)
+    return origins

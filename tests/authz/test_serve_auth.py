@@ -205,3 +205,15 @@ async def test_mcp_tools_and_resources_refuse_another_orgs_trace(auth_served: Au
     assert detail["id"] not in {row["id"] for row in listed["items"]}
     assert got.is_error
     assert debugged.is_error
+
+
+async def test_a_browser_request_from_a_foreign_origin_is_refused(auth_served: AuthServed) -> None:
+    async with httpx2.AsyncClient(base_url=auth_served.base) as http:
+        foreign = await http.post("/mcp", json={}, headers={"origin": "http://evil.example"})
+        foreign_api = await http.get(
+            "/v1/traces", headers={"origin": "http://evil.example", **bearer(auth_served.key_all)}
+        )
+        own = await http.get("/v1/traces", headers={"origin": auth_served.base, **bearer(auth_served.key_all)})
+    assert foreign.status_code == 403
+    assert foreign_api.status_code == 403
+    assert own.status_code == 200

@@ -55,7 +55,9 @@ class Gate:
             assert self.arrived.acquire(timeout=10), "a replay never reached its app start"
 
 
-def record(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID, launcher: AppLauncher = in_process_shop) -> dict[str, RecordedRun]:
+def record(
+    store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID, launcher: AppLauncher = in_process_shop
+) -> dict[str, RecordedRun]:
     """Record the shipped scenarios into `store` (as `molar-mcp demo` does), by slug."""
     items = scenario_files(scenario_paths())
     run = functools.partial(

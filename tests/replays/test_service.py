@@ -22,10 +22,11 @@ from molar_mcp.replay.apps import AppConfig, DiffDoesNotApply
 from molar_mcp.replay.runner import variables_before
 from molar_mcp.replay.service import InvalidReplay, NotReplayable, QueueFull, ReplaySettings, TraceNotHot
 from molar_mcp.store import LOCAL_ORG_ID, TraceNotFound
+from molar_mcp.store.live import LiveTraces
 from molar_mcp.store.replays import ReplayNotFound, ReplayStore
 from molar_mcp.store.tiers import RetentionPolicy, SqliteTiers
 from tests.bundles import make_bundle, summary
-from tests.replays.conftest import Gate, World, in_process_shop, make_world, record
+from tests.replays.conftest import Gate, World, make_world, record
 
 ORG = LOCAL_ORG_ID
 
@@ -55,7 +56,9 @@ EXPECT_THE_BUG = (
 )
 
 
-def request(from_step: int, *, scenario_diff: str | None = None, source: Sequence[tuple[str, str]] = ()) -> ReplayRequest:
+def request(
+    from_step: int, *, scenario_diff: str | None = None, source: Sequence[tuple[str, str]] = ()
+) -> ReplayRequest:
     return ReplayRequest.model_validate(
         {
             "from_step": from_step,
@@ -115,9 +118,8 @@ def test_the_child_trace_keeps_the_step_numbering_and_marks_the_restored_steps(w
     events = events_of(world, child.id)
 
     assert (child.parent_trace_id, child.replay_from_step) == (parent.id, 6)
-    assert [(s.step, s.title) for s in child.steps] == [(n, t) for n, t in [(s.step, s.title) for s in parent.steps]] + [
-        (7, "The order is paid")
-    ]
+    assert [(s.step, s.title) for s in child.steps][:6] == [(s.step, s.title) for s in parent.steps]
+    assert [(s.step, s.title) for s in child.steps][6:] == [(7, "The order is paid")]
     restored = {e.step for e in events if e.step is not None and e.payload.get("restored")}
     fresh = {e.step for e in events if e.step is not None and not e.payload.get("restored")}
     assert (restored, fresh) == ({1, 2, 3, 4, 5}, {6, 7})
@@ -189,12 +191,13 @@ def test_replays_beyond_the_per_org_limit_wait_in_a_fifo_queue(tmp_path: Path) -
         assert not gate.arrived.acquire(timeout=0.2)  # no third replay of this org started
         gate.opened.set()
         done = [w.service.wait(ORG, i) for i in ids]
-        finished_order = sorted(done, key=lambda s: s.started_at or datetime.max.replace(tzinfo=UTC))
     finally:
         gate.opened.set()
         w.close()
     assert [s.status for s in done] == ["succeeded"] * 4
-    assert [s.id for s in finished_order][2:] == ids[2:]  # the queued ones started in order
+    started = [s.started_at for s in done]
+    assert all(t is not None for t in started)
+    assert max(started[:2]) <= started[2] <= started[3]  # type: ignore[operator]  # the queued ones, in order
 
 
 def test_a_full_queue_refuses_more_replays(tmp_path: Path) -> None:
@@ -230,13 +233,14 @@ def test_closing_fails_queued_replays_and_interrupts_running_ones(tmp_path: Path
 
 
 def test_cold_and_warm_traces_are_refused_with_a_conflict(world: World) -> None:
+    LiveTraces(world.store.db)  # archived events carry live ingest's columns (as ApiContext builds them)
     tiers = SqliteTiers(world.store.db, world.store.blobs)
     later = datetime.now(UTC) + timedelta(days=3)
     tiers.apply(RetentionPolicy(warm_after_days=1, cold_after_days=1000), now=later)
     with pytest.raises(TraceNotHot, match="warm tier"):
         world.service.enqueue(ORG, world.runs["checkout-coupon"].short_id, request(6))
     tiers.apply(RetentionPolicy(warm_after_days=1, cold_after_days=2), now=later)
-    with pytest.raises(TraceNotHot, match="cold tier.*restore"):
+    with pytest.raises(TraceNotHot, match=r"cold tier.*restore"):
         world.service.enqueue(ORG, world.runs["checkout-coupon"].short_id, request(6))
     assert world.service.list_for_trace(ORG, world.runs["checkout-coupon"].short_id).items == []
 
@@ -254,12 +258,15 @@ def test_requests_that_cannot_run_are_refused_before_anything_is_queued(world: W
         world.service.enqueue(ORG, coupon, request(8))
     with pytest.raises(InvalidReplay, match="step 6 did not pass"):
         world.service.enqueue(ORG, coupon, request(7))
-    stale = text.replace("4500", "4400")
+    stale = text.replace("== 4500", "== 4400")  # a diff made against another version of the scenario
+    stale_diff = edit(stale, ("- expect json $.total_cents == 4400", "- expect json $.total_cents == 500"))
     with pytest.raises(DiffDoesNotApply) as scenario_error:
-        world.service.enqueue(ORG, coupon, request(6, scenario_diff=edit(stale, EXPECT_THE_BUG[0]).replace("4400", "4500")))
+        world.service.enqueue(ORG, coupon, request(6, scenario_diff=stale_diff))
     assert scenario_error.value.hunk is not None
     assert scenario_error.value.hunk.startswith("@@ -")
-    stale_fix = fix_diff("coupon-multiplier").replace("total = round(subtotal * COUPONS", "total = round(subtotal*COUPONS")
+    stale_fix = fix_diff("coupon-multiplier").replace(
+        "total = round(subtotal * COUPONS", "total = round(subtotal*COUPONS"
+    )
     with pytest.raises(DiffDoesNotApply) as source_error:
         world.service.enqueue(ORG, coupon, request(6, source=[("app.py", stale_fix)]))
     assert (source_error.value.file, source_error.value.hunk) == ("app.py", "@@ -67,7 +67,7 @@")
@@ -277,10 +284,3 @@ def test_one_org_cannot_see_or_replay_another_orgs_traces(world: World) -> None:
         world.service.enqueue("org_other", world.runs["checkout-plain"].short_id, request(1))
     with pytest.raises(TraceNotFound):
         world.service.diff("org_other", world.runs["checkout-plain"].trace_id, status.id, "overview")
-
-
-def test_the_in_process_shop_serves_the_recorded_scenarios(world: World) -> None:
-    # Guards the fixture the fast tests rely on: replays through it really run the scenario's requests.
-    status = run(world, "cart-basic", request(4))
-    assert status.trace_status == "passed"
-    assert in_process_shop is not None

@@ -6,10 +6,12 @@ CI installs the browser with `apt-get install -y chromium` (Debian); without one
 
 from __future__ import annotations
 
+import html
 import os
 import shutil
 import struct
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
@@ -60,40 +62,62 @@ def png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
-def share_failing_demo_trace(base_url: str) -> str:
+@dataclass(frozen=True)
+class SharedDemo:
+    url: str
+    failing_step: str  # "Failing step 7: <title>", as the page heads it
+    failed_request_url: str
+    failed_status: int
+
+
+def share_failing_demo_trace(base_url: str) -> SharedDemo:
+    """Share, public-read, the failing demo trace that has a failed HTTP response (the webhook 404, in
+    the recorded demo and in the fixture bundles alike), and say what its page must show."""
     with httpx2.Client(base_url=base_url, timeout=30) as http:
-        listed = http.get("/v1/traces", params={"signature": "webhook-404"}).json()
-        trace = listed["items"][0]
+        failed = http.get("/v1/traces", params={"status": "failed"}).json()["items"]
+        for trace in failed:
+            responses = http.get(
+                f"/v1/traces/{trace['id']}/events", params={"kind": "network.response", "ok": "false"}
+            ).json()["events"]
+            if responses:
+                break
+        else:
+            pytest.fail(f"no failing demo trace has a failed HTTP response: {failed}")
+        detail = http.get(f"/v1/traces/{trace['id']}").json()
         shared = http.post(f"/v1/traces/{trace['id']}/share", json={"visibility": "public-read", "expires_days": 1})
     assert shared.status_code == 200, shared.text
     url: str = shared.json()["url"]
     assert url == f"{base_url}/r/{trace['short_id']}"
-    return url
+    step = next(s for s in detail["steps"] if s["ok"] is False)
+    return SharedDemo(
+        url=url,
+        failing_step=html.escape(f"Failing step {step['step']}: {step['title']}", quote=False),
+        failed_request_url=html.escape(responses[0]["payload"]["url"], quote=False),
+        failed_status=int(responses[0]["payload"]["status"]),
+    )
 
 
 def test_a_public_share_renders_in_headless_chromium(served: Served, tmp_path: Path) -> None:
     binary = chromium_binary()
     if binary is None:
         pytest.skip("no Chromium found (install it: apt-get install -y chromium, or set MOLAR_CHROMIUM)")
-    url = share_failing_demo_trace(served.base_url)
+    demo = share_failing_demo_trace(served.base_url)
 
-    dom = headless(binary, tmp_path / "profile-dom", "--dump-dom", url)
+    dom = headless(binary, tmp_path / "profile-dom", "--dump-dom", demo.url)
     assert dom.returncode == 0, dom.stderr[-2000:]
     page = dom.stdout
-    assert "Failing step 7: Check the upgrade landed" in page
-    assert 'class="failed" data-step="7"' in page
-    assert "expected url /billing?upgraded=true; got /billing?upgraded=false" in page
-    # The 404 webhook is in the network table, highlighted as failed.
-    webhook_row = next(row for row in page.split("<tr") if "/api/webhooks/stripe" in row and "<td" in row)
-    assert 'class="failed"' in webhook_row
-    assert '<td class="status">404</td>' in webhook_row
-    assert "Failed to load resource: the server responded with a status of 404" in page
+    assert demo.failing_step in page
+    assert 'id="failed-assertion"' in page or 'id="failure"' in page
+    # The failed request is in the network table, highlighted, with its status.
+    row = next(r for r in page.split("<tr") if demo.failed_request_url in r and 'class="status"' in r)
+    assert row.startswith(' class="failed"')
+    assert f'<td class="status">{demo.failed_status}</td>' in row
+    assert 'id="console"' in page
     assert 'id="artifacts"' in page
-    assert "failure.png" in page
 
     shot = tmp_path / "viewer.png"
     screenshot = headless(
-        binary, tmp_path / "profile-shot", f"--screenshot={shot}", f"--window-size={WIDTH},{HEIGHT}", url
+        binary, tmp_path / "profile-shot", f"--screenshot={shot}", f"--window-size={WIDTH},{HEIGHT}", demo.url
     )
     assert screenshot.returncode == 0, screenshot.stderr[-2000:]
     data = shot.read_bytes()
@@ -110,13 +134,15 @@ def test_the_embed_renders_in_headless_chromium(served: Served, tmp_path: Path) 
     binary = chromium_binary()
     if binary is None:
         pytest.skip("no Chromium found (install it: apt-get install -y chromium, or set MOLAR_CHROMIUM)")
-    url = share_failing_demo_trace(served.base_url) + "/embed"
+    demo = share_failing_demo_trace(served.base_url)
+    url = demo.url + "/embed"
     shot = tmp_path / "embed.png"
     dom = headless(binary, tmp_path / "profile-dom", "--dump-dom", url)
     screenshot = headless(binary, tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=640,480", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert "Failing step 7: Check the upgrade landed" in dom.stdout
-    assert "1 failed requests" in dom.stdout
+    assert demo.failing_step in dom.stdout
+    assert 'id="counts"' in dom.stdout
+    assert 'id="network"' not in dom.stdout
     assert screenshot.returncode == 0, screenshot.stderr[-2000:]
     assert png_size(shot.read_bytes()) == (640, 480)
     keep = os.environ.get("MOLAR_KEEP_SCREENSHOTS")

@@ -146,7 +146,7 @@ class ReplayService:
         if detail.tier != "hot":
             raise TraceNotHot(
                 f"trace {detail.short_id} is in the {detail.tier} tier; Layer 2 replay needs a hot trace: "
-                "restore it to hot first"
+                f"restore it first (POST /v1/traces/{detail.short_id}/restore)"
             )
         recorded = self.replays.scenario_of(org_id, detail.id)
         if recorded is None:
