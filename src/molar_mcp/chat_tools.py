@@ -75,9 +75,25 @@ def result_text(result: CallToolResult) -> str:
     return "(empty result)"
 
 
-@asynccontextmanager
-async def mcp_tool_runner(api_app: ASGIApp, org_id: str) -> AsyncIterator[ToolRunner]:
-    """The trace tools for one org: our MCP server over the in-process /v1 app, with an in-memory client."""
-    server = create_mcp_server(in_process_client_factory(api_app, org_id=org_id))
-    async with Client(server) as client:
-        yield McpToolRunner(client)
+class ChatTools:
+    """The chats' `ToolRunnerFactory`: for one org, our MCP server over the in-process /v1 app, with an
+    in-memory client.
+
+    Bound after the /v1 app is built (the app's context holds this factory), to the app without
+    authentication: the chat's caller was authenticated by the request that asked the question, and the
+    tools act in that caller's org only (`x-molar-org`), as `serve`'s internal credential would.
+    """
+
+    def __init__(self) -> None:
+        self._api_app: ASGIApp | None = None
+
+    def bind(self, api_app: ASGIApp) -> None:
+        self._api_app = api_app
+
+    @asynccontextmanager
+    async def __call__(self, org_id: str) -> AsyncIterator[ToolRunner]:
+        if self._api_app is None:
+            raise RuntimeError("ChatTools is not bound to a /v1 app yet")
+        server = create_mcp_server(in_process_client_factory(self._api_app, org_id=org_id))
+        async with Client(server) as client:
+            yield McpToolRunner(client)

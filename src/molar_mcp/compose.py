@@ -29,7 +29,7 @@ from molar_mcp.api.app import create_api_app
 from molar_mcp.api.context import ApiContext
 from molar_mcp.api.telemetry import RateLimits
 from molar_mcp.auth import McpScopeGuard, ScopePolicy, create_oauth_routes, create_protected_resource_routes
-from molar_mcp.chat_tools import in_process_client_factory, mcp_tool_runner
+from molar_mcp.chat_tools import ChatTools, in_process_client_factory
 from molar_mcp.client import TraceClient
 from molar_mcp.debugger.config import DebuggerConfig
 from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES, BundleError, ingest_bundle
@@ -80,17 +80,20 @@ def open_embedded(
     debugger = debugger or DebuggerConfig()
     store = SqliteTraceStore(data_dir)
     ctx: ApiContext | None = None
+    tools = ChatTools()
     try:
         ctx = ApiContext.embedded(
             store,
             max_bundle_bytes=max_bundle_bytes,
             rate_limits=rate_limits,
             model=debugger.provider(),
-            tools=mcp_tool_runner,
+            tools=tools,
             debugger_budget_cents=debugger.budget_cents,
             model_price=debugger.price,
         )
-        yield Embedded(store=store, api_app=create_api_app(ctx), context=ctx)
+        api_app = create_api_app(ctx)
+        tools.bind(api_app)
+        yield Embedded(store=store, api_app=api_app, context=ctx)
     finally:
         if ctx is not None and ctx.replays is not None:
             ctx.replays.close()  # replays still running stop their apps before the store closes

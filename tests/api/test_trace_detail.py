@@ -61,7 +61,8 @@ async def test_the_detail_signs_a_url_for_each_artifact_kind_that_serves_the_blo
     client: httpx2.AsyncClient, trace: tuple[str, str]
 ) -> None:
     body = (await client.get(f"/v1/traces/{trace[1]}")).json()
-    assert set(body["signed_urls"]) == {"video"}
+    # Seed 000: the artifact kinds the trace has, plus its exports (events ndjson, summary, report).
+    assert set(body["signed_urls"]) == {"video", "ndjson", "summary", "report"}
     url = httpx2.URL(body["signed_urls"]["video"])
     assert url.params["exp"]
     resp = await client.get(url)

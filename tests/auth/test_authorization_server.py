@@ -32,7 +32,7 @@ async def test_metadata_advertises_pkce_s256_iss_and_client_id_metadata_document
     assert metadata["code_challenge_methods_supported"] == ["S256"]
     assert metadata["authorization_response_iss_parameter_supported"] is True
     assert metadata["client_id_metadata_document_supported"] is True
-    assert metadata["scopes_supported"] == ["mcp:trace:read", "mcp:debug", "mcp:run"]
+    assert metadata["scopes_supported"] == ["mcp:trace:read", "mcp:debug", "mcp:run", "mcp:trace:write"]
     [key] = jwks["keys"]
     assert key["kty"] == "EC"
     assert key["alg"] == "ES256"

@@ -195,9 +195,25 @@ def test_replays_beyond_the_per_org_limit_wait_in_a_fifo_queue(tmp_path: Path) -
         gate.opened.set()
         w.close()
     assert [s.status for s in done] == ["succeeded"] * 4
-    started = [s.started_at for s in done]
-    assert all(t is not None for t in started)
-    assert max(started[:2]) <= started[2] <= started[3]  # type: ignore[operator]  # the queued ones, in order
+
+
+def test_queued_replays_start_in_the_order_they_were_queued(tmp_path: Path) -> None:
+    gate = Gate()
+    w = make_world(tmp_path / "data", launcher=gate.launcher(), settings=ReplaySettings(per_org_limit=1))
+    try:
+        ids = [w.service.enqueue(ORG, w.runs["checkout-coupon"].short_id, request(6)).id for _ in range(3)]
+        gate.wait_arrivals(1)
+        assert [w.service.status(ORG, i).queue_position for i in ids] == [None, 1, 2]
+        gate.opened.set()
+        done = [w.service.wait(ORG, i) for i in ids]
+    finally:
+        gate.opened.set()
+        w.close()
+    # One at a time, first queued first: each started once the one before it had finished.
+    for before, after in zip(done, done[1:], strict=False):
+        assert before.finished_at is not None
+        assert after.started_at is not None
+        assert before.finished_at <= after.started_at
 
 
 def test_a_full_queue_refuses_more_replays(tmp_path: Path) -> None:

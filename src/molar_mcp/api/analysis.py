@@ -5,7 +5,9 @@ sets an incident's status or owner."""
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 from typing import Any
 
 import anyio.to_thread
@@ -14,12 +16,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from molar_mcp.api.context import api_context, org_of
+from molar_mcp.api.context import ApiContext, api_context, org_of
 from molar_mcp.api.errors import ApiError
-from molar_mcp.debugger.detectors import ANALYZER_VERSION, analyze, failure_signature
+from molar_mcp.debugger.detectors import ANALYZER_VERSION, Finding, analyze, failure_signature
 from molar_mcp.debugger.suggest import suggest_replay
 from molar_mcp.models import INCIDENT_STATUSES, Analysis, AnalysisFinding, IncidentUpdate
 from molar_mcp.store.analysis import KEEP, IncidentNotFound
+
+log = logging.getLogger("molar_mcp.api")
 
 MAX_INCIDENTS_LIMIT = 200
 MAX_PATCH_BYTES = 64 * 1024
@@ -56,6 +60,37 @@ def _flag(request: Request, name: str) -> bool:
     raise _bad(f"{name} must be true or false; got {raw!r}")
 
 
+def run_analysis(
+    ctx: ApiContext, org: str, trace_ref: str, *, rerun: bool = False, findings: list[Finding] | None = None
+) -> Analysis:
+    """Analyse a trace and store the result (blocking: run it in a worker thread). A stored analysis of
+    the same events and status by the same analyzer version is returned as it is (the detectors are
+    deterministic) unless `rerun`; `findings` the caller already has are stored without a second run.
+    Saving also fills a missing failure signature and the incident."""
+    subject, stored = ctx.analysis.reusable(org, trace_ref, ANALYZER_VERSION)
+    if stored is not None and not rerun and findings is None:
+        return stored
+    if findings is None:
+        events = ctx.store.list_events(org, subject.trace_id, limit=max(1, subject.event_count)).events
+        findings = analyze(events, subject.status)
+    return ctx.analysis.save_analysis(
+        org,
+        subject,
+        analyzer_version=ANALYZER_VERSION,
+        findings=[AnalysisFinding.model_validate(f.model_dump()) for f in findings],
+        signature=failure_signature(findings),
+        suggested_replay=suggest_replay(findings),
+    )
+
+
+async def analyze_in_background(ctx: ApiContext, org: str, trace_id: str) -> None:
+    """After an ingest: have the analysis (and the incident) ready before an agent asks for it."""
+    try:
+        await anyio.to_thread.run_sync(functools.partial(run_analysis, ctx, org, trace_id))
+    except Exception:  # a background job must not fail silently, nor take the server down
+        log.exception("background analysis of trace %s failed", trace_id)
+
+
 async def analyze_trace(request: Request) -> JSONResponse:
     """Run the detectors over every event of the trace and store the findings. A stored analysis made
     from the same events and status by the same analyzer version is returned as it is (the detectors
@@ -64,23 +99,7 @@ async def analyze_trace(request: Request) -> JSONResponse:
     org = org_of(request)
     trace_ref = request.path_params["trace_id"]
     rerun = _flag(request, "rerun")
-
-    def run() -> Analysis:
-        subject, stored = ctx.analysis.reusable(org, trace_ref, ANALYZER_VERSION)
-        if stored is not None and not rerun:
-            return stored
-        events = ctx.store.list_events(org, subject.trace_id, limit=max(1, subject.event_count)).events
-        findings = analyze(events, subject.status)
-        return ctx.analysis.save_analysis(
-            org,
-            subject,
-            analyzer_version=ANALYZER_VERSION,
-            findings=[AnalysisFinding.model_validate(f.model_dump()) for f in findings],
-            signature=failure_signature(findings),
-            suggested_replay=suggest_replay(findings),
-        )
-
-    analysis = await anyio.to_thread.run_sync(run)
+    analysis = await anyio.to_thread.run_sync(functools.partial(run_analysis, ctx, org, trace_ref, rerun=rerun))
     return JSONResponse(analysis.model_dump(mode="json"))
 
 

@@ -28,7 +28,6 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
 
 from molar_mcp.api.context import ApiContext, api_context, org_of
 from molar_mcp.api.errors import ApiError, error_response
@@ -61,7 +60,7 @@ from molar_mcp.models.chats import (
     ToolCallRequest,
     TurnMessage,
 )
-from molar_mcp.store.chats import ChatNotFound, ChatState, month_of
+from molar_mcp.store.chats import ChatNotFound, ChatState, NotAwaited, month_of
 
 log = logging.getLogger("molar_mcp.api.chats")
 
@@ -142,9 +141,7 @@ async def get_chat(request: Request) -> JSONResponse:
 async def usage(request: Request) -> JSONResponse:
     ctx = api_context(request)
     org = org_of(request)
-    month = month_of(datetime.now(UTC))
-    spent = await anyio.to_thread.run_sync(ctx.chats.spent_millicents, org, month)
-    budget = ctx.debugger_budget_cents
+    spent, budget, month = await _spend(ctx, org)
     body = DebuggerUsage(
         month=month,
         budget_cents=budget,
@@ -181,12 +178,11 @@ async def send_message(request: Request) -> Response:
             return refused
     history = await anyio.to_thread.run_sync(ctx.chats.history, org, state.id)
     question = await _add(ctx, org, state.id, role="user", kind="question", content=body.content)
-    app: ASGIApp = request.app
 
     async def produce(emit: Emit) -> None:
         emit("message", question)
         if body.model == CLIENT_MODEL:
-            await _start_client_turns(ctx, app, org, state, history, body.content, emit)
+            await _start_client_turns(ctx, org, state, history, body.content, emit)
         elif ctx.model is None:
             answer = await _add(
                 ctx, org, state.id, role="assistant", kind="analysis", content=no_model_answer(state.findings)
@@ -194,7 +190,7 @@ async def send_message(request: Request) -> Response:
             emit("message", answer)
             emit("end", StreamEnd(status="done", message_id=answer.id))
         else:
-            await _answer_with_server_model(ctx, app, org, state, history, body.content, emit)
+            await _answer_with_server_model(ctx, org, state, history, body.content, emit)
 
     return _stream(produce)
 
@@ -210,34 +206,49 @@ async def model_response(request: Request) -> Response:
     ctx = api_context(request)
     org = org_of(request)
     reply: ModelReply = await _body(request, ModelReply)
-    state = await _state(ctx, org, request.path_params["chat_id"])
-    pending = state.pending
-    if pending is None:
-        raise ApiError(
-            409, "conflict", "this chat awaits no model response; POST /v1/chats/{id}/messages asks a question"
-        )
-    if reply.turn != pending.turn:
-        raise ApiError(409, "conflict", f"this chat awaits the model's answer to turn {pending.turn}, not {reply.turn}")
-    # Taken at once: a retried response to the same turn is refused above, never run twice.
-    await anyio.to_thread.run_sync(ctx.chats.set_pending, org, state.id, None)
-    app: ASGIApp = request.app
+    chat_id = request.path_params["chat_id"]
+    try:
+        pending = await anyio.to_thread.run_sync(ctx.chats.take_pending, org, chat_id, reply.turn)
+    except ChatNotFound as exc:
+        raise _chat_not_found(exc) from None
+    except NotAwaited as exc:
+        if exc.awaited is None:
+            message = "this chat awaits no model response; POST /v1/chats/{id}/messages asks a question"
+        else:
+            message = f"this chat awaits the model's answer to turn {exc.awaited}, not {reply.turn}"
+        raise ApiError(409, "conflict", message) from None
 
     async def produce(emit: Emit) -> None:
         sink = _Sink(ctx, org, pending.message_id, emit, CLIENT_MODEL)
-        await sink.model_turn(pending.turn, reply)
-        async with ctx.tools(app, org) as runner:
-            tools = await runner.list_tools()
-            step = await advance(pending, reply, runner, sink, tools)
-        await _after_client_step(ctx, org, state.id, pending.message_id, step, reply.model, emit)
+        try:
+            await sink.model_turn(pending.turn, reply)
+            async with ctx.tools(org) as runner:
+                tools = await runner.list_tools()
+                step = await advance(pending, reply, runner, sink, tools)
+        except Exception:
+            log.exception("the chat loop of %s failed", chat_id)
+            problem = StreamError(
+                error="internal_error", message="The debugger failed; the server log has the details."
+            )
+            emit("error", problem)
+            final = await anyio.to_thread.run_sync(
+                lambda: ctx.chats.finish_message(
+                    org, pending.message_id, content=f"[{problem.message}]", status="error"
+                )
+            )
+            emit("message", final)
+            emit("end", StreamEnd(status="error", message_id=final.id))
+            return
+        await _after_client_step(ctx, org, chat_id, pending.message_id, step, reply.model, emit)
 
     return _stream(produce)
 
 
 async def _start_client_turns(
-    ctx: ApiContext, app: ASGIApp, org: str, state: ChatState, history: list[TurnMessage], question: str, emit: Emit
+    ctx: ApiContext, org: str, state: ChatState, history: list[TurnMessage], question: str, emit: Emit
 ) -> None:
     answer = await _add(ctx, org, state.id, role="assistant", kind="answer", content="", status="awaiting_model")
-    async with ctx.tools(app, org) as runner:
+    async with ctx.tools(org) as runner:
         tools = await runner.list_tools()
     request = first_request(answer.id, state.system, history, question, tools)
     await _after_client_step(ctx, org, state.id, answer.id, request, None, emit)
@@ -267,7 +278,7 @@ async def _after_client_step(
 
 
 async def _answer_with_server_model(
-    ctx: ApiContext, app: ASGIApp, org: str, state: ChatState, history: list[TurnMessage], question: str, emit: Emit
+    ctx: ApiContext, org: str, state: ChatState, history: list[TurnMessage], question: str, emit: Emit
 ) -> None:
     assert ctx.model is not None
     model = ctx.model
@@ -275,31 +286,32 @@ async def _answer_with_server_model(
         ctx, org, state.id, role="assistant", kind="answer", content="", status="streaming", model=model.name
     )
     sink = _Sink(ctx, org, answer.id, emit, model.name)
-    status: Any = "error"
+    text, problem = "", None
     try:
         with anyio.fail_after(LOOP_DEADLINE_SECONDS):
-            async with ctx.tools(app, org) as runner:
+            async with ctx.tools(org) as runner:
                 tools = await runner.list_tools()
                 request = first_request(answer.id, state.system, history, question, tools)
-                text = await run_exchange(model, runner, sink, request, tools)
-        status = "done"
-    except LoopStopped as exc:
-        emit("error", StreamError(error=exc.error, message=exc.message))
-        text = _stopped(sink.text, exc.message)
-    except ModelError as exc:
-        emit("error", StreamError(error="model_error", message=str(exc)))
-        text = _stopped(sink.text, f"The model failed: {exc}")
+                # Caught inside the runner's block: out of it they would come wrapped in its task group's.
+                try:
+                    text = await run_exchange(model, runner, sink, request, tools)
+                except LoopStopped as exc:
+                    problem = StreamError(error=exc.error, message=exc.message)
+                except ModelError as exc:
+                    problem = StreamError(error="model_error", message=f"The model failed: {exc}")
     except TimeoutError:
         message = f"The answer took longer than {LOOP_DEADLINE_SECONDS} s and was stopped."
-        emit("error", StreamError(error="timeout", message=message))
-        text = _stopped(sink.text, message)
+        problem = StreamError(error="timeout", message=message)
     except Exception:
         log.exception("the chat loop of %s failed", state.id)
-        message = "The debugger failed unexpectedly; the server log has the details."
-        emit("error", StreamError(error="internal_error", message=message))
-        text = _stopped(sink.text, message)
+        problem = StreamError(error="internal_error", message="The debugger failed; the server log has the details.")
+    if problem is not None:
+        emit("error", problem)
+        text = _stopped(sink.text, problem.message)
     final = await anyio.to_thread.run_sync(
-        lambda: ctx.chats.finish_message(org, answer.id, content=text, status=status, model=model.name)
+        lambda: ctx.chats.finish_message(
+            org, answer.id, content=text, status="error" if problem else "done", model=model.name
+        )
     )
     emit("message", final)
     emit("end", StreamEnd(status=final.status, message_id=final.id))

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.types import ASGIApp
 
 from molar_mcp.api.bus import LiveBus
 from molar_mcp.api.errors import ApiError
@@ -32,13 +31,13 @@ from molar_mcp.store.tiers import SqliteTiers
 
 _ORG_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
-# The trace tools a chat's model may call, for one org, reached through the /v1 app serving the request
-# (the composition root backs it with our MCP server; `api` itself knows no MCP).
-ToolRunnerFactory = Callable[[ASGIApp, str], AbstractAsyncContextManager[ToolRunner]]
+# The trace tools a chat's model may call, acting in one org (the composition root backs them with our
+# MCP server, `chat_tools.py`; `api` itself knows no MCP).
+ToolRunnerFactory = Callable[[str], AbstractAsyncContextManager[ToolRunner]]
 
 
 @asynccontextmanager
-async def no_tools(app: ASGIApp, org_id: str) -> AsyncIterator[ToolRunner]:
+async def no_tools(org_id: str) -> AsyncIterator[ToolRunner]:
     yield NoTools()
 
 

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from molar_mcp.api.analysis import run_analysis
 from molar_mcp.api.bus import Published
 from molar_mcp.api.context import api_context, org_of
 from molar_mcp.api.errors import ApiError
@@ -193,15 +194,19 @@ async def finish_trace(request: Request) -> JSONResponse:
     trace_ref = request.path_params["trace_id"]
 
     def finish() -> str:
+        # One detector run: it names the failure when the producer did not (issue 3), goes into the
+        # search index with the finished trace, and is stored as the trace's analysis and incident.
+        events = ctx.store.list_events(org, trace_ref, limit=100_000).events
+        findings = analyze(events, body.status)
         signature = body.failure_signature
         if signature is None and body.status != "passed":
-            # The top detector finding names the failure when the producer did not (issue 3).
-            events = ctx.store.list_events(org, trace_ref, limit=100_000).events
-            signature = failure_signature(analyze(events, body.status))
+            signature = failure_signature(findings)
         ctx.live.finish_trace(
             org, trace_ref, status=body.status, failure_signature=signature, duration_ms=body.duration_ms
         )
-        return ctx.store.get_trace(org, trace_ref).id
+        trace_id = ctx.store.get_trace(org, trace_ref).id
+        run_analysis(ctx, org, trace_id, findings=findings)
+        return trace_id
 
     trace_id = await anyio.to_thread.run_sync(finish)
     ctx.bus.publish(trace_id, Published(finished=body.status))

@@ -7,12 +7,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio.to_thread
+from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Message
 
+from molar_mcp.api.analysis import analyze_in_background
 from molar_mcp.api.blobs import signed_urls
 from molar_mcp.api.context import api_context, org_of
 from molar_mcp.api.errors import ApiError
@@ -236,7 +238,10 @@ async def ingest(request: Request) -> JSONResponse:
     stored = await anyio.to_thread.run_sync(ctx.store.get_trace, org, trace_id)
     ctx.metrics.ingested_traces.labels("bundle").inc()
     ctx.metrics.ingested_events.labels("bundle").inc(stored.event_count)
-    return JSONResponse(IngestResponse(trace_id=trace_id, short_id=short_id).model_dump(), status_code=201)
+    analysis = BackgroundTask(analyze_in_background, ctx, org, trace_id)
+    return JSONResponse(
+        IngestResponse(trace_id=trace_id, short_id=short_id).model_dump(), status_code=201, background=analysis
+    )
 
 
 def _form_str(value: object) -> str | None:

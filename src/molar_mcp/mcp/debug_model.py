@@ -22,7 +22,7 @@ import anyio
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import InputRequiredResult
 
-from molar_mcp.client import TraceClient
+from molar_mcp.client import NotFoundError, TraceClient
 from molar_mcp.mcp.sampling import ClientModel, SamplingUnavailable
 from molar_mcp.mcp.views import ToolCallRecord
 from molar_mcp.models import Analysis
@@ -73,7 +73,10 @@ async def answer_with_model(
         if resumed is not None:  # a modern round after the first: carry on where the last one stopped
             stream = client.model_response(resumed.chat_id, resumed.reply)
             return await _drive(client, resumed.chat_id, stream, client_model, progress)
-    server_model = (await client.debugger_usage()).model
+    try:
+        server_model = (await client.debugger_usage()).model
+    except NotFoundError:  # a remote store without debugger chats: the findings alone
+        return None
     use_client = server_model is None and client_model is not None and client_model.offered
     if server_model is None and not use_client:
         return None

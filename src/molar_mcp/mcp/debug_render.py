@@ -20,6 +20,7 @@ from molar_mcp.mcp.views import DebugFinding, DebugView, EventRow, ReplaySuggest
 from molar_mcp.models import Analysis, AnalysisFinding, Event, TraceDetail
 
 NO_MODEL = "Analysis without a model:"
+ANSWER_MIN_CHARS = 200  # a model's answer is cut last, and never shorter than this
 EVIDENCE_MAX = 16  # cited events quoted at most (before the budget cuts)
 
 
@@ -139,7 +140,7 @@ def build_debug_view(
 ) -> tuple[DebugView, str]:
     """Assemble `debug_run`'s answer and shrink it until it fits `budget` tokens: cited events go first
     (but the top finding's critical event), then the call records, then lower-ranked findings (never
-    the top one), then that last event.
+    the top one), then that last event, then the tail of the model's answer.
 
     `reply` is the model's answer (`mcp/debug_model.py`); without one the answer is the findings'.
     """
@@ -156,7 +157,7 @@ def build_debug_view(
     rows = {seq: event_row(quoted[seq]) for seq in wanted if seq in quoted}
     in_order = [seq for seq in wanted if seq in rows]  # most important first
 
-    def assemble(n_findings: int, n_evidence: int, n_calls: int) -> tuple[DebugView, str]:
+    def assemble(n_findings: int, n_evidence: int, n_calls: int, n_answer: int) -> tuple[DebugView, str]:
         shown = findings[:n_findings]
         kept = sorted(in_order[:n_evidence])
         omitted: list[str] = []
@@ -175,6 +176,12 @@ def build_debug_view(
             omitted.append(f"the records of the {len(tool_calls) - n_calls} calls made; a larger max_tokens shows them")
         if reply is not None:
             answer = reply.answer
+            if n_answer < len(answer):  # the last resort: the model's answer, cut (the chat keeps it whole)
+                answer = answer[:n_answer].rstrip() + "…"
+                omitted.append(
+                    f"the rest of the model's answer ({len(reply.answer) - n_answer} characters); "
+                    f'debug_run(trace_id="{ref}", chat_id="{reply.chat_id}", max_tokens={budget * 2}) reads it'
+                )
         else:
             answer = analysis_answer(shown, len(findings), _status(detail), titles, replay, question, chat_id)
         view = DebugView(
@@ -195,7 +202,7 @@ def build_debug_view(
         )
         return view, debug_text(view)
 
-    sizes = [len(findings), min(len(in_order), EVIDENCE_MAX), len(tool_calls)]
+    sizes = [len(findings), min(len(in_order), EVIDENCE_MAX), len(tool_calls), len(reply.answer) if reply else 0]
     view, text = assemble(*sizes)
     while (spent := debug_cost(view, text)) > budget:
         factor = min(2 / 3, budget / spent)
@@ -209,6 +216,8 @@ def build_debug_view(
             sizes[0] = max(1, int(sizes[0] * factor))
         elif sizes[1] > 0:
             sizes[1] = 0
+        elif sizes[3] > ANSWER_MIN_CHARS:
+            sizes[3] = max(ANSWER_MIN_CHARS, int(sizes[3] * factor))
         else:
             break
         view, text = assemble(*sizes)

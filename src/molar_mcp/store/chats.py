@@ -95,16 +95,21 @@ class ChatNotFound(StoreError):
         self.chat_id = chat_id
 
 
+class NotAwaited(StoreError):
+    """A model response for a turn the chat is not waiting for (`awaited`: the turn it is, or None)."""
+
+    def __init__(self, awaited: int | None) -> None:
+        super().__init__(f"awaiting turn {awaited}" if awaited is not None else "awaiting no model response")
+        self.awaited = awaited
+
+
 @dataclass(frozen=True)
 class ChatState:
-    """What the loop needs of a chat: its trace, prompt, findings and the pending completion, if any."""
+    """What the loop needs of a chat: its system prompt and the findings it was seeded with."""
 
     id: str
-    trace_id: str
-    trace_short_id: str
     system: str
     findings: str
-    pending: ModelRequest | None
 
 
 def month_of(moment: datetime) -> str:
@@ -155,14 +160,11 @@ class SqliteChatStore:
     def chat_state(self, org_id: str, chat_id: str) -> ChatState:
         with self.db.read() as conn:
             row = conn.execute(
-                "SELECT c.id, t.id, t.short_id, c.system, c.findings, c.pending FROM chats c"
-                " JOIN traces t ON t.pk = c.trace_pk WHERE c.id = ? AND c.org_id = ?",
-                (chat_id, org_id),
+                "SELECT id, system, findings FROM chats WHERE id = ? AND org_id = ?", (chat_id, org_id)
             ).fetchone()
         if row is None:
             raise ChatNotFound(chat_id)
-        pending = ModelRequest.model_validate_json(row[5]) if row[5] else None
-        return ChatState(row[0], row[1], row[2], row[3], row[4], pending)
+        return ChatState(row[0], row[1], row[2])
 
     def get_chat(self, org_id: str, chat_id: str, *, model: str | None = None) -> ChatDetail:
         """The chat with every message and its tool calls, oldest first. `model` is the server's."""
@@ -203,12 +205,25 @@ class SqliteChatStore:
             ).fetchall()
         return [TurnMessage(role=role, content=content) for role, content in rows]
 
-    def set_pending(self, org_id: str, chat_id: str, request: ModelRequest | None) -> None:
+    def set_pending(self, org_id: str, chat_id: str, request: ModelRequest) -> None:
+        """The completion the chat now awaits from the caller's model."""
         with self.db.tx() as conn:
             conn.execute(
-                "UPDATE chats SET pending = ? WHERE id = ? AND org_id = ?",
-                (request.model_dump_json() if request is not None else None, chat_id, org_id),
+                "UPDATE chats SET pending = ? WHERE id = ? AND org_id = ?", (request.model_dump_json(), chat_id, org_id)
             )
+
+    def take_pending(self, org_id: str, chat_id: str, turn: int) -> ModelRequest:
+        """The completion the chat awaits for `turn`, cleared in the same transaction: a second answer to
+        the same turn finds nothing to answer (`NotAwaited`), so its tool calls never run twice."""
+        with self.db.tx() as conn:
+            row = conn.execute("SELECT pending FROM chats WHERE id = ? AND org_id = ?", (chat_id, org_id)).fetchone()
+            if row is None:
+                raise ChatNotFound(chat_id)
+            pending = ModelRequest.model_validate_json(row[0]) if row[0] else None
+            if pending is None or pending.turn != turn:
+                raise NotAwaited(pending.turn if pending is not None else None)
+            conn.execute("UPDATE chats SET pending = NULL WHERE id = ? AND org_id = ?", (chat_id, org_id))
+        return pending
 
     # ---- messages --------------------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import pydantic_core
+
 from molar_mcp.models import Event
 from molar_mcp.store.db import Database
 from molar_mcp.store.port import StoreError
@@ -251,7 +253,7 @@ class LiveTraces:
                 step=r[4],
                 ok=None if r[5] is None else bool(r[5]),
                 message=r[6],
-                payload=json.loads(r[7]),
+                payload=pydantic_core.from_json(r[7]),
             )
             for r in rows
         ]

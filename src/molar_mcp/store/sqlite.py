@@ -370,8 +370,10 @@ class SqliteTraceStore:
                 " ORDER BY seq LIMIT ? OFFSET ?",
                 [*args, limit, offset],
             ).fetchall()
+        # Rows we wrote ourselves, validated at ingest: constructed without validating again (a
+        # 10,000-event trace reads in a fraction of the time; bench/README.md).
         events = [
-            Event(
+            Event.model_construct(
                 seq=r[0],
                 ts=r[1],
                 kind=r[2],
@@ -379,11 +381,11 @@ class SqliteTraceStore:
                 step=r[4],
                 ok=None if r[5] is None else bool(r[5]),
                 message=r[6],
-                payload=json.loads(r[7]),
+                payload=pydantic_core.from_json(r[7]),
             )
             for r in rows
         ]
-        return EventsResponse(events=events, total=total, offset=offset, limit=limit)
+        return EventsResponse.model_construct(events=events, total=total, offset=offset, limit=limit)
 
 
 def _summarise_steps(events: Sequence[Event], rows: Sequence[EventRow]) -> list[tuple[Any, ...]]:
