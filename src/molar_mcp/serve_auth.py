@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -32,6 +33,9 @@ from molar_mcp.auth import (
     ProtectedResource,
     get_principal,
 )
+from molar_mcp.auth.keys import AuthKeys
+from molar_mcp.auth.session import SessionCookies
+from molar_mcp.auth.users import UserStore
 from molar_mcp.client import TraceClient
 from molar_mcp.client.asgi_stream import StreamingASGITransport
 from molar_mcp.mcp.state import ClientFactory
@@ -60,6 +64,7 @@ class ServeAuth:
     mcp_resource: ProtectedResource
     api_resource: ProtectedResource
     internal_token: str
+    keys: AuthKeys
 
     def verifier(self, resource: ProtectedResource) -> BearerVerifier:
         """API keys, or OAuth access tokens issued for exactly this resource (RFC 8707 audience)."""
@@ -67,7 +72,21 @@ class ServeAuth:
         return AnyVerifier(keys, JwtVerifier.for_audience(self.config, self.db, resource.resource))
 
     def api_auth(self) -> ApiAuth:
-        return ApiAuth(self.verifier(self.api_resource), self.api_resource, self.internal_token)
+        return ApiAuth(self.verifier(self.api_resource), self.api_resource, self.internal_token, self.session_org)
+
+    def session_org(self, request: Request) -> str | None:
+        """The org of the user signed in to the authorization server in this browser, if any."""
+        cookies = SessionCookies(
+            self.keys.session_key,
+            ttl=self.config.session_ttl,
+            secure=self.config.secure_cookies,
+            clock=self.config.clock,
+        )
+        session = cookies.load(request)
+        if session is None or session.user_id is None:
+            return None
+        user = UserStore(self.db).get(session.user_id)
+        return user.org_id if user is not None else None
 
 
 @contextmanager
@@ -94,6 +113,7 @@ def open_serve_auth(data_dir: Path, issuer: str) -> Iterator[ServeAuth]:
                 resource_name="Molar Trace API",
             ),
             internal_token=internal_token(data_dir),
+            keys=AuthKeys.load_or_create(data_dir),
         )
     finally:
         db.close()

@@ -90,7 +90,13 @@ async def test_an_agent_signs_in_through_the_sdk_oauth_client_and_steps_up_for_t
 
 @dataclass
 class _Target:
+    """What the auth test helpers read of a server: its MCP URL and base."""
+
     mcp_url: str
+
+    @property
+    def base(self) -> str:
+        return self.mcp_url.removesuffix("/mcp")
 
 
 async def test_v1_needs_a_credential_and_says_where_to_get_one(auth_served: AuthServed) -> None:
@@ -217,3 +223,25 @@ async def test_a_browser_request_from_a_foreign_origin_is_refused(auth_served: A
     assert foreign.status_code == 403
     assert foreign_api.status_code == 403
     assert own.status_code == 200
+
+
+async def test_an_org_only_share_needs_a_signed_in_browser_of_that_org(auth_served: AuthServed) -> None:
+    from tests.auth.conftest import Pkce, authorize_url, register_client
+
+    detail = await _local_trace(auth_served)
+    async with httpx2.AsyncClient(base_url=auth_served.base, headers=bearer(auth_served.key_all)) as http:
+        shared = await http.post(f"/v1/traces/{detail['id']}/share", json={"visibility": "org-only", "expires_days": 1})
+        client = await register_client(http)
+    assert shared.status_code == 200
+    viewer_path = f"/r/{detail['short_id']}"
+    browser = Browser(auth_served.base)
+    try:
+        anonymous = await browser.http.get(viewer_path)
+        # Sign in through the real login form (an authorization request starts the session).
+        await browser.visit(authorize_url(_Target(auth_served.mcp_url), client["client_id"], Pkce.new()))  # type: ignore[arg-type]
+        signed_in = await browser.http.get(viewer_path)
+    finally:
+        await browser.aclose()
+    assert anonymous.status_code == 401
+    assert signed_in.status_code == 200
+    assert detail["short_id"] in signed_in.text

@@ -15,6 +15,7 @@ the share viewer (it checks the share itself).
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -36,6 +37,7 @@ from molar_mcp.auth.resource import PRINCIPAL_STATE_KEY, authenticate, reset_pri
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 PUBLIC_PREFIXES = ("/r/", "/v1/signed/")
 INTERNAL_SUBJECT = "internal"
+SESSION_ORG_STATE_KEY = "session_org"
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class ApiAuth:
     verifier: BearerVerifier
     resource: ProtectedResource
     internal_token: str
+    # The org of the browser session (the authorization server's login cookie), for the share viewer.
+    session_org: Callable[[Request], str | None] | None = None
 
 
 def required_scopes(method: str, path: str) -> tuple[str, ...]:
@@ -84,7 +88,13 @@ class ApiAuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.auth.session_org is not None:
+            scope = dict(scope)
+            scope["state"] = {**scope.get("state", {}), SESSION_ORG_STATE_KEY: self.auth.session_org}
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
             return
         internal = _header(scope, b"x-internal-token")

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
+from molar_mcp.api.auth import SESSION_ORG_STATE_KEY
 from molar_mcp.api.blobs import blob_path
 from molar_mcp.api.context import ApiContext, api_context
 from molar_mcp.api.openapi import documented
@@ -38,13 +39,13 @@ _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; bas
 
 
 def session_org(request: Request) -> str | None:
-    """SEAM for authentication: the org of the signed-in user making this request, or `None`.
-
-    Authentication is not wired into the viewer yet, so for now an `x-molar-org` header (as `/v1` reads
-    it, seed 000 "Org scope (tests/local)") stands for the session. The auth engineer replaces this
-    body with the real session-cookie lookup (`auth/session.py`; note its cookie is scoped to
-    `/api/oauth` today, so it needs a path that covers `/r`). Nothing else in the viewer changes.
-    """
+    """The org of the signed-in user making this request, or `None`: the authorization server's login
+    session cookie, looked up by `ServeAuth.session_org` (api/auth.py hands it over)."""
+    lookup = request.scope.get("state", {}).get(SESSION_ORG_STATE_KEY)
+    if callable(lookup):
+        org: str | None = lookup(request)
+        return org
+    # No authentication (a loopback `serve --no-auth`): x-molar-org stands for the session.
     raw = request.headers.get("x-molar-org")
     if raw and _ORG_ID.match(raw):
         return raw

@@ -21,8 +21,6 @@ from joserfc.jwk import OctKey
 from starlette.requests import Request
 from starlette.responses import Response
 
-from molar_mcp.auth.config import OAUTH_PREFIX
-
 SESSION_COOKIE: Final = "molar_oauth_session"
 _ALG: Final = "HS256"
 
@@ -70,7 +68,9 @@ class SessionCookies:
             SESSION_COOKIE,
             value,
             max_age=self._ttl,
-            path=OAUTH_PREFIX,
+            # "/" so the share viewer (/r/…) sees who is signed in for org-only shares. /v1 and /mcp
+            # authenticate by bearer token only, so the cookie grants nothing there (no CSRF surface).
+            path="/",
             secure=self._secure,
             httponly=True,
             samesite="lax",
