@@ -207,3 +207,22 @@ def test_a_configured_step_limit_is_not_mistaken_for_a_reached_one() -> None:
 
 def test_the_analyzer_version_is_1() -> None:
     assert ANALYZER_VERSION == "1"
+
+
+def test_a_final_url_assertion_that_differs_only_in_its_query_names_the_query() -> None:
+    events = [
+        Event(seq=0, ts=1, kind="step.start", step_id="s1", message="Verify"),
+        Event(
+            seq=1,
+            ts=2,
+            kind="assertion",
+            step_id="s1",
+            ok=False,
+            message="expected url /billing?upgraded=true; got /billing?upgraded=false",
+            payload={"expected": "/billing?upgraded=true", "actual": "http://shop/billing?upgraded=false"},
+        ),
+    ]
+    top = analyze(events, "failed")[0]
+    assert top.label == "assertion_failed"
+    assert '"/billing?upgraded=true"' in top.summary
+    assert '"/billing?upgraded=false"' in top.summary

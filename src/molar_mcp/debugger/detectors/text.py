@@ -108,6 +108,12 @@ def url_path(url: str) -> str:
     return urlsplit(url).path or "/"
 
 
+def path_and_query(url: str) -> str:
+    """A URL without scheme and host: its path, plus `?query` when there is one."""
+    parts = urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
 def endpoint(url: str) -> str:
     """A stable name for a URL: its path with id-like segments replaced by ':id'.
 

@@ -13,6 +13,7 @@ from molar_mcp.debugger.detectors.text import (
     classify_text,
     endpoint,
     is_incidental,
+    path_and_query,
     quoted,
     sentence,
     shorten,
@@ -56,7 +57,10 @@ def detect_assertions(t: Timeline) -> list[Finding]:
         if "expected" in e.payload:
             expected, actual = e.payload["expected"], e.payload.get("actual")
             if subject == "the final URL" and isinstance(expected, str) and isinstance(actual, str):
-                expected, actual = url_path(expected), url_path(actual)
+                # The paths say it when they differ; when they match, the query is the difference.
+                same_path = url_path(expected) == url_path(actual)
+                shown = path_and_query if same_path else url_path
+                expected, actual = shown(expected), shown(actual)
             detail = f"expected {quoted(expected, 60)}, got {quoted(actual, 60)}"
         else:
             detail = shorten(failure_text(e) or "no message", 100).rstrip(".")
