@@ -499,6 +499,9 @@ def run_server_phase(
         str(port),
         "--data-dir",
         str(data_dir),
+        # Thousands of calls a minute by design: lift the per-org rate limits (seed 000 defaults).
+        "--rate-limits",
+        "read=1000000,write=1000000,ingest=1000000",
     ]
     print(f"server: {' '.join(cmd)}", file=sys.stderr, flush=True)
     with log_path.open("wb") as log:

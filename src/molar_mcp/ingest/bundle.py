@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from molar_mcp.models import TRACE_SOURCES, TRACE_STATUSES, ArtifactRef, Event
 from molar_mcp.store.port import NewTrace
@@ -232,7 +232,29 @@ def _read_summary(raw: bytes) -> BundleSummary:
         raise BundleError("validation_error", f"summary.json: {_first_error(exc)}") from exc
 
 
+_EVENT_LIST = TypeAdapter(list[Event])
+
+
 def _read_events(raw: bytes) -> list[Event]:
+    """Every event of events.ndjson, validated. The whole file is validated in one call (the ingest hot
+    path); only when that fails is it read line by line, to name the line that is wrong."""
+    lines = [line for line in raw.splitlines() if line.strip()]
+    try:
+        events = _EVENT_LIST.validate_json(b"[" + b",".join(lines) + b"]")
+    except ValidationError:
+        events = None
+    if events is not None:
+        last_seq = -1
+        for ev in events:
+            if ev.seq > _MAX_INT or ev.ts > _MAX_INT or ev.seq <= last_seq:
+                break
+            last_seq = ev.seq
+        else:
+            return events
+    return _read_events_by_line(raw)
+
+
+def _read_events_by_line(raw: bytes) -> list[Event]:
     events: list[Event] = []
     last_seq = -1
     for lineno, line in enumerate(raw.splitlines(), start=1):
