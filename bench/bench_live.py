@@ -48,8 +48,21 @@ def pct(values: list[float], q: float) -> float:
 def start(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "molar_mcp", "serve", "--no-auth", "--port", str(port), "--data-dir", str(data_dir),
-         "--rate-limits", "read=1000000,write=1000000,ingest=1000000", "--log-level", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "molar_mcp",
+            "serve",
+            "--no-auth",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--rate-limits",
+            "read=1000000,write=1000000,ingest=1000000",
+            "--log-level",
+            "WARNING",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -71,8 +84,13 @@ async def bench_append(base: str, total: int) -> dict[str, float]:
         started = time.perf_counter()
         for first in range(0, total, 100):
             batch = [
-                {"seq": s, "ts": TS + s, "kind": "network.response", "step_id": f"s{s // 1000}",
-                 "payload": {"method": "GET", "url": f"/api/items/{s}", "status": 200}}
+                {
+                    "seq": s,
+                    "ts": TS + s,
+                    "kind": "network.response",
+                    "step_id": f"s{s // 1000}",
+                    "payload": {"method": "GET", "url": f"/api/items/{s}", "status": 200},
+                }
                 for s in range(first, first + 100)
             ]
             response = await http.post(f"/v1/traces/{trace}/events", json={"events": batch})
@@ -83,9 +101,10 @@ async def bench_append(base: str, total: int) -> dict[str, float]:
 
 async def bench_sse_latency(base: str, samples: int) -> dict[str, float]:
     """Append one event at a time; measure until the SSE reader has it (same process, same clock)."""
-    async with httpx2.AsyncClient(base_url=base, timeout=30) as writer, httpx2.AsyncClient(
-        base_url=base, timeout=httpx2.Timeout(30, read=None)
-    ) as reader:
+    async with (
+        httpx2.AsyncClient(base_url=base, timeout=30) as writer,
+        httpx2.AsyncClient(base_url=base, timeout=httpx2.Timeout(30, read=None)) as reader,
+    ):
         trace = (await writer.post("/v1/traces", json={"scenario_slug": "bench-sse"})).json()["id"]
         sent: dict[int, float] = {}
         latencies: list[float] = []
@@ -120,14 +139,25 @@ def fill_traces(data_dir: Path, count: int) -> float:
         a, b = WORDS[i % len(WORDS)], WORDS[(i * 7 + 3) % len(WORDS)]
         events = [
             Event(seq=0, ts=TS + i, kind="step.start", step_id="s1", message=f"{a} page"),
-            Event(seq=1, ts=TS + i + 1, kind="assertion", step_id="s1", ok=i % 3 != 0,
-                  message=f"expected {b} total {i % 97}; got {i % 89}"),
+            Event(
+                seq=1,
+                ts=TS + i + 1,
+                kind="assertion",
+                step_id="s1",
+                ok=i % 3 != 0,
+                message=f"expected {b} total {i % 97}; got {i % 89}",
+            ),
         ]
         store.add_trace(
             LOCAL_ORG_ID,
-            NewTrace(scenario_slug=f"{a}-{b}", status="failed" if i % 3 == 0 else "passed",
-                     scenario_title=f"{a.title()} then {b}", failure_signature=f"sig-{i % 50}", events=events,
-                     code_sha=uuid.uuid5(uuid.NAMESPACE_OID, str(i)).hex[:10]),
+            NewTrace(
+                scenario_slug=f"{a}-{b}",
+                status="failed" if i % 3 == 0 else "passed",
+                scenario_title=f"{a.title()} then {b}",
+                failure_signature=f"sig-{i % 50}",
+                events=events,
+                code_sha=uuid.uuid5(uuid.NAMESPACE_OID, str(i)).hex[:10],
+            ),
             {},
         )
     elapsed = time.perf_counter() - started
@@ -191,10 +221,19 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
     a, s, q, qs = results["append"], results["sse_latency"], results["search_http"], results["search_store"]
     rows = [
-        ("append, batches of 100 (HTTP)", f"{a['events_per_s']:,.0f} events/s", "≥ 20,000", a["events_per_s"] >= 20_000),
+        (
+            "append, batches of 100 (HTTP)",
+            f"{a['events_per_s']:,.0f} events/s",
+            "≥ 20,000",
+            a["events_per_s"] >= 20_000,
+        ),
         ("append → SSE client p50 / p95", f"{s['p50_ms']:.1f} / {s['p95_ms']:.1f} ms", "p50 ≤ 20", s["p50_ms"] <= 20),
-        (f"q search over {args.traces:,} traces (HTTP) p50 / p95", f"{q['p50_ms']:.1f} / {q['p95_ms']:.1f} ms",
-         "p50 ≤ 20", q["p50_ms"] <= 20),
+        (
+            f"q search over {args.traces:,} traces (HTTP) p50 / p95",
+            f"{q['p50_ms']:.1f} / {q['p95_ms']:.1f} ms",
+            "p50 ≤ 20",
+            q["p50_ms"] <= 20,
+        ),
         ("q search in the store p50 / p95", f"{qs['p50_ms']:.1f} / {qs['p95_ms']:.1f} ms", "", True),
     ]
     for name, figure, target, ok in rows:
