@@ -52,6 +52,8 @@ def start(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
             sys.executable,
             "-m",
             "molar_mcp",
+            "--log-level",
+            "WARNING",
             "serve",
             "--no-auth",
             "--port",
@@ -60,8 +62,6 @@ def start(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
             str(data_dir),
             "--rate-limits",
             "read=1000000,write=1000000,ingest=1000000",
-            "--log-level",
-            "WARNING",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -69,6 +69,8 @@ def start(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"molar-mcp serve exited with {process.returncode}")
         try:
             if httpx2.get(base + "/healthz", timeout=1).status_code == 200:
                 return process, base
