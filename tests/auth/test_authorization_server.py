@@ -200,7 +200,9 @@ async def test_login_and_consent_forms_need_the_session_csrf_token(server: LiveS
         )
     assert "HttpOnly" in cookie
     assert "SameSite=lax" in cookie
-    assert "Path=/api/oauth" in cookie
+    # Path=/: the share viewer (/r/…) reads the session for org-only shares; /v1 and /mcp take bearer
+    # tokens only, so the cookie authorises nothing there.
+    assert "Path=/;" in cookie
     assert login_page.headers["x-frame-options"] == "DENY"
     assert forged.status_code == 403
     assert wrong_password.status_code == 401
