@@ -81,9 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with ExitStack() as stack:
             auth = None if args.no_auth else stack.enter_context(open_serve_auth(data_dir, args.issuer or base))
             origins = own_origins(args.host, args.port, auth.config.issuer if auth else None, allowed or ())
-            app = create_serve_app(
-                embedded, host=args.host, allowed_hosts=allowed, auth=auth, allowed_origins=origins
-            )
+            app = create_serve_app(embedded, host=args.host, allowed_hosts=allowed, auth=auth, allowed_origins=origins)
             if auth is None:
                 auth_line = "none (--no-auth): anyone who can reach this loopback address can read and write"
             else:

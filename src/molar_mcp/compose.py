@@ -36,6 +36,7 @@ from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES, BundleError, ingest_bundl
 from molar_mcp.mcp.capabilities import build_manifest
 from molar_mcp.mcp.server import TOOL_SPECS, create_mcp_server
 from molar_mcp.mcp.state import AppState, ClientFactory
+from molar_mcp.replay.apps import AppConfig
 from molar_mcp.replay.recording import RecordedRun, record_scenarios, scenario_files
 from molar_mcp.serve_auth import OriginGuard, ServeAuth, acting_client_factory
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
@@ -143,26 +144,28 @@ def load_demo(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID) -> int:
     return count
 
 
-def record_demo(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID) -> list[RecordedRun]:
+def record_demo(
+    store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID, *, app: AppConfig | None = None
+) -> list[RecordedRun]:
     """Run the shipped scenarios against the demo shop (a fresh copy each, all at once) and store the
     real traces — some pass, some fail — as replayable. Raises if the shop cannot start."""
     from molar_mcp.demo import scenario_paths
     from molar_mcp.demo.config import demo_app_config
 
     items = scenario_files(scenario_paths())
-    run = functools.partial(record_scenarios, store, ReplayStore(store.db), org_id, demo_app_config(), items)
+    run = functools.partial(record_scenarios, store, ReplayStore(store.db), org_id, app or demo_app_config(), items)
     runs = anyio.run(run)
     (store.data_dir / DEMO_RECORDED_MARKER).write_text(f"{len(runs)}\n")
     return runs
 
 
-def load_demo_data(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID) -> str:
+def load_demo_data(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID, *, app: AppConfig | None = None) -> str:
     """What `--demo` loads, once per data dir: the recorded demo (`record_demo`), or the fixture bundles
     when recording fails. Returns a line for the log."""
     if (store.data_dir / DEMO_RECORDED_MARKER).exists() or (store.data_dir / DEMO_MARKER).exists():
         return "already loaded"
     try:
-        runs = record_demo(store, org_id)
+        runs = record_demo(store, org_id, app=app)
     except Exception as exc:
         log.warning("recording the demo traces failed (%s); loading the fixture bundles instead", exc)
         return f"loaded {load_demo(store, org_id)} fixture traces (recording the demo failed)"

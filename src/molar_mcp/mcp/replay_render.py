@@ -112,8 +112,7 @@ def _rows(
 
 
 def diff_text(view: DiffView) -> str:
-    lines = [f"Diff of b {view.b} ({view.b_status}) against a {view.a} ({view.a_status}), {view.dimension}:"]
-    lines.append(view.summary)
+    lines = [f"Diff ({view.dimension}, b against a): {view.summary}"]
     if view.assertions:
         lines.append("Assertions that differ:")
         for a in view.assertions:
@@ -148,8 +147,13 @@ def build_diff_view(diff: TraceDiff, budget: int) -> tuple[DiffView, str]:
     totals = [e.body_changes_total for e in diff.network if e.changed]
     body_total = {id(row): total for row, total in zip(network, totals, strict=True)}
 
-    def assemble(n_assert: int, n_steps: int, n_net: int, n_body: int, n_console: int) -> tuple[DiffView, str]:
+    def assemble(
+        n_assert: int, n_steps: int, n_net: int, n_body: int, n_console: int, full_summary: int
+    ) -> tuple[DiffView, str]:
         omitted: list[str] = []
+        summary = diff.summary if full_summary else _first_sentence(diff.summary)
+        if not full_summary:
+            omitted.append("the rest of the summary; `counts` has the numbers")
         if n_assert < len(assertions):
             omitted.append(f'{len(assertions) - n_assert} more assertions that differ; diff_traces(dimension="steps")')
         if n_steps < len(steps):
@@ -173,7 +177,7 @@ def build_diff_view(diff: TraceDiff, budget: int) -> tuple[DiffView, str]:
             a_status=diff.a.status,
             b_status=diff.b.status,
             dimension=diff.dimension,
-            summary=mask_text(diff.summary) or "",
+            summary=mask_text(summary) or "",
             first_divergence=mask_text(d.what) if d else None,
             first_divergence_step=d.step if d else None,
             counts={k: v for k, v in diff.counts.model_dump().items() if v},
@@ -187,10 +191,16 @@ def build_diff_view(diff: TraceDiff, budget: int) -> tuple[DiffView, str]:
         )
         return view, diff_text(view)
 
-    sizes = [len(assertions), len(steps), len(network), 6, len(console)]
-    floors = [1, 0, 0, 1, 0]
-    order = (2, 4, 3, 1, 0)  # exchanges, console, body fields, steps, then assertions (what a replay is for)
+    sizes = [len(assertions), len(steps), len(network), 6, len(console), 1]
+    floors = [0, 0, 0, 0, 0, 0]
+    # Exchanges, console, body fields, steps, then assertions (what a replay is for), then the summary's tail.
+    order = (2, 4, 3, 1, 0, 5)
     return _fit(assemble, sizes, floors, order, budget)
+
+
+def _first_sentence(summary: str) -> str:
+    head, sep, _ = summary.partition(". ")
+    return head + "." if sep else summary
 
 
 def _fit(

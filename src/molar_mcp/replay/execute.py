@@ -44,7 +44,6 @@ class ReplayRun:
     failure_signature: str | None
     failed_step: int | None
     duration_ms: int
-    restored: bool = True
     message: str = ""
     mismatches: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
@@ -103,7 +102,6 @@ async def run_replay(
                 failure_signature=setup.failure_signature,
                 failed_step=setup.failed_step,
                 duration_ms=max(0, clock() - started),
-                restored=False,
                 message=text,
             )
         variables = dict(setup.variables)

@@ -305,7 +305,9 @@ class ReplayService:
             self._start(job)
 
     def _start(self, job: _Job) -> None:
-        thread = threading.Thread(target=self._thread_main, args=(job,), name=f"molar-replay-{job.id[:8]}")
+        # Daemon: `close()` cancels running replays and stops their apps; a thread (or an AnyIO worker
+        # thread its event loop started, which inherits this flag) must never keep the process alive.
+        thread = threading.Thread(target=self._thread_main, args=(job,), name=f"molar-replay-{job.id[:8]}", daemon=True)
         with self._lock:
             self._threads.add(thread)
         thread.start()

@@ -1,0 +1,146 @@
+"""The trace diff as pure functions: runs of the demo scenarios (in process) stored, then compared."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+
+from molar_mcp.demo import SCENARIOS_DIR, demo_scenario
+from molar_mcp.demo.shop.app import create_app
+from molar_mcp.models import Event, TraceDetail
+from molar_mcp.replay.diff import body_changes, diff_traces
+from molar_mcp.replay.recording import new_trace
+from molar_mcp.replay.runner import run_scenario
+from molar_mcp.replay.scenario import Scenario, parse_scenario
+from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
+
+ORG = LOCAL_ORG_ID
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteTraceStore]:
+    s = SqliteTraceStore(tmp_path / "data")
+    yield s
+    s.close()
+
+
+def recorded(
+    store: SqliteTraceStore, scenario: Scenario, extra: list[Event] | None = None
+) -> tuple[TraceDetail, list[Event]]:
+    async def go() -> Any:
+        transport = httpx2.ASGITransport(app=create_app())
+        async with httpx2.AsyncClient(transport=transport, base_url="http://shop.test") as client:
+            return await run_scenario(scenario, client)
+
+    result = anyio.run(go)
+    events = list(result.events)
+    for ev in extra or []:
+        events.insert(-1, ev.model_copy(update={"seq": 0}))
+    events = [e.model_copy(update={"seq": i}) for i, e in enumerate(events)]
+    trace, blobs = new_trace(
+        scenario,
+        status=result.status,
+        events=events,
+        failure_signature=result.failure_signature,
+        duration_ms=result.duration_ms,
+    )
+    trace_id, _ = store.add_trace(ORG, trace, blobs)
+    return store.get_trace(ORG, trace_id), store.list_events(ORG, trace_id, limit=1000).events
+
+
+def scenario_source(slug: str) -> str:
+    return (SCENARIOS_DIR / f"{slug}.molar.md").read_text(encoding="utf-8")
+
+
+def test_two_runs_of_the_same_scenario_do_not_diverge(store: SqliteTraceStore) -> None:
+    a, a_events = recorded(store, demo_scenario("checkout-plain"))
+    b, b_events = recorded(store, demo_scenario("checkout-plain"))
+    diff = diff_traces(a, a_events, b, b_events, "steps")
+
+    assert diff.first_divergence is None
+    assert not diff.status_changed
+    assert [s.changed for s in diff.steps] == [False] * 8
+    assert diff.assertions == []
+    assert "No step differs" in diff.summary
+    assert diff_traces(a, a_events, b, b_events, "overview").steps == []
+
+
+def test_a_changed_expectation_shows_as_that_assertion_changing(store: SqliteTraceStore) -> None:
+    original = demo_scenario("checkout-coupon")
+    edited = parse_scenario(scenario_source("checkout-coupon").replace("$.total_cents == 4500", "$.total_cents == 500"))
+    a, a_events = recorded(store, original)
+    b, b_events = recorded(store, edited)
+    diff = diff_traces(a, a_events, b, b_events)
+
+    [change] = [c for c in diff.assertions if c.step == 6]
+    assert (change.change, change.target, change.expected_a, change.expected_b) == (
+        "now_passes",
+        "$.total_cents",
+        4500,
+        500,
+    )
+    assert (change.actual_a, change.actual_b, change.matcher) == (500, 500, "json")
+    assert diff.first_divergence is not None
+    assert (diff.first_divergence.step, diff.first_divergence.kind) == (6, "assertion")
+    # a stopped at step 6, b went on: step 7 is in b only, and says so.
+    step7 = next(s for s in diff.steps if s.step == 7)
+    assert (step7.in_a, step7.in_b, step7.ok_b) == (False, True, False)  # the discount is still wrong
+    assert "Steps only in b: 7" in diff.summary
+    assert (diff.counts.assertions_now_pass, diff.counts.assertions_now_fail) == (1, 0)
+
+
+def test_different_responses_are_reported_by_status_and_body_fields(store: SqliteTraceStore) -> None:
+    text = scenario_source("cart-basic")
+    a, a_events = recorded(store, parse_scenario(text))
+    socks = text.replace('{"sku": "socks", "qty": 1}', '{"sku": "socks", "qty": 2}')
+    b, b_events = recorded(store, parse_scenario(socks))
+    unknown = text.replace('{"sku": "socks", "qty": 1}', '{"sku": "hat", "qty": 1}')
+    c, c_events = recorded(store, parse_scenario(unknown))
+
+    body = diff_traces(a, a_events, b, b_events, "network")
+    status = diff_traces(a, a_events, c, c_events, "network")
+
+    assert body.first_divergence is not None
+    assert (body.first_divergence.step, body.first_divergence.kind) == (3, "request")
+    step3 = next(e for e in body.network if e.step == 3)
+    assert (step3.status_a, step3.status_b, step3.changed) == (200, 200, True)
+    assert {c.path for c in step3.body_changes} >= {"$.item_count", "$.total_cents", "$.items[1].qty"}
+    assert next(c for c in step3.body_changes if c.path == "$.item_count").model_dump() == {
+        "path": "$.item_count",
+        "a": "3",
+        "b": "4",
+    }
+    step3c = next(e for e in status.network if e.step == 3)
+    assert (step3c.status_a, step3c.status_b) == (200, 422)
+    assert status.steps == []  # the network dimension carries exchanges only
+    assert all(e.url is not None and e.url.startswith("/api/") for e in status.network)  # no host:port
+
+
+def test_console_lines_present_in_one_run_only_are_listed(store: SqliteTraceStore) -> None:
+    scenario = demo_scenario("cart-basic")
+    warning = Event(seq=0, ts=1, kind="console", step_id="2", message="cart is slow", payload={"level": "warning"})
+    a, a_events = recorded(store, scenario)
+    b, b_events = recorded(store, scenario, extra=[warning])
+    diff = diff_traces(a, a_events, b, b_events, "console")
+
+    assert [(c.step, c.kind, c.text, c.only_in, c.level) for c in diff.console] == [
+        (2, "console", "cart is slow", "b", "warning")
+    ]
+    assert diff.counts.console_only_in_b == 1
+
+
+def test_body_changes_walk_nested_json_and_name_missing_members() -> None:
+    changes = body_changes({"a": 1, "b": {"c": [1, 2]}, "gone": True}, {"a": 1.0, "b": {"c": [1, 3, 4]}, "new": None})
+    assert [(c.path, c.a, c.b) for c in changes] == [
+        ("$.b.c[1]", "2", "3"),
+        ("$.b.c[2]", None, "4"),
+        ("$.gone", "true", None),
+        ("$.new", None, "null"),
+    ]
+    assert body_changes("same text", "same text") == []
+    assert [c.path for c in body_changes("<html>", "<html/>")] == ["$"]
