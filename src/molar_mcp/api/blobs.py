@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from molar_mcp.api.context import ApiContext, api_context, org_of
 from molar_mcp.api.errors import ApiError
-from molar_mcp.api.exports import export_urls
+from molar_mcp.api.exports import checked_org, export_urls
 from molar_mcp.api.openapi import Param, documented, string
 from molar_mcp.models import ArtifactRef, TraceDetail
 
@@ -67,13 +67,7 @@ async def redirect_to_blob(request: Request) -> Response:
 async def signed_blob(request: Request) -> Response:
     ctx = api_context(request)
     sha = _sha(request)
-    q = request.query_params
-    org = q.get("org", "")
-    problem = ctx.signer.check(request.url.path, org, q.get("exp", ""), q.get("kid", ""), q.get("sig", ""))
-    if problem == "expired":
-        raise ApiError(403, "forbidden", "this signed URL has expired; GET the trace again for a fresh one")
-    if problem is not None:
-        raise ApiError(403, "forbidden", "this signed URL is not valid")
+    org = checked_org(request)
     detail = await anyio.to_thread.run_sync(ctx.store.get_trace, org, request.path_params["trace_id"])
     artifact = _artifact(detail, sha)
     path = ctx.blob_file(sha)

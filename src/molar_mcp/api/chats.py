@@ -29,9 +29,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from molar_mcp.api.bodies import json_body, validation_message
 from molar_mcp.api.context import ApiContext, api_context, org_of
 from molar_mcp.api.errors import ApiError, error_response
-from molar_mcp.api.live import _json_body, _validation_message
 from molar_mcp.api.openapi import documented
 from molar_mcp.debugger.briefing import no_model_answer, render_findings, system_prompt
 from molar_mcp.debugger.chat import (
@@ -86,9 +86,9 @@ async def _body(request: Request, model: type[BaseModel], *, empty_ok: bool = Fa
     if empty_ok and not await request.body():
         return model.model_validate({})
     try:
-        return model.model_validate(await _json_body(request))
+        return model.model_validate(await json_body(request))
     except ValidationError as exc:
-        raise ApiError(422, "validation_error", _validation_message(exc)) from None
+        raise ApiError(422, "validation_error", validation_message(exc)) from None
 
 
 # ---- create and read -----------------------------------------------------------------------------

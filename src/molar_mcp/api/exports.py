@@ -33,7 +33,8 @@ def export_urls(ctx: ApiContext, base: str, detail: TraceDetail) -> dict[str, st
     return {kind: base + ctx.signer.sign(export_path(detail.id, EXPORTS[kind]), detail.org_id) for kind in kinds}
 
 
-def _checked_org(request: Request) -> str:
+def checked_org(request: Request) -> str:
+    """The org a signed URL was issued for; 403 when the URL is tampered with or expired."""
     ctx = api_context(request)
     q = request.query_params
     org = q.get("org", "")
@@ -53,7 +54,7 @@ def _checked_org(request: Request) -> str:
 )
 async def signed_export(request: Request) -> Response:
     ctx = api_context(request)
-    org = _checked_org(request)
+    org = checked_org(request)
     trace_ref, name = request.path_params["trace_id"], request.path_params["name"]
     if name == "summary.json":
         detail = await anyio.to_thread.run_sync(ctx.store.get_trace, org, trace_ref)

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from molar_mcp.api.analysis import run_analysis
+from molar_mcp.api.bodies import json_body, validation_message
 from molar_mcp.api.bus import Published
 from molar_mcp.api.context import api_context, org_of
 from molar_mcp.api.errors import ApiError
@@ -27,7 +28,6 @@ from molar_mcp.models import TRACE_SOURCES, AppendResponse, Event, LiveTrace, Tr
 from molar_mcp.store.live import IncomingEvent, TraceNotRunning
 
 MAX_BATCH = 1000
-MAX_JSON_BYTES = 5 * 1024 * 1024
 HEARTBEAT_SECONDS = 15
 BACKFILL_PAGE = 500
 
@@ -60,29 +60,6 @@ class FinishTrace(BaseModel):
     duration_ms: int | None = Field(default=None, ge=0)
 
 
-async def _json_body(request: Request) -> Any:
-    if not request.headers.get("content-type", "").lower().startswith("application/json"):
-        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_JSON_BYTES:
-        raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_JSON_BYTES} bytes")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_JSON_BYTES:
-            raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_JSON_BYTES} bytes")
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, "bad_request", f"the body is not JSON: {exc}") from None
-
-
-def _validation_message(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "body"
-    return f"{where}: {err['msg']}"
-
-
 @documented(
     summary="Start a running trace (live ingest)",
     body=CreateTrace,
@@ -93,9 +70,9 @@ def _validation_message(exc: ValidationError) -> str:
 async def create_trace(request: Request) -> JSONResponse:
     ctx = api_context(request)
     try:
-        body = CreateTrace.model_validate(await _json_body(request))
+        body = CreateTrace.model_validate(await json_body(request))
     except ValidationError as exc:
-        raise ApiError(422, "validation_error", _validation_message(exc)) from None
+        raise ApiError(422, "validation_error", validation_message(exc)) from None
     assert body.source is None or body.source in TRACE_SOURCES
     org = org_of(request)
     trace_id, short_id = await anyio.to_thread.run_sync(
@@ -120,7 +97,7 @@ async def create_trace(request: Request) -> JSONResponse:
 )
 async def append_events(request: Request) -> JSONResponse:
     ctx = api_context(request)
-    raw = await _json_body(request)
+    raw = await json_body(request)
     items: list[Any]
     if isinstance(raw, dict) and "events" in raw:
         if not isinstance(raw["events"], list):
@@ -145,7 +122,7 @@ async def append_events(request: Request) -> JSONResponse:
                 {
                     "index": index,
                     "idempotency_key": key if isinstance(key, str) else None,
-                    "reason": _validation_message(exc),
+                    "reason": validation_message(exc),
                 }
             )
             continue
@@ -187,9 +164,9 @@ async def _canonical_id(request: Request, trace_ref: str) -> str:
 async def finish_trace(request: Request) -> JSONResponse:
     ctx = api_context(request)
     try:
-        body = FinishTrace.model_validate(await _json_body(request))
+        body = FinishTrace.model_validate(await json_body(request))
     except ValidationError as exc:
-        raise ApiError(422, "validation_error", _validation_message(exc)) from None
+        raise ApiError(422, "validation_error", validation_message(exc)) from None
     org = org_of(request)
     trace_ref = request.path_params["trace_id"]
 

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import pydantic_core
-
 from molar_mcp.models import Event
 from molar_mcp.store.db import Database
 from molar_mcp.store.port import StoreError
 from molar_mcp.store.sqlite import (
+    EVENT_SELECT,
+    event_from_row,
     find_trace_pk,
     fts_body_from_rows,
     new_short_id,
@@ -240,24 +240,10 @@ class LiveTraces:
         with self.db.read() as conn:
             pk, status = find_trace_pk(conn, org_id, trace_ref)
             rows = conn.execute(
-                "SELECT seq, ts, kind, step_id, step, ok, message, payload FROM events"
-                " WHERE trace_pk = ? AND seq > ? ORDER BY seq LIMIT ?",
+                f"SELECT {EVENT_SELECT} FROM events WHERE trace_pk = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (pk, after_seq, limit),
             ).fetchall()
-        events = [
-            Event(
-                seq=r[0],
-                ts=r[1],
-                kind=r[2],
-                step_id=r[3],
-                step=r[4],
-                ok=None if r[5] is None else bool(r[5]),
-                message=r[6],
-                payload=pydantic_core.from_json(r[7]),
-            )
-            for r in rows
-        ]
-        return events, status
+        return [event_from_row(r) for r in rows], status
 
 
 def _insert_events(conn: Any, pk: int, events: Sequence[Event], keys: Sequence[str | None]) -> None:

@@ -1,0 +1,36 @@
+"""Request bodies of the /v1 API: JSON only, bounded, and validation errors worded once."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+
+from molar_mcp.api.errors import ApiError
+
+MAX_JSON_BYTES = 5 * 1024 * 1024
+
+
+async def json_body(request: Request) -> Any:
+    if not request.headers.get("content-type", "").lower().startswith("application/json"):
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_JSON_BYTES:
+        raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_JSON_BYTES} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_JSON_BYTES} bytes")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "bad_request", f"the body is not JSON: {exc}") from None
+
+
+def validation_message(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "body"
+    return f"{where}: {err['msg']}"
