@@ -99,3 +99,12 @@ def test_the_retention_command_applies_the_policy_to_a_data_dir(tmp_path: Path) 
     assert b"1 cold" in result.stderr
     with open_embedded(data) as embedded:
         assert tier(embedded, trace) == "cold"
+
+
+async def test_restoring_a_warm_trace_makes_it_hot_at_once(embedded: Embedded, http: httpx2.AsyncClient) -> None:
+    trace = add(embedded, 10)
+    embedded.context.tiers.apply(RetentionPolicy(7, 30), now=NOW)
+    assert tier(embedded, trace) == "warm"
+    response = await http.post(f"/v1/traces/{trace}/restore")
+    assert response.json() == {"status": "hot", "eta_seconds": 0}
+    assert tier(embedded, trace) == "hot"

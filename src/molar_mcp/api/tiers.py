@@ -32,6 +32,10 @@ async def restore(request: Request) -> JSONResponse:
     org = org_of(request)
     ref = request.path_params["trace_id"]
     detail = await anyio.to_thread.run_sync(ctx.store.get_trace, org, ref)
+    if detail.tier == "warm":
+        # Warm traces keep every row: hot again at once (replays need hot traces).
+        await anyio.to_thread.run_sync(ctx.tiers.restore, org, detail.id)
+        return JSONResponse({"status": "hot", "eta_seconds": 0})
     if detail.tier != "cold":
         return JSONResponse({"status": detail.tier, "eta_seconds": 0})
     size = await anyio.to_thread.run_sync(ctx.tiers.archived_size, org, detail.id)
