@@ -9,12 +9,21 @@ from pathlib import Path
 import pytest
 
 from molar_mcp.compose import Embedded, open_embedded
+from molar_mcp.store import SqliteTraceStore
 from tests.servers import Served, start_server
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteTraceStore]:
+    """A real embedded store in a temp data dir (the store alone, without the API around it)."""
+    s = SqliteTraceStore(tmp_path / "data")
+    yield s
+    s.close()
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import httpx2
 import pytest
@@ -11,13 +10,6 @@ from molar_mcp.api.app import create_api_app
 from molar_mcp.api.context import ApiContext
 from molar_mcp.store import SqliteTraceStore
 from tests.ingest.archives import SMALL_LIMIT
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteTraceStore]:
-    s = SqliteTraceStore(tmp_path / "data")
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -3,10 +3,9 @@ with a chosen model and budget (tools: our MCP server, as `serve` wires them), a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -28,13 +27,6 @@ class Traces:
     failed_id: str
     failed_short: str
     passed_short: str
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteTraceStore]:
-    s = SqliteTraceStore(tmp_path / "data")
-    yield s
-    s.close()
 
 
 @pytest.fixture

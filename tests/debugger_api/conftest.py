@@ -3,8 +3,7 @@ and an MCP server over it (embedded, as `molar-mcp serve` builds it)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import httpx2
 import pytest
@@ -13,13 +12,6 @@ from molar_mcp.api.app import create_api_app
 from molar_mcp.api.context import ApiContext
 from molar_mcp.store import SqliteTraceStore
 from molar_mcp.store.analysis import SqliteAnalysisStore
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteTraceStore]:
-    s = SqliteTraceStore(tmp_path / "data")
-    yield s
-    s.close()
 
 
 @pytest.fixture

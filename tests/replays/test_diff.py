@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
-import pytest
 
 from molar_mcp.demo import SCENARIOS_DIR, demo_scenario
 from molar_mcp.demo.shop.app import create_app
@@ -20,13 +17,6 @@ from molar_mcp.replay.scenario import Scenario, parse_scenario
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
 
 ORG = LOCAL_ORG_ID
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteTraceStore]:
-    s = SqliteTraceStore(tmp_path / "data")
-    yield s
-    s.close()
 
 
 def recorded(

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -45,13 +44,6 @@ class Traces:
     failed_id: str
     failed_short: str
     passed_short: str
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteTraceStore]:
-    s = SqliteTraceStore(tmp_path / "data")
-    yield s
-    s.close()
 
 
 @pytest.fixture
