@@ -8,11 +8,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 TraceStatus = Literal["queued", "running", "passed", "failed", "error", "aborted"]
-TraceSource = Literal["pr", "schedule", "manual", "shadow_diff"]
+# `agent`: an agent run received over OTLP (api/otlp.py).
+TraceSource = Literal["pr", "schedule", "manual", "shadow_diff", "agent"]
 TraceTier = Literal["hot", "warm", "cold"]
 
 TRACE_STATUSES: tuple[str, ...] = ("queued", "running", "passed", "failed", "error", "aborted")
-TRACE_SOURCES: tuple[str, ...] = ("pr", "schedule", "manual", "shadow_diff")
+TRACE_SOURCES: tuple[str, ...] = ("pr", "schedule", "manual", "shadow_diff", "agent")
 TRACE_TIERS: tuple[str, ...] = ("hot", "warm", "cold")
 
 # The event kinds the ingest format documents (docs/bundle-format.md). Other kinds are stored as

@@ -1,0 +1,1 @@
+"""Trace formats → events, one module per format (pure parsing, no I/O)."""
