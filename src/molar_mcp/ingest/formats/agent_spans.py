@@ -496,6 +496,7 @@ def step_events(span: SpanRecord, parent_step_id: str | None) -> tuple[list[Even
     ]
     closing: list[Event] = []
     middle = span_event_events(span, step_id)
+    tool_failed = False
     if category == "llm":
         request, response = llm_events(span, step_id)
         opening.append(request)
@@ -504,6 +505,7 @@ def step_events(span: SpanRecord, parent_step_id: str | None) -> tuple[list[Even
         call, result = tool_events(span, step_id)
         opening.append(call)
         closing.append(result)
+        tool_failed = result.ok is False
     elif span.status == "error" and _exception(span) is None:
         error = error_of(span) or {}
         middle.append(
@@ -517,7 +519,8 @@ def step_events(span: SpanRecord, parent_step_id: str | None) -> tuple[list[Even
                 payload={"name": error.get("type", "error"), "message": error.get("message", "")},
             )
         )
-    ok = span.status != "error"
+    # A tool that answered with an error as its result (`isError`) failed, whatever its span status says.
+    ok = span.status != "error" and not (category == "tool" and tool_failed)
     duration = _ms(span.end_ns - span.start_ns)
     end_payload: dict[str, Any] = {"duration_ms": duration, "status": span.status}
     if span.status_message:
