@@ -133,7 +133,7 @@ class OtlpTraces:
                         outcome.refused.append(
                             (
                                 span.span_id,
-                                f"trace {otel_id} finished before this span arrived (after its quiet period)",
+                                f"trace {otel_id} had finished before this span arrived",
                             )
                         )
                     else:
