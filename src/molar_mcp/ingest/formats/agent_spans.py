@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from molar_mcp.debugger.detectors.agent import is_error_result
 from molar_mcp.debugger.pricing import known_price
 from molar_mcp.ingest.formats.otlp import SpanEvent, SpanRecord
 from molar_mcp.models import Event
@@ -294,12 +295,11 @@ def _tool_name(span: SpanRecord) -> str:
 
 
 def _tool_result(span: SpanRecord) -> tuple[Any, bool]:
-    """The tool's result, and whether it says it is an error (MCP `isError`, `is_error`)."""
+    """The tool's result, and whether it says it is an error (MCP `isError`, `is_error`, error text)."""
     a = span.attributes
     raw = _first(a, "gen_ai.tool.call.result", "output.value", "tool.result", "mcp.tool.result")
     result = _maybe_json(raw)
-    flagged = isinstance(result, dict) and (result.get("isError") is True or result.get("is_error") is True)
-    return (_text(result, OUTPUT_CHARS) if isinstance(result, str) else result), flagged
+    return (_text(result, OUTPUT_CHARS) if isinstance(result, str) else result), is_error_result(result)
 
 
 def _result_text(result: Any) -> str:
@@ -394,7 +394,8 @@ def tool_events(span: SpanRecord, step_id: str | None) -> list[Event]:
     result, flagged = _tool_result(span)
     error = error_of(span)
     if error is None and flagged:
-        error = {"type": "is_error", "message": _result_text(result)}
+        # An error handed back as the tool's normal result: the call "succeeded", the tool failed.
+        error = {"type": "is_error" if isinstance(result, dict) else "error_result", "message": _result_text(result)}
     base = {**_payload_base(span), "tool": tool, "call_id": call_id}
     if a.get("mcp.method.name"):
         base["via"] = "mcp"
@@ -585,7 +586,6 @@ def run_events(span: SpanRecord) -> tuple[list[Event], list[Event], list[Event]]
             seq=0,
             ts=_ms(span.end_ns),
             kind="log",
-            ok=span.status != "error",
             message=f"agent run {'failed' if span.status == 'error' else 'ended'} after {duration} ms",
             payload={
                 "level": "error" if span.status == "error" else "info",

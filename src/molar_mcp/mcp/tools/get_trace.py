@@ -7,8 +7,9 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, ContentBlock, ResourceLink, TextContent, ToolAnnotations
 from pydantic import Field
 
+from molar_mcp.mcp.conversation import build_conversation, fit_conversation, is_agent_run
 from molar_mcp.mcp.errors import store_errors
-from molar_mcp.mcp.render import build_trace_view, link_block, structured
+from molar_mcp.mcp.render import build_trace_view, cost, link_block, structured
 from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
 from molar_mcp.mcp.tools.spec import ToolSpec
@@ -27,10 +28,13 @@ failing assertion or error (expected vs actual), a steps overview, failed events
 
 Call it with a trace_id (short_id or UUID) from list_traces. To read one step's events (requests,
 responses with bodies, assertions, logs), call again with step=N; page with offset. The answer fits
-a token budget and its `omitted` list says exactly what was left out and which call returns it."""
+a token budget and its `omitted` list says exactly what was left out and which call returns it.
+An agent run also reads as a conversation: each model call (model, tokens, cost, its answer or the
+tools it asked for) and tool call (arguments, result or error), and the model's last output."""
 
 NOTABLE_LIMIT = 12
 PAGE_LIMIT = 40
+CONVERSATION_LIMIT = 60
 
 
 async def get_trace(
@@ -59,6 +63,8 @@ async def get_trace(
     detail: TraceDetail | None = None
     failing: EventsResponse | None = None
     page: EventsResponse | None = None
+    model_calls: EventsResponse | None = None
+    tool_calls: EventsResponse | None = None
 
     async with store_errors(trace_id=trace_id):
         # The three reads are independent: run them together.
@@ -74,13 +80,23 @@ async def get_trace(
             nonlocal page
             page = await client.get_events(trace_id, step=step_arg, kind=kind, limit=PAGE_LIMIT, offset=offset)
 
+        async def load_calls() -> None:
+            nonlocal model_calls, tool_calls
+            model_calls = await client.get_events(trace_id, kind="llm.response", limit=CONVERSATION_LIMIT)
+            tool_calls = await client.get_events(trace_id, kind="tool", limit=2 * CONVERSATION_LIMIT)
+
         async with anyio.create_task_group() as tg:
             tg.start_soon(load_detail)
             tg.start_soon(load_failing)
             if want_page:
                 tg.start_soon(load_page)
+            if step is None:
+                tg.start_soon(load_calls)
     assert detail is not None
     assert failing is not None
+    # An agent run reads as a conversation: its model and tool calls get part of the budget.
+    agent = step is None and model_calls is not None and is_agent_run(detail.event_counts)
+    reserve = min(max_tokens // 2, 1000) if agent else 0
     page_events: list[Event] | None = page.events if page is not None else None
     view, text = build_trace_view(
         detail,
@@ -90,8 +106,16 @@ async def get_trace(
         page.total if page is not None else 0,
         offset,
         step_arg,
-        max_tokens,
+        max_tokens - reserve,
     )
+    if agent and model_calls is not None and tool_calls is not None:
+        conversation, lines, cut = fit_conversation(
+            build_conversation(model_calls.events, tool_calls.events), max_tokens - cost(view, text), detail.short_id
+        )
+        view = view.model_copy(
+            update={"conversation": conversation, "omitted": [*view.omitted, *([cut] if cut else [])]}
+        )
+        text = "\n".join([text, *lines, *([f"Left out: {cut}"] if cut else [])])
     content: list[ContentBlock] = [TextContent(type="text", text=text)]
     content.extend(ResourceLink.model_validate(link_block(a)) for a in view.artifacts)
     return CallToolResult(content=content, structured_content=structured(view))
