@@ -259,7 +259,7 @@ def detect_agent_timeout(t: Timeline) -> list[Finding]:
         (
             i
             for i, e in enumerate(t.events)
-            if (t.steps[i] is None or i == t.anchor)
+            if (e.step_id is None or i == t.anchor)
             and e.kind in ("error", "log", "step.end", "tool.result", "llm.response")
             and (e.ok is False or e.kind == "error")
             and _DEADLINE.search(failure_text(e))
