@@ -21,7 +21,7 @@ from molar_mcp.store.replays import ReplayStore
 
 pytestmark = pytest.mark.e2e
 
-PROBE = '''
+PROBE = """
 import json as _json, os as _os, socket as _socket
 def _try(fn):
     try:
@@ -40,16 +40,15 @@ _seen = {
     "uid": _os.getuid(),
 }
 raise RuntimeError("PROBE " + _json.dumps(_seen, sort_keys=True))
-'''
+"""
 
 
 def probing_diff(data_dir: Path) -> str:
     source = (SHOP_DIR / "app.py").read_text()
     probe = PROBE.replace("DATA", repr(str(data_dir))).replace("SERVER_PID", repr(str(os.getpid())))
     patched = source.replace("import argparse\n", "import argparse\n" + probe, 1)
-    return "".join(
-        difflib.unified_diff(source.splitlines(keepends=True), patched.splitlines(keepends=True), "a/app.py", "b/app.py")
-    )
+    lines = source.splitlines(keepends=True), patched.splitlines(keepends=True)
+    return "".join(difflib.unified_diff(*lines, "a/app.py", "b/app.py"))
 
 
 def test_a_replays_source_diff_cannot_read_the_servers_secrets_or_reach_out(
