@@ -18,7 +18,7 @@ from typing import Any
 from molar_mcp.models import Event
 from molar_mcp.store.db import Database
 from molar_mcp.store.live import _insert_events
-from molar_mcp.store.sqlite import new_short_id, normalize_events, scenario_id_for
+from molar_mcp.store.sqlite import insert_steps, load_step_tree, new_short_id, normalize_events, scenario_id_for
 
 OTLP_MIGRATIONS: tuple[str, ...] = (
     """
@@ -208,8 +208,7 @@ class OtlpTraces:
                 " scenario_id = ? WHERE pk = ?",
                 (scenario_slug, scenario_title, scenario_id_for(scenario_slug), pk),
             )
-            numbered = normalize_events(events, {})
-            _insert_events(conn, pk, numbered, [None] * len(numbered))
+            _append(conn, pk, events)
         return str(row[2])
 
 
@@ -252,14 +251,14 @@ def _has_children(conn: Any, pk: int, span_id: str, fresh: Sequence[IncomingSpan
 
 
 def _append(conn: Any, pk: int, events: Sequence[Event]) -> list[Event]:
+    """Append events after the trace's last seq; the store numbers their steps (store/steps.py)."""
     (last,) = conn.execute("SELECT max(seq) FROM events WHERE trace_pk = ?", (pk,)).fetchone()
     start = 0 if last is None else int(last) + 1
-    numbers = {
-        step_id: step for step_id, step in conn.execute("SELECT step_id, step FROM steps WHERE trace_pk = ?", (pk,))
-    }
+    tree = load_step_tree(conn, pk)
     seqd = [e.model_copy(update={"seq": start + i}) for i, e in enumerate(events)]
-    numbered = normalize_events(seqd, numbers)
+    numbered = normalize_events(seqd, tree)
     _insert_events(conn, pk, numbered, [None] * len(numbered))
+    insert_steps(conn, pk, tree.take_touched())
     return numbered
 
 
