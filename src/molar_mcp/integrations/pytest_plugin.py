@@ -135,7 +135,7 @@ class MolarSession:
         report: pytest.TestReport = yield
         try:
             self._observe(item, report)
-        except Exception as exc:  # noqa: BLE001 - the plugin must never break the session
+        except Exception as exc:
             self.not_uploaded.append(_Outcome(item.nodeid, "?", error=f"could not read the result: {exc}"))
         return report
 
@@ -267,13 +267,18 @@ class MolarSession:
         if self.finish_error:
             write(f"molar: {self.finish_error}")
         if self.left_behind:
-            write(f"molar: {self.left_behind} upload(s) still under way after {self.flush_timeout:g} s: stopped waiting")
+            write(
+                f"molar: {self.left_behind} upload(s) still under way after {self.flush_timeout:g} s: stopped waiting"
+            )
         if self.not_uploaded:
             why = self.uploader.refused
             if why is None and self.uploader.unreachable:
                 why = f"Molar at {self.url} did not answer ({self.uploader.last_error})"
             why = why or self.not_uploaded[0].error
-            write(f"molar: {len(self.not_uploaded)} result(s) were not uploaded: {why}. The tests themselves are unaffected.")
+            write(
+                f"molar: {len(self.not_uploaded)} result(s) were not uploaded: {why}. "
+                "The tests themselves are unaffected."
+            )
             for outcome in [] if common else self.not_uploaded[:5]:
                 if outcome.error != why:
                     write(f"  {outcome.nodeid}: {outcome.error}")

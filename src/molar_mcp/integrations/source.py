@@ -71,7 +71,9 @@ def ci_url(env: Mapping[str, str]) -> str | None:
         return f"{env['GITHUB_SERVER_URL']}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}{attempt}"
     if env.get("SYSTEM_COLLECTIONURI") and env.get("SYSTEM_TEAMPROJECT") and env.get("BUILD_BUILDID"):
         return f"{env['SYSTEM_COLLECTIONURI']}{env['SYSTEM_TEAMPROJECT']}/_build/results?buildId={env['BUILD_BUILDID']}"
-    return _first(env.get("CI_JOB_URL"), env.get("BUILDKITE_BUILD_URL"), env.get("CIRCLE_BUILD_URL"), env.get("BUILD_URL"))
+    return _first(
+        env.get("CI_JOB_URL"), env.get("BUILDKITE_BUILD_URL"), env.get("CIRCLE_BUILD_URL"), env.get("BUILD_URL")
+    )
 
 
 def run_source(env: Mapping[str, str], cwd: Path) -> dict[str, Any]:

@@ -86,7 +86,9 @@ class Uploader:
     def post_json(self, path: str, body: dict[str, Any]) -> Answer:
         return self._request(path, lambda: {"json": body})
 
-    def post_form(self, path: str, data: dict[str, str], files: FileParts, idempotency_key: str | None = None) -> Answer:
+    def post_form(
+        self, path: str, data: dict[str, str], files: FileParts, idempotency_key: str | None = None
+    ) -> Answer:
         headers = {"idempotency-key": idempotency_key} if idempotency_key else {}
         return self._request(path, lambda: {"data": data, "files": files, "headers": headers})
 
@@ -103,7 +105,11 @@ class Uploader:
             try:
                 response = self._http.post(path, **make())
             except httpx2.TransportError as exc:
-                reason = f"no answer in {self.limits.timeout_s:g} s" if isinstance(exc, httpx2.TimeoutException) else str(exc) or type(exc).__name__
+                reason = (
+                    f"no answer in {self.limits.timeout_s:g} s"
+                    if isinstance(exc, httpx2.TimeoutException)
+                    else str(exc) or type(exc).__name__
+                )
                 with self._lock:
                     self._failures += 1
                     self.last_error = reason
@@ -117,7 +123,9 @@ class Uploader:
                 if response.is_success:
                     return Answer(ok=True, status=response.status_code, body=body)
                 message = str(body.get("message") or body.get("error") or response.text[:200] or response.reason_phrase)
-                last = Answer(ok=False, status=response.status_code, body=body, error=f"HTTP {response.status_code}: {message}")
+                last = Answer(
+                    ok=False, status=response.status_code, body=body, error=f"HTTP {response.status_code}: {message}"
+                )
                 if response.status_code in (401, 403):
                     self.refused = (
                         f"Molar refused the API key ({last.error}); "
@@ -152,7 +160,7 @@ class Uploader:
                 return
             try:
                 task()
-            except Exception:  # noqa: BLE001, S110 - a task must never take the worker down; tasks record their own failures
+            except Exception:  # noqa: S110 - a task must never take the worker down; tasks record their own failures
                 pass
             finally:
                 with self._idle:
