@@ -123,7 +123,7 @@ class MolarReporter {
   }
 
   onTestEnd(test, result) {
-    if (!this.enabled || this.stopReason) return;
+    if (!this.enabled) return;
     try {
       const described = this.describe(test, result);
       const files = (result.attachments || []).filter((a) => a.path || a.body);
@@ -200,6 +200,10 @@ class MolarReporter {
       return;
     }
     const runId = await this.runPromise;
+    if (this.stopReason) {
+      this.failed.push({ title: described.title, error: this.stopReason });
+      return;
+    }
     const parts = await this.readAttachments(attachments);
     const result = { ...described.body };
     if (parts.missing.length) result.missing_attachments = parts.missing;

@@ -81,7 +81,7 @@ class MolarClient {
         try { body = text ? JSON.parse(text) : undefined; } catch { body = undefined; }
         this.consecutiveFailures = 0;
         if (response.ok) return { ok: true, status: response.status, body };
-        const message = (body && (body.message || body.error)) || text.slice(0, 200) || response.statusText;
+        const message = (body && (body.message || body.error_description || body.error)) || text.slice(0, 200) || response.statusText;
         last = { ok: false, status: response.status, body, error: `HTTP ${response.status}: ${message}` };
         if (!RETRY_STATUS.has(response.status)) return last;
         wait = retryAfterMs(response);

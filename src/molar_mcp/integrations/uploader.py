@@ -122,7 +122,13 @@ class Uploader:
                 body = _json_object(response)
                 if response.is_success:
                     return Answer(ok=True, status=response.status_code, body=body)
-                message = str(body.get("message") or body.get("error") or response.text[:200] or response.reason_phrase)
+                message = str(
+                    body.get("message")
+                    or body.get("error_description")
+                    or body.get("error")
+                    or response.text[:200]
+                    or response.reason_phrase
+                )
                 last = Answer(
                     ok=False, status=response.status_code, body=body, error=f"HTTP {response.status_code}: {message}"
                 )
