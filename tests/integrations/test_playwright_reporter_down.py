@@ -22,7 +22,8 @@ def test_a_molar_that_refuses_connections_changes_nothing_but_a_warning(
     run = run_playwright(tmp_path / "out", *SUBSET, env=env)
 
     assert run.returncode == 1, run.output  # the failing test's exit code, not the reporter's
-    assert "1 failed" in run.stdout and "1 passed" in run.stdout
+    assert "1 failed" in run.stdout
+    assert "1 passed" in run.stdout
     assert (
         f"molar-playwright-reporter: 2 result(s) were not uploaded: Molar at http://127.0.0.1:{closed_port} "
         "did not answer (ECONNREFUSED). The test run itself is unaffected." in run.stderr
@@ -43,7 +44,8 @@ def test_a_molar_that_never_answers_holds_the_run_up_at_most_the_flush_bound(
     run = run_playwright(tmp_path / "out", *SUBSET, env=env)
 
     assert run.returncode == 1, run.output
-    assert "1 failed" in run.stdout and "1 passed" in run.stdout
+    assert "1 failed" in run.stdout
+    assert "1 passed" in run.stdout
     assert "result(s) were not uploaded" in run.stderr, run.output
     assert "The test run itself is unaffected." in run.stderr
     # Three requests without an answer in a row (1 s each) and the reporter stops trying.
