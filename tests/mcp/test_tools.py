@@ -316,4 +316,4 @@ async def test_get_trace_shows_nested_steps_by_path_and_pages_a_nested_step(embe
     # The failure is the top-level step that failed, not the recovered wait inside step 2.
     assert view["failure"]["step"] == 3
     page: Any = nested.structured_content
-    assert [e["seq"] for e in page["step_events"]] == [8, 9, 10]
+    assert [e[0] for e in page["step_events"]] == [8, 9, 10]  # rows [seq, step, kind, failed, text]
