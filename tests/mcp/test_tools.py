@@ -294,3 +294,21 @@ async def test_every_demo_trace_summary_fits_the_default_budget_with_its_artifac
             result = await client.call_tool("get_trace", {"trace_id": row["short_id"]})
             assert not result.is_error
             assert total_tokens(result) <= 2000, row["scenario"]
+
+
+async def test_get_trace_shows_nested_steps_by_path_and_pages_a_nested_step(embedded: Embedded, mode: str) -> None:
+    from tests.store.test_nested_steps import tree_events
+
+    _, short = ingest_bundle(embedded.store, LOCAL_ORG_ID, make_bundle(summary(), tree_events()))
+    server = create_mcp_server(embedded.client_factory())
+    async with Client(server, mode=mode) as client:
+        overview = await client.call_tool("get_trace", {"trace_id": short})
+        nested = await client.call_tool("get_trace", {"trace_id": short, "step": "2.2.1"})
+    text = text_of(overview)
+    assert "Steps: 1✓ 2✓ 2.1✓ 2.2✓ 2.2.1✗ 3✗" in text
+    view: Any = overview.structured_content
+    assert [(s["step"], s.get("path")) for s in view["steps"]][:3] == [(1, None), (2, None), (2, "2.1")]
+    # The failure is the top-level step that failed, not the recovered wait inside step 2.
+    assert view["failure"]["step"] == 3
+    page: Any = nested.structured_content
+    assert [e["seq"] for e in page["step_events"]] == [8, 9, 10]

@@ -164,7 +164,11 @@ async def get_trace(request: Request) -> JSONResponse:
     summary="A slice of a trace's ordered events",
     response=EventsResponse,
     query=[
-        Param("step", string(), "step number or step id"),
+        Param(
+            "step",
+            string(),
+            "a top-level step number (3), a nested step path (3.2) or a step id: the step and its subtree",
+        ),
         Param("kind", string(), "event kind, or a family such as 'network'"),
         Param("ok", {"type": "boolean"}),
         Param("limit", integer(1, MAX_EVENTS_LIMIT, 100)),

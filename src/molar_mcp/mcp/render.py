@@ -148,8 +148,9 @@ def failure_of(detail: TraceDetail, failing: Sequence[Event]) -> Failure | None:
     """The failing step and its decisive event: the last failed assertion/error of the first failed step."""
     if detail.status in ("passed", "queued", "running") and not failing:
         return None
-    failed_steps = [s for s in detail.steps if s.ok is False]
-    step = failed_steps[0] if failed_steps else (detail.steps[-1] if detail.steps else None)
+    top = [s for s in detail.steps if s.depth == 0]
+    failed_steps = [s for s in top if s.ok is False]
+    step = failed_steps[0] if failed_steps else (top[-1] if top else None)
     in_step = [e for e in failing if step is None or e.step == step.step]
     decisive = next(
         (e for e in reversed(in_step) if e.kind in ("assertion", "error")),
@@ -216,7 +217,7 @@ def trace_text(view: TraceView) -> str:
         if f.expected is not None or f.actual is not None:
             lines.append(f"  expected {f.expected!s} — actual {f.actual!s}")
     if view.steps:
-        marks = " ".join(f"{s.step}{'✓' if s.ok else '✗' if s.ok is False else '·'}" for s in view.steps)
+        marks = " ".join(f"{_step_key(s)}{'✓' if s.ok else '✗' if s.ok is False else '·'}" for s in view.steps)
         lines.append(f"Steps: {marks}")
     if view.event_counts:
         lines.append("Events by kind: " + ", ".join(f"{k} {n}" for k, n in view.event_counts.items()))
@@ -256,7 +257,10 @@ def build_trace_view(
     """Assemble `get_trace`'s answer and shrink it until it fits `budget` tokens."""
     sid = detail.short_id
     failure = failure_of(detail, failing)
-    steps = [StepRow(step=s.step, title=_cut(s.title, 80), ok=s.ok, events=s.event_count) for s in detail.steps]
+    steps = [
+        StepRow(step=s.step, path=s.path if s.depth else None, title=_cut(s.title, 80), ok=s.ok, events=s.event_count)
+        for s in detail.steps
+    ]
     notable = [event_row(e) for e in failing]
     page = [event_row(e) for e in step_events] if step_events is not None else None
     artifacts = [
@@ -268,9 +272,9 @@ def build_trace_view(
         omitted: list[str] = []
         shown_steps = _window(steps, focus, n_steps)
         if len(shown_steps) < len(steps):
-            first, last = shown_steps[0].step, shown_steps[-1].step
-            shown_numbers = {s.step for s in shown_steps}
-            hidden = [s for s in steps if s.step not in shown_numbers]
+            first, last = _step_key(shown_steps[0]), _step_key(shown_steps[-1])
+            shown_keys = {_step_key(s) for s in shown_steps}
+            hidden = [s for s in steps if _step_key(s) not in shown_keys]
             failed_hidden = sum(1 for s in hidden if s.ok is False)
             omitted.append(
                 f"{len(hidden)} of {len(steps)} steps outside steps {first}–{last} "
@@ -335,13 +339,18 @@ def build_trace_view(
     return view, text
 
 
+def _step_key(s: StepRow) -> str:
+    """How a step is named: its number at the top level, its path inside another step."""
+    return s.path or str(s.step)
+
+
 def _window(steps: list[StepRow], focus: int | None, n: int) -> list[StepRow]:
     """`n` steps around the focus step (the failing one), biased towards what led up to it."""
     if len(steps) <= n:
         return steps
     if focus is None:
         return steps[:n]
-    idx = next((i for i, s in enumerate(steps) if s.step == focus), 0)
+    idx = next((i for i, s in enumerate(steps) if s.step == focus and s.path is None), 0)
     start = max(0, min(idx - (n * 2) // 3, len(steps) - n))
     return steps[start : start + n]
 

@@ -4,12 +4,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from mcp.server.mcpserver import MCPServer
-from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.types import SubscribeRequestParams, UnsubscribeRequestParams
 
 from molar_mcp import __version__
 from molar_mcp.mcp import resources
-from molar_mcp.mcp.live import listen_middleware, on_subscribe, on_unsubscribe, running_watcher
+from molar_mcp.mcp.live import OrgBus, listen_middleware, on_subscribe, on_unsubscribe, running_watcher
 from molar_mcp.mcp.state import AppState, ClientFactory
 from molar_mcp.mcp.tools import debug_run, diff_traces, get_replay, get_trace, list_traces, replay_trace
 from molar_mcp.mcp.tools.spec import ToolSpec
@@ -29,7 +28,7 @@ Every answer fits a token budget and lists what it left out and how to get it.""
 def create_mcp_server(client_factory: ClientFactory) -> MCPServer[AppState]:
     """Build the server. `client_factory` opens the `TraceClient` for the server's lifetime."""
 
-    bus = InMemorySubscriptionBus()
+    bus = OrgBus()
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:

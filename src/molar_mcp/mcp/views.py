@@ -39,6 +39,7 @@ class EventRow(BaseModel):
 
 class StepRow(BaseModel):
     step: int
+    path: str | None = Field(default=None, description="a nested step's path (3.2 is the 2nd step inside step 3)")
     title: str | None = None
     ok: bool | None = None
     events: int

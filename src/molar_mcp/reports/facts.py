@@ -34,6 +34,8 @@ class StepFact:
     duration_ms: int | None
     event_count: int
     failing: bool
+    path: str = ""
+    depth: int = 0
 
 
 @dataclass(frozen=True)
@@ -176,12 +178,29 @@ def build_facts(detail: TraceDetail, events: Sequence[Event], *, events_total: i
         if ev.step is not None:
             by_step.setdefault(ev.step, []).append(ev)
 
-    failing_number = next((s.step for s in detail.steps if s.ok is False), None)
+    failing_number = next((s.step for s in detail.steps if s.ok is False and s.depth == 0), None)
     if failing_number is None:
         failing_number = next((e.step for e in events if e.ok is False and e.step is not None), None)
 
     steps: list[StepFact] = []
     for s in detail.steps:
+        if s.depth:
+            # A nested step: its own times and counts come with it (its events share the top-level number).
+            first = next((e.ts for e in by_step.get(s.step, []) if e.seq >= s.first_seq), None)
+            steps.append(
+                StepFact(
+                    step=s.step,
+                    title=clean(s.title or s.step_id, 200),
+                    ok=s.ok,
+                    offset_ms=None if first is None or t0 is None else first - t0,
+                    duration_ms=s.duration_ms,
+                    event_count=s.event_count,
+                    failing=False,
+                    path=s.path,
+                    depth=s.depth,
+                )
+            )
+            continue
         evs = by_step.get(s.step, [])
         first_ts, last_ts = (evs[0].ts, evs[-1].ts) if evs else (None, None)
         end = next((e for e in reversed(evs) if e.kind == "step.end"), None)

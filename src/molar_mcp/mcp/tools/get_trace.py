@@ -38,7 +38,9 @@ async def get_trace(
     trace_id: Annotated[str, Field(min_length=1, max_length=64, description="short_id or UUID of the trace")],
     step: Annotated[
         int | str | None,
-        Field(description="a step number (as in the steps overview) or step id: return that step's events"),
+        Field(
+            description="a step number or nested path (3.2) as in the steps overview, or a step id: that step's events"
+        ),
     ] = None,
     kind: Annotated[
         str | None,

@@ -85,18 +85,37 @@ class PgCursor:
 class PgConnection:
     """One pooled connection inside a transaction, spoken to as the components speak to SQLite."""
 
-    def __init__(self, conn: psycopg.Connection[Any], *, write: bool) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], *, write: bool, keys: dict[str, tuple[str, ...]]) -> None:
         self.raw = conn
+        self._keys = keys
         self.write = write
         # find_trace_row reads this: writers lock the trace row they change, as BEGIN IMMEDIATE
         # serialises writers in SQLite (two appends to one trace never interleave).
         self.row_lock = " FOR UPDATE" if write else ""
 
+    def _statement(self, sql: str) -> str:
+        table = dialect.replaced_table(sql)
+        if table is None:
+            return dialect.statement(sql)
+        return dialect.replace_statement(sql, self._primary_key(table))
+
+    def _primary_key(self, table: str) -> tuple[str, ...]:
+        key = self._keys.get(table)
+        if key is None:
+            rows = self.raw.execute(
+                "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+                " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary"
+                " ORDER BY array_position(i.indkey, a.attnum)",
+                (table,),
+            ).fetchall()
+            key = self._keys[table] = tuple(r[0] for r in rows)
+        return key
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
         cur = self.raw.cursor()
         with _as_sqlite_errors():
             if params:
-                cur.execute(dialect.statement(sql), params)
+                cur.execute(self._statement(sql), params)
             else:
                 cur.execute(dialect.statement(sql, False))
         return PgCursor(self.raw, cur)
@@ -104,7 +123,7 @@ class PgConnection:
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]] | Iterator[Sequence[Any]]) -> PgCursor:
         cur = self.raw.cursor()
         with _as_sqlite_errors():
-            cur.executemany(dialect.statement(sql), list(rows))
+            cur.executemany(self._statement(sql), list(rows))
         return PgCursor(self.raw, cur)
 
 
@@ -129,6 +148,7 @@ class PgDatabase(Database):
         self.data_dir = data_dir
         self.url = url
         self._lock = threading.RLock()
+        self._keys: dict[str, tuple[str, ...]] = {}  # table → primary key columns (INSERT OR REPLACE)
         self.pool = ConnectionPool(
             url,
             min_size=min_size,
@@ -156,7 +176,7 @@ class PgDatabase(Database):
         org = current_org_scope() or UNSCOPED
         with self.pool.connection() as conn, conn.transaction():
             conn.execute("SELECT set_config('app.org_id', %s, true)", (org,))
-            yield cast(sqlite3.Connection, PgConnection(conn, write=write))
+            yield cast(sqlite3.Connection, PgConnection(conn, write=write, keys=self._keys))
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -190,6 +210,7 @@ class PgDatabase(Database):
                     continue
                 conn.execute(pg_migration(component, version, migrations[version]))
                 secure_tables(conn)
+                self._keys.clear()
                 conn.execute(
                     "INSERT INTO schema_versions (component, version) VALUES (%s, %s)"
                     " ON CONFLICT (component) DO UPDATE SET version = excluded.version",

@@ -17,6 +17,7 @@ import functools
 import re
 
 _INSERT_OR_IGNORE = re.compile(r"\bINSERT\s+OR\s+IGNORE\s+INTO\b", re.IGNORECASE)
+_INSERT_OR_REPLACE = re.compile(r"\bINSERT\s+OR\s+REPLACE\s+INTO\s+(\w+)\s*\(([^)]*)\)", re.IGNORECASE)
 _RETURNING = re.compile(r"\bRETURNING\b", re.IGNORECASE)
 _LIKE = re.compile(r"(?<![A-Za-z_])LIKE\b", re.IGNORECASE)
 
@@ -56,6 +57,24 @@ def statement(sql: str, with_params: bool = True) -> str:
             text = text.rstrip().rstrip(";") + " ON CONFLICT DO NOTHING"
     text = text.replace("last_insert_rowid()", "lastval()")
     return _LIKE.sub("ILIKE", text)
+
+
+def replaced_table(sql: str) -> str | None:
+    """The table of an `INSERT OR REPLACE`, else None."""
+    found = _INSERT_OR_REPLACE.search(sql)
+    return found.group(1) if found else None
+
+
+@functools.lru_cache(maxsize=256)
+def replace_statement(sql: str, key: tuple[str, ...]) -> str:
+    """`INSERT OR REPLACE INTO t (cols) …` as an upsert on `t`'s primary key `key` (SQLite's REPLACE
+    of a row with the same key: every listed column takes the new value)."""
+    found = _INSERT_OR_REPLACE.search(sql)
+    assert found is not None
+    columns = [c.strip() for c in found.group(2).split(",")]
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key) or f"{key[0]} = excluded.{key[0]}"
+    text = statement(_INSERT_OR_REPLACE.sub(lambda m: f"INSERT INTO {m.group(1)} ({m.group(2)})", sql))
+    return text.rstrip().rstrip(";") + f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
 
 
 _IDENTITY = re.compile(r"\bINTEGER\s+PRIMARY\s+KEY(\s+AUTOINCREMENT)?(?!\s+REFERENCES)", re.IGNORECASE)
