@@ -376,6 +376,16 @@ class SqliteTraceStore:
         events = [event_from_row(r) for r in rows]
         return EventsResponse.model_construct(events=events, total=total, offset=offset, limit=limit)
 
+    def get_event(self, org_id: str, trace_ref: str, seq: int) -> Event | None:
+        if not 0 <= seq <= _MAX_SQLITE_INT:
+            return None
+        with self.db.read() as conn:
+            pk = find_trace_row(conn, org_id, trace_ref)[0]
+            row = conn.execute(
+                f"SELECT {EVENT_SELECT} FROM events WHERE trace_pk = ? AND seq = ?", (pk, seq)
+            ).fetchone()
+        return event_from_row(row) if row is not None else None
+
 
 def insert_steps(conn: Any, pk: int | None, nodes: Sequence[StepNode]) -> None:
     """Write (or rewrite) step rows of a trace."""
