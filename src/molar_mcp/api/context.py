@@ -92,7 +92,10 @@ class ApiContext:
             rate_limiter=RateLimiter(rate_limits or RateLimits()),
             # The apps a replay can run (per-app source dir, start command, health URL); the demo shop by default.
             replays=ReplayService(
-                store, ReplayStore(store.db), apps if apps is not None else {DEMO_APP_NAME: demo_app_config()}
+                store,
+                ReplayStore(store.db),
+                apps if apps is not None else {DEMO_APP_NAME: demo_app_config()},
+                hide=[store.data_dir],  # should a bound directory hold it, the sandbox lays a tmpfs over it
             ),
             model=model,
             tools=tools,

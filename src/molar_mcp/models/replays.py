@@ -12,7 +12,16 @@ from molar_mcp.models.traces import TraceStatus
 ReplayState = Literal["queued", "running", "succeeded", "failed"]
 ReplayPhase = Literal["queued", "starting_app", "restoring", "running", "recording", "done"]
 TriggeredVia = Literal["api", "mcp", "cli"]
-ReplayErrorCode = Literal["diff_does_not_apply", "app_start_failed", "timeout", "interrupted", "internal_error"]
+ReplayErrorCode = Literal[
+    "diff_does_not_apply",
+    "app_start_failed",
+    "timeout",
+    "output_limit",
+    "run_failed",
+    "sandbox_error",
+    "interrupted",
+    "internal_error",
+]
 PromoteStatus = Literal["committed", "skipped", "failed"]
 
 REPLAY_PHASES: tuple[ReplayPhase, ...] = ("queued", "starting_app", "restoring", "running", "recording", "done")

@@ -19,9 +19,10 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sys
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from molar_mcp.models.replays import (
     FINAL_REPLAY_STATES,
     PromoteFixRequest,
     PromoteFixResult,
+    ReplayErrorCode,
     ReplayList,
     ReplayRequest,
     ReplayStatus,
@@ -42,17 +44,12 @@ from molar_mcp.models.replays import (
 from molar_mcp.replay.apps import AppConfig, AppError, AppStartError, DiffDoesNotApply
 from molar_mcp.replay.diff import diff_traces
 from molar_mcp.replay.edits import check_source_diffs, edited_scenario
-from molar_mcp.replay.execute import ReplayPlan, run_replay
+from molar_mcp.replay.execute import ReplayPlan, ReplayRun, run_replay
+from molar_mcp.replay.inside import PHASE_PREFIX, InsidePlan, InsideResult
 from molar_mcp.replay.promote import promote_fix
-from molar_mcp.replay.recording import (
-    AppLauncher,
-    Blob,
-    new_trace,
-    process_launcher,
-    scenario_blob,
-    store_recorded,
-)
+from molar_mcp.replay.recording import AppLauncher, Blob, new_trace, scenario_blob, store_recorded
 from molar_mcp.replay.runner import TraceStateError, variables_before
+from molar_mcp.replay.sandbox import Bind, Sandbox, SandboxResult, SandboxUnavailable, runtime_paths
 from molar_mcp.replay.scenario import ScenarioError
 from molar_mcp.store.port import TraceNotFound, TraceStore
 from molar_mcp.store.replays import ReplayNotFound, ReplayRecord, ReplayStore, now_ms
@@ -61,6 +58,8 @@ log = logging.getLogger("molar_mcp.replay")
 
 EVENTS_PAGE = 1000
 MAX_EVENTS = 50_000
+MAX_RESULT_BYTES = 64 * 1024 * 1024  # a sandboxed run's result file; larger is a failed replay
+LOG_TAIL_CHARS = 4000
 
 
 class ReplayRefused(Exception):
@@ -77,6 +76,10 @@ class NotReplayable(ReplayRefused):
 
 class InvalidReplay(ReplayRefused):
     """422: from_step, the scenario after its diff, or the state before from_step is not usable."""
+
+
+class ReplaysUnavailable(ReplayRefused):
+    """503: the sandbox replays need is missing or broken here (the message says what to install)."""
 
 
 class QueueFull(ReplayRefused):
@@ -123,12 +126,19 @@ class ReplayService:
         settings: ReplaySettings | None = None,
         launcher: AppLauncher | None = None,
         workdir: Path | None = None,
+        sandbox: Sandbox | None = None,
+        hide: Sequence[Path] = (),
     ) -> None:
         self.store = store
         self.replays = replays
         self.apps = dict(apps)
         self.settings = settings or ReplaySettings()
-        self._launch = launcher or process_launcher(workdir)
+        # `launcher` runs the app in this process, unsandboxed: only tests of the replay logic hand one in.
+        # Every other replay runs in the bubblewrap sandbox (`sandbox`, found on first use).
+        self._launch = launcher
+        self._workdir = workdir
+        self._sandbox = sandbox
+        self._hide = list(hide)
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
         self._active: dict[str, int] = {}
@@ -136,6 +146,17 @@ class ReplayService:
         self._threads: set[threading.Thread] = set()
         self._phases: dict[str, str] = {}
         self._closing = False
+
+    def sandbox(self) -> Sandbox:
+        """The sandbox replays run in; raises ReplaysUnavailable (with what to install) when there is none."""
+        if self._sandbox is None:
+            try:
+                found = Sandbox.find(hide=self._hide)
+            except SandboxUnavailable as exc:
+                raise ReplaysUnavailable(str(exc)) from None
+            with self._lock:
+                self._sandbox = self._sandbox or found
+        return self._sandbox
 
     # ---- requests -----------------------------------------------------------------------------
 
@@ -175,6 +196,8 @@ class ReplayService:
             raise InvalidReplay(str(exc)) from exc
         diffs = [(d.path, d.diff) for d in request.edits.source_diffs]
         check_source_diffs(app.source_dir, diffs)
+        if self._launch is None:
+            self.sandbox()
         with self._lock:
             if self._closing:
                 raise QueueFull("the server is shutting down; replay later", retry_after_s=30)
@@ -379,6 +402,10 @@ class ReplayService:
                 self._fail(job, started, "app_start_failed", message, log_tail=exc.log_tail or None)
             except AppError as exc:
                 self._fail(job, started, "app_start_failed", str(exc))
+            except SandboxRunFailed as exc:
+                self._fail(job, started, exc.code, str(exc), log_tail=exc.log_tail or None)
+            except ReplaysUnavailable as exc:
+                self._fail(job, started, "sandbox_error", str(exc))
             except Exception as exc:
                 log.exception("replay %s failed", job.id)
                 self._fail(job, started, "internal_error", f"internal error: {type(exc).__name__}: {exc}")
@@ -396,8 +423,11 @@ class ReplayService:
         async def on_phase(phase: str, message: str) -> None:
             self._set(job, phase=phase, message=message)
 
-        async with self._launch(job.app, job.source_diffs) as client:
-            run = await run_replay(job.plan, client, on_phase=on_phase)
+        if self._launch is not None:
+            async with self._launch(job.app, job.source_diffs) as client:
+                run = await run_replay(job.plan, client, on_phase=on_phase)
+        else:
+            run = await self._replay_sandboxed(job, on_phase)
         self._set(job, phase="recording", message="recording the child trace")
         blobs = [scenario_blob(job.scenario_text)]
         if job.source_diffs:
@@ -440,6 +470,54 @@ class ReplayService:
             duration_ms=max(0, finished - started),
         )
 
+    async def _replay_sandboxed(self, job: _Job, on_phase: Callable[[str, str], Awaitable[None]]) -> ReplayRun:
+        """Run the scenario replay (app and runner both) inside the sandbox; its outcome as a ReplayRun.
+
+        Raises DiffDoesNotApply, AppStartError, or SandboxRunFailed (timeout, output flood, a crash)."""
+        sandbox = self.sandbox()
+        plan = InsidePlan(
+            app=job.app,
+            source_diffs=job.source_diffs,
+            scenario_text=job.scenario_text,
+            parent_id=job.plan.parent_id,
+            parent_short_id=job.plan.parent_short_id,
+            from_step=job.plan.from_step,
+            recorded_variables=dict(job.plan.recorded_variables),
+            scenario_edited=job.plan.scenario_edited,
+        )
+
+        async def on_line(line: str) -> None:
+            if line.startswith(PHASE_PREFIX):
+                phase, _, message = line[len(PHASE_PREFIX) :].partition(" ")
+                if phase in ("restoring", "running"):
+                    await on_phase(phase, message[:300])
+
+        async with sandbox.workspace(parent=self._workdir) as ws:
+            plan_file, result_file = ws.path / "plan.json", ws.path / "result.json"
+            plan_file.write_text(plan.model_dump_json(), encoding="utf-8")
+            binds = [Bind(p) for p in runtime_paths()]
+            if not any(p == job.app.source_dir or p in job.app.source_dir.parents for p in runtime_paths()):
+                binds.append(Bind(job.app.source_dir))
+            command = [sys.executable, "-m", "molar_mcp.replay.inside", str(plan_file), str(result_file)]
+            env = {"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+            outcome = await sandbox.run(
+                ws, command, binds=binds, env=env, wall_s=self.settings.timeout_s - 5, on_line=on_line
+            )
+            result = _read_result(result_file, outcome)
+        if result.error == "diff_does_not_apply":
+            raise SandboxRunFailed("diff_does_not_apply", result.message or "a source diff does not apply", log_tail="")
+        if result.error == "app_start_failed":
+            raise AppStartError(result.message or f"{job.app.name} did not start", log_tail=result.log_tail or "")
+        assert result.status is not None
+        return ReplayRun(
+            status=result.status,
+            events=result.events,
+            failure_signature=result.failure_signature,
+            failed_step=result.failed_step,
+            duration_ms=result.duration_ms,
+            message=result.message,
+        )
+
     # ---- reads --------------------------------------------------------------------------------
 
     def _events(self, org_id: str, trace_ref: str) -> tuple[list[Event], bool]:
@@ -467,3 +545,34 @@ class ReplayService:
             detail = self.store.get_trace(org_id, record.replay_trace_id)
         events, cut = self._events(org_id, detail.id)
         return detail, events, cut
+
+
+class SandboxRunFailed(Exception):
+    """A sandboxed run ended without a usable result: `code` is the replay error, `log_tail` its output's end."""
+
+    def __init__(self, code: ReplayErrorCode, message: str, *, log_tail: str) -> None:
+        super().__init__(message)
+        self.code, self.log_tail = code, log_tail
+
+
+def _read_result(path: Path, outcome: SandboxResult) -> InsideResult:
+    """The sandboxed program's result file, validated; SandboxRunFailed when it was stopped or wrote none."""
+    tail = outcome.output_tail[-LOG_TAIL_CHARS:]
+    if outcome.timed_out:
+        raise SandboxRunFailed("timeout", f"the replay was stopped: {outcome.reason}", log_tail=tail)
+    if outcome.output_exceeded:
+        raise SandboxRunFailed("output_limit", f"the replay was stopped: {outcome.reason}", log_tail=tail)
+    try:
+        if path.is_symlink() or path.stat().st_size > MAX_RESULT_BYTES:
+            raise SandboxRunFailed(
+                "run_failed", "the replay's result file is not a plain file within the size limit", log_tail=tail
+            )
+        data = path.read_bytes()
+    except OSError:
+        raise SandboxRunFailed(
+            "run_failed", f"the replay ended (exit code {outcome.exit_code}) without a result", log_tail=tail
+        ) from None
+    try:
+        return InsideResult.model_validate_json(data)
+    except ValueError:
+        raise SandboxRunFailed("run_failed", "the replay's result is not valid", log_tail=tail) from None
