@@ -241,7 +241,8 @@ async def get_event(request: Request) -> JSONResponse:
     response=IngestResponse,
     status=201,
     multipart={
-        "file": {"type": "string", "format": "binary", "description": "the upload (`bundle` is an older name)"},
+        "file": {"type": "string", "format": "binary", "x-required": True, "description": "the upload"},
+        "bundle": {"type": "string", "format": "binary", "deprecated": True, "description": "older name of `file`"},
         "format": {"type": "string", "enum": list(FORMATS), "description": "default: detected from the content"},
         "scenario_slug": {"type": "string", "description": "default: from the file (bundle summary, test identity)"},
         "run_id": {"type": "string", "description": "the run this upload belongs to (POST /v1/runs)"},
@@ -316,7 +317,9 @@ async def ingest(request: Request) -> JSONResponse:
         max_bytes=limit,
     )
     outcome = await anyio.to_thread.run_sync(lambda: ingest_for_run(ctx, org, job, run_ref))
-    ctx.metrics.ingested_traces.labels(outcome.format).inc(len(outcome.traces))
+    # The metric's label is the ingest mode: `bundle` for uploaded files of any format (live traces: `live`).
+    ctx.metrics.ingested_traces.labels("bundle").inc(len(outcome.traces))
+    ctx.metrics.ingested_events.labels("bundle").inc(sum(t.event_count for t in outcome.traces))
     first = outcome.traces[0]
     # A single trace answers `{trace_id, short_id, run_id?}`; a report adds every trace and every file not stored.
     many = outcome.format in ("playwright-report", "junit")

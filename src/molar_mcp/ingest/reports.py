@@ -38,7 +38,13 @@ def ingest_report(
         trace_id, short_id = store.add_trace(org_id, parsed.trace, parsed.blobs)
         previous[reported.test_key] = trace_id
         stored = StoredTrace(
-            trace_id, short_id, parsed.trace.scenario_slug, parsed.trace.status, reported.trace_path, reported.result
+            trace_id,
+            short_id,
+            parsed.trace.scenario_slug,
+            parsed.trace.status,
+            reported.trace_path,
+            reported.result,
+            len(parsed.trace.events),
         )
         outcome.traces.append(stored)
         if on_stored is not None:

@@ -47,6 +47,7 @@ class StoredTrace:
     status: str
     name: str | None = None
     result: TestResultInfo | None = None
+    event_count: int = 0
 
 
 @dataclass
@@ -101,7 +102,13 @@ def ingest_upload(store: TraceStore, org_id: str, upload: Upload, on_stored: OnS
         parsed = parse_single(upload, fmt)
         trace_id, short_id = store.add_trace(org_id, parsed.trace, parsed.blobs)
         stored = StoredTrace(
-            trace_id, short_id, parsed.trace.scenario_slug, parsed.trace.status, upload.filename, upload.result
+            trace_id,
+            short_id,
+            parsed.trace.scenario_slug,
+            parsed.trace.status,
+            upload.filename,
+            upload.result,
+            len(parsed.trace.events),
         )
         outcome.traces.append(stored)
         if on_stored is not None:
