@@ -17,6 +17,7 @@ from molar_mcp.api import (
     otlp,
     replays,
     report,
+    runs,
     sharing,
     tiers,
     traces,
@@ -43,6 +44,7 @@ def api_routes() -> list[Route]:
         *tiers.routes(),
         *sharing.routes(),
         *report.routes(),
+        *runs.routes(),
         *viewer.routes(),
     ]
 

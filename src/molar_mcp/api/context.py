@@ -27,6 +27,7 @@ from molar_mcp.store.chats import SqliteChatStore
 from molar_mcp.store.live import LiveTraces
 from molar_mcp.store.otlp import OtlpTraces
 from molar_mcp.store.replays import ReplayStore
+from molar_mcp.store.runs import SqliteRunStore
 from molar_mcp.store.sharing import SqliteSharingStore
 from molar_mcp.store.signing import UrlSigner
 from molar_mcp.store.tiers import SqliteTiers
@@ -66,6 +67,7 @@ class ApiContext:
     sharing: SqliteSharingStore
     chats: SqliteChatStore
     otlp: OtlpTraces
+    runs: SqliteRunStore
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
     metrics: Metrics = field(default_factory=Metrics)
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
@@ -103,6 +105,7 @@ class ApiContext:
             sharing=SqliteSharingStore(store.db),
             chats=SqliteChatStore(store.db),
             otlp=OtlpTraces(store.db),
+            runs=SqliteRunStore(store.db),
             max_bundle_bytes=max_bundle_bytes,
             rate_limiter=RateLimiter(rate_limits or RateLimits()),
             # The apps a replay can run (per-app source dir, start command, health URL); the demo shop by default.
