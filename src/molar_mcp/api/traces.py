@@ -117,6 +117,8 @@ def trace_query_from(request: Request) -> TraceQuery:
         q=_str_param(request, "q"),
         created_from=_time_param(request, "from"),
         created_to=_time_param(request, "to"),
+        flaky=_bool_param(request, "flaky"),
+        newly_failing=_bool_param(request, "newly_failing"),
         limit=_int_param(request, "limit", 50, 1, MAX_LIST_LIMIT),
         cursor=_str_param(request, "cursor", 200),
     )
@@ -139,6 +141,12 @@ def trace_query_from(request: Request) -> TraceQuery:
         Param("q", string(), "full-text search"),
         Param("from", string(fmt="date-time")),
         Param("to", string(fmt="date-time")),
+        Param(
+            "flaky",
+            {"type": "boolean"},
+            "runs of tests that are flaky (passed only on retry, or pass and fail by turns)",
+        ),
+        Param("newly_failing", {"type": "boolean"}, "failing runs of tests that passed on the runs before"),
         Param("limit", integer(1, MAX_LIST_LIMIT, 50)),
         Param("cursor", string(), "next_cursor of the previous page"),
     ],

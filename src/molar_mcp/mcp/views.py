@@ -77,6 +77,9 @@ class TraceHeader(BaseModel):
     replay_from_step: int | None = None
     tier: str
     event_count: int
+    history: str | None = Field(
+        default=None, description="how this test's recent runs went: passing, failing since a commit, flaky"
+    )
 
 
 class TraceView(BaseModel):

@@ -39,6 +39,8 @@ class TraceQuery:
     q: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
+    flaky: bool | None = None
+    newly_failing: bool | None = None
     limit: int = 50
     cursor: str | None = None
 
