@@ -167,8 +167,10 @@ def find_trace_row(conn: sqlite3.Connection, org_id: str, trace_ref: str) -> tup
     column = "short_id"
     if _looks_like_uuid(trace_ref):
         column, trace_ref = "id", str(uuid.UUID(trace_ref))
+    # A PostgreSQL writer locks the row (`row_lock`), as SQLite's BEGIN IMMEDIATE serialises writers.
+    lock = getattr(conn, "row_lock", "")
     row = conn.execute(
-        f"SELECT {_TRACE_COLUMNS} FROM traces WHERE {column} = ? AND org_id = ?", (trace_ref, org_id)
+        f"SELECT {_TRACE_COLUMNS} FROM traces WHERE {column} = ? AND org_id = ?{lock}", (trace_ref, org_id)
     ).fetchone()
     if row is None:
         raise TraceNotFound(trace_ref)
@@ -269,10 +271,17 @@ class SqliteTraceStore:
             # when a blob fails to write, the rows roll back. Blobs are content-addressed, so one
             # written by a transaction that then fails is harmless.
             for data in blobs.values():
-                self.blobs.put(data)
+                self.blobs.put(data, org_id)
         return trace_id, short_id
 
     # ---- reads --------------------------------------------------------------------------------
+
+    def text_filter(self, q: str) -> tuple[str, str] | None:
+        """The condition on `t.pk` (and its one parameter) that keeps traces whose text matches `q`."""
+        match = fts_query(q)
+        if not match:
+            return None
+        return "t.pk IN (SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?)", match
 
     def list_traces(self, org_id: str, query: TraceQuery) -> TraceListResponse:
         where = ["t.org_id = ?"]
@@ -314,10 +323,10 @@ class SqliteTraceStore:
             where.append(f"({clause})" if query.newly_failing else f"NOT ({clause})")
             args.append(org_id)
         if query.q:
-            match = fts_query(query.q)
-            if match:
-                where.append("t.pk IN (SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?)")
-                args.append(match)
+            text_filter = self.text_filter(query.q)
+            if text_filter is not None:
+                where.append(text_filter[0])
+                args.append(text_filter[1])
         if query.cursor:
             created_ms, pk = _decode_cursor(query.cursor)
             where.append("(t.created_ms < ? OR (t.created_ms = ? AND t.pk < ?))")
@@ -398,6 +407,16 @@ class SqliteTraceStore:
         events = [event_from_row(r) for r in rows]
         return EventsResponse.model_construct(events=events, total=total, offset=offset, limit=limit)
 
+    def get_event(self, org_id: str, trace_ref: str, seq: int) -> Event | None:
+        if not 0 <= seq <= _MAX_SQLITE_INT:
+            return None
+        with self.db.read() as conn:
+            pk = find_trace_row(conn, org_id, trace_ref)[0]
+            row = conn.execute(
+                f"SELECT {EVENT_SELECT} FROM events WHERE trace_pk = ? AND seq = ?", (pk, seq)
+            ).fetchone()
+        return event_from_row(row) if row is not None else None
+
 
 def insert_steps(conn: Any, pk: int | None, nodes: Sequence[StepNode]) -> None:
     """Write (or rewrite) step rows of a trace."""
@@ -466,7 +485,7 @@ def step_filter(conn: Any, pk: int, step: str) -> tuple[str, list[Any]]:
         clauses.append(f"(step = ? AND step_id IN ({', '.join('?' * len(ids))}))")
         args.extend([top, *ids])
     if not clauses:
-        return "0", []
+        return "1 = 0", []
     return "(" + " OR ".join(clauses) + ")", args
 
 
