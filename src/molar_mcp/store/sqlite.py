@@ -191,15 +191,19 @@ class SqliteTraceStore:
         self.db = Database(data_dir)
         self.blobs = BlobStore(data_dir / "blobs")
         try:
-            self.schema_version = self.db.migrate("traces", MIGRATIONS)
-            had_history = self.db.version("history") > 0
-            self.db.migrate("history", HISTORY_MIGRATIONS)
-            if not had_history:
-                with self.db.tx() as conn:
-                    backfill_health(conn)
+            self.migrate_components()
         except BaseException:
             self.db.close()
             raise
+
+    def migrate_components(self) -> None:
+        """Create or upgrade the trace component and those that live beside it (test histories)."""
+        self.schema_version = self.db.migrate("traces", MIGRATIONS)
+        had_history = self.db.version("history") > 0
+        self.db.migrate("history", HISTORY_MIGRATIONS)
+        if not had_history:
+            with self.db.tx() as conn:
+                backfill_health(conn)
 
     def close(self) -> None:
         self.db.close()
