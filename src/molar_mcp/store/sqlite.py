@@ -197,8 +197,11 @@ class SqliteTraceStore:
             raise
 
     def migrate_components(self) -> None:
-        """Create or upgrade the trace component and those that live beside it (test histories)."""
+        """Create or upgrade the trace component and those its queries read (runs, test histories)."""
         self.schema_version = self.db.migrate("traces", MIGRATIONS)
+        from molar_mcp.store.runs import RUNS_MIGRATIONS  # `list_traces(run=…)` reads its tables
+
+        self.db.migrate("runs", RUNS_MIGRATIONS)
         had_history = self.db.version("history") > 0
         self.db.migrate("history", HISTORY_MIGRATIONS)
         if not had_history:
@@ -305,6 +308,12 @@ class SqliteTraceStore:
             # A short sha matches the full one it abbreviates, as git users expect.
             where.append("t.code_sha LIKE ? ESCAPE '\\'")
             args.append(_like_prefix(query.code_sha))
+        if query.run_id is not None:
+            where.append(
+                "t.id IN (SELECT rt.trace_id FROM run_traces rt JOIN runs r ON r.pk = rt.run_pk"
+                " WHERE r.org_id = ? AND (r.id = ? OR r.short_id = ?))"
+            )
+            args += [org_id, query.run_id, query.run_id]
         if query.created_from is not None:
             where.append("t.created_ms >= ?")
             args.append(_ms(query.created_from))
