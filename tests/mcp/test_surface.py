@@ -33,7 +33,7 @@ async def test_every_tool_names_its_scope_in_its_description_and_meta(seeded: Se
     for spec in TOOL_SPECS:
         tool = tools[spec.name]
         assert tool.meta == {"scope": spec.scope}
-        assert f"Needs scope {spec.scope}." in (tool.description or "")
+        assert f"Scope: {spec.scope}." in (tool.description or "")
 
 
 async def test_input_schemas_are_closed_and_unknown_arguments_are_refused_naming_the_accepted_ones(

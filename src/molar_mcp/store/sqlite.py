@@ -28,6 +28,13 @@ from molar_mcp.models import (
 )
 from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.db import Database
+from molar_mcp.store.history import (
+    FAILING_STATUS_SQL,
+    HISTORY_MIGRATIONS,
+    backfill_health,
+    read_history,
+    refresh_health,
+)
 from molar_mcp.store.port import InvalidCursor, NewTrace, TraceNotFound, TraceQuery
 from molar_mcp.store.schema import MIGRATIONS
 from molar_mcp.store.steps import STEP_COLUMNS, StepNode, StepTree
@@ -160,8 +167,10 @@ def find_trace_row(conn: sqlite3.Connection, org_id: str, trace_ref: str) -> tup
     column = "short_id"
     if _looks_like_uuid(trace_ref):
         column, trace_ref = "id", str(uuid.UUID(trace_ref))
+    # A PostgreSQL writer locks the row (`row_lock`), as SQLite's BEGIN IMMEDIATE serialises writers.
+    lock = getattr(conn, "row_lock", "")
     row = conn.execute(
-        f"SELECT {_TRACE_COLUMNS} FROM traces WHERE {column} = ? AND org_id = ?", (trace_ref, org_id)
+        f"SELECT {_TRACE_COLUMNS} FROM traces WHERE {column} = ? AND org_id = ?{lock}", (trace_ref, org_id)
     ).fetchone()
     if row is None:
         raise TraceNotFound(trace_ref)
@@ -182,10 +191,22 @@ class SqliteTraceStore:
         self.db = Database(data_dir)
         self.blobs = BlobStore(data_dir / "blobs")
         try:
-            self.schema_version = self.db.migrate("traces", MIGRATIONS)
+            self.migrate_components()
         except BaseException:
             self.db.close()
             raise
+
+    def migrate_components(self) -> None:
+        """Create or upgrade the trace component and those its queries read (runs, test histories)."""
+        self.schema_version = self.db.migrate("traces", MIGRATIONS)
+        from molar_mcp.store.runs import RUNS_MIGRATIONS  # `list_traces(run=…)` reads its tables
+
+        self.db.migrate("runs", RUNS_MIGRATIONS)
+        had_history = self.db.version("history") > 0
+        self.db.migrate("history", HISTORY_MIGRATIONS)
+        if not had_history:
+            with self.db.tx() as conn:
+                backfill_health(conn)
 
     def close(self) -> None:
         self.db.close()
@@ -239,6 +260,8 @@ class SqliteTraceStore:
                 ),
             )
             pk = cur.lastrowid
+            if trace.parent_trace_id is None:
+                refresh_health(conn, org_id, trace.scenario_id or scenario_id_for(trace.scenario_slug))
             conn.executemany(
                 "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload)"
                 " VALUES (?,?,?,?,?,?,?,?,?)",
@@ -255,10 +278,17 @@ class SqliteTraceStore:
             # when a blob fails to write, the rows roll back. Blobs are content-addressed, so one
             # written by a transaction that then fails is harmless.
             for data in blobs.values():
-                self.blobs.put(data)
+                self.blobs.put(data, org_id)
         return trace_id, short_id
 
     # ---- reads --------------------------------------------------------------------------------
+
+    def text_filter(self, q: str) -> tuple[str, str] | None:
+        """The condition on `t.pk` (and its one parameter) that keeps traces whose text matches `q`."""
+        match = fts_query(q)
+        if not match:
+            return None
+        return "t.pk IN (SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?)", match
 
     def list_traces(self, org_id: str, query: TraceQuery) -> TraceListResponse:
         where = ["t.org_id = ?"]
@@ -278,17 +308,38 @@ class SqliteTraceStore:
             # A short sha matches the full one it abbreviates, as git users expect.
             where.append("t.code_sha LIKE ? ESCAPE '\\'")
             args.append(_like_prefix(query.code_sha))
+        if query.run_id is not None:
+            where.append(
+                "t.id IN (SELECT rt.trace_id FROM run_traces rt JOIN runs r ON r.pk = rt.run_pk"
+                " WHERE r.org_id = ? AND (r.id = ? OR r.short_id = ?))"
+            )
+            args += [org_id, query.run_id, query.run_id]
         if query.created_from is not None:
             where.append("t.created_ms >= ?")
             args.append(_ms(query.created_from))
         if query.created_to is not None:
             where.append("t.created_ms < ?")
             args.append(_ms(query.created_to))
+        if query.flaky is not None:
+            # A flaky test's runs (its passes too: they are half of what makes it flaky).
+            where.append(
+                ("" if query.flaky else "NOT ")
+                + "t.scenario_id IN (SELECT scenario_id FROM scenario_health WHERE org_id = ? AND flaky = 1)"
+            )
+            args.append(org_id)
+        if query.newly_failing is not None:
+            # The failing runs of tests that passed before them.
+            clause = (
+                "t.scenario_id IN (SELECT scenario_id FROM scenario_health WHERE org_id = ? AND newly_failing = 1)"
+                f" AND t.status IN ({FAILING_STATUS_SQL}) AND t.parent_trace_id IS NULL"
+            )
+            where.append(f"({clause})" if query.newly_failing else f"NOT ({clause})")
+            args.append(org_id)
         if query.q:
-            match = fts_query(query.q)
-            if match:
-                where.append("t.pk IN (SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?)")
-                args.append(match)
+            text_filter = self.text_filter(query.q)
+            if text_filter is not None:
+                where.append(text_filter[0])
+                args.append(text_filter[1])
         if query.cursor:
             created_ms, pk = _decode_cursor(query.cursor)
             where.append("(t.created_ms < ? OR (t.created_ms = ? AND t.pk < ?))")
@@ -315,6 +366,7 @@ class SqliteTraceStore:
                 "SELECT kind, sha256, name, content_type, size FROM artifacts WHERE trace_pk = ? ORDER BY position",
                 (pk,),
             ).fetchall()
+            history = read_history(conn, row[3], row[4])
         item = _list_item(row)
         created = item.created_at
         return TraceDetail(
@@ -329,6 +381,7 @@ class SqliteTraceStore:
             event_count=row[20],
             event_counts=json.loads(row[21]),
             steps=[step_summary(s) for s in steps],
+            history=history,
             artifacts=[ArtifactRef(kind=a[0], sha256=a[1], name=a[2], content_type=a[3], size=a[4]) for a in artifacts],
         )
 
@@ -445,7 +498,7 @@ def step_filter(conn: Any, pk: int, step: str) -> tuple[str, list[Any]]:
         clauses.append(f"(step = ? AND step_id IN ({', '.join('?' * len(ids))}))")
         args.extend([top, *ids])
     if not clauses:
-        return "0", []
+        return "1 = 0", []
     return "(" + " OR ".join(clauses) + ")", args
 
 

@@ -35,8 +35,9 @@ SPEC = ToolSpec(
 
 DESCRIPTION = """Debug one failed run: why it failed, where, and what to replay.
 
-trace_id from list_traces; get_trace(step=N) reads the critical step. Findings best first (label, confidence, critical step — the cause — and cited events), a suggested
-replay, which model answered. A question gets a model's answer; pass chat_id back to follow up."""
+trace_id from list_traces; get_trace(step=N) reads the critical step. Findings best first (label,
+confidence, critical step — the cause — and cited events), a suggested replay, which model answered.
+A question gets a model's answer; pass chat_id back to follow up."""
 
 TOTAL_STAGES = 3
 WINDOW = 40  # cited seqs this close together are read with one events call

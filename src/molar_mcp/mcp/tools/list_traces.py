@@ -16,6 +16,7 @@ from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
 from molar_mcp.mcp.tools.registry import add_tool
 from molar_mcp.mcp.tools.spec import ToolSpec
 from molar_mcp.mcp.views import TraceList
+from molar_mcp.models import TraceStatus
 
 SPEC = ToolSpec(name="list_traces", scope="mcp:trace:read", rest=("GET /v1/traces",))
 
@@ -27,7 +28,7 @@ Then get_trace(trace_id=<short_id>) explains one. Next page: cursor=next_cursor,
 async def list_traces(
     ctx: Context,
     status: Annotated[
-        Literal["queued", "running", "passed", "failed", "error", "aborted"] | None,
+        TraceStatus | None,
         Field(),
     ] = None,
     scenario: Annotated[str | None, Field(description="scenario slug")] = None,
@@ -36,15 +37,17 @@ async def list_traces(
         Literal["pr", "schedule", "manual", "shadow_diff"] | None,
         Field(),
     ] = None,
-    signature: Annotated[str | None, Field(description="exact failure signature")] = None,
+    signature: Annotated[str | None, Field()] = None,
     tier: Annotated[Literal["hot", "warm", "cold"] | None, Field()] = None,
-    commit: Annotated[str | None, Field(description="sha or prefix (≥ 4)")] = None,
+    commit: Annotated[str | None, Field(description="sha prefix")] = None,
     q: Annotated[
         str | None,
-        Field(description="full-text search: titles, signatures, failure messages"),
+        Field(description="full-text search"),
     ] = None,
     since: Annotated[str | None, Field(description="ISO 8601 or an age: 24h, 7d")] = None,
     until: Annotated[str | None, Field(description="ISO 8601 or an age")] = None,
+    flaky: Annotated[bool | None, Field(description="flaky tests")] = None,
+    newly_failing: Annotated[bool | None, Field(description="regressions")] = None,
     limit: Annotated[int, Field(ge=1, le=50)] = 20,
     cursor: Annotated[str | None, Field()] = None,
     max_tokens: Annotated[int, Field(ge=500, le=20000)] = DEFAULT_TOKEN_BUDGET,
@@ -67,6 +70,8 @@ async def list_traces(
         q=q,
         created_from=created_from,
         created_to=created_to,
+        flaky=flaky,
+        newly_failing=newly_failing,
     )
     args: dict[str, Any] = {
         "status": status,
@@ -79,6 +84,8 @@ async def list_traces(
         "q": q,
         "since": since,
         "until": until,
+        "flaky": flaky,
+        "newly_failing": newly_failing,
     }
     desc = describe_filters(args)
     client = client_of(ctx)

@@ -40,7 +40,7 @@ def add_tool(
         fn,
         name=spec.name,
         title=title,
-        description=f"{description.strip()}\nNeeds scope {spec.scope}.",
+        description=f"{description.strip()}\nScope: {spec.scope}.",
         annotations=_compact_annotations(annotations),
         meta={SCOPE_META_KEY: spec.scope, **(meta or {})},
     )
