@@ -106,6 +106,7 @@ class OAuthEndpoints:
             cache_ttl=config.cimd_cache_ttl,
             max_entries=config.cimd_cache_max_entries,
             allow_private_hosts=config.cimd_allow_private_hosts,
+            **({"resolve_host": config.cimd_resolve_host} if config.cimd_resolve_host else {}),
         )
         self.server = MolarAuthorizationServer(config, db, keys, self.resolver)
         self.keys = keys
