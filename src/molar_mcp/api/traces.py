@@ -29,6 +29,7 @@ from molar_mcp.models import (
     TraceDetail,
     TraceListResponse,
 )
+from molar_mcp.models.limits import MAX_INT64
 from molar_mcp.store import TraceQuery
 
 MAX_LIST_LIMIT = 200
@@ -230,7 +231,7 @@ async def ingest(request: Request) -> JSONResponse:
             pr_number=_form_int(form.get("pr_number")),
         )
     if overrides.scenario_slug is None:
-        raise ApiError(422, "validation_error", "the form needs a `scenario_slug` field (seed 000)")
+        raise ApiError(422, "validation_error", "the form needs a `scenario_slug` field")
     org = org_of(request)
     trace_id, short_id = await anyio.to_thread.run_sync(
         lambda: ingest_bundle(ctx.store, org, data, overrides, max_bytes=limit)
@@ -256,8 +257,8 @@ def _form_int(value: object) -> int | None:
     if text is None:
         return None
     # ASCII only: "²".isdigit() is true, yet int() refuses it.
-    if not (text.isascii() and text.isdigit()):
-        raise ApiError(422, "validation_error", f"pr_number must be a positive integer; got {text!r}")
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_INT64:
+        raise ApiError(422, "validation_error", f"pr_number must be a positive integer below 2^63; got {text[:40]!r}")
     return int(text)
 
 
