@@ -78,7 +78,14 @@ async def get_trace(
             tg.start_soon(load_failing)
     assert detail is not None
     assert failing is not None
-    view, text = build_trace_view(detail, failing.events, failing.total, None, 0, offset, None, max_tokens)
+    failed_events = list(failing.events)
+    final = [s for s in detail.steps if s.depth == 0 and s.ok is False]
+    if final and failing.total > len(failed_events) and not any(e.step == final[-1].step for e in failed_events):
+        # The first failures of a long run may all be ones it went on from: read the final step's too.
+        async with store_errors(trace_id=trace_id):
+            extra = await client.get_events(trace_id, step=str(final[-1].step), ok=False, limit=NOTABLE_LIMIT)
+        failed_events = sorted({e.seq: e for e in [*failed_events, *extra.events]}.values(), key=lambda e: e.seq)
+    view, text = build_trace_view(detail, failed_events, failing.total, None, 0, offset, None, max_tokens)
     content: list[ContentBlock] = [TextContent(type="text", text=text)]
     content.extend(ResourceLink.model_validate(link_block(a)) for a in view.artifacts)
     return CallToolResult(content=content, structured_content=structured(view))
