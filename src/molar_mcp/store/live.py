@@ -13,6 +13,7 @@ from typing import Any
 from molar_mcp.models import Event
 from molar_mcp.store.db import Database
 from molar_mcp.store.port import StoreError
+from molar_mcp.store.search import index_text
 from molar_mcp.store.sqlite import (
     EVENT_SELECT,
     event_from_row,
@@ -110,7 +111,7 @@ class LiveTraces:
         trace_id = str(uuid.uuid4())
         with self.db.tx() as conn:
             short_id = new_short_id(conn)
-            conn.execute(
+            cur = conn.execute(
                 "INSERT INTO traces (id, short_id, org_id, scenario_id, scenario_slug, scenario_title, status,"
                 " source, code_sha, pr_number, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
@@ -127,7 +128,7 @@ class LiveTraces:
                     int(created.timestamp() * 1000),
                 ),
             )
-            conn.execute("INSERT INTO traces_fts (rowid, body) VALUES (last_insert_rowid(), ?)", (scenario_slug,))
+            index_text(conn, int(cur.lastrowid or 0), scenario_slug)
         return trace_id, short_id
 
     def append_events(self, org_id: str, trace_ref: str, incoming: Sequence[IncomingEvent]) -> AppendResult:
@@ -233,7 +234,7 @@ class LiveTraces:
                 (pk,),
             ).fetchall()
             body = fts_body_from_rows([slug, title or "", failure_signature or "", status, code_sha or ""], messages)
-            conn.execute("UPDATE traces_fts SET body = ? WHERE rowid = ?", (body, pk))
+            index_text(conn, pk, body, replace=True)
 
     def events_after(self, org_id: str, trace_ref: str, after_seq: int, limit: int = 500) -> tuple[list[Event], str]:
         """Events with seq > `after_seq` (for SSE backfill), and the trace's status."""

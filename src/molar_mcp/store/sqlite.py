@@ -30,6 +30,7 @@ from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.db import Database
 from molar_mcp.store.port import InvalidCursor, NewTrace, TraceNotFound, TraceQuery
 from molar_mcp.store.schema import MIGRATIONS
+from molar_mcp.store.search import SEARCH_MIGRATIONS, index_text, search, streaming_match
 
 _SHORT_ALPHABET = string.ascii_letters + string.digits
 # Event kinds whose text goes into the full-text index besides the trace's own fields.
@@ -111,9 +112,14 @@ def _fts_ident(text: str) -> str:
     return "".join(" " if c == '"' or (ord(c) < 32 or ord(c) == 127) else c for c in text)
 
 
+def fts_words(q: str) -> list[str]:
+    """A user's free text as words safe inside an FTS5 string."""
+    return [w for w in (_fts_ident(part) for part in q.split()) if w.strip()]
+
+
 def fts_query(q: str) -> str:
     """Turn a user's free text into a safe FTS5 query: every word must match (prefix on the last)."""
-    words = [w for w in (_fts_ident(part) for part in q.split()) if w.strip()]
+    words = fts_words(q)
     if not words:
         return ""
     quoted = [f'"{w}"' for w in words]
@@ -174,6 +180,7 @@ class SqliteTraceStore:
         self.blobs = BlobStore(data_dir / "blobs")
         try:
             self.schema_version = self.db.migrate("traces", MIGRATIONS)
+            self.db.migrate("search", SEARCH_MIGRATIONS)
         except BaseException:
             self.db.close()
             raise
@@ -244,7 +251,7 @@ class SqliteTraceStore:
                 " VALUES (?,?,?,?,?,?,?)",
                 [(pk, i, a.kind, a.sha256, a.name, a.content_type, a.size) for i, a in enumerate(trace.artifacts)],
             )
-            conn.execute("INSERT INTO traces_fts (rowid, body) VALUES (?, ?)", (pk, _fts_body(trace, rows)))
+            index_text(conn, int(pk or 0), _fts_body(trace, rows))
             # Blobs last, inside the transaction: when a row fails to insert, no blob is written;
             # when a blob fails to write, the rows roll back. Blobs are content-addressed, so one
             # written by a transaction that then fails is harmless.
@@ -278,22 +285,42 @@ class SqliteTraceStore:
         if query.created_to is not None:
             where.append("t.created_ms < ?")
             args.append(_ms(query.created_to))
-        if query.q:
-            match = fts_query(query.q)
-            if match:
-                where.append("t.pk IN (SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?)")
-                args.append(match)
+        newest: int | None = None
         if query.cursor:
             created_ms, pk = _decode_cursor(query.cursor)
             where.append("(t.created_ms < ? OR (t.created_ms = ? AND t.pk < ?))")
             args.extend([created_ms, created_ms, pk])
-        sql = (
-            f"SELECT {_prefixed(_TRACE_COLUMNS, 't')} FROM traces t WHERE {' AND '.join(where)}"
-            " ORDER BY t.created_ms DESC, t.pk DESC LIMIT ?"
-        )
-        args.append(query.limit + 1)
-        with self.db.read() as conn:
-            rows = conn.execute(sql, args).fetchall()
+            newest = created_ms
+        if query.created_to is not None:
+            newest = min(newest if newest is not None else _MAX_SQLITE_INT, _ms(query.created_to) - 1)
+        words = fts_words(query.q) if query.q else []
+        if words:
+            # Text search stops after `limit` hits in time order (store/search.py).
+            oldest = _ms(query.created_from) if query.created_from is not None else None
+            with self.db.read() as conn:
+                match = streaming_match(conn, words)
+                found = (
+                    []
+                    if match is None
+                    else search(
+                        conn,
+                        f"t.pk, t.created_ms, {_prefixed(_TRACE_COLUMNS, 't')}",
+                        where,
+                        args,
+                        match,
+                        query.limit + 1,
+                        newest_ms=newest,
+                        oldest_ms=oldest,
+                    )
+                )
+            rows = [r[2:] for r in found]
+        else:
+            sql = (
+                f"SELECT {_prefixed(_TRACE_COLUMNS, 't')} FROM traces t WHERE {' AND '.join(where)}"
+                " ORDER BY t.created_ms DESC, t.pk DESC LIMIT ?"
+            )
+            with self.db.read() as conn:
+                rows = conn.execute(sql, [*args, query.limit + 1]).fetchall()
         more = len(rows) > query.limit
         rows = rows[: query.limit]
         items = [_list_item(row) for row in rows]
