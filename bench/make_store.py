@@ -74,7 +74,7 @@ def make_trace(rng: random.Random, pk: int, created_ms: int, events_target: int)
     for step in range(1, n_steps + 1):
         step_id = f"s{step}"
         title = f"{ACTIONS[(step + pk) % 10]} on /{area}"
-        first = seq
+        first, first_ts = seq, ts
         step_ok = 0 if step == fail_step else 1
         events.append((seq, ts, "step.start", step_id, step, None, title, json.dumps({"title": title})))
         seq += 1
@@ -106,7 +106,7 @@ def make_trace(rng: random.Random, pk: int, created_ms: int, events_target: int)
                 events.append((seq, ts, "error", step_id, step, 0, signature.split(":", 2)[2], "{}"))
                 seq += 1
         events.append((seq, ts, "step.end", step_id, step, step_ok, None, "{}"))
-        steps.append((step, step_id, title, step_ok, first, seq, seq - first + 1))
+        steps.append((step_id, step - 1, step, str(step), title, step_ok, first, seq, seq - first + 1, first_ts, ts))
         seq += 1
         if step == fail_step:
             break
@@ -173,8 +173,8 @@ def build(data_dir: Path, n: int, events: int, seed: int, chunk: int = 20_000) -
             [(t["row"][0], *e) for t in batch for e in t["events"]],
         )
         conn.executemany(
-            "INSERT INTO steps (trace_pk, step, step_id, title, ok, first_seq, last_seq, event_count)"
-            " VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT INTO steps (trace_pk, step_id, ord, step, path, title, ok, first_seq, last_seq, event_count,"
+            " start_ts, end_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             [(t["row"][0], *s) for t in batch for s in t["steps"]],
         )
         conn.executemany(

@@ -71,8 +71,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"molar-mcp: {exc}", file=sys.stderr)
         return 2
+    roots = _replay_roots(args.replay_root)
+    if roots is None:
+        return 2
     with open_embedded(
-        data_dir, max_bundle_bytes=args.max_bundle_mb * 1024 * 1024, rate_limits=limits, debugger=debugger
+        data_dir,
+        max_bundle_bytes=args.max_bundle_mb * 1024 * 1024,
+        rate_limits=limits,
+        debugger=debugger,
+        replay_demo=args.demo,
+        replay_roots=roots,
     ) as embedded:
         if args.demo:
             log.info("demo data: %s", load_demo_data(embedded.store))
@@ -95,12 +103,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"  Trace REST API:        {base}/v1/traces\n"
                 f"  Capabilities:          {base}/.well-known/molar-capabilities.json\n"
                 f"  Debugger model:        {debugger.model or 'none (answers are the detectors findings)'}\n"
+                f"  Replays:               {_replays_line(args.demo, roots)}\n"
                 f"  Auth:                  {auth_line}",
                 file=sys.stderr,
                 flush=True,
             )
             uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
     return 0
+
+
+def _replay_roots(raw: Sequence[str] | None) -> list[Path] | None:
+    """The --replay-root directories, checked; None (after saying why) when one is not a directory."""
+    roots: list[Path] = []
+    for item in raw or ():
+        path = Path(item).expanduser()
+        if not path.is_dir():
+            print(f"molar-mcp: --replay-root {item}: not a directory", file=sys.stderr)
+            return None
+        roots.append(path.resolve())
+    return roots
+
+
+def _replays_line(demo: bool, roots: Sequence[Path]) -> str:
+    parts = (["the demo shop"] if demo else []) + [f"projects under {r}" for r in roots]
+    if not parts:
+        return "off (--replay-root DIR for your projects, --demo for the demo shop)"
+    return ", ".join(parts) + " (in a bubblewrap sandbox)"
 
 
 def cmd_stdio(args: argparse.Namespace) -> int:
@@ -123,7 +151,12 @@ def cmd_stdio(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"molar-mcp: {exc}", file=sys.stderr)
         return 2
-    with open_embedded(_data_dir(args.data_dir), debugger=debugger) as embedded:
+    roots = _replay_roots(args.replay_root)
+    if roots is None:
+        return 2
+    with open_embedded(
+        _data_dir(args.data_dir), debugger=debugger, replay_demo=args.demo, replay_roots=roots
+    ) as embedded:
         if args.demo:
             log.info("demo data: %s", load_demo_data(embedded.store))
         server = create_stdio_server(embedded.client_factory())
@@ -363,6 +396,9 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+_REPLAY_ROOT_HELP = "a directory whose git repositories (with a molar.toml) replays may run; repeatable; default: none"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="molar-mcp", description="Traces of test and agent runs, for AI agents.")
     parser.add_argument("--version", action="version", version=f"molar-mcp {__version__}")
@@ -373,7 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=4173)
     serve.add_argument("--data-dir", help="default: $MOLAR_DATA_DIR, else the per-user data directory")
-    serve.add_argument("--demo", action="store_true", help="load the demo traces (once per data dir)")
+    serve.add_argument(
+        "--demo", action="store_true", help="load the demo traces (once per data dir); replays may run the demo shop"
+    )
+    serve.add_argument("--replay-root", action="append", metavar="DIR", help=_REPLAY_ROOT_HELP)
     serve.add_argument("--no-auth", action="store_true", help="no authentication (loopback only)")
     serve.add_argument("--issuer", help="public origin of this server for OAuth (default http://HOST:PORT)")
     serve.add_argument("--allowed-hosts", help="comma-separated Host names to accept behind a proxy")
@@ -387,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     stdio = sub.add_parser("stdio", help="MCP over stdio for IDE agents")
     stdio.add_argument("--data-dir")
     stdio.add_argument("--demo", action="store_true")
+    stdio.add_argument("--replay-root", action="append", metavar="DIR", help=_REPLAY_ROOT_HELP)
     stdio.add_argument("--api-url", help="proxy to a remote store (env MOLAR_API_URL)")
     stdio.add_argument("--api-key", help="API key for --api-url (env MOLAR_API_KEY)")
     stdio.add_argument("--model", help=_MODEL_HELP + " (embedded store only)")

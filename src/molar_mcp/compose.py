@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -75,9 +75,12 @@ def open_embedded(
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
     rate_limits: RateLimits | None = None,
     debugger: DebuggerConfig | None = None,
+    replay_demo: bool = True,
+    replay_roots: Sequence[Path] = (),
 ) -> Iterator[Embedded]:
     """The embedded store and its /v1 app. Debugger chats call the trace tools through our MCP server;
-    `debugger` says which model answers them (none: the findings alone) and the budget."""
+    `debugger` says which model answers them (none: the findings alone) and the budget. Replays run the
+    demo shop when `replay_demo`, and the registered projects under `replay_roots` (docs/replay.md)."""
     debugger = debugger or DebuggerConfig()
     store = SqliteTraceStore(data_dir)
     ctx: ApiContext | None = None
@@ -91,6 +94,8 @@ def open_embedded(
             tools=tools,
             debugger_budget_cents=debugger.budget_cents,
             model_price=debugger.price,
+            apps=None if replay_demo else {},
+            replay_roots=replay_roots,
         )
         api_app = create_api_app(ctx)
         tools.bind(api_app)

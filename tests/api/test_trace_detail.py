@@ -136,3 +136,19 @@ async def test_a_malformed_events_parameter_is_a_400(
 ) -> None:
     body = assert_error(await client.get(f"/v1/traces/{trace[1]}/events", params=params), 400, "bad_request")
     assert next(iter(params)) in body["message"]
+
+
+async def test_one_event_is_returned_whole_by_its_seq_and_a_missing_or_bad_seq_is_refused(
+    client: httpx2.AsyncClient, trace: tuple[str, str]
+) -> None:
+    _, short_id = trace
+    listed = (await client.get(f"/v1/traces/{short_id}/events", params={"kind": "network.response"})).json()
+    wanted = listed["events"][0]
+    resp = await client.get(f"/v1/traces/{short_id}/events/{wanted['seq']}")
+    assert resp.status_code == 200
+    assert resp.json() == wanted
+    missing = assert_error(await client.get(f"/v1/traces/{short_id}/events/99999"), 404, "not_found")
+    assert "99999" in missing["message"]
+    assert_error(await client.get(f"/v1/traces/{short_id}/events/-1"), 400, "bad_request")
+    assert_error(await client.get(f"/v1/traces/{short_id}/events/1e3"), 400, "bad_request")
+    assert_error(await client.get("/v1/traces/nope/events/1"), 404, "not_found")

@@ -183,7 +183,8 @@ async def test_login_and_consent_forms_need_the_session_csrf_token(server: LiveS
         url = authorize_url(server, client["client_id"], Pkce.new())
         login_page = await http.get(url)
         fields = hidden_fields(login_page.text)
-        cookie = login_page.headers["set-cookie"]
+        cookies = login_page.headers.get_list("set-cookie")
+        cookie = cookies[0]
         forged = await http.post(
             "/api/oauth/login", data={**fields, "csrf_token": "guess", "email": "a", "password": "b"}
         )
@@ -200,9 +201,9 @@ async def test_login_and_consent_forms_need_the_session_csrf_token(server: LiveS
         )
     assert "HttpOnly" in cookie
     assert "SameSite=lax" in cookie
-    # Path=/: the share viewer (/r/…) reads the session for org-only shares; /v1 and /mcp take bearer
-    # tokens only, so the cookie authorises nothing there.
-    assert "Path=/;" in cookie
+    # Only the sign-in pages and the share viewer (org-only shares) get the cookie: never /v1, /mcp or
+    # the signed blob URLs where uploaded bytes are served.
+    assert sorted(c.split("Path=")[1].split(";")[0] for c in cookies) == ["/api/oauth", "/r"]
     assert login_page.headers["x-frame-options"] == "DENY"
     assert forged.status_code == 403
     assert wrong_password.status_code == 401

@@ -170,10 +170,11 @@ async def test_get_trace_with_a_step_returns_that_steps_events_with_secrets_mask
     async with Client(seeded.server, mode=mode) as client:
         result = await client.call_tool("get_trace", {"trace_id": seeded.failed_short, "step": 5})
     view: Any = result.structured_content
-    events = view["step_events"]
-    assert [e["step"] for e in events] == [5] * len(events)
-    response = next(e for e in events if e["kind"] == "network.response")
-    assert "404" in response["detail"]
+    events = view["step_events"]  # rows [seq, step, kind, failed, text]
+    assert [e[1] for e in events] == [5] * len(events)
+    response = next(e for e in events if e[2] == "network.response")
+    assert "404" in response[4]
+    assert response[3] is True  # the 404 is a failed event
     dumped = json.dumps(result.structured_content) + text_of(result)
     assert "sk_live_abcdefghijklmnop" not in dumped
 
@@ -216,7 +217,10 @@ async def test_get_trace_stays_within_budget_on_a_ten_thousand_event_trace_and_s
     async with Client(server, mode=mode) as client:
         summary_result = await client.call_tool("get_trace", {"trace_id": short})
         step_result = await client.call_tool("get_trace", {"trace_id": short, "step": 50})
-        page2 = await client.call_tool("get_trace", {"trace_id": short, "step": 50, "offset": 40})
+        first_page: Any = step_result.structured_content
+        page2 = await client.call_tool(
+            "get_trace", {"trace_id": short, "step": 50, "offset": first_page["next_offset"]}
+        )
     for result in (summary_result, step_result, page2):
         assert not result.is_error
         assert total_tokens(result) <= 2000
@@ -229,7 +233,8 @@ async def test_get_trace_stays_within_budget_on_a_ten_thousand_event_trace_and_s
     assert step_view["next_offset"] is not None
     assert any("offset=" in o for o in step_view["omitted"])
     page2_view: Any = page2.structured_content
-    assert page2_view["step_events"][0]["seq"] > step_view["step_events"][-1]["seq"]
+    assert page2_view["step_events"][0][0] == step_view["step_events"][-1][0] + 1
+    assert len(step_view["step_events"]) >= 20  # a page is worth a call
 
 
 async def test_trace_resource_reads_the_same_summary_as_get_trace(seeded: Seeded, mode: str) -> None:
@@ -294,3 +299,21 @@ async def test_every_demo_trace_summary_fits_the_default_budget_with_its_artifac
             result = await client.call_tool("get_trace", {"trace_id": row["short_id"]})
             assert not result.is_error
             assert total_tokens(result) <= 2000, row["scenario"]
+
+
+async def test_get_trace_shows_nested_steps_by_path_and_pages_a_nested_step(embedded: Embedded, mode: str) -> None:
+    from tests.store.test_nested_steps import tree_events
+
+    _, short = ingest_bundle(embedded.store, LOCAL_ORG_ID, make_bundle(summary(), tree_events()))
+    server = create_mcp_server(embedded.client_factory())
+    async with Client(server, mode=mode) as client:
+        overview = await client.call_tool("get_trace", {"trace_id": short})
+        nested = await client.call_tool("get_trace", {"trace_id": short, "step": "2.2.1"})
+    text = text_of(overview)
+    assert "Steps: 1✓ 2✓ 2.1✓ 2.2✓ 2.2.1✗ 3✗" in text
+    view: Any = overview.structured_content
+    assert [(s["step"], s.get("path")) for s in view["steps"]][:3] == [(1, None), (2, None), (2, "2.1")]
+    # The failure is the top-level step that failed, not the recovered wait inside step 2.
+    assert view["failure"]["step"] == 3
+    page: Any = nested.structured_content
+    assert [e[0] for e in page["step_events"]] == [8, 9, 10]  # rows [seq, step, kind, failed, text]

@@ -12,13 +12,31 @@ from starlette.routing import Route
 
 from molar_mcp.api.context import ApiContext, api_context, org_of
 from molar_mcp.api.errors import ApiError
-from molar_mcp.api.exports import checked_org, export_urls
+from molar_mcp.api.exports import SIGNED_HEADERS, checked_org, export_urls
 from molar_mcp.api.openapi import Param, documented, string
 from molar_mcp.models import ArtifactRef, TraceDetail
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # The artifact kinds seed 000 names in `signed_urls`; the first artifact of each kind is linked.
 SIGNED_KINDS = ("video", "playwright", "rrweb", "screenshot", "har")
+
+
+# Uploaded bytes must never run as a page of this origin (it is the authorization server's too): only
+# these types are shown inline, everything else is a download of opaque bytes, and the CSP sandbox
+# keeps even a mislabelled file from running script or reaching the origin's cookies and storage.
+INLINE_TYPES = frozenset({"text/plain", "application/json"})
+
+
+def served_as(content_type: str | None) -> tuple[str, str]:
+    """The (media type, disposition) an artifact is served with: its own type inline when it is a
+    raster image, a video, plain text or JSON; `application/octet-stream` as an attachment otherwise."""
+    base = (content_type or "").split(";")[0].strip().lower()
+    major = base.split("/")[0]
+    if base in INLINE_TYPES:
+        return f"{base}; charset=utf-8", "inline"
+    if (major == "image" and "svg" not in base and "xml" not in base) or major == "video":
+        return base, "inline"
+    return "application/octet-stream", "attachment"
 
 
 def blob_path(trace_id: str, sha256: str) -> str:
@@ -73,12 +91,13 @@ async def signed_blob(request: Request) -> Response:
     path = ctx.blob_file(sha)
     if not path.is_file():
         raise ApiError(404, "not_found", f"blob {sha} is missing from the blob store")
+    media_type, disposition = served_as(artifact.content_type)
     return FileResponse(
         path,
-        media_type=artifact.content_type,
+        media_type=media_type,
         filename=artifact.name or sha,
-        content_disposition_type="inline",
-        headers={"cache-control": "private, max-age=300"},
+        content_disposition_type=disposition,
+        headers={"cache-control": "private, max-age=300", **SIGNED_HEADERS},
     )
 
 

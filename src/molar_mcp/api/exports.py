@@ -46,6 +46,14 @@ def checked_org(request: Request) -> str:
     return org
 
 
+# On every response of a signed URL (exports and artifacts): no sniffing a type into HTML, and a CSP
+# sandbox so nothing served there runs as this origin (the authorization server's).
+SIGNED_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "content-security-policy": "sandbox; default-src 'none'; img-src 'self' data:; media-src 'self'",
+}
+
+
 @documented(
     summary="Download a trace export through a signed URL (events.ndjson, summary.json, report.md)",
     media_type="application/octet-stream",
@@ -58,11 +66,11 @@ async def signed_export(request: Request) -> Response:
     trace_ref, name = request.path_params["trace_id"], request.path_params["name"]
     if name == "summary.json":
         detail = await anyio.to_thread.run_sync(ctx.store.get_trace, org, trace_ref)
-        return JSONResponse(detail.model_dump(mode="json", exclude={"signed_urls"}))
+        return JSONResponse(detail.model_dump(mode="json", exclude={"signed_urls"}), headers=SIGNED_HEADERS)
     if name == "report.md":
         detail, events, total = await anyio.to_thread.run_sync(load_trace, ctx, org, trace_ref)
         text = render_report(detail, events, events_total=total, generated_at=datetime.now(UTC))
-        return Response(text, media_type="text/markdown; charset=utf-8")
+        return Response(text, media_type="text/markdown; charset=utf-8", headers=SIGNED_HEADERS)
     if name != "events.ndjson":
         raise ApiError(404, "not_found", f"no export {name!r}; exports are {', '.join(EXPORTS.values())}")
     await anyio.to_thread.run_sync(ctx.tiers.require_hot, org, trace_ref)
@@ -79,7 +87,7 @@ async def signed_export(request: Request) -> Response:
             if not page.events or offset >= page.total:
                 return
 
-    return StreamingResponse(lines(), media_type="application/x-ndjson")
+    return StreamingResponse(lines(), media_type="application/x-ndjson", headers=SIGNED_HEADERS)
 
 
 def routes() -> list[Route]:

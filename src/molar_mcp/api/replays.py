@@ -25,6 +25,7 @@ from molar_mcp.replay.service import (
     ReplayNotDone,
     ReplayRefused,
     ReplayService,
+    ReplaysUnavailable,
     TraceNotHot,
 )
 from molar_mcp.store.replays import ReplayNotFound
@@ -66,6 +67,8 @@ def _refusal(request: Request, exc: Exception) -> Response:
     """A replay refusal as `{error, message}` with its status (seed 000: 409 for a trace not hot)."""
     if isinstance(exc, TraceNotHot | ReplayNotDone):
         return error_response(request, 409, "conflict", str(exc))
+    if isinstance(exc, ReplaysUnavailable):
+        return error_response(request, 503, "unavailable", str(exc))
     if isinstance(exc, NotReplayable):
         return error_response(request, 422, "not_replayable", str(exc))
     if isinstance(exc, DiffDoesNotApply):
@@ -93,7 +96,7 @@ async def _call(request: Request, fn: Callable[[], BaseModel], status: int = 200
     body=ReplayRequest,
     response=ReplayStatus,
     status=202,
-    errors=(400, 404, 409, 413, 415, 422, 429),
+    errors=(400, 404, 409, 413, 415, 422, 429, 501, 503),
 )
 async def create_replay(request: Request) -> Response:
     service = _service(request)

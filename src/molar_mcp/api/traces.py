@@ -24,6 +24,7 @@ from molar_mcp.models import (
     TRACE_SOURCES,
     TRACE_STATUSES,
     TRACE_TIERS,
+    Event,
     EventsResponse,
     IngestResponse,
     TraceDetail,
@@ -164,7 +165,11 @@ async def get_trace(request: Request) -> JSONResponse:
     summary="A slice of a trace's ordered events",
     response=EventsResponse,
     query=[
-        Param("step", string(), "step number or step id"),
+        Param(
+            "step",
+            string(),
+            "a top-level step number (3), a nested step path (3.2) or a step id: the step and its subtree",
+        ),
         Param("kind", string(), "event kind, or a family such as 'network'"),
         Param("ok", {"type": "boolean"}),
         Param("limit", integer(1, MAX_EVENTS_LIMIT, 100)),
@@ -188,6 +193,35 @@ async def list_events(request: Request) -> JSONResponse:
         return page.model_dump(mode="json")
 
     return JSONResponse(await anyio.to_thread.run_sync(run))
+
+
+@documented(
+    summary="One event of a trace, whole (payload and body uncut), by its seq",
+    response=Event,
+    errors=(400, 404, 409),
+)
+async def get_event(request: Request) -> JSONResponse:
+    ctx = api_context(request)
+    raw = request.path_params["seq"]
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise _bad(f"seq must be a non-negative integer, got {raw!r}")
+    seq = int(raw)
+    org = org_of(request)
+    trace_ref = request.path_params["trace_id"]
+
+    def run() -> dict[str, Any] | None:
+        ctx.tiers.require_hot(org, trace_ref)
+        event = ctx.store.get_event(org, trace_ref, seq)
+        return event.model_dump(mode="json") if event is not None else None
+
+    found = await anyio.to_thread.run_sync(run)
+    if found is None:
+        raise ApiError(
+            404,
+            "not_found",
+            f"trace {trace_ref!r} has no event with seq {seq}; GET /v1/traces/{trace_ref}/events lists its events",
+        )
+    return JSONResponse(found)
 
 
 @documented(
@@ -284,4 +318,5 @@ def routes() -> list[Route]:
         Route("/v1/traces/ingest", ingest, methods=["POST"]),
         Route("/v1/traces/{trace_id}", get_trace, methods=["GET"]),
         Route("/v1/traces/{trace_id}/events", list_events, methods=["GET"]),
+        Route("/v1/traces/{trace_id}/events/{seq}", get_event, methods=["GET"]),
     ]

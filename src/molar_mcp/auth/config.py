@@ -70,6 +70,7 @@ class AuthConfig:
     refresh_token_ttl: int = 30 * 24 * 3600
     code_ttl: int = 120  # RFC 6749 §4.1.2: codes expire shortly, at most 10 minutes.
     session_ttl: int = 12 * 3600
+    consent_ttl: int = 300  # a consent page's approval is good for one use within 5 minutes
     http_client_factory: Callable[[], httpx2.AsyncClient] = default_http_client
     cimd_max_bytes: int = 5120  # CIMD draft: the server should cap the document size (5 KB).
     cimd_timeout: float = 5.0

@@ -11,6 +11,10 @@ header matches it.
 responses alike (other SSE events stream through untouched). The caller is exposed to the MCP
 layer three ways: `get_principal()`, `request.state.principal`, and the SDK's own
 `get_access_token()` (so SDK session ownership binds to the user).
+
+A long response (an SSE stream: a listen, a legacy GET stream, a slow tool) outlives the moment its
+credential was checked, so the guard checks it again every `recheck_seconds` while the response runs:
+once the key is revoked or the token expired, the response is ended (within seconds).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import anyio
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.shared.inbound import MCP_NAME_HEADER, decode_header_value
@@ -33,6 +38,7 @@ from molar_mcp.auth.resource import (
     PRINCIPAL_STATE_KEY,
     ProtectedResource,
     authenticate,
+    challenge_response,
     insufficient_scope,
     reset_principal,
     set_principal,
@@ -94,12 +100,19 @@ class McpScopeGuard:
     """Wrap `mcp.streamable_http_app()` (or anything serving MCP over streamable HTTP)."""
 
     def __init__(
-        self, app: ASGIApp, *, verifier: BearerVerifier, resource: ProtectedResource, policy: ScopePolicy
+        self,
+        app: ASGIApp,
+        *,
+        verifier: BearerVerifier,
+        resource: ProtectedResource,
+        policy: ScopePolicy,
+        recheck_seconds: float = 2.0,
     ) -> None:
         self._app = app
         self._verifier = verifier
         self._resource = resource
         self._policy = policy
+        self._recheck = recheck_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") == "OPTIONS":
@@ -137,11 +150,47 @@ class McpScopeGuard:
         scope["state"] = {**scope.get("state", {}), PRINCIPAL_STATE_KEY: principal}
         principal_token = set_principal(principal)
         user_token = auth_context_var.set(user)
+        state = {"started": False, "ended": False}
+
+        async def tracked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                state["ended"] = True
+            await send(message)
+
+        revoked = False
         try:
-            await self._app(scope, receive, send)
+            async with anyio.create_task_group() as tg:
+
+                async def watch() -> None:
+                    nonlocal revoked
+                    while True:
+                        await anyio.sleep(self._recheck)
+                        if self._verifier.verify(token) is None:
+                            revoked = True
+                            tg.cancel_scope.cancel()
+                            return
+
+                tg.start_soon(watch)
+                await self._app(scope, receive, tracked)
+                tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:  # the app's own error, as it raised it
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
         finally:
             auth_context_var.reset(user_token)
             reset_principal(principal_token)
+        if revoked:
+            # The credential was revoked or expired while the response ran: end it here.
+            if not state["started"]:
+                refusal = challenge_response(
+                    self._resource, 401, error="invalid_token", description="the token was revoked or expired"
+                )
+                await refusal(scope, receive, send)
+            elif not state["ended"]:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _read_body(receive: Receive) -> bytes | None:

@@ -78,6 +78,7 @@ def consent_page(
     redirect_uri: str,
     authorize_query: str,
     csrf: str,
+    ticket: str,
 ) -> HTMLResponse:
     """Ask the signed-in person to approve `client` for `scopes`, each named in plain words."""
     items = "".join(
@@ -96,7 +97,7 @@ def consent_page(
         f" <code>{escape(client.client_id)}</code>. If you approve, you will be sent back to"
         f" <code>{escape(where)}</code>.</p>"
         f'<form method=post action="{AUTHORIZE_PATH}">'
-        f"{_hidden('csrf_token', csrf)}{_hidden('request', authorize_query)}"
+        f"{_hidden('csrf_token', csrf)}{_hidden('request', authorize_query)}{_hidden('consent_ticket', ticket)}"
         "<button class=primary type=submit name=decision value=approve>Allow</button>"
         "<button type=submit name=decision value=deny>Deny</button>"
         "</form>"

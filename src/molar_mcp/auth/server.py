@@ -41,6 +41,7 @@ from molar_mcp.auth.cimd import (
     looks_like_metadata_document_id,
 )
 from molar_mcp.auth.config import AuthConfig
+from molar_mcp.auth.consent import ConsentTickets
 from molar_mcp.auth.db import AuthDB
 from molar_mcp.auth.keys import AuthKeys
 from molar_mcp.auth.pages import consent_page, error_page, login_page
@@ -111,6 +112,7 @@ class OAuthEndpoints:
         self.cookies = SessionCookies(
             keys.session_key, ttl=config.session_ttl, secure=config.secure_cookies, clock=config.clock
         )
+        self.consents = ConsentTickets(ttl=config.consent_ttl, clock=config.clock)
 
     # -- discovery --------------------------------------------------------------------------------
     async def metadata(self, request: Request) -> Response:
@@ -146,6 +148,7 @@ class OAuthEndpoints:
             redirect_uri=outcome.redirect_uri,
             authorize_query=query,
             csrf=session.csrf,
+            ticket=self.consents.issue(user.id, query, items),
         )
 
     async def _decide(self, request: Request) -> Response:
@@ -160,7 +163,16 @@ class OAuthEndpoints:
         user = self._session_user(session)
         if user is None:
             return await self._show(request, query, session)
-        oauth_request = self._request(paths.AUTHORIZE_PATH, parse_qsl(query, keep_blank_values=True))
+        # Only the request the page showed, once, by the person who saw it, within minutes.
+        shown = self.consents.take(fields.get("consent_ticket", ""), user.id, parse_qsl(query, keep_blank_values=True))
+        if shown is None:
+            return error_page(
+                "This page has expired",
+                "This approval does not match the request that was shown, or was already used. "
+                "Go back to the application and start again.",
+                403,
+            )
+        oauth_request = self._request(paths.AUTHORIZE_PATH, parse_qsl(shown, keep_blank_values=True))
         approved = fields.get("decision") == "approve"
         return await anyio.to_thread.run_sync(self._authorization_response, oauth_request, user, approved)
 

@@ -2,8 +2,10 @@
 
 The cookie is a JWT (HS256, joserfc) signed with the session secret from the data dir. It is
 HttpOnly (scripts cannot read it), SameSite=Lax (not sent on cross-site POSTs), Secure when the
-issuer is https, and scoped to /api/oauth. Every form carries the session's CSRF token, which must
-match the one inside the signed cookie (the signed double-submit pattern, OWASP CSRF cheat sheet):
+issuer is https, and sent only to the paths that read it: /api/oauth (the sign-in pages) and /r
+(the share viewer, for org-only shares), never to /v1 or the signed blob URLs. Every form carries
+the session's CSRF token, which must match the one inside the signed cookie (the signed
+double-submit pattern, OWASP CSRF cheat sheet):
 a cross-site page can neither read nor forge it.
 """
 
@@ -23,6 +25,8 @@ from starlette.responses import Response
 
 SESSION_COOKIE: Final = "molar_oauth_session"
 _ALG: Final = "HS256"
+# The one cookie is set once per path that reads it (a cookie has a single path).
+COOKIE_PATHS: Final = ("/api/oauth", "/r")
 
 
 @dataclass(frozen=True)
@@ -64,17 +68,15 @@ class SessionCookies:
         now = int(self._clock())
         claims = {"uid": session.user_id, "csrf": session.csrf, "iat": now, "exp": now + self._ttl}
         value = jwt.encode({"alg": _ALG}, claims, self._key, algorithms=[_ALG])
-        response.set_cookie(
-            SESSION_COOKIE,
-            value,
-            max_age=self._ttl,
-            # "/" so the share viewer (/r/…) sees who is signed in for org-only shares. /v1 and /mcp
-            # authenticate by bearer token only, so the cookie grants nothing there (no CSRF surface).
-            path="/",
-            secure=self._secure,
-            httponly=True,
-            samesite="lax",
-        )
+        for path in COOKIE_PATHS:
+            response.set_cookie(
+                SESSION_COOKIE, value, max_age=self._ttl, path=path, secure=self._secure, httponly=True, samesite="lax"
+            )
+
+    def clear(self, response: Response) -> None:
+        """Sign out: the browser drops the cookie on every path it was set for."""
+        for path in COOKIE_PATHS:
+            response.delete_cookie(SESSION_COOKIE, path=path, secure=self._secure, httponly=True, samesite="lax")
 
 
 def csrf_ok(session: Session | None, submitted: str | None) -> bool:

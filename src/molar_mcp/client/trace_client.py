@@ -131,6 +131,10 @@ class TraceClient:
             params["ok"] = "true" if ok else "false"
         return await self._get(f"/v1/traces/{_segment(trace_id)}/events", EventsResponse, params)
 
+    async def get_event(self, trace_id: str, seq: int) -> Event:
+        """One event whole (payload uncut); `NotFoundError` when the trace or the seq is absent."""
+        return await self._get(f"/v1/traces/{_segment(trace_id)}/events/{int(seq)}", Event)
+
     async def create_trace(
         self,
         scenario_slug: str,

@@ -154,7 +154,7 @@ def build_debug_view(
         else None
     )
     wanted = cited_seqs(analysis)
-    rows = {seq: event_row(quoted[seq]) for seq in wanted if seq in quoted}
+    rows = {seq: event_row(quoted[seq], ref) for seq in wanted if seq in quoted}
     in_order = [seq for seq in wanted if seq in rows]  # most important first
 
     def assemble(n_findings: int, n_evidence: int, n_calls: int, n_answer: int) -> tuple[DebugView, str]:

@@ -5,25 +5,33 @@ publishes `ResourceUpdated` for the trace and its events resource to:
 - modern clients (2026-07-28): the `subscriptions/listen` streams, through the server's subscription bus;
   `listen_middleware` starts following each trace URI a listen request names, for as long as it lasts;
 - legacy clients (2025-11-25): sessions that sent `resources/subscribe`, until `resources/unsubscribe`.
+
+Every subscribe and listen reads the trace as its caller first: a trace the caller's org cannot see
+(another org's, or none) is refused with -32602, the protocol's "resource not found", and followers
+are keyed by (org, trace), so one org's stream never carries another org's updates. Modern updates go
+through `OrgBus`, which delivers a trace's updates only to listen streams opened by that org.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-from mcp.server.subscriptions import ResourceUpdated, SubscriptionBus
+from mcp.server.subscriptions import ResourceUpdated, ServerEvent
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
 from molar_mcp.client import ApiClientError, TraceClient
+from molar_mcp.models import TraceDetail
 
 log = logging.getLogger("molar_mcp.mcp.live")
 
@@ -35,6 +43,52 @@ def trace_ref_of(uri: str) -> str | None:
     return match.group(1) if match else None
 
 
+# The org of the listen request being served, set by `listen_middleware` for `OrgBus.subscribe`.
+_listening_org: contextvars.ContextVar[str | None] = contextvars.ContextVar("molar_listening_org", default=None)
+
+
+class OrgBus:
+    """The `subscriptions/listen` fan-out, scoped by org: a listener registered while serving a listen
+    request of org O gets only O's trace updates (`publish_to`) and the events meant for every stream
+    (`publish`). A listen that names no trace has no org and gets only the latter."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[object, tuple[str | None, Callable[[ServerEvent], None]]] = {}
+
+    def _deliver(self, org: str | None, event: ServerEvent) -> None:
+        for listener_org, listener in list(self._listeners.values()):
+            if org is None or listener_org == org:
+                try:
+                    listener(event)
+                except Exception:  # fan-out boundary: one bad listener must not starve the others
+                    log.exception("subscription listener raised; continuing")
+
+    async def publish(self, event: ServerEvent) -> None:
+        self._deliver(None, event)
+        await anyio.lowlevel.checkpoint()
+
+    async def publish_to(self, org: str, event: ServerEvent) -> None:
+        self._deliver(org, event)
+        await anyio.lowlevel.checkpoint()
+
+    def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        token = object()
+        self._listeners[token] = (_listening_org.get(), listener)
+
+        def unsubscribe() -> None:
+            self._listeners.pop(token, None)
+
+        return unsubscribe
+
+
+def not_found(uri: str) -> MCPError:
+    """The same answer for another org's trace and for no trace at all."""
+    return MCPError(INVALID_PARAMS, f"Resource not found: {uri}")
+
+
+FollowKey = tuple[str, str]  # (org, trace reference as the client wrote it)
+
+
 @dataclass
 class _Follow:
     users: int = 0
@@ -43,88 +97,99 @@ class _Follow:
 
 
 class TraceWatcher:
-    def __init__(self, client: TraceClient, bus: SubscriptionBus, tg: TaskGroup) -> None:
+    def __init__(self, client: TraceClient, bus: OrgBus, tg: TaskGroup) -> None:
         self._client = client
         self._bus = bus
         self._tg = tg
-        self._follows: dict[str, _Follow] = {}
+        self._follows: dict[FollowKey, _Follow] = {}
 
     def following(self, ref: str) -> bool:
-        return ref in self._follows
+        return any(key[1] == ref for key in self._follows)
 
-    async def _acquire(self, ref: str) -> _Follow:
-        """Follow `ref` from its current last event. The start point is fixed before this returns, so
+    async def check(self, ref: str, uri: str) -> TraceDetail:
+        """The trace as the current caller sees it (the access check), or -32602 "not found"."""
+        try:
+            return await self._client.get_trace(ref)
+        except ApiClientError as exc:
+            log.info("refused to follow %s: %s", uri, exc.message)
+            raise not_found(uri) from exc
+
+    async def _acquire(self, key: FollowKey, detail: TraceDetail) -> _Follow:
+        """Follow `key` from its current last event. The start point is fixed before this returns, so
         an event stored after a client's subscribe is acknowledged is never missed (the stream backfills)."""
-        follow = self._follows.get(ref)
+        follow = self._follows.get(key)
         if follow is None:
-            follow = self._follows[ref] = _Follow()
+            follow = self._follows[key] = _Follow()
             try:
-                after = await self._start_seq(ref)
+                after = await self._start_seq(key[1], detail)
             except ApiClientError as exc:
-                self._follows.pop(ref, None)
-                log.info("cannot follow %s: %s", ref, exc.message)
-                raise
-            self._tg.start_soon(self._run, ref, follow, after)
+                self._follows.pop(key, None)
+                log.info("cannot follow %s: %s", key[1], exc.message)
+                raise not_found(f"molar://traces/{key[1]}") from exc
+            # The follower task reads the store as this caller (the context is copied into it).
+            self._tg.start_soon(self._run, key, follow, after)
         follow.users += 1
         return follow
 
-    def _release(self, ref: str) -> None:
-        follow = self._follows.get(ref)
+    def _release(self, key: FollowKey) -> None:
+        follow = self._follows.get(key)
         if follow is None:
             return
         follow.users -= 1
         if follow.users <= 0:
             follow.scope.cancel()
-            self._follows.pop(ref, None)
+            self._follows.pop(key, None)
 
     @asynccontextmanager
-    async def watching(self, ref: str) -> AsyncIterator[None]:
-        await self._acquire(ref)
+    async def watching(self, ref: str, detail: TraceDetail) -> AsyncIterator[None]:
+        key = (detail.org_id, ref)
+        await self._acquire(key, detail)
         try:
             yield
         finally:
-            self._release(ref)
+            self._release(key)
 
     async def subscribe_legacy(self, ref: str, uri: str, session: Any) -> None:
-        follow = self._follows.get(ref)
-        key = id(session)
-        if follow is not None and key in follow.legacy:
-            follow.legacy[key][1].add(uri)
+        detail = await self.check(ref, uri)
+        key = (detail.org_id, ref)
+        follow = self._follows.get(key)
+        if follow is not None and id(session) in follow.legacy:
+            follow.legacy[id(session)][1].add(uri)
             return
-        follow = await self._acquire(ref)
-        follow.legacy[key] = (session, {uri})
+        follow = await self._acquire(key, detail)
+        follow.legacy[id(session)] = (session, {uri})
 
     def unsubscribe_legacy(self, ref: str, uri: str, session: Any) -> None:
-        follow = self._follows.get(ref)
-        if follow is None or id(session) not in follow.legacy:
-            return
-        uris = follow.legacy[id(session)][1]
-        uris.discard(uri)
-        if not uris:
-            del follow.legacy[id(session)]
-            self._release(ref)
+        for key, follow in list(self._follows.items()):
+            if key[1] != ref or id(session) not in follow.legacy:
+                continue
+            uris = follow.legacy[id(session)][1]
+            uris.discard(uri)
+            if not uris:
+                del follow.legacy[id(session)]
+                self._release(key)
 
-    async def _start_seq(self, ref: str) -> int:
+    async def _start_seq(self, ref: str, detail: TraceDetail) -> int:
         """The last stored seq: followers report what arrives from now on, not the trace's past."""
-        detail = await self._client.get_trace(ref)
         if detail.event_count == 0:
             return -1
         page = await self._client.get_events(ref, limit=1, offset=detail.event_count - 1)
         return page.events[-1].seq if page.events else -1
 
-    async def _run(self, ref: str, follow: _Follow, after: int) -> None:
+    async def _run(self, key: FollowKey, follow: _Follow, after: int) -> None:
+        org, ref = key
         uris = (f"molar://traces/{ref}", f"molar://traces/{ref}/events")
         with follow.scope:
             try:
                 async for _ in self._client.follow(ref, after_seq=after):
-                    await self._notify(uris, follow)
-                await self._notify(uris, follow)  # the trace finished: its summary changed too
+                    await self._notify(org, uris, follow)
+                await self._notify(org, uris, follow)  # the trace finished: its summary changed too
             except ApiClientError as exc:
                 log.info("stopped following %s: %s", ref, exc.message)
 
-    async def _notify(self, uris: tuple[str, ...], follow: _Follow) -> None:
+    async def _notify(self, org: str, uris: tuple[str, ...], follow: _Follow) -> None:
         for uri in uris:
-            await self._bus.publish(ResourceUpdated(uri=uri))
+            await self._bus.publish_to(org, ResourceUpdated(uri=uri))
         for key, (session, subscribed) in list(follow.legacy.items()):
             for uri in uris:
                 if uri in subscribed:
@@ -146,21 +211,26 @@ async def listen_middleware(ctx: ServerRequestContext[Any, Any], call_next: Call
         return await call_next(ctx)
     notifications = ctx.params.get("notifications")
     uris = notifications.get("resourceSubscriptions") if isinstance(notifications, dict) else None
-    refs = sorted({ref for uri in uris or () if isinstance(uri, str) and (ref := trace_ref_of(uri))})
+    named = {ref: uri for uri in uris or () if isinstance(uri, str) and (ref := trace_ref_of(uri))}
     async with AsyncExitStack() as stack:
         watcher = _watcher(ctx)
-        for ref in refs:
-            await stack.enter_async_context(watcher.watching(ref))
-        return await call_next(ctx)
+        orgs: set[str] = set()
+        for ref in sorted(named):
+            detail = await watcher.check(ref, named[ref])
+            orgs.add(detail.org_id)
+            await stack.enter_async_context(watcher.watching(ref, detail))
+        token = _listening_org.set(orgs.pop() if len(orgs) == 1 else None)
+        try:
+            return await call_next(ctx)
+        finally:
+            _listening_org.reset(token)
 
 
 async def on_subscribe(ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
-    ref = trace_ref_of(str(params.uri))
-    if ref is not None:
-        try:
-            await _watcher(ctx).subscribe_legacy(ref, str(params.uri), ctx.session)
-        except ApiClientError as exc:
-            raise MCPError(INVALID_PARAMS, f"{params.uri}: {exc.message}") from exc
+    uri = str(params.uri)
+    ref = trace_ref_of(uri)
+    if ref is not None:  # other resources never change: the subscription is honoured and never fires
+        await _watcher(ctx).subscribe_legacy(ref, uri, ctx.session)
     return EmptyResult()
 
 
@@ -172,10 +242,10 @@ async def on_unsubscribe(ctx: ServerRequestContext[Any, Any], params: Unsubscrib
 
 
 @asynccontextmanager
-async def running_watcher(client: TraceClient, bus: SubscriptionBus) -> AsyncIterator[TraceWatcher]:
+async def running_watcher(client: TraceClient, bus: OrgBus) -> AsyncIterator[TraceWatcher]:
     async with anyio.create_task_group() as tg:
         yield TraceWatcher(client, bus, tg)
         tg.cancel_scope.cancel()
 
 
-__all__ = ["TraceWatcher", "listen_middleware", "on_subscribe", "on_unsubscribe", "running_watcher"]
+__all__ = ["OrgBus", "TraceWatcher", "listen_middleware", "on_subscribe", "on_unsubscribe", "running_watcher"]

@@ -8,17 +8,20 @@ the structured content together. When something must go, it goes from the least 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
 
+from molar_mcp.mcp.fence import fence
 from molar_mcp.mcp.masking import mask, mask_text
 from molar_mcp.mcp.tokens import estimate_tokens
 from molar_mcp.mcp.views import (
     Artifact,
     EventRow,
     Failure,
+    PageEvent,
     StepRow,
     TraceHeader,
     TraceList,
@@ -28,19 +31,50 @@ from molar_mcp.mcp.views import (
 from molar_mcp.models import Event, TraceDetail, TraceListItem
 
 DETAIL_CHARS = 300
+MIN_CUT = 24
 MESSAGE_CHARS = 400
 
 
 def _cut(text: str | None, limit: int) -> str | None:
+    """Cut a short field we own (a step title): the mark says it was cut."""
     if text is None or len(text) <= limit:
         return text
     return text[: limit - 1] + "…"
 
 
+def event_call(trace_ref: str, seq: int) -> str:
+    """The call that returns event `seq` whole."""
+    return f'get_event(trace_id="{trace_ref}", seq={seq})'
+
+
+def cut_with_pointer(text: str, limit: int, pointer: str | None) -> str:
+    """`text` cut to `limit` characters, saying how much went and which call returns it whole
+    (`…[+4,213 chars: get_event(trace_id="…", seq=57)]`). Nothing is cut silently. Without a pointer
+    (a page whose rows carry their seq and whose text names the call once) only the count."""
+    if len(text) <= limit + MIN_CUT:
+        return text  # a cut must save more than its own mark costs
+    where = f": {pointer}" if pointer else ""
+    return f"{text[:limit]}…[+{len(text) - limit:,} chars{where}]"
+
+
+def _json_body(body: Any) -> Any:
+    """A body recorded as JSON text is shown as JSON (compact, no escaped quotes)."""
+    if isinstance(body, str) and body[:1] in ("{", "[") and len(body) <= 1_000_000:
+        try:
+            return json.loads(body)
+        except ValueError:
+            return body
+    return body
+
+
 def structured(view: BaseModel) -> dict[str, Any]:
     """The `structuredContent` sent for a view (any tool's output model): JSON with nulls left out (they
     cost tokens and say nothing), except `next_cursor`, whose null says "this is the last page"."""
-    data = view.model_dump(mode="json", exclude_none=True)
+    # A page of events carries the page, not the summary's empty lists again.
+    page = isinstance(view, TraceView) and view.step_events is not None
+    data = view.model_dump(mode="json", exclude_none=True, exclude_defaults=page)
+    if page:
+        data.setdefault("step_events", [])
     if isinstance(view, TraceList):
         data.setdefault("next_cursor", None)
     return data
@@ -115,41 +149,87 @@ def fit_rows(items: Sequence[TraceListItem], budget: int, filters_desc: str) -> 
 # ---- get_trace -----------------------------------------------------------------------------------
 
 
-def event_detail(ev: Event) -> str | None:
-    """One line for a payload: the fields a debugger reads first, then the rest as compact JSON."""
-    p = ev.payload
+def _flat(value: Any) -> str:
+    """A value as `k=v` text reads it: bare words bare, the rest as compact JSON."""
+    if isinstance(value, str) and value and not any(c in value for c in " \"'=|\n{}[]"):
+        return value
+    return json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
+def _said(value: Any, message: str) -> bool:
+    """A string value the message already says (a title, a log's text, an assertion's path): not repeated."""
+    if not isinstance(value, str) or not message:
+        return False
+    return value == message or (len(value) >= 4 and re.search(rf"(?<!\w){re.escape(value)}(?!\w)", message) is not None)
+
+
+def event_detail(ev: Event, trace_ref: str | None, limit: int = DETAIL_CHARS, origin: str | None = None) -> str | None:
+    """One line for a payload: the fields a debugger reads first, then the rest as `key=value` (values
+    that repeat the message left out); cut at `limit` characters with a pointer to `get_event`. URLs
+    under `origin` are shown as paths (the caller says so once)."""
+    p = mask(ev.payload)
     if not p:
         return None
     if ev.kind.startswith("network."):
-        head = f"{p.get('method', '')} {p.get('url', '')}".strip()
+        url = str(p.get("url", ""))
+        if origin and url.startswith(origin + "/"):
+            url = url[len(origin) :]
+        head = f"{p.get('method', '')} {url}".strip()
         if "status" in p:
             head += f" → {p['status']}"
         if "duration_ms" in p:
             head += f" ({p['duration_ms']} ms)"
-        body = p.get("body")
+        body = _json_body(p.get("body"))
         if body not in (None, "", {}):
-            head += " body=" + json.dumps(mask(body), separators=(",", ":"), default=str)
-        return _cut(mask_text(head), DETAIL_CHARS)
-    return _cut(json.dumps(mask(p), separators=(",", ":"), default=str), DETAIL_CHARS)
+            head += " body=" + json.dumps(body, separators=(",", ":"), default=str, ensure_ascii=False)
+        text = head
+    else:
+        message = ev.message or ""
+        text = " ".join(f"{k}={_flat(v)}" for k, v in p.items() if not _said(v, message))
+        if not text:
+            return None
+    return cut_with_pointer(text, limit, event_call(trace_ref, ev.seq) if trace_ref else None)
 
 
-def event_row(ev: Event) -> EventRow:
+def event_row(
+    ev: Event, trace_ref: str | None, detail_chars: int = DETAIL_CHARS, origin: str | None = None
+) -> EventRow:
+    """An event as a row: message and payload masked, each cut with a pointer to the whole event."""
+    detail = event_detail(ev, trace_ref, detail_chars, origin)
+    message = mask_text(ev.message) if ev.message else None
+    if message is not None and origin:
+        message = message.replace(origin + "/", "/")
+    if message is not None and detail is not None and detail.startswith(message):
+        message = None  # a request's message repeats its method and URL, which the detail starts with
     return EventRow(
         seq=ev.seq,
         step=ev.step,
         kind=ev.kind,
         ok=ev.ok,
-        message=_cut(mask_text(ev.message), MESSAGE_CHARS) if ev.message else None,
-        detail=event_detail(ev),
+        message=cut_with_pointer(
+            message, min(MESSAGE_CHARS, detail_chars + 100), event_call(trace_ref, ev.seq) if trace_ref else None
+        )
+        if message
+        else None,
+        detail=detail,
     )
+
+
+def page_event(ev: Event, detail_chars: int = DETAIL_CHARS, origin: str | None = None) -> PageEvent:
+    """An event as one line of a page (`event_row`'s message and detail joined); a cut says how much
+    went, and the page's text names the call that returns the event whole."""
+    row = event_row(ev, None, detail_chars, origin)
+    text = " | ".join(part for part in (row.message, row.detail) if part)
+    return PageEvent(seq=ev.seq, step=ev.step, kind=ev.kind, failed=ev.ok is False, text=text)
 
 
 def failure_of(detail: TraceDetail, failing: Sequence[Event]) -> Failure | None:
     """The failing step and its decisive event: the last failed assertion/error of the first failed step."""
     if detail.status in ("passed", "queued", "running") and not failing:
         return None
-    failed_steps = [s for s in detail.steps if s.ok is False]
-    step = failed_steps[0] if failed_steps else (detail.steps[-1] if detail.steps else None)
+    top = [s for s in detail.steps if s.depth == 0]
+    failed_steps = [s for s in top if s.ok is False]
+    step = failed_steps[0] if failed_steps else (top[-1] if top else None)
     in_step = [e for e in failing if step is None or e.step == step.step]
     decisive = next(
         (e for e in reversed(in_step) if e.kind in ("assertion", "error")),
@@ -158,16 +238,20 @@ def failure_of(detail: TraceDetail, failing: Sequence[Event]) -> Failure | None:
     if step is None and decisive is None:
         return None
     expected = actual = None
+    ref = detail.short_id
     if decisive is not None:
         raw_expected, raw_actual = decisive.payload.get("expected"), decisive.payload.get("actual")
-        expected = _cut(mask_text(str(raw_expected)), 200) if raw_expected is not None else None
-        actual = _cut(mask_text(str(raw_actual)), 200) if raw_actual is not None else None
+        whole = event_call(ref, decisive.seq)
+        expected = cut_with_pointer(mask_text(str(raw_expected)), 200, whole) if raw_expected is not None else None
+        actual = cut_with_pointer(mask_text(str(raw_actual)), 200, whole) if raw_actual is not None else None
     return Failure(
         step=step.step if step else (decisive.step if decisive else None),
         step_title=step.title if step else None,
         seq=decisive.seq if decisive else None,
         kind=decisive.kind if decisive else None,
-        message=_cut(mask_text(decisive.message), MESSAGE_CHARS) if decisive and decisive.message else None,
+        message=cut_with_pointer(mask_text(decisive.message), MESSAGE_CHARS, event_call(ref, decisive.seq))
+        if decisive and decisive.message
+        else None,
         expected=expected,
         actual=actual,
     )
@@ -211,30 +295,39 @@ def trace_text(view: TraceView) -> str:
     f = view.failure
     if f is not None:
         where = f"step {f.step} “{f.step_title}”" if f.step is not None else "the run"
-        what = f"{f.kind} (seq {f.seq}): {f.message}" if f.seq is not None else "no failed event recorded"
-        lines.append(f"Failed at {where}: {what}")
-        if f.expected is not None or f.actual is not None:
-            lines.append(f"  expected {f.expected!s} — actual {f.actual!s}")
+        if f.seq is None:
+            lines.append(f"Failed at {where}: no failed event recorded")
+        else:
+            lines.append(f"Failed at {where}: {f.kind} (seq {f.seq}):")
+            said = [f.message or ""]
+            if f.expected is not None or f.actual is not None:
+                said.append(f"expected {f.expected!s} — actual {f.actual!s}")
+            lines.append(fence("\n".join(said), "failure"))
     if view.steps:
-        marks = " ".join(f"{s.step}{'✓' if s.ok else '✗' if s.ok is False else '·'}" for s in view.steps)
+        marks = " ".join(f"{_step_key(s)}{'✓' if s.ok else '✗' if s.ok is False else '·'}" for s in view.steps)
         lines.append(f"Steps: {marks}")
     if view.event_counts:
         lines.append("Events by kind: " + ", ".join(f"{k} {n}" for k, n in view.event_counts.items()))
     if view.notable:
         lines.append("Failed events:")
-        lines.extend(_event_line(e) for e in view.notable)
+        lines.append(fence("\n".join(event_line(e) for e in view.notable), "failed events"))
     if view.step_events is not None:
         lines.append("Events:" if view.step_events else "Events: none match.")
-        lines.extend(_event_line(e) for e in view.step_events)
+        if view.step_events:
+            lines.append(fence("\n".join(event_line(e) for e in view.step_events), "trace events"))
     if view.artifacts:
         lines.append("Artifacts: " + ", ".join(f"{a.kind} {a.name or ''} {a.uri}".strip() for a in view.artifacts))
     lines.extend(f"Left out: {o}" for o in view.omitted)
     return "\n".join(lines)
 
 
-def _event_line(e: EventRow) -> str:
-    mark = " ✗" if e.ok is False else ""
+def event_line(e: EventRow | PageEvent) -> str:
+    """One text line for an event row or a page event."""
     step = f" step {e.step}" if e.step is not None else ""
+    if isinstance(e, PageEvent):
+        mark = " ✗" if e.failed else ""
+        return f"- seq {e.seq}{step} {e.kind}{mark} {e.text}".rstrip()
+    mark = " ✗" if e.ok is False else ""
     parts = [f"- seq {e.seq}{step} {e.kind}{mark}"]
     if e.message:
         parts.append(e.message)
@@ -256,9 +349,12 @@ def build_trace_view(
     """Assemble `get_trace`'s answer and shrink it until it fits `budget` tokens."""
     sid = detail.short_id
     failure = failure_of(detail, failing)
-    steps = [StepRow(step=s.step, title=_cut(s.title, 80), ok=s.ok, events=s.event_count) for s in detail.steps]
-    notable = [event_row(e) for e in failing]
-    page = [event_row(e) for e in step_events] if step_events is not None else None
+    steps = [
+        StepRow(step=s.step, path=s.path if s.depth else None, title=_cut(s.title, 80), ok=s.ok, events=s.event_count)
+        for s in detail.steps
+    ]
+    notable = [event_row(e, sid) for e in failing]
+    page = [page_event(e) for e in step_events] if step_events is not None else None
     artifacts = [
         Artifact(kind=a.kind, name=a.name, size=a.size, uri=artifact_uri(detail.id, a.sha256)) for a in detail.artifacts
     ]
@@ -268,9 +364,9 @@ def build_trace_view(
         omitted: list[str] = []
         shown_steps = _window(steps, focus, n_steps)
         if len(shown_steps) < len(steps):
-            first, last = shown_steps[0].step, shown_steps[-1].step
-            shown_numbers = {s.step for s in shown_steps}
-            hidden = [s for s in steps if s.step not in shown_numbers]
+            first, last = _step_key(shown_steps[0]), _step_key(shown_steps[-1])
+            shown_keys = {_step_key(s) for s in shown_steps}
+            hidden = [s for s in steps if _step_key(s) not in shown_keys]
             failed_hidden = sum(1 for s in hidden if s.ok is False)
             omitted.append(
                 f"{len(hidden)} of {len(steps)} steps outside steps {first}–{last} "
@@ -335,13 +431,18 @@ def build_trace_view(
     return view, text
 
 
+def _step_key(s: StepRow) -> str:
+    """How a step is named: its number at the top level, its path inside another step."""
+    return s.path or str(s.step)
+
+
 def _window(steps: list[StepRow], focus: int | None, n: int) -> list[StepRow]:
     """`n` steps around the focus step (the failing one), biased towards what led up to it."""
     if len(steps) <= n:
         return steps
     if focus is None:
         return steps[:n]
-    idx = next((i for i, s in enumerate(steps) if s.step == focus), 0)
+    idx = next((i for i, s in enumerate(steps) if s.step == focus and s.path is None), 0)
     start = max(0, min(idx - (n * 2) // 3, len(steps) - n))
     return steps[start : start + n]
 

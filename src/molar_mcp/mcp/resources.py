@@ -7,6 +7,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from molar_mcp.client import ApiClientError, NotFoundError
+from molar_mcp.mcp.event_render import event_document
 from molar_mcp.mcp.masking import mask_text
 from molar_mcp.mcp.render import build_trace_view, event_row
 from molar_mcp.mcp.replay_calls import replay_resource
@@ -15,6 +16,7 @@ from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
 
 TRACE_URI = "molar://traces/{trace_id}"
 EVENTS_URI = "molar://traces/{trace_id}/events{?step,kind,ok,offset,limit}"
+EVENT_URI = "molar://traces/{trace_id}/events/{seq}"
 BLOB_URI = "molar://traces/{trace_id}/blobs/{sha256}"
 REPORT_URI = "molar://traces/{trace_id}/report.md"
 INCIDENTS_URI = "molar://incidents/{org_id}{?status,cursor}"
@@ -69,10 +71,38 @@ async def events_resource(
         "trace_id": trace_id,
         "total": page.total,
         "offset": first,
-        "events": [event_row(e).model_dump(exclude_none=True) for e in page.events],
+        "events": [event_row(e, trace_id).model_dump(exclude_none=True) for e in page.events],
         "next_offset": end if end < page.total else None,
     }
     return json.dumps(body, ensure_ascii=False)
+
+
+async def event_resource(trace_id: str, seq: str, ctx: Context) -> str:
+    """One event whole (secrets masked, a JSON body parsed): what a page's cut rows point to."""
+    uri = f"molar://traces/{trace_id}/events/{seq}"
+    if not (seq.isascii() and seq.isdigit()) or len(seq) > 18:
+        raise ResourceError(f"{uri}: seq is a non-negative integer")
+    try:
+        event = await client_of(ctx).get_event(trace_id, int(seq))
+    except NotFoundError as exc:
+        raise ResourceNotFoundError(
+            f"{uri}: no such event; molar://traces/{trace_id}/events lists the trace's events"
+        ) from exc
+    except ApiClientError as exc:
+        raise _resource_error(exc, uri) from exc
+    payload, _ = event_document(event)
+    body = {
+        "trace_id": trace_id,
+        "seq": event.seq,
+        "ts": event.ts,
+        "step": event.step,
+        "step_id": event.step_id,
+        "kind": event.kind,
+        "ok": event.ok,
+        "message": mask_text(event.message) if event.message else None,
+        "payload": payload,
+    }
+    return json.dumps(body, ensure_ascii=False, indent=2, default=str)
 
 
 async def blob_resource(trace_id: str, sha256: str, ctx: Context) -> bytes | str:
@@ -169,6 +199,13 @@ def register(server: MCPServer[Any]) -> None:
         description="A page of a trace's ordered events; filter by step, kind, ok; page with offset/limit.",
         mime_type="application/json",
     )(events_resource)
+    server.resource(
+        EVENT_URI,
+        name="trace-event",
+        title="Trace event",
+        description="One event whole: message and payload uncut (secrets masked, a JSON body parsed).",
+        mime_type="application/json",
+    )(event_resource)
     server.resource(
         REPORT_URI,
         name="trace-report",

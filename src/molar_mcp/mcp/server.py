@@ -4,22 +4,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from mcp.server.mcpserver import MCPServer
-from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.types import SubscribeRequestParams, UnsubscribeRequestParams
 
 from molar_mcp import __version__
 from molar_mcp.mcp import resources
-from molar_mcp.mcp.live import listen_middleware, on_subscribe, on_unsubscribe, running_watcher
+from molar_mcp.mcp.live import OrgBus, listen_middleware, on_subscribe, on_unsubscribe, running_watcher
 from molar_mcp.mcp.state import AppState, ClientFactory
-from molar_mcp.mcp.tools import debug_run, diff_traces, get_replay, get_trace, list_traces, replay_trace
+from molar_mcp.mcp.tools import debug_run, diff_traces, get_event, get_replay, get_trace, list_traces, replay_trace
 from molar_mcp.mcp.tools.spec import ToolSpec
 
-TOOL_MODULES = (list_traces, get_trace, debug_run, replay_trace, get_replay, diff_traces)
+TOOL_MODULES = (list_traces, get_trace, get_event, debug_run, replay_trace, get_replay, diff_traces)
 TOOL_SPECS: tuple[ToolSpec, ...] = tuple(m.SPEC for m in TOOL_MODULES)
 
 INSTRUCTIONS = """Molar MCP gives you the recorded traces of test runs and agent runs.
 Start with list_traces (e.g. status="failed", since="24h") to find runs, then get_trace with a
-trace's short_id to see why it failed; get_trace with step=N shows one step's events.
+trace's short_id to see why it failed; get_trace with step=N shows one step's events, and
+get_event(trace_id, seq) one event whole (a body narrowed by path=, searched by find=).
 debug_run gives the detectors' findings (critical step, cited events) and a replay to try.
 replay_trace runs that replay (it starts the app under test with your patches) and says whether the
 failing assertion now passes; get_replay follows a long replay; diff_traces compares two runs.
@@ -29,7 +29,7 @@ Every answer fits a token budget and lists what it left out and how to get it.""
 def create_mcp_server(client_factory: ClientFactory) -> MCPServer[AppState]:
     """Build the server. `client_factory` opens the `TraceClient` for the server's lifetime."""
 
-    bus = InMemorySubscriptionBus()
+    bus = OrgBus()
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -37,8 +37,20 @@ class EventRow(BaseModel):
     detail: str | None = Field(default=None, description="the payload, compacted and masked; may be cut")
 
 
+class PageEvent(NamedTuple):
+    """An event in a page: its message and payload on one line (masked, long values cut with a pointer).
+    Sent as an array `[seq, step, kind, failed, text]`: a page holds many, and keys would repeat."""
+
+    seq: int
+    step: int | None
+    kind: str
+    failed: bool
+    text: str
+
+
 class StepRow(BaseModel):
     step: int
+    path: str | None = Field(default=None, description="a nested step's path (3.2 is the 2nd step inside step 3)")
     title: str | None = None
     ok: bool | None = None
     events: int
@@ -62,19 +74,19 @@ class Artifact(BaseModel):
 
 
 class TraceHeader(BaseModel):
-    id: str
+    id: str | None = Field(default=None, description="UUID (left out of event pages)")
     short_id: str
     status: str
     scenario: str | None = None
     title: str | None = None
     source: str | None = None
     code_sha: str | None = None
-    created_at: str
+    created_at: str | None = None
     duration_ms: int | None = None
     failure_signature: str | None = None
     parent_trace_id: str | None = None
     replay_from_step: int | None = None
-    tier: str
+    tier: str | None = None
     event_count: int
 
 
@@ -87,11 +99,28 @@ class TraceView(BaseModel):
         default_factory=list,
         description="failed events across the trace: HTTP ≥400, errors, failed assertions",
     )
-    step_events: list[EventRow] | None = Field(
-        default=None, description="events of the requested step (or of the whole trace), one page"
+    step_events: list[PageEvent] | None = Field(
+        default=None, description="one page of events, each [seq, step, kind, failed, text]"
     )
     next_offset: int | None = Field(default=None, description="pass as `offset` to get_trace for more step events")
     artifacts: list[Artifact] = Field(default_factory=list)
+    omitted: list[str] = Field(default_factory=list, description="what this answer left out, and how to get it")
+
+
+class EventView(BaseModel):
+    trace_id: str
+    seq: int
+    step: int | None = None
+    kind: str
+    ok: bool | None = None
+    message: str | None = None
+    path: str | None = Field(default=None, description="the JSON path or key the content was narrowed by")
+    find: str | None = Field(default=None, description="the substring the content's lines were searched for")
+    matches: int | None = Field(default=None, description="values at the path, or lines found")
+    total_chars: int = Field(description="length of the whole content (payload, selection or search result)")
+    offset: int = Field(description="first character of `content`")
+    content: str = Field(description="pretty-printed, secrets masked; a text body follows `--- body ---`")
+    next_offset: int | None = Field(default=None, description="pass as `offset` for the next characters")
     omitted: list[str] = Field(default_factory=list, description="what this answer left out, and how to get it")
 
 

@@ -12,7 +12,16 @@ from molar_mcp.models.traces import TraceStatus
 ReplayState = Literal["queued", "running", "succeeded", "failed"]
 ReplayPhase = Literal["queued", "starting_app", "restoring", "running", "recording", "done"]
 TriggeredVia = Literal["api", "mcp", "cli"]
-ReplayErrorCode = Literal["diff_does_not_apply", "app_start_failed", "timeout", "interrupted", "internal_error"]
+ReplayErrorCode = Literal[
+    "diff_does_not_apply",
+    "app_start_failed",
+    "timeout",
+    "output_limit",
+    "run_failed",
+    "sandbox_error",
+    "interrupted",
+    "internal_error",
+]
 PromoteStatus = Literal["committed", "skipped", "failed"]
 
 REPLAY_PHASES: tuple[ReplayPhase, ...] = ("queued", "starting_app", "restoring", "running", "recording", "done")
@@ -65,6 +74,22 @@ class PromoteFixResult(BaseModel):
     commit_sha: str | None = None
     repository: str | None = Field(default=None, description="the git work tree the branch was created in")
     pr_url: str | None = None
+
+
+class ReplayOrigin(BaseModel):
+    """Where a project's trace was recorded: its repository, commit and (for a Playwright test) the test.
+    A replay of it runs that test (or the project's registered command) at that commit (docs/replay.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["playwright", "command"]
+    repo_path: str | None = Field(default=None, max_length=1000, description="the repository's path where it ran")
+    repo_remote: str | None = Field(default=None, max_length=1000, description="its remote URL")
+    commit: str | None = Field(default=None, max_length=64)
+    dirty: bool = Field(default=False, description="recorded from uncommitted changes: the commit alone is not it")
+    project: str | None = Field(default=None, max_length=200, description="Playwright project")
+    file: str | None = Field(default=None, max_length=1000, description="test file, relative to the repository")
+    title_path: list[str] = Field(default_factory=list, max_length=50, description="the test's titles, outer first")
 
 
 class ReplayStatus(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 TraceStatus = Literal["queued", "running", "passed", "failed", "error", "aborted"]
 TraceSource = Literal["pr", "schedule", "manual", "shadow_diff"]
@@ -91,7 +91,14 @@ class TraceListResponse(BaseModel):
 
 
 class StepSummary(BaseModel):
-    """One step of a trace as the store derives it from the events."""
+    """One step of a trace as the store derives it from the events.
+
+    Steps nest (a Playwright `test.step` holding actions, an agent span holding LLM and tool
+    spans). `step` is the number of the step's top-level ancestor (its own number at the top
+    level), so "step 3" names the same events everywhere; `path` names a nested step ("3.2.1").
+    A trace's steps are listed in the order they began, parents before their children; the
+    counts and seqs of a step cover its whole subtree.
+    """
 
     step: int
     step_id: str
@@ -100,6 +107,17 @@ class StepSummary(BaseModel):
     first_seq: int
     last_seq: int
     event_count: int
+    path: str = ""
+    parent_step_id: str | None = None
+    depth: int = Field(default=0, ge=0)
+    category: str | None = None
+    duration_ms: int | None = None
+
+    @model_validator(mode="after")
+    def _top_level_path(self) -> StepSummary:
+        if not self.path:
+            self.path = str(self.step)
+        return self
 
 
 class TraceDetail(TraceListItem):

@@ -77,6 +77,8 @@ class _Step:
 def _steps_of(detail: TraceDetail, events: Sequence[Event]) -> dict[int, _Step]:
     steps: dict[int, _Step] = {}
     for summary in detail.steps:
+        if summary.depth:  # the diff is step-aware at the top level; nested steps fold into theirs
+            continue
         steps[summary.step] = _Step(summary.step, title=summary.title, ok=summary.ok, event_count=summary.event_count)
     hops: dict[int, int] = {}
     seen: dict[tuple[int, str, str], int] = {}

@@ -34,6 +34,8 @@ class StepFact:
     duration_ms: int | None
     event_count: int
     failing: bool
+    path: str = ""
+    depth: int = 0
 
 
 @dataclass(frozen=True)
@@ -127,61 +129,89 @@ def human_size(size: int) -> str:
     return f"{value:.1f} GB"
 
 
-def cut(text: str, limit: int = TEXT_CHARS) -> str:
+def cut(text: str, limit: int = TEXT_CHARS, where: str | None = None) -> str:
+    """`text` cut to `limit` characters; a cut says how much went and, given `where`, where it is whole."""
     text = text.strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…[+{len(text) - limit:,} chars{': ' + where if where else ''}]"
 
 
-def clean(text: str | None, limit: int = TEXT_CHARS) -> str:
+def clean(text: str | None, limit: int = TEXT_CHARS, where: str | None = None) -> str:
     """Masked and cut: the only way free text enters the facts."""
-    return cut(mask_text(text or ""), limit)
+    return cut(mask_text(text or ""), limit, where)
 
 
-def _value(value: Any) -> str | None:
+def event_uri(trace_ref: str, seq: int) -> str:
+    """Where one event is whole (the MCP resource; `GET /v1/traces/{id}/events/{seq}` over REST)."""
+    return f"molar://traces/{trace_ref}/events/{seq}"
+
+
+def _value(value: Any, where: str | None = None) -> str | None:
     if value is None:
         return None
     text = value if isinstance(value, str) else json.dumps(mask(value), ensure_ascii=False, sort_keys=True)
-    return clean(text, VALUE_CHARS)
+    return clean(text, VALUE_CHARS, where)
 
 
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def event_text(ev: Event) -> str:
-    """One line for an event: its message, else what its kind says, else its payload as compact JSON."""
+def event_text(ev: Event, trace_ref: str | None = None) -> str:
+    """One line for an event: its message, else what its kind says, else its payload as compact JSON;
+    cut with a pointer to the whole event when `trace_ref` is given."""
     p = ev.payload
+    where = event_uri(trace_ref, ev.seq) if trace_ref else None
     if ev.message:
-        return clean(ev.message)
+        return clean(ev.message, where=where)
     if ev.kind.startswith("network."):
         method, url, status = p.get("method"), p.get("url"), _int(p.get("status"))
         text = f"{method or ''} {url or ''}".strip()
         if status is not None:
             text += f" → {status}"
         if text:
-            return clean(text)
+            return clean(text, where=where)
     if ev.kind == "console" and isinstance(p.get("text"), str):
-        return clean(p["text"])
+        return clean(p["text"], where=where)
     if isinstance(p.get("title"), str):
-        return clean(p["title"])
-    return clean(json.dumps(mask(p), ensure_ascii=False, sort_keys=True)) if p else ""
+        return clean(p["title"], where=where)
+    return clean(json.dumps(mask(p), ensure_ascii=False, sort_keys=True), where=where) if p else ""
 
 
 def build_facts(detail: TraceDetail, events: Sequence[Event], *, events_total: int | None = None) -> TraceFacts:
     """Extract the facts of `detail` from `events` (its events in seq order; possibly only the first
     `len(events)` of `events_total`)."""
     t0 = events[0].ts if events else None
+    ref = detail.short_id
     by_step: dict[int, list[Event]] = {}
     for ev in events:
         if ev.step is not None:
             by_step.setdefault(ev.step, []).append(ev)
 
-    failing_number = next((s.step for s in detail.steps if s.ok is False), None)
+    failing_number = next((s.step for s in detail.steps if s.ok is False and s.depth == 0), None)
     if failing_number is None:
         failing_number = next((e.step for e in events if e.ok is False and e.step is not None), None)
 
     steps: list[StepFact] = []
     for s in detail.steps:
+        if s.depth:
+            # A nested step: its own times and counts come with it (its events share the top-level number).
+            first = next((e.ts for e in by_step.get(s.step, []) if e.seq >= s.first_seq), None)
+            steps.append(
+                StepFact(
+                    step=s.step,
+                    title=clean(s.title or s.step_id, 200),
+                    ok=s.ok,
+                    offset_ms=None if first is None or t0 is None else first - t0,
+                    duration_ms=s.duration_ms,
+                    event_count=s.event_count,
+                    failing=False,
+                    path=s.path,
+                    depth=s.depth,
+                )
+            )
+            continue
         evs = by_step.get(s.step, [])
         first_ts, last_ts = (evs[0].ts, evs[-1].ts) if evs else (None, None)
         end = next((e for e in reversed(evs) if e.kind == "step.end"), None)
@@ -203,7 +233,7 @@ def build_facts(detail: TraceDetail, events: Sequence[Event], *, events_total: i
 
     def line(ev: Event) -> EventLine:
         offset = None if t0 is None else ev.ts - t0
-        return EventLine(ev.seq, ev.step, offset, ev.kind, ev.ok, event_text(ev))
+        return EventLine(ev.seq, ev.step, offset, ev.kind, ev.ok, event_text(ev, ref))
 
     failed_assertions = [e for e in events if e.kind == "assertion" and e.ok is False]
     assertion_ev = next((e for e in failed_assertions if e.step == failing_number), None) or next(
@@ -212,19 +242,20 @@ def build_facts(detail: TraceDetail, events: Sequence[Event], *, events_total: i
     assertion = None
     if assertion_ev is not None:
         p = assertion_ev.payload
+        whole = event_uri(ref, assertion_ev.seq)
         assertion = AssertionFact(
             seq=assertion_ev.seq,
             step=assertion_ev.step,
-            message=event_text(assertion_ev),
-            expected=_value(p.get("expected")),
-            actual=_value(p.get("actual")),
+            message=event_text(assertion_ev, ref),
+            expected=_value(p.get("expected"), whole),
+            actual=_value(p.get("actual"), whole),
             matcher=_value(p.get("matcher")),
             selector=_value(p.get("selector")),
         )
 
     step_events = by_step.get(failing_number, []) if failing_number is not None else []
-    requests, requests_left_out = keep_first(_requests(events), lambda r: r.failed, REQUESTS_MAX)
-    console, console_left_out = keep_first(_console(events), lambda c: c.level == "error", CONSOLE_MAX)
+    requests, requests_left_out = keep_first(_requests(events, ref), lambda r: r.failed, REQUESTS_MAX)
+    console, console_left_out = keep_first(_console(events, ref), lambda c: c.level == "error", CONSOLE_MAX)
     return TraceFacts(
         trace_id=detail.id,
         short_id=detail.short_id,
@@ -254,7 +285,7 @@ def build_facts(detail: TraceDetail, events: Sequence[Event], *, events_total: i
     )
 
 
-def _requests(events: Sequence[Event]) -> list[RequestFact]:
+def _requests(events: Sequence[Event], ref: str) -> list[RequestFact]:
     """One row per request: its response when there is one, else the request, marked "no response"."""
     answered = {
         e.payload.get("request_id")
@@ -265,7 +296,7 @@ def _requests(events: Sequence[Event]) -> list[RequestFact]:
     for ev in events:
         p = ev.payload
         method = clean(str(p.get("method") or ""), 16)
-        url = clean(str(p.get("url") or ev.message or ""), VALUE_CHARS)
+        url = clean(str(p.get("url") or ev.message or ""), VALUE_CHARS, event_uri(ref, ev.seq))
         if ev.kind == "network.response":
             status = _int(p.get("status"))
             failed = ev.ok is False or (status is not None and status >= 400)
@@ -277,11 +308,11 @@ def _requests(events: Sequence[Event]) -> list[RequestFact]:
                 RequestFact(ev.seq, ev.step, method, url, None, None, ev.ok is False, note="no response recorded")
             )
         elif ev.kind.startswith("network.") and ev.ok is False:
-            rows.append(RequestFact(ev.seq, ev.step, method, url, None, None, True, note=event_text(ev)))
+            rows.append(RequestFact(ev.seq, ev.step, method, url, None, None, True, note=event_text(ev, ref)))
     return rows
 
 
-def _console(events: Sequence[Event]) -> list[ConsoleFact]:
+def _console(events: Sequence[Event], ref: str) -> list[ConsoleFact]:
     rows: list[ConsoleFact] = []
     for ev in events:
         if ev.kind != "console":
@@ -290,7 +321,7 @@ def _console(events: Sequence[Event]) -> list[ConsoleFact]:
         if level == "warn":
             level = "warning"
         if level in CONSOLE_LEVELS or ev.ok is False:
-            rows.append(ConsoleFact(ev.seq, ev.step, level, event_text(ev)))
+            rows.append(ConsoleFact(ev.seq, ev.step, level, event_text(ev, ref)))
     return rows
 
 

@@ -172,9 +172,10 @@ def _events_table(lines: list[EventLine], left_out: int) -> str:
 def _step_item(s: StepFact) -> str:
     cls, mark = _mark(s.ok)
     start = "" if s.offset_ms is None else "+" + seconds(s.offset_ms)
+    nested = f' data-depth="{s.depth}" style="margin-left:{1.2 * s.depth:.1f}em"' if s.depth else ""
     return (
-        f'<li class="{cls}" data-step="{s.step}"><span class="mark">{mark}</span>'
-        f'<span class="num">{s.step}</span><span>{_e(s.title)}</span>'
+        f'<li class="{cls}" data-step="{_e(s.path or str(s.step))}"{nested}><span class="mark">{mark}</span>'
+        f'<span class="num">{_e(s.path or str(s.step))}</span><span>{_e(s.title)}</span>'
         f'<span class="time">{_e(start)}</span><span class="time">{_e(seconds(s.duration_ms))}</span>'
         f'<span class="count">{s.event_count} ev</span></li>'
     )

@@ -106,8 +106,11 @@ def _timeline(f: TraceFacts) -> list[str]:
     out += ["| step | ok | title | start | duration | events |", "|---:|:-:|---|---:|---:|---:|"]
     for s in f.steps:
         title = f"**{md_escape(s.title)}**" if s.failing else md_escape(s.title)
+        title = "↳ " * s.depth + title  # nested steps under their parent
         start = "—" if s.offset_ms is None else "+" + seconds(s.offset_ms)
-        out.append(f"| {s.step} | {_mark(s.ok)} | {title} | {start} | {seconds(s.duration_ms)} | {s.event_count} |")
+        out.append(
+            f"| {s.path or s.step} | {_mark(s.ok)} | {title} | {start} | {seconds(s.duration_ms)} | {s.event_count} |"
+        )
     return [*out, ""]
 
 

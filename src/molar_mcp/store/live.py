@@ -19,6 +19,8 @@ from molar_mcp.store.sqlite import (
     event_from_row,
     find_trace_pk,
     fts_body_from_rows,
+    insert_steps,
+    load_step_tree,
     new_short_id,
     normalize_events,
     scenario_id_for,
@@ -188,14 +190,10 @@ class LiveTraces:
                     seen_keys[key] = item
                 accepted.append(item)
             if accepted:
-                numbers = {
-                    step_id: step
-                    for step_id, step in conn.execute(
-                        "SELECT step_id, step FROM steps WHERE trace_pk = ?", (pk,)
-                    ).fetchall()
-                }
-                events = normalize_events([a.event for a in accepted], numbers)
+                tree = load_step_tree(conn, pk)
+                events = normalize_events([a.event for a in accepted], tree)
                 _insert_events(conn, pk, events, [a.idempotency_key for a in accepted])
+                insert_steps(conn, pk, tree.take_touched())
                 result.stored = events
             result.accepted = len(accepted)
             result.last_seq = last_seq if last_seq >= 0 else None
@@ -248,7 +246,8 @@ class LiveTraces:
 
 
 def _insert_events(conn: Any, pk: int, events: Sequence[Event], keys: Sequence[str | None]) -> None:
-    """Insert appended events and fold them into the trace's steps, counts and kind counts."""
+    """Insert appended events and fold them into the trace's counts and kind counts (the caller
+    writes the steps they touched)."""
     conn.executemany(
         "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload, idempotency_key)"
         " VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -268,24 +267,6 @@ def _insert_events(conn: Any, pk: int, events: Sequence[Event], keys: Sequence[s
             for ev, key in zip(events, keys, strict=True)
         ],
     )
-    for ev in events:
-        if ev.step is None or ev.step_id is None:
-            continue
-        title = (ev.message or ev.payload.get("title")) if ev.kind == "step.start" else None
-        ok: bool | None = None
-        if ev.kind == "step.end" and ev.ok is not None:
-            ok = ev.ok
-        elif ev.ok is False and ev.kind in ("assertion", "error"):
-            ok = False
-        conn.execute(
-            "INSERT INTO steps (trace_pk, step, step_id, title, ok, first_seq, last_seq, event_count)"
-            " VALUES (?,?,?,?,?,?,?,1) ON CONFLICT(trace_pk, step) DO UPDATE SET"
-            " title = coalesce(steps.title, excluded.title),"
-            # As at bundle ingest: step.end says how the step ended; a failed assertion or error fails it.
-            " ok = CASE WHEN excluded.ok IS NULL THEN steps.ok ELSE excluded.ok END,"
-            " last_seq = excluded.last_seq, event_count = steps.event_count + 1",
-            (pk, ev.step, ev.step_id, title, None if ok is None else int(ok), ev.seq, ev.seq),
-        )
     row = conn.execute("SELECT kind_counts, event_count FROM traces WHERE pk = ?", (pk,)).fetchone()
     counts: dict[str, int] = json.loads(row[0])
     for ev in events:

@@ -94,4 +94,9 @@ class TraceStore(Protocol):
         offset: int = 0,
     ) -> EventsResponse: ...
 
+    def get_event(self, org_id: str, trace_ref: str, seq: int) -> Event | None:
+        """One event of a trace, whole, by its seq; None when the trace has no such event (raise
+        `TraceNotFound` when the trace itself is absent from this org)."""
+        ...
+
     def close(self) -> None: ...

@@ -88,4 +88,37 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TABLE traces_fts;
     ALTER TABLE traces_fts_v2 RENAME TO traces_fts;
     """,
+    # 3: nested steps. A step has a parent, a depth and a path ("3.2"); `step` stays the number of
+    # its top-level ancestor, so events keep one indexed step number and "step 3" keeps its meaning.
+    # Steps are keyed by their id (unique in a trace) and listed by `ord`, the order they began.
+    """
+    CREATE TABLE steps_v2 (
+        trace_pk INTEGER NOT NULL REFERENCES traces(pk) ON DELETE CASCADE,
+        step_id TEXT NOT NULL,
+        ord INTEGER NOT NULL,
+        step INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        parent_step_id TEXT,
+        depth INTEGER NOT NULL DEFAULT 0,
+        category TEXT,
+        title TEXT,
+        ok INTEGER,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        event_count INTEGER NOT NULL,
+        start_ts INTEGER,
+        end_ts INTEGER,
+        PRIMARY KEY (trace_pk, step_id)
+    ) WITHOUT ROWID;
+    INSERT INTO steps_v2 (trace_pk, step_id, ord, step, path, parent_step_id, depth, category, title, ok,
+                          first_seq, last_seq, event_count, start_ts, end_ts)
+    SELECT s.trace_pk, s.step_id, s.step - 1, s.step, CAST(s.step AS TEXT), NULL, 0, NULL, s.title, s.ok,
+           s.first_seq, s.last_seq, s.event_count,
+           (SELECT e.ts FROM events e WHERE e.trace_pk = s.trace_pk AND e.seq = s.first_seq),
+           (SELECT e.ts FROM events e WHERE e.trace_pk = s.trace_pk AND e.seq = s.last_seq)
+    FROM steps s;
+    DROP TABLE steps;
+    ALTER TABLE steps_v2 RENAME TO steps;
+    CREATE UNIQUE INDEX steps_order ON steps(trace_pk, ord);
+    """,
 )

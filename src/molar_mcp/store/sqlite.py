@@ -31,6 +31,7 @@ from molar_mcp.store.db import Database
 from molar_mcp.store.port import InvalidCursor, NewTrace, TraceNotFound, TraceQuery
 from molar_mcp.store.schema import MIGRATIONS
 from molar_mcp.store.search import SEARCH_MIGRATIONS, index_text, search, streaming_match
+from molar_mcp.store.steps import STEP_COLUMNS, StepNode, StepTree
 
 _SHORT_ALPHABET = string.ascii_letters + string.digits
 # Event kinds whose text goes into the full-text index besides the trace's own fields.
@@ -77,15 +78,19 @@ def derived_ok(ev: Event) -> bool | None:
     return None
 
 
-def normalize_events(events: Sequence[Event], numbers: dict[str, int] | None = None) -> list[Event]:
-    """Number steps 1, 2, … in the order their `step_id` first appears (docs/bundle-format.md),
-    continuing `numbers` (step id → number, updated in place), and fill in `ok` where the payload
-    decides it, so "failed events" is one indexed query."""
-    numbers = {} if numbers is None else numbers
+def normalize_events(events: Sequence[Event], tree: StepTree | None = None) -> list[Event]:
+    """Number the events' steps (top-level steps 1, 2, … in order; a nested step's events carry
+    their top-level ancestor's number; docs/bundle-format.md), growing `tree`, and fill in `ok` where
+    the payload decides it, so "failed events" is one indexed query."""
+    tree = StepTree() if tree is None else tree
     out: list[Event] = []
     for ev in events:
-        number = None if ev.step_id is None else numbers.setdefault(ev.step_id, len(numbers) + 1)
+        node = tree.number(ev.step_id, ev.kind, ev.payload)
         ok = derived_ok(ev)
+        number = None
+        if node is not None:
+            number = node.step
+            tree.observe(node, seq=ev.seq, ts=ev.ts, kind=ev.kind, ok=ok, message=ev.message, payload=ev.payload)
         out.append(ev if ev.step == number and ev.ok == ok else ev.model_copy(update={"step": number, "ok": ok}))
     return out
 
@@ -93,14 +98,18 @@ def normalize_events(events: Sequence[Event], numbers: dict[str, int] | None = N
 EventRow = tuple[int, int, str, str | None, int | None, int | None, str | None, str]
 
 
-def event_rows(events: Sequence[Event], numbers: dict[str, int] | None = None) -> list[EventRow]:
+def event_rows(events: Sequence[Event], tree: StepTree | None = None) -> list[EventRow]:
     """The rows `normalize_events` would give, built directly: a bundle's 10,000 events skip 10,000
-    model copies (the ingest hot path; bench/README.md)."""
-    numbers = {} if numbers is None else numbers
+    model copies (the ingest hot path; bench/README.md). Grows `tree` as it goes."""
+    tree = StepTree() if tree is None else tree
     rows: list[EventRow] = []
     for ev in events:
-        number = None if ev.step_id is None else numbers.setdefault(ev.step_id, len(numbers) + 1)
+        node = tree.number(ev.step_id, ev.kind, ev.payload)
         ok = derived_ok(ev)
+        number = None
+        if node is not None:
+            number = node.step
+            tree.observe(node, seq=ev.seq, ts=ev.ts, kind=ev.kind, ok=ok, message=ev.message, payload=ev.payload)
         payload = pydantic_core.to_json(ev.payload).decode() if ev.payload else "{}"
         rows.append((ev.seq, ev.ts, ev.kind, ev.step_id, number, None if ok is None else int(ok), ev.message, payload))
     return rows
@@ -192,7 +201,8 @@ class SqliteTraceStore:
 
     def add_trace(self, org_id: str, trace: NewTrace, blobs: dict[str, bytes]) -> tuple[str, str]:
         events = trace.events
-        rows = event_rows(events)
+        tree = StepTree()
+        rows = event_rows(events, tree)
         # Check every blob before anything is written: a refused trace leaves no file behind.
         for sha, data in blobs.items():
             actual = hashlib.sha256(data).hexdigest()
@@ -241,11 +251,7 @@ class SqliteTraceStore:
                 " VALUES (?,?,?,?,?,?,?,?,?)",
                 [(pk, *row) for row in rows],
             )
-            conn.executemany(
-                "INSERT INTO steps (trace_pk, step, step_id, title, ok, first_seq, last_seq, event_count)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                [(pk, *row) for row in _summarise_steps(events, rows)],
-            )
+            insert_steps(conn, pk, tree.ordered())
             conn.executemany(
                 "INSERT INTO artifacts (trace_pk, position, kind, sha256, name, content_type, size)"
                 " VALUES (?,?,?,?,?,?,?)",
@@ -331,11 +337,7 @@ class SqliteTraceStore:
         with self.db.read() as conn:
             row = find_trace_row(conn, org_id, trace_ref)
             pk = row[0]
-            steps = conn.execute(
-                "SELECT step, step_id, title, ok, first_seq, last_seq, event_count FROM steps"
-                " WHERE trace_pk = ? ORDER BY step",
-                (pk,),
-            ).fetchall()
+            steps = conn.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE trace_pk = ? ORDER BY ord", (pk,)).fetchall()
             artifacts = conn.execute(
                 "SELECT kind, sha256, name, content_type, size FROM artifacts WHERE trace_pk = ? ORDER BY position",
                 (pk,),
@@ -353,18 +355,7 @@ class SqliteTraceStore:
             blob_count=row[19],
             event_count=row[20],
             event_counts=json.loads(row[21]),
-            steps=[
-                StepSummary(
-                    step=s[0],
-                    step_id=s[1],
-                    title=s[2],
-                    ok=None if s[3] is None else bool(s[3]),
-                    first_seq=s[4],
-                    last_seq=s[5],
-                    event_count=s[6],
-                )
-                for s in steps
-            ],
+            steps=[step_summary(s) for s in steps],
             artifacts=[ArtifactRef(kind=a[0], sha256=a[1], name=a[2], content_type=a[3], size=a[4]) for a in artifacts],
         )
 
@@ -384,23 +375,9 @@ class SqliteTraceStore:
             pk = find_trace_row(conn, org_id, trace_ref)[0]
             args: list[Any] = [pk]
             if step is not None:
-                # `step` is a step number ("7") or a step id ("checkout"); both may match.
-                # ASCII only: "²".isdigit() is true yet int() refuses it; and a number past
-                # SQLite's integer range can only name a step id.
-                number = int(step) if step.isascii() and step.isdigit() else None
-                if number is not None and number <= _MAX_SQLITE_INT:
-                    found = conn.execute(
-                        "SELECT step FROM steps WHERE trace_pk = ? AND (step = ? OR step_id = ?)",
-                        (pk, number, step),
-                    ).fetchall()
-                else:
-                    found = conn.execute(
-                        "SELECT step FROM steps WHERE trace_pk = ? AND step_id = ?", (pk, step)
-                    ).fetchall()
-                # Resolved to step numbers first, so the events query uses the (trace_pk, step) index.
-                numbers = [r[0] for r in found]
-                where.append(f"step IN ({', '.join('?' * len(numbers))})" if numbers else "0")
-                args.extend(numbers)
+                where_step, step_args = step_filter(conn, pk, step)
+                where.append(where_step)
+                args.extend(step_args)
             if kind is not None:
                 # `network` matches `network.request` and `network.response`: kinds are dotted families.
                 where.append("(kind = ? OR kind LIKE ? ESCAPE '\\')")
@@ -417,25 +394,86 @@ class SqliteTraceStore:
         events = [event_from_row(r) for r in rows]
         return EventsResponse.model_construct(events=events, total=total, offset=offset, limit=limit)
 
+    def get_event(self, org_id: str, trace_ref: str, seq: int) -> Event | None:
+        if not 0 <= seq <= _MAX_SQLITE_INT:
+            return None
+        with self.db.read() as conn:
+            pk = find_trace_row(conn, org_id, trace_ref)[0]
+            row = conn.execute(
+                f"SELECT {EVENT_SELECT} FROM events WHERE trace_pk = ? AND seq = ?", (pk, seq)
+            ).fetchone()
+        return event_from_row(row) if row is not None else None
 
-def _summarise_steps(events: Sequence[Event], rows: Sequence[EventRow]) -> list[tuple[Any, ...]]:
-    """Per-step rows of the `steps` table from a whole trace's events and their normalised rows."""
-    steps: dict[int, list[Any]] = {}  # step → [step_id, title, ok, first, last, count]
-    for ev, (seq, _, kind, step_id, step, ok, message, _) in zip(events, rows, strict=True):
-        if step is None or step_id is None:
-            continue
-        s = steps.get(step)
-        if s is None:
-            s = steps[step] = [step_id, None, None, seq, seq, 0]
-        s[4] = seq
-        s[5] += 1
-        if kind == "step.start" and s[1] is None:
-            s[1] = message or ev.payload.get("title")
-        elif kind == "step.end" and ok is not None:
-            s[2] = ok
-        elif ok == 0 and kind in ("assertion", "error"):
-            s[2] = 0
-    return [(n, *s) for n, s in sorted(steps.items())]
+
+def insert_steps(conn: Any, pk: int | None, nodes: Sequence[StepNode]) -> None:
+    """Write (or rewrite) step rows of a trace."""
+    conn.executemany(
+        f"INSERT OR REPLACE INTO steps (trace_pk, {STEP_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        [(pk, *n.row()) for n in nodes],
+    )
+
+
+def load_step_tree(conn: Any, pk: int) -> StepTree:
+    """A stored trace's step tree, to continue it with appended events."""
+    return StepTree(conn.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE trace_pk = ?", (pk,)).fetchall())
+
+
+def step_summary(r: Sequence[Any]) -> StepSummary:
+    """A `StepSummary` from a row of `STEP_COLUMNS`."""
+    start, end = r[12], r[13]
+    return StepSummary(
+        step_id=r[0],
+        step=r[2],
+        path=r[3],
+        parent_step_id=r[4],
+        depth=r[5],
+        category=r[6],
+        title=r[7],
+        ok=None if r[8] is None else bool(r[8]),
+        first_seq=r[9],
+        last_seq=r[10],
+        event_count=r[11],
+        duration_ms=None if start is None or end is None else max(0, end - start),
+    )
+
+
+def step_filter(conn: Any, pk: int, step: str) -> tuple[str, list[Any]]:
+    """The events condition for `?step=`: a top-level number ("7"), a path ("7.2") or a step id.
+
+    A top-level step selects its whole subtree by the indexed top-level number; a nested step selects
+    the events of its subtree by step id. Unknown steps select nothing."""
+    number = int(step) if step.isascii() and step.isdigit() else None
+    # ASCII only: "²".isdigit() is true yet int() refuses it; a number past SQLite's integer range
+    # can only name a step id.
+    if number is not None and number <= _MAX_SQLITE_INT:
+        found = conn.execute(
+            "SELECT path, depth, step FROM steps WHERE trace_pk = ? AND ((depth = 0 AND step = ?) OR step_id = ?)",
+            (pk, number, step),
+        ).fetchall()
+    else:
+        found = conn.execute(
+            "SELECT path, depth, step FROM steps WHERE trace_pk = ? AND (path = ? OR step_id = ?)", (pk, step, step)
+        ).fetchall()
+    tops = sorted({r[2] for r in found if r[1] == 0})
+    nested = [r for r in found if r[1] > 0 and r[2] not in tops]
+    clauses: list[str] = []
+    args: list[Any] = []
+    if tops:
+        clauses.append(f"step IN ({', '.join('?' * len(tops))})")
+        args.extend(tops)
+    for path, _, top in nested:
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT step_id FROM steps WHERE trace_pk = ? AND step = ? AND (path = ? OR path LIKE ? ESCAPE '\\')",
+                (pk, top, path, _like_prefix(path + ".")),
+            ).fetchall()
+        ]
+        clauses.append(f"(step = ? AND step_id IN ({', '.join('?' * len(ids))}))")
+        args.extend([top, *ids])
+    if not clauses:
+        return "0", []
+    return "(" + " OR ".join(clauses) + ")", args
 
 
 def fts_body_from_rows(parts: list[str], rows: Sequence[tuple[str, int | None, str | None]]) -> str:

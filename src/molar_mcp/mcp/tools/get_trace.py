@@ -7,13 +7,15 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, ContentBlock, ResourceLink, TextContent, ToolAnnotations
 from pydantic import Field
 
+from molar_mcp.client import TraceClient
 from molar_mcp.mcp.errors import store_errors
+from molar_mcp.mcp.pages import build_events_page, page_size
 from molar_mcp.mcp.render import build_trace_view, link_block, structured
 from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
 from molar_mcp.mcp.tools.spec import ToolSpec
 from molar_mcp.mcp.views import TraceView
-from molar_mcp.models import Event, EventsResponse, TraceDetail
+from molar_mcp.models import EventsResponse, TraceDetail
 
 SPEC = ToolSpec(
     name="get_trace",
@@ -30,7 +32,6 @@ responses with bodies, assertions, logs), call again with step=N; page with offs
 a token budget and its `omitted` list says exactly what was left out and which call returns it."""
 
 NOTABLE_LIMIT = 12
-PAGE_LIMIT = 40
 
 
 async def get_trace(
@@ -38,7 +39,9 @@ async def get_trace(
     trace_id: Annotated[str, Field(min_length=1, max_length=64, description="short_id or UUID of the trace")],
     step: Annotated[
         int | str | None,
-        Field(description="a step number (as in the steps overview) or step id: return that step's events"),
+        Field(
+            description="a step number or nested path (3.2) as in the steps overview, or a step id: that step's events"
+        ),
     ] = None,
     kind: Annotated[
         str | None,
@@ -55,13 +58,13 @@ async def get_trace(
 ) -> Annotated[CallToolResult, TraceView]:
     client = client_of(ctx)
     step_arg = None if step is None else str(step)
-    want_page = step is not None or events or kind is not None
+    if step is not None or events or kind is not None:
+        return await _page(client, trace_id, step_arg, kind, offset, max_tokens)
     detail: TraceDetail | None = None
     failing: EventsResponse | None = None
-    page: EventsResponse | None = None
 
     async with store_errors(trace_id=trace_id):
-        # The three reads are independent: run them together.
+        # The two reads are independent: run them together.
         async def load_detail() -> None:
             nonlocal detail
             detail = await client.get_trace(trace_id)
@@ -70,31 +73,42 @@ async def get_trace(
             nonlocal failing
             failing = await client.get_events(trace_id, ok=False, limit=NOTABLE_LIMIT)
 
-        async def load_page() -> None:
-            nonlocal page
-            page = await client.get_events(trace_id, step=step_arg, kind=kind, limit=PAGE_LIMIT, offset=offset)
-
         async with anyio.create_task_group() as tg:
             tg.start_soon(load_detail)
             tg.start_soon(load_failing)
-            if want_page:
-                tg.start_soon(load_page)
     assert detail is not None
     assert failing is not None
-    page_events: list[Event] | None = page.events if page is not None else None
-    view, text = build_trace_view(
-        detail,
-        failing.events,
-        failing.total,
-        page_events,
-        page.total if page is not None else 0,
-        offset,
-        step_arg,
-        max_tokens,
-    )
+    view, text = build_trace_view(detail, failing.events, failing.total, None, 0, offset, None, max_tokens)
     content: list[ContentBlock] = [TextContent(type="text", text=text)]
     content.extend(ResourceLink.model_validate(link_block(a)) for a in view.artifacts)
     return CallToolResult(content=content, structured_content=structured(view))
+
+
+async def _page(
+    client: TraceClient, trace_id: str, step_arg: str | None, kind: str | None, offset: int, max_tokens: int
+) -> CallToolResult:
+    """A page of events: what was asked, without the summary again."""
+    detail: TraceDetail | None = None
+    page: EventsResponse | None = None
+    async with store_errors(trace_id=trace_id):
+
+        async def load_detail() -> None:
+            nonlocal detail
+            detail = await client.get_trace(trace_id)
+
+        async def load_page() -> None:
+            nonlocal page
+            page = await client.get_events(
+                trace_id, step=step_arg, kind=kind, limit=page_size(max_tokens), offset=offset
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(load_detail)
+            tg.start_soon(load_page)
+    assert detail is not None
+    assert page is not None
+    view, text = build_events_page(detail, page.events, page.total, offset, step_arg, kind, max_tokens)
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured(view))
 
 
 def register(server: MCPServer[Any]) -> None:

@@ -1,0 +1,104 @@
+"""Artifacts can never run as a page of the server's origin (it is the authorization server's too):
+uploaded HTML or SVG is a download of opaque bytes, every signed response is `nosniff` and CSP-sandboxed,
+and the login cookie is never sent to the blob URLs."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx2
+import pytest
+
+from tests.auth.conftest import hidden_fields
+from tests.bundles import artifact_for, make_bundle, summary
+from tests.security.conftest import Secured
+
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
+
+HTML = b"<html><body><script>fetch('/api/oauth/authorize').then(r=>r.text()).then(alert)</script></body></html>"
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(document.cookie)</script></svg>'
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(200))
+TEXT = b"plain log line\n<script>alert(1)</script>\n"
+JSON = b'{"a": 1}'
+
+CASES: dict[str, tuple[bytes, str, str, str]] = {
+    # name: (bytes, declared content_type, served content type, disposition)
+    "page.html": (HTML, "text/html", "application/octet-stream", "attachment"),
+    "drawing.svg": (SVG, "image/svg+xml", "application/octet-stream", "attachment"),
+    "page.xhtml": (HTML, "application/xhtml+xml", "application/octet-stream", "attachment"),
+    "unknown.bin": (HTML, "application/x-unknown", "application/octet-stream", "attachment"),
+    "page.txt.html": (HTML, "text/html; charset=utf-8", "application/octet-stream", "attachment"),
+    "shot.png": (PNG, "image/png", "image/png", "inline"),
+    "log.txt": (TEXT, "text/plain", "text/plain; charset=utf-8", "inline"),
+    "data.json": (JSON, "application/json", "application/json; charset=utf-8", "inline"),
+}
+
+
+async def _ingest(http: httpx2.AsyncClient, blobs: dict[str, bytes], artifacts: list[dict[str, Any]]) -> str:
+    bundle = make_bundle(summary(artifacts=artifacts), blobs=blobs)
+    files = {"bundle": ("b.tar.gz", bundle, "application/gzip")}
+    response = await http.post("/v1/traces/ingest", files=files, data={"scenario_slug": "artifact-xss"})
+    assert response.status_code == 201, response.text
+    trace_id: str = response.json()["trace_id"]
+    return trace_id
+
+
+async def test_uploaded_html_and_svg_are_served_as_downloads_in_a_csp_sandbox(secured: Secured) -> None:
+    async with secured.http(secured.key_all) as http:
+        for name, (data, declared, served, disposition) in CASES.items():
+            art = artifact_for(data, kind="attachment", name=name) | ({"content_type": declared} if declared else {})
+            trace_id = await _ingest(http, {name: data}, [art])
+            redirect = await http.get(f"/v1/traces/{trace_id}/blob/{art['sha256']}")
+            assert redirect.status_code == 302
+            location = urlsplit(redirect.headers["location"])
+            async with httpx2.AsyncClient(base_url=secured.base) as anonymous:  # signed URLs need no credential
+                blob = await anonymous.get(f"{location.path}?{location.query}")
+            assert blob.status_code == 200, name
+            assert blob.content == data
+            assert blob.headers["content-type"] == served, name
+            assert blob.headers["content-disposition"].startswith(disposition), name
+            assert blob.headers["x-content-type-options"] == "nosniff"
+            assert blob.headers["content-security-policy"].startswith("sandbox"), name
+
+
+async def test_signed_exports_are_sandboxed_too(secured: Secured) -> None:
+    async with secured.http(secured.key_all) as http:
+        listed = (await http.get("/v1/traces", params={"limit": 1})).json()["items"][0]
+        urls = (await http.get(f"/v1/traces/{listed['id']}")).json()["signed_urls"]
+        for kind in ("ndjson", "summary", "report"):
+            parts = urlsplit(urls[kind])
+            response = await http.get(f"{parts.path}?{parts.query}")
+            assert response.status_code == 200
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert response.headers["content-security-policy"].startswith("sandbox")
+
+
+async def test_the_login_cookie_is_not_sent_to_blob_or_api_urls(secured: Secured) -> None:
+    async with httpx2.AsyncClient(base_url=secured.base, follow_redirects=False) as browser:
+        page = await browser.get("/api/oauth/authorize", params={"client_id": "nobody", "response_type": "code"})
+        assert page.status_code in (200, 400)
+        # A login page hands out the session cookie; the browser's jar decides where it goes.
+        login = await browser.get(
+            "/api/oauth/authorize",
+            params={
+                "client_id": (await _register(browser))["client_id"],
+                "response_type": "code",
+                "redirect_uri": "http://127.0.0.1:7777/callback",
+                "code_challenge": "x" * 43,
+                "code_challenge_method": "S256",
+            },
+        )
+        assert "csrf_token" in hidden_fields(login.text)
+        paths = sorted(cookie.path for cookie in browser.cookies.jar)
+    assert paths == ["/api/oauth", "/r"]
+
+
+async def _register(http: httpx2.AsyncClient) -> dict[str, Any]:
+    response = await http.post(
+        "/api/oauth/register",
+        json={"client_name": "probe", "redirect_uris": ["http://127.0.0.1:7777/callback"]},
+    )
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result

@@ -1,0 +1,130 @@
+"""Org isolation of live-trace updates over real HTTP: another org's subscriber is refused with the
+protocol's not-found error (both eras) and never hears of the trace; a stream of a revoked key stops
+within seconds."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from mcp.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, ResourceUpdatedNotification
+
+from tests.security.conftest import EVERY_SCOPE, Secured, cli
+
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
+
+TS = 1_763_629_200_000
+
+
+@asynccontextmanager
+async def mcp_as(secured: Secured, key: str, mode: str, **kwargs: Any) -> AsyncIterator[Client]:
+    async with (
+        httpx2.AsyncClient(headers={"authorization": f"Bearer {key}"}, timeout=30.0) as http,
+        Client(streamable_http_client(secured.mcp_url, http_client=http), mode=mode, **kwargs) as client,  # type: ignore[arg-type]
+    ):
+        yield client
+
+
+async def live_trace(secured: Secured, key: str) -> str:
+    async with secured.http(key) as http:
+        created = await http.post("/v1/traces", json={"scenario_slug": "isolation-live"})
+        assert created.status_code == 201, created.text
+        short_id: str = created.json()["short_id"]
+        return short_id
+
+
+async def append(secured: Secured, key: str, trace: str, first: int, count: int) -> None:
+    events = [{"seq": s, "ts": TS + s, "kind": "log", "message": f"{s}"} for s in range(first, first + count)]
+    async with secured.http(key) as http:
+        response = await http.post(f"/v1/traces/{trace}/events", json={"events": events})
+        assert response.status_code in (200, 202), response.text
+
+
+async def test_another_org_cannot_listen_to_a_followed_trace(secured: Secured) -> None:
+    trace = await live_trace(secured, secured.key_all)
+    uri = f"molar://traces/{trace}"
+    async with (
+        mcp_as(secured, secured.key_all, "2026-07-28") as owner,
+        owner.listen(resource_subscriptions=[uri]) as sub,
+    ):
+        async with mcp_as(secured, secured.key_other, "2026-07-28") as intruder:
+            with pytest.raises(MCPError) as refused:
+                async with intruder.listen(resource_subscriptions=[uri]):
+                    pass
+            missing = f"molar://traces/{'0' * 12}"
+            with pytest.raises(MCPError) as absent:
+                async with intruder.listen(resource_subscriptions=[missing]):
+                    pass
+        await append(secured, secured.key_all, trace, 0, 2)
+        with anyio.fail_after(15):
+            event = await sub.__anext__()
+    assert str(event.uri) == uri  # type: ignore[attr-defined]
+    assert refused.value.error.code == INVALID_PARAMS
+    assert absent.value.error.code == INVALID_PARAMS
+    # The same words for another org's trace and for none: nothing tells the intruder it exists.
+    assert refused.value.error.message.replace(trace, "X") == absent.value.error.message.replace("0" * 12, "X")
+
+
+async def test_another_org_cannot_subscribe_on_the_2025_wire_and_hears_nothing(secured: Secured) -> None:
+    trace = await live_trace(secured, secured.key_all)
+    uri = f"molar://traces/{trace}"
+    heard: dict[str, list[str]] = {"owner": [], "intruder": []}
+    got = anyio.Event()
+
+    def handler(who: str) -> Any:
+        async def on_message(message: Any) -> None:
+            if isinstance(message, ResourceUpdatedNotification):
+                heard[who].append(str(message.params.uri))
+                if who == "owner":
+                    got.set()
+
+        return on_message
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # resources/subscribe is the 2025-era API
+        async with (
+            mcp_as(secured, secured.key_all, "legacy", message_handler=handler("owner")) as owner,
+            mcp_as(secured, secured.key_other, "legacy", message_handler=handler("intruder")) as intruder,
+        ):
+            await owner.subscribe_resource(uri)
+            with pytest.raises(MCPError) as refused:
+                await intruder.subscribe_resource(uri)
+            await append(secured, secured.key_all, trace, 0, 1)
+            with anyio.fail_after(15):
+                await got.wait()
+            await anyio.sleep(0.5)
+    assert refused.value.error.code == INVALID_PARAMS
+    assert uri in heard["owner"]
+    assert heard["intruder"] == []
+
+
+def _key_id(secured: Secured, name: str) -> str:
+    listing = cli(secured.served.data_dir, "keys", "list")
+    line = next(line for line in listing.splitlines() if name in line)
+    return next(word for word in line.split() if word.startswith("key_"))
+
+
+async def test_a_stream_of_a_revoked_key_stops_within_seconds(secured: Secured) -> None:
+    key = cli(secured.served.data_dir, "keys", "create", "--scopes", EVERY_SCOPE, "--name", "soon-revoked")
+    trace = await live_trace(secured, secured.key_all)
+    uri = f"molar://traces/{trace}"
+    async with mcp_as(secured, key, "2026-07-28") as client, client.listen(resource_subscriptions=[uri]) as sub:
+        cli(secured.served.data_dir, "keys", "revoke", _key_id(secured, "soon-revoked"))
+        revoked_at = time.monotonic()
+        with anyio.fail_after(10):
+            try:
+                async for _ in sub:
+                    pass
+            except Exception as exc:  # a dropped stream (SubscriptionLost) is a stop too
+                print("stream ended:", type(exc).__name__)
+        stopped_after = time.monotonic() - revoked_at
+    assert stopped_after < 6
