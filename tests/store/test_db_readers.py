@@ -5,17 +5,29 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 
 from molar_mcp.store import LOCAL_ORG_ID, NewTrace, SqliteTraceStore, TraceQuery
 
 
-def test_a_read_runs_while_a_write_transaction_is_open(store: SqliteTraceStore) -> None:
-    kept, _ = store.add_trace(LOCAL_ORG_ID, NewTrace(scenario_slug="kept", status="passed"), {})
+@pytest.fixture
+def embedded_store(tmp_path: Path) -> Iterator[SqliteTraceStore]:
+    """The embedded store's `Database` (PostgreSQL has a pool of its own)."""
+    s = SqliteTraceStore(tmp_path / "data")
+    yield s
+    s.close()
+
+
+def test_a_read_runs_while_a_write_transaction_is_open(embedded_store: SqliteTraceStore) -> None:
+    kept, _ = embedded_store.add_trace(LOCAL_ORG_ID, NewTrace(scenario_slug="kept", status="passed"), {})
     inside = threading.Event()
     release = threading.Event()
 
     def long_write() -> None:
-        with store.db.tx() as conn:
+        with embedded_store.db.tx() as conn:
             conn.execute("UPDATE traces SET status = 'failed'")
             inside.set()
             release.wait(10)
@@ -26,8 +38,8 @@ def test_a_read_runs_while_a_write_transaction_is_open(store: SqliteTraceStore) 
     try:
         assert inside.wait(10)
         started = time.perf_counter()
-        items = store.list_traces(LOCAL_ORG_ID, TraceQuery()).items
-        detail = store.get_trace(LOCAL_ORG_ID, kept)
+        items = embedded_store.list_traces(LOCAL_ORG_ID, TraceQuery()).items
+        detail = embedded_store.get_trace(LOCAL_ORG_ID, kept)
         assert time.perf_counter() - started < 2  # not behind the writer's lock
         # The uncommitted update does not show.
         assert [i.status for i in items] == ["passed"]
@@ -37,24 +49,24 @@ def test_a_read_runs_while_a_write_transaction_is_open(store: SqliteTraceStore) 
         writer.join(10)
 
 
-def test_a_read_inside_a_write_sees_the_write(store: SqliteTraceStore) -> None:
-    with store.db.tx() as conn:
+def test_a_read_inside_a_write_sees_the_write(embedded_store: SqliteTraceStore) -> None:
+    with embedded_store.db.tx() as conn:
         conn.execute(
             "INSERT INTO traces (id, short_id, org_id, status, created_ms) VALUES ('x', 'x', ?, 'queued', 1)",
             (LOCAL_ORG_ID,),
         )
-        with store.db.read() as reader:
+        with embedded_store.db.read() as reader:
             assert reader.execute("SELECT count(*) FROM traces").fetchone()[0] == 1
 
 
-def test_many_threads_read_at_once_and_the_store_closes_cleanly(store: SqliteTraceStore) -> None:
-    store.add_trace(LOCAL_ORG_ID, NewTrace(scenario_slug="one", status="passed"), {})
+def test_many_threads_read_at_once_and_the_store_closes_cleanly(embedded_store: SqliteTraceStore) -> None:
+    embedded_store.add_trace(LOCAL_ORG_ID, NewTrace(scenario_slug="one", status="passed"), {})
     errors: list[BaseException] = []
 
     def read() -> None:
         try:
             for _ in range(20):
-                assert len(store.list_traces(LOCAL_ORG_ID, TraceQuery(q="one")).items) == 1
+                assert len(embedded_store.list_traces(LOCAL_ORG_ID, TraceQuery(q="one")).items) == 1
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 

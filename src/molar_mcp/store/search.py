@@ -104,7 +104,10 @@ _tokenizer = _Tokenizer()
 
 
 def remember_words(conn: sqlite3.Connection, texts: Sequence[str]) -> None:
-    """Add the words of `texts` to `search_terms`. Call it wherever text goes into `traces_fts`."""
+    """Add the words of `texts` to `search_terms`. Call it wherever text goes into `traces_fts`.
+    The embedded store only: on PostgreSQL (`store/postgres`) a prefix is a `tsquery` of its own."""
+    if not isinstance(conn, sqlite3.Connection):
+        return
     words = {w for ws in _tokenizer.words(texts) for w in ws}
     conn.executemany("INSERT OR IGNORE INTO search_terms (term) VALUES (?)", ((w,) for w in words))
 

@@ -166,8 +166,10 @@ def find_trace_row(conn: sqlite3.Connection, org_id: str, trace_ref: str) -> tup
     column = "short_id"
     if _looks_like_uuid(trace_ref):
         column, trace_ref = "id", str(uuid.UUID(trace_ref))
+    # A PostgreSQL writer locks the row (`row_lock`), as SQLite's BEGIN IMMEDIATE serialises writers.
+    lock = getattr(conn, "row_lock", "")
     row = conn.execute(
-        f"SELECT {_TRACE_COLUMNS} FROM traces WHERE {column} = ? AND org_id = ?", (trace_ref, org_id)
+        f"SELECT {_TRACE_COLUMNS} FROM traces WHERE {column} = ? AND org_id = ?{lock}", (trace_ref, org_id)
     ).fetchone()
     if row is None:
         raise TraceNotFound(trace_ref)
@@ -262,10 +264,17 @@ class SqliteTraceStore:
             # when a blob fails to write, the rows roll back. Blobs are content-addressed, so one
             # written by a transaction that then fails is harmless.
             for data in blobs.values():
-                self.blobs.put(data)
+                self.blobs.put(data, org_id)
         return trace_id, short_id
 
     # ---- reads --------------------------------------------------------------------------------
+
+    def text_filter(self, q: str) -> tuple[str, str] | None:
+        """The condition on `t.pk` (and its one parameter) that keeps traces whose text matches `q`."""
+        match = fts_query(q)
+        if not match:
+            return None
+        return "t.pk IN (SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?)", match
 
     def list_traces(self, org_id: str, query: TraceQuery) -> TraceListResponse:
         where = ["t.org_id = ?"]
@@ -300,32 +309,19 @@ class SqliteTraceStore:
         if query.created_to is not None:
             newest = min(newest if newest is not None else _MAX_SQLITE_INT, _ms(query.created_to) - 1)
         words = fts_words(query.q) if query.q else []
-        if words:
-            # Text search stops after `limit` hits in time order (store/search.py).
-            oldest = _ms(query.created_from) if query.created_from is not None else None
-            with self.db.read() as conn:
-                match = streaming_match(conn, words)
-                found = (
-                    []
-                    if match is None
-                    else search(
-                        conn,
-                        f"t.pk, t.created_ms, {_prefixed(_TRACE_COLUMNS, 't')}",
-                        where,
-                        args,
-                        match,
-                        query.limit + 1,
-                        newest_ms=newest,
-                        oldest_ms=oldest,
-                    )
+        with self.db.read() as conn:
+            if words and isinstance(conn, sqlite3.Connection):
+                # The embedded store's search stops after `limit` hits in time order (store/search.py).
+                rows = _search_sqlite(conn, where, args, words, query, newest)
+            else:
+                text_filter = self.text_filter(query.q) if words and query.q else None
+                if text_filter is not None:
+                    where.append(text_filter[0])
+                    args.append(text_filter[1])
+                sql = (
+                    f"SELECT {_prefixed(_TRACE_COLUMNS, 't')} FROM traces t WHERE {' AND '.join(where)}"
+                    " ORDER BY t.created_ms DESC, t.pk DESC LIMIT ?"
                 )
-            rows = [r[2:] for r in found]
-        else:
-            sql = (
-                f"SELECT {_prefixed(_TRACE_COLUMNS, 't')} FROM traces t WHERE {' AND '.join(where)}"
-                " ORDER BY t.created_ms DESC, t.pk DESC LIMIT ?"
-            )
-            with self.db.read() as conn:
                 rows = conn.execute(sql, [*args, query.limit + 1]).fetchall()
         more = len(rows) > query.limit
         rows = rows[: query.limit]
@@ -405,6 +401,30 @@ class SqliteTraceStore:
         return event_from_row(row) if row is not None else None
 
 
+def _search_sqlite(
+    conn: sqlite3.Connection,
+    where: list[str],
+    args: list[Any],
+    words: list[str],
+    query: TraceQuery,
+    newest: int | None,
+) -> list[tuple[Any, ...]]:
+    match = streaming_match(conn, words)
+    if match is None:
+        return []
+    found = search(
+        conn,
+        f"t.pk, t.created_ms, {_prefixed(_TRACE_COLUMNS, 't')}",
+        where,
+        args,
+        match,
+        query.limit + 1,
+        newest_ms=newest,
+        oldest_ms=_ms(query.created_from) if query.created_from is not None else None,
+    )
+    return [r[2:] for r in found]
+
+
 def insert_steps(conn: Any, pk: int | None, nodes: Sequence[StepNode]) -> None:
     """Write (or rewrite) step rows of a trace."""
     conn.executemany(
@@ -472,7 +492,7 @@ def step_filter(conn: Any, pk: int, step: str) -> tuple[str, list[Any]]:
         clauses.append(f"(step = ? AND step_id IN ({', '.join('?' * len(ids))}))")
         args.extend([top, *ids])
     if not clauses:
-        return "0", []
+        return "1 = 0", []
     return "(" + " OR ".join(clauses) + ")", args
 
 
