@@ -26,6 +26,7 @@ from molar_mcp.store.analysis import SqliteAnalysisStore
 from molar_mcp.store.chats import SqliteChatStore
 from molar_mcp.store.live import LiveTraces
 from molar_mcp.store.replays import ReplayStore
+from molar_mcp.store.runs import SqliteRunStore
 from molar_mcp.store.sharing import SqliteSharingStore
 from molar_mcp.store.signing import UrlSigner
 from molar_mcp.store.tiers import SqliteTiers
@@ -53,6 +54,7 @@ class ApiContext:
     analysis: SqliteAnalysisStore
     sharing: SqliteSharingStore
     chats: SqliteChatStore
+    runs: SqliteRunStore
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
     metrics: Metrics = field(default_factory=Metrics)
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
@@ -87,6 +89,7 @@ class ApiContext:
             analysis=SqliteAnalysisStore(store.db),
             sharing=SqliteSharingStore(store.db),
             chats=SqliteChatStore(store.db),
+            runs=SqliteRunStore(store.db),
             max_bundle_bytes=max_bundle_bytes,
             rate_limiter=RateLimiter(rate_limits or RateLimits()),
             # The apps a replay can run (per-app source dir, start command, health URL); the demo shop by default.

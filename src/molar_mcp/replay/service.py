@@ -647,6 +647,7 @@ class ReplayService:
                 command = playwright_driver.playwright_argv(project, origin)
                 env = playwright_driver.playwright_env()
                 collect = playwright_driver.collect
+                extra = [Bind(Path(playwright_driver.STEPS_REPORTER).parent)]
                 what = "the whole test re-ran (Playwright cannot start mid-test)"
             else:
                 otlp_dir = ws.path / "otlp"
@@ -688,8 +689,9 @@ class ReplayService:
         self._set(job, phase="recording", message="recording the child trace")
         status: str | None = None
         failure: str | None = None
+        steps: list[Event] = []
         if origin.kind == "playwright":
-            result = playwright_driver.test_result(run.outputs["report"]) if "report" in run.outputs else None
+            result = playwright_driver.report_result(run.outputs["report"]) if "report" in run.outputs else None
             if result is None:
                 raise SandboxRunFailed(
                     "run_failed",
@@ -698,8 +700,11 @@ class ReplayService:
                     log_tail=tail,
                 )
             status = "passed" if result["status"] == "passed" else "failed"
-            failure = result["errors"][0]["message"].splitlines()[0] if result["errors"] else None
-        trace, blobs = run_trace(pj.parent, origin, run, from_step=from_step, what=what, status=status, failure=failure)
+            failure = playwright_driver.failure_line(result)
+            steps = playwright_driver.report_events(result, ts=now_ms())
+        trace, blobs = run_trace(
+            pj.parent, origin, run, from_step=from_step, what=what, status=status, failure=failure, steps=steps
+        )
         if "trace" in run.outputs:
             trace, blobs = _with_playwright_trace(trace, blobs, run.outputs["trace"])
         with_edits(trace, blobs, job.source_diffs)

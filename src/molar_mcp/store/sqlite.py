@@ -192,6 +192,9 @@ class SqliteTraceStore:
         try:
             self.schema_version = self.db.migrate("traces", MIGRATIONS)
             self.db.migrate("search", SEARCH_MIGRATIONS)
+            from molar_mcp.store.runs import RUNS_MIGRATIONS  # `list_traces(run=…)` reads its tables
+
+            self.db.migrate("runs", RUNS_MIGRATIONS)
         except BaseException:
             self.db.close()
             raise
@@ -294,6 +297,12 @@ class SqliteTraceStore:
             # A short sha matches the full one it abbreviates, as git users expect.
             where.append("t.code_sha LIKE ? ESCAPE '\\'")
             args.append(_like_prefix(query.code_sha))
+        if query.run_id is not None:
+            where.append(
+                "t.id IN (SELECT rt.trace_id FROM run_traces rt JOIN runs r ON r.pk = rt.run_pk"
+                " WHERE r.org_id = ? AND (r.id = ? OR r.short_id = ?))"
+            )
+            args += [org_id, query.run_id, query.run_id]
         if query.created_from is not None:
             where.append("t.created_ms >= ?")
             args.append(_ms(query.created_from))
