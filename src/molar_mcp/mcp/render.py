@@ -273,6 +273,7 @@ def header(detail: TraceDetail) -> TraceHeader:
         replay_from_step=detail.replay_from_step,
         tier=detail.tier,
         event_count=detail.event_count,
+        history=detail.history.summary if detail.history is not None else None,
     )
 
 
@@ -290,6 +291,8 @@ def trace_text(view: TraceView) -> str:
     ]
     if t.failure_signature:
         lines.append(f"Failure signature: {t.failure_signature}")
+    if t.history:
+        lines.append(f"History of this test: {t.history}")
     if t.parent_trace_id:
         lines.append(f"Replay of {t.parent_trace_id} from step {t.replay_from_step}")
     f = view.failure

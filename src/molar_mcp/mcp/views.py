@@ -88,6 +88,9 @@ class TraceHeader(BaseModel):
     replay_from_step: int | None = None
     tier: str | None = None
     event_count: int
+    history: str | None = Field(
+        default=None, description="how this test's recent runs went: passing, failing since a commit, flaky"
+    )
 
 
 class TraceView(BaseModel):
