@@ -232,7 +232,7 @@ def failure_of(detail: TraceDetail, failing: Sequence[Event]) -> Failure | None:
     step = failed_steps[0] if failed_steps else (top[-1] if top else None)
     in_step = [e for e in failing if step is None or e.step == step.step]
     decisive = next(
-        (e for e in reversed(in_step) if e.kind in ("assertion", "error")),
+        (e for e in reversed(in_step) if e.kind in ("assertion", "error", "tool.result", "llm.response")),
         in_step[-1] if in_step else (failing[-1] if failing else None),
     )
     if step is None and decisive is None:

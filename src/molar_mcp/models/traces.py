@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 TraceStatus = Literal[
     "queued", "running", "passed", "failed", "error", "aborted", "timed_out", "skipped", "interrupted", "flaky"
 ]
-TraceSource = Literal["pr", "schedule", "manual", "shadow_diff"]
+# `agent`: an agent run received over OTLP (api/otlp.py).
+TraceSource = Literal["pr", "schedule", "manual", "shadow_diff", "agent"]
 TraceTier = Literal["hot", "warm", "cold"]
 
 TRACE_STATUSES: tuple[str, ...] = (
@@ -27,7 +28,7 @@ TRACE_STATUSES: tuple[str, ...] = (
     "interrupted",
     "flaky",
 )
-TRACE_SOURCES: tuple[str, ...] = ("pr", "schedule", "manual", "shadow_diff")
+TRACE_SOURCES: tuple[str, ...] = ("pr", "schedule", "manual", "shadow_diff", "agent")
 TRACE_TIERS: tuple[str, ...] = ("hot", "warm", "cold")
 
 # The event kinds the ingest format documents (docs/bundle-format.md). Other kinds are stored as

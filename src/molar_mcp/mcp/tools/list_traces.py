@@ -36,8 +36,8 @@ async def list_traces(
     scenario: Annotated[str | None, Field(description="scenario slug, e.g. 'checkout-coupon'")] = None,
     scenario_id: Annotated[str | None, Field(description="scenario UUID")] = None,
     source: Annotated[
-        Literal["pr", "schedule", "manual", "shadow_diff"] | None,
-        Field(description="what started the run"),
+        Literal["pr", "schedule", "manual", "shadow_diff", "agent"] | None,
+        Field(description="what started the run; 'agent' for agent runs received over OpenTelemetry"),
     ] = None,
     signature: Annotated[
         str | None, Field(description="exact failure signature, e.g. 'webhook-404', to find repeats")
