@@ -116,11 +116,14 @@ def make_project(path: Path) -> str:
 
 
 def run_test(path: Path, port: int) -> dict[str, Any]:
-    """Run the spec for real on this machine with the replay's steps reporter and return what it wrote."""
+    """Run the spec for real on this machine, tracing on, with the replay's steps reporter; return what it
+    wrote. The trace.zip is under `path.parent / "results"` (see `trace_zip`)."""
     env = {**os.environ, "PORT": str(port), "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1", "CI": "1"}
     env["MOLAR_STEPS_OUTPUT"] = str(path.parent / "report.json")
+    command = ["node", "node_modules/@playwright/test/cli.js", "test", "--reporter", STEPS_REPORTER, "--retries", "0"]
+    command += ["--trace", "on", "--output", str(path.parent / "results")]
     subprocess.run(
-        ["node", "node_modules/@playwright/test/cli.js", "test", "--reporter", STEPS_REPORTER, "--retries", "0"],
+        command,
         cwd=path,
         env=env,
         capture_output=True,
@@ -128,3 +131,8 @@ def run_test(path: Path, port: int) -> dict[str, Any]:
     )
     report: dict[str, Any] = json.loads((path.parent / "report.json").read_text())
     return report
+
+
+def trace_zip(path: Path) -> bytes:
+    [found] = sorted((path.parent / "results").glob("*/trace.zip"))
+    return found.read_bytes()
