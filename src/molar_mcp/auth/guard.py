@@ -85,8 +85,8 @@ class ScopePolicy:
 def _json_messages(body: bytes) -> list[dict[str, Any]]:
     try:
         decoded = json.loads(body)
-    except ValueError:
-        return []  # not JSON: the SDK answers with a parse error and runs nothing
+    except (ValueError, RecursionError):
+        return []  # not JSON (or nested past the parser): the SDK answers with a parse error and runs nothing
     items = decoded if isinstance(decoded, list) else [decoded]
     return [item for item in items if isinstance(item, dict)]
 

@@ -33,23 +33,27 @@ async def list_traces(
         TraceStatus | None,
         Field(description="only runs with this status; 'failed' for test failures, 'flaky' for passed retries"),
     ] = None,
-    scenario: Annotated[str | None, Field(description="scenario slug, e.g. 'checkout-coupon'")] = None,
-    scenario_id: Annotated[str | None, Field(description="scenario UUID")] = None,
+    scenario: Annotated[str | None, Field(max_length=200, description="scenario slug, e.g. 'checkout-coupon'")] = None,
+    scenario_id: Annotated[str | None, Field(max_length=64, description="scenario UUID")] = None,
     source: Annotated[
         Literal["pr", "schedule", "manual", "shadow_diff", "agent"] | None,
         Field(description="what started the run; 'agent' for agent runs received over OpenTelemetry"),
     ] = None,
     signature: Annotated[
-        str | None, Field(description="exact failure signature, e.g. 'webhook-404', to find repeats")
+        str | None, Field(max_length=500, description="exact failure signature, e.g. 'webhook-404', to find repeats")
     ] = None,
     tier: Annotated[Literal["hot", "warm", "cold"] | None, Field(description="storage tier")] = None,
-    commit: Annotated[str | None, Field(description="code sha or its prefix (≥ 4 characters)")] = None,
+    commit: Annotated[str | None, Field(max_length=64, description="code sha or its prefix (≥ 4 characters)")] = None,
     q: Annotated[
         str | None,
-        Field(description="full-text search over titles, signatures, assertion and error messages"),
+        Field(max_length=500, description="full-text search over titles, signatures, assertion and error messages"),
     ] = None,
-    since: Annotated[str | None, Field(description="created at or after: ISO 8601, or an age like '24h', '7d'")] = None,
-    until: Annotated[str | None, Field(description="created before: ISO 8601, or an age like '1h'")] = None,
+    since: Annotated[
+        str | None, Field(max_length=64, description="created at or after: ISO 8601, or an age like '24h', '7d'")
+    ] = None,
+    until: Annotated[
+        str | None, Field(max_length=64, description="created before: ISO 8601, or an age like '1h'")
+    ] = None,
     flaky: Annotated[
         bool | None, Field(description="true: runs of flaky tests (passed only on retry, or pass and fail by turns)")
     ] = None,
@@ -57,7 +61,7 @@ async def list_traces(
         bool | None, Field(description="true: failing runs of tests that passed on the runs before (regressions)")
     ] = None,
     limit: Annotated[int, Field(ge=1, le=50, description="rows per page (fewer if the token budget needs)")] = 20,
-    cursor: Annotated[str | None, Field(description="next_cursor from the previous page")] = None,
+    cursor: Annotated[str | None, Field(max_length=200, description="next_cursor from the previous page")] = None,
     max_tokens: Annotated[
         int, Field(ge=500, le=20000, description="token budget of this answer")
     ] = DEFAULT_TOKEN_BUDGET,
