@@ -13,7 +13,7 @@ from typing import Any
 from molar_mcp.models import Event
 from molar_mcp.store.db import Database
 from molar_mcp.store.history import refresh_health
-from molar_mcp.store.port import StoreError
+from molar_mcp.store.port import StoreError, TooManyEvents, max_trace_events
 from molar_mcp.store.search import index_text
 from molar_mcp.store.sqlite import (
     EVENT_SELECT,
@@ -191,6 +191,9 @@ class LiveTraces:
                     seen_keys[key] = item
                 accepted.append(item)
             if accepted:
+                (stored,) = conn.execute("SELECT event_count FROM traces WHERE pk = ?", (pk,)).fetchone()
+                if stored + len(accepted) > (limit := max_trace_events()):
+                    raise TooManyEvents(stored + len(accepted), limit)
                 tree = load_step_tree(conn, pk)
                 events = normalize_events([a.event for a in accepted], tree)
                 _insert_events(conn, pk, events, [a.idempotency_key for a in accepted])
