@@ -19,6 +19,7 @@ from molar_mcp.store.sqlite import (
     EVENT_SELECT,
     event_from_row,
     find_trace_pk,
+    find_trace_row,
     fts_body_from_rows,
     insert_steps,
     load_step_tree,
@@ -76,6 +77,7 @@ class AppendResult:
     rejected: list[Rejected] = field(default_factory=list)
     last_seq: int | None = None
     stored: list[Event] = field(default_factory=list)
+    trace_id: str = ""  # the trace's UUID, whichever reference the caller gave
 
 
 def _body(ev: Event) -> tuple[Any, ...]:
@@ -143,7 +145,8 @@ class LiveTraces:
         """
         result = AppendResult()
         with self.db.tx() as conn:
-            pk, status = find_trace_pk(conn, org_id, trace_ref)
+            row = find_trace_row(conn, org_id, trace_ref)
+            pk, status, result.trace_id = int(row[0]), str(row[7]), str(row[1])
             if status not in RUNNING_STATUSES:
                 raise TraceNotRunning(trace_ref, status)
             (last,) = conn.execute("SELECT max(seq) FROM events WHERE trace_pk = ?", (pk,)).fetchone()
