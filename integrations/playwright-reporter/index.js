@@ -28,6 +28,7 @@ const DEFAULTS = {
 };
 
 const TAG = 'molar-playwright-reporter';
+const MAX_CHUNKS = 1000; // writes of stdout or stderr sent with one result
 
 function envNumber(value) {
   const number = Number(value);
@@ -43,6 +44,10 @@ function textChunks(chunks, budget) {
   const out = [];
   let used = 0;
   for (const chunk of chunks || []) {
+    if (out.length >= MAX_CHUNKS) {
+      out.push(`[${TAG}: output cut after ${MAX_CHUNKS} writes]`);
+      break;
+    }
     const text = Buffer.isBuffer(chunk) ? chunk.toString('utf8') : String(chunk);
     if (used + text.length > budget) {
       out.push(`${text.slice(0, Math.max(0, budget - used))}\n[${TAG}: output cut at ${budget} characters]`);
@@ -160,7 +165,7 @@ class MolarReporter {
       stderr: textChunks(result.stderr, this.options.maxOutputChars / 2),
       repo: { ...this.source.repo },
       test_id: test.id,
-      started_at: result.startTime instanceof Date ? result.startTime.toISOString() : undefined,
+      start_time: result.startTime instanceof Date ? result.startTime.toISOString() : undefined,
       annotations: (test.annotations || []).map((a) => ({ type: a.type, description: a.description })),
       tags: test.tags || [],
       playwright_version: this.playwrightVersion,
