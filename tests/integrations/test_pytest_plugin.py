@@ -65,13 +65,13 @@ def test_each_failed_test_goes_up_with_its_trace_in_a_run_of_the_session(
     sold_out = http.get(f"/v1/traces/{by_title['test_a_sold_out_event_shows_tickets_in_stock[chromium]']['trace_id']}")
     detail = sold_out.json()
     assert detail["status"] == "failed"
-    assert detail["commit_sha"] == SHA
+    assert detail["code_sha"] == SHA
     assert detail["source"] == "playwright"
-    events = http.get(f"/v1/traces/{detail['id']}/events", params={"limit": 1000}).json()["items"]
+    events = http.get(f"/v1/traces/{detail['id']}/events", params={"limit": 1000}).json()["events"]
     assert any("Sold out" in str(e) for e in events)
     assert any("chose 2 tickets" in str(e) for e in events)  # the captured stdout
     outside = http.get(f"/v1/traces/{by_title['test_a_failure_outside_the_browser']['trace_id']}").json()
-    outside_events = http.get(f"/v1/traces/{outside['id']}/events", params={"limit": 1000}).json()["items"]
+    outside_events = http.get(f"/v1/traces/{outside['id']}/events", params={"limit": 1000}).json()["events"]
     assert any("arithmetic is broken" in str(e) for e in outside_events)
 
 

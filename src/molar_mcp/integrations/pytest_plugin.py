@@ -210,7 +210,7 @@ class MolarSession:
 
     def _upload(self, nodeid: str, result: dict[str, Any], files: list[tuple[str, Path]], failing: bool) -> None:
         self._run_ready.wait(self.uploader.limits.timeout_s * (self.uploader.limits.retries + 2))
-        form: dict[str, str] = {"result": ""}
+        form: dict[str, str] = {}
         parts: FileParts = []
         missing: list[dict[str, str]] = []
         for kind, path in files:
@@ -231,7 +231,8 @@ class MolarSession:
                 parts.append(("attachment", (path.name, data, content_type)))
         if missing:
             result["missing_attachments"] = missing
-        form["result"] = _json(result)
+        # As a file part: the body stays multipart/form-data even when no trace came with the result.
+        parts.append(("result", ("result.json", _json(result).encode(), "application/json")))
         if self.run_id:
             form["run_id"] = self.run_id
         answer = self.uploader.post_form("/v1/traces/ingest", form, parts, idempotency_key=str(uuid.uuid4()))
