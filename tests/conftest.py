@@ -1,4 +1,5 @@
-"""Shared fixtures: a real embedded store in a temp data dir, and the anyio backend."""
+"""Shared fixtures: a real store in a temp data dir (embedded SQLite, or PostgreSQL + S3 for the contract
+tests that run on both: the `engine` fixture), and the anyio backend."""
 
 from __future__ import annotations
 
@@ -9,9 +10,58 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from molar_mcp.compose import Embedded, open_embedded
+from molar_mcp.compose import Embedded, open_embedded, open_store
 from molar_mcp.store import SqliteTraceStore
+from tests.engines import PgCluster, S3Endpoint, pg_cluster, s3_endpoint
 from tests.servers import Served, start_server
+
+ENGINES = ("sqlite", "postgres")
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgCluster]:
+    """One throwaway PostgreSQL cluster for the whole run (each test gets its own database)."""
+    with pg_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Endpoint]:
+    """One S3 endpoint for the whole run (each test gets its own bucket)."""
+    with s3_endpoint() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def pg_url(pg: PgCluster) -> str:
+    """The run's PostgreSQL database, migrated, with no rows (tests that need their own: `pg.new_database()`)."""
+    return pg.clean_database()
+
+
+@pytest.fixture
+def s3_url(s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """`s3://<fresh bucket>/molar`, with the standard S3 settings of the environment pointing at it."""
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    bucket = f"b{abs(hash(request.node.nodeid)) % 10**12}"
+    s3.create_bucket(bucket)
+    return f"s3://{bucket}/molar"
+
+
+def engine_options(request: pytest.FixtureRequest) -> dict[str, str]:
+    """`open_store`/`open_embedded` keywords of the engine `request.param` names: `{}` for the embedded
+    store; a fresh PostgreSQL database and S3 bucket for the other."""
+    if request.param == "sqlite":
+        return {}
+    return {"database_url": request.getfixturevalue("pg_url"), "blob_url": request.getfixturevalue("s3_url")}
+
+
+@pytest.fixture
+def engine() -> dict[str, str]:
+    """The engine of `store` and `embedded`: the embedded store here. The contract suites (their conftest
+    overrides this with `params=ENGINES` and `engine_options`) run on both engines."""
+    return {}
+
 
 if TYPE_CHECKING:
     from tests.apps.record import RecordedTraces, Recorder
@@ -23,16 +73,16 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteTraceStore]:
-    """A real embedded store in a temp data dir (the store alone, without the API around it)."""
-    s = SqliteTraceStore(tmp_path / "data")
+def store(tmp_path: Path, engine: dict[str, str]) -> Iterator[SqliteTraceStore]:
+    """A real store in a temp data dir (the store alone, without the API around it), on each engine."""
+    s = open_store(tmp_path / "data", **engine)
     yield s
     s.close()
 
 
 @pytest.fixture
-def embedded(tmp_path: Path) -> Iterator[Embedded]:
-    with open_embedded(tmp_path / "data") as emb:
+def embedded(tmp_path: Path, engine: dict[str, str]) -> Iterator[Embedded]:
+    with open_embedded(tmp_path / "data", **engine) as emb:
         yield emb
 
 

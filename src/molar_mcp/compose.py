@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -40,6 +40,7 @@ from molar_mcp.replay.apps import AppConfig
 from molar_mcp.replay.recording import RecordedRun, record_scenarios, scenario_files
 from molar_mcp.serve_auth import OriginGuard, ServeAuth, acting_client_factory
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
+from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.replays import ReplayStore
 
 log = logging.getLogger("molar_mcp")
@@ -68,18 +69,56 @@ class Embedded:
         return in_process_client_factory(self.api_app)
 
 
+def open_blobs(blob_url: str, data_dir: Path) -> BlobStore:
+    """`s3://bucket/prefix` (an S3-compatible bucket) or `file:///path` (a shared directory)."""
+    if blob_url.startswith("s3://"):
+        from molar_mcp.store.s3 import S3BlobStore
+
+        return S3BlobStore(blob_url, data_dir / "scratch")
+    if blob_url.startswith("file://"):
+        return BlobStore(Path(blob_url.removeprefix("file://")))
+    raise ValueError(f"blob URL must be s3://bucket/prefix or file:///path, not {blob_url!r}")
+
+
+def open_store(
+    data_dir: Path,
+    *,
+    database_url: str | None = None,
+    blob_url: str | None = None,
+    pool_max: int = 10,
+) -> SqliteTraceStore:
+    """The trace store: embedded (SQLite + blob files in `data_dir`) unless `database_url` names a
+    PostgreSQL database; blobs in `blob_url` when given. `data_dir` then holds only scratch files."""
+    blobs = open_blobs(blob_url, data_dir) if blob_url else None
+    if database_url:
+        if not database_url.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"database URL must be postgresql://…, not {database_url.split(':', 1)[0]}://…")
+        from molar_mcp.store.postgres import PostgresTraceStore
+
+        return PostgresTraceStore(database_url, data_dir, blobs=blobs, pool_max=pool_max)
+    store = SqliteTraceStore(data_dir)
+    if blobs is not None:
+        store.blobs = blobs
+    return store
+
+
 @contextmanager
 def open_embedded(
     data_dir: Path,
     *,
+    database_url: str | None = None,
+    blob_url: str | None = None,
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
     rate_limits: RateLimits | None = None,
     debugger: DebuggerConfig | None = None,
+    replay_demo: bool = True,
+    replay_roots: Sequence[Path] = (),
 ) -> Iterator[Embedded]:
     """The embedded store and its /v1 app. Debugger chats call the trace tools through our MCP server;
-    `debugger` says which model answers them (none: the findings alone) and the budget."""
+    `debugger` says which model answers them (none: the findings alone) and the budget. Replays run the
+    demo shop when `replay_demo`, and the registered projects under `replay_roots` (docs/replay.md)."""
     debugger = debugger or DebuggerConfig()
-    store = SqliteTraceStore(data_dir)
+    store = open_store(data_dir, database_url=database_url, blob_url=blob_url)
     ctx: ApiContext | None = None
     tools = ChatTools()
     try:
@@ -91,6 +130,8 @@ def open_embedded(
             tools=tools,
             debugger_budget_cents=debugger.budget_cents,
             model_price=debugger.price,
+            apps=None if replay_demo else {},
+            replay_roots=replay_roots,
         )
         api_app = create_api_app(ctx)
         tools.bind(api_app)

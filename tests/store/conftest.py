@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
+from molar_mcp.compose import open_store
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
+from tests.conftest import ENGINES, engine_options
 from tests.store.factory import AddTrace, new_trace
 
 
@@ -15,9 +17,14 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> dict[str, str]:
+    return engine_options(request)
+
+
 @pytest.fixture
-def store(data_dir: Path) -> Iterator[SqliteTraceStore]:
-    s = SqliteTraceStore(data_dir)
+def store(data_dir: Path, engine: dict[str, str]) -> Iterator[SqliteTraceStore]:
+    s = open_store(data_dir, **engine)
     yield s
     s.close()
 

@@ -16,6 +16,12 @@ PNG = b"\x89PNG\r\n\x1a\nnot-really-a-png"
 VIDEO = b"\x1aE\xdf\xa3webm-ish"
 
 
+@pytest.fixture
+def engine() -> dict[str, str]:
+    """The embedded store's files (test_store_engines.py checks the same on PostgreSQL and S3)."""
+    return {}
+
+
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

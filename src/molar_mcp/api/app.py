@@ -16,6 +16,7 @@ from molar_mcp.api import (
     ops,
     replays,
     report,
+    runs,
     sharing,
     tiers,
     traces,
@@ -41,6 +42,7 @@ def api_routes() -> list[Route]:
         *tiers.routes(),
         *sharing.routes(),
         *report.routes(),
+        *runs.routes(),
         *viewer.routes(),
     ]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +19,14 @@ from molar_mcp.debugger.pricing import Price
 from molar_mcp.demo.config import DEMO_APP_NAME, demo_app_config
 from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES
 from molar_mcp.replay.apps import AppConfig
+from molar_mcp.replay.projects import ReplayRoots
 from molar_mcp.replay.service import ReplayService
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceStore
 from molar_mcp.store.analysis import SqliteAnalysisStore
 from molar_mcp.store.chats import SqliteChatStore
 from molar_mcp.store.live import LiveTraces
 from molar_mcp.store.replays import ReplayStore
+from molar_mcp.store.runs import SqliteRunStore
 from molar_mcp.store.sharing import SqliteSharingStore
 from molar_mcp.store.signing import UrlSigner
 from molar_mcp.store.tiers import SqliteTiers
@@ -52,6 +54,7 @@ class ApiContext:
     analysis: SqliteAnalysisStore
     sharing: SqliteSharingStore
     chats: SqliteChatStore
+    runs: SqliteRunStore
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
     metrics: Metrics = field(default_factory=Metrics)
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
@@ -69,6 +72,7 @@ class ApiContext:
         max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
         rate_limits: RateLimits | None = None,
         apps: Mapping[str, AppConfig] | None = None,
+        replay_roots: Sequence[Path] = (),
         model: ModelProvider | None = None,
         tools: ToolRunnerFactory = no_tools,
         debugger_budget_cents: int = DEFAULT_BUDGET_CENTS,
@@ -85,6 +89,7 @@ class ApiContext:
             analysis=SqliteAnalysisStore(store.db),
             sharing=SqliteSharingStore(store.db),
             chats=SqliteChatStore(store.db),
+            runs=SqliteRunStore(store.db),
             max_bundle_bytes=max_bundle_bytes,
             rate_limiter=RateLimiter(rate_limits or RateLimits()),
             # The apps a replay can run (per-app source dir, start command, health URL); the demo shop by default.
@@ -93,6 +98,7 @@ class ApiContext:
                 ReplayStore(store.db),
                 apps if apps is not None else {DEMO_APP_NAME: demo_app_config()},
                 hide=[store.data_dir],  # should a bound directory hold it, the sandbox lays a tmpfs over it
+                roots=ReplayRoots(replay_roots),
             ),
             model=model,
             tools=tools,

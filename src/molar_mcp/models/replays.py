@@ -76,6 +76,22 @@ class PromoteFixResult(BaseModel):
     pr_url: str | None = None
 
 
+class ReplayOrigin(BaseModel):
+    """Where a project's trace was recorded: its repository, commit and (for a Playwright test) the test.
+    A replay of it runs that test (or the project's registered command) at that commit (docs/replay.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["playwright", "command"]
+    repo_path: str | None = Field(default=None, max_length=1000, description="the repository's path where it ran")
+    repo_remote: str | None = Field(default=None, max_length=1000, description="its remote URL")
+    commit: str | None = Field(default=None, max_length=64)
+    dirty: bool = Field(default=False, description="recorded from uncommitted changes: the commit alone is not it")
+    project: str | None = Field(default=None, max_length=200, description="Playwright project")
+    file: str | None = Field(default=None, max_length=1000, description="test file, relative to the repository")
+    title_path: list[str] = Field(default_factory=list, max_length=50, description="the test's titles, outer first")
+
+
 class ReplayStatus(BaseModel):
     """A replay's state (seed 000 `ReplayStatus`) plus what a caller needs to follow and judge it.
 

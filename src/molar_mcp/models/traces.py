@@ -7,11 +7,26 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-TraceStatus = Literal["queued", "running", "passed", "failed", "error", "aborted"]
+# Playwright Test's outcomes are kept too: timed_out (timedOut), skipped, interrupted, and flaky (an attempt
+# that passed after an earlier attempt of the same test failed).
+TraceStatus = Literal[
+    "queued", "running", "passed", "failed", "error", "aborted", "timed_out", "skipped", "interrupted", "flaky"
+]
 TraceSource = Literal["pr", "schedule", "manual", "shadow_diff"]
 TraceTier = Literal["hot", "warm", "cold"]
 
-TRACE_STATUSES: tuple[str, ...] = ("queued", "running", "passed", "failed", "error", "aborted")
+TRACE_STATUSES: tuple[str, ...] = (
+    "queued",
+    "running",
+    "passed",
+    "failed",
+    "error",
+    "aborted",
+    "timed_out",
+    "skipped",
+    "interrupted",
+    "flaky",
+)
 TRACE_SOURCES: tuple[str, ...] = ("pr", "schedule", "manual", "shadow_diff")
 TRACE_TIERS: tuple[str, ...] = ("hot", "warm", "cold")
 
@@ -146,9 +161,32 @@ class EventsResponse(BaseModel):
     limit: int
 
 
-class IngestResponse(BaseModel):
+class IngestedTrace(BaseModel):
     trace_id: str
     short_id: str
+    scenario_slug: str
+    status: str
+    name: str | None = None
+
+
+class RejectedFile(BaseModel):
+    """A file of an upload that was not stored, and why (the rest of the upload was)."""
+
+    name: str
+    error: str
+    message: str
+
+
+class IngestResponse(BaseModel):
+    """`POST /v1/traces/ingest`: the (first) stored trace; for a report, every stored trace and every
+    file that could not be read."""
+
+    trace_id: str
+    short_id: str
+    run_id: str | None = None
+    format: str | None = None
+    traces: list[IngestedTrace] = Field(default_factory=list)
+    rejected: list[RejectedFile] = Field(default_factory=list)
 
 
 class ErrorBody(BaseModel):

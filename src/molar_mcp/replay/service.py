@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
 import sys
 import threading
@@ -30,7 +31,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from molar_mcp.models import Event, TraceDetail
+from molar_mcp.models import ArtifactRef, Event, TraceDetail
 from molar_mcp.models.diffs import DiffDimension, TraceDiff
 from molar_mcp.models.replays import (
     FINAL_REPLAY_STATES,
@@ -38,20 +39,33 @@ from molar_mcp.models.replays import (
     PromoteFixResult,
     ReplayErrorCode,
     ReplayList,
+    ReplayOrigin,
     ReplayRequest,
     ReplayStatus,
 )
 from molar_mcp.replay.apps import AppConfig, AppError, AppStartError, DiffDoesNotApply
 from molar_mcp.replay.diff import diff_traces
+from molar_mcp.replay.drivers import command as command_driver
+from molar_mcp.replay.drivers import playwright as playwright_driver
+from molar_mcp.replay.drivers.project import (
+    ProjectRun,
+    WorktreeError,
+    check_edits,
+    log_tail,
+    run_in_tree,
+    run_trace,
+    with_edits,
+)
 from molar_mcp.replay.edits import check_source_diffs, edited_scenario
 from molar_mcp.replay.execute import ReplayPlan, ReplayRun, run_replay
 from molar_mcp.replay.inside import PHASE_PREFIX, InsidePlan, InsideResult
+from molar_mcp.replay.projects import NotRegistered, Project, ReplayRoots, resolve_commit
 from molar_mcp.replay.promote import promote_fix
 from molar_mcp.replay.recording import AppLauncher, Blob, new_trace, scenario_blob, store_recorded
 from molar_mcp.replay.runner import TraceStateError, variables_before
 from molar_mcp.replay.sandbox import Bind, Sandbox, SandboxResult, SandboxUnavailable, runtime_paths
-from molar_mcp.replay.scenario import ScenarioError
-from molar_mcp.store.port import TraceNotFound, TraceStore
+from molar_mcp.replay.scenario import Scenario, ScenarioError
+from molar_mcp.store.port import NewTrace, TraceNotFound, TraceStore
 from molar_mcp.store.replays import ReplayNotFound, ReplayRecord, ReplayStore, now_ms
 
 log = logging.getLogger("molar_mcp.replay")
@@ -102,6 +116,14 @@ class ReplaySettings:
     close_timeout_s: float = 20.0
 
 
+@dataclass(frozen=True)
+class _ProjectJob:
+    project: Project
+    origin: ReplayOrigin
+    commit: str
+    parent: TraceDetail
+
+
 @dataclass
 class _Job:
     id: str
@@ -111,6 +133,7 @@ class _Job:
     scenario_text: str
     source_diffs: list[tuple[str, str]]
     code_sha: str | None
+    project: _ProjectJob | None = None
     done: threading.Event = field(default_factory=threading.Event)
     loop: asyncio.AbstractEventLoop | None = None
     scope: anyio.CancelScope | None = None
@@ -128,6 +151,7 @@ class ReplayService:
         workdir: Path | None = None,
         sandbox: Sandbox | None = None,
         hide: Sequence[Path] = (),
+        roots: ReplayRoots | None = None,
     ) -> None:
         self.store = store
         self.replays = replays
@@ -139,6 +163,7 @@ class ReplayService:
         self._workdir = workdir
         self._sandbox = sandbox
         self._hide = list(hide)
+        self.roots = roots or ReplayRoots()
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
         self._active: dict[str, int] = {}
@@ -170,16 +195,22 @@ class ReplayService:
                 f"restore it first (POST /v1/traces/{detail.short_id}/restore)"
             )
         recorded = self.replays.scenario_of(org_id, detail.id)
+        if recorded is None and (origin := self.replays.origin_of(org_id, detail.id)) is not None:
+            return self._enqueue_project(org_id, detail, origin, request)
         if recorded is None:
             raise NotReplayable(
-                f"trace {detail.short_id} was not recorded from a scenario this server can run (an ingested "
-                "bundle holds events only); replay works on traces recorded by `molar-mcp demo` or by a replay"
+                f"trace {detail.short_id} was not recorded from a scenario this server can run, and names no "
+                "repository and commit (an ingested bundle holds events only); replay works on traces of a "
+                "registered project (a Playwright test, a command) and on traces recorded by `molar-mcp demo`"
             )
         app = self.apps.get(recorded.app or "")
         if app is None:
             known = ", ".join(sorted(self.apps)) or "none"
+            hint = (
+                "; the demo shop is replayable when the server runs with --demo" if recorded.app == "demo-shop" else ""
+            )
             raise NotReplayable(
-                f"trace {detail.short_id} runs app {recorded.app!r}, which is not configured (known: {known})"
+                f"trace {detail.short_id} runs app {recorded.app!r}, which is not configured (known: {known}){hint}"
             )
         try:
             scenario, text = edited_scenario(recorded.scenario_text, request.edits.scenario_diff)
@@ -230,6 +261,79 @@ class ReplayService:
         job = _Job(record.id, org_id, plan, app, text, diffs, code_sha)
         self._submit(job)
         return self.status(org_id, record.id)
+
+    def _enqueue_project(
+        self, org_id: str, detail: TraceDetail, origin: ReplayOrigin, request: ReplayRequest
+    ) -> ReplayStatus:
+        """A trace of a registered project: everything is checked against the recorded commit first."""
+        if request.edits.scenario_diff:
+            raise InvalidReplay(
+                "scenario_diff edits a recorded scenario; this trace is a project's run: edit its files "
+                "(the test file included) with source_diffs"
+            )
+        try:
+            project = self.roots.find(path=origin.repo_path, remote=origin.repo_remote)
+            if project.replay.kind != origin.kind:
+                raise NotRegistered(
+                    f"{project.root} is registered as kind {project.replay.kind!r}; trace {detail.short_id} "
+                    f"is a {origin.kind} trace"
+                )
+            if origin.dirty:
+                raise NotRegistered(
+                    f"trace {detail.short_id} was recorded from uncommitted changes of commit {origin.commit}: "
+                    "that commit alone is not what ran; commit the changes and record the run again"
+                )
+            commit = resolve_commit(project.root, origin.commit)
+            if origin.kind == "playwright":
+                playwright_driver.check_origin(origin)
+        except NotRegistered as exc:
+            raise NotReplayable(f"trace {detail.short_id}: {exc}") from None
+        if detail.steps and request.from_step > len(detail.steps):
+            raise InvalidReplay(f"from_step {request.from_step} is past the last step ({len(detail.steps)})")
+        diffs = [(d.path, d.diff) for d in request.edits.source_diffs]
+        check_edits(project, commit, diffs)
+        self.sandbox()
+        self._check_queue(org_id)
+        record = self.replays.create(
+            org_id,
+            trace_id=detail.id,
+            from_step=request.from_step,
+            triggered_via=request.triggered_via,
+            app=f"{origin.kind}:{project.root.name}",
+            scenario_diff=None,
+            source_diffs=diffs,
+            message="queued",
+        )
+        plan = ReplayPlan(
+            parent_id=detail.id,
+            parent_short_id=detail.short_id,
+            from_step=request.from_step,
+            scenario=_NO_SCENARIO,
+            source_diff_paths=[path for path, _ in diffs],
+        )
+        job = _Job(
+            record.id,
+            org_id,
+            plan,
+            _PROJECT_APP,
+            "",
+            diffs,
+            None,
+            project=_ProjectJob(project, origin, commit, detail),
+        )
+        self._submit(job)
+        return self.status(org_id, record.id)
+
+    def _check_queue(self, org_id: str) -> None:
+        with self._lock:
+            if self._closing:
+                raise QueueFull("the server is shutting down; replay later", retry_after_s=30)
+            if len(self._queues.get(org_id, ())) >= self.settings.max_queued_per_org:
+                raise QueueFull(
+                    f"{self.settings.max_queued_per_org} replays are already queued for this org; "
+                    "retry when some have finished",
+                    retry_after_s=30,
+                )
 
     def status(self, org_id: str, replay_id: str) -> ReplayStatus:
         record = self.replays.get(org_id, replay_id)
@@ -415,6 +519,9 @@ class ReplayService:
             )
 
     async def _replay(self, job: _Job, started: int) -> None:
+        if job.project is not None:
+            await self._replay_project(job, job.project, started)
+            return
         diffs = f" with {len(job.source_diffs)} source diff(s)" if job.source_diffs else ""
         self._set(
             job, status="running", phase="starting_app", started_ms=started, message=f"starting {job.app.name}{diffs}"
@@ -518,6 +625,101 @@ class ReplayService:
             message=result.message,
         )
 
+    async def _replay_project(self, job: _Job, pj: _ProjectJob, started: int) -> None:
+        sandbox = self.sandbox()
+        project, origin = pj.project, pj.origin
+        from_step = job.plan.from_step
+        edits = f" with edits to {', '.join(p for p, _ in job.source_diffs)}" if job.source_diffs else ""
+        self._set(
+            job,
+            status="running",
+            phase="starting_app",
+            started_ms=started,
+            message=f"checking out {pj.commit[:12]} of {project.root.name}{edits}",
+        )
+
+        async def on_line(line: str) -> None:
+            return None
+
+        async with sandbox.workspace(parent=self._workdir) as ws:
+            extra: list[Bind] = []
+            if origin.kind == "playwright":
+                command = playwright_driver.playwright_argv(project, origin)
+                env = playwright_driver.playwright_env()
+                collect = playwright_driver.collect
+                what = "the whole test re-ran (Playwright cannot start mid-test)"
+            else:
+                otlp_dir = ws.path / "otlp"
+                otlp_dir.mkdir()
+                edits_file = ws.path / "edits.json"
+                edits_file.write_text(command_driver.edits_document(from_step, job.source_diffs), encoding="utf-8")
+                await anyio.to_thread.run_sync(sandbox.give, ws, otlp_dir)
+                command = command_driver.command_argv(project, otlp_dir)
+                env = command_driver.command_env(
+                    replay_id=job.id, parent_trace_id=pj.parent.id, from_step=from_step, edits_file=edits_file
+                )
+                extra = [Bind(p) for p in runtime_paths()]
+
+                def collect(tree: Path) -> dict[str, bytes]:
+                    return _otlp_bodies(otlp_dir)
+
+                what = "the registered command re-ran"
+            self._set(job, phase="running", message=f"running {' '.join(project.replay.command)}{edits}")
+            try:
+                run = await run_in_tree(
+                    sandbox,
+                    ws,
+                    project,
+                    origin,
+                    pj.commit,
+                    job.source_diffs,
+                    command,
+                    env,
+                    collect=collect,
+                    on_line=on_line,
+                    extra_binds=extra,
+                )
+            except WorktreeError as exc:
+                raise SandboxRunFailed("run_failed", str(exc), log_tail="") from None
+        tail = log_tail(run.result)
+        if run.result.timed_out or run.result.output_exceeded:
+            code: ReplayErrorCode = "timeout" if run.result.timed_out else "output_limit"
+            raise SandboxRunFailed(code, f"{' '.join(command)} was stopped: {run.result.reason}", log_tail=tail)
+        self._set(job, phase="recording", message="recording the child trace")
+        status: str | None = None
+        failure: str | None = None
+        if origin.kind == "playwright":
+            result = playwright_driver.test_result(run.outputs["report"]) if "report" in run.outputs else None
+            if result is None:
+                raise SandboxRunFailed(
+                    "run_failed",
+                    f"{' '.join(command)} ran no test (exit code {run.result.exit_code}): is the test still "
+                    "there at this commit, under this title?",
+                    log_tail=tail,
+                )
+            status = "passed" if result["status"] == "passed" else "failed"
+            failure = result["errors"][0]["message"].splitlines()[0] if result["errors"] else None
+        trace, blobs = run_trace(pj.parent, origin, run, from_step=from_step, what=what, status=status, failure=failure)
+        if "trace" in run.outputs:
+            trace, blobs = _with_playwright_trace(trace, blobs, run.outputs["trace"])
+        with_edits(trace, blobs, job.source_diffs)
+        trace_id, short_id = await anyio.to_thread.run_sync(self.store.add_trace, job.org_id, trace, blobs)
+        finished = now_ms()
+        ran = _what_ran(run, from_step, origin.kind)
+        self._set(
+            job,
+            status="succeeded",
+            phase="done",
+            replay_trace_id=trace_id,
+            replay_short_id=short_id,
+            trace_status=trace.status,
+            failure_signature=trace.failure_signature,
+            message=ran + f"; the replay {trace.status}",
+            log_tail=tail or None,
+            finished_ms=finished,
+            duration_ms=max(0, finished - started),
+        )
+
     # ---- reads --------------------------------------------------------------------------------
 
     def _events(self, org_id: str, trace_ref: str) -> tuple[list[Event], bool]:
@@ -576,3 +778,39 @@ def _read_result(path: Path, outcome: SandboxResult) -> InsideResult:
         return InsideResult.model_validate_json(data)
     except ValueError:
         raise SandboxRunFailed("run_failed", "the replay's result is not valid", log_tail=tail) from None
+
+
+_NO_SCENARIO = Scenario.model_construct(slug="project", title="project", steps=[])
+_PROJECT_APP = AppConfig.model_construct(name="project", source_dir=Path("."), start_command=["{port}"])
+
+
+def _what_ran(run: ProjectRun, from_step: int, kind: str) -> str:
+    edits = f" with edits applied to {', '.join(run.edits)}" if run.edits else " without edits"
+    text = f"ran `{' '.join(run.command)}` at commit {run.commit[:12]}{edits}"
+    if kind == "playwright":
+        text += (
+            f"; Playwright cannot start mid-test, so the whole test re-ran: from_step {from_step} is where "
+            "the diff and the verdict focus"
+        )
+    return text
+
+
+def _otlp_bodies(folder: Path) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    if folder.is_dir() and not folder.is_symlink():
+        for path in sorted(folder.iterdir())[:2000]:
+            if path.is_file() and not path.is_symlink() and path.stat().st_size <= 16 * 1024 * 1024:
+                found[f"otlp/{path.name}"] = path.read_bytes()
+    return found
+
+
+def _with_playwright_trace(trace: NewTrace, blobs: dict[str, bytes], data: bytes) -> tuple[NewTrace, dict[str, bytes]]:
+    """Attach the run's trace.zip (the richer trace is built from it when the Playwright ingest is here)."""
+    sha = hashlib.sha256(data).hexdigest()
+    blobs[sha] = data
+    trace.artifacts.append(
+        ArtifactRef(
+            kind="playwright_trace", sha256=sha, name="trace.zip", content_type="application/zip", size=len(data)
+        )
+    )
+    return trace, blobs

@@ -188,7 +188,7 @@ class SqliteAnalysisStore:
                     "UPDATE traces SET failure_signature = ? WHERE pk = ? AND org_id = ?", (signature, pk, org_id)
                 )
                 # Searchable like a signature given at ingest (the full-text body holds the signature).
-                conn.execute("UPDATE traces_fts SET body = body || char(10) || ? WHERE rowid = ?", (signature, pk))
+                conn.execute("UPDATE traces_fts SET body = body || ? WHERE rowid = ?", ("\n" + signature, pk))
             keep: int | None = None
             if signature and findings and subject.status in FAILED_STATUSES:
                 keep = _join_incident(conn, org_id, pk, subject.trace_id, trace_created_ms, signature, findings[0])

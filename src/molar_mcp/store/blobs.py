@@ -1,4 +1,5 @@
-"""Content-addressed blob files: `<root>/<sha[:2]>/<sha>`, written atomically."""
+"""Content-addressed blobs. `BlobStore`: files `<root>/<sha[:2]>/<sha>`, written atomically (the embedded
+store). `store/s3.py` keeps them in an S3-compatible bucket, keyed per org, behind the same calls."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 
 
 class BlobStore:
+    """Blob files on a local (or shared) disk. `org_id` is accepted for the port's sake: files are
+    content-addressed across orgs (a sha names the same bytes in every org)."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
@@ -16,7 +20,7 @@ class BlobStore:
     def path_for(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: bytes, org_id: str | None = None) -> str:
         sha = hashlib.sha256(data).hexdigest()
         target = self.path_for(sha)
         if target.exists():
@@ -33,8 +37,19 @@ class BlobStore:
             raise
         return sha
 
-    def exists(self, sha256: str) -> bool:
+    def exists(self, sha256: str, org_id: str | None = None) -> bool:
         return self.path_for(sha256).is_file()
 
-    def read(self, sha256: str) -> bytes:
+    def read(self, sha256: str, org_id: str | None = None) -> bytes:
         return self.path_for(sha256).read_bytes()
+
+    def size(self, sha256: str, org_id: str | None = None) -> int:
+        return self.path_for(sha256).stat().st_size
+
+    def presigned_get(self, sha256: str, org_id: str, *, filename: str, content_type: str, ttl: int) -> str | None:
+        """A URL the object store itself serves, when there is one (`None`: the API serves the file)."""
+        return None
+
+    def presigned_put(self, sha256: str, org_id: str, *, size: int, ttl: int) -> str | None:
+        """A URL a reporter uploads `sha256`'s bytes to directly (`None`: upload through the API)."""
+        return None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -9,6 +12,28 @@ from typing import Protocol
 from molar_mcp.models import ArtifactRef, Event, EventsResponse, TraceDetail, TraceListResponse
 
 LOCAL_ORG_ID = "org_local"
+
+# The org the current request acts in. A store that enforces isolation a second time in the database
+# (PostgreSQL's row-level security) scopes each transaction to it; unset: work that spans orgs.
+_ORG_SCOPE: ContextVar[str | None] = ContextVar("molar_org_scope", default=None)
+
+
+def current_org_scope() -> str | None:
+    return _ORG_SCOPE.get()
+
+
+def set_org_scope(org_id: str) -> None:
+    """Scope the rest of the current task (an HTTP request) to `org_id`."""
+    _ORG_SCOPE.set(org_id)
+
+
+@contextmanager
+def org_scope(org_id: str | None) -> Iterator[None]:
+    token = _ORG_SCOPE.set(org_id)
+    try:
+        yield
+    finally:
+        _ORG_SCOPE.reset(token)
 
 
 class StoreError(Exception):
@@ -39,6 +64,7 @@ class TraceQuery:
     q: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
+    run_id: str | None = None  # a run's id or short id: only the traces linked to it
     limit: int = 50
     cursor: str | None = None
 

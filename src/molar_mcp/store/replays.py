@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from molar_mcp.models.replays import PromoteFixResult, ReplayStatus
+from molar_mcp.models.replays import PromoteFixResult, ReplayOrigin, ReplayStatus
 from molar_mcp.store.db import Database
 from molar_mcp.store.port import StoreError
 
@@ -53,6 +53,14 @@ REPLAY_MIGRATIONS: tuple[str, ...] = (
         promotion TEXT
     );
     CREATE INDEX replays_org_trace ON replays(org_id, trace_id, created_ms DESC);
+    """,
+    """
+    CREATE TABLE replay_origins (
+        trace_id TEXT PRIMARY KEY,
+        org_id TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
     """,
 )
 
@@ -210,6 +218,26 @@ class ReplayStore:
                 (trace_id, org_id),
             ).fetchone()
         return None if row is None else RecordedScenario(row[0], row[1], row[2], row[3])
+
+    # ---- where a project's trace came from ----------------------------------------------------
+
+    def record_origin(self, org_id: str, trace_id: str, origin: ReplayOrigin) -> None:
+        """Remember the repository, commit and test a trace was recorded from (ingest calls this when an
+        upload says so), so a registered project's trace can be replayed."""
+        with self.db.tx() as conn:
+            conn.execute(
+                "INSERT INTO replay_origins (trace_id, org_id, origin, created_ms) VALUES (?,?,?,?)"
+                " ON CONFLICT(trace_id) DO UPDATE SET origin = excluded.origin"
+                " WHERE replay_origins.org_id = excluded.org_id",
+                (trace_id, org_id, origin.model_dump_json(exclude_none=True), now_ms()),
+            )
+
+    def origin_of(self, org_id: str, trace_id: str) -> ReplayOrigin | None:
+        with self.db.read() as conn:
+            row = conn.execute(
+                "SELECT origin FROM replay_origins WHERE trace_id = ? AND org_id = ?", (trace_id, org_id)
+            ).fetchone()
+        return None if row is None else ReplayOrigin.model_validate_json(row[0])
 
     # ---- replays ------------------------------------------------------------------------------
 

@@ -160,8 +160,10 @@ def find_trace_row(conn: sqlite3.Connection, org_id: str, trace_ref: str) -> tup
     column = "short_id"
     if _looks_like_uuid(trace_ref):
         column, trace_ref = "id", str(uuid.UUID(trace_ref))
+    # A PostgreSQL writer locks the row (`row_lock`), as SQLite's BEGIN IMMEDIATE serialises writers.
+    lock = getattr(conn, "row_lock", "")
     row = conn.execute(
-        f"SELECT {_TRACE_COLUMNS} FROM traces WHERE {column} = ? AND org_id = ?", (trace_ref, org_id)
+        f"SELECT {_TRACE_COLUMNS} FROM traces WHERE {column} = ? AND org_id = ?{lock}", (trace_ref, org_id)
     ).fetchone()
     if row is None:
         raise TraceNotFound(trace_ref)
@@ -183,6 +185,9 @@ class SqliteTraceStore:
         self.blobs = BlobStore(data_dir / "blobs")
         try:
             self.schema_version = self.db.migrate("traces", MIGRATIONS)
+            from molar_mcp.store.runs import RUNS_MIGRATIONS  # `list_traces(run=…)` reads its tables
+
+            self.db.migrate("runs", RUNS_MIGRATIONS)
         except BaseException:
             self.db.close()
             raise
@@ -255,10 +260,17 @@ class SqliteTraceStore:
             # when a blob fails to write, the rows roll back. Blobs are content-addressed, so one
             # written by a transaction that then fails is harmless.
             for data in blobs.values():
-                self.blobs.put(data)
+                self.blobs.put(data, org_id)
         return trace_id, short_id
 
     # ---- reads --------------------------------------------------------------------------------
+
+    def text_filter(self, q: str) -> tuple[str, str] | None:
+        """The condition on `t.pk` (and its one parameter) that keeps traces whose text matches `q`."""
+        match = fts_query(q)
+        if not match:
+            return None
+        return "t.pk IN (SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?)", match
 
     def list_traces(self, org_id: str, query: TraceQuery) -> TraceListResponse:
         where = ["t.org_id = ?"]
@@ -278,6 +290,12 @@ class SqliteTraceStore:
             # A short sha matches the full one it abbreviates, as git users expect.
             where.append("t.code_sha LIKE ? ESCAPE '\\'")
             args.append(_like_prefix(query.code_sha))
+        if query.run_id is not None:
+            where.append(
+                "t.id IN (SELECT rt.trace_id FROM run_traces rt JOIN runs r ON r.pk = rt.run_pk"
+                " WHERE r.org_id = ? AND (r.id = ? OR r.short_id = ?))"
+            )
+            args += [org_id, query.run_id, query.run_id]
         if query.created_from is not None:
             where.append("t.created_ms >= ?")
             args.append(_ms(query.created_from))
@@ -285,10 +303,10 @@ class SqliteTraceStore:
             where.append("t.created_ms < ?")
             args.append(_ms(query.created_to))
         if query.q:
-            match = fts_query(query.q)
-            if match:
-                where.append("t.pk IN (SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?)")
-                args.append(match)
+            text_filter = self.text_filter(query.q)
+            if text_filter is not None:
+                where.append(text_filter[0])
+                args.append(text_filter[1])
         if query.cursor:
             created_ms, pk = _decode_cursor(query.cursor)
             where.append("(t.created_ms < ? OR (t.created_ms = ? AND t.pk < ?))")
@@ -445,7 +463,7 @@ def step_filter(conn: Any, pk: int, step: str) -> tuple[str, list[Any]]:
         clauses.append(f"(step = ? AND step_id IN ({', '.join('?' * len(ids))}))")
         args.extend([top, *ids])
     if not clauses:
-        return "0", []
+        return "1 = 0", []
     return "(" + " OR ".join(clauses) + ")", args
 
 

@@ -15,6 +15,7 @@ from molar_mcp.mcp.timeparse import parse_time
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
 from molar_mcp.mcp.tools.spec import ToolSpec
 from molar_mcp.mcp.views import TraceList
+from molar_mcp.models import TraceStatus
 
 SPEC = ToolSpec(name="list_traces", scope="mcp:trace:read", rest=("GET /v1/traces",))
 
@@ -29,8 +30,8 @@ Pages: pass next_cursor back as `cursor` with the same filters."""
 async def list_traces(
     ctx: Context,
     status: Annotated[
-        Literal["queued", "running", "passed", "failed", "error", "aborted"] | None,
-        Field(description="only runs with this status; 'failed' for test failures"),
+        TraceStatus | None,
+        Field(description="only runs with this status; 'failed' for test failures, 'flaky' for passed retries"),
     ] = None,
     scenario: Annotated[str | None, Field(description="scenario slug, e.g. 'checkout-coupon'")] = None,
     scenario_id: Annotated[str | None, Field(description="scenario UUID")] = None,

@@ -1,0 +1,1 @@
+"""Replay drivers for registered projects: Playwright tests and generic commands."""

@@ -1,0 +1,219 @@
+"""The store's database on PostgreSQL: a connection pool, transactions that carry the org for row-level
+security, and the components' migrations (kept per component, as in the embedded store).
+
+`PgDatabase` stands where `store.db.Database` stands, so every component (traces, live ingest, tiers,
+analysis, sharing, chats, replays) runs unchanged on either engine; its connections speak the part of
+`sqlite3.Connection` the components use (`execute`, `executemany`, `fetchone`, `fetchall`, `rowcount`,
+`lastrowid`), translating each statement once (`dialect.py`).
+
+Row-level security: every transaction starts with `app.org_id` set (`SET LOCAL`) to the org of the
+request (`store.port.org_scope`), and every table that holds org data only shows that org's rows. Work
+that spans orgs (retention, replay workers, migrations) runs unscoped (`*`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, cast
+
+import psycopg
+from psycopg.adapt import Dumper, Loader
+from psycopg.pq import Format
+from psycopg_pool import ConnectionPool
+
+from molar_mcp.store.db import Database
+from molar_mcp.store.port import current_org_scope
+from molar_mcp.store.postgres import dialect
+from molar_mcp.store.postgres.migrations import pg_migration, secure_tables
+
+UNSCOPED = "*"
+_MIGRATION_LOCK = 0x6D6F6C6172  # pg_advisory_xact_lock key: one replica migrates at a time
+
+
+class _BoolAsInt(Dumper):
+    """SQLite stores booleans as 0/1 in INTEGER columns; so do we (the components bind Python bools)."""
+
+    oid = psycopg.postgres.types["int8"].oid
+    format = Format.TEXT
+
+    def dump(self, obj: Any) -> bytes:
+        return b"1" if obj else b"0"
+
+
+class _NumericAsNumber(Loader):
+    """`sum()` of BIGINT is NUMERIC in PostgreSQL: give ints back, as SQLite does."""
+
+    def load(self, data: Any) -> int | float:
+        value = Decimal(bytes(data).decode())
+        return int(value) if value == value.to_integral_value() else float(value)
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    conn.adapters.register_dumper(bool, _BoolAsInt)
+    conn.adapters.register_loader("numeric", _NumericAsNumber)
+
+
+class PgCursor:
+    def __init__(self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any]) -> None:
+        self._conn = conn
+        self._cur = cur
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self._cur.fetchone() if self._cur.description is not None else None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._cur.fetchall() if self._cur.description is not None else []
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.fetchall())
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        row = self._conn.execute("SELECT lastval()").fetchone()
+        return None if row is None else int(row[0])
+
+
+class PgConnection:
+    """One pooled connection inside a transaction, spoken to as the components speak to SQLite."""
+
+    def __init__(self, conn: psycopg.Connection[Any], *, write: bool, keys: dict[str, tuple[str, ...]]) -> None:
+        self.raw = conn
+        self._keys = keys
+        self.write = write
+        # find_trace_row reads this: writers lock the trace row they change, as BEGIN IMMEDIATE
+        # serialises writers in SQLite (two appends to one trace never interleave).
+        self.row_lock = " FOR UPDATE" if write else ""
+
+    def _statement(self, sql: str) -> str:
+        table = dialect.replaced_table(sql)
+        if table is None:
+            return dialect.statement(sql)
+        return dialect.replace_statement(sql, self._primary_key(table))
+
+    def _primary_key(self, table: str) -> tuple[str, ...]:
+        key = self._keys.get(table)
+        if key is None:
+            rows = self.raw.execute(
+                "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+                " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary"
+                " ORDER BY array_position(i.indkey, a.attnum)",
+                (table,),
+            ).fetchall()
+            key = self._keys[table] = tuple(r[0] for r in rows)
+        return key
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
+        cur = self.raw.cursor()
+        with _as_sqlite_errors():
+            if params:
+                cur.execute(self._statement(sql), params)
+            else:
+                cur.execute(dialect.statement(sql, False))
+        return PgCursor(self.raw, cur)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]] | Iterator[Sequence[Any]]) -> PgCursor:
+        cur = self.raw.cursor()
+        with _as_sqlite_errors():
+            cur.executemany(self._statement(sql), list(rows))
+        return PgCursor(self.raw, cur)
+
+
+@contextmanager
+def _as_sqlite_errors() -> Iterator[None]:
+    """The errors callers already handle from SQLite: an integer past 64 bits is `OverflowError`, a
+    constraint is `sqlite3.IntegrityError` (a duplicate e-mail, say)."""
+    try:
+        yield
+    except psycopg.errors.NumericValueOutOfRange as exc:
+        raise OverflowError(str(exc)) from exc
+    except psycopg.errors.IntegrityError as exc:
+        raise sqlite3.IntegrityError(str(exc)) from exc
+
+
+class PgDatabase(Database):
+    """`Database` on a PostgreSQL pool. `data_dir` is a local scratch dir (never shared state)."""
+
+    def __init__(self, url: str, data_dir: Path, *, min_size: int = 1, max_size: int = 10) -> None:
+        # Not Database.__init__: there is no SQLite file. The attributes the components read are set here.
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
+        self.url = url
+        self._lock = threading.RLock()
+        self._keys: dict[str, tuple[str, ...]] = {}  # table → primary key columns (INSERT OR REPLACE)
+        self.pool = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"autocommit": True},
+            configure=_configure,
+            open=True,
+            name="molar",
+        )
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version BIGINT NOT NULL)"
+                )
+        except BaseException:
+            self.pool.close()
+            raise
+
+    def close(self) -> None:
+        self.pool.close()
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        org = current_org_scope() or UNSCOPED
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT set_config('app.org_id', %s, true)", (org,))
+            yield cast(sqlite3.Connection, PgConnection(conn, write=write, keys=self._keys))
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        with self._transaction(write=True) as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        with self._transaction(write=False) as conn:
+            yield conn
+
+    def version(self, component: str) -> int:
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT version FROM schema_versions WHERE component = %s", (component,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def migrate(self, component: str, migrations: Sequence[str]) -> int:
+        """Apply `component`'s migrations (in PostgreSQL's dialect) past its recorded version, each in one
+        transaction under an advisory lock, so replicas starting together migrate once."""
+        for version in range(len(migrations)):
+            with self.pool.connection() as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                row = conn.execute("SELECT version FROM schema_versions WHERE component = %s", (component,)).fetchone()
+                current = int(row[0]) if row else 0
+                if current > len(migrations):
+                    raise RuntimeError(
+                        f"the database's {component} schema is version {current}, newer than this molar-mcp knows "
+                        f"({len(migrations)}); upgrade molar-mcp"
+                    )
+                if current > version:
+                    continue
+                conn.execute(pg_migration(component, version, migrations[version]))
+                secure_tables(conn)
+                self._keys.clear()
+                conn.execute(
+                    "INSERT INTO schema_versions (component, version) VALUES (%s, %s)"
+                    " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+                    (component, version + 1),
+                )
+        return len(migrations)

@@ -1,0 +1,95 @@
+"""The components' migrations on PostgreSQL: each embedded-store migration, in PostgreSQL's types
+(`dialect.ddl`), except the few that differ by engine (full-text search), which are written here.
+
+One list per component for both engines keeps the versions in step: a component that gains a migration
+gains it on PostgreSQL at once, and the contract tests run it there.
+
+Full-text search: SQLite's FTS5 table `traces_fts (rowid, body)` becomes a table with the same columns
+and a generated `tsvector` (GIN-indexed). Both engines split words at every character that is not a
+letter or a digit and ignore case and diacritics, so `billing` finds `/billing?upgraded=true` and `404`
+finds `webhook-404` on either (`molar_fts_text` normalises stored text, `fts.py` the query the same way).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import psycopg
+
+from molar_mcp.store.postgres import dialect
+
+# (component, index of the migration) → its PostgreSQL text, where translating the SQLite text won't do.
+_FTS_TABLE = """
+CREATE EXTENSION IF NOT EXISTS unaccent;
+CREATE OR REPLACE FUNCTION molar_fts_text(t text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
+    AS $$ SELECT regexp_replace(lower(public.unaccent('public.unaccent'::regdictionary, t)),
+                                '[^[:alnum:]]+', ' ', 'g') $$;
+CREATE TABLE traces_fts (
+    rowid BIGINT PRIMARY KEY REFERENCES traces(pk) ON DELETE CASCADE,
+    body TEXT NOT NULL DEFAULT '',
+    tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, molar_fts_text(body))) STORED
+);
+CREATE INDEX traces_fts_tsv ON traces_fts USING gin (tsv);
+"""
+_VIRTUAL_FTS = re.compile(r"CREATE\s+VIRTUAL\s+TABLE\s+traces_fts\s+USING\s+fts5\s*\(.*?\)\s*;", re.S | re.I)
+
+_SPECIAL: dict[tuple[str, int], str] = {
+    # traces 2 rebuilt the FTS5 index with other separators; PostgreSQL's index had them from the start.
+    ("traces", 1): "SELECT 1",
+}
+
+_SETUP = """
+CREATE EXTENSION IF NOT EXISTS citext;
+"""
+
+
+def pg_migration(component: str, index: int, sqlite_text: str) -> str:
+    special = _SPECIAL.get((component, index))
+    if special is not None:
+        return special
+    text = sqlite_text
+    if component == "traces" and index == 0:
+        text = _VIRTUAL_FTS.sub("", text)
+        return _SETUP + dialect.ddl(text) + _FTS_TABLE + _EVENT_STORAGE
+    return dialect.ddl(text)
+
+
+# Events are most of the data. Retention removes a trace's events by its key (the primary key's first
+# column), and cold traces move their events out (tiers); autovacuum keeps up on this table sooner.
+_EVENT_STORAGE = """
+ALTER TABLE events SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);
+"""
+
+_FENCE = "current_setting('app.org_id', true) IN (org_id, '*')"
+_CHILD_FENCE = (
+    "current_setting('app.org_id', true) = '*' OR EXISTS (SELECT 1 FROM traces t WHERE t.pk = {table}.trace_pk)"
+)
+
+
+def secure_tables(conn: psycopg.Connection[Any]) -> None:
+    """Row-level security on every table that holds an org's rows: those with an `org_id` column, and
+    those hanging off a trace (`trace_pk`), which see only the rows of traces the org can see."""
+    rows = conn.execute(
+        """
+        SELECT c.relname,
+               bool_or(a.attname = 'org_id'),
+               bool_or(a.attname = 'trace_pk')
+        FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema()
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+        WHERE c.relkind IN ('r', 'p') AND NOT c.relrowsecurity
+        GROUP BY c.relname
+        """
+    ).fetchall()
+    for table, has_org, has_trace in rows:
+        if has_org:
+            using = _FENCE
+        elif has_trace:
+            using = _CHILD_FENCE.format(table=table)
+        else:
+            continue
+        conn.execute(f'ALTER TABLE "{table}" ENABLE ROW LEVEL SECURITY')
+        conn.execute(f'ALTER TABLE "{table}" FORCE ROW LEVEL SECURITY')
+        conn.execute(f'CREATE POLICY org_fence ON "{table}" USING ({using}) WITH CHECK ({using})')

@@ -1,0 +1,134 @@
+"""The PostgreSQL database and the S3 bucket under the store: schema versions, blobs keyed per org,
+all-or-nothing writes, row-level security, two stores (replicas) on one database."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from molar_mcp.compose import open_store
+from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceQuery
+from molar_mcp.store.port import org_scope
+from molar_mcp.store.s3 import parse_blob_url
+from molar_mcp.store.schema import MIGRATIONS
+from tests.engines import PgCluster, S3Endpoint
+from tests.store.factory import AddTrace, new_trace
+
+PNG = b"\x89PNG\r\n\x1a\nnot-really-a-png"
+VIDEO = b"\x1aE\xdf\xa3webm-ish"
+
+
+@pytest.fixture
+def engine(pg_url: str, s3_url: str) -> dict[str, str]:
+    return {"database_url": pg_url, "blob_url": s3_url}
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _objects(s3: S3Endpoint, s3_url: str) -> list[str]:
+    bucket, _ = parse_blob_url(s3_url)
+    listed = s3.client().list_objects_v2(Bucket=bucket)
+    return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
+def _version(url: str, component: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT version FROM schema_versions WHERE component = %s", (component,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_new_database_is_migrated_to_the_newest_version_and_reopening_migrates_nothing(
+    pg: PgCluster, tmp_path: Path
+) -> None:
+    url = pg.new_database()
+    first = open_store(tmp_path / "a", database_url=url)
+    trace_id, _ = first.add_trace(LOCAL_ORG_ID, new_trace(), {})
+    before = first.get_trace(LOCAL_ORG_ID, trace_id)
+    first.close()
+    assert _version(url, "traces") == len(MIGRATIONS)
+    again = open_store(tmp_path / "b", database_url=url)
+    try:
+        assert again.schema_version == len(MIGRATIONS)
+        assert again.get_trace(LOCAL_ORG_ID, trace_id) == before
+    finally:
+        again.close()
+
+
+def test_a_database_from_a_newer_molar_mcp_is_refused_and_left_as_it_is(pg: PgCluster, tmp_path: Path) -> None:
+    url = pg.new_database()
+    open_store(tmp_path / "a", database_url=url).close()
+    with psycopg.connect(url) as conn:
+        conn.execute("UPDATE schema_versions SET version = %s WHERE component = 'traces'", (len(MIGRATIONS) + 1,))
+    with pytest.raises(RuntimeError, match="upgrade molar-mcp"):
+        open_store(tmp_path / "b", database_url=url)
+    assert _version(url, "traces") == len(MIGRATIONS) + 1
+
+
+def test_blobs_go_to_the_bucket_once_under_their_org_and_sha256(
+    store: SqliteTraceStore, add: AddTrace, s3: S3Endpoint, s3_url: str
+) -> None:
+    add(blobs={_sha(PNG): PNG, _sha(VIDEO): VIDEO})
+    add(blobs={_sha(PNG): PNG})
+    add(org_id="org_b", blobs={_sha(PNG): PNG})
+    expected = sorted(
+        f"molar/orgs/{org}/blobs/{_sha(d)[:2]}/{_sha(d)}"
+        for org, d in [(LOCAL_ORG_ID, PNG), (LOCAL_ORG_ID, VIDEO), ("org_b", PNG)]
+    )
+    assert _objects(s3, s3_url) == expected
+    assert store.blobs.read(_sha(PNG), LOCAL_ORG_ID) == PNG
+    assert store.blobs.exists(_sha(VIDEO), LOCAL_ORG_ID)
+    assert not store.blobs.exists(_sha(VIDEO), "org_b")
+    assert not store.blobs.exists(_sha(b"never stored"), LOCAL_ORG_ID)
+
+
+def test_a_refused_trace_leaves_no_row_and_no_object(
+    store: SqliteTraceStore, add: AddTrace, s3: S3Endpoint, s3_url: str
+) -> None:
+    with pytest.raises(ValueError, match="hashes to"):
+        add(blobs={_sha(PNG): PNG, _sha(b"other"): VIDEO})
+    trace = new_trace(events=[{"seq": 0, "ts": 1, "kind": "log"}], pr_number=2**63)
+    with pytest.raises(OverflowError):
+        store.add_trace(LOCAL_ORG_ID, trace, {_sha(PNG): PNG})
+    assert _objects(s3, s3_url) == []
+    assert store.list_traces(LOCAL_ORG_ID, TraceQuery()).items == []
+    store.add_trace(LOCAL_ORG_ID, new_trace(), {})  # the pool's connections are usable afterwards
+
+
+def test_row_level_security_shows_a_scoped_transaction_only_its_orgs_rows(
+    store: SqliteTraceStore, add: AddTrace
+) -> None:
+    mine, _ = add(org_id="org_a")
+    theirs, _ = add(org_id="org_b")
+    with org_scope("org_a"), store.db.read() as conn:
+        # No org filter in the query: the database itself keeps org_b's rows out.
+        ids = [r[0] for r in conn.execute("SELECT id FROM traces").fetchall()]
+        events = conn.execute("SELECT count(DISTINCT trace_pk) FROM events").fetchone()
+    assert ids == [mine]
+    assert events == (1,)
+    with org_scope("org_a"), store.db.tx() as conn:
+        # An update of another org's row finds no row.
+        assert conn.execute("UPDATE traces SET org_id = 'org_a' WHERE id = ?", (theirs,)).rowcount == 0
+    insert = "INSERT INTO traces (id, short_id, org_id, status, created_ms) VALUES ('x', 'x', 'org_b', 'passed', 0)"
+    with org_scope("org_a"), store.db.tx() as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(insert)
+    with org_scope("org_b"):
+        assert [t.id for t in store.list_traces("org_b", TraceQuery()).items] == [theirs]
+
+
+def test_two_stores_on_one_database_and_bucket_see_each_others_traces(
+    store: SqliteTraceStore, pg_url: str, s3_url: str, tmp_path: Path
+) -> None:
+    other = open_store(tmp_path / "replica", database_url=pg_url, blob_url=s3_url)
+    try:
+        trace_id, short_id = store.add_trace(LOCAL_ORG_ID, new_trace(), {_sha(PNG): PNG})
+        assert other.get_trace(LOCAL_ORG_ID, short_id).id == trace_id
+        assert other.blobs.read(_sha(PNG), LOCAL_ORG_ID) == PNG
+        assert [t.id for t in other.list_traces(LOCAL_ORG_ID, TraceQuery(q="webhook")).items] == [trace_id]
+    finally:
+        other.close()
