@@ -159,10 +159,17 @@ class MolarReporter {
     const key = crypto.randomUUID();
     const answer = await this.client.multipart('/v1/traces/ingest', () => {
       const form = new FormData();
-      if (parts.trace) form.append('file', parts.trace.blob, parts.trace.name);
-      if (parts.trace) form.append('format', 'playwright-trace');
+      const json = JSON.stringify(result);
+      if (parts.trace) {
+        form.append('file', parts.trace.blob, parts.trace.name);
+        form.append('format', 'playwright-trace');
+      } else {
+        // No trace (skipped, or tracing off for this attempt): the result is the file.
+        form.append('file', new Blob([json], { type: 'application/json' }), 'result.json');
+        form.append('format', 'playwright-result');
+      }
       if (runId) form.append('run_id', runId);
-      form.append('result', JSON.stringify(result));
+      form.append('result', json);
       for (const part of parts.others) form.append('attachment', part.blob, part.name);
       return form;
     }, key);

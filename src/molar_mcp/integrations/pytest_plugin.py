@@ -231,8 +231,11 @@ class MolarSession:
                 parts.append(("attachment", (path.name, data, content_type)))
         if missing:
             result["missing_attachments"] = missing
-        # As a file part: the body stays multipart/form-data even when no trace came with the result.
-        parts.append(("result", ("result.json", _json(result).encode(), "application/json")))
+        encoded = _json(result).encode()
+        if "format" not in form:  # no trace (a failure outside the browser): the result is the file
+            parts.insert(0, ("file", ("result.json", encoded, "application/json")))
+            form["format"] = "playwright-result"
+        form["result"] = encoded.decode()
         if self.run_id:
             form["run_id"] = self.run_id
         answer = self.uploader.post_form("/v1/traces/ingest", form, parts, idempotency_key=str(uuid.uuid4()))
