@@ -55,6 +55,7 @@ def parse_rate_limits(spec: str) -> RateLimits:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from molar_mcp.api.context import OtlpSettings
     from molar_mcp.compose import create_serve_app, debugger_config, load_demo_data, open_embedded
     from molar_mcp.serve_auth import open_serve_auth, own_origins
 
@@ -71,6 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"molar-mcp: {exc}", file=sys.stderr)
         return 2
+    otlp = OtlpSettings(quiet_seconds=args.otlp_quiet_seconds)
     roots = _replay_roots(args.replay_root)
     if roots is None:
         return 2
@@ -79,6 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_bundle_bytes=args.max_bundle_mb * 1024 * 1024,
         rate_limits=limits,
         debugger=debugger,
+        otlp_settings=otlp,
         replay_demo=args.demo,
         replay_roots=roots,
     ) as embedded:
@@ -101,6 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"molar-mcp {__version__}: data in {data_dir}\n"
                 f"  MCP (streamable HTTP): {base}/mcp\n"
                 f"  Trace REST API:        {base}/v1/traces\n"
+                f"  OTLP/HTTP traces:      OTEL_EXPORTER_OTLP_ENDPOINT={base}/otlp\n"
                 f"  Capabilities:          {base}/.well-known/molar-capabilities.json\n"
                 f"  Debugger model:        {debugger.model or 'none (answers are the detectors findings)'}\n"
                 f"  Replays:               {_replays_line(args.demo, roots)}\n"
@@ -476,6 +480,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate-limits", help="requests a minute per org, e.g. read=600,write=120,ingest=30 (the defaults)"
     )
     serve.add_argument("--model", help=_MODEL_HELP)
+    serve.add_argument(
+        "--otlp-quiet-seconds",
+        type=float,
+        default=float(os.environ.get("MOLAR_OTLP_QUIET_SECONDS", "30")),
+        help="an OTLP trace whose root span has arrived finishes after this long without new spans "
+        "(env MOLAR_OTLP_QUIET_SECONDS; default 30)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     stdio = sub.add_parser("stdio", help="MCP over stdio for IDE agents")

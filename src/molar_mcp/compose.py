@@ -26,7 +26,8 @@ from starlette.types import ASGIApp
 
 from molar_mcp import __version__
 from molar_mcp.api.app import create_api_app
-from molar_mcp.api.context import ApiContext
+from molar_mcp.api.context import ApiContext, OtlpSettings
+from molar_mcp.api.otlp import run_sweeper
 from molar_mcp.api.telemetry import RateLimits
 from molar_mcp.auth import McpScopeGuard, ScopePolicy, create_oauth_routes, create_protected_resource_routes
 from molar_mcp.chat_tools import ChatTools, in_process_client_factory
@@ -111,6 +112,7 @@ def open_embedded(
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
     rate_limits: RateLimits | None = None,
     debugger: DebuggerConfig | None = None,
+    otlp_settings: OtlpSettings | None = None,
     replay_demo: bool = True,
     replay_roots: Sequence[Path] = (),
 ) -> Iterator[Embedded]:
@@ -130,6 +132,7 @@ def open_embedded(
             tools=tools,
             debugger_budget_cents=debugger.budget_cents,
             model_price=debugger.price,
+            otlp_settings=otlp_settings,
             apps=None if replay_demo else {},
             replay_roots=replay_roots,
         )
@@ -245,8 +248,11 @@ def create_serve_app(
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         # A mounted app's lifespan never runs: run the MCP session manager here (MCP-NOTES.md).
-        async with mcp_server.session_manager.run():
+        async with mcp_server.session_manager.run(), anyio.create_task_group() as tasks:
+            # OTLP traces finish after a quiet period even when no request comes to notice it.
+            tasks.start_soon(run_sweeper, embedded.context)
             yield
+            tasks.cancel_scope.cancel()
 
     mcp_endpoint: ASGIApp = mcp_app
     routes: list[BaseRoute] = [Route("/.well-known/molar-capabilities.json", capabilities, methods=["GET"])]

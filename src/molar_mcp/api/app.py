@@ -14,6 +14,7 @@ from molar_mcp.api import (
     live,
     openapi,
     ops,
+    otlp,
     replays,
     report,
     runs,
@@ -35,6 +36,7 @@ def api_routes() -> list[Route]:
         *replays.routes(),  # before traces: `/v1/traces/diff` is not a trace id
         *traces.routes(),
         *live.routes(),
+        *otlp.routes(),
         *blobs.routes(),
         *exports.routes(),
         *analysis.routes(),

@@ -25,6 +25,7 @@ from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceStore
 from molar_mcp.store.analysis import SqliteAnalysisStore
 from molar_mcp.store.chats import SqliteChatStore
 from molar_mcp.store.live import LiveTraces
+from molar_mcp.store.otlp import OtlpTraces
 from molar_mcp.store.replays import ReplayStore
 from molar_mcp.store.runs import SqliteRunStore
 from molar_mcp.store.sharing import SqliteSharingStore
@@ -43,6 +44,17 @@ async def no_tools(org_id: str) -> AsyncIterator[ToolRunner]:
     yield NoTools()
 
 
+@dataclass
+class OtlpSettings:
+    """When OTLP traces finish (api/otlp.py), and how many exports are stored at once (the rest: 503)."""
+
+    quiet_seconds: float = 30.0
+    abandon_seconds: float = 600.0
+    max_in_flight: int = 8
+    retry_after_seconds: int = 1
+    in_flight: int = field(default=0, repr=False)
+
+
 @dataclass(frozen=True)
 class ApiContext:
     store: TraceStore
@@ -54,6 +66,7 @@ class ApiContext:
     analysis: SqliteAnalysisStore
     sharing: SqliteSharingStore
     chats: SqliteChatStore
+    otlp: OtlpTraces
     runs: SqliteRunStore
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
     metrics: Metrics = field(default_factory=Metrics)
@@ -63,6 +76,7 @@ class ApiContext:
     tools: ToolRunnerFactory = no_tools
     debugger_budget_cents: int = DEFAULT_BUDGET_CENTS
     model_price: Price | None = None  # overrides the price table (e.g. 0,0 for a local model)
+    otlp_settings: OtlpSettings = field(default_factory=OtlpSettings)
 
     @classmethod
     def embedded(
@@ -77,6 +91,7 @@ class ApiContext:
         tools: ToolRunnerFactory = no_tools,
         debugger_budget_cents: int = DEFAULT_BUDGET_CENTS,
         model_price: Price | None = None,
+        otlp_settings: OtlpSettings | None = None,
     ) -> ApiContext:
         """The context of the embedded store: its signer, blob files, live ingest and bus."""
         return cls(
@@ -89,6 +104,7 @@ class ApiContext:
             analysis=SqliteAnalysisStore(store.db),
             sharing=SqliteSharingStore(store.db),
             chats=SqliteChatStore(store.db),
+            otlp=OtlpTraces(store.db),
             runs=SqliteRunStore(store.db),
             max_bundle_bytes=max_bundle_bytes,
             rate_limiter=RateLimiter(rate_limits or RateLimits()),
@@ -104,6 +120,7 @@ class ApiContext:
             tools=tools,
             debugger_budget_cents=debugger_budget_cents,
             model_price=model_price,
+            otlp_settings=otlp_settings or OtlpSettings(),
         )
 
     def blob_file(self, sha256: str) -> Path:

@@ -14,6 +14,7 @@ from molar_mcp.api.context import ApiContext, api_context, org_of
 from molar_mcp.api.errors import ApiError
 from molar_mcp.api.openapi import Param, documented, integer, string
 from molar_mcp.ingest.service import IngestOutcome, StoredTrace, Upload, ingest_upload
+from molar_mcp.models.replays import ReplayOrigin
 from molar_mcp.models.runs import RUN_STATUSES, FinishRun, NewRun, Run, RunList
 from molar_mcp.store.runs import RunNotFound, SqliteRunStore
 
@@ -80,7 +81,34 @@ def ingest_for_run(ctx: ApiContext, org: str, upload: Upload, run_ref: str | Non
         runs.finish(org, run_id)
         ctx.bus.publish(run_topic(run_id), Published(finished="finished"))
     outcome.run_id = run_id
+    record_replay_origins(ctx, org, outcome, runs.get(org, run_id) if run_id is not None else None)
     return outcome
+
+
+def record_replay_origins(ctx: ApiContext, org: str, outcome: IngestOutcome, run: Run | None) -> None:
+    """Remember where each Playwright test trace was recorded (repository, commit, project, file, title
+    path: the result's, else its run's), so a registered project's trace can be replayed (docs/replay.md)."""
+    if ctx.replays is None:
+        return
+    for stored in outcome.traces:
+        r = stored.result
+        if r is None or not r.file or not r.title_path:
+            continue
+        repo_path = (r.repo.path if r.repo else None) or (run.repo.path if run and run.repo else None)
+        remote = (r.repo.remote if r.repo else None) or (run.repo.remote if run and run.repo else None)
+        commit = r.commit or (run.commit if run else None)
+        if not (repo_path or remote) or not commit:
+            continue
+        origin = ReplayOrigin(
+            kind="playwright",
+            repo_path=repo_path,
+            repo_remote=remote,
+            commit=commit,
+            project=r.project,
+            file=r.file,
+            title_path=r.title_path,
+        )
+        ctx.replays.replays.record_origin(org, stored.trace_id, origin)
 
 
 @documented(

@@ -83,6 +83,8 @@ class TraceFilters:
     q: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
+    flaky: bool | None = None
+    newly_failing: bool | None = None
     run: str | None = None
 
     def params(self) -> dict[str, str]:
@@ -95,6 +97,10 @@ class TraceFilters:
             out["from"] = self.created_from.isoformat()
         if self.created_to is not None:
             out["to"] = self.created_to.isoformat()
+        for key in ("flaky", "newly_failing"):
+            flag = getattr(self, key)
+            if flag is not None:
+                out[key] = "true" if flag else "false"
         return out
 
 

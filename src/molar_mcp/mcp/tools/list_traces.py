@@ -36,8 +36,8 @@ async def list_traces(
     scenario: Annotated[str | None, Field(description="scenario slug, e.g. 'checkout-coupon'")] = None,
     scenario_id: Annotated[str | None, Field(description="scenario UUID")] = None,
     source: Annotated[
-        Literal["pr", "schedule", "manual", "shadow_diff"] | None,
-        Field(description="what started the run"),
+        Literal["pr", "schedule", "manual", "shadow_diff", "agent"] | None,
+        Field(description="what started the run; 'agent' for agent runs received over OpenTelemetry"),
     ] = None,
     signature: Annotated[
         str | None, Field(description="exact failure signature, e.g. 'webhook-404', to find repeats")
@@ -50,6 +50,12 @@ async def list_traces(
     ] = None,
     since: Annotated[str | None, Field(description="created at or after: ISO 8601, or an age like '24h', '7d'")] = None,
     until: Annotated[str | None, Field(description="created before: ISO 8601, or an age like '1h'")] = None,
+    flaky: Annotated[
+        bool | None, Field(description="true: runs of flaky tests (passed only on retry, or pass and fail by turns)")
+    ] = None,
+    newly_failing: Annotated[
+        bool | None, Field(description="true: failing runs of tests that passed on the runs before (regressions)")
+    ] = None,
     limit: Annotated[int, Field(ge=1, le=50, description="rows per page (fewer if the token budget needs)")] = 20,
     cursor: Annotated[str | None, Field(description="next_cursor from the previous page")] = None,
     max_tokens: Annotated[
@@ -74,6 +80,8 @@ async def list_traces(
         q=q,
         created_from=created_from,
         created_to=created_to,
+        flaky=flaky,
+        newly_failing=newly_failing,
     )
     args: dict[str, Any] = {
         "status": status,
@@ -86,6 +94,8 @@ async def list_traces(
         "q": q,
         "since": since,
         "until": until,
+        "flaky": flaky,
+        "newly_failing": newly_failing,
     }
     desc = describe_filters(args)
     client = client_of(ctx)
