@@ -263,7 +263,7 @@ class MolarReporter {
     })();
     const outcome = await Promise.race([drained, timedOut]);
     clearTimeout(timer);
-    const left = this.pending.size + this.queue.length;
+    const left = this.pending.size; // queued uploads are pending too
     if (outcome === 'timeout') {
       this.abort.abort(); // the uploads still running stop now; the run is not held up further
       this.warn(`${left} upload(s) still under way after ${bound} ms: stopped waiting`);
