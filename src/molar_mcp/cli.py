@@ -56,7 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from molar_mcp.api.context import OtlpSettings
-    from molar_mcp.compose import create_serve_app, debugger_config, load_demo_data, open_embedded
+    from molar_mcp.compose import create_serve_app, debugger_config, load_agent_demo, load_demo_data, open_embedded
     from molar_mcp.serve_auth import open_serve_auth, own_origins
 
     if args.no_auth and not _is_loopback(args.host):
@@ -87,6 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ) as embedded:
         if args.demo:
             log.info("demo data: %s", load_demo_data(embedded.store))
+            log.info("demo data: %s", load_agent_demo(embedded))
         allowed = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()] if args.allowed_hosts else None
         base = f"http://{args.host}:{args.port}"
         with ExitStack() as stack:
