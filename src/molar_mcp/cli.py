@@ -386,6 +386,9 @@ def cmd_users_create(args: argparse.Namespace) -> int:
     generated = False
     if password is None and sys.stdin.isatty():
         password = getpass.getpass(f"password for {args.email} (empty: generate one): ") or None
+    elif password is None:
+        # Piped (`echo "$PASSWORD" | molar-mcp users create …`): the first line is the password.
+        password = sys.stdin.readline().rstrip("\r\n") or None
     if password is None:
         password, generated = generate_password(), True
     db = _auth_db(args)
@@ -394,6 +397,9 @@ def cmd_users_create(args: argparse.Namespace) -> int:
     except UserExistsError:
         print(f"molar-mcp: a user {args.email} exists already", file=sys.stderr)
         return 1
+    except ValueError as exc:  # a bad email address or a short password: one line, no traceback
+        print(f"molar-mcp: {exc}", file=sys.stderr)
+        return 2
     finally:
         db.close()
     print(f"created user {user.email} in org {user.org_id}", file=sys.stderr)
@@ -534,7 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
     users_sub = users.add_subparsers(dest="users_command", required=True)
     create_user = users_sub.add_parser("create", help="add an account (prompts for the password when omitted)")
     create_user.add_argument("--email", required=True)
-    create_user.add_argument("--password", help="default: prompt, or generate and print one")
+    create_user.add_argument(
+        "--password",
+        help="default: prompt (a terminal) or the first line of stdin (piped); empty: generate and print one",
+    )
     create_user.add_argument("--org", default="org_local")
     create_user.add_argument("--data-dir")
     create_user.set_defaults(func=cmd_users_create)

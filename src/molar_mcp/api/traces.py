@@ -1,4 +1,4 @@
-"""`/v1/traces` routes (seed 000): list, detail, events slice, bundle ingest."""
+"""`/v1/traces` routes: list, detail, events slice, bundle ingest."""
 
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ async def list_traces(request: Request) -> JSONResponse:
 async def get_trace(request: Request) -> JSONResponse:
     ctx = api_context(request)
     detail = await anyio.to_thread.run_sync(ctx.store.get_trace, org_of(request), request.path_params["trace_id"])
-    # Signed afresh on every read: refreshing the detail renews the URLs (seed 000).
+    # Signed afresh on every read: refreshing the detail renews the URLs.
     detail.signed_urls = signed_urls(ctx, request, detail)
     return JSONResponse(detail.model_dump(mode="json"))
 
@@ -281,7 +281,8 @@ async def ingest(request: Request) -> JSONResponse:
         raise ApiError(413, "payload_too_large", f"the request is larger than the {limit}-byte upload limit")
     limited = Request(request.scope, _limited_receive(request, overall))
     attachments: list[Attachment] = []
-    async with limited.form(max_files=1 + _MAX_ATTACHMENTS, max_fields=20) as form:
+    # Files: the upload, its attachments, and `result` (a reporter may send it as a file part).
+    async with limited.form(max_files=2 + _MAX_ATTACHMENTS, max_fields=20) as form:
         upload = form.get("file") or form.get("bundle")
         if not isinstance(upload, UploadFile):
             raise ApiError(

@@ -1,5 +1,5 @@
-"""Live ingest in the embedded store: create a running trace, append events, finish it (seed 002's
-semantics under `/v1`): partial accept, strictly increasing seq, idempotency keys, 409 on conflict."""
+"""Live ingest in the embedded store: create a running trace, append events, finish it, under `/v1`:
+partial accept, strictly increasing seq, idempotency keys, 409 on conflict."""
 
 from __future__ import annotations
 

@@ -74,7 +74,7 @@ class InvalidCursor(StoreError):
 
 @dataclass(frozen=True)
 class TraceQuery:
-    """Filters of `GET /v1/traces` (seed 000). `None` means "not filtered"."""
+    """Filters of `GET /v1/traces`. `None` means "not filtered"."""
 
     scenario_id: str | None = None
     scenario_slug: str | None = None
