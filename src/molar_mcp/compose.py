@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -26,9 +27,11 @@ from starlette.types import ASGIApp
 
 from molar_mcp import __version__
 from molar_mcp.api.app import create_api_app
+from molar_mcp.api.bus import LiveBus
 from molar_mcp.api.context import ApiContext
 from molar_mcp.api.telemetry import RateLimits
-from molar_mcp.auth import McpScopeGuard, ScopePolicy, create_oauth_routes, create_protected_resource_routes
+from molar_mcp.auth import AuthKeys, McpScopeGuard, ScopePolicy, create_oauth_routes, create_protected_resource_routes
+from molar_mcp.auth.keys import SESSION_SECRET_FILE, SIGNING_KEY_FILE
 from molar_mcp.chat_tools import ChatTools, in_process_client_factory
 from molar_mcp.client import TraceClient
 from molar_mcp.debugger.config import DebuggerConfig
@@ -38,13 +41,16 @@ from molar_mcp.mcp.server import TOOL_SPECS, create_mcp_server
 from molar_mcp.mcp.state import AppState, ClientFactory
 from molar_mcp.replay.apps import AppConfig
 from molar_mcp.replay.recording import RecordedRun, record_scenarios, scenario_files
-from molar_mcp.serve_auth import OriginGuard, ServeAuth, acting_client_factory
+from molar_mcp.serve_auth import INTERNAL_TOKEN_FILE, OriginGuard, ServeAuth, acting_client_factory, internal_token
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
 from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.replays import ReplayStore
+from molar_mcp.store.signing import UrlSigner
 
 log = logging.getLogger("molar_mcp")
 
+URL_SIGNING_FILE = "signing-keys.json"
+REQUEST_STATE_KEY_FILE = "mcp-request-state-key"
 DEMO_MARKER = "demo-loaded-v1"
 DEMO_RECORDED_MARKER = "demo-recorded-v1"
 
@@ -120,10 +126,14 @@ def open_embedded(
     debugger = debugger or DebuggerConfig()
     store = open_store(data_dir, database_url=database_url, blob_url=blob_url)
     ctx: ApiContext | None = None
+    bus: LiveBus | None = None
     tools = ChatTools()
     try:
+        if database_url:
+            bus = _replica_setup(store, data_dir)
         ctx = ApiContext.embedded(
             store,
+            bus=bus,
             max_bundle_bytes=max_bundle_bytes,
             rate_limits=rate_limits,
             model=debugger.provider(),
@@ -139,7 +149,71 @@ def open_embedded(
     finally:
         if ctx is not None and ctx.replays is not None:
             ctx.replays.close()  # replays still running stop their apps before the store closes
+        if bus is not None:
+            bus.close()
         store.close()
+
+
+SHARED_SECRETS = (
+    SIGNING_KEY_FILE,
+    SESSION_SECRET_FILE,
+    INTERNAL_TOKEN_FILE,
+    URL_SIGNING_FILE,
+    REQUEST_STATE_KEY_FILE,
+)
+
+
+def _replica_setup(store: SqliteTraceStore, data_dir: Path) -> LiveBus:
+    """What replicas on one database share beyond the tables: the secrets (so a token, a signed URL or an
+    MCP request state made by one replica is good on another) and the live bus (LISTEN/NOTIFY)."""
+    from molar_mcp.api.bus_pg import PgLiveBus
+    from molar_mcp.store.postgres.db import PgDatabase
+    from molar_mcp.store.postgres.secrets import share_secrets
+
+    db = store.db
+    assert isinstance(db, PgDatabase)
+
+    def create() -> None:
+        AuthKeys.load_or_create(data_dir)
+        internal_token(data_dir)
+        UrlSigner(data_dir / URL_SIGNING_FILE)
+        request_state_key(data_dir)
+
+    share_secrets(db, data_dir, SHARED_SECRETS, create)
+    return PgLiveBus(db)
+
+
+def request_state_key(data_dir: Path) -> bytes:
+    """The key that seals MCP request state (input-required round trips): kept in the data dir, so it
+    survives restarts and, shared through the database, holds across replicas."""
+    path = data_dir / REQUEST_STATE_KEY_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_bytes()
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def rotate_url_signing_key(data_dir: Path, *, keep: int, database_url: str | None = None) -> str:
+    """Sign new artifact URLs with a new key (keeping `keep` keys in all); with a database, the new ring
+    becomes every replica's (each reads it when it starts). Returns the new key id."""
+    if not database_url:
+        return UrlSigner(data_dir / URL_SIGNING_FILE).rotate(keep=keep)
+    from molar_mcp.store.postgres.db import PgDatabase
+    from molar_mcp.store.postgres.secrets import share_secrets, store_secret
+
+    db = PgDatabase(database_url, data_dir, min_size=1, max_size=1)
+    try:
+        share_secrets(db, data_dir, [URL_SIGNING_FILE], lambda: None)
+        kid = UrlSigner(data_dir / URL_SIGNING_FILE).rotate(keep=keep)
+        store_secret(db, data_dir, URL_SIGNING_FILE)
+    finally:
+        db.close()
+    return kid
 
 
 def debugger_config(model: str | None = None) -> DebuggerConfig:
@@ -229,7 +303,7 @@ def create_serve_app(
     if auth is not None:
         api_app = create_api_app(embedded.context, auth=auth.api_auth())
         factory = acting_client_factory(api_app, auth.internal_token)
-    mcp_server = create_mcp_server(factory)
+    mcp_server = create_mcp_server(factory, request_state_keys=[request_state_key(embedded.store.data_dir)])
     security = None
     if allowed_hosts:
         security = TransportSecuritySettings(
@@ -245,7 +319,7 @@ def create_serve_app(
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         # A mounted app's lifespan never runs: run the MCP session manager here (MCP-NOTES.md).
-        async with mcp_server.session_manager.run():
+        async with embedded.context.bus.running(), mcp_server.session_manager.run():
             yield
 
     mcp_endpoint: ASGIApp = mcp_app

@@ -23,6 +23,7 @@ from molar_mcp.replay.projects import ReplayRoots
 from molar_mcp.replay.service import ReplayService
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceStore
 from molar_mcp.store.analysis import SqliteAnalysisStore
+from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.chats import SqliteChatStore
 from molar_mcp.store.live import LiveTraces
 from molar_mcp.store.replays import ReplayStore
@@ -61,6 +62,7 @@ class ApiContext:
     tools: ToolRunnerFactory = no_tools
     debugger_budget_cents: int = DEFAULT_BUDGET_CENTS
     model_price: Price | None = None  # overrides the price table (e.g. 0,0 for a local model)
+    blob_store: BlobStore | None = None  # where artifacts live; an object store hands out presigned URLs
 
     @classmethod
     def embedded(
@@ -75,14 +77,16 @@ class ApiContext:
         tools: ToolRunnerFactory = no_tools,
         debugger_budget_cents: int = DEFAULT_BUDGET_CENTS,
         model_price: Price | None = None,
+        bus: LiveBus | None = None,
     ) -> ApiContext:
-        """The context of the embedded store: its signer, blob files, live ingest and bus."""
+        """The context of the store: its signer, blobs, live ingest and bus (one process's, unless given)."""
         return cls(
             store=store,
             signer=UrlSigner(store.data_dir / "signing-keys.json"),
             blob_root=store.blobs.root,
+            blob_store=store.blobs,
             live=LiveTraces(store.db),  # before tiers: archived events carry live ingest's columns
-            bus=LiveBus(),
+            bus=bus or LiveBus(),
             tiers=SqliteTiers(store.db, store.blobs),
             analysis=SqliteAnalysisStore(store.db),
             sharing=SqliteSharingStore(store.db),

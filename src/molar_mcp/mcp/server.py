@@ -1,9 +1,10 @@
 """`create_mcp_server`: the MCP server over one injected trace-store client factory."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.request_state import RequestStateSecurity
 from mcp.types import SubscribeRequestParams, UnsubscribeRequestParams
 
 from molar_mcp import __version__
@@ -26,8 +27,11 @@ failing assertion now passes; get_replay follows a long replay; diff_traces comp
 Every answer fits a token budget and lists what it left out and how to get it."""
 
 
-def create_mcp_server(client_factory: ClientFactory) -> MCPServer[AppState]:
-    """Build the server. `client_factory` opens the `TraceClient` for the server's lifetime."""
+def create_mcp_server(
+    client_factory: ClientFactory, *, request_state_keys: Sequence[bytes] | None = None
+) -> MCPServer[AppState]:
+    """Build the server. `client_factory` opens the `TraceClient` for the server's lifetime;
+    `request_state_keys` seal MCP request state (a per-process key when absent; replicas share theirs)."""
 
     bus = OrgBus()
 
@@ -44,6 +48,7 @@ def create_mcp_server(client_factory: ClientFactory) -> MCPServer[AppState]:
         lifespan=lifespan,
         subscriptions=bus,
         middleware=[listen_middleware],
+        request_state_security=RequestStateSecurity(keys=list(request_state_keys)) if request_state_keys else None,
     )
     # Legacy clients (2025-11-25) subscribe per resource; MCPServer has no decorator for it, so the
     # handlers go on its low-level server (as the SDK's own in-memory client reaches it).

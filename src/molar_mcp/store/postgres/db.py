@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.adapt import Dumper, Loader
@@ -139,6 +140,15 @@ def _as_sqlite_errors() -> Iterator[None]:
         raise sqlite3.IntegrityError(str(exc)) from exc
 
 
+def redacted(url: str) -> str:
+    """A database URL without its password (for logs)."""
+    parsed = urlsplit(url)
+    if parsed.password is None:
+        return url
+    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
+    return urlunsplit(parsed._replace(netloc=netloc))
+
+
 class PgDatabase(Database):
     """`Database` on a PostgreSQL pool. `data_dir` is a local scratch dir (never shared state)."""
 
@@ -187,6 +197,12 @@ class PgDatabase(Database):
     def read(self) -> Iterator[sqlite3.Connection]:
         with self._transaction(write=False) as conn:
             yield conn
+
+    def versions(self) -> dict[str, int]:
+        with self.pool.connection() as conn:
+            return {
+                str(c): int(v) for c, v in conn.execute("SELECT component, version FROM schema_versions").fetchall()
+            }
 
     def version(self, component: str) -> int:
         with self.pool.connection() as conn:
