@@ -77,6 +77,7 @@ def parse_rate_limits(spec: str) -> RateLimits:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from molar_mcp.api.context import OtlpSettings
     from molar_mcp.compose import create_serve_app, debugger_config, load_demo_data, open_embedded
     from molar_mcp.serve_auth import open_serve_auth, own_origins
 
@@ -93,6 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"molar-mcp: {exc}", file=sys.stderr)
         return 2
+    otlp = OtlpSettings(quiet_seconds=args.otlp_quiet_seconds)
     roots = _replay_roots(args.replay_root)
     if roots is None:
         return 2
@@ -102,6 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_bundle_bytes=args.max_bundle_mb * 1024 * 1024,
         rate_limits=limits,
         debugger=debugger,
+        otlp_settings=otlp,
         replay_demo=args.demo,
         replay_roots=roots,
     ) as embedded:
@@ -130,6 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"molar-mcp {__version__}: data in {_where(args, data_dir)}\n"
                 f"  MCP (streamable HTTP): {base}/mcp\n"
                 f"  Trace REST API:        {base}/v1/traces\n"
+                f"  OTLP/HTTP traces:      OTEL_EXPORTER_OTLP_ENDPOINT={base}/otlp\n"
                 f"  Capabilities:          {base}/.well-known/molar-capabilities.json\n"
                 f"  Debugger model:        {debugger.model or 'none (answers are the detectors findings)'}\n"
                 f"  Replays:               {_replays_line(args.demo, roots)}\n"
@@ -194,14 +198,44 @@ def cmd_stdio(args: argparse.Namespace) -> int:
 
 
 def _bundle_paths(paths: Sequence[str]) -> list[Path]:
+    """Files to ingest: each file named, and in each folder named either the folder itself (a Playwright
+    report folder: it has a report.json or JUnit XML) or the bundles and trace.zip files in it."""
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.name.endswith((".zip", ".tar.gz", ".tgz"))))
+            if _report_file(path) is not None:
+                found.append(path)
+            else:
+                found.extend(sorted(p for p in path.iterdir() if p.name.endswith((".zip", ".tar.gz", ".tgz"))))
         else:
             found.append(path)
     return found
+
+
+def _report_file(folder: Path) -> Path | None:
+    for candidate in sorted(folder.iterdir()):
+        if candidate.is_file() and candidate.suffix == ".json" and "report" in candidate.name.lower():
+            return candidate
+    for candidate in sorted(folder.iterdir()):
+        if candidate.is_file() and candidate.suffix == ".xml":
+            return candidate
+    return None
+
+
+def _read_upload(path: Path) -> tuple[bytes, str]:
+    """A file as it is; a report folder as one zip of the report and every file under the folder (test-results/)."""
+    if not path.is_dir():
+        return path.read_bytes(), path.name
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for file in sorted(path.rglob("*")):
+            if file.is_file() and not file.is_symlink():
+                zf.write(file, file.relative_to(path).as_posix())
+    return buf.getvalue(), path.name + ".zip"
 
 
 def _progress(done: int, total: int, label: str) -> None:
@@ -215,24 +249,50 @@ def _progress(done: int, total: int, label: str) -> None:
 def cmd_ingest(args: argparse.Namespace) -> int:
     paths = _bundle_paths(args.paths)
     if not paths:
-        print("molar-mcp ingest: no bundles found", file=sys.stderr)
+        print("molar-mcp ingest: nothing to ingest found", file=sys.stderr)
         return 2
     failures = asyncio.run(_ingest_remote(args, paths)) if args.api_url else _ingest_local(args, paths)
     return 1 if failures else 0
 
 
+def _describe(short_ids: list[str], rejected: list[tuple[str, str]], run_id: str | None) -> str:
+    text = " ".join(short_ids[:5]) + (f" … ({len(short_ids)} traces)" if len(short_ids) > 5 else "")
+    if run_id:
+        text += f" in run {run_id}"
+    for name, message in rejected:
+        text += f"\n  not stored: {name}: {message}"
+    return text
+
+
 def _ingest_local(args: argparse.Namespace, paths: list[Path]) -> int:
+    from molar_mcp.api.context import ApiContext
+    from molar_mcp.api.errors import ApiError
+    from molar_mcp.api.runs import ingest_for_run
     from molar_mcp.compose import open_embedded
-    from molar_mcp.ingest import BundleError, ingest_bundle
+    from molar_mcp.ingest import BundleError, Overrides
+    from molar_mcp.ingest.service import Upload
     from molar_mcp.store import LOCAL_ORG_ID
 
     failures = 0
     with open_embedded(_data_dir(args.data_dir), **_engines(args)) as embedded:
+        ctx = ApiContext.embedded(embedded.store, max_bundle_bytes=args.max_mb * 1024 * 1024)
         for i, path in enumerate(paths, start=1):
             try:
-                _, short_id = ingest_bundle(embedded.store, LOCAL_ORG_ID, path.read_bytes())
-                _progress(i, len(paths), f"{path.name} → {short_id}")
-            except (BundleError, OSError) as exc:
+                data, name = _read_upload(path)
+                upload = Upload(
+                    data=data,
+                    filename=name,
+                    format=args.format,
+                    overrides=Overrides(scenario_slug=args.scenario_slug),
+                    keep_secrets=args.keep_secrets,
+                    max_bytes=ctx.max_bundle_bytes,
+                )
+                outcome = ingest_for_run(ctx, LOCAL_ORG_ID, upload, args.run)
+                rejected = [(r.name, r.message) for r in outcome.rejected]
+                failures += len(rejected)
+                label = _describe([t.short_id for t in outcome.traces], rejected, outcome.run_id)
+                _progress(i, len(paths), f"{path.name} → {label}")
+            except (BundleError, ApiError, OSError) as exc:
                 failures += 1
                 _progress(i, len(paths), f"{path.name} FAILED: {getattr(exc, 'message', exc)}")
     return failures
@@ -247,24 +307,23 @@ async def _ingest_remote(args: argparse.Namespace, paths: list[Path]) -> int:
     async with remote_client_factory(args.api_url, api_key)() as client:
         for i, path in enumerate(paths, start=1):
             try:
-                data = path.read_bytes()
-                slug = args.scenario_slug or _slug_of(data)
-                result = await client.ingest_bundle(data, scenario_slug=slug, filename=path.name)
-                _progress(i, len(paths), f"{path.name} → {result.short_id}")
+                data, name = _read_upload(path)
+                result = await client.ingest_file(
+                    data,
+                    filename=name,
+                    scenario_slug=args.scenario_slug,
+                    format=args.format,
+                    run_id=args.run,
+                    keep_secrets=args.keep_secrets,
+                )
+                rejected = [(r.name, r.message) for r in result.rejected]
+                failures += len(rejected)
+                ids = [t.short_id for t in result.traces] or [result.short_id]
+                _progress(i, len(paths), f"{path.name} → {_describe(ids, rejected, result.run_id)}")
             except (ApiClientError, OSError, ValueError) as exc:
                 failures += 1
                 _progress(i, len(paths), f"{path.name} FAILED: {exc}")
     return failures
-
-
-def _slug_of(data: bytes) -> str:
-    """The bundle's own scenario slug (the REST form requires one; the summary usually has it)."""
-    from molar_mcp.ingest import BundleError, read_bundle
-
-    try:
-        return read_bundle(data).trace.scenario_slug
-    except BundleError as exc:
-        raise ValueError(exc.message) from exc
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -479,6 +538,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate-limits", help="requests a minute per org, e.g. read=600,write=120,ingest=30 (the defaults)"
     )
     serve.add_argument("--model", help=_MODEL_HELP)
+    serve.add_argument(
+        "--otlp-quiet-seconds",
+        type=float,
+        default=float(os.environ.get("MOLAR_OTLP_QUIET_SECONDS", "30")),
+        help="an OTLP trace whose root span has arrived finishes after this long without new spans "
+        "(env MOLAR_OTLP_QUIET_SECONDS; default 30)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     stdio = sub.add_parser("stdio", help="MCP over stdio for IDE agents")
@@ -491,14 +557,28 @@ def build_parser() -> argparse.ArgumentParser:
     stdio.add_argument("--model", help=_MODEL_HELP + " (embedded store only)")
     stdio.set_defaults(func=cmd_stdio)
 
-    ingest = sub.add_parser("ingest", help="load bundles (files or folders of them) into the store")
+    ingest = sub.add_parser(
+        "ingest",
+        help="load Molar bundles, Playwright trace.zip files, report folders (report.json + test-results/) "
+        "or JUnit XML into the store",
+    )
     ingest.add_argument("paths", nargs="+")
     target = ingest.add_mutually_exclusive_group()
     target.add_argument("--data-dir")
     target.add_argument("--api-url", help="send to a remote store instead")
     ingest.add_argument("--api-key")
     _add_engine_options(ingest)
-    ingest.add_argument("--scenario-slug", help="override the bundles' scenario slug")
+    ingest.add_argument("--scenario-slug", help="the scenario slug (default: from each file)")
+    ingest.add_argument(
+        "--format",
+        choices=("bundle", "playwright-trace", "playwright-report", "junit"),
+        help="the files' format (default: detected)",
+    )
+    ingest.add_argument("--run", help="link the traces to this run (id or short id)")
+    ingest.add_argument(
+        "--keep-secrets", action="store_true", help="store passwords, tokens and cookies unmasked (default: masked)"
+    )
+    ingest.add_argument("--max-mb", type=int, default=100, help="size limit of one file (MB) for a local ingest")
     ingest.set_defaults(func=cmd_ingest)
 
     retention = sub.add_parser("retention", help="storage tiers: apply the retention policy now")

@@ -28,7 +28,8 @@ from starlette.types import ASGIApp
 from molar_mcp import __version__
 from molar_mcp.api.app import create_api_app
 from molar_mcp.api.bus import LiveBus
-from molar_mcp.api.context import ApiContext
+from molar_mcp.api.context import ApiContext, OtlpSettings
+from molar_mcp.api.otlp import run_sweeper
 from molar_mcp.api.telemetry import RateLimits
 from molar_mcp.auth import AuthKeys, McpScopeGuard, ScopePolicy, create_oauth_routes, create_protected_resource_routes
 from molar_mcp.auth.keys import SESSION_SECRET_FILE, SIGNING_KEY_FILE
@@ -117,6 +118,7 @@ def open_embedded(
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
     rate_limits: RateLimits | None = None,
     debugger: DebuggerConfig | None = None,
+    otlp_settings: OtlpSettings | None = None,
     replay_demo: bool = True,
     replay_roots: Sequence[Path] = (),
 ) -> Iterator[Embedded]:
@@ -140,6 +142,7 @@ def open_embedded(
             tools=tools,
             debugger_budget_cents=debugger.budget_cents,
             model_price=debugger.price,
+            otlp_settings=otlp_settings,
             apps=None if replay_demo else {},
             replay_roots=replay_roots,
         )
@@ -319,8 +322,15 @@ def create_serve_app(
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         # A mounted app's lifespan never runs: run the MCP session manager here (MCP-NOTES.md).
-        async with embedded.context.bus.running(), mcp_server.session_manager.run():
+        async with (
+            embedded.context.bus.running(),
+            mcp_server.session_manager.run(),
+            anyio.create_task_group() as tasks,
+        ):
+            # OTLP traces finish after a quiet period even when no request comes to notice it.
+            tasks.start_soon(run_sweeper, embedded.context)
             yield
+            tasks.cancel_scope.cancel()
 
     mcp_endpoint: ASGIApp = mcp_app
     routes: list[BaseRoute] = [Route("/.well-known/molar-capabilities.json", capabilities, methods=["GET"])]

@@ -106,13 +106,25 @@ async def test_a_form_without_a_bundle_file_is_422(client: httpx2.AsyncClient) -
     assert_error(text_field, 422, "validation_error")
 
 
-async def test_a_form_without_scenario_slug_is_422_and_stores_nothing(
+async def test_a_form_without_scenario_slug_takes_the_bundles_own(
+    client: httpx2.AsyncClient, store: SqliteTraceStore
+) -> None:
+    # scenario_slug is optional for every format (docs/playwright.md): the summary's slug is used.
+    for form in ({}, {"scenario_slug": "  "}):
+        resp = await post_bundle(client, make_bundle(summary(scenario_slug="from-the-summary")), form)
+        assert resp.status_code == 201, resp.text
+        detail = (await client.get(f"/v1/traces/{resp.json()['short_id']}")).json()
+        assert detail["scenario_slug"] == "from-the-summary"
+
+
+async def test_a_bundle_without_any_scenario_slug_is_422_and_stores_nothing(
     client: httpx2.AsyncClient, store: SqliteTraceStore
 ) -> None:
     before = stored(store)
-    body = assert_error(await post_bundle(client, make_bundle(), {}), 422, "validation_error")
+    body = assert_error(
+        await post_bundle(client, make_bundle(summary(scenario_slug=None)), {}), 422, "validation_error"
+    )
     assert "scenario_slug" in body["message"]
-    assert_error(await post_bundle(client, make_bundle(), {"scenario_slug": "  "}), 422, "validation_error")
     assert stored(store) == before
 
 

@@ -166,6 +166,8 @@ async def test_a_limit_of_1_pages_one_trace_at_a_time_to_the_end(client: httpx2.
         ({"cursor": "garbage"}, "cursor"),
         ({"cursor": "x" * 201}, "cursor"),
         ({"q": "x" * 501}, "q"),
+        ({"flaky": "maybe"}, "flaky"),
+        ({"newly_failing": "2"}, "newly_failing"),
     ],
 )
 async def test_a_malformed_parameter_is_a_400_that_names_it(
@@ -180,3 +182,20 @@ async def test_a_search_with_fts_syntax_is_answered_not_failed(client: httpx2.As
         resp = await client.get("/v1/traces", params={"q": q})
         assert resp.status_code == 200, (q, resp.text)
     assert len((await client.get("/v1/traces")).json()["items"]) == 3
+
+
+async def test_flaky_and_newly_failing_filters_over_rest(client: httpx2.AsyncClient, store: SqliteTraceStore) -> None:
+    for minute, status in enumerate(["passed", "failed", "passed", "failed"]):
+        store.add_trace(LOCAL_ORG_ID, new_trace(scenario_slug="wobbly", status=status, created_at=minutes(minute)), {})
+    store.add_trace(LOCAL_ORG_ID, new_trace(scenario_slug="regressed", status="passed", created_at=minutes(1)), {})
+    regressed, _ = store.add_trace(
+        LOCAL_ORG_ID, new_trace(scenario_slug="regressed", status="failed", created_at=minutes(2)), {}
+    )
+    flaky = (await client.get("/v1/traces", params={"flaky": "true"})).json()["items"]
+    assert {i["scenario_slug"] for i in flaky} == {"wobbly"}
+    assert len(flaky) == 4
+    newly = (await client.get("/v1/traces", params={"newly_failing": "true"})).json()["items"]
+    assert [i["id"] for i in newly] == [regressed]
+    detail = (await client.get(f"/v1/traces/{regressed}")).json()
+    assert detail["history"]["newly_failing"] is True
+    assert detail["history"]["recent"] == "fp"

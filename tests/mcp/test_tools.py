@@ -16,7 +16,7 @@ from molar_mcp.ingest import ingest_bundle
 from molar_mcp.mcp.server import create_mcp_server
 from molar_mcp.mcp.tokens import estimate_tokens
 from molar_mcp.store import LOCAL_ORG_ID
-from tests.bundles import make_bundle, summary
+from tests.bundles import checkout_events, make_bundle, summary
 from tests.mcp.conftest import PNG, Seeded
 
 pytestmark = pytest.mark.anyio
@@ -317,3 +317,22 @@ async def test_get_trace_shows_nested_steps_by_path_and_pages_a_nested_step(embe
     assert view["failure"]["step"] == 3
     page: Any = nested.structured_content
     assert [e[0] for e in page["step_events"]] == [8, 9, 10]  # rows [seq, step, kind, failed, text]
+
+
+async def test_get_trace_tells_the_tests_history_and_list_traces_finds_newly_failing_tests(
+    embedded: Embedded, mode: str
+) -> None:
+    for sha, status in (("aaaa1111", "passed"), ("bbbb2222", "passed"), ("cccc3333", "failed")):
+        doc = summary(status=status, code_sha=sha, scenario_slug="checkout", failure_signature=None)
+        _, short = ingest_bundle(
+            embedded.store, LOCAL_ORG_ID, make_bundle(doc, checkout_events(fail=status != "passed"))
+        )
+    server = create_mcp_server(embedded.client_factory())
+    async with Client(server, mode=mode) as client:
+        detail = await client.call_tool("get_trace", {"trace_id": short})
+        newly = await client.call_tool("list_traces", {"newly_failing": True})
+    assert f"History of this test: failing since commit cccc3333 {short} (1 run); passed on the 2 runs before" in (
+        text_of(detail)
+    )
+    rows: Any = newly.structured_content
+    assert [r["short_id"] for r in rows["items"]] == [short]

@@ -54,5 +54,8 @@ def test_documented_routes_use_the_same_models_as_the_handlers(tmp_path: Path) -
     detail = doc["components"]["schemas"]["TraceDetail"]["properties"]
     assert {"signed_urls", "s3_prefix", "parent_trace_id", "replay_from_step", "blob_count"} <= set(detail)
     ingest = doc["paths"]["/v1/traces/ingest"]["post"]
-    assert ingest["requestBody"]["content"]["multipart/form-data"]["schema"]["required"] == ["bundle", "scenario_slug"]
+    form = ingest["requestBody"]["content"]["multipart/form-data"]["schema"]
+    # scenario_slug is optional for every format; the upload is `file` (`bundle`, its older name, still works).
+    assert form["required"] == ["file"]
+    assert {"format", "run_id", "result", "attachment", "scenario_slug", "bundle"} <= set(form["properties"])
     assert set(doc["components"]["schemas"]["ErrorBody"]["properties"]) == {"error", "message", "request_id"}

@@ -14,8 +14,10 @@ from molar_mcp.api import (
     live,
     openapi,
     ops,
+    otlp,
     replays,
     report,
+    runs,
     sharing,
     tiers,
     traces,
@@ -34,6 +36,7 @@ def api_routes() -> list[Route]:
         *replays.routes(),  # before traces: `/v1/traces/diff` is not a trace id
         *traces.routes(),
         *live.routes(),
+        *otlp.routes(),
         *blobs.routes(),
         *exports.routes(),
         *analysis.routes(),
@@ -41,6 +44,7 @@ def api_routes() -> list[Route]:
         *tiers.routes(),
         *sharing.routes(),
         *report.routes(),
+        *runs.routes(),
         *viewer.routes(),
     ]
 

@@ -26,7 +26,9 @@ from molar_mcp.store.analysis import SqliteAnalysisStore
 from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.chats import SqliteChatStore
 from molar_mcp.store.live import LiveTraces
+from molar_mcp.store.otlp import OtlpTraces
 from molar_mcp.store.replays import ReplayStore
+from molar_mcp.store.runs import SqliteRunStore
 from molar_mcp.store.sharing import SqliteSharingStore
 from molar_mcp.store.signing import UrlSigner
 from molar_mcp.store.tiers import SqliteTiers
@@ -43,6 +45,17 @@ async def no_tools(org_id: str) -> AsyncIterator[ToolRunner]:
     yield NoTools()
 
 
+@dataclass
+class OtlpSettings:
+    """When OTLP traces finish (api/otlp.py), and how many exports are stored at once (the rest: 503)."""
+
+    quiet_seconds: float = 30.0
+    abandon_seconds: float = 600.0
+    max_in_flight: int = 8
+    retry_after_seconds: int = 1
+    in_flight: int = field(default=0, repr=False)
+
+
 @dataclass(frozen=True)
 class ApiContext:
     store: TraceStore
@@ -54,6 +67,8 @@ class ApiContext:
     analysis: SqliteAnalysisStore
     sharing: SqliteSharingStore
     chats: SqliteChatStore
+    otlp: OtlpTraces
+    runs: SqliteRunStore
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
     metrics: Metrics = field(default_factory=Metrics)
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
@@ -63,6 +78,7 @@ class ApiContext:
     debugger_budget_cents: int = DEFAULT_BUDGET_CENTS
     model_price: Price | None = None  # overrides the price table (e.g. 0,0 for a local model)
     blob_store: BlobStore | None = None  # where artifacts live; an object store hands out presigned URLs
+    otlp_settings: OtlpSettings = field(default_factory=OtlpSettings)
 
     @classmethod
     def embedded(
@@ -78,6 +94,7 @@ class ApiContext:
         debugger_budget_cents: int = DEFAULT_BUDGET_CENTS,
         model_price: Price | None = None,
         bus: LiveBus | None = None,
+        otlp_settings: OtlpSettings | None = None,
     ) -> ApiContext:
         """The context of the store: its signer, blobs, live ingest and bus (one process's, unless given)."""
         return cls(
@@ -91,6 +108,8 @@ class ApiContext:
             analysis=SqliteAnalysisStore(store.db),
             sharing=SqliteSharingStore(store.db),
             chats=SqliteChatStore(store.db),
+            otlp=OtlpTraces(store.db),
+            runs=SqliteRunStore(store.db),
             max_bundle_bytes=max_bundle_bytes,
             rate_limiter=RateLimiter(rate_limits or RateLimits()),
             # The apps a replay can run (per-app source dir, start command, health URL); the demo shop by default.
@@ -105,6 +124,7 @@ class ApiContext:
             tools=tools,
             debugger_budget_cents=debugger_budget_cents,
             model_price=model_price,
+            otlp_settings=otlp_settings or OtlpSettings(),
         )
 
     def blob_file(self, sha256: str) -> Path:

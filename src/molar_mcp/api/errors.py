@@ -27,6 +27,7 @@ _BUNDLE_STATUS = {
     "unsafe_path": 400,
     "payload_too_large": 413,
     "validation_error": 422,
+    "unsupported_version": 422,
 }
 _HTTP_CODES = {
     400: "bad_request",

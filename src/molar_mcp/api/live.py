@@ -25,6 +25,7 @@ from molar_mcp.api.errors import ApiError
 from molar_mcp.api.openapi import Param, documented, integer, string
 from molar_mcp.debugger.detectors import analyze, failure_signature
 from molar_mcp.models import TRACE_SOURCES, AppendResponse, Event, LiveTrace, TraceDetail
+from molar_mcp.models.traces import TraceSource
 from molar_mcp.store.live import IncomingEvent, TraceNotRunning
 
 MAX_BATCH = 1000
@@ -37,7 +38,7 @@ class CreateTrace(BaseModel):
 
     scenario_slug: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     scenario_title: str | None = Field(default=None, max_length=500)
-    source: Literal["pr", "schedule", "manual", "shadow_diff"] | None = None
+    source: TraceSource | None = None
     code_sha: str | None = Field(default=None, max_length=64)
     pr_number: int | None = Field(default=None, ge=1)
 

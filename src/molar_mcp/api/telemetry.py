@@ -43,6 +43,7 @@ class RateLimits:
     read: int = 600
     write: int = 120
     ingest: int = 30
+    otlp: int = 6000  # OTLP exports (api/otlp.py): an agent's SDK sends a batch every few seconds
 
 
 @dataclass
@@ -79,6 +80,8 @@ class RateLimiter:
 
 def limit_class(method: str, path: str) -> str | None:
     """Which limit a request counts against; None for what is never limited (health, signed downloads)."""
+    if path.startswith("/otlp/"):
+        return "otlp"
     if not path.startswith("/v1/") or path.startswith("/v1/signed/"):
         return None
     if method == "POST" and path == "/v1/traces/ingest":

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio.to_thread
+from pydantic import ValidationError
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -19,14 +20,21 @@ from molar_mcp.api.blobs import signed_urls
 from molar_mcp.api.context import api_context, org_of
 from molar_mcp.api.errors import ApiError
 from molar_mcp.api.openapi import Param, documented, integer, string
-from molar_mcp.ingest import Overrides, ingest_bundle
+from molar_mcp.api.runs import ingest_for_run
+from molar_mcp.ingest import Overrides
+from molar_mcp.ingest.formats import FORMATS
+from molar_mcp.ingest.playwright import Attachment
+from molar_mcp.ingest.results import TestResultInfo
+from molar_mcp.ingest.service import Upload
 from molar_mcp.models import (
     TRACE_SOURCES,
     TRACE_STATUSES,
     TRACE_TIERS,
     Event,
     EventsResponse,
+    IngestedTrace,
     IngestResponse,
+    RejectedFile,
     TraceDetail,
     TraceListResponse,
 )
@@ -34,7 +42,9 @@ from molar_mcp.store import TraceQuery
 
 MAX_LIST_LIMIT = 200
 MAX_EVENTS_LIMIT = 1000
-_FORM_OVERHEAD = 64 * 1024  # room for multipart boundaries and the small fields beside the bundle
+_FORM_OVERHEAD = 64 * 1024  # room for multipart boundaries and the small fields beside the file
+_MAX_ATTACHMENTS = 20
+_ANALYZE_AT_INGEST = 50  # a report's first traces are analysed at once; the rest on first debug_run
 
 
 def _bad(message: str) -> ApiError:
@@ -118,6 +128,9 @@ def trace_query_from(request: Request) -> TraceQuery:
         q=_str_param(request, "q"),
         created_from=_time_param(request, "from"),
         created_to=_time_param(request, "to"),
+        flaky=_bool_param(request, "flaky"),
+        newly_failing=_bool_param(request, "newly_failing"),
+        run_id=_str_param(request, "run", 64),
         limit=_int_param(request, "limit", 50, 1, MAX_LIST_LIMIT),
         cursor=_str_param(request, "cursor", 200),
     )
@@ -140,6 +153,13 @@ def trace_query_from(request: Request) -> TraceQuery:
         Param("q", string(), "full-text search"),
         Param("from", string(fmt="date-time")),
         Param("to", string(fmt="date-time")),
+        Param(
+            "flaky",
+            {"type": "boolean"},
+            "runs of tests that are flaky (passed only on retry, or pass and fail by turns)",
+        ),
+        Param("newly_failing", {"type": "boolean"}, "failing runs of tests that passed on the runs before"),
+        Param("run", string(), "a run's id or short id: its traces"),
         Param("limit", integer(1, MAX_LIST_LIMIT, 50)),
         Param("cursor", string(), "next_cursor of the previous page"),
     ],
@@ -225,17 +245,23 @@ async def get_event(request: Request) -> JSONResponse:
 
 
 @documented(
-    summary="Ingest a Molar bundle (zip or tar.gz; docs/bundle-format.md)",
+    summary="Ingest a file: a Molar bundle, a Playwright trace.zip, a Playwright JSON report or JUnit XML",
     response=IngestResponse,
     status=201,
     multipart={
-        "bundle": {"type": "string", "format": "binary", "x-required": True},
-        "scenario_slug": {"type": "string", "x-required": True},
+        "file": {"type": "string", "format": "binary", "x-required": True, "description": "the upload"},
+        "bundle": {"type": "string", "format": "binary", "deprecated": True, "description": "older name of `file`"},
+        "format": {"type": "string", "enum": list(FORMATS), "description": "default: detected from the content"},
+        "scenario_slug": {"type": "string", "description": "default: from the file (bundle summary, test identity)"},
+        "run_id": {"type": "string", "description": "the run this upload belongs to (POST /v1/runs)"},
+        "result": {"type": "string", "description": "JSON of the Playwright Test result of this attempt"},
+        "attachment": {"type": "string", "format": "binary", "description": "failure screenshot, error-context.md…"},
+        "keep_secrets": {"type": "boolean", "description": "store passwords, tokens and cookies unmasked"},
         "source": {"type": "string", "enum": list(TRACE_SOURCES)},
         "commit_sha": {"type": "string"},
         "pr_number": {"type": "integer"},
     },
-    errors=(400, 413, 415, 422),
+    errors=(400, 404, 413, 415, 422),
 )
 async def ingest(request: Request) -> JSONResponse:
     ctx = api_context(request)
@@ -246,36 +272,105 @@ async def ingest(request: Request) -> JSONResponse:
         raise ApiError(
             415,
             "unsupported_media_type",
-            "POST /v1/traces/ingest takes multipart/form-data with a `bundle` file",
+            "POST /v1/traces/ingest takes multipart/form-data with a `file` field",
         )
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit + _FORM_OVERHEAD:
-        raise ApiError(413, "payload_too_large", f"the request is larger than the {limit}-byte bundle limit")
-    limited = Request(request.scope, _limited_receive(request, limit + _FORM_OVERHEAD))
-    async with limited.form(max_files=1, max_fields=10) as form:
-        upload = form.get("bundle")
+    overall = limit + _FORM_OVERHEAD  # the file, its attachments and fields together
+    if declared is not None and declared.isdigit() and int(declared) > overall:
+        raise ApiError(413, "payload_too_large", f"the request is larger than the {limit}-byte upload limit")
+    limited = Request(request.scope, _limited_receive(request, overall))
+    attachments: list[Attachment] = []
+    async with limited.form(max_files=1 + _MAX_ATTACHMENTS, max_fields=20) as form:
+        upload = form.get("file") or form.get("bundle")
         if not isinstance(upload, UploadFile):
-            raise ApiError(422, "validation_error", "the form has no `bundle` file field")
+            raise ApiError(
+                422, "validation_error", "the form has no `file` field (the upload; `bundle` is its older name)"
+            )
         data = await upload.read()
+        if len(data) > limit:
+            raise ApiError(413, "payload_too_large", f"the file is {len(data)} bytes; the limit is {limit} bytes")
+        for part in form.getlist("attachment"):
+            if isinstance(part, UploadFile):
+                attachments.append(
+                    Attachment(
+                        part.filename or "attachment",
+                        part.content_type or "application/octet-stream",
+                        await part.read(),
+                    )
+                )
+        result = await _result_part(form.get("result"))
         overrides = Overrides(
             scenario_slug=_form_str(form.get("scenario_slug")),
             source=_form_str(form.get("source")),
             commit_sha=_form_str(form.get("commit_sha")),
             pr_number=_form_int(form.get("pr_number")),
         )
-    if overrides.scenario_slug is None:
-        raise ApiError(422, "validation_error", "the form needs a `scenario_slug` field (seed 000)")
+        fmt = _form_str(form.get("format"))
+        run_ref = _form_str(form.get("run_id"))
+        keep = (_form_str(form.get("keep_secrets")) or "").lower() in ("1", "true", "yes")
+        filename = upload.filename
+    if fmt is not None and fmt not in FORMATS:
+        raise ApiError(422, "validation_error", f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if overrides.scenario_slug is not None and len(overrides.scenario_slug) > 200:
+        raise ApiError(422, "validation_error", "scenario_slug is longer than 200 characters")
     org = org_of(request)
-    trace_id, short_id = await anyio.to_thread.run_sync(
-        lambda: ingest_bundle(ctx.store, org, data, overrides, max_bytes=limit)
+    job = Upload(
+        data=data,
+        filename=filename,
+        format=fmt,
+        overrides=overrides,
+        result=result,
+        attachments=attachments,
+        keep_secrets=keep,
+        max_bytes=limit,
     )
-    stored = await anyio.to_thread.run_sync(ctx.store.get_trace, org, trace_id)
-    ctx.metrics.ingested_traces.labels("bundle").inc()
-    ctx.metrics.ingested_events.labels("bundle").inc(stored.event_count)
-    analysis = BackgroundTask(analyze_in_background, ctx, org, trace_id)
-    return JSONResponse(
-        IngestResponse(trace_id=trace_id, short_id=short_id).model_dump(), status_code=201, background=analysis
+    outcome = await anyio.to_thread.run_sync(lambda: ingest_for_run(ctx, org, job, run_ref))
+    # The metric's label is the ingest mode: `bundle` for uploaded files of any format (live traces: `live`).
+    ctx.metrics.ingested_traces.labels("bundle").inc(len(outcome.traces))
+    ctx.metrics.ingested_events.labels("bundle").inc(sum(t.event_count for t in outcome.traces))
+    first = outcome.traces[0]
+    # A single trace answers `{trace_id, short_id, run_id?}`; a report adds every trace and every file not stored.
+    many = outcome.format in ("playwright-report", "junit")
+    body = IngestResponse(
+        trace_id=first.trace_id,
+        short_id=first.short_id,
+        run_id=outcome.run_id,
+        format=outcome.format if many else None,
+        traces=[
+            IngestedTrace(
+                trace_id=t.trace_id, short_id=t.short_id, scenario_slug=t.scenario_slug, status=t.status, name=t.name
+            )
+            for t in outcome.traces
+        ]
+        if many
+        else [],
+        rejected=[RejectedFile(name=r.name, error=r.error, message=r.message) for r in outcome.rejected],
     )
+    dumped = body.model_dump(exclude_none=True)
+    if not many:
+        dumped.pop("traces", None)
+        dumped.pop("rejected", None)
+    analysis = BackgroundTask(_analyze_all, ctx, org, [t.trace_id for t in outcome.traces])
+    return JSONResponse(dumped, status_code=201, background=analysis)
+
+
+async def _analyze_all(ctx: Any, org: str, trace_ids: list[str]) -> None:
+    for trace_id in trace_ids[:_ANALYZE_AT_INGEST]:
+        await analyze_in_background(ctx, org, trace_id)
+
+
+async def _result_part(value: object) -> TestResultInfo | None:
+    if value is None:
+        return None
+    raw = await value.read() if isinstance(value, UploadFile) else str(value).encode()
+    if not raw.strip():
+        return None
+    try:
+        return TestResultInfo.model_validate_json(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "value"
+        raise ApiError(422, "validation_error", f"result: {where}: {err['msg']}") from None
 
 
 def _form_str(value: object) -> str | None:

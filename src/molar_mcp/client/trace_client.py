@@ -37,6 +37,7 @@ from molar_mcp.models.chats import (
 )
 from molar_mcp.models.diffs import TraceDiff
 from molar_mcp.models.replays import PromoteFixResult, ReplayList, ReplayStatus
+from molar_mcp.models.runs import Run, RunList
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -82,10 +83,13 @@ class TraceFilters:
     q: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
+    flaky: bool | None = None
+    newly_failing: bool | None = None
+    run: str | None = None
 
     def params(self) -> dict[str, str]:
         out: dict[str, str] = {}
-        for key in ("status", "scenario_id", "scenario", "source", "signature", "tier", "commit", "q"):
+        for key in ("status", "scenario_id", "scenario", "source", "signature", "tier", "commit", "q", "run"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -93,6 +97,10 @@ class TraceFilters:
             out["from"] = self.created_from.isoformat()
         if self.created_to is not None:
             out["to"] = self.created_to.isoformat()
+        for key in ("flaky", "newly_failing"):
+            flag = getattr(self, key)
+            if flag is not None:
+                out[key] = "true" if flag else "false"
         return out
 
 
@@ -200,6 +208,37 @@ class TraceClient:
         """Download a signed URL the API handed out; return `(content, content_type)`."""
         response = await self._send("GET", url)
         return response.content, response.headers.get("content-type", "application/octet-stream")
+
+    async def ingest_file(
+        self,
+        data: bytes,
+        *,
+        filename: str,
+        scenario_slug: str | None = None,
+        format: str | None = None,
+        run_id: str | None = None,
+        keep_secrets: bool = False,
+    ) -> IngestResponse:
+        """`POST /v1/traces/ingest` of any format Molar reads (detected unless `format` is given)."""
+        fields: dict[str, str] = {}
+        for key, value in (("scenario_slug", scenario_slug), ("format", format), ("run_id", run_id)):
+            if value:
+                fields[key] = value
+        if keep_secrets:
+            fields["keep_secrets"] = "true"
+        response = await self._send(
+            "POST", "/v1/traces/ingest", data=fields, files={"file": (filename, data, "application/octet-stream")}
+        )
+        return _parse(response, IngestResponse)
+
+    async def get_run(self, run_id: str) -> Run:
+        return await self._get(f"/v1/runs/{_segment(run_id)}", Run, {})
+
+    async def list_runs(self, *, limit: int = 20, cursor: str | None = None) -> RunList:
+        params = {"limit": str(limit)}
+        if cursor:
+            params["cursor"] = cursor
+        return await self._get("/v1/runs", RunList, params)
 
     async def ingest_bundle(
         self,

@@ -52,10 +52,16 @@ def price_of(model: str, override: Price | None = None) -> Price:
     """The price of `model` ("provider:model" or a bare model id)."""
     if override is not None:
         return override
+    known = known_price(model)  # "openai/gpt-4o" as some gateways name it is gpt-4o
+    return known if known is not None else DEFAULT_PRICE
+
+
+def known_price(model: str) -> Price | None:
+    """The table's price of `model`, or None when the table does not know it (no guessing)."""
     name = model.split(":", 1)[1] if ":" in model else model
-    name = name.rsplit("/", 1)[-1].lower()  # "openai/gpt-4o" as some gateways name it
+    name = name.rsplit("/", 1)[-1].lower()
     best = max((key for key in PRICES if name.startswith(key)), key=len, default=None)
-    return PRICES[best] if best is not None else DEFAULT_PRICE
+    return PRICES[best] if best is not None else None
 
 
 def cost_millicents(usage: Usage, price: Price) -> int:

@@ -23,7 +23,12 @@ from molar_mcp.models import TRACE_SOURCES, TRACE_STATUSES, ArtifactRef, Event
 from molar_mcp.store.port import NewTrace
 
 BundleErrorKind = Literal[
-    "unsupported_media_type", "bad_bundle", "unsafe_path", "payload_too_large", "validation_error"
+    "unsupported_media_type",
+    "bad_bundle",
+    "unsafe_path",
+    "payload_too_large",
+    "validation_error",
+    "unsupported_version",
 ]
 
 DEFAULT_MAX_BUNDLE_BYTES = 25 * 1024 * 1024

@@ -232,7 +232,7 @@ def failure_of(detail: TraceDetail, failing: Sequence[Event]) -> Failure | None:
     step = failed_steps[0] if failed_steps else (top[-1] if top else None)
     in_step = [e for e in failing if step is None or e.step == step.step]
     decisive = next(
-        (e for e in reversed(in_step) if e.kind in ("assertion", "error")),
+        (e for e in reversed(in_step) if e.kind in ("assertion", "error", "tool.result", "llm.response")),
         in_step[-1] if in_step else (failing[-1] if failing else None),
     )
     if step is None and decisive is None:
@@ -273,6 +273,7 @@ def header(detail: TraceDetail) -> TraceHeader:
         replay_from_step=detail.replay_from_step,
         tier=detail.tier,
         event_count=detail.event_count,
+        history=detail.history.summary if detail.history is not None else None,
     )
 
 
@@ -290,6 +291,8 @@ def trace_text(view: TraceView) -> str:
     ]
     if t.failure_signature:
         lines.append(f"Failure signature: {t.failure_signature}")
+    if t.history:
+        lines.append(f"History of this test: {t.history}")
     if t.parent_trace_id:
         lines.append(f"Replay of {t.parent_trace_id} from step {t.replay_from_step}")
     f = view.failure

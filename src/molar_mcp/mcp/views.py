@@ -88,6 +88,33 @@ class TraceHeader(BaseModel):
     replay_from_step: int | None = None
     tier: str | None = None
     event_count: int
+    history: str | None = Field(
+        default=None, description="how this test's recent runs went: passing, failing since a commit, flaky"
+    )
+
+
+class AgentCall(BaseModel):
+    """One model call or tool call of an agent run, as `get_trace` reads it to you."""
+
+    seq: int
+    step: int | None = None
+    kind: str = Field(description="model or tool")
+    name: str = Field(description="the model, or the tool")
+    ok: bool | None = None
+    tokens: str | None = Field(default=None, description="input→output tokens of a model call")
+    cost_usd: float | None = None
+    arguments: str | None = Field(default=None, description="a tool call's arguments (compacted, may be cut)")
+    said: str | None = Field(default=None, description="the answer, tool calls, result or error (may be cut)")
+
+
+class AgentConversation(BaseModel):
+    calls: list[AgentCall] = Field(default_factory=list, description="model and tool calls in order (may be cut)")
+    model_calls: int = 0
+    tool_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = Field(default=None, description="where the model's price is known")
+    last_output: str | None = Field(default=None, description="the model's last answer text (may be cut)")
 
 
 class TraceView(BaseModel):
@@ -104,6 +131,9 @@ class TraceView(BaseModel):
     )
     next_offset: int | None = Field(default=None, description="pass as `offset` to get_trace for more step events")
     artifacts: list[Artifact] = Field(default_factory=list)
+    conversation: AgentConversation | None = Field(
+        default=None, description="an agent run's model and tool calls, tokens, cost and last output"
+    )
     omitted: list[str] = Field(default_factory=list, description="what this answer left out, and how to get it")
 
 

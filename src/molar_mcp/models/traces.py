@@ -7,12 +7,28 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-TraceStatus = Literal["queued", "running", "passed", "failed", "error", "aborted"]
-TraceSource = Literal["pr", "schedule", "manual", "shadow_diff"]
+# Playwright Test's outcomes are kept too: timed_out (timedOut), skipped, interrupted, and flaky (an attempt
+# that passed after an earlier attempt of the same test failed).
+TraceStatus = Literal[
+    "queued", "running", "passed", "failed", "error", "aborted", "timed_out", "skipped", "interrupted", "flaky"
+]
+# `agent`: an agent run received over OTLP (api/otlp.py).
+TraceSource = Literal["pr", "schedule", "manual", "shadow_diff", "agent"]
 TraceTier = Literal["hot", "warm", "cold"]
 
-TRACE_STATUSES: tuple[str, ...] = ("queued", "running", "passed", "failed", "error", "aborted")
-TRACE_SOURCES: tuple[str, ...] = ("pr", "schedule", "manual", "shadow_diff")
+TRACE_STATUSES: tuple[str, ...] = (
+    "queued",
+    "running",
+    "passed",
+    "failed",
+    "error",
+    "aborted",
+    "timed_out",
+    "skipped",
+    "interrupted",
+    "flaky",
+)
+TRACE_SOURCES: tuple[str, ...] = ("pr", "schedule", "manual", "shadow_diff", "agent")
 TRACE_TIERS: tuple[str, ...] = ("hot", "warm", "cold")
 
 # The event kinds the ingest format documents (docs/bundle-format.md). Other kinds are stored as
@@ -120,6 +136,31 @@ class StepSummary(BaseModel):
         return self
 
 
+class RunRef(BaseModel):
+    """A run named in a history: enough to open it and to place it in the code's history."""
+
+    trace_id: str
+    short_id: str
+    status: str
+    code_sha: str | None = None
+    created_at: datetime
+
+
+class ScenarioHistory(BaseModel):
+    """How the recent ordinary runs of a trace's scenario (a test's identity) went; replays never count."""
+
+    runs: int = Field(description="runs looked at (the newest, at most 20)")
+    failed: int = Field(description="of those, how many failed (flaky ones included)")
+    recent: str = Field(description="one letter a run, newest first: p passed, f failed, k flaky")
+    flaky: bool
+    newly_failing: bool = Field(description="the newest runs fail and the ones before them passed")
+    fail_streak: int = Field(description="failing runs in a row, up to the newest")
+    pass_streak: int = Field(description="passing runs in a row, up to the newest")
+    first_failing: RunRef | None = Field(default=None, description="the first run of the current failing streak")
+    last_passing: RunRef | None = Field(default=None, description="the newest passing run before that streak")
+    summary: str = Field(description="the history in one sentence")
+
+
 class TraceDetail(TraceListItem):
     """`GET /v1/traces/{id}` (seed 000 `TraceDetail`) plus the fields an agent needs to act."""
 
@@ -135,6 +176,7 @@ class TraceDetail(TraceListItem):
     artifacts: list[ArtifactRef] = Field(default_factory=list)
     steps: list[StepSummary] = Field(default_factory=list)
     event_counts: dict[str, int] = Field(default_factory=dict)
+    history: ScenarioHistory | None = None
 
 
 class EventsResponse(BaseModel):
@@ -146,9 +188,32 @@ class EventsResponse(BaseModel):
     limit: int
 
 
-class IngestResponse(BaseModel):
+class IngestedTrace(BaseModel):
     trace_id: str
     short_id: str
+    scenario_slug: str
+    status: str
+    name: str | None = None
+
+
+class RejectedFile(BaseModel):
+    """A file of an upload that was not stored, and why (the rest of the upload was)."""
+
+    name: str
+    error: str
+    message: str
+
+
+class IngestResponse(BaseModel):
+    """`POST /v1/traces/ingest`: the (first) stored trace; for a report, every stored trace and every
+    file that could not be read."""
+
+    trace_id: str
+    short_id: str
+    run_id: str | None = None
+    format: str | None = None
+    traces: list[IngestedTrace] = Field(default_factory=list)
+    rejected: list[RejectedFile] = Field(default_factory=list)
 
 
 class ErrorBody(BaseModel):

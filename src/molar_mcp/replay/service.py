@@ -31,6 +31,9 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from molar_mcp.ingest.bundle import BundleError
+from molar_mcp.ingest.playwright import read_playwright_trace
+from molar_mcp.ingest.results import TestResultInfo
 from molar_mcp.models import ArtifactRef, Event, TraceDetail
 from molar_mcp.models.diffs import DiffDimension, TraceDiff
 from molar_mcp.models.replays import (
@@ -647,6 +650,7 @@ class ReplayService:
                 command = playwright_driver.playwright_argv(project, origin)
                 env = playwright_driver.playwright_env()
                 collect = playwright_driver.collect
+                extra = [Bind(Path(playwright_driver.STEPS_REPORTER).parent)]
                 what = "the whole test re-ran (Playwright cannot start mid-test)"
             else:
                 otlp_dir = ws.path / "otlp"
@@ -688,8 +692,10 @@ class ReplayService:
         self._set(job, phase="recording", message="recording the child trace")
         status: str | None = None
         failure: str | None = None
+        steps: list[Event] = []
+        result: dict[str, Any] | None = None
         if origin.kind == "playwright":
-            result = playwright_driver.test_result(run.outputs["report"]) if "report" in run.outputs else None
+            result = playwright_driver.report_result(run.outputs["report"]) if "report" in run.outputs else None
             if result is None:
                 raise SandboxRunFailed(
                     "run_failed",
@@ -698,10 +704,13 @@ class ReplayService:
                     log_tail=tail,
                 )
             status = "passed" if result["status"] == "passed" else "failed"
-            failure = result["errors"][0]["message"].splitlines()[0] if result["errors"] else None
-        trace, blobs = run_trace(pj.parent, origin, run, from_step=from_step, what=what, status=status, failure=failure)
-        if "trace" in run.outputs:
-            trace, blobs = _with_playwright_trace(trace, blobs, run.outputs["trace"])
+            failure = playwright_driver.failure_line(result)
+            steps = playwright_driver.report_events(result, ts=now_ms())
+        trace, blobs = run_trace(
+            pj.parent, origin, run, from_step=from_step, what=what, status=status, failure=failure, steps=steps
+        )
+        if "trace" in run.outputs and result is not None:
+            trace, blobs = _from_playwright_trace(trace, blobs, run.outputs["trace"], result, origin, pj.commit)
         with_edits(trace, blobs, job.source_diffs)
         trace_id, short_id = await anyio.to_thread.run_sync(self.store.add_trace, job.org_id, trace, blobs)
         finished = now_ms()
@@ -804,13 +813,52 @@ def _otlp_bodies(folder: Path) -> dict[str, bytes]:
     return found
 
 
-def _with_playwright_trace(trace: NewTrace, blobs: dict[str, bytes], data: bytes) -> tuple[NewTrace, dict[str, bytes]]:
-    """Attach the run's trace.zip (the richer trace is built from it when the Playwright ingest is here)."""
-    sha = hashlib.sha256(data).hexdigest()
-    blobs[sha] = data
-    trace.artifacts.append(
-        ArtifactRef(
-            kind="playwright_trace", sha256=sha, name="trace.zip", content_type="application/zip", size=len(data)
-        )
+def _from_playwright_trace(
+    fallback: NewTrace,
+    fallback_blobs: dict[str, bytes],
+    data: bytes,
+    result: dict[str, Any],
+    origin: ReplayOrigin,
+    commit: str,
+) -> tuple[NewTrace, dict[str, bytes]]:
+    """The child trace ingested from the run's trace.zip (as an upload of it would be, so its steps are
+    numbered like the recorded run's), with the replay's own opening log line and links. When the zip
+    cannot be read, the run trace (`fallback`, from the steps reporter) with the zip attached."""
+    info = TestResultInfo.model_validate(
+        {
+            "project": origin.project,
+            "file": origin.file,
+            "title_path": origin.title_path,
+            "status": result.get("status") or "failed",
+            "duration_ms": result.get("duration_ms"),
+            "errors": result.get("errors") or [],
+            "commit": commit,
+        }
     )
+    try:
+        parsed = read_playwright_trace(data, filename="trace.zip", result=info)
+    except BundleError as exc:
+        log.warning("the replay's trace.zip could not be read (%s); recording the run's steps", exc)
+        sha = hashlib.sha256(data).hexdigest()
+        fallback_blobs[sha] = data
+        fallback.artifacts.append(
+            ArtifactRef(
+                kind="playwright_trace", sha256=sha, name="trace.zip", content_type="application/zip", size=len(data)
+            )
+        )
+        return fallback, fallback_blobs
+    trace = parsed.trace
+    intro = [e for e in fallback.events if e.kind == "log" and e.step_id is None][:1]
+    events = [*intro, *trace.events]
+    trace.events = [e.model_copy(update={"seq": i}) for i, e in enumerate(events)]
+    trace.scenario_slug = fallback.scenario_slug
+    trace.scenario_title = fallback.scenario_title
+    trace.source = "manual"
+    trace.code_sha = fallback.code_sha
+    trace.parent_trace_id = fallback.parent_trace_id
+    trace.replay_from_step = fallback.replay_from_step
+    blobs = dict(parsed.blobs)
+    for ref in fallback.artifacts:  # output.log
+        trace.artifacts.append(ref)
+        blobs[ref.sha256] = fallback_blobs[ref.sha256]
     return trace, blobs

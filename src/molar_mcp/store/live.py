@@ -12,6 +12,7 @@ from typing import Any
 
 from molar_mcp.models import Event
 from molar_mcp.store.db import Database
+from molar_mcp.store.history import refresh_health
 from molar_mcp.store.port import StoreError
 from molar_mcp.store.sqlite import (
     EVENT_SELECT,
@@ -232,6 +233,11 @@ class LiveTraces:
             ).fetchall()
             body = fts_body_from_rows([slug, title or "", failure_signature or "", status, code_sha or ""], messages)
             conn.execute("UPDATE traces_fts SET body = ? WHERE rowid = ?", (body, pk))
+            (scenario_id, parent) = conn.execute(
+                "SELECT scenario_id, parent_trace_id FROM traces WHERE pk = ?", (pk,)
+            ).fetchone()
+            if parent is None:
+                refresh_health(conn, org_id, scenario_id)
 
     def events_after(self, org_id: str, trace_ref: str, after_seq: int, limit: int = 500) -> tuple[list[Event], str]:
         """Events with seq > `after_seq` (for SSE backfill), and the trace's status."""

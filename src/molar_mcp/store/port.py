@@ -64,6 +64,9 @@ class TraceQuery:
     q: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
+    flaky: bool | None = None
+    newly_failing: bool | None = None
+    run_id: str | None = None  # a run's id or short id: only the traces linked to it
     limit: int = 50
     cursor: str | None = None
 

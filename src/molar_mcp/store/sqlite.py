@@ -28,6 +28,13 @@ from molar_mcp.models import (
 )
 from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.db import Database
+from molar_mcp.store.history import (
+    FAILING_STATUS_SQL,
+    HISTORY_MIGRATIONS,
+    backfill_health,
+    read_history,
+    refresh_health,
+)
 from molar_mcp.store.port import InvalidCursor, NewTrace, TraceNotFound, TraceQuery
 from molar_mcp.store.schema import MIGRATIONS
 from molar_mcp.store.steps import STEP_COLUMNS, StepNode, StepTree
@@ -184,10 +191,22 @@ class SqliteTraceStore:
         self.db = Database(data_dir)
         self.blobs = BlobStore(data_dir / "blobs")
         try:
-            self.schema_version = self.db.migrate("traces", MIGRATIONS)
+            self.migrate_components()
         except BaseException:
             self.db.close()
             raise
+
+    def migrate_components(self) -> None:
+        """Create or upgrade the trace component and those its queries read (runs, test histories)."""
+        self.schema_version = self.db.migrate("traces", MIGRATIONS)
+        from molar_mcp.store.runs import RUNS_MIGRATIONS  # `list_traces(run=…)` reads its tables
+
+        self.db.migrate("runs", RUNS_MIGRATIONS)
+        had_history = self.db.version("history") > 0
+        self.db.migrate("history", HISTORY_MIGRATIONS)
+        if not had_history:
+            with self.db.tx() as conn:
+                backfill_health(conn)
 
     def close(self) -> None:
         self.db.close()
@@ -241,6 +260,8 @@ class SqliteTraceStore:
                 ),
             )
             pk = cur.lastrowid
+            if trace.parent_trace_id is None:
+                refresh_health(conn, org_id, trace.scenario_id or scenario_id_for(trace.scenario_slug))
             conn.executemany(
                 "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload)"
                 " VALUES (?,?,?,?,?,?,?,?,?)",
@@ -287,12 +308,33 @@ class SqliteTraceStore:
             # A short sha matches the full one it abbreviates, as git users expect.
             where.append("t.code_sha LIKE ? ESCAPE '\\'")
             args.append(_like_prefix(query.code_sha))
+        if query.run_id is not None:
+            where.append(
+                "t.id IN (SELECT rt.trace_id FROM run_traces rt JOIN runs r ON r.pk = rt.run_pk"
+                " WHERE r.org_id = ? AND (r.id = ? OR r.short_id = ?))"
+            )
+            args += [org_id, query.run_id, query.run_id]
         if query.created_from is not None:
             where.append("t.created_ms >= ?")
             args.append(_ms(query.created_from))
         if query.created_to is not None:
             where.append("t.created_ms < ?")
             args.append(_ms(query.created_to))
+        if query.flaky is not None:
+            # A flaky test's runs (its passes too: they are half of what makes it flaky).
+            where.append(
+                ("" if query.flaky else "NOT ")
+                + "t.scenario_id IN (SELECT scenario_id FROM scenario_health WHERE org_id = ? AND flaky = 1)"
+            )
+            args.append(org_id)
+        if query.newly_failing is not None:
+            # The failing runs of tests that passed before them.
+            clause = (
+                "t.scenario_id IN (SELECT scenario_id FROM scenario_health WHERE org_id = ? AND newly_failing = 1)"
+                f" AND t.status IN ({FAILING_STATUS_SQL}) AND t.parent_trace_id IS NULL"
+            )
+            where.append(f"({clause})" if query.newly_failing else f"NOT ({clause})")
+            args.append(org_id)
         if query.q:
             text_filter = self.text_filter(query.q)
             if text_filter is not None:
@@ -324,6 +366,7 @@ class SqliteTraceStore:
                 "SELECT kind, sha256, name, content_type, size FROM artifacts WHERE trace_pk = ? ORDER BY position",
                 (pk,),
             ).fetchall()
+            history = read_history(conn, row[3], row[4])
         item = _list_item(row)
         created = item.created_at
         return TraceDetail(
@@ -338,6 +381,7 @@ class SqliteTraceStore:
             event_count=row[20],
             event_counts=json.loads(row[21]),
             steps=[step_summary(s) for s in steps],
+            history=history,
             artifacts=[ArtifactRef(kind=a[0], sha256=a[1], name=a[2], content_type=a[3], size=a[4]) for a in artifacts],
         )
 

@@ -20,11 +20,14 @@ Labels and their rules (each detector's docstring has the details):
 - flaky              a step that failed, was retried and passed (0.7; 0.35 beside a failure).
 - rate_limited       an `llm.response` error with status 429 / a rate-limit type (0.9).
 - llm_error          any other `llm.response` error (0.88); recovered ones 0.45.
-- tool_error         a `tool.result` with ok false / an error, never recovered (0.85; 0.45).
+- tool_error         a `tool.result` with ok false / an error / an `isError` flag / error text as
+                     its result, never recovered (0.85; 0.45).
 - loop               one tool called with identical arguments 3× in a row (0.87) or 3× within
                      6 tool calls (0.8); 0.6 in a run that passed.
 - max_steps          a message saying a step limit was reached (0.8), or an agent run of
                      ≥ 20 steps that failed without any failing event (0.55).
+- timeout (agent)    an agent run cancelled by its own deadline: the step where the time went,
+                     not the cancelled call (0.86).
 - step_failed        the run failed and nothing above explains it with confidence ≥ 0.5
                      (0.4), or a runner error no rule names (0.5).
 
@@ -39,6 +42,7 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from molar_mcp.debugger.detectors.agent import (
+    detect_agent_timeout,
     detect_llm_errors,
     detect_loops,
     detect_max_steps,
@@ -76,6 +80,7 @@ DETECTORS: Final[tuple[Detector, ...]] = (
     detect_tool_errors,
     detect_loops,
     detect_max_steps,
+    detect_agent_timeout,
 )
 
 

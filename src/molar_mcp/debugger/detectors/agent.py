@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -65,8 +66,23 @@ def detect_llm_errors(t: Timeline) -> list[Finding]:
     return found
 
 
+# A tool result that is an error message although the call "succeeded" (tools that catch their own
+# exceptions and hand the text to the model): "Error: …", "Exception: …", a traceback.
+_ERROR_RESULT: Final = re.compile(r"^\s*(?:error|exception|traceback \(most recent call last\)|fatal)\b", re.IGNORECASE)
+
+
+def is_error_result(result: Any) -> bool:
+    """A tool result that says it is an error: an `isError` / `is_error` flag or an `error` field
+    (MCP tool results, framework wrappers), or text that is an error message."""
+    if isinstance(result, dict):
+        return result.get("isError") is True or result.get("is_error") is True or bool(result.get("error"))
+    return isinstance(result, str) and bool(_ERROR_RESULT.match(result))
+
+
 def _tool_failed(payload: dict[str, Any], ok: bool | None) -> bool:
-    return ok is False or bool(payload.get("error"))
+    """Failed: ok false, an error field, an `isError` / `is_error` flag (MCP tool results), or a
+    result whose text is an error message."""
+    return ok is False or bool(payload.get("error")) or is_error_result(payload.get("result"))
 
 
 def detect_tool_errors(t: Timeline) -> list[Finding]:
@@ -89,7 +105,11 @@ def detect_tool_errors(t: Timeline) -> list[Finding]:
         )
         error = e.payload.get("error")
         kind = error.get("type") if isinstance(error, dict) else None
-        detail = shorten(failure_text(e), 100).rstrip(".") or "no message"
+        said = failure_text(e) if error else str(e.payload.get("result") or "") or failure_text(e)
+        detail = shorten(said, 100).rstrip(".") or "no message"
+        arguments = t.events[call].payload.get("arguments") if call is not None else None
+        if arguments is not None:
+            detail = f"{tool}({shorten(json.dumps(arguments, default=str), 80)}) returned {detail}"
         tail = "a later call of it succeeded" if recovered else "it never succeeded afterwards"
         found.append(
             make_finding(
@@ -215,5 +235,71 @@ def detect_max_steps(t: Timeline) -> list[Finding]:
                 f"The agent ran {t.step_count} steps and stopped at {step_phrase(t.steps[last])} "
                 "without finishing or reporting an error"
             ),
+        )
+    ]
+
+
+_DEADLINE: Final = re.compile(
+    r"deadline|timed out|\btimeout\b|TimeoutError|CancelledError|\bcancell?ed\b|context canceled", re.IGNORECASE
+)
+AGENT_TIMEOUT: Final = 0.86
+
+
+def detect_agent_timeout(t: Timeline) -> list[Finding]:
+    """timeout: an agent run that failed because its own deadline cancelled it (a TimeoutError,
+    CancelledError, "deadline exceeded" in an error, log or step end). The cancelled call is where
+    the clock ran out, not where the time went: the critical step is the step that took longest
+    (by its `step.end` duration, else its first-to-last event time). 0.86, above a tool error the
+    cancellation caused. Failed agent runs only.
+    """
+    if not t.failing or not t.agent:
+        return []
+    # The run's own end says so: a run-level event (no step), or the failure that ended the run.
+    said = next(
+        (
+            i
+            for i, e in enumerate(t.events)
+            if (e.step_id is None or i == t.anchor)
+            and e.kind in ("error", "log", "step.end", "tool.result", "llm.response")
+            and (e.ok is False or e.kind == "error")
+            and _DEADLINE.search(failure_text(e))
+        ),
+        None,
+    )
+    if said is None:
+        return []
+    spent: dict[int, int] = {}
+    first: dict[int, int] = {}
+    bounds: dict[int, tuple[int, int]] = {}
+    for i, e in enumerate(t.events):
+        step = t.steps[i]
+        if step is None:
+            continue
+        first.setdefault(step, i)
+        lo, hi = bounds.get(step, (e.ts, e.ts))
+        bounds[step] = (min(lo, e.ts), max(hi, e.ts))
+        if e.kind == "step.end" and isinstance(e.payload.get("duration_ms"), int):
+            spent[step] = max(spent.get(step, 0), int(e.payload["duration_ms"]))
+    if not first:
+        return []
+    took = {step: spent.get(step, bounds[step][1] - bounds[step][0]) for step in first}
+    slowest = min(took, key=lambda s: (-took[s], s))
+    total = max(1, sum(took.values()))
+    cancelled = t.steps[said]
+    where = step_phrase(slowest)
+    title = t.title(slowest) or ""
+    tail = f"; {step_phrase(cancelled)} was cancelled" if cancelled is not None and cancelled != slowest else ""
+    return [
+        make_finding(
+            "timeout",
+            AGENT_TIMEOUT,
+            step=slowest,
+            seq=t.seq(first[slowest]),
+            evidence=[t.seq(said)],
+            summary=sentence(
+                f"The run ran out of time ({shorten(failure_text(t.events[said]), 80).rstrip('.')}); "
+                f"the time went into {where}{f' ({title})' if title else ''}: {took[slowest]} ms of {total} ms{tail}"
+            ),
+            subject=title,
         )
     ]

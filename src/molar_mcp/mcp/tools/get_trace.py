@@ -8,9 +8,10 @@ from mcp.types import CallToolResult, ContentBlock, ResourceLink, TextContent, T
 from pydantic import Field
 
 from molar_mcp.client import TraceClient
+from molar_mcp.mcp.conversation import build_conversation, fit_conversation, is_agent_run
 from molar_mcp.mcp.errors import store_errors
 from molar_mcp.mcp.pages import build_events_page, page_size
-from molar_mcp.mcp.render import build_trace_view, link_block, structured
+from molar_mcp.mcp.render import build_trace_view, cost, link_block, structured
 from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
 from molar_mcp.mcp.tools.spec import ToolSpec
@@ -29,9 +30,12 @@ failing assertion or error (expected vs actual), a steps overview, failed events
 
 Call it with a trace_id (short_id or UUID) from list_traces. To read one step's events (requests,
 responses with bodies, assertions, logs), call again with step=N; page with offset. The answer fits
-a token budget and its `omitted` list says exactly what was left out and which call returns it."""
+a token budget and its `omitted` list says exactly what was left out and which call returns it.
+An agent run also reads as a conversation: each model call (model, tokens, cost, its answer or the
+tools it asked for) and tool call (arguments, result or error), and the model's last output."""
 
 NOTABLE_LIMIT = 12
+CONVERSATION_LIMIT = 60
 
 
 async def get_trace(
@@ -62,9 +66,11 @@ async def get_trace(
         return await _page(client, trace_id, step_arg, kind, offset, max_tokens)
     detail: TraceDetail | None = None
     failing: EventsResponse | None = None
+    model_calls: EventsResponse | None = None
+    tool_calls: EventsResponse | None = None
 
     async with store_errors(trace_id=trace_id):
-        # The two reads are independent: run them together.
+        # The reads are independent: run them together.
         async def load_detail() -> None:
             nonlocal detail
             detail = await client.get_trace(trace_id)
@@ -73,12 +79,29 @@ async def get_trace(
             nonlocal failing
             failing = await client.get_events(trace_id, ok=False, limit=NOTABLE_LIMIT)
 
+        async def load_calls() -> None:
+            nonlocal model_calls, tool_calls
+            model_calls = await client.get_events(trace_id, kind="llm.response", limit=CONVERSATION_LIMIT)
+            tool_calls = await client.get_events(trace_id, kind="tool", limit=2 * CONVERSATION_LIMIT)
+
         async with anyio.create_task_group() as tg:
             tg.start_soon(load_detail)
             tg.start_soon(load_failing)
+            tg.start_soon(load_calls)
     assert detail is not None
     assert failing is not None
-    view, text = build_trace_view(detail, failing.events, failing.total, None, 0, offset, None, max_tokens)
+    # An agent run reads as a conversation: its model and tool calls get part of the budget.
+    agent = model_calls is not None and tool_calls is not None and is_agent_run(detail.event_counts)
+    reserve = min(max_tokens // 2, 1000) if agent else 0
+    view, text = build_trace_view(detail, failing.events, failing.total, None, 0, offset, None, max_tokens - reserve)
+    if agent and model_calls is not None and tool_calls is not None:
+        conversation, lines, cut = fit_conversation(
+            build_conversation(model_calls.events, tool_calls.events), max_tokens - cost(view, text), detail.short_id
+        )
+        view = view.model_copy(
+            update={"conversation": conversation, "omitted": [*view.omitted, *([cut] if cut else [])]}
+        )
+        text = "\n".join([text, *lines, *([f"Left out: {cut}"] if cut else [])])
     content: list[ContentBlock] = [TextContent(type="text", text=text)]
     content.extend(ResourceLink.model_validate(link_block(a)) for a in view.artifacts)
     return CallToolResult(content=content, structured_content=structured(view))

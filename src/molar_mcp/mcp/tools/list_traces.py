@@ -15,6 +15,7 @@ from molar_mcp.mcp.timeparse import parse_time
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
 from molar_mcp.mcp.tools.spec import ToolSpec
 from molar_mcp.mcp.views import TraceList
+from molar_mcp.models import TraceStatus
 
 SPEC = ToolSpec(name="list_traces", scope="mcp:trace:read", rest=("GET /v1/traces",))
 
@@ -29,14 +30,14 @@ Pages: pass next_cursor back as `cursor` with the same filters."""
 async def list_traces(
     ctx: Context,
     status: Annotated[
-        Literal["queued", "running", "passed", "failed", "error", "aborted"] | None,
-        Field(description="only runs with this status; 'failed' for test failures"),
+        TraceStatus | None,
+        Field(description="only runs with this status; 'failed' for test failures, 'flaky' for passed retries"),
     ] = None,
     scenario: Annotated[str | None, Field(description="scenario slug, e.g. 'checkout-coupon'")] = None,
     scenario_id: Annotated[str | None, Field(description="scenario UUID")] = None,
     source: Annotated[
-        Literal["pr", "schedule", "manual", "shadow_diff"] | None,
-        Field(description="what started the run"),
+        Literal["pr", "schedule", "manual", "shadow_diff", "agent"] | None,
+        Field(description="what started the run; 'agent' for agent runs received over OpenTelemetry"),
     ] = None,
     signature: Annotated[
         str | None, Field(description="exact failure signature, e.g. 'webhook-404', to find repeats")
@@ -49,6 +50,12 @@ async def list_traces(
     ] = None,
     since: Annotated[str | None, Field(description="created at or after: ISO 8601, or an age like '24h', '7d'")] = None,
     until: Annotated[str | None, Field(description="created before: ISO 8601, or an age like '1h'")] = None,
+    flaky: Annotated[
+        bool | None, Field(description="true: runs of flaky tests (passed only on retry, or pass and fail by turns)")
+    ] = None,
+    newly_failing: Annotated[
+        bool | None, Field(description="true: failing runs of tests that passed on the runs before (regressions)")
+    ] = None,
     limit: Annotated[int, Field(ge=1, le=50, description="rows per page (fewer if the token budget needs)")] = 20,
     cursor: Annotated[str | None, Field(description="next_cursor from the previous page")] = None,
     max_tokens: Annotated[
@@ -73,6 +80,8 @@ async def list_traces(
         q=q,
         created_from=created_from,
         created_to=created_to,
+        flaky=flaky,
+        newly_failing=newly_failing,
     )
     args: dict[str, Any] = {
         "status": status,
@@ -85,6 +94,8 @@ async def list_traces(
         "q": q,
         "since": since,
         "until": until,
+        "flaky": flaky,
+        "newly_failing": newly_failing,
     }
     desc = describe_filters(args)
     client = client_of(ctx)

@@ -229,6 +229,7 @@ def run_trace(
     what: str,
     status: str | None = None,
     failure: str | None = None,
+    steps: Sequence[Event] = (),
 ) -> tuple[NewTrace, dict[str, bytes]]:
     """The child trace of a project run when no richer trace of it was recorded: what ran, its output's
     tail, and its outcome (exit code 0 = passed). Artifacts: the edits as `source.diff`, the output."""
@@ -253,7 +254,9 @@ def run_trace(
         commit=run.commit,
         source_diffs=run.edits,
     )
-    for line in log_tail(result, 200).splitlines():
+    for ev in steps:  # the run's own steps, when the driver read them (a Playwright test's)
+        events.append(ev.model_copy(update={"seq": len(events)}))
+    for line in log_tail(result, 200).splitlines() if not steps else ():
         add("log", line, level="stdout", text=line[:4000])
     if status != "passed":
         add("error", failure or "failed", name="ReplayFailed", text=failure or "failed", exit_code=result.exit_code)

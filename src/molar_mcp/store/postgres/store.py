@@ -10,7 +10,6 @@ from pathlib import Path
 from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.postgres.db import PgDatabase
 from molar_mcp.store.postgres.fts import ts_query
-from molar_mcp.store.schema import MIGRATIONS
 from molar_mcp.store.sqlite import SqliteTraceStore
 
 
@@ -29,7 +28,7 @@ class PostgresTraceStore(SqliteTraceStore):
         self.db = PgDatabase(url, data_dir, min_size=pool_min, max_size=pool_max)
         self.blobs = blobs if blobs is not None else BlobStore(data_dir / "blobs")
         try:
-            self.schema_version = self.db.migrate("traces", MIGRATIONS)
+            self.migrate_components()
         except BaseException:
             self.db.close()
             raise

@@ -1,0 +1,352 @@
+"""OTLP/HTTP trace export bodies → bounded span records (pure: no I/O). docs/otlp.md has the mapping.
+
+Bodies are parsed with the published `opentelemetry-proto` classes: binary protobuf as it is, and
+OTLP/JSON through protobuf's `json_format` after one difference is mended — OTLP/JSON writes trace and
+span ids as hex, where the protobuf JSON mapping expects base64 (OTLP specification, "JSON Protobuf
+Encoding"). Enums come as integers, 64-bit integers as strings or numbers; unknown fields are ignored.
+
+Every span is checked on its own: a span whose ids have the wrong length is refused (and named in the
+answer's `partial_success`), the others are kept. What is kept is bounded — attribute count, value
+length, nesting depth, array length, events, links — and every cut is written into the record's `cut`
+list, so a reader knows what is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+MAX_SPANS_PER_REQUEST: Final = 20_000  # the SDK's batch is 512; a request above this is refused whole
+MAX_ATTRIBUTES: Final = 128  # per span, span event and resource (the SDK's own default limit)
+MAX_VALUE_CHARS: Final = 4_096  # one attribute value
+MAX_TEXT_CHARS: Final = 16_000  # message contents, tool arguments and results, input/output values
+MAX_DEPTH: Final = 8  # nested arrays / key-value lists
+MAX_ARRAY: Final = 128
+MAX_SPAN_EVENTS: Final = 128
+MAX_LINKS: Final = 32
+MAX_NAME_CHARS: Final = 500
+
+# Attributes whose values are conversation text: they keep more characters than the others.
+TEXT_KEYS: Final = re.compile(
+    r"^(input\.value|output\.value|gen_ai\.(input|output|system)\.messages|gen_ai\.system_instructions"
+    r"|gen_ai\.(prompt|completion)(\..*)?|gen_ai\.tool\.call\.(arguments|result)|gen_ai\.tool\.definitions"
+    r"|llm\.(input|output)_messages\..*|tool\.(parameters|arguments|result)|exception\.stacktrace"
+    r"|gen_ai\.event\.content|mcp\..*(arguments|result))$"
+)
+
+SPAN_KINDS: Final = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+STATUS_CODES: Final = {0: "unset", 1: "ok", 2: "error"}
+
+_ID_FIELDS: Final = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
+
+
+class OtlpDecodeError(Exception):
+    """The body cannot be read as an export request (HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class SpanEvent:
+    name: str
+    ts_ns: int
+    attributes: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SpanRecord:
+    """One span, validated and bounded. Ids are lowercase hex; times are Unix nanoseconds."""
+
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    name: str
+    kind: str
+    start_ns: int
+    end_ns: int
+    status: str  # unset | ok | error
+    status_message: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope: str
+    events: tuple[SpanEvent, ...] = ()
+    links: tuple[dict[str, Any], ...] = ()
+    cut: tuple[str, ...] = ()
+
+    @property
+    def service(self) -> str:
+        name = self.resource.get("service.name")
+        return name if isinstance(name, str) and name else "unknown_service"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "parent_id": self.parent_id,
+            "name": self.name,
+            "kind": self.kind,
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+            "status": self.status,
+            "status_message": self.status_message,
+            "attributes": self.attributes,
+            "resource": self.resource,
+            "scope": self.scope,
+            "events": [{"name": e.name, "ts_ns": e.ts_ns, "attributes": e.attributes} for e in self.events],
+            "links": list(self.links),
+            "cut": list(self.cut),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SpanRecord:
+        return cls(
+            trace_id=data["trace_id"],
+            span_id=data["span_id"],
+            parent_id=data["parent_id"],
+            name=data["name"],
+            kind=data["kind"],
+            start_ns=data["start_ns"],
+            end_ns=data["end_ns"],
+            status=data["status"],
+            status_message=data["status_message"],
+            attributes=data["attributes"],
+            resource=data["resource"],
+            scope=data["scope"],
+            events=tuple(SpanEvent(e["name"], e["ts_ns"], e["attributes"]) for e in data["events"]),
+            links=tuple(data["links"]),
+            cut=tuple(data["cut"]),
+        )
+
+
+@dataclass(frozen=True)
+class RejectedSpan:
+    trace_id: str
+    span_id: str
+    reason: str
+
+
+@dataclass
+class Decoded:
+    spans: list[SpanRecord] = field(default_factory=list)
+    rejected: list[RejectedSpan] = field(default_factory=list)
+
+
+class TooManySpans(Exception):
+    def __init__(self, count: int) -> None:
+        super().__init__(
+            f"the request holds {count} spans; at most {MAX_SPANS_PER_REQUEST} are taken in one request "
+            "(the OpenTelemetry SDK sends 512 a batch): send smaller batches"
+        )
+        self.count = count
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bodies
+
+
+def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(body)
+    except (DecodeError, RecursionError, ValueError) as exc:
+        raise OtlpDecodeError(f"the body is not an ExportTraceServiceRequest in protobuf: {exc}") from None
+    return request
+
+
+def decode_json(body: bytes) -> ExportTraceServiceRequest:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise OtlpDecodeError(f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise OtlpDecodeError("an OTLP/JSON body is an object with resourceSpans")
+    try:
+        _hex_ids_to_base64(data, 0)
+        request = ExportTraceServiceRequest()
+        json_format.ParseDict(data, request, ignore_unknown_fields=True)
+        return request
+    except (json_format.ParseError, RecursionError, ValueError, TypeError, AttributeError) as exc:
+        raise OtlpDecodeError(f"the body is not an OTLP/JSON ExportTraceServiceRequest: {exc}") from None
+
+
+def _hex_ids_to_base64(node: Any, depth: int) -> None:
+    """OTLP/JSON ids are hex (OTLP spec, JSON Protobuf Encoding); the protobuf JSON mapping reads base64.
+    An id that is not hex is kept as its raw characters, so its length check refuses the span."""
+    if depth > 64:
+        raise OtlpDecodeError("the JSON body is nested too deep")
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _ID_FIELDS and isinstance(value, str):
+                try:
+                    raw = bytes.fromhex(value)
+                except ValueError:
+                    raw = value.encode("utf-8", "replace")
+                node[key] = base64.b64encode(raw).decode("ascii")
+            elif isinstance(value, dict | list):
+                _hex_ids_to_base64(value, depth + 1)
+    elif isinstance(node, list):
+        for item in node:
+            if isinstance(item, dict | list):
+                _hex_ids_to_base64(item, depth + 1)
+
+
+def span_count(request: ExportTraceServiceRequest) -> int:
+    return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Spans
+
+
+def decode_spans(request: ExportTraceServiceRequest) -> Decoded:
+    """Every span of the request, validated and bounded; refused spans with the reason.
+    Raises `TooManySpans` (before anything is converted) when the request is too large to take."""
+    count = span_count(request)
+    if count > MAX_SPANS_PER_REQUEST:
+        raise TooManySpans(count)
+    out = Decoded()
+    for rs in request.resource_spans:
+        cut: list[str] = []
+        resource = attributes_of(rs.resource.attributes, cut, "resource")
+        for ss in rs.scope_spans:
+            scope = ss.scope.name[:MAX_NAME_CHARS]
+            for span in ss.spans:
+                record = _span_record(span, resource, scope, list(cut))
+                if isinstance(record, RejectedSpan):
+                    out.rejected.append(record)
+                else:
+                    out.spans.append(record)
+    return out
+
+
+def _span_record(span: Span, resource: dict[str, Any], scope: str, cut: list[str]) -> SpanRecord | RejectedSpan:
+    trace_hex, span_hex = span.trace_id.hex(), span.span_id.hex()
+    if len(span.trace_id) != 16 or span.trace_id == b"\0" * 16:
+        return RejectedSpan(trace_hex, span_hex, "trace_id must be 16 bytes (32 hex digits), not all zero")
+    if len(span.span_id) != 8 or span.span_id == b"\0" * 8:
+        return RejectedSpan(trace_hex, span_hex, "span_id must be 8 bytes (16 hex digits), not all zero")
+    if len(span.parent_span_id) not in (0, 8):
+        return RejectedSpan(trace_hex, span_hex, "parent_span_id must be empty or 8 bytes (16 hex digits)")
+    parent = span.parent_span_id.hex() if span.parent_span_id and any(span.parent_span_id) else None
+    if parent == span_hex:
+        return RejectedSpan(trace_hex, span_hex, "a span cannot be its own parent")
+    start, end = int(span.start_time_unix_nano), int(span.end_time_unix_nano)
+    if start <= 0:
+        return RejectedSpan(trace_hex, span_hex, "start_time_unix_nano is missing")
+    if end < start:
+        cut.append(f"end_time_unix_nano {end} is before the start (or missing); taken as the start")
+        end = start
+    kind = SPAN_KINDS.get(int(span.kind))
+    if kind is None:
+        cut.append(f"unknown span kind {int(span.kind)}; taken as unspecified")
+        kind = "unspecified"
+    status = STATUS_CODES.get(int(span.status.code))
+    if status is None:
+        cut.append(f"unknown status code {int(span.status.code)}; taken as unset")
+        status = "unset"
+    name = span.name or "(unnamed span)"
+    if len(name) > MAX_NAME_CHARS:
+        cut.append(f"name: {len(name)} chars, kept {MAX_NAME_CHARS}")
+        name = name[:MAX_NAME_CHARS]
+    attributes = attributes_of(span.attributes, cut, "attributes")
+    if span.dropped_attributes_count:
+        cut.append(f"attributes: the exporter dropped {span.dropped_attributes_count}")
+    events = []
+    for ev in span.events[:MAX_SPAN_EVENTS]:
+        ev_name = ev.name[:MAX_NAME_CHARS] or "(unnamed event)"
+        events.append(
+            SpanEvent(ev_name, int(ev.time_unix_nano) or start, attributes_of(ev.attributes, cut, f"event {ev_name}"))
+        )
+    if len(span.events) > MAX_SPAN_EVENTS:
+        cut.append(f"events: {len(span.events)}, kept the first {MAX_SPAN_EVENTS}")
+    if span.dropped_events_count:
+        cut.append(f"events: the exporter dropped {span.dropped_events_count}")
+    links = []
+    for link in span.links[:MAX_LINKS]:
+        item: dict[str, Any] = {"trace_id": link.trace_id.hex(), "span_id": link.span_id.hex()}
+        if link.attributes:
+            item["attributes"] = attributes_of(link.attributes, cut, "link")
+        links.append(item)
+    if len(span.links) > MAX_LINKS:
+        cut.append(f"links: {len(span.links)}, kept the first {MAX_LINKS}")
+    return SpanRecord(
+        trace_id=trace_hex,
+        span_id=span_hex,
+        parent_id=parent,
+        name=name,
+        kind=kind,
+        start_ns=start,
+        end_ns=end,
+        status=status,
+        status_message=_bounded_text(span.status.message, MAX_VALUE_CHARS, cut, "status.message"),
+        attributes=attributes,
+        resource=resource,
+        scope=scope,
+        events=tuple(events),
+        links=tuple(links),
+        cut=tuple(cut),
+    )
+
+
+def attributes_of(items: Iterable[KeyValue], cut: list[str], where: str) -> dict[str, Any]:
+    """Key-values → a plain dict, bounded; every cut is appended to `cut`."""
+    out: dict[str, Any] = {}
+    total = 0
+    for kv in items:
+        total += 1
+        if len(out) >= MAX_ATTRIBUTES:
+            continue
+        key = kv.key[:MAX_NAME_CHARS]
+        limit = MAX_TEXT_CHARS if TEXT_KEYS.match(key) else MAX_VALUE_CHARS
+        out[key] = value_of(kv.value, cut, f"{where} {key}", limit, 0)
+    if total > MAX_ATTRIBUTES:
+        cut.append(f"{where}: {total} attributes, kept the first {MAX_ATTRIBUTES}")
+    return out
+
+
+def value_of(value: AnyValue, cut: list[str], where: str, limit: int, depth: int) -> Any:
+    which = value.WhichOneof("value")
+    if which == "string_value":
+        return _bounded_text(value.string_value, limit, cut, where)
+    if which == "bool_value":
+        return value.bool_value
+    if which == "int_value":
+        return int(value.int_value)
+    if which == "double_value":
+        number = float(value.double_value)
+        return number if number == number and abs(number) != float("inf") else str(number)
+    if which == "bytes_value":
+        raw = bytes(value.bytes_value)
+        text = base64.b64encode(raw[: limit // 2]).decode("ascii")
+        if len(raw) > limit // 2:
+            cut.append(f"{where}: {len(raw)} bytes, kept {limit // 2}")
+        return {"bytes_base64": text}
+    if which in ("array_value", "kvlist_value"):
+        if depth >= MAX_DEPTH:
+            cut.append(f"{where}: nested deeper than {MAX_DEPTH} levels, cut there")
+            return "…"
+        if which == "array_value":
+            values = value.array_value.values
+            if len(values) > MAX_ARRAY:
+                cut.append(f"{where}: {len(values)} items, kept {MAX_ARRAY}")
+            return [value_of(v, cut, where, limit, depth + 1) for v in values[:MAX_ARRAY]]
+        kvs = value.kvlist_value.values
+        if len(kvs) > MAX_ARRAY:
+            cut.append(f"{where}: {len(kvs)} keys, kept {MAX_ARRAY}")
+        return {kv.key[:MAX_NAME_CHARS]: value_of(kv.value, cut, where, limit, depth + 1) for kv in kvs[:MAX_ARRAY]}
+    return None
+
+
+def _bounded_text(text: str, limit: int, cut: list[str], where: str) -> str:
+    if len(text) <= limit:
+        return text
+    cut.append(f"{where}: {len(text)} chars, kept {limit}")
+    return text[:limit]

@@ -1,0 +1,275 @@
+"""OpenTelemetry traces in the embedded store: one OTel trace id is one Molar trace, kept `running` while
+its spans arrive (in batches, out of order, sometimes twice) and laid out again in span-tree order
+when it finishes.
+
+The store keeps each span (bounded, as JSON) beside the trace's events, so a span seen again changes
+nothing, and the finished trace can be rebuilt whatever order its spans came in. The events are built
+by the caller (`ingest.formats.agent_spans`): this module only stores and numbers them.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from molar_mcp.models import Event
+from molar_mcp.store.db import Database
+from molar_mcp.store.live import _insert_events
+from molar_mcp.store.sqlite import insert_steps, load_step_tree, new_short_id, normalize_events, scenario_id_for
+
+OTLP_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE otlp_traces (
+        org_id TEXT NOT NULL,
+        otel_trace_id TEXT NOT NULL,
+        trace_pk INTEGER NOT NULL UNIQUE REFERENCES traces(pk) ON DELETE CASCADE,
+        root_span_id TEXT,
+        last_arrival_ms INTEGER NOT NULL,
+        finished INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (org_id, otel_trace_id)
+    );
+    CREATE INDEX otlp_traces_open ON otlp_traces(finished, last_arrival_ms);
+    CREATE TABLE otlp_spans (
+        trace_pk INTEGER NOT NULL REFERENCES traces(pk) ON DELETE CASCADE,
+        span_id TEXT NOT NULL,
+        parent_id TEXT,
+        body TEXT NOT NULL,
+        PRIMARY KEY (trace_pk, span_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX otlp_spans_parent ON otlp_spans(trace_pk, parent_id);
+    """,
+)
+
+SOURCE = "agent"
+
+
+@dataclass(frozen=True)
+class IncomingSpan:
+    """A span to store: its ids, its JSON body, and (built by the caller) the events that show it live."""
+
+    span_id: str
+    parent_id: str | None
+    body: dict[str, Any]
+
+
+@dataclass
+class TraceOutcome:
+    """What one request did to one OTel trace."""
+
+    otel_trace_id: str
+    trace_id: str
+    created: bool = False
+    stored_spans: int = 0
+    duplicates: int = 0
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (span id, reason)
+    events: list[Event] = field(default_factory=list)
+    complete: bool = False  # the root has arrived and every span's parent is here
+
+
+@dataclass(frozen=True)
+class OpenTrace:
+    org_id: str
+    otel_trace_id: str
+    trace_id: str
+    has_root: bool
+    last_arrival_ms: int
+
+
+@dataclass(frozen=True)
+class SpanContext:
+    """What the store knows about a newly arrived span's place in its trace so far."""
+
+    parent_stored: bool  # its parent span has arrived
+    parent_is_root: bool  # … and that parent is the root span
+    has_children: bool  # (a root span) some of its children have arrived
+
+
+# Builds a newly stored span's live events (seq 0: the store numbers them).
+LiveEventBuilder = Callable[[IncomingSpan, SpanContext], list[Event]]
+
+
+class OtlpTraces:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        db.migrate("otlp", OTLP_MIGRATIONS)
+
+    def store_spans(
+        self,
+        org_id: str,
+        traces: Sequence[tuple[str, str, str, Sequence[IncomingSpan]]],
+        build: LiveEventBuilder,
+        now_ms: int,
+    ) -> list[TraceOutcome]:
+        """Store the spans of one request in ONE transaction (all or nothing), per OTel trace
+        `(otel_trace_id, scenario_slug, scenario_title, spans)`: a new trace id starts a running
+        trace; a span id already stored is a duplicate (no change); a new span of a finished trace is
+        refused; the others are stored with their live events appended."""
+        outcomes: list[TraceOutcome] = []
+        with self.db.tx() as conn:
+            for otel_id, slug, title, spans in traces:
+                row = conn.execute(
+                    "SELECT o.trace_pk, o.finished, t.id FROM otlp_traces o JOIN traces t ON t.pk = o.trace_pk"
+                    " WHERE o.org_id = ? AND o.otel_trace_id = ?",
+                    (org_id, otel_id),
+                ).fetchone()
+                created = row is None
+                if row is None:
+                    pk, finished, trace_id = _create_trace(conn, org_id, otel_id, slug, title, now_ms)
+                else:
+                    pk, finished, trace_id = int(row[0]), bool(row[1]), str(row[2])
+                outcome = TraceOutcome(otel_id, trace_id, created=created)
+                outcomes.append(outcome)
+                batch_ids = [s.span_id for s in spans]
+                wanted = set(batch_ids) | {s.parent_id for s in spans if s.parent_id}
+                known = _known_spans(conn, pk, wanted)
+                fresh: list[IncomingSpan] = []
+                for span in spans:
+                    if span.span_id in known:
+                        outcome.duplicates += 1
+                    elif finished:
+                        outcome.refused.append(
+                            (
+                                span.span_id,
+                                f"trace {otel_id} had finished before this span arrived",
+                            )
+                        )
+                    else:
+                        fresh.append(span)
+                        known[span.span_id] = span.parent_id
+                if not fresh:
+                    continue
+                events: list[Event] = []
+                for span in fresh:
+                    parent = span.parent_id
+                    context = SpanContext(
+                        parent_stored=parent is not None and parent in known,
+                        parent_is_root=parent is not None and parent in known and known[parent] is None,
+                        has_children=span.parent_id is None and _has_children(conn, pk, span.span_id, fresh),
+                    )
+                    events.extend(build(span, context))
+                conn.executemany(
+                    "INSERT INTO otlp_spans (trace_pk, span_id, parent_id, body) VALUES (?,?,?,?)",
+                    [
+                        (pk, s.span_id, s.parent_id, json.dumps(s.body, separators=(",", ":"), ensure_ascii=False))
+                        for s in fresh
+                    ],
+                )
+                root = next((s.span_id for s in fresh if s.parent_id is None), None)
+                conn.execute(
+                    "UPDATE otlp_traces SET last_arrival_ms = ?, root_span_id = coalesce(root_span_id, ?)"
+                    " WHERE trace_pk = ?",
+                    (now_ms, root, pk),
+                )
+                outcome.stored_spans = len(fresh)
+                outcome.events = _append(conn, pk, events)
+                outcome.complete = _complete(conn, pk)
+        return outcomes
+
+    def open_traces(self) -> list[OpenTrace]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT o.org_id, o.otel_trace_id, t.id, o.root_span_id IS NOT NULL, o.last_arrival_ms"
+                " FROM otlp_traces o JOIN traces t ON t.pk = o.trace_pk WHERE o.finished = 0"
+            ).fetchall()
+        return [OpenTrace(r[0], r[1], r[2], bool(r[3]), int(r[4])) for r in rows]
+
+    def spans_of(self, org_id: str, otel_trace_id: str) -> list[dict[str, Any]]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT s.body FROM otlp_spans s JOIN otlp_traces o ON o.trace_pk = s.trace_pk"
+                " WHERE o.org_id = ? AND o.otel_trace_id = ?",
+                (org_id, otel_trace_id),
+            ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def lay_out(
+        self, org_id: str, otel_trace_id: str, events: Sequence[Event], *, scenario_slug: str, scenario_title: str
+    ) -> str | None:
+        """Replace a running trace's events with their final span-tree order (renumbered by the store)
+        and fix its scenario; mark it finished for OTLP (later spans are refused). False when another
+        caller finished it first; else the trace's id."""
+        with self.db.tx() as conn:
+            row = conn.execute(
+                "SELECT o.trace_pk, o.finished, t.id FROM otlp_traces o JOIN traces t ON t.pk = o.trace_pk"
+                " WHERE o.org_id = ? AND o.otel_trace_id = ?",
+                (org_id, otel_trace_id),
+            ).fetchone()
+            if row is None or row[1]:
+                return None
+            pk = int(row[0])
+            conn.execute("UPDATE otlp_traces SET finished = 1 WHERE trace_pk = ?", (pk,))
+            conn.execute("DELETE FROM events WHERE trace_pk = ?", (pk,))
+            conn.execute("DELETE FROM steps WHERE trace_pk = ?", (pk,))
+            conn.execute(
+                "UPDATE traces SET kind_counts = '{}', event_count = 0, scenario_slug = ?, scenario_title = ?,"
+                " scenario_id = ? WHERE pk = ?",
+                (scenario_slug, scenario_title, scenario_id_for(scenario_slug), pk),
+            )
+            _append(conn, pk, events)
+        return str(row[2])
+
+
+def _create_trace(conn: Any, org_id: str, otel_id: str, slug: str, title: str, now_ms: int) -> tuple[int, bool, str]:
+    trace_id = str(uuid.uuid4())
+    short_id = new_short_id(conn)
+    conn.execute(
+        "INSERT INTO traces (id, short_id, org_id, scenario_id, scenario_slug, scenario_title, status, source,"
+        " created_ms) VALUES (?,?,?,?,?,?,?,?,?)",
+        (trace_id, short_id, org_id, scenario_id_for(slug), slug, title, "running", SOURCE, now_ms),
+    )
+    pk = int(conn.execute("SELECT pk FROM traces WHERE id = ?", (trace_id,)).fetchone()[0])
+    conn.execute("INSERT INTO traces_fts (rowid, body) VALUES (?, ?)", (pk, f"{slug} {otel_id}"))
+    conn.execute(
+        "INSERT INTO otlp_traces (org_id, otel_trace_id, trace_pk, last_arrival_ms) VALUES (?,?,?,?)",
+        (org_id, otel_id, pk, now_ms),
+    )
+    return pk, False, trace_id
+
+
+def _known_spans(conn: Any, pk: int, ids: set[str]) -> dict[str, str | None]:
+    """span id → parent id of those of `ids` already stored."""
+    found: dict[str, str | None] = {}
+    wanted = sorted(ids)
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        for span_id, parent_id in conn.execute(
+            f"SELECT span_id, parent_id FROM otlp_spans WHERE trace_pk = ? AND span_id IN ({marks})", (pk, *chunk)
+        ):
+            found[span_id] = parent_id
+    return found
+
+
+def _has_children(conn: Any, pk: int, span_id: str, fresh: Sequence[IncomingSpan]) -> bool:
+    if any(s.parent_id == span_id for s in fresh):
+        return True
+    row = conn.execute("SELECT 1 FROM otlp_spans WHERE trace_pk = ? AND parent_id = ? LIMIT 1", (pk, span_id))
+    return row.fetchone() is not None
+
+
+def _append(conn: Any, pk: int, events: Sequence[Event]) -> list[Event]:
+    """Append events after the trace's last seq; the store numbers their steps (store/steps.py)."""
+    (last,) = conn.execute("SELECT max(seq) FROM events WHERE trace_pk = ?", (pk,)).fetchone()
+    start = 0 if last is None else int(last) + 1
+    tree = load_step_tree(conn, pk)
+    seqd = [e.model_copy(update={"seq": start + i}) for i, e in enumerate(events)]
+    numbered = normalize_events(seqd, tree)
+    _insert_events(conn, pk, numbered, [None] * len(numbered))
+    insert_steps(conn, pk, tree.take_touched())
+    return numbered
+
+
+def _complete(conn: Any, pk: int) -> bool:
+    """The root span has arrived and every stored span's parent is stored too: nothing is still open."""
+    (root,) = conn.execute("SELECT root_span_id FROM otlp_traces WHERE trace_pk = ?", (pk,)).fetchone()
+    if root is None:
+        return False
+    missing = conn.execute(
+        "SELECT 1 FROM otlp_spans s WHERE s.trace_pk = ? AND s.parent_id IS NOT NULL AND NOT EXISTS"
+        " (SELECT 1 FROM otlp_spans p WHERE p.trace_pk = s.trace_pk AND p.span_id = s.parent_id) LIMIT 1",
+        (pk,),
+    ).fetchone()
+    return missing is None

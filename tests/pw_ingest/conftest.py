@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx2
+import pytest
+from starlette.applications import Starlette
+
+from molar_mcp.api.app import create_api_app
+from molar_mcp.api.context import ApiContext
+from molar_mcp.store import SqliteTraceStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCENARIOS = ("wrong-text", "http-500", "js-exception", "overlay", "grouped", "login", "passing", "missing-selector")
+
+
+@pytest.fixture(scope="session")
+def pw_traces(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """Real trace.zip bytes of the ticket shop scenarios, recorded by the generator in a child process
+    (the sync Playwright API cannot run in a thread where the async tests' event loop lives)."""
+    out = tmp_path_factory.mktemp("pw-recorded")
+    subprocess.run([sys.executable, "-m", "tests.apps.record", str(out), *SCENARIOS], check=True, cwd=ROOT)
+    return {name: (out / f"{name}.zip").read_bytes() for name in SCENARIOS}
+
+
+@pytest.fixture
+def pw_app(store: SqliteTraceStore) -> Starlette:
+    return create_api_app(ApiContext.embedded(store, max_bundle_bytes=5 * 1024 * 1024))
+
+
+@pytest.fixture
+async def pw_client(pw_app: Starlette) -> AsyncIterator[httpx2.AsyncClient]:
+    transport = httpx2.ASGITransport(app=pw_app, raise_app_exceptions=False)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://t") as http:
+        yield http
