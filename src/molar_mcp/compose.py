@@ -30,7 +30,7 @@ from molar_mcp.api.app import create_api_app
 from molar_mcp.api.bus import LiveBus
 from molar_mcp.api.context import ApiContext, OtlpSettings
 from molar_mcp.api.otlp import run_sweeper
-from molar_mcp.api.telemetry import RateLimits
+from molar_mcp.api.telemetry import RateLimiter, RateLimits
 from molar_mcp.auth import AuthKeys, McpScopeGuard, ScopePolicy, create_oauth_routes, create_protected_resource_routes
 from molar_mcp.auth.keys import SESSION_SECRET_FILE, SIGNING_KEY_FILE
 from molar_mcp.chat_tools import ChatTools, in_process_client_factory
@@ -92,7 +92,7 @@ def open_store(
     *,
     database_url: str | None = None,
     blob_url: str | None = None,
-    pool_max: int = 10,
+    pool_max: int | None = None,
 ) -> SqliteTraceStore:
     """The trace store: embedded (SQLite + blob files in `data_dir`) unless `database_url` names a
     PostgreSQL database; blobs in `blob_url` when given. `data_dir` then holds only scratch files."""
@@ -102,7 +102,8 @@ def open_store(
             raise ValueError(f"database URL must be postgresql://…, not {database_url.split(':', 1)[0]}://…")
         from molar_mcp.store.postgres import PostgresTraceStore
 
-        return PostgresTraceStore(database_url, data_dir, blobs=blobs, pool_max=pool_max)
+        pool = pool_max or int(os.environ.get("MOLAR_DB_POOL_MAX", "10"))
+        return PostgresTraceStore(database_url, data_dir, blobs=blobs, pool_max=pool)
     store = SqliteTraceStore(data_dir)
     if blobs is not None:
         store.blobs = blobs
@@ -131,11 +132,16 @@ def open_embedded(
     bus: LiveBus | None = None
     tools = ChatTools()
     try:
+        limiter: RateLimiter | None = None
         if database_url:
             bus = _replica_setup(store, data_dir)
+            from molar_mcp.api.ratelimit_pg import PgRateLimiter
+
+            limiter = PgRateLimiter(limits=rate_limits or RateLimits(), db=store.db)
         ctx = ApiContext.embedded(
             store,
             bus=bus,
+            rate_limiter=limiter,
             max_bundle_bytes=max_bundle_bytes,
             rate_limits=rate_limits,
             model=debugger.provider(),

@@ -12,6 +12,7 @@ import psycopg
 from psycopg.rows import RowMaker
 
 from molar_mcp.auth.db import MIGRATIONS, AuthDB
+from molar_mcp.store.port import org_scope
 from molar_mcp.store.postgres.db import PgConnection, PgDatabase
 
 
@@ -63,7 +64,8 @@ class PgAuthDB(AuthDB):
 
     @contextmanager
     def _pg_conn(self) -> Iterator[sqlite3.Connection]:
-        with self._db.tx() as conn:
+        # Credentials are looked up by their hashes, across orgs (the org is what they tell): unscoped.
+        with org_scope(None), self._db.tx() as conn:
             cast(PgConnection, conn).raw.row_factory = _row_factory
             yield conn
 
