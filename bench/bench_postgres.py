@@ -29,15 +29,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import httpx2  # noqa: E402
-from bench_foundation import synthetic_trace  # noqa: E402
+import httpx2
+from bench_foundation import synthetic_trace
+from tests.engines import pg_cluster, s3_endpoint
+from tests.servers import Served, start_server
 
-from molar_mcp.compose import open_store  # noqa: E402
-from molar_mcp.demo_bundles.builder import build_big_bundle  # noqa: E402
-from molar_mcp.ingest import read_bundle  # noqa: E402
-from molar_mcp.store import LOCAL_ORG_ID  # noqa: E402
-from tests.engines import pg_cluster, s3_endpoint  # noqa: E402
-from tests.servers import Served, start_server  # noqa: E402
+from molar_mcp.compose import open_store
+from molar_mcp.demo_bundles.builder import build_big_bundle
+from molar_mcp.ingest import read_bundle
+from molar_mcp.store import LOCAL_ORG_ID
 
 BATCH = 100
 

@@ -35,7 +35,7 @@ class Served:
     process: subprocess.Popen[bytes]
 
 
-def start_server(data_dir: Path, *extra: str, auth: bool = False, timeout: float = 30) -> Served:
+def start_server(data_dir: Path, *extra: str, auth: bool = False, timeout: float = 90) -> Served:
     """`molar-mcp serve` on a free 127.0.0.1 port: `--no-auth` unless `auth`; waits for /healthz."""
     port = free_port()
     log = open(data_dir.parent / f"serve-{port}.log", "wb")  # noqa: SIM115 - closed with the process
@@ -57,7 +57,7 @@ def start_server(data_dir: Path, *extra: str, auth: bool = False, timeout: float
         env=child_env(data_dir),
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout  # a loaded CI machine can be slow to import
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError((data_dir.parent / f"serve-{port}.log").read_text())

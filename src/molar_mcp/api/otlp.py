@@ -54,6 +54,7 @@ from molar_mcp.ingest.formats.otlp import (
     decode_spans,
 )
 from molar_mcp.models import Event
+from molar_mcp.models.replays import ReplayOrigin
 from molar_mcp.store.otlp import IncomingSpan, SpanContext, TraceOutcome
 
 OTLP_TRACES_PATH = "/otlp/v1/traces"
@@ -238,6 +239,7 @@ async def finish_otel_trace(ctx: ApiContext, org: str, otel_trace_id: str, statu
         trace_id = ctx.otlp.lay_out(org, otel_trace_id, trace_events(spans), scenario_slug=slug, scenario_title=title)
         if trace_id is None:
             return None  # finished by another caller meanwhile
+        _record_replay_origin(ctx, org, trace_id, spans)
         final = status or run_status(spans)
         events = ctx.store.list_events(org, trace_id, limit=1_000_000).events
         findings = analyze(events, final)
@@ -251,6 +253,26 @@ async def finish_otel_trace(ctx: ApiContext, org: str, otel_trace_id: str, statu
     done = await anyio.to_thread.run_sync(finish)
     if done is not None:
         ctx.bus.publish(done[0], Published(finished=done[1]))
+
+
+def _record_replay_origin(ctx: ApiContext, org: str, trace_id: str, spans: list[SpanRecord]) -> None:
+    """An agent run whose resource names its repository (`molar.repo.path`, or `vcs.repository.url.full`)
+    and commit (`vcs.ref.head.revision`, or `molar.commit`) can be replayed by the command driver when that
+    repository is registered (docs/replay.md)."""
+    if ctx.replays is None:
+        return
+    resource = next((s.resource for s in spans if s.parent_id is None), spans[0].resource if spans else {})
+    path, remote = resource.get("molar.repo.path"), resource.get("vcs.repository.url.full")
+    commit = resource.get("vcs.ref.head.revision") or resource.get("molar.commit")
+    if not isinstance(commit, str) or not (isinstance(path, str) or isinstance(remote, str)):
+        return
+    origin = ReplayOrigin(
+        kind="command",
+        repo_path=path[:1000] if isinstance(path, str) else None,
+        repo_remote=remote[:1000] if isinstance(remote, str) else None,
+        commit=commit[:64],
+    )
+    ctx.replays.replays.record_origin(org, trace_id, origin)
 
 
 async def sweep(ctx: ApiContext, now: float | None = None) -> int:

@@ -2,10 +2,13 @@
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.request_state import RequestStateSecurity
-from mcp.types import SubscribeRequestParams, UnsubscribeRequestParams
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, SubscribeRequestParams, UnsubscribeRequestParams
 
 from molar_mcp import __version__
 from molar_mcp.mcp import resources
@@ -25,6 +28,16 @@ debug_run gives the detectors' findings (critical step, cited events) and a repl
 replay_trace runs that replay (it starts the app under test with your patches) and says whether the
 failing assertion now passes; get_replay follows a long replay; diff_traces compares two runs.
 Every answer fits a token budget and lists what it left out and how to get it."""
+
+
+async def prompt_errors_middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """An unknown prompt (or bad prompt arguments) is the caller's mistake: -32602, not -32603."""
+    if ctx.method != "prompts/get":
+        return await call_next(ctx)
+    try:
+        return await call_next(ctx)
+    except ValueError as exc:
+        raise MCPError(INVALID_PARAMS, str(exc)) from exc
 
 
 def create_mcp_server(
@@ -47,7 +60,7 @@ def create_mcp_server(
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         subscriptions=bus,
-        middleware=[listen_middleware],
+        middleware=[listen_middleware, prompt_errors_middleware],
         request_state_security=RequestStateSecurity(keys=list(request_state_keys)) if request_state_keys else None,
     )
     # Legacy clients (2025-11-25) subscribe per resource; MCPServer has no decorator for it, so the

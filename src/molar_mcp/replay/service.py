@@ -22,6 +22,7 @@ import hashlib
 import logging
 import sys
 import threading
+import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,15 @@ import anyio
 import anyio.to_thread
 
 from molar_mcp.ingest.bundle import BundleError
+from molar_mcp.ingest.formats.agent_spans import run_status, trace_events
+from molar_mcp.ingest.formats.otlp import (
+    OtlpDecodeError,
+    SpanRecord,
+    TooManySpans,
+    decode_json,
+    decode_protobuf,
+    decode_spans,
+)
 from molar_mcp.ingest.playwright import read_playwright_trace
 from molar_mcp.ingest.results import TestResultInfo
 from molar_mcp.models import ArtifactRef, Event, TraceDetail
@@ -706,6 +716,10 @@ class ReplayService:
             status = "passed" if result["status"] == "passed" else "failed"
             failure = playwright_driver.failure_line(result)
             steps = playwright_driver.report_events(result, ts=now_ms())
+        spans = _replay_spans(run.outputs, job.id) if origin.kind == "command" else []
+        if spans:
+            steps = trace_events(spans)
+            status = run_status(spans) if run.result.exit_code == 0 else "failed"
         trace, blobs = run_trace(
             pj.parent, origin, run, from_step=from_step, what=what, status=status, failure=failure, steps=steps
         )
@@ -862,3 +876,26 @@ def _from_playwright_trace(
         trace.artifacts.append(ref)
         blobs[ref.sha256] = fallback_blobs[ref.sha256]
     return trace, blobs
+
+
+MAX_SPAN_BODY = 64 * 1024 * 1024
+
+
+def _replay_spans(outputs: dict[str, bytes], replay_id: str) -> list[SpanRecord]:
+    """The spans the command exported to the sandbox's OTLP sink whose resource says `molar.replay_id`
+    is this replay (the child trace is found by the replay id); unreadable bodies are skipped."""
+    spans: list[SpanRecord] = []
+    for name, body in sorted(outputs.items()):
+        if not name.startswith("otlp/"):
+            continue
+        try:
+            if name.endswith(".gz"):
+                body = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, MAX_SPAN_BODY)
+            request = decode_json(body) if ".json" in name else decode_protobuf(body)
+            decoded = decode_spans(request)
+        except (OtlpDecodeError, TooManySpans, zlib.error, ValueError):
+            log.warning("replay %s: an OTLP export could not be read", replay_id)
+            continue
+        spans.extend(s for s in decoded.spans if s.resource.get("molar.replay_id") == replay_id)
+    spans.sort(key=lambda s: (s.start_ns, s.span_id))
+    return spans
