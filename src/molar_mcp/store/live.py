@@ -1,5 +1,5 @@
-"""Live ingest in the embedded store: create a running trace, append events, finish it (seed 002's
-semantics under `/v1`): partial accept, strictly increasing seq, idempotency keys, 409 on conflict."""
+"""Live ingest in the embedded store: create a running trace, append events, finish it, under `/v1`:
+partial accept, strictly increasing seq, idempotency keys, 409 on conflict."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from typing import Any
 from molar_mcp.models import Event
 from molar_mcp.store.db import Database
 from molar_mcp.store.history import refresh_health
-from molar_mcp.store.port import StoreError
+from molar_mcp.store.port import StoreError, TooManyEvents, max_trace_events
+from molar_mcp.store.search import index_text
 from molar_mcp.store.sqlite import (
     EVENT_SELECT,
     event_from_row,
     find_trace_pk,
+    find_trace_row,
     fts_body_from_rows,
     insert_steps,
     load_step_tree,
@@ -75,6 +77,7 @@ class AppendResult:
     rejected: list[Rejected] = field(default_factory=list)
     last_seq: int | None = None
     stored: list[Event] = field(default_factory=list)
+    trace_id: str = ""  # the trace's UUID, whichever reference the caller gave
 
 
 def _body(ev: Event) -> tuple[Any, ...]:
@@ -113,7 +116,7 @@ class LiveTraces:
         trace_id = str(uuid.uuid4())
         with self.db.tx() as conn:
             short_id = new_short_id(conn)
-            conn.execute(
+            cur = conn.execute(
                 "INSERT INTO traces (id, short_id, org_id, scenario_id, scenario_slug, scenario_title, status,"
                 " source, code_sha, pr_number, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
@@ -130,7 +133,7 @@ class LiveTraces:
                     int(created.timestamp() * 1000),
                 ),
             )
-            conn.execute("INSERT INTO traces_fts (rowid, body) VALUES (last_insert_rowid(), ?)", (scenario_slug,))
+            index_text(conn, int(cur.lastrowid or 0), scenario_slug)
         return trace_id, short_id
 
     def append_events(self, org_id: str, trace_ref: str, incoming: Sequence[IncomingEvent]) -> AppendResult:
@@ -142,7 +145,8 @@ class LiveTraces:
         """
         result = AppendResult()
         with self.db.tx() as conn:
-            pk, status = find_trace_pk(conn, org_id, trace_ref)
+            row = find_trace_row(conn, org_id, trace_ref)
+            pk, status, result.trace_id = int(row[0]), str(row[7]), str(row[1])
             if status not in RUNNING_STATUSES:
                 raise TraceNotRunning(trace_ref, status)
             (last,) = conn.execute("SELECT max(seq) FROM events WHERE trace_pk = ?", (pk,)).fetchone()
@@ -190,6 +194,9 @@ class LiveTraces:
                     seen_keys[key] = item
                 accepted.append(item)
             if accepted:
+                (stored,) = conn.execute("SELECT event_count FROM traces WHERE pk = ?", (pk,)).fetchone()
+                if stored + len(accepted) > (limit := max_trace_events()):
+                    raise TooManyEvents(stored + len(accepted), limit)
                 tree = load_step_tree(conn, pk)
                 events = normalize_events([a.event for a in accepted], tree)
                 _insert_events(conn, pk, events, [a.idempotency_key for a in accepted])
@@ -232,7 +239,7 @@ class LiveTraces:
                 (pk,),
             ).fetchall()
             body = fts_body_from_rows([slug, title or "", failure_signature or "", status, code_sha or ""], messages)
-            conn.execute("UPDATE traces_fts SET body = ? WHERE rowid = ?", (body, pk))
+            index_text(conn, pk, body, replace=True)
             (scenario_id, parent) = conn.execute(
                 "SELECT scenario_id, parent_trace_id FROM traces WHERE pk = ?", (pk,)
             ).fetchone()

@@ -18,6 +18,7 @@ from typing import Any
 from molar_mcp.models import Event
 from molar_mcp.store.db import Database
 from molar_mcp.store.live import _insert_events
+from molar_mcp.store.search import index_text
 from molar_mcp.store.sqlite import insert_steps, load_step_tree, new_short_id, normalize_events, scenario_id_for
 
 OTLP_MIGRATIONS: tuple[str, ...] = (
@@ -187,10 +188,10 @@ class OtlpTraces:
 
     def lay_out(
         self, org_id: str, otel_trace_id: str, events: Sequence[Event], *, scenario_slug: str, scenario_title: str
-    ) -> str | None:
+    ) -> tuple[str, list[Event]] | None:
         """Replace a running trace's events with their final span-tree order (renumbered by the store)
         and fix its scenario; mark it finished for OTLP (later spans are refused). False when another
-        caller finished it first; else the trace's id."""
+        caller finished it first; else the trace's id and its events as stored (numbered)."""
         with self.db.tx() as conn:
             row = conn.execute(
                 "SELECT o.trace_pk, o.finished, t.id FROM otlp_traces o JOIN traces t ON t.pk = o.trace_pk"
@@ -208,8 +209,8 @@ class OtlpTraces:
                 " scenario_id = ? WHERE pk = ?",
                 (scenario_slug, scenario_title, scenario_id_for(scenario_slug), pk),
             )
-            _append(conn, pk, events)
-        return str(row[2])
+            stored = _append(conn, pk, events)
+        return str(row[2]), stored
 
 
 def _create_trace(conn: Any, org_id: str, otel_id: str, slug: str, title: str, now_ms: int) -> tuple[int, bool, str]:
@@ -221,7 +222,7 @@ def _create_trace(conn: Any, org_id: str, otel_id: str, slug: str, title: str, n
         (trace_id, short_id, org_id, scenario_id_for(slug), slug, title, "running", SOURCE, now_ms),
     )
     pk = int(conn.execute("SELECT pk FROM traces WHERE id = ?", (trace_id,)).fetchone()[0])
-    conn.execute("INSERT INTO traces_fts (rowid, body) VALUES (?, ?)", (pk, f"{slug} {otel_id}"))
+    index_text(conn, pk, f"{slug} {otel_id}")
     conn.execute(
         "INSERT INTO otlp_traces (org_id, otel_trace_id, trace_pk, last_arrival_ms) VALUES (?,?,?,?)",
         (org_id, otel_id, pk, now_ms),
@@ -255,8 +256,9 @@ def _append(conn: Any, pk: int, events: Sequence[Event]) -> list[Event]:
     (last,) = conn.execute("SELECT max(seq) FROM events WHERE trace_pk = ?", (pk,)).fetchone()
     start = 0 if last is None else int(last) + 1
     tree = load_step_tree(conn, pk)
-    seqd = [e.model_copy(update={"seq": start + i}) for i, e in enumerate(events)]
-    numbered = normalize_events(seqd, tree)
+    for i, e in enumerate(events):
+        e.seq = start + i  # the caller's fresh events: numbered in place
+    numbered = normalize_events(events, tree)
     _insert_events(conn, pk, numbered, [None] * len(numbered))
     insert_steps(conn, pk, tree.take_touched())
     return numbered
