@@ -84,8 +84,14 @@ class MetadataDocuments:
     documents: dict[str, dict[str, Any]] = field(default_factory=dict)
     fetches: list[str] = field(default_factory=list)
 
+    @staticmethod
+    async def resolve(host: str, port: int) -> list[str]:
+        """Every test host is "public": 192.0.2.0/24 is documentation space, so use a global one."""
+        return ["93.184.215.14"]
+
     def handler(self, request: httpx2.Request) -> httpx2.Response:
-        url = str(request.url)
+        # The fetch connects to the checked address and names the host in `Host` (and TLS SNI).
+        url = str(request.url.copy_with(netloc=request.headers["host"].encode()))
         self.fetches.append(url)
         if url in self.documents:
             return httpx2.Response(200, json=self.documents[url])
@@ -217,6 +223,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         resources=(f"{base}/mcp", f"{base}/v1"),
         data_dir=data_dir,
         http_client_factory=documents.client,
+        cimd_resolve_host=documents.resolve,
         password_hasher=hasher,
         clock=clock,
     )

@@ -10,6 +10,7 @@ import httpx2
 import pytest
 
 from molar_mcp.auth.cimd import ClientMetadataDocumentError, ClientMetadataResolver, client_id_url_problem
+from tests.auth.conftest import MetadataDocuments
 
 CLIENT_ID = "https://agent.example.test/oauth/client.json"
 
@@ -47,7 +48,7 @@ class Clock:
 
 
 def resolver(site: Site, clock: Clock | None = None, **kwargs: Any) -> ClientMetadataResolver:
-    return ClientMetadataResolver(site.client, clock=clock or Clock(), **kwargs)
+    return ClientMetadataResolver(site.client, clock=clock or Clock(), resolve_host=MetadataDocuments.resolve, **kwargs)
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,8 @@ RESOURCE = ProtectedResource(
     scopes_supported=("mcp:trace:read", "mcp:debug", "mcp:run"),
     challenge_scopes=("mcp:trace:read",),
 )
-POLICY = ScopePolicy.of({"list_traces": ["mcp:trace:read"], "debug_run": ["mcp:debug"], "replay_trace": ["mcp:run"]})
+SCOPES = {"list_traces": ["mcp:trace:read"], "debug_run": ["mcp:debug"], "replay_trace": ["mcp:run"]}
+POLICY = ScopePolicy.of(SCOPES, filter_tools_list=True)
 
 
 class StaticVerifier:
@@ -59,7 +60,7 @@ class ScriptedApp:
             await send({"type": "http.response.body", "body": chunk, "more_body": index < len(self.chunks) - 1})
 
 
-async def run(app: Any, body: bytes, token: str = "good") -> list[Message]:
+async def run(app: Any, body: bytes, token: str = "good", policy: ScopePolicy = POLICY) -> list[Message]:
     scope: Scope = {
         "type": "http",
         "method": "POST",
@@ -80,7 +81,7 @@ async def run(app: Any, body: bytes, token: str = "good") -> list[Message]:
     async def send(message: Message) -> None:
         sent.append(message)
 
-    guard = McpScopeGuard(app, verifier=StaticVerifier(), resource=RESOURCE, policy=POLICY)
+    guard = McpScopeGuard(app, verifier=StaticVerifier(), resource=RESOURCE, policy=policy)
     await guard(scope, receive, send)
     return sent
 
@@ -115,6 +116,14 @@ async def test_json_tools_list_is_filtered_and_content_length_recomputed() -> No
     start, body = sent[0], sent[1]["body"]
     assert dict(start["headers"])[b"content-length"] == str(len(body)).encode()
     assert [tool["name"] for tool in json.loads(body)["result"]["tools"]] == ["list_traces", "replay_trace"]
+
+
+async def test_by_default_tools_list_lists_every_tool_whatever_the_tokens_scopes() -> None:
+    payload = json.dumps({"jsonrpc": "2.0", "id": "a", "result": {"tools": TOOLS}}).encode()
+    app = ScriptedApp(b"application/json", [payload])
+    request = json.dumps({"jsonrpc": "2.0", "id": "a", "method": "tools/list"}).encode()
+    sent = await run(app, request, policy=ScopePolicy.of(SCOPES))
+    assert json.loads(b"".join(m.get("body", b"") for m in sent))["result"]["tools"] == TOOLS
 
 
 async def test_other_responses_are_passed_through_untouched() -> None:

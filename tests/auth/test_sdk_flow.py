@@ -1,6 +1,6 @@
 """End to end with the SDK's own OAuth client (`OAuthClientProvider`) against uvicorn: discovery,
 registration (DCR or a Client ID Metadata Document), PKCE, real login and consent pages, the
-token, tool calls, step-up, and tools/list filtered by scope."""
+token, tool calls, step-up, and tools/list listing every tool whatever the token's scopes."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ async def test_sdk_client_registers_signs_in_consents_and_calls_a_tool(
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_tools_list_shows_only_the_tools_the_token_may_call(
+async def test_tools_list_shows_every_tool_even_those_the_token_may_not_call_yet(
     server: LiveServer, mode: Literal["auto", "legacy"]
 ) -> None:
     browser, storage = Browser(server.base), MemoryStorage()
@@ -99,7 +99,9 @@ async def test_tools_list_shows_only_the_tools_the_token_may_call(
     ):
         listed = await client.list_tools()
     await browser.aclose()
-    assert [tool.name for tool in listed.tools] == ["list_traces"]
+    assert sorted(tool.name for tool in listed.tools) == ["debug_run", "list_traces", "replay_trace"]
+    assert storage.tokens is not None
+    assert storage.tokens.scope == "mcp:trace:read"  # listing needs no step-up; calling debug_run does
 
 
 @pytest.mark.anyio
@@ -123,7 +125,7 @@ async def test_a_call_without_the_scope_steps_up_through_consent_and_then_succee
     assert "Read your test-run traces" in browser.consent_pages[1]
     assert storage.tokens is not None
     assert set((storage.tokens.scope or "").split()) == {"mcp:trace:read", "mcp:debug"}
-    assert sorted(tool.name for tool in listed.tools) == ["debug_run", "list_traces"]
+    assert sorted(tool.name for tool in listed.tools) == ["debug_run", "list_traces", "replay_trace"]
 
 
 @pytest.mark.anyio

@@ -76,12 +76,15 @@ async def test_an_agent_signs_in_through_the_sdk_oauth_client_and_steps_up_for_t
     ):
         listed = await client.call_tool("list_traces", {"status": "failed"})
         rows: Any = listed.structured_content
-        tools_before = {t.name for t in (await client.list_tools()).tools}
+        tools_before = {t.name: t for t in (await client.list_tools()).tools}
         debug = await client.call_tool("debug_run", {"trace_id": rows["items"][0]["short_id"]})
     await browser.aclose()
     assert not listed.is_error
     assert len(rows["items"]) >= 2  # the failed demo runs of org_local, read through the internal credential
-    assert "debug_run" not in tools_before  # tools/list shows what the token may call
+    # Every tool is listed, with the scope it needs, so the model calls debug_run and the client steps up.
+    assert {"list_traces", "get_trace", "get_event", "debug_run", "replay_trace"} <= set(tools_before)
+    assert tools_before["debug_run"].meta == {"scope": "mcp:debug"}
+    assert "mcp:debug" in (tools_before["debug_run"].description or "")
     assert not debug.is_error
     assert len(browser.consent_pages) == 2  # the second consent is the step-up to mcp:debug
     assert storage.tokens is not None
@@ -136,16 +139,34 @@ async def test_x_molar_org_cannot_switch_a_credential_into_another_org(auth_serv
     assert response.status_code == 403
 
 
-async def test_an_api_key_works_for_mcp_too_and_tools_list_follows_its_scopes(auth_served: AuthServed) -> None:
+async def test_an_api_key_works_for_mcp_too_and_tools_list_names_each_tools_scope(auth_served: AuthServed) -> None:
     async with (
         httpx2.AsyncClient(headers=bearer(auth_served.key_read), timeout=30.0) as http,
         Client(streamable_http_client(auth_served.mcp_url, http_client=http), cache=None) as client,
     ):
-        tools = {t.name for t in (await client.list_tools()).tools}
+        tools = {t.name: t for t in (await client.list_tools()).tools}
         listed = await client.call_tool("list_traces", {})
-    assert "list_traces" in tools
-    assert "debug_run" not in tools
     assert not listed.is_error
+    assert {name: (t.meta or {}).get("scope") for name, t in tools.items()} == {
+        "list_traces": "mcp:trace:read",
+        "get_trace": "mcp:trace:read",
+        "get_event": "mcp:trace:read",
+        "debug_run": "mcp:debug",
+        "replay_trace": "mcp:run",
+        "get_replay": "mcp:trace:read",
+        "diff_traces": "mcp:trace:read",
+    }
+    # A call the key's scopes do not cover is refused with the scope to step up to.
+    async with httpx2.AsyncClient(headers=bearer(auth_served.key_read), timeout=30.0) as http:
+        refused = await http.post(
+            auth_served.mcp_url,
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "debug_run", "arguments": {}}},
+            headers={"accept": "application/json, text/event-stream", "mcp-protocol-version": "2025-11-25"},
+        )
+    assert refused.status_code == 403
+    challenge = refused.headers["www-authenticate"]
+    assert 'error="insufficient_scope"' in challenge
+    assert "mcp:debug" in challenge
 
 
 async def _local_trace(auth_served: AuthServed) -> dict[str, Any]:

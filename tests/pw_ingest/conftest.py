@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -37,3 +38,22 @@ async def pw_client(pw_app: Starlette) -> AsyncIterator[httpx2.AsyncClient]:
     transport = httpx2.ASGITransport(app=pw_app, raise_app_exceptions=False)
     async with httpx2.AsyncClient(transport=transport, base_url="http://t") as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def pw_report(ticketshop: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real Playwright Test report folder: `npx playwright test --reporter=json,junit` of
+    tests/playwright_project against the ticket shop (report.json, junit.xml, test-results/ with a
+    trace.zip, failure screenshot and error-context.md per attempt; the flaky test fails, then passes)."""
+    from tests.integrations.conftest import clean_env, run_playwright
+
+    folder = tmp_path_factory.mktemp("pw-report")
+    env = clean_env(
+        APP_URL=ticketshop,
+        FLAKY_KEY=f"report-{time.time_ns()}",
+        PLAYWRIGHT_JSON_OUTPUT_NAME=str(folder / "report.json"),
+        PLAYWRIGHT_JUNIT_OUTPUT_NAME=str(folder / "junit.xml"),
+    )
+    done = run_playwright(folder / "test-results", "--reporter=json,junit", env=env)
+    assert (folder / "report.json").is_file(), done.output
+    return folder

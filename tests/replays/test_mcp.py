@@ -212,3 +212,27 @@ async def test_the_replay_tools_are_listed_with_honest_annotations_and_scopes(wo
         "mcp:trace:read",
     )
     assert "molar://replays/{replay_id}" in templates
+
+
+async def test_replay_trace_takes_the_rest_bodys_edits_shape_and_uses_the_edits(world: World) -> None:
+    trace = world.runs["checkout-coupon"].short_id
+    async with Client(create_mcp_server(embedded(world).client_factory())) as client:
+        result = await client.call_tool(
+            "replay_trace", {"trace_id": trace, "from_step": 6, "edits": {"scenario_diff": expect_the_bug(world)}}
+        )
+        twice = await client.call_tool(
+            "replay_trace",
+            {"trace_id": trace, "from_step": 6, "scenario_diff": "x", "edits": {"scenario_diff": "y"}},
+        )
+        unknown = await client.call_tool("replay_trace", {"trace_id": trace, "from_step": 6, "patch": "x"})
+        nested = await client.call_tool("replay_trace", {"trace_id": trace, "from_step": 6, "edits": {"diffs": []}})
+    view: Any = result.structured_content
+    assert not result.is_error, text_of(result)
+    assert view["replay"]["trace_status"] == "passed"  # the edits were applied, not dropped
+    assert twice.is_error
+    assert "Give the edits once" in text_of(twice)
+    assert unknown.is_error
+    assert "unknown argument 'patch'" in text_of(unknown)
+    assert "source_diffs" in text_of(unknown)
+    assert nested.is_error  # an unknown key inside edits is refused too
+    assert "diffs" in text_of(nested)

@@ -6,7 +6,6 @@ sets an incident's status or owner."""
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from typing import Any
 
@@ -16,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from molar_mcp.api.bodies import parse_json
 from molar_mcp.api.context import ApiContext, api_context, org_of
 from molar_mcp.api.errors import ApiError
 from molar_mcp.debugger.detectors import ANALYZER_VERSION, Finding, analyze, failure_signature
@@ -165,10 +165,7 @@ async def _json_object(request: Request) -> dict[str, Any]:
         body += chunk
         if len(body) > MAX_PATCH_BYTES:
             raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_PATCH_BYTES} bytes")
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, "bad_request", f"the body is not JSON: {exc}") from None
+    data = parse_json(body)
     if not isinstance(data, dict):
         raise ApiError(422, "validation_error", 'send a JSON object such as {"status": "acknowledged"}')
     return data

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 
 from molar_mcp.api.errors import ApiError
+from molar_mcp.models.limits import JsonLimitError, loads_bounded
 
 MAX_JSON_BYTES = 5 * 1024 * 1024
 
@@ -24,8 +25,15 @@ async def json_body(request: Request) -> Any:
         body += chunk
         if len(body) > MAX_JSON_BYTES:
             raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_JSON_BYTES} bytes")
+    return parse_json(body)
+
+
+def parse_json(body: bytes) -> Any:
+    """A client's JSON body, bounded (nesting, 64-bit integers); 400 with the reason otherwise."""
     try:
-        return json.loads(body)
+        return loads_bounded(body)
+    except JsonLimitError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, "bad_request", f"the body is not JSON: {exc}") from None
 

@@ -7,6 +7,7 @@ still appears, with its docstring's first line and a generic answer, so nothing 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from molar_mcp import __version__
+from molar_mcp.api.errors import ApiError
 from molar_mcp.models import ErrorBody
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -60,11 +62,29 @@ class Doc:
 
 
 def documented(**kwargs: Any) -> Callable[[F], F]:
-    """Attach the OpenAPI description of a handler (see `Doc`)."""
+    """Attach the OpenAPI description of a handler (see `Doc`). A handler that declares its query
+    parameters refuses any other with 400, naming it (a misspelt filter must not be ignored)."""
 
     def mark(fn: F) -> F:
-        fn.__openapi__ = Doc(**kwargs)  # type: ignore[attr-defined]
-        return fn
+        doc = Doc(**kwargs)
+        allowed = frozenset(p.name for p in doc.query if p.where == "query")
+        if not allowed:
+            fn.__openapi__ = doc  # type: ignore[attr-defined]
+            return fn
+
+        @functools.wraps(fn)
+        async def checked(request: Request, *args: Any, **kw: Any) -> Any:
+            unknown = sorted(set(request.query_params) - allowed)
+            if unknown:
+                raise ApiError(
+                    400,
+                    "bad_request",
+                    f"unknown query parameter {', '.join(unknown)}; this route takes {', '.join(sorted(allowed))}",
+                )
+            return await fn(request, *args, **kw)
+
+        checked.__openapi__ = doc  # type: ignore[attr-defined]
+        return checked  # type: ignore[return-value]
 
     return mark
 

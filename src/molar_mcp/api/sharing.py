@@ -5,7 +5,6 @@ A share is read at `GET /r/{short_id}` (`api/viewer.py`); the URL answered here 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import anyio.to_thread
@@ -14,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from molar_mcp.api.bodies import parse_json
 from molar_mcp.api.context import api_context, org_of
 from molar_mcp.api.errors import ApiError
 from molar_mcp.api.openapi import documented
@@ -55,10 +55,7 @@ async def _share_body(request: Request) -> Any:
     # Media types are case-insensitive (RFC 9110 §8.3.1).
     if not request.headers.get("content-type", "").lower().startswith("application/json"):
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, "bad_request", f"the body is not JSON: {exc}") from None
+    return parse_json(body)
 
 
 @documented(

@@ -38,6 +38,7 @@ from molar_mcp.models import (
     TraceDetail,
     TraceListResponse,
 )
+from molar_mcp.models.limits import MAX_INT64
 from molar_mcp.store import TraceQuery
 
 MAX_LIST_LIMIT = 200
@@ -385,8 +386,8 @@ def _form_int(value: object) -> int | None:
     if text is None:
         return None
     # ASCII only: "²".isdigit() is true, yet int() refuses it.
-    if not (text.isascii() and text.isdigit()):
-        raise ApiError(422, "validation_error", f"pr_number must be a positive integer; got {text!r}")
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_INT64:
+        raise ApiError(422, "validation_error", f"pr_number must be a positive integer below 2^63; got {text[:40]!r}")
     return int(text)
 
 

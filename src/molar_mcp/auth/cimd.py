@@ -3,15 +3,22 @@
 A client may use an https URL as its `client_id`; the document at that URL is its registration.
 We fetch it (no redirects, 200 only, size and time capped), check it, and cache the result for a
 bounded time. Errors are never cached. Clients known this way are always public: no secret.
+
+SSRF: the URL's host is resolved once, every address it resolves to must be public (not loopback,
+private, link-local, multicast, reserved or unspecified, IPv4-mapped IPv6 included), and the fetch
+connects to that checked address (TLS still verifies the host name). A transport failure has one
+message, so the answer never tells an open port from a closed one.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
+import socket
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 import anyio
 import httpx2
@@ -28,6 +35,36 @@ from molar_mcp.auth.clients import (
 
 class ClientMetadataDocumentError(Exception):
     """The client_id URL or the document it names is not acceptable. The message says why."""
+
+
+NOT_PUBLIC: Final = "a URL client_id must name a public host"
+FETCH_FAILED: Final = "could not fetch the client metadata document"
+
+ResolveHost = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def system_resolve(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to (the system resolver, off the event loop)."""
+    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+def is_public_address(text: str) -> bool:
+    """True for a globally routable unicast address; IPv4-mapped IPv6 is judged as its IPv4 address."""
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(text.split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not (
+        address.is_loopback
+        or address.is_private
+        or address.is_link_local
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+    )
 
 
 def looks_like_metadata_document_id(client_id: str) -> bool:
@@ -58,7 +95,7 @@ def client_id_url_problem(url: str, *, allow_private_hosts: bool = False) -> str
     if any(segment in (".", "..") for segment in raw_path.split("/")):
         return "a URL client_id must not contain . or .. path segments"
     if not allow_private_hosts and is_private_host(parts.host):
-        return "a URL client_id must name a public host"
+        return NOT_PUBLIC
     return None
 
 
@@ -120,8 +157,10 @@ class ClientMetadataResolver:
         cache_ttl: int = 300,
         max_entries: int = 1000,
         allow_private_hosts: bool = False,
+        resolve_host: ResolveHost = system_resolve,
     ) -> None:
         self._factory = http_client_factory
+        self._resolve_host = resolve_host
         self._clock = clock
         self._max_bytes = max_bytes
         self._timeout = timeout
@@ -151,11 +190,11 @@ class ClientMetadataResolver:
             return client
         try:
             with anyio.fail_after(self._timeout):
-                body, ttl = await self._fetch(client_id)
-        except TimeoutError as exc:
-            raise ClientMetadataDocumentError("fetching the client metadata document timed out") from exc
-        except httpx2.HTTPError as exc:
-            raise ClientMetadataDocumentError(f"could not fetch the client metadata document: {exc}") from exc
+                address = await self._checked_address(client_id)
+                body, ttl = await self._fetch(client_id, address)
+        except (TimeoutError, OSError, httpx2.HTTPError) as exc:
+            # One message for refused, reset, TLS failure and timeout alike: no port scanning.
+            raise ClientMetadataDocumentError(FETCH_FAILED) from exc
         client = parse_metadata_document(client_id, body)
         if ttl > 0:
             self._cache[client_id] = (self._clock() + ttl, client)
@@ -164,10 +203,27 @@ class ClientMetadataResolver:
                 self._cache.popitem(last=False)
         return client
 
-    async def _fetch(self, url: str) -> tuple[bytes, int]:
+    async def _checked_address(self, client_id: str) -> str:
+        """The address to connect to: the first the host resolves to, once all of them are checked."""
+        url = httpx2.URL(client_id)
+        addresses = await self._resolve_host(url.host, url.port or 443)
+        if not addresses:
+            raise ClientMetadataDocumentError(FETCH_FAILED)
+        if not self._allow_private_hosts and not all(is_public_address(a) for a in addresses):
+            raise ClientMetadataDocumentError(NOT_PUBLIC)
+        return addresses[0]
+
+    async def _fetch(self, client_id: str, address: str) -> tuple[bytes, int]:
+        url = httpx2.URL(client_id)
+        pinned = url.copy_with(host=address)
+        headers = {"Accept": "application/json", "Host": url.netloc.decode("ascii")}
+        # The connection goes to the checked address; TLS names (SNI) and verifies the real host.
+        request_extensions = {"sni_hostname": url.host}
         async with (
             self._factory() as http,
-            http.stream("GET", url, headers={"Accept": "application/json"}, follow_redirects=False) as response,
+            http.stream(
+                "GET", pinned, headers=headers, follow_redirects=False, extensions=request_extensions
+            ) as response,
         ):
             if response.status_code != 200:
                 # CIMD draft: no redirects are followed; anything but 200 is an error.

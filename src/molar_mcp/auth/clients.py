@@ -28,8 +28,11 @@ LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 def is_loopback_http(uri: str) -> bool:
-    parts = urlsplit(uri)
-    return parts.scheme == "http" and (parts.hostname or "") in LOOPBACK_HOSTS
+    try:
+        parts = urlsplit(uri)
+        return parts.scheme == "http" and (parts.hostname or "") in LOOPBACK_HOSTS
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        return False
 
 
 def redirect_uri_matches(registered: str, requested: str) -> bool:
@@ -39,7 +42,11 @@ def redirect_uri_matches(registered: str, requested: str) -> bool:
         return True
     if not (is_loopback_http(registered) and is_loopback_http(requested)):
         return False
-    reg, req = urlsplit(registered), urlsplit(requested)
+    try:
+        reg, req = urlsplit(registered), urlsplit(requested)
+        _ = (reg.port, req.port)  # a malformed port raises here, not halfway through the comparison
+    except ValueError:
+        return False
     return (
         reg.hostname == req.hostname
         and reg.path == req.path
@@ -59,8 +66,14 @@ def redirect_uri_problem(uri: str) -> str | None:
     """
     if not isinstance(uri, str) or not uri:
         return "a redirect URI must be a non-empty string"
+    if len(uri) > 2000:
+        return "a redirect URI must be at most 2000 characters"
+    if "\\" in uri or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in uri):
+        # Browsers read a backslash as "/", parsers do not: the two would disagree on the host.
+        return f"{uri!r} must not contain backslashes, spaces or control characters"
     try:
         parts = urlsplit(uri)
+        _ = (parts.hostname, parts.port)
     except ValueError:
         return f"{uri!r} is not a URI"
     if parts.fragment or "#" in uri:

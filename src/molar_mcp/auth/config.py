@@ -7,7 +7,7 @@ Everything here is a plain value. The composition root builds one `AuthConfig` a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -78,6 +78,8 @@ class AuthConfig:
     cimd_cache_max_entries: int = 1000
     # Refuse CIMD URLs naming loopback/private IP literals or localhost (SSRF, CIMD draft).
     cimd_allow_private_hosts: bool = False
+    # How CIMD hosts are resolved before their addresses are checked; None: the system resolver.
+    cimd_resolve_host: Callable[[str, int], Awaitable[list[str]]] | None = None
     password_hasher: PasswordHasher = field(default_factory=PasswordHasher)
     clock: Callable[[], float] = time.time
 

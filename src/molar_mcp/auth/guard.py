@@ -7,8 +7,10 @@ JSON-RPC body of each POST, works out every scope the call needs, and answers 40
 The body is replayed unchanged to the SDK, which also checks that a modern request's `Mcp-Name`
 header matches it.
 
-`tools/list` responses are filtered here to the tools the token may call, in JSON and SSE
-responses alike (other SSE events stream through untouched). The caller is exposed to the MCP
+`tools/list` lists every tool whatever the token's scopes (each tool names its scope in its description
+and `_meta`): a model never calls a tool it never saw, so a read-only sign-in could never step up.
+A policy may still ask for it filtered (`filter_tools_list`), in JSON and SSE responses alike (other
+SSE events stream through untouched). The caller is exposed to the MCP
 layer three ways: `get_principal()`, `request.state.principal`, and the SDK's own
 `get_access_token()` (so SDK session ownership binds to the user).
 
@@ -60,11 +62,14 @@ _LINE_END = re.compile(rb"\r\n|\n|\r")
 @dataclass(frozen=True)
 class ScopePolicy:
     """Which scopes each MCP request needs. Methods not listed (initialize, tools/list, ping, …)
-    need only a valid token; a tool missing from `tool_scopes` needs `unknown_tool_scopes`."""
+    need only a valid token; a tool missing from `tool_scopes` needs `unknown_tool_scopes`.
+    `filter_tools_list` hides from `tools/list` the tools the token may not call (off: clients step up
+    only for tools they can see)."""
 
     tool_scopes: Mapping[str, frozenset[str]]
     method_scopes: Mapping[str, frozenset[str]] = field(default_factory=lambda: dict(DEFAULT_METHOD_SCOPES))
     unknown_tool_scopes: frozenset[str] = _TRACE_READ
+    filter_tools_list: bool = False
 
     @classmethod
     def of(cls, tool_scopes: Mapping[str, Iterable[str]], **kwargs: Any) -> ScopePolicy:
@@ -85,8 +90,8 @@ class ScopePolicy:
 def _json_messages(body: bytes) -> list[dict[str, Any]]:
     try:
         decoded = json.loads(body)
-    except ValueError:
-        return []  # not JSON: the SDK answers with a parse error and runs nothing
+    except (ValueError, RecursionError):
+        return []  # not JSON (or nested past the parser): the SDK answers with a parse error and runs nothing
     items = decoded if isinstance(decoded, list) else [decoded]
     return [item for item in items if isinstance(item, dict)]
 
@@ -136,7 +141,8 @@ class McpScopeGuard:
             if principal.missing_scopes(required):
                 await insufficient_scope(self._resource, required)(scope, receive, send)
                 return
-            list_ids = [m["id"] for m in messages if m.get("method") == "tools/list" and "id" in m]
+            if self._policy.filter_tools_list:
+                list_ids = [m["id"] for m in messages if m.get("method") == "tools/list" and "id" in m]
             receive = _replay(body, receive)
         if list_ids:
             send = _ToolsListFilter(send, list_ids, lambda name: principal.has_scopes(self._policy.tool(name)))

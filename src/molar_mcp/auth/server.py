@@ -47,6 +47,7 @@ from molar_mcp.auth.keys import AuthKeys
 from molar_mcp.auth.pages import consent_page, error_page, login_page
 from molar_mcp.auth.session import Session, SessionCookies, csrf_ok, new_session
 from molar_mcp.auth.users import User
+from molar_mcp.models.limits import loads_bounded
 
 MAX_BODY_BYTES: Final = 64 * 1024
 FORM_TYPE: Final = "application/x-www-form-urlencoded"
@@ -106,6 +107,7 @@ class OAuthEndpoints:
             cache_ttl=config.cimd_cache_ttl,
             max_entries=config.cimd_cache_max_entries,
             allow_private_hosts=config.cimd_allow_private_hosts,
+            **({"resolve_host": config.cimd_resolve_host} if config.cimd_resolve_host else {}),
         )
         self.server = MolarAuthorizationServer(config, db, keys, self.resolver)
         self.keys = keys
@@ -220,7 +222,7 @@ class OAuthEndpoints:
     async def register(self, request: Request) -> Response:
         body = await _read_body(request)
         try:
-            data = json.loads(body) if body is not None else None
+            data = loads_bounded(body) if body is not None else None
         except ValueError:
             data = None
         if not isinstance(data, dict):

@@ -407,13 +407,18 @@ class TraceClient:
             raise UnavailableError(
                 0, "unavailable", f"the trace store at {self._http.base_url} did not answer: {exc}"
             ) from exc
+        except httpx2.InvalidURL as exc:
+            raise ApiClientError(400, "bad_request", "the parameters are too long for a URL; shorten them") from exc
         if response.status_code >= 400:
             raise _error_from(response)
         return response
 
 
 def _segment(value: str) -> str:
-    # Ids are UUIDs or short ids; whatever else a caller passes must not be able to change the path.
+    # Ids are UUIDs or short ids; whatever else a caller passes must not be able to change the path
+    # (a "." or ".." segment would be resolved away by the URL itself, even percent-encoded).
+    if value.strip(".") == "":
+        raise ApiClientError(404, "not_found", f"no trace {value!r}")
     return quote(value, safe="")
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import posixpath
 import tarfile
 import uuid
@@ -20,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from molar_mcp.models import TRACE_SOURCES, TRACE_STATUSES, ArtifactRef, Event
+from molar_mcp.models.limits import loads_bounded
 from molar_mcp.store.port import NewTrace
 
 BundleErrorKind = Literal[
@@ -226,8 +226,8 @@ def _find_root(files: dict[str, bytes]) -> str:
 
 def _read_summary(raw: bytes) -> BundleSummary:
     try:
-        doc: Any = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc: Any = loads_bounded(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
         raise BundleError("validation_error", f"summary.json is not JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise BundleError("validation_error", "summary.json must be a JSON object")

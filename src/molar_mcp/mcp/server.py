@@ -2,9 +2,12 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
-from mcp.types import SubscribeRequestParams, UnsubscribeRequestParams
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, SubscribeRequestParams, UnsubscribeRequestParams
 
 from molar_mcp import __version__
 from molar_mcp.mcp import resources
@@ -26,6 +29,16 @@ failing assertion now passes; get_replay follows a long replay; diff_traces comp
 Every answer fits a token budget and lists what it left out and how to get it."""
 
 
+async def prompt_errors_middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """An unknown prompt (or bad prompt arguments) is the caller's mistake: -32602, not -32603."""
+    if ctx.method != "prompts/get":
+        return await call_next(ctx)
+    try:
+        return await call_next(ctx)
+    except ValueError as exc:
+        raise MCPError(INVALID_PARAMS, str(exc)) from exc
+
+
 def create_mcp_server(client_factory: ClientFactory) -> MCPServer[AppState]:
     """Build the server. `client_factory` opens the `TraceClient` for the server's lifetime."""
 
@@ -43,7 +56,7 @@ def create_mcp_server(client_factory: ClientFactory) -> MCPServer[AppState]:
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         subscriptions=bus,
-        middleware=[listen_middleware],
+        middleware=[listen_middleware, prompt_errors_middleware],
     )
     # Legacy clients (2025-11-25) subscribe per resource; MCPServer has no decorator for it, so the
     # handlers go on its low-level server (as the SDK's own in-memory client reaches it).

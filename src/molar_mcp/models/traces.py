@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from molar_mcp.models.limits import MAX_INT64
+
 # Playwright Test's outcomes are kept too: timed_out (timedOut), skipped, interrupted, and flaky (an attempt
 # that passed after an earlier attempt of the same test failed).
 TraceStatus = Literal[
@@ -63,8 +65,8 @@ class Event(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seq: int = Field(ge=0)
-    ts: int = Field(ge=0, description="epoch milliseconds")
+    seq: int = Field(ge=0, le=MAX_INT64)
+    ts: int = Field(ge=0, le=MAX_INT64, description="epoch milliseconds")
     kind: str = Field(min_length=1, max_length=64)
     step_id: str | None = Field(default=None, max_length=128)
     step: int | None = Field(default=None, ge=1)

@@ -22,6 +22,7 @@ from molar_mcp.mcp.errors import store_errors
 from molar_mcp.mcp.sampling import ClientModel
 from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET, estimate_tokens
+from molar_mcp.mcp.tools.registry import add_tool
 from molar_mcp.mcp.tools.spec import ToolSpec
 from molar_mcp.mcp.views import DebugView, ToolCallRecord
 from molar_mcp.models import Analysis, Event, TraceDetail
@@ -32,17 +33,11 @@ SPEC = ToolSpec(
     rest=("POST /v1/traces/{id}/analyze", "POST /v1/traces/{id}/chats", "POST /v1/chats/{id}/messages"),
 )
 
-DESCRIPTION = """Debug one failed run: why did it fail, where, and what to replay.
+DESCRIPTION = """Debug one failed run: why it failed, where, and what to replay.
 
-Runs the deterministic detectors over all of the trace's events and returns findings, best first: a
-label (http_error, assertion_failed, timeout, …), a confidence, the critical step (the cause, which can
-be earlier than the step that failed), and the seqs of the events it cites, quoted (secrets masked).
-Also a suggested replay (from_step and what to change), the calls made, and which model answered:
-without a model the answer only restates the findings, labelled "Analysis without a model".
-
-Call it with a trace_id (short_id or UUID) from list_traces; ask a `question` for a model to answer, and
-pass the returned chat_id back to follow up. Then get_trace(trace_id, step=N) reads the critical step's
-events. Fits a token budget; `omitted` says what was left out and which call returns it."""
+trace_id from list_traces; get_trace(step=N) reads the critical step. Findings best first (label,
+confidence, critical step — the cause — and cited events), a suggested replay, which model answered.
+A question gets a model's answer; pass chat_id back to follow up."""
 
 TOTAL_STAGES = 3
 WINDOW = 40  # cited seqs this close together are read with one events call
@@ -77,19 +72,16 @@ class CallLog:
 
 async def debug_run(
     ctx: Context,
-    trace_id: Annotated[str, Field(min_length=1, max_length=64, description="short_id or UUID of the trace")],
+    trace_id: Annotated[str, Field(min_length=1, max_length=64)],
     question: Annotated[
         str | None,
-        Field(max_length=2000, description="what to ask about the run, e.g. 'why did step 7 fail?' (needs a model)"),
+        Field(max_length=2000),
     ] = None,
     chat_id: Annotated[
         str | None,
-        Field(max_length=64, description="the chat_id of an earlier debug_run answer, to ask a follow-up"),
+        Field(max_length=64),
     ] = None,
-    max_tokens: Annotated[
-        int,
-        Field(ge=1000, le=20000, description="token budget of this answer (findings and evidence need 1,000)"),
-    ] = DEFAULT_TOKEN_BUDGET,
+    max_tokens: Annotated[int, Field(ge=1000, le=20000)] = DEFAULT_TOKEN_BUDGET,
 ) -> Annotated[CallToolResult, DebugView] | InputRequiredResult:
     client = client_of(ctx)
     log = CallLog()
@@ -204,9 +196,10 @@ async def quote_events(
 
 
 def register(server: MCPServer[Any]) -> None:
-    server.add_tool(
+    add_tool(
+        server,
         debug_run,
-        name=SPEC.name,
+        SPEC,
         title="Debug run",
         description=DESCRIPTION,
         annotations=ToolAnnotations(

@@ -11,6 +11,7 @@ from molar_mcp.mcp.replay_calls import replay_errors
 from molar_mcp.mcp.replay_render import build_diff_view
 from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
+from molar_mcp.mcp.tools.registry import add_tool
 from molar_mcp.mcp.tools.spec import ToolSpec
 from molar_mcp.mcp.views import DiffView
 
@@ -18,23 +19,16 @@ SPEC = ToolSpec(name="diff_traces", scope="mcp:trace:read", rest=("GET /v1/trace
 
 DESCRIPTION = """Compare two recorded runs step by step: b against a (e.g. a replay against its source).
 
-Steps are aligned by number. Returns the outcome change, the first divergence (the earliest request,
-response status or body, assertion or step outcome that differs), the assertions that differ (now
-passes / now fails / changed), and per dimension: overview (changed steps), steps (every step with
-timing deltas), network (changed requests and responses, body fields a → b), console (errors and logs
-only in one run). b may be a replay id. Fits a token budget; `omitted` says what was left out."""
+The outcome change, the first divergence, assertions now passing or failing, and per dimension the
+changed steps, requests or console lines. b may be a replay_id."""
 
 
 async def diff_traces(
     ctx: Context,
-    a: Annotated[str, Field(min_length=1, max_length=64, description="the original trace (short_id or UUID)")],
-    b: Annotated[str, Field(min_length=1, max_length=64, description="the other trace, or a replay_id")],
-    dimension: Annotated[
-        Literal["overview", "steps", "network", "console"], Field(description="what to compare")
-    ] = "overview",
-    max_tokens: Annotated[
-        int, Field(ge=500, le=20000, description="token budget of this answer")
-    ] = DEFAULT_TOKEN_BUDGET,
+    a: Annotated[str, Field(min_length=1, max_length=64)],
+    b: Annotated[str, Field(min_length=1, max_length=64)],
+    dimension: Annotated[Literal["overview", "steps", "network", "console"], Field()] = "overview",
+    max_tokens: Annotated[int, Field(ge=500, le=20000)] = DEFAULT_TOKEN_BUDGET,
 ) -> Annotated[CallToolResult, DiffView]:
     client = client_of(ctx)
     async with replay_errors(trace_id=f"{a} or {b}"):
@@ -44,9 +38,10 @@ async def diff_traces(
 
 
 def register(server: MCPServer[Any]) -> None:
-    server.add_tool(
+    add_tool(
+        server,
         diff_traces,
-        name=SPEC.name,
+        SPEC,
         title="Diff traces",
         description=DESCRIPTION,
         annotations=ToolAnnotations(

@@ -13,6 +13,7 @@ from molar_mcp.mcp.event_render import PathError, build_event_view
 from molar_mcp.mcp.render import structured
 from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
+from molar_mcp.mcp.tools.registry import add_tool
 from molar_mcp.mcp.tools.spec import ToolSpec
 from molar_mcp.mcp.views import EventView
 
@@ -20,18 +21,17 @@ SPEC = ToolSpec(name="get_event", scope="mcp:trace:read", rest=("GET /v1/traces/
 
 DESCRIPTION = """Read one event whole: a request or response body, an assertion, an error with its stack.
 
-Use it when a row ends with …[+N chars] or you need a body's fields. path narrows JSON
-(`$.body.total_cents`, `$..sku`, or a bare key like `discount_cents`); find returns the lines holding
-a substring; long content pages with offset (next_offset)."""
+For rows cut …[+N chars]. path narrows JSON ($.body.total, $..sku, or a key); find gives the lines
+holding a substring; offset=next_offset pages."""
 
 
 async def get_event(
     ctx: Context,
-    trace_id: Annotated[str, Field(min_length=1, max_length=64, description="short_id or UUID")],
-    seq: Annotated[int, Field(ge=0, description="the event's seq")],
-    path: Annotated[str | None, Field(max_length=300, description="JSON path or key name")] = None,
-    find: Annotated[str | None, Field(min_length=1, max_length=200, description="substring to search")] = None,
-    offset: Annotated[int, Field(ge=0, description="first character (next_offset)")] = 0,
+    trace_id: Annotated[str, Field(min_length=1, max_length=64)],
+    seq: Annotated[int, Field(ge=0)],
+    path: Annotated[str | None, Field(max_length=300)] = None,
+    find: Annotated[str | None, Field(min_length=1, max_length=200)] = None,
+    offset: Annotated[int, Field(ge=0)] = 0,
     max_tokens: Annotated[int, Field(ge=500, le=20000)] = DEFAULT_TOKEN_BUDGET,
 ) -> Annotated[CallToolResult, EventView]:
     client = client_of(ctx)
@@ -52,9 +52,10 @@ async def get_event(
 
 
 def register(server: MCPServer[Any]) -> None:
-    server.add_tool(
+    add_tool(
+        server,
         get_event,
-        name=SPEC.name,
+        SPEC,
         title="Get event",
         description=DESCRIPTION,
         annotations=ToolAnnotations(

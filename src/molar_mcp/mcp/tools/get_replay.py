@@ -9,27 +9,23 @@ from pydantic import Field
 from molar_mcp.mcp.replay_calls import answer_result, follow, replay_errors
 from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
+from molar_mcp.mcp.tools.registry import add_tool
 from molar_mcp.mcp.tools.spec import ToolSpec
 from molar_mcp.mcp.views import ReplayView
 
 SPEC = ToolSpec(name="get_replay", scope="mcp:trace:read", rest=("GET /v1/replays/{id}", "GET /v1/traces/diff"))
 
-DESCRIPTION = """Get a replay's status: queued, running (with its phase), succeeded or failed.
+DESCRIPTION = """Get a replay's status: queued, running (its phase), succeeded or failed.
 
-Call it with the replay_id replay_trace returned when the replay outlasted its wait. With
-wait_seconds it waits (reporting progress) until the replay finishes or the time is up. Once it
-succeeded: whether the replayed run passed, its child trace id, and the diff against the original
-(first divergence, assertions that now pass or fail). Once it failed: why (e.g. the app's log tail when
-it did not start)."""
+For replay_trace's replay_id; wait_seconds waits for the end. Then: passed or not, trace id, diff; or
+why it failed."""
 
 
 async def get_replay(
     ctx: Context,
-    replay_id: Annotated[str, Field(min_length=1, max_length=64, description="the replay_id from replay_trace")],
-    wait_seconds: Annotated[float, Field(ge=0, le=50, description="wait up to this long for the replay to finish")] = 0,
-    max_tokens: Annotated[
-        int, Field(ge=500, le=20000, description="token budget of this answer")
-    ] = DEFAULT_TOKEN_BUDGET,
+    replay_id: Annotated[str, Field(min_length=1, max_length=64)],
+    wait_seconds: Annotated[float, Field(ge=0, le=50)] = 0,
+    max_tokens: Annotated[int, Field(ge=500, le=20000)] = DEFAULT_TOKEN_BUDGET,
 ) -> Annotated[CallToolResult, ReplayView]:
     client = client_of(ctx)
     async with replay_errors():
@@ -40,9 +36,10 @@ async def get_replay(
 
 
 def register(server: MCPServer[Any]) -> None:
-    server.add_tool(
+    add_tool(
+        server,
         get_replay,
-        name=SPEC.name,
+        SPEC,
         title="Get replay",
         description=DESCRIPTION,
         annotations=ToolAnnotations(

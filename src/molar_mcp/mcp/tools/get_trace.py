@@ -14,6 +14,7 @@ from molar_mcp.mcp.pages import build_events_page, page_size
 from molar_mcp.mcp.render import build_trace_view, cost, link_block, structured
 from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
+from molar_mcp.mcp.tools.registry import add_tool
 from molar_mcp.mcp.tools.spec import ToolSpec
 from molar_mcp.mcp.views import TraceView
 from molar_mcp.models import EventsResponse, TraceDetail
@@ -24,15 +25,12 @@ SPEC = ToolSpec(
     rest=("GET /v1/traces/{id}", "GET /v1/traces/{id}/events"),
 )
 
-DESCRIPTION = """Explain one recorded run: status, failure signature, the failing step with its
-failing assertion or error (expected vs actual), a steps overview, failed events across the run
-(HTTP ≥ 400, console errors, exceptions), event counts by kind, and artifacts as resource links.
+DESCRIPTION = """Explain one recorded run: status, the failing step with expected vs actual, steps, failed events,
+artifacts.
 
-Call it with a trace_id (short_id or UUID) from list_traces. To read one step's events (requests,
-responses with bodies, assertions, logs), call again with step=N; page with offset. The answer fits
-a token budget and its `omitted` list says exactly what was left out and which call returns it.
-An agent run also reads as a conversation: each model call (model, tokens, cost, its answer or the
-tools it asked for) and tool call (arguments, result or error), and the model's last output."""
+step=N (number, path 3.2 or id) or events=true: a page of events instead; offset=next_offset for
+more. trace_id from list_traces; get_event reads one event whole. An agent run also reads as its
+conversation: model calls and tool calls."""
 
 NOTABLE_LIMIT = 12
 CONVERSATION_LIMIT = 60
@@ -40,25 +38,18 @@ CONVERSATION_LIMIT = 60
 
 async def get_trace(
     ctx: Context,
-    trace_id: Annotated[str, Field(min_length=1, max_length=64, description="short_id or UUID of the trace")],
+    trace_id: Annotated[str, Field(min_length=1, max_length=64)],
     step: Annotated[
         int | str | None,
-        Field(
-            description="a step number or nested path (3.2) as in the steps overview, or a step id: that step's events"
-        ),
+        Field(),
     ] = None,
     kind: Annotated[
         str | None,
-        Field(
-            max_length=64,
-            description="only events of this kind in the step page, e.g. 'network' or 'assertion'",
-        ),
+        Field(max_length=64, description="e.g. network, assertion"),
     ] = None,
-    events: Annotated[bool, Field(description="with no step: also return a page of the whole trace's events")] = False,
-    offset: Annotated[int, Field(ge=0, description="first event of the page (from next_offset)")] = 0,
-    max_tokens: Annotated[
-        int, Field(ge=500, le=20000, description="token budget of this answer")
-    ] = DEFAULT_TOKEN_BUDGET,
+    events: Annotated[bool, Field()] = False,
+    offset: Annotated[int, Field(ge=0)] = 0,
+    max_tokens: Annotated[int, Field(ge=500, le=20000)] = DEFAULT_TOKEN_BUDGET,
 ) -> Annotated[CallToolResult, TraceView]:
     client = client_of(ctx)
     step_arg = None if step is None else str(step)
@@ -135,9 +126,10 @@ async def _page(
 
 
 def register(server: MCPServer[Any]) -> None:
-    server.add_tool(
+    add_tool(
+        server,
         get_trace,
-        name=SPEC.name,
+        SPEC,
         title="Get trace",
         description=DESCRIPTION,
         annotations=ToolAnnotations(

@@ -13,54 +13,38 @@ from molar_mcp.mcp.render import describe_filters, fit_rows, list_text, structur
 from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.timeparse import parse_time
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
+from molar_mcp.mcp.tools.registry import add_tool
 from molar_mcp.mcp.tools.spec import ToolSpec
 from molar_mcp.mcp.views import TraceList
 from molar_mcp.models import TraceStatus
 
 SPEC = ToolSpec(name="list_traces", scope="mcp:trace:read", rest=("GET /v1/traces",))
 
-DESCRIPTION = """List recorded test runs and agent runs, newest first, with filters.
+DESCRIPTION = """List recorded test and agent runs, newest first, with filters.
 
-Use it to answer "which runs failed since yesterday?", "has this signature happened before?",
-"what ran on commit a1b2c3d?". Each row gives the trace's short_id, status, scenario, failure
-signature, duration and time. Then call get_trace(trace_id=<short_id>) to see why one failed.
-Pages: pass next_cursor back as `cursor` with the same filters."""
+Then get_trace(trace_id=<short_id>) explains one. Next page: cursor=next_cursor, same filters."""
 
 
 async def list_traces(
     ctx: Context,
     status: Annotated[
         TraceStatus | None,
-        Field(description="only runs with this status; 'failed' for test failures, 'flaky' for passed retries"),
+        Field(),
     ] = None,
-    scenario: Annotated[str | None, Field(description="scenario slug, e.g. 'checkout-coupon'")] = None,
-    scenario_id: Annotated[str | None, Field(description="scenario UUID")] = None,
-    source: Annotated[
-        Literal["pr", "schedule", "manual", "shadow_diff", "agent"] | None,
-        Field(description="what started the run; 'agent' for agent runs received over OpenTelemetry"),
-    ] = None,
-    signature: Annotated[
-        str | None, Field(description="exact failure signature, e.g. 'webhook-404', to find repeats")
-    ] = None,
-    tier: Annotated[Literal["hot", "warm", "cold"] | None, Field(description="storage tier")] = None,
-    commit: Annotated[str | None, Field(description="code sha or its prefix (≥ 4 characters)")] = None,
-    q: Annotated[
-        str | None,
-        Field(description="full-text search over titles, signatures, assertion and error messages"),
-    ] = None,
-    since: Annotated[str | None, Field(description="created at or after: ISO 8601, or an age like '24h', '7d'")] = None,
-    until: Annotated[str | None, Field(description="created before: ISO 8601, or an age like '1h'")] = None,
-    flaky: Annotated[
-        bool | None, Field(description="true: runs of flaky tests (passed only on retry, or pass and fail by turns)")
-    ] = None,
-    newly_failing: Annotated[
-        bool | None, Field(description="true: failing runs of tests that passed on the runs before (regressions)")
-    ] = None,
-    limit: Annotated[int, Field(ge=1, le=50, description="rows per page (fewer if the token budget needs)")] = 20,
-    cursor: Annotated[str | None, Field(description="next_cursor from the previous page")] = None,
-    max_tokens: Annotated[
-        int, Field(ge=500, le=20000, description="token budget of this answer")
-    ] = DEFAULT_TOKEN_BUDGET,
+    scenario: Annotated[str | None, Field(max_length=200, description="scenario slug")] = None,
+    scenario_id: Annotated[str | None, Field(max_length=64)] = None,
+    source: Annotated[Literal["pr", "schedule", "manual", "shadow_diff", "agent"] | None, Field()] = None,
+    signature: Annotated[str | None, Field(max_length=500)] = None,
+    tier: Annotated[Literal["hot", "warm", "cold"] | None, Field()] = None,
+    commit: Annotated[str | None, Field(max_length=64, description="sha prefix")] = None,
+    q: Annotated[str | None, Field(max_length=500, description="full-text search")] = None,
+    since: Annotated[str | None, Field(max_length=64, description="ISO 8601 or an age: 24h, 7d")] = None,
+    until: Annotated[str | None, Field(max_length=64, description="ISO 8601 or an age")] = None,
+    flaky: Annotated[bool | None, Field(description="flaky tests")] = None,
+    newly_failing: Annotated[bool | None, Field(description="regressions")] = None,
+    limit: Annotated[int, Field(ge=1, le=50)] = 20,
+    cursor: Annotated[str | None, Field(max_length=200)] = None,
+    max_tokens: Annotated[int, Field(ge=500, le=20000)] = DEFAULT_TOKEN_BUDGET,
 ) -> Annotated[CallToolResult, TraceList]:
     try:
         created_from = parse_time(since) if since else None
@@ -119,9 +103,10 @@ async def list_traces(
 
 
 def register(server: MCPServer[Any]) -> None:
-    server.add_tool(
+    add_tool(
+        server,
         list_traces,
-        name=SPEC.name,
+        SPEC,
         title="List traces",
         description=DESCRIPTION,
         annotations=ToolAnnotations(

@@ -8,11 +8,12 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp.types import CallToolResult, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from molar_mcp.mcp.replay_calls import answer_result, follow, replay_errors
 from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
+from molar_mcp.mcp.tools.registry import add_tool
 from molar_mcp.mcp.tools.spec import ToolSpec
 from molar_mcp.mcp.views import ReplayView
 from molar_mcp.models.replays import MAX_DIFF_CHARS, MAX_SOURCE_DIFFS
@@ -25,24 +26,26 @@ SPEC = ToolSpec(
 
 DESCRIPTION = """Replay a recorded run from a step, with edits, and compare it with the original.
 
-This EXECUTES CODE on the server's machine: it starts the app under test from a fresh copy of its
-source with your source_diffs applied, re-runs steps 1…from_step-1 to rebuild the app's state, runs
-from_step to the end, records the result as a child trace, then stops the app.
-
-Use it after debug_run or get_trace: from_step = the suggested or failing step; source_diffs = a fix
-to the app (unified diffs, paths relative to the app's source directory); scenario_diff = an edit of
-the test scenario itself. It waits up to wait_seconds, reporting progress, and returns whether the
-replayed run passed plus a diff against the original (first divergence, assertions that now pass or
-fail). A diff that does not apply is an error naming the hunk; nothing runs then. If the replay is
-still running when the wait is over, it returns the replay_id: call get_replay(replay_id,
-wait_seconds=30) or read molar://replays/{replay_id}."""
+EXECUTES CODE on the server: starts the app under test with source_diffs applied (unified diffs, paths
+relative to the app's source), restores steps before from_step, runs the rest, records a child trace.
+scenario_diff edits the test scenario. Returns whether it passed and the diff; past wait_seconds, a
+replay_id for get_replay."""
 
 
 class SourceDiffArg(BaseModel):
-    path: str = Field(
-        min_length=1, max_length=500, description="the file the diff changes, relative to the app's source"
-    )
-    diff: str = Field(min_length=1, max_length=MAX_DIFF_CHARS, description="a unified diff (`git diff` output)")
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, max_length=500)
+    diff: str = Field(min_length=1, max_length=MAX_DIFF_CHARS)
+
+
+class EditsArg(BaseModel):
+    """`POST /v1/traces/{id}/replay`'s `edits`, accepted as such: a model that read the REST API sends it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scenario_diff: str | None = Field(default=None, max_length=MAX_DIFF_CHARS)
+    source_diffs: list[SourceDiffArg] = Field(default_factory=list, max_length=MAX_SOURCE_DIFFS)
 
 
 class ConfirmReplay(BaseModel):
@@ -66,27 +69,29 @@ def confirm_run(ctx: Context, trace_id: str, from_step: int) -> Elicit[ConfirmRe
 async def replay_trace(
     ctx: Context,
     confirmation: Annotated[ElicitationResult[ConfirmReplay], Resolve(confirm_run)],
-    trace_id: Annotated[str, Field(min_length=1, max_length=64, description="short_id or UUID of the trace to replay")],
-    from_step: Annotated[
-        int, Field(ge=1, le=10_000, description="the first step to run again (debug_run's suggested from_step)")
-    ],
+    trace_id: Annotated[str, Field(min_length=1, max_length=64)],
+    from_step: Annotated[int, Field(ge=1, le=10_000, description="debug_run's suggested from_step")],
     source_diffs: Annotated[
         list[SourceDiffArg] | None,
-        Field(max_length=MAX_SOURCE_DIFFS, description="patches to the app's source, applied in order"),
+        Field(max_length=MAX_SOURCE_DIFFS),
     ] = None,
-    scenario_diff: Annotated[
-        str | None, Field(max_length=MAX_DIFF_CHARS, description="a unified diff of the trace's scenario file")
-    ] = None,
+    scenario_diff: Annotated[str | None, Field(max_length=MAX_DIFF_CHARS)] = None,
+    edits: Annotated[EditsArg | None, Field(description="{source_diffs, scenario_diff}: the REST body's shape")] = None,
     wait_seconds: Annotated[
         float,
-        Field(ge=0, le=50, description="how long to wait for the result before returning the replay id to poll"),
+        Field(ge=0, le=50),
     ] = 40,
-    max_tokens: Annotated[
-        int, Field(ge=500, le=20000, description="token budget of this answer")
-    ] = DEFAULT_TOKEN_BUDGET,
+    max_tokens: Annotated[int, Field(ge=500, le=20000)] = DEFAULT_TOKEN_BUDGET,
 ) -> Annotated[CallToolResult, ReplayView]:
     if not isinstance(confirmation, AcceptedElicitation) or not confirmation.data.run:
         raise ToolError("Not run: the user did not confirm running the app under test. Nothing was started.")
+    if edits is not None:
+        if source_diffs or scenario_diff is not None:
+            raise ToolError(
+                "Give the edits once: source_diffs and scenario_diff, or edits={source_diffs, scenario_diff}. "
+                "Nothing was started."
+            )
+        source_diffs, scenario_diff = edits.source_diffs, edits.scenario_diff
     client = client_of(ctx)
     diffs = [(d.path, d.diff) for d in source_diffs or []]
     async with replay_errors(trace_id=trace_id):
@@ -98,9 +103,10 @@ async def replay_trace(
 
 
 def register(server: MCPServer[Any]) -> None:
-    server.add_tool(
+    add_tool(
+        server,
         replay_trace,
-        name=SPEC.name,
+        SPEC,
         title="Replay trace (runs the app)",
         description=DESCRIPTION,
         annotations=ToolAnnotations(
