@@ -52,6 +52,7 @@ from molar_mcp.auth import (
     create_protected_resource_routes,
     get_principal,
 )
+from molar_mcp.auth.throttle import Limit, ThrottleSettings
 
 EMAIL = "ada@example.test"
 PASSWORD = "correct horse battery staple"
@@ -224,6 +225,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         data_dir=data_dir,
         http_client_factory=documents.client,
         cimd_resolve_host=documents.resolve,
+        # Every test registers clients from 127.0.0.1: a registration limit sized for the whole suite.
+        throttle=ThrottleSettings(registrations_per_address=Limit(10_000, 60), registrations_total=Limit(10_000, 60)),
         password_hasher=hasher,
         clock=clock,
     )

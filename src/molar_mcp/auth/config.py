@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import httpx2
 from argon2 import PasswordHasher
 
+from molar_mcp.auth.throttle import ThrottleSettings
+
 # The single organisation of a self-hosted install. Every local user and API key belongs to it.
 LOCAL_ORG_ID: Final = "org_local"
 
@@ -81,6 +83,7 @@ class AuthConfig:
     # How CIMD hosts are resolved before their addresses are checked; None: the system resolver.
     cimd_resolve_host: Callable[[str, int], Awaitable[list[str]]] | None = None
     password_hasher: PasswordHasher = field(default_factory=PasswordHasher)
+    throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:

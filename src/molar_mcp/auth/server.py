@@ -46,25 +46,27 @@ from molar_mcp.auth.db import AuthDB
 from molar_mcp.auth.keys import AuthKeys
 from molar_mcp.auth.pages import consent_page, error_page, login_page
 from molar_mcp.auth.session import Session, SessionCookies, csrf_ok, new_session
+from molar_mcp.auth.throttle import AuthThrottle
 from molar_mcp.auth.users import User
 from molar_mcp.models.limits import loads_bounded
 
 MAX_BODY_BYTES: Final = 64 * 1024
+MAX_REGISTRATION_BYTES: Final = 8 * 1024  # client metadata is a few hundred bytes; the database keeps it
 FORM_TYPE: Final = "application/x-www-form-urlencoded"
 JSON_HEADERS: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 Items = list[tuple[str, str]]
 
 
-async def _read_body(request: Request) -> bytes | None:
-    """The request body, or None if it is larger than MAX_BODY_BYTES."""
+async def _read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes | None:
+    """The request body, or None if it is larger than `limit`."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared.isdigit() and int(declared) > limit:
         return None
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)
-        if len(body) > MAX_BODY_BYTES:
+        if len(body) > limit:
             return None
     return bytes(body)
 
@@ -115,6 +117,9 @@ class OAuthEndpoints:
             keys.session_key, ttl=config.session_ttl, secure=config.secure_cookies, clock=config.clock
         )
         self.consents = ConsentTickets(ttl=config.consent_ttl, clock=config.clock)
+        self.throttle = AuthThrottle(config.throttle, config.clock)
+        # Password hashing has its own threads: a sign-in flood cannot take the API's worker pool.
+        self.hashing = anyio.CapacityLimiter(config.throttle.hashing_threads)
 
     # -- discovery --------------------------------------------------------------------------------
     async def metadata(self, request: Request) -> Response:
@@ -187,11 +192,27 @@ class OAuthEndpoints:
         if session is None or not csrf_ok(session, fields.get("csrf_token")):
             return error_page("This page has expired", "Go back to the application and start again.", 403)
         query = fields.get("request", "")
-        email = fields.get("email", "")
-        user = await anyio.to_thread.run_sync(self.server.users.verify_password, email, fields.get("password", ""))
+        email = fields.get("email", "")[:320]
+        address = request.client.host if request.client else "unknown"
+        wait = self.throttle.login_retry_after(email, address)
+        if wait is None and self.hashing.statistics().tasks_waiting >= self.config.throttle.hashing_queue:
+            wait = 1  # more sign-ins waiting for a hashing thread than we let queue up
+        if wait is not None:
+            page = error_page(
+                "Too many sign-in attempts",
+                f"Sign-in is paused for this account or network; try again in {wait} s.",
+                429,
+            )
+            page.headers["Retry-After"] = str(wait)
+            return page
+        self.throttle.login_attempt(email, address)
+        user = await anyio.to_thread.run_sync(
+            self.server.users.verify_password, email, fields.get("password", "")[:1024], limiter=self.hashing
+        )
         if user is None:
             error = "That email and password do not match an account."
             return login_page(authorize_query=query, csrf=session.csrf, email=email, error=error)
+        self.throttle.login_succeeded(email, address)
         # Only ever back to our own authorization endpoint: `request` is re-encoded as its query.
         target = f"{paths.AUTHORIZE_PATH}?{urlencode(parse_qsl(query, keep_blank_values=True))}"
         response = RedirectResponse(target, status_code=303, headers={"Cache-Control": "no-store"})
@@ -220,7 +241,16 @@ class OAuthEndpoints:
         return _to_response(result)
 
     async def register(self, request: Request) -> Response:
-        body = await _read_body(request)
+        wait = self.throttle.registration_retry_after(request.client.host if request.client else "unknown")
+        if wait is not None:
+            response = _oauth_error("too_many_requests", f"too many client registrations; retry in {wait} s", 429)
+            response.headers["Retry-After"] = str(wait)
+            return response
+        body = await _read_body(request, MAX_REGISTRATION_BYTES)
+        if body is None:
+            return _oauth_error(
+                "invalid_client_metadata", f"client metadata is limited to {MAX_REGISTRATION_BYTES} bytes"
+            )
         try:
             data = loads_bounded(body) if body is not None else None
         except ValueError:

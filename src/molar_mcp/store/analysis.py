@@ -33,6 +33,7 @@ from molar_mcp.models import (
 )
 from molar_mcp.store.db import Database
 from molar_mcp.store.port import InvalidCursor, StoreError
+from molar_mcp.store.search import remember_words
 from molar_mcp.store.sqlite import find_trace_row
 
 MIGRATIONS: tuple[str, ...] = (
@@ -189,6 +190,7 @@ class SqliteAnalysisStore:
                 )
                 # Searchable like a signature given at ingest (the full-text body holds the signature).
                 conn.execute("UPDATE traces_fts SET body = body || ? WHERE rowid = ?", ("\n" + signature, pk))
+                remember_words(conn, [signature])
             keep: int | None = None
             if signature and findings and subject.status in FAILED_STATUSES:
                 keep = _join_incident(conn, org_id, pk, subject.trace_id, trace_created_ms, signature, findings[0])

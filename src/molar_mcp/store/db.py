@@ -1,5 +1,6 @@
-"""The embedded store's SQLite database: one connection, a lock, transactions, and migrations kept
-per component (traces, live ingest, debugger, replays…), each an append-only list of its own.
+"""The embedded store's SQLite database: one writer connection behind a lock, a reader connection per
+thread (WAL: a long write never blocks a read), transactions, and migrations kept per component
+(traces, live ingest, debugger, replays…), each an append-only list of its own.
 
 Components migrate independently (`schema_versions` holds one row each), so features can add
 tables without renumbering each other's migrations.
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 DB_FILE = "molar.sqlite3"
+MAX_IDLE_READERS = 16
 
 
 class Database:
@@ -21,6 +23,11 @@ class Database:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
         self._lock = threading.RLock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []  # every open reader; `_idle` the ones free now
+        self._idle: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
         self._conn = sqlite3.connect(data_dir / DB_FILE, check_same_thread=False, isolation_level=None)
         try:
             self._conn.execute("PRAGMA journal_mode = WAL")
@@ -35,7 +42,12 @@ class Database:
             raise
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._readers_lock:
+            self._closed = True
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
+            self._idle.clear()
             self._conn.close()
 
     @contextmanager
@@ -43,17 +55,62 @@ class Database:
         """A write transaction (BEGIN IMMEDIATE): all or nothing."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
+            self._local.writing = getattr(self._local, "writing", 0) + 1
             try:
                 yield self._conn
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
+            else:
+                self._conn.execute("COMMIT")
+            finally:
+                self._local.writing -= 1
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            yield self._conn
+        """A consistent read: one snapshot on this thread's own connection, so it neither waits for a
+        write in progress nor sees half of one. Inside a write transaction it reads that transaction."""
+        if getattr(self._local, "writing", 0):
+            with self._lock:
+                yield self._conn
+            return
+        conn: sqlite3.Connection | None = getattr(self._local, "reader", None)
+        if conn is not None:  # a read inside a read: the same snapshot
+            yield conn
+            return
+        conn = self._checkout()
+        self._local.reader = conn
+        try:
+            conn.execute("BEGIN")
+            yield conn
+        finally:
+            self._local.reader = None
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+            self._checkin(conn)
+
+    def _checkout(self) -> sqlite3.Connection:
+        with self._readers_lock:
+            if self._closed:
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+            if self._idle:
+                return self._idle.pop()
+        conn = sqlite3.connect(self.data_dir / DB_FILE, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA query_only = 1")
+        with self._readers_lock:
+            self._readers.append(conn)
+        return conn
+
+    def _checkin(self, conn: sqlite3.Connection) -> None:
+        with self._readers_lock:
+            if self._closed:
+                return
+            if len(self._idle) < MAX_IDLE_READERS:
+                self._idle.append(conn)
+                return
+            self._readers.remove(conn)
+        conn.close()
 
     def version(self, component: str) -> int:
         with self._lock:

@@ -14,6 +14,7 @@ from molar_mcp.models import Event
 from molar_mcp.store.db import Database
 from molar_mcp.store.history import refresh_health
 from molar_mcp.store.port import StoreError
+from molar_mcp.store.search import index_text
 from molar_mcp.store.sqlite import (
     EVENT_SELECT,
     event_from_row,
@@ -113,7 +114,7 @@ class LiveTraces:
         trace_id = str(uuid.uuid4())
         with self.db.tx() as conn:
             short_id = new_short_id(conn)
-            conn.execute(
+            cur = conn.execute(
                 "INSERT INTO traces (id, short_id, org_id, scenario_id, scenario_slug, scenario_title, status,"
                 " source, code_sha, pr_number, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
@@ -130,7 +131,7 @@ class LiveTraces:
                     int(created.timestamp() * 1000),
                 ),
             )
-            conn.execute("INSERT INTO traces_fts (rowid, body) VALUES (last_insert_rowid(), ?)", (scenario_slug,))
+            index_text(conn, int(cur.lastrowid or 0), scenario_slug)
         return trace_id, short_id
 
     def append_events(self, org_id: str, trace_ref: str, incoming: Sequence[IncomingEvent]) -> AppendResult:
@@ -232,7 +233,7 @@ class LiveTraces:
                 (pk,),
             ).fetchall()
             body = fts_body_from_rows([slug, title or "", failure_signature or "", status, code_sha or ""], messages)
-            conn.execute("UPDATE traces_fts SET body = ? WHERE rowid = ?", (body, pk))
+            index_text(conn, pk, body, replace=True)
             (scenario_id, parent) = conn.execute(
                 "SELECT scenario_id, parent_trace_id FROM traces WHERE pk = ?", (pk,)
             ).fetchone()

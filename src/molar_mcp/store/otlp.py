@@ -18,6 +18,7 @@ from typing import Any
 from molar_mcp.models import Event
 from molar_mcp.store.db import Database
 from molar_mcp.store.live import _insert_events
+from molar_mcp.store.search import index_text
 from molar_mcp.store.sqlite import insert_steps, load_step_tree, new_short_id, normalize_events, scenario_id_for
 
 OTLP_MIGRATIONS: tuple[str, ...] = (
@@ -221,7 +222,7 @@ def _create_trace(conn: Any, org_id: str, otel_id: str, slug: str, title: str, n
         (trace_id, short_id, org_id, scenario_id_for(slug), slug, title, "running", SOURCE, now_ms),
     )
     pk = int(conn.execute("SELECT pk FROM traces WHERE id = ?", (trace_id,)).fetchone()[0])
-    conn.execute("INSERT INTO traces_fts (rowid, body) VALUES (?, ?)", (pk, f"{slug} {otel_id}"))
+    index_text(conn, pk, f"{slug} {otel_id}")
     conn.execute(
         "INSERT INTO otlp_traces (org_id, otel_trace_id, trace_pk, last_arrival_ms) VALUES (?,?,?,?)",
         (org_id, otel_id, pk, now_ms),

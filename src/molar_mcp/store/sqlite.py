@@ -37,6 +37,7 @@ from molar_mcp.store.history import (
 )
 from molar_mcp.store.port import InvalidCursor, NewTrace, TraceNotFound, TraceQuery
 from molar_mcp.store.schema import MIGRATIONS
+from molar_mcp.store.search import SEARCH_MIGRATIONS, index_text, search, streaming_match
 from molar_mcp.store.steps import STEP_COLUMNS, StepNode, StepTree
 
 _SHORT_ALPHABET = string.ascii_letters + string.digits
@@ -127,9 +128,14 @@ def _fts_ident(text: str) -> str:
     return "".join(" " if c == '"' or (ord(c) < 32 or ord(c) == 127) else c for c in text)
 
 
+def fts_words(q: str) -> list[str]:
+    """A user's free text as words safe inside an FTS5 string."""
+    return [w for w in (_fts_ident(part) for part in q.split()) if w.strip()]
+
+
 def fts_query(q: str) -> str:
     """Turn a user's free text into a safe FTS5 query: every word must match (prefix on the last)."""
-    words = [w for w in (_fts_ident(part) for part in q.split()) if w.strip()]
+    words = fts_words(q)
     if not words:
         return ""
     quoted = [f'"{w}"' for w in words]
@@ -192,6 +198,8 @@ class SqliteTraceStore:
         self.blobs = BlobStore(data_dir / "blobs")
         try:
             self.migrate_components()
+            # The embedded store's search (store/search.py): time blocks and the index's words.
+            self.db.migrate("search", SEARCH_MIGRATIONS)
         except BaseException:
             self.db.close()
             raise
@@ -273,7 +281,7 @@ class SqliteTraceStore:
                 " VALUES (?,?,?,?,?,?,?)",
                 [(pk, i, a.kind, a.sha256, a.name, a.content_type, a.size) for i, a in enumerate(trace.artifacts)],
             )
-            conn.execute("INSERT INTO traces_fts (rowid, body) VALUES (?, ?)", (pk, _fts_body(trace, rows)))
+            index_text(conn, int(pk or 0), _fts_body(trace, rows))
             # Blobs last, inside the transaction: when a row fails to insert, no blob is written;
             # when a blob fails to write, the rows roll back. Blobs are content-addressed, so one
             # written by a transaction that then fails is harmless.
@@ -335,22 +343,29 @@ class SqliteTraceStore:
             )
             where.append(f"({clause})" if query.newly_failing else f"NOT ({clause})")
             args.append(org_id)
-        if query.q:
-            text_filter = self.text_filter(query.q)
-            if text_filter is not None:
-                where.append(text_filter[0])
-                args.append(text_filter[1])
+        newest: int | None = None
         if query.cursor:
             created_ms, pk = _decode_cursor(query.cursor)
             where.append("(t.created_ms < ? OR (t.created_ms = ? AND t.pk < ?))")
             args.extend([created_ms, created_ms, pk])
-        sql = (
-            f"SELECT {_prefixed(_TRACE_COLUMNS, 't')} FROM traces t WHERE {' AND '.join(where)}"
-            " ORDER BY t.created_ms DESC, t.pk DESC LIMIT ?"
-        )
-        args.append(query.limit + 1)
+            newest = created_ms
+        if query.created_to is not None:
+            newest = min(newest if newest is not None else _MAX_SQLITE_INT, _ms(query.created_to) - 1)
+        words = fts_words(query.q) if query.q else []
         with self.db.read() as conn:
-            rows = conn.execute(sql, args).fetchall()
+            if words and isinstance(conn, sqlite3.Connection):
+                # The embedded store's search stops after `limit` hits in time order (store/search.py).
+                rows = _search_sqlite(conn, where, args, words, query, newest)
+            else:
+                text_filter = self.text_filter(query.q) if words and query.q else None
+                if text_filter is not None:
+                    where.append(text_filter[0])
+                    args.append(text_filter[1])
+                sql = (
+                    f"SELECT {_prefixed(_TRACE_COLUMNS, 't')} FROM traces t WHERE {' AND '.join(where)}"
+                    " ORDER BY t.created_ms DESC, t.pk DESC LIMIT ?"
+                )
+                rows = conn.execute(sql, [*args, query.limit + 1]).fetchall()
         more = len(rows) > query.limit
         rows = rows[: query.limit]
         items = [_list_item(row) for row in rows]
@@ -429,6 +444,30 @@ class SqliteTraceStore:
                 f"SELECT {EVENT_SELECT} FROM events WHERE trace_pk = ? AND seq = ?", (pk, seq)
             ).fetchone()
         return event_from_row(row) if row is not None else None
+
+
+def _search_sqlite(
+    conn: sqlite3.Connection,
+    where: list[str],
+    args: list[Any],
+    words: list[str],
+    query: TraceQuery,
+    newest: int | None,
+) -> list[tuple[Any, ...]]:
+    match = streaming_match(conn, words)
+    if match is None:
+        return []
+    found = search(
+        conn,
+        f"t.pk, t.created_ms, {_prefixed(_TRACE_COLUMNS, 't')}",
+        where,
+        args,
+        match,
+        query.limit + 1,
+        newest_ms=newest,
+        oldest_ms=_ms(query.created_from) if query.created_from is not None else None,
+    )
+    return [r[2:] for r in found]
 
 
 def insert_steps(conn: Any, pk: int | None, nodes: Sequence[StepNode]) -> None:

@@ -1,0 +1,130 @@
+"""Floods of the unauthenticated endpoints, over real HTTP: sign-in throttling per account and per
+client address (lockout window, a clear 429 with Retry-After, no hashing while locked out), and
+registration limits. Peak memory and the latency of other requests during a flood are measured by
+bench/bench_floods.py, not timed here."""
+
+from __future__ import annotations
+
+import anyio
+import httpx2
+import pytest
+
+from tests.auth.conftest import (
+    EMAIL,
+    PASSWORD,
+    LiveServer,
+    Pkce,
+    authorize_url,
+    hidden_fields,
+    live_server,  # noqa: F401 - the shared uvicorn server (a fixture)
+    register_client,
+    server,  # noqa: F401 - the shared server with its clock reset (a fixture)
+)
+from tests.security.conftest import Secured
+
+pytestmark = pytest.mark.anyio
+
+
+async def _login_form(http: httpx2.AsyncClient, live: LiveServer) -> dict[str, str]:
+    client = await register_client(http)
+    page = await http.get(authorize_url(live, client["client_id"], Pkce.new()))
+    assert "Sign in to Molar" in page.text
+    return hidden_fields(page.text)
+
+
+async def test_wrong_passwords_lock_the_account_out_with_a_clear_429(server: LiveServer) -> None:  # noqa: F811
+    settings = server.config.throttle
+    victim = "locked-" + EMAIL
+    async with server.http() as http:
+        fields = await _login_form(http, server)
+        answers = []
+        for _ in range(settings.failures_per_account.count + 3):
+            answer = await http.post("/api/oauth/login", data={**fields, "email": victim, "password": "guess"})
+            answers.append(answer)
+    async with server.http() as other_browser:
+        # Other accounts are not locked out by the attack on this one.
+        other_fields = await _login_form(other_browser, server)
+        other = await other_browser.post(
+            "/api/oauth/login", data={**other_fields, "email": EMAIL, "password": PASSWORD}
+        )
+    async with server.http(cookies=http.cookies) as http:
+        server.clock.advance(settings.failures_per_account.window + 1)
+        after_window = await http.post("/api/oauth/login", data={**fields, "email": victim, "password": "guess"})
+    statuses = [a.status_code for a in answers]
+    assert statuses[: settings.failures_per_account.count] == [401] * settings.failures_per_account.count
+    assert set(statuses[settings.failures_per_account.count :]) == {429}
+    locked = answers[-1]
+    assert 1 <= int(locked.headers["retry-after"]) <= settings.failures_per_account.window + 1
+    assert "Too many sign-in attempts" in locked.text
+    assert other.status_code == 303
+    assert after_window.status_code == 401  # the window passed: the account may try again
+
+
+async def test_one_address_cannot_spray_many_accounts(server: LiveServer) -> None:  # noqa: F811
+    limit = server.config.throttle.failures_per_address.count
+    server.clock.advance(3 * server.config.throttle.failures_per_address.window)  # earlier tests' failures age out
+    async with server.http() as http:
+        fields = await _login_form(http, server)
+        statuses = []
+        for n in range(limit + 2):
+            answer = await http.post(
+                "/api/oauth/login", data={**fields, "email": f"spray{n}@example.test", "password": "guess"}
+            )
+            statuses.append(answer.status_code)
+    assert statuses[:limit] == [401] * limit
+    assert statuses[limit:] == [429, 429]
+
+
+async def test_a_concurrent_sign_in_flood_gets_429s_not_a_queue(secured: Secured) -> None:
+    async with httpx2.AsyncClient(base_url=secured.base, timeout=60.0) as http:
+        registered = await http.post(
+            "/api/oauth/register", json={"client_name": "flood", "redirect_uris": ["http://127.0.0.1:7777/callback"]}
+        )
+        client_id = registered.json()["client_id"]
+        page = await http.get(
+            "/api/oauth/authorize",
+            params={
+                "client_id": client_id,
+                "response_type": "code",
+                "redirect_uri": "http://127.0.0.1:7777/callback",
+                "code_challenge": Pkce.new().challenge,
+                "code_challenge_method": "S256",
+            },
+        )
+        fields = hidden_fields(page.text)
+        statuses: list[int] = []
+
+        async def attempt(n: int) -> None:
+            answer = await http.post(
+                "/api/oauth/login", data={**fields, "email": f"flood{n}@example.test", "password": "wrong"}
+            )
+            statuses.append(answer.status_code)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(40):
+                tg.start_soon(attempt, n)
+        listed = await http.get("/v1/traces", headers={"authorization": f"Bearer {secured.key_read}"})
+    assert len(statuses) == 40
+    assert set(statuses) <= {401, 429}
+    assert statuses.count(429) >= 40 - 30  # past the per-address limit (and the hashing queue): refused at once
+    assert listed.status_code == 200
+
+
+async def test_client_registration_is_rate_limited_and_bounded(secured: Secured) -> None:
+    async with httpx2.AsyncClient(base_url=secured.base, timeout=30.0) as http:
+        huge = await http.post(
+            "/api/oauth/register",
+            json={"client_name": "x" * 20_000, "redirect_uris": ["http://127.0.0.1:7777/callback"]},
+        )
+        statuses = []
+        for n in range(30):
+            answer = await http.post(
+                "/api/oauth/register",
+                json={"client_name": f"spam {n}", "redirect_uris": ["http://127.0.0.1:7777/callback"]},
+            )
+            statuses.append(answer.status_code)
+    assert huge.status_code == 400
+    assert "limited to" in huge.json()["error_description"]
+    assert 429 in statuses
+    first_refusal = statuses.index(429)
+    assert set(statuses[first_refusal:]) == {429}
