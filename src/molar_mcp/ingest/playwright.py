@@ -315,11 +315,13 @@ class _Builder:
         where = _where(a)
         if where:
             payload["location"] = where
-        log = _log(a.log)
+        # An assertion's call log repeats one poll: its last lines say it all. The whole error stays on the
+        # runner's `error` event; here only when expected/actual could not be read from it.
+        log = _log(a.log)[-4:]
         if log:
             payload["log"] = [self.secrets.scrub(line) for line in log]
-        if a.error:
-            payload["error"] = self.secrets.scrub(error[:4000])
+        if a.error and (actual is None or expected is None):
+            payload["error"] = self.secrets.scrub(error[:1000])
         target = f"expect({sel})" if sel else "expect"
         if a.error and actual is not None:
             first = f"{target}.{matcher}: expected {json.dumps(expected)}, received {json.dumps(actual)}"
@@ -510,6 +512,8 @@ class _Builder:
             data = self.secrets.scrub_bytes(data)
         else:
             kind = "attachment"
+        # The failure screenshot right after the zip, then error-context.md, then the rest.
+        rank = {"screenshot": 3, "error-context": 6}.get(kind, rank)
         ext = {"image/png": ".png", "image/jpeg": ".jpeg", "text/markdown": ".md"}.get(content_type, "")
         filename = name if "." in name or not ext else name + ext
         self.out.blob(data, kind, filename, content_type, rank=rank)
