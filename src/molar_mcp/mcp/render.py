@@ -114,6 +114,7 @@ def trace_row(item: TraceListItem) -> TraceRow:
         created_at=item.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         source=item.source,
         code_sha=item.code_sha,
+        replay_of=item.replay_of,
     )
 
 
@@ -125,7 +126,8 @@ def list_text(view: TraceList, filters_desc: str) -> str:
         for r in view.items:
             sig = f" — {r.failure_signature}" if r.failure_signature else ""
             dur = f" {r.duration_ms / 1000:.1f}s" if r.duration_ms is not None else ""
-            lines.append(f"- {r.short_id} {r.status.upper()} {r.scenario}{sig} ({r.created_at}{dur})")
+            replay = f" [REPLAY of {r.replay_of}: not an ordinary run]" if r.replay_of else ""
+            lines.append(f"- {r.short_id} {r.status.upper()}{replay} {r.scenario}{sig} ({r.created_at}{dur})")
     lines.extend(f"Left out: {o}" for o in view.omitted)
     if view.next_cursor:
         lines.append(f'More: list_traces(cursor="{view.next_cursor}") with the same filters.')
