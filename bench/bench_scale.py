@@ -482,7 +482,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=100)
-    parser.add_argument("--sections", default="store,server,ingest,memory,live,load")
+    parser.add_argument("--sections", default="store,server,ingest,memory,live")
     parser.add_argument("--load-seconds", type=float, default=60)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--floor-server", choices=["http", "stdio"], help=argparse.SUPPRESS)

@@ -56,7 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from molar_mcp.api.context import OtlpSettings
-    from molar_mcp.compose import create_serve_app, debugger_config, load_demo_data, open_embedded
+    from molar_mcp.compose import create_serve_app, debugger_config, load_agent_demo, load_demo_data, open_embedded
     from molar_mcp.serve_auth import open_serve_auth, own_origins
 
     if args.no_auth and not _is_loopback(args.host):
@@ -87,6 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ) as embedded:
         if args.demo:
             log.info("demo data: %s", load_demo_data(embedded.store))
+            log.info("demo data: %s", load_agent_demo(embedded))
         allowed = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()] if args.allowed_hosts else None
         base = f"http://{args.host}:{args.port}"
         with ExitStack() as stack:
@@ -385,6 +386,9 @@ def cmd_users_create(args: argparse.Namespace) -> int:
     generated = False
     if password is None and sys.stdin.isatty():
         password = getpass.getpass(f"password for {args.email} (empty: generate one): ") or None
+    elif password is None:
+        # Piped (`echo "$PASSWORD" | molar-mcp users create …`): the first line is the password.
+        password = sys.stdin.readline().rstrip("\r\n") or None
     if password is None:
         password, generated = generate_password(), True
     db = _auth_db(args)
@@ -393,6 +397,9 @@ def cmd_users_create(args: argparse.Namespace) -> int:
     except UserExistsError:
         print(f"molar-mcp: a user {args.email} exists already", file=sys.stderr)
         return 1
+    except ValueError as exc:  # a bad email address or a short password: one line, no traceback
+        print(f"molar-mcp: {exc}", file=sys.stderr)
+        return 2
     finally:
         db.close()
     print(f"created user {user.email} in org {user.org_id}", file=sys.stderr)
@@ -533,7 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
     users_sub = users.add_subparsers(dest="users_command", required=True)
     create_user = users_sub.add_parser("create", help="add an account (prompts for the password when omitted)")
     create_user.add_argument("--email", required=True)
-    create_user.add_argument("--password", help="default: prompt, or generate and print one")
+    create_user.add_argument(
+        "--password",
+        help="default: prompt (a terminal) or the first line of stdin (piped); empty: generate and print one",
+    )
     create_user.add_argument("--org", default="org_local")
     create_user.add_argument("--data-dir")
     create_user.set_defaults(func=cmd_users_create)

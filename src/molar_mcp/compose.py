@@ -27,13 +27,14 @@ from starlette.types import ASGIApp
 from molar_mcp import __version__
 from molar_mcp.api.app import create_api_app
 from molar_mcp.api.context import ApiContext, OtlpSettings
-from molar_mcp.api.otlp import run_sweeper
+from molar_mcp.api.otlp import finish_otel_trace, run_sweeper, store_spans
 from molar_mcp.api.telemetry import RateLimits
 from molar_mcp.auth import McpScopeGuard, ScopePolicy, create_oauth_routes, create_protected_resource_routes
 from molar_mcp.chat_tools import ChatTools, in_process_client_factory
 from molar_mcp.client import TraceClient
 from molar_mcp.debugger.config import DebuggerConfig
 from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES, BundleError, ingest_bundle
+from molar_mcp.ingest.formats.otlp import decode_json, decode_spans
 from molar_mcp.mcp.capabilities import build_manifest
 from molar_mcp.mcp.event_store import BoundedEventStore
 from molar_mcp.mcp.server import TOOL_SPECS, create_mcp_server
@@ -217,6 +218,28 @@ def load_demo_data(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID, *, app: 
         return f"loaded {load_demo(store, org_id)} fixture traces (recording the demo failed)"
     failed = sum(1 for r in runs if r.status != "passed")
     return f"recorded {len(runs)} demo traces ({len(runs) - failed} passed, {failed} failed)"
+
+
+DEMO_AGENT_MARKER = "demo-agent-v1"
+DEMO_AGENT_FILE = "refund-agent-run.otlp.json"
+
+
+def load_agent_demo(embedded: Embedded, org_id: str = LOCAL_ORG_ID) -> str:
+    """The demo's agent run, once per data dir: an OTLP/JSON export the OpenTelemetry SDK recorded
+    (`scripts/record-agent-demo`), stored through the OTLP receiver's own mapping. Returns a log line."""
+    context = embedded.context
+    marker = embedded.store.data_dir / DEMO_AGENT_MARKER
+    if marker.exists():
+        return "agent run already loaded"
+    body = resources.files("molar_mcp.demo").joinpath(DEMO_AGENT_FILE).read_bytes()
+    decoded = decode_spans(decode_json(body))
+    if decoded.rejected:  # a shipped recording that does not load is a packaging bug: say which
+        raise RuntimeError(f"demo agent run {DEMO_AGENT_FILE}: {decoded.rejected[0].reason}")
+    outcomes = store_spans(context, org_id, decoded.spans)
+    for outcome in outcomes:
+        anyio.run(finish_otel_trace, context, org_id, outcome.otel_trace_id)
+    marker.write_text(f"{len(outcomes)}\n")
+    return f"loaded {len(outcomes)} agent run recorded through OpenTelemetry"
 
 
 def create_serve_app(

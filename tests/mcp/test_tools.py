@@ -336,3 +336,50 @@ async def test_get_trace_tells_the_tests_history_and_list_traces_finds_newly_fai
     )
     rows: Any = newly.structured_content
     assert [r["short_id"] for r in rows["items"]] == [short]
+
+
+def _failed_late_events(noise: int) -> list[dict[str, Any]]:
+    """Step 1 logs `noise` tolerated 404s; step 2 fails and the run goes on (a retried login);
+    step 3 passes; step 4 holds the assertion the run failed at."""
+    from tests.store.factory import event
+
+    evs: list[dict[str, Any]] = []
+
+    def add(kind: str, step_id: str | None, **fields: Any) -> None:
+        evs.append(event(len(evs), kind, step_id, **fields))
+
+    add("step.start", "open", message="open the shop")
+    for i in range(noise):
+        add("network.response", "open", payload={"method": "GET", "url": f"/favicon-{i}.ico", "status": 404})
+    add("step.end", "open", ok=True)
+    add("step.start", "login", message="log in")
+    add("error", "login", message="TimeoutError: login form slow")
+    add("step.end", "login", ok=False)
+    add("step.start", "cart", message="add to cart")
+    add("step.end", "cart", ok=True)
+    add("step.start", "total", message="check the total")
+    add("assertion", "total", ok=False, message="total", payload={"expected": "$45.00", "actual": "$450.00"})
+    add("step.end", "total", ok=False)
+    return evs
+
+
+@pytest.mark.parametrize("noise", [2, 300])
+async def test_failed_at_is_the_final_failure_and_its_evidence_survives_the_budget(
+    embedded: Embedded, mode: str, noise: int
+) -> None:
+    _, short = ingest_bundle(embedded.store, LOCAL_ORG_ID, make_bundle(summary(), _failed_late_events(noise)))
+    server = create_mcp_server(embedded.client_factory())
+    async with Client(server, mode=mode) as client:
+        result = await client.call_tool("get_trace", {"trace_id": short})
+    view: Any = result.structured_content
+    assert view["failure"]["step"] == 4
+    assert view["failure"]["expected"] == "$45.00"
+    assert view["failure"]["recovered"] == ["2"]
+    text = text_of(result)
+    assert "Failed at step 4 “check the total”" in text
+    assert "Failed earlier, and the run went on (not the final failure): steps 2" in text
+    # Among the failed events shown, the final step's assertion is never the one cut.
+    assertion_seq = view["failure"]["seq"]
+    assert assertion_seq in [row["seq"] for row in view["notable"]]
+    assert 4 in {row["step"] for row in view["notable"]}
+    assert total_tokens(result) <= 2000

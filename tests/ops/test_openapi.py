@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +60,19 @@ def test_documented_routes_use_the_same_models_as_the_handlers(tmp_path: Path) -
     assert form["required"] == ["file"]
     assert {"format", "run_id", "result", "attachment", "scenario_slug", "bundle"} <= set(form["properties"])
     assert set(doc["components"]["schemas"]["ErrorBody"]["properties"]) == {"error", "message", "request_id"}
+
+
+def test_no_internal_words_reach_users_in_the_openapi_document_or_the_docs(tmp_path: Path) -> None:
+    """Users never saw the reference documents the API was built from: the rules are stated instead."""
+    import re
+
+    from molar_mcp.store import SqliteTraceStore
+
+    store = SqliteTraceStore(tmp_path / "data")
+    doc = openapi_document(create_api_app(ApiContext.embedded(store)).routes)
+    store.close()
+    root = Path(__file__).resolve().parents[2]
+    texts = {"openapi": json.dumps(doc)}
+    texts |= {str(p): p.read_text(encoding="utf-8") for p in [root / "README.md", *(root / "docs").glob("*.md")]}
+    for name, text in texts.items():
+        assert not re.search(r"\bseeds?\b|\bseed \d{3}", text, re.IGNORECASE), name

@@ -1,4 +1,4 @@
-"""Analysis and incidents (seed 002 under `/v1`): `POST /v1/traces/{id}/analyze` runs the deterministic
+"""Analysis and incidents: `POST /v1/traces/{id}/analyze` runs the deterministic
 detectors over all of a trace's events and stores the findings; `GET /v1/traces/{id}/analysis` reads
 them; `GET /v1/incidents` lists the org's failures clustered by signature; `PATCH /v1/incidents/{id}`
 sets an incident's status or owner."""

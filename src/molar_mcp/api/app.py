@@ -1,4 +1,4 @@
-"""`create_api_app`: the Starlette app serving the /v1 Trace REST API (seed 000) over a store."""
+"""`create_api_app`: the Starlette app serving the /v1 Trace REST API over a store."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Who may call the /v1 API, as which org, with which scopes (seed 000 "Authentication").
+"""Who may call the /v1 API, as which org, with which scopes.
 
 Credentials, in order:
 - `x-internal-token` (the MCP server and other trusted services): the caller names the org

@@ -17,7 +17,7 @@ from molar_mcp.api.openapi import Param, documented, string
 from molar_mcp.models import ArtifactRef, TraceDetail
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# The artifact kinds seed 000 names in `signed_urls`; the first artifact of each kind is linked.
+# The artifact kinds named in `signed_urls`; the first artifact of each kind is linked.
 SIGNED_KINDS = ("video", "playwright", "rrweb", "screenshot", "har")
 
 

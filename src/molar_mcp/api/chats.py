@@ -1,4 +1,4 @@
-"""Debugger chats (seed 000 "Debugger chat"):
+"""Debugger chats:
 
 - `POST /v1/traces/{id}/chats` → `ChatDetail`, seeded with the detectors' findings, rendered;
 - `POST /v1/chats/{id}/messages` → Server-Sent Events: `message` (the question, stored), `token`s of the

@@ -135,8 +135,7 @@ def api_context(request: Request) -> ApiContext:
 
 def org_of(request: Request) -> str:
     """The org a request acts in: the authenticated principal's (api/auth.py checked `x-molar-org`
-    against it); without authentication (loopback dev, embedded stdio), `x-molar-org` (seed 000
-    "Org scope (tests/local)"), else the local org."""
+    against it); without authentication (loopback dev, embedded stdio), `x-molar-org`, else the local org."""
     principal = request.scope.get("state", {}).get("principal")
     org_id = getattr(principal, "org_id", None)
     if isinstance(org_id, str):

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from molar_mcp.ingest import BundleError
 from molar_mcp.store import InvalidCursor, TraceNotFound
 from molar_mcp.store.live import EventConflict, TraceNotRunning
+from molar_mcp.store.port import TooManyEvents
 from molar_mcp.store.tiers import TraceIsCold
 
 log = logging.getLogger("molar_mcp.api")
@@ -95,6 +96,10 @@ async def _http(request: Request, exc: Exception) -> Response:
     return error_response(request, exc.status_code, code, message)
 
 
+async def _too_many_events(request: Request, exc: Exception) -> Response:
+    return error_response(request, 413, "payload_too_large", str(exc))
+
+
 async def _conflict(request: Request, exc: Exception) -> Response:
     return error_response(request, 409, "conflict", str(exc))
 
@@ -115,6 +120,7 @@ EXCEPTION_HANDLERS = {
     TraceNotRunning: _conflict,
     TraceIsCold: _conflict,
     EventConflict: _conflict,
+    TooManyEvents: _too_many_events,
     Exception: _unexpected,
 }
 

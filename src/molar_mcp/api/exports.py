@@ -1,4 +1,4 @@
-"""Signed exports of a trace (seed 000 `signed_urls`: ndjson, summary, report), served by the store
+"""Signed exports of a trace, served by the store
 itself: `GET /v1/signed/traces/{id}/{events.ndjson|summary.json|report.md}?org&exp&kid&sig`."""
 
 from __future__ import annotations

@@ -47,6 +47,9 @@ class IncomingEventBody(Event):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
 
 
+_EVENT_FIELDS = tuple(name for name in Event.model_fields if name != "step")
+
+
 class AppendBody(BaseModel):
     """A batch; a single event object (IncomingEventBody) is accepted too."""
 
@@ -127,15 +130,16 @@ async def append_events(request: Request) -> JSONResponse:
                 }
             )
             continue
-        event = Event.model_validate(parsed.model_dump(exclude={"idempotency_key", "step"}))
+        # Validated once, above: the event is the body's fields without the key (the store numbers steps).
+        event = Event.model_construct(**{name: getattr(parsed, name) for name in _EVENT_FIELDS})
         valid.append(IncomingEvent(index, event, parsed.idempotency_key))
     org = org_of(request)
     trace_ref = request.path_params["trace_id"]
     result = await anyio.to_thread.run_sync(lambda: ctx.live.append_events(org, trace_ref, valid))
     if result.stored:
         ctx.metrics.ingested_events.labels("live").inc(len(result.stored))
-        trace_id = await _canonical_id(request, trace_ref)
-        ctx.bus.publish(trace_id, Published(events=result.stored))
+        # The trace's UUID came with the append: no whole-trace read to publish a batch.
+        ctx.bus.publish(result.trace_id, Published(events=result.stored))
     rejected.extend(
         {"index": r.index, "idempotency_key": r.idempotency_key, "reason": r.reason} for r in result.rejected
     )

@@ -1,5 +1,5 @@
 """Operations: `/healthz` (liveness), `/readyz` (the store answers and blobs are writable), `/metrics`
-(Prometheus text: requests, latencies, ingest counts), and the per-org rate limits of seed 000."""
+(Prometheus text: requests, latencies, ingest counts), and the per-org rate limits."""
 
 from __future__ import annotations
 

@@ -236,12 +236,12 @@ async def finish_otel_trace(ctx: ApiContext, org: str, otel_trace_id: str, statu
     def finish() -> tuple[str, str] | None:
         spans = [SpanRecord.from_json(b) for b in ctx.otlp.spans_of(org, otel_trace_id)]
         slug, title = scenario_of(spans)
-        trace_id = ctx.otlp.lay_out(org, otel_trace_id, trace_events(spans), scenario_slug=slug, scenario_title=title)
-        if trace_id is None:
+        laid = ctx.otlp.lay_out(org, otel_trace_id, trace_events(spans), scenario_slug=slug, scenario_title=title)
+        if laid is None:
             return None  # finished by another caller meanwhile
+        trace_id, events = laid
         _record_replay_origin(ctx, org, trace_id, spans)
         final = status or run_status(spans)
-        events = ctx.store.list_events(org, trace_id, limit=1_000_000).events
         findings = analyze(events, final)
         signature = failure_signature(findings) if final != "passed" else None
         ctx.live.finish_trace(

@@ -1,4 +1,4 @@
-"""Layer 2 replay routes (seed 000): enqueue, list, status (with an optional long poll), the trace diff
+"""Layer 2 replay routes: enqueue, list, status (with an optional long poll), the trace diff
 and promote-fix. Replay errors are mapped to statuses here, once."""
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ _REFUSALS = (ReplayRefused, DiffDoesNotApply, ReplayNotFound)
 
 
 def _refusal(request: Request, exc: Exception) -> Response:
-    """A replay refusal as `{error, message}` with its status (seed 000: 409 for a trace not hot)."""
+    """A replay refusal as `{error, message}` with its status."""
     if isinstance(exc, TraceNotHot | ReplayNotDone):
         return error_response(request, 409, "conflict", str(exc))
     if isinstance(exc, ReplaysUnavailable):

@@ -1,4 +1,4 @@
-"""`GET /v1/traces/{id}/report.md` (seed 000 "Export"): the forensic markdown report, as an attachment.
+"""`GET /v1/traces/{id}/report.md`: the forensic markdown report, as an attachment.
 
 `load_trace` is also what the viewer (`api/viewer.py`) reads a shared trace with.
 """

@@ -1,4 +1,4 @@
-"""Pin, unpin and share a trace (seed 000): `POST /v1/traces/{id}/pin`, `/unpin`, `/share`.
+"""Pin, unpin and share a trace: `POST /v1/traces/{id}/pin`, `/unpin`, `/share`.
 
 A share is read at `GET /r/{short_id}` (`api/viewer.py`); the URL answered here points there.
 """

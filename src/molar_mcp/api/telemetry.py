@@ -1,4 +1,4 @@
-"""Request metrics and per-org rate limits (seed 000 "Rate limits"): state the /v1 app carries."""
+"""Request metrics and per-org rate limits: state the /v1 app carries."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class Metrics:
 
 @dataclass(frozen=True)
 class RateLimits:
-    """Requests per minute per org and class (seed 000 "Rate limits")."""
+    """Requests per minute per org and class."""
 
     read: int = 600
     write: int = 120

@@ -1,4 +1,4 @@
-"""`POST /v1/traces/{id}/restore` (seed 000): bring a cold trace back hot, in the background."""
+"""`POST /v1/traces/{id}/restore`: bring a cold trace back hot, in the background."""
 
 from __future__ import annotations
 

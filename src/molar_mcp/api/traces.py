@@ -1,4 +1,4 @@
-"""`/v1/traces` routes (seed 000): list, detail, events slice, bundle ingest."""
+"""`/v1/traces` routes: list, detail, events slice, bundle ingest."""
 
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ async def list_traces(request: Request) -> JSONResponse:
 async def get_trace(request: Request) -> JSONResponse:
     ctx = api_context(request)
     detail = await anyio.to_thread.run_sync(ctx.store.get_trace, org_of(request), request.path_params["trace_id"])
-    # Signed afresh on every read: refreshing the detail renews the URLs (seed 000).
+    # Signed afresh on every read: refreshing the detail renews the URLs.
     detail.signed_urls = signed_urls(ctx, request, detail)
     return JSONResponse(detail.model_dump(mode="json"))
 

@@ -1,4 +1,4 @@
-"""The shared-trace viewer (seed 000 "Public share"): `GET /r/{short_id}` and `GET /r/{short_id}/embed`.
+"""The shared-trace viewer: `GET /r/{short_id}` and `GET /r/{short_id}/embed`.
 
 Read-only HTML, outside `/v1`. A trace is shown only when it was shared (`POST /v1/traces/{id}/share`)
 and the share has not expired; an org-only share also needs a session of the trace's org.

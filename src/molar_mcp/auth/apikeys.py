@@ -1,4 +1,4 @@
-"""API keys for the /v1 REST API: `Authorization: Bearer molar_sk_…` (seed 000).
+"""API keys for the /v1 REST API: `Authorization: Bearer molar_sk_…`.
 
 A key is 32 random bytes (token_urlsafe), shown once at creation and stored as its SHA-256: a
 plain hash is enough for a secret of that entropy (no KDF needed), and lets us look keys up by

@@ -36,7 +36,7 @@ SCOPE_DESCRIPTIONS: Final[dict[str, str]] = {
     SCOPE_TRACE_WRITE: "Record test-run traces: upload bundles, append live events, pin, share and restore them.",
 }
 
-# Paths of the authorization server. Seed 001: the OAuth routes live under /api/oauth/*.
+# Paths of the authorization server: the OAuth routes live under /api/oauth/*.
 OAUTH_PREFIX: Final = "/api/oauth"
 AUTHORIZE_PATH: Final = f"{OAUTH_PREFIX}/authorize"
 LOGIN_PATH: Final = f"{OAUTH_PREFIX}/login"

@@ -1,4 +1,4 @@
-"""The OAuth 2.1 authorization server as Starlette routes (seed 001: under /api/oauth/*).
+"""The OAuth 2.1 authorization server as Starlette routes.
 
     GET  /.well-known/oauth-authorization-server   RFC 8414 metadata
     GET  /api/oauth/authorize                       login page, then consent page (HTML)

@@ -152,7 +152,7 @@ class JwtVerifier:
 
 
 class ApiKeyVerifier:
-    """Verifies `molar_sk_…` API keys (seed 000: `Authorization: Bearer molar_sk_…`)."""
+    """Verifies `molar_sk_…` API keys."""
 
     def __init__(self, store: ApiKeyStore, *, clock: Callable[[], float] = time.time) -> None:
         self._store = store

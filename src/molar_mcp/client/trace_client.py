@@ -301,7 +301,7 @@ class TraceClient:
             body["owner"] = owner
         return _parse(await self._send("PATCH", f"/v1/incidents/{_segment(incident_id)}", json=body), Incident)
 
-    # ---- Layer 2 replay (seed 000) --------------------------------------------------------------
+    # ---- Layer 2 replay --------------------------------------------------------------
 
     async def create_replay(
         self,

@@ -6,6 +6,9 @@ results (OpenTelemetry GenAI semantic conventions).
 module as OTLP/JSON, `refund-agent-run.otlp.json`); the tests run it against a real server. It needs
 the `opentelemetry-sdk` (the dev extra): nothing at run time imports this module.
 
+`DEMO_FILE` is that recording: `record_refund_run(DEMO_START_NS)` makes the same bytes again (fixed ids
+and a virtual clock).
+
 The run fails as agent runs do: the model asks for an order by the number the customer wrote
 ("#10482"), the order tool answers with an error *as a normal result* (`isError`, as MCP tools do), the
 model is overloaded once (529, retried past), asks again with the same arguments, gets the same
@@ -25,8 +28,11 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
+DEMO_FILE = "refund-agent-run.otlp.json"
+DEMO_START_NS = 1_795_170_900_000_000_000  # 2026-11-20T09:55:00Z
 MODEL = "claude-sonnet-4-5"
 PROVIDER = "anthropic"
 AGENT = "refund-agent"
@@ -164,7 +170,8 @@ def run_agent(
             answer = _loop(tracer, clock, model, convo, max_turns, retries)
         except AgentGaveUp as exc:
             root.set_attribute("gen_ai.output.messages", json.dumps(convo.messages[-1:]))
-            root.record_exception(exc, timestamp=clock.now_ns)
+            # Without its traceback: the recording must not depend on where the repository is checked out.
+            root.record_exception(exc.with_traceback(None), timestamp=clock.now_ns)
             root.set_status(Status(StatusCode.ERROR, str(exc)))
             return str(exc)
         root.set_attribute("gen_ai.output.messages", json.dumps(convo.messages[-1:]))
@@ -266,8 +273,26 @@ class Collect(SpanExporter):
         return None
 
 
-def provider(exporter: SpanExporter, service: str = SERVICE) -> TracerProvider:
-    tracer_provider = TracerProvider(resource=Resource.create({"service.name": service}))
+class CountingIds(IdGenerator):
+    """Ids from a counter: a recording made twice is the same bytes (the shipped demo is reproducible)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.count = 0
+
+    def generate_span_id(self) -> int:
+        self.count += 1
+        return ((self.seed << 16) + self.count) & (2**64 - 1)
+
+    def generate_trace_id(self) -> int:
+        return ((self.seed << 80) + 0x0A6E7) & (2**128 - 1)
+
+
+def provider(exporter: SpanExporter, service: str = SERVICE, ids: IdGenerator | None = None) -> TracerProvider:
+    attributes = {"service.name": service}
+    if ids is not None:
+        attributes["service.instance.id"] = "demo"  # else a random one per process
+    tracer_provider = TracerProvider(resource=Resource.create(attributes), id_generator=ids)
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     return tracer_provider
 
@@ -277,7 +302,7 @@ def record_refund_run(start_ns: int | None = None) -> dict[str, Any]:
     from google.protobuf import json_format
 
     collected = Collect()
-    tracer_provider = provider(collected)
+    tracer_provider = provider(collected, ids=CountingIds(0x6D6F6C6172) if start_ns is not None else None)
     clock = Clock() if start_ns is None else Clock(start_ns)
     run_agent(tracer_provider.get_tracer("molar.demo.agent"), ScriptedModel(list(REFUND_SCRIPT)), clock=clock)
     tracer_provider.shutdown()

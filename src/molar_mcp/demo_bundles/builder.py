@@ -175,13 +175,13 @@ _ACCENTS: Final[tuple[Rgb, ...]] = (
 )
 
 
-def page_screenshot(seed: str, *, banner: str | None = None, cards: int | None = None) -> bytes:
+def page_screenshot(variant: str, *, banner: str | None = None, cards: int | None = None) -> bytes:
     """A small PNG that looks like a wireframe of a shop page (navbar, optional banner, cards).
 
-    `seed` varies the accent colour and layout; `banner` is one of ok, error, warning, info.
+    `variant` varies the accent colour and layout; `banner` is one of ok, error, warning, info.
     """
     width, height = 320, 200
-    rng = random.Random(seed)
+    rng = random.Random(variant)
     accent = _ACCENTS[rng.randrange(len(_ACCENTS))]
     pixels = bytearray(bytes((246, 247, 249)) * (width * height))
 

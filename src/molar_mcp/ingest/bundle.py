@@ -67,7 +67,7 @@ class BundleSummary(BaseModel):
 
 @dataclass
 class Overrides:
-    """Form fields of `POST /v1/traces/ingest` that override the summary (seed 000)."""
+    """Form fields of `POST /v1/traces/ingest` that override the summary."""
 
     scenario_slug: str | None = None
     source: str | None = None

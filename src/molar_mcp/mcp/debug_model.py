@@ -61,7 +61,7 @@ async def answer_with_model(
     progress: Progress,
     client_model: ClientModel | None = None,
 ) -> ModelAnswer | InputRequiredResult | None:
-    """A model's answer to `question` about the trace (grounded in the findings, which seed the chat);
+    """A model's answer to `question` about the trace (grounded in the findings, which open the chat);
     None when neither the server nor the client has a model. An `InputRequiredResult` (modern protocol,
     client's model only) is for `debug_run` to return as it is: the client samples and calls again."""
     del analysis  # the chat computes and cites the same findings itself

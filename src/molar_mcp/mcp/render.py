@@ -224,12 +224,20 @@ def page_event(ev: Event, detail_chars: int = DETAIL_CHARS, origin: str | None =
 
 
 def failure_of(detail: TraceDetail, failing: Sequence[Event]) -> Failure | None:
-    """The failing step and its decisive event: the last failed assertion/error of the first failed step."""
+    """The step the run failed at and its decisive event: the last failed assertion/error of the LAST
+    failed top-level step (where the run's final failure happened). Failed steps before it, and nested
+    steps whose parent then ended ok (a retried action), are listed as recovered."""
     if detail.status in ("passed", "queued", "running") and not failing:
         return None
     top = [s for s in detail.steps if s.depth == 0]
     failed_steps = [s for s in top if s.ok is False]
-    step = failed_steps[0] if failed_steps else (top[-1] if top else None)
+    step = failed_steps[-1] if failed_steps else (top[-1] if top else None)
+    by_id = {s.step_id: s for s in detail.steps}
+    recovered = [s.path for s in failed_steps[:-1]] + [
+        s.path
+        for s in detail.steps
+        if s.depth and s.ok is False and s.parent_step_id in by_id and by_id[s.parent_step_id].ok is True
+    ]
     in_step = [e for e in failing if step is None or e.step == step.step]
     decisive = next(
         (e for e in reversed(in_step) if e.kind in ("assertion", "error", "tool.result", "llm.response")),
@@ -254,6 +262,7 @@ def failure_of(detail: TraceDetail, failing: Sequence[Event]) -> Failure | None:
         else None,
         expected=expected,
         actual=actual,
+        recovered=recovered[:20],
     )
 
 
@@ -306,6 +315,8 @@ def trace_text(view: TraceView) -> str:
             if f.expected is not None or f.actual is not None:
                 said.append(f"expected {f.expected!s} — actual {f.actual!s}")
             lines.append(fence("\n".join(said), "failure"))
+        if f.recovered:
+            lines.append(f"Failed earlier, and the run went on (not the final failure): steps {', '.join(f.recovered)}")
     if view.steps:
         marks = " ".join(f"{_step_key(s)}{'✓' if s.ok else '✗' if s.ok is False else '·'}" for s in view.steps)
         lines.append(f"Steps: {marks}")
@@ -375,7 +386,7 @@ def build_trace_view(
                 f"{len(hidden)} of {len(steps)} steps outside steps {first}–{last} "
                 f'({failed_hidden} of them failed); get_trace(trace_id="{sid}", step=N) shows any step'
             )
-        shown_notable = notable[:n_notable]
+        shown_notable = _keep_critical(notable, failing, focus, n_notable)
         if failing_total > len(shown_notable):
             omitted.append(
                 f"{failing_total - len(shown_notable)} more failed events; read "
@@ -432,6 +443,18 @@ def build_trace_view(
             break
         view, text = assemble(*sizes)
     return view, text
+
+
+def _keep_critical(rows: list[EventRow], events: Sequence[Event], focus: int | None, n: int) -> list[EventRow]:
+    """`n` of the failed events, in seq order, the failing step's first: the budget never drops the
+    evidence of the step the run failed at before the failures it went on from."""
+    if len(rows) <= n:
+        return rows
+    first = [i for i, e in enumerate(events) if focus is not None and e.step == focus]
+    rest = [i for i in range(len(rows)) if i not in set(first)]
+    # Within the failing step, its last failures are the decisive ones.
+    keep = sorted((first[::-1] + rest)[:n])
+    return [rows[i] for i in keep]
 
 
 def _step_key(s: StepRow) -> str:

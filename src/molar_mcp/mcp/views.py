@@ -64,6 +64,10 @@ class Failure(BaseModel):
     message: str | None = None
     expected: str | None = None
     actual: str | None = None
+    recovered: list[str] = Field(
+        default_factory=list,
+        description="steps that failed earlier and the run went on from (retried, or not the final failure)",
+    )
 
 
 class Artifact(BaseModel):

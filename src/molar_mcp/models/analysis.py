@@ -1,7 +1,7 @@
 """Pydantic vocabulary of analyses and incidents (`/v1/traces/{id}/analysis`, `/v1/incidents`). No I/O.
 
 An analysis is what the deterministic detectors said about one trace; an incident is the failures of
-one org that share a failure signature (seed 002: "incidents cluster trace failures").
+one org that share a failure signature.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pydantic vocabulary of debugger chats (seed 000 "Debugger chat"), shared by the API, the client and
+"""Pydantic vocabulary of debugger chats, shared by the API, the client and
 the chat loop. No I/O here.
 
 A chat belongs to one trace. Its first message is the detectors' findings, rendered (kind `findings`);

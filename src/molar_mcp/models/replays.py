@@ -1,4 +1,4 @@
-"""Pydantic vocabulary of Layer 2 replays (seed 000 "Layer 2 replay", "Mender hand-off"). No I/O here."""
+"""Pydantic vocabulary of Layer 2 replays. No I/O here."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ class ReplayOrigin(BaseModel):
 
 
 class ReplayStatus(BaseModel):
-    """A replay's state (seed 000 `ReplayStatus`) plus what a caller needs to follow and judge it.
+    """A replay's state plus what a caller needs to follow and judge it.
 
     `status` is about the replay itself: `succeeded` means the steps ran and the child trace
     `replay_trace_id` was recorded — whether that run passed is `trace_status`. `failed` means no child

@@ -1,4 +1,4 @@
-"""Pydantic vocabulary of pins and shares (seed 000: pin/unpin, `POST /v1/traces/{id}/share`). No I/O."""
+"""Pydantic vocabulary of pins and shares. No I/O."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class ShareRequest(BaseModel):
 
 
 class ShareResponse(BaseModel):
-    """`POST /v1/traces/{id}/share` (seed 000 `ShareResponse`)."""
+    """`POST /v1/traces/{id}/share`."""
 
     short_id: str
     url: str = Field(description="the read-only viewer: <base>/r/<short_id>")

@@ -1,4 +1,4 @@
-"""Pydantic vocabulary of traces and events (seed 000 shapes). No I/O here."""
+"""Pydantic vocabulary of traces and events. No I/O here."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ KNOWN_EVENT_KINDS: tuple[str, ...] = (
 class Event(BaseModel):
     """One event of a trace, ordered by `seq` (strictly increasing within a trace).
 
-    `ts` is epoch milliseconds (seed 000). `step_id` names the step the event belongs to;
+    `ts` is epoch milliseconds. `step_id` names the step the event belongs to;
     `step` is the 1-based position of that step in the trace (derived by the store from the
     order in which step ids first appear), so "step 7" means the same thing everywhere.
     """
@@ -86,7 +86,7 @@ class ArtifactRef(BaseModel):
 
 
 class TraceListItem(BaseModel):
-    """A row of `GET /v1/traces` (seed 000 `TraceListResponse.items`)."""
+    """A row of `GET /v1/traces`."""
 
     id: str
     short_id: str
@@ -164,7 +164,7 @@ class ScenarioHistory(BaseModel):
 
 
 class TraceDetail(TraceListItem):
-    """`GET /v1/traces/{id}` (seed 000 `TraceDetail`) plus the fields an agent needs to act."""
+    """`GET /v1/traces/{id}` plus the fields an agent needs to act."""
 
     org_id: str
     s3_prefix: str
@@ -219,7 +219,7 @@ class IngestResponse(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """Every error the API returns: `{error, message}` (seed 003) plus the request id."""
+    """Every error the API returns: `{error, message}` plus the request id."""
 
     error: str
     message: str
@@ -241,7 +241,7 @@ class RejectedEvent(BaseModel):
 
 
 class AppendResponse(BaseModel):
-    """`POST /v1/traces/{id}/events` (seed 002's batch response, plus retried duplicates)."""
+    """`POST /v1/traces/{id}/events`."""
 
     accepted: int
     duplicates: int = 0

@@ -1,4 +1,4 @@
-"""`ReplayService`: validate, queue and run Layer 2 replays (seed 000), a per-org concurrency limit with a
+"""`ReplayService`: validate, queue and run Layer 2 replays, a per-org concurrency limit with a
 FIFO queue, and the trace diff and promote-fix beside them.
 
 Execution model: each replay runs in its own worker thread, in its own event loop (`anyio.run`). That
@@ -94,7 +94,7 @@ class ReplayRefused(Exception):
 
 
 class TraceNotHot(ReplayRefused):
-    """409: Layer 2 replay needs the source trace in the hot tier (seed 000)."""
+    """409: Layer 2 replay needs the source trace in the hot tier."""
 
 
 class NotReplayable(ReplayRefused):

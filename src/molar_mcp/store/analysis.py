@@ -1,4 +1,4 @@
-"""Analyses and incidents in the embedded store (component "debugger"; seed 002's analysis and incidents).
+"""Analyses and incidents in the embedded store (component "debugger").
 
 - `analyses`: the latest detector findings of a trace, with the facts they were computed from (status,
   event count, last seq, analyzer version): the detectors are deterministic, so a stored analysis of the

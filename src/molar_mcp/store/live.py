@@ -1,5 +1,5 @@
-"""Live ingest in the embedded store: create a running trace, append events, finish it (seed 002's
-semantics under `/v1`): partial accept, strictly increasing seq, idempotency keys, 409 on conflict."""
+"""Live ingest in the embedded store: create a running trace, append events, finish it, under `/v1`:
+partial accept, strictly increasing seq, idempotency keys, 409 on conflict."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from typing import Any
 from molar_mcp.models import Event
 from molar_mcp.store.db import Database
 from molar_mcp.store.history import refresh_health
-from molar_mcp.store.port import StoreError
+from molar_mcp.store.port import StoreError, TooManyEvents, max_trace_events
 from molar_mcp.store.search import index_text
 from molar_mcp.store.sqlite import (
     EVENT_SELECT,
     event_from_row,
     find_trace_pk,
+    find_trace_row,
     fts_body_from_rows,
     insert_steps,
     load_step_tree,
@@ -76,6 +77,7 @@ class AppendResult:
     rejected: list[Rejected] = field(default_factory=list)
     last_seq: int | None = None
     stored: list[Event] = field(default_factory=list)
+    trace_id: str = ""  # the trace's UUID, whichever reference the caller gave
 
 
 def _body(ev: Event) -> tuple[Any, ...]:
@@ -143,7 +145,8 @@ class LiveTraces:
         """
         result = AppendResult()
         with self.db.tx() as conn:
-            pk, status = find_trace_pk(conn, org_id, trace_ref)
+            row = find_trace_row(conn, org_id, trace_ref)
+            pk, status, result.trace_id = int(row[0]), str(row[7]), str(row[1])
             if status not in RUNNING_STATUSES:
                 raise TraceNotRunning(trace_ref, status)
             (last,) = conn.execute("SELECT max(seq) FROM events WHERE trace_pk = ?", (pk,)).fetchone()
@@ -191,6 +194,9 @@ class LiveTraces:
                     seen_keys[key] = item
                 accepted.append(item)
             if accepted:
+                (stored,) = conn.execute("SELECT event_count FROM traces WHERE pk = ?", (pk,)).fetchone()
+                if stored + len(accepted) > (limit := max_trace_events()):
+                    raise TooManyEvents(stored + len(accepted), limit)
                 tree = load_step_tree(conn, pk)
                 events = normalize_events([a.event for a in accepted], tree)
                 _insert_events(conn, pk, events, [a.idempotency_key for a in accepted])

@@ -188,10 +188,10 @@ class OtlpTraces:
 
     def lay_out(
         self, org_id: str, otel_trace_id: str, events: Sequence[Event], *, scenario_slug: str, scenario_title: str
-    ) -> str | None:
+    ) -> tuple[str, list[Event]] | None:
         """Replace a running trace's events with their final span-tree order (renumbered by the store)
         and fix its scenario; mark it finished for OTLP (later spans are refused). False when another
-        caller finished it first; else the trace's id."""
+        caller finished it first; else the trace's id and its events as stored (numbered)."""
         with self.db.tx() as conn:
             row = conn.execute(
                 "SELECT o.trace_pk, o.finished, t.id FROM otlp_traces o JOIN traces t ON t.pk = o.trace_pk"
@@ -209,8 +209,8 @@ class OtlpTraces:
                 " scenario_id = ? WHERE pk = ?",
                 (scenario_slug, scenario_title, scenario_id_for(scenario_slug), pk),
             )
-            _append(conn, pk, events)
-        return str(row[2])
+            stored = _append(conn, pk, events)
+        return str(row[2]), stored
 
 
 def _create_trace(conn: Any, org_id: str, otel_id: str, slug: str, title: str, now_ms: int) -> tuple[int, bool, str]:
@@ -256,8 +256,9 @@ def _append(conn: Any, pk: int, events: Sequence[Event]) -> list[Event]:
     (last,) = conn.execute("SELECT max(seq) FROM events WHERE trace_pk = ?", (pk,)).fetchone()
     start = 0 if last is None else int(last) + 1
     tree = load_step_tree(conn, pk)
-    seqd = [e.model_copy(update={"seq": start + i}) for i, e in enumerate(events)]
-    numbered = normalize_events(seqd, tree)
+    for i, e in enumerate(events):
+        e.seq = start + i  # the caller's fresh events: numbered in place
+    numbered = normalize_events(events, tree)
     _insert_events(conn, pk, numbered, [None] * len(numbered))
     insert_steps(conn, pk, tree.take_touched())
     return numbered

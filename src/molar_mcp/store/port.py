@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -40,6 +41,27 @@ class StoreError(Exception):
     """Base of the errors a store raises; the API maps each subclass to one status code."""
 
 
+DEFAULT_MAX_TRACE_EVENTS = 1_000_000
+
+
+def max_trace_events() -> int:
+    """The most events one trace may hold: `MOLAR_MAX_TRACE_EVENTS`, else 1,000,000. A bundle or a live
+    append past it is refused whole (413), so one producer cannot stall the store."""
+    raw = os.environ.get("MOLAR_MAX_TRACE_EVENTS", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_MAX_TRACE_EVENTS
+
+
+class TooManyEvents(StoreError):
+    """A trace would hold more events than `max_trace_events()` (413)."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(
+            f"a trace holds at most {limit:,} events (MOLAR_MAX_TRACE_EVENTS); this one would hold {count:,}"
+        )
+        self.count = count
+        self.limit = limit
+
+
 class TraceNotFound(StoreError):
     def __init__(self, trace_ref: str) -> None:
         super().__init__(f"no trace {trace_ref!r}")
@@ -52,7 +74,7 @@ class InvalidCursor(StoreError):
 
 @dataclass(frozen=True)
 class TraceQuery:
-    """Filters of `GET /v1/traces` (seed 000). `None` means "not filtered"."""
+    """Filters of `GET /v1/traces`. `None` means "not filtered"."""
 
     scenario_id: str | None = None
     scenario_slug: str | None = None

@@ -1,4 +1,4 @@
-"""Pins and shares in the embedded store (component "sharing"; seed 000 pin/unpin and share).
+"""Pins and shares in the embedded store (component "sharing": pin/unpin and share).
 
 - Pinning sets the trace row's own `pinned` flag (retention never moves a pinned trace down a tier).
 - `shares` holds at most one share per trace: sharing again replaces its visibility and expiry.

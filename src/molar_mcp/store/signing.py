@@ -1,4 +1,4 @@
-"""HMAC-signed, expiring URLs for artifacts (seed 000: "URLs expire (default 3600s)").
+"""HMAC-signed, expiring URLs for artifacts.
 
 Keys live in `<data_dir>/signing-keys.json` (0600), newest first. Signing uses the newest; checking
 accepts any listed key, so `rotate()` keeps URLs already handed out valid until they expire, and

@@ -35,7 +35,14 @@ from molar_mcp.store.history import (
     read_history,
     refresh_health,
 )
-from molar_mcp.store.port import InvalidCursor, NewTrace, TraceNotFound, TraceQuery
+from molar_mcp.store.port import (
+    InvalidCursor,
+    NewTrace,
+    TooManyEvents,
+    TraceNotFound,
+    TraceQuery,
+    max_trace_events,
+)
 from molar_mcp.store.schema import MIGRATIONS
 from molar_mcp.store.search import SEARCH_MIGRATIONS, index_text, search, streaming_match
 from molar_mcp.store.steps import STEP_COLUMNS, StepNode, StepTree
@@ -223,6 +230,8 @@ class SqliteTraceStore:
 
     def add_trace(self, org_id: str, trace: NewTrace, blobs: dict[str, bytes]) -> tuple[str, str]:
         events = trace.events
+        if len(events) > (limit := max_trace_events()):
+            raise TooManyEvents(len(events), limit)
         tree = StepTree()
         rows = event_rows(events, tree)
         # Check every blob before anything is written: a refused trace leaves no file behind.

@@ -62,6 +62,49 @@ _LOCATOR_RE: Final = re.compile(
 )
 
 
+_COVERED_RE: Final = re.compile(r"(<[^>]{0,200}>(?:…</\w+>)?|\S+) intercepts pointer events")
+_STATE_RE: Final = re.compile(r"element is not (enabled|visible|stable|editable|attached)")
+_WAITED_FOR_RE: Final = re.compile(
+    r"waiting for (navigation|response|request|load state|event|url)\b[^\n]{0,120}", re.IGNORECASE
+)
+
+
+def wait_reason(e: Event) -> tuple[str, str] | None:
+    """Why a wait timed out, from the call log Playwright keeps (the error text says only "Timeout
+    … exceeded"): `(label, phrase)`. The element was there but covered, disabled, hidden or moving
+    (`timeout`); no element ever matched (`selector_not_found`); or a navigation/response never came
+    (`timeout`). None when the event carries no call log that says."""
+    p = e.payload
+    lines: list[str] = []
+    log = p.get("log")
+    if isinstance(log, list):
+        lines.extend(str(x) for x in log)
+    for value in (p.get("cause"), p.get("message"), e.message):
+        if isinstance(value, str):
+            lines.extend(value.splitlines())
+    err = p.get("error")
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        lines.extend(str(err["message"]).splitlines())
+    text = "\n".join(line.strip() for line in lines)
+    if not text:
+        return None
+    covered = _COVERED_RE.search(text)
+    if covered:
+        return "timeout", f"the element was there but covered: {covered.group(0)}"
+    state = _STATE_RE.search(text)
+    if state:
+        word = {"enabled": "disabled", "attached": "detached"}.get(state.group(1), f"not {state.group(1)}")
+        return "timeout", f"the element was there but {word} (element is not {state.group(1)})"
+    waited = _WAITED_FOR_RE.search(text)
+    if waited and "locator" not in waited.group(0):
+        return "timeout", f"it was {waited.group(0).strip()}, which never came"
+    found = "resolved to" in text or "attempting" in text or "scrolling into view" in text
+    if not found and ("no element matched" in text or re.search(r"waiting for (locator|getBy\w*|selector)", text)):
+        target = re.search(r"waiting for ((?:locator|getBy\w*|selector)[^\n]{0,160})", text)
+        return "selector_not_found", f"no element ever matched {target.group(1) if target else 'the locator'}"
+    return None
+
+
 def event_label(e: Event) -> str | None:
     """The one label an error-ish event carries, or None when it is not evidence.
 
@@ -77,6 +120,11 @@ def event_label(e: Event) -> str | None:
       navigation_error when its text says so: net::ERR_ABORTED is a cancelled navigation).
     """
     level = str(e.payload.get("level", "")).lower()
+    if e.kind in ("error", "action") and not is_page_error(e) and (e.kind == "error" or e.ok is False):
+        # A timed-out wait is what its call log says it waited for, not the first line it logged.
+        reason = wait_reason(e)
+        if reason is not None and classify_text(failure_text(e)) in (None, "timeout", "selector_not_found"):
+            return reason[0]
     if e.kind == "error":
         label = classify_text(failure_text(e))
         if is_page_error(e):
@@ -134,6 +182,9 @@ def detect_error_events(t: Timeline) -> list[Finding]:
             continue
         text = failure_text(e) or e.kind
         said = shorten(text, 100).rstrip(".")
+        reason = wait_reason(e) if label in ("timeout", "selector_not_found") else None
+        if reason is not None and reason[1] not in said:
+            said = f"{said}: {shorten(reason[1], 160)}"
         what = f"{_PHRASES[label]} at {step_phrase(t.steps[i])}: {said}"
         if i == t.anchor:
             summary = f"{step_phrase(t.steps[i])} failed with {_PHRASES[label]}: {said}"

@@ -81,10 +81,17 @@ async def get_trace(
             tg.start_soon(load_calls)
     assert detail is not None
     assert failing is not None
+    failed_events = list(failing.events)
+    final = [s for s in detail.steps if s.depth == 0 and s.ok is False]
+    if final and failing.total > len(failed_events) and not any(e.step == final[-1].step for e in failed_events):
+        # The first failures of a long run may all be ones it went on from: read the final step's too.
+        async with store_errors(trace_id=trace_id):
+            extra = await client.get_events(trace_id, step=str(final[-1].step), ok=False, limit=NOTABLE_LIMIT)
+        failed_events = sorted({e.seq: e for e in [*failed_events, *extra.events]}.values(), key=lambda e: e.seq)
     # An agent run reads as a conversation: its model and tool calls get part of the budget.
     agent = model_calls is not None and tool_calls is not None and is_agent_run(detail.event_counts)
     reserve = min(max_tokens // 2, 1000) if agent else 0
-    view, text = build_trace_view(detail, failing.events, failing.total, None, 0, offset, None, max_tokens - reserve)
+    view, text = build_trace_view(detail, failed_events, failing.total, None, 0, offset, None, max_tokens - reserve)
     if agent and model_calls is not None and tool_calls is not None:
         conversation, lines, cut = fit_conversation(
             build_conversation(model_calls.events, tool_calls.events), max_tokens - cost(view, text), detail.short_id

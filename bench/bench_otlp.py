@@ -1,0 +1,239 @@
+"""OTLP ingest benchmark (issue 10): protobuf export over HTTP in batches of 512 spans, and span
+appended → SSE follower latency.
+
+    .venv/bin/python bench/bench_otlp.py [--spans 40960] [--runs 3] [--latency-samples 200]
+
+Runs a real `molar-mcp serve --no-auth` on a free 127.0.0.1 port in a temp data dir and sends it what
+the OpenTelemetry SDK sends: `ExportTraceServiceRequest` protobuf bodies of 512 spans (GenAI chat and
+tool spans with their attributes), children before their root, one exporter at a time. Bodies are
+encoded before the clock starts. Targets: ≥ 20,000 spans/s; span → SSE follower p50 ≤ 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+BATCH = 512
+PROTOBUF = {"content-type": "application/x-protobuf"}
+START_NS = 1_795_170_900_000_000_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def start(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "molar_mcp",
+            "--log-level",
+            "WARNING",
+            "serve",
+            "--no-auth",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"molar-mcp serve exited with {process.returncode}")
+        try:
+            if httpx2.get(base + "/healthz", timeout=1).status_code == 200:
+                return process, base
+        except httpx2.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("server did not start")
+
+
+def _span(message: ExportTraceServiceRequest, trace: bytes, span_id: int, parent: int | None, i: int) -> None:
+    if not message.resource_spans:
+        rs = message.resource_spans.add()
+        kv = rs.resource.attributes.add()
+        kv.key, kv.value.string_value = "service.name", "bench-agent"
+        rs.scope_spans.add().scope.name = "bench"
+    span: Span = message.resource_spans[0].scope_spans[0].spans.add()
+    span.trace_id = trace
+    span.span_id = span_id.to_bytes(8, "big")
+    if parent is not None:
+        span.parent_span_id = parent.to_bytes(8, "big")
+    span.start_time_unix_nano = START_NS + i * 1_000_000
+    span.end_time_unix_nano = START_NS + i * 1_000_000 + 900_000
+    span.kind = Span.SPAN_KIND_CLIENT
+    attrs: dict[str, Any]
+    if parent is None:
+        span.name = "invoke_agent bench"
+        attrs = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "bench"}
+    elif i % 2:
+        span.name = "chat gpt-4o-mini"
+        attrs = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+            "gen_ai.usage.input_tokens": 1200 + i % 300,
+            "gen_ai.usage.output_tokens": 40 + i % 50,
+            "gen_ai.response.finish_reasons": "tool_calls",
+        }
+    else:
+        span.name = "execute_tool search"
+        attrs = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": "search",
+            "gen_ai.tool.call.id": f"call_{i}",
+            "gen_ai.tool.call.arguments": json.dumps({"q": f"item {i}"}),
+            "gen_ai.tool.call.result": json.dumps({"hits": i % 7}),
+        }
+    for key, value in attrs.items():
+        kv = span.attributes.add()
+        kv.key = key
+        if isinstance(value, int):
+            kv.value.int_value = value
+        else:
+            kv.value.string_value = value
+
+
+def bodies(total: int, per_trace: int, salt: int) -> list[bytes]:
+    """Requests of BATCH spans; each trace's root span comes in its last request, after its children."""
+    out: list[bytes] = []
+    sent = 0
+    t = 0
+    while sent < total:
+        trace = (salt * 1_000_003 + t + 1).to_bytes(16, "big")
+        root = (t + 1) << 32
+        n = min(per_trace, total - sent)
+        ids = list(range(1, n))
+        for first in range(0, n, BATCH):
+            message = ExportTraceServiceRequest()
+            for k in range(first, min(first + BATCH, n)):
+                if k == n - 1:
+                    _span(message, trace, root, None, 0)
+                else:
+                    _span(message, trace, root + ids[k], root, k + 1)
+            out.append(message.SerializeToString())
+        sent += n
+        t += 1
+    return out
+
+
+async def bench_ingest(base: str, total: int, per_trace: int, salt: int) -> dict[str, float]:
+    payloads = bodies(total, per_trace, salt)
+    async with httpx2.AsyncClient(base_url=base, timeout=60) as http:
+        started = time.perf_counter()
+        for body in payloads:
+            response = await http.post("/otlp/v1/traces", content=body, headers=PROTOBUF)
+            assert response.status_code == 200, response.text
+            assert response.content == b"", response.content  # no partial_success: every span taken
+        elapsed = time.perf_counter() - started
+    return {"spans": total, "requests": len(payloads), "seconds": elapsed, "spans_per_s": total / elapsed}
+
+
+async def bench_sse_latency(base: str, samples: int) -> dict[str, float]:
+    """One span per request into a running trace (its root comes last); time until the SSE reader has
+    the span's `step.start` (same process, same clock)."""
+    trace = os.urandom(16)
+    async with (
+        httpx2.AsyncClient(base_url=base, timeout=30) as writer,
+        httpx2.AsyncClient(base_url=base, timeout=httpx2.Timeout(30, read=None)) as reader,
+    ):
+        first = ExportTraceServiceRequest()
+        _span(first, trace, 2, 1, 1)
+        await writer.post("/otlp/v1/traces", content=first.SerializeToString(), headers=PROTOBUF)
+        items = (await writer.get("/v1/traces", params={"source": "agent", "status": "running", "limit": 1})).json()
+        trace_id = items["items"][0]["id"]
+        sent: dict[str, float] = {}
+        latencies: list[float] = []
+        done = anyio.Event()
+
+        async def read() -> None:
+            async with reader.stream("GET", f"/v1/traces/{trace_id}/stream") as response:
+                async for sse in httpx2.EventSource(response):
+                    if sse.event != "message":
+                        continue
+                    event = sse.json()
+                    key = event.get("step_id")
+                    if event["kind"] == "step.start" and key in sent:
+                        latencies.append((time.perf_counter() - sent[key]) * 1000)
+                        if len(latencies) == samples:
+                            done.set()
+                            return
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            await anyio.sleep(0.3)  # let the reader connect before the first span
+            for i in range(samples):
+                message = ExportTraceServiceRequest()
+                span_id = 100 + i
+                _span(message, trace, span_id, 1, i + 2)
+                sent[f"span-{span_id:016x}"] = time.perf_counter()
+                await writer.post("/otlp/v1/traces", content=message.SerializeToString(), headers=PROTOBUF)
+                await anyio.sleep(0.005)  # a live run's pace: one span every ~5 ms
+            with anyio.fail_after(30):
+                await done.wait()
+    return {"p50_ms": statistics.median(latencies), "p95_ms": pct(latencies, 0.95), "n": len(latencies)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--spans", type=int, default=40_960)
+    parser.add_argument("--per-trace", type=int, default=2048)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="molar-bench-otlp-"))
+    process, base = start(tmp / "data")
+    try:
+        runs = [anyio.run(bench_ingest, base, args.spans, args.per_trace, n) for n in range(args.runs)]
+        rates = [r["spans_per_s"] for r in runs]
+        latency = anyio.run(bench_sse_latency, base, args.latency_samples)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+    result = {
+        "ingest_spans_per_s": {"min": min(rates), "median": statistics.median(rates), "max": max(rates)},
+        "ingest_runs": runs,
+        "span_to_sse": latency,
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
