@@ -105,8 +105,18 @@ async def event_resource(trace_id: str, seq: str, ctx: Context) -> str:
     return json.dumps(body, ensure_ascii=False, indent=2, default=str)
 
 
+_TEXT_TYPES = ("text/", "application/json", "application/x-ndjson", "application/yaml", "application/xml")
+_TEXT_SUFFIXES = (".md", ".txt", ".log", ".json", ".ndjson", ".yaml", ".yml", ".csv", ".xml", ".html", ".diff")
+
+
+def is_text_artifact(content_type: str | None, name: str | None) -> bool:
+    """Scenario files, transcripts, logs, error-context.md: read as text, not as base64."""
+    return (content_type or "").lower().startswith(_TEXT_TYPES) or (name or "").lower().endswith(_TEXT_SUFFIXES)
+
+
 async def blob_resource(trace_id: str, sha256: str, ctx: Context) -> bytes | str:
-    """An artifact: its bytes when small, else a JSON pointer to a signed download URL."""
+    """An artifact: text artifacts as text (secrets masked), other small ones as bytes, large ones as a
+    JSON pointer to a signed download URL."""
     uri = f"molar://traces/{trace_id}/blobs/{sha256}"
     client = client_of(ctx)
     try:
@@ -129,6 +139,11 @@ async def blob_resource(trace_id: str, sha256: str, ctx: Context) -> bytes | str
         content, _ = await client.fetch_signed(url)
     except ApiClientError as exc:
         raise _resource_error(exc, uri) from exc
+    if is_text_artifact(artifact.content_type, artifact.name):
+        try:
+            return mask_text(content.decode("utf-8"))
+        except UnicodeDecodeError:
+            return content
     return content
 
 

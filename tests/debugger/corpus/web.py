@@ -61,6 +61,20 @@ def favicon_noise() -> Case:
     return run.case("a-favicon-404-is-not-blamed-for-an-assertion", "assertion_failed", 3)
 
 
+def tolerated_api_404() -> Case:
+    """An optional API the page tolerates answers 404 two steps before an unrelated assertion."""
+    run = Run()
+    with run.step("Open the shop"):
+        run.goto("/")
+        run.fetch("GET", "/api/recommendations", 404)
+    with run.step("Add a mug"):
+        run.click("[data-sku=mug-01]")
+        run.fetch("POST", "/api/cart", 200)
+    with run.step("Check the cart badge", ok=False):
+        run.expect("toHaveText", "2", "1", ".cart-badge")
+    return run.case("a-tolerated-api-404-is-a-side-finding-not-the-cause", "assertion_failed", 3)
+
+
 def cart_500_same_step() -> Case:
     run = Run()
     _signed_in(run)
@@ -473,6 +487,7 @@ WEB_CASES: tuple[Case, ...] = tuple(
         checkout_webhook_404,
         coupon_total_wrong,
         favicon_noise,
+        tolerated_api_404,
         cart_500_same_step,
         me_401_before_login,
         plans_503_mentioned,

@@ -25,6 +25,7 @@ from molar_mcp.debugger.detectors.timeline import (
     failure_text,
     http_status,
     is_failure_event,
+    is_http_echo,
     step_phrase,
 )
 from molar_mcp.debugger.findings import Finding, make_finding
@@ -95,7 +96,9 @@ def detect_http(t: Timeline) -> list[Finding]:
     succeeded before the failure (the app retried it). Otherwise it is causal, strongly (0.92)
     when it came in the failing step (unless it is a static asset or telemetry) or the failing
     event mentions its path; weakly (0.85) when it is the last failing non-static response
-    before the failure. Other failing responses get 0.3. Document responses a `navigation`
+    before the failure AND something ties it to the failure: the page logged an error right after
+    it, it was a write (POST, PUT, PATCH, DELETE) or a 5xx. Other failing responses (a GET 4xx the
+    run went on from) get 0.3: a side finding, never the top one. Document responses a `navigation`
     already reports are left to `detect_navigation`. Critical step: the response's step, so the
     earliest causal response ranks first among equals.
     """
@@ -120,7 +123,12 @@ def detect_http(t: Timeline) -> list[Finding]:
     for i, status, method, url in live:
         path = url_path(url)
         strong = (t.in_anchor_step(i) and not is_incidental(url)) or (path != "/" and t.anchor_mentions(path))
-        causal = strong or i == last
+        # An earlier failing response is causal only when the evidence ties it to the failure: the page
+        # logged an error right after it, or it was a lost write (the state later steps read never
+        # changed), or the server failed (5xx). A GET answered 4xx that the page went on from without
+        # a word is a side finding (an optional resource the app tolerates).
+        tied = _page_complained_after(t, i) or method not in ("GET", "HEAD", "OPTIONS") or status >= 500
+        causal = strong or (i == last and tied)
         head = f"{method} {path} answered {status} at {step_phrase(t.steps[i])}"
         tail = f"{t.failure_phrase()} failed because of it" if causal else "nothing ties it to the failure"
         found.append(
@@ -135,6 +143,21 @@ def detect_http(t: Timeline) -> list[Finding]:
             )
         )
     return found
+
+
+def _page_complained_after(t: Timeline, i: int) -> bool:
+    """The page logged an error (a console error or an uncaught exception, not the browser's echo of
+    the status) after event `i`, in its step or the next one, before the failure."""
+    step = t.steps[i]
+    for j in range(i + 1, t.horizon + 1):
+        e = t.events[j]
+        if step is not None and t.steps[j] is not None and t.steps[j] > step + 1:  # type: ignore[operator]
+            break
+        if e.kind == "error" or (
+            e.kind == "console" and str(e.payload.get("level", "")).lower() == "error" and not is_http_echo(e)
+        ):
+            return True
+    return False
 
 
 def _retried_ok(t: Timeline, i: int, method: str, url: str) -> bool:
