@@ -15,6 +15,7 @@ const path = require('node:path');
 const crypto = require('node:crypto');
 const { MolarClient } = require('./lib/molar');
 const { runSource } = require('./lib/source');
+const { describeResult } = require('./lib/result');
 
 const DEFAULTS = {
   timeoutMs: 15_000, // one HTTP request
@@ -32,26 +33,6 @@ const TAG = 'molar-playwright-reporter';
 function envNumber(value) {
   const number = Number(value);
   return value !== undefined && value !== '' && Number.isFinite(number) && number >= 0 ? number : undefined;
-}
-
-function posix(file) {
-  return file.split(path.sep).join('/');
-}
-
-/** stdout/stderr chunks (strings or Buffers) as strings, at most `budget` characters in all. */
-function textChunks(chunks, budget) {
-  const out = [];
-  let used = 0;
-  for (const chunk of chunks || []) {
-    const text = Buffer.isBuffer(chunk) ? chunk.toString('utf8') : String(chunk);
-    if (used + text.length > budget) {
-      out.push(`${text.slice(0, Math.max(0, budget - used))}\n[${TAG}: output cut at ${budget} characters]`);
-      break;
-    }
-    out.push(text);
-    used += text.length;
-  }
-  return out;
 }
 
 class MolarReporter {
@@ -133,46 +114,14 @@ class MolarReporter {
     }
   }
 
-  /** The `result` field of POST /v1/traces/ingest: who the test is (project + file + title path is
-   * its identity) and how this attempt went, with what a replay needs to run it again. */
   describe(test, result) {
-    const titles = test.titlePath(); // ['', project, file, ...describe blocks, title]
-    const project = test.parent && test.parent.project ? test.parent.project() : undefined;
-    const file = posix(path.relative(this.rootDir, test.location.file));
-    const repoPath = this.source.repo.path;
-    const body = {
-      project: project ? project.name : titles[1] || '',
-      file,
-      line: test.location.line,
-      column: test.location.column,
-      title_path: titles.slice(3),
-      status: result.status,
-      expected_status: test.expectedStatus,
-      retry: result.retry,
-      duration_ms: Math.round(result.duration),
-      errors: (result.errors || []).map((e) => {
-        const error = { message: e.message || String(e.value || '') };
-        if (e.stack) error.stack = e.stack;
-        if (e.location) error.location = { ...e.location, file: posix(path.relative(this.rootDir, e.location.file)) };
-        return error;
-      }),
-      stdout: textChunks(result.stdout, this.options.maxOutputChars / 2),
-      stderr: textChunks(result.stderr, this.options.maxOutputChars / 2),
-      repo: { ...this.source.repo },
-      test_id: test.id,
-      started_at: result.startTime instanceof Date ? result.startTime.toISOString() : undefined,
-      annotations: (test.annotations || []).map((a) => ({ type: a.type, description: a.description })),
-      tags: test.tags || [],
-      playwright_version: this.playwrightVersion,
-    };
-    if (this.source.commit) body.commit = this.source.commit;
-    if (this.source.branch) body.branch = this.source.branch;
-    if (repoPath) {
-      // Paths a replay needs to find the test again: the config and the test root, from the repo.
-      body.root_dir = posix(path.relative(repoPath, this.rootDir)) || '.';
-      if (this.config.configFile) body.config_file = posix(path.relative(repoPath, this.config.configFile));
-    }
-    return { body, title: titles.slice(2).filter(Boolean).join(' › '), failing: result.status !== test.expectedStatus && result.status !== 'skipped' };
+    return describeResult(test, result, {
+      rootDir: this.rootDir,
+      configFile: this.config.configFile,
+      source: this.source,
+      playwrightVersion: this.playwrightVersion,
+      maxOutputChars: this.options.maxOutputChars,
+    });
   }
 
   enqueue(task) {
@@ -210,10 +159,17 @@ class MolarReporter {
     const key = crypto.randomUUID();
     const answer = await this.client.multipart('/v1/traces/ingest', () => {
       const form = new FormData();
-      if (parts.trace) form.append('file', parts.trace.blob, parts.trace.name);
-      if (parts.trace) form.append('format', 'playwright-trace');
+      const json = JSON.stringify(result);
+      if (parts.trace) {
+        form.append('file', parts.trace.blob, parts.trace.name);
+        form.append('format', 'playwright-trace');
+      } else {
+        // No trace (skipped, or tracing off for this attempt): the result is the file.
+        form.append('file', new Blob([json], { type: 'application/json' }), 'result.json');
+        form.append('format', 'playwright-result');
+      }
       if (runId) form.append('run_id', runId);
-      form.append('result', JSON.stringify(result));
+      form.append('result', json);
       for (const part of parts.others) form.append('attachment', part.blob, part.name);
       return form;
     }, key);
@@ -307,7 +263,7 @@ class MolarReporter {
     })();
     const outcome = await Promise.race([drained, timedOut]);
     clearTimeout(timer);
-    const left = this.pending.size + this.queue.length;
+    const left = this.pending.size; // queued uploads are pending too
     if (outcome === 'timeout') {
       this.abort.abort(); // the uploads still running stop now; the run is not held up further
       this.warn(`${left} upload(s) still under way after ${bound} ms: stopped waiting`);

@@ -51,6 +51,7 @@ log = logging.getLogger("molar_mcp")
 DEMO_MARKER = "demo-loaded-v1"
 DEMO_RECORDED_MARKER = "demo-recorded-v1"
 SESSION_IDLE_SECONDS = 5 * 60  # a 2025-11-25 session unused this long is closed
+DEMO_PLAYWRIGHT_MARKER = "demo-playwright-v1"
 
 
 def default_data_dir() -> Path:
@@ -206,18 +207,83 @@ def record_demo(
     return runs
 
 
+def load_playwright_demo(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID) -> int:
+    """The demo's Playwright Test run, once per data dir: browser tests of the demo shop recorded from a
+    real `npx playwright test` (`scripts/record_playwright_demo.py` → `demo/playwright_run/`: run.json and
+    a folder per test attempt with result.json, trace.zip and attachments), stored as the reporter would
+    have uploaded it — one run, a trace per attempt. Returns how many traces were stored now."""
+    import json
+
+    from molar_mcp.ingest.playwright import Attachment
+    from molar_mcp.ingest.results import TestResultInfo
+    from molar_mcp.ingest.service import StoredTrace, Upload, ingest_upload
+    from molar_mcp.models.runs import NewRun
+    from molar_mcp.store.runs import SqliteRunStore
+
+    marker = store.data_dir / DEMO_PLAYWRIGHT_MARKER
+    if marker.exists():
+        return 0
+    folder = resources.files("molar_mcp.demo") / "playwright_run"
+    meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    status = meta.pop("status", None)
+    runs = SqliteRunStore(store.db)
+    run = runs.create(org_id, NewRun.model_validate(meta))
+
+    def link(stored: StoredTrace) -> None:
+        r = stored.result
+        runs.add_trace(
+            org_id,
+            run.id,
+            trace_id=stored.trace_id,
+            short_id=stored.short_id,
+            test_key=stored.scenario_slug,
+            title=r.title() if r is not None else None,
+            status=stored.status,
+            retry=r.retry if r is not None else 0,
+        )
+
+    count = 0
+    for attempt in sorted((entry for entry in folder.iterdir() if entry.is_dir()), key=lambda entry: entry.name):
+        recorded = json.loads((attempt / "result.json").read_text(encoding="utf-8"))
+        result = TestResultInfo.model_validate(recorded["result"])
+        files = [
+            Attachment(a["name"], a["content_type"], (attempt / a["name"]).read_bytes())
+            for a in recorded["attachments"]
+        ]
+        trace = recorded.get("trace")
+        upload = Upload(
+            data=(attempt / trace).read_bytes() if trace else json.dumps(recorded["result"]).encode(),
+            filename=trace or "result.json",
+            format="playwright-trace" if trace else "playwright-result",
+            result=result,
+            attachments=files,
+        )
+        try:
+            count += len(ingest_upload(store, org_id, upload, link).traces)
+        except BundleError as exc:  # shipped data that fails is a packaging bug: say which
+            raise RuntimeError(f"demo Playwright result {attempt.name} is invalid: {exc.message}") from exc
+    runs.finish(org_id, run.id, status)
+    marker.write_text(f"{count}\n")
+    return count
+
+
 def load_demo_data(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID, *, app: AppConfig | None = None) -> str:
-    """What `--demo` loads, once per data dir: the recorded demo (`record_demo`), or the fixture bundles
-    when recording fails. Returns a line for the log."""
+    """What `--demo` loads, once per data dir: the recorded Playwright Test run (`load_playwright_demo`),
+    then the recorded scenario runs (`record_demo`), or the fixture bundles when recording fails. Returns a
+    line for the log."""
+    said: list[str] = []
+    playwright = load_playwright_demo(store, org_id)
+    if playwright:
+        said.append(f"a Playwright Test run of {playwright} test attempts")
     if (store.data_dir / DEMO_RECORDED_MARKER).exists() or (store.data_dir / DEMO_MARKER).exists():
-        return "already loaded"
+        return "; ".join(said) or "already loaded"
     try:
         runs = record_demo(store, org_id, app=app)
     except Exception as exc:
         log.warning("recording the demo traces failed (%s); loading the fixture bundles instead", exc)
-        return f"loaded {load_demo(store, org_id)} fixture traces (recording the demo failed)"
+        return "; ".join([f"loaded {load_demo(store, org_id)} fixture traces (recording the demo failed)", *said])
     failed = sum(1 for r in runs if r.status != "passed")
-    return f"recorded {len(runs)} demo traces ({len(runs) - failed} passed, {failed} failed)"
+    return "; ".join([f"recorded {len(runs)} demo traces ({len(runs) - failed} passed, {failed} failed)", *said])
 
 
 DEMO_AGENT_MARKER = "demo-agent-v1"

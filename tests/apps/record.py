@@ -17,12 +17,15 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
+
+_T = TypeVar("_T")
 
 CHROMIUM = os.environ.get("MOLAR_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # Short waits: a failing scenario fails in about a second, not after Playwright's default 30 s.
@@ -128,18 +131,35 @@ class Recorded:
 
 
 class Recorder:
-    """One Chromium for many recordings; each recording is a fresh context with tracing on."""
+    """One Chromium for many recordings; each recording is a fresh context with tracing on.
+
+    Playwright's sync API keeps an event loop in the thread that started it, and a test session is
+    long: every call runs on one worker thread of its own, so the main thread stays free for the
+    async tests that follow (asyncio refuses to start a loop where another one is running)."""
 
     def __init__(self) -> None:
         self._pw: Playwright | None = None
         self._browser: Browser | None = None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="playwright")
+
+    def _on_worker(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        return self._worker.submit(fn, *args, **kwargs).result()
 
     def __enter__(self) -> Recorder:
-        self._pw = sync_playwright().start()
-        self._browser = self._pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        self._on_worker(self._start)
         return self
 
+    def _start(self) -> None:
+        self._pw = sync_playwright().start()
+        self._browser = self._pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+
     def __exit__(self, *exc: object | type[BaseException] | TracebackType | None) -> None:
+        try:
+            self._on_worker(self._stop)
+        finally:
+            self._worker.shutdown(wait=True)
+
+    def _stop(self) -> None:
         if self._browser is not None:
             self._browser.close()
         if self._pw is not None:
@@ -155,6 +175,9 @@ class Recorder:
 
     def record(self, scenario: str, base_url: str, out: Path, *, key: str | None = None) -> Recorded:
         """Run one scenario with tracing on; write its trace.zip to `out` whether it passes or fails."""
+        return self._on_worker(self._record, scenario, base_url, out, key=key)
+
+    def _record(self, scenario: str, base_url: str, out: Path, *, key: str | None = None) -> Recorded:
         run = SCENARIOS[scenario]
         out.parent.mkdir(parents=True, exist_ok=True)
         context = self._context()
@@ -173,6 +196,9 @@ class Recorder:
 
     def record_chunks(self, scenarios: list[str], base_url: str, out_dir: Path) -> list[Recorded]:
         """One context, tracing started once, a chunk a scenario (`start_chunk`/`stop_chunk`)."""
+        return self._on_worker(self._record_chunks, scenarios, base_url, out_dir)
+
+    def _record_chunks(self, scenarios: list[str], base_url: str, out_dir: Path) -> list[Recorded]:
         out_dir.mkdir(parents=True, exist_ok=True)
         context = self._context()
         context.tracing.start(screenshots=True, snapshots=True, sources=True)

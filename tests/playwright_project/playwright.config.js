@@ -16,13 +16,13 @@ module.exports = defineConfig({
   fullyParallel: false,
   workers: 2,
   timeout: 15_000,
-  expect: { timeout: 1_500 },
+  expect: { timeout: 4_000 }, // the machine may be busy: a passing check must not time out
   reporter: [['list'], ['molar-playwright-reporter']],
   use: {
     baseURL: process.env.APP_URL || 'http://127.0.0.1:8123',
     trace: 'on',
     screenshot: 'only-on-failure',
-    actionTimeout: 1_500,
+    actionTimeout: 4_000,
     launchOptions: {
       executablePath: process.env.MOLAR_CHROMIUM || '/usr/bin/chromium',
       args: ['--no-sandbox'],

@@ -281,7 +281,8 @@ async def ingest(request: Request) -> JSONResponse:
         raise ApiError(413, "payload_too_large", f"the request is larger than the {limit}-byte upload limit")
     limited = Request(request.scope, _limited_receive(request, overall))
     attachments: list[Attachment] = []
-    async with limited.form(max_files=1 + _MAX_ATTACHMENTS, max_fields=20) as form:
+    # Files: the upload, its attachments, and `result` (a reporter may send it as a file part).
+    async with limited.form(max_files=2 + _MAX_ATTACHMENTS, max_fields=20) as form:
         upload = form.get("file") or form.get("bundle")
         if not isinstance(upload, UploadFile):
             raise ApiError(

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pydantic import ValidationError
+
 from molar_mcp.ingest.bundle import DEFAULT_MAX_BUNDLE_BYTES, BundleError, Overrides, ParsedBundle, read_bundle
 from molar_mcp.ingest.formats import FORMATS, detect_format
-from molar_mcp.ingest.playwright import Attachment, read_playwright_trace
+from molar_mcp.ingest.playwright import Attachment, read_playwright_trace, trace_from_result
 from molar_mcp.ingest.results import TestResultInfo
 from molar_mcp.store.port import TraceStore
 
@@ -70,7 +72,14 @@ OnStored = Callable[[StoredTrace], None]
 
 
 def parse_single(upload: Upload, fmt: str) -> ParsedBundle:
-    """A bundle or a trace.zip, parsed and validated (nothing stored)."""
+    """A bundle, a trace.zip or a test result without a trace, parsed and validated (nothing stored)."""
+    if fmt == "playwright-result":
+        return trace_from_result(
+            _result_file(upload),
+            attachments=upload.attachments,
+            overrides=upload.overrides,
+            keep_secrets=upload.keep_secrets,
+        )
     if fmt == "bundle":
         parsed = read_bundle(upload.data, upload.overrides, max_bytes=upload.max_bytes)
         if upload.result is not None and not upload.overrides.scenario_slug:
@@ -98,7 +107,7 @@ def ingest_upload(store: TraceStore, org_id: str, upload: Upload, on_stored: OnS
         )
     fmt = upload.format or detect_format(upload.data, upload.filename)
     outcome = IngestOutcome(format=fmt)
-    if fmt in ("bundle", "playwright-trace"):
+    if fmt in ("bundle", "playwright-trace", "playwright-result"):
         parsed = parse_single(upload, fmt)
         trace_id, short_id = store.add_trace(org_id, parsed.trace, parsed.blobs)
         stored = StoredTrace(
@@ -117,3 +126,15 @@ def ingest_upload(store: TraceStore, org_id: str, upload: Upload, on_stored: OnS
     from molar_mcp.ingest.reports import ingest_report
 
     return ingest_report(store, org_id, upload, fmt, outcome, on_stored)
+
+
+def _result_file(upload: Upload) -> TestResultInfo:
+    """The result a `playwright-result` file holds (validated; a `result` field sent beside it wins)."""
+    label = upload.filename or "result.json"
+    try:
+        from_file = TestResultInfo.model_validate_json(upload.data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "value"
+        raise BundleError("validation_error", f"{label} is no Playwright Test result: {where}: {err['msg']}") from None
+    return upload.result or from_file

@@ -10,7 +10,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, SubscribeRequestParams, UnsubscribeRequestParams
 
 from molar_mcp import __version__
-from molar_mcp.mcp import resources
+from molar_mcp.mcp import prompts, resources
 from molar_mcp.mcp.live import OrgBus, listen_middleware, on_subscribe, on_unsubscribe, running_watcher
 from molar_mcp.mcp.state import AppState, ClientFactory
 from molar_mcp.mcp.tools import debug_run, diff_traces, get_event, get_replay, get_trace, list_traces, replay_trace
@@ -66,6 +66,7 @@ def create_mcp_server(client_factory: ClientFactory) -> MCPServer[AppState]:
     for module in TOOL_MODULES:
         module.register(server)
     resources.register(server)
+    prompts.register(server)
     return server
 
 

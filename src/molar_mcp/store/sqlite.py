@@ -197,7 +197,7 @@ def find_trace_pk(conn: sqlite3.Connection, org_id: str, trace_ref: str) -> tupl
 
 
 class SqliteTraceStore:
-    """`TraceStore` over SQLite (`store/db.py`: one connection behind a lock; SQLite serialises anyway)."""
+    """`TraceStore` over SQLite (`store/db.py`: one writer behind a lock, readers on their own connections)."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
@@ -599,6 +599,7 @@ def _list_item(row: Sequence[Any]) -> TraceListItem:
         code_sha=row[12],
         failure_signature=row[14],
         created_at=_dt(row[15]),
+        replay_of=row[16] if row[17] is not None else None,
     )
 
 

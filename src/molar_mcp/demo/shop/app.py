@@ -1,4 +1,5 @@
-"""Molar demo shop: a small JSON API (catalogue, cart, coupons, checkout, billing upgrade, webhook).
+"""Molar demo shop: a small JSON API (catalogue, cart, coupons, checkout, billing upgrade, webhook) and two
+pages over it (`/` the storefront, `/account` sign-up and upgrade) for browser tests.
 
 Self-contained on purpose: a replay copies this folder, patches it and runs `python app.py --port N`,
 so it imports nothing from molar_mcp. State is in memory; a fresh process is a fresh shop.
@@ -14,7 +15,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 PRODUCTS: dict[str, dict[str, Any]] = {
@@ -87,12 +88,96 @@ async def json_body(request: Request) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
+# The storefront: the same API behind two small pages, for browser tests (Playwright) of the shop.
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title} · Molar shop</title>
+<style>body {{ font-family: sans-serif; margin: 2rem; max-width: 40rem; }} li {{ margin: .3rem 0; }}</style>
+</head><body><h1>{title}</h1>{body}<script>
+const money = (cents) => '$' + (cents / 100).toFixed(2);
+const call = async (method, path, body) => {{
+  const r = await fetch(path, {{method, headers: {{'content-type': 'application/json'}},
+    body: body === undefined ? undefined : JSON.stringify(body)}});
+  const data = await r.json();
+  if (!r.ok) {{ console.error(method + ' ' + path + ' answered ' + r.status + ': ' + data.message); }}
+  return {{ok: r.ok, status: r.status, data}};
+}};
+{script}
+</script></body></html>"""
+
+STOREFRONT = _PAGE.format(
+    title="Shop",
+    body="""<ul id="products"></ul>
+<section id="cart"><h2>Cart (<span id="count">0</span>)</h2><ul id="lines"></ul>
+<p>Subtotal: <span id="subtotal">$0.00</span></p>
+<label>Coupon <input id="coupon" autocomplete="off"></label> <button id="apply">Apply</button>
+<p id="coupon-status"></p>
+<p>Total: <strong id="total">$0.00</strong></p>
+<label>Email <input id="email" value="shopper@example.com"></label> <button id="checkout">Pay</button>
+<p id="order" role="status"></p></section>""",
+    script="""let cart = null;
+const show = (c) => {
+  cart = c;
+  document.getElementById('count').textContent = c.item_count;
+  document.getElementById('lines').innerHTML = c.items.map((l) =>
+    `<li>${l.qty} × ${l.name} <span>${money(l.line_total_cents)}</span></li>`).join('');
+  document.getElementById('subtotal').textContent = money(c.subtotal_cents);
+  document.getElementById('total').textContent = money(c.total_cents);
+};
+(async () => {
+  show((await call('POST', '/api/carts')).data);
+  const products = (await call('GET', '/api/products')).data.products;
+  document.getElementById('products').innerHTML = products.map((p) =>
+    `<li>${p.name} ${money(p.price_cents)} <button data-sku="${p.sku}">Add ${p.name}</button></li>`).join('');
+  for (const b of document.querySelectorAll('#products button')) {
+    b.addEventListener('click', async () => show((await call('POST', `/api/carts/${cart.id}/items`,
+      {sku: b.dataset.sku, qty: 1})).data));
+  }
+})();
+document.getElementById('apply').addEventListener('click', async () => {
+  const r = await call('POST', `/api/carts/${cart.id}/coupon`, {code: document.getElementById('coupon').value});
+  document.getElementById('coupon-status').textContent = r.ok ? `Coupon ${r.data.coupon} applied` : r.data.message;
+  if (r.ok) show(r.data);
+});
+document.getElementById('checkout').addEventListener('click', async () => {
+  const r = await call('POST', '/api/checkout', {cart_id: cart.id, email: document.getElementById('email').value});
+  document.getElementById('order').textContent = r.ok
+    ? `Order ${r.data.id} paid: ${money(r.data.total_cents)}` : `Payment failed: ${r.data.message}`;
+});""",
+)
+
+ACCOUNT = _PAGE.format(
+    title="Account",
+    body="""<label>Email <input id="email" value="ada@example.com"></label> <button id="signup">Sign up</button>
+<p>Plan: <strong id="plan">none</strong></p>
+<button id="upgrade" disabled>Upgrade to Pro</button> <a id="return" hidden>Back from the payment page</a>""",
+    script="""let account = null;
+document.getElementById('signup').addEventListener('click', async () => {
+  account = (await call('POST', '/api/accounts', {email: document.getElementById('email').value})).data;
+  document.getElementById('plan').textContent = account.plan;
+  document.getElementById('upgrade').disabled = false;
+});
+document.getElementById('upgrade').addEventListener('click', async () => {
+  const session = (await call('POST', '/api/billing/upgrade', {account_id: account.id, plan: 'pro'})).data;
+  const back = document.getElementById('return');
+  back.href = session.return_url;
+  back.dataset.session = session.id;
+  back.hidden = false;
+});""",
+)
+
+
 def create_app() -> Starlette:
     """A fresh shop with empty state."""
     shop = Shop()
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True})
+
+    async def storefront(request: Request) -> Response:
+        return HTMLResponse(STOREFRONT)
+
+    async def account_page(request: Request) -> Response:
+        return HTMLResponse(ACCOUNT)
 
     async def list_products(request: Request) -> Response:
         return JSONResponse({"products": list(PRODUCTS.values()), "count": len(PRODUCTS)})
@@ -212,6 +297,8 @@ def create_app() -> Starlette:
         return JSONResponse({"page": "billing", "upgraded": upgraded, "message": message})
 
     routes = [
+        Route("/", storefront),
+        Route("/account", account_page),
         Route("/healthz", healthz),
         Route("/api/products", list_products),
         Route("/api/products/{sku}", get_product),

@@ -4,7 +4,9 @@
 - `playwright-trace`: a Playwright trace.zip (library, chunk, or Playwright Test's merged archive),
   `playwright_trace.py`;
 - `playwright-report`: Playwright Test's JSON report, bare or zipped with test-results/, `playwright_report.py`;
-- `junit`: JUnit XML, bare or zipped with the files its `[[ATTACHMENT|…]]` lines name, `playwright_report.py`.
+- `junit`: JUnit XML, bare or zipped with the files its `[[ATTACHMENT|…]]` lines name, `playwright_report.py`;
+- `playwright-result`: one Playwright Test result (the JSON of the `result` field) that came without a trace —
+  a skipped test, a passing one with tracing off, a failure outside the browser (`ingest/results.py`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import zipfile
 
 from molar_mcp.ingest.bundle import BundleError
 
-FORMATS: tuple[str, ...] = ("bundle", "playwright-trace", "playwright-report", "junit")
+FORMATS: tuple[str, ...] = ("bundle", "playwright-trace", "playwright-report", "junit", "playwright-result")
 
 
 def detect_format(data: bytes, filename: str | None = None) -> str:
@@ -48,6 +50,8 @@ def detect_format(data: bytes, filename: str | None = None) -> str:
     if text.startswith(b"{"):
         if b'"suites"' in data[:1_000_000] or b'"config"' in data[:4096]:
             return "playwright-report"
+        if b'"title_path"' in data[:1_000_000] and b'"status"' in data[:1_000_000]:
+            return "playwright-result"
         raise BundleError("validation_error", f"{label} is JSON but not a Playwright JSON report (no `suites`)")
     if text.startswith(b"<"):
         if b"<testsuite" in data[:1_000_000]:
