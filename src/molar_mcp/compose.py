@@ -39,6 +39,7 @@ from molar_mcp.debugger.config import DebuggerConfig
 from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES, BundleError, ingest_bundle
 from molar_mcp.ingest.formats.otlp import decode_json, decode_spans
 from molar_mcp.mcp.capabilities import build_manifest
+from molar_mcp.mcp.event_store import BoundedEventStore
 from molar_mcp.mcp.server import TOOL_SPECS, create_mcp_server
 from molar_mcp.mcp.state import AppState, ClientFactory
 from molar_mcp.replay.apps import AppConfig
@@ -55,6 +56,7 @@ URL_SIGNING_FILE = "signing-keys.json"
 REQUEST_STATE_KEY_FILE = "mcp-request-state-key"
 DEMO_MARKER = "demo-loaded-v1"
 DEMO_RECORDED_MARKER = "demo-recorded-v1"
+SESSION_IDLE_SECONDS = 5 * 60  # a 2025-11-25 session unused this long is closed
 DEMO_PLAYWRIGHT_MARKER = "demo-playwright-v1"
 
 
@@ -409,7 +411,15 @@ def create_serve_app(
             allowed_hosts=allowed_hosts,
             allowed_origins=[f"http://{h}" for h in allowed_hosts] + [f"https://{h}" for h in allowed_hosts],
         )
-    mcp_app = mcp_server.streamable_http_app(host=host, transport_security=security)
+    mcp_app = mcp_server.streamable_http_app(
+        host=host,
+        transport_security=security,
+        # 2025-11-25 SSE resumability (event ids, priming event, Last-Event-ID replay), bounded.
+        event_store=BoundedEventStore(),
+        retry_interval=1000,
+        # Abandoned 2025-11-25 sessions are reaped after minutes, not half an hour.
+        session_idle_timeout=SESSION_IDLE_SECONDS,
+    )
 
     async def capabilities(request: Request) -> JSONResponse:
         return JSONResponse(await build_manifest(mcp_server, TOOL_SPECS, auth_required=auth is not None))
