@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx2
 import pytest
 
 from molar_mcp.compose import Embedded, open_embedded, open_store
@@ -46,6 +47,19 @@ def s3_url(s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixt
     bucket = f"b{abs(hash(request.node.nodeid)) % 10**12}"
     s3.create_bucket(bucket)
     return f"s3://{bucket}/molar"
+
+
+async def fetch(client: httpx2.AsyncClient, url: str | httpx2.URL) -> httpx2.Response:
+    """GET through the app; a redirect to an object store's presigned URL is followed over the network."""
+    if "X-Amz-Signature" in str(url):
+        async with httpx2.AsyncClient() as direct:
+            return await direct.get(url)
+    response = await client.get(url)
+    location = response.headers.get("location", "")
+    if response.status_code == 302 and "X-Amz-Signature" in location:
+        async with httpx2.AsyncClient() as direct:
+            return await direct.get(location)
+    return response
 
 
 def engine_options(request: pytest.FixtureRequest) -> dict[str, str]:

@@ -35,7 +35,7 @@ class Served:
     process: subprocess.Popen[bytes]
 
 
-def start_server(data_dir: Path, *extra: str, auth: bool = False) -> Served:
+def start_server(data_dir: Path, *extra: str, auth: bool = False, timeout: float = 90) -> Served:
     """`molar-mcp serve` on a free 127.0.0.1 port: `--no-auth` unless `auth`; waits for /healthz."""
     port = free_port()
     log = open(data_dir.parent / f"serve-{port}.log", "wb")  # noqa: SIM115 - closed with the process
@@ -57,7 +57,7 @@ def start_server(data_dir: Path, *extra: str, auth: bool = False) -> Served:
         env=child_env(data_dir),
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90  # a loaded CI machine can be slow to import
+    deadline = time.monotonic() + timeout  # a loaded CI machine can be slow to import
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError((data_dir.parent / f"serve-{port}.log").read_text())
@@ -67,4 +67,4 @@ def start_server(data_dir: Path, *extra: str, auth: bool = False) -> Served:
         except httpx2.TransportError:
             time.sleep(0.1)  # polling a starting process: the one wait an e2e test needs
     process.kill()
-    raise RuntimeError("molar-mcp serve did not become healthy in 90 s")
+    raise RuntimeError(f"molar-mcp serve did not become healthy in {timeout:.0f} s")

@@ -39,6 +39,28 @@ def _data_dir(arg: str | None) -> Path:
     return Path(arg).expanduser() if arg else default_data_dir()
 
 
+_DATABASE_HELP = (
+    "PostgreSQL for metadata, events and search, e.g. postgresql://molar@db/molar (env MOLAR_DATABASE_URL); "
+    "default: the embedded SQLite store in the data dir"
+)
+_BLOB_HELP = (
+    "where blobs live: s3://bucket/prefix (S3-compatible; AWS_ENDPOINT_URL, AWS_DEFAULT_REGION and credentials "
+    "from the environment) or file:///shared/dir (env MOLAR_BLOB_URL); default: the data dir"
+)
+
+
+def _engines(args: argparse.Namespace) -> dict[str, Any]:
+    """`open_embedded`'s engine keywords: --database-url / --blob-url, else their environment variables."""
+    database_url = getattr(args, "database_url", None) or os.environ.get("MOLAR_DATABASE_URL") or None
+    blob_url = getattr(args, "blob_url", None) or os.environ.get("MOLAR_BLOB_URL") or None
+    return {"database_url": database_url, "blob_url": blob_url}
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", help=_DATABASE_HELP)
+    parser.add_argument("--blob-url", help=_BLOB_HELP)
+
+
 def parse_rate_limits(spec: str) -> RateLimits:
     """`read=600,write=120,ingest=30` (any subset) → `RateLimits`; requests per minute per org."""
     from molar_mcp.api.telemetry import RateLimits
@@ -78,6 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     with open_embedded(
         data_dir,
+        **_engines(args),
         max_bundle_bytes=args.max_bundle_mb * 1024 * 1024,
         rate_limits=limits,
         debugger=debugger,
@@ -91,7 +114,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allowed = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()] if args.allowed_hosts else None
         base = f"http://{args.host}:{args.port}"
         with ExitStack() as stack:
-            auth = None if args.no_auth else stack.enter_context(open_serve_auth(data_dir, args.issuer or base))
+            auth = (
+                None
+                if args.no_auth
+                else stack.enter_context(
+                    open_serve_auth(data_dir, args.issuer or base, database_url=_engines(args)["database_url"])
+                )
+            )
             origins = own_origins(args.host, args.port, auth.config.issuer if auth else None, allowed or ())
             app = create_serve_app(embedded, host=args.host, allowed_hosts=allowed, auth=auth, allowed_origins=origins)
             if auth is None:
@@ -102,7 +131,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     "API keys: molar-mcp keys create)"
                 )
             print(
-                f"molar-mcp {__version__}: data in {data_dir}\n"
+                f"molar-mcp {__version__}: data in {_where(args, data_dir)}\n"
                 f"  MCP (streamable HTTP): {base}/mcp\n"
                 f"  Trace REST API:        {base}/v1/traces\n"
                 f"  OTLP/HTTP traces:      OTEL_EXPORTER_OTLP_ENDPOINT={base}/otlp\n"
@@ -160,7 +189,7 @@ def cmd_stdio(args: argparse.Namespace) -> int:
     if roots is None:
         return 2
     with open_embedded(
-        _data_dir(args.data_dir), debugger=debugger, replay_demo=args.demo, replay_roots=roots
+        _data_dir(args.data_dir), **_engines(args), debugger=debugger, replay_demo=args.demo, replay_roots=roots
     ) as embedded:
         if args.demo:
             log.info("demo data: %s", load_demo_data(embedded.store))
@@ -246,7 +275,7 @@ def _ingest_local(args: argparse.Namespace, paths: list[Path]) -> int:
     from molar_mcp.store import LOCAL_ORG_ID
 
     failures = 0
-    with open_embedded(_data_dir(args.data_dir)) as embedded:
+    with open_embedded(_data_dir(args.data_dir), **_engines(args)) as embedded:
         ctx = ApiContext.embedded(embedded.store, max_bundle_bytes=args.max_mb * 1024 * 1024)
         for i, path in enumerate(paths, start=1):
             try:
@@ -345,7 +374,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
     from molar_mcp.store.tiers import RetentionPolicy
 
     policy = RetentionPolicy(warm_after_days=args.warm_days, cold_after_days=args.cold_days)
-    with open_embedded(_data_dir(args.data_dir)) as embedded:
+    with open_embedded(_data_dir(args.data_dir), **_engines(args)) as embedded:
         result = embedded.context.tiers.apply(policy)
     print(
         f"retention: {result.warmed} traces warm, {result.frozen} cold ({result.events_archived} events archived)",
@@ -354,11 +383,39 @@ def cmd_retention(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_signing_rotate(args: argparse.Namespace) -> int:
-    from molar_mcp.store.signing import UrlSigner
+def _where(args: argparse.Namespace, data_dir: Path) -> str:
+    engines = _engines(args)
+    if engines["database_url"] is None:
+        return str(data_dir) + (f" (blobs in {engines['blob_url']})" if engines["blob_url"] else "")
+    from molar_mcp.store.postgres.db import redacted
 
-    signer = UrlSigner(_data_dir(args.data_dir) / "signing-keys.json")
-    kid = signer.rotate(keep=args.keep)
+    return f"{redacted(engines['database_url'])} (blobs in {engines['blob_url'] or data_dir})"
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Create or upgrade every component's schema (and the auth database's), then exit."""
+    from molar_mcp.compose import open_embedded
+    from molar_mcp.serve_auth import open_auth_db
+
+    data_dir = _data_dir(args.data_dir)
+    engines = _engines(args)
+    try:
+        with open_embedded(data_dir, **engines) as embedded:
+            versions = embedded.store.db.versions()
+        auth = open_auth_db(data_dir, database_url=engines["database_url"])
+        auth.close()
+    except (RuntimeError, ValueError) as exc:
+        print(f"molar-mcp migrate: {exc}", file=sys.stderr)
+        return 1
+    listed = ", ".join(f"{name} {version}" for name, version in sorted(versions.items()))
+    print(f"schema up to date in {_where(args, data_dir)}: {listed}", file=sys.stderr)
+    return 0
+
+
+def cmd_signing_rotate(args: argparse.Namespace) -> int:
+    from molar_mcp.compose import rotate_url_signing_key
+
+    kid = rotate_url_signing_key(_data_dir(args.data_dir), keep=args.keep, database_url=_engines(args)["database_url"])
     kept = "every older signed URL is now invalid" if args.keep == 1 else f"keeping {args.keep - 1} older key(s)"
     print(f"signing key {kid} is now used for new URLs; {kept}", file=sys.stderr)
     return 0
@@ -371,9 +428,9 @@ _MODEL_HELP = (
 
 
 def _auth_db(args: argparse.Namespace) -> Any:
-    from molar_mcp.auth import AuthDB
+    from molar_mcp.serve_auth import open_auth_db
 
-    return AuthDB.open(_data_dir(args.data_dir) / "auth.sqlite3")
+    return open_auth_db(_data_dir(args.data_dir), database_url=_engines(args)["database_url"])
 
 
 def cmd_users_create(args: argparse.Namespace) -> int:
@@ -475,6 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=4173)
     serve.add_argument("--data-dir", help="default: $MOLAR_DATA_DIR, else the per-user data directory")
+    _add_engine_options(serve)
     serve.add_argument(
         "--demo", action="store_true", help="load the demo traces (once per data dir); replays may run the demo shop"
     )
@@ -498,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     stdio = sub.add_parser("stdio", help="MCP over stdio for IDE agents")
     stdio.add_argument("--data-dir")
+    _add_engine_options(stdio)
     stdio.add_argument("--demo", action="store_true")
     stdio.add_argument("--replay-root", action="append", metavar="DIR", help=_REPLAY_ROOT_HELP)
     stdio.add_argument("--api-url", help="proxy to a remote store (env MOLAR_API_URL)")
@@ -515,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--data-dir")
     target.add_argument("--api-url", help="send to a remote store instead")
     ingest.add_argument("--api-key")
+    _add_engine_options(ingest)
     ingest.add_argument("--scenario-slug", help="the scenario slug (default: from each file)")
     ingest.add_argument(
         "--format",
@@ -532,6 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     retention_sub = retention.add_subparsers(dest="retention_command", required=True)
     run = retention_sub.add_parser("run", help="move old traces to warm and cold (pinned ones stay hot)")
     run.add_argument("--data-dir")
+    _add_engine_options(run)
     run.add_argument("--warm-days", type=float, default=7, help="age after which a trace is warm (default 7)")
     run.add_argument("--cold-days", type=float, default=30, help="age after which its events are archived (30)")
     run.set_defaults(func=cmd_retention)
@@ -546,6 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create_user.add_argument("--org", default="org_local")
     create_user.add_argument("--data-dir")
+    _add_engine_options(create_user)
     create_user.set_defaults(func=cmd_users_create)
 
     keys = sub.add_parser("keys", help="API keys for the /v1 API and /mcp (CI, scripts, stdio proxies)")
@@ -559,18 +621,25 @@ def build_parser() -> argparse.ArgumentParser:
     for parser_, func in ((create_key, cmd_keys_create), (list_keys, cmd_keys_list), (revoke_key, cmd_keys_revoke)):
         parser_.add_argument("--org", default="org_local")
         parser_.add_argument("--data-dir")
+        _add_engine_options(parser_)
         parser_.set_defaults(func=func)
 
     signing = sub.add_parser("signing", help="the key that signs artifact URLs")
     signing_sub = signing.add_subparsers(dest="signing_command", required=True)
     rotate = signing_sub.add_parser("rotate", help="sign new URLs with a new key")
     rotate.add_argument("--data-dir")
+    _add_engine_options(rotate)
     rotate.add_argument("--keep", type=int, default=2, help="keys kept in all, newest first (1 revokes older URLs)")
     rotate.set_defaults(func=cmd_signing_rotate)
 
     demo = sub.add_parser("demo", help="record real demo traces: run the demo shop's scenarios (some fail)")
     demo.add_argument("--data-dir", help="default: $MOLAR_DATA_DIR, else the per-user data directory")
     demo.set_defaults(func=cmd_demo)
+
+    migrate = sub.add_parser("migrate", help="create or upgrade the database schema (every component), then exit")
+    migrate.add_argument("--data-dir")
+    _add_engine_options(migrate)
+    migrate.set_defaults(func=cmd_migrate)
 
     manifest = sub.add_parser("manifest", help="print the capability manifest")
     manifest.add_argument("-o", "--output", default="-")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -26,29 +27,36 @@ from starlette.types import ASGIApp
 
 from molar_mcp import __version__
 from molar_mcp.api.app import create_api_app
+from molar_mcp.api.bus import LiveBus
 from molar_mcp.api.context import ApiContext, OtlpSettings
 from molar_mcp.api.otlp import finish_otel_trace, run_sweeper, store_spans
-from molar_mcp.api.telemetry import RateLimits
-from molar_mcp.auth import McpScopeGuard, ScopePolicy, create_oauth_routes, create_protected_resource_routes
+from molar_mcp.api.telemetry import RateLimiter, RateLimits
+from molar_mcp.auth import AuthKeys, McpScopeGuard, ScopePolicy, create_oauth_routes, create_protected_resource_routes
+from molar_mcp.auth.keys import SESSION_SECRET_FILE, SIGNING_KEY_FILE
 from molar_mcp.chat_tools import ChatTools, in_process_client_factory
 from molar_mcp.client import TraceClient
 from molar_mcp.debugger.config import DebuggerConfig
 from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES, BundleError, ingest_bundle
 from molar_mcp.ingest.formats.otlp import decode_json, decode_spans
 from molar_mcp.mcp.capabilities import build_manifest
+from molar_mcp.mcp.event_store import BoundedEventStore
 from molar_mcp.mcp.server import TOOL_SPECS, create_mcp_server
 from molar_mcp.mcp.state import AppState, ClientFactory
 from molar_mcp.replay.apps import AppConfig
 from molar_mcp.replay.recording import RecordedRun, record_scenarios, scenario_files
-from molar_mcp.serve_auth import OriginGuard, ServeAuth, acting_client_factory
+from molar_mcp.serve_auth import INTERNAL_TOKEN_FILE, OriginGuard, ServeAuth, acting_client_factory, internal_token
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
 from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.replays import ReplayStore
+from molar_mcp.store.signing import UrlSigner
 
 log = logging.getLogger("molar_mcp")
 
+URL_SIGNING_FILE = "signing-keys.json"
+REQUEST_STATE_KEY_FILE = "mcp-request-state-key"
 DEMO_MARKER = "demo-loaded-v1"
 DEMO_RECORDED_MARKER = "demo-recorded-v1"
+SESSION_IDLE_SECONDS = 5 * 60  # a 2025-11-25 session unused this long is closed
 DEMO_PLAYWRIGHT_MARKER = "demo-playwright-v1"
 
 
@@ -88,7 +96,7 @@ def open_store(
     *,
     database_url: str | None = None,
     blob_url: str | None = None,
-    pool_max: int = 10,
+    pool_max: int | None = None,
 ) -> SqliteTraceStore:
     """The trace store: embedded (SQLite + blob files in `data_dir`) unless `database_url` names a
     PostgreSQL database; blobs in `blob_url` when given. `data_dir` then holds only scratch files."""
@@ -98,7 +106,8 @@ def open_store(
             raise ValueError(f"database URL must be postgresql://…, not {database_url.split(':', 1)[0]}://…")
         from molar_mcp.store.postgres import PostgresTraceStore
 
-        return PostgresTraceStore(database_url, data_dir, blobs=blobs, pool_max=pool_max)
+        pool = pool_max or int(os.environ.get("MOLAR_DB_POOL_MAX", "10"))
+        return PostgresTraceStore(database_url, data_dir, blobs=blobs, pool_max=pool)
     store = SqliteTraceStore(data_dir)
     if blobs is not None:
         store.blobs = blobs
@@ -124,10 +133,19 @@ def open_embedded(
     debugger = debugger or DebuggerConfig()
     store = open_store(data_dir, database_url=database_url, blob_url=blob_url)
     ctx: ApiContext | None = None
+    bus: LiveBus | None = None
     tools = ChatTools()
     try:
+        limiter: RateLimiter | None = None
+        if database_url:
+            bus = _replica_setup(store, data_dir)
+            from molar_mcp.api.ratelimit_pg import PgRateLimiter
+
+            limiter = PgRateLimiter(limits=rate_limits or RateLimits(), db=store.db)
         ctx = ApiContext.embedded(
             store,
+            bus=bus,
+            rate_limiter=limiter,
             max_bundle_bytes=max_bundle_bytes,
             rate_limits=rate_limits,
             model=debugger.provider(),
@@ -144,7 +162,71 @@ def open_embedded(
     finally:
         if ctx is not None and ctx.replays is not None:
             ctx.replays.close()  # replays still running stop their apps before the store closes
+        if bus is not None:
+            bus.close()
         store.close()
+
+
+SHARED_SECRETS = (
+    SIGNING_KEY_FILE,
+    SESSION_SECRET_FILE,
+    INTERNAL_TOKEN_FILE,
+    URL_SIGNING_FILE,
+    REQUEST_STATE_KEY_FILE,
+)
+
+
+def _replica_setup(store: SqliteTraceStore, data_dir: Path) -> LiveBus:
+    """What replicas on one database share beyond the tables: the secrets (so a token, a signed URL or an
+    MCP request state made by one replica is good on another) and the live bus (LISTEN/NOTIFY)."""
+    from molar_mcp.api.bus_pg import PgLiveBus
+    from molar_mcp.store.postgres.db import PgDatabase
+    from molar_mcp.store.postgres.secrets import share_secrets
+
+    db = store.db
+    assert isinstance(db, PgDatabase)
+
+    def create() -> None:
+        AuthKeys.load_or_create(data_dir)
+        internal_token(data_dir)
+        UrlSigner(data_dir / URL_SIGNING_FILE)
+        request_state_key(data_dir)
+
+    share_secrets(db, data_dir, SHARED_SECRETS, create)
+    return PgLiveBus(db)
+
+
+def request_state_key(data_dir: Path) -> bytes:
+    """The key that seals MCP request state (input-required round trips): kept in the data dir, so it
+    survives restarts and, shared through the database, holds across replicas."""
+    path = data_dir / REQUEST_STATE_KEY_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_bytes()
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def rotate_url_signing_key(data_dir: Path, *, keep: int, database_url: str | None = None) -> str:
+    """Sign new artifact URLs with a new key (keeping `keep` keys in all); with a database, the new ring
+    becomes every replica's (each reads it when it starts). Returns the new key id."""
+    if not database_url:
+        return UrlSigner(data_dir / URL_SIGNING_FILE).rotate(keep=keep)
+    from molar_mcp.store.postgres.db import PgDatabase
+    from molar_mcp.store.postgres.secrets import share_secrets, store_secret
+
+    db = PgDatabase(database_url, data_dir, min_size=1, max_size=1)
+    try:
+        share_secrets(db, data_dir, [URL_SIGNING_FILE], lambda: None)
+        kid = UrlSigner(data_dir / URL_SIGNING_FILE).rotate(keep=keep)
+        store_secret(db, data_dir, URL_SIGNING_FILE)
+    finally:
+        db.close()
+    return kid
 
 
 def debugger_config(model: str | None = None) -> DebuggerConfig:
@@ -321,7 +403,7 @@ def create_serve_app(
     if auth is not None:
         api_app = create_api_app(embedded.context, auth=auth.api_auth())
         factory = acting_client_factory(api_app, auth.internal_token)
-    mcp_server = create_mcp_server(factory)
+    mcp_server = create_mcp_server(factory, request_state_keys=[request_state_key(embedded.store.data_dir)])
     security = None
     if allowed_hosts:
         security = TransportSecuritySettings(
@@ -329,7 +411,15 @@ def create_serve_app(
             allowed_hosts=allowed_hosts,
             allowed_origins=[f"http://{h}" for h in allowed_hosts] + [f"https://{h}" for h in allowed_hosts],
         )
-    mcp_app = mcp_server.streamable_http_app(host=host, transport_security=security)
+    mcp_app = mcp_server.streamable_http_app(
+        host=host,
+        transport_security=security,
+        # 2025-11-25 SSE resumability (event ids, priming event, Last-Event-ID replay), bounded.
+        event_store=BoundedEventStore(),
+        retry_interval=1000,
+        # Abandoned 2025-11-25 sessions are reaped after minutes, not half an hour.
+        session_idle_timeout=SESSION_IDLE_SECONDS,
+    )
 
     async def capabilities(request: Request) -> JSONResponse:
         return JSONResponse(await build_manifest(mcp_server, TOOL_SPECS, auth_required=auth is not None))
@@ -337,7 +427,11 @@ def create_serve_app(
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         # A mounted app's lifespan never runs: run the MCP session manager here (MCP-NOTES.md).
-        async with mcp_server.session_manager.run(), anyio.create_task_group() as tasks:
+        async with (
+            embedded.context.bus.running(),
+            mcp_server.session_manager.run(),
+            anyio.create_task_group() as tasks,
+        ):
             # OTLP traces finish after a quiet period even when no request comes to notice it.
             tasks.start_soon(run_sweeper, embedded.context)
             yield

@@ -89,11 +89,21 @@ class ServeAuth:
         return user.org_id if user is not None else None
 
 
+def open_auth_db(data_dir: Path, *, database_url: str | None = None) -> AuthDB:
+    """The auth database: `auth.sqlite3` in the data dir, or the PostgreSQL database (component `auth`)."""
+    if database_url is None:
+        return AuthDB.open(data_dir / "auth.sqlite3")
+    from molar_mcp.store.postgres.authdb import PgAuthDB
+    from molar_mcp.store.postgres.db import PgDatabase
+
+    return PgAuthDB.open_url(PgDatabase(database_url, data_dir, min_size=1, max_size=4))
+
+
 @contextmanager
-def open_serve_auth(data_dir: Path, issuer: str) -> Iterator[ServeAuth]:
+def open_serve_auth(data_dir: Path, issuer: str, *, database_url: str | None = None) -> Iterator[ServeAuth]:
     issuer = issuer.rstrip("/")  # a trailing slash breaks the SDK client's issuer comparison (MCP-NOTES)
     config = AuthConfig(issuer=issuer, resources=(f"{issuer}/mcp", f"{issuer}/v1"), data_dir=data_dir)
-    db = AuthDB.open(data_dir / "auth.sqlite3")
+    db = open_auth_db(data_dir, database_url=database_url)
     try:
         yield ServeAuth(
             config=config,

@@ -20,6 +20,7 @@ from molar_mcp.debugger.chat import ModelProvider
 from molar_mcp.ingest import ingest_bundle
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
 from tests.bundles import checkout_events, make_bundle, summary
+from tests.conftest import ENGINES, engine_options
 
 
 @dataclass(frozen=True)
@@ -86,3 +87,9 @@ async def post_sse(http: httpx2.AsyncClient, path: str, body: dict[str, Any]) ->
         async for sse in httpx2.EventSource(response):
             frames.append(Frame(sse.event, sse.id, json.loads(sse.data)))
     return response, frames
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> dict[str, str]:
+    """These tests are part of the store contract: they run on the embedded store and on PostgreSQL + S3."""
+    return engine_options(request)

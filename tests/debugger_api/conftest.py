@@ -12,6 +12,7 @@ from molar_mcp.api.app import create_api_app
 from molar_mcp.api.context import ApiContext
 from molar_mcp.store import SqliteTraceStore
 from molar_mcp.store.analysis import SqliteAnalysisStore
+from tests.conftest import ENGINES, engine_options
 
 
 @pytest.fixture
@@ -31,3 +32,9 @@ async def api(store: SqliteTraceStore) -> AsyncIterator[httpx2.AsyncClient]:
 def mode(request: pytest.FixtureRequest) -> str:
     """Both protocol eras: 2026-07-28 (auto discovers it) and 2025-11-25 (initialize handshake)."""
     return str(request.param)
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> dict[str, str]:
+    """These tests are part of the store contract: they run on the embedded store and on PostgreSQL + S3."""
+    return engine_options(request)

@@ -11,13 +11,13 @@ import hashlib
 import io
 import json
 import random
-import sqlite3
 import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from molar_mcp.store import SqliteTraceStore
+from molar_mcp.store.s3 import S3BlobStore
 from tests.bundles import artifact_for, checkout_events, make_bundle, summary
 
 PNG = b"\x89PNG\r\n\x1a\nnot-really-a-png"
@@ -189,11 +189,20 @@ class Stored:
 
 
 def stored(store: SqliteTraceStore) -> Stored:
-    with sqlite3.connect(store.data_dir / "molar.sqlite3") as conn:
+    """Rows in every org, and blobs, of the store on either engine."""
+    with store.db.read() as conn:
         (traces,) = conn.execute("SELECT count(*) FROM traces").fetchone()
         (events,) = conn.execute("SELECT count(*) FROM events").fetchone()
-    conn.close()
-    return Stored(traces, events, blob_file_count(store.data_dir))
+    return Stored(traces, events, blob_count(store))
+
+
+def blob_count(store: SqliteTraceStore) -> int:
+    """Blob files in the data dir, or objects in the bucket."""
+    blobs = store.blobs
+    if isinstance(blobs, S3BlobStore):
+        listed = blobs.client.list_objects_v2(Bucket=blobs.bucket, Prefix=blobs.prefix)
+        return len(listed.get("Contents", []))
+    return blob_file_count(store.data_dir)
 
 
 def blob_file_count(data_dir: Path) -> int:

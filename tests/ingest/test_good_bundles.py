@@ -46,8 +46,7 @@ def test_blobs_of_a_bundle_are_stored_content_addressed_with_their_real_size(
 ) -> None:
     doc = summary(artifacts=[artifact_for(PNG) | {"size": 1}])
     _, short_id = ingest_bundle(store, LOCAL_ORG_ID, make_bundle(doc, blobs={"png": PNG}))
-    blob = store.data_dir / "blobs" / sha(PNG)[:2] / sha(PNG)
-    assert blob.read_bytes() == PNG
+    assert store.blobs.read(sha(PNG), LOCAL_ORG_ID) == PNG
     detail = store.get_trace(LOCAL_ORG_ID, short_id)
     assert detail.artifacts[0].size == len(PNG)
     assert detail.total_size_bytes == len(PNG)

@@ -56,6 +56,11 @@ async def test_the_fixing_diff_makes_the_recorded_playwright_test_pass(
     client, repo, parent, result = api
     detail = (await client.get(f"/v1/traces/{parent}")).json()
     assert detail["status"] == "failed"
+    # The test's source the trace carries is readable, named by its path in the repository.
+    [source] = [a for a in detail["artifacts"] if a["kind"] == "source" and a["name"] == "specs/cart.spec.js"]
+    blob = await client.get(f"/v1/traces/{parent}/blob/{source['sha256']}", follow_redirects=True)
+    assert blob.status_code == 200, blob.text
+    assert "shows the total" in blob.text
     failing = next(s["step"] for s in detail["steps"] if s["ok"] is False and not s.get("depth"))
 
     resp = await client.post(

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from molar_mcp.mcp.render import list_text, trace_row
+from molar_mcp.mcp.views import TraceList
 from molar_mcp.models import Event
 from molar_mcp.models.replays import ReplayOrigin, ReplayRequest, ReplayStatus
 from molar_mcp.replay.apps import DiffDoesNotApply
 from molar_mcp.replay.projects import HOW_TO_TURN_ON, ReplayRoots
 from molar_mcp.replay.service import InvalidReplay, NotReplayable, ReplayService
-from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
+from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceQuery
 from molar_mcp.store.port import NewTrace
 from molar_mcp.store.replays import ReplayStore
 
@@ -166,6 +168,12 @@ def test_a_command_replay_runs_the_agent_at_the_commit_with_the_edit_and_passes(
     assert "edits: ['prompt.txt']" in text  # MOLAR_EDITS_FILE
     assert f"otlp: http://127.0.0.1:4318 molar.replay_id={status.id}" in text
     assert "tool refund(amount=10) -> ok" in text
+    # Listed as a replay of its parent, never as an ordinary passing run of the test.
+    rows = {t.id: t for t in world.store.list_traces(LOCAL_ORG_ID, TraceQuery(limit=50)).items}
+    assert rows[child.id].replay_of == parent
+    assert rows[parent].replay_of is None
+    view = TraceList(items=[trace_row(t) for t in rows.values()])
+    assert f"PASSED [REPLAY of {parent}: not an ordinary run]" in list_text(view, "all traces")
     assert_nothing_left(world)
 
 

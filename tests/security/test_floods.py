@@ -128,3 +128,35 @@ async def test_client_registration_is_rate_limited_and_bounded(secured: Secured)
     assert 429 in statuses
     first_refusal = statuses.index(429)
     assert set(statuses[first_refusal:]) == {429}
+
+
+def _initialize(n: int) -> dict[str, object]:
+    return {
+        "jsonrpc": "2.0",
+        "id": n,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "session-flood", "version": "1"},
+        },
+    }
+
+
+async def test_one_credential_cannot_open_unbounded_2025_sessions(secured: Secured) -> None:
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    limit = 64  # McpScopeGuard's sessions_per_credential default, used by `serve`
+    async with httpx2.AsyncClient(base_url=secured.base, timeout=60.0, headers=headers) as http:
+        statuses = []
+        for n in range(limit + 2):
+            opened = await http.post(
+                "/mcp", json=_initialize(n), headers={"authorization": f"Bearer {secured.key_read}"}
+            )
+            statuses.append(opened.status_code)
+        refused = opened
+        other = await http.post("/mcp", json=_initialize(0), headers={"authorization": f"Bearer {secured.key_other}"})
+    assert statuses[:limit] == [200] * limit
+    assert statuses[limit:] == [429, 429]
+    assert "open sessions" in refused.json()["error"]["message"]
+    assert int(refused.headers["retry-after"]) > 0
+    assert other.status_code == 200  # another credential is not affected

@@ -128,3 +128,13 @@ async def test_a_stream_of_a_revoked_key_stops_within_seconds(secured: Secured) 
                 print("stream ended:", type(exc).__name__)
         stopped_after = time.monotonic() - revoked_at
     assert stopped_after < 6
+
+
+async def test_metrics_need_a_credential(secured: Secured) -> None:
+    async with secured.http() as anonymous:
+        refused = await anonymous.get("/metrics")
+    async with secured.http(secured.key_read) as http:
+        allowed = await http.get("/metrics")
+    assert refused.status_code == 401
+    assert allowed.status_code == 200
+    assert "molar" in allowed.text

@@ -16,6 +16,7 @@ from molar_mcp.ingest import ingest_bundle
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
 from molar_mcp.store.sharing import SqliteSharingStore
 from tests.bundles import BASE_TS, artifact_for, checkout_events, make_bundle, summary
+from tests.conftest import ENGINES, engine_options
 
 SECRET = "sk_live_abcdefghijklmnop"
 XSS = "<script>alert('pwned')</script>"
@@ -81,3 +82,9 @@ async def client(app: Starlette) -> AsyncIterator[httpx2.AsyncClient]:
 @pytest.fixture
 def sharing(ctx: ApiContext) -> SqliteSharingStore:
     return ctx.sharing
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> dict[str, str]:
+    """These tests are part of the store contract: they run on the embedded store and on PostgreSQL + S3."""
+    return engine_options(request)

@@ -15,6 +15,7 @@ from molar_mcp.api.app import create_api_app
 from molar_mcp.api.context import ApiContext
 from molar_mcp.store import LOCAL_ORG_ID
 from molar_mcp.store.sharing import SqliteSharingStore
+from tests.conftest import fetch
 from tests.sharing.conftest import PNG, SECRET, XSS, Traces
 
 pytestmark = pytest.mark.anyio
@@ -62,7 +63,7 @@ async def test_artifacts_link_to_signed_urls_that_serve_the_blob(client: httpx2.
     hrefs = re.findall(r'<a href="(/v1/signed/blobs/[^"]+)"', page)
     assert len(hrefs) == 1
     assert f'<img src="{hrefs[0]}"' in page  # an image artifact is previewed
-    blob = await client.get(html.unescape(hrefs[0]))
+    blob = await fetch(client, html.unescape(hrefs[0]))
     assert blob.status_code == 200
     assert blob.content == PNG
 

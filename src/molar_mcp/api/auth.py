@@ -8,8 +8,8 @@ Credentials, in order:
 
 Then every route needs a scope (`required_scopes`): 403 `insufficient_scope` naming it when the
 principal lacks it, and 403 when `x-molar-org` names an org other than the principal's.
-Public: health, metrics, the OpenAPI document, signed URLs (the signature is the credential) and
-the share viewer (it checks the share itself).
+Public: health, the OpenAPI document, signed URLs (the signature is the credential) and the share
+viewer (it checks the share itself). `/metrics` needs a credential with trace:read, like any read.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from molar_mcp.auth import (
 )
 from molar_mcp.auth.resource import PRINCIPAL_STATE_KEY, authenticate, reset_principal, set_principal
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
 PUBLIC_PREFIXES = ("/r/", "/v1/signed/")
 INTERNAL_SUBJECT = "internal"
 SESSION_ORG_STATE_KEY = "session_org"

@@ -43,12 +43,30 @@ def blob_path(trace_id: str, sha256: str) -> str:
     return f"/v1/signed/blobs/{trace_id}/{sha256}"
 
 
+def _presigned(ctx: ApiContext, org_id: str, artifact: ArtifactRef) -> str | None:
+    """The object store's own expiring URL of an artifact (same lifetime as our signed URLs), if any."""
+    if ctx.blob_store is None:
+        return None
+    media_type, disposition = served_as(artifact.content_type)
+    return ctx.blob_store.presigned_get(
+        artifact.sha256,
+        org_id,
+        filename=artifact.name or artifact.sha256,
+        content_type=media_type,
+        disposition=disposition,
+        ttl=ctx.signer.ttl_seconds,
+    )
+
+
 def signed_urls(ctx: ApiContext, request: Request, detail: TraceDetail) -> dict[str, str]:
     base = str(request.base_url).rstrip("/")
     urls: dict[str, str] = export_urls(ctx, base, detail)
     for artifact in detail.artifacts:
         if artifact.kind in SIGNED_KINDS and artifact.kind not in urls:
-            urls[artifact.kind] = base + ctx.signer.sign(blob_path(detail.id, artifact.sha256), detail.org_id)
+            presigned = _presigned(ctx, detail.org_id, artifact)
+            urls[artifact.kind] = presigned or base + ctx.signer.sign(
+                blob_path(detail.id, artifact.sha256), detail.org_id
+            )
     return urls
 
 
@@ -71,7 +89,9 @@ async def redirect_to_blob(request: Request) -> Response:
     ctx = api_context(request)
     sha = _sha(request)
     detail = await anyio.to_thread.run_sync(ctx.store.get_trace, org_of(request), request.path_params["trace_id"])
-    _artifact(detail, sha)
+    presigned = _presigned(ctx, detail.org_id, _artifact(detail, sha))
+    if presigned is not None:
+        return RedirectResponse(presigned, status_code=302)
     base = str(request.base_url).rstrip("/")
     return RedirectResponse(base + ctx.signer.sign(blob_path(detail.id, sha), detail.org_id), status_code=302)
 
@@ -88,6 +108,9 @@ async def signed_blob(request: Request) -> Response:
     org = checked_org(request)
     detail = await anyio.to_thread.run_sync(ctx.store.get_trace, org, request.path_params["trace_id"])
     artifact = _artifact(detail, sha)
+    presigned = _presigned(ctx, detail.org_id, artifact)
+    if presigned is not None:  # the object store serves the bytes (and Range requests) itself
+        return RedirectResponse(presigned, status_code=302)
     path = ctx.blob_file(sha)
     if not path.is_file():
         raise ApiError(404, "not_found", f"blob {sha} is missing from the blob store")

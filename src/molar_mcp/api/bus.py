@@ -6,8 +6,8 @@ dropped, and its stream catches up from the store (events are durable before the
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 import anyio
@@ -65,3 +65,11 @@ class LiveBus:
 
     def readers(self, trace_id: str) -> int:
         return len(self._readers.get(trace_id, []))
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """What the bus runs while the server does (nothing in one process; see bus_pg.py)."""
+        yield
+
+    def close(self) -> None:
+        pass

@@ -23,9 +23,11 @@ from molar_mcp.replay.projects import ReplayRoots
 from molar_mcp.replay.service import ReplayService
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceStore
 from molar_mcp.store.analysis import SqliteAnalysisStore
+from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.chats import SqliteChatStore
 from molar_mcp.store.live import LiveTraces
 from molar_mcp.store.otlp import OtlpTraces
+from molar_mcp.store.port import set_org_scope
 from molar_mcp.store.replays import ReplayStore
 from molar_mcp.store.runs import SqliteRunStore
 from molar_mcp.store.sharing import SqliteSharingStore
@@ -76,6 +78,7 @@ class ApiContext:
     tools: ToolRunnerFactory = no_tools
     debugger_budget_cents: int = DEFAULT_BUDGET_CENTS
     model_price: Price | None = None  # overrides the price table (e.g. 0,0 for a local model)
+    blob_store: BlobStore | None = None  # where artifacts live; an object store hands out presigned URLs
     otlp_settings: OtlpSettings = field(default_factory=OtlpSettings)
 
     @classmethod
@@ -91,15 +94,18 @@ class ApiContext:
         tools: ToolRunnerFactory = no_tools,
         debugger_budget_cents: int = DEFAULT_BUDGET_CENTS,
         model_price: Price | None = None,
+        bus: LiveBus | None = None,
+        rate_limiter: RateLimiter | None = None,
         otlp_settings: OtlpSettings | None = None,
     ) -> ApiContext:
-        """The context of the embedded store: its signer, blob files, live ingest and bus."""
+        """The context of the store: its signer, blobs, live ingest and bus (one process's, unless given)."""
         return cls(
             store=store,
             signer=UrlSigner(store.data_dir / "signing-keys.json"),
             blob_root=store.blobs.root,
+            blob_store=store.blobs,
             live=LiveTraces(store.db),  # before tiers: archived events carry live ingest's columns
-            bus=LiveBus(),
+            bus=bus or LiveBus(),
             tiers=SqliteTiers(store.db, store.blobs),
             analysis=SqliteAnalysisStore(store.db),
             sharing=SqliteSharingStore(store.db),
@@ -107,7 +113,7 @@ class ApiContext:
             otlp=OtlpTraces(store.db),
             runs=SqliteRunStore(store.db),
             max_bundle_bytes=max_bundle_bytes,
-            rate_limiter=RateLimiter(rate_limits or RateLimits()),
+            rate_limiter=rate_limiter or RateLimiter(rate_limits or RateLimits()),
             # The apps a replay can run (per-app source dir, start command, health URL); the demo shop by default.
             replays=ReplayService(
                 store,
@@ -135,7 +141,15 @@ def api_context(request: Request) -> ApiContext:
 
 def org_of(request: Request) -> str:
     """The org a request acts in: the authenticated principal's (api/auth.py checked `x-molar-org`
-    against it); without authentication (loopback dev, embedded stdio), `x-molar-org`, else the local org."""
+    against it); without authentication (loopback dev, embedded stdio), `x-molar-org` (seed 000
+    "Org scope (tests/local)"), else the local org. The rest of the request is scoped to it: a store
+    that enforces isolation in the database too (PostgreSQL's row-level security) keys on it."""
+    org = _org_of(request)
+    set_org_scope(org)
+    return org
+
+
+def _org_of(request: Request) -> str:
     principal = request.scope.get("state", {}).get("principal")
     org_id = getattr(principal, "org_id", None)
     if isinstance(org_id, str):

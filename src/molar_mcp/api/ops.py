@@ -20,6 +20,7 @@ from molar_mcp.api.context import api_context, org_of
 from molar_mcp.api.errors import ApiError, error_response
 from molar_mcp.api.telemetry import limit_class
 from molar_mcp.store import TraceQuery
+from molar_mcp.store.port import org_scope
 
 
 def _route_name(scope: Scope) -> str:
@@ -39,6 +40,11 @@ class OpsMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Each request starts unscoped; `org_of` scopes it to its org (store.port.org_scope).
+        with org_scope(None):
+            await self._call(scope, receive, send)
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

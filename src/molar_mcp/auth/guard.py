@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -32,7 +34,7 @@ from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.shared.inbound import MCP_NAME_HEADER, decode_header_value
 from starlette.authentication import AuthCredentials
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from molar_mcp.auth.config import SCOPE_TRACE_READ
@@ -112,7 +114,11 @@ class McpScopeGuard:
         resource: ProtectedResource,
         policy: ScopePolicy,
         recheck_seconds: float = 2.0,
+        sessions_per_credential: int = 64,
+        session_idle_seconds: float = 5 * 60,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._sessions = SessionQuota(sessions_per_credential, session_idle_seconds, clock)
         self._app = app
         self._verifier = verifier
         self._resource = resource
@@ -144,8 +150,13 @@ class McpScopeGuard:
             if self._policy.filter_tools_list:
                 list_ids = [m["id"] for m in messages if m.get("method") == "tools/list" and "id" in m]
             receive = _replay(body, receive)
+            opening = any(m.get("method") == "initialize" for m in messages)
+            if opening and _header(scope, "mcp-session-id") is None and self._sessions.full(principal):
+                await self._sessions.refusal()(scope, receive, send)
+                return
         if list_ids:
             send = _ToolsListFilter(send, list_ids, lambda name: principal.has_scopes(self._policy.tool(name)))
+        send = self._sessions.track(principal, scope, send)
         await self._call_as(principal, token, scope, receive, send)
 
     async def _call_as(self, principal: Principal, token: str, scope: Scope, receive: Receive, send: Send) -> None:
@@ -197,6 +208,70 @@ class McpScopeGuard:
                 await refusal(scope, receive, send)
             elif not state["ended"]:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class SessionQuota:
+    """2025-11-25 sessions per credential: at most `limit` open at once (an `initialize` past it gets
+    429), counting a session as open until it is deleted or unused for `idle_seconds` (the SDK closes
+    it then too). One key cannot exhaust the server's sessions for everyone else."""
+
+    def __init__(self, limit: int, idle_seconds: float, clock: Callable[[], float]) -> None:
+        self.limit = limit
+        self.idle_seconds = idle_seconds
+        self._clock = clock
+        self._open: dict[str, OrderedDict[str, float]] = {}
+
+    @staticmethod
+    def _key(principal: Principal) -> str:
+        return principal.credential_id or f"{principal.kind}:{principal.subject}:{principal.client_id}"
+
+    def _live(self, principal: Principal) -> OrderedDict[str, float]:
+        sessions = self._open.setdefault(self._key(principal), OrderedDict())
+        cutoff = self._clock() - self.idle_seconds
+        while sessions and next(iter(sessions.values())) < cutoff:
+            sessions.popitem(last=False)
+        return sessions
+
+    def full(self, principal: Principal) -> bool:
+        return len(self._live(principal)) >= self.limit
+
+    def refusal(self) -> Response:
+        minutes = max(1, int(self.idle_seconds // 60))
+        return JSONResponse(
+            {
+                "jsonrpc": "2.0",
+                "id": None,
+                "error": {
+                    "code": -32000,
+                    "message": f"this credential has {self.limit} open sessions; end one (DELETE /mcp with its "
+                    f"Mcp-Session-Id) or wait: unused sessions close after {minutes} min",
+                },
+            },
+            status_code=429,
+            headers={"Retry-After": str(int(self.idle_seconds))},
+        )
+
+    def track(self, principal: Principal, scope: Scope, send: Send) -> Send:
+        sessions = self._live(principal)
+        existing = _header(scope, "mcp-session-id")
+        if existing is not None and existing in sessions:
+            if scope.get("method") == "DELETE":
+                sessions.pop(existing, None)
+            else:
+                sessions[existing] = self._clock()
+                sessions.move_to_end(existing)
+            return send
+        if existing is not None:
+            return send
+
+        async def noting(message: Message) -> None:
+            if message["type"] == "http.response.start" and message.get("status", 500) < 400:
+                opened = next((v for k, v in message.get("headers", []) if k.lower() == b"mcp-session-id"), None)
+                if opened is not None:
+                    sessions[opened.decode("latin-1")] = self._clock()
+            await send(message)
+
+        return noting
 
 
 async def _read_body(receive: Receive) -> bytes | None:

@@ -71,6 +71,10 @@ class _Built:
         return sha
 
 
+_MAX_SOURCES = 50
+_MAX_SOURCE_BYTES = 1024 * 1024
+
+
 def read_playwright_trace(
     data: bytes,
     *,
@@ -171,8 +175,39 @@ class _Builder:
         for i, att in enumerate(self.attachments):
             self._attachment(att.name, att.content_type, att.data, rank=20 + i)
         self._result_output()
+        self._sources()
         self.out.blob(self._original(), "playwright", "trace.zip", "application/zip", rank=0)
         return ParsedBundle(trace=self._trace(actions), blobs=self.out.blobs)
+
+    def _sources(self) -> None:
+        """The test's own source files the trace carries (`src/<sha1 of the path>.<ext>`, the paths in the
+        `.stacks` files), each an artifact of kind `source` named by its path — relative to the repository
+        when the result says where it is — so an agent can read the test it patches (docs/replay.md)."""
+        archive = self.pw.archive
+        paths: dict[str, str] = {}
+        for name in archive.names:
+            if name.endswith(".stacks"):
+                try:
+                    doc = json.loads(archive.read(name))
+                except (ValueError, BundleError):
+                    continue
+                for path in (doc.get("files") or [])[:200] if isinstance(doc, dict) else []:
+                    if isinstance(path, str):
+                        paths[hashlib.sha1(path.encode()).hexdigest()] = path  # noqa: S324 - Playwright's naming
+        repo = self.result.repo.path if self.result is not None and self.result.repo else None
+        shown = 0
+        for name in sorted(archive.names):
+            digest = posixpath.splitext(posixpath.basename(name))[0]
+            if not name.startswith("src/") or digest not in paths or shown >= _MAX_SOURCES:
+                continue
+            if archive.size(name) > _MAX_SOURCE_BYTES:
+                continue
+            path = paths[digest]
+            if repo and path.startswith(repo.rstrip("/") + "/"):
+                path = path[len(repo.rstrip("/")) + 1 :]
+            text = self.secrets.scrub(archive.read(name).decode("utf-8", errors="replace"))
+            self.out.blob(text.encode(), "source", path.lstrip("/")[:500], "text/plain; charset=utf-8", rank=40 + shown)
+            shown += 1
 
     def _action(self, a: PwAction) -> None:
         step = self.step_of[a.call_id]
@@ -280,11 +315,13 @@ class _Builder:
         where = _where(a)
         if where:
             payload["location"] = where
-        log = _log(a.log)
+        # An assertion's call log repeats one poll: its last lines say it all. The whole error stays on the
+        # runner's `error` event; here only when expected/actual could not be read from it.
+        log = _log(a.log)[-4:]
         if log:
             payload["log"] = [self.secrets.scrub(line) for line in log]
-        if a.error:
-            payload["error"] = self.secrets.scrub(error[:4000])
+        if a.error and (actual is None or expected is None):
+            payload["error"] = self.secrets.scrub(error[:1000])
         target = f"expect({sel})" if sel else "expect"
         if a.error and actual is not None:
             first = f"{target}.{matcher}: expected {json.dumps(expected)}, received {json.dumps(actual)}"
@@ -475,6 +512,8 @@ class _Builder:
             data = self.secrets.scrub_bytes(data)
         else:
             kind = "attachment"
+        # The failure screenshot right after the zip, then error-context.md, then the rest.
+        rank = {"screenshot": 3, "error-context": 6}.get(kind, rank)
         ext = {"image/png": ".png", "image/jpeg": ".jpeg", "text/markdown": ".md"}.get(content_type, "")
         filename = name if "." in name or not ext else name + ext
         self.out.blob(data, kind, filename, content_type, rank=rank)

@@ -114,6 +114,7 @@ def trace_row(item: TraceListItem) -> TraceRow:
         created_at=item.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         source=item.source,
         code_sha=item.code_sha,
+        replay_of=item.replay_of,
     )
 
 
@@ -125,7 +126,8 @@ def list_text(view: TraceList, filters_desc: str) -> str:
         for r in view.items:
             sig = f" — {r.failure_signature}" if r.failure_signature else ""
             dur = f" {r.duration_ms / 1000:.1f}s" if r.duration_ms is not None else ""
-            lines.append(f"- {r.short_id} {r.status.upper()} {r.scenario}{sig} ({r.created_at}{dur})")
+            replay = f" [REPLAY of {r.replay_of}: not an ordinary run]" if r.replay_of else ""
+            lines.append(f"- {r.short_id} {r.status.upper()}{replay} {r.scenario}{sig} ({r.created_at}{dur})")
     lines.extend(f"Left out: {o}" for o in view.omitted)
     if view.next_cursor:
         lines.append(f'More: list_traces(cursor="{view.next_cursor}") with the same filters.')
@@ -426,17 +428,18 @@ def build_trace_view(
 
     sizes = [len(steps), min(len(notable), 12), len(page) if page is not None else 0, min(len(artifacts), 8)]
     view, text = assemble(*sizes)
-    # Shrink the biggest cuttable part first: step events, then failed events, then steps, then artifacts.
-    order = (2, 1, 0, 3)
-    floors = (3, 1, 1, 0)
+    # Shrink the biggest cuttable part first: step events, then failed events, then artifacts down to the
+    # first two (a Playwright trace's zip and its failure screenshot), then steps (the tree), then the rest.
+    order = (2, 1, 3, 0, 3)
+    floors = (3, 1, 2, 1, 0)
     while (spent := cost(view, text)) > budget:
         shrunk = False
         # Cut the first part still above its floor, in proportion to the overrun (at least by a third),
         # so a 10,000-event trace fits in a few passes rather than many.
         factor = min(2 / 3, budget / spent)
-        for i in order:
-            if sizes[i] > floors[i]:
-                sizes[i] = max(floors[i], int(sizes[i] * factor))
+        for i, floor in zip(order, floors, strict=True):
+            if sizes[i] > floor:
+                sizes[i] = max(floor, int(sizes[i] * factor))
                 shrunk = True
                 break
         if not shrunk:

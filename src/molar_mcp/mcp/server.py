@@ -1,11 +1,12 @@
 """`create_mcp_server`: the MCP server over one injected trace-store client factory."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
+from mcp.server.request_state import RequestStateSecurity
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, SubscribeRequestParams, UnsubscribeRequestParams
 
@@ -39,8 +40,11 @@ async def prompt_errors_middleware(ctx: ServerRequestContext[Any, Any], call_nex
         raise MCPError(INVALID_PARAMS, str(exc)) from exc
 
 
-def create_mcp_server(client_factory: ClientFactory) -> MCPServer[AppState]:
-    """Build the server. `client_factory` opens the `TraceClient` for the server's lifetime."""
+def create_mcp_server(
+    client_factory: ClientFactory, *, request_state_keys: Sequence[bytes] | None = None
+) -> MCPServer[AppState]:
+    """Build the server. `client_factory` opens the `TraceClient` for the server's lifetime;
+    `request_state_keys` seal MCP request state (a per-process key when absent; replicas share theirs)."""
 
     bus = OrgBus()
 
@@ -57,6 +61,7 @@ def create_mcp_server(client_factory: ClientFactory) -> MCPServer[AppState]:
         lifespan=lifespan,
         subscriptions=bus,
         middleware=[listen_middleware, prompt_errors_middleware],
+        request_state_security=RequestStateSecurity(keys=list(request_state_keys)) if request_state_keys else None,
     )
     # Legacy clients (2025-11-25) subscribe per resource; MCPServer has no decorator for it, so the
     # handlers go on its low-level server (as the SDK's own in-memory client reaches it).

@@ -18,6 +18,7 @@ class TraceRow(BaseModel):
     created_at: str
     source: str | None = None
     code_sha: str | None = None
+    replay_of: str | None = Field(default=None, description="a replay of that trace, not an ordinary run")
 
 
 class TraceList(BaseModel):

@@ -101,6 +101,11 @@ class TraceListItem(BaseModel):
     code_sha: str | None = None
     failure_signature: str | None = None
     created_at: datetime
+    replay_of: str | None = Field(
+        default=None,
+        description="this run is a replay of that trace (its parent), not an ordinary run of the test: "
+        "it never counts in the test's history",
+    )
 
 
 class TraceListResponse(BaseModel):

@@ -162,21 +162,15 @@ _UIDS = _Uids()
 
 
 def processes_of_uid(uid: int) -> list[int]:
-    """Pids whose real uid is `uid` (from /proc)."""
+    """Pids of the processes running as `uid` (the owner of /proc/<pid> is the process's effective uid;
+    a replay's processes have no other: `setpriv` set real, effective and saved uid alike)."""
     found: list[int] = []
-    with contextlib.suppress(OSError):
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/status", encoding="ascii", errors="replace") as fh:
-                    for line in fh:
-                        if line.startswith("Uid:"):
-                            if int(line.split()[1]) == uid:
-                                found.append(int(entry.name))
-                            break
-            except (OSError, ValueError):
-                continue
+    with contextlib.suppress(OSError), os.scandir("/proc") as entries:
+        for entry in entries:
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_uid == uid:
+                        found.append(int(entry.name))
     return found
 
 

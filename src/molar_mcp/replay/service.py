@@ -507,11 +507,14 @@ class ReplayService:
             with self._lock:
                 if self._closing:
                     scope.cancel()
+            # A project's own `timeout_s` stops its command (with the log tail); this bound, a minute
+            # later, covers the checkout and the recording around it.
+            limit = self.settings.timeout_s if job.project is None else job.project.project.replay.timeout_s + 60
             try:
-                with anyio.fail_after(self.settings.timeout_s):
+                with anyio.fail_after(limit):
                     await self._replay(job, started)
             except TimeoutError:
-                self._fail(job, started, "timeout", f"the replay did not finish within {self.settings.timeout_s:g} s")
+                self._fail(job, started, "timeout", f"the replay did not finish within {limit:g} s")
             except DiffDoesNotApply as exc:
                 self._fail(job, started, "diff_does_not_apply", str(exc))
             except AppStartError as exc:

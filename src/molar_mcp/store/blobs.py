@@ -46,7 +46,9 @@ class BlobStore:
     def size(self, sha256: str, org_id: str | None = None) -> int:
         return self.path_for(sha256).stat().st_size
 
-    def presigned_get(self, sha256: str, org_id: str, *, filename: str, content_type: str, ttl: int) -> str | None:
+    def presigned_get(
+        self, sha256: str, org_id: str, *, filename: str, content_type: str, disposition: str, ttl: int
+    ) -> str | None:
         """A URL the object store itself serves, when there is one (`None`: the API serves the file)."""
         return None
 

@@ -112,6 +112,12 @@ class Database:
             self._readers.remove(conn)
         conn.close()
 
+    def versions(self) -> dict[str, int]:
+        """Every component's schema version."""
+        with self._lock:
+            rows = self._conn.execute("SELECT component, version FROM schema_versions").fetchall()
+        return {str(c): int(v) for c, v in rows}
+
     def version(self, component: str) -> int:
         with self._lock:
             row = self._conn.execute("SELECT version FROM schema_versions WHERE component = ?", (component,)).fetchone()

@@ -96,7 +96,9 @@ class S3BlobStore(BlobStore):
         head = self.client.head_object(Bucket=self.bucket, Key=self.key(sha256, org_id))
         return int(head["ContentLength"])
 
-    def presigned_get(self, sha256: str, org_id: str, *, filename: str, content_type: str, ttl: int) -> str | None:
+    def presigned_get(
+        self, sha256: str, org_id: str, *, filename: str, content_type: str, disposition: str, ttl: int
+    ) -> str | None:
         safe = filename.replace('"', "").replace("\\", "")
         url: str = self.public_client.generate_presigned_url(
             "get_object",
@@ -104,7 +106,7 @@ class S3BlobStore(BlobStore):
                 "Bucket": self.bucket,
                 "Key": self.key(sha256, org_id),
                 "ResponseContentType": content_type,
-                "ResponseContentDisposition": f'inline; filename="{safe}"',
+                "ResponseContentDisposition": f'{disposition}; filename="{safe}"',
             },
             ExpiresIn=ttl,
         )

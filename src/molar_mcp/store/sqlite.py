@@ -599,6 +599,7 @@ def _list_item(row: Sequence[Any]) -> TraceListItem:
         code_sha=row[12],
         failure_signature=row[14],
         created_at=_dt(row[15]),
+        replay_of=row[16] if row[17] is not None else None,
     )
 
 

@@ -102,7 +102,9 @@ class SqliteTiers:
             ).fetchall()
             lines = "\n".join(json.dumps(dict(zip(_EVENT_COLUMNS, row, strict=True))) for row in rows)
             # mtime=0: the same events always make the same blob (content addressing holds).
-            sha = self.blobs.put(gzip.compress(lines.encode(), mtime=0))
+            (org_id,) = conn.execute("SELECT org_id FROM traces WHERE pk = ?", (pk,)).fetchone()
+            # In an object store, the archive goes to the org's part of the bucket.
+            sha = self.blobs.put(gzip.compress(lines.encode(), mtime=0), org_id)
             conn.execute(
                 "INSERT INTO cold_events (trace_pk, sha256, event_count, frozen_ms) VALUES (?,?,?,?)"
                 " ON CONFLICT(trace_pk) DO UPDATE SET sha256 = excluded.sha256,"
@@ -121,7 +123,7 @@ class SqliteTiers:
             if row is None:
                 conn.execute("UPDATE traces SET tier = 'hot' WHERE pk = ?", (pk,))
                 return 0
-            text = gzip.decompress(self.blobs.read(row[0])).decode()
+            text = gzip.decompress(self.blobs.read(row[0], org_id)).decode()
             events = [json.loads(line) for line in text.splitlines() if line]
             conn.executemany(
                 f"INSERT INTO events (trace_pk, {', '.join(_EVENT_COLUMNS)}) VALUES (?, {', '.join('?' * 9)})",
@@ -138,4 +140,4 @@ class SqliteTiers:
             row = conn.execute("SELECT sha256 FROM cold_events WHERE trace_pk = ?", (pk,)).fetchone()
         if row is None:
             return 0
-        return self.blobs.path_for(row[0]).stat().st_size
+        return self.blobs.size(row[0], org_id)

@@ -13,6 +13,7 @@ that spans orgs (retention, replay workers, migrations) runs unscoped (`*`).
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.adapt import Dumper, Loader
@@ -58,10 +60,15 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.adapters.register_loader("numeric", _NumericAsNumber)
 
 
+_PLAIN_INSERT = re.compile(r"^(\s*INSERT\s+INTO\s+\w+\s*\([^)]*\)\s*VALUES\s*)(\((?:\s*%s\s*,)*\s*%s\s*\))\s*$", re.I)
+_CHUNK = 1000  # rows per INSERT: well under PostgreSQL's 65,535 parameters for the widest table
+
+
 class PgCursor:
-    def __init__(self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], *, rowcount: int | None = None) -> None:
         self._conn = conn
         self._cur = cur
+        self._rowcount = rowcount
 
     def fetchone(self) -> tuple[Any, ...] | None:
         return self._cur.fetchone() if self._cur.description is not None else None
@@ -74,7 +81,7 @@ class PgCursor:
 
     @property
     def rowcount(self) -> int:
-        return self._cur.rowcount
+        return self._cur.rowcount if self._rowcount is None else self._rowcount
 
     @property
     def lastrowid(self) -> int | None:
@@ -122,9 +129,20 @@ class PgConnection:
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]] | Iterator[Sequence[Any]]) -> PgCursor:
         cur = self.raw.cursor()
+        rows = list(rows)
+        statement = self._statement(sql)
+        plain = _PLAIN_INSERT.match(statement)
         with _as_sqlite_errors():
-            cur.executemany(self._statement(sql), list(rows))
-        return PgCursor(self.raw, cur)
+            if plain is None or len(rows) < 2:
+                cur.executemany(statement, rows)
+                return PgCursor(self.raw, cur)
+            # A plain INSERT of many rows (a bundle's events): one statement per chunk of rows, not one
+            # round trip per row.
+            head, values = plain.group(1), plain.group(2)
+            for start in range(0, len(rows), _CHUNK):
+                chunk = rows[start : start + _CHUNK]
+                cur.execute(head + ", ".join([values] * len(chunk)), [v for row in chunk for v in row])
+        return PgCursor(self.raw, cur, rowcount=len(rows))
 
 
 @contextmanager
@@ -137,6 +155,15 @@ def _as_sqlite_errors() -> Iterator[None]:
         raise OverflowError(str(exc)) from exc
     except psycopg.errors.IntegrityError as exc:
         raise sqlite3.IntegrityError(str(exc)) from exc
+
+
+def redacted(url: str) -> str:
+    """A database URL without its password (for logs)."""
+    parsed = urlsplit(url)
+    if parsed.password is None:
+        return url
+    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
+    return urlunsplit(parsed._replace(netloc=netloc))
 
 
 class PgDatabase(Database):
@@ -187,6 +214,12 @@ class PgDatabase(Database):
     def read(self) -> Iterator[sqlite3.Connection]:
         with self._transaction(write=False) as conn:
             yield conn
+
+    def versions(self) -> dict[str, int]:
+        with self.pool.connection() as conn:
+            return {
+                str(c): int(v) for c, v in conn.execute("SELECT component, version FROM schema_versions").fetchall()
+            }
 
     def version(self, component: str) -> int:
         with self.pool.connection() as conn:

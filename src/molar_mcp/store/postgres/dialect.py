@@ -19,6 +19,9 @@ import re
 _INSERT_OR_IGNORE = re.compile(r"\bINSERT\s+OR\s+IGNORE\s+INTO\b", re.IGNORECASE)
 _INSERT_OR_REPLACE = re.compile(r"\bINSERT\s+OR\s+REPLACE\s+INTO\s+(\w+)\s*\(([^)]*)\)", re.IGNORECASE)
 _RETURNING = re.compile(r"\bRETURNING\b", re.IGNORECASE)
+_IS_NOT = re.compile(r"\bIS\s+NOT\s+(%s)", re.IGNORECASE)
+_IS = re.compile(r"\bIS\s+(%s)", re.IGNORECASE)
+_MIN_MAX = re.compile(r"(?<![\w.])(max|min)\s*\(", re.IGNORECASE)
 _LIKE = re.compile(r"(?<![A-Za-z_])LIKE\b", re.IGNORECASE)
 
 
@@ -56,7 +59,34 @@ def statement(sql: str, with_params: bool = True) -> str:
         else:
             text = text.rstrip().rstrip(";") + " ON CONFLICT DO NOTHING"
     text = text.replace("last_insert_rowid()", "lastval()")
-    return _LIKE.sub("ILIKE", text)
+    text = _IS_NOT.sub(r"IS DISTINCT FROM \1", text)
+    text = _IS.sub(r"IS NOT DISTINCT FROM \1", text)
+    return _LIKE.sub("ILIKE", _scalar_min_max(text))
+
+
+def _scalar_min_max(text: str) -> str:
+    """SQLite's two-argument `max(a, b)` / `min(a, b)` are PostgreSQL's GREATEST / LEAST (one argument:
+    the aggregate, the same in both)."""
+    out: list[str] = []
+    i = 0
+    for found in _MIN_MAX.finditer(text):
+        start = found.end()  # just past "("
+        depth, j, comma = 1, start, False
+        while j < len(text) and depth:
+            ch = text[j]
+            if ch == "(":
+                depth += 1
+            elif ch == ")":
+                depth -= 1
+            elif ch == "," and depth == 1:
+                comma = True
+            j += 1
+        if comma:
+            out.append(text[i : found.start()])
+            out.append("GREATEST(" if found.group(1).lower() == "max" else "LEAST(")
+            i = start
+    out.append(text[i:])
+    return "".join(out)
 
 
 def replaced_table(sql: str) -> str | None:

@@ -1,0 +1,107 @@
+"""Flood benchmark: a sign-in flood against a real `molar-mcp serve` (auth on) while an unrelated
+client reads `GET /v1/traces`; reports that read's latency (min/median/p99/max), the answers the flood
+got, and the server's peak memory (VmHWM).
+
+    python bench/bench_floods.py [--seconds 20] [--concurrency 40]
+
+A temporary data dir, 127.0.0.1 only; the server is stopped and the dir removed on the way out.
+It measures; it does not gate (target: p99 of the unrelated read <= 200 ms during the flood).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx2
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.security.conftest import Secured, start_secured, stop  # noqa: E402
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmHWM:\s+(\d+) kB", status)
+    return int(match.group(1)) / 1024 if match else float("nan")
+
+
+async def login_form(http: httpx2.AsyncClient) -> dict[str, str]:
+    registered = await http.post(
+        "/api/oauth/register", json={"client_name": "bench", "redirect_uris": ["http://127.0.0.1:7777/callback"]}
+    )
+    page = await http.get(
+        "/api/oauth/authorize",
+        params={
+            "client_id": registered.json()["client_id"],
+            "response_type": "code",
+            "redirect_uri": "http://127.0.0.1:7777/callback",
+            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            "code_challenge_method": "S256",
+        },
+    )
+    return dict(re.findall(r'<input type=hidden name="([^"]+)" value="([^"]*)">', page.text))
+
+
+async def run(secured: Secured, seconds: float, concurrency: int) -> None:
+    answers: Counter[int] = Counter()
+    latencies: list[float] = []
+    stop_at = time.monotonic() + seconds
+    async with httpx2.AsyncClient(base_url=secured.base, timeout=60.0) as http:
+        fields = await login_form(http)
+
+        async def flooder(n: int) -> None:
+            k = 0
+            while time.monotonic() < stop_at:
+                k += 1
+                answer = await http.post(
+                    "/api/oauth/login", data={**fields, "email": f"f{n}-{k}@example.test", "password": "wrong"}
+                )
+                answers[answer.status_code] += 1
+
+        async def reader() -> None:
+            async with httpx2.AsyncClient(base_url=secured.base, timeout=60.0) as own:
+                headers = {"authorization": f"Bearer {secured.key_read}"}
+                while time.monotonic() < stop_at:
+                    started = time.perf_counter()
+                    response = await own.get("/v1/traces", headers=headers, params={"limit": 20})
+                    latencies.append((time.perf_counter() - started) * 1000)
+                    assert response.status_code == 200
+                    await asyncio.sleep(0.02)
+
+        await asyncio.gather(reader(), *(flooder(n) for n in range(concurrency)))
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    print(f"sign-in flood: {concurrency} concurrent clients for {seconds:.0f} s; answers {dict(answers)}")
+    print(
+        f"GET /v1/traces during the flood ({len(latencies)} reads): min {latencies[0]:.1f} ms, "
+        f"median {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms"
+    )
+    print(f"server peak memory (VmHWM): {peak_rss_mb(secured.served.process.pid):.0f} MB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--concurrency", type=int, default=40)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="molar-bench-floods-"))
+    secured = start_secured(tmp / "data")
+    try:
+        asyncio.run(run(secured, args.seconds, args.concurrency))
+    finally:
+        stop(secured.served)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

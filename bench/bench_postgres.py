@@ -1,0 +1,210 @@
+"""Scale-out benchmark: the same figures on the embedded store and on PostgreSQL + S3, same machine, same run.
+
+    PYTHONPATH=. .venv/bin/python bench/bench_postgres.py [--traces 20000] [--iterations 100]
+        [--live-events 40000] [--json out.json]
+
+For each engine: fill N synthetic traces (bench_foundation's generator), then through real `molar-mcp
+serve --no-auth` processes: `GET /v1/traces?status=failed` and `?q=` over REST, MCP `get_trace` over
+streamable HTTP, bundle ingest (a 10,000-event trace into the store) and live append (events/s, through two
+replicas at once on PostgreSQL, one process on SQLite). PostgreSQL is a throwaway cluster of the Debian
+binaries and S3 a moto server, as in the tests (tests/engines.py). Everything is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import httpx2
+from bench_foundation import synthetic_trace
+from tests.engines import pg_cluster, s3_endpoint
+from tests.servers import Served, start_server
+
+from molar_mcp.compose import open_store
+from molar_mcp.demo_bundles.builder import build_big_bundle
+from molar_mcp.ingest import read_bundle
+from molar_mcp.store import LOCAL_ORG_ID
+
+BATCH = 100
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    return {
+        "min": round(min(samples), 2),
+        "p50": round(statistics.median(samples), 2),
+        "p95": round(pct(samples, 0.95), 2),
+        "max": round(max(samples), 2),
+    }
+
+
+async def timed(fn: Callable[[], Awaitable[object]], n: int) -> list[float]:
+    for _ in range(5):
+        await fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def fill(engine: dict[str, str], data_dir: Path, n: int) -> str:
+    """N small traces plus one 10,000-event trace; returns the big trace's id. Reports the ingest rate."""
+    store = open_store(data_dir, **engine)
+    rng = random.Random(7)
+    t = time.perf_counter()
+    for i in range(n):
+        store.add_trace(LOCAL_ORG_ID, synthetic_trace(rng), {})
+        if i and i % 5000 == 0:
+            print(f"  filled {i}/{n} ({i / (time.perf_counter() - t):.0f} traces/s)", file=sys.stderr, flush=True)
+    parsed = read_bundle(build_big_bundle(10_000))
+    rates = []
+    big_id = ""
+    for _ in range(3):
+        t = time.perf_counter()
+        big_id, _ = store.add_trace(LOCAL_ORG_ID, parsed.trace, parsed.blobs)
+        rates.append(len(parsed.trace.events) / (time.perf_counter() - t))
+    store.close()
+    RESULTS[LABEL]["bundle_ingest_events_per_s"] = {
+        "min": round(min(rates)),
+        "p50": round(statistics.median(rates)),
+        "max": round(max(rates)),
+    }
+    return big_id
+
+
+async def rest_and_mcp(base: str, big_id: str, iterations: int) -> None:
+    from mcp.client import Client
+
+    async with httpx2.AsyncClient(base_url=base, timeout=60) as http:
+
+        async def listing() -> None:
+            r = await http.get("/v1/traces", params={"status": "failed"})
+            r.raise_for_status()
+
+        async def search() -> None:
+            r = await http.get("/v1/traces", params={"q": "webhook 404"})
+            r.raise_for_status()
+
+        RESULTS[LABEL]["rest_list_status_ms"] = summary(await timed(listing, iterations))
+        RESULTS[LABEL]["rest_search_ms"] = summary(await timed(search, iterations))
+    async with Client(f"{base}/mcp") as client:
+
+        async def get_trace() -> None:
+            result = await client.call_tool("get_trace", {"trace_id": big_id})
+            assert not result.is_error
+
+        RESULTS[LABEL]["mcp_get_trace_ms"] = summary(await timed(get_trace, iterations))
+
+
+async def live_append(bases: list[str], total: int) -> float:
+    """Events/s appended in batches of BATCH, through every replica at once (one trace per writer)."""
+    per_writer = total // (2 * len(bases))
+
+    async def writer(base: str, name: str) -> None:
+        async with httpx2.AsyncClient(base_url=base, timeout=60) as http:
+            created = await http.post("/v1/traces", json={"scenario_slug": f"bench-{name}"})
+            trace = created.json()["id"]
+            ts = 1_763_629_200_000
+            for start in range(0, per_writer, BATCH):
+                events = [
+                    {"seq": i, "ts": ts + i, "kind": "log", "step_id": f"s{i // 500}", "message": f"line {i}"}
+                    for i in range(start, start + BATCH)
+                ]
+                r = await http.post(f"/v1/traces/{trace}/events", json={"events": events})
+                assert r.json()["accepted"] == BATCH, r.text
+
+    t = time.perf_counter()
+    await asyncio.gather(*(writer(b, f"{i}-{j}") for i, b in enumerate(bases) for j in range(2)))
+    return (per_writer * 2 * len(bases)) / (time.perf_counter() - t)
+
+
+RESULTS: dict[str, dict[str, Any]] = {}
+LABEL = ""
+
+
+@contextmanager
+def servers(tmp: Path, engine: dict[str, str], count: int) -> Iterator[list[Served]]:
+    # The benchmark measures the store, not the per-org rate limits.
+    extra: list[str] = ["--rate-limits", "read=10000000,write=10000000,ingest=10000000"]
+    if engine:
+        extra += ["--database-url", engine["database_url"], "--blob-url", engine["blob_url"]]
+    started: list[Served] = []
+    try:
+        for i in range(count):
+            (tmp / f"r{i}").mkdir(exist_ok=True)
+            data_dir = tmp / "data" if not engine else tmp / f"r{i}" / "data"
+            started.append(start_server(data_dir, *extra, timeout=180))
+        yield started
+    finally:
+        for s in started:
+            s.process.terminate()
+            s.process.wait(30)
+
+
+def run_engine(label: str, engine: dict[str, str], tmp: Path, args: argparse.Namespace) -> None:
+    global LABEL
+    LABEL = label
+    RESULTS[label] = {"traces": args.traces}
+    print(f"== {label}: filling {args.traces} traces", file=sys.stderr, flush=True)
+    big_id = fill(engine, tmp / "data" if not engine else tmp / "fill", args.traces)
+    replicas = 2 if engine else 1
+    with servers(tmp, engine, replicas) as served:
+        print(f"== {label}: REST and MCP latency", file=sys.stderr, flush=True)
+        asyncio.run(rest_and_mcp(served[0].base_url, big_id, args.iterations))
+        print(f"== {label}: live append through {replicas} process(es)", file=sys.stderr, flush=True)
+        rates = [asyncio.run(live_append([s.base_url for s in served], args.live_events)) for _ in range(3)]
+        RESULTS[label]["live_append_events_per_s"] = {
+            "replicas": replicas,
+            "min": round(min(rates)),
+            "p50": round(statistics.median(rates)),
+            "max": round(max(rates)),
+        }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--traces", type=int, default=20_000)
+    parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--live-events", type=int, default=40_000)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="molar-bench-pg-")))
+        (tmp / "sqlite").mkdir()
+        run_engine("sqlite", {}, tmp / "sqlite", args)
+        cluster = stack.enter_context(pg_cluster())
+        s3 = stack.enter_context(s3_endpoint())
+        os.environ.update(s3.env())
+        s3.create_bucket("molar-bench")
+        (tmp / "postgres").mkdir()
+        engine = {"database_url": cluster.new_database("bench"), "blob_url": "s3://molar-bench/bench"}
+        run_engine("postgres", engine, tmp / "postgres", args)
+    text = json.dumps(RESULTS, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Two `molar-mcp serve` replicas on one PostgreSQL database and one S3 bucket behave as one server:
+ingest through one, follow and read through the other; kill -9 one mid-ingest and nothing acknowledged
+is lost, nothing is half-stored, and the other goes on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from tests.bundles import artifact_for, make_bundle, summary
+from tests.engines import PgCluster
+from tests.servers import Served, start_server
+
+pytestmark = pytest.mark.e2e
+
+TS = 1_763_629_200_000
+BATCH = 50
+
+
+def ev(seq: int, **fields: Any) -> dict[str, Any]:
+    return {"seq": seq, "ts": TS + seq, "kind": "log", "step_id": f"s{seq // 100}", "message": f"line {seq}"} | fields
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, pg: PgCluster, s3_url: str) -> Iterator[tuple[Served, Served]]:
+    url = pg.new_database("replicas")
+    engines = ("--database-url", url, "--blob-url", s3_url)
+    # Both start at once on a new database: migrations run once (an advisory lock), secrets are shared.
+    started: list[Served] = []
+    errors: list[BaseException] = []
+
+    def start(name: str) -> None:
+        try:
+            (tmp_path / name).mkdir()
+            started.append(start_server(tmp_path / name / "data", *engines, timeout=120))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert not errors, errors
+        a, b = sorted(started, key=lambda s: str(s.data_dir))
+        yield a, b
+    finally:
+        for srv in started:
+            if srv.process.poll() is None:
+                srv.process.terminate()
+                try:
+                    srv.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    srv.process.kill()
+
+
+def _follow(base: str, trace_id: str, seen: list[int], ended: list[str], ready: threading.Event) -> None:
+    with (
+        httpx2.Client(base_url=base, timeout=60) as http,
+        http.stream("GET", f"/v1/traces/{trace_id}/stream", headers={"accept": "text/event-stream"}) as response,
+    ):
+        assert response.status_code == 200
+        ready.set()
+        event = "message"
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                data = json.loads(line.split(":", 1)[1])
+                if event == "end":
+                    ended.append(data["status"])
+                    return
+                seen.append(int(data["seq"]))
+            elif line == "":
+                event = "message"
+
+
+def test_appends_through_one_replica_reach_a_follower_of_the_other(replicas: tuple[Served, Served]) -> None:
+    a, b = replicas
+    with httpx2.Client(base_url=a.base_url, timeout=30) as http_a:
+        created = http_a.post("/v1/traces", json={"scenario_slug": "agent-run", "source": "manual"})
+        assert created.status_code == 201, created.text
+        trace_id = created.json()["id"]
+        seen: list[int] = []
+        ended: list[str] = []
+        ready = threading.Event()
+        follower = threading.Thread(target=_follow, args=(b.base_url, trace_id, seen, ended, ready), daemon=True)
+        follower.start()
+        assert ready.wait(30)
+        for start in range(0, 500, BATCH):
+            response = http_a.post(
+                f"/v1/traces/{trace_id}/events", json={"events": [ev(i) for i in range(start, start + BATCH)]}
+            )
+            assert response.json()["accepted"] == BATCH
+        assert http_a.post(f"/v1/traces/{trace_id}/finish", json={"status": "passed"}).status_code == 200
+    follower.join(60)
+    assert seen == list(range(500))
+    assert ended == ["passed"]
+
+
+def test_a_bundle_ingested_through_one_replica_is_read_through_the_other_with_its_artifact(
+    replicas: tuple[Served, Served],
+) -> None:
+    a, b = replicas
+    png = b"\x89PNG\r\n\x1a\n" + os.urandom(64)
+    bundle = make_bundle(summary(artifacts=[artifact_for(png)]), blobs={"shot": png})
+    files = {"bundle": ("bundle.tar.gz", bundle, "application/gzip")}
+    ingested = httpx2.post(f"{a.base_url}/v1/traces/ingest", files=files, data={"scenario_slug": "checkout"})
+    assert ingested.status_code == 201, ingested.text
+    trace_id = ingested.json()["trace_id"]
+    with httpx2.Client(base_url=b.base_url, timeout=30) as http_b:
+        detail = http_b.get(f"/v1/traces/{trace_id}").json()
+        assert detail["event_count"] > 0
+        sha = hashlib.sha256(png).hexdigest()
+        redirect = http_b.get(f"/v1/traces/{trace_id}/blob/{sha}")
+        assert redirect.status_code == 302
+        # A presigned URL of the bucket: the object store serves the bytes, not a replica.
+        location = redirect.headers["location"]
+        assert not location.startswith(b.base_url)
+        assert httpx2.get(location).content == png
+        found = http_b.get("/v1/traces", params={"q": "checkout"}).json()["items"]
+        assert trace_id in [t["id"] for t in found]
+
+
+def test_a_replica_killed_mid_ingest_loses_nothing_acknowledged_and_the_other_goes_on(
+    replicas: tuple[Served, Served],
+) -> None:
+    a, b = replicas
+    created = httpx2.post(f"{a.base_url}/v1/traces", json={"scenario_slug": "killed-mid-run"})
+    trace_id = created.json()["id"]
+    acknowledged: list[int] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        with httpx2.Client(base_url=a.base_url, timeout=10) as http:
+            seq = 0
+            while not stop.is_set():
+                batch = [ev(i) for i in range(seq, seq + BATCH)]
+                try:
+                    response = http.post(f"/v1/traces/{trace_id}/events", json={"events": batch})
+                except httpx2.TransportError:
+                    return
+                if response.status_code == 200 and response.json()["accepted"] == BATCH:
+                    acknowledged.append(seq + BATCH - 1)
+                seq += BATCH
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    while len(acknowledged) < 10:
+        assert thread.is_alive()
+        threading.Event().wait(0.02)
+    a.process.send_signal(signal.SIGKILL)
+    a.process.wait(10)
+    stop.set()
+    thread.join(30)
+
+    with httpx2.Client(base_url=b.base_url, timeout=30) as http_b:
+        stored = http_b.get(f"/v1/traces/{trace_id}/events", params={"limit": 1000}).json()
+        seqs = [e["seq"] for e in stored["events"]]
+        # Every acknowledged batch is there, and batches are whole: all of one, or none of it.
+        assert seqs == list(range(len(seqs)))
+        assert len(seqs) % BATCH == 0
+        assert len(seqs) - 1 >= acknowledged[-1]
+        # The other replica goes on with the same trace.
+        more = http_b.post(f"/v1/traces/{trace_id}/events", json={"events": [ev(len(seqs))]})
+        assert more.json()["accepted"] == 1
+        assert http_b.post(f"/v1/traces/{trace_id}/finish", json={"status": "failed"}).status_code == 200
+        detail = http_b.get(f"/v1/traces/{trace_id}").json()
+        assert (detail["status"], detail["event_count"]) == ("failed", len(seqs) + 1)
