@@ -48,10 +48,12 @@ FAILING_STATUS_SQL = ", ".join(f"'{s}'" for s, letter in _LETTER.items() if lett
 
 
 def _recent_rows(conn: Any, org_id: str, scenario_id: str, limit: int) -> list[tuple[Any, ...]]:
+    # Ordered by time alone, so the (org_id, scenario_id, created_ms) index walks the newest runs and
+    # stops after `limit` (a tie-break on pk made SQLite sort all of a scenario's runs: seconds at 1M).
     statuses = ", ".join(f"'{s}'" for s in _LETTER)
     rows: list[tuple[Any, ...]] = conn.execute(
         f"SELECT {_RUN_COLUMNS} FROM traces WHERE org_id = ? AND scenario_id = ? AND parent_trace_id IS NULL"
-        f" AND status IN ({statuses}) ORDER BY created_ms DESC, pk DESC LIMIT ?",
+        f" AND status IN ({statuses}) ORDER BY created_ms DESC LIMIT ?",
         (org_id, scenario_id, limit),
     ).fetchall()
     return rows
