@@ -29,6 +29,10 @@ HISTORY_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX scenario_health_flaky ON scenario_health(org_id, scenario_id) WHERE flaky = 1;
     CREATE INDEX scenario_health_newly ON scenario_health(org_id, scenario_id) WHERE newly_failing = 1;
     """,
+    # 2: a scenario's runs newest first with a stable tie-break, read by the index (no sort of them all).
+    """
+    CREATE INDEX IF NOT EXISTS traces_org_scenario_newest ON traces(org_id, scenario_id, created_ms DESC, pk DESC);
+    """,
 )
 
 WINDOW = 20  # runs a history looks back over
@@ -48,12 +52,13 @@ FAILING_STATUS_SQL = ", ".join(f"'{s}'" for s, letter in _LETTER.items() if lett
 
 
 def _recent_rows(conn: Any, org_id: str, scenario_id: str, limit: int) -> list[tuple[Any, ...]]:
-    # Ordered by time alone, so the (org_id, scenario_id, created_ms) index walks the newest runs and
-    # stops after `limit` (a tie-break on pk made SQLite sort all of a scenario's runs: seconds at 1M).
+    # `traces_org_scenario_newest` gives this order, so the read walks the newest runs and stops after
+    # `limit` (without it SQLite sorted all of a scenario's runs: seconds at 1M traces). Runs stored in
+    # the same millisecond keep the order they were stored in.
     statuses = ", ".join(f"'{s}'" for s in _LETTER)
     rows: list[tuple[Any, ...]] = conn.execute(
         f"SELECT {_RUN_COLUMNS} FROM traces WHERE org_id = ? AND scenario_id = ? AND parent_trace_id IS NULL"
-        f" AND status IN ({statuses}) ORDER BY created_ms DESC LIMIT ?",
+        f" AND status IN ({statuses}) ORDER BY created_ms DESC, pk DESC LIMIT ?",
         (org_id, scenario_id, limit),
     ).fetchall()
     return rows
