@@ -36,6 +36,9 @@ NOTABLE_LIMIT = 12
 CONVERSATION_LIMIT = 60
 
 
+CONVERSATION_MARGIN = 48
+
+
 async def get_trace(
     ctx: Context,
     trace_id: Annotated[str, Field(min_length=1, max_length=64)],
@@ -93,8 +96,11 @@ async def get_trace(
     reserve = min(max_tokens // 2, 1000) if agent else 0
     view, text = build_trace_view(detail, failed_events, failing.total, None, 0, offset, None, max_tokens - reserve)
     if agent and model_calls is not None and tool_calls is not None:
+        # A margin for what joining the two costs (the `conversation` key, newlines, the cut note in
+        # both forms) adds beyond the parts' own estimates: the whole answer must stay within budget.
+        room = max_tokens - cost(view, text) - CONVERSATION_MARGIN
         conversation, lines, cut = fit_conversation(
-            build_conversation(model_calls.events, tool_calls.events), max_tokens - cost(view, text), detail.short_id
+            build_conversation(model_calls.events, tool_calls.events), room, detail.short_id
         )
         view = view.model_copy(
             update={"conversation": conversation, "omitted": [*view.omitted, *([cut] if cut else [])]}
