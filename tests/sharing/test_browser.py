@@ -100,7 +100,7 @@ def share_failing_demo_trace(base_url: str) -> SharedDemo:
 def test_a_public_share_renders_in_headless_chromium(served: Served, tmp_path: Path) -> None:
     binary = chromium_binary()
     if binary is None:
-        pytest.skip("no Chromium found (install it: apt-get install -y chromium, or set MOLAR_CHROMIUM)")
+        pytest.fail("no Chromium found (install it: apt-get install -y chromium, or set MOLAR_CHROMIUM)")
     demo = share_failing_demo_trace(served.base_url)
 
     dom = headless(binary, tmp_path / "profile-dom", "--dump-dom", demo.url)
@@ -133,7 +133,7 @@ def test_a_public_share_renders_in_headless_chromium(served: Served, tmp_path: P
 def test_the_embed_renders_in_headless_chromium(served: Served, tmp_path: Path) -> None:
     binary = chromium_binary()
     if binary is None:
-        pytest.skip("no Chromium found (install it: apt-get install -y chromium, or set MOLAR_CHROMIUM)")
+        pytest.fail("no Chromium found (install it: apt-get install -y chromium, or set MOLAR_CHROMIUM)")
     demo = share_failing_demo_trace(served.base_url)
     url = demo.url + "/embed"
     shot = tmp_path / "embed.png"
