@@ -62,14 +62,16 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_rate_limits(spec: str) -> RateLimits:
-    """`read=600,write=120,ingest=30` (any subset) → `RateLimits`; requests per minute per org."""
+    """`read=600,write=120,ingest=30,tool=6000` (any subset) → `RateLimits`; per minute per org."""
     from molar_mcp.api.telemetry import RateLimits
 
     values: dict[str, int] = {}
     for part in spec.split(","):
         name, _, raw = part.strip().partition("=")
-        if name not in ("read", "write", "ingest") or not raw.isdigit() or int(raw) < 1:
-            raise ValueError(f"bad rate limit {part!r}: use read=N,write=N,ingest=N with N ≥ 1 per minute")
+        if name not in ("read", "write", "ingest", "otlp", "tool") or not raw.isdigit() or int(raw) < 1:
+            raise ValueError(
+                f"bad rate limit {part!r}: use read=N,write=N,ingest=N,otlp=N,tool=N with N ≥ 1 per minute"
+            )
         values[name] = int(raw)
     return RateLimits(**values)
 
@@ -542,7 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allowed-hosts", help="comma-separated Host names to accept behind a proxy")
     serve.add_argument("--max-bundle-mb", type=int, default=25, help="ingest size limit (MB)")
     serve.add_argument(
-        "--rate-limits", help="requests a minute per org, e.g. read=600,write=120,ingest=30 (the defaults)"
+        "--rate-limits",
+        help="per minute per org: REST read/write/ingest requests, OTLP exports, MCP tool calls "
+        "(the defaults: read=600,write=120,ingest=30,otlp=6000,tool=6000)",
     )
     serve.add_argument("--model", help=_MODEL_HELP)
     serve.add_argument(

@@ -49,6 +49,7 @@ from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
 from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.replays import ReplayStore
 from molar_mcp.store.signing import UrlSigner
+from molar_mcp.tool_budget import ToolCallBudget
 
 log = logging.getLogger("molar_mcp")
 
@@ -437,7 +438,9 @@ def create_serve_app(
             yield
             tasks.cancel_scope.cancel()
 
-    mcp_endpoint: ASGIApp = mcp_app
+    # One tool call is one unit of its org's `tool` budget (the reads it makes inside are not counted).
+    context = embedded.context
+    mcp_endpoint: ASGIApp = ToolCallBudget(mcp_app, limiter=context.rate_limiter, metrics=context.metrics)
     routes: list[BaseRoute] = [Route("/.well-known/molar-capabilities.json", capabilities, methods=["GET"])]
     if auth is not None:
         routes += create_oauth_routes(auth.config, auth.db)
@@ -445,7 +448,7 @@ def create_serve_app(
         # Per-tool scopes with step-up (403 insufficient_scope), tools/list filtered to what the token may call.
         policy = ScopePolicy.of({spec.name: [spec.scope] for spec in TOOL_SPECS})
         mcp_endpoint = McpScopeGuard(
-            mcp_app, verifier=auth.verifier(auth.mcp_resource), resource=auth.mcp_resource, policy=policy
+            mcp_endpoint, verifier=auth.verifier(auth.mcp_resource), resource=auth.mcp_resource, policy=policy
         )
     routes += [Route("/mcp", endpoint=mcp_endpoint), Mount("/", app=api_app)]
     middleware = [Middleware(OriginGuard, allowed=allowed_origins)] if allowed_origins is not None else []

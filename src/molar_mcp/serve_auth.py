@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from molar_mcp.api.auth import ApiAuth
+from molar_mcp.api.telemetry import IN_PROCESS_EXTENSION
 from molar_mcp.auth import (
     ALL_SCOPES,
     SCOPE_TRACE_READ,
@@ -151,7 +152,7 @@ def acting_client_factory(api_app: ASGIApp, token: str) -> ClientFactory:
 
     @asynccontextmanager
     async def factory() -> AsyncIterator[TraceClient]:
-        transport = StreamingASGITransport(api_app)
+        transport = StreamingASGITransport(api_app, extensions={IN_PROCESS_EXTENSION: {}})
         async with httpx2.AsyncClient(
             transport=transport, base_url="http://molar.embedded", auth=ActingAs(token)
         ) as http:
