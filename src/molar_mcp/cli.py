@@ -97,6 +97,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"molar-mcp: {exc}", file=sys.stderr)
         return 2
     otlp = OtlpSettings(quiet_seconds=args.otlp_quiet_seconds)
+    if not args.live_quiet_seconds > 0 or not args.unused_client_hours > 0:
+        print("molar-mcp: --live-quiet-seconds and --unused-client-hours must be more than 0", file=sys.stderr)
+        return 2
     roots = _replay_roots(args.replay_root)
     if roots is None:
         return 2
@@ -107,6 +110,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         rate_limits=limits,
         debugger=debugger,
         otlp_settings=otlp,
+        live_quiet_seconds=args.live_quiet_seconds,
         replay_demo=args.demo,
         replay_roots=roots,
     ) as embedded:
@@ -120,7 +124,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 None
                 if args.no_auth
                 else stack.enter_context(
-                    open_serve_auth(data_dir, args.issuer or base, database_url=_engines(args)["database_url"])
+                    open_serve_auth(
+                        data_dir,
+                        args.issuer or base,
+                        database_url=_engines(args)["database_url"],
+                        unused_client_seconds=args.unused_client_hours * 3600,
+                    )
                 )
             )
             origins = own_origins(args.host, args.port, auth.config.issuer if auth else None, allowed or ())
@@ -555,6 +564,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(os.environ.get("MOLAR_OTLP_QUIET_SECONDS", "30")),
         help="an OTLP trace whose root span has arrived finishes after this long without new spans "
         "(env MOLAR_OTLP_QUIET_SECONDS; default 30)",
+    )
+    serve.add_argument(
+        "--live-quiet-seconds",
+        type=float,
+        default=float(os.environ.get("MOLAR_LIVE_QUIET_SECONDS", "600")),
+        help="a live trace that nothing was appended to for this long is marked interrupted (its producer "
+        "crashed) (env MOLAR_LIVE_QUIET_SECONDS; default 600)",
+    )
+    serve.add_argument(
+        "--unused-client-hours",
+        type=float,
+        default=float(os.environ.get("MOLAR_UNUSED_CLIENT_HOURS", "24")),
+        help="an OAuth client registered this long ago and never used (no authorization, no token) is deleted "
+        "(env MOLAR_UNUSED_CLIENT_HOURS; default 24)",
     )
     serve.set_defaults(func=cmd_serve)
 

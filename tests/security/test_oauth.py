@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx2
@@ -35,6 +36,7 @@ from tests.auth.conftest import (
     register_client,
     server,  # noqa: F401 - the shared server with its clock reset (a fixture)
 )
+from tests.security.conftest import Secured
 
 pytestmark = pytest.mark.anyio
 
@@ -194,3 +196,132 @@ async def test_a_host_with_one_private_address_among_public_ones_is_refused() ->
     cimd = ClientMetadataResolver(default_http_client, clock=time.time, resolve_host=mixed)
     with pytest.raises(ClientMetadataDocumentError, match=NOT_PUBLIC):
         await cimd.resolve("https://agent.example.test/client.json")
+
+
+# -- Sign out ends the login session on the server, not only in this browser --------------------------
+
+
+async def test_signing_out_ends_the_session_even_for_a_copied_cookie(server: LiveServer) -> None:  # noqa: F811
+    async with server.http() as http:
+        client = await register_client(http)
+        url = authorize_url(server, client["client_id"], Pkce.new())
+        await _consent_page(http, url)  # signed in: the next visit shows the consent page
+        stolen = http.cookies.get("molar_oauth_session", path="/api/oauth")
+        assert stolen
+        signed_out = await http.post("/api/oauth/logout")
+        after = await http.get(url)
+    async with server.http(cookies={"molar_oauth_session": stolen}) as thief:
+        replayed = await thief.get(url)
+    assert signed_out.status_code == 200
+    assert "Signed out" in signed_out.text
+    cleared = signed_out.headers.get_list("set-cookie")
+    assert {c.split(";")[0] for c in cleared} == {'molar_oauth_session=""'}
+    assert {p for c in cleared for p in c.split("; ") if p.startswith("Path=")} == {"Path=/api/oauth", "Path=/r"}
+    assert "Sign in to Molar" in after.text
+    assert "Sign in to Molar" in replayed.text  # the copied cookie no longer signs anyone in
+
+
+# -- Registered clients never used expire ------------------------------------------------------------
+
+
+async def test_registered_clients_never_used_expire_and_used_ones_stay(server: LiveServer) -> None:  # noqa: F811
+    from molar_mcp.auth.clients import ClientStore
+
+    async with server.http() as http:
+        unused = await register_client(http, client_name="Abandoned")
+        used = await register_client(http, client_name="Used")
+        pkce = Pkce.new()
+        fields = await _consent_page(http, authorize_url(server, used["client_id"], pkce))
+        approved = await http.post("/api/oauth/authorize", data={**fields, "decision": "approve"})
+        assert approved.status_code == 302
+        young = await register_client(http, client_name="Just registered")
+        server.clock.advance(server.config.unused_client_seconds + 1)
+        fresh = await register_client(http, client_name="Registered after")
+        gone = ClientStore(server.db).expire_unused(server.config.unused_client_seconds, now=int(server.clock()))
+        abandoned_page = await http.get(authorize_url(server, unused["client_id"], Pkce.new()))
+        used_page = await http.get(authorize_url(server, used["client_id"], Pkce.new()))
+        fresh_page = await http.get(authorize_url(server, fresh["client_id"], Pkce.new()))
+    remaining = {c.client_id for c in ClientStore(server.db).all()}
+    assert gone >= 2  # the abandoned and the young one (now old); earlier tests' unused clients too
+    assert unused["client_id"] not in remaining
+    assert young["client_id"] not in remaining
+    assert {used["client_id"], fresh["client_id"]} <= remaining
+    assert abandoned_page.status_code == 400
+    assert "not valid" in abandoned_page.text
+    assert used_page.status_code == 200
+    assert fresh_page.status_code == 200
+
+
+async def test_serve_deletes_unused_clients_on_its_own(tmp_path: Path) -> None:
+    import anyio
+
+    from molar_mcp.auth.clients import ClientStore
+    from molar_mcp.serve_auth import open_serve_auth, run_client_expiry
+
+    with open_serve_auth(tmp_path, "http://127.0.0.1:9", unused_client_seconds=1.0) as auth:
+        clients = ClientStore(auth.db)
+        metadata = {"client_name": "x", "redirect_uris": ["http://127.0.0.1:7777/callback"]}
+        clients.save("old-and-unused", None, metadata, now=int(time.time()) - 5)
+        clients.save("new", None, metadata, now=int(time.time()) + 60)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_client_expiry, auth)
+            for _ in range(100):  # a look at start, then every 0.1 s
+                if clients.get("old-and-unused") is None:
+                    break
+                await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+        assert clients.get("old-and-unused") is None
+        assert clients.get("new") is not None
+
+
+# -- CORS for browser-based MCP clients: discovery and token endpoints; the origin guard elsewhere ----
+
+FOREIGN = "https://agent.example"
+
+
+async def test_browser_clients_reach_discovery_and_token_endpoints_from_their_origin(secured: Secured) -> None:
+    async with httpx2.AsyncClient(base_url=secured.base, timeout=30.0, headers={"origin": FOREIGN}) as browser:
+        preflight = await browser.options(
+            "/api/oauth/token",
+            headers={"access-control-request-method": "POST", "access-control-request-headers": "content-type"},
+        )
+        token = await browser.post("/api/oauth/token", data={"grant_type": "authorization_code", "code": "nope"})
+        registered = await browser.post(
+            "/api/oauth/register", json={"client_name": "web", "redirect_uris": [f"{FOREIGN}/callback"]}
+        )
+        discovery = {
+            path: await browser.get(path)
+            for path in (
+                "/.well-known/oauth-authorization-server",
+                "/.well-known/oauth-protected-resource/mcp",
+                "/.well-known/oauth-protected-resource",
+                "/.well-known/molar-capabilities.json",
+                "/api/oauth/jwks",
+            )
+        }
+        discovery_preflight = await browser.options(
+            "/.well-known/oauth-protected-resource/mcp",
+            headers={"access-control-request-method": "GET", "access-control-request-headers": "mcp-protocol-version"},
+        )
+        # Everything else still refuses a foreign origin.
+        guarded = {
+            "mcp": await browser.post("/mcp", json={}, headers={"authorization": f"Bearer {secured.key_all}"}),
+            "v1": await browser.get("/v1/traces", headers={"authorization": f"Bearer {secured.key_all}"}),
+            "login": await browser.post("/api/oauth/login", data={"email": "a", "password": "b"}),
+            "logout": await browser.post("/api/oauth/logout"),
+            "authorize": await browser.post("/api/oauth/authorize", data={}),
+        }
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert token.status_code in (400, 401)  # the OAuth error itself (no client here), readable by the page
+    assert token.json()["error"] in ("invalid_client", "invalid_request")
+    assert token.headers["access-control-allow-origin"] == "*"
+    assert registered.status_code == 201, registered.text
+    assert registered.headers["access-control-allow-origin"] == "*"
+    for path, answer in discovery.items():
+        assert answer.status_code == 200, path
+        assert answer.headers["access-control-allow-origin"] == "*", path
+        assert "access-control-allow-credentials" not in answer.headers, path
+    assert discovery_preflight.status_code == 200
+    assert {name: answer.status_code for name, answer in guarded.items()} == dict.fromkeys(guarded, 403)
