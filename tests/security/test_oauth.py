@@ -36,7 +36,7 @@ from tests.auth.conftest import (
     register_client,
     server,  # noqa: F401 - the shared server with its clock reset (a fixture)
 )
-from tests.security.conftest import Secured
+from tests.security.conftest import Secured, start_secured, stop
 
 pytestmark = pytest.mark.anyio
 
@@ -279,7 +279,17 @@ async def test_serve_deletes_unused_clients_on_its_own(tmp_path: Path) -> None:
 FOREIGN = "https://agent.example"
 
 
-async def test_browser_clients_reach_discovery_and_token_endpoints_from_their_origin(secured: Secured) -> None:
+@pytest.fixture(scope="module")
+def served_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    s = start_secured(tmp_path_factory.mktemp("cors") / "data", demo=False)
+    try:
+        yield s
+    finally:
+        stop(s.served)
+
+
+async def test_browser_clients_reach_discovery_and_token_endpoints_from_their_origin(served_auth: Secured) -> None:
+    secured = served_auth
     async with httpx2.AsyncClient(base_url=secured.base, timeout=30.0, headers={"origin": FOREIGN}) as browser:
         preflight = await browser.options(
             "/api/oauth/token",
