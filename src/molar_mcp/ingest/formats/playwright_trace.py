@@ -60,6 +60,10 @@ class PwAction:
         return self.method == "tracingGroup" or (self.cls == "Tracing" and self.method == "group")
 
 
+# Calls of the recording itself, which older releases (format 3) put in the trace: not the test's calls.
+_TRACING_ITSELF = frozenset({"tracingStart", "tracingStartChunk", "tracingStopChunk", "tracingStop"})
+
+
 @dataclass
 class PwContext:
     prefix: str
@@ -229,6 +233,8 @@ class _Reader:
             ev = _from_metadata(ev)  # versions before 4 wrapped every call in `metadata`
             kind = ev["type"]
         if kind == "before" or kind == "action":
+            if ev.get("class") == "Tracing" and ev.get("method") in _TRACING_ITSELF:
+                return  # the recording's own start/stop (older releases logged it, "interrupted" by the save)
             call_id = str(ev["callId"])
             title = ev.get("title") or ev.get("apiName")
             action = PwAction(
