@@ -104,3 +104,13 @@ def test_rate_limit_specs_parse_and_reject_nonsense() -> None:
         with pytest.raises(ValueError, match="rate"):
             parse_rate_limits(bad)
     assert isinstance(RateLimiter().limits, RateLimits)
+
+
+def test_the_default_ingest_limit_lets_a_test_runs_uploads_through_at_once() -> None:
+    """The reporter uploads each test attempt as it finishes: a 500-test run's uploads are not held back
+    (30 a minute kept them queued for 17 minutes), and the bucket still ends."""
+    clock = [0.0]
+    limiter = RateLimiter(clock=lambda: clock[0])
+    assert all(limiter.take("org_ci", "ingest") == 0 for _ in range(500))
+    assert RateLimits().ingest == 1200
+    assert [limiter.take("org_ci", "ingest") == 0 for _ in range(701)].count(False) == 1
