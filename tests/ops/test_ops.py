@@ -13,7 +13,7 @@ from molar_mcp.api.app import create_api_app
 from molar_mcp.api.context import ApiContext
 from molar_mcp.api.telemetry import RateLimiter, RateLimits
 from molar_mcp.store import SqliteTraceStore
-from tests.bundles import make_bundle
+from tests.bundles import make_bundle, summary
 
 pytestmark = pytest.mark.anyio
 
@@ -61,9 +61,15 @@ async def test_limits_are_per_org_and_per_class(http: httpx2.AsyncClient) -> Non
         await http.get("/v1/traces")
     assert (await http.get("/v1/traces")).status_code == 429
     assert (await http.get("/v1/traces", headers={"x-molar-org": "org_b"})).status_code == 200
-    files = {"bundle": ("b.tar.gz", make_bundle(), "application/gzip")}
+    # Three different runs (the same bundle sent again would be the first upload's answer, not a new one).
+    bundles = [make_bundle(summary(code_sha=f"c0de{n}")) for n in range(3)]
     ingests = [
-        (await http.post("/v1/traces/ingest", data={"scenario_slug": "s"}, files=files)).status_code for _ in range(3)
+        (
+            await http.post(
+                "/v1/traces/ingest", data={"scenario_slug": "s"}, files={"bundle": ("b.tar.gz", b, "application/gzip")}
+            )
+        ).status_code
+        for b in bundles
     ]
     assert ingests == [201, 201, 429]
     assert (await http.get("/healthz")).status_code == 200  # health is never limited
