@@ -434,6 +434,8 @@ def create_serve_app(
         ):
             # OTLP traces finish after a quiet period even when no request comes to notice it.
             tasks.start_soon(run_sweeper, embedded.context)
+            if embedded.context.replays is not None:
+                embedded.context.replays.start()  # claims replays queued through any replica
             yield
             tasks.cancel_scope.cancel()
 

@@ -20,7 +20,7 @@ from molar_mcp.demo.config import DEMO_APP_NAME, demo_app_config
 from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES
 from molar_mcp.replay.apps import AppConfig
 from molar_mcp.replay.projects import ReplayRoots
-from molar_mcp.replay.service import ReplayService
+from molar_mcp.replay.service import ReplayService, ReplaySettings
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceStore
 from molar_mcp.store.analysis import SqliteAnalysisStore
 from molar_mcp.store.blobs import BlobStore
@@ -121,6 +121,7 @@ class ApiContext:
                 apps if apps is not None else {DEMO_APP_NAME: demo_app_config()},
                 hide=[store.data_dir],  # should a bound directory hold it, the sandbox lays a tmpfs over it
                 roots=ReplayRoots(replay_roots),
+                settings=ReplaySettings.from_env(),
             ),
             model=model,
             tools=tools,
