@@ -46,14 +46,16 @@ def test_claims_take_the_oldest_first_and_show_in_the_replays_state(store: Sqlit
     assert [replays.queue_position(ORG, i) for i in ids] == [1, 2, 3]
     now = now_ms()
     first = claim(replays, "a", now=now)
-    assert first is not None and first.id == ids[0]
+    assert first is not None
+    assert first.id == ids[0]
     assert (first.status, first.owner, first.attempts, first.lease_until_ms) == ("running", "a", 1, now + 1000)
     assert first.source_diffs == [("app.py", "--- a/app.py\n+++ b/app.py\n")]  # the request, to rebuild it
     stored = replays.get(ORG, ids[0])
     assert (stored.status, stored.owner, stored.attempts) == ("running", "a", 1)
     assert [replays.queue_position(ORG, i) for i in ids] == [None, 1, 2]
     second = claim(replays, "b", now=now)
-    assert second is not None and second.id == ids[1]
+    assert second is not None
+    assert second.id == ids[1]
     assert replays.queued_count(ORG) == 1
 
 
@@ -67,7 +69,8 @@ def test_the_per_org_limit_holds_across_claimers_and_other_orgs_go_on(store: Sql
     assert claim(replays, "b", now=now, limit=2) is None
     replays.update(ORG, ours[0], owner="a", status="succeeded", phase="done")
     again = claim(replays, "b", now=now, limit=2)
-    assert again is not None and again.id == ours[2]
+    assert again is not None
+    assert again.id == ours[2]
 
 
 def test_a_running_replay_is_taken_over_only_when_its_lease_ran_out(store: SqliteTraceStore) -> None:
@@ -77,7 +80,8 @@ def test_a_running_replay_is_taken_over_only_when_its_lease_ran_out(store: Sqlit
     assert claim(replays, "a", now=now) is not None
     assert claim(replays, "b", now=now + 999) is None  # a still holds it
     taken = claim(replays, "b", now=now + 1001)  # a stopped renewing: its lease ran out
-    assert taken is not None and (taken.id, taken.owner, taken.attempts) == (replay_id, "b", 2)
+    assert taken is not None
+    assert (taken.id, taken.owner, taken.attempts) == (replay_id, "b", 2)
     # a comes back: everything it writes is refused, its renewal says it lost the replay
     with pytest.raises(LeaseLost):
         replays.update(ORG, replay_id, owner="a", phase="recording", message="a's late write")
@@ -100,7 +104,8 @@ def test_renewing_keeps_a_replay_and_attempts_are_bounded(store: SqliteTraceStor
     later = start + 10**7
     for attempt, owner in ((2, "b"), (3, "c")):
         taken = claim(replays, owner, now=later)
-        assert taken is not None and taken.attempts == attempt
+        assert taken is not None
+        assert taken.attempts == attempt
         later += 10**7
     assert claim(replays, "d", now=later) is None  # tried three times: failed, not claimed a fourth time
     state = replays.get(ORG, replay_id)
@@ -134,9 +139,7 @@ def test_two_replicas_claiming_at_once_never_take_the_same_replay(
                 with lock:
                     claimed.append(record.id)
 
-        threads = [
-            threading.Thread(target=work, args=(replicas[i % 2], f"replica{i % 2}-worker{i}")) for i in range(8)
-        ]
+        threads = [threading.Thread(target=work, args=(replicas[i % 2], f"replica{i % 2}-worker{i}")) for i in range(8)]
         for t in threads:
             t.start()
         for t in threads:

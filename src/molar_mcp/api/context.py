@@ -97,11 +97,12 @@ class ApiContext:
         bus: LiveBus | None = None,
         rate_limiter: RateLimiter | None = None,
         otlp_settings: OtlpSettings | None = None,
+        signer: UrlSigner | None = None,
     ) -> ApiContext:
         """The context of the store: its signer, blobs, live ingest and bus (one process's, unless given)."""
         return cls(
             store=store,
-            signer=UrlSigner(store.data_dir / "signing-keys.json"),
+            signer=signer or UrlSigner(store.data_dir / "signing-keys.json"),
             blob_root=store.blobs.root,
             blob_store=store.blobs,
             live=LiveTraces(store.db),  # before tiers: archived events carry live ingest's columns

@@ -185,6 +185,7 @@ class ReplayRecord:
                 "error": self.error,
                 "log_tail": self.log_tail,
                 "queue_position": queue_position if self.status == "queued" else None,
+                "attempts": self.attempts,
                 "created_at": _dt(self.created_ms),
                 "started_at": _dt(self.started_ms),
                 "finished_at": _dt(self.finished_ms),
