@@ -1,6 +1,6 @@
 """Direct uploads (`POST /v1/uploads`): a presigned PUT URL of the object store per org and sha256, the
-real S3 client's URL PUT over HTTP (moto on 127.0.0.1), then an ingest by `file_sha256` that checks the
-bytes; on the file blob store a 501 that says to send the file in the ingest request."""
+real S3 client's URL PUT over HTTP (moto on 127.0.0.1), then `POST /v1/uploads/{sha256}/ingest` that
+checks the bytes; on the file blob store a 501 that says to send the file in the ingest request."""
 
 from __future__ import annotations
 
@@ -49,9 +49,8 @@ async def put(url: str, data: bytes, headers: dict[str, str]) -> httpx2.Response
 
 async def ingest_by_sha(client: httpx2.AsyncClient, sha256: str, org: str = "org_a") -> httpx2.Response:
     return await client.post(
-        "/v1/traces/ingest",
-        data={"file_sha256": sha256, "filename": "run.tar.gz", "scenario_slug": "uploaded"},
-        files={"unused": ("x", b"", "text/plain")},  # multipart even without a file part
+        f"/v1/uploads/{sha256}/ingest",
+        json={"filename": "run.tar.gz", "scenario_slug": "uploaded"},
         headers={"x-molar-org": org},
     )
 
@@ -66,6 +65,7 @@ async def test_a_file_put_to_the_presigned_url_is_ingested_by_its_sha256(
     assert issued["method"] == "PUT"
     assert f"/orgs/org_a/uploads/{sha(bundle)[:2]}/{sha(bundle)}" in issued["url"]  # per org, by content
     assert "X-Amz-Signature" in issued["url"]
+    assert issued["ingest_url"] == f"/v1/uploads/{sha(bundle)}/ingest"
     expires = datetime.fromisoformat(issued["expires_at"])
     assert timedelta(minutes=14) < expires - datetime.now(UTC) <= timedelta(minutes=15)
 
@@ -112,13 +112,11 @@ async def test_bad_upload_requests_get_their_status(client: httpx2.AsyncClient) 
     ):
         assert_error(await client.post("/v1/uploads", json=body), status, error)
     assert_error(await client.post("/v1/uploads", content=b"{}"), 415, "unsupported_media_type")
-    assert_error(await ingest_by_sha(client, "../../etc/passwd"), 422, "validation_error")
-    both = await client.post(
-        "/v1/traces/ingest",
-        data={"file_sha256": good},
-        files={"file": ("b.tar.gz", make_bundle(summary()), "application/gzip")},
-    )
-    assert_error(both, 422, "validation_error")
+    assert_error(await ingest_by_sha(client, "A" * 64), 422, "validation_error")
+    assert_error(await ingest_by_sha(client, "%2e%2e%2fetc%2fpasswd"), 404, "not_found")  # no such route
+    for options in ({"format": "tarball"}, {"result": {"status": 7}}, {"scenario_slug": "x" * 201}, {"extra": 1}):
+        assert_error(await client.post(f"/v1/uploads/{good}/ingest", json=options), 422, "validation_error")
+    assert_error(await client.post(f"/v1/uploads/{good}/ingest", content=b"{"), 415, "unsupported_media_type")
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +25,7 @@ from molar_mcp.ingest import Overrides
 from molar_mcp.ingest.formats import FORMATS
 from molar_mcp.ingest.playwright import Attachment
 from molar_mcp.ingest.results import TestResultInfo
-from molar_mcp.ingest.service import Upload
+from molar_mcp.ingest.service import IngestOutcome, Upload
 from molar_mcp.models import (
     TRACE_SOURCES,
     TRACE_STATUSES,
@@ -47,7 +45,6 @@ MAX_LIST_LIMIT = 200
 MAX_EVENTS_LIMIT = 1000
 _FORM_OVERHEAD = 64 * 1024  # room for multipart boundaries and the small fields beside the file
 _MAX_ATTACHMENTS = 20
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _ANALYZE_AT_INGEST = 50  # a report's first traces are analysed at once; the rest on first debug_run
 
 
@@ -253,12 +250,7 @@ async def get_event(request: Request) -> JSONResponse:
     response=IngestResponse,
     status=201,
     multipart={
-        "file": {"type": "string", "format": "binary", "description": "the upload (or `file_sha256`)"},
-        "file_sha256": {
-            "type": "string",
-            "description": "instead of `file`: the sha256 of a file PUT to the object store (POST /v1/uploads)",
-        },
-        "filename": {"type": "string", "description": "with `file_sha256`: the file's name (helps detect its format)"},
+        "file": {"type": "string", "format": "binary", "x-required": True, "description": "the upload"},
         "bundle": {"type": "string", "format": "binary", "deprecated": True, "description": "older name of `file`"},
         "format": {"type": "string", "enum": list(FORMATS), "description": "default: detected from the content"},
         "scenario_slug": {"type": "string", "description": "default: from the file (bundle summary, test identity)"},
@@ -270,42 +262,8 @@ async def get_event(request: Request) -> JSONResponse:
         "commit_sha": {"type": "string"},
         "pr_number": {"type": "integer"},
     },
-    errors=(400, 404, 413, 415, 422, 501),
+    errors=(400, 404, 413, 415, 422),
 )
-def _uploaded(ctx: ApiContext, org: str, sha256: str, limit: int) -> bytes:
-    """The file a reporter PUT to the object store under `sha256` (POST /v1/uploads), checked."""
-    blobs = ctx.blob_store
-    if blobs is None or not blobs.direct_uploads:
-        raise ApiError(
-            501,
-            "not_implemented",
-            "this server keeps files on its own disk (no object store), so nothing is uploaded there; send the "
-            "file in the `file` part",
-        )
-    if not _SHA256.match(sha256):
-        raise ApiError(422, "validation_error", "file_sha256 must be 64 lowercase hex digits")
-    data = blobs.read_upload(sha256, org, max_bytes=limit)
-    if data is None:
-        raise ApiError(
-            404,
-            "not_found",
-            f"no file uploaded under sha256 {sha256} in this org: POST /v1/uploads, PUT the file to the URL it "
-            "answers, then ingest",
-        )
-    if len(data) > limit:
-        blobs.drop_upload(sha256, org)
-        raise ApiError(413, "payload_too_large", f"the uploaded file is larger than the {limit}-byte limit")
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != sha256:
-        blobs.drop_upload(sha256, org)  # never ingested under a name that is not its content's
-        raise ApiError(
-            422,
-            "validation_error",
-            f"the uploaded file's sha256 is {actual}, not {sha256}; it was removed: upload it again",
-        )
-    return data
-
-
 async def ingest(request: Request) -> JSONResponse:
     ctx = api_context(request)
     limit = ctx.max_bundle_bytes
@@ -326,23 +284,13 @@ async def ingest(request: Request) -> JSONResponse:
     # Files: the upload, its attachments, and `result` (a reporter may send it as a file part).
     async with limited.form(max_files=2 + _MAX_ATTACHMENTS, max_fields=20) as form:
         upload = form.get("file") or form.get("bundle")
-        staged = _form_str(form.get("file_sha256"))
-        if staged is not None and isinstance(upload, UploadFile):
-            raise ApiError(422, "validation_error", "send either a `file` part or `file_sha256`, not both")
-        if staged is None and not isinstance(upload, UploadFile):
+        if not isinstance(upload, UploadFile):
             raise ApiError(
-                422,
-                "validation_error",
-                "the form has no `file` field (the upload; `bundle` is its older name) and no `file_sha256` "
-                "(a file uploaded straight to the object store: POST /v1/uploads)",
+                422, "validation_error", "the form has no `file` field (the upload; `bundle` is its older name)"
             )
-        data = b""
-        filename: str | None = _form_str(form.get("filename"))
-        if isinstance(upload, UploadFile):
-            data = await upload.read()
-            filename = upload.filename
-            if len(data) > limit:
-                raise ApiError(413, "payload_too_large", f"the file is {len(data)} bytes; the limit is {limit} bytes")
+        data = await upload.read()
+        if len(data) > limit:
+            raise ApiError(413, "payload_too_large", f"the file is {len(data)} bytes; the limit is {limit} bytes")
         for part in form.getlist("attachment"):
             if isinstance(part, UploadFile):
                 attachments.append(
@@ -362,13 +310,12 @@ async def ingest(request: Request) -> JSONResponse:
         fmt = _form_str(form.get("format"))
         run_ref = _form_str(form.get("run_id"))
         keep = (_form_str(form.get("keep_secrets")) or "").lower() in ("1", "true", "yes")
+        filename = upload.filename
     if fmt is not None and fmt not in FORMATS:
         raise ApiError(422, "validation_error", f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     if overrides.scenario_slug is not None and len(overrides.scenario_slug) > 200:
         raise ApiError(422, "validation_error", "scenario_slug is longer than 200 characters")
     org = org_of(request)
-    if staged is not None:
-        data = await anyio.to_thread.run_sync(lambda: _uploaded(ctx, org, staged, limit))
     job = Upload(
         data=data,
         filename=filename,
@@ -380,9 +327,11 @@ async def ingest(request: Request) -> JSONResponse:
         max_bytes=limit,
     )
     outcome = await anyio.to_thread.run_sync(lambda: ingest_for_run(ctx, org, job, run_ref))
-    if staged is not None and ctx.blob_store is not None:  # ingested: its blobs are stored, the upload goes
-        blob_store = ctx.blob_store
-        await anyio.to_thread.run_sync(lambda: blob_store.drop_upload(staged, org))
+    return ingest_response(ctx, org, outcome)
+
+
+def ingest_response(ctx: ApiContext, org: str, outcome: IngestOutcome) -> JSONResponse:
+    """201 with the stored trace (a report: every trace and every file not stored); analysis after it."""
     # The metric's label is the ingest mode: `bundle` for uploaded files of any format (live traces: `live`).
     ctx.metrics.ingested_traces.labels("bundle").inc(len(outcome.traces))
     ctx.metrics.ingested_events.labels("bundle").inc(sum(t.event_count for t in outcome.traces))
