@@ -11,7 +11,9 @@
      with the OpenTelemetry SDK, one OTLP/JSON export per run (tests/corpus/agents.py);
 3. checks that every failing case failed and every control passed (exit 1 otherwise).
 
-    PYTHONPATH=. .venv/bin/python scripts/record_corpus.py [web|pwtest|agent …]
+    PYTHONPATH=. .venv/bin/python scripts/record_corpus.py [web|pwtest|agent …] [CASE_ID …]
+
+A case id (`web/board/sync-refused`) re-records only that case.
 
 Needs the dev extra, Debian's /usr/bin/chromium and `npm ci` in tests/playwright_project (bash scripts/test
 runs it). tests/corpus/test_corpus.py reads the recordings; it never re-records."""
@@ -41,34 +43,38 @@ def write_labels() -> None:
     print(f"wrote {LABELS.relative_to(ROOT)}: {len(cases)} cases, {failing} failing, {len(cases) - failing} controls")
 
 
-def record(source: str) -> dict[str, str]:
+def record(source: str, only: set[str] | None) -> dict[str, str]:
     out = RECORDINGS / source
-    if out.exists():
+    if out.exists() and not only:
         shutil.rmtree(out)
     if source == "web":
         from tests.corpus.web import record_web
 
-        return record_web(out)
+        return record_web(out, only)
     if source == "pwtest":
         from tests.corpus.pwtest import record_pwtest
 
-        return record_pwtest(out)
+        return record_pwtest(out, only)
     from tests.corpus.agents import record_agents
 
     return record_agents(out)
 
 
 def main(argv: list[str]) -> int:
-    sources = argv or list(SOURCES)
-    unknown = [s for s in sources if s not in SOURCES]
-    if unknown:
-        raise SystemExit(f"unknown source {unknown[0]!r}: one of {', '.join(SOURCES)}")
-    write_labels()
     expected = {c.id: ("failed" if c.failing else "passed") for c in all_cases()}
+    cases = {a for a in argv if "/" in a}
+    sources = [a for a in argv if "/" not in a] or sorted({c.split("/")[0] for c in cases}) or list(SOURCES)
+    unknown = [s for s in sources if s not in SOURCES] + [c for c in cases if c not in expected]
+    if unknown:
+        raise SystemExit(f"unknown source or case {unknown[0]!r}: sources are {', '.join(SOURCES)}")
+    write_labels()
     wrong = []
     for source in sources:
-        outcome = record(source)
+        only = {c for c in cases if c.startswith(source + "/")} or None
+        outcome = record(source, only)
         for case_id, want in expected.items():
+            if only and case_id not in only:
+                continue
             if case_id.startswith(source + "/") and outcome.get(case_id) != want:
                 wrong.append(f"{case_id}: expected {want}, the run {outcome.get(case_id) or 'was not recorded'}")
         size = sum(p.stat().st_size for p in (RECORDINGS / source).rglob("*") if p.is_file())

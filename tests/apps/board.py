@@ -37,7 +37,7 @@ TASKS = {
     "t3": {"title": "Review the invoice export", "state": "open"},
     "locked": {"title": "Quarterly audit", "state": "open"},
 }
-REFUSED = "http://127.0.0.1:9/sync"  # the discard port: nothing listens, the connection is refused
+REFUSED = "http://127.0.0.1:47/sync"  # nothing listens there: the connection is refused
 
 _tries: Counter[str] = Counter()
 

@@ -36,7 +36,7 @@ DOCTORS = {
     "lind": {"name": "Dr. Lind", "speciality": "Dermatology", "slots": []},
 }
 PATIENTS = {"p-100": {"name": "Ada Lovelace", "insurer": "Northwind"}}
-REFUSED = "http://127.0.0.1:9/reminders"
+REFUSED = "http://127.0.0.1:47/reminders"  # nothing listens there: the connection is refused
 
 _tries: Counter[str] = Counter()
 

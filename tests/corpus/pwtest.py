@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -21,8 +22,16 @@ PROJECT = Path(__file__).resolve().parents[1] / "playwright_project"
 _MACHINE = ("repo", "commit", "branch", "root_dir", "config_file")
 
 
-def record_pwtest(out_dir: Path) -> dict[str, str]:
-    """Run every corpus spec once; returns {case id: the attempt's status}."""
+def _grep(only: set[str] | None) -> list[str]:
+    """`--grep` for the chosen cases: a test's full title ends with "<app> <name>" (its describe block and title)."""
+    if not only:
+        return []
+    titles = sorted(" ".join(case_id.split("/")[1:]) for case_id in only)
+    return ["--grep", "|".join(f"{re.escape(t)}$" for t in titles)]
+
+
+def record_pwtest(out_dir: Path, only: set[str] | None = None) -> dict[str, str]:
+    """Run every corpus spec once (or the case ids in `only`); returns {case id: the attempt's status}."""
     if not (PROJECT / "node_modules" / "@playwright" / "test").is_dir():
         raise SystemExit("tests/playwright_project has no node_modules: run `bash scripts/test` (npm ci) first")
     outcome: dict[str, str] = {}
@@ -40,7 +49,7 @@ def record_pwtest(out_dir: Path) -> dict[str, str]:
             "FORCE_COLOR": "0",
         }
         done = subprocess.run(
-            ["npx", "--no-install", "playwright", "test", "-c", "corpus.config.js"],
+            ["npx", "--no-install", "playwright", "test", "-c", "corpus.config.js", *_grep(only)],
             cwd=PROJECT,
             env=env,
             check=False,

@@ -4,7 +4,8 @@ board, the clinic, the ticket shop) and fails the way its label says — the lab
 what the function does. Short waits: a failing case fails in about a second.
 
 `record_web(out_dir)` records every case into `<out_dir>/<app>/<name>.zip` with tracing on (actions,
-network and console; no screenshots, DOM snapshots or sources, to keep the recordings small)."""
+network and console; snapshots on, since Playwright records the network only with them; no screenshots
+or sources, to keep the recordings small)."""
 
 from __future__ import annotations
 
@@ -212,7 +213,7 @@ def record_web(out_dir: Path, only: set[str] | None = None) -> dict[str, str]:
                         out = out_dir / app / f"{name}.zip"
                         out.parent.mkdir(parents=True, exist_ok=True)
                         context = browser.new_context(viewport={"width": 800, "height": 600})
-                        context.tracing.start(screenshots=False, snapshots=False, sources=False, title=name)
+                        context.tracing.start(screenshots=False, snapshots=True, sources=False, title=name)
                         status = "passed"
                         try:
                             run(context.new_page(), base)
