@@ -16,9 +16,9 @@ What the labels mean (the rules they were written by):
 - the critical step is where the cause happened: a failing response that the failure depends on (a
   write the page then reports as failed, a read the page logs an error for) is the step that sent the
   request, not the assertion that noticed; a timeout is the step that timed out; a run cancelled by
-  its deadline is the step where the time went; a chain of retries that never succeeded is its last
-  attempt (that is where the run gave up); a loop is its first repeated call; a run that ran out of
-  turns is its last step.
+  its deadline is the step where the time went; a chain of retries that never succeeded is its first
+  attempt (where the failure began: the same step whatever the retry count); a loop is its first
+  repeated call; a run that ran out of turns is its last step.
 - `timeout` when the element was there but never actionable (covered, disabled, hidden) or what the
   step waited for (a response, a page load) did not come in time — never `network_failure`, which is
   a request that failed (connection refused); `selector_not_found` when nothing ever matched.
@@ -133,7 +133,7 @@ AGENT_CASES: dict[str, list[tuple[str, str, str | None, int | None, str | None]]
         ("error-as-result", "tool error returned as a normal result", "tool_error", 4, "search_flights"),
         ("error-text-result", "tool error returned as text", "tool_error", 4, "book_hotel"),
         ("429-then-tool-error", "recovered 429 vs the real cause", "tool_error", 6, "book_flight"),
-        ("429-exhausted", "retries that never succeeded: the last one", "rate_limited", 5, "chat"),
+        ("429-exhausted", "retries that never succeeded: the first one", "rate_limited", 3, "chat"),
         ("deadline", "deadline cancel: where the time went", "timeout", 4, "search_trains"),
         (
             "tool-cancelled",
@@ -145,7 +145,7 @@ AGENT_CASES: dict[str, list[tuple[str, str, str | None, int | None, str | None]]
         ("loop", "loop", "loop", 2, "search_flights"),
         ("max-turns", "max turns", "max_steps", 12, "execute_tool"),
         ("sub-agent", "sub-agent failure", "tool_error", 4, "invoke_agent payments"),
-        ("model-500", "model error, retries exhausted", "llm_error", 4, "chat"),
+        ("model-500", "model error, retries exhausted", "llm_error", 3, "chat"),
     ],
     "review": [
         ("passing", "control", None, None, None),
@@ -153,13 +153,13 @@ AGENT_CASES: dict[str, list[tuple[str, str, str | None, int | None, str | None]]
         ("error-as-result", "tool error returned as a normal result", "tool_error", 2, "read_file"),
         ("error-text-result", "tool error returned as text", "tool_error", 4, "run_tests"),
         ("429-then-tool-error", "recovered 429 vs the real cause", "tool_error", 5, "post_comment"),
-        ("429-exhausted", "retries that never succeeded: the last one", "rate_limited", 6, "chat"),
+        ("429-exhausted", "retries that never succeeded: the first one", "rate_limited", 5, "chat"),
         ("deadline", "deadline cancel: where the time went", "timeout", 4, "run_tests"),
         ("tool-cancelled", "a tool cancelled by its own timeout (not the run's deadline)", "tool_error", 4, "lint"),
         ("loop", "loop", "loop", 4, "read_file"),
         ("max-turns", "max turns", "max_steps", 10, "execute_tool"),
         ("sub-agent", "sub-agent failure", "tool_error", 4, "invoke_agent security-scan"),
-        ("tool-retries-exhausted", "retries that never succeeded: the last one", "tool_error", 6, "post_comment"),
+        ("tool-retries-exhausted", "retries that never succeeded: the first one", "tool_error", 4, "post_comment"),
     ],
 }
 

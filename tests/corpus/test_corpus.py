@@ -15,11 +15,13 @@ The table of figures is printed, and is the failure message when a target is mis
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from mcp.client import Client
@@ -98,6 +100,11 @@ async def ingest(http: httpx2.AsyncClient, c: Case) -> str:
         after = (await http.get("/v1/traces", params={"source": "agent", "limit": 200})).json()["items"]
         new = [t["id"] for t in after if t["id"] not in before]
         assert len(new) == 1, (c.id, new)
+        # The receiver answers first and finishes the run (layout, detectors) right after: wait for it.
+        deadline = time.monotonic() + 30
+        while (await http.get(f"/v1/traces/{new[0]}")).json()["status"] == "running":
+            assert time.monotonic() < deadline, f"{c.id}: the agent run was never finished"
+            await anyio.sleep(0.02)
         return str(new[0])
     form: dict[str, str] = {"format": "playwright-trace"}
     if c.source == "web":  # a library trace names no test: the case is its scenario

@@ -24,10 +24,10 @@ Labels and their rules (each detector's docstring has the details):
 - flaky              a step that failed, was retried and passed (0.7; 0.35 beside a failure).
 - rate_limited       an `llm.response` error with status 429 / a rate-limit type (0.9).
 - llm_error          any other `llm.response` error (0.88); recovered ones 0.45. Errors after
-                     the last answer are one chain of retries, blamed at its last attempt.
+                     the last answer are one chain of retries, blamed at its first attempt.
 - tool_error         a `tool.result` with ok false / an error / an `isError` flag / error text as
                      its result, never recovered (0.85; 0.45), a chain of failed retries of one
-                     tool at its last attempt; cancelled by the run's deadline 0.4 (a symptom).
+                     tool at its first attempt; cancelled by the run's deadline 0.4 (a symptom).
 - loop               one tool called with identical arguments 3× in a row (0.87) or 3× within
                      6 tool calls (0.8); 0.6 in a run that passed.
 - max_steps          a message saying a step limit was reached (0.8; 0.6 when a loop used the

@@ -43,12 +43,13 @@ def detect_llm_errors(t: Timeline) -> list[Finding]:
     failed = [i for i, e in enumerate(t.events) if llm_error(e) is not None]
     answered = [i for i, e in enumerate(t.events) if e.kind == "llm.response" and llm_error(e) is None]
     last_answer = max(answered, default=-1)
-    # The errors after the last answer are one chain of attempts the run never got past: its last
-    # attempt is where the run gave up (the cause), the earlier ones are its evidence.
+    # The errors after the last answer are one chain of attempts the run never got past: its first
+    # attempt is where the failure began (the cause: the same step whatever the retry count, so the
+    # signature holds across runs); the later attempts are its evidence.
     chain = [i for i in failed if i > last_answer]
     found = []
     for i in failed:
-        if i in chain and i != chain[-1]:
+        if i in chain and i != chain[0]:
             continue
         e = t.events[i]
         error = llm_error(e) or {}
@@ -61,7 +62,7 @@ def detect_llm_errors(t: Timeline) -> list[Finding]:
         where = step_phrase(t.steps[i])
         tail = "a later call succeeded" if recovered else "the run never got another answer"
         if not recovered and len(chain) > 1:
-            tail = f"the last of {len(chain)} attempts ({_steps_phrase(t, chain[:-1])} failed too); {tail}"
+            tail = f"the first of {len(chain)} attempts ({_steps_phrase(t, chain[1:])} failed the same way); {tail}"
         label = "rate_limited" if rate else "llm_error"
         found.append(
             make_finding(
@@ -109,6 +110,11 @@ def detect_tool_errors(t: Timeline) -> list[Finding]:
     deadline = _deadline_said(t)
     failures = [i for i, e in enumerate(t.events) if e.kind == "tool.result" and _tool_failed(e.payload, e.ok)]
     tools = {i: _tool_of(t, i) for i in failures}
+    last_ok = {
+        str(e.payload.get("tool")): i
+        for i, e in enumerate(t.events)
+        if e.kind == "tool.result" and not _tool_failed(e.payload, e.ok)
+    }
     found = []
     for i in failures:
         e = t.events[i]
@@ -118,10 +124,10 @@ def detect_tool_errors(t: Timeline) -> list[Finding]:
             x.kind == "tool.result" and x.payload.get("tool") == tool and not _tool_failed(x.payload, x.ok)
             for x in t.events[i + 1 :]
         )
-        # Retries of the same tool that all failed are one chain: its last attempt is where the run
-        # gave up (the cause), the earlier attempts its evidence.
-        chain = [j for j in failures if tools[j] == tool]
-        if not recovered and i != chain[-1]:
+        # Retries of the same tool that all failed (after its last success) are one chain: its first
+        # attempt is the cause (the same step whatever the retry count), the later ones its evidence.
+        chain = [j for j in failures if tools[j] == tool and j > last_ok.get(tool, -1)]
+        if not recovered and i != chain[0]:
             continue
         error = e.payload.get("error")
         kind = error.get("type") if isinstance(error, dict) else None
@@ -135,7 +141,7 @@ def detect_tool_errors(t: Timeline) -> list[Finding]:
         tail = "a later call of it succeeded" if recovered else "it never succeeded afterwards"
         confidence = RECOVERED if recovered else TOOL_ERROR
         if not recovered and len(chain) > 1:
-            tail = f"the last of {len(chain)} attempts ({_steps_phrase(t, chain[:-1])} failed too); {tail}"
+            tail = f"the first of {len(chain)} attempts ({_steps_phrase(t, chain[1:])} failed the same way); {tail}"
         if deadline is not None and _CANCELLED.search(said):
             confidence = CANCELLED_BY_DEADLINE
             tail = "it was cancelled because the run ran out of time (a symptom: the timeout is the cause)"
