@@ -17,7 +17,7 @@ from starlette.types import Message
 
 from molar_mcp.api.analysis import analyze_in_background
 from molar_mcp.api.blobs import signed_urls
-from molar_mcp.api.context import api_context, org_of
+from molar_mcp.api.context import ApiContext, api_context, org_of
 from molar_mcp.api.errors import ApiError, error_response
 from molar_mcp.api.idempotency import (
     HEADER,
@@ -378,6 +378,15 @@ async def ingest(request: Request) -> JSONResponse:
         return busy
     if traces is None:  # a retry, or the same upload again: the first answer, nothing stored
         return JSONResponse(dumped, status_code=200, headers={REPLAYED_HEADER: "true"})
+    return _stored_response(ctx, org, dumped, traces)
+
+
+def ingest_response(ctx: ApiContext, org: str, outcome: IngestOutcome) -> JSONResponse:
+    """201 with the stored trace (a report: every trace and every file not stored); analysis after it."""
+    return _stored_response(ctx, org, _ingest_answer(outcome), outcome.traces)
+
+
+def _stored_response(ctx: ApiContext, org: str, dumped: dict[str, Any], traces: list[StoredTrace]) -> JSONResponse:
     # The metric's label is the ingest mode: `bundle` for uploaded files of any format (live traces: `live`).
     ctx.metrics.ingested_traces.labels("bundle").inc(len(traces))
     ctx.metrics.ingested_events.labels("bundle").inc(sum(t.event_count for t in traces))
