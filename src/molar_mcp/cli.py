@@ -78,7 +78,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from molar_mcp.api.context import OtlpSettings
-    from molar_mcp.compose import create_serve_app, debugger_config, load_agent_demo, load_demo_data, open_embedded
+    from molar_mcp.compose import (
+        create_serve_app,
+        debugger_config,
+        demo_loading,
+        load_agent_demo,
+        load_demo_data,
+        open_embedded,
+    )
     from molar_mcp.serve_auth import open_serve_auth, own_origins
 
     if args.no_auth and not _is_loopback(args.host):
@@ -109,8 +116,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         replay_roots=roots,
     ) as embedded:
         if args.demo:
-            log.info("demo data: %s", load_demo_data(embedded.store))
-            log.info("demo data: %s", load_agent_demo(embedded))
+            with demo_loading(embedded.store):
+                log.info("demo data: %s", load_demo_data(embedded.store))
+                log.info("demo data: %s", load_agent_demo(embedded))
         allowed = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()] if args.allowed_hosts else None
         base = f"http://{args.host}:{args.port}"
         with ExitStack() as stack:
@@ -169,6 +177,7 @@ def cmd_stdio(args: argparse.Namespace) -> int:
     from molar_mcp.compose import (
         create_stdio_server,
         debugger_config,
+        demo_loading,
         load_demo_data,
         open_embedded,
         remote_client_factory,
@@ -192,7 +201,8 @@ def cmd_stdio(args: argparse.Namespace) -> int:
         _data_dir(args.data_dir), **_engines(args), debugger=debugger, replay_demo=args.demo, replay_roots=roots
     ) as embedded:
         if args.demo:
-            log.info("demo data: %s", load_demo_data(embedded.store))
+            with demo_loading(embedded.store):
+                log.info("demo data: %s", load_demo_data(embedded.store))
         server = create_stdio_server(embedded.client_factory())
         asyncio.run(server.run_stdio_async())
     return 0
