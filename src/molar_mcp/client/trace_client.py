@@ -38,6 +38,7 @@ from molar_mcp.models.chats import (
 from molar_mcp.models.diffs import TraceDiff
 from molar_mcp.models.replays import PromoteFixResult, ReplayList, ReplayStatus
 from molar_mcp.models.runs import Run, RunList
+from molar_mcp.reports.facts import TraceFacts
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -199,6 +200,11 @@ class TraceClient:
         if response.status_code != 302 or not location:
             raise ApiClientError(response.status_code, "bad_response", "the blob endpoint did not redirect")
         return location
+
+    async def get_view(self, trace_id: str) -> TraceFacts:
+        """What a trace viewer shows (`GET /v1/traces/{id}/view`): steps, the failure, the detectors'
+        findings, the causal request with its bodies; secrets masked."""
+        return await self._get(f"/v1/traces/{_segment(trace_id)}/view", TraceFacts)
 
     async def get_report(self, trace_id: str) -> str:
         """The forensic markdown report of a trace (`GET /v1/traces/{id}/report.md`), secrets masked."""
