@@ -7,7 +7,8 @@ record what they need at test time:
     with serve_ticketshop() as base, Recorder() as rec:
         shot = rec.record("wrong-text", base, tmp_path / "wrong-text.zip")
 
-`python -m tests.apps.record OUT_DIR` records every scenario into OUT_DIR (to look at, or for the demo).
+`python -m tests.apps.record OUT_DIR` records every scenario into OUT_DIR (to look at, or for the demo);
+`--chunks` records them as chunks of one traced context (`start_chunk`/`stop_chunk`).
 """
 
 from __future__ import annotations
@@ -251,8 +252,13 @@ def main(argv: list[str] | None = None) -> Any:
     parser = argparse.ArgumentParser(description="Record Playwright traces of the ticket shop scenarios")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("scenarios", nargs="*")
+    parser.add_argument("--chunks", action="store_true", help="one traced context, a chunk a scenario")
     args = parser.parse_args(argv)
     with serve_ticketshop() as base, Recorder() as rec:
+        if args.chunks:
+            for shot in rec.record_chunks(args.scenarios or list(SCENARIOS), base, args.out_dir):
+                print(f"{shot.scenario}: {shot.status} -> {shot.path}")
+            return
         for name, shot in rec.record_many(base, args.out_dir, args.scenarios or None).items():
             print(f"{name}: {shot.status} -> {shot.path}")
 
