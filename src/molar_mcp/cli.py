@@ -62,7 +62,7 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_rate_limits(spec: str) -> RateLimits:
-    """`read=600,write=120,ingest=30` (any subset) → `RateLimits`; requests per minute per org."""
+    """`read=600,write=120,ingest=1200` (any subset) → `RateLimits`; requests per minute per org."""
     from molar_mcp.api.telemetry import RateLimits
 
     values: dict[str, int] = {}
@@ -78,7 +78,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from molar_mcp.api.context import OtlpSettings
-    from molar_mcp.compose import create_serve_app, debugger_config, load_agent_demo, load_demo_data, open_embedded
+    from molar_mcp.compose import (
+        create_serve_app,
+        debugger_config,
+        demo_loading,
+        load_agent_demo,
+        load_demo_data,
+        open_embedded,
+    )
     from molar_mcp.serve_auth import open_serve_auth, own_origins
 
     if args.no_auth and not _is_loopback(args.host):
@@ -109,8 +116,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         replay_roots=roots,
     ) as embedded:
         if args.demo:
-            log.info("demo data: %s", load_demo_data(embedded.store))
-            log.info("demo data: %s", load_agent_demo(embedded))
+            with demo_loading(embedded.store):
+                log.info("demo data: %s", load_demo_data(embedded.store))
+                log.info("demo data: %s", load_agent_demo(embedded))
         allowed = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()] if args.allowed_hosts else None
         base = f"http://{args.host}:{args.port}"
         with ExitStack() as stack:
@@ -169,6 +177,7 @@ def cmd_stdio(args: argparse.Namespace) -> int:
     from molar_mcp.compose import (
         create_stdio_server,
         debugger_config,
+        demo_loading,
         load_demo_data,
         open_embedded,
         remote_client_factory,
@@ -192,7 +201,8 @@ def cmd_stdio(args: argparse.Namespace) -> int:
         _data_dir(args.data_dir), **_engines(args), debugger=debugger, replay_demo=args.demo, replay_roots=roots
     ) as embedded:
         if args.demo:
-            log.info("demo data: %s", load_demo_data(embedded.store))
+            with demo_loading(embedded.store):
+                log.info("demo data: %s", load_demo_data(embedded.store))
         server = create_stdio_server(embedded.client_factory())
         asyncio.run(server.run_stdio_async())
     return 0
@@ -544,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allowed-hosts", help="comma-separated Host names to accept behind a proxy")
     serve.add_argument("--max-bundle-mb", type=int, default=25, help="ingest size limit (MB)")
     serve.add_argument(
-        "--rate-limits", help="requests a minute per org, e.g. read=600,write=120,ingest=30 (the defaults)"
+        "--rate-limits", help="requests a minute per org, e.g. read=600,write=120,ingest=1200 (the defaults)"
     )
     serve.add_argument("--model", help=_MODEL_HELP)
     serve.add_argument(
