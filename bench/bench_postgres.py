@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx2
 from bench_foundation import synthetic_trace
 from tests.engines import pg_cluster, s3_endpoint
+from tests.long_run import record_long_run
 from tests.servers import Served, start_server
 
 from molar_mcp.compose import open_store
-from molar_mcp.demo_bundles.builder import build_big_bundle
 from molar_mcp.ingest import read_bundle
 from molar_mcp.store import LOCAL_ORG_ID
 
@@ -76,7 +76,7 @@ def fill(engine: dict[str, str], data_dir: Path, n: int) -> str:
         store.add_trace(LOCAL_ORG_ID, synthetic_trace(rng), {})
         if i and i % 5000 == 0:
             print(f"  filled {i}/{n} ({i / (time.perf_counter() - t):.0f} traces/s)", file=sys.stderr, flush=True)
-    parsed = read_bundle(build_big_bundle(10_000))
+    parsed = read_bundle(record_long_run(10_000))
     rates = []
     big_id = ""
     for _ in range(3):
