@@ -12,6 +12,7 @@ import pytest
 from molar_mcp.cli import build_parser
 from molar_mcp.compose import manifest_document
 from molar_mcp.mcp.capabilities import TABLE_END, TABLE_START, tools_table
+from molar_mcp.mcp.skill import SKILL_NAME, check_calls, skill_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,6 +28,32 @@ async def test_the_readme_tool_table_is_generated_from_the_registered_tools() ->
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     start, end = readme.index(TABLE_START), readme.index(TABLE_END) + len(TABLE_END)
     assert readme[start:end] == tools_table(await manifest_document()), "run `molar-mcp manifest --write`"
+
+
+async def test_skill_md_is_generated_from_the_registered_tools() -> None:
+    doc = await manifest_document()
+    skill = (ROOT / "SKILL.md").read_text(encoding="utf-8")
+    assert skill == skill_markdown(doc), "run `molar-mcp manifest --write`"
+    head, _, body = skill.removeprefix("---\n").partition("\n---\n")
+    front = dict(line.split(": ", 1) for line in head.splitlines())
+    assert front["name"] == SKILL_NAME
+    assert len(json.loads(front["description"])) <= 1024  # the agent-skill limit for a description
+    for tool in doc["tools"]:
+        assert f"### `{tool['name']}` — scope `{tool['scope']}`" in body
+        for arg in tool["input_schema"]["properties"]:
+            assert f"  - `{arg}` (" in body
+
+
+async def test_skill_md_refuses_to_teach_a_call_the_server_does_not_accept() -> None:
+    tools = {t["name"]: t for t in (await manifest_document())["tools"]}
+    check_calls('get_trace(trace_id="x", step=3) then get_event(trace_id=…, seq=5)', tools)
+    with pytest.raises(ValueError, match="get_trace does not accept"):
+        check_calls("get_trace(trace_id=…, stepp=3)", tools)
+    with pytest.raises(ValueError, match="not a registered tool"):
+        check_calls('search_traces(q="x")', tools)
+    renamed = [{**t, "name": "read_event"} if t["name"] == "get_event" else t for t in tools.values()]
+    with pytest.raises(ValueError, match="get_event"):  # the workflow still teaches the old name
+        skill_markdown({"tools": renamed, "resources": []})
 
 
 async def test_the_manifest_names_a_scope_and_rest_equivalent_for_every_tool() -> None:

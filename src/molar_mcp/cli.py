@@ -356,11 +356,13 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
     if args.write:
         from molar_mcp.mcp.capabilities import replace_table, tools_table
+        from molar_mcp.mcp.skill import skill_markdown
 
         Path(".well-known/molar-capabilities.json").write_text(text, encoding="utf-8")
         readme = Path("README.md")
         readme.write_text(replace_table(readme.read_text(encoding="utf-8"), tools_table(doc)), encoding="utf-8")
-        print("wrote .well-known/molar-capabilities.json and the README tool table", file=sys.stderr)
+        Path("SKILL.md").write_text(skill_markdown(doc), encoding="utf-8")
+        print("wrote .well-known/molar-capabilities.json, the README tool table and SKILL.md", file=sys.stderr)
     elif args.output == "-":
         sys.stdout.write(text)
     else:
@@ -645,7 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
     manifest = sub.add_parser("manifest", help="print the capability manifest")
     manifest.add_argument("-o", "--output", default="-")
     manifest.add_argument(
-        "--write", action="store_true", help="update .well-known/ and the README tool table (run at the repo root)"
+        "--write",
+        action="store_true",
+        help="update .well-known/, the README tool table and SKILL.md (run at the repo root)",
     )
     manifest.set_defaults(func=cmd_manifest)
     return parser

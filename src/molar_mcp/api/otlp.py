@@ -31,6 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from molar_mcp.api.analysis import run_analysis
 from molar_mcp.api.bus import Published
@@ -39,11 +40,12 @@ from molar_mcp.api.errors import ApiError, request_id_of
 from molar_mcp.api.openapi import documented
 from molar_mcp.debugger.detectors import analyze, failure_signature
 from molar_mcp.ingest.formats.agent_spans import (
+    Draft,
     live_events,
     run_duration_ms,
     run_status,
     scenario_of,
-    trace_events,
+    trace_drafts,
 )
 from molar_mcp.ingest.formats.otlp import (
     OtlpDecodeError,
@@ -53,7 +55,6 @@ from molar_mcp.ingest.formats.otlp import (
     decode_protobuf,
     decode_spans,
 )
-from molar_mcp.models import Event
 from molar_mcp.models.replays import ReplayOrigin
 from molar_mcp.store.otlp import IncomingSpan, SpanContext, TraceOutcome
 
@@ -157,15 +158,42 @@ async def export_traces(request: Request) -> Response:
             ),
         )
     settings.in_flight += 1
+    released = False
     try:
-        return await _export(request, ctx, content_type)
+        response, complete = await _export(request, ctx, content_type)
+        if complete:
+            # The answer goes out now; the finish (layout, detectors) runs after it, still counted in
+            # flight, so the exports waiting on finishes are bounded too.
+            released = True
+            return _ThenFinish(response, ctx, org_of(request), complete)
+        return response
     except OtlpError as exc:
         return _status_response(request, content_type, exc)
     finally:
-        settings.in_flight -= 1
+        if not released:
+            settings.in_flight -= 1
 
 
-async def _export(request: Request, ctx: ApiContext, content_type: str) -> Response:
+class _ThenFinish(Response):
+    """The export's answer, then (whether or not the client stayed to read it) the finish of the traces
+    it completed, off the request's path: the exporter is not kept waiting for the layout and detectors."""
+
+    def __init__(self, answer: Response, ctx: ApiContext, org: str, otel_trace_ids: list[str]) -> None:
+        super().__init__(answer.body, status_code=answer.status_code, media_type=answer.media_type)
+        self._ctx, self._org, self._ids = ctx, org, otel_trace_ids
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                for otel_trace_id in self._ids:
+                    await finish_otel_trace(self._ctx, self._org, otel_trace_id)
+            finally:
+                self._ctx.otlp_settings.in_flight -= 1
+
+
+async def _export(request: Request, ctx: ApiContext, content_type: str) -> tuple[Response, list[str]]:
     body = await _read_body(request)
     org = org_of(request)
 
@@ -190,16 +218,14 @@ async def _export(request: Request, ctx: ApiContext, content_type: str) -> Respo
         if outcome.events:
             ctx.metrics.ingested_events.labels("otlp").inc(len(outcome.events))
             ctx.bus.publish(outcome.trace_id, Published(events=outcome.events))
-    for outcome in outcomes:
-        if outcome.complete:
-            await finish_otel_trace(ctx, org, outcome.otel_trace_id)
     response = ExportTraceServiceResponse()
     if refused:
         response.partial_success.rejected_spans = refused
         shown = "; ".join(reasons[:MAX_REASONS])
         more = f"; and {len(reasons) - MAX_REASONS} more" if len(reasons) > MAX_REASONS else ""
         response.partial_success.error_message = f"{refused} spans refused: {shown}{more}"
-    return Response(_encode(response, content_type), media_type=content_type)
+    answer = Response(_encode(response, content_type), media_type=content_type)
+    return answer, [o.otel_trace_id for o in outcomes if o.complete]
 
 
 def store_spans(ctx: ApiContext, org: str, spans: list[SpanRecord]) -> list[TraceOutcome]:
@@ -218,7 +244,7 @@ def store_spans(ctx: ApiContext, org: str, spans: list[SpanRecord]) -> list[Trac
             incoming.append(IncomingSpan(s.span_id, s.parent_id, s.to_json()))
         groups.append((trace_id, slug, title, incoming))
 
-    def build(span: IncomingSpan, where: SpanContext) -> list[Event]:
+    def build(span: IncomingSpan, where: SpanContext) -> list[Draft]:
         record = records[(str(span.body["trace_id"]), span.span_id)]
         return live_events(
             record,
@@ -236,13 +262,13 @@ async def finish_otel_trace(ctx: ApiContext, org: str, otel_trace_id: str, statu
     def finish() -> tuple[str, str] | None:
         spans = [SpanRecord.from_json(b) for b in ctx.otlp.spans_of(org, otel_trace_id)]
         slug, title = scenario_of(spans)
-        laid = ctx.otlp.lay_out(org, otel_trace_id, trace_events(spans), scenario_slug=slug, scenario_title=title)
+        laid = ctx.otlp.lay_out(org, otel_trace_id, trace_drafts(spans), scenario_slug=slug, scenario_title=title)
         if laid is None:
             return None  # finished by another caller meanwhile
         trace_id, events = laid
         _record_replay_origin(ctx, org, trace_id, spans)
         final = status or run_status(spans)
-        findings = analyze(events, final)
+        findings = analyze(list(events), final)
         signature = failure_signature(findings) if final != "passed" else None
         ctx.live.finish_trace(
             org, trace_id, status=final, failure_signature=signature, duration_ms=run_duration_ms(spans)

@@ -13,13 +13,14 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, overload
+
+import pydantic_core
 
 from molar_mcp.models import Event
 from molar_mcp.store.db import Database
-from molar_mcp.store.live import _insert_events
 from molar_mcp.store.search import index_text
-from molar_mcp.store.sqlite import insert_steps, load_step_tree, new_short_id, normalize_events, scenario_id_for
+from molar_mcp.store.sqlite import insert_steps, load_step_tree, new_short_id, scenario_id_for
 
 OTLP_MIGRATIONS: tuple[str, ...] = (
     """
@@ -56,6 +57,51 @@ class IncomingSpan:
     body: dict[str, Any]
 
 
+class DraftEvent(Protocol):
+    """An event before the store numbers it (`ingest.formats.agent_spans.Draft`)."""
+
+    ts: int
+    kind: str
+    step_id: str | None
+    ok: bool | None
+    message: str | None
+    payload: dict[str, Any]
+
+
+# An event row as stored: (trace_pk, seq, ts, kind, step_id, step, ok, message, payload JSON).
+EventRow = tuple[int, int, int, str, str | None, int | None, int | None, str | None, str]
+
+
+class StoredEvents(Sequence[Event]):
+    """Events just stored, as rows; an `Event` is made only when a reader asks for it (a follower, the
+    detectors): at OTLP rates most batches have no follower, and building the models was most of the cost."""
+
+    def __init__(self, rows: Sequence[EventRow], drafts: Sequence[DraftEvent]) -> None:
+        self._rows, self._drafts = rows, drafts
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Event]: ...
+    def __getitem__(self, index: int | slice) -> Event | Sequence[Event]:
+        if isinstance(index, slice):
+            return StoredEvents(self._rows[index], self._drafts[index])
+        r, d = self._rows[index], self._drafts[index]
+        return Event.model_construct(
+            seq=r[1],
+            ts=r[2],
+            kind=r[3],
+            step_id=r[4],
+            step=r[5],
+            ok=None if r[6] is None else bool(r[6]),
+            message=r[7],
+            payload=d.payload,
+        )
+
+
 @dataclass
 class TraceOutcome:
     """What one request did to one OTel trace."""
@@ -66,7 +112,7 @@ class TraceOutcome:
     stored_spans: int = 0
     duplicates: int = 0
     refused: list[tuple[str, str]] = field(default_factory=list)  # (span id, reason)
-    events: list[Event] = field(default_factory=list)
+    events: Sequence[Event] = ()
     complete: bool = False  # the root has arrived and every span's parent is here
 
 
@@ -88,8 +134,8 @@ class SpanContext:
     has_children: bool  # (a root span) some of its children have arrived
 
 
-# Builds a newly stored span's live events (seq 0: the store numbers them).
-LiveEventBuilder = Callable[[IncomingSpan, SpanContext], list[Event]]
+# Builds a newly stored span's live events (the store numbers them).
+LiveEventBuilder = Callable[[IncomingSpan, SpanContext], Sequence[DraftEvent]]
 
 
 class OtlpTraces:
@@ -142,7 +188,7 @@ class OtlpTraces:
                         known[span.span_id] = span.parent_id
                 if not fresh:
                     continue
-                events: list[Event] = []
+                events: list[DraftEvent] = []
                 for span in fresh:
                     parent = span.parent_id
                     context = SpanContext(
@@ -153,10 +199,7 @@ class OtlpTraces:
                     events.extend(build(span, context))
                 conn.executemany(
                     "INSERT INTO otlp_spans (trace_pk, span_id, parent_id, body) VALUES (?,?,?,?)",
-                    [
-                        (pk, s.span_id, s.parent_id, json.dumps(s.body, separators=(",", ":"), ensure_ascii=False))
-                        for s in fresh
-                    ],
+                    [(pk, s.span_id, s.parent_id, pydantic_core.to_json(s.body).decode()) for s in fresh],
                 )
                 root = next((s.span_id for s in fresh if s.parent_id is None), None)
                 conn.execute(
@@ -184,11 +227,17 @@ class OtlpTraces:
                 " WHERE o.org_id = ? AND o.otel_trace_id = ?",
                 (org_id, otel_trace_id),
             ).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [pydantic_core.from_json(r[0]) for r in rows]
 
     def lay_out(
-        self, org_id: str, otel_trace_id: str, events: Sequence[Event], *, scenario_slug: str, scenario_title: str
-    ) -> tuple[str, list[Event]] | None:
+        self,
+        org_id: str,
+        otel_trace_id: str,
+        events: Sequence[DraftEvent],
+        *,
+        scenario_slug: str,
+        scenario_title: str,
+    ) -> tuple[str, Sequence[Event]] | None:
         """Replace a running trace's events with their final span-tree order (renumbered by the store)
         and fix its scenario; mark it finished for OTLP (later spans are refused). False when another
         caller finished it first; else the trace's id and its events as stored (numbered)."""
@@ -251,17 +300,42 @@ def _has_children(conn: Any, pk: int, span_id: str, fresh: Sequence[IncomingSpan
     return row.fetchone() is not None
 
 
-def _append(conn: Any, pk: int, events: Sequence[Event]) -> list[Event]:
-    """Append events after the trace's last seq; the store numbers their steps (store/steps.py)."""
+def _append(conn: Any, pk: int, drafts: Sequence[DraftEvent]) -> StoredEvents:
+    """Append events after the trace's last seq, in one statement; the store numbers their steps
+    (store/steps.py) and folds them into the trace's counts."""
     (last,) = conn.execute("SELECT max(seq) FROM events WHERE trace_pk = ?", (pk,)).fetchone()
-    start = 0 if last is None else int(last) + 1
+    seq = 0 if last is None else int(last) + 1
     tree = load_step_tree(conn, pk)
-    for i, e in enumerate(events):
-        e.seq = start + i  # the caller's fresh events: numbered in place
-    numbered = normalize_events(events, tree)
-    _insert_events(conn, pk, numbered, [None] * len(numbered))
+    rows: list[EventRow] = []
+    counts: dict[str, int] = {}
+    dump = pydantic_core.to_json
+    for d in drafts:
+        kind = d.kind
+        ok = d.ok if d.ok is not None or kind != "error" else False  # an error is a failure (sqlite.derived_ok)
+        step = None
+        node = tree.number(d.step_id, kind, d.payload)
+        if node is not None:
+            step = node.step
+            tree.observe(node, seq=seq, ts=d.ts, kind=kind, ok=ok, message=d.message, payload=d.payload)
+        payload = dump(d.payload).decode() if d.payload else "{}"
+        rows.append((pk, seq, d.ts, kind, d.step_id, step, None if ok is None else int(ok), d.message, payload))
+        counts[kind] = counts.get(kind, 0) + 1
+        seq += 1
+    conn.executemany(
+        "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload) VALUES (?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
+    row = conn.execute("SELECT kind_counts, event_count FROM traces WHERE pk = ?", (pk,)).fetchone()
+    kind_counts, event_count = row
+    merged: dict[str, int] = json.loads(kind_counts)
+    for kind, n in counts.items():
+        merged[kind] = merged.get(kind, 0) + n
+    conn.execute(
+        "UPDATE traces SET kind_counts = ?, event_count = ? WHERE pk = ?",
+        (json.dumps(dict(sorted(merged.items()))), event_count + len(rows), pk),
+    )
     insert_steps(conn, pk, tree.take_touched())
-    return numbered
+    return StoredEvents(rows, drafts)
 
 
 def _complete(conn: Any, pk: int) -> bool:
