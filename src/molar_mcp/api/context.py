@@ -20,7 +20,7 @@ from molar_mcp.demo.config import DEMO_APP_NAME, demo_app_config
 from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES
 from molar_mcp.replay.apps import AppConfig
 from molar_mcp.replay.projects import ReplayRoots
-from molar_mcp.replay.service import ReplayService
+from molar_mcp.replay.service import ReplayService, ReplaySettings
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceStore
 from molar_mcp.store.analysis import SqliteAnalysisStore
 from molar_mcp.store.blobs import BlobStore
@@ -48,13 +48,18 @@ async def no_tools(org_id: str) -> AsyncIterator[ToolRunner]:
 
 @dataclass
 class OtlpSettings:
-    """When OTLP traces finish (api/otlp.py), and how many exports are stored at once (the rest: 503)."""
+    """When OTLP traces finish (api/otlp.py), how many exports are stored at once, and how many spans may
+    wait to be read after their answer (the rest: 503 with Retry-After)."""
 
     quiet_seconds: float = 30.0
     abandon_seconds: float = 600.0
     max_in_flight: int = 8
+    max_pending_spans: int = 200_000
+    inline_spans: int = 64  # an export this small, with nothing waiting before it, is read before the answer
     retry_after_seconds: int = 1
     in_flight: int = field(default=0, repr=False)
+    converting: bool = field(default=False, repr=False)
+    convert_wanted: bool = field(default=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -97,11 +102,12 @@ class ApiContext:
         bus: LiveBus | None = None,
         rate_limiter: RateLimiter | None = None,
         otlp_settings: OtlpSettings | None = None,
+        signer: UrlSigner | None = None,
     ) -> ApiContext:
         """The context of the store: its signer, blobs, live ingest and bus (one process's, unless given)."""
         return cls(
             store=store,
-            signer=UrlSigner(store.data_dir / "signing-keys.json"),
+            signer=signer or UrlSigner(store.data_dir / "signing-keys.json"),
             blob_root=store.blobs.root,
             blob_store=store.blobs,
             live=LiveTraces(store.db),  # before tiers: archived events carry live ingest's columns
@@ -121,6 +127,7 @@ class ApiContext:
                 apps if apps is not None else {DEMO_APP_NAME: demo_app_config()},
                 hide=[store.data_dir],  # should a bound directory hold it, the sandbox lays a tmpfs over it
                 roots=ReplayRoots(replay_roots),
+                settings=ReplaySettings.from_env(),
             ),
             model=model,
             tools=tools,

@@ -17,7 +17,7 @@ from starlette.types import Message
 
 from molar_mcp.api.analysis import analyze_in_background
 from molar_mcp.api.blobs import signed_urls
-from molar_mcp.api.context import api_context, org_of
+from molar_mcp.api.context import ApiContext, api_context, org_of
 from molar_mcp.api.errors import ApiError
 from molar_mcp.api.openapi import Param, documented, integer, string
 from molar_mcp.api.runs import ingest_for_run
@@ -25,7 +25,7 @@ from molar_mcp.ingest import Overrides
 from molar_mcp.ingest.formats import FORMATS
 from molar_mcp.ingest.playwright import Attachment
 from molar_mcp.ingest.results import TestResultInfo
-from molar_mcp.ingest.service import Upload
+from molar_mcp.ingest.service import IngestOutcome, Upload
 from molar_mcp.models import (
     TRACE_SOURCES,
     TRACE_STATUSES,
@@ -327,6 +327,11 @@ async def ingest(request: Request) -> JSONResponse:
         max_bytes=limit,
     )
     outcome = await anyio.to_thread.run_sync(lambda: ingest_for_run(ctx, org, job, run_ref))
+    return ingest_response(ctx, org, outcome)
+
+
+def ingest_response(ctx: ApiContext, org: str, outcome: IngestOutcome) -> JSONResponse:
+    """201 with the stored trace (a report: every trace and every file not stored); analysis after it."""
     # The metric's label is the ingest mode: `bundle` for uploaded files of any format (live traces: `live`).
     ctx.metrics.ingested_traces.labels("bundle").inc(len(outcome.traces))
     ctx.metrics.ingested_events.labels("bundle").inc(sum(t.event_count for t in outcome.traces))

@@ -734,7 +734,8 @@ def run_duration_ms(spans: Sequence[SpanRecord]) -> int | None:
     return _ms(max(s.end_ns for s in spans) - min(s.start_ns for s in spans))
 
 
-def _slug(text: str) -> str:
+def slug_of(text: str) -> str:
+    """A scenario slug from free text."""
     slug = _SLUG_BAD.sub("-", text).strip("-._")
     return slug[:SLUG_CHARS].rstrip("-._") or "run"
 
@@ -747,4 +748,4 @@ def scenario_of(spans: Sequence[SpanRecord]) -> tuple[str, str]:
         agent = next((_first(s.attributes, "gen_ai.agent.name", "agent.name") for s in spans), None)
     root = run_root(spans)
     name = str(agent) if agent else (root.name if root is not None else "run")
-    return _slug(f"{service}.{name}"), f"{service}: {name}"[:500]
+    return slug_of(f"{service}.{name}"), f"{service}: {name}"[:500]
