@@ -62,7 +62,7 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_rate_limits(spec: str) -> RateLimits:
-    """`read=600,write=120,ingest=30` (any subset) → `RateLimits`; requests per minute per org."""
+    """`read=600,write=120,ingest=1200` (any subset) → `RateLimits`; requests per minute per org."""
     from molar_mcp.api.telemetry import RateLimits
 
     values: dict[str, int] = {}
@@ -543,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allowed-hosts", help="comma-separated Host names to accept behind a proxy")
     serve.add_argument("--max-bundle-mb", type=int, default=25, help="ingest size limit (MB)")
     serve.add_argument(
-        "--rate-limits", help="requests a minute per org, e.g. read=600,write=120,ingest=30 (the defaults)"
+        "--rate-limits", help="requests a minute per org, e.g. read=600,write=120,ingest=1200 (the defaults)"
     )
     serve.add_argument("--model", help=_MODEL_HELP)
     serve.add_argument(

@@ -25,6 +25,7 @@ from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceStore
 from molar_mcp.store.analysis import SqliteAnalysisStore
 from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.chats import SqliteChatStore
+from molar_mcp.store.ingest_keys import IngestKeys
 from molar_mcp.store.live import LiveTraces
 from molar_mcp.store.otlp import OtlpTraces
 from molar_mcp.store.port import set_org_scope
@@ -75,6 +76,7 @@ class ApiContext:
     chats: SqliteChatStore
     otlp: OtlpTraces
     runs: SqliteRunStore
+    ingest_keys: IngestKeys
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
     metrics: Metrics = field(default_factory=Metrics)
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
@@ -118,6 +120,7 @@ class ApiContext:
             chats=SqliteChatStore(store.db),
             otlp=OtlpTraces(store.db),
             runs=SqliteRunStore(store.db),
+            ingest_keys=IngestKeys(store.db),
             max_bundle_bytes=max_bundle_bytes,
             rate_limiter=rate_limiter or RateLimiter(rate_limits or RateLimits()),
             # The apps a replay can run (per-app source dir, start command, health URL); the demo shop by default.
