@@ -2,15 +2,15 @@
 the share page `/r/{id}` of real demo failures, and the MCP App viewer (`ui://molar/viewer`) read over the
 real `mcp` client and loaded in a host page that plays the host's side of the MCP Apps postMessage protocol.
 
-One `molar-mcp serve --demo` for the module. Screenshots are read as pixels (Pillow): the causal step's
-row is the failure colour, an ordinary step's is not. A missing Chromium fails these tests (CI installs it).
+One `molar-mcp serve --demo` for the folder's browser tests (`demo_server`, conftest.py). Screenshots
+are read as pixels (Pillow): the causal step's row is the failure colour, an ordinary step's is not.
+A missing Chromium fails these tests (CI installs it).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +29,7 @@ from playwright.sync_api import Browser, FrameLocator, Page, sync_playwright
 
 from molar_mcp.mcp.viewer_app import RESULT_META_KEY, VIEWER_URI
 from molar_mcp.models.masking import mask
-from tests.servers import Served, start_server
+from tests.servers import Served
 
 pytestmark = pytest.mark.e2e
 
@@ -51,22 +51,12 @@ class Demo:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    served = start_server(tmp_path_factory.mktemp("viewer") / "data", "--demo")
-    try:
-        with httpx2.Client(base_url=served.base_url, timeout=30) as http:
-            failed = http.get("/v1/traces", params={"status": "failed", "limit": 50}).json()["items"]
-        by_slug = {t["scenario_slug"]: t for t in failed}
-        browser = next(
-            t for t in failed if t["scenario_slug"].startswith("chromium-") and "billing" in t["scenario_slug"]
-        )
-        yield Demo(served, by_slug["billing-upgrade-webhook"], by_slug["checkout-coupon"], browser)
-    finally:
-        served.process.terminate()
-        try:
-            served.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            served.process.kill()
+def demo(demo_server: Served) -> Demo:
+    with httpx2.Client(base_url=demo_server.base_url, timeout=30) as http:
+        failed = http.get("/v1/traces", params={"status": "failed", "limit": 50}).json()["items"]
+    by_slug = {t["scenario_slug"]: t for t in failed}
+    browser = next(t for t in failed if t["scenario_slug"].startswith("chromium-") and "billing" in t["scenario_slug"])
+    return Demo(demo_server, by_slug["billing-upgrade-webhook"], by_slug["checkout-coupon"], browser)
 
 
 @pytest.fixture(scope="module")
