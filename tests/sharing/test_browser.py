@@ -72,7 +72,7 @@ class SharedDemo:
 
 def share_failing_demo_trace(base_url: str) -> SharedDemo:
     """Share, public-read, the failing demo trace that has a failed HTTP response (the webhook 404, in
-    the recorded demo and in the fixture bundles alike), and say what its page must show."""
+    the demo recorded at start and in its shipped recordings alike), and say what its page must show."""
     with httpx2.Client(base_url=base_url, timeout=30) as http:
         failed = http.get("/v1/traces", params={"status": "failed"}).json()["items"]
         for trace in failed:
