@@ -31,6 +31,10 @@ _T = TypeVar("_T")
 CHROMIUM = os.environ.get("MOLAR_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # Short waits: a failing scenario fails in about a second, not after Playwright's default 30 s.
 QUICK_MS = 1_200
+# A click on an element that is there but covered or disabled: Playwright says why ("… intercepts
+# pointer events", "element is not enabled") only once it has retried the click, which a busy machine may
+# not reach within QUICK_MS: these waits are longer, so the recorded reason does not depend on the load.
+RETRIED_MS = 4_000
 
 
 def _passing(page: Page, base: str, key: str) -> None:
@@ -75,13 +79,13 @@ def _slow(page: Page, base: str, key: str) -> None:
 
 def _overlay(page: Page, base: str, key: str) -> None:
     page.goto(base + "/overlay")
-    page.locator("#continue").click(timeout=QUICK_MS)
+    page.locator("#continue").click(timeout=RETRIED_MS)
 
 
 def _disabled(page: Page, base: str, key: str) -> None:
     page.goto(base + "/disabled")
     page.locator("#email").fill("ada@example.com")
-    page.locator("#submit").click(timeout=QUICK_MS)
+    page.locator("#submit").click(timeout=RETRIED_MS)
 
 
 def _login(page: Page, base: str, key: str) -> None:

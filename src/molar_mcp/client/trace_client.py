@@ -305,7 +305,7 @@ class TraceClient:
     async def list_incidents(
         self, *, status: str | None = None, limit: int = 50, cursor: str | None = None
     ) -> IncidentListResponse:
-        """The org's failures clustered by signature, most recently seen first (`GET /v1/incidents`)."""
+        """The org's failures clustered by cause, most recently seen first (`GET /v1/incidents`)."""
         params: dict[str, str] = {"limit": str(limit)}
         if status is not None:
             params["status"] = status

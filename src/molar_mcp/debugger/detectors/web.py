@@ -244,9 +244,9 @@ def detect_pending_requests(t: Timeline) -> list[Finding]:
     """
     if not t.failing or t.anchor is None:
         return []
-    if any(t.live(i) and event_label(e) == "network_failure" for i, e in enumerate(t.events)):
-        return []  # a request failed (net::ERR_*, refused, reset): that is what did not answer
     pending = t.pending_requests()
+    if not pending or any(t.live(i) and event_label(e) == "network_failure" for i, e in enumerate(t.events)):
+        return []  # nothing pending, or a request failed (net::ERR_*, refused, reset): that is what did not answer
     if not pending:
         return []
     first = t.events[pending[0]]
