@@ -28,7 +28,8 @@ from tests.auth.conftest import (
     server,  # noqa: F401 - the shared server with its clock reset (a fixture)
 )
 from tests.bundles import make_bundle
-from tests.security.conftest import Secured, start_secured, stop
+from tests.security.conftest import Secured, start_secured
+from tests.servers import stop_server as stop
 
 pytestmark = pytest.mark.anyio
 

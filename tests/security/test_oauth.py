@@ -36,7 +36,8 @@ from tests.auth.conftest import (
     register_client,
     server,  # noqa: F401 - the shared server with its clock reset (a fixture)
 )
-from tests.security.conftest import Secured, start_secured, stop
+from tests.security.conftest import Secured, start_secured
+from tests.servers import stop_server as stop
 
 pytestmark = pytest.mark.anyio
 
