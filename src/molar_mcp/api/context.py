@@ -56,6 +56,7 @@ class OtlpSettings:
     abandon_seconds: float = 600.0
     max_in_flight: int = 8
     max_pending_spans: int = 200_000
+    late_logs_seconds: float = 60.0  # log records this long after their trace finished are still laid out
     inline_spans: int = 64  # an export this small, with nothing waiting before it, is read before the answer
     retry_after_seconds: int = 1
     in_flight: int = field(default=0, repr=False)
