@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx2
 from make_store import build, build_pg
 from tests.engines import pg_cluster, s3_endpoint
+from tests.long_run import record_long_run
 from tests.servers import Served, start_server
 
 from molar_mcp.compose import open_store
-from molar_mcp.demo_bundles.builder import build_big_bundle
 from molar_mcp.ingest import read_bundle
 from molar_mcp.store import LOCAL_ORG_ID
 
@@ -82,7 +82,7 @@ def fill(engine: dict[str, str], data_dir: Path, n: int, admin_url: str | None) 
         build(data_dir, n, 10, 7)
     RESULTS[LABEL]["build_s"] = round(time.perf_counter() - t)
     store = open_store(data_dir, **engine)
-    parsed = read_bundle(build_big_bundle(10_000))
+    parsed = read_bundle(record_long_run(10_000))
     rates = []
     big_id = ""
     for _ in range(3):

@@ -4,7 +4,7 @@ client that renders MCP Apps (the viewer's facts ride in the result `_meta`) aga
     /work/venv/bin/python bench/bench_viewer.py [--iterations 20] [--events 10000] [--json out.json]
 
 Runs the real `molar-mcp serve --demo --no-auth` on a free 127.0.0.1 port in a fresh temp data dir
-(removed at the end), adds one synthetic failed trace of `--events` events, and reports min / median /
+(removed at the end), adds one long real failed run of `--events` events (tests/long_run.py), and reports min / median /
 max milliseconds per call on the demo's billing webhook failure and on the big trace, plus the size of
 the viewer `_meta` each answer carries.
 """
@@ -28,8 +28,7 @@ import httpx2
 from bench_foundation import MCP_BIN, free_port, wait_healthy  # same folder
 from mcp.client import Client
 from mcp.client.extension import advertise
-
-from molar_mcp.demo_bundles.builder import build_big_bundle
+from tests.long_run import record_long_run  # bench_foundation put the repository on the path
 
 APPS = advertise("io.modelcontextprotocol/ui", {"mimeTypes": ["text/html;profile=mcp-app"]})
 
@@ -91,12 +90,12 @@ def main() -> None:
             billing = next(t["short_id"] for t in failed if t["scenario_slug"] == "billing-upgrade-webhook")
             big = http.post(
                 "/v1/traces/ingest",
-                files={"file": ("big.tar.gz", build_big_bundle(args.events), "application/gzip")},
+                files={"file": ("big.tar.gz", record_long_run(args.events), "application/gzip")},
             )
             big.raise_for_status()
         traces = {
             "demo billing webhook (46 events)": billing,
-            f"synthetic ({args.events} events)": big.json()["short_id"],
+            f"long run ({args.events} events)": big.json()["short_id"],
         }
         result = asyncio.run(measure(base, args.iterations, traces))
         print(json.dumps(result, indent=2))

@@ -37,7 +37,7 @@ from molar_mcp.auth.keys import SESSION_SECRET_FILE, SIGNING_KEY_FILE
 from molar_mcp.chat_tools import ChatTools, in_process_client_factory
 from molar_mcp.client import TraceClient
 from molar_mcp.debugger.config import DebuggerConfig
-from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES, BundleError, ingest_bundle
+from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES, BundleError
 from molar_mcp.ingest.formats.otlp import decode_json, decode_spans
 from molar_mcp.mcp.capabilities import build_manifest
 from molar_mcp.mcp.event_store import BoundedEventStore
@@ -305,27 +305,20 @@ def remote_client_factory(api_url: str, api_key: str | None) -> ClientFactory:
     return factory
 
 
-def demo_bundles() -> list[tuple[str, bytes]]:
-    """The demo bundles shipped in the package, by name."""
-    folder = resources.files("molar_mcp.demo_bundles")
-    return sorted(
-        (entry.name, entry.read_bytes()) for entry in folder.iterdir() if entry.name.endswith((".tar.gz", ".zip"))
-    )
+def load_shipped_demo(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID) -> int:
+    """The shipped recordings of the demo shop's scenario runs (`molar_mcp.demo.recorded`, made by
+    `scripts/record_demo_runs.py`), stored once per store (data dir or shared database) as replayable runs.
+    Returns how many were stored now."""
+    from molar_mcp.demo.recorded import load_shipped_runs
 
-
-def load_demo(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID) -> int:
-    """Load the demo bundles once per store (data dir or shared database); return how many were loaded now."""
     if demo_marked(store, DEMO_MARKER):
         return 0
-    count = 0
-    for name, data in demo_bundles():
-        try:
-            ingest_bundle(store, org_id, data)
-        except BundleError as exc:  # a shipped bundle that fails is a packaging bug: say which
-            raise RuntimeError(f"demo bundle {name} is invalid: {exc.message}") from exc
-        count += 1
-    mark_demo(store, DEMO_MARKER, count)
-    return count
+    try:
+        stored = load_shipped_runs(store, ReplayStore(store.db), org_id)
+    except (BundleError, ValueError) as exc:  # shipped data that fails is a packaging bug: say so
+        raise RuntimeError(f"the shipped demo runs are invalid: {getattr(exc, 'message', exc)}") from exc
+    mark_demo(store, DEMO_MARKER, len(stored))
+    return len(stored)
 
 
 def record_demo(
@@ -404,9 +397,9 @@ def load_playwright_demo(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID) ->
 
 
 def load_demo_data(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID, *, app: AppConfig | None = None) -> str:
-    """What `--demo` loads, once per store (data dir or shared database): the recorded Playwright Test run
-    (`load_playwright_demo`), then the recorded scenario runs (`record_demo`), or the fixture bundles when
-    recording fails. Returns a line for the log."""
+    """The demo's test runs, once per store (data dir or shared database): the recorded Playwright Test run
+    (`load_playwright_demo`), then the scenario runs recorded now against the demo shop (`record_demo`), or
+    their shipped recordings when recording fails (`load_shipped_demo`). Returns a line for the log."""
     said: list[str] = []
     playwright = load_playwright_demo(store, org_id)
     if playwright:
@@ -416,10 +409,19 @@ def load_demo_data(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID, *, app: 
     try:
         runs = record_demo(store, org_id, app=app)
     except Exception as exc:
-        log.warning("recording the demo traces failed (%s); loading the fixture bundles instead", exc)
-        return "; ".join([f"loaded {load_demo(store, org_id)} fixture traces (recording the demo failed)", *said])
+        log.warning("recording the demo traces failed (%s); loading their shipped recordings instead", exc)
+        shipped = load_shipped_demo(store, org_id)
+        return "; ".join([f"loaded {shipped} shipped recordings of the demo runs (recording now failed)", *said])
     failed = sum(1 for r in runs if r.status != "passed")
     return "; ".join([f"recorded {len(runs)} demo traces ({len(runs) - failed} passed, {failed} failed)", *said])
+
+
+def load_demo(embedded: Embedded, org_id: str = LOCAL_ORG_ID, *, app: AppConfig | None = None) -> str:
+    """Everything `--demo` shows, for `serve` and `stdio` alike, once per store (replicas on one database
+    load it once): the test runs (`load_demo_data`) and the agent run (`load_agent_demo`). Returns a line
+    for the log."""
+    with demo_loading(embedded.store):
+        return "; ".join([load_demo_data(embedded.store, org_id, app=app), load_agent_demo(embedded, org_id)])
 
 
 DEMO_AGENT_MARKER = "demo-agent-v1"

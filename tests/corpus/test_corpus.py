@@ -52,6 +52,12 @@ class Answer:
 
 
 @dataclass
+class Corpus:
+    embedded: Embedded
+    answers: list[Answer]
+
+
+@dataclass
 class Tally:
     failing: int = 0
     label_right: int = 0
@@ -131,13 +137,18 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="module")
-async def answers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[list[Answer]]:
+async def corpus(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Corpus]:
     """Every case ingested into one store and answered by `debug_run` (no model), once per module."""
     out: list[Answer] = []
     # A CI run uploads a whole corpus at once: the per-minute limits are an operator's setting.
     limits = RateLimits(read=100_000, write=10_000, ingest=10_000)
     with open_embedded(tmp_path_factory.mktemp("corpus") / "data", rate_limits=limits) as emb:
-        yield await _answer_all(emb, out)
+        yield Corpus(emb, await _answer_all(emb, out))
+
+
+@pytest.fixture(scope="module")
+def answers(corpus: Corpus) -> list[Answer]:
+    return corpus.answers
 
 
 async def _answer_all(emb: Embedded, out: list[Answer]) -> list[Answer]:
@@ -221,3 +232,32 @@ async def test_the_detectors_meet_their_targets_on_every_source(answers: list[An
         assert t.max_tokens <= DEFAULT_TOKEN_BUDGET, f"{source}: an answer is over the budget\n{text}"
     assert sure, f"no finding with confidence >= {SURE}\n{text}"
     assert sure_right / sure >= TARGET, f"confidence >= {SURE} is not calibrated\n{text}"
+
+
+async def test_one_cause_in_several_recorded_tests_is_one_incident(corpus: Corpus) -> None:
+    """Incidents group the corpus's failures by cause across runs and tests: the board's and the clinic's
+    scenarios were recorded twice (Python playwright, Playwright Test), so each of their causes is one
+    incident naming both tests; the locked task's 409 struck four tests at steps 3 and 4; a timeout's
+    cause names its element and why (two different click timeouts are two incidents)."""
+    async with corpus.embedded.client_factory()() as api:
+        page = (await api._http.get("/v1/incidents", params={"limit": 100})).json()
+    assert page["next_cursor"] is None
+    by_cause = {i["signature"].split(": ", 1)[1]: i for i in page["items"]}
+    locked = by_cause["http 409 POST /api/tasks/locked/close"]
+    assert (locked["trace_count"], locked["test_count"]) == (4, 4)
+    assert sorted(locked["tests"]) == [
+        "chromium-board-spec-js-board-avatar-404-then-409",
+        "chromium-board-spec-js-board-close-409",
+        "web-board-avatar-404-then-409",
+        "web-board-close-409",
+    ]
+    assert by_cause["timeout click #archive covered"]["test_count"] == 2
+    assert by_cause["timeout click #save disabled"]["test_count"] == 2
+    # An agent's runs are one test (the agent); two of the reviewer's runs hit the same rate limit.
+    assert by_cause["tool post_comment is_error"]["tests"] == ["review-agent.code-reviewer"]
+    assert by_cause["rate-limit gpt-4.1-mini"]["test_count"] == 2  # both agents, one model's limit
+    for incident in page["items"]:
+        tests = incident["tests"]
+        if any(t.startswith(("web-board-", "web-clinic-")) for t in tests):
+            assert incident["test_count"] == incident["trace_count"] == len(tests)  # one failure per test
+            assert any(t.startswith("chromium-") for t in tests), incident  # and its Playwright Test twin

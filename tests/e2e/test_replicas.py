@@ -112,6 +112,54 @@ def test_appends_through_one_replica_reach_a_follower_of_the_other(replicas: tup
     assert ended == ["passed"]
 
 
+def _follow_run(base: str, run_id: str, runs: list[dict[str, Any]], ready: threading.Event) -> None:
+    with (
+        httpx2.Client(base_url=base, timeout=60) as http,
+        http.stream("GET", f"/v1/runs/{run_id}/stream", headers={"accept": "text/event-stream"}) as response,
+    ):
+        assert response.status_code == 200
+        event = "message"
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                if event == "end":
+                    return
+                runs.append(json.loads(line.split(":", 1)[1]))
+                ready.set()
+            elif line == "":
+                event = "message"
+
+
+def test_a_result_uploaded_through_one_replica_reaches_a_run_follower_of_the_other(
+    replicas: tuple[Served, Served],
+) -> None:
+    a, b = replicas
+    with httpx2.Client(base_url=a.base_url, timeout=30) as http_a:
+        run = http_a.post("/v1/runs", json={"name": "CI on two replicas"}).json()
+        runs: list[dict[str, Any]] = []
+        ready = threading.Event()
+        follower = threading.Thread(target=_follow_run, args=(b.base_url, run["id"], runs, ready), daemon=True)
+        follower.start()
+        assert ready.wait(30)  # the run as it is now
+        stored = http_a.post(
+            "/v1/traces/ingest",
+            files={"file": ("b.tar.gz", make_bundle(summary(scenario_slug="two-replicas")))},
+            data={"run_id": run["id"]},
+        )
+        assert stored.status_code == 201, stored.text
+        deadline = time.monotonic() + 30
+        while not any(r["counts"]["tests"] == 1 for r in runs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert http_a.post(f"/v1/runs/{run['id']}/finish", json={}).status_code == 200
+    follower.join(60)
+    assert runs[0]["counts"]["tests"] == 0
+    news = [r for r in runs if r["counts"]["tests"] == 1 and r["status"] == "running"]
+    assert news, runs  # the upload through a, heard through b while the run was still running
+    assert news[0]["failing"][0]["trace_id"] == stored.json()["trace_id"]
+    assert runs[-1]["status"] == "failed"
+
+
 def test_a_bundle_ingested_through_one_replica_is_read_through_the_other_with_its_artifact(
     replicas: tuple[Served, Served],
 ) -> None:

@@ -6,11 +6,8 @@ then the MCP tools name the failing tool call."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -32,21 +29,9 @@ from opentelemetry.trace import Status, StatusCode
 
 from molar_mcp.demo.agent_run import REFUND_SCRIPT, ScriptedModel, run_agent
 from tests.otlp.openai_server import ScriptedOpenAI, text_reply, tool_call_reply
-from tests.servers import Served, child_env, start_server
+from tests.servers import Served, start_auth_server, stop_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
-
-
-def cli(data_dir: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "molar_mcp", *args, "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env=child_env(data_dir),
-    )
-    return done.stdout.strip()
 
 
 @dataclass
@@ -62,15 +47,15 @@ class OtlpServed:
 
 @pytest.fixture(scope="module")
 def otlp_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OtlpServed]:
-    data = tmp_path_factory.mktemp("otlp") / "data"
-    key = cli(data, "keys", "create", "--scopes", "mcp:trace:read mcp:trace:write mcp:debug")
-    read_key = cli(data, "keys", "create", "--scopes", "mcp:trace:read")
-    served = start_server(data, "--otlp-quiet-seconds", "2", auth=True)
+    keys: dict[str, str | tuple[str, str]] = {
+        "write": "mcp:trace:read mcp:trace:write mcp:debug",
+        "read": "mcp:trace:read",
+    }
+    started = start_auth_server(tmp_path_factory.mktemp("otlp") / "data", "--otlp-quiet-seconds", "2", keys=keys)
     try:
-        yield OtlpServed(served, key, read_key)
+        yield OtlpServed(started.served, started.keys["write"], started.keys["read"])
     finally:
-        served.process.terminate()
-        served.process.wait(timeout=10)
+        stop_server(started.served)
 
 
 def tracer_provider(monkeypatch: pytest.MonkeyPatch, srv: OtlpServed, service: str, gzip: bool) -> TracerProvider:

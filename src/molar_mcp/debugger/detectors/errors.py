@@ -65,6 +65,7 @@ _LOCATOR_RE: Final = re.compile(
 
 _COVERED_RE: Final = re.compile(r"(<[^>]{0,200}>(?:…</\w+>)?|\S+) intercepts pointer events")
 _STATE_RE: Final = re.compile(r"element is not (enabled|visible|stable|editable|attached)")
+_STATE_WORD: Final = re.compile(r"but (covered|disabled|detached|not visible|not stable|not editable)")
 _WAITED_FOR_RE: Final = re.compile(
     r"waiting for (navigation|response|request|load state|event|url)\b[^\n]{0,120}", re.IGNORECASE
 )
@@ -246,6 +247,15 @@ def _subject(label: str, e: Event, text: str) -> str:
     url = e.payload.get("url")
     if label == "navigation_error" and isinstance(url, str) and url:
         return endpoint(url)
+    selector = e.payload.get("selector")
+    if label == "timeout" and isinstance(selector, str) and selector:
+        # What timed out and why, so two tests' timeouts group only when they are the same failure:
+        # "click #archive covered", not every click timeout of an org as one.
+        reason = wait_reason(e)
+        state = _STATE_WORD.search(reason[1]) if reason is not None else None
+        action = e.payload.get("action")
+        words = [str(action) if isinstance(action, str) else "", selector, state.group(1) if state else ""]
+        return shorten(" ".join(w for w in words if w), 80)
     if label in ("timeout", "navigation_error"):
         api = _API_RE.search(text)
         name = e.payload.get("name")
