@@ -10,6 +10,7 @@ from pydantic import Field
 from molar_mcp.client import TraceClient
 from molar_mcp.mcp.conversation import build_conversation, fit_conversation, is_agent_run
 from molar_mcp.mcp.errors import store_errors
+from molar_mcp.mcp.images import Screenshot, image_tokens, pick_screenshot, read_screenshot
 from molar_mcp.mcp.pages import build_events_page, page_size
 from molar_mcp.mcp.render import build_trace_view, cost, link_block, structured
 from molar_mcp.mcp.state import client_of
@@ -94,7 +95,13 @@ async def get_trace(
     # An agent run reads as a conversation: its model and tool calls get part of the budget.
     agent = model_calls is not None and tool_calls is not None and is_agent_run(detail.event_counts)
     reserve = min(max_tokens // 2, 1000) if agent else 0
-    view, text = build_trace_view(detail, failed_events, failing.total, None, 0, offset, None, max_tokens - reserve)
+    # A screenshot is shown as an image: its cost (as a vision model counts it) is set aside first.
+    artifact = pick_screenshot(detail.artifacts)
+    shot = None if artifact is None else await read_screenshot(client, detail.id, artifact)
+    image_reserve = 0 if shot is None else shot.reserve(max_tokens)
+    view, text = build_trace_view(
+        detail, failed_events, failing.total, None, 0, offset, None, max_tokens - reserve - image_reserve
+    )
     if agent and model_calls is not None and tool_calls is not None:
         # A margin for what joining the two costs (the `conversation` key, newlines, the cut note in
         # both forms) adds beyond the parts' own estimates: the whole answer must stay within budget.
@@ -106,8 +113,20 @@ async def get_trace(
             update={"conversation": conversation, "omitted": [*view.omitted, *([cut] if cut else [])]}
         )
         text = "\n".join([text, *lines, *([f"Left out: {cut}"] if cut else [])])
-    content: list[ContentBlock] = [TextContent(type="text", text=text)]
-    content.extend(ResourceLink.model_validate(link_block(a)) for a in view.artifacts)
+    links = [ResourceLink.model_validate(link_block(a)) for a in view.artifacts]
+    image: list[ContentBlock] = []
+    if shot is not None:
+        # The image gets what the rest left, at most its share (the rest may not shrink that far).
+        got = shot.show(max_tokens - cost(view, text) - shot.reserve(max_tokens) + image_tokens(max_tokens), max_tokens)
+        if all(existing.uri != shot.link.uri for existing in links):
+            links.append(shot.link)
+        if isinstance(got, Screenshot):
+            image.append(got.block)
+            view = view.model_copy(update={"omitted": [*view.omitted, got.omitted]})
+            text = f"{text}\n{got.note}"
+        else:
+            text = f"{text}\n{got}"
+    content: list[ContentBlock] = [TextContent(type="text", text=text), *image, *links]
     return CallToolResult(content=content, structured_content=structured(view))
 
 
