@@ -29,7 +29,8 @@ from molar_mcp import __version__
 from molar_mcp.api.app import create_api_app
 from molar_mcp.api.bus import LiveBus
 from molar_mcp.api.context import ApiContext, OtlpSettings
-from molar_mcp.api.otlp import finish_otel_trace, run_sweeper, store_spans
+from molar_mcp.api.otlp import ingest as otlp_ingest
+from molar_mcp.api.otlp import run_sweeper
 from molar_mcp.api.telemetry import RateLimiter, RateLimits
 from molar_mcp.auth import AuthKeys, McpScopeGuard, ScopePolicy, create_oauth_routes, create_protected_resource_routes
 from molar_mcp.auth.keys import SESSION_SECRET_FILE, SIGNING_KEY_FILE
@@ -378,12 +379,11 @@ def load_agent_demo(embedded: Embedded, org_id: str = LOCAL_ORG_ID) -> str:
     if marker.exists():
         return "agent run already loaded"
     body = resources.files("molar_mcp.demo").joinpath(DEMO_AGENT_FILE).read_bytes()
-    decoded = decode_spans(decode_json(body))
+    message = decode_json(body)
+    decoded = decode_spans(message)
     if decoded.rejected:  # a shipped recording that does not load is a packaging bug: say which
         raise RuntimeError(f"demo agent run {DEMO_AGENT_FILE}: {decoded.rejected[0].reason}")
-    outcomes = store_spans(context, org_id, decoded.spans)
-    for outcome in outcomes:
-        anyio.run(finish_otel_trace, context, org_id, outcome.otel_trace_id)
+    outcomes = anyio.run(otlp_ingest, context, org_id, message)
     marker.write_text(f"{len(outcomes)}\n")
     return f"loaded {len(outcomes)} agent run recorded through OpenTelemetry"
 

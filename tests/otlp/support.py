@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import anyio
 import httpx2
 from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -115,6 +116,17 @@ async def only_trace(http: httpx2.AsyncClient) -> dict[str, Any]:
     items = (await http.get("/v1/traces", params={"source": "agent"})).json()["items"]
     assert len(items) == 1, items
     return dict(items[0])
+
+
+async def settled_trace(http: httpx2.AsyncClient) -> dict[str, Any]:
+    """The only agent trace once it is no longer `running`: a completed trace finishes right after the
+    export's answer (off the request's path), so a reader may ask before it has (10 s at most)."""
+    with anyio.fail_after(10):
+        trace = await only_trace(http)
+        while trace["status"] == "running":
+            await anyio.sleep(0.02)
+            trace = await only_trace(http)
+    return trace
 
 
 async def events_of(http: httpx2.AsyncClient, trace_id: str) -> list[dict[str, Any]]:

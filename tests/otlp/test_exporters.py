@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import openai
 import pytest
@@ -81,10 +82,16 @@ def tracer_provider(monkeypatch: pytest.MonkeyPatch, srv: OtlpServed, service: s
 
 
 async def agent_trace(srv: OtlpServed, scenario: str) -> dict[str, Any]:
+    """The run's trace once it has finished (right after the export that completed it was answered)."""
     async with httpx2.AsyncClient(base_url=srv.base, headers={"authorization": f"Bearer {srv.key}"}) as http:
-        items = (await http.get("/v1/traces", params={"source": "agent", "scenario": scenario})).json()["items"]
-    assert len(items) == 1, items
-    return dict(items[0])
+        with anyio.fail_after(10):
+            while True:
+                params = {"source": "agent", "scenario": scenario}
+                items = (await http.get("/v1/traces", params=params)).json()["items"]
+                assert len(items) == 1, items
+                if items[0]["status"] != "running":
+                    return dict(items[0])
+                await anyio.sleep(0.05)
 
 
 async def call_tool(srv: OtlpServed, name: str, arguments: dict[str, Any]) -> Any:

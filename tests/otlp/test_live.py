@@ -14,7 +14,16 @@ from molar_mcp.api.otlp import sweep
 from molar_mcp.compose import Embedded
 from molar_mcp.ingest.formats.agent_spans import trace_events
 from molar_mcp.ingest.formats.otlp import decode_protobuf, decode_spans
-from tests.otlp.support import events_of, nested_run, only_trace, post_protobuf, protobuf, record, refund_run
+from tests.otlp.support import (
+    events_of,
+    nested_run,
+    only_trace,
+    post_protobuf,
+    protobuf,
+    record,
+    refund_run,
+    settled_trace,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -47,7 +56,7 @@ async def test_a_follower_sees_the_agent_run_grow_and_end(http: httpx2.AsyncClie
     assert len(seen) > 16
     assert any(e["kind"] == "tool.result" and e["ok"] is False for e in seen[16:])
     assert ended == ['{"status": "failed"}']
-    assert (await only_trace(http))["status"] == "failed"
+    assert (await settled_trace(http))["status"] == "failed"
 
 
 async def test_a_trace_with_an_open_span_finishes_after_the_quiet_period(
@@ -95,6 +104,7 @@ async def test_duplicated_batches_change_nothing(http: httpx2.AsyncClient) -> No
     assert (await post_protobuf(http, spans[2:5])).status_code == 200
     assert await events_of(http, running["id"]) == before
     assert (await post_protobuf(http, spans)).status_code == 200
+    assert (await settled_trace(http))["status"] == "failed"
     # Finished: exactly the events of the spans laid out once, whatever came twice.
     laid = trace_events(decode_spans(decode_protobuf(protobuf(spans))).spans)
     assert [(e["seq"], e["kind"], e["step_id"]) for e in await events_of(http, running["id"])] == [

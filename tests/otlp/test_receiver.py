@@ -22,13 +22,13 @@ from tests.otlp.support import (
     PROTOBUF,
     events_of,
     nested_run,
-    only_trace,
     otlp_json,
     post_json,
     post_protobuf,
     protobuf,
     record,
     refund_run,
+    settled_trace,
 )
 
 pytestmark = pytest.mark.anyio
@@ -44,8 +44,9 @@ async def test_a_protobuf_export_of_an_agent_run_becomes_one_finished_agent_trac
     assert response.headers["content-type"] == PROTOBUF
     answer = ExportTraceServiceResponse.FromString(response.content)
     assert not answer.HasField("partial_success")
-    trace = await only_trace(http)
-    # The root span ended and every span's parent arrived: finished at once, detectors run.
+    trace = await settled_trace(http)
+    # The root span ended and every span's parent arrived: finished at once (right after the answer),
+    # detectors run; no quiet period waited for.
     assert trace["status"] == "failed"
     assert trace["source"] == "agent"
     assert trace["scenario_slug"] == "support-desk.refund-agent"
@@ -80,8 +81,8 @@ async def test_otlp_json_with_hex_ids_gives_the_same_trace_as_protobuf(embedded:
             assert by_json.status_code == by_proto.status_code == 200
             assert by_json.headers["content-type"] == JSON
             assert by_json.json() == {}
-            left = await events_of(a._http, (await only_trace(a._http))["id"])
-            right = await events_of(b._http, (await only_trace(b._http))["id"])
+            left = await events_of(a._http, (await settled_trace(a._http))["id"])
+            right = await events_of(b._http, (await settled_trace(b._http))["id"])
     assert left == right
 
 
@@ -92,7 +93,7 @@ async def test_spans_are_nested_steps_with_categories_and_the_tree_survives_any_
     # Parents last (as the SDK exports), one span a request, and the tool's request sent twice.
     for span in [*spans, spans[1]]:
         assert (await post_protobuf(http, [span])).status_code == 200
-    trace = await only_trace(http)
+    trace = await settled_trace(http)
     detail = (await http.get(f"/v1/traces/{trace['id']}")).json()
     events = await events_of(http, trace["id"])
     starts = {e["payload"]["title"]: e["payload"] for e in events if e["kind"] == "step.start"}
@@ -170,7 +171,7 @@ async def test_spans_with_bad_ids_are_refused_by_name_and_the_others_kept(http: 
     assert partial["rejectedSpans"] == "2"
     assert "span_id must be 8 bytes" in partial["errorMessage"]
     assert "trace_id must be 16 bytes" in partial["errorMessage"]
-    trace = await only_trace(http)
+    trace = await settled_trace(http)
     events = await events_of(http, trace["id"])
     cut = [e["payload"]["cut"] for e in events if e["kind"] == "step.start" and "cut" in e["payload"]]
     assert any("unknown span kind 42" in c for cuts in cut for c in cuts)
@@ -185,7 +186,7 @@ async def test_a_50_mb_attribute_is_cut_and_the_cut_stated(http: httpx2.AsyncCli
     kv.value.string_value = "x" * (50 * 1024 * 1024)
     response = await http.post(PATH, content=message.SerializeToString(), headers={"content-type": PROTOBUF})
     assert response.status_code == 200
-    trace = await only_trace(http)
+    trace = await settled_trace(http)
     events = await events_of(http, trace["id"])
     start = next(e for e in events if e["kind"] == "step.start" and e["step_id"] == f"span-{span.span_id.hex()}")
     assert f"attributes gen_ai.input.messages: {50 * 1024 * 1024} chars, kept 16000" in start["payload"]["cut"]
@@ -216,7 +217,7 @@ async def test_deep_recursion_in_attribute_values_is_refused_or_cut_never_a_cras
     response = await post_json(http, body)
     assert response.status_code in (200, 400)
     if response.status_code == 200:
-        events = await events_of(http, (await only_trace(http))["id"])
+        events = await events_of(http, (await settled_trace(http))["id"])
         cuts = [c for e in events if e["kind"] == "step.start" for c in e["payload"].get("cut", [])]
         assert any("nested deeper than 8 levels" in c for c in cuts)
     deeper = b'{"resourceSpans": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"

@@ -138,3 +138,72 @@ async def test_metrics_need_a_credential(secured: Secured) -> None:
     assert refused.status_code == 401
     assert allowed.status_code == 200
     assert "molar" in allowed.text
+
+
+async def owned_run(secured: Secured, key: str) -> dict[str, Any]:
+    async with secured.http(key) as http:
+        created = await http.post("/v1/runs", json={"name": "isolation-run"})
+        assert created.status_code == 201, created.text
+        run: dict[str, Any] = created.json()
+        return run
+
+
+async def upload_result(secured: Secured, key: str, run_id: str) -> None:
+    from tests.bundles import make_bundle, summary
+
+    async with secured.http(key) as http:
+        answer = await http.post(
+            "/v1/traces/ingest",
+            files={"file": ("bundle.tar.gz", make_bundle(summary(scenario_slug="isolation-run-test")))},
+            data={"run_id": run_id},
+        )
+        assert answer.status_code == 201, answer.text
+
+
+async def test_another_org_cannot_read_or_follow_a_run(secured: Secured) -> None:
+    run = await owned_run(secured, secured.key_all)
+    uri = f"molar://runs/{run['short_id']}"
+    trace_uri = f"molar://orgs/{run['org_id']}/runs/{run['short_id']}/trace"
+    missing = "molar://runs/rNoSuchRun"
+    heard: list[str] = []
+    got = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, ResourceUpdatedNotification):
+            heard.append(str(message.params.uri))
+            got.set()
+
+    async with (
+        mcp_as(secured, secured.key_all, "2026-07-28") as owner,
+        owner.listen(resource_subscriptions=[uri]) as sub,
+        mcp_as(secured, secured.key_other, "2026-07-28") as intruder,
+    ):
+        refusals: dict[str, MCPError] = {}
+        for name, target in (("run", uri), ("trace", trace_uri), ("missing", missing)):
+            with pytest.raises(MCPError) as refused:
+                async with intruder.listen(resource_subscriptions=[target]):
+                    pass
+            refusals[name] = refused.value
+            with pytest.raises(MCPError) as unread:
+                await intruder.read_resource(target)
+            assert "no such run" in unread.value.error.message
+        # Naming its own org in the URI does not open another org's run either.
+        with pytest.raises(MCPError):
+            await intruder.read_resource(f"molar://orgs/org_other/runs/{run['short_id']}/trace")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # resources/subscribe is the 2025-era API
+            async with mcp_as(secured, secured.key_other, "legacy", message_handler=on_message) as legacy:
+                with pytest.raises(MCPError) as legacy_refused:
+                    await legacy.subscribe_resource(uri)
+                await upload_result(secured, secured.key_all, run["short_id"])
+                with anyio.fail_after(15):
+                    event = await sub.__anext__()
+                await anyio.sleep(0.5)
+    assert str(event.uri) == uri  # type: ignore[attr-defined]
+    assert heard == []
+    assert legacy_refused.value.error.code == INVALID_PARAMS
+    assert all(r.error.code == INVALID_PARAMS for r in refusals.values())
+    # The same words for another org's run and for none: nothing tells the intruder it exists.
+    assert refusals["run"].error.message.replace(run["short_id"], "X") == refusals["missing"].error.message.replace(
+        "rNoSuchRun", "X"
+    )

@@ -48,9 +48,25 @@ async def test_a_public_share_shows_steps_failure_network_console_and_artifacts(
     assert "expected /billing?upgraded=true" in text
     assert "actual /billing?upgraded=false" in text
     assert re.search(r'<li class="failed" data-step="7">', page)
-    assert len(re.findall(r'<li class="ok" data-step="\d+">', page)) == 6
+    # The webhook's 404 at step 5 let its step pass, and it is the cause: marked as such, not green.
+    assert re.search(r'<li class="causal" data-step="5">', page)
+    assert len(re.findall(r'<li class="ok" data-step="\d+">', page)) == 5
+    assert re.search(r'<li class="ok" data-step="5">', page) is None
+    # The detectors' findings, best first: the 404 is the top one.
+    findings = re.search(r'<section id="findings">(.*?)</section>', page, re.S)
+    assert findings is not None
+    assert re.search(r'<li class="top" data-label="http_error">', findings.group(1))
+    assert "answered 404 at step 5" in text_of(findings.group(1))
+    # The request that caused it, with its step and status.
+    causal = re.search(r'<section class="causal-request" id="causal-request">(.*?)</section>', page, re.S)
+    assert causal is not None
+    assert "step 5" in causal.group(1)
+    assert "/api/webhooks/stripe" in causal.group(1)
+    assert "<strong>404</strong>" in causal.group(1)
     # The webhook's 404 is a highlighted row of the network table.
-    row = re.search(r'<tr class="failed">((?:(?!</tr>).)*?/api/webhooks/stripe.*?)</tr>', page)
+    network = re.search(r'<section id="network">(.*?)</section>', page, re.S)
+    assert network is not None
+    row = re.search(r'<tr class="failed">((?:(?!</tr>).)*?/api/webhooks/stripe.*?)</tr>', network.group(1))
     assert row is not None
     assert '<td class="status">404</td>' in row.group(1)
     assert "Failed to load resource: 404" in text
@@ -170,3 +186,29 @@ async def test_a_passed_trace_shows_every_step_ok(client: httpx2.AsyncClient, tr
     assert 'id="failure"' not in page
     assert len(re.findall(r'<li class="ok" data-step="\d+">', page)) == 7
     assert "No console errors or warnings." in page
+
+
+async def test_the_view_json_carries_the_findings_and_the_causal_request_and_writes_nothing(
+    client: httpx2.AsyncClient, traces: Traces
+) -> None:
+    """`GET /v1/traces/{id}/view`: what the share page and the MCP App viewer show, as JSON."""
+    resp = await client.get(f"/v1/traces/{traces.failed_short}/view")
+    assert resp.status_code == 200, resp.text
+    view = resp.json()
+    assert view["short_id"] == traces.failed_short
+    assert view["failing_step"]["step"] == 7
+    assert view["failed_assertion"]["expected"] == "/billing?upgraded=true"
+    assert view["findings"][0]["label"] == "http_error"
+    assert view["causal_step"] == 5
+    assert view["causal_request"]["status"] == 404
+    assert view["causal_request"]["url"] == "/api/webhooks/stripe"
+    assert [e["seq"] for e in view["causal_step_events"]] == [
+        e["seq"] for e in view["causal_step_events"] if e["step"] == 5
+    ]
+    assert view["causal_step_events"], "the causal step's events come with it"
+    assert SECRET not in resp.text
+    # Viewing runs the detectors but stores nothing: no analysis was saved.
+    assert (await client.get(f"/v1/traces/{traces.failed_short}/analysis")).status_code == 404
+    missing = await client.get("/v1/traces/nope/view")
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "not_found"

@@ -48,6 +48,8 @@ class PgLiveBus(LiveBus):
             payload["a"], payload["b"] = message.events[0].seq, message.events[-1].seq
         if message.finished is not None:
             payload["f"] = message.finished
+        if not message.events and message.finished is None:
+            payload["u"] = 1  # a change with no events (a run's new result): its followers read it again
         self._outbox.put(json.dumps(payload, separators=(",", ":")))
 
     def close(self) -> None:
@@ -88,6 +90,8 @@ class PgLiveBus(LiveBus):
                 super().publish(trace_id, Published(events=events))
         if "f" in note:
             super().publish(trace_id, Published(finished=str(note["f"])))
+        if "u" in note:
+            super().publish(trace_id, Published())
 
     async def _listen(self, ready: anyio.Event) -> None:
         delay = 0.5

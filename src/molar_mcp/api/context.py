@@ -48,13 +48,18 @@ async def no_tools(org_id: str) -> AsyncIterator[ToolRunner]:
 
 @dataclass
 class OtlpSettings:
-    """When OTLP traces finish (api/otlp.py), and how many exports are stored at once (the rest: 503)."""
+    """When OTLP traces finish (api/otlp.py), how many exports are stored at once, and how many spans may
+    wait to be read after their answer (the rest: 503 with Retry-After)."""
 
     quiet_seconds: float = 30.0
     abandon_seconds: float = 600.0
     max_in_flight: int = 8
+    max_pending_spans: int = 200_000
+    inline_spans: int = 64  # an export this small, with nothing waiting before it, is read before the answer
     retry_after_seconds: int = 1
     in_flight: int = field(default=0, repr=False)
+    converting: bool = field(default=False, repr=False)
+    convert_wanted: bool = field(default=False, repr=False)
 
 
 @dataclass(frozen=True)

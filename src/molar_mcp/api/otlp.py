@@ -27,10 +27,14 @@ import anyio.to_thread
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from molar_mcp.api.analysis import run_analysis
 from molar_mcp.api.bus import Published
@@ -39,23 +43,27 @@ from molar_mcp.api.errors import ApiError, request_id_of
 from molar_mcp.api.openapi import documented
 from molar_mcp.debugger.detectors import analyze, failure_signature
 from molar_mcp.ingest.formats.agent_spans import (
+    Draft,
     live_events,
     run_duration_ms,
     run_status,
     scenario_of,
-    trace_events,
+    slug_of,
+    trace_drafts,
 )
 from molar_mcp.ingest.formats.otlp import (
+    Decoded,
     OtlpDecodeError,
     SpanRecord,
     TooManySpans,
     decode_json,
     decode_protobuf,
     decode_spans,
+    span_ids,
 )
-from molar_mcp.models import Event
 from molar_mcp.models.replays import ReplayOrigin
-from molar_mcp.store.otlp import IncomingSpan, SpanContext, TraceOutcome
+from molar_mcp.store.otlp import Batch, Converted, IncomingSpan, SpanContext, TraceOutcome
+from molar_mcp.store.port import org_scope
 
 OTLP_TRACES_PATH = "/otlp/v1/traces"
 PROTOBUF = "application/x-protobuf"
@@ -158,97 +166,215 @@ async def export_traces(request: Request) -> Response:
         )
     settings.in_flight += 1
     try:
-        return await _export(request, ctx, content_type)
+        response, complete = await _export(request, ctx, content_type)
     except OtlpError as exc:
         return _status_response(request, content_type, exc)
     finally:
         settings.in_flight -= 1
+    return _ThenConvert(response, ctx, org_of(request), complete)
 
 
-async def _export(request: Request, ctx: ApiContext, content_type: str) -> Response:
+class _ThenConvert(Response):
+    """The export's answer, then (whether or not the client stayed to read it) the stored spans made into
+    events, and the traces they complete finished, off the request's path: the exporter waits only for
+    its spans' ids to be stored."""
+
+    def __init__(self, answer: Response, ctx: ApiContext, org: str, complete: list[str]) -> None:
+        super().__init__(answer.body, status_code=answer.status_code, media_type=answer.media_type)
+        self._ctx, self._org, self._complete = ctx, org, complete
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            for otel_trace_id in self._complete:
+                await finish_otel_trace(self._ctx, self._org, otel_trace_id)
+            await convert_pending(self._ctx)
+
+
+async def _export(request: Request, ctx: ApiContext, content_type: str) -> tuple[Response, list[str]]:
+    """Store the spans' ids and the body; the answer. A small export with nothing waiting before it (a
+    live run's spans) is made into events at once, so followers see it before the exporter has its
+    answer; larger ones after the answer (`convert_pending`). Also the traces it completed."""
     body = await _read_body(request)
     org = org_of(request)
+    settings = ctx.otlp_settings
 
-    def work() -> tuple[list[TraceOutcome], list[str], int]:
+    def work() -> tuple[list[TraceOutcome], list[str], int, list[Converted]]:
         try:
             message = decode_json(body) if content_type == JSON else decode_protobuf(body)
-            decoded = decode_spans(message)
+            ids = span_ids(message)
         except OtlpDecodeError as exc:
             raise OtlpError(400, code_pb2.INVALID_ARGUMENT, str(exc)) from None
         except TooManySpans as exc:
             raise OtlpError(413, code_pb2.RESOURCE_EXHAUSTED, str(exc)) from None
-        reasons = [f"span {r.span_id or '?'} of trace {r.trace_id or '?'}: {r.reason}" for r in decoded.rejected]
-        outcomes = store_spans(ctx, org, decoded.spans)
+        if ids.count and ctx.otlp.pending_spans + ids.count > settings.max_pending_spans:
+            raise OtlpError(
+                503,
+                code_pb2.UNAVAILABLE,
+                f"{ctx.otlp.pending_spans} spans are waiting to be read; retry after the seconds in Retry-After",
+                retry_after=settings.retry_after_seconds,
+            )
+        reasons = [f"span {r.span_id or '?'} of trace {r.trace_id or '?'}: {r.reason}" for r in ids.rejected]
+        traces = []
+        for trace_id, spans in ids.traces.items():
+            service, name = ids.names[trace_id]
+            traces.append((trace_id, *_scenario(service, name), spans))
+        # Kept as protobuf whatever it came as: the spans are read from it after the answer.
+        raw = body if content_type == PROTOBUF else bytes(message.SerializeToString())
+        outcomes, batch = ctx.otlp.accept(org, raw, traces, int(time.time() * 1000))
         for outcome in outcomes:
             reasons += [f"span {sid} of trace {outcome.otel_trace_id}: {why}" for sid, why in outcome.refused]
-        return outcomes, reasons, len(decoded.rejected) + sum(len(o.refused) for o in outcomes)
+        converted: list[Converted] = []
+        if (
+            batch is not None
+            and batch.spans <= settings.inline_spans
+            and not settings.converting
+            and ctx.otlp.pending_spans == batch.spans
+        ):
+            converted = _convert(ctx, batch)
+        return outcomes, reasons, len(ids.rejected) + sum(len(o.refused) for o in outcomes), converted
 
-    outcomes, reasons, refused = await anyio.to_thread.run_sync(work)
+    outcomes, reasons, refused, converted = await anyio.to_thread.run_sync(work)
     for outcome in outcomes:
         if outcome.created:
             ctx.metrics.ingested_traces.labels("otlp").inc()
-        if outcome.events:
-            ctx.metrics.ingested_events.labels("otlp").inc(len(outcome.events))
-            ctx.bus.publish(outcome.trace_id, Published(events=outcome.events))
-    for outcome in outcomes:
-        if outcome.complete:
-            await finish_otel_trace(ctx, org, outcome.otel_trace_id)
+    _publish(ctx, converted)
     response = ExportTraceServiceResponse()
     if refused:
         response.partial_success.rejected_spans = refused
         shown = "; ".join(reasons[:MAX_REASONS])
         more = f"; and {len(reasons) - MAX_REASONS} more" if len(reasons) > MAX_REASONS else ""
         response.partial_success.error_message = f"{refused} spans refused: {shown}{more}"
-    return Response(_encode(response, content_type), media_type=content_type)
+    answer = Response(_encode(response, content_type), media_type=content_type)
+    return answer, [c.otel_trace_id for c in converted if c.complete]
 
 
-def store_spans(ctx: ApiContext, org: str, spans: list[SpanRecord]) -> list[TraceOutcome]:
-    """Store one request's spans (blocking; one transaction), grouped by OTel trace id."""
-    by_trace: dict[str, list[SpanRecord]] = {}
-    for span in spans:
-        by_trace.setdefault(span.trace_id, []).append(span)
-    records: dict[tuple[str, str], SpanRecord] = {}
-    groups = []
-    for trace_id, items in by_trace.items():
-        items.sort(key=lambda s: (s.start_ns, s.span_id))  # a parent starts before its children
-        slug, title = scenario_of(items)
-        incoming = []
-        for s in items:
-            records[(trace_id, s.span_id)] = s
-            incoming.append(IncomingSpan(s.span_id, s.parent_id, s.to_json()))
-        groups.append((trace_id, slug, title, incoming))
+def _publish(ctx: ApiContext, converted: list[Converted]) -> None:
+    for trace in converted:
+        if trace.events:
+            ctx.metrics.ingested_events.labels("otlp").inc(len(trace.events))
+            ctx.bus.publish(trace.trace_id, Published(events=trace.events))
 
-    def build(span: IncomingSpan, where: SpanContext) -> list[Event]:
-        record = records[(str(span.body["trace_id"]), span.span_id)]
-        return live_events(
-            record,
-            parent_stored=where.parent_stored,
-            parent_is_root=where.parent_is_root,
-            has_children=where.has_children,
-        )
 
-    return ctx.otlp.store_spans(org, groups, build, int(time.time() * 1000))
+def _scenario(service: str, root_name: str) -> tuple[str, str]:
+    """What a new trace is called until its spans are read (`scenario_of` then names it)."""
+    return slug_of(f"{service}.{root_name}"), f"{service}: {root_name}"[:500]
+
+
+async def ingest(ctx: ApiContext, org: str, message: ExportTraceServiceRequest) -> list[TraceOutcome]:
+    """Take a decoded export as the receiver does, then read its spans and finish what it completed
+    (the demo's recorded run)."""
+
+    def work() -> list[TraceOutcome]:
+        ids = span_ids(message)
+        traces = [(t, *_scenario(*ids.names[t]), spans) for t, spans in ids.traces.items()]
+        return ctx.otlp.accept(org, bytes(message.SerializeToString()), traces, int(time.time() * 1000))[0]
+
+    outcomes = await anyio.to_thread.run_sync(work)
+    await convert_pending(ctx)
+    return outcomes
+
+
+async def convert_pending(ctx: ApiContext) -> None:
+    """Make the events of every stored batch (oldest first), tell followers, finish the traces they
+    complete. One caller at a time does it; a call while it runs has it go round once more."""
+    settings = ctx.otlp_settings
+    settings.convert_wanted = True
+    if settings.converting:
+        return
+    settings.converting = True
+    try:
+        with org_scope(None):  # batches of every org
+            while settings.convert_wanted:
+                settings.convert_wanted = False
+                while (done := await anyio.to_thread.run_sync(_convert_next, ctx)) is not None:
+                    org_id, converted = done
+                    _publish(ctx, converted)
+                    for trace in converted:
+                        if trace.complete:
+                            await finish_otel_trace(ctx, org_id, trace.otel_trace_id)
+    finally:
+        settings.converting = False
+
+
+def _convert_next(ctx: ApiContext) -> tuple[str, list[Converted]] | None:
+    """Convert the oldest stored batch (None: none is left)."""
+    batches = ctx.otlp.pending(limit=1)
+    if not batches:
+        return None
+    return batches[0].org_id, _convert(ctx, batches[0])
+
+
+def _convert(ctx: ApiContext, batch: Batch) -> list[Converted]:
+    with org_scope(batch.org_id):
+        try:
+            decoded = decode_spans(decode_protobuf(batch.body))
+        except (OtlpDecodeError, TooManySpans):  # it was read when taken: a body that fails now is skipped
+            decoded = Decoded()
+        by_trace: dict[str, list[SpanRecord]] = {}
+        for span in decoded.spans:
+            by_trace.setdefault(span.trace_id, []).append(span)
+        groups = []
+        for trace_id, items in by_trace.items():
+            items.sort(key=lambda s: (s.start_ns, s.span_id))  # a parent starts before its children
+            slug, title = scenario_of(items)
+            groups.append((trace_id, slug, title, [IncomingSpan(s.span_id, s.parent_id, s) for s in items]))
+
+        def build(span: IncomingSpan, where: SpanContext) -> list[Draft]:
+            return live_events(
+                span.record,
+                parent_stored=where.parent_stored,
+                parent_is_root=where.parent_is_root,
+                has_children=where.has_children,
+            )
+
+        return ctx.otlp.convert(batch, groups, build)
+
+
+def _read_spans(ctx: ApiContext, org: str, otel_trace_id: str) -> list[SpanRecord]:
+    """Every span a trace has, once each, from the stored batches (and spans stored one by one by
+    earlier versions)."""
+    bodies, mine, old = ctx.otlp.stored_spans(org, otel_trace_id)
+    spans = [SpanRecord.from_json(b) for b in old]
+    for batch_pk, body in bodies:
+        for span in decode_spans(decode_protobuf(body)).spans:
+            if span.trace_id == otel_trace_id and (batch_pk, span.span_id) in mine:
+                mine.discard((batch_pk, span.span_id))  # a span twice in one request counts once
+                spans.append(span)
+    return spans
 
 
 async def finish_otel_trace(ctx: ApiContext, org: str, otel_trace_id: str, status: str | None = None) -> None:
     """Lay the trace out in span-tree order, close it, run the detectors, tell its followers."""
 
     def finish() -> tuple[str, str] | None:
-        spans = [SpanRecord.from_json(b) for b in ctx.otlp.spans_of(org, otel_trace_id)]
-        slug, title = scenario_of(spans)
-        laid = ctx.otlp.lay_out(org, otel_trace_id, trace_events(spans), scenario_slug=slug, scenario_title=title)
-        if laid is None:
-            return None  # finished by another caller meanwhile
-        trace_id, events = laid
-        _record_replay_origin(ctx, org, trace_id, spans)
-        final = status or run_status(spans)
-        findings = analyze(events, final)
-        signature = failure_signature(findings) if final != "passed" else None
-        ctx.live.finish_trace(
-            org, trace_id, status=final, failure_signature=signature, duration_ms=run_duration_ms(spans)
-        )
-        run_analysis(ctx, org, trace_id, findings=findings)
-        return trace_id, final
+        with org_scope(org):
+            for _ in range(5):
+                spans = _read_spans(ctx, org, otel_trace_id)
+                slug, title = scenario_of(spans)
+                laid = ctx.otlp.lay_out(
+                    org,
+                    otel_trace_id,
+                    trace_drafts(spans),
+                    scenario_slug=slug,
+                    scenario_title=title,
+                    span_count=len(spans),
+                )
+                if laid != "more":
+                    break
+            if isinstance(laid, str):
+                return None  # finished by another caller meanwhile (or spans keep coming: the sweeper's turn)
+            trace_id, events = laid
+            _record_replay_origin(ctx, org, trace_id, spans)
+            final = status or run_status(spans)
+            findings = analyze(list(events), final)
+            signature = failure_signature(findings) if final != "passed" else None
+            ctx.live.finish_trace(
+                org, trace_id, status=final, failure_signature=signature, duration_ms=run_duration_ms(spans)
+            )
+            run_analysis(ctx, org, trace_id, findings=findings)
+            return trace_id, final
 
     done = await anyio.to_thread.run_sync(finish)
     if done is not None:
@@ -276,9 +402,11 @@ def _record_replay_origin(ctx: ApiContext, org: str, trace_id: str, spans: list[
 
 
 async def sweep(ctx: ApiContext, now: float | None = None) -> int:
-    """Finish the OTLP traces that went quiet: root arrived and nothing came for the quiet period
-    (status from the spans), or no root and nothing for the abandon period (`aborted`)."""
+    """Read what is still waiting, then finish the OTLP traces that went quiet: root arrived and nothing
+    came for the quiet period (status from the spans), or no root and nothing for the abandon period
+    (`aborted`)."""
     settings = ctx.otlp_settings
+    await convert_pending(ctx)
     now_ms = int((time.time() if now is None else now) * 1000)
     open_traces = await anyio.to_thread.run_sync(ctx.otlp.open_traces)
     finished = 0
@@ -305,4 +433,4 @@ def routes() -> list[Route]:
     return [Route(OTLP_TRACES_PATH, export_traces, methods=["POST"])]
 
 
-__all__ = ["OTLP_TRACES_PATH", "finish_otel_trace", "routes", "run_sweeper", "sweep"]
+__all__ = ["OTLP_TRACES_PATH", "convert_pending", "finish_otel_trace", "ingest", "routes", "run_sweeper", "sweep"]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
+
 import anyio.to_thread
 from pydantic import ValidationError
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from molar_mcp.api.bodies import json_body, validation_message
@@ -190,10 +194,63 @@ async def finish_run(request: Request) -> JSONResponse:
     return JSONResponse(run.model_dump(mode="json"))
 
 
+HEARTBEAT_SECONDS = 15
+
+
+@documented(
+    summary="Follow a run as Server-Sent Events: a `run` event with the run now, another each time a result "
+    "arrives or it finishes, then `end`",
+    media_type="text/event-stream",
+    errors=(404,),
+)
+async def stream_run(request: Request) -> Response:
+    ctx = api_context(request)
+    org = org_of(request)
+    ref = request.path_params["run_id"]
+    try:
+        first = await anyio.to_thread.run_sync(lambda: _runs(ctx).get(org, ref))
+    except RunNotFound:
+        raise ApiError(404, "not_found", f"no run {ref!r}") from None
+
+    def frame(run: Run) -> ServerSentEvent:
+        return ServerSentEvent(data=run.model_dump_json(), event="run")
+
+    async def frames() -> AsyncIterator[ServerSentEvent]:
+        run = first
+        while True:
+            # Subscribe, then read the run: a result stored meanwhile is in the snapshot or announced after it.
+            with ctx.bus.subscribe(run_topic(run.id)) as sub:
+                run = await anyio.to_thread.run_sync(lambda: _runs(ctx).get(org, first.id))
+                yield frame(run)
+                if run.status not in ("queued", "running"):
+                    yield ServerSentEvent(data=json.dumps({"status": run.status}), event="end")
+                    return
+                async for _ in sub.stream:
+                    # Announcements come in bursts (a report stores many results): read once per burst.
+                    while True:
+                        try:
+                            sub.stream.receive_nowait()
+                        except anyio.WouldBlock:
+                            break
+                        except anyio.EndOfStream:
+                            break
+                    run = await anyio.to_thread.run_sync(lambda: _runs(ctx).get(org, first.id))
+                    yield frame(run)
+                    if run.status not in ("queued", "running"):
+                        yield ServerSentEvent(data=json.dumps({"status": run.status}), event="end")
+                        return
+                if not sub.lagged:
+                    return
+            # Lagged behind the announcements: read the run again and subscribe again.
+
+    return EventSourceResponse(frames(), ping=HEARTBEAT_SECONDS, headers={"cache-control": "no-store"})
+
+
 def routes() -> list[Route]:
     return [
         Route("/v1/runs", list_runs, methods=["GET"]),
         Route("/v1/runs", create_run, methods=["POST"]),
         Route("/v1/runs/{run_id}", get_run, methods=["GET"]),
         Route("/v1/runs/{run_id}/finish", finish_run, methods=["POST"]),
+        Route("/v1/runs/{run_id}/stream", stream_run, methods=["GET"]),
     ]

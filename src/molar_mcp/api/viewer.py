@@ -28,8 +28,8 @@ from molar_mcp.api.auth import SESSION_ORG_STATE_KEY
 from molar_mcp.api.blobs import blob_path
 from molar_mcp.api.context import ApiContext, api_context
 from molar_mcp.api.openapi import documented
-from molar_mcp.api.report import load_trace
-from molar_mcp.reports import ShareInfo, TraceFacts, build_facts, render_embed, render_message, render_viewer
+from molar_mcp.api.report import load_facts
+from molar_mcp.reports import ShareInfo, TraceFacts, render_embed, render_message, render_viewer
 from molar_mcp.store import TraceNotFound
 from molar_mcp.store.tiers import TraceIsCold
 
@@ -105,7 +105,7 @@ async def _view(request: Request, *, embed: bool) -> HTMLResponse:
             embed=embed,
         )
     try:
-        detail, events, total = await anyio.to_thread.run_sync(load_trace, ctx, shared.org_id, shared.trace_id)
+        facts = await anyio.to_thread.run_sync(load_facts, ctx, shared.org_id, shared.trace_id)
     except TraceNotFound:
         return _message(404, *_NOT_FOUND, embed=embed)
     except TraceIsCold:
@@ -115,16 +115,15 @@ async def _view(request: Request, *, embed: bool) -> HTMLResponse:
             "The events of this trace are in cold storage. Someone in its organisation can restore it.",
             embed=embed,
         )
-    facts = build_facts(detail, events, events_total=total)
     info = ShareInfo(
         visibility=shared.visibility,
         expires_at=shared.expires_at,
-        full_url=f"{str(request.base_url).rstrip('/')}/r/{detail.short_id}",
+        full_url=f"{str(request.base_url).rstrip('/')}/r/{facts.short_id}",
     )
     if embed:
         page = render_embed(facts, info)
     else:
-        page = render_viewer(facts, info, _artifact_urls(ctx, shared.org_id, detail.id, facts))
+        page = render_viewer(facts, info, _artifact_urls(ctx, shared.org_id, facts.trace_id, facts))
     return HTMLResponse(page, headers=_headers(embed=embed))
 
 

@@ -234,6 +234,25 @@ class TraceClient:
     async def get_run(self, run_id: str) -> Run:
         return await self._get(f"/v1/runs/{_segment(run_id)}", Run, {})
 
+    async def follow_run(self, run_id: str) -> AsyncIterator[Run]:
+        """The run now, then again each time a result arrives, until it finishes
+        (`GET /v1/runs/{id}/stream`)."""
+        path = f"/v1/runs/{_segment(run_id)}/stream"
+        try:
+            async with self._http.stream(
+                "GET", path, headers={"accept": "text/event-stream"}, timeout=httpx2.Timeout(10.0, read=None)
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _error_from(response)
+                async for sse in httpx2.EventSource(response):
+                    if sse.event == "end":
+                        return
+                    if sse.event == "run" and sse.data:
+                        yield Run.model_validate_json(sse.data)
+        except httpx2.TransportError as exc:
+            raise UnavailableError(0, "unavailable", f"the run stream of {run_id} broke: {exc}") from exc
+
     async def list_runs(self, *, limit: int = 20, cursor: str | None = None) -> RunList:
         params = {"limit": str(limit)}
         if cursor:

@@ -11,7 +11,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INTERNAL_ERROR, INVALID_PARAMS, Annotations, ListResourcesResult, PaginatedRequestParams, Resource
 from pydantic import BaseModel, ValidationError
 
-from molar_mcp.client import ApiClientError, NotFoundError
+from molar_mcp.client import ApiClientError, NotFoundError, TraceFilters
 from molar_mcp.mcp.event_render import event_document
 from molar_mcp.mcp.masking import mask_text
 from molar_mcp.mcp.render import build_trace_view, event_row
@@ -27,6 +27,10 @@ BLOB_URI = "molar://traces/{trace_id}/blobs/{sha256}"
 REPORT_URI = "molar://traces/{trace_id}/report.md"
 INCIDENTS_URI = "molar://incidents/{org_id}{?status,cursor}"
 INCIDENTS_PAGE = 50
+RUN_URI = "molar://runs/{run_id}"
+RUN_TRACE_URI = "molar://orgs/{org_id}/runs/{run_id}/trace"
+RUN_TESTS_MAX = 50
+RUN_TRACES_PAGE = 50
 EVENTS_PAGE_MAX = 200
 BLOB_INLINE_MAX = 1024 * 1024
 RECENT_PAGE = 25  # traces per `resources/list` page
@@ -259,6 +263,91 @@ async def list_recent_traces(ctx: Any, params: PaginatedRequestParams | None) ->
     return ListResourcesResult(resources=resources, next_cursor=next_cursor)
 
 
+def _run_not_found(uri: str) -> ResourceNotFoundError:
+    return ResourceNotFoundError(f"{uri}: no such run; GET /v1/runs lists the runs of your org")
+
+
+def _run_tests(tests: list[Any], what: str, run_id: str) -> dict[str, Any]:
+    rows = [
+        {**t.model_dump(mode="json", exclude_none=True), "title": mask_text(t.title) if t.title else None}
+        for t in tests[:RUN_TESTS_MAX]
+    ]
+    out: dict[str, Any] = {what: [{k: v for k, v in r.items() if v is not None} for r in rows]}
+    if len(tests) > RUN_TESTS_MAX:
+        out[f"{what}_cut"] = (
+            f"{len(tests) - RUN_TESTS_MAX} more {what} tests not shown: list_traces(run={run_id!r}) lists every trace"
+        )
+    return out
+
+
+async def run_resource(run_id: str, ctx: Context) -> str:
+    """A run (the traces of one test invocation): status queued/running/passed/failed/errored, counts, the
+    failing and flaky tests with their trace ids. Live: subscribers are notified as results arrive."""
+    uri = f"molar://runs/{run_id}"
+    try:
+        run = await client_of(ctx).get_run(run_id)
+    except NotFoundError as exc:
+        raise _run_not_found(uri) from exc
+    except ApiClientError as exc:
+        raise ResourceError(f"{uri}: {exc.message}") from exc
+    body = run.model_dump(mode="json", exclude_none=True, exclude={"failing", "flaky"})
+    if run.name:
+        body["name"] = mask_text(run.name)
+    body.update(_run_tests(run.failing, "failing", run.short_id))
+    body.update(_run_tests(run.flaky, "flaky", run.short_id))
+    body["trace"] = f"molar://orgs/{run.org_id}/runs/{run.short_id}/trace"
+    return json.dumps(body, ensure_ascii=False)
+
+
+async def run_trace_resource(org_id: str, run_id: str, ctx: Context) -> str:
+    """The trace of a run that failed (its one failing test's last attempt, as `molar://traces/{id}`), or,
+    when several tests or none failed, the list of the run's traces (failed first)."""
+    uri = f"molar://orgs/{org_id}/runs/{run_id}/trace"
+    client = client_of(ctx)
+    try:
+        run = await client.get_run(run_id)
+    except NotFoundError as exc:
+        raise _run_not_found(uri) from exc
+    except ApiClientError as exc:
+        raise ResourceError(f"{uri}: {exc.message}") from exc
+    if run.org_id != org_id:  # the same words as for no run: nothing tells another org it exists
+        raise _run_not_found(uri)
+    head: dict[str, Any] = {
+        "run": {"id": run.id, "short_id": run.short_id, "status": run.status, "counts": run.counts.model_dump()}
+    }
+    if len(run.failing) == 1:
+        test = run.failing[0]
+        if test.attempts > 1:
+            head["attempts"] = test.trace_ids
+        # The failing trace as molar://traces/{id} reads it, under the run it belongs to.
+        return json.dumps({**head, **json.loads(await trace_resource(test.trace_id, ctx))}, ensure_ascii=False)
+    try:
+        page = await client.list_traces(TraceFilters(run=run.id), limit=RUN_TRACES_PAGE)
+    except ApiClientError as exc:
+        raise ResourceError(f"{uri}: {exc.message}") from exc
+    failed = [i for i in page.items if i.status not in ("passed", "flaky", "skipped")]
+    rest = [i for i in page.items if i.status in ("passed", "flaky", "skipped")]
+    head["why_a_list"] = (
+        f"{len(run.failing)} tests failed: read each trace by its id"
+        if run.failing
+        else "no test failed in this run: its traces"
+    )
+    head["traces"] = [
+        {
+            "id": i.id,
+            "short_id": i.short_id,
+            "scenario": i.scenario_slug,
+            "title": mask_text(i.scenario_title) if i.scenario_title else None,
+            "status": i.status,
+            "uri": f"molar://traces/{i.short_id}",
+        }
+        for i in failed + rest
+    ]
+    if page.next_cursor:
+        head["more"] = f"more than {RUN_TRACES_PAGE} traces: list_traces(run={run.short_id!r}) pages through them"
+    return json.dumps(head, ensure_ascii=False, default=str)
+
+
 def register(server: MCPServer[Any]) -> None:
     # `resources/list` pages the most recent traces (MCPServer's own handler lists static resources,
     # of which there are none, in one page).
@@ -307,6 +396,22 @@ def register(server: MCPServer[Any]) -> None:
         "newest first, with trace counts and the latest trace; page with cursor.",
         mime_type="application/json",
     )(incidents_resource)
+    server.resource(
+        RUN_URI,
+        name="run",
+        title="Run",
+        description="A test run (the traces of one invocation): status, counts, failing tests with trace "
+        "ids (JSON). Live: subscribers are notified as results arrive.",
+        mime_type="application/json",
+    )(run_resource)
+    server.resource(
+        RUN_TRACE_URI,
+        name="run-trace",
+        title="Run trace",
+        description="A run's failing trace (as molar://traces/{id}), or the list of its traces when several "
+        "tests or none failed (JSON). Live like the run.",
+        mime_type="application/json",
+    )(run_trace_resource)
     server.resource(
         "molar://replays/{replay_id}",
         name="replay",

@@ -72,6 +72,7 @@ class RunTest(BaseModel):
 class Run(BaseModel):
     id: str
     short_id: str
+    org_id: str
     name: str | None = None
     kind: str
     status: RunStatus

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from molar_mcp.models import ArtifactRef, Event, TraceDetail
+from pydantic import BaseModel, ConfigDict, Field
+
+from molar_mcp.models import AnalysisFinding, ArtifactRef, Event, TraceDetail
 from molar_mcp.models.masking import mask, mask_text
 
 TEXT_CHARS = 500
@@ -21,12 +22,19 @@ REQUESTS_MAX = 200
 CONSOLE_MAX = 100
 ERRORS_MAX = 20
 CONSOLE_LEVELS = ("error", "warning", "warn")
+# A body is shown whole up to this many characters (a viewer expands it on demand); past it, the cut
+# says how much went and where the whole event is.
+BODY_CHARS = 100_000
+FINDINGS_MAX = 10
 
 R = TypeVar("R")
 
 
-@dataclass(frozen=True)
-class StepFact:
+class _Fact(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class StepFact(_Fact):
     step: int
     title: str
     ok: bool | None
@@ -38,18 +46,17 @@ class StepFact:
     depth: int = 0
 
 
-@dataclass(frozen=True)
-class EventLine:
+class EventLine(_Fact):
     seq: int
     step: int | None
     offset_ms: int | None
     kind: str
     ok: bool | None
     text: str
+    body: str | None = Field(default=None, description="the event's body whole (masked, JSON pretty-printed)")
 
 
-@dataclass(frozen=True)
-class AssertionFact:
+class AssertionFact(_Fact):
     seq: int
     step: int | None
     message: str
@@ -59,8 +66,7 @@ class AssertionFact:
     selector: str | None
 
 
-@dataclass(frozen=True)
-class RequestFact:
+class RequestFact(_Fact):
     seq: int
     step: int | None
     method: str
@@ -69,18 +75,30 @@ class RequestFact:
     duration_ms: int | None
     failed: bool
     note: str | None = None
+    request_id: str | None = None
+    request_body: str | None = Field(default=None, description="whole (masked, JSON pretty-printed)")
+    response_body: str | None = Field(default=None, description="whole (masked, JSON pretty-printed)")
 
 
-@dataclass(frozen=True)
-class ConsoleFact:
+class FindingFact(_Fact):
+    """What a detector said about the failure (best first); the first one's critical step is the cause."""
+
+    label: str
+    confidence: float
+    critical_step: int | None
+    critical_seq: int | None
+    evidence_seqs: list[int]
+    summary: str
+
+
+class ConsoleFact(_Fact):
     seq: int
     step: int | None
     level: str
     text: str
 
 
-@dataclass(frozen=True)
-class TraceFacts:
+class TraceFacts(_Fact):
     trace_id: str
     short_id: str
     title: str
@@ -105,7 +123,15 @@ class TraceFacts:
     requests_left_out: int
     console: list[ConsoleFact]
     console_left_out: int
-    artifacts: list[ArtifactRef] = field(default_factory=list)
+    artifacts: list[ArtifactRef] = Field(default_factory=list)
+    findings: list[FindingFact] = Field(default_factory=list, description="the detectors' findings, best first")
+    causal_step: int | None = Field(default=None, description="the step of the top finding's cause")
+    causal_request: RequestFact | None = Field(
+        default=None, description="the request the top finding names as the cause, with its bodies"
+    )
+    causal_step_events: list[EventLine] = Field(
+        default_factory=list, description="the causal step's events, when it is not the failing step"
+    )
 
     @property
     def failed_requests(self) -> list[RequestFact]:
@@ -179,9 +205,33 @@ def event_text(ev: Event, trace_ref: str | None = None) -> str:
     return clean(json.dumps(mask(p), ensure_ascii=False, sort_keys=True), where=where) if p else ""
 
 
-def build_facts(detail: TraceDetail, events: Sequence[Event], *, events_total: int | None = None) -> TraceFacts:
+def body_text(ev: Event, key: str = "body", trace_ref: str | None = None) -> str | None:
+    """The event's body (`payload[key]`) whole for a reader to expand: masked, JSON pretty-printed,
+    cut only past `BODY_CHARS` (saying how much went and where the whole event is)."""
+    raw = ev.payload.get(key)
+    if raw is None or raw == "":
+        return None
+    value: Any = raw
+    if isinstance(raw, str):
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict | list):
+            return cut(mask_text(raw), BODY_CHARS, event_uri(trace_ref, ev.seq) if trace_ref else None)
+    text = json.dumps(mask(value), ensure_ascii=False, indent=2)
+    return cut(text, BODY_CHARS, event_uri(trace_ref, ev.seq) if trace_ref else None)
+
+
+def build_facts(
+    detail: TraceDetail,
+    events: Sequence[Event],
+    *,
+    events_total: int | None = None,
+    findings: Sequence[AnalysisFinding] = (),
+) -> TraceFacts:
     """Extract the facts of `detail` from `events` (its events in seq order; possibly only the first
-    `len(events)` of `events_total`)."""
+    `len(events)` of `events_total`) and the detectors' `findings` (best first)."""
     t0 = events[0].ts if events else None
     ref = detail.short_id
     by_step: dict[int, list[Event]] = {}
@@ -233,7 +283,15 @@ def build_facts(detail: TraceDetail, events: Sequence[Event], *, events_total: i
 
     def line(ev: Event) -> EventLine:
         offset = None if t0 is None else ev.ts - t0
-        return EventLine(ev.seq, ev.step, offset, ev.kind, ev.ok, event_text(ev, ref))
+        return EventLine(
+            seq=ev.seq,
+            step=ev.step,
+            offset_ms=offset,
+            kind=ev.kind,
+            ok=ev.ok,
+            text=event_text(ev, ref),
+            body=body_text(ev, trace_ref=ref),
+        )
 
     failed_assertions = [e for e in events if e.kind == "assertion" and e.ok is False]
     assertion_ev = next((e for e in failed_assertions if e.step == failing_number), None) or next(
@@ -254,8 +312,30 @@ def build_facts(detail: TraceDetail, events: Sequence[Event], *, events_total: i
         )
 
     step_events = by_step.get(failing_number, []) if failing_number is not None else []
-    requests, requests_left_out = keep_first(_requests(events, ref), lambda r: r.failed, REQUESTS_MAX)
+    all_requests = _requests(events, ref)
+    requests, requests_left_out = keep_first(all_requests, lambda r: r.failed, REQUESTS_MAX)
     console, console_left_out = keep_first(_console(events, ref), lambda c: c.level == "error", CONSOLE_MAX)
+    finding_facts = [
+        FindingFact(
+            label=clean(f.label, 64),
+            confidence=f.confidence,
+            critical_step=f.critical_step,
+            critical_seq=f.critical_seq,
+            evidence_seqs=list(f.evidence_seqs),
+            summary=clean(f.summary),
+        )
+        for f in list(findings)[:FINDINGS_MAX]
+    ]
+    top = finding_facts[0] if finding_facts else None
+    causal_step = top.critical_step if top is not None else None
+    causal_request = None
+    if top is not None and top.critical_seq is not None:
+        causal_request = next((r for r in all_requests if r.seq == top.critical_seq), None)
+        if causal_request is None:  # the cause is the request event itself: its row is its response's
+            sent = next((e for e in events if e.seq == top.critical_seq), None)
+            rid = _rid(sent.payload.get("request_id")) if sent is not None else None
+            causal_request = next((r for r in all_requests if rid is not None and r.request_id == rid), None)
+    causal_events = by_step.get(causal_step, []) if causal_step is not None and causal_step != failing_number else []
     return TraceFacts(
         trace_id=detail.id,
         short_id=detail.short_id,
@@ -282,11 +362,20 @@ def build_facts(detail: TraceDetail, events: Sequence[Event], *, events_total: i
         console=console,
         console_left_out=console_left_out,
         artifacts=list(detail.artifacts),
+        findings=finding_facts,
+        causal_step=causal_step,
+        causal_request=causal_request,
+        causal_step_events=[line(e) for e in causal_events[:STEP_EVENTS_MAX]],
     )
 
 
 def _requests(events: Sequence[Event], ref: str) -> list[RequestFact]:
-    """One row per request: its response when there is one, else the request, marked "no response"."""
+    """One row per request: its response when there is one, else the request, marked "no response";
+    each with the request's body and the response's, whole."""
+    sent: dict[Any, Event] = {}
+    for e in events:
+        if e.kind == "network.request" and e.payload.get("request_id") is not None:
+            sent.setdefault(e.payload.get("request_id"), e)
     answered = {
         e.payload.get("request_id")
         for e in events
@@ -297,19 +386,42 @@ def _requests(events: Sequence[Event], ref: str) -> list[RequestFact]:
         p = ev.payload
         method = clean(str(p.get("method") or ""), 16)
         url = clean(str(p.get("url") or ev.message or ""), VALUE_CHARS, event_uri(ref, ev.seq))
+        rid = p.get("request_id")
+        common = {"seq": ev.seq, "step": ev.step, "method": method, "url": url, "request_id": _rid(rid)}
         if ev.kind == "network.response":
             status = _int(p.get("status"))
             failed = ev.ok is False or (status is not None and status >= 400)
-            rows.append(RequestFact(ev.seq, ev.step, method, url, status, _int(p.get("duration_ms")), failed))
+            request = sent.get(rid) if rid is not None else None
+            rows.append(
+                RequestFact(
+                    **common,
+                    status=status,
+                    duration_ms=_int(p.get("duration_ms")),
+                    failed=failed,
+                    request_body=body_text(request, trace_ref=ref) if request is not None else None,
+                    response_body=body_text(ev, trace_ref=ref),
+                )
+            )
         elif ev.kind == "network.request":
-            if p.get("request_id") is None or p.get("request_id") in answered:
+            if rid is None or rid in answered:
                 continue
             rows.append(
-                RequestFact(ev.seq, ev.step, method, url, None, None, ev.ok is False, note="no response recorded")
+                RequestFact(
+                    **common,
+                    status=None,
+                    duration_ms=None,
+                    failed=ev.ok is False,
+                    note="no response recorded",
+                    request_body=body_text(ev, trace_ref=ref),
+                )
             )
         elif ev.kind.startswith("network.") and ev.ok is False:
-            rows.append(RequestFact(ev.seq, ev.step, method, url, None, None, True, note=event_text(ev, ref)))
+            rows.append(RequestFact(**common, status=None, duration_ms=None, failed=True, note=event_text(ev, ref)))
     return rows
+
+
+def _rid(value: Any) -> str | None:
+    return None if value is None else clean(str(value), 64)
 
 
 def _console(events: Sequence[Event], ref: str) -> list[ConsoleFact]:
@@ -321,7 +433,7 @@ def _console(events: Sequence[Event], ref: str) -> list[ConsoleFact]:
         if level == "warn":
             level = "warning"
         if level in CONSOLE_LEVELS or ev.ok is False:
-            rows.append(ConsoleFact(ev.seq, ev.step, level, event_text(ev, ref)))
+            rows.append(ConsoleFact(seq=ev.seq, step=ev.step, level=level, text=event_text(ev, ref)))
     return rows
 
 

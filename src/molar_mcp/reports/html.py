@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from molar_mcp.reports.facts import EventLine, StepFact, TraceFacts, human_size, seconds
+from molar_mcp.reports.facts import EventLine, RequestFact, StepFact, TraceFacts, human_size, seconds
 
 _CSS = """
 *{box-sizing:border-box}
@@ -41,6 +41,19 @@ ol.timeline{list-style:none;margin:0;padding:0}
 .timeline li{display:grid;grid-template-columns:28px 44px 1fr 90px 90px 70px;align-items:baseline;
 padding:5px 6px;border-bottom:1px solid #eaeef2}
 .timeline li.failed{background:#ffebe9;font-weight:600}
+.timeline li.causal{background:#ffebe9;box-shadow:inset 4px 0 #cf222e;font-weight:600}
+.causal .mark{color:#cf222e}
+.tag{display:inline-block;margin-left:8px;padding:0 7px;border-radius:10px;font-size:11px;font-weight:600;
+color:#fff;background:#cf222e;vertical-align:1px}
+ol.findings{margin:0;padding-left:22px}
+.findings li{margin:6px 0}
+.findings li.top{font-weight:600}
+.conf{color:#57606a;font-weight:400}
+details.body{margin:4px 0}
+details.body summary{cursor:pointer;color:#0969da}
+details.body pre{margin:6px 0;padding:8px 10px;background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;
+white-space:pre-wrap;word-break:break-word;max-height:none;font-size:12px}
+.causal-request{border-color:#ff8182}
 .mark{font-weight:700;text-align:center}
 .ok .mark{color:#1a7f37}.failed .mark{color:#cf222e}.unknown .mark{color:#8c959f}
 .num,.time,.count{color:#57606a;text-align:right}
@@ -151,7 +164,45 @@ def _failure(f: TraceFacts, *, compact: bool) -> str:
     return "".join(parts)
 
 
-def _events_table(lines: list[EventLine], left_out: int) -> str:
+def _body(text: str | None, label: str) -> str:
+    """An expandable body: closed, its size in the summary; opened, the body whole."""
+    if not text:
+        return ""
+    return f'<details class="body"><summary>{_e(label)} · {len(text):,} chars</summary><pre>{_e(text)}</pre></details>'
+
+
+def _findings(f: TraceFacts, *, compact: bool) -> str:
+    """The detectors' findings, best first; the first one's step is the cause the steps mark."""
+    if not f.findings:
+        if f.status in ("failed", "error"):
+            return '<section id="findings"><h2>Findings</h2><p class="muted">No detector found a cause.</p></section>'
+        return ""
+    items = []
+    for i, x in enumerate(f.findings[:1] if compact else f.findings):
+        where = f" · step {x.critical_step}" if x.critical_step is not None else ""
+        cited = f" · events {', '.join(str(n) for n in x.evidence_seqs)}" if x.evidence_seqs and not compact else ""
+        top = ' class="top"' if i == 0 else ""
+        items.append(
+            f'<li{top} data-label="{_e(x.label)}"><code>{_e(x.label)}</code> '
+            f"{_e(x.summary)} "
+            f'<span class="conf">({x.confidence:.0%}{_e(where)}{_e(cited)})</span></li>'
+        )
+    return f'<section id="findings"><h2>Findings</h2><ol class="findings">{"".join(items)}</ol></section>'
+
+
+def _causal_request(r: RequestFact | None) -> str:
+    if r is None:
+        return ""
+    status = str(r.status) if r.status is not None else (r.note or "no response")
+    step = f"step {r.step} · " if r.step is not None else ""
+    return (
+        '<section class="causal-request" id="causal-request"><h2>The request that caused it</h2>'
+        f'<p class="mono">{_e(step)}seq {r.seq} · {_e(r.method)} {_e(r.url)} → <strong>{_e(status)}</strong></p>'
+        f"{_body(r.request_body, 'request body')}{_body(r.response_body, 'response body')}</section>"
+    )
+
+
+def _events_table(lines: list[EventLine], left_out: int, table_id: str = "failing-step-events") -> str:
     rows = []
     for ev in lines:
         cls, mark = _mark(ev.ok)
@@ -160,22 +211,28 @@ def _events_table(lines: list[EventLine], left_out: int) -> str:
         rows.append(
             f'<tr{row_cls}><td class="n">{ev.seq}</td><td class="n">{_e(time)}</td>'
             f'<td class="{cls}"><span class="mark">{mark}</span></td>'
-            f'<td class="mono">{_e(ev.kind)}</td><td class="mono">{_e(ev.text)}</td></tr>'
+            f'<td class="mono">{_e(ev.kind)}</td><td class="mono">{_e(ev.text)}{_body(ev.body, "body")}</td></tr>'
         )
     more = f'<p class="muted">{left_out} more events of this step are left out.</p>' if left_out else ""
     return (
-        '<table class="events" id="failing-step-events"><thead><tr><th>seq</th><th>time</th><th></th>'
+        f'<table class="events" id="{table_id}"><thead><tr><th>seq</th><th>time</th><th></th>'
         f"<th>kind</th><th>detail</th></tr></thead><tbody>{''.join(rows)}</tbody></table>{more}"
     )
 
 
-def _step_item(s: StepFact) -> str:
+def _step_item(s: StepFact, causal_step: int | None = None) -> str:
     cls, mark = _mark(s.ok)
+    tag = ""
+    if causal_step is not None and s.depth == 0 and s.step == causal_step:
+        # The step the top finding names as the cause: marked whatever its own result (a 404 that a
+        # step let through is what made a later step fail).
+        cls, tag = ("failed causal" if s.ok is False else "causal"), '<span class="tag">cause</span>'
+        mark = "✗" if s.ok is False else "!"
     start = "" if s.offset_ms is None else "+" + seconds(s.offset_ms)
     nested = f' data-depth="{s.depth}" style="margin-left:{1.2 * s.depth:.1f}em"' if s.depth else ""
     return (
         f'<li class="{cls}" data-step="{_e(s.path or str(s.step))}"{nested}><span class="mark">{mark}</span>'
-        f'<span class="num">{_e(s.path or str(s.step))}</span><span>{_e(s.title)}</span>'
+        f'<span class="num">{_e(s.path or str(s.step))}</span><span>{_e(s.title)}{tag}</span>'
         f'<span class="time">{_e(start)}</span><span class="time">{_e(seconds(s.duration_ms))}</span>'
         f'<span class="count">{s.event_count} ev</span></li>'
     )
@@ -186,7 +243,9 @@ def _timeline(f: TraceFacts, *, compact: bool) -> str:
         return '<section id="steps"><h2>Steps</h2><p class="muted">No steps were recorded.</p></section>'
     items = []
     for s in f.steps:
-        items.append(_step_item(s))
+        items.append(_step_item(s, f.causal_step))
+        if not compact and s.depth == 0 and s.step == f.causal_step and f.causal_step_events:
+            items.append(f'<li class="detail">{_events_table(f.causal_step_events, 0, "causal-step-events")}</li>')
         if s.failing and not compact and f.failing_step_events:
             items.append(
                 f'<li class="detail">{_events_table(f.failing_step_events, f.failing_step_events_left_out)}</li>'
@@ -208,7 +267,8 @@ def _network(f: TraceFacts) -> str:
         rows.append(
             f'<tr class="{"failed" if r.failed else "ok"}"><td class="n">{r.seq}</td>'
             f'<td class="n">{"" if r.step is None else r.step}</td><td class="mono">{_e(r.method)}</td>'
-            f'<td class="mono url">{_e(r.url)}</td><td class="status">{_e(status)}</td>'
+            f'<td class="mono url">{_e(r.url)}{_body(r.request_body, "request body")}'
+            f'{_body(r.response_body, "response body")}</td><td class="status">{_e(status)}</td>'
             f'<td class="n">{_e(duration)}</td></tr>'
         )
     more = f'<p class="muted">{f.requests_left_out} more requests are left out.</p>' if f.requests_left_out else ""
@@ -271,11 +331,14 @@ def _footer(share: ShareInfo, *, embed: bool) -> str:
 
 
 def render_viewer(f: TraceFacts, share: ShareInfo, artifact_urls: Mapping[str, str]) -> str:
-    """The full viewer: header, the failure, the steps timeline (the failing step's events under it),
-    network, console, artifacts (linked by `artifact_urls`, sha256 → signed URL)."""
+    """The full viewer: header, the failure, the findings and the request that caused it, the steps
+    timeline (the causal step marked; its events and the failing step's under them), network (bodies
+    expandable), console, artifacts (linked by `artifact_urls`, sha256 → signed URL)."""
     body = (
         _header(f)
         + _failure(f, compact=False)
+        + _findings(f, compact=False)
+        + _causal_request(f.causal_request)
         + _timeline(f, compact=False)
         + _network(f)
         + _console(f)
@@ -291,7 +354,14 @@ def render_embed(f: TraceFacts, share: ShareInfo) -> str:
         f'<p class="muted" id="counts">{len(f.failed_requests)} failed requests · '
         f"{len(f.console_errors)} console errors · {f.event_count} events</p>"
     )
-    body = _header(f) + _failure(f, compact=True) + _timeline(f, compact=True) + counts + _footer(share, embed=True)
+    body = (
+        _header(f)
+        + _failure(f, compact=True)
+        + _findings(f, compact=True)
+        + _timeline(f, compact=True)
+        + counts
+        + _footer(share, embed=True)
+    )
     return _page(f"{f.title} · Molar trace {f.short_id}", body, body_class="embed")
 
 

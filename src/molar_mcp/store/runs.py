@@ -53,7 +53,7 @@ RUNS_MIGRATIONS: tuple[str, ...] = (
 _ALPHABET = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 _COLUMNS = (
     "pk, id, short_id, name, kind, status, commit_sha, branch, pr_number, ci_url, repo_path, repo_remote,"
-    " created_ms, finished_ms"
+    " created_ms, finished_ms, org_id"
 )
 
 
@@ -227,6 +227,7 @@ def _run(row: tuple[Any, ...], links: list[Any]) -> Run:
     return Run(
         id=row[1],
         short_id=row[2],
+        org_id=row[14],
         name=row[3],
         kind=row[4],
         status=row[5],

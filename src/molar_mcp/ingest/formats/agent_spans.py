@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from molar_mcp.debugger.detectors.agent import is_error_result
@@ -46,10 +46,33 @@ _CHOICE_EVENTS: Final = frozenset({"gen_ai.choice"})
 _SLUG_BAD: Final = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def _event(**fields: Any) -> Event:
-    """An event built from values this module made (types known): no validation pass, which is most
-    of the cost of an event at OTLP rates."""
-    return Event.model_construct(**fields)
+@dataclass(slots=True)
+class Draft:
+    """An event before the store numbers it (its `seq` and `step`): plain values this module made,
+    with no model around them, which at OTLP rates is most of an event's cost."""
+
+    ts: int
+    kind: str
+    step_id: str | None = None
+    ok: bool | None = None
+    message: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    def event(self, seq: int) -> Event:
+        return Event.model_construct(
+            seq=seq,
+            ts=self.ts,
+            kind=self.kind,
+            step_id=self.step_id,
+            step=None,
+            ok=self.ok,
+            message=self.message,
+            payload=self.payload,
+        )
+
+
+def _event(*, seq: int = 0, **fields: Any) -> Draft:
+    return Draft(**fields)
 
 
 def step_id_of(span_id: str) -> str:
@@ -321,7 +344,7 @@ def _payload_base(span: SpanRecord) -> dict[str, Any]:
     return {"span_id": span.span_id}
 
 
-def llm_events(span: SpanRecord, step_id: str | None) -> list[Event]:
+def llm_events(span: SpanRecord, step_id: str | None) -> list[Draft]:
     a = span.attributes
     provider = _first(a, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
     requested = _first(a, "gen_ai.request.model", "llm.request.model", "llm.model_name")
@@ -392,7 +415,7 @@ def llm_events(span: SpanRecord, step_id: str | None) -> list[Event]:
     ]
 
 
-def tool_events(span: SpanRecord, step_id: str | None) -> list[Event]:
+def tool_events(span: SpanRecord, step_id: str | None) -> list[Draft]:
     a = span.attributes
     tool = _tool_name(span)
     call_id = _first(a, "gen_ai.tool.call.id", "tool_call.id", "tool.call.id")
@@ -432,7 +455,7 @@ def tool_events(span: SpanRecord, step_id: str | None) -> list[Event]:
     ]
 
 
-def span_event_events(span: SpanRecord, step_id: str | None) -> list[Event]:
+def span_event_events(span: SpanRecord, step_id: str | None) -> list[Draft]:
     """The span's own events: exceptions → `error`; others → `log` (message events fold into the
     model call)."""
     out = []
@@ -489,7 +512,7 @@ def _span_info(span: SpanRecord, category: str) -> dict[str, Any]:
     return info
 
 
-def step_events(span: SpanRecord, parent_step_id: str | None) -> tuple[list[Event], list[Event], list[Event]]:
+def step_events(span: SpanRecord, parent_step_id: str | None) -> tuple[list[Draft], list[Draft], list[Draft]]:
     """A span as a step: (opening events, its own events in between, closing events)."""
     category = category_of(span)
     step_id = step_id_of(span.span_id)
@@ -501,7 +524,7 @@ def step_events(span: SpanRecord, parent_step_id: str | None) -> tuple[list[Even
             seq=0, ts=_ms(span.start_ns), kind="step.start", step_id=step_id, message=span.name, payload=start_payload
         )
     ]
-    closing: list[Event] = []
+    closing: list[Draft] = []
     middle = span_event_events(span, step_id)
     tool_failed = False
     if category == "llm":
@@ -546,7 +569,7 @@ def step_events(span: SpanRecord, parent_step_id: str | None) -> tuple[list[Even
     return opening, middle, closing
 
 
-def run_events(span: SpanRecord) -> tuple[list[Event], list[Event], list[Event]]:
+def run_events(span: SpanRecord) -> tuple[list[Draft], list[Draft], list[Draft]]:
     """A root span with children as the run itself: run-level events (no step)."""
     category = category_of(span)
     agent = _first(span.attributes, "gen_ai.agent.name", "agent.name")
@@ -561,7 +584,7 @@ def run_events(span: SpanRecord) -> tuple[list[Event], list[Event], list[Event]]
         )
     ]
     middle = span_event_events(span, None)
-    closing: list[Event] = []
+    closing: list[Draft] = []
     out = output_messages(span)
     final = "\n".join(m["content"] for m in out if m.get("content"))
     if final:
@@ -633,14 +656,21 @@ class SpanTree:
         return self.children.get(None, [])
 
 
-def trace_events(spans: Iterable[SpanRecord]) -> list[Event]:
+def trace_drafts(spans: Iterable[SpanRecord]) -> list[Draft]:
     """Every event of a trace's spans in span-tree order (a parent's opening, then its own events and
-    its children's subtrees by time, then its closing), numbered seq 0…n-1. The same spans give the
-    same events whatever order they arrived in."""
+    its children's subtrees by time, then its closing). The same spans give the same events whatever
+    order they arrived in."""
     tree = SpanTree.of(spans)
-    out: list[Event] = []
-
-    def visit(span: SpanRecord, parent_step: str | None) -> None:
+    out: list[Draft] = []
+    # Depth first without recursion (a chain of spans may be as deep as the request is long): a stack of
+    # what is left to emit, a span standing for its whole subtree.
+    stack: list[tuple[Draft | SpanRecord, str | None]] = [(root, None) for root in reversed(tree.roots())]
+    while stack:
+        item, parent_step = stack.pop()
+        if isinstance(item, Draft):
+            out.append(item)
+            continue
+        span = item
         if tree.is_run(span):
             opening, middle, closing = run_events(span)
             child_parent: str | None = None
@@ -649,23 +679,21 @@ def trace_events(spans: Iterable[SpanRecord]) -> list[Event]:
             child_parent = step_id_of(span.span_id)
         out.extend(opening)
         kids = tree.children.get(span.span_id, [])
-        items: list[tuple[int, int, Event | SpanRecord]] = [(e.ts * 1_000_000, 0, e) for e in middle]
+        items: list[tuple[int, int, Draft | SpanRecord]] = [(e.ts * 1_000_000, 0, e) for e in middle]
         items += [(k.start_ns, 1, k) for k in kids]
-        for _, _, item in sorted(items, key=lambda x: (x[0], x[1])):
-            if isinstance(item, SpanRecord):
-                visit(item, child_parent)
-            else:
-                out.append(item)
-        out.extend(closing)
-
-    for root in tree.roots():
-        visit(root, None)
-    for i, e in enumerate(out):
-        e.seq = i  # fresh events of this call: numbered in place
+        items.sort(key=lambda x: (x[0], x[1]))
+        then: list[tuple[Draft | SpanRecord, str | None]] = [(it, child_parent) for _, _, it in items]
+        then += [(e, None) for e in closing]
+        stack.extend(reversed(then))  # popped in order: what is in between, then the closing events
     return out
 
 
-def live_events(span: SpanRecord, *, parent_stored: bool, parent_is_root: bool, has_children: bool) -> list[Event]:
+def trace_events(spans: Iterable[SpanRecord]) -> list[Event]:
+    """`trace_drafts` as events numbered seq 0…n-1 (steps not numbered: the store does that)."""
+    return [d.event(i) for i, d in enumerate(trace_drafts(spans))]
+
+
+def live_events(span: SpanRecord, *, parent_stored: bool, parent_is_root: bool, has_children: bool) -> list[Draft]:
     """One newly arrived span's events for a running trace (seq 0; the store numbers them). Its parent
     is named only when the parent's step is already stored (and is not the run): a child that came
     first is a top-level step until the trace finishes and is laid out again (`trace_events`)."""
@@ -706,7 +734,8 @@ def run_duration_ms(spans: Sequence[SpanRecord]) -> int | None:
     return _ms(max(s.end_ns for s in spans) - min(s.start_ns for s in spans))
 
 
-def _slug(text: str) -> str:
+def slug_of(text: str) -> str:
+    """A scenario slug from free text."""
     slug = _SLUG_BAD.sub("-", text).strip("-._")
     return slug[:SLUG_CHARS].rstrip("-._") or "run"
 
@@ -719,4 +748,4 @@ def scenario_of(spans: Sequence[SpanRecord]) -> tuple[str, str]:
         agent = next((_first(s.attributes, "gen_ai.agent.name", "agent.name") for s in spans), None)
     root = run_root(spans)
     name = str(agent) if agent else (root.name if root is not None else "run")
-    return _slug(f"{service}.{name}"), f"{service}: {name}"[:500]
+    return slug_of(f"{service}.{name}"), f"{service}: {name}"[:500]

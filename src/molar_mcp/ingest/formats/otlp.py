@@ -227,20 +227,72 @@ def decode_spans(request: ExportTraceServiceRequest) -> Decoded:
     return out
 
 
-def _span_record(span: Span, resource: dict[str, Any], scope: str, cut: list[str]) -> SpanRecord | RejectedSpan:
-    trace_hex, span_hex = span.trace_id.hex(), span.span_id.hex()
-    if len(span.trace_id) != 16 or span.trace_id == b"\0" * 16:
+_NO_TRACE: Final = b"\0" * 16
+_NO_SPAN: Final = b"\0" * 8
+
+
+def _ids(span: Span) -> tuple[str, str, str | None] | RejectedSpan:
+    """(trace id, span id, parent id) in lowercase hex, or why the span is refused."""
+    trace_id, span_id, parent_id = span.trace_id, span.span_id, span.parent_span_id
+    trace_hex, span_hex = trace_id.hex(), span_id.hex()
+    if len(trace_id) != 16 or trace_id == _NO_TRACE:
         return RejectedSpan(trace_hex, span_hex, "trace_id must be 16 bytes (32 hex digits), not all zero")
-    if len(span.span_id) != 8 or span.span_id == b"\0" * 8:
+    if len(span_id) != 8 or span_id == _NO_SPAN:
         return RejectedSpan(trace_hex, span_hex, "span_id must be 8 bytes (16 hex digits), not all zero")
-    if len(span.parent_span_id) not in (0, 8):
+    if len(parent_id) not in (0, 8):
         return RejectedSpan(trace_hex, span_hex, "parent_span_id must be empty or 8 bytes (16 hex digits)")
-    parent = span.parent_span_id.hex() if span.parent_span_id and any(span.parent_span_id) else None
+    parent = parent_id.hex() if parent_id and parent_id != _NO_SPAN else None
     if parent == span_hex:
         return RejectedSpan(trace_hex, span_hex, "a span cannot be its own parent")
-    start, end = int(span.start_time_unix_nano), int(span.end_time_unix_nano)
-    if start <= 0:
+    if span.start_time_unix_nano <= 0:
         return RejectedSpan(trace_hex, span_hex, "start_time_unix_nano is missing")
+    return trace_hex, span_hex, parent
+
+
+@dataclass
+class SpanIds:
+    """A request's spans by their ids alone (what the answer needs), grouped by trace, in request order;
+    refused spans with the reason; and for each trace, a name to show until its spans are read."""
+
+    traces: dict[str, list[tuple[str, str | None]]] = field(default_factory=dict)
+    names: dict[str, tuple[str, str]] = field(default_factory=dict)  # trace id → (service, root span name)
+    rejected: list[RejectedSpan] = field(default_factory=list)
+    count: int = 0
+
+
+def span_ids(request: ExportTraceServiceRequest) -> SpanIds:
+    """The ids of every span of the request, checked as `decode_spans` checks them (the same spans are
+    refused, for the same reasons). Raises `TooManySpans` when the request is too large to take."""
+    count = span_count(request)
+    if count > MAX_SPANS_PER_REQUEST:
+        raise TooManySpans(count)
+    out = SpanIds(count=count)
+    traces, names = out.traces, out.names
+    for rs in request.resource_spans:
+        service = next((kv.value.string_value for kv in rs.resource.attributes if kv.key == "service.name"), "")
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                ids = _ids(span)
+                if isinstance(ids, RejectedSpan):
+                    out.rejected.append(ids)
+                    continue
+                trace_id, span_id, parent = ids
+                items = traces.get(trace_id)
+                if items is None:
+                    items = traces[trace_id] = []
+                    names[trace_id] = (service[:MAX_NAME_CHARS] or "unknown_service", "run")
+                items.append((span_id, parent))
+                if parent is None:
+                    names[trace_id] = (names[trace_id][0], span.name[:MAX_NAME_CHARS] or "run")
+    return out
+
+
+def _span_record(span: Span, resource: dict[str, Any], scope: str, cut: list[str]) -> SpanRecord | RejectedSpan:
+    ids = _ids(span)
+    if isinstance(ids, RejectedSpan):
+        return ids
+    trace_hex, span_hex, parent = ids
+    start, end = int(span.start_time_unix_nano), int(span.end_time_unix_nano)
     if end < start:
         cut.append(f"end_time_unix_nano {end} is before the start (or missing); taken as the start")
         end = start
