@@ -1,7 +1,11 @@
-"""Screenshots a model can see: `get_trace` and `get_event` return the failure screenshot of a recorded
-Playwright test as `ImageContent`, downscaled to a bounded size, with a resource link that reads the full
-image; the image's cost counts against the answer's budget. Over the real SDK client, in both eras, on the
-demo's Playwright Test run (recorded from a real `npx playwright test`)."""
+"""Answers on recorded Playwright tests (the demo's Playwright Test run, recorded from a real
+`npx playwright test`), over the real SDK client:
+
+- screenshots a model can see: `get_trace` and `get_event` return the failure screenshot as `ImageContent`,
+  downscaled to a bounded size, with a resource link that reads the full image; the image's cost counts
+  against the answer's budget;
+- pages worth a call: `get_trace(events=true)` and `get_trace(step=N)` carry at least 20 events a page at
+  the default budget, and the pages join back to every event."""
 
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from molar_mcp.mcp.images import IMAGE_MAX_BYTES, image_tokens, vision_tokens
 from molar_mcp.mcp.server import create_mcp_server
 from molar_mcp.mcp.state import AppState
 from molar_mcp.mcp.tokens import estimate_tokens
-from molar_mcp.store import LOCAL_ORG_ID
+from molar_mcp.store import LOCAL_ORG_ID, TraceQuery
 from molar_mcp.store.runs import SqliteRunStore
 
 pytestmark = pytest.mark.anyio
@@ -37,6 +41,7 @@ class PlaywrightDemo:
     server: MCPServer[AppState]
     coupon: str  # short id of the failing coupon test's trace
     screenshot_seq: int  # its screenshot event
+    traces: dict[str, list[int]]  # every trace of the run: short id → its top-level step of each event
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +51,12 @@ def pw_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlaywrightDemo
         [run] = SqliteRunStore(embedded.store.db).list_runs(LOCAL_ORG_ID).items
         coupon = embedded.store.get_trace(LOCAL_ORG_ID, {t.title: t.trace_id for t in run.failing}[COUPON])
         events = embedded.store.list_events(LOCAL_ORG_ID, coupon.id, kind="screenshot", limit=10).events
-        yield PlaywrightDemo(create_mcp_server(embedded.client_factory()), coupon.short_id, events[0].seq)
+        traces = {}
+        for row in embedded.store.list_traces(LOCAL_ORG_ID, TraceQuery(limit=50, run_id=run.id)).items:
+            all_events = embedded.store.list_events(LOCAL_ORG_ID, row.id, limit=10_000).events
+            traces[row.short_id] = [e.step or 0 for e in all_events]
+        server = create_mcp_server(embedded.client_factory())
+        yield PlaywrightDemo(server, coupon.short_id, events[0].seq, traces)
 
 
 def _image(block: ImageContent) -> Image.Image:
@@ -144,3 +154,33 @@ async def test_a_screenshot_that_is_no_image_is_named_not_shown(tmp_path: Path) 
     text = result.content[0]
     assert isinstance(text, TextContent)
     assert "screenshot shot.png not shown (not a readable image" in text.text
+
+
+async def test_event_pages_of_a_playwright_trace_carry_at_least_twenty_events(
+    pw_demo: PlaywrightDemo, mode: str
+) -> None:
+    sizes: list[int] = []
+    async with Client(pw_demo.server, mode=mode) as client:
+        for short, steps in pw_demo.traces.items():
+            seqs: list[int] = []
+            offset: int | None = 0
+            while offset is not None:
+                page = await client.call_tool("get_trace", {"trace_id": short, "events": True, "offset": offset})
+                view: Any = page.structured_content
+                assert _answer_cost(page) <= 2000
+                rows = view["step_events"]
+                if view["next_offset"] is not None:  # every page but the last is a full one
+                    assert len(rows) >= 20, (short, offset, len(rows))
+                    sizes.append(len(rows))
+                seqs += [row[0] for row in rows]
+                offset = view["next_offset"]
+            assert seqs == list(range(len(steps)))  # the pages join back to every event, in order
+            # The step with the most events, read by step=N: a page of at least 20 (or all of it).
+            biggest = max(set(steps), key=steps.count)
+            page = await client.call_tool("get_trace", {"trace_id": short, "step": biggest})
+            rows = page.structured_content["step_events"]  # type: ignore[index]
+            assert len(rows) >= min(20, steps.count(biggest)), (short, biggest, len(rows))
+            assert {row[1] for row in rows} == {biggest}
+            assert _answer_cost(page) <= 2000
+    assert sizes
+    assert max(steps.count(s) for steps in pw_demo.traces.values() for s in set(steps)) >= 20  # a step that tests it
