@@ -81,7 +81,8 @@ async def test_get_trace_shows_the_failure_screenshot_downscaled_with_a_link_to_
     pw_demo: PlaywrightDemo, mode: str
 ) -> None:
     async with Client(pw_demo.server, mode=mode) as client:
-        result = await client.call_tool("get_trace", {"trace_id": pw_demo.coupon})
+        # 2,400 tokens: the image's share (600) is below what the 800×600 screenshot costs (640).
+        result = await client.call_tool("get_trace", {"trace_id": pw_demo.coupon, "max_tokens": 2400})
         images = [b for b in result.content if isinstance(b, ImageContent)]
         assert len(images) == 1
         links = [b for b in result.content if isinstance(b, ResourceLink) and b.mime_type == "image/png"]
@@ -94,9 +95,8 @@ async def test_get_trace_shows_the_failure_screenshot_downscaled_with_a_link_to_
     (full_contents,) = full_read.contents
     assert isinstance(full_contents, BlobResourceContents)
     full = Image.open(io.BytesIO(base64.b64decode(full_contents.blob)))
-    # The recorded failure screenshot is 800×600; at the default budget (2,000) an image may cost 500.
-    assert full.size == (800, 600)
-    assert vision_tokens(*shown.size) <= image_tokens(2000)
+    assert full.size == (800, 600)  # the recorded failure screenshot
+    assert vision_tokens(*shown.size) <= image_tokens(2400)
     assert shown.width < full.width
     assert abs(shown.width / shown.height - full.width / full.height) < 0.01
     # The same picture: the full one scaled to the shown size differs little, pixel by pixel.
@@ -108,7 +108,20 @@ async def test_get_trace_shows_the_failure_screenshot_downscaled_with_a_link_to_
     assert note in text.text
     assert "the full image is its resource link" in text.text
     omitted = result.structured_content["omitted"]  # type: ignore[index]
-    assert any(o.endswith(f"{note}; full size: {links[0].uri}") for o in omitted)
+    assert any(o.endswith(f"{note}; full size: the resource link screenshot.png") for o in omitted)
+    assert _answer_cost(result) <= 2400
+
+
+async def test_at_the_default_budget_a_busy_trace_says_its_screenshot_was_not_shown(pw_demo: PlaywrightDemo) -> None:
+    """The coupon trace's summary needs most of 2,000 tokens (failure, steps, the trace.zip link): the
+    screenshot does not push those out; the answer says it was not shown and how to see it."""
+    async with Client(pw_demo.server) as client:
+        result = await client.call_tool("get_trace", {"trace_id": pw_demo.coupon})
+    assert not any(isinstance(b, ImageContent) for b in result.content)
+    text = result.content[0]
+    assert isinstance(text, TextContent)
+    assert "screenshot.png not shown: no room at max_tokens=2000 (raise it to see it)" in text.text
+    assert result.structured_content["artifacts"][0]["kind"] == "playwright"  # type: ignore[index]
     assert _answer_cost(result) <= 2000
 
 
@@ -169,11 +182,11 @@ async def test_event_pages_of_a_playwright_trace_carry_at_least_twenty_events(
                 view: Any = page.structured_content
                 assert _answer_cost(page) <= 2000
                 rows = view["step_events"]
-                if view["next_offset"] is not None:  # every page but the last is a full one
+                if view.get("next_offset") is not None:  # every page but the last is a full one
                     assert len(rows) >= 20, (short, offset, len(rows))
                     sizes.append(len(rows))
                 seqs += [row[0] for row in rows]
-                offset = view["next_offset"]
+                offset = view.get("next_offset")
             assert seqs == list(range(len(steps)))  # the pages join back to every event, in order
             # The step with the most events, read by step=N: a page of at least 20 (or all of it).
             biggest = max(set(steps), key=steps.count)

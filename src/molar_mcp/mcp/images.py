@@ -1,13 +1,16 @@
 """Screenshots a model can see: an `ImageContent` block, bounded in pixels and bytes, beside a resource
 link to the full image.
 
-How it is bounded: the rest of the answer is fitted first (leaving a quarter of the budget for the image),
-then the image gets what is left, at most a quarter of `max_tokens`, as a vision model counts an image
-(width × height / 750 tokens, the common rule; 500 tokens = about 700×530 pixels). It is scaled down (never
-up) to that and to a long side of at most 1,024 pixels, and encoded as JPEG; a JPEG still above 150 KB is
-encoded again smaller. Below 100 tokens of room no image is sent, and the text says so. The whole answer
-(text, structured content, links, image) stays within `max_tokens`, and says what was shown: the original
-and shown size, and the link to the full image."""
+How it is bounded: the image gets at most a quarter of `max_tokens` as a vision model counts an image
+(width × height / 750 tokens, the common rule; 500 tokens = about 700×530 pixels), taken from what the
+rest of the answer can spare (its step events and failed events): `get_trace` fits the rest with the
+whole share set aside, then with the smallest image worth sending (100 tokens, about 320×240), then with
+none, and keeps the first fit that still holds the artifacts and steps the rest holds at the full budget;
+the image then gets what is left. It is scaled down (never up) to that and to a long side of at most
+1,024 pixels, and encoded as JPEG; a JPEG still above 150 KB is encoded again smaller. The whole answer
+(text, structured content, links, image) stays within `max_tokens`, and says what was shown (the
+original and shown size; the full image is the resource link) or why nothing was.
+"""
 
 from __future__ import annotations
 
@@ -106,11 +109,11 @@ def screenshot_link(trace_id: str, artifact: ArtifactRef) -> ResourceLink:
 
 
 def _notes(trace_id: str, artifact: ArtifactRef, how: str) -> tuple[str, str]:
-    """What was shown, for the text and for `omitted` (which names the full image's URI)."""
+    """What was shown, for the text and for `omitted`; the full image is the answer's resource link."""
     name = artifact.name or "screenshot"
     return (
         f"Screenshot {name} {how}; the full image is its resource link.",
-        f"screenshot {name} {how}; full size: {_uri(trace_id, artifact)}",
+        f"screenshot {name} {how}; full size: the resource link {name}",
     )
 
 
@@ -133,14 +136,27 @@ class ReadScreenshot:
     def link(self) -> ResourceLink:
         return screenshot_link(self.trace_id, self.artifact)
 
-    def reserve(self, max_tokens: int) -> int:
-        """Tokens to set aside before the rest of the answer is fitted: the image's share, the notes
-        (in the text and in `omitted`) and the link; for an unreadable file, the line saying so."""
-        link = estimate_tokens(self.link.model_dump_json(by_alias=True, exclude_none=True))
+    def overhead(self, *, with_link: bool = True) -> int:
+        """Tokens the answer spends around the image: the notes (in the text and in `omitted`) and, unless
+        the answer already links the file, the link; for an unreadable file, the line saying so."""
+        link = estimate_tokens(self.link.model_dump_json(by_alias=True, exclude_none=True)) if with_link else 0
         if self.image is None:
             return estimate_tokens(self.reason) + link + 4
         in_text, in_omitted = _notes(self.trace_id, self.artifact, _how((99999, 99999), (9999, 9999)))
-        return image_tokens(max_tokens) + estimate_tokens(in_text) + estimate_tokens(in_omitted) + link + 8
+        return estimate_tokens(in_text) + estimate_tokens(in_omitted) + link + 8
+
+    def reserves(self, max_tokens: int) -> list[int]:
+        """What to set aside before the rest of the answer is fitted, most first: the image's whole share,
+        the smallest image worth sending, no image (the line saying why); each with the overhead."""
+        if self.image is None:
+            return [self.overhead()]
+        line = estimate_tokens(self.no_room(max_tokens)) + 2
+        return [self.overhead() + image_tokens(max_tokens), self.overhead() + MIN_IMAGE_TOKENS, line]
+
+    def no_room(self, max_tokens: int) -> str:
+        return (
+            f"screenshot {self.artifact.name or ''} not shown: no room at max_tokens={max_tokens} (raise it to see it)"
+        )
 
     def show(self, room: int, max_tokens: int) -> Screenshot | str:
         """The image within `room` tokens (at most its share of `max_tokens`), or the line saying why not."""
@@ -148,8 +164,7 @@ class ReadScreenshot:
             return self.reason
         budget = min(room, image_tokens(max_tokens))
         if budget < MIN_IMAGE_TOKENS:
-            name = self.artifact.name or ""
-            return f"screenshot {name} not shown: no room at this max_tokens; the file: {self.link.uri}"
+            return self.no_room(max_tokens)
         jpeg, shown = bounded_jpeg(self.image, budget)
         block = ImageContent(type="image", data=base64.b64encode(jpeg).decode("ascii"), mime_type="image/jpeg")
         note, omitted = _notes(self.trace_id, self.artifact, _how(self.image.size, shown))
@@ -162,6 +177,6 @@ async def read_screenshot(client: TraceClient, trace_id: str, artifact: Artifact
         data, _ = await client.fetch_signed(await client.blob_url(trace_id, artifact.sha256))
         image = decode(data)
     except (ApiClientError, ValueError) as exc:
-        reason = f"screenshot {artifact.name or ''} not shown ({str(exc)[:80]}); the file: {_uri(trace_id, artifact)}"
+        reason = f"screenshot {artifact.name or ''} not shown ({str(exc)[:80]}); the file is its resource link"
         return ReadScreenshot(trace_id, artifact, None, reason)
     return ReadScreenshot(trace_id, artifact, image, "")

@@ -10,7 +10,7 @@ from pydantic import Field
 from molar_mcp.client import ApiClientError, NotFoundError
 from molar_mcp.mcp.errors import tool_error
 from molar_mcp.mcp.event_render import PathError, build_event_view
-from molar_mcp.mcp.images import ReadScreenshot, Screenshot, image_tokens, is_screenshot, read_screenshot
+from molar_mcp.mcp.images import ReadScreenshot, Screenshot, is_screenshot, read_screenshot
 from molar_mcp.mcp.render import cost, structured
 from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
@@ -55,14 +55,14 @@ async def get_event(
             raise tool_error(exc, trace_id=trace_id) from exc
         artifact = next((a for a in detail.artifacts if a.sha256 == sha and is_screenshot(a)), None)
         shot = None if artifact is None else await read_screenshot(client, detail.id, artifact)
-    reserve = 0 if shot is None else shot.reserve(max_tokens)
+    reserve = 0 if shot is None else shot.reserves(max_tokens)[0]
     try:
         view, text = build_event_view(event, trace_id, path=path, find=find, offset=offset, budget=max_tokens - reserve)
     except PathError as exc:
         raise ToolError(str(exc)) from None
     content: list[ContentBlock] = [TextContent(type="text", text=text)]
     if shot is not None:
-        got = shot.show(max_tokens - cost(view, text) - reserve + image_tokens(max_tokens), max_tokens)
+        got = shot.show(max_tokens - cost(view, text) - shot.overhead(), max_tokens)
         if isinstance(got, Screenshot):
             view = view.model_copy(update={"omitted": [*view.omitted, got.omitted]})
             content = [TextContent(type="text", text=f"{text}\n{got.note}"), got.block, got.link]

@@ -10,11 +10,11 @@ from pydantic import Field
 from molar_mcp.client import TraceClient
 from molar_mcp.mcp.conversation import build_conversation, fit_conversation, is_agent_run
 from molar_mcp.mcp.errors import store_errors
-from molar_mcp.mcp.images import Screenshot, image_tokens, pick_screenshot, read_screenshot
+from molar_mcp.mcp.images import Screenshot, pick_screenshot, read_screenshot
 from molar_mcp.mcp.pages import build_events_page, page_size
 from molar_mcp.mcp.render import build_trace_view, cost, link_block, structured
 from molar_mcp.mcp.state import client_of
-from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
+from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET, estimate_tokens
 from molar_mcp.mcp.tools.registry import add_tool
 from molar_mcp.mcp.tools.spec import ToolSpec
 from molar_mcp.mcp.views import TraceView
@@ -98,14 +98,32 @@ async def get_trace(
     # A screenshot is shown as an image: its cost (as a vision model counts it) is set aside first.
     artifact = pick_screenshot(detail.artifacts)
     shot = None if artifact is None else await read_screenshot(client, detail.id, artifact)
-    image_reserve = 0 if shot is None else shot.reserve(max_tokens)
-    view, text = build_trace_view(
-        detail, failed_events, failing.total, None, 0, offset, None, max_tokens - reserve - image_reserve
-    )
+    room = max_tokens - reserve
+
+    def fit(budget: int) -> tuple[TraceView, str]:
+        return build_trace_view(detail, failed_events, failing.total, None, 0, offset, None, budget)
+
+    if shot is None:
+        view, text = fit(room)
+    else:
+        # The image takes its share from what the rest can spare (its step events and failed events),
+        # never the rest's floor: a view that would lose artifacts or steps it keeps at the full budget
+        # tries a smaller image, then none.
+        full, full_text = fit(room)
+        need = [a.uri for a in full.artifacts[:2]]
+        reserves = shot.reserves(max_tokens)
+        for n, aside in enumerate(reserves):
+            view, text = fit(room - aside)
+            # An image comes with its own link: the screenshot's place in the artifact list is kept.
+            kept = {a.uri for a in view.artifacts} | ({shot.link.uri} if n < len(reserves) - 1 else set())
+            if all(uri in kept for uri in need) and len(view.steps) >= len(full.steps[:1]):
+                break
+        else:  # not even the line saying why: the answer as without a screenshot, which stays linked
+            view, text = full, full_text
     if agent and model_calls is not None and tool_calls is not None:
         # A margin for what joining the two costs (the `conversation` key, newlines, the cut note in
         # both forms) adds beyond the parts' own estimates: the whole answer must stay within budget.
-        room = max_tokens - cost(view, text) - CONVERSATION_MARGIN
+        room = max_tokens - cost(view, text) - CONVERSATION_MARGIN - (shot.reserves(max_tokens)[-1] if shot else 0)
         conversation, lines, cut = fit_conversation(
             build_conversation(model_calls.events, tool_calls.events), room, detail.short_id
         )
@@ -116,16 +134,22 @@ async def get_trace(
     links = [ResourceLink.model_validate(link_block(a)) for a in view.artifacts]
     image: list[ContentBlock] = []
     if shot is not None:
-        # The image gets what the rest left, at most its share (the rest may not shrink that far).
-        got = shot.show(max_tokens - cost(view, text) - shot.reserve(max_tokens) + image_tokens(max_tokens), max_tokens)
-        if all(existing.uri != shot.link.uri for existing in links):
-            links.append(shot.link)
+        # The image gets what the rest left, at most its share; what does not fit is left out whole.
+        linked = any(existing.uri == shot.link.uri for existing in links)
+        left = max_tokens - cost(view, text)
+        got = shot.show(left - shot.overhead(with_link=not linked), max_tokens)
         if isinstance(got, Screenshot):
             image.append(got.block)
             view = view.model_copy(update={"omitted": [*view.omitted, got.omitted]})
             text = f"{text}\n{got.note}"
-        else:
-            text = f"{text}\n{got}"
+            if not linked:
+                links.append(shot.link)
+        elif shot.image is None and shot.overhead(with_link=not linked) <= left:
+            text = f"{text}\n{got}"  # unreadable: why, and the file
+            if not linked:
+                links.append(shot.link)
+        elif estimate_tokens(got) + 2 <= left:
+            text = f"{text}\n{got}"  # no room: says so, and how to see it
     content: list[ContentBlock] = [TextContent(type="text", text=text), *image, *links]
     return CallToolResult(content=content, structured_content=structured(view))
 
