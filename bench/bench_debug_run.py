@@ -33,11 +33,11 @@ from typing import Any
 
 from bench_foundation import MCP_BIN, percentile, result_tokens, wait_healthy  # same folder
 from bench_foundation import free_port as _free_port
+from tests.long_run import record_long_run  # bench_foundation put the repository on the path
 
 from molar_mcp import __version__
 from molar_mcp.api.telemetry import RateLimits
 from molar_mcp.compose import open_embedded
-from molar_mcp.demo_bundles.builder import build_big_bundle
 from molar_mcp.ingest import ingest_bundle
 from molar_mcp.mcp.server import create_mcp_server
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = work / "data"
     try:
         print(f"building a {args.events:,}-event bundle", file=sys.stderr, flush=True)
-        bundle = build_big_bundle(args.events)
+        bundle = record_long_run(args.events)
         ids = ingest_copies(data_dir, bundle, 2 + 2 * args.cold)
         warm_id, http_warm_id = ids[0], ids[1]
         local_cold, http_cold = ids[2 : 2 + args.cold], ids[2 + args.cold :]

@@ -26,7 +26,8 @@ import httpx2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.security.conftest import Secured, start_secured, stop  # noqa: E402
+from tests.security.conftest import Secured, start_secured  # noqa: E402
+from tests.servers import stop_server  # noqa: E402
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -99,7 +100,7 @@ def main() -> None:
     try:
         asyncio.run(run(secured, args.seconds, args.concurrency))
     finally:
-        stop(secured.served)
+        stop_server(secured.served)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

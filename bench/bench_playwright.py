@@ -1,10 +1,11 @@
 """Playwright ingest speed: a 200-action trace.zip with DOM snapshots, and a 500-result report folder.
 
     .venv/bin/python bench/bench_playwright.py              # ~1 min on 2 cores (recording included)
-    .venv/bin/python bench/bench_playwright.py --actions 200 --results 500 --iterations 10
+    .venv/bin/python bench/bench_playwright.py --actions 200 --results 500 --iterations 10 --seats 10
 
-1. Records a real trace.zip (Python playwright, Debian chromium, the ticket shop) of `--actions` actions
-   with screenshots, DOM snapshots and sources, then times `ingest_upload` of it (parse, build, store)
+1. Records a real trace.zip (Python playwright, Debian chromium, the ticket shop's event page with a seat
+   map of `--seats` seats, re-marked by every quantity typed) of `--actions` actions with screenshots, DOM
+   snapshots and sources, then times `ingest_upload` of it (parse, build, store)
    into an empty store, `--iterations` times. Target: ≤ 300 ms for 200 actions (~3 MB).
 2. Records one small failing trace, makes a report folder of `--results` results (report.json +
    test-results/, each result with its own copy of the trace, one byte changed so no two are alike),
@@ -34,22 +35,25 @@ from molar_mcp.ingest.service import Upload, ingest_upload  # noqa: E402
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore  # noqa: E402
 
 
-def record_big(base: str, out: Path, actions: int) -> bytes:
+def record_big(base: str, out: Path, actions: int, seats: int) -> bytes:
+    """A shop page with a seat map of `seats` seats; each quantity typed re-marks the chosen seats, so every
+    action's DOM snapshots and screencast frames differ (the page is as big as real shop pages are)."""
     from playwright.sync_api import sync_playwright
 
+    event = f"{base}/event/jazz-night?seats={seats}"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        context = browser.new_context()
+        context = browser.new_context(viewport={"width": 800, "height": 600})
         context.tracing.start(screenshots=True, snapshots=True, sources=True, title="big")
         page = context.new_page()
-        page.goto(base + "/event/jazz-night")
+        page.goto(event)
         done = 1
         while done < actions:
             page.locator("#qty").fill(str(done % 9 + 1))
             done += 1
             if done % 25 == 0:
                 page.goto(base + ("/checkout" if done % 50 else "/event/opera"))
-                page.goto(base + "/event/jazz-night")
+                page.goto(event)
                 done += 2
         context.tracing.stop(path=str(out))
         browser.close()
@@ -126,11 +130,13 @@ def main() -> int:
     parser.add_argument("--actions", type=int, default=200)
     parser.add_argument("--results", type=int, default=500)
     parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--seats", type=int, default=10, help="seats on the big trace's page (its size)")
+    parser.add_argument("--skip-report", action="store_true", help="only the big trace.zip")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, serve_ticketshop() as base:
         tmpdir = Path(tmp)
         print(f"recording a {args.actions}-action trace…", file=sys.stderr)
-        big = record_big(base, tmpdir / "big.zip", args.actions)
+        big = record_big(base, tmpdir / "big.zip", args.actions, args.seats)
         with zipfile.ZipFile(io.BytesIO(big)) as zf:
             snapshots = sum(
                 line.startswith(b'{"type":"frame-snapshot"') for line in zf.read("trace.trace").splitlines()
@@ -144,6 +150,8 @@ def main() -> int:
             times.append((time.perf_counter() - started) * 1000)
             store.close()
         print(figures(f"ingest of the {args.actions}-action trace.zip (target ≤ 300 ms)", times, "ms"))
+        if args.skip_report:
+            return 0
 
         small = record_small(base, tmpdir / "small.zip")
         folder = report_folder(small, args.results)

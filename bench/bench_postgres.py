@@ -1,9 +1,10 @@
 """Scale-out benchmark: the same figures on the embedded store and on PostgreSQL + S3, same machine, same run.
 
     PYTHONPATH=. .venv/bin/python bench/bench_postgres.py [--traces 20000] [--iterations 100]
-        [--live-events 40000] [--json out.json]
+        [--live-events 40000] [--json out.json] [--only sqlite|postgres]
 
-For each engine: fill N synthetic traces (bench_foundation's generator), then through real `molar-mcp
+For each engine: fill N traces (bench/make_store.py's generator: rows straight into SQLite, COPY into
+PostgreSQL), then through real `molar-mcp
 serve --no-auth` processes: `GET /v1/traces?status=failed` and `?q=` over REST, MCP `get_trace` over
 streamable HTTP, bundle ingest (a 10,000-event trace into the store) and live append (events/s, through two
 replicas at once on PostgreSQL, one process on SQLite). PostgreSQL is a throwaway cluster of the Debian
@@ -16,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import statistics
 import sys
 import tempfile
@@ -30,16 +30,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx2
-from bench_foundation import synthetic_trace
+from make_store import build, build_pg
 from tests.engines import pg_cluster, s3_endpoint
+from tests.long_run import record_long_run
 from tests.servers import Served, start_server
 
 from molar_mcp.compose import open_store
-from molar_mcp.demo_bundles.builder import build_big_bundle
 from molar_mcp.ingest import read_bundle
 from molar_mcp.store import LOCAL_ORG_ID
 
 BATCH = 100
+PG_SETTINGS = (
+    "-c shared_buffers=2GB -c effective_cache_size=8GB -c work_mem=32MB -c maintenance_work_mem=512MB"
+    " -c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_wal_size=8GB"
+)
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -67,16 +71,18 @@ async def timed(fn: Callable[[], Awaitable[object]], n: int) -> list[float]:
     return out
 
 
-def fill(engine: dict[str, str], data_dir: Path, n: int) -> str:
-    """N small traces plus one 10,000-event trace; returns the big trace's id. Reports the ingest rate."""
-    store = open_store(data_dir, **engine)
-    rng = random.Random(7)
+def fill(engine: dict[str, str], data_dir: Path, n: int, admin_url: str | None) -> str:
+    """N traces (bench/make_store.py: straight into SQLite, or COPY into PostgreSQL) plus one
+    10,000-event trace stored three times through the store (the bundle ingest rate); returns its id."""
     t = time.perf_counter()
-    for i in range(n):
-        store.add_trace(LOCAL_ORG_ID, synthetic_trace(rng), {})
-        if i and i % 5000 == 0:
-            print(f"  filled {i}/{n} ({i / (time.perf_counter() - t):.0f} traces/s)", file=sys.stderr, flush=True)
-    parsed = read_bundle(build_big_bundle(10_000))
+    if engine:
+        assert admin_url is not None
+        build_pg(data_dir, engine["database_url"], admin_url, n, 10, 7)
+    else:
+        build(data_dir, n, 10, 7)
+    RESULTS[LABEL]["build_s"] = round(time.perf_counter() - t)
+    store = open_store(data_dir, **engine)
+    parsed = read_bundle(record_long_run(10_000))
     rates = []
     big_id = ""
     for _ in range(3):
@@ -161,12 +167,14 @@ def servers(tmp: Path, engine: dict[str, str], count: int) -> Iterator[list[Serv
             s.process.wait(30)
 
 
-def run_engine(label: str, engine: dict[str, str], tmp: Path, args: argparse.Namespace) -> None:
+def run_engine(
+    label: str, engine: dict[str, str], tmp: Path, args: argparse.Namespace, admin_url: str | None = None
+) -> None:
     global LABEL
     LABEL = label
     RESULTS[label] = {"traces": args.traces}
     print(f"== {label}: filling {args.traces} traces", file=sys.stderr, flush=True)
-    big_id = fill(engine, tmp / "data" if not engine else tmp / "fill", args.traces)
+    big_id = fill(engine, tmp / "data" if not engine else tmp / "fill", args.traces, admin_url)
     replicas = 2 if engine else 1
     with servers(tmp, engine, replicas) as served:
         print(f"== {label}: REST and MCP latency", file=sys.stderr, flush=True)
@@ -187,18 +195,23 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--live-events", type=int, default=40_000)
     parser.add_argument("--json")
+    parser.add_argument("--only", choices=["sqlite", "postgres"], help="one engine")
     args = parser.parse_args()
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="molar-bench-pg-")))
-        (tmp / "sqlite").mkdir()
-        run_engine("sqlite", {}, tmp / "sqlite", args)
-        cluster = stack.enter_context(pg_cluster())
-        s3 = stack.enter_context(s3_endpoint())
-        os.environ.update(s3.env())
-        s3.create_bucket("molar-bench")
-        (tmp / "postgres").mkdir()
-        engine = {"database_url": cluster.new_database("bench"), "blob_url": "s3://molar-bench/bench"}
-        run_engine("postgres", engine, tmp / "postgres", args)
+        if args.only != "postgres":
+            (tmp / "sqlite").mkdir()
+            run_engine("sqlite", {}, tmp / "sqlite", args)
+        if args.only != "sqlite":
+            # The server as it would be set up for this much data: a real cache, durable writes.
+            cluster = stack.enter_context(pg_cluster(PG_SETTINGS))
+            s3 = stack.enter_context(s3_endpoint())
+            os.environ.update(s3.env())
+            s3.create_bucket("molar-bench")
+            (tmp / "postgres").mkdir()
+            url = cluster.new_database("bench")
+            engine = {"database_url": url, "blob_url": "s3://molar-bench/bench"}
+            run_engine("postgres", engine, tmp / "postgres", args, cluster.admin_url(url.rsplit("/", 1)[1]))
     text = json.dumps(RESULTS, indent=2)
     print(text)
     if args.json:

@@ -5,7 +5,8 @@ and many agents at once. Prints one table (min / median / max of the runs' p50s,
         [--runs 3] [--iterations 100] [--sections store,server,ingest,live,memory,load] [--json out.json]
 
 Data dirs are built once under --work by bench/make_store.py (kept, so a rerun skips the build) and
-get one 10,000-event trace and the shipped demo bundles on top. The servers are real `molar-mcp
+get one 10,000-event trace (a real long run of the demo shop, tests/long_run.py) and the shipped
+recordings of the demo shop's scenario runs on top. The servers are real `molar-mcp
 serve --no-auth` / `molar-mcp stdio` processes; the "SDK floor" is a bare MCP SDK server with one
 tool returning a short text, over the same transports in the same run. See bench/README.md.
 """
@@ -31,6 +32,7 @@ from typing import Any
 import httpx2
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests.long_run
 ORG = "org_local"
 Q_COMMON = "webhook"
 Q_TWO = "webhook 404"
@@ -219,7 +221,7 @@ def _ratio(meds: list[float]) -> str:
 
 
 def prepare(work: Path, size: int) -> tuple[Path, dict[str, str]]:
-    """The data dir of `size` traces with one 10k-event trace and the demo bundles; their short ids."""
+    """The data dir of `size` traces with one 10k-event trace and the shipped demo runs; their short ids."""
     data = work / f"s{_label(size)}"
     ids_file = data / "bench-ids.json"
     if ids_file.exists():
@@ -230,18 +232,19 @@ def prepare(work: Path, size: int) -> tuple[Path, dict[str, str]]:
             [sys.executable, str(ROOT / "bench/make_store.py"), str(data), "--traces", str(size), "--events", "12"],
             check=True,
         )
-    from molar_mcp.compose import demo_bundles
-    from molar_mcp.demo_bundles.builder import build_big_bundle
+    from tests.long_run import record_long_run
+
+    from molar_mcp.demo.recorded import shipped_runs
     from molar_mcp.ingest import ingest_bundle
     from molar_mcp.store import SqliteTraceStore
 
     store = SqliteTraceStore(data)
     try:
-        _, big = ingest_bundle(store, ORG, build_big_bundle(10_000))
+        _, big = ingest_bundle(store, ORG, record_long_run(10_000))
         small = ""
-        for name, raw in demo_bundles():
+        for name, raw in shipped_runs():
             _, sid = ingest_bundle(store, ORG, raw)
-            if "stripe" in name:
+            if "webhook" in name:
                 small = sid
     finally:
         store.close()
@@ -336,11 +339,12 @@ async def bench_server(table: Table, data: Path, ids: dict[str, str], col: str, 
 
 def bench_ingest(table: Table, work: Path, runs: int) -> None:
     """Bundle ingest of a 100,000-event bundle in process, and three back to back over HTTP."""
-    from molar_mcp.demo_bundles.builder import build_big_bundle
+    from tests.long_run import record_long_run
+
     from molar_mcp.ingest import ingest_bundle
     from molar_mcp.store import SqliteTraceStore
 
-    bundle = build_big_bundle(100_000)
+    bundle = record_long_run(100_000)
     for i in range(runs):
         d = Path(tempfile.mkdtemp(dir=work, prefix="ingest-"))
         store = SqliteTraceStore(d)
@@ -372,9 +376,9 @@ def bench_ingest(table: Table, work: Path, runs: int) -> None:
 
 
 def bench_memory(table: Table, work: Path, runs: int) -> None:
-    from molar_mcp.demo_bundles.builder import build_big_bundle
+    from tests.long_run import record_long_run
 
-    bundle = build_big_bundle(100_000)
+    bundle = record_long_run(100_000)
     for _ in range(runs):
         d = Path(tempfile.mkdtemp(dir=work, prefix="mem-"))
         server = Server.molar(d, "--max-bundle-mb", "200")

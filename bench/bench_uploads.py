@@ -67,7 +67,7 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
         )
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 180  # a loaded machine starts it slowly
             while True:
                 try:
                     if httpx2.get(base + "/healthz", timeout=1).status_code == 200:

@@ -1,6 +1,9 @@
-"""Build a data dir holding N traces of realistic shapes, fast: rows go straight into SQLite.
+"""Build a data dir holding N traces of realistic shapes, fast: rows go straight into SQLite (or, with
+`--database-url` and `--admin-url`, into PostgreSQL by COPY).
 
     .venv/bin/python bench/make_store.py DATA_DIR --traces 1000000 [--events 10] [--seed 7]
+    .venv/bin/python bench/make_store.py DATA_DIR --traces 1000000 --database-url postgresql://app@…/db \
+        --admin-url postgresql://owner@…/db
 
 The schema is made by opening the store the way the server does (every component's migrations), then
 the rows are written in large transactions on one connection: 1,000,000 traces (10 events each) take a
@@ -192,6 +195,61 @@ def build(data_dir: Path, n: int, events: int, seed: int, chunk: int = 20_000) -
     print(f"\n{n:,} traces in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
 
+def build_pg(data_dir: Path, database_url: str, admin_url: str, n: int, events: int, seed: int) -> None:
+    """The same rows into PostgreSQL: the schema made by the server's own migrations (as the app role), the
+    rows written with COPY by a role that row-level security does not apply to (the tables' owner on a
+    managed database, a superuser here: COPY FROM is refused on a table with row-level security), in
+    chunks of 20,000 traces; then the identity sequence moved past the rows and the tables analysed."""
+    import psycopg
+
+    with open_embedded(data_dir, database_url=database_url):
+        pass
+    rng = random.Random(seed)
+    now = int(time.time() * 1000)
+    span = 30 * DAY_MS
+    t0 = time.perf_counter()
+    done = 0
+    chunk = 20_000
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        (start_pk,) = conn.execute("SELECT coalesce(max(pk), 0) FROM traces").fetchone() or (0,)
+        while done < n:
+            batch = [
+                make_trace(rng, start_pk + done + i + 1, _created(rng, now, span, done + i, n), events)
+                for i in range(min(chunk, n - done))
+            ]
+            with conn.transaction(), conn.cursor() as cur:
+                with cur.copy(
+                    "COPY traces (pk, id, short_id, org_id, scenario_id, scenario_slug, scenario_title, status,"
+                    " source, duration_ms, code_sha, pr_number, failure_signature, created_ms, event_count,"
+                    " kind_counts) FROM STDIN"
+                ) as copy:
+                    for t in batch:
+                        copy.write_row(t["row"])
+                with cur.copy(
+                    "COPY events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload) FROM STDIN"
+                ) as copy:
+                    for t in batch:
+                        pk = t["row"][0]
+                        for e in t["events"]:
+                            copy.write_row((pk, *e))
+                with cur.copy(
+                    "COPY steps (trace_pk, step_id, ord, step, path, title, ok, first_seq, last_seq, event_count,"
+                    " start_ts, end_ts) FROM STDIN"
+                ) as copy:
+                    for t in batch:
+                        for st in t["steps"]:
+                            copy.write_row((t["row"][0], *st))
+                with cur.copy("COPY traces_fts (rowid, body) FROM STDIN") as copy:
+                    for t in batch:
+                        copy.write_row((t["row"][0], t["body"]))
+            done += len(batch)
+            rate = done / (time.perf_counter() - t0)
+            print(f"\r{done:,}/{n:,} traces, {rate:,.0f}/s", end="", file=sys.stderr, flush=True)
+        conn.execute("SELECT setval(pg_get_serial_sequence('traces', 'pk'), (SELECT max(pk) FROM traces))")
+        conn.execute("ANALYZE")
+    print(f"\n{n:,} traces in {time.perf_counter() - t0:.0f} s (PostgreSQL)", file=sys.stderr)
+
+
 def _created(rng: random.Random, now: int, span: int, i: int, n: int) -> int:
     base = now - span + span * i // max(1, n)
     if rng.random() < 0.03:
@@ -205,8 +263,15 @@ def main() -> None:
     parser.add_argument("--traces", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=10, help="about this many events per trace")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--database-url", help="PostgreSQL as the server connects (its migrations run as this role)")
+    parser.add_argument("--admin-url", help="PostgreSQL as the tables' owner or a superuser (for COPY)")
     args = parser.parse_args()
-    build(args.data_dir, args.traces, args.events, args.seed)
+    if args.database_url:
+        build_pg(
+            args.data_dir, args.database_url, args.admin_url or args.database_url, args.traces, args.events, args.seed
+        )
+    else:
+        build(args.data_dir, args.traces, args.events, args.seed)
 
 
 if __name__ == "__main__":

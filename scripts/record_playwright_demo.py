@@ -7,10 +7,12 @@ src/molar_mcp/demo/playwright_run/ with what the reporter would have uploaded: r
 test attempt (result.json, trace.zip, failure screenshot, error-context.md).
 
     .venv/bin/python scripts/record_playwright_demo.py        # after `bash scripts/test` ran npm ci once
+    .venv/bin/python scripts/record_playwright_demo.py --out DIR   # record into DIR instead (the tests do)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -60,7 +62,10 @@ def machine_free(folder: Path) -> None:
         path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Record the demo's Playwright Test run from a real run.")
+    parser.add_argument("--out", type=Path, default=TARGET, help=f"the folder to replace (default: {TARGET})")
+    target: Path = parser.parse_args(argv).out.resolve()
     if not (PROJECT / "node_modules" / "@playwright" / "test").is_dir():
         raise SystemExit("tests/playwright_project has no node_modules: run `bash scripts/test` (npm ci) first")
     port = free_port()
@@ -86,12 +91,12 @@ def main() -> int:
         if done.returncode not in (0, 1) or not (record / "run.json").is_file():
             raise SystemExit(f"npx playwright test exited {done.returncode} without a recorded run")
         machine_free(record)
-        if TARGET.exists():
-            shutil.rmtree(TARGET)
-        shutil.copytree(record, TARGET)
-    size = sum(p.stat().st_size for p in TARGET.rglob("*") if p.is_file())
-    attempts = len(list(TARGET.glob("*/result.json")))
-    print(f"recorded {attempts} test attempts ({size // 1024} KiB) into {TARGET.relative_to(ROOT)}")
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(record, target)
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    attempts = len(list(target.glob("*/result.json")))
+    print(f"recorded {attempts} test attempts ({size // 1024} KiB) into {target}")
     return 0
 
 

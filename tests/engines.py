@@ -80,8 +80,9 @@ class PgCluster:
 
 
 @contextmanager
-def pg_cluster() -> Iterator[PgCluster]:
-    """initdb + pg_ctl start in a temp dir owned by `postgres`; stopped and removed at the end."""
+def pg_cluster(settings: str = "") -> Iterator[PgCluster]:
+    """initdb + pg_ctl start in a temp dir owned by `postgres`; stopped and removed at the end. `settings`:
+    more `-c name=value` server options (after the defaults, so they win; the benchmarks use it)."""
     if not (PG_BIN / "initdb").is_file():
         raise RuntimeError(f"PostgreSQL binaries not found in {PG_BIN}: install postgresql-15 (.ci/run does)")
     root = Path(tempfile.mkdtemp(prefix="molar-pg-"))
@@ -111,7 +112,7 @@ def pg_cluster() -> Iterator[PgCluster]:
         options = (
             f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"
             " -c full_page_writes=off -c max_connections=200 -c shared_buffers=128MB"
-        )
+        ) + (f" {settings}" if settings else "")
         subprocess.run(
             _as_postgres(
                 [str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]

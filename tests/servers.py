@@ -68,3 +68,59 @@ def start_server(data_dir: Path, *extra: str, auth: bool = False, timeout: float
             time.sleep(0.1)  # polling a starting process: the one wait an e2e test needs
     process.kill()
     raise RuntimeError(f"molar-mcp serve did not become healthy in {timeout:.0f} s")
+
+
+EVERY_SCOPE = "mcp:trace:read mcp:trace:write mcp:debug mcp:run"
+
+
+def molar_cli(data_dir: Path, *args: str) -> str:
+    """`molar-mcp ARGS --data-dir DIR` through the real CLI, as a child process; its stdout, stripped."""
+    done = subprocess.run(
+        [sys.executable, "-m", "molar_mcp", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=child_env(data_dir),
+    )
+    return done.stdout.strip()
+
+
+def stop_server(served: Served) -> None:
+    """Stop a server `start_server` started (killed if it does not stop in 10 s)."""
+    served.process.terminate()
+    try:
+        served.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        served.process.kill()
+        served.process.wait(timeout=10)
+
+
+@dataclass
+class AuthServed:
+    """`molar-mcp serve` with authentication, and the API keys made for it before it started, by name."""
+
+    served: Served
+    keys: dict[str, str]
+
+    @property
+    def base_url(self) -> str:
+        return self.served.base_url
+
+
+def start_auth_server(
+    data_dir: Path,
+    *extra: str,
+    keys: dict[str, str | tuple[str, str]],
+    user: tuple[str, str] | None = None,
+) -> AuthServed:
+    """Make, with the real CLI, an account (`user`: email and password) and an API key per entry of `keys`
+    (name → scopes, or (scopes, org) for another org than the local one), then start `molar-mcp serve`
+    with authentication (`extra`: more flags)."""
+    if user is not None:
+        molar_cli(data_dir, "users", "create", "--email", user[0], "--password", user[1])
+    made: dict[str, str] = {}
+    for name, spec in keys.items():
+        scopes, org = (spec, None) if isinstance(spec, str) else spec
+        made[name] = molar_cli(data_dir, "keys", "create", "--scopes", scopes, *(["--org", org] if org else []))
+    return AuthServed(start_server(data_dir, *extra, auth=True), made)

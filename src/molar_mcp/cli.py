@@ -62,7 +62,7 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_rate_limits(spec: str) -> RateLimits:
-    """`read=600,write=120,ingest=30` (any subset) → `RateLimits`; requests per minute per org."""
+    """`read=600,write=120,ingest=1200` (any subset) → `RateLimits`; requests per minute per org."""
     from molar_mcp.api.telemetry import RateLimits
 
     values: dict[str, int] = {}
@@ -78,7 +78,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from molar_mcp.api.context import OtlpSettings
-    from molar_mcp.compose import create_serve_app, debugger_config, load_agent_demo, load_demo_data, open_embedded
+    from molar_mcp.compose import create_serve_app, debugger_config, load_demo, open_embedded
     from molar_mcp.serve_auth import open_serve_auth, own_origins
 
     if args.no_auth and not _is_loopback(args.host):
@@ -109,8 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         replay_roots=roots,
     ) as embedded:
         if args.demo:
-            log.info("demo data: %s", load_demo_data(embedded.store))
-            log.info("demo data: %s", load_agent_demo(embedded))
+            log.info("demo data: %s", load_demo(embedded))
         allowed = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()] if args.allowed_hosts else None
         base = f"http://{args.host}:{args.port}"
         with ExitStack() as stack:
@@ -169,7 +168,7 @@ def cmd_stdio(args: argparse.Namespace) -> int:
     from molar_mcp.compose import (
         create_stdio_server,
         debugger_config,
-        load_demo_data,
+        load_demo,
         open_embedded,
         remote_client_factory,
     )
@@ -192,7 +191,7 @@ def cmd_stdio(args: argparse.Namespace) -> int:
         _data_dir(args.data_dir), **_engines(args), debugger=debugger, replay_demo=args.demo, replay_roots=roots
     ) as embedded:
         if args.demo:
-            log.info("demo data: %s", load_demo_data(embedded.store))
+            log.info("demo data: %s", load_demo(embedded))
         server = create_stdio_server(embedded.client_factory())
         asyncio.run(server.run_stdio_async())
     return 0
@@ -544,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allowed-hosts", help="comma-separated Host names to accept behind a proxy")
     serve.add_argument("--max-bundle-mb", type=int, default=25, help="ingest size limit (MB)")
     serve.add_argument(
-        "--rate-limits", help="requests a minute per org, e.g. read=600,write=120,ingest=30 (the defaults)"
+        "--rate-limits", help="requests a minute per org, e.g. read=600,write=120,ingest=1200 (the defaults)"
     )
     serve.add_argument("--model", help=_MODEL_HELP)
     serve.add_argument(
@@ -559,7 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
     stdio = sub.add_parser("stdio", help="MCP over stdio for IDE agents")
     stdio.add_argument("--data-dir")
     _add_engine_options(stdio)
-    stdio.add_argument("--demo", action="store_true")
+    stdio.add_argument(
+        "--demo", action="store_true", help="load the demo traces (once per data dir); replays may run the demo shop"
+    )
     stdio.add_argument("--replay-root", action="append", metavar="DIR", help=_REPLAY_ROOT_HELP)
     stdio.add_argument("--api-url", help="proxy to a remote store (env MOLAR_API_URL)")
     stdio.add_argument("--api-key", help="API key for --api-url (env MOLAR_API_KEY)")

@@ -37,7 +37,7 @@ from molar_mcp.auth.keys import SESSION_SECRET_FILE, SIGNING_KEY_FILE
 from molar_mcp.chat_tools import ChatTools, in_process_client_factory
 from molar_mcp.client import TraceClient
 from molar_mcp.debugger.config import DebuggerConfig
-from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES, BundleError, ingest_bundle
+from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES, BundleError
 from molar_mcp.ingest.formats.otlp import decode_json, decode_spans
 from molar_mcp.mcp.capabilities import build_manifest
 from molar_mcp.mcp.event_store import BoundedEventStore
@@ -49,7 +49,7 @@ from molar_mcp.serve_auth import INTERNAL_TOKEN_FILE, OriginGuard, ServeAuth, ac
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
 from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.replays import ReplayStore
-from molar_mcp.store.signing import UrlSigner
+from molar_mcp.store.signing import DEFAULT_REFRESH_SECONDS, UrlSigner
 
 log = logging.getLogger("molar_mcp")
 
@@ -59,6 +59,45 @@ DEMO_MARKER = "demo-loaded-v1"
 DEMO_RECORDED_MARKER = "demo-recorded-v1"
 SESSION_IDLE_SECONDS = 5 * 60  # a 2025-11-25 session unused this long is closed
 DEMO_PLAYWRIGHT_MARKER = "demo-playwright-v1"
+
+
+def demo_marked(store: SqliteTraceStore, name: str) -> bool:
+    """Whether the demo part `name` is already in this store: a file in the data dir (the embedded store),
+    or a row of the shared database (replicas on PostgreSQL: loaded once, whichever replica did it)."""
+    if (store.data_dir / name).exists():
+        return True
+    from molar_mcp.store.postgres.db import PgDatabase
+
+    if isinstance(store.db, PgDatabase):
+        from molar_mcp.store.postgres.secrets import marked
+
+        return marked(store.db, name)
+    return False
+
+
+def mark_demo(store: SqliteTraceStore, name: str, count: int) -> None:
+    (store.data_dir / name).write_text(f"{count}\n")
+    from molar_mcp.store.postgres.db import PgDatabase
+
+    if isinstance(store.db, PgDatabase):
+        from molar_mcp.store.postgres.secrets import mark
+
+        mark(store.db, name, str(count))
+
+
+@contextmanager
+def demo_loading(store: SqliteTraceStore) -> Iterator[None]:
+    """Load the demo under this: replicas starting together on one database load it once (the others wait
+    for the first, then find it loaded)."""
+    from molar_mcp.store.postgres.db import PgDatabase
+
+    if not isinstance(store.db, PgDatabase):
+        yield
+        return
+    from molar_mcp.store.postgres.secrets import exclusive
+
+    with exclusive(store.db, "demo"):
+        yield
 
 
 def default_data_dir() -> Path:
@@ -138,8 +177,10 @@ def open_embedded(
     tools = ChatTools()
     try:
         limiter: RateLimiter | None = None
+        signer: UrlSigner | None = None
         if database_url:
             bus = _replica_setup(store, data_dir)
+            signer = _shared_url_signer(store, data_dir)
             from molar_mcp.api.ratelimit_pg import PgRateLimiter
 
             limiter = PgRateLimiter(limits=rate_limits or RateLimits(), db=store.db)
@@ -156,6 +197,7 @@ def open_embedded(
             otlp_settings=otlp_settings,
             apps=None if replay_demo else {},
             replay_roots=replay_roots,
+            signer=signer,
         )
         api_app = create_api_app(ctx)
         tools.bind(api_app)
@@ -197,6 +239,19 @@ def _replica_setup(store: SqliteTraceStore, data_dir: Path) -> LiveBus:
     return PgLiveBus(db)
 
 
+def _shared_url_signer(store: SqliteTraceStore, data_dir: Path) -> UrlSigner:
+    """The artifact URL signer of a replica: its key ring read again from the database on a key it does
+    not know and every `MOLAR_SECRETS_REFRESH_SECONDS` (default 30), so a rotation reaches running replicas."""
+    from molar_mcp.store.postgres.db import PgDatabase
+    from molar_mcp.store.postgres.secrets import secret_source
+
+    assert isinstance(store.db, PgDatabase)
+    refresh = float(os.environ.get("MOLAR_SECRETS_REFRESH_SECONDS") or DEFAULT_REFRESH_SECONDS)
+    return UrlSigner(
+        data_dir / URL_SIGNING_FILE, source=secret_source(store.db, URL_SIGNING_FILE), refresh_seconds=refresh
+    )
+
+
 def request_state_key(data_dir: Path) -> bytes:
     """The key that seals MCP request state (input-required round trips): kept in the data dir, so it
     survives restarts and, shared through the database, holds across replicas."""
@@ -214,7 +269,8 @@ def request_state_key(data_dir: Path) -> bytes:
 
 def rotate_url_signing_key(data_dir: Path, *, keep: int, database_url: str | None = None) -> str:
     """Sign new artifact URLs with a new key (keeping `keep` keys in all); with a database, the new ring
-    becomes every replica's (each reads it when it starts). Returns the new key id."""
+    becomes every replica's (running replicas read it again: at once on a URL signed with the new key,
+    within `MOLAR_SECRETS_REFRESH_SECONDS` for signing and for revocations). Returns the new key id."""
     if not database_url:
         return UrlSigner(data_dir / URL_SIGNING_FILE).rotate(keep=keep)
     from molar_mcp.store.postgres.db import PgDatabase
@@ -249,28 +305,20 @@ def remote_client_factory(api_url: str, api_key: str | None) -> ClientFactory:
     return factory
 
 
-def demo_bundles() -> list[tuple[str, bytes]]:
-    """The demo bundles shipped in the package, by name."""
-    folder = resources.files("molar_mcp.demo_bundles")
-    return sorted(
-        (entry.name, entry.read_bytes()) for entry in folder.iterdir() if entry.name.endswith((".tar.gz", ".zip"))
-    )
+def load_shipped_demo(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID) -> int:
+    """The shipped recordings of the demo shop's scenario runs (`molar_mcp.demo.recorded`, made by
+    `scripts/record_demo_runs.py`), stored once per store (data dir or shared database) as replayable runs.
+    Returns how many were stored now."""
+    from molar_mcp.demo.recorded import load_shipped_runs
 
-
-def load_demo(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID) -> int:
-    """Load the demo bundles once per data dir; return how many were loaded now."""
-    marker = store.data_dir / DEMO_MARKER
-    if marker.exists():
+    if demo_marked(store, DEMO_MARKER):
         return 0
-    count = 0
-    for name, data in demo_bundles():
-        try:
-            ingest_bundle(store, org_id, data)
-        except BundleError as exc:  # a shipped bundle that fails is a packaging bug: say which
-            raise RuntimeError(f"demo bundle {name} is invalid: {exc.message}") from exc
-        count += 1
-    marker.write_text(f"{count}\n")
-    return count
+    try:
+        stored = load_shipped_runs(store, ReplayStore(store.db), org_id)
+    except (BundleError, ValueError) as exc:  # shipped data that fails is a packaging bug: say so
+        raise RuntimeError(f"the shipped demo runs are invalid: {getattr(exc, 'message', exc)}") from exc
+    mark_demo(store, DEMO_MARKER, len(stored))
+    return len(stored)
 
 
 def record_demo(
@@ -284,15 +332,16 @@ def record_demo(
     items = scenario_files(scenario_paths())
     run = functools.partial(record_scenarios, store, ReplayStore(store.db), org_id, app or demo_app_config(), items)
     runs = anyio.run(run)
-    (store.data_dir / DEMO_RECORDED_MARKER).write_text(f"{len(runs)}\n")
+    mark_demo(store, DEMO_RECORDED_MARKER, len(runs))
     return runs
 
 
 def load_playwright_demo(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID) -> int:
-    """The demo's Playwright Test run, once per data dir: browser tests of the demo shop recorded from a
-    real `npx playwright test` (`scripts/record_playwright_demo.py` → `demo/playwright_run/`: run.json and
-    a folder per test attempt with result.json, trace.zip and attachments), stored as the reporter would
-    have uploaded it — one run, a trace per attempt. Returns how many traces were stored now."""
+    """The demo's Playwright Test run, once per store (data dir or shared database): browser tests of the
+    demo shop recorded from a real `npx playwright test` (`scripts/record_playwright_demo.py` →
+    `demo/playwright_run/`: run.json and a folder per test attempt with result.json, trace.zip and
+    attachments), stored as the reporter would have uploaded it — one run, a trace per attempt.
+    Returns how many traces were stored now."""
     import json
 
     from molar_mcp.ingest.playwright import Attachment
@@ -301,8 +350,7 @@ def load_playwright_demo(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID) ->
     from molar_mcp.models.runs import NewRun
     from molar_mcp.store.runs import SqliteRunStore
 
-    marker = store.data_dir / DEMO_PLAYWRIGHT_MARKER
-    if marker.exists():
+    if demo_marked(store, DEMO_PLAYWRIGHT_MARKER):
         return 0
     folder = resources.files("molar_mcp.demo") / "playwright_run"
     meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
@@ -344,27 +392,36 @@ def load_playwright_demo(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID) ->
         except BundleError as exc:  # shipped data that fails is a packaging bug: say which
             raise RuntimeError(f"demo Playwright result {attempt.name} is invalid: {exc.message}") from exc
     runs.finish(org_id, run.id, status)
-    marker.write_text(f"{count}\n")
+    mark_demo(store, DEMO_PLAYWRIGHT_MARKER, count)
     return count
 
 
 def load_demo_data(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID, *, app: AppConfig | None = None) -> str:
-    """What `--demo` loads, once per data dir: the recorded Playwright Test run (`load_playwright_demo`),
-    then the recorded scenario runs (`record_demo`), or the fixture bundles when recording fails. Returns a
-    line for the log."""
+    """The demo's test runs, once per store (data dir or shared database): the recorded Playwright Test run
+    (`load_playwright_demo`), then the scenario runs recorded now against the demo shop (`record_demo`), or
+    their shipped recordings when recording fails (`load_shipped_demo`). Returns a line for the log."""
     said: list[str] = []
     playwright = load_playwright_demo(store, org_id)
     if playwright:
         said.append(f"a Playwright Test run of {playwright} test attempts")
-    if (store.data_dir / DEMO_RECORDED_MARKER).exists() or (store.data_dir / DEMO_MARKER).exists():
+    if demo_marked(store, DEMO_RECORDED_MARKER) or demo_marked(store, DEMO_MARKER):
         return "; ".join(said) or "already loaded"
     try:
         runs = record_demo(store, org_id, app=app)
     except Exception as exc:
-        log.warning("recording the demo traces failed (%s); loading the fixture bundles instead", exc)
-        return "; ".join([f"loaded {load_demo(store, org_id)} fixture traces (recording the demo failed)", *said])
+        log.warning("recording the demo traces failed (%s); loading their shipped recordings instead", exc)
+        shipped = load_shipped_demo(store, org_id)
+        return "; ".join([f"loaded {shipped} shipped recordings of the demo runs (recording now failed)", *said])
     failed = sum(1 for r in runs if r.status != "passed")
     return "; ".join([f"recorded {len(runs)} demo traces ({len(runs) - failed} passed, {failed} failed)", *said])
+
+
+def load_demo(embedded: Embedded, org_id: str = LOCAL_ORG_ID, *, app: AppConfig | None = None) -> str:
+    """Everything `--demo` shows, for `serve` and `stdio` alike, once per store (replicas on one database
+    load it once): the test runs (`load_demo_data`) and the agent run (`load_agent_demo`). Returns a line
+    for the log."""
+    with demo_loading(embedded.store):
+        return "; ".join([load_demo_data(embedded.store, org_id, app=app), load_agent_demo(embedded, org_id)])
 
 
 DEMO_AGENT_MARKER = "demo-agent-v1"
@@ -372,11 +429,11 @@ DEMO_AGENT_FILE = "refund-agent-run.otlp.json"
 
 
 def load_agent_demo(embedded: Embedded, org_id: str = LOCAL_ORG_ID) -> str:
-    """The demo's agent run, once per data dir: an OTLP/JSON export the OpenTelemetry SDK recorded
-    (`scripts/record-agent-demo`), stored through the OTLP receiver's own mapping. Returns a log line."""
+    """The demo's agent run, once per store (data dir or shared database): an OTLP/JSON export the
+    OpenTelemetry SDK recorded (`scripts/record-agent-demo`), stored through the OTLP receiver's own
+    mapping. Returns a log line."""
     context = embedded.context
-    marker = embedded.store.data_dir / DEMO_AGENT_MARKER
-    if marker.exists():
+    if demo_marked(embedded.store, DEMO_AGENT_MARKER):
         return "agent run already loaded"
     body = resources.files("molar_mcp.demo").joinpath(DEMO_AGENT_FILE).read_bytes()
     message = decode_json(body)
@@ -384,7 +441,7 @@ def load_agent_demo(embedded: Embedded, org_id: str = LOCAL_ORG_ID) -> str:
     if decoded.rejected:  # a shipped recording that does not load is a packaging bug: say which
         raise RuntimeError(f"demo agent run {DEMO_AGENT_FILE}: {decoded.rejected[0].reason}")
     outcomes = anyio.run(otlp_ingest, context, org_id, message)
-    marker.write_text(f"{len(outcomes)}\n")
+    mark_demo(embedded.store, DEMO_AGENT_MARKER, len(outcomes))
     return f"loaded {len(outcomes)} agent run recorded through OpenTelemetry"
 
 
@@ -434,6 +491,8 @@ def create_serve_app(
         ):
             # OTLP traces finish after a quiet period even when no request comes to notice it.
             tasks.start_soon(run_sweeper, embedded.context)
+            if embedded.context.replays is not None:
+                embedded.context.replays.start()  # claims replays queued through any replica
             yield
             tasks.cancel_scope.cancel()
 

@@ -7,7 +7,8 @@ record what they need at test time:
     with serve_ticketshop() as base, Recorder() as rec:
         shot = rec.record("wrong-text", base, tmp_path / "wrong-text.zip")
 
-`python -m tests.apps.record OUT_DIR` records every scenario into OUT_DIR (to look at, or for the demo).
+`python -m tests.apps.record OUT_DIR` records every scenario into OUT_DIR (to look at, or for the demo);
+`--chunks` records them as chunks of one traced context (`start_chunk`/`stop_chunk`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ _T = TypeVar("_T")
 CHROMIUM = os.environ.get("MOLAR_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # Short waits: a failing scenario fails in about a second, not after Playwright's default 30 s.
 QUICK_MS = 1_200
+# A click on an element that is there but covered or disabled: Playwright says why ("… intercepts
+# pointer events", "element is not enabled") only once it has retried the click, which a busy machine may
+# not reach within QUICK_MS: these waits are longer, so the recorded reason does not depend on the load.
+RETRIED_MS = 4_000
 
 
 def _passing(page: Page, base: str, key: str) -> None:
@@ -74,13 +79,13 @@ def _slow(page: Page, base: str, key: str) -> None:
 
 def _overlay(page: Page, base: str, key: str) -> None:
     page.goto(base + "/overlay")
-    page.locator("#continue").click(timeout=QUICK_MS)
+    page.locator("#continue").click(timeout=RETRIED_MS)
 
 
 def _disabled(page: Page, base: str, key: str) -> None:
     page.goto(base + "/disabled")
     page.locator("#email").fill("ada@example.com")
-    page.locator("#submit").click(timeout=QUICK_MS)
+    page.locator("#submit").click(timeout=RETRIED_MS)
 
 
 def _login(page: Page, base: str, key: str) -> None:
@@ -251,8 +256,13 @@ def main(argv: list[str] | None = None) -> Any:
     parser = argparse.ArgumentParser(description="Record Playwright traces of the ticket shop scenarios")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("scenarios", nargs="*")
+    parser.add_argument("--chunks", action="store_true", help="one traced context, a chunk a scenario")
     args = parser.parse_args(argv)
     with serve_ticketshop() as base, Recorder() as rec:
+        if args.chunks:
+            for shot in rec.record_chunks(args.scenarios or list(SCENARIOS), base, args.out_dir):
+                print(f"{shot.scenario}: {shot.status} -> {shot.path}")
+            return
         for name, shot in rec.record_many(base, args.out_dir, args.scenarios or None).items():
             print(f"{name}: {shot.status} -> {shot.path}")
 

@@ -1,11 +1,13 @@
-"""The ticket shop served by uvicorn in a thread on a free 127.0.0.1 port (a context manager)."""
+"""A test app (the ticket shop, the task board, the clinic) served by uvicorn in a thread on a free 127.0.0.1
+port (a context manager)."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx2
 import uvicorn
@@ -17,8 +19,15 @@ from tests.servers import free_port
 @contextmanager
 def serve_ticketshop() -> Iterator[str]:
     """Yield the base URL of a running ticket shop; stop it on exit."""
+    with serve_app(create_app) as base:
+        yield base
+
+
+@contextmanager
+def serve_app(factory: Callable[[], Any]) -> Iterator[str]:
+    """Yield the base URL of a running app (tests/apps: ticketshop, board, clinic); stop it on exit."""
     port = free_port()
-    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    config = uvicorn.Config(factory(), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"ticketshop-{port}", daemon=True)
     thread.start()
@@ -30,7 +39,7 @@ def serve_ticketshop() -> Iterator[str]:
                 break
         except httpx2.TransportError:
             if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("the ticket shop did not start") from None
+                raise RuntimeError(f"the app {factory.__module__} did not start") from None
             time.sleep(0.05)
     try:
         yield base

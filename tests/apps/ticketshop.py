@@ -73,13 +73,43 @@ async def event(request: Request) -> Response:
     if key not in EVENTS:
         return page("Not found", "<p>No such event</p>")
     title = str(EVENTS[key]["title"])
+    raw_seats = request.query_params.get("seats", "0")
+    seats = min(int(raw_seats), 5000) if raw_seats.isdigit() else 0
     return page(
         title,
         '<p id="stock">…</p><label>Tickets <input id="qty" type="number" value="1"></label>'
-        '<a id="to-checkout" href="/checkout">Checkout</a>',
+        '<a id="to-checkout" href="/checkout">Checkout</a>' + _seat_map(seats),
         f"fetch('/api/events/{key}').then(r => r.json()).then(ev => {{"
-        "document.getElementById('stock').textContent = ev.stock > 0 ? 'In stock' : 'Sold out'; });",
+        "document.getElementById('stock').textContent = ev.stock > 0 ? 'In stock' : 'Sold out'; });"
+        + (_SEAT_SCRIPT if seats else ""),
     )
+
+
+# `?seats=N`: a seat map of N seats (a big page, as real shops have); typing a quantity marks that many
+# seats chosen, so the page changes with every keystroke (the benchmark's big trace records it).
+_SEAT_SCRIPT = """
+document.getElementById('qty').addEventListener('input', (e) => {
+  const n = Number(e.target.value) || 0;
+  document.querySelectorAll('#seat-map td').forEach((td, i) => {
+    td.className = i < n * 7 ? 'seat chosen' : 'seat free';
+    td.title = (i < n * 7 ? 'Chosen: ' : 'Free: ') + td.dataset.seat;
+  });
+  document.getElementById('chosen').textContent = n + ' seat(s) chosen';
+});"""
+
+
+def _seat_map(seats: int) -> str:
+    if not seats:
+        return ""
+    rows = []
+    for row in range(0, seats, 20):
+        cells = "".join(
+            f'<td class="seat free" data-seat="R{row // 20 + 1}-{n + 1}" title="Free: R{row // 20 + 1}-{n + 1}">'
+            f"{n + 1}</td>"
+            for n in range(min(20, seats - row))
+        )
+        rows.append(f'<tr><th scope="row">Row {row // 20 + 1}</th>{cells}</tr>')
+    return f'<p id="chosen">0 seat(s) chosen</p><table id="seat-map">{"".join(rows)}</table>'
 
 
 async def api_event(request: Request) -> Response:

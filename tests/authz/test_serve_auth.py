@@ -3,11 +3,8 @@ API keys on /v1 and /mcp, per-route scopes, and no way to reach another org's tr
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -18,21 +15,9 @@ from mcp.client.streamable_http import streamable_http_client
 from tests.auth.conftest import EMAIL, PASSWORD, Browser
 from tests.auth.test_sdk_flow import MemoryStorage, provider
 from tests.bundles import make_bundle
-from tests.servers import Served, child_env, start_server
+from tests.servers import EVERY_SCOPE, Served, start_auth_server, stop_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
-
-
-def cli(data_dir: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "molar_mcp", *args, "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env=child_env(data_dir),
-    )
-    return done.stdout.strip()
 
 
 @dataclass
@@ -47,18 +32,17 @@ class AuthServed:
 
 @pytest.fixture(scope="module")
 def auth_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServed]:
-    data = tmp_path_factory.mktemp("auth") / "data"
-    cli(data, "users", "create", "--email", EMAIL, "--password", PASSWORD)
-    every = "mcp:trace:read mcp:trace:write mcp:debug mcp:run"
-    key_all = cli(data, "keys", "create", "--scopes", every)
-    key_read = cli(data, "keys", "create", "--scopes", "mcp:trace:read")
-    key_other = cli(data, "keys", "create", "--scopes", every, "--org", "org_other")
-    served = start_server(data, "--demo", auth=True)
+    keys: dict[str, str | tuple[str, str]] = {
+        "all": EVERY_SCOPE,
+        "read": "mcp:trace:read",
+        "other": (EVERY_SCOPE, "org_other"),
+    }
+    started = start_auth_server(tmp_path_factory.mktemp("auth") / "data", "--demo", keys=keys, user=(EMAIL, PASSWORD))
+    served, made = started.served, started.keys
     try:
-        yield AuthServed(served, served.base_url + "/mcp", served.base_url, key_all, key_read, key_other)
+        yield AuthServed(served, served.base_url + "/mcp", served.base_url, made["all"], made["read"], made["other"])
     finally:
-        served.process.terminate()
-        served.process.wait(timeout=10)
+        stop_server(served)
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""The "debugger" store component: analyses, incidents clustered by org + signature, org isolation."""
+"""The "debugger" store component: analyses, incidents clustered by org + cause (the signature without its
+step), org isolation."""
 
 from __future__ import annotations
 
@@ -102,6 +103,36 @@ def test_failures_with_one_signature_cluster_into_one_incident_counted_once_per_
     analysis = analyses.get_analysis(ORG, first)
     assert analysis is not None
     assert analysis.incident_id == webhook.id
+
+
+def test_one_cause_in_several_tests_at_different_steps_and_commits_is_one_incident(
+    store: SqliteTraceStore, analyses: SqliteAnalysisStore
+) -> None:
+    """Incidents group by cause across runs AND tests: the signature without its step. Each says
+    which tests it struck (the latest first), at which commits (first seen first), and how many."""
+    runs = [
+        ("checkout-pays", "c0ffee1", "step-5: http 500 POST /api/checkout", 0),
+        ("checkout-pays", "c0ffee2", "step-5: http 500 POST /api/checkout", 10),
+        ("gift-card-pays", "c0ffee2", "step-3: http 500 POST /api/checkout", 20),
+        ("refund-flow", "c0ffee3", "step-8: http 500 POST /api/checkout", 30),
+        ("refund-flow", "c0ffee3", "step-2: http 404 GET /api/refunds", 40),
+    ]
+    for slug, sha, signature, at in runs:
+        trace_id, _ = store.add_trace(
+            ORG, new_trace(scenario_slug=slug, code_sha=sha, failure_signature=None, created_at=minutes(at)), {}
+        )
+        save(analyses, trace_id, signature)
+    refunds, checkout = analyses.list_incidents(ORG).items  # last seen first
+    assert checkout.signature == "step-5: http 500 POST /api/checkout"  # the first failure's
+    assert checkout.trace_count == 4
+    assert (checkout.first_seen_at, checkout.last_seen_at) == (minutes(0), minutes(30))
+    assert checkout.test_count == 3
+    assert checkout.tests == ["refund-flow", "gift-card-pays", "checkout-pays"]
+    assert checkout.commit_count == 3
+    assert checkout.commits == ["c0ffee1", "c0ffee2", "c0ffee3"]
+    assert (checkout.first_commit, checkout.last_commit) == ("c0ffee1", "c0ffee3")
+    assert (refunds.trace_count, refunds.tests, refunds.commits) == (1, ["refund-flow"], ["c0ffee3"])
+    assert analyses.get_incident(ORG, checkout.id) == checkout
 
 
 def test_a_passed_run_makes_no_incident(store: SqliteTraceStore, analyses: SqliteAnalysisStore) -> None:
@@ -208,7 +239,7 @@ def test_incidents_page_with_a_cursor_and_filter_by_status(
 ) -> None:
     for i in range(5):
         trace_id, _ = store.add_trace(ORG, new_trace(created_at=minutes(i)), {})
-        save(analyses, trace_id, f"step-{i + 1}: http 500 GET /api/x")
+        save(analyses, trace_id, f"step-{i + 1}: http 500 GET /api/x{i + 1}")  # five causes
     seen: list[str] = []
     cursor = None
     while True:
@@ -217,7 +248,7 @@ def test_incidents_page_with_a_cursor_and_filter_by_status(
         cursor = page.next_cursor
         if cursor is None:
             break
-    assert seen == [f"step-{n}: http 500 GET /api/x" for n in (5, 4, 3, 2, 1)]
+    assert seen == [f"step-{n}: http 500 GET /api/x{n}" for n in (5, 4, 3, 2, 1)]
     muted = analyses.list_incidents(ORG).items[2].id
     analyses.update_incident(ORG, muted, status="muted")
     assert [i.id for i in analyses.list_incidents(ORG, status="muted").items] == [muted]
@@ -229,4 +260,4 @@ def test_incidents_page_with_a_cursor_and_filter_by_status(
 def test_the_component_migrates_once_per_data_dir(store: SqliteTraceStore) -> None:
     SqliteAnalysisStore(store.db)
     SqliteAnalysisStore(store.db)
-    assert store.db.version("debugger") == 1
+    assert store.db.version("debugger") == 2

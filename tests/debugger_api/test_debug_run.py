@@ -14,13 +14,13 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent, TextResourceContents
 
 from molar_mcp.compose import Embedded
-from molar_mcp.demo_bundles.builder import build_big_bundle
 from molar_mcp.ingest import ingest_bundle
 from molar_mcp.mcp.server import create_mcp_server
 from molar_mcp.mcp.state import AppState
 from molar_mcp.mcp.tokens import estimate_tokens
 from molar_mcp.store import LOCAL_ORG_ID
 from tests.bundles import checkout_events, make_bundle, summary
+from tests.long_run import long_run_bundle
 
 pytestmark = pytest.mark.anyio
 
@@ -185,7 +185,8 @@ async def test_quotes_cited_events_of_a_trace_whose_seqs_have_gaps(embedded: Emb
 
 
 async def test_debug_run_on_a_10000_event_trace_fits_the_token_budget(embedded: Embedded, mode: str) -> None:
-    _, short = ingest_bundle(embedded.store, LOCAL_ORG_ID, build_big_bundle(10_000))
+    # A real run of the demo shop: 50 steps, 10,000 events, failing at its last step (the coupon bug).
+    _, short = ingest_bundle(embedded.store, LOCAL_ORG_ID, await long_run_bundle(10_000))
     async with Client(create_mcp_server(embedded.client_factory()), mode=mode) as client:
         default = await client.call_tool("debug_run", {"trace_id": short})
         small = await client.call_tool("debug_run", {"trace_id": short, "max_tokens": 1000})

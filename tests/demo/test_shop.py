@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,25 @@ async def test_the_shop_refuses_bad_input_with_json_errors(shop: httpx2.AsyncCli
     assert (missing.status_code, missing.json()["error"]) == (404, "not_found")
     not_json = await shop.post("/api/accounts", content=b"not json")
     assert (not_json.status_code, not_json.json()["error"]) == (422, "bad_email")
+
+
+async def test_sso_sign_in_times_out_waiting_for_the_identity_provider(shop: httpx2.AsyncClient) -> None:
+    started = (await shop.get("/api/sso/start", params={"email": "lin@example.com"})).json()
+    clock = time.monotonic()
+    back = await shop.get(started["authorize_url"], follow_redirects=True)
+    waited = time.monotonic() - clock
+    assert [r.status_code for r in back.history] == [303]
+    assert back.url.path == "/auth/callback"
+    assert back.status_code == 504
+    assert back.json()["error"] == "sso_timeout"
+    assert "timed out after 1000 ms" in back.json()["message"]
+    assert waited >= 1.0  # the shop waited its whole timeout for the provider
+    bad_email = await shop.get("/api/sso/start", params={"email": "nobody"})
+    assert (bad_email.status_code, bad_email.json()["error"]) == (422, "bad_email")
+    forged = await shop.get("/auth/callback", params={"state": started["state"], "code": "code_st_999"})
+    assert (forged.status_code, forged.json()["error"]) == (400, "bad_state")
+    unknown = await shop.get("/sso/authorize", params={"state": "st_404"})
+    assert (unknown.status_code, unknown.json()["error"]) == (400, "bad_state")
 
 
 def test_the_demo_ships_a_fix_per_bug_relative_to_the_shop_folder() -> None:

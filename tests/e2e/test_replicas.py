@@ -1,6 +1,7 @@
 """Two `molar-mcp serve` replicas on one PostgreSQL database and one S3 bucket behave as one server:
 ingest through one, follow and read through the other; kill -9 one mid-ingest and nothing acknowledged
-is lost, nothing is half-stored, and the other goes on."""
+is lost, nothing is half-stored, and the other goes on; kill -9 one mid-replay and the other takes the
+replay over once its lease runs out and runs it to the end."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import httpx2
 import pytest
 
+from molar_mcp.demo import fix_diff
 from tests.bundles import artifact_for, make_bundle, summary
 from tests.engines import PgCluster
 from tests.servers import Served, start_server
@@ -109,6 +112,54 @@ def test_appends_through_one_replica_reach_a_follower_of_the_other(replicas: tup
     assert ended == ["passed"]
 
 
+def _follow_run(base: str, run_id: str, runs: list[dict[str, Any]], ready: threading.Event) -> None:
+    with (
+        httpx2.Client(base_url=base, timeout=60) as http,
+        http.stream("GET", f"/v1/runs/{run_id}/stream", headers={"accept": "text/event-stream"}) as response,
+    ):
+        assert response.status_code == 200
+        event = "message"
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                if event == "end":
+                    return
+                runs.append(json.loads(line.split(":", 1)[1]))
+                ready.set()
+            elif line == "":
+                event = "message"
+
+
+def test_a_result_uploaded_through_one_replica_reaches_a_run_follower_of_the_other(
+    replicas: tuple[Served, Served],
+) -> None:
+    a, b = replicas
+    with httpx2.Client(base_url=a.base_url, timeout=30) as http_a:
+        run = http_a.post("/v1/runs", json={"name": "CI on two replicas"}).json()
+        runs: list[dict[str, Any]] = []
+        ready = threading.Event()
+        follower = threading.Thread(target=_follow_run, args=(b.base_url, run["id"], runs, ready), daemon=True)
+        follower.start()
+        assert ready.wait(30)  # the run as it is now
+        stored = http_a.post(
+            "/v1/traces/ingest",
+            files={"file": ("b.tar.gz", make_bundle(summary(scenario_slug="two-replicas")))},
+            data={"run_id": run["id"]},
+        )
+        assert stored.status_code == 201, stored.text
+        deadline = time.monotonic() + 30
+        while not any(r["counts"]["tests"] == 1 for r in runs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert http_a.post(f"/v1/runs/{run['id']}/finish", json={}).status_code == 200
+    follower.join(60)
+    assert runs[0]["counts"]["tests"] == 0
+    news = [r for r in runs if r["counts"]["tests"] == 1 and r["status"] == "running"]
+    assert news, runs  # the upload through a, heard through b while the run was still running
+    assert news[0]["failing"][0]["trace_id"] == stored.json()["trace_id"]
+    assert runs[-1]["status"] == "failed"
+
+
 def test_a_bundle_ingested_through_one_replica_is_read_through_the_other_with_its_artifact(
     replicas: tuple[Served, Served],
 ) -> None:
@@ -178,3 +229,70 @@ def test_a_replica_killed_mid_ingest_loses_nothing_acknowledged_and_the_other_go
         assert http_b.post(f"/v1/traces/{trace_id}/finish", json={"status": "failed"}).status_code == 200
         detail = http_b.get(f"/v1/traces/{trace_id}").json()
         assert (detail["status"], detail["event_count"]) == ("failed", len(seqs) + 1)
+
+
+@pytest.fixture
+def demo_replicas(
+    tmp_path: Path, pg: PgCluster, s3_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Served, Served]]:
+    """Two `serve --demo` replicas (the demo shop replayable on both) with a 3 s replay lease."""
+    monkeypatch.setenv("MOLAR_REPLAY_LEASE_SECONDS", "3")
+    monkeypatch.setenv("MOLAR_REPLAY_POLL_SECONDS", "0.5")
+    engines = ("--database-url", pg.new_database("replays"), "--blob-url", s3_url, "--demo")
+    started: list[Served] = []
+    try:
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            started.append(start_server(tmp_path / name / "data", *engines, timeout=180))
+        yield started[0], started[1]
+    finally:
+        for srv in started:
+            if srv.process.poll() is None:
+                srv.process.terminate()
+                try:
+                    srv.process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    srv.process.kill()
+
+
+def test_a_replica_killed_mid_replay_leaves_it_to_the_other_which_runs_it_to_the_end(
+    demo_replicas: tuple[Served, Served],
+) -> None:
+    a, b = demo_replicas
+    with (
+        httpx2.Client(base_url=a.base_url, timeout=30) as http_a,
+        httpx2.Client(base_url=b.base_url, timeout=60) as http_b,
+    ):
+        failed = http_a.get("/v1/traces", params={"status": "failed", "limit": 100}).json()["items"]
+        coupon = next(t["id"] for t in failed if t["scenario_slug"] == "checkout-coupon")
+        fix = {"path": "app.py", "diff": fix_diff("coupon-multiplier")}
+        accepted = http_a.post(f"/v1/traces/{coupon}/replay", json={"from_step": 6, "edits": {"source_diffs": [fix]}})
+        assert accepted.status_code == 202, accepted.text
+        replay_id = accepted.json()["id"]
+        status = accepted.json()
+        assert (status["status"], status["attempts"]) == ("running", 1)  # A took it: a slot was free
+        # B sees the replay A runs, through the same API.
+        seen = http_b.get(f"/v1/replays/{replay_id}").json()
+        assert (seen["status"], seen["attempts"]) == ("running", 1)
+        # kill -9 A once its replay is under way (the sandbox goes with it: --die-with-parent)
+        while status["phase"] == "queued":
+            status = http_a.get(f"/v1/replays/{replay_id}", params={"wait": "5", "phase": "queued"}).json()
+        assert status["status"] == "running"
+        a.process.send_signal(signal.SIGKILL)
+        a.process.wait(10)
+
+        # A's lease runs out (3 s); B's worker claims the replay and runs it again from the start.
+        deadline = time.monotonic() + 120
+        status = http_b.get(f"/v1/replays/{replay_id}").json()
+        while status["status"] != "succeeded" and time.monotonic() < deadline:
+            assert status["status"] in ("running", "queued"), status
+            status = http_b.get(f"/v1/replays/{replay_id}", params={"wait": "10", "phase": status["phase"]}).json()
+        assert status["status"] == "succeeded", status
+        assert status["attempts"] == 2
+        assert status["trace_status"] == "passed"  # the fix makes the failing step pass
+        listed = http_b.get(f"/v1/traces/{coupon}/replays").json()["items"]
+        assert [r["id"] for r in listed] == [replay_id]  # one replay, run to its end once
+        children = http_b.get("/v1/traces", params={"q": "checkout-coupon", "limit": 100}).json()["items"]
+        child = http_b.get(f"/v1/traces/{status['replay_trace_id']}").json()
+        assert child["parent_trace_id"] == coupon
+        assert [t["id"] for t in children if t["id"] == status["replay_trace_id"]]

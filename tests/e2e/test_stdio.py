@@ -15,8 +15,32 @@ from tests.servers import Served, child_env
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
 
+# What `--demo` shows (docs/demo.md): the shop's scenario runs, the Playwright Test run's attempts (two fail
+# on the shop's bugs) and the agent run, as (scenario, status) rows of `list_traces`.
+DEMO_FAILED = {
+    ("billing-upgrade-webhook", "failed"),
+    ("checkout-coupon", "failed"),
+    ("login-sso", "failed"),
+    ("chromium-shop-spec-js-storefront-takes-10-off-with-save10", "failed"),
+    ("chromium-shop-spec-js-billing-upgrades-to-pro-once-the-provider-confirms-the-payment", "failed"),
+    ("support-desk.refund-agent", "failed"),
+}
+DEMO_PASSED = {
+    ("cart-basic", "passed"),
+    ("checkout-plain", "passed"),
+    ("chromium-shop-spec-js-storefront-adds-products-to-the-cart", "passed"),
+    ("chromium-shop-spec-js-storefront-pays-without-a-coupon", "passed"),
+}
+
+
+async def demo_rows(client: Client, status: str) -> set[tuple[str, str]]:
+    listed: Any = (await client.call_tool("list_traces", {"status": status, "limit": 50})).structured_content
+    assert listed["next_cursor"] is None
+    return {(row["scenario"], row["status"]) for row in listed["items"]}
+
+
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_an_ide_agent_reads_demo_traces_over_stdio(tmp_path: Path, mode: str) -> None:
+async def test_an_ide_agent_reads_the_whole_demo_over_stdio(tmp_path: Path, mode: str) -> None:
     data_dir = tmp_path / "data"
     params = StdioServerParameters(
         command=sys.executable,
@@ -25,24 +49,29 @@ async def test_an_ide_agent_reads_demo_traces_over_stdio(tmp_path: Path, mode: s
     )
     async with Client(params, mode=mode) as client:
         tools = {t.name for t in (await client.list_tools()).tools}
-        listed = await client.call_tool("list_traces", {"status": "failed", "limit": 10})
-        rows: Any = listed.structured_content
-        detail = await client.call_tool("get_trace", {"trace_id": rows["items"][0]["short_id"]})
+        failed = await demo_rows(client, "failed")
+        passed = await demo_rows(client, "passed")
+        listed: Any = (await client.call_tool("list_traces", {"source": "agent"})).structured_content
+        detail = await client.call_tool("get_trace", {"trace_id": listed["items"][0]["short_id"]})
     assert {"list_traces", "get_trace"} <= tools
-    assert len(rows["items"]) >= 2
+    assert (failed, passed) == (DEMO_FAILED, DEMO_PASSED)
     assert not detail.is_error
+    assert "lookup_order" in detail.content[0].text  # type: ignore[union-attr]
 
 
-async def test_stdio_proxies_to_a_remote_store_by_url(served: Served, tmp_path: Path) -> None:
+async def test_stdio_proxies_to_a_remote_store_by_url_where_serve_demo_shows_the_same_demo(
+    served: Served, tmp_path: Path
+) -> None:
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "molar_mcp", "stdio", "--api-url", served.base_url],
         env=child_env(tmp_path / "unused"),
     )
     async with Client(params) as client:
-        listed = await client.call_tool("list_traces", {"status": "failed"})
+        failed = await demo_rows(client, "failed")
+        passed = await demo_rows(client, "passed")
         missing = await client.call_tool("get_trace", {"trace_id": "nope123"})
-    rows: Any = listed.structured_content
-    assert len(rows["items"]) >= 2
+    # `serve --demo` (the `served` fixture) shows what `stdio --demo` shows (the test above): one loader.
+    assert (failed, passed) == (DEMO_FAILED, DEMO_PASSED)
     assert missing.is_error
     assert not (tmp_path / "unused").exists()  # remote mode opens no local store

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from molar_mcp.ingest import Overrides, ingest_bundle, read_bundle
+from molar_mcp.ingest.bundle import write_bundle
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
 from tests.bundles import BASE_TS, artifact_for, checkout_events, make_bundle, summary
 from tests.ingest.archives import PNG, bundle_files, pack_tar, pack_zip, sha, stored
@@ -119,3 +120,18 @@ def test_reading_a_bundle_stores_nothing_until_the_service_is_asked_to(store: Sq
     assert stored(store) == before
     assert parsed.blobs == {sha(PNG): PNG}
     assert len(parsed.trace.events) == len(checkout_events())
+
+
+def test_write_bundle_packs_a_trace_that_reads_back_the_same_and_always_the_same_bytes() -> None:
+    doc = summary(artifacts=[artifact_for(PNG)], created_at="2025-11-20T09:00:00Z", duration_ms=1234)
+    original = read_bundle(make_bundle(doc, blobs={"shot": PNG}))
+    events = original.trace.events
+    events[3] = events[3].model_copy(update={"payload": {**events[3].payload, "expected": None}})  # None as data
+
+    packed = write_bundle(original.trace, original.blobs)
+    again = read_bundle(packed)
+
+    assert again.trace == original.trace
+    assert again.blobs == original.blobs
+    assert again.trace.events[3].payload["expected"] is None
+    assert write_bundle(again.trace, again.blobs) == packed

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import Served, child_env, start_server
+from tests.servers import Served, start_auth_server, stop_server
 
 TESTS = Path(__file__).resolve().parents[1]
 PLAYWRIGHT_PROJECT = TESTS / "playwright_project"
@@ -88,18 +88,6 @@ def run_pytest(out: Path, base_url: str, *args: str, env: dict[str, str], timeou
     return Finished(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
 
 
-def cli(data_dir: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "molar_mcp", *args, "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env=child_env(data_dir),
-    )
-    return done.stdout.strip()
-
-
 @dataclass
 class Molar:
     served: Served
@@ -113,14 +101,11 @@ class Molar:
 @pytest.fixture
 def molar(tmp_path: Path) -> Iterator[Molar]:
     """`molar-mcp serve` with authentication, and an API key that may write and read traces."""
-    data = tmp_path / "data"
-    key = cli(data, "keys", "create", "--scopes", "mcp:trace:read mcp:trace:write")
-    served = start_server(data, auth=True)
+    started = start_auth_server(tmp_path / "data", keys={"key": "mcp:trace:read mcp:trace:write"})
     try:
-        yield Molar(served, key)
+        yield Molar(started.served, started.keys["key"])
     finally:
-        served.process.terminate()
-        served.process.wait(timeout=10)
+        stop_server(started.served)
 
 
 @pytest.fixture

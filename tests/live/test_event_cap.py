@@ -10,8 +10,8 @@ import httpx2
 import pytest
 
 from molar_mcp.compose import Embedded
-from molar_mcp.demo_bundles.builder import build_big_bundle
 from molar_mcp.store import LOCAL_ORG_ID, TraceQuery
+from tests.long_run import long_run_bundle
 
 pytestmark = pytest.mark.anyio
 
@@ -48,7 +48,7 @@ async def test_an_append_past_the_cap_is_refused_whole(http: httpx2.AsyncClient)
 async def test_a_bundle_past_the_cap_is_refused_and_stores_nothing(
     http: httpx2.AsyncClient, embedded: Embedded
 ) -> None:
-    bundle = build_big_bundle(200)
+    bundle = await long_run_bundle(200, steps=10)
     response = await http.post(
         "/v1/traces/ingest", files={"bundle": ("b.tar.gz", bundle)}, data={"scenario_slug": "too-big"}
     )

@@ -10,6 +10,7 @@ from mcp.client import Client
 
 from molar_mcp.mcp.server import TOOL_SPECS
 from molar_mcp.mcp.tokens import estimate_tokens
+from molar_mcp.mcp.viewer_app import VIEWER_URI
 from tests.mcp.conftest import Seeded
 from tests.mcp.test_tools import text_of
 
@@ -32,7 +33,9 @@ async def test_every_tool_names_its_scope_in_its_description_and_meta(seeded: Se
         tools = {t.name: t for t in (await client.list_tools()).tools}
     for spec in TOOL_SPECS:
         tool = tools[spec.name]
-        assert tool.meta == {"scope": spec.scope}
+        # get_trace and debug_run also link the trace viewer, an MCP App (mcp/viewer_app.py).
+        ui = {"ui": {"resourceUri": VIEWER_URI}} if spec.name in ("get_trace", "debug_run") else {}
+        assert tool.meta == {"scope": spec.scope, **ui}
         assert f"Scope: {spec.scope}." in (tool.description or "")
 
 

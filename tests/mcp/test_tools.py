@@ -7,6 +7,7 @@ import io
 import json
 from typing import Any
 
+import anyio.to_thread
 import pytest
 from mcp.client import Client
 from mcp.shared.exceptions import MCPError
@@ -18,7 +19,7 @@ from molar_mcp.ingest import ingest_bundle
 from molar_mcp.mcp.images import vision_tokens
 from molar_mcp.mcp.server import create_mcp_server
 from molar_mcp.mcp.tokens import estimate_tokens
-from molar_mcp.store import LOCAL_ORG_ID
+from molar_mcp.store import LOCAL_ORG_ID, TraceQuery
 from tests.bundles import checkout_events, make_bundle, summary
 from tests.mcp.conftest import PNG, Seeded
 
@@ -296,16 +297,22 @@ async def test_an_unknown_artifact_is_a_not_found_protocol_error(seeded: Seeded)
 
 
 async def test_every_demo_trace_summary_fits_the_default_budget_with_its_artifact_links(embedded: Embedded) -> None:
-    from molar_mcp.compose import load_demo
+    from molar_mcp.compose import load_agent_demo, load_playwright_demo, load_shipped_demo
 
-    assert load_demo(embedded.store) >= 7
+    # Every trace `--demo` shows: the shop's scenario runs (their shipped recordings), the Playwright Test
+    # run and the agent run (loaded in a thread, as the CLI does before its event loop runs).
+    assert load_shipped_demo(embedded.store) == 5
+    assert load_playwright_demo(embedded.store) == 4
+    await anyio.to_thread.run_sync(load_agent_demo, embedded)
     server = create_mcp_server(embedded.client_factory())
     async with Client(server) as client:
-        rows: Any = (await client.call_tool("list_traces", {"limit": 50})).structured_content
-        for row in rows["items"]:
-            result = await client.call_tool("get_trace", {"trace_id": row["short_id"]})
+        # Every one (list_traces' own page is cut to its token budget, so the store lists them).
+        rows = embedded.store.list_traces(LOCAL_ORG_ID, TraceQuery(limit=50)).items
+        assert len(rows) == 10
+        for row in rows:
+            result = await client.call_tool("get_trace", {"trace_id": row.short_id})
             assert not result.is_error
-            assert total_tokens(result) <= 2000, row["scenario"]
+            assert total_tokens(result) <= 2000, row.scenario_slug
 
 
 async def test_get_trace_shows_nested_steps_by_path_and_pages_a_nested_step(embedded: Embedded, mode: str) -> None:

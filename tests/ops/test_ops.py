@@ -13,7 +13,7 @@ from molar_mcp.api.app import create_api_app
 from molar_mcp.api.context import ApiContext
 from molar_mcp.api.telemetry import RateLimiter, RateLimits
 from molar_mcp.store import SqliteTraceStore
-from tests.bundles import make_bundle
+from tests.bundles import make_bundle, summary
 
 pytestmark = pytest.mark.anyio
 
@@ -61,9 +61,15 @@ async def test_limits_are_per_org_and_per_class(http: httpx2.AsyncClient) -> Non
         await http.get("/v1/traces")
     assert (await http.get("/v1/traces")).status_code == 429
     assert (await http.get("/v1/traces", headers={"x-molar-org": "org_b"})).status_code == 200
-    files = {"bundle": ("b.tar.gz", make_bundle(), "application/gzip")}
+    # Three different runs (the same bundle sent again would be the first upload's answer, not a new one).
+    bundles = [make_bundle(summary(code_sha=f"c0de{n}")) for n in range(3)]
     ingests = [
-        (await http.post("/v1/traces/ingest", data={"scenario_slug": "s"}, files=files)).status_code for _ in range(3)
+        (
+            await http.post(
+                "/v1/traces/ingest", data={"scenario_slug": "s"}, files={"bundle": ("b.tar.gz", b, "application/gzip")}
+            )
+        ).status_code
+        for b in bundles
     ]
     assert ingests == [201, 201, 429]
     assert (await http.get("/healthz")).status_code == 200  # health is never limited
@@ -104,3 +110,13 @@ def test_rate_limit_specs_parse_and_reject_nonsense() -> None:
         with pytest.raises(ValueError, match="rate"):
             parse_rate_limits(bad)
     assert isinstance(RateLimiter().limits, RateLimits)
+
+
+def test_the_default_ingest_limit_lets_a_test_runs_uploads_through_at_once() -> None:
+    """The reporter uploads each test attempt as it finishes: a 500-test run's uploads are not held back
+    (30 a minute kept them queued for 17 minutes), and the bucket still ends."""
+    clock = [0.0]
+    limiter = RateLimiter(clock=lambda: clock[0])
+    assert all(limiter.take("org_ci", "ingest") == 0 for _ in range(500))
+    assert RateLimits().ingest == 1200
+    assert [limiter.take("org_ci", "ingest") == 0 for _ in range(701)].count(False) == 1

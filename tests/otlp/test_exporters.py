@@ -6,11 +6,8 @@ then the MCP tools name the failing tool call."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -20,7 +17,11 @@ import pytest
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from openinference.instrumentation.openai import OpenAIInstrumentor
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as OfficialOpenAIInstrumentor
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -28,21 +29,9 @@ from opentelemetry.trace import Status, StatusCode
 
 from molar_mcp.demo.agent_run import REFUND_SCRIPT, ScriptedModel, run_agent
 from tests.otlp.openai_server import ScriptedOpenAI, text_reply, tool_call_reply
-from tests.servers import Served, child_env, start_server
+from tests.servers import Served, start_auth_server, stop_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
-
-
-def cli(data_dir: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "molar_mcp", *args, "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env=child_env(data_dir),
-    )
-    return done.stdout.strip()
 
 
 @dataclass
@@ -58,15 +47,15 @@ class OtlpServed:
 
 @pytest.fixture(scope="module")
 def otlp_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OtlpServed]:
-    data = tmp_path_factory.mktemp("otlp") / "data"
-    key = cli(data, "keys", "create", "--scopes", "mcp:trace:read mcp:trace:write mcp:debug")
-    read_key = cli(data, "keys", "create", "--scopes", "mcp:trace:read")
-    served = start_server(data, "--otlp-quiet-seconds", "2", auth=True)
+    keys: dict[str, str | tuple[str, str]] = {
+        "write": "mcp:trace:read mcp:trace:write mcp:debug",
+        "read": "mcp:trace:read",
+    }
+    started = start_auth_server(tmp_path_factory.mktemp("otlp") / "data", "--otlp-quiet-seconds", "2", keys=keys)
     try:
-        yield OtlpServed(served, key, read_key)
+        yield OtlpServed(started.served, started.keys["write"], started.keys["read"])
     finally:
-        served.process.terminate()
-        served.process.wait(timeout=10)
+        stop_server(started.served)
 
 
 def tracer_provider(monkeypatch: pytest.MonkeyPatch, srv: OtlpServed, service: str, gzip: bool) -> TracerProvider:
@@ -229,3 +218,82 @@ async def test_openinference_spans_of_a_real_openai_client_name_the_failing_tool
     assert "lookup_order" in text
     assert "Error: no order with id '#10482'" in text
     assert '"order_id": "#10482"' in text
+
+
+async def test_the_official_openai_instrumentation_with_messages_as_log_records_names_the_failing_tool_call(
+    otlp_served: OtlpServed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`opentelemetry-instrumentation-openai-v2` puts the model call on a span and, with content capture
+    `EVENT_ONLY`, its messages in a log record (the Logs API, `gen_ai.client.inference.operation.details`)
+    that carries the span's ids: sent to `/otlp/v1/logs`, they become the model call's messages — here
+    after the run had finished."""
+    model = ScriptedOpenAI(
+        [
+            tool_call_reply("call_1", "lookup_order", '{"order_id": "#10482"}'),
+            text_reply("I could not find order #10482, so I cannot refund it."),
+        ]
+    )
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "EVENT_ONLY")
+    provider = tracer_provider(monkeypatch, otlp_served, "openai-v2-agent", gzip=False)
+    logs = LoggerProvider(resource=Resource.create({"service.name": "openai-v2-agent"}))
+    logs.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
+    instrumentor = OfficialOpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=provider, logger_provider=logs)
+    try:
+        with model.serve() as base_url:
+            client = openai.OpenAI(base_url=base_url, api_key="sk-local", max_retries=0)
+            final = openai_agent(client, provider)
+    finally:
+        instrumentor.uninstrument()
+    assert final.startswith("I could not find")
+    assert provider.force_flush(30_000)  # the spans first: the run finishes before its messages arrive
+    provider.shutdown()
+    trace = await agent_trace(otlp_served, "openai-v2-agent.openai-support")
+    assert trace["status"] == "failed"
+    assert logs.force_flush(30_000)
+    logs.shutdown()
+    async with httpx2.AsyncClient(
+        base_url=otlp_served.base, headers={"authorization": f"Bearer {otlp_served.key}"}
+    ) as http:
+        events = (await http.get(f"/v1/traces/{trace['id']}/events", params={"limit": 1000})).json()["events"]
+    requests = [e for e in events if e["kind"] == "llm.request"]
+    responses = [e for e in events if e["kind"] == "llm.response"]
+    assert [e["payload"]["model"] for e in requests] == ["gpt-4o-mini", "gpt-4o-mini"]
+    # The messages came as log records of each model call's span.
+    assert requests[0]["payload"]["last_messages"] == [
+        {"role": "user", "content": "Refund order 10482, it was charged twice."}
+    ]
+    second = requests[1]["payload"]["last_messages"]
+    assert [m["role"] for m in second] == ["user", "assistant", "tool"]
+    assert second[1]["tool_calls"][0]["name"] == "lookup_order"
+    assert second[2]["content"] == "Error: no order with id '#10482'"
+    assert responses[0]["payload"]["tool_calls"][0]["name"] == "lookup_order"
+    assert responses[1]["payload"]["text"] == "I could not find order #10482, so I cannot refund it."
+    debug = await call_tool(otlp_served, "debug_run", {"trace_id": trace["short_id"]})
+    text = debug.content[0].text
+    assert "lookup_order" in text
+    assert "Error: no order with id '#10482'" in text
+
+
+async def test_log_records_without_their_span_ids_are_refused_by_partial_success(otlp_served: OtlpServed) -> None:
+    body = {
+        "resourceLogs": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "loose-logs"}}]},
+                "scopeLogs": [{"logRecords": [{"timeUnixNano": "1795170900000000000", "body": {"stringValue": "hi"}}]}],
+            }
+        ]
+    }
+    async with httpx2.AsyncClient(
+        base_url=otlp_served.base, headers={"authorization": f"Bearer {otlp_served.key}"}
+    ) as http:
+        answer = await http.post(
+            "/otlp/v1/logs", content=json.dumps(body), headers={"content-type": "application/json"}
+        )
+        unreadable = await http.post(
+            "/otlp/v1/logs", content=b"\x0a\xff", headers={"content-type": "application/x-protobuf"}
+        )
+    assert answer.status_code == 200
+    assert answer.json()["partialSuccess"]["rejectedLogRecords"] == "1"
+    assert "trace_id of its span" in answer.json()["partialSuccess"]["errorMessage"]
+    assert unreadable.status_code == 400

@@ -4,16 +4,19 @@ finished at once when complete, after the quiet period when not, `aborted` when 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
+from google.rpc import status_pb2
 
 from molar_mcp.api.otlp import sweep
-from molar_mcp.compose import Embedded
+from molar_mcp.compose import Embedded, open_embedded
 from molar_mcp.ingest.formats.agent_spans import trace_events
-from molar_mcp.ingest.formats.otlp import decode_protobuf, decode_spans
+from molar_mcp.ingest.formats.otlp import decode_protobuf, decode_spans, span_ids
+from molar_mcp.store import LOCAL_ORG_ID
 from tests.otlp.support import (
     events_of,
     nested_run,
@@ -111,3 +114,72 @@ async def test_duplicated_batches_change_nothing(http: httpx2.AsyncClient) -> No
         (e.seq, e.kind, e.step_id) for e in laid
     ]
     assert (await only_trace(http))["status"] == "failed"
+
+
+async def test_spans_waiting_past_the_bound_are_answered_503_with_retry_after_and_nothing_is_stored(
+    http: httpx2.AsyncClient, embedded: Embedded
+) -> None:
+    spans = refund_run()
+    embedded.context.otlp_settings.max_pending_spans = len(spans) - 1
+    refused = await post_protobuf(http, spans)
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert "spans are waiting to be read" in status_pb2.Status.FromString(refused.content).message
+    assert (await http.get("/v1/traces", params={"source": "agent"})).json()["items"] == []
+    embedded.context.otlp_settings.max_pending_spans = len(spans)
+    assert (await post_protobuf(http, spans)).status_code == 200  # the exporter's retry is taken
+    assert (await settled_trace(http))["status"] == "failed"
+
+
+async def test_a_batch_taken_but_left_unread_is_read_after_a_restart(
+    embedded: Embedded, engine: dict[str, str], tmp_path: Path
+) -> None:
+    spans = refund_run()
+    message = decode_protobuf(protobuf(spans))
+    ids = span_ids(message)
+    # Taken (ids and body stored, answered) but not read yet: as when the server stops right after answering.
+    traces = [(t, "support-desk.run", "support-desk: run", s) for t, s in ids.traces.items()]
+    outcomes, batch = embedded.context.otlp.accept(LOCAL_ORG_ID, protobuf(spans), traces, int(time.time() * 1000))
+    assert batch is not None
+    assert batch.spans == len(spans) == outcomes[0].stored_spans
+    # The server that took it is gone; another one opens the same store (a restart, or a replica).
+    with open_embedded(tmp_path / "data", **engine) as again:
+        assert again.context.otlp.pending_spans == len(spans)  # the bound counts what was left unread
+        async with again.client_factory()() as client:
+            trace = await only_trace(client._http)
+            assert trace["status"] == "running"
+            assert await events_of(client._http, trace["id"]) == []
+            await sweep(again.context)  # the sweeper (every second in `serve`) reads what is waiting first
+            finished = await only_trace(client._http)
+            assert (finished["status"], finished["scenario_slug"]) == ("failed", "support-desk.refund-agent")
+            laid = trace_events(decode_spans(message).spans)
+            assert [(e["seq"], e["kind"]) for e in await events_of(client._http, trace["id"])] == [
+                (e.seq, e.kind) for e in laid
+            ]
+        assert again.context.otlp.pending_spans == 0
+
+
+async def test_an_export_above_the_inline_size_is_read_after_the_answer_and_followers_see_it(
+    http: httpx2.AsyncClient, embedded: Embedded
+) -> None:
+    embedded.context.otlp_settings.inline_spans = 0  # every export is read after its answer
+    spans = refund_run()
+    assert (await post_protobuf(http, spans[:4])).status_code == 200
+    trace = await only_trace(http)
+    seen: list[dict[str, Any]] = []
+
+    async def follow() -> None:
+        async with http.stream("GET", f"/v1/traces/{trace['id']}/stream") as response:
+            async for sse in httpx2.EventSource(response):
+                if sse.event == "end":
+                    return
+                seen.append(sse.json())
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(follow)
+        assert (await post_protobuf(http, spans[4:])).status_code == 200
+    assert {e["step_id"] for e in seen if e["kind"] == "step.start"} >= {
+        f"span-{s.context.span_id:016x}" for s in spans[:4]
+    }
+    assert any(e["kind"] == "tool.result" and e["ok"] is False for e in seen)
+    assert (await settled_trace(http))["status"] == "failed"

@@ -102,7 +102,7 @@ def test_the_wheel_holds_the_demo_data_and_the_sdist_the_sources(dist: Dist) -> 
     for needed in (
         "molar_mcp/py.typed",
         "molar_mcp/demo/refund-agent-run.otlp.json",
-        "molar_mcp/demo_bundles/03-checkout-coupon-failed.tar.gz",
+        "molar_mcp/demo/scenario_runs/checkout-coupon.tar.gz",
     ):
         assert needed in names, needed
     assert any(n.startswith("molar_mcp/demo/playwright_run/") for n in names)

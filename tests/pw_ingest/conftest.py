@@ -28,6 +28,18 @@ def pw_traces(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return {name: (out / f"{name}.zip").read_bytes() for name in SCENARIOS}
 
 
+CHUNKED = ("passing", "wrong-text", "http-500")
+
+
+@pytest.fixture(scope="session")
+def pw_chunks(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+    """The chunks of one chunked trace: one context traced once, `tracing.start_chunk`/`stop_chunk` around
+    each of three scenarios, recorded by the generator in a child process."""
+    out = tmp_path_factory.mktemp("pw-chunks")
+    subprocess.run([sys.executable, "-m", "tests.apps.record", "--chunks", str(out), *CHUNKED], check=True, cwd=ROOT)
+    return [(out / f"chunk-{i}-{name}.zip").read_bytes() for i, name in enumerate(CHUNKED)]
+
+
 @pytest.fixture
 def pw_app(store: SqliteTraceStore) -> Starlette:
     return create_api_app(ApiContext.embedded(store, max_bundle_bytes=5 * 1024 * 1024))

@@ -191,3 +191,44 @@ def test_molar_mcp_ingest_reads_a_report_folder_and_a_trace_zip(pw_report: Path,
         assert len(store.list_traces("org_local", TraceQuery(limit=50)).items) == 8
     finally:
         store.close()
+
+
+async def test_a_reporter_retry_after_a_lost_answer_stores_the_attempt_once(
+    pw_client: httpx2.AsyncClient, pw_traces: dict[str, bytes]
+) -> None:
+    run = (await pw_client.post("/v1/runs", json={"name": "CI #13"})).json()
+    result = {
+        "project": "chromium",
+        "file": "shop.spec.ts",
+        "title_path": ["checkout", "pays"],
+        "status": "failed",
+        "retry": 0,
+        "duration_ms": 1500,
+        "errors": [{"message": "Expected: Paid"}],
+    }
+
+    async def attempt(key: str, shot: bytes = b"\x89PNG\r\n\x1a\nshot") -> httpx2.Response:
+        return await pw_client.post(
+            "/v1/traces/ingest",
+            files=[
+                ("file", ("trace.zip", pw_traces["http-500"], "application/zip")),
+                ("attachment", ("test-failed-1.png", shot, "image/png")),
+            ],
+            data={"run_id": run["id"], "result": json.dumps(result)},
+            headers={"idempotency-key": key},
+        )
+
+    first = await attempt("7f1c-attempt-0")
+    assert first.status_code == 201, first.text
+    retried = await attempt("7f1c-attempt-0")
+    assert retried.status_code == 200
+    assert retried.headers["idempotent-replayed"] == "true"
+    assert retried.json() == first.json()
+    after = (await pw_client.get(f"/v1/runs/{run['id']}")).json()
+    assert after["counts"]["attempts"] == 1
+    assert len((await pw_client.get("/v1/traces", params={"run": run["id"]})).json()["items"]) == 1
+    # The same key with another attachment is another upload: refused, and the run is unchanged.
+    other = await attempt("7f1c-attempt-0", shot=b"\x89PNG\r\n\x1a\nanother")
+    assert other.status_code == 422
+    assert "Idempotency-Key" in other.json()["message"]
+    assert (await pw_client.get(f"/v1/runs/{run['id']}")).json()["counts"]["attempts"] == 1

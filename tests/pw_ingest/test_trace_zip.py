@@ -151,3 +151,44 @@ async def test_a_passing_trace_is_passed_and_its_harmless_404_is_kept(
     assert detail["failure_signature"] is None
     evs = await events(pw_client, body["short_id"], kind="network.response")
     assert any(e["payload"].get("status") == 404 and "logo.png" in e["payload"]["url"] for e in evs)
+
+
+async def test_each_chunk_of_a_chunked_trace_is_a_trace_of_its_own_actions(
+    pw_client: httpx2.AsyncClient, pw_chunks: list[bytes]
+) -> None:
+    seen: list[dict[str, Any]] = []
+    for data in pw_chunks:
+        body = await ingest(pw_client, data, "chunk.zip")
+        detail = (await pw_client.get(f"/v1/traces/{body['short_id']}")).json()
+        actions = [(e["payload"]["action"], e["ok"]) for e in await events(pw_client, body["short_id"], kind="action")]
+        selectors = [e["payload"].get("selector") for e in await events(pw_client, body["short_id"], kind="action")]
+        urls = [e["payload"].get("url") for e in await events(pw_client, body["short_id"], kind="action")]
+        asserted = await events(pw_client, body["short_id"], kind="assertion")
+        seen.append({"detail": detail, "actions": actions, "selectors": selectors, "urls": urls, "asserted": asserted})
+    passing, wrong_text, http_500 = seen
+    # Each chunk is named by its start_chunk title, and holds only what ran between its start and stop.
+    assert [s["detail"]["scenario_slug"] for s in seen] == ["passing", "wrong-text", "http-500"]
+    assert [s["detail"]["status"] for s in seen] == ["passed", "failed", "failed"]
+    assert passing["actions"] == [("goto", True), ("click", True)]
+    assert passing["urls"][0].endswith("/")
+    assert passing["selectors"][1] == 'internal:role=link[name="Jazz night"i]'
+    assert all(a["ok"] for a in passing["asserted"])
+    assert len(passing["asserted"]) == 2  # the event count, then the stock text
+
+    assert wrong_text["actions"] == [("goto", True), ("fill", True)]
+    assert wrong_text["urls"][0].endswith("/event/sold-out")
+    assert wrong_text["selectors"][1] == "#qty"
+    [failed] = [a for a in wrong_text["asserted"] if a["ok"] is False]
+    assert (failed["payload"]["expected"], failed["payload"]["actual"]) == ("In stock", "Sold out")
+
+    assert http_500["actions"] == [("goto", True), ("click", True)]
+    assert http_500["urls"][0].endswith("/checkout")
+    assert http_500["selectors"][1] == "#pay"
+    [failed] = [a for a in http_500["asserted"] if a["ok"] is False]
+    assert (failed["payload"]["expected"], failed["payload"]["actual"]) == ("Paid", "Payment failed")
+    responses = await events(pw_client, http_500["detail"]["short_id"], kind="network.response")
+    assert any(r["payload"].get("status") == 500 for r in responses)
+    # No chunk carries another's network: the sold-out page was fetched only in its own chunk.
+    for other in (passing, http_500):
+        fetched = await events(pw_client, other["detail"]["short_id"], kind="network.request")
+        assert not any("/event/sold-out" in str(r["payload"].get("url")) for r in fetched)

@@ -56,8 +56,8 @@ async def suggested_step(client: Client, trace: str) -> int:
 async def test_demo_then_debug_then_replay_with_the_fix_makes_the_failing_assertion_pass(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     printed = record_demo_cli(data_dir)
-    assert "recorded 4 demo traces" in printed
-    assert "(2 passed, 2 failed)" in printed
+    assert "recorded 5 demo traces" in printed
+    assert "(2 passed, 3 failed)" in printed
 
     with open_embedded(data_dir) as embedded:
         async with Client(create_mcp_server(embedded.client_factory())) as client:
@@ -167,7 +167,7 @@ def test_an_app_that_does_not_start_fails_the_replay_with_its_log_tail_and_leave
     assert processes_under(work) == []  # and nothing it started is alive
 
 
-def test_demo_falls_back_to_the_fixture_bundles_when_recording_fails(
+def test_demo_falls_back_to_the_shipped_recordings_when_recording_fails(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     broken = AppConfig(
@@ -179,8 +179,21 @@ def test_demo_falls_back_to_the_fixture_bundles_when_recording_fails(
         said = load_demo_data(embedded.store, app=broken)
         again = load_demo_data(embedded.store)
         listed = embedded.store.list_traces(LOCAL_ORG_ID, TraceQuery(limit=50))
+        runs = {t.scenario_slug: t for t in listed.items if t.scenario_slug in SCENARIO_OUTCOMES}
+        replayable = {slug: ReplayStore(embedded.store.db).scenario_of(LOCAL_ORG_ID, t.id) for slug, t in runs.items()}
 
-    assert said.startswith("loaded 7 fixture traces")
+    assert said.startswith("loaded 5 shipped recordings of the demo runs (recording now failed)")
     assert again == "already loaded"
     assert "recording the demo traces failed" in caplog.text
-    assert len(listed.items) >= 7
+    # The same runs a live recording makes (their shipped recordings), each replayable against the shop.
+    assert {slug: (t.status, t.failure_signature) for slug, t in runs.items()} == SCENARIO_OUTCOMES
+    assert all(r is not None and r.app == DEMO_APP_NAME for r in replayable.values())
+
+
+SCENARIO_OUTCOMES = {
+    "billing-upgrade-webhook": ("failed", "step-7: expect url /billing?upgraded=true"),
+    "cart-basic": ("passed", None),
+    "checkout-coupon": ("failed", "step-6: expect json $.total_cents == 4500"),
+    "checkout-plain": ("passed", None),
+    "login-sso": ("failed", "step-2: expect status 200"),
+}

@@ -86,8 +86,10 @@ def test_the_recorded_demo_has_passing_and_failing_traces_with_their_scenarios(w
         "cart-basic": "passed",
         "checkout-coupon": "failed",
         "checkout-plain": "passed",
+        "login-sso": "failed",
     }
     assert signatures["checkout-coupon"] == "step-6: expect json $.total_cents == 4500"
+    assert signatures["login-sso"] == "step-2: expect status 200"  # the callback's 504: the provider timed out
     detail = world.store.get_trace(ORG, world.runs["checkout-coupon"].trace_id)
     assert [a.name for a in detail.artifacts] == ["scenario.molar.md"]
     assert scenario_text(world, "checkout-coupon").startswith("---\nslug: checkout-coupon")

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,21 +11,7 @@ import httpx2
 import pytest
 
 from tests.auth.conftest import EMAIL, PASSWORD
-from tests.servers import Served, child_env, start_server
-
-EVERY_SCOPE = "mcp:trace:read mcp:trace:write mcp:debug mcp:run"
-
-
-def cli(data_dir: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "molar_mcp", *args, "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env=child_env(data_dir),
-    )
-    return done.stdout.strip()
+from tests.servers import EVERY_SCOPE, Served, start_auth_server, stop_server
 
 
 @dataclass
@@ -57,22 +41,14 @@ class Secured:
         return httpx2.AsyncClient(base_url=self.base, headers=headers, timeout=30.0, **kwargs)  # type: ignore[arg-type]
 
 
-def stop(served: Served) -> None:
-    served.process.terminate()
-    try:
-        served.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        served.process.kill()
-        served.process.wait(timeout=10)
-
-
 def start_secured(data: Path, *extra: str, demo: bool = True) -> Secured:
-    cli(data, "users", "create", "--email", EMAIL, "--password", PASSWORD)
-    key_all = cli(data, "keys", "create", "--scopes", EVERY_SCOPE)
-    key_read = cli(data, "keys", "create", "--scopes", "mcp:trace:read")
-    key_other = cli(data, "keys", "create", "--scopes", EVERY_SCOPE, "--org", "org_other")
-    served = start_server(data, *(["--demo"] if demo else []), *extra, auth=True)
-    return Secured(served, key_all, key_read, key_other)
+    keys: dict[str, str | tuple[str, str]] = {
+        "all": EVERY_SCOPE,
+        "read": "mcp:trace:read",
+        "other": (EVERY_SCOPE, "org_other"),
+    }
+    started = start_auth_server(data, *(["--demo"] if demo else []), *extra, keys=keys, user=(EMAIL, PASSWORD))
+    return Secured(started.served, started.keys["all"], started.keys["read"], started.keys["other"])
 
 
 @pytest.fixture(scope="module")
@@ -81,4 +57,4 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     try:
         yield s
     finally:
-        stop(s.served)
+        stop_server(s.served)

@@ -17,7 +17,8 @@ from mcp.types import INVALID_PARAMS
 from molar_mcp.compose import Embedded
 from molar_mcp.mcp.server import create_mcp_server
 from tests.bundles import checkout_events, make_bundle
-from tests.security.conftest import Secured, start_secured, stop
+from tests.security.conftest import Secured, start_secured
+from tests.servers import stop_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -36,7 +37,7 @@ def inputs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]
     try:
         yield s
     finally:
-        stop(s.served)
+        stop_server(s.served)
 
 
 def _client_error(response: httpx2.Response, *statuses: int) -> dict[str, str]:

@@ -18,7 +18,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, ResourceUpdatedNotification
 
-from tests.security.conftest import EVERY_SCOPE, Secured, cli
+from tests.security.conftest import Secured
+from tests.servers import EVERY_SCOPE, molar_cli
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -108,17 +109,17 @@ async def test_another_org_cannot_subscribe_on_the_2025_wire_and_hears_nothing(s
 
 
 def _key_id(secured: Secured, name: str) -> str:
-    listing = cli(secured.served.data_dir, "keys", "list")
+    listing = molar_cli(secured.served.data_dir, "keys", "list")
     line = next(line for line in listing.splitlines() if name in line)
     return next(word for word in line.split() if word.startswith("key_"))
 
 
 async def test_a_stream_of_a_revoked_key_stops_within_seconds(secured: Secured) -> None:
-    key = cli(secured.served.data_dir, "keys", "create", "--scopes", EVERY_SCOPE, "--name", "soon-revoked")
+    key = molar_cli(secured.served.data_dir, "keys", "create", "--scopes", EVERY_SCOPE, "--name", "soon-revoked")
     trace = await live_trace(secured, secured.key_all)
     uri = f"molar://traces/{trace}"
     async with mcp_as(secured, key, "2026-07-28") as client, client.listen(resource_subscriptions=[uri]) as sub:
-        cli(secured.served.data_dir, "keys", "revoke", _key_id(secured, "soon-revoked"))
+        molar_cli(secured.served.data_dir, "keys", "revoke", _key_id(secured, "soon-revoked"))
         revoked_at = time.monotonic()
         with anyio.fail_after(10):
             try:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
 from molar_mcp.store.sharing import SqliteSharingStore
 from tests.bundles import BASE_TS, artifact_for, checkout_events, make_bundle, summary
 from tests.conftest import ENGINES, engine_options
+from tests.servers import Served, start_server
 
 SECRET = "sk_live_abcdefghijklmnop"
 XSS = "<script>alert('pwned')</script>"
@@ -88,3 +90,16 @@ def sharing(ctx: ApiContext) -> SqliteSharingStore:
 def engine(request: pytest.FixtureRequest) -> dict[str, str]:
     """These tests are part of the store contract: they run on the embedded store and on PostgreSQL + S3."""
     return engine_options(request)
+
+
+@pytest.fixture(scope="package")
+def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One `molar-mcp serve --demo --no-auth` for the browser tests of this folder (starting one runs the
+    demo's scenarios: half a minute on a loaded machine). Tests share traces from it; none changes one."""
+    served = start_server(tmp_path_factory.mktemp("demo") / "data", "--demo")
+    yield served
+    served.process.terminate()
+    try:
+        served.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        served.process.kill()

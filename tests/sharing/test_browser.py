@@ -1,7 +1,7 @@
 """The shared-trace viewer as a real page: `molar-mcp serve --demo`, a failing demo trace shared
 public-read over the API, and `/r/{short_id}` rendered by headless Chromium (DOM and screenshot).
 
-CI installs the browser with `apt-get install -y chromium` (Debian); without one the test is skipped.
+CI installs the browser with `apt-get install -y chromium` (Debian); without one the tests fail.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class SharedDemo:
 
 def share_failing_demo_trace(base_url: str) -> SharedDemo:
     """Share, public-read, the failing demo trace that has a failed HTTP response (the webhook 404, in
-    the recorded demo and in the fixture bundles alike), and say what its page must show."""
+    the demo recorded at start and in its shipped recordings alike), and say what its page must show."""
     with httpx2.Client(base_url=base_url, timeout=30) as http:
         failed = http.get("/v1/traces", params={"status": "failed"}).json()["items"]
         for trace in failed:
@@ -97,11 +97,11 @@ def share_failing_demo_trace(base_url: str) -> SharedDemo:
     )
 
 
-def test_a_public_share_renders_in_headless_chromium(served: Served, tmp_path: Path) -> None:
+def test_a_public_share_renders_in_headless_chromium(demo_server: Served, tmp_path: Path) -> None:
     binary = chromium_binary()
     if binary is None:
         pytest.fail("no Chromium found (install it: apt-get install -y chromium, or set MOLAR_CHROMIUM)")
-    demo = share_failing_demo_trace(served.base_url)
+    demo = share_failing_demo_trace(demo_server.base_url)
 
     dom = headless(binary, tmp_path / "profile-dom", "--dump-dom", demo.url)
     assert dom.returncode == 0, dom.stderr[-2000:]
@@ -130,11 +130,11 @@ def test_a_public_share_renders_in_headless_chromium(served: Served, tmp_path: P
         shutil.copy(shot, Path(keep) / "viewer.png")
 
 
-def test_the_embed_renders_in_headless_chromium(served: Served, tmp_path: Path) -> None:
+def test_the_embed_renders_in_headless_chromium(demo_server: Served, tmp_path: Path) -> None:
     binary = chromium_binary()
     if binary is None:
         pytest.fail("no Chromium found (install it: apt-get install -y chromium, or set MOLAR_CHROMIUM)")
-    demo = share_failing_demo_trace(served.base_url)
+    demo = share_failing_demo_trace(demo_server.base_url)
     url = demo.url + "/embed"
     shot = tmp_path / "embed.png"
     dom = headless(binary, tmp_path / "profile-dom", "--dump-dom", url)

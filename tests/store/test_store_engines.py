@@ -15,7 +15,7 @@ from molar_mcp.store.port import org_scope
 from molar_mcp.store.s3 import parse_blob_url
 from molar_mcp.store.schema import MIGRATIONS
 from tests.engines import PgCluster, S3Endpoint
-from tests.store.factory import AddTrace, new_trace
+from tests.store.factory import AddTrace, minutes, new_trace
 
 PNG = b"\x89PNG\r\n\x1a\nnot-really-a-png"
 VIDEO = b"\x1aE\xdf\xa3webm-ish"
@@ -132,3 +132,48 @@ def test_two_stores_on_one_database_and_bucket_see_each_others_traces(
         assert [t.id for t in other.list_traces(LOCAL_ORG_ID, TraceQuery(q="webhook")).items] == [trace_id]
     finally:
         other.close()
+
+
+SEARCHES = [("webhook", {}), ("404", {}), ("billing", {}), ("billing", {"status": "passed"}), ("zyzzyva", {})]
+
+
+@pytest.mark.parametrize("window", [3, 1000])
+def test_a_search_pages_through_every_match_newest_first_whichever_plan_answers(
+    store: SqliteTraceStore, add: AddTrace, window: int
+) -> None:
+    """PostgreSQL's search checks the newest traces first and asks the whole index only when they hold
+    too few matches (a small window makes it fall back often): either way the pages are every match in
+    time order, exactly what one sorted query over all matches gives."""
+    order = list(range(90))
+    order = order[::3] + order[1::3] + order[2::3]  # stored out of time order
+    for i in order:
+        signature = "webhook-404" if i % 7 == 0 else ("/billing?upgraded=false" if i % 5 == 0 else "timeout")
+        add(
+            scenario_slug=f"flow-{i % 4}",
+            status="passed" if i % 2 else "failed",
+            failure_signature=signature,
+            created_at=minutes(i // 2),  # pairs share a millisecond: the tie-break is the row key
+        )
+    store.search_window = window  # type: ignore[attr-defined]
+    for q, filters in SEARCHES:
+        with org_scope(LOCAL_ORG_ID), store.db.read() as conn:
+            where = " AND t.status = ?" if filters else ""
+            expected = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT t.id FROM traces t WHERE t.org_id = ?" + where + " AND t.pk IN (SELECT rowid FROM"
+                    " traces_fts WHERE tsv @@ to_tsquery('simple', ?)) ORDER BY t.created_ms DESC, t.pk DESC",
+                    [LOCAL_ORG_ID, *filters.values(), f"'{q}':*"],
+                ).fetchall()
+            ]
+        for limit in (1, 4, 50):
+            got: list[str] = []
+            cursor = None
+            while True:
+                page = store.list_traces(LOCAL_ORG_ID, TraceQuery(q=q, limit=limit, cursor=cursor, **filters))
+                got.extend(item.id for item in page.items)
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            assert got == expected, (q, filters, limit)
+        assert expected or q == "zyzzyva"

@@ -1,7 +1,7 @@
 """Analysis and incidents: `POST /v1/traces/{id}/analyze` runs the deterministic
 detectors over all of a trace's events and stores the findings; `GET /v1/traces/{id}/analysis` reads
-them; `GET /v1/incidents` lists the org's failures clustered by signature; `PATCH /v1/incidents/{id}`
-sets an incident's status or owner."""
+them; `GET /v1/incidents` lists the org's failures clustered by cause (the signature without its
+step); `PATCH /v1/incidents/{id}` sets an incident's status or owner."""
 
 from __future__ import annotations
 

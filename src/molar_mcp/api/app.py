@@ -21,6 +21,7 @@ from molar_mcp.api import (
     sharing,
     tiers,
     traces,
+    uploads,
     viewer,
 )
 from molar_mcp.api.auth import ApiAuth, ApiAuthMiddleware
@@ -35,6 +36,7 @@ def api_routes() -> list[Route]:
         *openapi.routes(),
         *replays.routes(),  # before traces: `/v1/traces/diff` is not a trace id
         *traces.routes(),
+        *uploads.routes(),
         *live.routes(),
         *otlp.routes(),
         *blobs.routes(),

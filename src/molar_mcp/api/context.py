@@ -20,11 +20,12 @@ from molar_mcp.demo.config import DEMO_APP_NAME, demo_app_config
 from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES
 from molar_mcp.replay.apps import AppConfig
 from molar_mcp.replay.projects import ReplayRoots
-from molar_mcp.replay.service import ReplayService
+from molar_mcp.replay.service import ReplayService, ReplaySettings
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceStore
 from molar_mcp.store.analysis import SqliteAnalysisStore
 from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.chats import SqliteChatStore
+from molar_mcp.store.ingest_keys import IngestKeys
 from molar_mcp.store.live import LiveTraces
 from molar_mcp.store.otlp import OtlpTraces
 from molar_mcp.store.port import set_org_scope
@@ -55,6 +56,7 @@ class OtlpSettings:
     abandon_seconds: float = 600.0
     max_in_flight: int = 8
     max_pending_spans: int = 200_000
+    late_logs_seconds: float = 60.0  # log records this long after their trace finished are still laid out
     inline_spans: int = 64  # an export this small, with nothing waiting before it, is read before the answer
     retry_after_seconds: int = 1
     in_flight: int = field(default=0, repr=False)
@@ -75,6 +77,7 @@ class ApiContext:
     chats: SqliteChatStore
     otlp: OtlpTraces
     runs: SqliteRunStore
+    ingest_keys: IngestKeys
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
     metrics: Metrics = field(default_factory=Metrics)
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
@@ -102,11 +105,12 @@ class ApiContext:
         bus: LiveBus | None = None,
         rate_limiter: RateLimiter | None = None,
         otlp_settings: OtlpSettings | None = None,
+        signer: UrlSigner | None = None,
     ) -> ApiContext:
         """The context of the store: its signer, blobs, live ingest and bus (one process's, unless given)."""
         return cls(
             store=store,
-            signer=UrlSigner(store.data_dir / "signing-keys.json"),
+            signer=signer or UrlSigner(store.data_dir / "signing-keys.json"),
             blob_root=store.blobs.root,
             blob_store=store.blobs,
             live=LiveTraces(store.db),  # before tiers: archived events carry live ingest's columns
@@ -117,6 +121,7 @@ class ApiContext:
             chats=SqliteChatStore(store.db),
             otlp=OtlpTraces(store.db),
             runs=SqliteRunStore(store.db),
+            ingest_keys=IngestKeys(store.db),
             max_bundle_bytes=max_bundle_bytes,
             rate_limiter=rate_limiter or RateLimiter(rate_limits or RateLimits()),
             # The apps a replay can run (per-app source dir, start command, health URL); the demo shop by default.
@@ -126,6 +131,7 @@ class ApiContext:
                 apps if apps is not None else {DEMO_APP_NAME: demo_app_config()},
                 hide=[store.data_dir],  # should a bound directory hold it, the sandbox lays a tmpfs over it
                 roots=ReplayRoots(replay_roots),
+                settings=ReplaySettings.from_env(),
             ),
             model=model,
             tools=tools,

@@ -35,6 +35,7 @@ _ERROR_TEXT = {
     415: "Unsupported media type",
     422: "Validation error",
     429: "Rate limit or debugger budget exhausted (Retry-After)",
+    501: "Not offered by this server's configuration (e.g. direct uploads without an object store)",
 }
 
 

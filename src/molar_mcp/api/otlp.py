@@ -19,14 +19,18 @@ in span-tree order (a child that arrived before its parent moves under it) and t
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import zlib
+from collections.abc import Sequence
+from typing import Any
 
 import anyio
 import anyio.to_thread
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -54,18 +58,24 @@ from molar_mcp.ingest.formats.agent_spans import (
 from molar_mcp.ingest.formats.otlp import (
     Decoded,
     OtlpDecodeError,
+    SpanEvent,
     SpanRecord,
     TooManySpans,
     decode_json,
+    decode_logs,
+    decode_logs_json,
+    decode_logs_protobuf,
     decode_protobuf,
     decode_spans,
     span_ids,
 )
+from molar_mcp.models import Event
 from molar_mcp.models.replays import ReplayOrigin
 from molar_mcp.store.otlp import Batch, Converted, IncomingSpan, SpanContext, TraceOutcome
 from molar_mcp.store.port import org_scope
 
 OTLP_TRACES_PATH = "/otlp/v1/traces"
+OTLP_LOGS_PATH = "/otlp/v1/logs"
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 MAX_BODY_BYTES = 64 * 1024 * 1024  # compressed and decompressed alike
@@ -342,7 +352,18 @@ def _read_spans(ctx: ApiContext, org: str, otel_trace_id: str) -> list[SpanRecor
             if span.trace_id == otel_trace_id and (batch_pk, span.span_id) in mine:
                 mine.discard((batch_pk, span.span_id))  # a span twice in one request counts once
                 spans.append(span)
+    logs = ctx.otlp.logs_of(org, otel_trace_id)
+    if logs:  # log records are events of their span, in time order with its own
+        spans = [
+            dataclasses.replace(s, events=_with_logs(s.events, logs[s.span_id])) if s.span_id in logs else s
+            for s in spans
+        ]
     return spans
+
+
+def _with_logs(events: tuple[SpanEvent, ...], records: list[dict[str, Any]]) -> tuple[SpanEvent, ...]:
+    logged = [SpanEvent(str(r["name"]), int(r["ts_ns"]), dict(r["attributes"])) for r in records]
+    return tuple(sorted([*events, *logged], key=lambda e: e.ts_ns))
 
 
 async def finish_otel_trace(ctx: ApiContext, org: str, otel_trace_id: str, status: str | None = None) -> None:
@@ -350,6 +371,7 @@ async def finish_otel_trace(ctx: ApiContext, org: str, otel_trace_id: str, statu
 
     def finish() -> tuple[str, str] | None:
         with org_scope(org):
+            laid: tuple[str, Sequence[Event]] | str = "more"
             for _ in range(5):
                 spans = _read_spans(ctx, org, otel_trace_id)
                 slug, title = scenario_of(spans)
@@ -401,6 +423,32 @@ def _record_replay_origin(ctx: ApiContext, org: str, trace_id: str, spans: list[
     ctx.replays.replays.record_origin(org, trace_id, origin)
 
 
+async def lay_out_again(ctx: ApiContext, org: str, otel_trace_id: str) -> None:
+    """A finished trace whose log records came after its finish: laid out once more with them (its
+    status stays; the analysis is made again)."""
+
+    def again() -> None:
+        with org_scope(org):
+            for _ in range(5):
+                spans = _read_spans(ctx, org, otel_trace_id)
+                slug, title = scenario_of(spans)
+                laid = ctx.otlp.lay_out(
+                    org,
+                    otel_trace_id,
+                    trace_drafts(spans),
+                    scenario_slug=slug,
+                    scenario_title=title,
+                    span_count=len(spans),
+                    again=True,
+                )
+                if laid != "more":
+                    break
+            if not isinstance(laid, str):
+                run_analysis(ctx, org, laid[0], rerun=True)
+
+    await anyio.to_thread.run_sync(again)
+
+
 async def sweep(ctx: ApiContext, now: float | None = None) -> int:
     """Read what is still waiting, then finish the OTLP traces that went quiet: root arrived and nothing
     came for the quiet period (status from the spans), or no root and nothing for the abandon period
@@ -409,6 +457,8 @@ async def sweep(ctx: ApiContext, now: float | None = None) -> int:
     await convert_pending(ctx)
     now_ms = int((time.time() if now is None else now) * 1000)
     open_traces = await anyio.to_thread.run_sync(ctx.otlp.open_traces)
+    with org_scope(None):
+        await anyio.to_thread.run_sync(ctx.otlp.forget_batches, now_ms - int(settings.late_logs_seconds * 1000))
     finished = 0
     for trace in open_traces:
         quiet = now_ms - trace.last_arrival_ms
@@ -429,8 +479,114 @@ async def run_sweeper(ctx: ApiContext, every: float | None = None) -> None:
         await anyio.sleep(interval)
 
 
+@documented(
+    summary="OTLP/HTTP log export (protobuf or JSON, gzip): log records of a trace's spans (GenAI messages)",
+    tags=("otlp",),
+    errors=(400, 401, 403, 413, 415),
+    media_type=PROTOBUF,
+    extra={
+        "requestBody": {
+            "required": True,
+            "description": "opentelemetry.proto.collector.logs.v1.ExportLogsServiceRequest",
+            "content": {
+                PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
+                JSON: {"schema": {"type": "object"}},
+            },
+        }
+    },
+)
+async def export_logs(request: Request) -> Response:
+    """Log records that name their span (trace id, span id) are kept as events of that span: a GenAI
+    instrumentation's messages (`gen_ai.user.message`, `gen_ai.choice`, …) then read as the model
+    call's messages. A record without span ids is refused in `partial_success`."""
+    ctx = api_context(request)
+    content_type = _content_type(request)
+    if content_type not in (PROTOBUF, JSON):
+        raise ApiError(
+            415, "unsupported_media_type", f"send {PROTOBUF} or {JSON} (OTLP/HTTP); got {content_type or 'none'!r}"
+        )
+    settings = ctx.otlp_settings
+    if settings.in_flight >= settings.max_in_flight:
+        return _status_response(
+            request,
+            content_type,
+            OtlpError(
+                503,
+                code_pb2.UNAVAILABLE,
+                f"{settings.in_flight} exports are being stored; retry after the seconds in Retry-After",
+                retry_after=settings.retry_after_seconds,
+            ),
+        )
+    settings.in_flight += 1
+    try:
+        body = await _read_body(request)
+        org = org_of(request)
+        answer, late = await _export_logs(ctx, org, body, content_type)
+    except OtlpError as exc:
+        return _status_response(request, content_type, exc)
+    finally:
+        settings.in_flight -= 1
+    for otel_trace_id in late:
+        await lay_out_again(ctx, org, otel_trace_id)
+    return answer
+
+
+async def _export_logs(ctx: ApiContext, org: str, body: bytes, content_type: str) -> tuple[Response, list[str]]:
+    settings = ctx.otlp_settings
+
+    def work() -> tuple[list[str], list[str], int]:
+        try:
+            message = decode_logs_json(body) if content_type == JSON else decode_logs_protobuf(body)
+            decoded = decode_logs(message)
+        except OtlpDecodeError as exc:
+            raise OtlpError(400, code_pb2.INVALID_ARGUMENT, str(exc)) from None
+        except TooManySpans as exc:
+            raise OtlpError(413, code_pb2.RESOURCE_EXHAUSTED, str(exc).replace("spans", "log records", 2)) from None
+        by_trace: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        services: dict[str, str] = {}
+        for item in decoded.items:
+            event = item.event
+            record = {"name": event.name, "ts_ns": event.ts_ns, "attributes": event.attributes}
+            by_trace.setdefault(item.trace_id, []).append((item.span_id, record))
+            services.setdefault(item.trace_id, item.service)
+        traces = [(t, *_scenario(services[t], "run"), records) for t, records in by_trace.items()]
+        kept = ctx.otlp.accept_logs(org, traces, int(time.time() * 1000), int(settings.late_logs_seconds * 1000))
+        reasons = list(decoded.rejected)
+        refused = len(decoded.rejected)
+        late: list[str] = []
+        for otel_id, _trace_id, finished, new in kept:
+            if finished is None:
+                n = len(by_trace[otel_id])
+                refused += n
+                reasons.append(f"{n} records of trace {otel_id}: it had finished before they arrived")
+            elif finished and new:
+                late.append(otel_id)
+        return late, reasons, refused
+
+    late, reasons, refused = await anyio.to_thread.run_sync(work)
+    response = ExportLogsServiceResponse()
+    if refused:
+        response.partial_success.rejected_log_records = refused
+        shown = "; ".join(reasons[:MAX_REASONS])
+        more = f"; and {len(reasons) - MAX_REASONS} more" if len(reasons) > MAX_REASONS else ""
+        response.partial_success.error_message = f"{refused} log records refused: {shown}{more}"
+    return Response(_encode(response, content_type), media_type=content_type), late
+
+
 def routes() -> list[Route]:
-    return [Route(OTLP_TRACES_PATH, export_traces, methods=["POST"])]
+    return [
+        Route(OTLP_TRACES_PATH, export_traces, methods=["POST"]),
+        Route(OTLP_LOGS_PATH, export_logs, methods=["POST"]),
+    ]
 
 
-__all__ = ["OTLP_TRACES_PATH", "convert_pending", "finish_otel_trace", "ingest", "routes", "run_sweeper", "sweep"]
+__all__ = [
+    "OTLP_LOGS_PATH",
+    "OTLP_TRACES_PATH",
+    "convert_pending",
+    "finish_otel_trace",
+    "ingest",
+    "routes",
+    "run_sweeper",
+    "sweep",
+]

@@ -42,7 +42,9 @@ class RateLimits:
 
     read: int = 600
     write: int = 120
-    ingest: int = 30
+    # Uploads: the Playwright reporter and the pytest plugin send one per test attempt, as the run goes on
+    # (a 500-test run is 500 uploads in minutes; at 30 a minute its uploads were still queued long after).
+    ingest: int = 1200
     otlp: int = 6000  # OTLP exports (api/otlp.py): an agent's SDK sends a batch every few seconds
 
 

@@ -17,15 +17,24 @@ from starlette.types import Message
 
 from molar_mcp.api.analysis import analyze_in_background
 from molar_mcp.api.blobs import signed_urls
-from molar_mcp.api.context import api_context, org_of
-from molar_mcp.api.errors import ApiError
+from molar_mcp.api.context import ApiContext, api_context, org_of
+from molar_mcp.api.errors import ApiError, error_response
+from molar_mcp.api.idempotency import (
+    HEADER,
+    REPLAYED_HEADER,
+    IdempotentIngest,
+    StillIngesting,
+    idempotency_key,
+    request_hash,
+    run_idempotent,
+)
 from molar_mcp.api.openapi import Param, documented, integer, string
 from molar_mcp.api.runs import ingest_for_run
 from molar_mcp.ingest import Overrides
 from molar_mcp.ingest.formats import FORMATS
 from molar_mcp.ingest.playwright import Attachment
 from molar_mcp.ingest.results import TestResultInfo
-from molar_mcp.ingest.service import Upload
+from molar_mcp.ingest.service import IngestOutcome, StoredTrace, Upload
 from molar_mcp.models import (
     TRACE_SOURCES,
     TRACE_STATUSES,
@@ -262,7 +271,16 @@ async def get_event(request: Request) -> JSONResponse:
         "commit_sha": {"type": "string"},
         "pr_number": {"type": "integer"},
     },
-    errors=(400, 404, 413, 415, 422),
+    query=[
+        Param(
+            "Idempotency-Key",
+            string(),
+            "a retry with the same key (or the same upload sent again) answers 200 with the first answer, "
+            "header Idempotent-Replayed: true, and stores nothing; the same key with another upload is 422",
+            where="header",
+        )
+    ],
+    errors=(400, 404, 409, 413, 415, 422),
 )
 async def ingest(request: Request) -> JSONResponse:
     ctx = api_context(request)
@@ -316,6 +334,20 @@ async def ingest(request: Request) -> JSONResponse:
     if overrides.scenario_slug is not None and len(overrides.scenario_slug) > 200:
         raise ApiError(422, "validation_error", "scenario_slug is longer than 200 characters")
     org = org_of(request)
+    key = idempotency_key(request.headers.get(HEADER))
+    digest = request_hash(
+        {
+            "scenario_slug": overrides.scenario_slug,
+            "source": overrides.source,
+            "commit_sha": overrides.commit_sha,
+            "pr_number": None if overrides.pr_number is None else str(overrides.pr_number),
+            "format": fmt,
+            "run_id": run_ref,
+            "keep_secrets": "true" if keep else None,
+            "result": result.model_dump_json() if result is not None else None,
+        },
+        [("file", filename or "", data), *(("attachment", a.name, a.data) for a in attachments)],
+    )
     job = Upload(
         data=data,
         filename=filename,
@@ -326,10 +358,43 @@ async def ingest(request: Request) -> JSONResponse:
         keep_secrets=keep,
         max_bytes=limit,
     )
-    outcome = await anyio.to_thread.run_sync(lambda: ingest_for_run(ctx, org, job, run_ref))
+
+    def stored() -> tuple[dict[str, Any], list[StoredTrace]]:
+        outcome = ingest_for_run(ctx, org, job, run_ref)
+        return _ingest_answer(outcome), outcome.traces
+
+    guard = IdempotentIngest(ctx.ingest_keys, ctx, org, key, digest)
+    try:
+        dumped, traces = await run_idempotent(guard, stored)
+    except StillIngesting:
+        busy = error_response(
+            request,
+            409,
+            "idempotency_in_progress",
+            "the first upload with this Idempotency-Key (or this content) is still being stored; retry in a few "
+            "seconds for its answer",
+        )
+        busy.headers["retry-after"] = "5"
+        return busy
+    if traces is None:  # a retry, or the same upload again: the first answer, nothing stored
+        return JSONResponse(dumped, status_code=200, headers={REPLAYED_HEADER: "true"})
+    return _stored_response(ctx, org, dumped, traces)
+
+
+def ingest_response(ctx: ApiContext, org: str, outcome: IngestOutcome) -> JSONResponse:
+    """201 with the stored trace (a report: every trace and every file not stored); analysis after it."""
+    return _stored_response(ctx, org, _ingest_answer(outcome), outcome.traces)
+
+
+def _stored_response(ctx: ApiContext, org: str, dumped: dict[str, Any], traces: list[StoredTrace]) -> JSONResponse:
     # The metric's label is the ingest mode: `bundle` for uploaded files of any format (live traces: `live`).
-    ctx.metrics.ingested_traces.labels("bundle").inc(len(outcome.traces))
-    ctx.metrics.ingested_events.labels("bundle").inc(sum(t.event_count for t in outcome.traces))
+    ctx.metrics.ingested_traces.labels("bundle").inc(len(traces))
+    ctx.metrics.ingested_events.labels("bundle").inc(sum(t.event_count for t in traces))
+    analysis = BackgroundTask(_analyze_all, ctx, org, [t.trace_id for t in traces])
+    return JSONResponse(dumped, status_code=201, background=analysis)
+
+
+def _ingest_answer(outcome: IngestOutcome) -> dict[str, Any]:
     first = outcome.traces[0]
     # A single trace answers `{trace_id, short_id, run_id?}`; a report adds every trace and every file not stored.
     many = outcome.format in ("playwright-report", "junit")
@@ -352,8 +417,7 @@ async def ingest(request: Request) -> JSONResponse:
     if not many:
         dumped.pop("traces", None)
         dumped.pop("rejected", None)
-    analysis = BackgroundTask(_analyze_all, ctx, org, [t.trace_id for t in outcome.traces])
-    return JSONResponse(dumped, status_code=201, background=analysis)
+    return dumped
 
 
 async def _analyze_all(ctx: Any, org: str, trace_ids: list[str]) -> None:

@@ -38,6 +38,7 @@ from molar_mcp.models.chats import (
 from molar_mcp.models.diffs import TraceDiff
 from molar_mcp.models.replays import PromoteFixResult, ReplayList, ReplayStatus
 from molar_mcp.models.runs import Run, RunList
+from molar_mcp.reports.facts import TraceFacts
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -200,6 +201,11 @@ class TraceClient:
             raise ApiClientError(response.status_code, "bad_response", "the blob endpoint did not redirect")
         return location
 
+    async def get_view(self, trace_id: str) -> TraceFacts:
+        """What a trace viewer shows (`GET /v1/traces/{id}/view`): steps, the failure, the detectors'
+        findings, the causal request with its bodies; secrets masked."""
+        return await self._get(f"/v1/traces/{_segment(trace_id)}/view", TraceFacts)
+
     async def get_report(self, trace_id: str) -> str:
         """The forensic markdown report of a trace (`GET /v1/traces/{id}/report.md`), secrets masked."""
         return (await self._send("GET", f"/v1/traces/{_segment(trace_id)}/report.md")).text
@@ -299,7 +305,7 @@ class TraceClient:
     async def list_incidents(
         self, *, status: str | None = None, limit: int = 50, cursor: str | None = None
     ) -> IncidentListResponse:
-        """The org's failures clustered by signature, most recently seen first (`GET /v1/incidents`)."""
+        """The org's failures clustered by cause, most recently seen first (`GET /v1/incidents`)."""
         params: dict[str, str] = {"limit": str(limit)}
         if status is not None:
             params["status"] = status

@@ -5,8 +5,10 @@ Everything is validated before anything is stored, so a bad bundle stores nothin
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
+import json
 import posixpath
 import tarfile
 import uuid
@@ -139,6 +141,42 @@ def read_bundle(
         events=events,
     )
     return ParsedBundle(trace=trace, blobs=blobs)
+
+
+def write_bundle(trace: NewTrace, blobs: dict[str, bytes]) -> bytes:
+    """Pack a trace as a bundle (tar.gz) that `read_bundle` reads back to the same trace: summary.json,
+    events.ndjson and blobs/<sha256>. Same input, same bytes (members sorted, times zero)."""
+    summary: dict[str, Any] = {
+        "format": "molar-bundle/1",
+        "scenario_slug": trace.scenario_slug,
+        "scenario_title": trace.scenario_title,
+        "scenario_id": trace.scenario_id,
+        "status": trace.status,
+        "source": trace.source,
+        "code_sha": trace.code_sha,
+        "pr_number": trace.pr_number,
+        "failure_signature": trace.failure_signature,
+        "created_at": trace.created_at.isoformat() if trace.created_at else None,
+        "duration_ms": trace.duration_ms,
+        "artifacts": [a.model_dump(mode="json", exclude_none=True) for a in trace.artifacts],
+    }
+    lines = []
+    for event in trace.events:  # None fields dropped; None inside a payload is data and stays
+        doc = {k: v for k, v in event.model_dump(mode="json").items() if v is not None}
+        lines.append(json.dumps(doc, ensure_ascii=False) + "\n")
+    events = "".join(lines)
+    members = {
+        "summary.json": json.dumps({k: v for k, v in summary.items() if v is not None}, indent=1).encode(),
+        "events.ndjson": events.encode(),
+        **{f"blobs/{sha}": data for sha, data in sorted(blobs.items())},
+    }
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tf.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), mtime=0)
 
 
 def _unpack(data: bytes, *, max_expanded: int) -> dict[str, bytes]:

@@ -41,20 +41,22 @@ async def build_manifest(
     """The manifest of `server`; `tool_specs` add each tool's scope and REST equivalent.
     `auth_required` is False only for a loopback `serve --no-auth`."""
     specs: dict[str, ToolSpec] = {s.name: s for s in tool_specs}
-    tools = []
+    tools: list[dict[str, Any]] = []
     for tool in sorted(await server.list_tools(), key=lambda t: t.name):
         spec = specs[tool.name]
-        tools.append(
-            {
-                "name": tool.name,
-                "title": tool.title,
-                "description": tool.description,
-                "scope": spec.scope,
-                "rest": list(spec.rest),
-                "input_schema": tool.input_schema,
-                "read_only": bool(tool.annotations and tool.annotations.read_only_hint),
-            }
-        )
+        entry: dict[str, Any] = {
+            "name": tool.name,
+            "title": tool.title,
+            "description": tool.description,
+            "scope": spec.scope,
+            "rest": list(spec.rest),
+            "input_schema": tool.input_schema,
+            "read_only": bool(tool.annotations and tool.annotations.read_only_hint),
+        }
+        ui = (tool.meta or {}).get("ui")
+        if ui:
+            entry["ui"] = ui  # MCP Apps: the view a host that renders apps shows its results in
+        tools.append(entry)
     templates = [
         {
             "uri_template": t.uri_template,
@@ -64,6 +66,18 @@ async def build_manifest(
             "scope": RESOURCE_SCOPE,
         }
         for t in sorted(await server.list_resource_templates(), key=lambda t: t.uri_template)
+    ]
+    # MCP Apps views (`ui://`, text/html;profile=mcp-app) and the tools that link them.
+    apps = [
+        {
+            "uri": str(r.uri),
+            "name": r.name,
+            "description": r.description,
+            "mime_type": r.mime_type,
+            "tools": sorted(t["name"] for t in tools if t.get("ui", {}).get("resourceUri") == str(r.uri)),
+        }
+        for r in sorted(await server.list_resources(), key=lambda r: str(r.uri))
+        if str(r.uri).startswith("ui://")
     ]
     return {
         "schema": MANIFEST_SCHEMA,
@@ -82,6 +96,7 @@ async def build_manifest(
         "auth": {"required": auth_required, **AUTH},
         "tools": tools,
         "resources": templates,
+        "apps": apps,
         "rest": {"base": "/v1"},
     }
 
@@ -102,6 +117,9 @@ def tools_table(manifest: dict[str, Any]) -> str:
     lines.append("|---|---|")
     for res in manifest["resources"]:
         lines.append(f"| `{res['uri_template']}` | {res['description']} |")
+    for app in manifest.get("apps", []):
+        linked = ", ".join(f"`{name}`" for name in app["tools"])
+        lines.append(f"| `{app['uri']}` | {app['description']} (MCP App, `{app['mime_type']}`; {linked} link it) |")
     return "\n".join([TABLE_START, *lines, TABLE_END])
 
 

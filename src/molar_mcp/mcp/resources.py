@@ -169,8 +169,9 @@ async def report_resource(trace_id: str, ctx: Context) -> str:
 
 
 async def incidents_resource(org_id: str, ctx: Context, status: str | None = None, cursor: str | None = None) -> str:
-    """The org's incidents (failures clustered by signature), open ones unless `status` says otherwise
-    (`all` for every status), most recently seen first, one bounded page with the cursor of the next."""
+    """The org's incidents (failures clustered by cause: the signature without its step), open ones unless
+    `status` says otherwise (`all` for every status), most recently seen first, one bounded page with the
+    cursor of the next."""
     uri = f"molar://incidents/{org_id}"
     wanted = "open" if status is None else status
     if wanted not in ("open", "acknowledged", "resolved", "muted", "all"):
@@ -392,8 +393,9 @@ def register(server: MCPServer[Any]) -> None:
         INCIDENTS_URI,
         name="incidents",
         title="Incidents",
-        description="An org's failures clustered by signature (open ones unless status= says otherwise), "
-        "newest first, with trace counts and the latest trace; page with cursor.",
+        description="An org's failures clustered by cause across runs and tests (open ones unless status= "
+        "says otherwise), newest first, with trace counts, the tests and commits they struck, and the latest "
+        "trace; page with cursor.",
         mime_type="application/json",
     )(incidents_resource)
     server.resource(

@@ -11,7 +11,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, SubscribeRequestParams, UnsubscribeRequestParams
 
 from molar_mcp import __version__
-from molar_mcp.mcp import prompts, resources
+from molar_mcp.mcp import prompts, resources, viewer_app
 from molar_mcp.mcp.live import OrgBus, listen_middleware, on_subscribe, on_unsubscribe, running_watcher
 from molar_mcp.mcp.state import AppState, ClientFactory
 from molar_mcp.mcp.tools import debug_run, diff_traces, get_event, get_replay, get_trace, list_traces, replay_trace
@@ -62,6 +62,8 @@ def create_mcp_server(
         subscriptions=bus,
         middleware=[listen_middleware, prompt_errors_middleware],
         request_state_security=RequestStateSecurity(keys=list(request_state_keys)) if request_state_keys else None,
+        # MCP Apps: the trace viewer (`ui://molar/viewer`) that get_trace and debug_run link to.
+        extensions=[viewer_app.extension()],
     )
     # Legacy clients (2025-11-25) subscribe per resource; MCPServer has no decorator for it, so the
     # handlers go on its low-level server (as the SDK's own in-memory client reaches it).

@@ -47,7 +47,9 @@ class Analysis(BaseModel):
 
 
 class Incident(BaseModel):
-    """The failures of one org that share a failure signature."""
+    """The failures of one org that share a cause: the failure signature without its step, so the same
+    failure in several tests, at different steps, and across runs and commits, is one incident.
+    `signature` is the first failure's."""
 
     id: str
     signature: str
@@ -59,6 +61,12 @@ class Incident(BaseModel):
     last_trace_id: str | None = None
     first_seen_at: datetime
     last_seen_at: datetime
+    test_count: int = Field(default=0, description="tests (scenarios) this cause failed, at whatever step")
+    tests: list[str] = Field(default_factory=list, description="those tests, the latest failing first (up to 10)")
+    commit_count: int = Field(default=0, description="commits the failures were recorded at")
+    commits: list[str] = Field(default_factory=list, description="those commits, in the order first seen (up to 10)")
+    first_commit: str | None = Field(default=None, description="the commit of the first failure")
+    last_commit: str | None = Field(default=None, description="the commit of the latest failure")
 
 
 class IncidentListResponse(BaseModel):

@@ -117,6 +117,11 @@ class ReplayStatus(BaseModel):
     error: ReplayErrorCode | None = None
     log_tail: str | None = Field(default=None, description="the end of the app's output when it failed to start")
     queue_position: int | None = Field(default=None, description="1 = next to start (queued replays only)")
+    attempts: int = Field(
+        default=0,
+        description="times a server started this replay; above 1 when the server running it stopped and "
+        "another took it over (it ran again from the start)",
+    )
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -21,7 +21,7 @@ import httpx2
 from molar_mcp.models import ArtifactRef, Event
 from molar_mcp.replay.apps import AppConfig, running_app
 from molar_mcp.replay.edits import SCENARIO_FILE
-from molar_mcp.replay.runner import run_scenario
+from molar_mcp.replay.runner import RunResult, run_scenario
 from molar_mcp.replay.scenario import Scenario, parse_scenario
 from molar_mcp.store.port import NewTrace, TraceStore
 from molar_mcp.store.replays import ReplayStore
@@ -122,6 +122,24 @@ class RecordedRun:
     failure_signature: str | None
 
 
+async def record_run(
+    app: AppConfig, scenario: Scenario, text: str, *, launcher: AppLauncher | None = None
+) -> tuple[RunResult, NewTrace, dict[str, bytes]]:
+    """Run `scenario` (its file's `text`) against a fresh copy of `app`; the run and the trace to store
+    (the scenario file as its `scenario` artifact, so the trace can be replayed)."""
+    async with (launcher or process_launcher())(app, ()) as client:
+        run = await run_scenario(scenario, client)
+    trace, blobs = new_trace(
+        scenario,
+        status=run.status,
+        events=run.events,
+        failure_signature=run.failure_signature,
+        duration_ms=run.duration_ms,
+        blobs=[scenario_blob(text)],
+    )
+    return run, trace, blobs
+
+
 async def record_scenarios(
     store: TraceStore,
     scenarios: ReplayStore,
@@ -137,16 +155,7 @@ async def record_scenarios(
     results: list[RecordedRun | None] = [None] * len(items)
 
     async def one(index: int, scenario: Scenario, text: str) -> None:
-        async with launch(app, ()) as client:
-            run = await run_scenario(scenario, client)
-        trace, blobs = new_trace(
-            scenario,
-            status=run.status,
-            events=run.events,
-            failure_signature=run.failure_signature,
-            duration_ms=run.duration_ms,
-            blobs=[scenario_blob(text)],
-        )
+        run, trace, blobs = await record_run(app, scenario, text, launcher=launch)
         trace_id, short_id = await anyio.to_thread.run_sync(
             functools.partial(store_recorded, store, scenarios, org_id, trace, blobs, app=app.name, scenario_text=text)
         )

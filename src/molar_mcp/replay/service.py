@@ -1,12 +1,21 @@
 """`ReplayService`: validate, queue and run Layer 2 replays, a per-org concurrency limit with a
-FIFO queue, and the trace diff and promote-fix beside them.
+FIFO queue shared by every replica, and the trace diff and promote-fix beside them.
 
-Execution model: each replay runs in its own worker thread, in its own event loop (`anyio.run`). That
-works the same under uvicorn, in stdio mode and in in-process tests, needs no lifespan hook (a mounted
-app's lifespan never runs), and a slow app start never blocks the API's loop. At most `per_org_limit`
-replays of one org run at once; the rest wait in that org's FIFO queue and start as slots free up.
-`close()` fails what is still queued, cancels what runs (its app is stopped, its copy removed) and
-joins the threads; the embedded composition root calls it on shutdown.
+The queue is the store's `replays` table (store/replays.py): a request checks everything the caller can
+get wrong, then inserts a `queued` row. Each replica runs one worker thread that claims rows (the oldest
+first, at most `per_org_limit` of an org running at once across replicas), renews the lease of each
+replay it runs, and starts the next as soon as one finishes or a request arrives. A replay is rebuilt
+from its row on the replica that claims it (the same checks run again there), so any replica can run
+any replay; replicas must therefore share the replay configuration (`--demo`, `--replay-root`). A
+replica killed mid-replay stops renewing: once its lease runs out another replica runs the replay from
+the start (at most `max_attempts` times in all), and the first holder's writes are refused meanwhile, so
+one replay never runs on two replicas at once for longer than a lease.
+
+Execution: each replay runs in its own worker thread, in its own event loop (`anyio.run`). That works
+the same under uvicorn, in stdio mode and in in-process tests, needs no lifespan hook, and a slow app
+start never blocks the API's loop. `close()` stops the worker, fails the replays this replica queued
+that nobody claimed, cancels what runs here (its app is stopped, its copy removed) and joins the
+threads; the composition root calls it on shutdown.
 
 Everything the caller can get wrong is checked before a replay is queued (trace tier, a recorded
 scenario, `from_step`, the state before it, every diff), so those are errors of the request (409/422),
@@ -17,15 +26,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
+import os
 import sys
 import threading
+import time
 import zlib
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +89,12 @@ from molar_mcp.replay.recording import AppLauncher, Blob, new_trace, scenario_bl
 from molar_mcp.replay.runner import TraceStateError, variables_before
 from molar_mcp.replay.sandbox import Bind, Sandbox, SandboxResult, SandboxUnavailable, runtime_paths
 from molar_mcp.replay.scenario import Scenario, ScenarioError
-from molar_mcp.store.port import NewTrace, TraceNotFound, TraceStore
-from molar_mcp.store.replays import ReplayNotFound, ReplayRecord, ReplayStore, now_ms
+from molar_mcp.store.port import NewTrace, StoreError, TraceNotFound, TraceStore, org_scope
+from molar_mcp.store.replays import LeaseLost, ReplayNotFound, ReplayRecord, ReplayStore, now_ms, replica_name
 
 log = logging.getLogger("molar_mcp.replay")
 
+STORE_POLL_S = 0.5  # a long poll on a replay another replica runs reads the store this often
 EVENTS_PAGE = 1000
 MAX_EVENTS = 50_000
 MAX_RESULT_BYTES = 64 * 1024 * 1024  # a sandboxed run's result file; larger is a failed replay
@@ -123,10 +135,23 @@ class ReplayNotDone(ReplayRefused):
 
 @dataclass(frozen=True)
 class ReplaySettings:
-    per_org_limit: int = 10
+    per_org_limit: int = 10  # replays of one org running at once, across replicas
     max_queued_per_org: int = 100
     timeout_s: float = 300.0
     close_timeout_s: float = 20.0
+    replica_limit: int = 20  # replays running at once on this replica, all orgs
+    lease_s: float = 30.0  # a running replay's lease; renewed every third of it
+    poll_s: float = 1.0  # how often an idle worker looks for replays queued by other replicas
+    max_attempts: int = 3  # runs of one replay whose replica died before it finished
+
+    @classmethod
+    def from_env(cls) -> ReplaySettings:
+        """The defaults, with `MOLAR_REPLAY_LEASE_SECONDS` and `MOLAR_REPLAY_POLL_SECONDS` when set."""
+        lease = float(os.environ.get("MOLAR_REPLAY_LEASE_SECONDS") or cls.lease_s)
+        poll = float(os.environ.get("MOLAR_REPLAY_POLL_SECONDS") or cls.poll_s)
+        if not (0 < lease <= 3600 and 0 < poll <= 60):
+            raise ValueError("MOLAR_REPLAY_LEASE_SECONDS must be in (0, 3600] and MOLAR_REPLAY_POLL_SECONDS in (0, 60]")
+        return cls(lease_s=lease, poll_s=poll)
 
 
 @dataclass(frozen=True)
@@ -147,9 +172,20 @@ class _Job:
     source_diffs: list[tuple[str, str]]
     code_sha: str | None
     project: _ProjectJob | None = None
-    done: threading.Event = field(default_factory=threading.Event)
+    label: str = ""  # the replay's `app`: the app's name, or "<kind>:<project>"
     loop: asyncio.AbstractEventLoop | None = None
     scope: anyio.CancelScope | None = None
+
+
+@dataclass
+class _Slot:
+    """A replay this replica claimed: its job once rebuilt from the row, and whether the lease was lost."""
+
+    id: str
+    org_id: str
+    job: _Job | None = None
+    lost: bool = False
+    thread: threading.Thread | None = None
 
 
 class ReplayService:
@@ -177,12 +213,13 @@ class ReplayService:
         self._sandbox = sandbox
         self._hide = list(hide)
         self.roots = roots or ReplayRoots()
+        self.replica = replica_name()
         self._lock = threading.Lock()
-        self._jobs: dict[str, _Job] = {}
-        self._active: dict[str, int] = {}
-        self._queues: dict[str, deque[_Job]] = {}
-        self._threads: set[threading.Thread] = set()
+        self._claim_lock = threading.Lock()
+        self._slots: dict[str, _Slot] = {}
         self._phases: dict[str, str] = {}
+        self._wake = threading.Event()
+        self._worker: threading.Thread | None = None
         self._closing = False
 
     def sandbox(self) -> Sandbox:
@@ -202,6 +239,25 @@ class ReplayService:
         """Check the request and queue the replay. Raises TraceNotFound, ReplayRefused subclasses, or
         DiffDoesNotApply (naming the diff, the file and the hunk)."""
         detail = self.store.get_trace(org_id, trace_ref)
+        job = self._prepare(org_id, detail, request)
+        self._check_queue(org_id)
+        record = self.replays.create(
+            org_id,
+            trace_id=detail.id,
+            from_step=request.from_step,
+            triggered_via=request.triggered_via,
+            app=job.label,
+            scenario_diff=request.edits.scenario_diff,
+            source_diffs=job.source_diffs,
+            message="queued",
+            owner=self.replica,
+        )
+        self.start()
+        self._fill_slots()  # start it now when a slot is free: no wait for the worker's next round
+        return self.status(org_id, record.id)
+
+    def _prepare(self, org_id: str, detail: TraceDetail, request: ReplayRequest) -> _Job:
+        """The replay `request` of trace `detail`, checked and planned (its id is set once queued)."""
         if detail.tier != "hot":
             raise TraceNotHot(
                 f"trace {detail.short_id} is in the {detail.tier} tier; Layer 2 replay needs a hot trace: "
@@ -209,7 +265,7 @@ class ReplayService:
             )
         recorded = self.replays.scenario_of(org_id, detail.id)
         if recorded is None and (origin := self.replays.origin_of(org_id, detail.id)) is not None:
-            return self._enqueue_project(org_id, detail, origin, request)
+            return self._prepare_project(org_id, detail, origin, request)
         if recorded is None:
             raise NotReplayable(
                 f"trace {detail.short_id} was not recorded from a scenario this server can run, and names no "
@@ -242,25 +298,6 @@ class ReplayService:
         check_source_diffs(app.source_dir, diffs)
         if self._launch is None:
             self.sandbox()
-        with self._lock:
-            if self._closing:
-                raise QueueFull("the server is shutting down; replay later", retry_after_s=30)
-            if len(self._queues.get(org_id, ())) >= self.settings.max_queued_per_org:
-                raise QueueFull(
-                    f"{self.settings.max_queued_per_org} replays are already queued for this org; "
-                    "retry when some have finished",
-                    retry_after_s=30,
-                )
-        record = self.replays.create(
-            org_id,
-            trace_id=detail.id,
-            from_step=request.from_step,
-            triggered_via=request.triggered_via,
-            app=app.name,
-            scenario_diff=request.edits.scenario_diff,
-            source_diffs=diffs,
-            message="queued",
-        )
         plan = ReplayPlan(
             parent_id=detail.id,
             parent_short_id=detail.short_id,
@@ -271,13 +308,9 @@ class ReplayService:
             scenario_edited=bool(request.edits.scenario_diff),
         )
         code_sha = detail.code_sha if not diffs else None
-        job = _Job(record.id, org_id, plan, app, text, diffs, code_sha)
-        self._submit(job)
-        return self.status(org_id, record.id)
+        return _Job("", org_id, plan, app, text, diffs, code_sha, label=app.name)
 
-    def _enqueue_project(
-        self, org_id: str, detail: TraceDetail, origin: ReplayOrigin, request: ReplayRequest
-    ) -> ReplayStatus:
+    def _prepare_project(self, org_id: str, detail: TraceDetail, origin: ReplayOrigin, request: ReplayRequest) -> _Job:
         """A trace of a registered project: everything is checked against the recorded commit first."""
         if request.edits.scenario_diff:
             raise InvalidReplay(
@@ -306,17 +339,6 @@ class ReplayService:
         diffs = [(d.path, d.diff) for d in request.edits.source_diffs]
         check_edits(project, commit, diffs)
         self.sandbox()
-        self._check_queue(org_id)
-        record = self.replays.create(
-            org_id,
-            trace_id=detail.id,
-            from_step=request.from_step,
-            triggered_via=request.triggered_via,
-            app=f"{origin.kind}:{project.root.name}",
-            scenario_diff=None,
-            source_diffs=diffs,
-            message="queued",
-        )
         plan = ReplayPlan(
             parent_id=detail.id,
             parent_short_id=detail.short_id,
@@ -324,8 +346,8 @@ class ReplayService:
             scenario=_NO_SCENARIO,
             source_diff_paths=[path for path, _ in diffs],
         )
-        job = _Job(
-            record.id,
+        return _Job(
+            "",
             org_id,
             plan,
             _PROJECT_APP,
@@ -333,29 +355,44 @@ class ReplayService:
             diffs,
             None,
             project=_ProjectJob(project, origin, commit, detail),
+            label=f"{origin.kind}:{project.root.name}",
         )
-        self._submit(job)
-        return self.status(org_id, record.id)
 
     def _check_queue(self, org_id: str) -> None:
         with self._lock:
             if self._closing:
                 raise QueueFull("the server is shutting down; replay later", retry_after_s=30)
-            if len(self._queues.get(org_id, ())) >= self.settings.max_queued_per_org:
-                raise QueueFull(
-                    f"{self.settings.max_queued_per_org} replays are already queued for this org; "
-                    "retry when some have finished",
-                    retry_after_s=30,
-                )
+        if self.replays.queued_count(org_id) >= self.settings.max_queued_per_org:
+            raise QueueFull(
+                f"{self.settings.max_queued_per_org} replays are already queued for this org; "
+                "retry when some have finished",
+                retry_after_s=30,
+            )
+
+    def _job_of(self, record: ReplayRecord) -> _Job:
+        """A claimed replay rebuilt from its row: the request it was queued with, checked and planned again
+        here (the replica that claimed it may not be the one that took the request)."""
+        request = ReplayRequest.model_validate(
+            {
+                "from_step": record.from_step,
+                "triggered_via": record.triggered_via,
+                "edits": {
+                    "scenario_diff": record.scenario_diff,
+                    "source_diffs": [{"path": p, "diff": d} for p, d in record.source_diffs],
+                },
+            }
+        )
+        detail = self.store.get_trace(record.org_id, record.trace_id)
+        return dataclasses.replace(self._prepare(record.org_id, detail, request), id=record.id)
 
     def status(self, org_id: str, replay_id: str) -> ReplayStatus:
         record = self.replays.get(org_id, replay_id)
-        return record.to_status(queue_position=self._queue_position(org_id, replay_id))
+        return record.to_status(queue_position=self._queue_position(record))
 
     def list_for_trace(self, org_id: str, trace_ref: str) -> ReplayList:
         detail = self.store.get_trace(org_id, trace_ref)
         records = self.replays.list_for_trace(org_id, detail.id)
-        return ReplayList(items=[r.to_status(queue_position=self._queue_position(org_id, r.id)) for r in records])
+        return ReplayList(items=[r.to_status(queue_position=self._queue_position(r)) for r in records])
 
     async def wait_for_change(
         self, org_id: str, replay_id: str, *, phase: str | None, timeout_s: float
@@ -364,23 +401,29 @@ class ReplayService:
         status = await anyio.to_thread.run_sync(self.status, org_id, replay_id)
         known = phase if phase is not None else status.phase
         deadline = anyio.current_time() + timeout_s
+        next_read = anyio.current_time() + STORE_POLL_S
         while status.status not in FINAL_REPLAY_STATES and status.phase == known:
             if anyio.current_time() >= deadline:
                 break
-            await anyio.sleep(0.05)  # a long poll: the in-memory phase is checked, the store read on a change
+            # A long poll: the phase of a replay running here is checked in memory, the store read on a
+            # change, and every STORE_POLL_S for a replay another replica runs.
+            await anyio.sleep(0.05)
             with self._lock:
                 live = self._phases.get(replay_id)
-            if live != known:
+            if (live is not None and live != known) or anyio.current_time() >= next_read:
                 status = await anyio.to_thread.run_sync(self.status, org_id, replay_id)
+                next_read = anyio.current_time() + STORE_POLL_S
         return status
 
     def wait(self, org_id: str, replay_id: str, timeout_s: float = 120.0) -> ReplayStatus:
-        """Block until the replay finishes (or `timeout_s`); for the CLI, benchmarks and tests."""
-        with self._lock:
-            job = self._jobs.get(replay_id)
-        if job is not None:
-            job.done.wait(timeout_s)
-        return self.status(org_id, replay_id)
+        """Block until the replay finishes (or `timeout_s`), on whichever replica it runs; for the CLI,
+        benchmarks and tests."""
+        deadline = time.monotonic() + timeout_s
+        status = self.status(org_id, replay_id)
+        while status.status not in FINAL_REPLAY_STATES and time.monotonic() < deadline:
+            time.sleep(0.05)
+            status = self.status(org_id, replay_id)
+        return status
 
     def diff(self, org_id: str, a_ref: str, b_ref: str, dimension: DiffDimension) -> TraceDiff:
         """Compare trace b with trace a. Either may be given as a replay id (its child trace)."""
@@ -409,80 +452,153 @@ class ReplayService:
         return result
 
     def close(self) -> None:
-        """Fail queued replays, cancel running ones (their apps stop, their copies go), join the threads."""
+        """Stop the worker, fail the replays queued here that no replica claimed, cancel the ones running
+        here (their apps stop, their copies go) and join the threads."""
         with self._lock:
             self._closing = True
-            queued = [job for queue in self._queues.values() for job in queue]
-            self._queues.clear()
-            queued_ids = {job.id for job in queued}
-            running = [job for job in self._jobs.values() if job.id not in queued_ids]
-            threads = list(self._threads)
-        for job in queued:
-            self.replays.fail_active(
-                job.org_id, job.id, error="interrupted", message="interrupted: the server stopped before it started"
-            )
-            job.done.set()
-        for job in running:
-            if job.loop is not None and job.scope is not None:
+            worker = self._worker
+        self._wake.set()
+        if worker is not None:
+            worker.join(self.settings.close_timeout_s)
+        with self._claim_lock, self._lock:  # no claim in flight: every replay this replica holds is here
+            slots = list(self._slots.values())
+        self.replays.fail_queued_by(self.replica, message="interrupted: the server stopped before it started")
+        for slot in slots:
+            job = slot.job
+            if job is not None and job.loop is not None and job.scope is not None:
                 with contextlib.suppress(RuntimeError):  # its loop already finished
                     job.loop.call_soon_threadsafe(job.scope.cancel)
-        for thread in threads:
-            thread.join(self.settings.close_timeout_s)
+        for slot in slots:
+            if slot.thread is not None:
+                slot.thread.join(self.settings.close_timeout_s)
+        for slot in slots:  # one still rebuilding its job when the server stopped
+            self.replays.fail_active(
+                slot.org_id,
+                slot.id,
+                error="interrupted",
+                message="interrupted: the server stopped while it ran",
+                owner=self.replica,
+            )
 
-    # ---- scheduling ---------------------------------------------------------------------------
+    # ---- the queue worker ---------------------------------------------------------------------
 
-    def _submit(self, job: _Job) -> None:
+    def start(self) -> None:
+        """Start this replica's queue worker (serve does when it starts; a request does on first use)."""
         with self._lock:
-            self._jobs[job.id] = job
-            self._phases[job.id] = "queued"
-            if self._active.get(job.org_id, 0) < self.settings.per_org_limit:
-                self._active[job.org_id] = self._active.get(job.org_id, 0) + 1
-                start = True
-            else:
-                self._queues.setdefault(job.org_id, deque()).append(job)
-                start = False
-        if start:
-            self._start(job)
+            if self._worker is not None or self._closing:
+                return
+            self._worker = threading.Thread(target=self._worker_main, name="molar-replay-worker", daemon=True)
+        self._worker.start()
 
-    def _start(self, job: _Job) -> None:
-        # Daemon: `close()` cancels running replays and stops their apps; a thread (or an AnyIO worker
-        # thread its event loop started, which inherits this flag) must never keep the process alive.
-        thread = threading.Thread(target=self._thread_main, args=(job,), name=f"molar-replay-{job.id[:8]}", daemon=True)
-        with self._lock:
-            self._threads.add(thread)
-        thread.start()
-
-    def _thread_main(self, job: _Job) -> None:
-        try:
-            anyio.run(self._run_job, job, backend="asyncio")
-        except BaseException:  # a bug here must not take the slot with it
-            log.exception("replay %s crashed", job.id)
-            self.replays.fail_active(job.org_id, job.id, error="internal_error", message="internal error; see the logs")
-        finally:
-            job.done.set()
+    def _worker_main(self) -> None:
+        renew_at = 0.0
+        while True:
             with self._lock:
-                self._jobs.pop(job.id, None)
-                self._phases.pop(job.id, None)
-                self._threads.discard(threading.current_thread())
-                queue = self._queues.get(job.org_id)
-                following = queue.popleft() if queue and not self._closing else None
-                if following is None:
-                    self._active[job.org_id] = max(0, self._active.get(job.org_id, 1) - 1)
-            if following is not None:
-                self._start(following)
+                if self._closing:
+                    return
+            try:
+                if time.monotonic() >= renew_at:
+                    self._renew()
+                    renew_at = time.monotonic() + self.settings.lease_s / 3
+                self._fill_slots()
+            except Exception:  # the database away for a moment: try again next round
+                log.exception("the replay queue worker failed a round; it goes on")
+            self._wake.wait(min(self.settings.poll_s, self.settings.lease_s / 3))
+            self._wake.clear()
 
-    def _queue_position(self, org_id: str, replay_id: str) -> int | None:
+    def _renew(self) -> None:
         with self._lock:
-            queue = self._queues.get(org_id, deque())
-            for index, job in enumerate(queue):
-                if job.id == replay_id:
-                    return index + 1
-        return None
+            held = [slot.id for slot in self._slots.values() if not slot.lost]
+        lost = self.replays.renew(self.replica, held, lease_ms=self._lease_ms())
+        for replay_id in lost:
+            log.warning("replay %s: this replica's lease ran out and another took it over; stopping here", replay_id)
+            with self._lock:
+                slot = self._slots.get(replay_id)
+                if slot is not None:
+                    slot.lost = True
+            job = slot.job if slot is not None else None
+            if job is not None and job.loop is not None and job.scope is not None:
+                with contextlib.suppress(RuntimeError):
+                    job.loop.call_soon_threadsafe(job.scope.cancel)
+
+    def _lease_ms(self) -> int:
+        return max(1, int(self.settings.lease_s * 1000))
+
+    def _fill_slots(self) -> None:
+        """Claim and start replays while this replica has room."""
+        with self._claim_lock:
+            while True:
+                with self._lock:
+                    if self._closing or len(self._slots) >= self.settings.replica_limit:
+                        return
+                record = self.replays.claim(
+                    self.replica,
+                    lease_ms=self._lease_ms(),
+                    per_org_limit=self.settings.per_org_limit,
+                    max_attempts=self.settings.max_attempts,
+                )
+                if record is None:
+                    return
+                slot = _Slot(record.id, record.org_id)
+                # Daemon: `close()` cancels running replays and stops their apps; a thread (or an AnyIO
+                # worker thread its event loop started, which inherits this flag) must never keep the
+                # process alive.
+                slot.thread = threading.Thread(
+                    target=self._thread_main, args=(slot, record), name=f"molar-replay-{record.id[:8]}", daemon=True
+                )
+                with self._lock:
+                    self._slots[record.id] = slot
+                    self._phases[record.id] = "queued"
+                slot.thread.start()
+
+    def _thread_main(self, slot: _Slot, record: ReplayRecord) -> None:
+        try:
+            with org_scope(record.org_id):  # row-level security keys on it (PostgreSQL)
+                try:
+                    job = self._job_of(record)
+                except (ReplayRefused, DiffDoesNotApply, StoreError) as exc:
+                    # It was checked when queued; what changed since (the trace deleted, the app not
+                    # configured on this replica, the sandbox gone) fails it here.
+                    code: ReplayErrorCode = "sandbox_error" if isinstance(exc, ReplaysUnavailable) else "run_failed"
+                    if isinstance(exc, DiffDoesNotApply):
+                        code = "diff_does_not_apply"
+                    self.replays.fail_active(
+                        record.org_id, record.id, error=code, message=f"cannot run here: {exc}", owner=self.replica
+                    )
+                    return
+                with self._lock:
+                    slot.job = job
+                    cancel = self._closing or slot.lost
+                if not cancel:
+                    anyio.run(self._run_job, job, backend="asyncio")
+        except LeaseLost:
+            log.warning("replay %s: another replica holds it now; this replica's run is dropped", record.id)
+        except BaseException:  # a bug here must not take the slot with it
+            log.exception("replay %s crashed", record.id)
+            with contextlib.suppress(Exception):
+                self.replays.fail_active(
+                    record.org_id,
+                    record.id,
+                    error="internal_error",
+                    message="internal error; see the logs",
+                    owner=self.replica,
+                )
+        finally:
+            with self._lock:
+                self._slots.pop(record.id, None)
+                self._phases.pop(record.id, None)
+            self._wake.set()  # a slot is free: the worker claims the next replay
+
+    def _queue_position(self, record: ReplayRecord) -> int | None:
+        if record.status != "queued":
+            return None
+        return self.replays.queue_position(record.org_id, record.id)
 
     # ---- one replay ---------------------------------------------------------------------------
 
     def _set(self, job: _Job, **fields: Any) -> None:
-        self.replays.update(job.org_id, job.id, **fields)
+        """Record progress; LeaseLost when another replica took the replay over (this run then stops)."""
+        self.replays.update(job.org_id, job.id, owner=self.replica, **fields)
         if "phase" in fields:
             with self._lock:
                 self._phases[job.id] = str(fields["phase"])
@@ -526,12 +642,18 @@ class ReplayService:
                 self._fail(job, started, exc.code, str(exc), log_tail=exc.log_tail or None)
             except ReplaysUnavailable as exc:
                 self._fail(job, started, "sandbox_error", str(exc))
+            except LeaseLost:
+                raise
             except Exception as exc:
                 log.exception("replay %s failed", job.id)
                 self._fail(job, started, "internal_error", f"internal error: {type(exc).__name__}: {exc}")
         if scope.cancelled_caught:
             self.replays.fail_active(
-                job.org_id, job.id, error="interrupted", message="interrupted: the server stopped while it ran"
+                job.org_id,
+                job.id,
+                error="interrupted",
+                message="interrupted: the server stopped while it ran",
+                owner=self.replica,
             )
 
     async def _replay(self, job: _Job, started: int) -> None:

@@ -75,7 +75,7 @@ class RequestFact(_Fact):
     duration_ms: int | None
     failed: bool
     note: str | None = None
-    request_id: str | None = None
+    request_id: str | None = Field(default=None, exclude=True)  # pairs a response with its request; not shown
     request_body: str | None = Field(default=None, description="whole (masked, JSON pretty-printed)")
     response_body: str | None = Field(default=None, description="whole (masked, JSON pretty-printed)")
 
@@ -314,6 +314,7 @@ def build_facts(
     step_events = by_step.get(failing_number, []) if failing_number is not None else []
     all_requests = _requests(events, ref)
     requests, requests_left_out = keep_first(all_requests, lambda r: r.failed, REQUESTS_MAX)
+    requests = with_bodies(requests, events, ref)
     console, console_left_out = keep_first(_console(events, ref), lambda c: c.level == "error", CONSOLE_MAX)
     finding_facts = [
         FindingFact(
@@ -335,6 +336,8 @@ def build_facts(
             sent = next((e for e in events if e.seq == top.critical_seq), None)
             rid = _rid(sent.payload.get("request_id")) if sent is not None else None
             causal_request = next((r for r in all_requests if rid is not None and r.request_id == rid), None)
+        if causal_request is not None:
+            causal_request = with_bodies([causal_request], events, ref)[0]
     causal_events = by_step.get(causal_step, []) if causal_step is not None and causal_step != failing_number else []
     return TraceFacts(
         trace_id=detail.id,
@@ -370,12 +373,8 @@ def build_facts(
 
 
 def _requests(events: Sequence[Event], ref: str) -> list[RequestFact]:
-    """One row per request: its response when there is one, else the request, marked "no response";
-    each with the request's body and the response's, whole."""
-    sent: dict[Any, Event] = {}
-    for e in events:
-        if e.kind == "network.request" and e.payload.get("request_id") is not None:
-            sent.setdefault(e.payload.get("request_id"), e)
+    """One row per request: its response when there is one, else the request, marked "no response".
+    Without bodies: `with_bodies` adds them to the rows that are kept (a body is costly to render)."""
     answered = {
         e.payload.get("request_id")
         for e in events
@@ -384,6 +383,8 @@ def _requests(events: Sequence[Event], ref: str) -> list[RequestFact]:
     rows: list[RequestFact] = []
     for ev in events:
         p = ev.payload
+        if not ev.kind.startswith("network."):
+            continue
         method = clean(str(p.get("method") or ""), 16)
         url = clean(str(p.get("url") or ev.message or ""), VALUE_CHARS, event_uri(ref, ev.seq))
         rid = p.get("request_id")
@@ -391,37 +392,46 @@ def _requests(events: Sequence[Event], ref: str) -> list[RequestFact]:
         if ev.kind == "network.response":
             status = _int(p.get("status"))
             failed = ev.ok is False or (status is not None and status >= 400)
-            request = sent.get(rid) if rid is not None else None
-            rows.append(
-                RequestFact(
-                    **common,
-                    status=status,
-                    duration_ms=_int(p.get("duration_ms")),
-                    failed=failed,
-                    request_body=body_text(request, trace_ref=ref) if request is not None else None,
-                    response_body=body_text(ev, trace_ref=ref),
-                )
-            )
+            rows.append(RequestFact(**common, status=status, duration_ms=_int(p.get("duration_ms")), failed=failed))
         elif ev.kind == "network.request":
             if rid is None or rid in answered:
                 continue
             rows.append(
-                RequestFact(
-                    **common,
-                    status=None,
-                    duration_ms=None,
-                    failed=ev.ok is False,
-                    note="no response recorded",
-                    request_body=body_text(ev, trace_ref=ref),
-                )
+                RequestFact(**common, status=None, duration_ms=None, failed=ev.ok is False, note="no response recorded")
             )
-        elif ev.kind.startswith("network.") and ev.ok is False:
+        elif ev.ok is False:
             rows.append(RequestFact(**common, status=None, duration_ms=None, failed=True, note=event_text(ev, ref)))
     return rows
 
 
+def with_bodies(rows: list[RequestFact], events: Sequence[Event], ref: str) -> list[RequestFact]:
+    """`rows` with the request's body and the response's, whole (masked, JSON pretty-printed)."""
+    by_seq = {e.seq: e for e in events if e.kind.startswith("network.")}
+    sent: dict[str, Event] = {}
+    for e in by_seq.values():
+        if e.kind == "network.request" and e.payload.get("request_id") is not None:
+            sent.setdefault(str(e.payload["request_id"]), e)
+    out = []
+    for row in rows:
+        ev = by_seq.get(row.seq)
+        if ev is None:
+            out.append(row)
+            continue
+        request = ev if ev.kind == "network.request" else (sent.get(row.request_id) if row.request_id else None)
+        response = ev if ev.kind == "network.response" else None
+        out.append(
+            row.model_copy(
+                update={
+                    "request_body": body_text(request, trace_ref=ref) if request is not None else None,
+                    "response_body": body_text(response, trace_ref=ref) if response is not None else None,
+                }
+            )
+        )
+    return out
+
+
 def _rid(value: Any) -> str | None:
-    return None if value is None else clean(str(value), 64)
+    return None if value is None else str(value)
 
 
 def _console(events: Sequence[Event], ref: str) -> list[ConsoleFact]:

@@ -89,6 +89,10 @@ class ShareInfo:
     full_url: str
 
 
+OPEN_BODY_CHARS = 2000
+VIEWER_CSS = _CSS  # the MCP App viewer (mcp/viewer_app.py) renders the same classes with the same look
+
+
 def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
@@ -164,11 +168,16 @@ def _failure(f: TraceFacts, *, compact: bool) -> str:
     return "".join(parts)
 
 
-def _body(text: str | None, label: str) -> str:
-    """An expandable body: closed, its size in the summary; opened, the body whole."""
+def _body(text: str | None, label: str, *, open_short: bool = False) -> str:
+    """An expandable body: closed, its size in the summary; opened, the body whole (`open_short`: a
+    body up to `OPEN_BODY_CHARS` starts open)."""
     if not text:
         return ""
-    return f'<details class="body"><summary>{_e(label)} · {len(text):,} chars</summary><pre>{_e(text)}</pre></details>'
+    opened = " open" if open_short and len(text) <= OPEN_BODY_CHARS else ""
+    return (
+        f'<details class="body"{opened}><summary>{_e(label)} · {len(text):,} chars</summary>'
+        f"<pre>{_e(text)}</pre></details>"
+    )
 
 
 def _findings(f: TraceFacts, *, compact: bool) -> str:
@@ -198,7 +207,8 @@ def _causal_request(r: RequestFact | None) -> str:
     return (
         '<section class="causal-request" id="causal-request"><h2>The request that caused it</h2>'
         f'<p class="mono">{_e(step)}seq {r.seq} · {_e(r.method)} {_e(r.url)} → <strong>{_e(status)}</strong></p>'
-        f"{_body(r.request_body, 'request body')}{_body(r.response_body, 'response body')}</section>"
+        f"{_body(r.request_body, 'request body', open_short=True)}"
+        f"{_body(r.response_body, 'response body', open_short=True)}</section>"
     )
 
 

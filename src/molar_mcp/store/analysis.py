@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import sqlite3
 import uuid
 from collections.abc import Sequence
@@ -76,6 +77,11 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (incident_pk, trace_pk)
     ) WITHOUT ROWID;
     CREATE INDEX incident_traces_trace ON incident_traces(trace_pk);
+    """,
+    # 2: an incident is the failures of one cause (the signature without its step) across runs and tests.
+    """
+    ALTER TABLE incidents ADD COLUMN cause TEXT;
+    CREATE INDEX incidents_org_cause ON incidents(org_id, cause);
     """,
 )
 
@@ -226,14 +232,15 @@ class SqliteAnalysisStore:
                 " ORDER BY last_seen_ms DESC, pk DESC LIMIT ?",
                 [*args, limit + 1],
             ).fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit]
+            more = len(rows) > limit
+            rows = rows[:limit]
+            items = [_incident(conn, r) for r in rows]
         next_cursor = _encode_cursor(rows[-1][9], rows[-1][10]) if more and rows else None
-        return IncidentListResponse(org_id=org_id, items=[_incident(r) for r in rows], next_cursor=next_cursor)
+        return IncidentListResponse(org_id=org_id, items=items, next_cursor=next_cursor)
 
     def get_incident(self, org_id: str, incident_id: str) -> Incident:
         with self.db.read() as conn:
-            return _incident(_find_incident(conn, org_id, incident_id))
+            return _incident(conn, _find_incident(conn, org_id, incident_id))
 
     def update_incident(
         self,
@@ -257,7 +264,7 @@ class SqliteAnalysisStore:
                 )
             if owner is not KEEP:
                 conn.execute("UPDATE incidents SET owner = ? WHERE pk = ? AND org_id = ?", (owner, pk, org_id))
-            return _incident(_find_incident(conn, org_id, incident_id))
+            return _incident(conn, _find_incident(conn, org_id, incident_id))
 
 
 # ---- helpers -------------------------------------------------------------------------------------
@@ -273,20 +280,25 @@ def _join_incident(
     top: AnalysisFinding,
 ) -> int:
     """Link the trace to the org's incident of `signature` (creating it); return the incident's pk."""
+    # One cause, wherever it struck: the same failure at another step of another test is the same incident.
+    # (Incidents made before causes were kept are found by their signature, and take their cause now.)
+    key = cause_of(signature)
     row = conn.execute(
-        "SELECT pk, status, status_ms, last_seen_ms FROM incidents WHERE org_id = ? AND signature = ?",
-        (org_id, signature),
+        "SELECT pk, status, status_ms, last_seen_ms FROM incidents WHERE org_id = ?"
+        " AND (cause = ? OR (cause IS NULL AND signature = ?)) ORDER BY pk LIMIT 1",
+        (org_id, key, signature),
     ).fetchone()
     if row is None:
         cur = conn.execute(
-            "INSERT INTO incidents (id, org_id, signature, status, status_ms, first_seen_ms, last_seen_ms,"
-            " trace_count, last_trace_id, title, label) VALUES (?,?,?,'open',?,?,?,0,?,?,?)",
-            (str(uuid.uuid4()), org_id, signature, seen_ms, seen_ms, seen_ms, trace_id, top.summary, top.label),
+            "INSERT INTO incidents (id, org_id, signature, cause, status, status_ms, first_seen_ms, last_seen_ms,"
+            " trace_count, last_trace_id, title, label) VALUES (?,?,?,?,'open',?,?,?,0,?,?,?)",
+            (str(uuid.uuid4()), org_id, signature, key, seen_ms, seen_ms, seen_ms, trace_id, top.summary, top.label),
         )
         assert cur.lastrowid is not None
         incident_pk, status, status_ms, last_seen_ms = cur.lastrowid, "open", seen_ms, seen_ms
     else:
         incident_pk, status, status_ms, last_seen_ms = int(row[0]), str(row[1]), int(row[2]), int(row[3])
+        conn.execute("UPDATE incidents SET cause = ? WHERE pk = ? AND org_id = ?", (key, incident_pk, org_id))
     linked = conn.execute(
         "INSERT OR IGNORE INTO incident_traces (incident_pk, trace_pk) VALUES (?, ?)", (incident_pk, trace_pk)
     ).rowcount
@@ -348,6 +360,35 @@ def _read_analysis(conn: sqlite3.Connection, org_id: str, trace_pk: int, trace_i
     )
 
 
+_STEP_PREFIX: Final = re.compile(r"^step-\d+: ")
+SPREAD_SHOWN: Final = 10  # tests and commits an incident lists
+
+
+def cause_of(signature: str) -> str:
+    """What an incident clusters on: the failure signature without its step ("step-5: http 404 POST
+    /api/x" → "http 404 POST /api/x"), so one cause in several tests (at different steps) is one incident."""
+    return _STEP_PREFIX.sub("", signature)
+
+
+def _spread(conn: sqlite3.Connection, incident_pk: int) -> dict[str, Any]:
+    """The tests (scenarios) and commits an incident's failures span, from its traces."""
+    rows = conn.execute(
+        "SELECT t.scenario_slug, t.code_sha FROM incident_traces it JOIN traces t ON t.pk = it.trace_pk"
+        " WHERE it.incident_pk = ? ORDER BY t.created_ms, t.pk",
+        (incident_pk,),
+    ).fetchall()
+    tests = list(dict.fromkeys(str(r[0]) for r in rows if r[0]))
+    commits = list(dict.fromkeys(str(r[1]) for r in rows if r[1]))
+    return {
+        "test_count": len(tests),
+        "tests": tests[-SPREAD_SHOWN:][::-1],
+        "commit_count": len(commits),
+        "commits": commits[:SPREAD_SHOWN],
+        "first_commit": commits[0] if commits else None,
+        "last_commit": str(rows[-1][1]) if rows and rows[-1][1] else None,
+    }
+
+
 def _find_incident(conn: sqlite3.Connection, org_id: str, incident_id: str) -> tuple[Any, ...]:
     row = conn.execute(
         f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE id = ? AND org_id = ?", (incident_id, org_id)
@@ -357,8 +398,9 @@ def _find_incident(conn: sqlite3.Connection, org_id: str, incident_id: str) -> t
     return tuple(row)
 
 
-def _incident(row: Sequence[Any]) -> Incident:
+def _incident(conn: sqlite3.Connection, row: Sequence[Any]) -> Incident:
     return Incident(
+        **_spread(conn, int(row[10])),
         id=row[0],
         signature=row[1],
         status=row[2],

@@ -13,6 +13,8 @@ class BlobStore:
     """Blob files on a local (or shared) disk. `org_id` is accepted for the port's sake: files are
     content-addressed across orgs (a sha names the same bytes in every org)."""
 
+    direct_uploads = False  # presigned_put hands out URLs (an object store)
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
@@ -53,5 +55,13 @@ class BlobStore:
         return None
 
     def presigned_put(self, sha256: str, org_id: str, *, size: int, ttl: int) -> str | None:
-        """A URL a reporter uploads `sha256`'s bytes to directly (`None`: upload through the API)."""
+        """A URL a reporter uploads a file of `size` bytes whose SHA-256 is `sha256` to, straight into the
+        object store, for `ttl` seconds (`None`: there is no object store; upload through the API)."""
         return None
+
+    def read_upload(self, sha256: str, org_id: str, *, max_bytes: int) -> bytes | None:
+        """The bytes uploaded through `presigned_put` (None: nothing uploaded under that sha256)."""
+        return None
+
+    def drop_upload(self, sha256: str, org_id: str) -> None:
+        """Remove an uploaded file once ingested (or found not to match its sha256)."""

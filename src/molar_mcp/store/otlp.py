@@ -9,7 +9,9 @@ by the caller (`ingest.formats.agent_spans`): this module only stores and number
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +59,19 @@ OTLP_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX otlp_batches_pending ON otlp_batches(converted, pk);
     ALTER TABLE otlp_spans ADD COLUMN batch_pk INTEGER;
     CREATE INDEX otlp_spans_batch ON otlp_spans(batch_pk, trace_pk);
+    """,
+    # Log records of a trace's spans (GenAI messages sent through the Logs API), folded into their
+    # spans' events when the trace is laid out; `digest` makes a record sent twice count once.
+    """
+    CREATE TABLE otlp_logs (
+        pk INTEGER PRIMARY KEY AUTOINCREMENT,
+        trace_pk INTEGER NOT NULL REFERENCES traces(pk) ON DELETE CASCADE,
+        span_id TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX otlp_logs_once ON otlp_logs(trace_pk, digest);
+    ALTER TABLE otlp_traces ADD COLUMN finished_ms INTEGER;
     """,
 )
 
@@ -236,6 +251,59 @@ class OtlpTraces:
         self.pending_spans += fresh_total
         return outcomes, None if batch_pk is None else Batch(batch_pk, org_id, fresh_total, body)
 
+    def accept_logs(
+        self,
+        org_id: str,
+        traces: Sequence[tuple[str, str, str, Sequence[tuple[str, dict[str, Any]]]]],
+        now_ms: int,
+        late_ms: int,
+    ) -> list[tuple[str, str, bool | None, int]]:
+        """Keep log records by their span, per OTel trace `(otel trace id, slug, title, [(span id, record)])`,
+        in one transaction; a trace id not seen yet starts a running trace (its spans may come later).
+        Per trace: (otel trace id, trace id, finished already — None: longer than `late_ms` ago, the
+        records refused —, records new)."""
+        out: list[tuple[str, str, bool | None, int]] = []
+        with self.db.tx() as conn:
+            for otel_id, slug, title, records in traces:
+                row = conn.execute(
+                    "SELECT o.trace_pk, o.finished, t.id, o.finished_ms FROM otlp_traces o"
+                    " JOIN traces t ON t.pk = o.trace_pk WHERE o.org_id = ? AND o.otel_trace_id = ?",
+                    (org_id, otel_id),
+                ).fetchone()
+                if row is None:
+                    pk, finished, trace_id = _create_trace(conn, org_id, otel_id, slug, title, now_ms)
+                else:
+                    pk, finished, trace_id = int(row[0]), bool(row[1]), str(row[2])
+                    if finished and (row[3] is None or now_ms - int(row[3]) > late_ms):
+                        out.append((otel_id, trace_id, None, 0))
+                        continue
+                new = 0
+                for span_id, record in records:
+                    body = pydantic_core.to_json(record).decode()
+                    digest = hashlib.sha256(f"{span_id}\n{body}".encode()).hexdigest()
+                    cur = conn.execute(
+                        "INSERT OR IGNORE INTO otlp_logs (trace_pk, span_id, digest, body) VALUES (?,?,?,?)",
+                        (pk, span_id, digest, body),
+                    )
+                    new += max(0, cur.rowcount)
+                if not finished:
+                    conn.execute("UPDATE otlp_traces SET last_arrival_ms = ? WHERE trace_pk = ?", (now_ms, pk))
+                out.append((otel_id, trace_id, finished, new))
+        return out
+
+    def logs_of(self, org_id: str, otel_trace_id: str) -> dict[str, list[dict[str, Any]]]:
+        """A trace's log records by span id, in arrival order."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT l.span_id, l.body FROM otlp_logs l JOIN otlp_traces o ON o.trace_pk = l.trace_pk"
+                " WHERE o.org_id = ? AND o.otel_trace_id = ? ORDER BY l.pk",
+                (org_id, otel_trace_id),
+            ).fetchall()
+        out: dict[str, list[dict[str, Any]]] = {}
+        for span_id, body in rows:
+            out.setdefault(str(span_id), []).append(pydantic_core.from_json(body))
+        return out
+
     def pending(self, limit: int = 1) -> list[Batch]:
         """Stored batches whose spans have no events yet, oldest first (every org: run it unscoped)."""
         with self.db.read() as conn:
@@ -304,9 +372,20 @@ class OtlpTraces:
                     )
                 events = _append(conn, pk, drafts)
                 out.append(Converted(otel_id, trace_id, events, complete=_complete(conn, pk)))
-            conn.execute(f"DELETE FROM otlp_batches WHERE pk = ? AND {_UNNEEDED}", (batch.pk,))
         self.pending_spans = max(0, self.pending_spans - batch.spans)
         return out
+
+    def forget_batches(self, finished_before_ms: int) -> int:
+        """Delete the stored batches every trace of which finished before `finished_before_ms` (until
+        then, log records that come late can still be laid out with the spans). Returns how many."""
+        with self.db.tx() as conn:
+            cur = conn.execute(
+                "DELETE FROM otlp_batches WHERE converted = 1 AND NOT EXISTS (SELECT 1 FROM otlp_spans s"
+                " JOIN otlp_traces o ON o.trace_pk = s.trace_pk WHERE s.batch_pk = otlp_batches.pk"
+                " AND (o.finished = 0 OR o.finished_ms IS NULL OR o.finished_ms >= ?))",
+                (finished_before_ms,),
+            )
+            return max(0, cur.rowcount)
 
     def open_traces(self) -> list[OpenTrace]:
         with self.db.read() as conn:
@@ -356,25 +435,27 @@ class OtlpTraces:
         scenario_slug: str,
         scenario_title: str,
         span_count: int,
+        again: bool = False,
     ) -> tuple[str, Sequence[Event]] | Literal["finished", "more"]:
         """Replace a running trace's events with their final span-tree order (renumbered by the store)
         and fix its scenario; mark it finished for OTLP (later spans are refused), and let go of the
         stored batches no running trace needs any more. `finished` when another caller finished it
         first; `more` when spans arrived since the caller read `span_count` of them (read them again);
-        else the trace's id and its events as stored (numbered)."""
+        else the trace's id and its events as stored (numbered). `again`: lay out a finished trace
+        once more (log records came after its finish)."""
         with self.db.tx() as conn:
             row = conn.execute(
                 "SELECT o.trace_pk, o.finished, t.id FROM otlp_traces o JOIN traces t ON t.pk = o.trace_pk"
                 " WHERE o.org_id = ? AND o.otel_trace_id = ?",
                 (org_id, otel_trace_id),
             ).fetchone()
-            if row is None or row[1]:
+            if row is None or (bool(row[1]) != again):
                 return "finished"
             pk = int(row[0])
             (count,) = conn.execute("SELECT count(*) FROM otlp_spans WHERE trace_pk = ?", (pk,)).fetchone()
             if int(count) != span_count:
                 return "more"
-            conn.execute("UPDATE otlp_traces SET finished = 1 WHERE trace_pk = ?", (pk,))
+            conn.execute("UPDATE otlp_traces SET finished = 1, finished_ms = ? WHERE trace_pk = ?", (now_ms(), pk))
             conn.execute("DELETE FROM events WHERE trace_pk = ?", (pk,))
             conn.execute("DELETE FROM steps WHERE trace_pk = ?", (pk,))
             conn.execute(
@@ -383,20 +464,11 @@ class OtlpTraces:
                 (scenario_slug, scenario_title, scenario_id_for(scenario_slug), pk),
             )
             stored = _append(conn, pk, events)
-            # A batch is kept while a trace that is still running has a span in it (or it awaits conversion).
-            conn.execute(
-                "DELETE FROM otlp_batches WHERE converted = 1 AND pk IN (SELECT DISTINCT batch_pk"
-                f" FROM otlp_spans WHERE trace_pk = ? AND batch_pk IS NOT NULL) AND {_UNNEEDED}",
-                (pk,),
-            )
         return str(row[2]), stored
 
 
-# A stored batch no running trace has a span in: its spans' traces have been laid out from it.
-_UNNEEDED = (
-    "NOT EXISTS (SELECT 1 FROM otlp_spans s JOIN otlp_traces o ON o.trace_pk = s.trace_pk"
-    " WHERE s.batch_pk = otlp_batches.pk AND o.finished = 0)"
-)
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _insert_batch(conn: Any, org_id: str, body: bytes, now_ms: int) -> int:

@@ -47,6 +47,8 @@ def s3_client(endpoint_url: str | None = None) -> S3Client:
 
 
 class S3BlobStore(BlobStore):
+    direct_uploads = True
+
     def __init__(self, url: str, scratch: Path, *, client: S3Client | None = None) -> None:
         # `root` is local scratch space only (temp files); no blob lives there.
         super().__init__(scratch)
@@ -112,13 +114,36 @@ class S3BlobStore(BlobStore):
         )
         return url
 
+    def upload_key(self, sha256: str, org_id: str) -> str:
+        """Where a reporter's direct upload lands: beside the org's blobs, never among them (its bytes are
+        checked against the sha256 when an ingest takes it)."""
+        base = f"{self.prefix}/" if self.prefix else ""
+        return f"{base}orgs/{org_id}/uploads/{sha256[:2]}/{sha256}"
+
     def presigned_put(self, sha256: str, org_id: str, *, size: int, ttl: int) -> str | None:
         url: str = self.public_client.generate_presigned_url(
             "put_object",
-            Params={"Bucket": self.bucket, "Key": self.key(sha256, org_id), "ContentLength": size},
+            Params={"Bucket": self.bucket, "Key": self.upload_key(sha256, org_id), "ContentLength": size},
             ExpiresIn=ttl,
         )
         return url
+
+    def read_upload(self, sha256: str, org_id: str, *, max_bytes: int) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self.upload_key(sha256, org_id))
+        except ClientError as exc:
+            if _status(exc) == 404:
+                return None
+            raise
+        body = obj["Body"]
+        data: bytes = body.read(max_bytes + 1)
+        body.close()
+        return data
+
+    def drop_upload(self, sha256: str, org_id: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.upload_key(sha256, org_id))
 
     def check(self) -> None:
         """Raise unless the bucket answers (readiness)."""

@@ -307,6 +307,16 @@ class SqliteTraceStore:
             return None
         return "t.pk IN (SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?)", match
 
+    def text_search_rows(
+        self, conn: sqlite3.Connection, where: list[str], args: list[Any], text_filter: tuple[str, str], want: int
+    ) -> list[Any]:
+        """The newest `want` trace rows the conditions `where` keep whose text matches `text_filter`."""
+        sql = (
+            f"SELECT {_prefixed(_TRACE_COLUMNS, 't')} FROM traces t WHERE {' AND '.join([*where, text_filter[0]])}"
+            " ORDER BY t.created_ms DESC, t.pk DESC LIMIT ?"
+        )
+        return list(conn.execute(sql, [*args, text_filter[1], want]).fetchall())
+
     def list_traces(self, org_id: str, query: TraceQuery) -> TraceListResponse:
         where = ["t.org_id = ?"]
         args: list[Any] = [org_id]
@@ -368,13 +378,13 @@ class SqliteTraceStore:
             else:
                 text_filter = self.text_filter(query.q) if words and query.q else None
                 if text_filter is not None:
-                    where.append(text_filter[0])
-                    args.append(text_filter[1])
-                sql = (
-                    f"SELECT {_prefixed(_TRACE_COLUMNS, 't')} FROM traces t WHERE {' AND '.join(where)}"
-                    " ORDER BY t.created_ms DESC, t.pk DESC LIMIT ?"
-                )
-                rows = conn.execute(sql, [*args, query.limit + 1]).fetchall()
+                    rows = self.text_search_rows(conn, where, args, text_filter, query.limit + 1)
+                else:
+                    sql = (
+                        f"SELECT {_prefixed(_TRACE_COLUMNS, 't')} FROM traces t WHERE {' AND '.join(where)}"
+                        " ORDER BY t.created_ms DESC, t.pk DESC LIMIT ?"
+                    )
+                    rows = conn.execute(sql, [*args, query.limit + 1]).fetchall()
         more = len(rows) > query.limit
         rows = rows[: query.limit]
         items = [_list_item(row) for row in rows]

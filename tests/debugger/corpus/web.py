@@ -155,7 +155,7 @@ def payment_hangs() -> Case:
         run.fetch("GET", "https://www.google-analytics.com/g/collect?v=2", None)
         run.fetch("POST", "/api/payments", None)
         run.error("TimeoutError", "Test timeout of 30000ms exceeded.")
-    return run.case("a-payment-request-that-never-answers-explains-the-test-timeout", "network_failure", 4)
+    return run.case("a-payment-request-that-never-answers-explains-the-test-timeout", "timeout", 4)
 
 
 def dashboard_load_timeout() -> Case:

@@ -9,23 +9,30 @@ Labels and their rules (each detector's docstring has the details):
 - assertion_failed   a failed `assertion` (0.78; later soft ones 0.5), or a runner error
                      whose text is a failed `expect(…)`.
 - http_error         a ≥ 400 response the failure depends on (0.92 same step / mentioned,
-                     0.85 last failing response before the failure; 0.3 otherwise).
-- network_failure    net::ERR_* / ECONNREFUSED / Failed to fetch near the failure (0.9), or a
-                     request in the failing step that never got a response (0.8).
-- timeout            a TimeoutError or "timed out" at the failure (0.75).
+                     0.85 last failing response before the failure and tied to it: the page
+                     logged an error after the request, a write, a 5xx; 0.3 otherwise).
+                     Critical step: the step that sent the request.
+- network_failure    net::ERR_* / ECONNREFUSED / Failed to fetch near the failure (0.9).
+- timeout            a TimeoutError or "timed out" at the failure (0.75), saying from the call
+                     log what it waited for (an element covered, disabled, hidden); a request
+                     sent before the failure still waiting for its response (0.83): a slow
+                     response or page load, not a network failure.
 - selector_not_found "waiting for locator(…)", "no node found for selector" … (0.82).
 - js_exception       a page exception (`error` from the page, `Uncaught …` console) (0.84).
 - console_error      a console error in the failing step (0.55).
 - navigation_error   a navigation answered ≥ 400 or aborted/interrupted (0.86–0.88).
 - flaky              a step that failed, was retried and passed (0.7; 0.35 beside a failure).
 - rate_limited       an `llm.response` error with status 429 / a rate-limit type (0.9).
-- llm_error          any other `llm.response` error (0.88); recovered ones 0.45.
+- llm_error          any other `llm.response` error (0.88); recovered ones 0.45. Errors after
+                     the last answer are one chain of retries, blamed at its first attempt.
 - tool_error         a `tool.result` with ok false / an error / an `isError` flag / error text as
-                     its result, never recovered (0.85; 0.45).
+                     its result, never recovered (0.85; 0.45), a chain of failed retries of one
+                     tool at its first attempt; cancelled by the run's deadline 0.4 (a symptom).
 - loop               one tool called with identical arguments 3× in a row (0.87) or 3× within
                      6 tool calls (0.8); 0.6 in a run that passed.
-- max_steps          a message saying a step limit was reached (0.8), or an agent run of
-                     ≥ 20 steps that failed without any failing event (0.55).
+- max_steps          a message saying a step limit was reached (0.8; 0.6 when a loop used the
+                     steps up), or an agent run of ≥ 20 steps that failed without any failing
+                     event (0.55).
 - timeout (agent)    an agent run cancelled by its own deadline: the step where the time went,
                      not the cancelled call (0.86).
 - step_failed        the run failed and nothing above explains it with confidence ≥ 0.5

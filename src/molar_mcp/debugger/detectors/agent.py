@@ -18,8 +18,10 @@ LOOP_IN_WINDOW: Final = 0.8
 LOOP_IN_PASSED_RUN: Final = 0.6
 TOOL_ERROR: Final = 0.85
 MAX_STEPS_SAID: Final = 0.8
+MAX_STEPS_AFTER_LOOP: Final = 0.6
 MAX_STEPS_INFERRED: Final = 0.55
 RECOVERED: Final = 0.45
+CANCELLED_BY_DEADLINE: Final = 0.4
 
 LOOP_REPEATS: Final = 3  # identical calls that make a loop
 LOOP_WINDOW: Final = 6  # … in a row, or among this many consecutive tool calls
@@ -38,19 +40,29 @@ def detect_llm_errors(t: Timeline) -> list[Finding]:
     """
     if not t.failing:
         return []
+    failed = [i for i, e in enumerate(t.events) if llm_error(e) is not None]
+    answered = [i for i, e in enumerate(t.events) if e.kind == "llm.response" and llm_error(e) is None]
+    last_answer = max(answered, default=-1)
+    # The errors after the last answer are one chain of attempts the run never got past: its first
+    # attempt is where the failure began (the cause: the same step whatever the retry count, so the
+    # signature holds across runs); the later attempts are its evidence.
+    chain = [i for i in failed if i > last_answer]
     found = []
-    for i, e in enumerate(t.events):
-        error = llm_error(e)
-        if error is None:
+    for i in failed:
+        if i in chain and i != chain[0]:
             continue
+        e = t.events[i]
+        error = llm_error(e) or {}
         status, kind = error.get("status"), str(error.get("type") or "")
         message = str(error.get("message") or "")
         rate = status == 429 or kind in _RATE_LIMIT_TYPES or "rate limit" in message.lower()
-        recovered = any(x.kind == "llm.response" and llm_error(x) is None for x in t.events[i + 1 :])
+        recovered = i < last_answer
         model = str(e.payload.get("model") or "")
         code = " ".join(str(p) for p in (status, kind) if p) or "an error"
         where = step_phrase(t.steps[i])
         tail = "a later call succeeded" if recovered else "the run never got another answer"
+        if not recovered and len(chain) > 1:
+            tail = f"the first of {len(chain)} attempts ({_steps_phrase(t, chain[1:])} failed the same way); {tail}"
         label = "rate_limited" if rate else "llm_error"
         found.append(
             make_finding(
@@ -58,7 +70,7 @@ def detect_llm_errors(t: Timeline) -> list[Finding]:
                 RECOVERED if recovered else RATE_LIMITED if rate else LLM_ERROR,
                 step=t.steps[i],
                 seq=e.seq,
-                evidence=[],
+                evidence=[t.seq(j) for j in chain] if not recovered else [],
                 summary=sentence(f"The model call at {where} failed with {code} ({model or 'model'}); {tail}"),
                 subject=model if rate else f"{status or kind} {model}",
             )
@@ -68,7 +80,9 @@ def detect_llm_errors(t: Timeline) -> list[Finding]:
 
 # A tool result that is an error message although the call "succeeded" (tools that catch their own
 # exceptions and hand the text to the model): "Error: …", "Exception: …", a traceback.
-_ERROR_RESULT: Final = re.compile(r"^\s*(?:error|exception|traceback \(most recent call last\)|fatal)\b", re.IGNORECASE)
+_ERROR_RESULT: Final = re.compile(
+    r"^\s*(?:(?:error|exception|fatal)\b|traceback \(most recent call last\))", re.IGNORECASE
+)
 
 
 def is_error_result(result: Any) -> bool:
@@ -93,36 +107,67 @@ def detect_tool_errors(t: Timeline) -> list[Finding]:
     """
     if not t.failing:
         return []
+    deadline = _deadline_said(t)
+    failures = [i for i, e in enumerate(t.events) if e.kind == "tool.result" and _tool_failed(e.payload, e.ok)]
+    tools = {i: _tool_of(t, i) for i in failures}
+    last_ok = {
+        str(e.payload.get("tool")): i
+        for i, e in enumerate(t.events)
+        if e.kind == "tool.result" and not _tool_failed(e.payload, e.ok)
+    }
     found = []
-    for i, e in enumerate(t.events):
-        if e.kind != "tool.result" or not _tool_failed(e.payload, e.ok):
-            continue
+    for i in failures:
+        e = t.events[i]
         call = _call_of(t, i)
-        tool = str(e.payload.get("tool") or (t.events[call].payload.get("tool") if call is not None else "tool"))
+        tool = tools[i]
         recovered = any(
             x.kind == "tool.result" and x.payload.get("tool") == tool and not _tool_failed(x.payload, x.ok)
             for x in t.events[i + 1 :]
         )
+        # Retries of the same tool that all failed (after its last success) are one chain: its first
+        # attempt is the cause (the same step whatever the retry count), the later ones its evidence.
+        chain = [j for j in failures if tools[j] == tool and j > last_ok.get(tool, -1)]
+        if not recovered and i != chain[0]:
+            continue
         error = e.payload.get("error")
         kind = error.get("type") if isinstance(error, dict) else None
         said = failure_text(e) if error else str(e.payload.get("result") or "") or failure_text(e)
+        if said.lstrip().lower().startswith("traceback"):  # a traceback says what went wrong last
+            said = next((line.strip() for line in reversed(said.splitlines()) if line.strip()), said)
         detail = shorten(said, 100).rstrip(".") or "no message"
         arguments = t.events[call].payload.get("arguments") if call is not None else None
         if arguments is not None:
             detail = f"{tool}({shorten(json.dumps(arguments, default=str), 80)}) returned {detail}"
         tail = "a later call of it succeeded" if recovered else "it never succeeded afterwards"
+        confidence = RECOVERED if recovered else TOOL_ERROR
+        if not recovered and len(chain) > 1:
+            tail = f"the first of {len(chain)} attempts ({_steps_phrase(t, chain[1:])} failed the same way); {tail}"
+        if deadline is not None and _CANCELLED.search(said):
+            confidence = CANCELLED_BY_DEADLINE
+            tail = "it was cancelled because the run ran out of time (a symptom: the timeout is the cause)"
         found.append(
             make_finding(
                 "tool_error",
-                RECOVERED if recovered else TOOL_ERROR,
+                confidence,
                 step=t.steps[i],
                 seq=e.seq,
-                evidence=[t.seq(call) if call is not None else None],
+                evidence=[t.seq(call) if call is not None else None, *(t.seq(j) for j in chain if not recovered)],
                 summary=sentence(f"Tool {tool} failed at {step_phrase(t.steps[i])}: {detail}; {tail}"),
                 subject=f"{tool} {kind}" if isinstance(kind, str) else tool,
             )
         )
     return found
+
+
+def _steps_phrase(t: Timeline, indices: list[int]) -> str:
+    """ "step 4" or "steps 3, 4": the steps of these events."""
+    steps = ", ".join(str(t.steps[j]) for j in indices)
+    return f"step{'s' if len(indices) > 1 else ''} {steps}"
+
+
+def _tool_of(t: Timeline, i: int) -> str:
+    call = _call_of(t, i)
+    return str(t.events[i].payload.get("tool") or (t.events[call].payload.get("tool") if call is not None else "tool"))
 
 
 def _call_of(t: Timeline, i: int) -> int | None:
@@ -211,14 +256,22 @@ def detect_max_steps(t: Timeline) -> list[Finding]:
         text = failure_text(e)
         if says_max_steps(text):
             where, said = step_phrase(t.steps[i]), shorten(text).rstrip(".")
+            step, seq = t.steps[i], e.seq
+            if step is None and t.events:  # said by the run itself: the limit struck at its last step
+                last = next((k for k in range(len(t.events) - 1, -1, -1) if t.steps[k] is not None), None)
+                if last is not None:
+                    step, seq, where = t.steps[last], t.seq(last), step_phrase(t.steps[last])
+            # Repeated identical calls that used the steps up are the cause; the limit is what ended it.
+            looped = detect_loops(t)
+            tail = f"; the repeated {looped[0].signature.split()[-1]} calls used the steps up" if looped else ""
             return [
                 make_finding(
                     "max_steps",
-                    MAX_STEPS_SAID,
-                    step=t.steps[i],
-                    seq=e.seq,
-                    evidence=[],
-                    summary=sentence(f"The agent hit its step limit at {where}: {said}"),
+                    MAX_STEPS_AFTER_LOOP if looped else MAX_STEPS_SAID,
+                    step=step,
+                    seq=seq,
+                    evidence=[e.seq],
+                    summary=sentence(f"The agent hit its step limit at {where}: {said}{tail}"),
                 )
             ]
     if not t.agent or t.anchor is not None or t.step_count < MANY_STEPS or not t.events:
@@ -243,6 +296,25 @@ _DEADLINE: Final = re.compile(
     r"deadline|timed out|\btimeout\b|TimeoutError|CancelledError|\bcancell?ed\b|context canceled", re.IGNORECASE
 )
 AGENT_TIMEOUT: Final = 0.86
+_CANCELLED: Final = re.compile(r"CancelledError|\bcancell?ed\b|context canceled", re.IGNORECASE)
+
+
+def _deadline_said(t: Timeline) -> int | None:
+    """The event where an agent run says its own deadline stopped it: a run-level event (no step), or
+    the failure that ended the run, whose text names a deadline, timeout or cancellation."""
+    if not t.failing or not t.agent:
+        return None
+    return next(
+        (
+            i
+            for i, e in enumerate(t.events)
+            if (e.step_id is None or i == t.anchor)
+            and e.kind in ("error", "log", "step.end", "tool.result", "llm.response")
+            and (e.ok is False or e.kind == "error")
+            and _DEADLINE.search(failure_text(e))
+        ),
+        None,
+    )
 
 
 def detect_agent_timeout(t: Timeline) -> list[Finding]:
@@ -254,18 +326,7 @@ def detect_agent_timeout(t: Timeline) -> list[Finding]:
     """
     if not t.failing or not t.agent:
         return []
-    # The run's own end says so: a run-level event (no step), or the failure that ended the run.
-    said = next(
-        (
-            i
-            for i, e in enumerate(t.events)
-            if (e.step_id is None or i == t.anchor)
-            and e.kind in ("error", "log", "step.end", "tool.result", "llm.response")
-            and (e.ok is False or e.kind == "error")
-            and _DEADLINE.search(failure_text(e))
-        ),
-        None,
-    )
+    said = _deadline_said(t)
     if said is None:
         return []
     spent: dict[int, int] = {}

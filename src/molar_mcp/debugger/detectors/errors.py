@@ -40,6 +40,7 @@ CAUSAL: Final[dict[str, float]] = {
     "step_failed": 0.5,
 }
 UNRELATED: Final = 0.3
+SELECTOR_WHILE_PENDING: Final = 0.6
 # Labels whose cause may sit one step before the failure (a script that crashed while the
 # previous step clicked, a resource that did not load while the page was being opened).
 _NEAR_LABELS: Final = frozenset({"network_failure", "navigation_error", "js_exception"})
@@ -64,6 +65,7 @@ _LOCATOR_RE: Final = re.compile(
 
 _COVERED_RE: Final = re.compile(r"(<[^>]{0,200}>(?:…</\w+>)?|\S+) intercepts pointer events")
 _STATE_RE: Final = re.compile(r"element is not (enabled|visible|stable|editable|attached)")
+_STATE_WORD: Final = re.compile(r"but (covered|disabled|detached|not visible|not stable|not editable)")
 _WAITED_FOR_RE: Final = re.compile(
     r"waiting for (navigation|response|request|load state|event|url)\b[^\n]{0,120}", re.IGNORECASE
 )
@@ -185,6 +187,12 @@ def detect_error_events(t: Timeline) -> list[Finding]:
         reason = wait_reason(e) if label in ("timeout", "selector_not_found") else None
         if reason is not None and reason[1] not in said:
             said = f"{said}: {shorten(reason[1], 160)}"
+        confidence = CAUSAL[label] if causal else UNRELATED
+        if label == "selector_not_found" and causal and t.pending_requests():
+            # Nothing matched while a response the page was waiting for was still on its way: the
+            # element may only come with it (the pending-response timeout says so, above this).
+            confidence = SELECTOR_WHILE_PENDING
+            said += "; a response the page was waiting for was still pending"
         what = f"{_PHRASES[label]} at {step_phrase(t.steps[i])}: {said}"
         if i == t.anchor:
             summary = f"{step_phrase(t.steps[i])} failed with {_PHRASES[label]}: {said}"
@@ -195,15 +203,32 @@ def detect_error_events(t: Timeline) -> list[Finding]:
         found.append(
             make_finding(
                 label,
-                CAUSAL[label] if causal else UNRELATED,
+                confidence,
                 step=t.steps[i],
                 seq=e.seq,
-                evidence=[t.seq(t.anchor) if causal and t.anchor is not None else None],
+                evidence=[
+                    t.seq(t.anchor) if causal and t.anchor is not None else None,
+                    *(_requests_named(t, i, text) if label == "network_failure" else []),
+                ],
                 summary=sentence(summary),
                 subject=_subject(label, e, text),
             )
         )
     return found
+
+
+_NAMED_WINDOW: Final = 200  # how far back a failure's request is looked for
+
+
+def _requests_named(t: Timeline, i: int, text: str) -> list[int]:
+    """The seqs of the requests up to event `i` whose URL its failure text names (the request that
+    failed: "net::ERR_CONNECTION_REFUSED at http://localhost:3000/"), or that event's own request."""
+    own = t.request_of(i) if t.events[i].kind == "network.response" else None
+    return [
+        t.seq(j)
+        for j in range(max(0, i - _NAMED_WINDOW), i + 1)
+        if t.events[j].kind == "network.request" and (j == own or (str(t.events[j].payload.get("url") or "\0") in text))
+    ]
 
 
 def _subject(label: str, e: Event, text: str) -> str:
@@ -222,6 +247,15 @@ def _subject(label: str, e: Event, text: str) -> str:
     url = e.payload.get("url")
     if label == "navigation_error" and isinstance(url, str) and url:
         return endpoint(url)
+    selector = e.payload.get("selector")
+    if label == "timeout" and isinstance(selector, str) and selector:
+        # What timed out and why, so two tests' timeouts group only when they are the same failure:
+        # "click #archive covered", not every click timeout of an org as one.
+        reason = wait_reason(e)
+        state = _STATE_WORD.search(reason[1]) if reason is not None else None
+        action = e.payload.get("action")
+        words = [str(action) if isinstance(action, str) else "", selector, state.group(1) if state else ""]
+        return shorten(" ".join(w for w in words if w), 80)
     if label in ("timeout", "navigation_error"):
         api = _API_RE.search(text)
         name = e.payload.get("name")

@@ -14,6 +14,7 @@ from typing import Any
 from molar_mcp.debugger.detectors.text import (
     HTTP_ECHO_RE,
     JS_ERROR_NAMES,
+    is_incidental,
     quoted,
     says_max_steps,
     shorten,
@@ -131,6 +132,15 @@ def is_http_echo(event: Event) -> bool:
     return event.kind == "console" and bool(HTTP_ECHO_RE.search(failure_text(event)))
 
 
+def is_pending_marker(e: Event) -> bool:
+    """A `network.response` that says no response came (the trace closed while the request was in
+    flight: no status, no failure text) — the request was pending, not failed."""
+    if e.kind != "network.response" or e.ok is not False:
+        return False
+    status = http_status(e)
+    return (status is None or status == 0) and not any(e.payload.get(k) for k in _ERROR_KEYS)
+
+
 @dataclass(frozen=True)
 class Timeline:
     """One trace's events with derived facts; build with `Timeline.build(events, status)`."""
@@ -188,6 +198,26 @@ class Timeline:
         if self.anchor is None or i > self.anchor or step is None or anchor_step is None:
             return self.anchor is not None and i == self.anchor
         return anchor_step - 1 <= step <= anchor_step
+
+    def pending_requests(self) -> list[int]:
+        """Requests sent before the failure that never got a response (none, or one that says no
+        response came), other than static assets and telemetry: what the page was still waiting for."""
+        if self.anchor is None:
+            return []
+        answered = {
+            e.payload.get("request_id")
+            for e in self.events
+            if e.kind != "network.request" and e.payload.get("request_id") is not None and not is_pending_marker(e)
+        }
+        return [
+            i
+            for i, e in enumerate(self.events[: self.anchor])
+            if e.kind == "network.request"
+            and i not in self.recovered
+            and e.payload.get("request_id") is not None
+            and e.payload.get("request_id") not in answered
+            and not is_incidental(str(e.payload.get("url", "")))
+        ]
 
     def title(self, step: int | None) -> str | None:
         for i, e in enumerate(self.events):

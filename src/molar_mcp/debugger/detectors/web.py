@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from molar_mcp.debugger.detectors.errors import event_label
 from molar_mcp.debugger.detectors.text import (
     classify_text,
     endpoint,
@@ -35,7 +36,7 @@ ASSERTION_LATER: Final = 0.5
 HTTP_STRONG: Final = 0.92
 HTTP_WEAK: Final = 0.85
 NAVIGATION_CAUSAL: Final = 0.88
-PENDING_REQUEST: Final = 0.8
+PENDING_REQUEST: Final = 0.83
 FLAKY_ALONE: Final = 0.7
 FLAKY_BESIDE_FAILURE: Final = 0.35
 UNRELATED: Final = 0.3
@@ -127,15 +128,22 @@ def detect_http(t: Timeline) -> list[Finding]:
         # logged an error right after it, or it was a lost write (the state later steps read never
         # changed), or the server failed (5xx). A GET answered 4xx that the page went on from without
         # a word is a side finding (an optional resource the app tolerates).
-        tied = _page_complained_after(t, i) or method not in ("GET", "HEAD", "OPTIONS") or status >= 500
+        sent = t.request_of(i)
+        tied = (
+            _page_complained_after(t, i if sent is None else sent)
+            or method not in ("GET", "HEAD", "OPTIONS")
+            or status >= 500
+        )
         causal = strong or (i == last and tied)
-        head = f"{method} {path} answered {status} at {step_phrase(t.steps[i])}"
+        sent = t.request_of(i)
+        step = t.steps[sent] if sent is not None else t.steps[i]  # the step that sent it caused it
+        head = f"{method} {path} answered {status} at {step_phrase(step)}"
         tail = f"{t.failure_phrase()} failed because of it" if causal else "nothing ties it to the failure"
         found.append(
             make_finding(
                 "http_error",
                 HTTP_STRONG if strong else HTTP_WEAK if causal else UNRELATED,
-                step=t.steps[i],
+                step=step,
                 seq=t.seq(i),
                 evidence=[_seq_or_none(t, t.request_of(i)), _seq_or_none(t, t.anchor if causal else None)],
                 summary=sentence(f"{head}; {tail}"),
@@ -147,7 +155,8 @@ def detect_http(t: Timeline) -> list[Finding]:
 
 def _page_complained_after(t: Timeline, i: int) -> bool:
     """The page logged an error (a console error or an uncaught exception, not the browser's echo of
-    the status) after event `i`, in its step or the next one, before the failure."""
+    the status) after event `i` (the request; its response may be stored after what the page logged
+    about it), in its step or the next one, before the failure."""
     step = t.steps[i]
     for j in range(i + 1, t.horizon + 1):
         e = t.events[j]
@@ -223,43 +232,44 @@ def detect_navigation(t: Timeline) -> list[Finding]:
 
 
 def detect_pending_requests(t: Timeline) -> list[Finding]:
-    """network_failure (hung request): a `network.request` in the failing step, before the
-    failure, that never got a response (no `network.response` or error names its request id),
-    and is not a static asset or telemetry. 0.8 — it explains a timeout better than the timeout
-    does, but less surely than an explicit net::ERR. Critical step: the first such request's step.
+    """timeout (a response still pending): a request sent before the failure — in the failing
+    step or an earlier one — that never got a response (no `network.response`, or only one that
+    says no response came), not a static asset or telemetry. The failing step waited (an
+    assertion, an action, a navigation, the test's own timeout) while the response was still on
+    its way: a slow server or page load, not a network failure (nothing failed; a refused or reset
+    connection is a net::ERR_* network_failure, and none is reported beside one). 0.83: it says
+    why the wait timed out better than the timeout or a missing element does (a selector that
+    matched nothing meanwhile drops to 0.6), less surely than a failing response or a page error.
+    Critical step: the failing step (where the time ran out); the evidence cites the request.
     """
     if not t.failing or t.anchor is None:
         return []
-    answered = {
-        e.payload.get("request_id")
-        for e in t.events
-        if e.kind != "network.request" and e.payload.get("request_id") is not None
-    }
-    pending = [
-        i
-        for i, e in enumerate(t.events)
-        if e.kind == "network.request"
-        and t.live(i)
-        and t.in_anchor_step(i)
-        and e.payload.get("request_id") is not None
-        and e.payload.get("request_id") not in answered
-        and not is_incidental(str(e.payload.get("url", "")))
-    ]
+    pending = t.pending_requests()
+    if not pending or any(t.live(i) and event_label(e) == "network_failure" for i, e in enumerate(t.events)):
+        return []  # nothing pending, or a request failed (net::ERR_*, refused, reset): that is what did not answer
     if not pending:
         return []
     first = t.events[pending[0]]
     method = str(first.payload.get("method") or "GET").upper()
     url = str(first.payload.get("url", ""))
-    head = f"{method} {url_path(url)} at {step_phrase(t.steps[pending[0]])} never got a response"
+    sent = t.steps[pending[0]]
+    anchor_step = t.steps[t.anchor]
+    when = "in the same step" if sent == anchor_step else f"at {step_phrase(sent)}"
+    more = f" (and {len(pending) - 1} more request(s))" if len(pending) > 1 else ""
+    said = shorten(failure_text(t.events[t.anchor]), 80).rstrip(".")
     return [
         make_finding(
-            "network_failure",
+            "timeout",
             PENDING_REQUEST,
-            step=t.steps[pending[0]],
-            seq=first.seq,
-            evidence=[*(t.seq(i) for i in pending), t.seq(t.anchor)],
-            summary=sentence(f"{head}; {t.failure_phrase()} failed while it was pending"),
-            subject=f"no-response {method} {endpoint(url)}",
+            step=anchor_step,
+            seq=t.seq(t.anchor),
+            evidence=[*(t.seq(i) for i in pending)],
+            summary=sentence(
+                f"{t.failure_phrase()} ran out of time{f' ({said})' if said else ''} while {method} "
+                f"{path_and_query(url)}, sent {when}{more}, was still waiting for its response: a slow "
+                "response, not a failed request"
+            ),
+            subject=f"pending {method} {endpoint(url)}",
         )
     ]
 

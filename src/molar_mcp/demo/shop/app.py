@@ -1,14 +1,14 @@
-"""Molar demo shop: a small JSON API (catalogue, cart, coupons, checkout, billing upgrade, webhook) and two
-pages over it (`/` the storefront, `/account` sign-up and upgrade) for browser tests.
+"""Molar demo shop: a small JSON API (catalogue, cart, coupons, checkout, billing upgrade, webhook, SSO
+sign-in) and two pages over it (`/` the storefront, `/account` sign-up and upgrade) for browser tests.
 
-Self-contained on purpose: a replay copies this folder, patches it and runs `python app.py --port N`,
-so it imports nothing from molar_mcp. State is in memory; a fresh process is a fresh shop.
-The shop ships with deliberate bugs; `../fixes/*.diff` are the patches that fix them.
-"""
+Self-contained on purpose: a replay copies this folder, patches it and runs `python app.py --port N`, so it
+imports nothing from molar_mcp. State is in memory; a fresh process is a fresh shop. The shop ships with
+deliberate bugs; `../fixes/*.diff` are the patches that fix them."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -166,9 +166,23 @@ document.getElementById('upgrade').addEventListener('click', async () => {
 )
 
 
+# Sign-in (SSO): the shop exchanges the identity provider's code for the user's identity and gives up after
+# SSO_TIMEOUT_S. The demo's provider takes IDP_TOKEN_DELAY_S to answer, so every sign-in times out.
+SSO_PROVIDER = "idp.demo-shop.test"
+SSO_TIMEOUT_S = 1.0
+IDP_TOKEN_DELAY_S = 5.0
+
+
+async def exchange_code(email: str) -> dict[str, Any]:
+    """The identity provider's token exchange (in process: the demo has no real provider)."""
+    await asyncio.sleep(IDP_TOKEN_DELAY_S)
+    return {"email": email, "provider": SSO_PROVIDER}
+
+
 def create_app() -> Starlette:
     """A fresh shop with empty state."""
     shop = Shop()
+    sso_states: dict[str, str] = {}  # sign-in state -> email
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True})
@@ -296,6 +310,37 @@ def create_app() -> Starlette:
         message = "Welcome to Pro" if upgraded else "Your upgrade is still pending"
         return JSONResponse({"page": "billing", "upgraded": upgraded, "message": message})
 
+    async def sso_start(request: Request) -> Response:
+        """Start signing in through the identity provider."""
+        email = request.query_params.get("email", "")
+        if "@" not in email:
+            return error(422, "bad_email", "email must be an address")
+        state = shop.new_id("st")
+        sso_states[state] = email
+        authorize = f"/sso/authorize?state={state}"
+        return JSONResponse({"provider": SSO_PROVIDER, "state": state, "authorize_url": authorize})
+
+    async def sso_authorize(request: Request) -> Response:
+        """The provider's sign-in page: it signs the user in and sends them back with a code."""
+        state = request.query_params.get("state", "")
+        if state not in sso_states:
+            return error(400, "bad_state", "unknown sign-in state")
+        return RedirectResponse(f"/auth/callback?code=code_{state}&state={state}", status_code=303)
+
+    async def sso_callback(request: Request) -> Response:
+        """Exchange the provider's code for the user's identity, within SSO_TIMEOUT_S."""
+        state = request.query_params.get("state", "")
+        email = sso_states.get(state)
+        if email is None or request.query_params.get("code") != f"code_{state}":
+            return error(400, "bad_state", "unknown sign-in state or code")
+        try:
+            identity = await asyncio.wait_for(exchange_code(email), timeout=SSO_TIMEOUT_S)
+        except TimeoutError:
+            waited = round(SSO_TIMEOUT_S * 1000)
+            message = f"{SSO_PROVIDER} did not answer the token exchange: timed out after {waited} ms"
+            return error(504, "sso_timeout", message)
+        return JSONResponse({"signed_in": True, **identity})
+
     routes = [
         Route("/", storefront),
         Route("/account", account_page),
@@ -311,6 +356,9 @@ def create_app() -> Starlette:
         Route("/api/orders/{order_id}", get_order),
         Route("/api/accounts", create_account, methods=["POST"]),
         Route("/api/accounts/{account_id}", get_account),
+        Route("/api/sso/start", sso_start),
+        Route("/sso/authorize", sso_authorize),
+        Route("/auth/callback", sso_callback),
         Route("/api/billing/plans", list_plans),
         Route("/api/billing/upgrade", start_upgrade, methods=["POST"]),
         Route("/api/billing/sessions/{session_id}", get_session),

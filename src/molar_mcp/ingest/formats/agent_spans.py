@@ -43,6 +43,9 @@ _MESSAGE_EVENTS: Final = frozenset(
     {"gen_ai.system.message", "gen_ai.user.message", "gen_ai.assistant.message", "gen_ai.tool.message"}
 )
 _CHOICE_EVENTS: Final = frozenset({"gen_ai.choice"})
+# One record of a whole model call, with `gen_ai.input.messages` / `gen_ai.output.messages` among its
+# attributes (the current GenAI conventions' event, sent as a log record of the call's span).
+_DETAILS_EVENTS: Final = frozenset({"gen_ai.client.inference.operation.details"})
 _SLUG_BAD: Final = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -212,7 +215,29 @@ def _flat_messages(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
     return out
 
 
+def _tool_calls(value: Any) -> list[dict[str, Any]] | None:
+    """Tool calls as {id, name, arguments}, from either shape: flat, or OpenAI's `function: {name, arguments}`."""
+    if not isinstance(value, list):
+        return None
+    out = []
+    for call in value:
+        if not isinstance(call, dict):
+            continue
+        found = call.get("function")
+        function: dict[str, Any] = found if isinstance(found, dict) else {}
+        out.append(
+            {
+                "id": call.get("id"),
+                "name": call.get("name") or function.get("name"),
+                "arguments": _maybe_json(call.get("arguments", function.get("arguments"))),
+            }
+        )
+    return out or None
+
+
 def _event_messages(events: Iterable[SpanEvent], names: frozenset[str]) -> list[dict[str, Any]]:
+    """Messages sent as span events or as log records of the span (`gen_ai.user.message`, …, and
+    `gen_ai.choice`, whose body holds the `message`)."""
     out = []
     for ev in events:
         if ev.name not in names:
@@ -220,25 +245,39 @@ def _event_messages(events: Iterable[SpanEvent], names: frozenset[str]) -> list[
         a = ev.attributes
         body = _maybe_json(_first(a, "message", "gen_ai.event.content", "content", "body"))
         role = a.get("role") or ev.name.removeprefix("gen_ai.").removesuffix(".message")
+        finish_reason = a.get("finish_reason")
+        if isinstance(body, dict) and isinstance(
+            body.get("message"), dict
+        ):  # a choice: {index, finish_reason, message}
+            finish_reason = finish_reason or body.get("finish_reason")
+            body = body["message"]
         if isinstance(body, dict):
-            calls = body.get("tool_calls")
             out.append(
                 _message(
                     body.get("role") or ("assistant" if ev.name == "gen_ai.choice" else role),
                     body.get("content"),
-                    calls if isinstance(calls, list) else None,
-                    finish_reason=a.get("finish_reason"),
+                    _tool_calls(body.get("tool_calls")),
+                    finish_reason=finish_reason,
+                    tool_call_id=body.get("id") if ev.name == "gen_ai.tool.message" else None,
                 )
             )
         else:
-            out.append(_message(role, body, finish_reason=a.get("finish_reason")))
+            out.append(_message(role, body, finish_reason=finish_reason))
     return out
+
+
+def _details_messages(events: Iterable[SpanEvent], key: str) -> list[dict[str, Any]]:
+    for ev in events:
+        if ev.name in _DETAILS_EVENTS and key in ev.attributes:
+            return _semconv_messages(ev.attributes[key])
+    return []
 
 
 def input_messages(span: SpanRecord) -> list[dict[str, Any]]:
     a = span.attributes
     for found in (
         _semconv_messages(a["gen_ai.input.messages"]) if "gen_ai.input.messages" in a else [],
+        _details_messages(span.events, "gen_ai.input.messages"),
         _openinference_messages(a, "llm.input_messages."),
         _flat_messages(a, "gen_ai.prompt."),
         _event_messages(span.events, _MESSAGE_EVENTS),
@@ -253,6 +292,7 @@ def output_messages(span: SpanRecord) -> list[dict[str, Any]]:
     a = span.attributes
     for found in (
         _semconv_messages(a["gen_ai.output.messages"]) if "gen_ai.output.messages" in a else [],
+        _details_messages(span.events, "gen_ai.output.messages"),
         _openinference_messages(a, "llm.output_messages."),
         _flat_messages(a, "gen_ai.completion."),
         _event_messages(span.events, _CHOICE_EVENTS),
@@ -460,7 +500,7 @@ def span_event_events(span: SpanRecord, step_id: str | None) -> list[Draft]:
     model call)."""
     out = []
     for ev in span.events:
-        if ev.name in _MESSAGE_EVENTS or ev.name in _CHOICE_EVENTS:
+        if ev.name in _MESSAGE_EVENTS or ev.name in _CHOICE_EVENTS or ev.name in _DETAILS_EVENTS:
             continue
         if ev.name == "exception":
             a = ev.attributes

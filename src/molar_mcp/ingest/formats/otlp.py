@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -162,19 +163,38 @@ def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
 
 
 def decode_json(body: bytes) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    _parse_json(body, request, "resourceSpans", "ExportTraceServiceRequest")
+    return request
+
+
+def decode_logs_protobuf(body: bytes) -> ExportLogsServiceRequest:
+    request = ExportLogsServiceRequest()
+    try:
+        request.ParseFromString(body)
+    except (DecodeError, RecursionError, ValueError) as exc:
+        raise OtlpDecodeError(f"the body is not an ExportLogsServiceRequest in protobuf: {exc}") from None
+    return request
+
+
+def decode_logs_json(body: bytes) -> ExportLogsServiceRequest:
+    request = ExportLogsServiceRequest()
+    _parse_json(body, request, "resourceLogs", "ExportLogsServiceRequest")
+    return request
+
+
+def _parse_json(body: bytes, request: Any, top: str, name: str) -> None:
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise OtlpDecodeError(f"the body is not JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise OtlpDecodeError("an OTLP/JSON body is an object with resourceSpans")
+        raise OtlpDecodeError(f"an OTLP/JSON body is an object with {top}")
     try:
         _hex_ids_to_base64(data, 0)
-        request = ExportTraceServiceRequest()
         json_format.ParseDict(data, request, ignore_unknown_fields=True)
-        return request
     except (json_format.ParseError, RecursionError, ValueError, TypeError, AttributeError) as exc:
-        raise OtlpDecodeError(f"the body is not an OTLP/JSON ExportTraceServiceRequest: {exc}") from None
+        raise OtlpDecodeError(f"the body is not an OTLP/JSON {name}: {exc}") from None
 
 
 def _hex_ids_to_base64(node: Any, depth: int) -> None:
@@ -402,3 +422,63 @@ def _bounded_text(text: str, limit: int, cut: list[str], where: str) -> str:
         return text
     cut.append(f"{where}: {len(text)} chars, kept {limit}")
     return text[:limit]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Log records (the Logs API): GenAI instrumentations emit a model call's messages as log records
+# (`gen_ai.user.message`, `gen_ai.choice`, …) carrying the ids of the span they belong to.
+
+MAX_LOG_RECORDS_PER_REQUEST: Final = 20_000
+
+
+@dataclass(frozen=True)
+class LogItem:
+    """A log record as an event of its span: `name`, `ts_ns`, and its attributes with its body (`body`)."""
+
+    trace_id: str
+    span_id: str
+    event: SpanEvent
+    service: str
+
+
+@dataclass
+class DecodedLogs:
+    items: list[LogItem] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # why, one per refused record
+
+
+def decode_logs(request: ExportLogsServiceRequest) -> DecodedLogs:
+    """Every log record that names its span (trace id and span id), bounded as span events are; the
+    others are refused with the reason. Raises `TooManySpans` (counting records) when too many."""
+    count = sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs)
+    if count > MAX_LOG_RECORDS_PER_REQUEST:
+        raise TooManySpans(count)
+    out = DecodedLogs()
+    for rl in request.resource_logs:
+        service = next((kv.value.string_value for kv in rl.resource.attributes if kv.key == "service.name"), "")
+        for sl in rl.scope_logs:
+            for record in sl.log_records:
+                if len(record.trace_id) != 16 or record.trace_id == _NO_TRACE:
+                    out.rejected.append("a log record must carry the trace_id of its span (16 bytes, not all zero)")
+                    continue
+                if len(record.span_id) != 8 or record.span_id == _NO_SPAN:
+                    out.rejected.append("a log record must carry the span_id of its span (8 bytes, not all zero)")
+                    continue
+                cut: list[str] = []
+                attributes = attributes_of(record.attributes, cut, "log record")
+                name = record.event_name or attributes.pop("event.name", None) or "log"
+                name = str(name)[:MAX_NAME_CHARS]
+                if record.HasField("body"):
+                    attributes["body"] = value_of(record.body, cut, f"log record {name} body", MAX_TEXT_CHARS, 0)
+                if cut:
+                    attributes["cut"] = cut
+                ts = int(record.time_unix_nano) or int(record.observed_time_unix_nano)
+                out.items.append(
+                    LogItem(
+                        record.trace_id.hex(),
+                        record.span_id.hex(),
+                        SpanEvent(name, ts, attributes),
+                        service[:MAX_NAME_CHARS] or "unknown_service",
+                    )
+                )
+    return out

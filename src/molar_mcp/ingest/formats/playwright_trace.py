@@ -60,6 +60,10 @@ class PwAction:
         return self.method == "tracingGroup" or (self.cls == "Tracing" and self.method == "group")
 
 
+# Calls of the recording itself, which older releases (format 3) put in the trace: not the test's calls.
+_TRACING_ITSELF = frozenset({"tracingStart", "tracingStartChunk", "tracingStopChunk", "tracingStop"})
+
+
 @dataclass
 class PwContext:
     prefix: str
@@ -67,6 +71,7 @@ class PwContext:
     version: int
     offset: float  # epoch ms = monotonic + offset
     wall_time: float | None = None
+    start_monotonic: float | None = None  # when this trace (or chunk) began recording
     title: str | None = None
     browser: str | None = None
     sdk_language: str | None = None
@@ -196,6 +201,7 @@ class _Reader:
             version=version,
             offset=(wall - mono) if wall and mono else 0.0,
             wall_time=wall or None,
+            start_monotonic=mono or None,
             title=ev.get("title") if isinstance(ev.get("title"), str) else None,
             browser=ev.get("browserName") or None,
             sdk_language=ev.get("sdkLanguage") or None,
@@ -227,6 +233,8 @@ class _Reader:
             ev = _from_metadata(ev)  # versions before 4 wrapped every call in `metadata`
             kind = ev["type"]
         if kind == "before" or kind == "action":
+            if ev.get("class") == "Tracing" and ev.get("method") in _TRACING_ITSELF:
+                return  # the recording's own start/stop (older releases logged it, "interrupted" by the save)
             call_id = str(ev["callId"])
             title = ev.get("title") or ev.get("apiName")
             action = PwAction(
@@ -307,6 +315,9 @@ class _Reader:
             entry = ev.get("snapshot")
             if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
                 raise BundleError("validation_error", f"{name} line {lineno}: a resource-snapshot without a request")
+            mono = entry.get("_monotonicTime")
+            if _before_chunk(ctx, mono, entry.get("time")):
+                continue
             for part in (entry.get("request", {}).get("postData"), (entry.get("response") or {}).get("content")):
                 if isinstance(part, dict):
                     if part.get("_sha1") and not part.get("_file"):
@@ -318,7 +329,6 @@ class _Reader:
                             f"{name} line {lineno} names {member}, which {self.archive.label} lacks "
                             "(a missing resource: the archive is incomplete)",
                         )
-            mono = entry.get("_monotonicTime")
             ts = self._time(ctx, mono) if mono else _iso_ms(entry.get("startedDateTime"))
             self.trace.resources.append((ts, entry, f"{name} line {lineno}"))
 
@@ -473,3 +483,13 @@ def _from_metadata(ev: dict[str, Any]) -> dict[str, Any]:
         "pageId": m.get("pageId"),
         "stack": m.get("stack"),
     }
+
+
+def _before_chunk(ctx: PwContext, monotonic: Any, duration: Any) -> bool:
+    """A request that ended before this trace began: Playwright writes one network file for all the chunks
+    of a chunked trace (`start_chunk`/`stop_chunk`), so each chunk's zip also holds the earlier chunks'
+    requests. A request still under way when the chunk began is the chunk's too."""
+    if ctx.start_monotonic is None or ctx.version < 7 or not isinstance(monotonic, int | float):
+        return False
+    took = duration if isinstance(duration, int | float) and duration > 0 else 0
+    return bool(monotonic + took < ctx.start_monotonic)

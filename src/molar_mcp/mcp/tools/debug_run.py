@@ -24,6 +24,7 @@ from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET, estimate_tokens
 from molar_mcp.mcp.tools.registry import add_tool
 from molar_mcp.mcp.tools.spec import ToolSpec
+from molar_mcp.mcp.viewer_app import UI_META, viewer_meta, wants_viewer
 from molar_mcp.mcp.views import DebugView, ToolCallRecord
 from molar_mcp.models import Analysis, Event, TraceDetail
 
@@ -33,10 +34,10 @@ SPEC = ToolSpec(
     rest=("POST /v1/traces/{id}/analyze", "POST /v1/traces/{id}/chats", "POST /v1/chats/{id}/messages"),
 )
 
-DESCRIPTION = """Debug one failed run: why it failed, where, and what to replay.
+DESCRIPTION = """Why a failed run failed, where, and what to replay.
 
 trace_id from list_traces; get_trace(step=N) reads the critical step. Findings best first (label,
-confidence, critical step — the cause — and cited events), a suggested replay, which model answered.
+confidence, critical step = the cause, cited events), a suggested replay, which model answered.
 A question gets a model's answer; pass chat_id back to follow up."""
 
 TOTAL_STAGES = 3
@@ -135,8 +136,12 @@ async def debug_run(
     view, text = build_debug_view(
         analysis, detail, quoted, question=question, chat_id=chat_id, tool_calls=calls, budget=max_tokens, reply=reply
     )
+    # A client that renders MCP Apps gets the viewer's facts beside the answer (not for the model).
+    meta = await viewer_meta(client, trace_id) if wants_viewer(ctx) else None
     await ctx.report_progress(TOTAL_STAGES, TOTAL_STAGES, "Done")
-    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=debug_structured(view))
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)], structured_content=debug_structured(view), _meta=meta
+    )
 
 
 async def quote_events(
@@ -211,4 +216,5 @@ def register(server: MCPServer[Any]) -> None:
             idempotent_hint=True,
             open_world_hint=False,
         ),
+        meta=UI_META,
     )

@@ -17,6 +17,7 @@ from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET, estimate_tokens
 from molar_mcp.mcp.tools.registry import add_tool
 from molar_mcp.mcp.tools.spec import ToolSpec
+from molar_mcp.mcp.viewer_app import UI_META, viewer_meta, wants_viewer
 from molar_mcp.mcp.views import TraceView
 from molar_mcp.models import EventsResponse, TraceDetail
 
@@ -26,12 +27,12 @@ SPEC = ToolSpec(
     rest=("GET /v1/traces/{id}", "GET /v1/traces/{id}/events"),
 )
 
-DESCRIPTION = """Explain one recorded run: status, the failing step with expected vs actual, steps, failed events,
+DESCRIPTION = """Explain one recorded run: status, failing step with expected vs actual, steps, failed events,
 artifacts.
 
 step=N (number, path 3.2 or id) or events=true: a page of events instead; offset=next_offset for
-more. trace_id from list_traces; get_event reads one event whole. An agent run also reads as its
-conversation: model calls and tool calls."""
+more. trace_id from list_traces; get_event reads one event whole. An agent run reads as its
+conversation too."""
 
 NOTABLE_LIMIT = 12
 CONVERSATION_LIMIT = 60
@@ -151,7 +152,9 @@ async def get_trace(
         elif estimate_tokens(got) + 2 <= left:
             text = f"{text}\n{got}"  # no room: says so, and how to see it
     content: list[ContentBlock] = [TextContent(type="text", text=text), *image, *links]
-    return CallToolResult(content=content, structured_content=structured(view))
+    # A client that renders MCP Apps gets the viewer's facts beside the answer (not for the model).
+    meta = await viewer_meta(client, trace_id) if wants_viewer(ctx) else None
+    return CallToolResult(content=content, structured_content=structured(view), _meta=meta)
 
 
 async def _page(
@@ -191,4 +194,5 @@ def register(server: MCPServer[Any]) -> None:
         annotations=ToolAnnotations(
             title="Get trace", read_only_hint=True, idempotent_hint=True, open_world_hint=False
         ),
+        meta=UI_META,
     )

@@ -105,13 +105,16 @@ def _prune_defs(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _drop_null(schema: dict[str, Any]) -> dict[str, Any]:
-    """`anyOf: [X, {type: null}]` → X (a model leaves an optional argument out rather than send null)."""
+    """`anyOf: [X, {type: null}]` → X, and the null branch dropped from a longer `anyOf` (a model leaves
+    an optional argument out rather than send null)."""
     options = schema.get("anyOf")
     if isinstance(options, list):
         rest = [o for o in options if o != {"type": "null"}]
         if len(rest) == 1 and len(rest) < len(options):
             merged = {**{k: v for k, v in schema.items() if k != "anyOf"}, **rest[0]}
             return merged
+        if rest and len(rest) < len(options):  # `int | str | None` → `anyOf: [int, str]`
+            return {**schema, "anyOf": rest}
     return schema
 
 

@@ -8,9 +8,13 @@ everyone's."""
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import psycopg
 
 from molar_mcp.store.postgres.db import PgDatabase
 
@@ -40,12 +44,14 @@ def share_secrets(db: PgDatabase, data_dir: Path, names: Iterable[str], create: 
 
 
 def store_secret(db: PgDatabase, data_dir: Path, name: str) -> None:
-    """After a rotation: the local file becomes every replica's (on their next start)."""
+    """After a rotation: the local file becomes every replica's (the artifact URL signers of running
+    replicas read it again: `UrlSigner`'s `source`)."""
     with db.pool.connection() as conn, conn.transaction():
         conn.execute(_TABLE)
         conn.execute(
-            "INSERT INTO shared_secrets (name, value, updated_ms) VALUES (%s, %s, 0)"
-            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            "INSERT INTO shared_secrets (name, value, updated_ms)"
+            " VALUES (%s, %s, (extract(epoch FROM now()) * 1000)::bigint)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
             (name, (data_dir / name).read_bytes()),
         )
 
@@ -56,3 +62,47 @@ def _write(path: Path, data: bytes) -> None:
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
     os.replace(tmp, path)
+
+
+def secret_source(db: PgDatabase, name: str) -> Callable[[], bytes | None]:
+    """A function that reads secret `name` as the database holds it now (None: not there)."""
+
+    def read() -> bytes | None:
+        with db.pool.connection() as conn:
+            row = conn.execute("SELECT value FROM shared_secrets WHERE name = %s", (name,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    return read
+
+
+_MARKS = "CREATE TABLE IF NOT EXISTS store_marks (name TEXT PRIMARY KEY, value TEXT NOT NULL, created_ms BIGINT)"
+
+
+def marked(db: PgDatabase, name: str) -> bool:
+    """Whether something done once per database (the demo data, say) is done."""
+    with db.pool.connection() as conn:
+        conn.execute(_MARKS)
+        return conn.execute("SELECT 1 FROM store_marks WHERE name = %s", (name,)).fetchone() is not None
+
+
+def mark(db: PgDatabase, name: str, value: str) -> None:
+    with db.pool.connection() as conn:
+        conn.execute(_MARKS)
+        conn.execute(
+            "INSERT INTO store_marks (name, value, created_ms)"
+            " VALUES (%s, %s, (extract(epoch FROM now()) * 1000)::bigint)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
+
+
+@contextmanager
+def exclusive(db: PgDatabase, what: str) -> Iterator[None]:
+    """One replica at a time does `what` (a session advisory lock on a connection of its own)."""
+    key = int.from_bytes(hashlib.sha256(f"molar:{what}".encode()).digest()[:7], "big")
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))

@@ -1,16 +1,25 @@
 """`TraceStore` on PostgreSQL (metadata, events, search) with blobs in an object store or on a disk.
 
 The trace component's SQL is the embedded store's (`SqliteTraceStore`), run through `PgDatabase`; only
-search differs by engine (`text_filter`: a `tsquery` against the GIN-indexed `tsvector`)."""
+search differs by engine (`text_filter`: a `tsquery` against the GIN-indexed `tsvector`; `text_search_rows`:
+the newest traces the other filters keep are checked first, the whole index only when they hold too few
+matches)."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.postgres.db import PgDatabase
 from molar_mcp.store.postgres.fts import ts_query
-from molar_mcp.store.sqlite import SqliteTraceStore
+from molar_mcp.store.sqlite import _TRACE_COLUMNS, SqliteTraceStore, _prefixed
+
+# Traces a search looks at newest first before it asks the whole text index. A common word (a status, a
+# route) has its newest matches among the newest traces: checking them one by one stops after `limit`
+# hits. A rare word has few matches in all: the index gives them at once. Each plan alone is exact.
+SEARCH_WINDOW = 1000
 
 
 class PostgresTraceStore(SqliteTraceStore):
@@ -26,6 +35,7 @@ class PostgresTraceStore(SqliteTraceStore):
         # Not SqliteTraceStore.__init__: the same attributes, on other engines.
         self.data_dir = data_dir
         self.db = PgDatabase(url, data_dir, min_size=pool_min, max_size=pool_max)
+        self.search_window = SEARCH_WINDOW
         self.blobs = blobs if blobs is not None else BlobStore(data_dir / "blobs")
         try:
             self.migrate_components()
@@ -38,3 +48,22 @@ class PostgresTraceStore(SqliteTraceStore):
         if not query:
             return None
         return "t.pk IN (SELECT rowid FROM traces_fts WHERE tsv @@ to_tsquery('simple', ?))", query
+
+    def text_search_rows(
+        self, conn: sqlite3.Connection, where: list[str], args: list[Any], text_filter: tuple[str, str], want: int
+    ) -> list[Any]:
+        columns = _prefixed(_TRACE_COLUMNS, "t")
+        conditions = " AND ".join(where)
+        order = "ORDER BY t.created_ms DESC, t.pk DESC"
+        # 1: the newest SEARCH_WINDOW traces the filters keep, each checked against the text. When they
+        # hold `want` matches, those are the newest matches of all (every other trace is older).
+        recent = (
+            f"SELECT {columns} FROM traces t JOIN (SELECT t.pk FROM traces t WHERE {conditions} {order} LIMIT ?) w"
+            " ON w.pk = t.pk WHERE EXISTS (SELECT 1 FROM traces_fts f WHERE f.rowid = t.pk"
+            f" AND f.tsv @@ to_tsquery('simple', ?)) {order} LIMIT ?"
+        )
+        rows = list(conn.execute(recent, [*args, self.search_window, text_filter[1], want]).fetchall())
+        if len(rows) >= want:
+            return rows
+        # 2: few matches among the newest: every match, from the index, sorted.
+        return super().text_search_rows(conn, where, args, text_filter, want)
