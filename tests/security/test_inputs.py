@@ -152,7 +152,7 @@ async def test_mcp_tools_answer_bad_arguments_with_errors_a_model_can_act_on(emb
 
 # -- A bounded property-based run of schemathesis over /openapi.json -------------------------------
 
-EXAMPLES = {"key": 12, "none": 4}  # per operation; derandomized (a fixed seed), so every run sends the same
+EXAMPLES = {"key": 12, "none": 4}  # per operation; derandomized, so every run sends the same cases
 
 
 def _fuzz(base: str, key: str | None, examples: int, real_trace: str) -> tuple[int, list[str]]:
