@@ -1,7 +1,8 @@
 """OAuth attacks on the authorization server, over real HTTP on 127.0.0.1 and real authorization flows:
-consent bound to the request shown, single use and short-lived; and the attacks that already held
-(PKCE, code replay, redirect URI matching, CSRF) live beside them in tests/auth; SSRF through Client ID
-Metadata Document fetches, against a real listener on 127.0.0.1."""
+consent bound to the request shown, single use and short-lived; sign-out that ends the session; unused
+clients expire; CORS only where browser clients need it; SSRF through Client ID Metadata Document
+fetches, against a real listener on 127.0.0.1; and the attacks that already held (PKCE, CSRF, code
+replay, audience), moved here from tests/auth."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from urllib.parse import urlencode
 import httpx2
 import pytest
 
-from molar_mcp.auth import ALL_SCOPES, SCOPE_TRACE_READ
+from molar_mcp.auth import ALL_SCOPES, LOCAL_ORG_ID, SCOPE_TRACE_READ
 from molar_mcp.auth.cimd import (
     FETCH_FAILED,
     NOT_PUBLIC,
@@ -27,12 +28,17 @@ from molar_mcp.auth.config import default_http_client
 from tests.auth.conftest import (
     EMAIL,
     PASSWORD,
+    REDIRECT_URI,
+    Browser,
     LiveServer,
     Pkce,
     authorize_url,
     exchange_code,
     hidden_fields,
     live_server,  # noqa: F401 - the shared uvicorn server (a fixture)
+    mcp_post,
+    modern_request,
+    obtain_tokens,
     register_client,
     server,  # noqa: F401 - the shared server with its clock reset (a fixture)
 )
@@ -40,6 +46,8 @@ from tests.security.conftest import Secured, start_secured
 from tests.servers import stop_server as stop
 
 pytestmark = pytest.mark.anyio
+
+TOOLS_LIST = modern_request("tools/list")
 
 
 async def _consent_page(http: httpx2.AsyncClient, url: str) -> dict[str, str]:
@@ -336,3 +344,106 @@ async def test_browser_clients_reach_discovery_and_token_endpoints_from_their_or
         assert "access-control-allow-credentials" not in answer.headers, path
     assert discovery_preflight.status_code == 200
     assert {name: answer.status_code for name, answer in guarded.items()} == dict.fromkeys(guarded, 403)
+
+
+# -- Attacks that already held (moved here from tests/auth): PKCE, CSRF, code replay, audience ----------
+
+
+@pytest.mark.parametrize(
+    ("pkce_params", "description"),
+    [
+        ({}, "PKCE is required"),
+        ({"code_challenge": "x" * 43, "code_challenge_method": "plain"}, "S256"),
+        ({"code_challenge": "x" * 43}, "S256"),  # no method means plain (RFC 7636 §4.3)
+    ],
+)
+async def test_authorization_without_s256_pkce_is_refused(
+    server: LiveServer,  # noqa: F811
+    pkce_params: dict[str, str],
+    description: str,
+) -> None:
+    async with server.http() as http:
+        client = await register_client(http)
+        url = authorize_url(server, client["client_id"], None, state="s1", **pkce_params)
+        response = await http.get(url)
+    assert response.status_code == 302
+    location = response.headers["location"]
+    assert location.startswith(REDIRECT_URI)
+    assert "error=invalid_request" in location
+    assert "state=s1" in location
+    assert f"iss={server.base}".replace(":", "%3A").replace("/", "%2F") in location
+    assert description.replace(" ", "+") in location
+
+
+async def test_login_and_consent_forms_need_the_session_csrf_token(server: LiveServer) -> None:  # noqa: F811
+    async with server.http() as http:
+        client = await register_client(http)
+        url = authorize_url(server, client["client_id"], Pkce.new())
+        login_page = await http.get(url)
+        fields = hidden_fields(login_page.text)
+        cookies = login_page.headers.get_list("set-cookie")
+        cookie = cookies[0]
+        forged = await http.post(
+            "/api/oauth/login", data={**fields, "csrf_token": "guess", "email": "a", "password": "b"}
+        )
+        wrong_password = await http.post(
+            "/api/oauth/login", data={**fields, "email": "ada@example.test", "password": "nope"}
+        )
+        signed_in = await http.post(
+            "/api/oauth/login", data={**fields, "email": "ada@example.test", "password": PASSWORD}
+        )
+        consent = await http.get(signed_in.headers["location"])
+        forged_consent = await http.post(
+            "/api/oauth/authorize",
+            data={**hidden_fields(consent.text), "csrf_token": fields["csrf_token"], "decision": "approve"},
+        )
+    assert "HttpOnly" in cookie
+    assert "SameSite=lax" in cookie
+    # Only the sign-in pages and the share viewer (org-only shares) get the cookie: never /v1, /mcp or
+    # the signed blob URLs where uploaded bytes are served.
+    assert sorted(c.split("Path=")[1].split(";")[0] for c in cookies) == ["/api/oauth", "/r"]
+    assert login_page.headers["x-frame-options"] == "DENY"
+    assert forged.status_code == 403
+    assert wrong_password.status_code == 401
+    assert "do not match" in wrong_password.text
+    assert signed_in.status_code == 303
+    # Signing in replaced the session, so the pre-login CSRF token is worthless now.
+    assert forged_consent.status_code == 403
+
+
+async def test_a_code_can_be_used_once_and_a_replay_revokes_what_it_bought(server: LiveServer) -> None:  # noqa: F811
+    browser = Browser(server.base)
+    async with server.http() as http:
+        client = await register_client(http)
+        pkce = Pkce.new()
+        code = (await browser.visit(authorize_url(server, client["client_id"], pkce))).params["code"]
+        first = await exchange_code(http, client["client_id"], code, pkce.verifier)
+        replay = await exchange_code(http, client["client_id"], code, pkce.verifier)
+        refresh = await http.post(
+            "/api/oauth/token",
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": first.json()["refresh_token"],
+                "client_id": client["client_id"],
+            },
+        )
+    await browser.aclose()
+    assert first.status_code == 200
+    assert replay.status_code == 400
+    assert replay.json()["error"] == "invalid_grant"
+    assert refresh.status_code == 400  # the family of the replayed code is revoked
+
+
+async def test_a_token_for_another_audience_is_refused(server: LiveServer) -> None:  # noqa: F811
+    api_tokens = await obtain_tokens(server, resource=server.api_url)
+    mcp_tokens = await obtain_tokens(server)
+    at_mcp = await mcp_post(server, api_tokens.access_token, TOOLS_LIST)
+    async with server.http() as http:
+        at_api = await http.get("/v1/whoami", headers={"Authorization": f"Bearer {mcp_tokens.access_token}"})
+        own_api = await http.get("/v1/whoami", headers={"Authorization": f"Bearer {api_tokens.access_token}"})
+    assert at_mcp.status_code == 401
+    assert 'error="invalid_token"' in at_mcp.headers["www-authenticate"]
+    assert at_api.status_code == 401
+    assert own_api.status_code == 200
+    assert own_api.json()["kind"] == "oauth"
+    assert own_api.json()["org_id"] == LOCAL_ORG_ID
