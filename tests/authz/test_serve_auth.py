@@ -67,7 +67,7 @@ async def test_an_agent_signs_in_through_the_sdk_oauth_client_and_steps_up_for_t
     assert len(rows["items"]) >= 2  # the failed demo runs of org_local, read through the internal credential
     # Every tool is listed, with the scope it needs, so the model calls debug_run and the client steps up.
     assert {"list_traces", "get_trace", "get_event", "debug_run", "replay_trace"} <= set(tools_before)
-    assert tools_before["debug_run"].meta == {"scope": "mcp:debug"}
+    assert tools_before["debug_run"].meta == {"scope": "mcp:debug", "ui": {"resourceUri": "ui://molar/viewer"}}
     assert "mcp:debug" in (tools_before["debug_run"].description or "")
     assert not debug.is_error
     assert len(browser.consent_pages) == 2  # the second consent is the step-up to mcp:debug
