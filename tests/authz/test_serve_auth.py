@@ -250,3 +250,17 @@ async def test_an_org_only_share_needs_a_signed_in_browser_of_that_org(auth_serv
     assert anonymous.status_code == 401
     assert signed_in.status_code == 200
     assert detail["short_id"] in signed_in.text
+
+
+async def test_resources_list_shows_only_the_callers_orgs_recent_traces(auth_served: AuthServed) -> None:
+    detail = await _local_trace(auth_served)
+    uris: dict[str, set[str]] = {}
+    for who, key in (("local", auth_served.key_read), ("other", auth_served.key_other)):
+        async with (
+            httpx2.AsyncClient(headers=bearer(key), timeout=30.0) as http,
+            Client(streamable_http_client(auth_served.mcp_url, http_client=http), cache=None) as client,
+        ):
+            uris[who] = {str(r.uri) for r in (await client.list_resources()).resources}
+    assert f"molar://traces/{detail['short_id']}" in uris["local"]
+    assert not uris["other"] & uris["local"]
+    assert uris["other"] == set()  # org_other has recorded nothing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 from typing import Any
 
@@ -10,10 +11,12 @@ import anyio.to_thread
 import pytest
 from mcp.client import Client
 from mcp.shared.exceptions import MCPError
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult, ImageContent, TextContent
+from PIL import Image
 
 from molar_mcp.compose import Embedded
 from molar_mcp.ingest import ingest_bundle
+from molar_mcp.mcp.images import vision_tokens
 from molar_mcp.mcp.server import create_mcp_server
 from molar_mcp.mcp.tokens import estimate_tokens
 from molar_mcp.store import LOCAL_ORG_ID, TraceQuery
@@ -31,11 +34,15 @@ def text_of(result: CallToolResult) -> str:
 
 def total_tokens(result: CallToolResult) -> int:
     """Everything a client may put before a model: every content block and the structured content
-    (raw UTF-8 JSON, as on the wire)."""
+    (raw UTF-8 JSON, as on the wire). An image costs what a vision model charges for its pixels
+    (width × height / 750), not its base64 text, which no client tokenizes as text."""
     blocks = 0
     for block in result.content:
         if isinstance(block, TextContent):
             blocks += estimate_tokens(block.text)
+        elif isinstance(block, ImageContent):
+            with Image.open(io.BytesIO(base64.b64decode(block.data))) as image:
+                blocks += vision_tokens(*image.size)
         else:
             blocks += estimate_tokens(json.dumps(block.model_dump(mode="json", exclude_none=True, by_alias=True)))
     return blocks + estimate_tokens(json.dumps(result.structured_content, ensure_ascii=False))

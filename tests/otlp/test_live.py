@@ -3,6 +3,7 @@ finished at once when complete, after the quiet period when not, `aborted` when 
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -183,3 +184,32 @@ async def test_an_export_above_the_inline_size_is_read_after_the_answer_and_foll
     }
     assert any(e["kind"] == "tool.result" and e["ok"] is False for e in seen)
     assert (await settled_trace(http))["status"] == "failed"
+
+
+async def test_kept_bodies_are_forgotten_after_the_late_period_and_later_log_records_are_refused(
+    http: httpx2.AsyncClient, embedded: Embedded
+) -> None:
+    ctx = embedded.context
+    spans = refund_run()
+    assert (await post_protobuf(http, spans)).status_code == 200
+    trace = await settled_trace(http)
+    otel_trace_id = f"{spans[0].context.trace_id:032x}"
+    assert ctx.otlp.stored_spans(LOCAL_ORG_ID, otel_trace_id)[0]  # kept: late log records can still join
+    await sweep(ctx, now=time.time() + 30)
+    assert ctx.otlp.stored_spans(LOCAL_ORG_ID, otel_trace_id)[0]
+    await sweep(ctx, now=time.time() + ctx.otlp_settings.late_logs_seconds + 1)
+    assert ctx.otlp.stored_spans(LOCAL_ORG_ID, otel_trace_id)[0] == []
+    ctx.otlp_settings.late_logs_seconds = 0  # any record after the finish is now too late
+    record = {
+        "traceId": otel_trace_id,
+        "spanId": f"{spans[0].context.span_id:016x}",
+        "timeUnixNano": str(spans[0].end_time),
+        "eventName": "gen_ai.choice",
+        "body": {"kvlistValue": {"values": [{"key": "finish_reason", "value": {"stringValue": "stop"}}]}},
+    }
+    body = {"resourceLogs": [{"scopeLogs": [{"logRecords": [record]}]}]}
+    late = await http.post("/otlp/v1/logs", content=json.dumps(body), headers={"content-type": "application/json"})
+    assert late.status_code == 200
+    assert late.json()["partialSuccess"]["rejectedLogRecords"] == "1"
+    assert "had finished before they arrived" in late.json()["partialSuccess"]["errorMessage"]
+    assert (await only_trace(http))["id"] == trace["id"]

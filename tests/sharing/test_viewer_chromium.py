@@ -29,7 +29,9 @@ from playwright.sync_api import Browser, FrameLocator, Page, sync_playwright
 
 from molar_mcp.mcp.viewer_app import RESULT_META_KEY, VIEWER_URI
 from molar_mcp.models.masking import mask
+from tests.bundles import make_bundle, summary
 from tests.servers import Served
+from tests.sharing.conftest import SECRET, XSS, failing_events
 
 pytestmark = pytest.mark.e2e
 
@@ -330,3 +332,30 @@ def test_without_the_facts_the_app_draws_the_structured_content(app_run: AppRun,
     assert view.locator("#failure h2").inner_text() == "Failing step 7: Return from the provider"
     assert view.locator('ol.timeline > li[data-step="7"]').get_attribute("class") == "failed"
     assert view.locator("ol.timeline > li[data-step]").count() == 7
+
+
+def test_trace_text_in_the_app_is_text_and_secrets_stay_masked(demo: Demo, app_run: AppRun, tab: Page) -> None:
+    """A trace whose console line carries a script tag and a live key, through the real server and client."""
+    with httpx2.Client(base_url=demo.served.base_url, timeout=30) as http:
+        made = http.post(
+            "/v1/traces/ingest",
+            files={"file": ("xss.tar.gz", make_bundle(summary(), failing_events()), "application/gzip")},
+        )
+    assert made.status_code == 201, made.text
+    short = made.json()["short_id"]
+
+    async def call() -> dict[str, Any]:
+        async with Client(demo.served.base_url + "/mcp", extensions=[APPS]) as client:
+            result = await client.call_tool("debug_run", {"trace_id": short})
+        dumped: dict[str, Any] = result.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return dumped
+
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        result = worker.submit(anyio.run, call).result()
+    assert SECRET not in json.dumps(result)
+    view = host(tab, app_run.html, {"trace_id": short}, result)
+    # The causal step's events hold the console line: shown as text, no element made of it.
+    events = view.locator("#causal-step-events")
+    assert XSS in events.inner_text()
+    assert view.locator("script").count() == 1  # ours
+    assert SECRET not in view.locator("html").inner_html()

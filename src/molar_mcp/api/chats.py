@@ -33,7 +33,7 @@ from molar_mcp.api.bodies import json_body, validation_message
 from molar_mcp.api.context import ApiContext, api_context, org_of
 from molar_mcp.api.errors import ApiError, error_response
 from molar_mcp.api.openapi import documented
-from molar_mcp.debugger.briefing import no_model_answer, render_findings, system_prompt
+from molar_mcp.debugger.briefing import failing_step_events, no_model_answer, render_findings, system_prompt
 from molar_mcp.debugger.chat import (
     Answered,
     LoopStopped,
@@ -113,7 +113,11 @@ async def create_chat(request: Request) -> JSONResponse:
         events = ctx.store.list_events(org, detail.id, limit=max(1, detail.event_count)).events
         findings = render_findings(detail, analyze(events, detail.status), events)
         chat_id = ctx.chats.create_chat(
-            org, detail.id, title=body.title, system=system_prompt(detail, findings), findings=findings
+            org,
+            detail.id,
+            title=body.title,
+            system=system_prompt(detail, findings, failing_step_events(detail, events)),
+            findings=findings,
         )
         return ctx.chats.get_chat(org, chat_id, model=_model_name(ctx))
 

@@ -18,7 +18,7 @@ from molar_mcp.mcp.views import PageEvent, TraceHeader, TraceView
 from molar_mcp.models import Event, TraceDetail
 
 # Payload cut lengths tried in turn, longest first: the longest that keeps a full page wins.
-PAGE_DETAIL_CHARS = (1000, 600, 300, 160, 90, 60)
+PAGE_DETAIL_CHARS = (1000, 600, 300, 160, 90, 60, 40, 24)
 MIN_PAGE_EVENTS = 20
 
 
@@ -128,8 +128,7 @@ def build_events_page(
     empty_view, empty_text = assemble([])
     base = cost(empty_view, empty_text) + 20  # the cut-rows line
     want = min(len(events), MIN_PAGE_EVENTS)
-    rows: list[PageEvent] = []
-    fit = 0
+    view, text = assemble([])
     for limit in PAGE_DETAIL_CHARS:
         rows = [page_event(e, limit, origin) for e in events]
         spent, fit = base, 0
@@ -138,11 +137,12 @@ def build_events_page(
             if spent > budget:
                 break
             fit += 1
+        view, text = assemble(rows[: max(fit, 1)] if rows else [])
+        # The arithmetic is an estimate of parts; the whole is checked, and trimmed if it is over. A page
+        # trimmed below `want` tries the next, shorter cut.
+        while fit > 1 and cost(view, text) > budget:
+            fit -= 1
+            view, text = assemble(rows[:fit])
         if fit >= want:
             break
-    view, text = assemble(rows[: max(fit, 1)] if rows else [])
-    # The arithmetic is an estimate of parts; the whole is checked once, and trimmed if it is over.
-    while fit > 1 and cost(view, text) > budget:
-        fit -= 1
-        view, text = assemble(rows[:fit])
     return view, text

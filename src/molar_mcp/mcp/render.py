@@ -217,6 +217,12 @@ def event_detail(ev: Event, trace_ref: str | None, limit: int = DETAIL_CHARS, or
     return cut_with_pointer(text, limit, event_call(trace_ref, ev.seq) if trace_ref else None)
 
 
+def _message_chars(detail_chars: int) -> int:
+    """How much of a message a row keeps beside a detail cut to `detail_chars`: the tightest page cuts
+    (below 60) cut the message too."""
+    return min(MESSAGE_CHARS, detail_chars + 100 if detail_chars >= 60 else 2 * detail_chars)
+
+
 def event_row(
     ev: Event, trace_ref: str | None, detail_chars: int = DETAIL_CHARS, origin: str | None = None
 ) -> EventRow:
@@ -227,13 +233,17 @@ def event_row(
         message = message.replace(origin + "/", "/")
     if message is not None and detail is not None and detail.startswith(message):
         message = None  # a request's message repeats its method and URL, which the detail starts with
+    elif message is not None and detail is not None and "…[+" in detail:
+        head, _, tail = detail.partition("…[+")
+        if message.startswith(head):  # what is left of a cut detail repeats the message: keep the count only
+            detail = "…[+" + tail
     return EventRow(
         seq=ev.seq,
         step=ev.step,
         kind=ev.kind,
         ok=ev.ok,
         message=cut_with_pointer(
-            message, min(MESSAGE_CHARS, detail_chars + 100), event_call(trace_ref, ev.seq) if trace_ref else None
+            message, _message_chars(detail_chars), event_call(trace_ref, ev.seq) if trace_ref else None
         )
         if message
         else None,

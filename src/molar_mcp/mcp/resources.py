@@ -1,18 +1,24 @@
 """MCP resources: the same read models as the tools, addressable by `molar://` URIs."""
 
+import base64
+import binascii
 import json
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+from mcp.shared.exceptions import MCPError
+from mcp.types import INTERNAL_ERROR, INVALID_PARAMS, Annotations, ListResourcesResult, PaginatedRequestParams, Resource
+from pydantic import BaseModel, ValidationError
 
 from molar_mcp.client import ApiClientError, NotFoundError, TraceFilters
 from molar_mcp.mcp.event_render import event_document
 from molar_mcp.mcp.masking import mask_text
 from molar_mcp.mcp.render import build_trace_view, event_row
 from molar_mcp.mcp.replay_calls import replay_resource
-from molar_mcp.mcp.state import client_of
+from molar_mcp.mcp.state import AppState, client_of
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
+from molar_mcp.models import TraceListItem
 
 TRACE_URI = "molar://traces/{trace_id}"
 EVENTS_URI = "molar://traces/{trace_id}/events{?step,kind,ok,offset,limit}"
@@ -27,6 +33,8 @@ RUN_TESTS_MAX = 50
 RUN_TRACES_PAGE = 50
 EVENTS_PAGE_MAX = 200
 BLOB_INLINE_MAX = 1024 * 1024
+RECENT_PAGE = 25  # traces per `resources/list` page
+RECENT_MAX = 100  # `resources/list` lists the newest traces only: a client that walks every page stops here
 
 
 def _resource_error(exc: ApiClientError, uri: str) -> Exception:
@@ -197,6 +205,65 @@ async def incidents_resource(org_id: str, ctx: Context, status: str | None = Non
     return json.dumps(body, ensure_ascii=False)
 
 
+class _RecentCursor(BaseModel):
+    """`resources/list`'s cursor: the trace list's own cursor and how many traces came before."""
+
+    after: str
+    listed: int
+
+
+def _encode_cursor(cursor: _RecentCursor) -> str:
+    return base64.urlsafe_b64encode(cursor.model_dump_json().encode()).decode().rstrip("=")
+
+
+def _decode_cursor(raw: str) -> _RecentCursor:
+    try:
+        return _RecentCursor.model_validate_json(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (binascii.Error, ValueError, ValidationError) as exc:
+        raise MCPError(INVALID_PARAMS, "invalid cursor: pass the nextCursor of the previous page") from exc
+
+
+def _recent_resource(t: TraceListItem) -> Resource:
+    scenario = t.scenario_slug or "an unnamed scenario"
+    when = t.created_at.strftime("%Y-%m-%d %H:%M UTC")
+    description = f"{t.status} run of {scenario}, {when}"
+    if t.code_sha:
+        description += f", commit {t.code_sha[:10]}"
+    if t.replay_of:
+        description += f", a replay of {t.replay_of} (not an ordinary run)"
+    return Resource(
+        uri=f"molar://traces/{t.short_id}",
+        name=f"trace-{t.short_id}",
+        title=f"{t.status.upper()} {t.scenario_slug or 'trace'} {t.short_id}" + (" (replay)" if t.replay_of else ""),
+        description=description + " (JSON summary; get_trace explains it)",
+        mime_type="application/json",
+        annotations=Annotations(last_modified=t.created_at.isoformat()),
+    )
+
+
+async def list_recent_traces(ctx: Any, params: PaginatedRequestParams | None) -> ListResourcesResult:
+    """`resources/list`: the caller's org's most recent traces, newest first, RECENT_PAGE per page and
+    RECENT_MAX in all (older ones: list_traces, whose filters and cursor reach every trace)."""
+    state = ctx.lifespan_context
+    assert isinstance(state, AppState)
+    cursor = _decode_cursor(params.cursor) if params is not None and params.cursor else None
+    listed = cursor.listed if cursor else 0
+    size = min(RECENT_PAGE, RECENT_MAX - listed)
+    if size <= 0:
+        return ListResourcesResult(resources=[])
+    try:
+        page = await state.client.list_traces(limit=size, cursor=cursor.after if cursor else None)
+    except ApiClientError as exc:
+        raise MCPError(INVALID_PARAMS if exc.status == 400 else INTERNAL_ERROR, exc.message) from exc
+    resources = [_recent_resource(t) for t in page.items]
+    listed += len(resources)
+    more = page.next_cursor is not None and listed < RECENT_MAX
+    next_cursor = (
+        _encode_cursor(_RecentCursor(after=page.next_cursor, listed=listed)) if more and page.next_cursor else None
+    )
+    return ListResourcesResult(resources=resources, next_cursor=next_cursor)
+
+
 def _run_not_found(uri: str) -> ResourceNotFoundError:
     return ResourceNotFoundError(f"{uri}: no such run; GET /v1/runs lists the runs of your org")
 
@@ -283,6 +350,9 @@ async def run_trace_resource(org_id: str, run_id: str, ctx: Context) -> str:
 
 
 def register(server: MCPServer[Any]) -> None:
+    # `resources/list` pages the most recent traces (MCPServer's own handler lists static resources,
+    # of which there are none, in one page).
+    server._lowlevel_server.add_request_handler("resources/list", PaginatedRequestParams, list_recent_traces)
     server.resource(
         BLOB_URI,
         name="trace-artifact",

@@ -26,7 +26,9 @@ WORKFLOW = """\
    (regressions) or `flaky=true`. Page with `cursor=next_cursor` and the same filters. A row whose
    `replay_of` is set is a replay, not a new run of the test: it proves nothing about the test by itself.
 2. **Read what failed.** `get_trace(trace_id="<short_id>")` gives the status, the failing step with
-   expected vs actual, the steps, the failed events and the artifacts.
+   expected vs actual, the steps, the failed events and the artifacts (a failure screenshot comes as an
+   image you can see, scaled down, with a resource link to the full one; when the answer says there was
+   no room for it, call again with a larger `max_tokens`, e.g. 3000).
 3. **Read the failing step's events.** `get_trace(trace_id=…, step=N)` returns a page of that step's
    events (`step` takes a number, a nested path such as `3.2`, or a step id); `kind="network"` keeps
    requests, `events=true` pages the whole run; `offset=next_offset` continues. Rows are

@@ -245,6 +245,31 @@ async def _stop(process: anyio.abc.Process) -> None:
         os.killpg(group, signal.SIGKILL)
     await process.wait()
     await process.aclose()
+    # A signal is delivered when its target next runs: on a busy machine the group's members may still
+    # be running for a while after kill returns. Return only once none of them is left (zombies waiting
+    # for init to reap them have ended), so "stopped" means stopped.
+    for _ in range(500):  # at most ~5 s
+        if not _group_members(group):
+            break
+        await anyio.sleep(0.01)
+
+
+def _group_members(group: int) -> list[int]:
+    """The live (not zombie) processes whose process group is `group`, from /proc."""
+    members: list[int] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="utf-8", errors="replace") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # Fields after the command name: state, ppid, pgrp, …
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 2 and fields[2] == str(group) and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
 
 
 def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

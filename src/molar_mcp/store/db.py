@@ -4,18 +4,49 @@ thread (WAL: a long write never blocks a read), transactions, and migrations kep
 
 Components migrate independently (`schema_versions` holds one row each), so features can add
 tables without renumbering each other's migrations.
+
+Text the store keeps never holds U+0000: PostgreSQL's text type cannot, so on both engines every NUL
+in a bound value becomes U+FFFD (the replacement character) — the same rows whichever engine stores
+them (`store_text`; the PostgreSQL connection does the same in `postgres/db.py`).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 DB_FILE = "molar.sqlite3"
 MAX_IDLE_READERS = 16
+NUL, REPLACEMENT = "\x00", "\ufffd"
+
+
+def store_text(value: str) -> str:
+    """`value` as the store keeps it: each NUL replaced by U+FFFD."""
+    return value.replace(NUL, REPLACEMENT) if NUL in value else value
+
+
+def _clean(params: Any) -> Any:
+    if isinstance(params, (list, tuple)):
+        if any(isinstance(v, str) and NUL in v for v in params):
+            return [store_text(v) if isinstance(v, str) else v for v in params]
+        return params
+    if isinstance(params, dict):
+        return {k: store_text(v) if isinstance(v, str) else v for k, v in params.items()}
+    return params
+
+
+class TextConnection(sqlite3.Connection):
+    """A SQLite connection that binds text as the store keeps it (no NUL; see the module's docstring)."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        return super().execute(sql, _clean(parameters))
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> sqlite3.Cursor:
+        return super().executemany(sql, (_clean(row) for row in parameters))
 
 
 class Database:
@@ -28,7 +59,9 @@ class Database:
         self._idle: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._closed = False
-        self._conn = sqlite3.connect(data_dir / DB_FILE, check_same_thread=False, isolation_level=None)
+        self._conn = sqlite3.connect(
+            data_dir / DB_FILE, check_same_thread=False, isolation_level=None, factory=TextConnection
+        )
         try:
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
@@ -95,7 +128,9 @@ class Database:
                 raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
             if self._idle:
                 return self._idle.pop()
-        conn = sqlite3.connect(self.data_dir / DB_FILE, check_same_thread=False, isolation_level=None)
+        conn = sqlite3.connect(
+            self.data_dir / DB_FILE, check_same_thread=False, isolation_level=None, factory=TextConnection
+        )
         conn.execute("PRAGMA busy_timeout = 5000")
         conn.execute("PRAGMA query_only = 1")
         with self._readers_lock:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from molar_mcp.models import Event
-from molar_mcp.store.db import Database
+from molar_mcp.store.db import Database, store_text
 from molar_mcp.store.history import refresh_health
 from molar_mcp.store.port import StoreError, TooManyEvents, max_trace_events
 from molar_mcp.store.search import index_text
@@ -81,7 +81,17 @@ class AppendResult:
 
 
 def _body(ev: Event) -> tuple[Any, ...]:
-    return (ev.ts, ev.kind, ev.step_id, ev.ok, ev.message, json.dumps(ev.payload, sort_keys=True))
+    """What makes two events with one seq the same, text as the store keeps it (a retried event whose
+    text had a NUL is the stored one: `store.db.store_text`)."""
+    step_id, message = ev.step_id, ev.message
+    return (
+        ev.ts,
+        store_text(ev.kind),
+        None if step_id is None else store_text(step_id),
+        ev.ok,
+        None if message is None else store_text(message),
+        json.dumps(ev.payload, sort_keys=True),
+    )
 
 
 def _row_body(row: Sequence[Any]) -> tuple[Any, ...]:

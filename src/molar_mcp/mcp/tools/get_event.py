@@ -4,13 +4,14 @@ from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, ContentBlock, TextContent, ToolAnnotations
 from pydantic import Field
 
 from molar_mcp.client import ApiClientError, NotFoundError
 from molar_mcp.mcp.errors import tool_error
 from molar_mcp.mcp.event_render import PathError, build_event_view
-from molar_mcp.mcp.render import structured
+from molar_mcp.mcp.images import ReadScreenshot, Screenshot, is_screenshot, read_screenshot
+from molar_mcp.mcp.render import cost, structured
 from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
 from molar_mcp.mcp.tools.registry import add_tool
@@ -44,11 +45,30 @@ async def get_event(
         ) from exc
     except ApiClientError as exc:
         raise tool_error(exc, trace_id=trace_id) from exc
+    shot: ReadScreenshot | None = None
+    sha = event.payload.get("sha256")
+    if event.kind == "screenshot" and isinstance(sha, str) and path is None and find is None and offset == 0:
+        # A screenshot event: the image itself, bounded, beside the link to the full one.
+        try:
+            detail = await client.get_trace(trace_id)
+        except ApiClientError as exc:
+            raise tool_error(exc, trace_id=trace_id) from exc
+        artifact = next((a for a in detail.artifacts if a.sha256 == sha and is_screenshot(a)), None)
+        shot = None if artifact is None else await read_screenshot(client, detail.id, artifact)
+    reserve = 0 if shot is None else shot.reserves(max_tokens)[0]
     try:
-        view, text = build_event_view(event, trace_id, path=path, find=find, offset=offset, budget=max_tokens)
+        view, text = build_event_view(event, trace_id, path=path, find=find, offset=offset, budget=max_tokens - reserve)
     except PathError as exc:
         raise ToolError(str(exc)) from None
-    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured(view))
+    content: list[ContentBlock] = [TextContent(type="text", text=text)]
+    if shot is not None:
+        got = shot.show(max_tokens - cost(view, text) - shot.overhead(), max_tokens)
+        if isinstance(got, Screenshot):
+            view = view.model_copy(update={"omitted": [*view.omitted, got.omitted]})
+            content = [TextContent(type="text", text=f"{text}\n{got.note}"), got.block, got.link]
+        else:
+            content = [TextContent(type="text", text=f"{text}\n{got}"), shot.link]
+    return CallToolResult(content=content, structured_content=structured(view))
 
 
 def register(server: MCPServer[Any]) -> None:

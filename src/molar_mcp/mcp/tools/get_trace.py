@@ -10,10 +10,11 @@ from pydantic import Field
 from molar_mcp.client import TraceClient
 from molar_mcp.mcp.conversation import build_conversation, fit_conversation, is_agent_run
 from molar_mcp.mcp.errors import store_errors
+from molar_mcp.mcp.images import Screenshot, pick_screenshot, read_screenshot
 from molar_mcp.mcp.pages import build_events_page, page_size
 from molar_mcp.mcp.render import build_trace_view, cost, link_block, structured
 from molar_mcp.mcp.state import client_of
-from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
+from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET, estimate_tokens
 from molar_mcp.mcp.tools.registry import add_tool
 from molar_mcp.mcp.tools.spec import ToolSpec
 from molar_mcp.mcp.viewer_app import UI_META, viewer_meta, wants_viewer
@@ -95,11 +96,35 @@ async def get_trace(
     # An agent run reads as a conversation: its model and tool calls get part of the budget.
     agent = model_calls is not None and tool_calls is not None and is_agent_run(detail.event_counts)
     reserve = min(max_tokens // 2, 1000) if agent else 0
-    view, text = build_trace_view(detail, failed_events, failing.total, None, 0, offset, None, max_tokens - reserve)
+    # A screenshot is shown as an image: its cost (as a vision model counts it) is set aside first.
+    artifact = pick_screenshot(detail.artifacts)
+    shot = None if artifact is None else await read_screenshot(client, detail.id, artifact)
+    room = max_tokens - reserve
+
+    def fit(budget: int) -> tuple[TraceView, str]:
+        return build_trace_view(detail, failed_events, failing.total, None, 0, offset, None, budget)
+
+    if shot is None:
+        view, text = fit(room)
+    else:
+        # The image takes its share from what the rest can spare (its step events and failed events),
+        # never the rest's floor: a view that would lose artifacts or steps it keeps at the full budget
+        # tries a smaller image, then none.
+        full, full_text = fit(room)
+        need = [a.uri for a in full.artifacts[:2]]
+        reserves = shot.reserves(max_tokens)
+        for n, aside in enumerate(reserves):
+            view, text = fit(room - aside)
+            # An image comes with its own link: the screenshot's place in the artifact list is kept.
+            kept = {a.uri for a in view.artifacts} | ({shot.link.uri} if n < len(reserves) - 1 else set())
+            if all(uri in kept for uri in need) and len(view.steps) >= len(full.steps[:1]):
+                break
+        else:  # not even the line saying why: the answer as without a screenshot, which stays linked
+            view, text = full, full_text
     if agent and model_calls is not None and tool_calls is not None:
         # A margin for what joining the two costs (the `conversation` key, newlines, the cut note in
         # both forms) adds beyond the parts' own estimates: the whole answer must stay within budget.
-        room = max_tokens - cost(view, text) - CONVERSATION_MARGIN
+        room = max_tokens - cost(view, text) - CONVERSATION_MARGIN - (shot.reserves(max_tokens)[-1] if shot else 0)
         conversation, lines, cut = fit_conversation(
             build_conversation(model_calls.events, tool_calls.events), room, detail.short_id
         )
@@ -107,8 +132,26 @@ async def get_trace(
             update={"conversation": conversation, "omitted": [*view.omitted, *([cut] if cut else [])]}
         )
         text = "\n".join([text, *lines, *([f"Left out: {cut}"] if cut else [])])
-    content: list[ContentBlock] = [TextContent(type="text", text=text)]
-    content.extend(ResourceLink.model_validate(link_block(a)) for a in view.artifacts)
+    links = [ResourceLink.model_validate(link_block(a)) for a in view.artifacts]
+    image: list[ContentBlock] = []
+    if shot is not None:
+        # The image gets what the rest left, at most its share; what does not fit is left out whole.
+        linked = any(existing.uri == shot.link.uri for existing in links)
+        left = max_tokens - cost(view, text)
+        got = shot.show(left - shot.overhead(with_link=not linked), max_tokens)
+        if isinstance(got, Screenshot):
+            image.append(got.block)
+            view = view.model_copy(update={"omitted": [*view.omitted, got.omitted]})
+            text = f"{text}\n{got.note}"
+            if not linked:
+                links.append(shot.link)
+        elif shot.image is None and shot.overhead(with_link=not linked) <= left:
+            text = f"{text}\n{got}"  # unreadable: why, and the file
+            if not linked:
+                links.append(shot.link)
+        elif estimate_tokens(got) + 2 <= left:
+            text = f"{text}\n{got}"  # no room: says so, and how to see it
+    content: list[ContentBlock] = [TextContent(type="text", text=text), *image, *links]
     # A client that renders MCP Apps gets the viewer's facts beside the answer (not for the model).
     meta = await viewer_meta(client, trace_id) if wants_viewer(ctx) else None
     return CallToolResult(content=content, structured_content=structured(view), _meta=meta)

@@ -24,11 +24,13 @@ from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg.abc import Buffer
 from psycopg.adapt import Dumper, Loader
 from psycopg.pq import Format
+from psycopg.types.string import StrBinaryDumper, StrDumperUnknown
 from psycopg_pool import ConnectionPool
 
-from molar_mcp.store.db import Database
+from molar_mcp.store.db import Database, store_text
 from molar_mcp.store.port import current_org_scope
 from molar_mcp.store.postgres import dialect
 from molar_mcp.store.postgres.migrations import pg_migration, secure_tables
@@ -55,8 +57,23 @@ class _NumericAsNumber(Loader):
         return int(value) if value == value.to_integral_value() else float(value)
 
 
+class _StoreText(StrDumperUnknown):
+    """Text as the store keeps it on both engines: each NUL (which PostgreSQL's text refuses) becomes
+    U+FFFD (`store.db.store_text`)."""
+
+    def dump(self, obj: str) -> Buffer | None:
+        return super().dump(store_text(obj))
+
+
+class _StoreTextBinary(StrBinaryDumper):
+    def dump(self, obj: str) -> Buffer | None:
+        return super().dump(store_text(obj))
+
+
 def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.adapters.register_dumper(bool, _BoolAsInt)
+    conn.adapters.register_dumper(str, _StoreText)
+    conn.adapters.register_dumper(str, _StoreTextBinary)
     conn.adapters.register_loader("numeric", _NumericAsNumber)
 
 
