@@ -1,8 +1,8 @@
-"""Flood benchmark: a sign-in flood against a real `molar-mcp serve` (auth on) while an unrelated
-client reads `GET /v1/traces`; reports that read's latency (min/median/p99/max), the answers the flood
-got, and the server's peak memory (VmHWM).
+"""Flood benchmark: a sign-in flood, or the ingest of a bundle of a million tiny events, against a real
+`molar-mcp serve` (auth on) while an unrelated client reads `GET /v1/traces`; reports that read's latency
+(min/median/p99/max), what the flood got, and the server's peak memory (VmHWM).
 
-    python bench/bench_floods.py [--seconds 20] [--concurrency 40]
+    python bench/bench_floods.py [--flood login|ingest] [--seconds 20] [--concurrency 40] [--events 1000000]
 
 A temporary data dir, 127.0.0.1 only; the server is stopped and the dir removed on the way out.
 It measures; it does not gate (target: p99 of the unrelated read <= 200 ms during the flood).
@@ -90,15 +90,57 @@ async def run(secured: Secured, seconds: float, concurrency: int) -> None:
     print(f"server peak memory (VmHWM): {peak_rss_mb(secured.served.process.pid):.0f} MB")
 
 
+async def run_ingest(secured: Secured, events: int) -> None:
+    from tests.bundles import make_bundle, summary
+
+    rows = [{"seq": n, "ts": 1_763_629_200_000 + n, "kind": "log", "message": "x"} for n in range(events)]
+    bundle = make_bundle(summary(scenario_slug="million"), rows)
+    latencies: list[float] = []
+    done = asyncio.Event()
+    async with httpx2.AsyncClient(base_url=secured.base, timeout=600.0) as http:
+        headers = {"authorization": f"Bearer {secured.key_all}"}
+
+        async def ingest() -> tuple[int, float]:
+            started = time.perf_counter()
+            files = {"bundle": ("million.tar.gz", bundle, "application/gzip")}
+            answer = await http.post("/v1/traces/ingest", headers=headers, data={"scenario_slug": "m"}, files=files)
+            done.set()
+            return answer.status_code, time.perf_counter() - started
+
+        async def reader() -> None:
+            async with httpx2.AsyncClient(base_url=secured.base, timeout=60.0) as own:
+                while not done.is_set():
+                    started = time.perf_counter()
+                    response = await own.get("/v1/traces", headers=headers, params={"limit": 20})
+                    latencies.append((time.perf_counter() - started) * 1000)
+                    assert response.status_code == 200
+                    await asyncio.sleep(0.02)
+
+        (status, took), _ = await asyncio.gather(ingest(), reader())
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    print(f"ingest of {events} events ({len(bundle) / 1e6:.1f} MB bundle): {status} in {took:.1f} s")
+    print(
+        f"GET /v1/traces during the ingest ({len(latencies)} reads): min {latencies[0]:.1f} ms, "
+        f"median {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms, max {latencies[-1]:.1f} ms"
+    )
+    print(f"server peak memory (VmHWM): {peak_rss_mb(secured.served.process.pid):.0f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--concurrency", type=int, default=40)
+    parser.add_argument("--flood", choices=["login", "ingest"], default="login")
+    parser.add_argument("--events", type=int, default=1_000_000)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="molar-bench-floods-"))
-    secured = start_secured(tmp / "data")
+    secured = start_secured(tmp / "data", demo=args.flood == "login")
     try:
-        asyncio.run(run(secured, args.seconds, args.concurrency))
+        if args.flood == "ingest":
+            asyncio.run(run_ingest(secured, args.events))
+        else:
+            asyncio.run(run(secured, args.seconds, args.concurrency))
     finally:
         stop_server(secured.served)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -61,6 +61,10 @@ def start(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
             str(port),
             "--data-dir",
             str(data_dir),
+            # The benchmark measures ingest, not the limits: its exports and its polling for the end
+            # of the run must not be turned away.
+            "--rate-limits",
+            "read=1000000,ingest=1000000",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -18,6 +18,7 @@ from mcp.client import Client
 from mcp.types import CallToolResult, TextContent
 from starlette.types import ASGIApp
 
+from molar_mcp.api.telemetry import IN_PROCESS_EXTENSION
 from molar_mcp.client import TraceClient
 from molar_mcp.client.asgi_stream import StreamingASGITransport
 from molar_mcp.debugger.chat import ToolResult, ToolRunner
@@ -38,7 +39,7 @@ def in_process_client_factory(api_app: ASGIApp, *, org_id: str | None = None) ->
 
     @asynccontextmanager
     async def factory() -> AsyncIterator[TraceClient]:
-        transport = StreamingASGITransport(api_app)
+        transport = StreamingASGITransport(api_app, extensions={IN_PROCESS_EXTENSION: {}})
         async with httpx2.AsyncClient(transport=transport, base_url=EMBEDDED_BASE_URL, headers=headers) as http:
             yield TraceClient(http)
 

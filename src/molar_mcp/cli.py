@@ -62,14 +62,16 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_rate_limits(spec: str) -> RateLimits:
-    """`read=600,write=120,ingest=1200` (any subset) → `RateLimits`; requests per minute per org."""
+    """`read=600,write=120,ingest=1200,tool=6000` (any subset) → `RateLimits`; per minute per org."""
     from molar_mcp.api.telemetry import RateLimits
 
     values: dict[str, int] = {}
     for part in spec.split(","):
         name, _, raw = part.strip().partition("=")
-        if name not in ("read", "write", "ingest") or not raw.isdigit() or int(raw) < 1:
-            raise ValueError(f"bad rate limit {part!r}: use read=N,write=N,ingest=N with N ≥ 1 per minute")
+        if name not in ("read", "write", "ingest", "otlp", "tool") or not raw.isdigit() or int(raw) < 1:
+            raise ValueError(
+                f"bad rate limit {part!r}: use read=N,write=N,ingest=N,otlp=N,tool=N with N ≥ 1 per minute"
+            )
         values[name] = int(raw)
     return RateLimits(**values)
 
@@ -95,6 +97,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"molar-mcp: {exc}", file=sys.stderr)
         return 2
     otlp = OtlpSettings(quiet_seconds=args.otlp_quiet_seconds)
+    if not args.live_quiet_seconds > 0 or not args.unused_client_hours > 0:
+        print("molar-mcp: --live-quiet-seconds and --unused-client-hours must be more than 0", file=sys.stderr)
+        return 2
     roots = _replay_roots(args.replay_root)
     if roots is None:
         return 2
@@ -105,6 +110,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         rate_limits=limits,
         debugger=debugger,
         otlp_settings=otlp,
+        live_quiet_seconds=args.live_quiet_seconds,
         replay_demo=args.demo,
         replay_roots=roots,
     ) as embedded:
@@ -117,7 +123,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 None
                 if args.no_auth
                 else stack.enter_context(
-                    open_serve_auth(data_dir, args.issuer or base, database_url=_engines(args)["database_url"])
+                    open_serve_auth(
+                        data_dir,
+                        args.issuer or base,
+                        database_url=_engines(args)["database_url"],
+                        unused_client_seconds=args.unused_client_hours * 3600,
+                    )
                 )
             )
             origins = own_origins(args.host, args.port, auth.config.issuer if auth else None, allowed or ())
@@ -543,7 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allowed-hosts", help="comma-separated Host names to accept behind a proxy")
     serve.add_argument("--max-bundle-mb", type=int, default=25, help="ingest size limit (MB)")
     serve.add_argument(
-        "--rate-limits", help="requests a minute per org, e.g. read=600,write=120,ingest=1200 (the defaults)"
+        "--rate-limits",
+        help="per minute per org: REST read/write/ingest requests, OTLP exports, MCP tool calls "
+        "(the defaults: read=600,write=120,ingest=1200,otlp=6000,tool=6000)",
     )
     serve.add_argument("--model", help=_MODEL_HELP)
     serve.add_argument(
@@ -552,6 +565,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(os.environ.get("MOLAR_OTLP_QUIET_SECONDS", "30")),
         help="an OTLP trace whose root span has arrived finishes after this long without new spans "
         "(env MOLAR_OTLP_QUIET_SECONDS; default 30)",
+    )
+    serve.add_argument(
+        "--live-quiet-seconds",
+        type=float,
+        default=float(os.environ.get("MOLAR_LIVE_QUIET_SECONDS", "600")),
+        help="a live trace that nothing was appended to for this long is marked interrupted (its producer "
+        "crashed) (env MOLAR_LIVE_QUIET_SECONDS; default 600)",
+    )
+    serve.add_argument(
+        "--unused-client-hours",
+        type=float,
+        default=float(os.environ.get("MOLAR_UNUSED_CLIENT_HOURS", "24")),
+        help="an OAuth client registered this long ago and never used (no authorization, no token) is deleted "
+        "(env MOLAR_UNUSED_CLIENT_HOURS; default 24)",
     )
     serve.set_defaults(func=cmd_serve)
 

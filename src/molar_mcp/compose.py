@@ -20,15 +20,17 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, request_response
 from starlette.types import ASGIApp
 
 from molar_mcp import __version__
 from molar_mcp.api.app import create_api_app
 from molar_mcp.api.bus import LiveBus
-from molar_mcp.api.context import ApiContext, OtlpSettings
+from molar_mcp.api.context import DEFAULT_LIVE_QUIET_SECONDS, ApiContext, OtlpSettings
+from molar_mcp.api.live import run_reaper
 from molar_mcp.api.otlp import ingest as otlp_ingest
 from molar_mcp.api.otlp import run_sweeper
 from molar_mcp.api.telemetry import RateLimiter, RateLimits
@@ -45,11 +47,19 @@ from molar_mcp.mcp.server import TOOL_SPECS, create_mcp_server
 from molar_mcp.mcp.state import AppState, ClientFactory
 from molar_mcp.replay.apps import AppConfig
 from molar_mcp.replay.recording import RecordedRun, record_scenarios, scenario_files
-from molar_mcp.serve_auth import INTERNAL_TOKEN_FILE, OriginGuard, ServeAuth, acting_client_factory, internal_token
+from molar_mcp.serve_auth import (
+    INTERNAL_TOKEN_FILE,
+    OriginGuard,
+    ServeAuth,
+    acting_client_factory,
+    internal_token,
+    run_client_expiry,
+)
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
 from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.replays import ReplayStore
 from molar_mcp.store.signing import DEFAULT_REFRESH_SECONDS, UrlSigner
+from molar_mcp.tool_budget import ToolCallBudget
 
 log = logging.getLogger("molar_mcp")
 
@@ -164,6 +174,7 @@ def open_embedded(
     rate_limits: RateLimits | None = None,
     debugger: DebuggerConfig | None = None,
     otlp_settings: OtlpSettings | None = None,
+    live_quiet_seconds: float = DEFAULT_LIVE_QUIET_SECONDS,
     replay_demo: bool = True,
     replay_roots: Sequence[Path] = (),
 ) -> Iterator[Embedded]:
@@ -195,6 +206,7 @@ def open_embedded(
             debugger_budget_cents=debugger.budget_cents,
             model_price=debugger.price,
             otlp_settings=otlp_settings,
+            live_quiet_seconds=live_quiet_seconds,
             apps=None if replay_demo else {},
             replay_roots=replay_roots,
             signer=signer,
@@ -491,20 +503,30 @@ def create_serve_app(
         ):
             # OTLP traces finish after a quiet period even when no request comes to notice it.
             tasks.start_soon(run_sweeper, embedded.context)
+            # Live traces left running by a crashed producer are marked interrupted after a quiet period.
+            tasks.start_soon(run_reaper, embedded.context)
+            if auth is not None:  # registered OAuth clients never used are deleted after a while
+                tasks.start_soon(run_client_expiry, auth)
             if embedded.context.replays is not None:
                 embedded.context.replays.start()  # claims replays queued through any replica
             yield
             tasks.cancel_scope.cancel()
 
-    mcp_endpoint: ASGIApp = mcp_app
-    routes: list[BaseRoute] = [Route("/.well-known/molar-capabilities.json", capabilities, methods=["GET"])]
+    # One tool call is one unit of its org's `tool` budget (the reads it makes inside are not counted).
+    context = embedded.context
+    mcp_endpoint: ASGIApp = ToolCallBudget(mcp_app, limiter=context.rate_limiter, metrics=context.metrics)
+    # A discovery document: readable from any origin (CORS, no cookies), like the OAuth well-knowns.
+    public_capabilities = CORSMiddleware(request_response(capabilities), allow_origins=["*"], allow_methods=["GET"])
+    routes: list[BaseRoute] = [
+        Route("/.well-known/molar-capabilities.json", public_capabilities, methods=["GET", "OPTIONS"])
+    ]
     if auth is not None:
         routes += create_oauth_routes(auth.config, auth.db)
         routes += create_protected_resource_routes([auth.mcp_resource, auth.api_resource])
         # Per-tool scopes with step-up (403 insufficient_scope), tools/list filtered to what the token may call.
         policy = ScopePolicy.of({spec.name: [spec.scope] for spec in TOOL_SPECS})
         mcp_endpoint = McpScopeGuard(
-            mcp_app, verifier=auth.verifier(auth.mcp_resource), resource=auth.mcp_resource, policy=policy
+            mcp_endpoint, verifier=auth.verifier(auth.mcp_resource), resource=auth.mcp_resource, policy=policy
         )
     routes += [Route("/mcp", endpoint=mcp_endpoint), Mount("/", app=api_app)]
     middleware = [Middleware(OriginGuard, allowed=allowed_origins)] if allowed_origins is not None else []

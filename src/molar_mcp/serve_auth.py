@@ -7,19 +7,25 @@ both also take API keys. The MCP server reaches the store with its own internal 
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
+import anyio
+import anyio.to_thread
 import httpx2
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from molar_mcp.api.auth import ApiAuth
+from molar_mcp.api.telemetry import IN_PROCESS_EXTENSION
 from molar_mcp.auth import (
     ALL_SCOPES,
     SCOPE_TRACE_READ,
@@ -33,12 +39,17 @@ from molar_mcp.auth import (
     ProtectedResource,
     get_principal,
 )
+from molar_mcp.auth.clients import ClientStore
+from molar_mcp.auth.config import JWKS_PATH, REGISTER_PATH, REVOKE_PATH, TOKEN_PATH
 from molar_mcp.auth.keys import AuthKeys
 from molar_mcp.auth.session import SessionCookies
+from molar_mcp.auth.tokens import GrantStore
 from molar_mcp.auth.users import UserStore
 from molar_mcp.client import TraceClient
 from molar_mcp.client.asgi_stream import StreamingASGITransport
 from molar_mcp.mcp.state import ClientFactory
+
+log = logging.getLogger("molar_mcp")
 
 INTERNAL_TOKEN_FILE = "internal-token"  # noqa: S105 - a file name, not a secret
 
@@ -81,12 +92,31 @@ class ServeAuth:
             ttl=self.config.session_ttl,
             secure=self.config.secure_cookies,
             clock=self.config.clock,
+            revoked=GrantStore(self.db).access_token_revoked,
         )
         session = cookies.load(request)
         if session is None or session.user_id is None:
             return None
         user = UserStore(self.db).get(session.user_id)
         return user.org_id if user is not None else None
+
+
+async def run_client_expiry(auth: ServeAuth) -> None:
+    """Delete registered clients never used, at start and then every tenth of their age (≤ 1 h)."""
+    config = auth.config
+    interval = max(0.05, min(3600.0, config.unused_client_seconds / 10))
+    clients = ClientStore(auth.db)
+    while True:
+        now = int(config.clock())
+        try:
+            expire = functools.partial(clients.expire_unused, config.unused_client_seconds, now=now)
+            gone = await anyio.to_thread.run_sync(expire)
+        except Exception:  # the database restarting: try again at the next look
+            log.warning("expiring unused OAuth clients failed; trying again in %.0f s", interval, exc_info=True)
+        else:
+            if gone:
+                log.info("deleted %d OAuth clients registered and never used", gone)
+        await anyio.sleep(interval)
 
 
 def open_auth_db(data_dir: Path, *, database_url: str | None = None) -> AuthDB:
@@ -100,9 +130,20 @@ def open_auth_db(data_dir: Path, *, database_url: str | None = None) -> AuthDB:
 
 
 @contextmanager
-def open_serve_auth(data_dir: Path, issuer: str, *, database_url: str | None = None) -> Iterator[ServeAuth]:
+def open_serve_auth(
+    data_dir: Path,
+    issuer: str,
+    *,
+    database_url: str | None = None,
+    unused_client_seconds: float = AuthConfig.unused_client_seconds,
+) -> Iterator[ServeAuth]:
     issuer = issuer.rstrip("/")  # a trailing slash breaks the SDK client's issuer comparison (MCP-NOTES)
-    config = AuthConfig(issuer=issuer, resources=(f"{issuer}/mcp", f"{issuer}/v1"), data_dir=data_dir)
+    config = AuthConfig(
+        issuer=issuer,
+        resources=(f"{issuer}/mcp", f"{issuer}/v1"),
+        data_dir=data_dir,
+        unused_client_seconds=unused_client_seconds,
+    )
     db = open_auth_db(data_dir, database_url=database_url)
     try:
         yield ServeAuth(
@@ -151,7 +192,7 @@ def acting_client_factory(api_app: ASGIApp, token: str) -> ClientFactory:
 
     @asynccontextmanager
     async def factory() -> AsyncIterator[TraceClient]:
-        transport = StreamingASGITransport(api_app)
+        transport = StreamingASGITransport(api_app, extensions={IN_PROCESS_EXTENSION: {}})
         async with httpx2.AsyncClient(
             transport=transport, base_url="http://molar.embedded", auth=ActingAs(token)
         ) as http:
@@ -160,10 +201,18 @@ def acting_client_factory(api_app: ASGIApp, token: str) -> ClientFactory:
     return factory
 
 
+# What browser-based MCP clients must reach from their own origin (CORS, any origin, no cookies): the
+# discovery documents and the authorization server's JSON endpoints. The sign-in pages, /mcp and /v1 are
+# not among them: there the origin guard stays.
+CROSS_ORIGIN_PATHS: Final = frozenset({TOKEN_PATH, REGISTER_PATH, REVOKE_PATH, JWKS_PATH})
+CROSS_ORIGIN_PREFIXES: Final = ("/.well-known/",)
+
+
 class OriginGuard:
     """403 for a browser request from a foreign origin (DNS rebinding, CSRF from other sites): a
     request that carries `Origin` must come from one of this server's own origins. Clients that are
-    not browsers send no `Origin` and pass (MCP transport spec, "Security Warning")."""
+    not browsers send no `Origin` and pass (MCP transport spec, "Security Warning"). The discovery
+    and token endpoints (`CROSS_ORIGIN_PATHS`) answer every origin with CORS headers instead."""
 
     def __init__(self, app: ASGIApp, allowed: Iterable[str]) -> None:
         self.app = app
@@ -171,8 +220,10 @@ class OriginGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            path = scope.get("path", "")
+            open_to_all = path in CROSS_ORIGIN_PATHS or path.startswith(CROSS_ORIGIN_PREFIXES)
             origin = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"origin"), None)
-            if origin is not None and origin.rstrip("/").lower() not in self.allowed:
+            if origin is not None and not open_to_all and origin.rstrip("/").lower() not in self.allowed:
                 response = JSONResponse(
                     {"error": "forbidden", "message": f"requests from origin {origin!r} are not allowed here"},
                     status_code=403,

@@ -154,3 +154,36 @@ async def test_an_oversized_batch_is_refused(http: httpx2.AsyncClient) -> None:
     trace = await start(http)
     response = await http.post(f"/v1/traces/{trace}/events", json={"events": [ev(i) for i in range(1001)]})
     assert response.status_code == 413
+
+
+async def test_the_reaper_interrupts_only_traces_quiet_past_the_period_on_every_engine(
+    http: httpx2.AsyncClient, embedded: Embedded
+) -> None:
+    import time
+
+    from molar_mcp.api.live import reap
+
+    quiet_one = await start(http, "quiet-producer")
+    busy_one = await start(http, "busy-producer")
+    finished = await start(http, "finished-producer")
+    await http.post(f"/v1/traces/{quiet_one}/events", json={"events": [ev(0), ev(1)]})
+    await http.post(f"/v1/traces/{finished}/finish", json={"status": "passed"})
+    quiet = embedded.context.live_quiet_seconds
+    later = int(time.time() * 1000) + int(quiet * 1000) + 5_000
+    await http.post(f"/v1/traces/{busy_one}/events", json={"events": [ev(0)]})
+    reaped_early = await reap(embedded.context, now_ms=int(time.time() * 1000))
+    # The busy producer appends again just before `later` (its touch, as the store would record it then).
+    with embedded.store.db.tx() as conn:
+        conn.execute("UPDATE traces SET live_touched_ms = ? WHERE id = ?", (later - 1000, busy_one))
+    reaped = await reap(embedded.context, now_ms=later)
+    again = await reap(embedded.context, now_ms=later)
+    states = {t: (await http.get(f"/v1/traces/{t}")).json() for t in (quiet_one, busy_one, finished)}
+    late = await http.post(f"/v1/traces/{quiet_one}/events", json={"events": [ev(2)]})
+    assert reaped_early == []
+    assert reaped == [quiet_one]
+    assert again == []
+    assert states[quiet_one]["status"] == "interrupted"
+    assert states[quiet_one]["event_count"] == 2
+    assert states[busy_one]["status"] == "running"
+    assert states[finished]["status"] == "passed"
+    assert late.status_code == 409

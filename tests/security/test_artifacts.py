@@ -102,3 +102,33 @@ async def _register(http: httpx2.AsyncClient) -> dict[str, Any]:
     assert response.status_code == 201, response.text
     result: dict[str, Any] = response.json()
     return result
+
+
+async def test_a_revoked_share_link_answers_410_until_the_trace_is_shared_again(secured: Secured) -> None:
+    async with secured.http(secured.key_all) as http:
+        files = {"bundle": ("b.tar.gz", make_bundle(), "application/gzip")}
+        stored = await http.post("/v1/traces/ingest", data={"scenario_slug": "shared"}, files=files)
+        trace = stored.json()["short_id"]
+        shared = await http.post(f"/v1/traces/{trace}/share", json={"visibility": "public-read", "expires_days": 1})
+        link = urlsplit(shared.json()["url"]).path
+        async with secured.http() as anyone:
+            before = await anyone.get(link)
+            async with secured.http(secured.key_other) as intruder:
+                foreign = await intruder.delete(f"/v1/traces/{trace}/share")
+            async with secured.http(secured.key_read) as reader:
+                read_only = await reader.delete(f"/v1/traces/{trace}/share")
+            revoked = await http.delete(f"/v1/traces/{trace}/share")
+            again = await http.delete(f"/v1/traces/{trace}/share")
+            after = await anyone.get(link)
+            reshared = await http.post(f"/v1/traces/{trace}/share", json={"visibility": "public-read"})
+            back = await anyone.get(link)
+    assert before.status_code == 200
+    assert foreign.status_code == 404  # another org's trace does not exist for it
+    assert read_only.status_code == 403
+    assert (revoked.status_code, revoked.json()) == (200, {"revoked": True})
+    assert again.json() == {"revoked": False}
+    assert after.status_code == 410
+    assert "revoked" in after.text
+    assert trace not in after.text.replace(link, "")  # nothing of the trace is shown
+    assert reshared.status_code == 200
+    assert back.status_code == 200

@@ -1,13 +1,20 @@
 """Floods of the unauthenticated endpoints, over real HTTP: sign-in throttling per account and per
 client address (lockout window, a clear 429 with Retry-After, no hashing while locked out), and
-registration limits. Peak memory and the latency of other requests during a flood are measured by
-bench/bench_floods.py, not timed here."""
+registration limits; MCP tool calls counted once each against their org's `tool` budget (real MCP
+clients), never as the internal reads they make. Peak memory and the latency of other requests during a
+flood are measured by bench/bench_floods.py, not timed here."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import anyio
 import httpx2
 import pytest
+from mcp.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from tests.auth.conftest import (
     EMAIL,
@@ -20,7 +27,9 @@ from tests.auth.conftest import (
     register_client,
     server,  # noqa: F401 - the shared server with its clock reset (a fixture)
 )
-from tests.security.conftest import Secured
+from tests.bundles import make_bundle
+from tests.security.conftest import Secured, start_secured
+from tests.servers import stop_server as stop
 
 pytestmark = pytest.mark.anyio
 
@@ -160,3 +169,80 @@ async def test_one_credential_cannot_open_unbounded_2025_sessions(secured: Secur
     assert "open sessions" in refused.json()["error"]["message"]
     assert int(refused.headers["retry-after"]) > 0
     assert other.status_code == 200  # another credential is not affected
+
+
+# --- Rate limits count what the caller did: one MCP tool call is one unit of its org's `tool` budget ---
+
+
+@asynccontextmanager
+async def _agent(secured: Secured, key: str) -> AsyncIterator[Client]:
+    async with (
+        httpx2.AsyncClient(headers={"authorization": f"Bearer {key}"}, timeout=60.0) as http,
+        Client(streamable_http_client(secured.mcp_url, http_client=http), mode="2026-07-28") as client,  # type: ignore[arg-type]
+    ):
+        yield client
+
+
+async def _a_trace(secured: Secured) -> str:
+    async with secured.http(secured.key_all) as http:
+        files = {"bundle": ("b.tar.gz", make_bundle(), "application/gzip")}
+        stored = await http.post("/v1/traces/ingest", data={"scenario_slug": "budget"}, files=files)
+        assert stored.status_code == 201, stored.text
+        short_id: str = stored.json()["short_id"]
+        return short_id
+
+
+async def test_ten_agents_of_one_org_looping_tool_calls_are_not_refused_at_the_defaults(secured: Secured) -> None:
+    # Each get_trace makes several internal reads of /v1; counted as REST reads (600 a minute), 10 agents
+    # looping were refused within seconds. Counted as tool calls, 400 calls are well within the budget.
+    trace = await _a_trace(secured)
+    refused: list[str] = []
+    done: list[int] = []
+
+    async def agent(n: int) -> None:
+        async with _agent(secured, secured.key_read if n % 2 else secured.key_all) as client:
+            for _ in range(40):
+                try:
+                    result = await client.call_tool("get_trace", {"trace_id": trace})
+                except MCPError as exc:
+                    refused.append(exc.error.message)
+                    continue
+                assert not result.is_error, result.content
+                done.append(n)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(10):
+            tg.start_soon(agent, n)
+    assert refused == []
+    assert len(done) == 400
+
+
+@pytest.fixture(scope="module")
+def budgeted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    s = start_secured(tmp_path_factory.mktemp("budgeted") / "data", "--rate-limits", "read=5,tool=12", demo=False)
+    try:
+        yield s
+    finally:
+        stop(s.served)
+
+
+async def test_a_tool_call_spends_one_unit_of_the_tool_budget_not_the_reads_it_makes(budgeted: Secured) -> None:
+    trace = await _a_trace(budgeted)
+    async with _agent(budgeted, budgeted.key_all) as client:
+        for _ in range(10):  # each reads the trace, its events and its history: 30+ internal reads
+            result = await client.call_tool("get_trace", {"trace_id": trace})
+            assert not result.is_error, result.content
+        async with budgeted.http(budgeted.key_all) as http:
+            reads = [(await http.get("/v1/traces")).status_code for _ in range(6)]
+        for _ in range(2):
+            assert not (await client.call_tool("list_traces", {})).is_error
+        with pytest.raises(MCPError) as refused:
+            await client.call_tool("list_traces", {})
+    async with _agent(budgeted, budgeted.key_other) as other:
+        other_org = await other.call_tool("list_traces", {})
+    # The REST budget was untouched by 10 tool calls: 5 reads pass, the sixth is refused.
+    assert reads == [200] * 5 + [429]
+    assert "rate limited" in refused.value.error.message
+    assert "12 tool calls a minute" in refused.value.error.message
+    assert refused.value.error.data["retry_after"] >= 1
+    assert not other_org.is_error  # another org has its own budget

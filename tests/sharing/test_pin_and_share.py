@@ -120,7 +120,7 @@ def test_the_store_scopes_pins_and_shares_by_org_but_finds_a_share_by_short_id_a
     made = sharing.share("org_local", traces.failed_id, "public-read", 30, now=now)
     assert made == (traces.failed_short, "public-read", datetime(2026, 1, 31, 12, 0, tzinfo=UTC))
     found = sharing.get_share_by_short_id(traces.failed_short)
-    assert found == ("org_local", traces.failed_id, "public-read", datetime(2026, 1, 31, 12, 0, tzinfo=UTC))
+    assert found == ("org_local", traces.failed_id, "public-read", datetime(2026, 1, 31, 12, 0, tzinfo=UTC), None)
     assert sharing.get_share_by_short_id(traces.passed_short) is None
     swapped = traces.failed_short.swapcase()  # short ids are case-sensitive
     assert swapped == traces.failed_short or sharing.get_share_by_short_id(swapped) is None
@@ -132,3 +132,21 @@ def test_the_store_refuses_a_share_the_api_would_refuse(
 ) -> None:
     with pytest.raises(ValueError, match=r"(visibility|expires_days) must be"):
         sharing.share("org_local", traces.failed_short, visibility, days)
+
+
+def test_a_revoked_share_is_found_revoked_until_shared_again(sharing: SqliteSharingStore, traces: Traces) -> None:
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    assert sharing.revoke("org_local", traces.failed_short, now=now) is False  # nothing to revoke
+    sharing.share("org_local", traces.failed_short, "public-read", 7, now=now)
+    with pytest.raises(TraceNotFound):
+        sharing.revoke("org_acme", traces.failed_short)  # another org cannot revoke it
+    assert sharing.revoke("org_local", traces.failed_short, now=now + timedelta(hours=1)) is True
+    assert sharing.revoke("org_local", traces.failed_short) is False
+    revoked = sharing.get_share_by_short_id(traces.failed_short)
+    sharing.share("org_local", traces.failed_short, "org-only", 7, now=now)
+    renewed = sharing.get_share_by_short_id(traces.failed_short)
+    assert revoked is not None
+    assert revoked.revoked_at == now + timedelta(hours=1)
+    assert renewed is not None
+    assert renewed.revoked_at is None
+    assert renewed.visibility == "org-only"

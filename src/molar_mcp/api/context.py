@@ -35,6 +35,7 @@ from molar_mcp.store.sharing import SqliteSharingStore
 from molar_mcp.store.signing import UrlSigner
 from molar_mcp.store.tiers import SqliteTiers
 
+DEFAULT_LIVE_QUIET_SECONDS = 600.0
 _ORG_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 # The trace tools a chat's model may call, acting in one org (the composition root backs them with our
@@ -88,6 +89,8 @@ class ApiContext:
     model_price: Price | None = None  # overrides the price table (e.g. 0,0 for a local model)
     blob_store: BlobStore | None = None  # where artifacts live; an object store hands out presigned URLs
     otlp_settings: OtlpSettings = field(default_factory=OtlpSettings)
+    # A live trace no producer touched for this long is marked `interrupted` by the reaper (api/live.py).
+    live_quiet_seconds: float = DEFAULT_LIVE_QUIET_SECONDS
 
     @classmethod
     def embedded(
@@ -105,6 +108,7 @@ class ApiContext:
         bus: LiveBus | None = None,
         rate_limiter: RateLimiter | None = None,
         otlp_settings: OtlpSettings | None = None,
+        live_quiet_seconds: float = DEFAULT_LIVE_QUIET_SECONDS,
         signer: UrlSigner | None = None,
     ) -> ApiContext:
         """The context of the store: its signer, blobs, live ingest and bus (one process's, unless given)."""
@@ -138,6 +142,7 @@ class ApiContext:
             debugger_budget_cents=debugger_budget_cents,
             model_price=model_price,
             otlp_settings=otlp_settings or OtlpSettings(),
+            live_quiet_seconds=live_quiet_seconds,
         )
 
     def blob_file(self, sha256: str) -> Path:

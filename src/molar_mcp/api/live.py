@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -20,13 +21,15 @@ from starlette.routing import Route
 from molar_mcp.api.analysis import run_analysis
 from molar_mcp.api.bodies import json_body, validation_message
 from molar_mcp.api.bus import Published
-from molar_mcp.api.context import api_context, org_of
+from molar_mcp.api.context import ApiContext, api_context, org_of
 from molar_mcp.api.errors import ApiError
 from molar_mcp.api.openapi import Param, documented, integer, string
 from molar_mcp.debugger.detectors import analyze, failure_signature
 from molar_mcp.models import TRACE_SOURCES, AppendResponse, Event, LiveTrace, TraceDetail
 from molar_mcp.models.traces import TraceSource
-from molar_mcp.store.live import IncomingEvent, TraceNotRunning
+from molar_mcp.store.live import INTERRUPTED, IncomingEvent, TraceNotRunning
+
+log = logging.getLogger("molar_mcp")
 
 MAX_BATCH = 1000
 HEARTBEAT_SECONDS = 15
@@ -268,6 +271,38 @@ async def stream(request: Request) -> Response:
     return EventSourceResponse(frames(), ping=HEARTBEAT_SECONDS, headers={"cache-control": "no-store"})
 
 
+async def reap(ctx: ApiContext, now_ms: int | None = None) -> list[str]:
+    """Mark `interrupted` every live trace no producer touched (created, appended to) for the quiet period
+    (`ctx.live_quiet_seconds`): its producer crashed or lost the network. What it holds stays stored and
+    searchable; the detectors run on it; its followers get the end of the stream. Returns the trace ids."""
+    quiet = ctx.live_quiet_seconds
+
+    def work() -> list[str]:
+        reaped = []
+        for org, trace_id in ctx.live.quiet_traces(quiet, now_ms):
+            if ctx.live.interrupt(org, trace_id, quiet, None, now_ms):
+                run_analysis(ctx, org, trace_id)  # names the failure from the events, when they show one
+                reaped.append(trace_id)
+        return reaped
+
+    reaped = await anyio.to_thread.run_sync(work)
+    for trace_id in reaped:
+        ctx.bus.publish(trace_id, Published(finished=INTERRUPTED))
+    return reaped
+
+
+async def run_reaper(ctx: ApiContext) -> None:
+    """The reaper `serve` runs beside the app until cancelled: a look every quarter of the quiet period
+    (at most every 30 s)."""
+    interval = max(0.05, min(30.0, ctx.live_quiet_seconds / 4))
+    while True:
+        await anyio.sleep(interval)
+        try:
+            await reap(ctx)
+        except Exception:  # a failing look (the database restarting) is retried at the next one
+            log.warning("the live-trace reaper failed; it will look again in %.0f s", interval, exc_info=True)
+
+
 def routes() -> list[Route]:
     return [
         Route("/v1/traces", create_trace, methods=["POST"]),
@@ -277,4 +312,4 @@ def routes() -> list[Route]:
     ]
 
 
-__all__ = ["TraceNotRunning", "routes"]
+__all__ = ["TraceNotRunning", "reap", "routes", "run_reaper"]

@@ -26,7 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _PATH_PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::[a-z]+)?}")
 _ERROR_TEXT = {
     400: "Invalid query parameter or body",
-    401: "Unauthenticated",
+    401: "No credential, or not a valid one (WWW-Authenticate says where to get one)",
     403: "Wrong org or insufficient scope",
     404: "Not found in this org",
     409: "Conflict (e.g. the trace is cold, finished, or the seq is taken)",
@@ -126,7 +126,7 @@ def _operation(route: Route, method: str, schemas: _Schemas, error_ref: dict[str
     op: dict[str, Any] = {"summary": summary, "operationId": f"{method.lower()}_{route.name}"}
     op["tags"] = list(doc.tags) if doc else (["trace"] if route.path.startswith("/v1/") else ["ops"])
     params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": _PATH_SCHEMAS.get(name, {"type": "string"})}
         for name in _PATH_PARAM.findall(route.path)
     ]
     if doc:
@@ -150,6 +150,8 @@ def _operation(route: Route, method: str, schemas: _Schemas, error_ref: dict[str
     ok: dict[str, Any] = {"description": "Success"}
     if doc and doc.response is not None:
         ok["content"] = {doc.media_type: {"schema": schemas.ref(doc.response)}}
+    elif doc and doc.media_type == "text/event-stream":
+        ok["content"] = {doc.media_type: {"schema": _SSE_EVENT}}
     elif doc and doc.media_type != "application/json":
         ok["content"] = {doc.media_type: {"schema": {"type": "string"}}}
     responses: dict[str, Any] = {str(doc.status if doc else 200): ok}
@@ -162,10 +164,55 @@ def _operation(route: Route, method: str, schemas: _Schemas, error_ref: dict[str
         responses.setdefault(
             "429", {"description": _ERROR_TEXT[429], "content": {"application/json": {"schema": error_ref}}}
         )
+    if not _public(route.path):
+        # A server with authentication (`serve` without --no-auth) asks every call here for a credential.
+        op["security"] = [{"bearer": []}]
+        for status in (401, 403):
+            responses.setdefault(
+                str(status),
+                {"description": _ERROR_TEXT[status], "content": {"application/json": {"schema": error_ref}}},
+            )
     op["responses"] = responses
     if doc and doc.extra:
         op.update(doc.extra)
     return op
+
+
+# What the server enforces on path parameters, stated (it answers 400 otherwise).
+_PATH_SCHEMAS: dict[str, dict[str, Any]] = {
+    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "64 lowercase hex characters"},
+}
+# One Server-Sent Event as clients parse it (WHATWG HTML "Server-sent events"): the stream is a sequence.
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string", "description": "JSON text (an event, a status or a message part)"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+# Routes without a credential (api/auth.py PUBLIC_PATHS, PUBLIC_PREFIXES; kept here to avoid an import cycle).
+_PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
+_PUBLIC_PREFIXES = ("/r/", "/v1/signed/")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _public(path: str) -> bool:
+    return path in _PUBLIC_PATHS or path.startswith(_PUBLIC_PREFIXES)
+
+
+def _bound_integers(node: Any) -> None:
+    """Every integer the server reads is a 64-bit integer (a larger one is refused with 400/422): say so."""
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            node.setdefault("minimum", INT64_MIN)
+            node.setdefault("maximum", INT64_MAX)
+        for value in node.values():
+            _bound_integers(value)
+    elif isinstance(node, list):
+        for value in node:
+            _bound_integers(value)
 
 
 def openapi_document(routes: Sequence[BaseRoute]) -> dict[str, Any]:
@@ -178,7 +225,7 @@ def openapi_document(routes: Sequence[BaseRoute]) -> dict[str, Any]:
         path = _PATH_PARAM.sub(r"{\1}", route.path)
         for method in sorted((route.methods or {"GET"}) - {"HEAD"}):
             paths.setdefault(path, {})[method.lower()] = _operation(route, method, schemas, error_ref)
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {
             "title": "Molar Trace API",
@@ -188,8 +235,15 @@ def openapi_document(routes: Sequence[BaseRoute]) -> dict[str, Any]:
         },
         "tags": [{"name": "trace", "description": "Traces, events, artifacts and live ingest"}, {"name": "ops"}],
         "paths": dict(sorted(paths.items())),
-        "components": {"schemas": dict(sorted(schemas.components.items()))},
+        "components": {
+            "schemas": dict(sorted(schemas.components.items())),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "an API key or an OAuth access token"}
+            },
+        },
     }
+    _bound_integers(document)
+    return document
 
 
 async def openapi(request: Request) -> JSONResponse:

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from molar_mcp import __version__
 from molar_mcp.api.context import api_context, org_of
 from molar_mcp.api.errors import ApiError, error_response
-from molar_mcp.api.telemetry import limit_class
+from molar_mcp.api.telemetry import in_process, limit_class
 from molar_mcp.store import TraceQuery
 from molar_mcp.store.port import org_scope
 
@@ -51,7 +51,9 @@ class OpsMiddleware:
         request = Request(scope)
         ctx = api_context(request)
         method, path = scope["method"], scope["path"]
-        cls = limit_class(method, path)
+        # The server's own in-process calls are not counted: the request that caused them was (an MCP
+        # tool call counts once against `tool`, whatever it reads; see tool_budget.py).
+        cls = None if in_process(scope) else limit_class(method, path)
         if cls is not None:
             try:
                 org = org_of(request)

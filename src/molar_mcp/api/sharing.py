@@ -1,4 +1,4 @@
-"""Pin, unpin and share a trace: `POST /v1/traces/{id}/pin`, `/unpin`, `/share`.
+"""Pin, unpin and share a trace: `POST /v1/traces/{id}/pin`, `/unpin`, `/share`; `DELETE …/share` revokes.
 
 A share is read at `GET /r/{short_id}` (`api/viewer.py`); the URL answered here points there.
 """
@@ -17,7 +17,7 @@ from molar_mcp.api.bodies import parse_json
 from molar_mcp.api.context import api_context, org_of
 from molar_mcp.api.errors import ApiError
 from molar_mcp.api.openapi import documented
-from molar_mcp.models.sharing import PinResponse, ShareRequest, ShareResponse
+from molar_mcp.models.sharing import PinResponse, RevokeShareResponse, ShareRequest, ShareResponse
 
 MAX_SHARE_BODY = 4096
 
@@ -84,9 +84,22 @@ async def share(request: Request) -> JSONResponse:
     return JSONResponse(response.model_dump(mode="json"))
 
 
+@documented(
+    summary="Revoke the share of a trace: its /r/{short_id} link answers 410 until it is shared again",
+    response=RevokeShareResponse,
+    errors=(404,),
+)
+async def revoke_share(request: Request) -> JSONResponse:
+    ctx = api_context(request)
+    org, trace_ref = org_of(request), request.path_params["trace_id"]
+    revoked = await anyio.to_thread.run_sync(lambda: ctx.sharing.revoke(org, trace_ref))
+    return JSONResponse(RevokeShareResponse(revoked=revoked).model_dump())
+
+
 def routes() -> list[Route]:
     return [
         Route("/v1/traces/{trace_id}/pin", pin, methods=["POST"]),
         Route("/v1/traces/{trace_id}/unpin", unpin, methods=["POST"]),
         Route("/v1/traces/{trace_id}/share", share, methods=["POST"]),
+        Route("/v1/traces/{trace_id}/share", revoke_share, methods=["DELETE"]),
     ]

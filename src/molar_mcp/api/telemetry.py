@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -36,9 +37,17 @@ class Metrics:
         )
 
 
+# The ASGI scope extension of the server's own in-process calls to /v1 (the MCP server's tools acting for
+# their caller, a debugger chat's tools). The caller's request was counted where it came in (a tool call,
+# a chat message), so these are not counted again.
+IN_PROCESS_EXTENSION = "molar.in_process"
+
+
 @dataclass(frozen=True)
 class RateLimits:
-    """Requests per minute per org and class."""
+    """Requests per minute per org and class. `tool` counts MCP tool calls (one a call, whatever the
+    tool reads inside); `read`/`write`/`ingest` count REST requests. A bucket holds a minute's worth, so
+    a burst up to the limit passes at once."""
 
     read: int = 600
     write: int = 120
@@ -46,6 +55,7 @@ class RateLimits:
     # (a 500-test run is 500 uploads in minutes; at 30 a minute its uploads were still queued long after).
     ingest: int = 1200
     otlp: int = 6000  # OTLP exports (api/otlp.py): an agent's SDK sends a batch every few seconds
+    tool: int = 6000  # a team of agents: 10 looping agents of one org stay far below 100 calls a second each
 
 
 @dataclass
@@ -78,6 +88,12 @@ class RateLimiter:
                 bucket.tokens -= 1
                 return 0.0
             return (1 - bucket.tokens) / rate
+
+
+def in_process(scope: Mapping[str, Any]) -> bool:
+    """True for the server's own in-process calls (see IN_PROCESS_EXTENSION)."""
+    extensions = scope.get("extensions") or {}
+    return IN_PROCESS_EXTENSION in extensions
 
 
 def limit_class(method: str, path: str) -> str | None:

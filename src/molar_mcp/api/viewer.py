@@ -97,6 +97,13 @@ async def _view(request: Request, *, embed: bool) -> HTMLResponse:
                 "This trace is shared with the members of another organisation only.",
                 embed=embed,
             )
+    if shared.revoked_at is not None:
+        return _message(
+            410,
+            "This link was revoked",
+            "Whoever shared this trace revoked the link. Ask them to share the trace again.",
+            embed=embed,
+        )
     if shared.expires_at <= ctx.sharing.now():
         return _message(
             410,

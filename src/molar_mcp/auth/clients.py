@@ -201,6 +201,18 @@ class ClientStore:
     def all(self) -> list[OAuthClient]:
         return [_client(row) for row in self._db.fetch_all("SELECT * FROM clients ORDER BY created_at")]
 
+    def expire_unused(self, max_age_seconds: float, *, now: int) -> int:
+        """Delete the clients registered more than `max_age_seconds` ago that were never used: no
+        authorization code was ever issued to them and they hold no tokens. Returns how many went. A client
+        that comes back later gets `invalid_client` and registers again (MCP clients do)."""
+        cutoff = now - int(max_age_seconds)
+        return self._db.execute(
+            "DELETE FROM clients WHERE created_at < ?"
+            " AND NOT EXISTS (SELECT 1 FROM auth_codes a WHERE a.client_id = clients.client_id)"
+            " AND NOT EXISTS (SELECT 1 FROM token_families f WHERE f.client_id = clients.client_id)",
+            (cutoff,),
+        )
+
 
 def _client(row: sqlite3.Row) -> OAuthClient:
     return client_from_metadata(

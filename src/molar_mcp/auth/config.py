@@ -40,6 +40,7 @@ SCOPE_DESCRIPTIONS: Final[dict[str, str]] = {
 OAUTH_PREFIX: Final = "/api/oauth"
 AUTHORIZE_PATH: Final = f"{OAUTH_PREFIX}/authorize"
 LOGIN_PATH: Final = f"{OAUTH_PREFIX}/login"
+LOGOUT_PATH: Final = f"{OAUTH_PREFIX}/logout"
 TOKEN_PATH: Final = f"{OAUTH_PREFIX}/token"
 REGISTER_PATH: Final = f"{OAUTH_PREFIX}/register"
 REVOKE_PATH: Final = f"{OAUTH_PREFIX}/revoke"
@@ -73,6 +74,8 @@ class AuthConfig:
     code_ttl: int = 120  # RFC 6749 §4.1.2: codes expire shortly, at most 10 minutes.
     session_ttl: int = 12 * 3600
     consent_ttl: int = 300  # a consent page's approval is good for one use within 5 minutes
+    # A registered client never used (no authorization code, no token) is deleted after this long.
+    unused_client_seconds: float = 24 * 3600
     http_client_factory: Callable[[], httpx2.AsyncClient] = default_http_client
     cimd_max_bytes: int = 5120  # CIMD draft: the server should cap the document size (5 KB).
     cimd_timeout: float = 5.0

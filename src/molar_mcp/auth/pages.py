@@ -105,6 +105,12 @@ def consent_page(
     return _page("Allow access", body)
 
 
+def signed_out_page() -> HTMLResponse:
+    page = _page("Signed out", "<h1>Signed out</h1><p>You are signed out of Molar in this browser.</p>", status=200)
+    page.headers["Cache-Control"] = "no-store"
+    return page
+
+
 def error_page(title: str, message: str, status: int = 400) -> HTMLResponse:
     """Shown instead of redirecting when the client or redirect URI cannot be trusted (RFC 6749 §4.1.2.1)."""
     return _page(title, f"<h1>{escape(title)}</h1><p>{escape(message)}</p>", status=status)

@@ -136,10 +136,9 @@ def challenge_response(
     scopes: Iterable[str] | None = None,
 ) -> Response:
     """401 (no or bad token), 400 (malformed request) or 403 (insufficient_scope) with a challenge."""
-    body = {
-        "error": error or "unauthorized",
-        "error_description": description or "a bearer token is required",
-    }
+    text = description or "a bearer token is required"
+    # `error_description` for OAuth clients (RFC 6750), `message` as every other error of the API says it.
+    body = {"error": error or "unauthorized", "error_description": text, "message": text}
     header = bearer_challenge(resource, error=error, description=description, scopes=scopes)
     return Response(
         json.dumps(body),

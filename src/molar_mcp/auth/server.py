@@ -44,9 +44,10 @@ from molar_mcp.auth.config import AuthConfig
 from molar_mcp.auth.consent import ConsentTickets
 from molar_mcp.auth.db import AuthDB
 from molar_mcp.auth.keys import AuthKeys
-from molar_mcp.auth.pages import consent_page, error_page, login_page
+from molar_mcp.auth.pages import consent_page, error_page, login_page, signed_out_page
 from molar_mcp.auth.session import Session, SessionCookies, csrf_ok, new_session
 from molar_mcp.auth.throttle import AuthThrottle
+from molar_mcp.auth.tokens import GrantStore
 from molar_mcp.auth.users import User
 from molar_mcp.models.limits import loads_bounded
 
@@ -113,8 +114,13 @@ class OAuthEndpoints:
         )
         self.server = MolarAuthorizationServer(config, db, keys, self.resolver)
         self.keys = keys
+        self.grants = GrantStore(db)
         self.cookies = SessionCookies(
-            keys.session_key, ttl=config.session_ttl, secure=config.secure_cookies, clock=config.clock
+            keys.session_key,
+            ttl=config.session_ttl,
+            secure=config.secure_cookies,
+            clock=config.clock,
+            revoked=self.grants.access_token_revoked,
         )
         self.consents = ConsentTickets(ttl=config.consent_ttl, clock=config.clock)
         self.throttle = AuthThrottle(config.throttle, config.clock)
@@ -218,6 +224,19 @@ class OAuthEndpoints:
         response = RedirectResponse(target, status_code=303, headers={"Cache-Control": "no-store"})
         self.cookies.store(response, new_session(user.id))  # a new session (and CSRF token) at login
         return response
+
+    async def logout(self, request: Request) -> Response:
+        """Sign out: the session ends on the server (its cookie is refused from now on, wherever it was
+        copied) and the browser drops the cookie."""
+        session = self.cookies.load(request)
+        if session is not None:
+            now = int(self.config.clock())
+            await anyio.to_thread.run_sync(
+                lambda: self.grants.revoke_access_token(session.revocation_id, expires_at=session.expires_at, now=now)
+            )
+        page = signed_out_page()
+        self.cookies.clear(page)
+        return page
 
     # -- token, registration, revocation (JSON) -----------------------------------------------------
     async def token(self, request: Request) -> Response:
@@ -333,6 +352,7 @@ def create_oauth_routes(config: AuthConfig, db: AuthDB) -> list[Route]:
         Route(paths.JWKS_PATH, _cors(endpoints.jwks, read), methods=read),
         Route(paths.AUTHORIZE_PATH, endpoints.authorize, methods=["GET", "POST"]),
         Route(paths.LOGIN_PATH, endpoints.login, methods=["POST"]),
+        Route(paths.LOGOUT_PATH, endpoints.logout, methods=["POST"]),
         Route(paths.TOKEN_PATH, _cors(endpoints.token, write), methods=write),
         Route(paths.REGISTER_PATH, _cors(endpoints.register, write), methods=write),
         Route(paths.REVOKE_PATH, _cors(endpoints.revoke, write), methods=write),

@@ -11,6 +11,7 @@ a cross-site page can neither read nor forge it.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
@@ -33,6 +34,12 @@ COOKIE_PATHS: Final = ("/api/oauth", "/r")
 class Session:
     user_id: str | None
     csrf: str
+    expires_at: int = 0  # when its cookie expires (0: not issued yet)
+
+    @property
+    def revocation_id(self) -> str:
+        """The id under which signing out records this session as ended (its CSRF token is unique)."""
+        return "session:" + hashlib.sha256(self.csrf.encode()).hexdigest()
 
 
 def new_session(user_id: str | None = None) -> Session:
@@ -41,11 +48,22 @@ def new_session(user_id: str | None = None) -> Session:
 
 
 class SessionCookies:
-    def __init__(self, key: OctKey, *, ttl: int, secure: bool, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        key: OctKey,
+        *,
+        ttl: int,
+        secure: bool,
+        clock: Callable[[], float],
+        revoked: Callable[[str], bool] | None = None,
+    ) -> None:
+        """`revoked(session.revocation_id)`: True for a session that was signed out (the cookie alone
+        would stay good until it expires, even copied elsewhere)."""
         self._key = key
         self._ttl = ttl
         self._secure = secure
         self._clock = clock
+        self._revoked = revoked
 
     def load(self, request: Request) -> Session | None:
         """The session in the request's cookie, if it is ours and not expired."""
@@ -62,7 +80,14 @@ class SessionCookies:
         except (JoseError, ValueError):
             return None
         user_id = token.claims.get("uid")
-        return Session(user_id=user_id if isinstance(user_id, str) else None, csrf=str(token.claims["csrf"]))
+        session = Session(
+            user_id=user_id if isinstance(user_id, str) else None,
+            csrf=str(token.claims["csrf"]),
+            expires_at=int(token.claims["exp"]),
+        )
+        if self._revoked is not None and self._revoked(session.revocation_id):
+            return None
+        return session
 
     def store(self, response: Response, session: Session) -> None:
         now = int(self._clock())

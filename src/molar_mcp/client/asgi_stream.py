@@ -8,7 +8,7 @@ through a memory stream as they are sent, and closing the response tells the app
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, Mapping, MutableMapping
 from types import TracebackType
 from typing import Any
 
@@ -34,9 +34,18 @@ class _BodyStream(httpx2.AsyncByteStream):
 
 
 class StreamingASGITransport(httpx2.AsyncBaseTransport):
-    def __init__(self, app: ASGIApp, *, client: tuple[str, int] = ("127.0.0.1", 0)) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        client: tuple[str, int] = ("127.0.0.1", 0),
+        extensions: Mapping[str, Any] | None = None,
+    ) -> None:
+        """`extensions`: put in every request's ASGI scope (`scope["extensions"]`), which no network
+        request can carry: how the app tells its own in-process calls from a client's."""
         self.app = app
         self.client = client
+        self.extensions = dict(extensions or {})
         self._tg: TaskGroup | None = None
 
     async def __aenter__(self) -> StreamingASGITransport:
@@ -72,6 +81,7 @@ class StreamingASGITransport(httpx2.AsyncBaseTransport):
             "server": (request.url.host, request.url.port or (443 if request.url.scheme == "https" else 80)),
             "client": self.client,
             "root_path": "",
+            "extensions": dict(self.extensions),
         }
         body = request.stream
         assert isinstance(body, httpx2.AsyncByteStream)

@@ -31,6 +31,12 @@ class ShareRequest(BaseModel):
     expires_days: int = Field(default=DEFAULT_SHARE_DAYS, ge=1, le=MAX_SHARE_DAYS, strict=True)
 
 
+class RevokeShareResponse(BaseModel):
+    """`DELETE /v1/traces/{id}/share`."""
+
+    revoked: bool = Field(description="true when a share was revoked now; false when there was none")
+
+
 class ShareResponse(BaseModel):
     """`POST /v1/traces/{id}/share`."""
 

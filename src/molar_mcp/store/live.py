@@ -34,10 +34,17 @@ LIVE_MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX events_idempotency ON events(trace_pk, idempotency_key)
         WHERE idempotency_key IS NOT NULL;
     """,
+    # 2: when a live trace last heard from its producer (created, or a batch appended): the reaper marks a
+    # trace `interrupted` once it has been quiet past the configured period (a crashed producer).
+    """
+    ALTER TABLE traces ADD COLUMN live_touched_ms INTEGER;
+    CREATE INDEX traces_live_quiet ON traces(live_touched_ms) WHERE live_touched_ms IS NOT NULL;
+    """,
 )
 
 RUNNING_STATUSES = ("queued", "running")
 FINAL_STATUSES = ("passed", "failed", "error", "aborted")
+INTERRUPTED = "interrupted"  # set by the reaper, never by a producer
 
 
 class TraceNotRunning(StoreError):
@@ -128,7 +135,7 @@ class LiveTraces:
             short_id = new_short_id(conn)
             cur = conn.execute(
                 "INSERT INTO traces (id, short_id, org_id, scenario_id, scenario_slug, scenario_title, status,"
-                " source, code_sha, pr_number, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " source, code_sha, pr_number, created_ms, live_touched_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     trace_id,
                     short_id,
@@ -141,6 +148,7 @@ class LiveTraces:
                     code_sha,
                     pr_number,
                     int(created.timestamp() * 1000),
+                    _now_ms(),
                 ),
             )
             index_text(conn, int(cur.lastrowid or 0), scenario_slug)
@@ -159,6 +167,8 @@ class LiveTraces:
             pk, status, result.trace_id = int(row[0]), str(row[7]), str(row[1])
             if status not in RUNNING_STATUSES:
                 raise TraceNotRunning(trace_ref, status)
+            # The producer is alive (a retry of stored events too): the reaper leaves the trace alone.
+            conn.execute("UPDATE traces SET live_touched_ms = ? WHERE pk = ?", (_now_ms(), pk))
             (last,) = conn.execute("SELECT max(seq) FROM events WHERE trace_pk = ?", (pk,)).fetchone()
             last_seq: int = -1 if last is None else int(last)
             accepted: list[IncomingEvent] = []
@@ -233,28 +243,36 @@ class LiveTraces:
             pk, current = find_trace_pk(conn, org_id, trace_ref)
             if current not in RUNNING_STATUSES:
                 raise TraceNotRunning(trace_ref, current)
-            created_ms, slug, title, code_sha = conn.execute(
-                "SELECT created_ms, scenario_slug, scenario_title, code_sha FROM traces WHERE pk = ?", (pk,)
-            ).fetchone()
-            first_ts, last_ts = conn.execute("SELECT min(ts), max(ts) FROM events WHERE trace_pk = ?", (pk,)).fetchone()
-            if duration_ms is None:
-                end_ms = int((now or datetime.now(UTC)).timestamp() * 1000)
-                duration_ms = (last_ts - first_ts) if first_ts is not None else max(0, end_ms - created_ms)
-            conn.execute(
-                "UPDATE traces SET status = ?, failure_signature = ?, duration_ms = ? WHERE pk = ?",
-                (status, failure_signature, duration_ms, pk),
-            )
-            messages = conn.execute(
-                "SELECT kind, ok, message FROM events WHERE trace_pk = ? AND message IS NOT NULL ORDER BY seq",
-                (pk,),
+            _close(conn, org_id, pk, status, failure_signature, duration_ms, now)
+
+    def quiet_traces(self, quiet_seconds: float, now_ms: int | None = None) -> list[tuple[str, str]]:
+        """(org, trace id) of every live trace still running that no producer touched for `quiet_seconds`
+        (every org: the reaper's work spans orgs)."""
+        cutoff = (now_ms if now_ms is not None else _now_ms()) - int(quiet_seconds * 1000)
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT org_id, id FROM traces WHERE live_touched_ms IS NOT NULL AND live_touched_ms < ?"
+                " AND status IN ('queued', 'running') ORDER BY live_touched_ms LIMIT 500",
+                (cutoff,),
             ).fetchall()
-            body = fts_body_from_rows([slug, title or "", failure_signature or "", status, code_sha or ""], messages)
-            index_text(conn, pk, body, replace=True)
-            (scenario_id, parent) = conn.execute(
-                "SELECT scenario_id, parent_trace_id FROM traces WHERE pk = ?", (pk,)
-            ).fetchone()
-            if parent is None:
-                refresh_health(conn, org_id, scenario_id)
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def interrupt(
+        self, org_id: str, trace_id: str, quiet_seconds: float, failure_signature: str | None, now_ms: int | None = None
+    ) -> bool:
+        """Mark a quiet live trace `interrupted` (what it holds is kept, indexed and searchable). False when
+        it is no longer quiet or no longer running (an append or a finish came first)."""
+        cutoff = (now_ms if now_ms is not None else _now_ms()) - int(quiet_seconds * 1000)
+        with self.db.tx() as conn:
+            try:
+                pk, status = find_trace_pk(conn, org_id, trace_id)  # locks the row (another replica's reaper)
+            except StoreError:
+                return False
+            (touched,) = conn.execute("SELECT live_touched_ms FROM traces WHERE pk = ?", (pk,)).fetchone()
+            if status not in RUNNING_STATUSES or touched is None or int(touched) >= cutoff:
+                return False
+            _close(conn, org_id, pk, INTERRUPTED, failure_signature, None, None)
+            return True
 
     def events_after(self, org_id: str, trace_ref: str, after_seq: int, limit: int = 500) -> tuple[list[Event], str]:
         """Events with seq > `after_seq` (for SSE backfill), and the trace's status."""
@@ -265,6 +283,44 @@ class LiveTraces:
                 (pk, after_seq, limit),
             ).fetchall()
         return [event_from_row(r) for r in rows], status
+
+
+def _now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+def _close(
+    conn: Any,
+    org_id: str,
+    pk: int,
+    status: str,
+    failure_signature: str | None,
+    duration_ms: int | None,
+    now: datetime | None,
+) -> None:
+    """Fix a running trace's status, duration and failure signature, index its text, refresh its history."""
+    created_ms, slug, title, code_sha = conn.execute(
+        "SELECT created_ms, scenario_slug, scenario_title, code_sha FROM traces WHERE pk = ?", (pk,)
+    ).fetchone()
+    first_ts, last_ts = conn.execute("SELECT min(ts), max(ts) FROM events WHERE trace_pk = ?", (pk,)).fetchone()
+    if duration_ms is None:
+        end_ms = int((now or datetime.now(UTC)).timestamp() * 1000)
+        duration_ms = (last_ts - first_ts) if first_ts is not None else max(0, end_ms - created_ms)
+    conn.execute(
+        "UPDATE traces SET status = ?, failure_signature = ?, duration_ms = ? WHERE pk = ?",
+        (status, failure_signature, duration_ms, pk),
+    )
+    messages = conn.execute(
+        "SELECT kind, ok, message FROM events WHERE trace_pk = ? AND message IS NOT NULL ORDER BY seq",
+        (pk,),
+    ).fetchall()
+    body = fts_body_from_rows([slug, title or "", failure_signature or "", status, code_sha or ""], messages)
+    index_text(conn, pk, body, replace=True)
+    (scenario_id, parent) = conn.execute(
+        "SELECT scenario_id, parent_trace_id FROM traces WHERE pk = ?", (pk,)
+    ).fetchone()
+    if parent is None:
+        refresh_health(conn, org_id, scenario_id)
 
 
 def _insert_events(conn: Any, pk: int, events: Sequence[Event], keys: Sequence[str | None]) -> None:

@@ -1,7 +1,8 @@
 """Pins and shares in the embedded store (component "sharing": pin/unpin and share).
 
 - Pinning sets the trace row's own `pinned` flag (retention never moves a pinned trace down a tier).
-- `shares` holds at most one share per trace: sharing again replaces its visibility and expiry.
+- `shares` holds at most one share per trace: sharing again replaces its visibility and expiry (and
+  lifts a revocation); revoking keeps the row, marked, so the link says it was revoked (410).
 
 Every call takes an org and finds the trace in that org only (`find_trace_pk`), except
 `get_share_by_short_id`: the public viewer (`GET /r/{short_id}`) has no org to scope by. There the
@@ -30,6 +31,10 @@ SHARING_MIGRATIONS: tuple[str, ...] = (
         created_ms INTEGER NOT NULL
     );
     """,
+    # 2: a revoked share: its link answers 410 until the trace is shared again.
+    """
+    ALTER TABLE shares ADD COLUMN revoked_ms INTEGER;
+    """,
 )
 
 Clock = Callable[[], datetime]
@@ -52,6 +57,7 @@ class SharedTrace(NamedTuple):
     trace_id: str
     visibility: ShareVisibility
     expires_at: datetime
+    revoked_at: datetime | None = None
 
 
 def _visibility(raw: str) -> ShareVisibility:
@@ -109,21 +115,33 @@ class SqliteSharingStore:
             conn.execute(
                 "INSERT INTO shares (trace_pk, visibility, expires_ms, created_ms) VALUES (?,?,?,?)"
                 " ON CONFLICT(trace_pk) DO UPDATE SET visibility = excluded.visibility,"
-                " expires_ms = excluded.expires_ms, created_ms = excluded.created_ms",
+                " expires_ms = excluded.expires_ms, created_ms = excluded.created_ms, revoked_ms = NULL",
                 (pk, visibility, _ms(expires), _ms(start)),
             )
             (short_id,) = conn.execute("SELECT short_id FROM traces WHERE pk = ?", (pk,)).fetchone()
         return Share(str(short_id), visibility, expires)
+
+    def revoke(self, org_id: str, trace_ref: str, *, now: datetime | None = None) -> bool:
+        """Revoke the share of a trace of `org_id` (its link answers 410 from now on); True when a live
+        share was revoked, False when there was none (idempotent). `TraceNotFound` otherwise."""
+        with self.db.tx() as conn:
+            pk, _ = find_trace_pk(conn, org_id, trace_ref)
+            cur = conn.execute(
+                "UPDATE shares SET revoked_ms = ? WHERE trace_pk = ? AND revoked_ms IS NULL",
+                (_ms(now or self.clock()), pk),
+            )
+            return bool(cur.rowcount)
 
     def get_share_by_short_id(self, short_id: str) -> SharedTrace | None:
         """The share of the trace with `short_id`, in whatever org (see the module docstring: the short
         id of a shared trace is the capability); `None` when no such trace or it was never shared."""
         with self.db.read() as conn:
             row = conn.execute(
-                "SELECT t.org_id, t.id, s.visibility, s.expires_ms FROM shares s"
+                "SELECT t.org_id, t.id, s.visibility, s.expires_ms, s.revoked_ms FROM shares s"
                 " JOIN traces t ON t.pk = s.trace_pk WHERE t.short_id = ?",
                 (short_id,),
             ).fetchone()
         if row is None:
             return None
-        return SharedTrace(str(row[0]), str(row[1]), _visibility(str(row[2])), _dt(int(row[3])))
+        revoked = None if row[4] is None else _dt(int(row[4]))
+        return SharedTrace(str(row[0]), str(row[1]), _visibility(str(row[2])), _dt(int(row[3])), revoked)
