@@ -213,7 +213,7 @@ async def test_mcp_tools_and_resources_refuse_another_orgs_trace(auth_served: Au
         debugged = await client.call_tool("debug_run", {"trace_id": detail["short_id"]})
         with pytest.raises(Exception, match=r"(?i)no such trace|not found"):
             await client.read_resource(f"molar://traces/{detail['short_id']}")
-    assert detail["id"] not in {row["id"] for row in listed["items"]}
+    assert detail["short_id"] not in {row["short_id"] for row in listed["items"]}
     assert got.is_error
     assert debugged.is_error
 

@@ -397,3 +397,49 @@ async def test_failed_at_is_the_final_failure_and_its_evidence_survives_the_budg
     assert assertion_seq in [row["seq"] for row in view["notable"]]
     assert 4 in {row["step"] for row in view["notable"]}
     assert total_tokens(result) <= 2000
+
+
+async def test_a_default_list_traces_answer_holds_many_compact_rows_and_its_cursor_continues_exactly(
+    embedded: Embedded,
+) -> None:
+    # Rows like the demo shop's: failed runs with their failure signature, passed runs, full 40-char shas.
+    shapes = [
+        ("checkout-coupon", "failed", "step-6: expect json $.total_cents == 4500"),
+        ("billing-upgrade-webhook", "failed", "step-7: expect url /billing?upgraded=true"),
+        ("login-sso", "failed", "step-2: expect status 200"),
+        ("cart-basic", "passed", None),
+        ("checkout-plain", "passed", None),
+    ]
+    for i in range(45):
+        slug, status, sig = shapes[i % len(shapes)]
+        doc = summary(
+            created_at=f"2026-01-01T00:{i:02d}:00Z",
+            scenario_slug=slug,
+            status=status,
+            failure_signature=sig,
+            code_sha=f"{i:02d}" + "a1b2c3d4e5f6a7b8c9d0" * 2,
+            duration_ms=400 + i,
+        )
+        ingest_bundle(embedded.store, LOCAL_ORG_ID, make_bundle(doc))
+    newest_first = [t.short_id for t in embedded.store.list_traces(LOCAL_ORG_ID, TraceQuery(limit=50)).items]
+    server = create_mcp_server(embedded.client_factory())
+    async with Client(server) as client:
+        first = await client.call_tool("list_traces", {})
+        data: Any = first.structured_content
+        assert total_tokens(first) <= 2000
+        rows = data["items"]
+        assert len(rows) >= 10, len(rows)  # was 6 before rows were compacted and counted once
+        assert [r["short_id"] for r in rows] == newest_first[: len(rows)]
+        row = rows[0]
+        assert set(row) <= {
+            "short_id", "status", "scenario", "failure_signature", "duration_ms", "created_at", "source",
+            "code_sha", "replay_of",
+        }  # fmt: skip
+        assert row["code_sha"] == "44a1b2c3d4e5"  # 12 characters of the sha
+        assert row["short_id"] in text_of(first)
+        assert data["next_cursor"]
+        following = await client.call_tool("list_traces", {"cursor": data["next_cursor"]})
+        more: Any = following.structured_content
+        assert total_tokens(following) <= 2000
+        shown = [r["short_id"] for r in rows] + [r["short_id"] for r in more["items"]]
+        assert shown == newest_first[: len(shown)]  # no row skipped, none repeated

@@ -102,20 +102,28 @@ def link_block(artifact: Artifact) -> dict[str, Any]:
 # ---- list_traces ---------------------------------------------------------------------------------
 
 
+SHA_CHARS = 12
+
+
 def trace_row(item: TraceListItem) -> TraceRow:
     return TraceRow(
-        id=item.id,
         short_id=item.short_id,
         status=item.status,
         scenario=item.scenario_slug,
-        title=item.scenario_title,
         failure_signature=item.failure_signature,
         duration_ms=item.duration_ms,
         created_at=item.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         source=item.source,
-        code_sha=item.code_sha,
+        code_sha=item.code_sha[:SHA_CHARS] if item.code_sha else None,
         replay_of=item.replay_of,
     )
+
+
+def row_line(r: TraceRow) -> str:
+    sig = f" — {r.failure_signature}" if r.failure_signature else ""
+    dur = f" {r.duration_ms / 1000:.1f}s" if r.duration_ms is not None else ""
+    replay = f" [REPLAY of {r.replay_of}: not an ordinary run]" if r.replay_of else ""
+    return f"- {r.short_id} {r.status.upper()}{replay} {r.scenario}{sig} ({r.created_at}{dur})"
 
 
 def list_text(view: TraceList, filters_desc: str) -> str:
@@ -123,11 +131,7 @@ def list_text(view: TraceList, filters_desc: str) -> str:
         lines = [f"No traces match {filters_desc}."]
     else:
         lines = [f"{len(view.items)} traces ({filters_desc}), newest first:"]
-        for r in view.items:
-            sig = f" — {r.failure_signature}" if r.failure_signature else ""
-            dur = f" {r.duration_ms / 1000:.1f}s" if r.duration_ms is not None else ""
-            replay = f" [REPLAY of {r.replay_of}: not an ordinary run]" if r.replay_of else ""
-            lines.append(f"- {r.short_id} {r.status.upper()}{replay} {r.scenario}{sig} ({r.created_at}{dur})")
+        lines.extend(row_line(r) for r in view.items)
     lines.extend(f"Left out: {o}" for o in view.omitted)
     if view.next_cursor:
         lines.append(f'More: list_traces(cursor="{view.next_cursor}") with the same filters.')
@@ -136,16 +140,36 @@ def list_text(view: TraceList, filters_desc: str) -> str:
     return "\n".join(lines)
 
 
-def fit_rows(items: Sequence[TraceListItem], budget: int, filters_desc: str) -> int:
-    """How many of `items` fit in `budget` tokens, with room for the page's own lines."""
-    rows = [trace_row(i) for i in items]
-    keep = len(rows)
-    while keep > 1:
-        view = TraceList(items=rows[:keep], next_cursor="x" * 40, omitted=["x" * 120])
-        if cost(view, list_text(view, filters_desc)) <= budget:
+def cut_note(keep: int, limit: int, budget: int) -> str:
+    return (
+        f"this page holds {keep} of the {limit} rows asked for, to stay within {budget} tokens; "
+        "next_cursor continues from there"
+    )
+
+
+def row_cost(row: TraceRow) -> int:
+    """A row's tokens in both forms it is sent in: its text line (and the newline before it) and its
+    structured object (and the comma before it)."""
+    data = row.model_dump(mode="json", exclude_none=True)
+    return estimate_tokens(row_line(row)) + estimate_tokens(json.dumps(data, ensure_ascii=False)) + 2
+
+
+def fit_rows(rows: Sequence[TraceRow], budget: int, filters_desc: str, limit: int) -> int:
+    """How many of `rows` fit in `budget` tokens: each row's cost counted once, plus the page's own
+    lines at their longest (count, cursor, the note on a cut page)."""
+    cursor = "a1" * 32  # the store's cursors are ~32 characters; each counted as its own token here
+    frame = TraceList(items=[], next_cursor=cursor, omitted=[cut_note(limit, limit, budget)])
+    text = list_text(frame, filters_desc)
+    # The header and the pointer to get_trace, present when there are rows.
+    text += f"\n{limit} traces ({filters_desc}), newest first:\nNext: get_trace(trace_id=<short_id>) explains one run."
+    spent = cost(frame, text)
+    keep = 0
+    for row in rows:
+        spent += row_cost(row)
+        if spent > budget:
             break
-        keep = max(1, keep * 3 // 4)
-    return keep
+        keep += 1
+    return max(1, keep)
 
 
 # ---- get_trace -----------------------------------------------------------------------------------

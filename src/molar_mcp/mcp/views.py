@@ -8,16 +8,14 @@ from pydantic import BaseModel, Field
 
 
 class TraceRow(BaseModel):
-    id: str
-    short_id: str
+    short_id: str = Field(description="what get_trace takes")
     status: str
     scenario: str | None = Field(default=None, description="scenario slug")
-    title: str | None = None
     failure_signature: str | None = None
     duration_ms: int | None = None
     created_at: str
     source: str | None = None
-    code_sha: str | None = None
+    code_sha: str | None = Field(default=None, description="first 12 characters")
     replay_of: str | None = Field(default=None, description="a replay of that trace, not an ordinary run")
 
 

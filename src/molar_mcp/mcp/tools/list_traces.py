@@ -9,7 +9,7 @@ from pydantic import Field
 
 from molar_mcp.client import TraceFilters
 from molar_mcp.mcp.errors import store_errors
-from molar_mcp.mcp.render import describe_filters, fit_rows, list_text, structured, trace_row
+from molar_mcp.mcp.render import cost, cut_note, describe_filters, fit_rows, list_text, structured, trace_row
 from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.timeparse import parse_time
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
@@ -88,16 +88,21 @@ async def list_traces(
     client = client_of(ctx)
     async with store_errors():
         page = await client.list_traces(filters, limit=limit, cursor=cursor)
-        keep = fit_rows(page.items, max_tokens, desc)
+        rows = [trace_row(i) for i in page.items]
+        keep = fit_rows(rows, max_tokens, desc, limit)
         omitted: list[str] = []
-        if keep < len(page.items):
-            # Ask again for exactly what fits, so the store's cursor resumes at the first row left out.
-            page = await client.list_traces(filters, limit=keep, cursor=cursor)
-            omitted.append(
-                f"this page holds {keep} of the {limit} rows asked for, to stay within {max_tokens} tokens; "
-                "next_cursor continues from there"
-            )
-    view = TraceList(items=[trace_row(i) for i in page.items], next_cursor=page.next_cursor, omitted=omitted)
+        next_cursor = page.next_cursor
+        while keep < len(rows):
+            # The store's cursor is opaque: ask it once more for exactly what fits, so next_cursor resumes at
+            # the first row left out. A page that fits whole (the usual case) costs one query.
+            cut = await client.list_traces(filters, limit=keep, cursor=cursor)
+            rows, next_cursor = [trace_row(i) for i in cut.items], cut.next_cursor
+            omitted = [cut_note(len(rows), limit, max_tokens)]
+            view = TraceList(items=rows, next_cursor=next_cursor, omitted=omitted)
+            if keep == 1 or cost(view, list_text(view, desc)) <= max_tokens:
+                break
+            keep -= 1  # a longer cursor than the estimate allowed for: one row fewer
+    view = TraceList(items=rows, next_cursor=next_cursor, omitted=omitted)
     text = list_text(view, desc)
     return CallToolResult(
         content=[TextContent(type="text", text=text)],
