@@ -126,12 +126,16 @@ def row_line(r: TraceRow) -> str:
     return f"- {r.short_id} {r.status.upper()}{replay} {r.scenario}{sig} ({r.created_at}{dur})"
 
 
+LIST_FENCE = "trace list"
+
+
 def list_text(view: TraceList, filters_desc: str) -> str:
     if not view.items:
         lines = [f"No traces match {filters_desc}."]
     else:
         lines = [f"{len(view.items)} traces ({filters_desc}), newest first:"]
-        lines.extend(row_line(r) for r in view.items)
+        # Scenario names and failure signatures come from what was recorded: fenced as data.
+        lines.append(fence("\n".join(row_line(r) for r in view.items), LIST_FENCE))
     lines.extend(f"Left out: {o}" for o in view.omitted)
     if view.next_cursor:
         lines.append(f'More: list_traces(cursor="{view.next_cursor}") with the same filters.')
@@ -162,6 +166,7 @@ def fit_rows(rows: Sequence[TraceRow], budget: int, filters_desc: str, limit: in
     text = list_text(frame, filters_desc)
     # The header and the pointer to get_trace, present when there are rows.
     text += f"\n{limit} traces ({filters_desc}), newest first:\nNext: get_trace(trace_id=<short_id>) explains one run."
+    text += "\n" + fence("", LIST_FENCE)  # the fence around the rows
     spent = cost(frame, text)
     keep = 0
     for row in rows:
