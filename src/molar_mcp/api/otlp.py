@@ -42,7 +42,7 @@ from starlette.types import Receive, Scope, Send
 
 from molar_mcp.api.analysis import run_analysis
 from molar_mcp.api.bus import Published
-from molar_mcp.api.context import ApiContext, api_context, org_of
+from molar_mcp.api.context import ApiContext, OtlpSettings, api_context, org_of
 from molar_mcp.api.errors import ApiError, request_id_of
 from molar_mcp.api.openapi import documented
 from molar_mcp.debugger.detectors import analyze, failure_signature
@@ -139,6 +139,32 @@ def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
+def _accepted_type(request: Request) -> str:
+    """The export's content type: protobuf or OTLP/JSON, else 415."""
+    content_type = _content_type(request)
+    if content_type not in (PROTOBUF, JSON):
+        raise ApiError(
+            415, "unsupported_media_type", f"send {PROTOBUF} or {JSON} (OTLP/HTTP); got {content_type or 'none'!r}"
+        )
+    return content_type
+
+
+def _busy(request: Request, content_type: str, settings: OtlpSettings) -> Response | None:
+    """503 + Retry-After when the exports being stored are at their bound (the exporters retry it)."""
+    if settings.in_flight < settings.max_in_flight:
+        return None
+    return _status_response(
+        request,
+        content_type,
+        OtlpError(
+            503,
+            code_pb2.UNAVAILABLE,
+            f"{settings.in_flight} exports are being stored; retry after the seconds in Retry-After",
+            retry_after=settings.retry_after_seconds,
+        ),
+    )
+
+
 @documented(
     summary="OTLP/HTTP trace export (protobuf or JSON, gzip): one OTel trace is one agent trace",
     tags=("otlp",),
@@ -157,23 +183,10 @@ def _content_type(request: Request) -> str:
 )
 async def export_traces(request: Request) -> Response:
     ctx = api_context(request)
-    content_type = _content_type(request)
-    if content_type not in (PROTOBUF, JSON):
-        raise ApiError(
-            415, "unsupported_media_type", f"send {PROTOBUF} or {JSON} (OTLP/HTTP); got {content_type or 'none'!r}"
-        )
+    content_type = _accepted_type(request)
     settings = ctx.otlp_settings
-    if settings.in_flight >= settings.max_in_flight:
-        return _status_response(
-            request,
-            content_type,
-            OtlpError(
-                503,
-                code_pb2.UNAVAILABLE,
-                f"{settings.in_flight} exports are being stored; retry after the seconds in Retry-After",
-                retry_after=settings.retry_after_seconds,
-            ),
-        )
+    if (busy := _busy(request, content_type, settings)) is not None:
+        return busy
     settings.in_flight += 1
     try:
         response, complete = await _export(request, ctx, content_type)
@@ -501,23 +514,10 @@ async def export_logs(request: Request) -> Response:
     instrumentation's messages (`gen_ai.user.message`, `gen_ai.choice`, …) then read as the model
     call's messages. A record without span ids is refused in `partial_success`."""
     ctx = api_context(request)
-    content_type = _content_type(request)
-    if content_type not in (PROTOBUF, JSON):
-        raise ApiError(
-            415, "unsupported_media_type", f"send {PROTOBUF} or {JSON} (OTLP/HTTP); got {content_type or 'none'!r}"
-        )
+    content_type = _accepted_type(request)
     settings = ctx.otlp_settings
-    if settings.in_flight >= settings.max_in_flight:
-        return _status_response(
-            request,
-            content_type,
-            OtlpError(
-                503,
-                code_pb2.UNAVAILABLE,
-                f"{settings.in_flight} exports are being stored; retry after the seconds in Retry-After",
-                retry_after=settings.retry_after_seconds,
-            ),
-        )
+    if (busy := _busy(request, content_type, settings)) is not None:
+        return busy
     settings.in_flight += 1
     try:
         body = await _read_body(request)
