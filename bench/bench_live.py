@@ -67,7 +67,7 @@ def start(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a loaded machine starts serve slowly
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"molar-mcp serve exited with {process.returncode}")

@@ -15,10 +15,7 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,61 +23,13 @@ from typing import Any
 
 import anyio
 import httpx2
+from bench_live import pct, start  # same folder: the server start and percentiles of the live bench
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 BATCH = 512
 PROTOBUF = {"content-type": "application/x-protobuf"}
 START_NS = 1_795_170_900_000_000_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def start(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "molar_mcp",
-            "--log-level",
-            "WARNING",
-            "serve",
-            "--no-auth",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-            # The benchmark measures ingest, not the limits: its exports and its polling for the end
-            # of the run must not be turned away.
-            "--rate-limits",
-            "read=1000000,ingest=1000000",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"molar-mcp serve exited with {process.returncode}")
-        try:
-            if httpx2.get(base + "/healthz", timeout=1).status_code == 200:
-                return process, base
-        except httpx2.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not start")
 
 
 def _span(message: ExportTraceServiceRequest, trace: bytes, span_id: int, parent: int | None, i: int) -> None:
