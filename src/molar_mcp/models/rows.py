@@ -129,3 +129,14 @@ def may_have(event: EventView, key: str) -> bool:
     if isinstance(event, StoredEvent):
         return event.may_have(key)
     return key in event.payload
+
+
+def naming(events: Sequence[EventView], key: str) -> list[int]:
+    """The indices of the events whose payload may have a member `key` (`may_have`), in one pass: the
+    payloads of `StoredEvent`s that never name it are not parsed."""
+    needle = f'"{key}"'
+    return [
+        i
+        for i, e in enumerate(events)
+        if (needle in e.payload_text if isinstance(e, StoredEvent) else key in e.payload)
+    ]

@@ -66,7 +66,7 @@ from molar_mcp.debugger.detectors.web import (
     detect_pending_requests,
 )
 from molar_mcp.debugger.findings import LABELS, Finding, make_finding, rank_key
-from molar_mcp.models.traces import Event
+from molar_mcp.models.rows import EventView
 
 __all__ = ["ANALYZER_VERSION", "LABELS", "Finding", "analyze", "failure_signature", "step_numbers"]
 
@@ -91,7 +91,7 @@ DETECTORS: Final[tuple[Detector, ...]] = (
 )
 
 
-def analyze(events: Sequence[Event], status: str | None = None) -> list[Finding]:
+def analyze(events: Sequence[EventView], status: str | None = None) -> list[Finding]:
     """Findings about one trace, best first (highest confidence, then earliest critical seq).
 
     `events` must be the trace's events ordered by seq; `status` is the trace's status when
