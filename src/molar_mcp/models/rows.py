@@ -11,12 +11,14 @@ validating them again. No I/O here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pydantic_core
+from pydantic import BaseModel
 
 from molar_mcp.models.traces import Event
 
+M = TypeVar("M", bound=BaseModel)
 _EMPTY_PAYLOAD = "{}"
 _EVENT_FIELDS = frozenset(Event.model_fields)
 
@@ -73,6 +75,20 @@ def trusted_event(
     object.__setattr__(event, "__pydantic_extra__", None)
     object.__setattr__(event, "__pydantic_private__", None)
     return event
+
+
+def trusted(cls: type[M], values: dict[str, Any]) -> M:
+    """A model of `cls` from `values` that already hold every one of its fields, each of its type (built
+    by our own code from data validated before), without validating them: what `model_validate` gives
+    for such values, for a model without validators, private attributes or extra fields."""
+    if values.keys() != cls.__pydantic_fields__.keys():
+        raise ValueError(f"{cls.__name__} needs exactly its fields: {sorted(cls.__pydantic_fields__)}")
+    model = object.__new__(cls)
+    object.__setattr__(model, "__dict__", values)
+    object.__setattr__(model, "__pydantic_fields_set__", set(values))
+    object.__setattr__(model, "__pydantic_extra__", None)
+    object.__setattr__(model, "__pydantic_private__", None)
+    return model
 
 
 class StoredEvent:
