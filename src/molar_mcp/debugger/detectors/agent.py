@@ -273,6 +273,7 @@ def detect_max_steps(t: Timeline) -> list[Finding]:
                     seq=seq,
                     evidence=[e.seq],
                     summary=sentence(f"The agent hit its step limit at {where}: {said}{tail}"),
+                    subject=agent_name(t),
                 )
             ]
     if not t.agent or t.anchor is not None or t.step_count < MANY_STEPS or not t.events:
@@ -289,8 +290,23 @@ def detect_max_steps(t: Timeline) -> list[Finding]:
                 f"The agent ran {t.step_count} steps and stopped at {step_phrase(t.steps[last])} "
                 "without finishing or reporting an error"
             ),
+            subject=agent_name(t),
         )
     ]
+
+
+def agent_name(t: Timeline) -> str:
+    """The agent that ran: the OpenTelemetry GenAI `gen_ai.agent.name` of the run (its own log line) or
+    of its first step that names one; "" when no event names it. A step limit is one agent's limit, so
+    its signature names the agent: two agents that ran out of turns are two incidents."""
+    for i in (*t.of("log"), *t.of("step.start")):
+        payload = t.events[i].payload
+        for holder in (payload.get("run"), payload):
+            attributes = holder.get("attributes") if isinstance(holder, dict) else None
+            name = attributes.get("gen_ai.agent.name") if isinstance(attributes, dict) else None
+            if isinstance(name, str) and name.strip():
+                return name.strip()
+    return ""
 
 
 _DEADLINE: Final = re.compile(
