@@ -189,13 +189,13 @@ def serve(data_dir: Path, work: Path, run: Callable[[str], dict[str, Any]]) -> d
 def _row(label: str, f: dict[str, Any], target: float | None) -> str:
     verdict = "" if target is None else "PASS" if f["p50_ms"] <= target else "MISS"
     spread = f"{f['min_ms']:.1f} / {f['median_ms']:.1f} / {f['max_ms']:.1f}"
-    return f"{label:<36}{f['p50_ms']:>9.1f}{spread:>28}{f['n']:>5}  {verdict}"
+    return f"{label:<36}{f['p50_ms']:>10.1f}{spread:>34}{f['n']:>5}  {verdict}"
 
 
 def print_table(results: dict[str, Any]) -> None:
     print(f"debug_run (no model) and diff_traces · load avg {results['load_avg_before']:.2f} → ", end="")
     print(f"{results['load_avg_after']:.2f}")
-    print(f"{'figure':<36}{'p50 ms':>9}{'min / median / max ms':>28}{'n':>5}  verdict (p50)")
+    print(f"{'figure':<36}{'p50 ms':>10}{'min / median / max ms':>34}{'n':>5}  verdict (p50)")
     transports = [t for t in ("in_process", "http") if t in results]
     for n in results["events"]:
         target = COLD_TARGETS_MS.get(n)
