@@ -405,15 +405,12 @@ def _with_logs(events: tuple[SpanEvent, ...], records: list[dict[str, Any]]) -> 
 async def finish_otel_trace(ctx: ApiContext, org: str, otel_trace_id: str, status: str | None = None) -> None:
     """Lay the trace out in span-tree order, close it, run the detectors, tell its followers."""
 
-    def finish() -> tuple[str, str] | None:
+    def finish() -> tuple[str, str, Sequence[Event]] | None:
         with org_scope(org):
             laid = _lay_out(ctx, org, otel_trace_id)
             if laid is None:
                 return None  # finished by another caller meanwhile (or spans keep coming: the sweeper's turn)
             trace_id, events, spans, unseen = laid
-            if unseen:  # laid out at once, never shown live: its followers get every event now
-                ctx.metrics.ingested_events.labels("otlp").inc(len(events))
-                ctx.bus.publish(trace_id, Published(events=events))
             _record_replay_origin(ctx, org, trace_id, spans)
             final = status or run_status(spans)
             findings = analyze(list(events), final)
@@ -422,11 +419,14 @@ async def finish_otel_trace(ctx: ApiContext, org: str, otel_trace_id: str, statu
                 org, trace_id, status=final, failure_signature=signature, duration_ms=run_duration_ms(spans)
             )
             run_analysis(ctx, org, trace_id, findings=findings)
-            return trace_id, final
+            return trace_id, final, events if unseen else ()
 
     done = await anyio.to_thread.run_sync(finish)
     if done is not None:
-        ctx.bus.publish(done[0], Published(finished=done[1]))
+        trace_id, final, unseen = done
+        if unseen:  # laid out at once, never shown live: its followers get every event with the end
+            _publish(ctx, [Converted(otel_trace_id, trace_id, unseen)])
+        ctx.bus.publish(trace_id, Published(finished=final))
 
 
 def _lay_out(
