@@ -25,7 +25,7 @@ from molar_mcp.store.sqlite import (
     find_trace_row,
     fts_body_from_rows,
     insert_steps,
-    load_step_tree,
+    load_steps_for,
     new_short_id,
     scenario_id_for,
 )
@@ -220,8 +220,8 @@ class LiveTraces:
             if accepted:
                 if stored_count + len(accepted) > (limit := max_trace_events()):
                     raise TooManyEvents(stored_count + len(accepted), limit)
-                tree = load_step_tree(conn, pk)
                 events = [a.event for a in accepted]
+                tree = load_steps_for(conn, pk, events)
                 rows = _number_rows(events, [a.idempotency_key for a in accepted], tree, pk)
                 conn.executemany(
                     "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload,"

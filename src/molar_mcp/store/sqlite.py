@@ -502,6 +502,54 @@ def load_step_tree(conn: Any, pk: int) -> StepTree:
     return StepTree(conn.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE trace_pk = ?", (pk,)).fetchall())
 
 
+_STEP_LOOKUP = 500  # step ids per IN (…)
+
+
+def load_steps_for(conn: Any, pk: int, events: Sequence[Event]) -> StepTree:
+    """The part of a stored trace's step tree that appending `events` reads or changes: the steps they
+    name (their own, and the parent a `step.start` names) with every ancestor, plus the trace's highest
+    step number, its next `ord` and how many children each named parent has. A trace of thousands of
+    steps appended to in batches of 100 is not read whole per batch (`load_step_tree` reads it all)."""
+    wanted: set[str] = set()
+    parents: set[str] = set()
+    for ev in events:
+        if ev.step_id is not None:
+            wanted.add(ev.step_id)
+        if ev.kind == "step.start":
+            parent = ev.payload.get("parent_step_id")
+            if isinstance(parent, str):
+                wanted.add(parent)
+                parents.add(parent)
+    rows: list[tuple[Any, ...]] = []
+    seen: set[str] = set()
+    while wanted:
+        ids = sorted(wanted - seen)
+        seen.update(ids)
+        found: list[tuple[Any, ...]] = []
+        for start in range(0, len(ids), _STEP_LOOKUP):
+            chunk = ids[start : start + _STEP_LOOKUP]
+            found += conn.execute(
+                f"SELECT {STEP_COLUMNS} FROM steps WHERE trace_pk = ? AND step_id IN ({','.join('?' * len(chunk))})",
+                (pk, *chunk),
+            ).fetchall()
+        rows += found
+        wanted = {r[4] for r in found if r[4] is not None} - seen  # their parents, up to the top
+    last_ord, top = conn.execute("SELECT max(ord), max(step) FROM steps WHERE trace_pk = ?", (pk,)).fetchone()
+    children = dict.fromkeys(parents, 0)
+    named = sorted(parents)
+    for start in range(0, len(named), _STEP_LOOKUP):
+        chunk = named[start : start + _STEP_LOOKUP]
+        children.update(
+            (str(p), int(n))
+            for p, n in conn.execute(
+                "SELECT parent_step_id, count(*) FROM steps WHERE trace_pk = ?"
+                f" AND parent_step_id IN ({','.join('?' * len(chunk))}) GROUP BY parent_step_id",
+                (pk, *chunk),
+            ).fetchall()
+        )
+    return StepTree(rows, top=int(top or 0), count=0 if last_ord is None else int(last_ord) + 1, children=children)
+
+
 def step_summary(r: Sequence[Any]) -> StepSummary:
     """A `StepSummary` from a row of `STEP_COLUMNS`."""
     start, end = r[12], r[13]
