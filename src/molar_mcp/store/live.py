@@ -171,12 +171,11 @@ class LiveTraces:
         filled in place (they are the request's own)."""
         result = AppendResult()
         with self.db.tx() as conn:
-            row = find_trace_row(conn, org_id, trace_ref)
+            row = find_trace_row(conn, org_id, trace_ref, "(SELECT max(seq) FROM events WHERE trace_pk = traces.pk)")
             pk, status, result.trace_id = int(row[0]), str(row[7]), str(row[1])
             if status not in RUNNING_STATUSES:
                 raise TraceNotRunning(trace_ref, status)
-            stored_count, kind_counts = int(row[20]), str(row[21])
-            (last,) = conn.execute("SELECT max(seq) FROM events WHERE trace_pk = ?", (pk,)).fetchone()
+            stored_count, kind_counts, last = int(row[20]), str(row[21]), row[22]
             last_seq: int = -1 if last is None else int(last)
             by_key = _stored_by_key(conn, pk, [i.idempotency_key for i in incoming if i.idempotency_key is not None])
             by_seq = _stored_by_seq(conn, pk, [i.event.seq for i in incoming if i.event.seq <= last_seq])
