@@ -26,6 +26,7 @@ from molar_mcp.models import (
     TraceListItem,
     TraceListResponse,
 )
+from molar_mcp.models.rows import StoredEvent, trusted_event
 from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.db import Database
 from molar_mcp.store.history import (
@@ -156,15 +157,8 @@ EVENT_SELECT = "seq, ts, kind, step_id, step, ok, message, payload"
 def event_from_row(r: Sequence[Any]) -> Event:
     """An event from a row of `EVENT_SELECT`. Rows we wrote ourselves, validated at ingest, are built
     without validating again (a 10,000-event trace reads in a fraction of the time; bench/README.md)."""
-    return Event.model_construct(
-        seq=r[0],
-        ts=r[1],
-        kind=r[2],
-        step_id=r[3],
-        step=r[4],
-        ok=None if r[5] is None else bool(r[5]),
-        message=r[6],
-        payload=pydantic_core.from_json(r[7]),
+    return trusted_event(
+        r[0], r[1], r[2], r[3], r[4], None if r[5] is None else bool(r[5]), r[6], pydantic_core.from_json(r[7])
     )
 
 
@@ -457,6 +451,18 @@ class SqliteTraceStore:
             ).fetchall()
         events = [event_from_row(r) for r in rows]
         return EventsResponse.model_construct(events=events, total=total, offset=offset, limit=limit)
+
+    def stored_events(self, org_id: str, trace_ref: str, *, limit: int | None = None) -> list[StoredEvent]:
+        """The trace's events in seq order (its first `limit` when given), each a `StoredEvent` (columns as
+        attributes, the payload parsed when read): for code that reads a whole trace, as the detectors and
+        diffs do. Raises `TraceNotFound`."""
+        with self.db.read() as conn:
+            pk = find_trace_row(conn, org_id, trace_ref)[0]
+            sql, args = f"SELECT {EVENT_SELECT} FROM events WHERE trace_pk = ? ORDER BY seq", [pk]
+            if limit is not None:
+                sql, args = sql + " LIMIT ?", [pk, limit]
+            rows = conn.execute(sql, args).fetchall()
+        return [StoredEvent.from_row(r) for r in rows]
 
     def get_event(self, org_id: str, trace_ref: str, seq: int) -> Event | None:
         if not 0 <= seq <= _MAX_SQLITE_INT:
