@@ -442,9 +442,13 @@ class SqliteTraceStore:
                 # A literal, not a bound value: only then can SQLite use the partial index on failures.
                 where.append("ok = 1" if ok else "ok = 0")
             clause = " AND ".join(where)
-            (total,) = conn.execute(f"SELECT count(*) FROM events WHERE {clause}", args).fetchone()
+            # Without statistics SQLite reads a trace's failures by its primary key, every event and
+            # payload of the trace (14 ms at 10,000 events): name the partial index that holds only the
+            # failures (0.1 ms). PostgreSQL plans by its own statistics (the dialect drops the hint).
+            hint = " INDEXED BY events_failed" if ok is False else ""
+            (total,) = conn.execute(f"SELECT count(*) FROM events{hint} WHERE {clause}", args).fetchone()
             rows = conn.execute(
-                f"SELECT {EVENT_SELECT} FROM events WHERE {clause} ORDER BY seq LIMIT ? OFFSET ?",
+                f"SELECT {EVENT_SELECT} FROM events{hint} WHERE {clause} ORDER BY seq LIMIT ? OFFSET ?",
                 [*args, limit, offset],
             ).fetchall()
         events = [event_from_row(r) for r in rows]
