@@ -20,6 +20,7 @@ from typing import Any, Literal, NamedTuple, Protocol, TypeVar, overload
 import pydantic_core
 
 from molar_mcp.models import Event
+from molar_mcp.models.rows import trusted_event
 from molar_mcp.store.db import Database
 from molar_mcp.store.search import index_text
 from molar_mcp.store.sqlite import insert_steps, load_step_tree, new_short_id, scenario_id_for
@@ -139,16 +140,8 @@ class StoredEvents(Sequence[Event]):
         if isinstance(index, slice):
             return StoredEvents(self._rows[index], self._payloads[index])
         r = self._rows[index]
-        return Event.model_construct(
-            seq=r[1],
-            ts=r[2],
-            kind=r[3],
-            step_id=r[4],
-            step=r[5],
-            ok=None if r[6] is None else bool(r[6]),
-            message=r[7],
-            payload=self._payloads[index],
-        )
+        ok = None if r[6] is None else bool(r[6])
+        return trusted_event(r[1], r[2], r[3], r[4], r[5], ok, r[7], self._payloads[index])
 
 
 @dataclass
