@@ -495,6 +495,17 @@ def _search_sqlite(
         args,
         match,
         query.limit + 1,
+        facets={
+            column: value
+            for column, value in (
+                ("status", query.status),
+                ("source", query.source),
+                ("scenario_slug", query.scenario_slug),
+                ("scenario_id", query.scenario_id),
+                ("failure_signature", query.signature),
+            )
+            if value is not None
+        },
         newest_ms=newest,
         oldest_ms=_ms(query.created_from) if query.created_from is not None else None,
     )
