@@ -54,7 +54,8 @@ def _facets_sql(alias: str) -> str:
 
 
 def facet_word(column: str, value: str) -> str:
-    """The facet word every trace whose `column` is `value` has in its indexed text."""
+    """The facet word every trace whose `column` is `value` has in its indexed text. (FTS5 keeps a word's
+    first 32,768 bytes: two long values alike that far share a facet, which only widens what is read.)"""
     return f"{FACET_MARK}{FACET_COLUMNS[column]}{store_text(value).encode().hex()}"
 
 
