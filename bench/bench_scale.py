@@ -529,7 +529,7 @@ def main() -> int:
             )
         else:
             data, ids = prepare(args.work, sizes[0])
-            for _ in range(max(1, args.runs // 3)):
+            for _ in range(args.runs):
                 result = run_load(data, ids, seconds=args.load_seconds)
                 table.add("50 MCP clients + 5 writers: tool calls/s", "once", result["calls_per_s"])
                 table.add("50 MCP clients: p50 ms", "once", result["p50_ms"])
