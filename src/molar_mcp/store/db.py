@@ -31,8 +31,9 @@ def store_text(value: str) -> str:
 
 def _clean(params: Any) -> Any:
     if isinstance(params, (list, tuple)):
-        if any(isinstance(v, str) and NUL in v for v in params):
-            return [store_text(v) if isinstance(v, str) else v for v in params]
+        for v in params:  # (a plain loop: this runs for every row written)
+            if isinstance(v, str) and NUL in v:
+                return [store_text(v) if isinstance(v, str) else v for v in params]
         return params
     if isinstance(params, dict):
         return {k: store_text(v) if isinstance(v, str) else v for k, v in params.items()}
