@@ -29,6 +29,7 @@ from molar_mcp.models.diffs import (
     TraceDiff,
     TraceSide,
 )
+from molar_mcp.replay.scenario import json_equal
 
 BODY_CHANGES_PER_EXCHANGE = 12
 VALUE_CHARS = 120
@@ -179,16 +180,6 @@ def _parsed(body: Any) -> Any:
     return body
 
 
-def _json_equal(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
-    return bool(a == b)
-
-
 def _clip(value: Any) -> str | None:
     if value is _MISSING:
         return None
@@ -211,7 +202,7 @@ def body_changes(a: Any, b: Any, path: str = "$") -> list[BodyChange]:
         return out
     if a is _MISSING and b is _MISSING:
         return []
-    if a is not _MISSING and b is not _MISSING and _json_equal(a, b):
+    if a is not _MISSING and b is not _MISSING and json_equal(a, b):
         return []
     return [BodyChange(path=path, a=_clip(a), b=_clip(b))]
 
@@ -279,7 +270,7 @@ def _compare_assertions(number: int, sa: _Step, sb: _Step) -> list[AssertionChan
                 change = "now_passes"
             elif aa.ok is True and ab.ok is False:
                 change = "now_fails"
-            elif not _json_equal(aa.expected, ab.expected) or not _json_equal(aa.actual, ab.actual):
+            elif not json_equal(aa.expected, ab.expected) or not json_equal(aa.actual, ab.actual):
                 change = "changed"
             else:
                 continue

@@ -603,17 +603,30 @@ class ReplayService:
             with self._lock:
                 self._phases[job.id] = str(fields["phase"])
 
-    def _fail(self, job: _Job, started: int, error: str, message: str, log_tail: str | None = None) -> None:
+    def _done(self, job: _Job, started: int, status: str, **fields: Any) -> None:
+        """Record the end of a replay (`phase` done, its finish time and duration) with `fields`."""
         finished = now_ms()
         self._set(
+            job, status=status, phase="done", finished_ms=finished, duration_ms=max(0, finished - started), **fields
+        )
+
+    def _fail(self, job: _Job, started: int, error: str, message: str, log_tail: str | None = None) -> None:
+        self._done(job, started, "failed", error=error, message=message, log_tail=log_tail)
+
+    def _succeed(
+        self, job: _Job, started: int, stored: tuple[str, str], status: str, signature: str | None, **fields: Any
+    ) -> None:
+        """A replay that ran to the end (whatever the replayed run's own status): the trace it stored."""
+        trace_id, short_id = stored
+        self._done(
             job,
-            status="failed",
-            phase="done",
-            error=error,
-            message=message,
-            log_tail=log_tail,
-            finished_ms=finished,
-            duration_ms=max(0, finished - started),
+            started,
+            "succeeded",
+            replay_trace_id=trace_id,
+            replay_short_id=short_id,
+            trace_status=status,
+            failure_signature=signature,
+            **fields,
         )
 
     async def _run_job(self, job: _Job) -> None:
@@ -701,19 +714,7 @@ class ReplayService:
                 scenario_text=job.scenario_text,
             )
         )
-        finished = now_ms()
-        self._set(
-            job,
-            status="succeeded",
-            phase="done",
-            replay_trace_id=trace_id,
-            replay_short_id=short_id,
-            trace_status=run.status,
-            failure_signature=run.failure_signature,
-            message=run.message,
-            finished_ms=finished,
-            duration_ms=max(0, finished - started),
-        )
+        self._succeed(job, started, (trace_id, short_id), run.status, run.failure_signature, message=run.message)
 
     async def _replay_sandboxed(self, job: _Job, on_phase: Callable[[str, str], Awaitable[None]]) -> ReplayRun:
         """Run the scenario replay (app and runner both) inside the sandbox; its outcome as a ReplayRun.
@@ -852,20 +853,11 @@ class ReplayService:
             trace, blobs = _from_playwright_trace(trace, blobs, run.outputs["trace"], result, origin, pj.commit)
         with_edits(trace, blobs, job.source_diffs)
         trace_id, short_id = await anyio.to_thread.run_sync(self.store.add_trace, job.org_id, trace, blobs)
-        finished = now_ms()
         ran = _what_ran(run, from_step, origin.kind)
-        self._set(
-            job,
-            status="succeeded",
-            phase="done",
-            replay_trace_id=trace_id,
-            replay_short_id=short_id,
-            trace_status=trace.status,
-            failure_signature=trace.failure_signature,
-            message=ran + f"; the replay {trace.status}",
-            log_tail=tail or None,
-            finished_ms=finished,
-            duration_ms=max(0, finished - started),
+        message = ran + f"; the replay {trace.status}"
+        stored = (trace_id, short_id)
+        self._succeed(
+            job, started, stored, trace.status, trace.failure_signature, message=message, log_tail=tail or None
         )
 
     # ---- reads --------------------------------------------------------------------------------
