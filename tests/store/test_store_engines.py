@@ -4,6 +4,7 @@ all-or-nothing writes, row-level security, two stores (replicas) on one database
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from pathlib import Path
 
 import psycopg
@@ -193,9 +194,14 @@ def test_each_event_carries_its_traces_org_whoever_writes_it(store: SqliteTraceS
         ).fetchall()
         (b_pk,) = conn.execute("SELECT pk FROM traces WHERE id = ?", (unscoped,)).fetchone()
     assert sorted((i, o) for i, o, _ in orgs) == sorted([(scoped, "org_a"), (unscoped, "org_b")])
-    with org_scope("org_a"), store.db.tx() as conn, pytest.raises(Exception, match="violates"):
+    with org_scope("org_a"), store.db.tx() as conn, pytest.raises(sqlite3.IntegrityError, match="trace reference"):
         conn.execute("INSERT INTO events (trace_pk, seq, ts, kind) VALUES (?, 999, 0, 'log')", (b_pk,))
+    with org_scope(None), store.db.tx() as conn, pytest.raises(sqlite3.IntegrityError, match="trace reference"):
+        conn.executemany("INSERT INTO events (trace_pk, seq, ts, kind) VALUES (?, ?, 0, 'log')", [(b_pk, 998), (-1, 0)])
     assert store.list_events("org_b", unscoped).total == len(new_trace().events)
+    with org_scope(None), store.db.tx() as conn:  # a deleted trace takes its events along
+        conn.execute("DELETE FROM traces WHERE pk = ?", (b_pk,))
+        assert conn.execute("SELECT count(*) FROM events WHERE trace_pk = ?", (b_pk,)).fetchone() == (0,)
 
 
 def test_store_connections_do_not_jit_compile(store: SqliteTraceStore) -> None:
@@ -232,3 +238,29 @@ def test_events_stored_before_they_carried_an_org_get_their_traces_on_upgrade(pg
             assert conn.execute("SELECT DISTINCT org_id FROM events").fetchall() == [("org_a",)]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("values", "ok"),
+    [
+        # One JSON document.
+        ([("log", "plain"), ("log", "ünïcödé ✓ \\u0000 \\\\ \" '"), ("log", None)], int),
+        # One array per column: JSON would not give a NUL (jsonb refuses it) or a boolean back as bound.
+        ([("log", "a NUL \x00 here"), ("log", "x")], int),
+        ([("log", "x"), ("log", "y")], bool),
+    ],
+)
+def test_many_rows_are_stored_as_bound_whichever_way_they_travel(
+    store: SqliteTraceStore, add: AddTrace, values: list[tuple[str, str | None]], ok: type
+) -> None:
+    _, short_id = add(events=[])
+    with org_scope(None), store.db.tx() as conn:
+        (pk,) = conn.execute("SELECT pk FROM traces WHERE short_id = ?", (short_id,)).fetchone()
+        conn.executemany(
+            "INSERT INTO events (trace_pk, seq, ts, kind, ok, message) VALUES (?, ?, ?, ?, ?, ?)",
+            [(pk, i, 2**62 + i, kind, ok(i % 2 == 0), message) for i, (kind, message) in enumerate(values)],
+        )
+    page = store.list_events(LOCAL_ORG_ID, short_id)
+    expected = [(m.replace("\x00", "\ufffd") if m else m) for _, m in values]
+    assert [e.message for e in page.events] == expected
+    assert [(e.ts, e.ok) for e in page.events] == [(2**62 + i, i % 2 == 0) for i in range(len(values))]

@@ -14,6 +14,7 @@ that spans orgs (retention, replay workers, migrations) runs unscoped (`*`).
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import sqlite3
 import threading
@@ -25,6 +26,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+import pydantic_core
 from psycopg import sql
 from psycopg.abc import Buffer
 from psycopg.adapt import Dumper, Loader
@@ -189,17 +191,45 @@ class PgConnection:
             if plain is None or len(rows) < 2:
                 cur.executemany(statement, rows)
                 return PgCursor(self.raw, cur)
-            # A plain INSERT of many rows (a bundle's events): one statement per chunk of rows, each column
-            # an array (`INSERT … SELECT * FROM unnest($1::bigint[], $2::text[], …)`): parsed and planned
-            # once, one round trip, however many rows.
+            # A plain INSERT of many rows (a bundle's events): one statement per chunk of rows, parsed and
+            # planned once, one round trip, however many rows. The rows go as one JSON document when JSON
+            # carries their values exactly (`_json_rows`: serialised in Rust, taken apart by the server),
+            # else as one array per column (`unnest`), which psycopg builds value by value in Python.
             table, columns = plain.group(1), [c.strip() for c in plain.group(2).split(",")]
             types = self._column_types(table)
+            names = ", ".join(columns)
+            as_json = all(types[c] in _JSON_TYPES for c in columns)
+            fields = ", ".join(f"(r->>{i})::{types[c]}" for i, c in enumerate(columns))
+            from_json = f"INSERT INTO {table} ({names}) SELECT {fields} FROM jsonb_array_elements(%t::jsonb) r"
             arrays = ", ".join(f"%b::{types[c]}[]" for c in columns)  # binary: no text escaping
-            insert = f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
+            from_arrays = f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays})"
             for start in range(0, len(rows), _UNNEST_CHUNK):
                 chunk = rows[start : start + _UNNEST_CHUNK]
-                cur.execute(insert, [_column(chunk, i, types[c]) for i, c in enumerate(columns)])
+                document = _json_rows(chunk) if as_json else None
+                if document is not None:
+                    cur.execute(from_json, [document])
+                else:
+                    cur.execute(from_arrays, [_column(chunk, i, types[c]) for i, c in enumerate(columns)])
         return PgCursor(self.raw, cur, rowcount=len(rows))
+
+
+# Column types whose values JSON carries exactly (`(r->>i)::type` gives back what was bound).
+_JSON_TYPES = frozenset({"bigint", "integer", "smallint", "text", "citext"})
+
+
+def _json_rows(rows: Sequence[Sequence[Any]]) -> str | None:
+    """`rows` as one JSON array of arrays, or None when JSON would not give them back as they are: a
+    boolean (SQLite's 0/1 in an integer column), a NUL (`jsonb` refuses `\\u0000`; the other path
+    stores it as U+FFFD), text that is not Unicode."""
+    if bool in set(map(type, itertools.chain.from_iterable(rows))):  # every value's type, looped over in C
+        return None
+    try:
+        data = pydantic_core.to_json(rows)
+    except pydantic_core.PydanticSerializationError:
+        return None
+    if b"u0000" in data:  # conservative: text that spells an escaped NUL takes the other path too
+        return None
+    return data.decode()
 
 
 @contextmanager
