@@ -12,7 +12,7 @@ few minutes on 2 cores, where `add_trace` one by one takes 16+. The mix follows 
 40 scenarios; 5 failure signatures; 3–6 steps, each opened and closed, with a navigation, network calls,
 a console line, and for failures a failed assertion and an error; created over the last 30 days, in
 insertion order with a little jitter (a few per cent come from the past, as re-ingested bundles do).
-Every trace is indexed for search exactly as the store indexes it (`fts_body_from_rows`).
+Every trace is indexed for search exactly as the store indexes it (`fts_body_from_rows`, then its facets).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 
 from molar_mcp.compose import open_embedded
 from molar_mcp.store.db import DB_FILE
-from molar_mcp.store.search import remember_words
+from molar_mcp.store.search import INSERT_TEXT_SQL, remember_words
 from molar_mcp.store.sqlite import fts_body_from_rows, scenario_id_for
 
 ORG = "org_local"
@@ -180,9 +180,7 @@ def build(data_dir: Path, n: int, events: int, seed: int, chunk: int = 20_000) -
             " start_ts, end_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             [(t["row"][0], *s) for t in batch for s in t["steps"]],
         )
-        conn.executemany(
-            "INSERT INTO traces_fts (rowid, body) VALUES (?, ?)", [(t["row"][0], t["body"]) for t in batch]
-        )
+        conn.executemany(INSERT_TEXT_SQL, [(t["row"][0], t["body"], t["row"][0]) for t in batch])  # with facets
         remember_words(conn, [t["body"] for t in batch])  # what the store does for each indexed text
         conn.execute("COMMIT")
         done += len(batch)

@@ -97,6 +97,43 @@ async def test_an_idempotency_key_reused_for_another_event_is_a_conflict(http: h
     assert response.status_code == 409
 
 
+async def test_a_retried_http_response_without_ok_is_a_duplicate_not_a_conflict(http: httpx2.AsyncClient) -> None:
+    # The store derives `ok` from the status; the retry carries none, as the first send did.
+    trace = await start(http)
+    responses = [
+        ev(0, kind="network.response", payload={"status": 500}, idempotency_key="r-0"),
+        ev(1, kind="network.response", payload={"status": 200}),
+    ]
+    first = await http.post(f"/v1/traces/{trace}/events", json={"events": responses})
+    retry = await http.post(f"/v1/traces/{trace}/events", json={"events": responses})
+    assert first.json()["accepted"] == 2
+    assert retry.status_code == 200, retry.text
+    assert retry.json() == {"accepted": 0, "duplicates": 2, "rejected": [], "last_seq": 1}
+    events = (await http.get(f"/v1/traces/{trace}/events")).json()["events"]
+    assert [e["ok"] for e in events] == [False, True]
+
+
+async def test_a_batch_of_a_thousand_mixing_retries_gaps_and_new_events_is_sorted_out_event_by_event(
+    http: httpx2.AsyncClient,
+) -> None:
+    trace = await start(http)
+    stored = [ev(2 * i, idempotency_key=f"k-{i}") if i % 2 else ev(2 * i) for i in range(600)]  # seqs 0..1198
+    assert (await http.post(f"/v1/traces/{trace}/events", json={"events": stored})).json()["accepted"] == 600
+    # Retried: 600 stored events (keys and bare seqs, more than one lookup's worth); 100 odd seqs never
+    # stored (below the last: rejected); 300 new ones above the last.
+    batch = [*stored, *(ev(2 * i + 1) for i in range(100)), *(ev(1200 + i) for i in range(300))]
+    body = (await http.post(f"/v1/traces/{trace}/events", json={"events": batch})).json()
+    assert (body["accepted"], body["duplicates"], body["last_seq"]) == (300, 600, 1499)
+    assert [r["index"] for r in body["rejected"]] == list(range(600, 700))
+    assert all("monotonic" in r["reason"] for r in body["rejected"])
+    listed = (await http.get(f"/v1/traces/{trace}/events", params={"limit": 1}, timeout=30)).json()
+    assert listed["total"] == 900
+    changed = [ev(1198, message="not what was stored", idempotency_key="k-599")]
+    conflict = await http.post(f"/v1/traces/{trace}/events", json={"events": [*batch[:10], *changed]})
+    assert conflict.status_code == 409
+    assert "k-599" in conflict.json()["message"]
+
+
 async def test_finishing_fixes_duration_and_derives_the_failure_signature_from_the_detectors(
     http: httpx2.AsyncClient,
 ) -> None:

@@ -1,4 +1,4 @@
-"""Signed artifact URLs: the 302, tamper and expiry (403), Range, exports, and key rotation."""
+"""Signed artifact URLs: the 302, Range, exports, and key rotation (tampering and expiry: tests/security)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import hashlib
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
@@ -63,30 +63,6 @@ async def test_trace_detail_lists_signed_urls_for_its_artifacts_and_exports(
     assert len(ndjson.text.strip().splitlines()) == 30
     assert (await http.get(path_of(urls["summary"]))).json()["id"] == trace
     assert "webhook" in (await http.get(path_of(urls["report"]))).text
-
-
-async def test_a_tampered_or_expired_url_is_refused_with_403(http: httpx2.AsyncClient, trace: str) -> None:
-    url = (await http.get(f"/v1/traces/{trace}")).json()["signed_urls"]["video"]
-    parts = urlsplit(url)
-    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-    tampered_org = dict(query, org="org_other")
-    later = dict(query, exp=str(int(query["exp"]) + 3600))
-    other_blob = parts.path.replace(parts.path[-64:], "0" * 64)
-    for path, params in ((parts.path, tampered_org), (parts.path, later), (other_blob, query)):
-        response = await http.get(f"{path}?{urlencode(params)}")
-        assert response.status_code == 403
-        assert response.json()["error"] == "forbidden"
-    expired = dict(query, exp="1000")
-    expired["sig"] = query["sig"]
-    assert (await http.get(f"{parts.path}?{urlencode(expired)}")).status_code == 403
-
-
-async def test_an_expired_signature_says_so(embedded: Embedded, http: httpx2.AsyncClient, trace: str) -> None:
-    sha = hashlib.sha256(VIDEO).hexdigest()
-    signed = embedded.context.signer.sign(f"/v1/signed/blobs/{trace}/{sha}", LOCAL_ORG_ID, now=0)
-    response = await http.get(signed)
-    assert response.status_code == 403
-    assert "expired" in response.json()["message"]
 
 
 async def test_range_requests_return_the_asked_bytes(http: httpx2.AsyncClient, trace: str) -> None:

@@ -1,15 +1,18 @@
 """Artifacts can never run as a page of the server's origin (it is the authorization server's too):
 uploaded HTML or SVG is a download of opaque bytes, every signed response is `nosniff` and CSP-sandboxed,
-and the login cookie is never sent to the blob URLs."""
+the login cookie is never sent to the blob URLs, a signed URL tampered with or expired is refused, and
+a revoked share stops the artifacts its page linked at once."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx2
 import pytest
 
+from molar_mcp.store.signing import UrlSigner
 from tests.auth.conftest import hidden_fields
 from tests.bundles import artifact_for, make_bundle, summary
 from tests.security.conftest import Secured
@@ -106,13 +109,14 @@ async def _register(http: httpx2.AsyncClient) -> dict[str, Any]:
 
 async def test_a_revoked_share_link_answers_410_until_the_trace_is_shared_again(secured: Secured) -> None:
     async with secured.http(secured.key_all) as http:
-        files = {"bundle": ("b.tar.gz", make_bundle(), "application/gzip")}
-        stored = await http.post("/v1/traces/ingest", data={"scenario_slug": "shared"}, files=files)
-        trace = stored.json()["short_id"]
+        art = artifact_for(PNG, kind="screenshot", name="shot.png") | {"content_type": "image/png"}
+        trace = await _ingest(http, {"shot.png": PNG}, [art])
         shared = await http.post(f"/v1/traces/{trace}/share", json={"visibility": "public-read", "expires_days": 1})
         link = urlsplit(shared.json()["url"]).path
         async with secured.http() as anyone:
             before = await anyone.get(link)
+            artifact = re.findall(r'<img src="(/r/[^"]+)"', before.text)[0]
+            artifact_before = await anyone.get(artifact)
             async with secured.http(secured.key_other) as intruder:
                 foreign = await intruder.delete(f"/v1/traces/{trace}/share")
             async with secured.http(secured.key_read) as reader:
@@ -120,15 +124,70 @@ async def test_a_revoked_share_link_answers_410_until_the_trace_is_shared_again(
             revoked = await http.delete(f"/v1/traces/{trace}/share")
             again = await http.delete(f"/v1/traces/{trace}/share")
             after = await anyone.get(link)
+            artifact_after = await anyone.get(artifact)
             reshared = await http.post(f"/v1/traces/{trace}/share", json={"visibility": "public-read"})
             back = await anyone.get(link)
     assert before.status_code == 200
+    assert (artifact_before.status_code, artifact_before.content) == (200, PNG)
     assert foreign.status_code == 404  # another org's trace does not exist for it
     assert read_only.status_code == 403
     assert (revoked.status_code, revoked.json()) == (200, {"revoked": True})
     assert again.json() == {"revoked": False}
     assert after.status_code == 410
     assert "revoked" in after.text
-    assert trace not in after.text.replace(link, "")  # nothing of the trace is shown
+    short = link.rsplit("/", 1)[1]
+    assert short not in after.text.replace(link, "")  # nothing of the trace is shown
+    # The artifacts the page linked stop with the share, not an hour later.
+    assert artifact_after.status_code == 410
+    assert PNG not in artifact_after.content
     assert reshared.status_code == 200
     assert back.status_code == 200
+
+
+async def _signed_video(secured: Secured, data: bytes = PNG) -> tuple[str, dict[str, str]]:
+    async with secured.http(secured.key_all) as http:
+        art = artifact_for(data, kind="video", name="run.webm") | {"content_type": "video/webm"}
+        trace = await _ingest(http, {"run.webm": data}, [art])
+        url = (await http.get(f"/v1/traces/{trace}")).json()["signed_urls"]["video"]
+    parts = urlsplit(url)
+    return parts.path, {k: v[0] for k, v in parse_qs(parts.query).items()}
+
+
+async def test_a_tampered_signed_url_is_refused_with_403(secured: Secured) -> None:
+    """Signed-URL tampering: another org, a later expiry, another blob, another key id, no signature, a
+    signature of another URL. The untouched URL works, with no credential at all."""
+    path, query = await _signed_video(secured)
+    other_path, other_query = await _signed_video(secured, PNG + b"other")
+    tampered = {
+        "org": (path, dict(query, org="org_other")),
+        "later expiry": (path, dict(query, exp=str(int(query["exp"]) + 3600))),
+        "another blob": (path.replace(path[-64:], "0" * 64), query),
+        "another trace": (other_path.replace(other_path[-64:], path[-64:]), query),
+        "unknown key id": (path, dict(query, kid="deadbeef")),
+        "no signature": (path, {k: v for k, v in query.items() if k != "sig"}),
+        "another URL's signature": (path, dict(query, sig=other_query["sig"])),
+        "bad expiry": (path, dict(query, exp="soon")),
+    }
+    async with secured.http() as anyone:
+        genuine = await anyone.get(f"{path}?{urlencode(query)}")
+        answers = {name: await anyone.get(f"{p}?{urlencode(q)}") for name, (p, q) in tampered.items()}
+    assert genuine.status_code == 200
+    assert genuine.content == PNG
+    for name, answer in answers.items():
+        assert answer.status_code in (400, 403), name
+        assert answer.json()["error"] in ("forbidden", "bad_request"), name
+        assert PNG not in answer.content, name
+    assert {name for name, a in answers.items() if a.status_code == 403} >= set(tampered) - {"no signature"}
+
+
+async def test_an_expired_signed_url_is_refused_and_says_so(secured: Secured) -> None:
+    """Signed with the server's own key (read from its data dir, as an insider with a leaked old URL
+    would hold one), but expired: 403 naming the expiry."""
+    path, _ = await _signed_video(secured, PNG + b"stale")
+    org = "org_local"
+    signer = UrlSigner(secured.served.data_dir / "signing-keys.json")
+    stale = signer.sign(path, org, now=0)
+    async with secured.http() as anyone:
+        refused = await anyone.get(stale)
+    assert refused.status_code == 403
+    assert "expired" in refused.json()["message"]

@@ -1,6 +1,7 @@
-"""Org isolation of live-trace updates over real HTTP: another org's subscriber is refused with the
-protocol's not-found error (both eras) and never hears of the trace; a stream of a revoked key stops
-within seconds."""
+"""Org isolation over real HTTP: another org's subscriber is refused with the protocol's not-found error
+(both eras) and never hears of the trace; a stream of a revoked key stops within seconds; every /v1 route
+and every MCP tool and resource refuses another org's trace and run; a credential cannot be switched into
+another org; a foreign browser origin is refused; an org-only share needs a session of its org."""
 
 from __future__ import annotations
 
@@ -208,3 +209,130 @@ async def test_another_org_cannot_read_or_follow_a_run(secured: Secured) -> None
     assert refusals["run"].error.message.replace(run["short_id"], "X") == refusals["missing"].error.message.replace(
         "rNoSuchRun", "X"
     )
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+# Org isolation probes, moved here from tests/authz: every /v1 route, the MCP tools and resources,
+# the X-Molar-Org header, a foreign browser origin, org-only shares and resources/list.
+
+
+async def test_x_molar_org_cannot_switch_a_credential_into_another_org(secured: Secured) -> None:
+    async with httpx2.AsyncClient(base_url=secured.base) as http:
+        response = await http.get("/v1/traces", headers={**_bearer(secured.key_other), "x-molar-org": "org_local"})
+    assert response.status_code == 403
+
+
+async def _local_trace(secured: Secured) -> dict[str, Any]:
+    async with httpx2.AsyncClient(base_url=secured.base, headers=_bearer(secured.key_all)) as http:
+        items = (await http.get("/v1/traces", params={"status": "failed"})).json()["items"]
+        detail: dict[str, Any] = (await http.get(f"/v1/traces/{items[0]['id']}")).json()
+    return detail
+
+
+async def test_every_v1_route_refuses_another_orgs_trace(secured: Secured) -> None:
+    """Walks the API's own route table as a member of org_other: never 2xx, never org_local's data."""
+    from starlette.routing import Route
+
+    from molar_mcp.api.app import api_routes
+
+    detail = await _local_trace(secured)
+    secret_markers = [detail["scenario_slug"], detail["short_id"]]
+    values = {
+        "trace_id": detail["id"],
+        "sha256": (detail["artifacts"][0]["sha256"] if detail["artifacts"] else "0" * 64),
+        "name": "report.md",
+    }
+    bodies: dict[str, Any] = {
+        "/share": {"visibility": "public-read", "expires_days": 1},
+        "/events": {"events": [{"seq": 10_000, "ts": 1, "kind": "log"}]},
+        "/finish": {"status": "passed"},
+        "/replay": {"from_step": 1},
+        "/chats": {"title": "x"},
+        "/promote-fix": {"replay_id": "x", "summary": "x"},
+    }
+    checked = 0
+    async with httpx2.AsyncClient(base_url=secured.base, headers=_bearer(secured.key_other)) as http:
+        for route in api_routes():
+            if not isinstance(route, Route) or "{trace_id}" not in route.path or route.path.startswith("/v1/signed"):
+                continue
+            path = route.path
+            for key, value in values.items():
+                path = path.replace("{" + key + "}", value)
+            if "{" in path:
+                continue
+            for method in sorted((route.methods or set()) - {"HEAD"}):
+                body = next((b for suffix, b in bodies.items() if route.path.endswith(suffix)), None)
+                response = await http.request(method, path, json=body if method != "GET" else None)
+                checked += 1
+                assert response.status_code in (403, 404), f"{method} {route.path}: {response.status_code}"
+                assert not any(m in response.text for m in secret_markers[:1]), f"{method} {route.path} leaked"
+        listed = (await http.get("/v1/traces")).json()["items"]
+    assert detail["id"] not in {t["id"] for t in listed}
+    assert checked >= 10
+
+
+async def test_mcp_tools_and_resources_refuse_another_orgs_trace(secured: Secured) -> None:
+    detail = await _local_trace(secured)
+    async with (
+        httpx2.AsyncClient(headers=_bearer(secured.key_other), timeout=30.0) as http,
+        Client(streamable_http_client(secured.mcp_url, http_client=http), cache=None) as client,
+    ):
+        listed: Any = (await client.call_tool("list_traces", {})).structured_content
+        got = await client.call_tool("get_trace", {"trace_id": detail["short_id"]})
+        debugged = await client.call_tool("debug_run", {"trace_id": detail["short_id"]})
+        with pytest.raises(Exception, match=r"(?i)no such trace|not found"):
+            await client.read_resource(f"molar://traces/{detail['short_id']}")
+    assert detail["short_id"] not in {row["short_id"] for row in listed["items"]}
+    assert got.is_error
+    assert debugged.is_error
+
+
+async def test_a_browser_request_from_a_foreign_origin_is_refused(secured: Secured) -> None:
+    async with httpx2.AsyncClient(base_url=secured.base) as http:
+        foreign = await http.post("/mcp", json={}, headers={"origin": "http://evil.example"})
+        foreign_api = await http.get(
+            "/v1/traces", headers={"origin": "http://evil.example", **_bearer(secured.key_all)}
+        )
+        own = await http.get("/v1/traces", headers={"origin": secured.base, **_bearer(secured.key_all)})
+    assert foreign.status_code == 403
+    assert foreign_api.status_code == 403
+    assert own.status_code == 200
+
+
+async def test_an_org_only_share_needs_a_signed_in_browser_of_that_org(secured: Secured) -> None:
+    from tests.auth.conftest import Browser, Pkce, authorize_url, register_client
+
+    detail = await _local_trace(secured)
+    async with httpx2.AsyncClient(base_url=secured.base, headers=_bearer(secured.key_all)) as http:
+        shared = await http.post(f"/v1/traces/{detail['id']}/share", json={"visibility": "org-only", "expires_days": 1})
+        client = await register_client(http)
+    assert shared.status_code == 200
+    viewer_path = f"/r/{detail['short_id']}"
+    browser = Browser(secured.base)
+    try:
+        anonymous = await browser.http.get(viewer_path)
+        # Sign in through the real login form (an authorization request starts the session).
+        await browser.visit(authorize_url(secured, client["client_id"], Pkce.new()))
+        signed_in = await browser.http.get(viewer_path)
+    finally:
+        await browser.aclose()
+    assert anonymous.status_code == 401
+    assert signed_in.status_code == 200
+    assert detail["short_id"] in signed_in.text
+
+
+async def test_resources_list_shows_only_the_callers_orgs_recent_traces(secured: Secured) -> None:
+    detail = await _local_trace(secured)
+    uris: dict[str, set[str]] = {}
+    for who, key in (("local", secured.key_read), ("other", secured.key_other)):
+        async with (
+            httpx2.AsyncClient(headers=_bearer(key), timeout=30.0) as http,
+            Client(streamable_http_client(secured.mcp_url, http_client=http), cache=None) as client,
+        ):
+            uris[who] = {str(r.uri) for r in (await client.list_resources()).resources}
+    assert f"molar://traces/{detail['short_id']}" in uris["local"]
+    assert not uris["other"] & uris["local"]
+    assert uris["other"] == set()  # org_other has recorded nothing

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx2
@@ -25,6 +26,7 @@ from molar_mcp.auth.cimd import (
     is_public_address,
 )
 from molar_mcp.auth.config import default_http_client
+from molar_mcp.auth.tokens import ORG_CLAIM
 from tests.auth.conftest import (
     EMAIL,
     PASSWORD,
@@ -447,3 +449,83 @@ async def test_a_token_for_another_audience_is_refused(server: LiveServer) -> No
     assert own_api.status_code == 200
     assert own_api.json()["kind"] == "oauth"
     assert own_api.json()["org_id"] == LOCAL_ORG_ID
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _parts(token: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+    import base64
+    import json
+
+    def decode(part: str) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        return loaded
+
+    header, payload, signature = token.split(".")
+    return decode(header), decode(payload), signature
+
+
+def _forgeries(genuine: str, jwks: dict[str, Any]) -> dict[str, str]:
+    """Tokens an attacker can build from a genuine one and the public key set: none may be accepted."""
+    import json
+
+    from joserfc import jwt
+    from joserfc.jwk import ECKey, OctKey
+
+    header, claims, signature = _parts(genuine)
+    widened = {**claims, "scope": " ".join(sorted(ALL_SCOPES)), ORG_CLAIM: "org_other"}
+
+    def encode(part: dict[str, Any]) -> str:
+        return _b64(json.dumps(part, separators=(",", ":")).encode())
+
+    public = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
+    own_key = ECKey.generate_key("P-256")
+    embedded = own_key.as_dict(private=False)
+    confusion = OctKey.import_key(json.dumps(public, sort_keys=True).encode())
+    return {
+        # the genuine signature over claims widened to every scope and another org
+        "tampered claims": f"{encode(header)}.{encode(widened)}.{signature}",
+        # an unsigned token (alg none), with and without the dot of an empty signature
+        "alg none": f"{encode({**header, 'alg': 'none'})}.{encode(widened)}.",
+        "alg none, no signature part": f"{encode({**header, 'alg': 'none'})}.{encode(widened)}",
+        # algorithm confusion: HS256 keyed with the published public key
+        "HS256 with the public key": jwt.encode({**header, "alg": "HS256"}, widened, confusion, algorithms=["HS256"]),
+        # our own P-256 key presented under the server's key id
+        "foreign key, server's kid": jwt.encode({**header}, widened, own_key),
+        # our own key embedded in the header (jwk) and pointed at (jku)
+        "embedded jwk": jwt.encode({**header, "jwk": embedded}, widened, own_key),
+        "jku to attacker": jwt.encode({**header, "jku": "https://evil.example/jwks"}, widened, own_key),
+        # a key id no key set holds
+        "unknown kid": jwt.encode({**header, "kid": "attacker"}, widened, own_key),
+        # the genuine signature cut off
+        "signature stripped": f"{encode(header)}.{encode(claims)}.",
+    }
+
+
+async def test_forged_access_tokens_are_refused_at_mcp_and_v1(server: LiveServer) -> None:  # noqa: F811
+    """JWT forgery: tampered claims, alg none, HS256 keyed with the public key, a foreign key under our
+    kid, an embedded or remote key: every one is a 401 invalid_token at both resource servers, while the
+    genuine tokens they were built from work."""
+    mcp_tokens = await obtain_tokens(server)
+    api_tokens = await obtain_tokens(server, resource=server.api_url)
+    async with server.http() as http:
+        jwks = (await http.get("/api/oauth/jwks")).json()
+        genuine_api = await http.get("/v1/whoami", headers={"Authorization": f"Bearer {api_tokens.access_token}"})
+        refused: dict[str, tuple[int, int]] = {}
+        for name, token in _forgeries(api_tokens.access_token, jwks).items():
+            at_api = await http.get("/v1/whoami", headers={"Authorization": f"Bearer {token}"})
+            refused[f"v1: {name}"] = (at_api.status_code, 401)
+            assert "org_other" not in at_api.text
+    genuine_mcp = await mcp_post(server, mcp_tokens.access_token, TOOLS_LIST)
+    for name, token in _forgeries(mcp_tokens.access_token, jwks).items():
+        at_mcp = await mcp_post(server, token, TOOLS_LIST)
+        refused[f"mcp: {name}"] = (at_mcp.status_code, 401)
+        assert 'error="invalid_token"' in at_mcp.headers.get("www-authenticate", ""), name
+    assert genuine_api.status_code == 200
+    assert genuine_mcp.status_code == 200
+    assert {name: got for name, (got, _) in refused.items()} == {name: want for name, (_, want) in refused.items()}
+    assert len(refused) == 18

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import html
 import re
 from datetime import UTC, datetime, timedelta
@@ -73,15 +74,44 @@ async def test_a_public_share_shows_steps_failure_network_console_and_artifacts(
     assert "<script" not in page  # no script of ours, and the payload's is escaped
 
 
-async def test_artifacts_link_to_signed_urls_that_serve_the_blob(client: httpx2.AsyncClient, traces: Traces) -> None:
+async def test_artifacts_link_to_urls_under_the_share_that_serve_the_blob(
+    client: httpx2.AsyncClient, traces: Traces
+) -> None:
     short = await share(client, traces.failed_short, "public-read")
     page = (await client.get(f"/r/{short}")).text
-    hrefs = re.findall(r'<a href="(/v1/signed/blobs/[^"]+)"', page)
-    assert len(hrefs) == 1
+    hrefs = re.findall(r'<a href="(/r/[^"]+)"', page)
+    assert hrefs == [f"/r/{short}/artifacts/{hashlib.sha256(PNG).hexdigest()}"]
     assert f'<img src="{hrefs[0]}"' in page  # an image artifact is previewed
     blob = await fetch(client, html.unescape(hrefs[0]))
     assert blob.status_code == 200
     assert blob.content == PNG
+    served = await client.get(hrefs[0], headers={"range": "bytes=0-7"})
+    if served.status_code == 302:  # an object store serves the bytes through its own short-lived URL
+        assert "X-Amz-Expires=" in served.headers["location"]
+    else:
+        assert served.headers["x-content-type-options"] == "nosniff"
+        assert served.headers["content-security-policy"].startswith("sandbox")
+        assert served.headers["cache-control"] == "no-store"  # no copy outlives a revocation
+        assert (served.status_code, served.content) == (206, PNG[:8])
+
+
+async def test_revoking_or_narrowing_a_share_stops_its_artifacts_at_once(
+    client: httpx2.AsyncClient, traces: Traces
+) -> None:
+    short = await share(client, traces.failed_short, "public-read")
+    url = re.findall(r'<a href="(/r/[^"]+)"', (await client.get(f"/r/{short}")).text)[0]
+    assert (await fetch(client, url)).status_code == 200
+    await share(client, traces.failed_short, "org-only")
+    assert (await client.get(url)).status_code == 401  # narrowed: an anonymous fetch is refused
+    assert (await client.get(url, headers={"x-molar-org": "org_acme"})).status_code == 403
+    assert (await client.get(url, headers={"x-molar-org": LOCAL_ORG_ID})).status_code in (200, 302)
+    assert (await client.delete(f"/v1/traces/{traces.failed_short}/share")).status_code in (200, 204)
+    revoked = await client.get(url, headers={"x-molar-org": LOCAL_ORG_ID})
+    assert revoked.status_code == 410
+    assert PNG not in revoked.content
+    unknown = await client.get(f"/r/{short}/artifacts/{'0' * 64}", headers={"x-molar-org": LOCAL_ORG_ID})
+    malformed = await client.get(f"/r/{short}/artifacts/not-a-sha")
+    assert (unknown.status_code, malformed.status_code) == (410, 400)
 
 
 async def test_text_from_the_trace_is_escaped_and_secrets_are_masked(

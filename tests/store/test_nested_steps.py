@@ -3,6 +3,7 @@ trace comes whole (a bundle) or event by event (live append), and `?step=` by nu
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from molar_mcp.models import Event
@@ -109,3 +110,59 @@ def test_a_parent_that_never_began_makes_a_top_level_step(store: SqliteTraceStor
         ("1", 0, None),
         ("2", 0, None),
     ]
+
+
+def wide_tree_events(steps: int) -> list[dict[str, Any]]:
+    """A generated run with `steps` steps nested up to four deep (random but fixed): each step begins,
+    holds a few events (some failing), its children come between, and it ends — as a reporter streams
+    a long test. Steps open under the innermost open one, or back out to a random ancestor."""
+    rng = random.Random(1_000 + steps)
+    evs: list[dict[str, Any]] = []
+    open_steps: list[str] = []
+
+    def add(kind: str, step_id: str | None, **fields: Any) -> None:
+        evs.append(event(len(evs), kind, step_id, **fields))
+
+    for n in range(steps):
+        while open_steps and (len(open_steps) >= 4 or rng.random() < 0.4):
+            add("step.end", open_steps.pop(), ok=rng.random() < 0.9)
+        step_id = f"s{n}"
+        payload: dict[str, Any] = {"category": rng.choice(["test.step", "action", "hook"])}
+        if open_steps:
+            payload["parent_step_id"] = open_steps[-1]
+        add("step.start", step_id, message=f"step {n}", payload=payload)
+        open_steps.append(step_id)
+        for _ in range(rng.randint(0, 3)):
+            kind = rng.choice(["action", "log", "assertion", "network.response"])
+            add(kind, step_id, ok=rng.random() < 0.8 if kind == "assertion" else None, payload={"status": 200})
+    while open_steps:
+        add("step.end", open_steps.pop(), ok=True)
+    return evs
+
+
+def rows(store: SqliteTraceStore, trace_id: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    d = store.get_trace(LOCAL_ORG_ID, trace_id)
+    steps = [
+        (s.path, s.step_id, s.step, s.depth, s.parent_step_id, s.ok, s.category, s.title, s.event_count)
+        for s in d.steps
+    ]
+    spans = [(s.first_seq, s.last_seq, s.duration_ms) for s in d.steps]
+    events = [(e.seq, e.step_id, e.step, e.ok) for e in store.list_events(LOCAL_ORG_ID, trace_id, limit=5000).events]
+    return [(*s, *span) for s, span in zip(steps, spans, strict=True)], events
+
+
+def test_live_append_reads_only_the_steps_a_batch_names_and_still_builds_the_bundles_tree(
+    store: SqliteTraceStore, add: AddTrace
+) -> None:
+    evs = wide_tree_events(200)
+    whole, _ = add(events=evs)
+    expected = rows(store, whole)
+    assert len(expected[0]) == 200
+    assert max(s[3] for s in expected[0]) == 3
+    live = LiveTraces(store.db)
+    for size in (5, 100):
+        trace_id, _ = live.create_trace(LOCAL_ORG_ID, scenario_slug=f"wide-{size}", source="manual")
+        for start in range(0, len(evs), size):
+            batch = [IncomingEvent(i, Event.model_validate(e), None) for i, e in enumerate(evs[start : start + size])]
+            assert live.append_events(LOCAL_ORG_ID, trace_id, batch).accepted == len(batch)
+        assert rows(store, trace_id) == expected, f"batches of {size}"

@@ -153,6 +153,32 @@ def test_events_come_back_in_seq_order_with_their_fields(store: SqliteTraceStore
     assert assertion.payload == {"expected": "/billing?upgraded=true", "actual": "/billing?upgraded=false"}
 
 
+def test_stored_events_are_the_events_with_their_payloads_parsed_when_read(
+    store: SqliteTraceStore, add: AddTrace
+) -> None:
+    _, short_id = add()
+    events = store.list_events(LOCAL_ORG_ID, short_id, limit=N_EVENTS).events
+    stored = store.stored_events(LOCAL_ORG_ID, short_id)
+    assert [s.to_event() for s in stored] == events
+    assert [s.to_event().model_dump() for s in stored] == [e.model_dump() for e in events]
+    # Built without validating, yet the same models validation gives (fields set, JSON, copies).
+    for e in events:
+        validated = Event.model_validate(e.model_dump())
+        assert (e, e.model_fields_set, e.model_dump_json()) == (
+            validated,
+            validated.model_fields_set,
+            validated.model_dump_json(),
+        )
+        assert e.model_copy(update={"step": 99}).step == 99
+    assertion = store.stored_events(LOCAL_ORG_ID, short_id)[28]
+    assert assertion._payload is None  # not parsed until read
+    assert (assertion.may_have("expected"), assertion.may_have("request_id")) == (True, False)
+    assert assertion.payload == {"expected": "/billing?upgraded=true", "actual": "/billing?upgraded=false"}
+    assert [e.seq for e in store.stored_events(LOCAL_ORG_ID, short_id, limit=3)] == [0, 1, 2]
+    with pytest.raises(TraceNotFound):
+        store.stored_events(ORG_B, short_id)
+
+
 @pytest.mark.parametrize("step", ["5", "s5"])
 def test_events_are_sliced_by_step_number_or_step_id(store: SqliteTraceStore, add: AddTrace, step: str) -> None:
     _, short_id = add()

@@ -77,7 +77,7 @@ def _artifact(detail: TraceDetail, sha256: str) -> ArtifactRef:
     return found
 
 
-def _sha(request: Request) -> str:
+def artifact_sha(request: Request) -> str:
     sha: str = request.path_params["sha256"]
     if not _SHA256.match(sha):
         raise ApiError(400, "bad_request", "sha256 must be 64 lowercase hex characters, without a sha256: prefix")
@@ -87,7 +87,7 @@ def _sha(request: Request) -> str:
 @documented(summary="Redirect (302) to a signed, expiring URL of an artifact", status=302, errors=(400, 404))
 async def redirect_to_blob(request: Request) -> Response:
     ctx = api_context(request)
-    sha = _sha(request)
+    sha = artifact_sha(request)
     detail = await anyio.to_thread.run_sync(ctx.store.get_trace, org_of(request), request.path_params["trace_id"])
     presigned = _presigned(ctx, detail.org_id, _artifact(detail, sha))
     if presigned is not None:
@@ -103,10 +103,17 @@ async def redirect_to_blob(request: Request) -> Response:
     errors=(400, 403, 404),
 )
 async def signed_blob(request: Request) -> Response:
-    ctx = api_context(request)
-    sha = _sha(request)
+    sha = artifact_sha(request)
     org = checked_org(request)
-    detail = await anyio.to_thread.run_sync(ctx.store.get_trace, org, request.path_params["trace_id"])
+    return await artifact_response(api_context(request), org, request.path_params["trace_id"], sha)
+
+
+async def artifact_response(
+    ctx: ApiContext, org_id: str, trace_ref: str, sha: str, *, cache: str = "private, max-age=300"
+) -> Response:
+    """The artifact's bytes (Range supported), served so they can never run as this origin: a redirect
+    to the object store's own short-lived URL when there is one."""
+    detail = await anyio.to_thread.run_sync(ctx.store.get_trace, org_id, trace_ref)
     artifact = _artifact(detail, sha)
     presigned = _presigned(ctx, detail.org_id, artifact)
     if presigned is not None:  # the object store serves the bytes (and Range requests) itself
@@ -120,7 +127,7 @@ async def signed_blob(request: Request) -> Response:
         media_type=media_type,
         filename=artifact.name or sha,
         content_disposition_type=disposition,
-        headers={"cache-control": "private, max-age=300", **SIGNED_HEADERS},
+        headers={"cache-control": cache, **SIGNED_HEADERS},
     )
 
 

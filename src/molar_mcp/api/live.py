@@ -4,6 +4,7 @@ as Server-Sent Events (backfill from `Last-Event-ID`/`after_seq`, then live; hea
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -12,7 +13,7 @@ from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -32,6 +33,7 @@ from molar_mcp.store.live import INTERRUPTED, IncomingEvent, TraceNotRunning
 log = logging.getLogger("molar_mcp")
 
 MAX_BATCH = 1000
+MAX_KEY = 200  # characters of an idempotency key
 HEARTBEAT_SECONDS = 15
 BACKFILL_PAGE = 500
 
@@ -47,10 +49,60 @@ class CreateTrace(BaseModel):
 
 
 class IncomingEventBody(Event):
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=MAX_KEY)
 
 
-_EVENT_FIELDS = tuple(name for name in Event.model_fields if name != "step")
+_EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
+
+
+def _key_ok(key: Any) -> bool:
+    return key is None or (isinstance(key, str) and 0 < len(key) <= MAX_KEY)
+
+
+def _reason(item: Any) -> str:
+    """Why an item is no valid event, worded by the request's schema (the item with its key)."""
+    try:
+        IncomingEventBody.model_validate(item)
+    except ValidationError as exc:
+        return validation_message(exc)
+    return "not a valid event"
+
+
+def _validated(items: list[Any]) -> tuple[list[IncomingEvent], list[dict[str, Any]]]:
+    """Each item validated once: the whole batch in one call of the validator (the usual case: every
+    item valid), else item by item, each invalid one reported with its index, key and reason."""
+    keys: list[Any] = []
+    bodies: list[Any] = []  # the items without their key: events
+    for item in items:
+        if isinstance(item, dict) and "idempotency_key" in item:
+            body = dict(item)
+            keys.append(body.pop("idempotency_key"))
+            bodies.append(body)
+        else:
+            keys.append(None)
+            bodies.append(item)
+    if all(_key_ok(key) for key in keys):
+        try:
+            events = _EVENTS.validate_python(bodies)
+        except ValidationError:
+            pass
+        else:
+            return [IncomingEvent(i, ev, key) for i, (ev, key) in enumerate(zip(events, keys, strict=True))], []
+    valid: list[IncomingEvent] = []
+    rejected: list[dict[str, Any]] = []
+    for index, (body, key) in enumerate(zip(bodies, keys, strict=True)):
+        event = None
+        if _key_ok(key):
+            with contextlib.suppress(ValidationError):
+                event = Event.model_validate(body)
+        if event is not None:
+            valid.append(IncomingEvent(index, event, key))
+        else:
+            reason = _reason(items[index])
+            rejected.append(
+                {"index": index, "idempotency_key": key if isinstance(key, str) else None, "reason": reason}
+            )
+    return valid, rejected
 
 
 class AppendBody(BaseModel):
@@ -118,24 +170,7 @@ async def append_events(request: Request) -> JSONResponse:
         raise ApiError(422, "validation_error", "the batch is empty")
     if len(items) > MAX_BATCH:
         raise ApiError(413, "payload_too_large", f"a batch holds at most {MAX_BATCH} events; got {len(items)}")
-    valid: list[IncomingEvent] = []
-    rejected: list[dict[str, Any]] = []
-    for index, item in enumerate(items):
-        key = item.get("idempotency_key") if isinstance(item, dict) else None
-        try:
-            parsed = IncomingEventBody.model_validate(item)
-        except ValidationError as exc:
-            rejected.append(
-                {
-                    "index": index,
-                    "idempotency_key": key if isinstance(key, str) else None,
-                    "reason": validation_message(exc),
-                }
-            )
-            continue
-        # Validated once, above: the event is the body's fields without the key (the store numbers steps).
-        event = Event.model_construct(**{name: getattr(parsed, name) for name in _EVENT_FIELDS})
-        valid.append(IncomingEvent(index, event, parsed.idempotency_key))
+    valid, rejected = _validated(items)
     org = org_of(request)
     trace_ref = request.path_params["trace_id"]
     result = await anyio.to_thread.run_sync(lambda: ctx.live.append_events(org, trace_ref, valid))

@@ -9,6 +9,10 @@ Answers, in the order they are checked (each an HTML page):
 - 410: the share expired; 409: the trace's events are archived (cold tier) until it is restored;
 - 200: the viewer.
 
+The page's artifacts are fetched from `GET /r/{short_id}/artifacts/{sha256}`, which checks the share the
+same way on every request: revoking or narrowing a share stops its artifacts at once (no signed URL
+handed out by the page outlives it).
+
 Every page is self-contained (no script, inline CSS) and sent with a CSP of `default-src 'none'`.
 `/r/{id}` may not be framed (`X-Frame-Options: DENY`, `frame-ancestors 'none'`); `/embed` exists to be
 framed (`frame-ancestors *`). `Referrer-Policy: no-referrer` keeps the short id, which is the capability,
@@ -21,16 +25,17 @@ import re
 
 import anyio.to_thread
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from molar_mcp.api.auth import SESSION_ORG_STATE_KEY
-from molar_mcp.api.blobs import blob_path
-from molar_mcp.api.context import ApiContext, api_context
+from molar_mcp.api.blobs import artifact_response, artifact_sha
+from molar_mcp.api.context import api_context
 from molar_mcp.api.openapi import documented
 from molar_mcp.api.report import load_facts
 from molar_mcp.reports import ShareInfo, TraceFacts, render_embed, render_message, render_viewer
 from molar_mcp.store import TraceNotFound
+from molar_mcp.store.sharing import SharedTrace
 from molar_mcp.store.tiers import TraceIsCold
 
 _SHORT_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
@@ -73,7 +78,8 @@ def _message(status: int, title: str, message: str, *, embed: bool) -> HTMLRespo
 _NOT_FOUND = ("Trace not found", "No shared trace has this link. It may be mistyped, or the trace was never shared.")
 
 
-async def _view(request: Request, *, embed: bool) -> HTMLResponse:
+async def _open_share(request: Request, *, embed: bool) -> SharedTrace | HTMLResponse:
+    """The share named by the path, or the page that says why it cannot be seen."""
     ctx = api_context(request)
     short_id: str = request.path_params["short_id"]
     if not _SHORT_ID.match(short_id):
@@ -111,6 +117,14 @@ async def _view(request: Request, *, embed: bool) -> HTMLResponse:
             "The share of this trace has expired. Ask whoever sent it to share the trace again.",
             embed=embed,
         )
+    return shared
+
+
+async def _view(request: Request, *, embed: bool) -> HTMLResponse:
+    ctx = api_context(request)
+    shared = await _open_share(request, embed=embed)
+    if isinstance(shared, HTMLResponse):
+        return shared
     try:
         facts = await anyio.to_thread.run_sync(load_facts, ctx, shared.org_id, shared.trace_id)
     except TraceNotFound:
@@ -130,13 +144,14 @@ async def _view(request: Request, *, embed: bool) -> HTMLResponse:
     if embed:
         page = render_embed(facts, info)
     else:
-        page = render_viewer(facts, info, _artifact_urls(ctx, shared.org_id, facts.trace_id, facts))
+        page = render_viewer(facts, info, _artifact_urls(request.path_params["short_id"], facts))
     return HTMLResponse(page, headers=_headers(embed=embed))
 
 
-def _artifact_urls(ctx: ApiContext, org_id: str, trace_id: str, facts: TraceFacts) -> dict[str, str]:
-    """Same-origin signed URLs (relative, so they work behind any proxy; `img-src 'self'` allows them)."""
-    return {a.sha256: ctx.signer.sign(blob_path(trace_id, a.sha256), org_id) for a in facts.artifacts}
+def _artifact_urls(short_id: str, facts: TraceFacts) -> dict[str, str]:
+    """Same-origin URLs under the share (relative, so they work behind any proxy; `img-src 'self'`
+    allows them), each checked against the share when fetched."""
+    return {a.sha256: f"/r/{short_id}/artifacts/{a.sha256}" for a in facts.artifacts}
 
 
 _HTML_PAGES = {
@@ -174,8 +189,27 @@ async def embed(request: Request) -> HTMLResponse:
     return await _view(request, embed=True)
 
 
+@documented(
+    summary="An artifact of a shared trace, checked against the share on every request (Range supported)",
+    media_type="application/octet-stream",
+    errors=(400, 404),
+    tags=("viewer",),
+    extra={"responses": {k: v for k, v in _HTML_PAGES.items() if k in ("401", "403", "409", "410")}},
+)
+async def shared_artifact(request: Request) -> Response:
+    sha = artifact_sha(request)
+    shared = await _open_share(request, embed=True)
+    if isinstance(shared, HTMLResponse):
+        return shared
+    try:
+        return await artifact_response(api_context(request), shared.org_id, shared.trace_id, sha, cache="no-store")
+    except TraceNotFound:
+        return _message(404, *_NOT_FOUND, embed=True)
+
+
 def routes() -> list[Route]:
     return [
         Route("/r/{short_id}", viewer, methods=["GET"]),
+        Route("/r/{short_id}/artifacts/{sha256}", shared_artifact, methods=["GET"]),
         Route("/r/{short_id}/embed", embed, methods=["GET"]),
     ]

@@ -4,6 +4,6 @@ with the debugger's prompts)."""
 
 from __future__ import annotations
 
-from molar_mcp.models.fence import fence
+from molar_mcp.models.fence import defuse, fence
 
-__all__ = ["fence"]
+__all__ = ["defuse", "fence"]

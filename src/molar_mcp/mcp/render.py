@@ -22,7 +22,6 @@ from molar_mcp.mcp.views import (
     EventRow,
     Failure,
     PageEvent,
-    StepRow,
     TraceHeader,
     TraceList,
     TraceRow,
@@ -35,7 +34,7 @@ MIN_CUT = 24
 MESSAGE_CHARS = 400
 
 
-def _cut(text: str | None, limit: int) -> str | None:
+def cut_title(text: str | None, limit: int) -> str | None:
     """Cut a short field we own (a step title): the mark says it was cut."""
     if text is None or len(text) <= limit:
         return text
@@ -331,51 +330,6 @@ def artifact_uri(trace_id: str, sha256: str) -> str:
     return f"molar://traces/{trace_id}/blobs/{sha256}"
 
 
-def trace_text(view: TraceView) -> str:
-    t = view.trace
-    dur = f", {t.duration_ms / 1000:.1f}s" if t.duration_ms is not None else ""
-    lines = [
-        f"Trace {t.short_id} {t.status.upper()} — {t.scenario} “{t.title}” "
-        f"({t.source or 'unknown source'}, commit {t.code_sha or '?'}, {t.created_at}{dur}, "
-        f"{t.event_count} events)"
-    ]
-    if t.failure_signature:
-        lines.append(f"Failure signature: {t.failure_signature}")
-    if t.history:
-        lines.append(f"History of this test: {t.history}")
-    if t.parent_trace_id:
-        lines.append(f"Replay of {t.parent_trace_id} from step {t.replay_from_step}")
-    f = view.failure
-    if f is not None:
-        where = f"step {f.step} “{f.step_title}”" if f.step is not None else "the run"
-        if f.seq is None:
-            lines.append(f"Failed at {where}: no failed event recorded")
-        else:
-            lines.append(f"Failed at {where}: {f.kind} (seq {f.seq}):")
-            said = [f.message or ""]
-            if f.expected is not None or f.actual is not None:
-                said.append(f"expected {f.expected!s} — actual {f.actual!s}")
-            lines.append(fence("\n".join(said), "failure"))
-        if f.recovered:
-            lines.append(f"Failed earlier, and the run went on (not the final failure): steps {', '.join(f.recovered)}")
-    if view.steps:
-        marks = " ".join(f"{_step_key(s)}{'✓' if s.ok else '✗' if s.ok is False else '·'}" for s in view.steps)
-        lines.append(f"Steps: {marks}")
-    if view.event_counts:
-        lines.append("Events by kind: " + ", ".join(f"{k} {n}" for k, n in view.event_counts.items()))
-    if view.notable:
-        lines.append("Failed events:")
-        lines.append(fence("\n".join(event_line(e) for e in view.notable), "failed events"))
-    if view.step_events is not None:
-        lines.append("Events:" if view.step_events else "Events: none match.")
-        if view.step_events:
-            lines.append(fence("\n".join(event_line(e) for e in view.step_events), "trace events"))
-    if view.artifacts:
-        lines.append("Artifacts: " + ", ".join(f"{a.kind} {a.name or ''} {a.uri}".strip() for a in view.artifacts))
-    lines.extend(f"Left out: {o}" for o in view.omitted)
-    return "\n".join(lines)
-
-
 def event_line(e: EventRow | PageEvent) -> str:
     """One text line for an event row or a page event."""
     step = f" step {e.step}" if e.step is not None else ""
@@ -389,130 +343,6 @@ def event_line(e: EventRow | PageEvent) -> str:
     if e.detail:
         parts.append(e.detail)
     return ": ".join(parts[:1]) + (" " + " | ".join(parts[1:]) if len(parts) > 1 else "")
-
-
-def build_trace_view(
-    detail: TraceDetail,
-    failing: Sequence[Event],
-    failing_total: int,
-    step_events: Sequence[Event] | None,
-    step_events_total: int,
-    step_offset: int,
-    step_arg: str | None,
-    budget: int,
-) -> tuple[TraceView, str]:
-    """Assemble `get_trace`'s answer and shrink it until it fits `budget` tokens."""
-    sid = detail.short_id
-    failure = failure_of(detail, failing)
-    steps = [
-        StepRow(step=s.step, path=s.path if s.depth else None, title=_cut(s.title, 80), ok=s.ok, events=s.event_count)
-        for s in detail.steps
-    ]
-    notable = [event_row(e, sid) for e in failing]
-    page = [page_event(e) for e in step_events] if step_events is not None else None
-    artifacts = [
-        Artifact(kind=a.kind, name=a.name, size=a.size, uri=artifact_uri(detail.id, a.sha256)) for a in detail.artifacts
-    ]
-    focus = failure.step if failure and failure.step is not None else None
-
-    def assemble(n_steps: int, n_notable: int, n_page: int, n_artifacts: int) -> tuple[TraceView, str]:
-        omitted: list[str] = []
-        shown_steps = _window(steps, focus, n_steps)
-        if len(shown_steps) < len(steps):
-            first, last = _step_key(shown_steps[0]), _step_key(shown_steps[-1])
-            shown_keys = {_step_key(s) for s in shown_steps}
-            hidden = [s for s in steps if _step_key(s) not in shown_keys]
-            failed_hidden = sum(1 for s in hidden if s.ok is False)
-            omitted.append(
-                f"{len(hidden)} of {len(steps)} steps outside steps {first}–{last} "
-                f'({failed_hidden} of them failed); get_trace(trace_id="{sid}", step=N) shows any step'
-            )
-        shown_notable = _keep_critical(notable, failing, focus, n_notable)
-        if failing_total > len(shown_notable):
-            omitted.append(
-                f"{failing_total - len(shown_notable)} more failed events; read "
-                f"molar://traces/{sid}/events?ok=false for all of them"
-            )
-        shown_page = page[:n_page] if page is not None else None
-        next_offset = None
-        if page is not None and shown_page is not None:
-            end = step_offset + len(shown_page)
-            if end < step_events_total:
-                next_offset = end
-                scope = f"step={step_arg!r}" if step_arg is not None else "the trace"
-                omitted.append(
-                    f'events {end + 1}–{step_events_total} of {scope}; call get_trace(trace_id="{sid}", '
-                    f"step={step_arg!r}, offset={end}) for the next page"
-                    if step_arg is not None
-                    else f'events {end + 1}–{step_events_total}; call get_trace(trace_id="{sid}", '
-                    f"events=true, offset={end})"
-                )
-        shown_artifacts = artifacts[:n_artifacts]
-        if len(shown_artifacts) < len(artifacts):
-            omitted.append(f"{len(artifacts) - len(shown_artifacts)} artifacts; molar://traces/{sid} lists them all")
-        if page is None and focus is not None:
-            omitted.append(f'event details; get_trace(trace_id="{sid}", step={focus}) shows the failing step\'s events')
-        view = TraceView(
-            trace=header(detail),
-            failure=failure,
-            steps=shown_steps,
-            event_counts=detail.event_counts,
-            notable=shown_notable,
-            step_events=shown_page,
-            next_offset=next_offset,
-            artifacts=shown_artifacts,
-            omitted=omitted,
-        )
-        return view, trace_text(view)
-
-    sizes = [len(steps), min(len(notable), 12), len(page) if page is not None else 0, min(len(artifacts), 8)]
-    view, text = assemble(*sizes)
-    # Shrink the biggest cuttable part first: step events, then failed events, then artifacts down to the
-    # first two (a Playwright trace's zip and its failure screenshot), then steps (the tree), then the rest.
-    order = (2, 1, 3, 0, 3)
-    floors = (3, 1, 2, 1, 0)
-    while (spent := cost(view, text)) > budget:
-        shrunk = False
-        # Cut the first part still above its floor, in proportion to the overrun (at least by a third),
-        # so a 10,000-event trace fits in a few passes rather than many.
-        factor = min(2 / 3, budget / spent)
-        for i, floor in zip(order, floors, strict=True):
-            if sizes[i] > floor:
-                sizes[i] = max(floor, int(sizes[i] * factor))
-                shrunk = True
-                break
-        if not shrunk:
-            break
-        view, text = assemble(*sizes)
-    return view, text
-
-
-def _keep_critical(rows: list[EventRow], events: Sequence[Event], focus: int | None, n: int) -> list[EventRow]:
-    """`n` of the failed events, in seq order, the failing step's first: the budget never drops the
-    evidence of the step the run failed at before the failures it went on from."""
-    if len(rows) <= n:
-        return rows
-    first = [i for i, e in enumerate(events) if focus is not None and e.step == focus]
-    rest = [i for i in range(len(rows)) if i not in set(first)]
-    # Within the failing step, its last failures are the decisive ones.
-    keep = sorted((first[::-1] + rest)[:n])
-    return [rows[i] for i in keep]
-
-
-def _step_key(s: StepRow) -> str:
-    """How a step is named: its number at the top level, its path inside another step."""
-    return s.path or str(s.step)
-
-
-def _window(steps: list[StepRow], focus: int | None, n: int) -> list[StepRow]:
-    """`n` steps around the focus step (the failing one), biased towards what led up to it."""
-    if len(steps) <= n:
-        return steps
-    if focus is None:
-        return steps[:n]
-    idx = next((i for i, s in enumerate(steps) if s.step == focus and s.path is None), 0)
-    start = max(0, min(idx - (n * 2) // 3, len(steps) - n))
-    return steps[start : start + n]
 
 
 def describe_filters(args: dict[str, Any]) -> str:

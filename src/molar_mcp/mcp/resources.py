@@ -14,9 +14,10 @@ from pydantic import BaseModel, ValidationError
 from molar_mcp.client import ApiClientError, NotFoundError, TraceFilters
 from molar_mcp.mcp.event_render import event_document
 from molar_mcp.mcp.masking import mask_text
-from molar_mcp.mcp.render import build_trace_view, event_row
+from molar_mcp.mcp.render import event_row
 from molar_mcp.mcp.replay_calls import replay_resource
 from molar_mcp.mcp.state import AppState, client_of
+from molar_mcp.mcp.summary import build_trace_view
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
 from molar_mcp.models import TraceListItem
 
@@ -51,7 +52,7 @@ async def trace_resource(trace_id: str, ctx: Context) -> str:
         failing = await client.get_events(trace_id, ok=False, limit=12)
     except ApiClientError as exc:
         raise _resource_error(exc, f"molar://traces/{trace_id}") from exc
-    view, _ = build_trace_view(detail, failing.events, failing.total, None, 0, 0, None, DEFAULT_TOKEN_BUDGET * 2)
+    view, _ = build_trace_view(detail, failing.events, failing.total, DEFAULT_TOKEN_BUDGET * 2)
     return view.model_dump_json(exclude_none=True)
 
 

@@ -9,20 +9,13 @@ from __future__ import annotations
 
 import re
 
-_UNITS = re.compile(r"[A-Za-z]+|\d+|\n|[^\sA-Za-z\d]")
+# One match per token: a run of letters is one token per 4 letters (so at most 4 letters a match), a run of
+# digits one per 3, a newline one, any other non-space character one. Counting matches in C is many times
+# faster than walking the units in Python, which matters: every answer is estimated part by part.
+_TOKENS = re.compile(r"[A-Za-z]{1,4}|\d{1,3}|\n|[^\sA-Za-z\d]")
 
 DEFAULT_TOKEN_BUDGET = 2000
 
 
 def estimate_tokens(text: str) -> int:
-    total = 0
-    for match in _UNITS.finditer(text):
-        unit = match.group()
-        first = unit[0]
-        if first.isalpha():
-            total += (len(unit) + 3) // 4
-        elif first.isdigit():
-            total += (len(unit) + 2) // 3
-        else:
-            total += 1
-    return total
+    return len(_TOKENS.findall(text))

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import pydantic_core
+
 from molar_mcp.models import Event
 from molar_mcp.store.db import Database, store_text
 from molar_mcp.store.history import refresh_health
@@ -17,16 +19,17 @@ from molar_mcp.store.port import StoreError, TooManyEvents, max_trace_events
 from molar_mcp.store.search import index_text
 from molar_mcp.store.sqlite import (
     EVENT_SELECT,
+    derived_ok,
     event_from_row,
     find_trace_pk,
     find_trace_row,
     fts_body_from_rows,
     insert_steps,
-    load_step_tree,
+    load_steps_for,
     new_short_id,
-    normalize_events,
     scenario_id_for,
 )
+from molar_mcp.store.steps import StepTree
 
 LIVE_MIGRATIONS: tuple[str, ...] = (
     """
@@ -61,9 +64,10 @@ class EventConflict(StoreError):
         self.index = index
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class IncomingEvent:
-    """A validated event of an append request, with its position in the request."""
+    """A validated event of an append request, with its position in the request (slots, not frozen:
+    a batch of 1,000 makes 1,000 of them, and a frozen dataclass is several times slower to build)."""
 
     index: int
     event: Event
@@ -88,14 +92,14 @@ class AppendResult:
 
 
 def _body(ev: Event) -> tuple[Any, ...]:
-    """What makes two events with one seq the same, text as the store keeps it (a retried event whose
-    text had a NUL is the stored one: `store.db.store_text`)."""
+    """What makes two events with one seq the same, text and `ok` as the store keeps them (a retried event
+    whose text had a NUL is the stored one: `store.db.store_text`)."""
     step_id, message = ev.step_id, ev.message
     return (
         ev.ts,
         store_text(ev.kind),
         None if step_id is None else store_text(step_id),
-        ev.ok,
+        derived_ok(ev),  # stored as derived: a retried HTTP response without `ok` is the same event
         None if message is None else store_text(message),
         json.dumps(ev.payload, sort_keys=True),
     )
@@ -160,17 +164,21 @@ class LiveTraces:
         - a retried event (same idempotency key, or same seq, with the same body) is a no-op duplicate;
         - the same key or seq with a different body raises `EventConflict` and stores nothing;
         - a seq not above the last stored one is rejected (reported, not stored); the rest are stored.
-        """
+
+        Work per batch, not per event: one read of the trace, one of the retried keys and one of the
+        retried seqs (when the batch has any), one insert of the events, one of the steps they touched
+        and one update of the trace. The stored events are the given ones, their `step` and derived `ok`
+        filled in place (they are the request's own)."""
         result = AppendResult()
         with self.db.tx() as conn:
-            row = find_trace_row(conn, org_id, trace_ref)
+            row = find_trace_row(conn, org_id, trace_ref, "(SELECT max(seq) FROM events WHERE trace_pk = traces.pk)")
             pk, status, result.trace_id = int(row[0]), str(row[7]), str(row[1])
             if status not in RUNNING_STATUSES:
                 raise TraceNotRunning(trace_ref, status)
-            # The producer is alive (a retry of stored events too): the reaper leaves the trace alone.
-            conn.execute("UPDATE traces SET live_touched_ms = ? WHERE pk = ?", (_now_ms(), pk))
-            (last,) = conn.execute("SELECT max(seq) FROM events WHERE trace_pk = ?", (pk,)).fetchone()
+            stored_count, kind_counts, last = int(row[20]), str(row[21]), row[22]
             last_seq: int = -1 if last is None else int(last)
+            by_key = _stored_by_key(conn, pk, [i.idempotency_key for i in incoming if i.idempotency_key is not None])
+            by_seq = _stored_by_seq(conn, pk, [i.event.seq for i in incoming if i.event.seq <= last_seq])
             accepted: list[IncomingEvent] = []
             seen_keys: dict[str, IncomingEvent] = {}
             for item in incoming:
@@ -182,27 +190,20 @@ class LiveTraces:
                             raise EventConflict(item.index, f"idempotency key {key!r} is used twice in the batch")
                         result.duplicates += 1
                         continue
-                    row = conn.execute(
-                        "SELECT seq, ts, kind, step_id, ok, message, payload FROM events"
-                        " WHERE trace_pk = ? AND idempotency_key = ?",
-                        (pk, key),
-                    ).fetchone()
-                    if row is not None:
-                        if row[0] != ev.seq or _row_body(row[1:]) != _body(ev):
+                    keyed = by_key.get(key)
+                    if keyed is not None:
+                        if keyed[0] != ev.seq or _row_body(keyed[1:]) != _body(ev):
                             raise EventConflict(
                                 item.index,
-                                f"idempotency key {key!r} was used for a different event (seq {row[0]})",
+                                f"idempotency key {key!r} was used for a different event (seq {keyed[0]})",
                             )
                         result.duplicates += 1
                         continue
                 if ev.seq <= last_seq:
-                    row = conn.execute(
-                        "SELECT ts, kind, step_id, ok, message, payload FROM events WHERE trace_pk = ? AND seq = ?",
-                        (pk, ev.seq),
-                    ).fetchone()
-                    if row is not None and _row_body(row) == _body(ev):
+                    same_seq = by_seq.get(ev.seq)
+                    if same_seq is not None and _row_body(same_seq) == _body(ev):
                         result.duplicates += 1
-                    elif row is not None:
+                    elif same_seq is not None:
                         raise EventConflict(item.index, f"seq {ev.seq} is already stored with a different body")
                     else:
                         result.rejected.append(
@@ -213,15 +214,30 @@ class LiveTraces:
                 if key is not None:
                     seen_keys[key] = item
                 accepted.append(item)
+            # The producer is alive (a retry of stored events too): the reaper leaves the trace alone.
+            touched = _now_ms()
             if accepted:
-                (stored,) = conn.execute("SELECT event_count FROM traces WHERE pk = ?", (pk,)).fetchone()
-                if stored + len(accepted) > (limit := max_trace_events()):
-                    raise TooManyEvents(stored + len(accepted), limit)
-                tree = load_step_tree(conn, pk)
-                events = normalize_events([a.event for a in accepted], tree)
-                _insert_events(conn, pk, events, [a.idempotency_key for a in accepted])
+                if stored_count + len(accepted) > (limit := max_trace_events()):
+                    raise TooManyEvents(stored_count + len(accepted), limit)
+                events = [a.event for a in accepted]
+                tree = load_steps_for(conn, pk, events)
+                rows = _number_rows(events, [a.idempotency_key for a in accepted], tree, pk)
+                conn.executemany(
+                    "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload,"
+                    " idempotency_key) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
                 insert_steps(conn, pk, tree.take_touched())
+                counts: dict[str, int] = json.loads(kind_counts)
+                for ev in events:
+                    counts[ev.kind] = counts.get(ev.kind, 0) + 1
+                conn.execute(
+                    "UPDATE traces SET kind_counts = ?, event_count = ?, live_touched_ms = ? WHERE pk = ?",
+                    (json.dumps(dict(sorted(counts.items()))), stored_count + len(events), touched, pk),
+                )
                 result.stored = events
+            else:
+                conn.execute("UPDATE traces SET live_touched_ms = ? WHERE pk = ?", (touched, pk))
             result.accepted = len(accepted)
             result.last_seq = last_seq if last_seq >= 0 else None
         return result
@@ -323,33 +339,66 @@ def _close(
         refresh_health(conn, org_id, scenario_id)
 
 
-def _insert_events(conn: Any, pk: int, events: Sequence[Event], keys: Sequence[str | None]) -> None:
-    """Insert appended events and fold them into the trace's counts and kind counts (the caller
-    writes the steps they touched)."""
-    conn.executemany(
-        "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload, idempotency_key)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?)",
-        [
+_LOOKUP_CHUNK = 500  # values per IN (…) of a lookup (SQLite's limit on parameters is far above)
+
+
+def _stored_by_key(conn: Any, pk: int, keys: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+    """The stored events of these idempotency keys: key → (seq, ts, kind, step_id, ok, message, payload)."""
+    found: dict[str, tuple[Any, ...]] = {}
+    wanted = list(dict.fromkeys(keys))
+    for start in range(0, len(wanted), _LOOKUP_CHUNK):
+        chunk = wanted[start : start + _LOOKUP_CHUNK]
+        rows = conn.execute(
+            "SELECT idempotency_key, seq, ts, kind, step_id, ok, message, payload FROM events"
+            f" WHERE trace_pk = ? AND idempotency_key IN ({','.join('?' * len(chunk))})",
+            (pk, *chunk),
+        ).fetchall()
+        found.update((str(r[0]), tuple(r[1:])) for r in rows)
+    return found
+
+
+def _stored_by_seq(conn: Any, pk: int, seqs: Sequence[int]) -> dict[int, tuple[Any, ...]]:
+    """The stored events of these seqs: seq → (ts, kind, step_id, ok, message, payload)."""
+    found: dict[int, tuple[Any, ...]] = {}
+    wanted = list(dict.fromkeys(seqs))
+    for start in range(0, len(wanted), _LOOKUP_CHUNK):
+        chunk = wanted[start : start + _LOOKUP_CHUNK]
+        rows = conn.execute(
+            "SELECT seq, ts, kind, step_id, ok, message, payload FROM events"
+            f" WHERE trace_pk = ? AND seq IN ({','.join('?' * len(chunk))})",
+            (pk, *chunk),
+        ).fetchall()
+        found.update((int(r[0]), tuple(r[1:])) for r in rows)
+    return found
+
+
+def _number_rows(events: Sequence[Event], keys: Sequence[str | None], tree: StepTree, pk: int) -> list[tuple[Any, ...]]:
+    """The events' rows, in one pass: each event's step numbered through `tree` (which grows) and its
+    `ok` derived from the payload where the producer left it out — both also set on the event itself,
+    which is what followers are sent."""
+    rows = []
+    for ev, key in zip(events, keys, strict=True):
+        fields = ev.__dict__
+        node = tree.number(ev.step_id, ev.kind, ev.payload)
+        ok = derived_ok(ev)
+        number = None
+        if node is not None:
+            number = node.step
+            tree.observe(node, seq=ev.seq, ts=ev.ts, kind=ev.kind, ok=ok, message=ev.message, payload=ev.payload)
+        fields["step"], fields["ok"] = number, ok
+        payload = ev.payload
+        rows.append(
             (
                 pk,
                 ev.seq,
                 ev.ts,
                 ev.kind,
                 ev.step_id,
-                ev.step,
-                None if ev.ok is None else int(ev.ok),
+                number,
+                None if ok is None else int(ok),
                 ev.message,
-                json.dumps(ev.payload, separators=(",", ":")) if ev.payload else "{}",
+                pydantic_core.to_json(payload).decode() if payload else "{}",
                 key,
             )
-            for ev, key in zip(events, keys, strict=True)
-        ],
-    )
-    row = conn.execute("SELECT kind_counts, event_count FROM traces WHERE pk = ?", (pk,)).fetchone()
-    counts: dict[str, int] = json.loads(row[0])
-    for ev in events:
-        counts[ev.kind] = counts.get(ev.kind, 0) + 1
-    conn.execute(
-        "UPDATE traces SET kind_counts = ?, event_count = ? WHERE pk = ?",
-        (json.dumps(dict(sorted(counts.items()))), row[1] + len(events), pk),
-    )
+        )
+    return rows

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Protocol
 
 from molar_mcp.models import ArtifactRef, Event, EventsResponse, TraceDetail, TraceListResponse
+from molar_mcp.models.rows import StoredEvent
 
 LOCAL_ORG_ID = "org_local"
 
@@ -143,6 +144,11 @@ class TraceStore(Protocol):
         limit: int = 100,
         offset: int = 0,
     ) -> EventsResponse: ...
+
+    def stored_events(self, org_id: str, trace_ref: str, *, limit: int | None = None) -> list[StoredEvent]:
+        """The trace's events in seq order (its first `limit` when given) as `StoredEvent`s, for code that
+        reads a whole trace (the detectors, diffs); raise `TraceNotFound` when absent from this org."""
+        ...
 
     def get_event(self, org_id: str, trace_ref: str, seq: int) -> Event | None:
         """One event of a trace, whole, by its seq; None when the trace has no such event (raise

@@ -3,21 +3,26 @@
 A search is "every trace whose indexed text matches, and that passes the filters, ordered by
 `(created_ms, pk)` descending". Collecting every match and sorting is linear in the matches (a common
 word matches half the store); walking every trace and testing the text is linear in the traces (a word
-that matches nothing reads them all). Instead, in order:
+that matches nothing reads them all). Instead two exact plans run side by side (`race`), each a few
+rows at a time, the one that has spent less time going next, until one has the answer:
 
-1. **Matches newest first.** FTS5 gives a term's matches in descending rowid (= trace pk) order without
-   collecting them. Traces arrive roughly in time order, so the first matches are the newest. To know
-   when to stop, `trace_time_blocks` keeps the smallest and largest `created_ms` of each block of 256
-   pks (a trigger keeps it current): once `limit` hits are in hand, no trace in a block whose newest
-   trace is older than the oldest hit can displace one, so the walk stops at the first such block. A
-   cursor (or `to`) skips the blocks that hold only newer traces. Bounded: it gives up after
-   `_BUDGET_S` (filters that most matches fail).
-2. **Filtered traces newest first**, each tested against the text (selective filters, common words):
-   the filter's index gives the order; bounded by time through SQLite's progress handler.
-3. **Every match**, joined to its trace, filtered and sorted: exact, linear in the matches. Only a
-   common word with a filter it rarely meets gets here.
+1. **Matches newest first** (`by_matches`; it runs alone for its first millisecond). FTS5 gives a
+   query's matches in descending rowid (= trace pk) order without collecting them. Traces arrive
+   roughly in time order, so the first matches are the newest. To know when to stop,
+   `trace_time_blocks` keeps the smallest and largest `created_ms` of each block of 256 pks (a trigger
+   keeps it current): once `limit` hits are in hand, no trace in a block whose newest trace is older
+   than the oldest hit can displace one, so the walk stops at the first such block. A cursor (or `to`)
+   skips the blocks that hold only newer traces. Filters on a facet column (status, source, scenario,
+   failure signature) are part of the text query: every trace's indexed text ends with one facet word
+   per column (`facet_word`), so FTS5 itself intersects a common word with a rare status by skipping
+   through both lists, and never reads the matches the filter would drop. The filters are still tested
+   on each row: a facet only narrows what is read.
+2. **Filtered traces newest first** (`by_filters`): the filters' index in time order, the text of a
+   batch of traces tested at once. Wins when the filters keep few traces that facets cannot name
+   (a run, a commit, a tier) or when most of what they keep matches.
 
-All three return exactly the same rows; only their cost differs.
+Racing costs at most twice the cheaper plan's CPU time (plus the head start) whatever the text's and
+the filters' selectivity, which no estimate has to guess. A word no trace holds answers at once (`streaming_match`).
 """
 
 from __future__ import annotations
@@ -26,12 +31,42 @@ import heapq
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
+from molar_mcp.store.db import store_text
+
 BLOCK_BITS = 8
-_BUDGET_S = 0.004  # time plans 1 and 2 each get before the next is tried
+
+# Facets: one word per filter column, made of a private-use character (U+E000, a letter to FTS5's
+# tokenizer, never typed) and the value's UTF-8 bytes in hex, appended to each trace's indexed text.
+FACET_MARK = "\ue000"
+FACET_COLUMNS = {"status": "s", "source": "o", "scenario_slug": "n", "scenario_id": "i", "failure_signature": "g"}
+
+
+def _facets_sql(alias: str) -> str:
+    """The facet words of the `traces` row `alias`, in SQL (the same words as `facet_word`; none for NULL)."""
+    return " || ".join(
+        f"CASE WHEN {alias}.{column} IS NULL THEN '' ELSE ' ' || char({ord(FACET_MARK)}) || '{tag}' ||"
+        f" lower(hex({alias}.{column})) END"
+        for column, tag in FACET_COLUMNS.items()
+    )
+
+
+def facet_word(column: str, value: str) -> str:
+    """The facet word every trace whose `column` is `value` has in its indexed text."""
+    return f"{FACET_MARK}{FACET_COLUMNS[column]}{store_text(value).encode().hex()}"
+
+
 _RECHECK = 4  # rows read between two looks at the stopping block
+
+
+def _facets_of(pk: str) -> str:
+    """SQL: a newline and the facet words of the trace whose pk is `pk` ('' when there is no such trace)."""
+    return f"coalesce((SELECT char(10) || {_facets_sql('t')} FROM traces t WHERE t.pk = {pk}), '')"
+
+
+_FACETS_CHANGED = " OR ".join(f"old.{c} IS NOT new.{c}" for c in FACET_COLUMNS)
 
 SEARCH_MIGRATIONS: tuple[str, ...] = (
     f"""
@@ -69,6 +104,20 @@ SEARCH_MIGRATIONS: tuple[str, ...] = (
     # 3: the scenario filter (`scenario=` slug) walks an index in time order like the others.
     """
     CREATE INDEX traces_org_slug_created ON traces(org_id, scenario_slug, created_ms DESC, pk DESC);
+    """,
+    # 4: each trace's text carries its facets (`FACET_COLUMNS`), so the text index itself meets those
+    # filters; a trigger adds the new facets whenever one changes (the old ones stay: the filter on
+    # the row is exact, a facet only narrows what is read).
+    f"""
+    CREATE VIRTUAL TABLE traces_fts_v3 USING fts5(body, tokenize = 'unicode61 remove_diacritics 2');
+    INSERT INTO traces_fts_v3 (rowid, body)
+        SELECT f.rowid, f.body || {_facets_of("f.rowid")} FROM traces_fts f;
+    DROP TABLE traces_fts;
+    ALTER TABLE traces_fts_v3 RENAME TO traces_fts;
+    CREATE TRIGGER traces_search_facets AFTER UPDATE OF {", ".join(FACET_COLUMNS)} ON traces
+        WHEN {_FACETS_CHANGED} BEGIN
+        UPDATE traces_fts SET body = body || char(10) || {_facets_sql("new")} WHERE rowid = new.pk;
+    END;
     """,
 )
 
@@ -112,12 +161,23 @@ def remember_words(conn: sqlite3.Connection, texts: Sequence[str]) -> None:
     conn.executemany("INSERT OR IGNORE INTO search_terms (term) VALUES (?)", ((w,) for w in words))
 
 
+# A trace's indexed text: its words, then its facets (read from its row, on the embedded store only).
+INSERT_TEXT_SQL = f"INSERT INTO traces_fts (rowid, body) VALUES (?, ? || {_facets_of('?')})"
+_REPLACE_TEXT_SQL = f"UPDATE traces_fts SET body = ? || {_facets_of('?')} WHERE rowid = ?"
+
+
 def index_text(conn: sqlite3.Connection, pk: int, body: str, *, replace: bool = False) -> None:
-    """Put a trace's text in the search index (or replace it)."""
+    """Put a trace's text in the search index (or replace it). Call it after the trace's row is written."""
+    if not isinstance(conn, sqlite3.Connection):  # PostgreSQL (store/postgres): its own full text
+        if replace:
+            conn.execute("UPDATE traces_fts SET body = ? WHERE rowid = ?", (body, pk))
+        else:
+            conn.execute("INSERT INTO traces_fts (rowid, body) VALUES (?, ?)", (pk, body))
+        return
     if replace:
-        conn.execute("UPDATE traces_fts SET body = ? WHERE rowid = ?", (body, pk))
+        conn.execute(_REPLACE_TEXT_SQL, (body, pk, pk))
     else:
-        conn.execute("INSERT INTO traces_fts (rowid, body) VALUES (?, ?)", (pk, body))
+        conn.execute(INSERT_TEXT_SQL, (pk, body, pk))
     remember_words(conn, [body])
 
 
@@ -157,66 +217,162 @@ def search(
     match: str,
     n: int,
     *,
+    facets: Mapping[str, str] | None = None,
     newest_ms: int | None = None,
     oldest_ms: int | None = None,
 ) -> list[tuple[Any, ...]]:
     """The first `n` rows of `SELECT columns FROM traces t WHERE where AND <text matches>` in
-    `(created_ms, pk)` descending order. `columns` must start with `t.pk` and `t.created_ms`.
-    `newest_ms` / `oldest_ms` are bounds the filters already imply (a cursor, `to`, `from`): they only
-    let the search skip what cannot match."""
-    rows = by_matches(conn, columns, where, args, match, n, newest_ms=newest_ms, oldest_ms=oldest_ms)
-    if rows is None:
-        rows = by_filters(conn, columns, where, args, match, n)
-    if rows is None:
-        rows = by_everything(conn, columns, where, args, match, n)
-    return rows
+    `(created_ms, pk)` descending order. `columns` must start with `t.pk`. `facets` are filters among
+    `where` on a facet column (`{"status": "failed"}`), `newest_ms` / `oldest_ms` bounds `where`
+    already implies (a cursor, `to`, `from`): they only let the search skip what cannot match."""
+    narrowed = " AND ".join([f"({match})", *(f'"{facet_word(c, v)}"' for c, v in (facets or {}).items())])
+    _, pks = race(
+        {
+            "matches": by_matches(conn, where, args, narrowed, n, newest_ms=newest_ms, oldest_ms=oldest_ms),
+            "filters": by_filters(conn, where, args, match, n),
+        },
+        head_start=HEAD_START_S,
+    )
+    return fetch_rows(conn, columns, pks)
 
 
-def _ordered(columns: str, where: Sequence[str], test: str) -> str:
-    clause = " AND ".join([*where, test])
-    return f"SELECT {columns} FROM traces t WHERE {clause} ORDER BY t.created_ms DESC, t.pk DESC LIMIT ?"
+# A plan is a generator: it yields whenever it has done a little work and returns the pks of its
+# answer, newest first.
+Plan = Generator[None, None, list[int]]
+
+_CHUNK = 32  # rows plan 1 reads between two yields
+# Plan 1 alone answers most searches within this (a common word, a rare one, any word with a status
+# or scenario filter: facets); plan 2 joins only when it has not.
+HEAD_START_S = 0.001
 
 
-def by_filters(
-    conn: sqlite3.Connection,
-    columns: str,
-    where: Sequence[str],
-    args: Sequence[Any],
-    match: str,
-    n: int,
-    *,
-    budget: float = _BUDGET_S,
-) -> list[tuple[Any, ...]] | None:
-    """Plan 2: the filters' index in time order, each trace tested against the text; None after
-    `budget` seconds."""
-    deadline = time.perf_counter() + budget
-
-    def over() -> int:
-        return 1 if time.perf_counter() > deadline else 0
-
-    probe = "EXISTS (SELECT 1 FROM traces_fts WHERE traces_fts MATCH ? AND rowid = t.pk)"
-    conn.set_progress_handler(over, 1000)
+def race(plans: dict[str, Plan], *, head_start: float = 0.0) -> tuple[str, list[int]]:
+    """Run the plans side by side, always advancing the one that has spent the least CPU time so far,
+    and return the first answer (with its plan's name). Every plan is exact, so the first to finish
+    is the answer, found in at most (number of plans) × the cheapest plan's time — whatever the
+    selectivity of the text and of the filters, which no estimate has to guess. The first plan runs
+    alone for its first `head_start` seconds (it answers most searches in less)."""
+    spent = [(0.0 if i == 0 else head_start, i, name) for i, name in enumerate(plans)]
+    heapq.heapify(spent)
     try:
-        return [tuple(r) for r in conn.execute(_ordered(columns, where, probe), [*args, match, n]).fetchall()]
-    except sqlite3.OperationalError as exc:
-        if "interrupt" not in str(exc):
-            raise
-        return None
+        while True:
+            elapsed, i, name = spent[0]
+            t = time.thread_time()  # this thread's CPU time: what other processes take is not charged
+            try:
+                next(plans[name])
+            except StopIteration as done:
+                return name, list(done.value)
+            heapq.heapreplace(spent, (elapsed + time.thread_time() - t, i, name))
     finally:
-        conn.set_progress_handler(None, 0)
+        for plan in plans.values():
+            plan.close()
 
 
-def by_everything(
-    conn: sqlite3.Connection, columns: str, where: Sequence[str], args: Sequence[Any], match: str, n: int
-) -> list[tuple[Any, ...]]:
-    """Plan 3: every match, then the filters' index in time order. Exact; linear in the matches."""
-    every = "t.pk IN (SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?)"
-    return [tuple(r) for r in conn.execute(_ordered(columns, where, every), [*args, match, n]).fetchall()]
+def run(plan: Plan) -> list[int]:
+    """One plan alone, to the end."""
+    while True:
+        try:
+            next(plan)
+        except StopIteration as done:
+            return list(done.value)
+
+
+def fetch_rows(conn: sqlite3.Connection, columns: str, pks: Sequence[int]) -> list[tuple[Any, ...]]:
+    """The rows of `pks`, in that order."""
+    if not pks:
+        return []
+    rows = {
+        r[0]: tuple(r)
+        for r in conn.execute(f"SELECT {columns} FROM traces t WHERE t.pk IN ({','.join('?' * len(pks))})", pks)
+    }
+    return [rows[pk] for pk in pks if pk in rows]
+
+
+def by_filters(conn: sqlite3.Connection, where: Sequence[str], args: Sequence[Any], match: str, n: int) -> Plan:
+    """Plan 2: the filtered traces in time order, their text tested against the query in batches
+    (growing from 16 to 64: most answers come from the first). Cheap when the filters keep few traces
+    or most of what they keep matches. A batch is tested in a private in-memory index with the same
+    tokenizer: the same answer as the store's index gives, ~4× cheaper than asking it trace by trace,
+    and the same at any store size. `where[0]` must be the org condition."""
+    order = "ORDER BY t.created_ms DESC, t.pk DESC"
+    walk = f"SELECT t.pk FROM traces t WHERE {' AND '.join(where)} {order}"
+    if _sorts_everything(conn, walk, args):
+        # No index gives the filters' traces in time order (a sort would read them all before the
+        # first): walk the org's traces in time order and test the filters on each.
+        passes = " AND ".join(where)
+        cur = conn.execute(
+            f"SELECT t.pk, ({passes}) FROM traces t INDEXED BY traces_org_created WHERE {where[0]} {order}",
+            [*args, args[0]],
+        )
+    else:
+        cur = conn.execute(f"SELECT t.pk, 1 FROM traces t WHERE {' AND '.join(where)} {order}", args)
+    hits: list[int] = []
+    size = 16
+    try:
+        while rows := cur.fetchmany(size if not hits else 64):
+            batch = [pk for pk, passes in rows if passes]
+            if batch:
+                texts = conn.execute(
+                    f"SELECT rowid, body FROM traces_fts WHERE rowid IN ({','.join('?' * len(batch))})", batch
+                ).fetchall()
+                found = _batch_index().matching(texts, match)
+                for pk in batch:
+                    if pk in found:
+                        hits.append(pk)
+                        if len(hits) == n:
+                            return hits
+            size = min(size * 2, 64)
+            yield None
+    finally:
+        cur.close()
+    return hits
+
+
+_SORTS: dict[str, bool] = {}
+
+
+def _sorts_everything(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> bool:
+    """Whether SQLite answers `sql` by sorting every row it selects (no index gives the order)."""
+    known = _SORTS.get(sql)
+    if known is None:
+        plan = conn.execute(f"EXPLAIN QUERY PLAN {sql}", args).fetchall()
+        known = any(str(row[-1]).startswith("USE TEMP B-TREE FOR ORDER BY") for row in plan)
+        if len(_SORTS) < 1024:  # the filters' combinations are few; the SQL names no value
+            _SORTS[sql] = known
+    return known
+
+
+class _BatchIndex:
+    """A private in-memory FTS5 index (the store's tokenizer) to test a few texts against a query."""
+
+    def __init__(self) -> None:
+        self._conn = sqlite3.connect(":memory:", isolation_level=None)
+        self._conn.execute(f"CREATE VIRTUAL TABLE batch USING fts5(body, content='', tokenize='{_TOKENIZE}')")
+
+    def matching(self, texts: Sequence[tuple[int, str]], match: str) -> set[int]:
+        """The rowids of `texts` (rowid, text) that `match` matches."""
+        self._conn.execute("BEGIN")
+        try:
+            self._conn.executemany("INSERT INTO batch (rowid, body) VALUES (?, ?)", texts)
+            return {r[0] for r in self._conn.execute("SELECT rowid FROM batch WHERE batch MATCH ?", (match,))}
+        finally:
+            self._conn.execute("INSERT INTO batch (batch) VALUES ('delete-all')")
+            self._conn.execute("COMMIT")
+
+
+_batch_indexes = threading.local()
+
+
+def _batch_index() -> _BatchIndex:
+    """This thread's batch index (readers run on several threads)."""
+    index: _BatchIndex | None = getattr(_batch_indexes, "index", None)
+    if index is None:
+        index = _batch_indexes.index = _BatchIndex()
+    return index
 
 
 def by_matches(
     conn: sqlite3.Connection,
-    columns: str,
     where: Sequence[str],
     args: Sequence[Any],
     match: str,
@@ -224,11 +380,9 @@ def by_matches(
     *,
     newest_ms: int | None = None,
     oldest_ms: int | None = None,
-    budget: float = _BUDGET_S,
-) -> list[tuple[Any, ...]] | None:
-    """Plan 1: the text's matches newest pk first, stopped by the time blocks; None after `budget`
-    seconds."""
-    deadline = time.perf_counter() + budget
+) -> Plan:
+    """Plan 1: the text's matches newest pk first, each tested against the filters, stopped by the time
+    blocks. Cheap when the text is rare or most of its matches pass the filters."""
     start_pk = _start_pk(conn, newest_ms)
     if start_pk is None:
         return []
@@ -244,32 +398,28 @@ def by_matches(
     stop_pk = -(2**62)  # matches below this pk cannot displace the n-th hit
     stop_for: int | None = None  # the n-th hit's created_ms that `stop_pk` was worked out for
     since = 0
-    for count, (rowid, passes, created) in enumerate(cur):
-        if rowid < stop_pk:
-            break
-        since += 1
-        if count & 63 == 63 and time.perf_counter() > deadline:
-            return None
-        if not passes:
-            continue
-        key = (created, rowid)
-        if len(heap) < n:
-            heapq.heappush(heap, key)
-        elif key > heap[0]:
-            heapq.heapreplace(heap, key)
-        # When the n-th hit has moved, look again where to stop (cheap, indexed; not on every row).
-        if len(heap) == n and heap[0][0] != stop_for and (stop_for is None or since >= _RECHECK):
-            stop_for = heap[0][0]
-            stop_pk = _stop_pk(conn, stop_for)
-            since = 0
-    if not heap:
-        return []
-    pks = [pk for _, pk in sorted(heap, reverse=True)]
-    rows = {
-        r[0]: tuple(r)
-        for r in conn.execute(f"SELECT {columns} FROM traces t WHERE t.pk IN ({','.join('?' * len(pks))})", pks)
-    }
-    return [rows[pk] for pk in pks if pk in rows]
+    try:
+        for count, (rowid, passes, created) in enumerate(cur, 1):
+            if rowid < stop_pk:
+                break
+            since += 1
+            if count % _CHUNK == 0:
+                yield None
+            if not passes:
+                continue
+            key = (created, rowid)
+            if len(heap) < n:
+                heapq.heappush(heap, key)
+            elif key > heap[0]:
+                heapq.heapreplace(heap, key)
+            # When the n-th hit has moved, look again where to stop (cheap, indexed; not on every row).
+            if len(heap) == n and heap[0][0] != stop_for and (stop_for is None or since >= _RECHECK):
+                stop_for = heap[0][0]
+                stop_pk = _stop_pk(conn, stop_for)
+                since = 0
+    finally:
+        cur.close()
+    return [pk for _, pk in sorted(heap, reverse=True)]
 
 
 def _stop_pk(conn: sqlite3.Connection, created_ms: int) -> int:

@@ -26,6 +26,7 @@ from molar_mcp.models import (
     TraceListItem,
     TraceListResponse,
 )
+from molar_mcp.models.rows import StoredEvent, trusted_event
 from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.db import Database
 from molar_mcp.store.history import (
@@ -156,15 +157,8 @@ EVENT_SELECT = "seq, ts, kind, step_id, step, ok, message, payload"
 def event_from_row(r: Sequence[Any]) -> Event:
     """An event from a row of `EVENT_SELECT`. Rows we wrote ourselves, validated at ingest, are built
     without validating again (a 10,000-event trace reads in a fraction of the time; bench/README.md)."""
-    return Event.model_construct(
-        seq=r[0],
-        ts=r[1],
-        kind=r[2],
-        step_id=r[3],
-        step=r[4],
-        ok=None if r[5] is None else bool(r[5]),
-        message=r[6],
-        payload=pydantic_core.from_json(r[7]),
+    return trusted_event(
+        r[0], r[1], r[2], r[3], r[4], None if r[5] is None else bool(r[5]), r[6], pydantic_core.from_json(r[7])
     )
 
 
@@ -175,15 +169,17 @@ def new_short_id(conn: sqlite3.Connection) -> str:
             return candidate
 
 
-def find_trace_row(conn: sqlite3.Connection, org_id: str, trace_ref: str) -> tuple[Any, ...]:
-    """The trace's row (`_TRACE_COLUMNS`) by UUID or short id, in `org_id` only."""
+def find_trace_row(conn: sqlite3.Connection, org_id: str, trace_ref: str, also: str = "") -> tuple[Any, ...]:
+    """The trace's row (`_TRACE_COLUMNS`, then the columns `also` names, say a subquery on `traces.pk`)
+    by UUID or short id, in `org_id` only."""
     column = "short_id"
     if _looks_like_uuid(trace_ref):
         column, trace_ref = "id", str(uuid.UUID(trace_ref))
     # A PostgreSQL writer locks the row (`row_lock`), as SQLite's BEGIN IMMEDIATE serialises writers.
     lock = getattr(conn, "row_lock", "")
+    more = f", {also}" if also else ""
     row = conn.execute(
-        f"SELECT {_TRACE_COLUMNS} FROM traces WHERE {column} = ? AND org_id = ?{lock}", (trace_ref, org_id)
+        f"SELECT {_TRACE_COLUMNS}{more} FROM traces WHERE {column} = ? AND org_id = ?{lock}", (trace_ref, org_id)
     ).fetchone()
     if row is None:
         raise TraceNotFound(trace_ref)
@@ -450,13 +446,29 @@ class SqliteTraceStore:
                 # A literal, not a bound value: only then can SQLite use the partial index on failures.
                 where.append("ok = 1" if ok else "ok = 0")
             clause = " AND ".join(where)
-            (total,) = conn.execute(f"SELECT count(*) FROM events WHERE {clause}", args).fetchone()
+            # Without statistics SQLite reads a trace's failures by its primary key, every event and
+            # payload of the trace (14 ms at 10,000 events): name the partial index that holds only the
+            # failures (0.1 ms). PostgreSQL plans by its own statistics (the dialect drops the hint).
+            hint = " INDEXED BY events_failed" if ok is False else ""
+            (total,) = conn.execute(f"SELECT count(*) FROM events{hint} WHERE {clause}", args).fetchone()
             rows = conn.execute(
-                f"SELECT {EVENT_SELECT} FROM events WHERE {clause} ORDER BY seq LIMIT ? OFFSET ?",
+                f"SELECT {EVENT_SELECT} FROM events{hint} WHERE {clause} ORDER BY seq LIMIT ? OFFSET ?",
                 [*args, limit, offset],
             ).fetchall()
         events = [event_from_row(r) for r in rows]
         return EventsResponse.model_construct(events=events, total=total, offset=offset, limit=limit)
+
+    def stored_events(self, org_id: str, trace_ref: str, *, limit: int | None = None) -> list[StoredEvent]:
+        """The trace's events in seq order (its first `limit` when given), each a `StoredEvent` (columns as
+        attributes, the payload parsed when read): for code that reads a whole trace, as the detectors and
+        diffs do. Raises `TraceNotFound`."""
+        with self.db.read() as conn:
+            pk = find_trace_row(conn, org_id, trace_ref)[0]
+            sql, args = f"SELECT {EVENT_SELECT} FROM events WHERE trace_pk = ? ORDER BY seq", [pk]
+            if limit is not None:
+                sql, args = sql + " LIMIT ?", [pk, limit]
+            rows = conn.execute(sql, args).fetchall()
+        return [StoredEvent.from_row(r) for r in rows]
 
     def get_event(self, org_id: str, trace_ref: str, seq: int) -> Event | None:
         if not 0 <= seq <= _MAX_SQLITE_INT:
@@ -487,6 +499,17 @@ def _search_sqlite(
         args,
         match,
         query.limit + 1,
+        facets={
+            column: value
+            for column, value in (
+                ("status", query.status),
+                ("source", query.source),
+                ("scenario_slug", query.scenario_slug),
+                ("scenario_id", query.scenario_id),
+                ("failure_signature", query.signature),
+            )
+            if value is not None
+        },
         newest_ms=newest,
         oldest_ms=_ms(query.created_from) if query.created_from is not None else None,
     )
@@ -504,6 +527,60 @@ def insert_steps(conn: Any, pk: int | None, nodes: Sequence[StepNode]) -> None:
 def load_step_tree(conn: Any, pk: int) -> StepTree:
     """A stored trace's step tree, to continue it with appended events."""
     return StepTree(conn.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE trace_pk = ?", (pk,)).fetchall())
+
+
+_STEP_LOOKUP = 500  # step ids per IN (…)
+
+
+def load_steps_for(conn: Any, pk: int, events: Sequence[Event]) -> StepTree:
+    """The part of a stored trace's step tree that appending `events` reads or changes: the steps they
+    name (their own, and the parent a `step.start` names) with every ancestor — and, when they begin new
+    steps, the trace's highest step number, its next `ord` and how many children the named parents
+    have. A trace of thousands of steps appended to in batches of 100 is not read whole per batch
+    (`load_step_tree` reads it all); a batch within known steps costs one query."""
+    named: set[str] = set()
+    parents: dict[str, str] = {}  # a step.start's step → the parent it names
+    for ev in events:
+        if ev.step_id is not None:
+            named.add(ev.step_id)
+            if ev.kind == "step.start":
+                parent = ev.payload.get("parent_step_id")
+                if isinstance(parent, str):
+                    named.add(parent)
+                    parents.setdefault(ev.step_id, parent)
+    found: dict[str, tuple[Any, ...]] = {}
+    ids = sorted(named)
+    for start in range(0, len(ids), _STEP_LOOKUP):
+        chunk = ids[start : start + _STEP_LOOKUP]
+        # The named steps and their ancestors, in one query (a recursive walk up `parent_step_id`).
+        for r in conn.execute(
+            "WITH RECURSIVE up(step_id) AS ("
+            f" SELECT step_id FROM steps WHERE trace_pk = ? AND step_id IN ({','.join('?' * len(chunk))})"
+            " UNION SELECT s.parent_step_id FROM steps s JOIN up ON s.step_id = up.step_id"
+            " WHERE s.trace_pk = ? AND s.parent_step_id IS NOT NULL)"
+            f" SELECT {STEP_COLUMNS} FROM steps WHERE trace_pk = ? AND step_id IN (SELECT step_id FROM up)",
+            (pk, *chunk, pk, pk),
+        ).fetchall():
+            found[str(r[0])] = tuple(r)
+    new = [step_id for step_id in named if step_id not in found]
+    if not new:
+        return StepTree(found.values(), top=0, count=0)  # nothing begins: numbers and ords are not needed
+    last_ord, top = conn.execute("SELECT max(ord), max(step) FROM steps WHERE trace_pk = ?", (pk,)).fetchone()
+    adopting = sorted({parent for step_id, parent in parents.items() if step_id not in found and parent in found})
+    children = dict.fromkeys(adopting, 0)
+    for start in range(0, len(adopting), _STEP_LOOKUP):
+        chunk = adopting[start : start + _STEP_LOOKUP]
+        children.update(
+            (str(p), int(n))
+            for p, n in conn.execute(
+                "SELECT parent_step_id, count(*) FROM steps WHERE trace_pk = ?"
+                f" AND parent_step_id IN ({','.join('?' * len(chunk))}) GROUP BY parent_step_id",
+                (pk, *chunk),
+            ).fetchall()
+        )
+    return StepTree(
+        found.values(), top=int(top or 0), count=0 if last_ord is None else int(last_ord) + 1, children=children
+    )
 
 
 def step_summary(r: Sequence[Any]) -> StepSummary:

@@ -72,9 +72,21 @@ class StepNode:
 
 
 class StepTree:
-    """The steps of one trace, grown event by event. Load a stored trace's rows to continue it."""
+    """The steps of one trace, grown event by event. Load a stored trace's rows to continue it.
 
-    def __init__(self, rows: Iterable[tuple[Any, ...]] = ()) -> None:
+    A tree may hold part of a stored trace's steps (`load_steps_for`: the ones a batch of events names,
+    with their ancestors); it then needs what the rest would have told it: `top` (the highest step
+    number), `count` (the next step's `ord`) and `children` (how many children the steps a batch may
+    add children to already have)."""
+
+    def __init__(
+        self,
+        rows: Iterable[tuple[Any, ...]] = (),
+        *,
+        top: int | None = None,
+        count: int | None = None,
+        children: Mapping[str, int] | None = None,
+    ) -> None:
         self.nodes: dict[str, StepNode] = {}
         self.top = 0
         self.touched: dict[str, StepNode] = {}
@@ -101,6 +113,12 @@ class StepTree:
             else:
                 self.top = max(self.top, node.step)
             self.nodes[node.step_id] = node
+        self.count = len(self.nodes) if count is None else count  # the next step's ord
+        if top is not None:
+            self.top = top
+        for step_id, known in (children or {}).items():
+            if step_id in self.nodes:
+                self.nodes[step_id].children = known
 
     def number(self, step_id: str | None, kind: str, payload: Mapping[str, Any]) -> StepNode | None:
         """The step an event belongs to, created when its id is new."""
@@ -115,12 +133,12 @@ class StepTree:
         category = category[:64] if isinstance(category, str) else None
         if parent is None:
             self.top += 1
-            node = StepNode(step_id, len(self.nodes), self.top, str(self.top), None, 0, category)
+            node = StepNode(step_id, self.count, self.top, str(self.top), None, 0, category)
         else:
             parent.children += 1
             node = StepNode(
                 step_id,
-                len(self.nodes),
+                self.count,
                 parent.step,
                 f"{parent.path}.{parent.children}",
                 parent.step_id,
@@ -129,6 +147,7 @@ class StepTree:
             )
             node.parent = parent
         self.nodes[step_id] = node
+        self.count += 1
         return node
 
     def observe(

@@ -12,8 +12,9 @@ from molar_mcp.mcp.conversation import build_conversation, fit_conversation, is_
 from molar_mcp.mcp.errors import store_errors
 from molar_mcp.mcp.images import Screenshot, pick_screenshot, read_screenshot
 from molar_mcp.mcp.pages import build_events_page, page_size
-from molar_mcp.mcp.render import build_trace_view, cost, link_block, structured
+from molar_mcp.mcp.render import link_block, structured
 from molar_mcp.mcp.state import client_of
+from molar_mcp.mcp.summary import TraceSummary
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET, estimate_tokens
 from molar_mcp.mcp.tools.registry import add_tool
 from molar_mcp.mcp.tools.spec import ToolSpec
@@ -75,17 +76,27 @@ async def get_trace(
             nonlocal failing
             failing = await client.get_events(trace_id, ok=False, limit=NOTABLE_LIMIT)
 
-        async def load_calls() -> None:
-            nonlocal model_calls, tool_calls
-            model_calls = await client.get_events(trace_id, kind="llm.response", limit=CONVERSATION_LIMIT)
-            tool_calls = await client.get_events(trace_id, kind="tool", limit=2 * CONVERSATION_LIMIT)
-
         async with anyio.create_task_group() as tg:
             tg.start_soon(load_detail)
             tg.start_soon(load_failing)
-            tg.start_soon(load_calls)
     assert detail is not None
     assert failing is not None
+    # An agent run (its event counts say so) reads as a conversation: its model and tool calls.
+    agent = is_agent_run(detail.event_counts)
+    if agent:
+        async with store_errors(trace_id=trace_id):
+
+            async def load_model_calls() -> None:
+                nonlocal model_calls
+                model_calls = await client.get_events(trace_id, kind="llm.response", limit=CONVERSATION_LIMIT)
+
+            async def load_tool_calls() -> None:
+                nonlocal tool_calls
+                tool_calls = await client.get_events(trace_id, kind="tool", limit=2 * CONVERSATION_LIMIT)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(load_model_calls)
+                tg.start_soon(load_tool_calls)
     failed_events = list(failing.events)
     final = [s for s in detail.steps if s.depth == 0 and s.ok is False]
     if final and failing.total > len(failed_events) and not any(e.step == final[-1].step for e in failed_events):
@@ -93,51 +104,51 @@ async def get_trace(
         async with store_errors(trace_id=trace_id):
             extra = await client.get_events(trace_id, step=str(final[-1].step), ok=False, limit=NOTABLE_LIMIT)
         failed_events = sorted({e.seq: e for e in [*failed_events, *extra.events]}.values(), key=lambda e: e.seq)
-    # An agent run reads as a conversation: its model and tool calls get part of the budget.
-    agent = model_calls is not None and tool_calls is not None and is_agent_run(detail.event_counts)
+    # The conversation gets part of the budget.
     reserve = min(max_tokens // 2, 1000) if agent else 0
     # A screenshot is shown as an image: its cost (as a vision model counts it) is set aside first.
     artifact = pick_screenshot(detail.artifacts)
     shot = None if artifact is None else await read_screenshot(client, detail.id, artifact)
     room = max_tokens - reserve
-
-    def fit(budget: int) -> tuple[TraceView, str]:
-        return build_trace_view(detail, failed_events, failing.total, None, 0, offset, None, budget)
+    # Every part of the summary rendered and estimated once; each fit below is arithmetic.
+    summary = TraceSummary(detail, failed_events, failing.total)
 
     if shot is None:
-        view, text = fit(room)
+        fitted = summary.fit(room)
     else:
         # The image takes its share from what the rest can spare (its step events and failed events),
         # never the rest's floor: a view that would lose artifacts or steps it keeps at the full budget
         # tries a smaller image, then none.
-        full, full_text = fit(room)
-        need = [a.uri for a in full.artifacts[:2]]
+        full = summary.fit(room)
+        need = [a.uri for a in full.view.artifacts[:2]]
         reserves = shot.reserves(max_tokens)
         for n, aside in enumerate(reserves):
-            view, text = fit(room - aside)
+            fitted = summary.fit(room - aside)
             # An image comes with its own link: the screenshot's place in the artifact list is kept.
-            kept = {a.uri for a in view.artifacts} | ({shot.link.uri} if n < len(reserves) - 1 else set())
-            if all(uri in kept for uri in need) and len(view.steps) >= len(full.steps[:1]):
+            kept = {a.uri for a in fitted.view.artifacts} | ({shot.link.uri} if n < len(reserves) - 1 else set())
+            if all(uri in kept for uri in need) and len(fitted.view.steps) >= len(full.view.steps[:1]):
                 break
         else:  # not even the line saying why: the answer as without a screenshot, which stays linked
-            view, text = full, full_text
+            fitted = full
+    view, text, spent = fitted.view, fitted.text, fitted.tokens
     if agent and model_calls is not None and tool_calls is not None:
-        # A margin for what joining the two costs (the `conversation` key, newlines, the cut note in
-        # both forms) adds beyond the parts' own estimates: the whole answer must stay within budget.
-        room = max_tokens - cost(view, text) - CONVERSATION_MARGIN - (shot.reserves(max_tokens)[-1] if shot else 0)
-        conversation, lines, cut = fit_conversation(
+        # A margin for what joining the two costs (the `conversation` key, the newline between them)
+        # beyond the parts' own estimates: the whole answer must stay within budget.
+        room = max_tokens - spent - CONVERSATION_MARGIN - (shot.reserves(max_tokens)[-1] if shot else 0)
+        conversation, lines, cut, said = fit_conversation(
             build_conversation(model_calls.events, tool_calls.events), room, detail.short_id
         )
         view = view.model_copy(
             update={"conversation": conversation, "omitted": [*view.omitted, *([cut] if cut else [])]}
         )
         text = "\n".join([text, *lines, *([f"Left out: {cut}"] if cut else [])])
+        spent += said + CONVERSATION_MARGIN
     links = [ResourceLink.model_validate(link_block(a)) for a in view.artifacts]
     image: list[ContentBlock] = []
     if shot is not None:
         # The image gets what the rest left, at most its share; what does not fit is left out whole.
         linked = any(existing.uri == shot.link.uri for existing in links)
-        left = max_tokens - cost(view, text)
+        left = max_tokens - spent
         got = shot.show(left - shot.overhead(with_link=not linked), max_tokens)
         if isinstance(got, Screenshot):
             image.append(got.block)

@@ -5,7 +5,8 @@ engines spell the same thing differently, so a component added for the embedded 
 PostgreSQL too, and the contract tests (run on both) catch any statement outside the subset.
 
 Statements: `?` → `%s` (a literal `%` doubled), `INSERT OR IGNORE` → `ON CONFLICT DO NOTHING`,
-`last_insert_rowid()` → `lastval()`, `LIKE` → `ILIKE` (SQLite's LIKE ignores ASCII case).
+`last_insert_rowid()` → `lastval()`, `LIKE` → `ILIKE` (SQLite's LIKE ignores ASCII case), `INDEXED BY
+name` (a hint to SQLite's planner) dropped.
 Migrations (DDL): integer columns are 64-bit (`BIGINT`), an `INTEGER PRIMARY KEY` is an identity column,
 `COLLATE NOCASE` text is `citext`, `WITHOUT ROWID` goes; FTS5 tables are declared per migration
 (`migrations.py`).
@@ -23,6 +24,7 @@ _IS_NOT = re.compile(r"\bIS\s+NOT\s+(%s)", re.IGNORECASE)
 _IS = re.compile(r"\bIS\s+(%s)", re.IGNORECASE)
 _MIN_MAX = re.compile(r"(?<![\w.])(max|min)\s*\(", re.IGNORECASE)
 _LIKE = re.compile(r"(?<![A-Za-z_])LIKE\b", re.IGNORECASE)
+_INDEXED_BY = re.compile(r"\s+INDEXED\s+BY\s+\w+", re.IGNORECASE)
 
 
 def _placeholders(sql: str) -> str:
@@ -59,6 +61,7 @@ def statement(sql: str, with_params: bool = True) -> str:
         else:
             text = text.rstrip().rstrip(";") + " ON CONFLICT DO NOTHING"
     text = text.replace("last_insert_rowid()", "lastval()")
+    text = _INDEXED_BY.sub("", text)  # an index SQLite is told to use; PostgreSQL's planner chooses its own
     text = _IS_NOT.sub(r"IS DISTINCT FROM \1", text)
     text = _IS.sub(r"IS NOT DISTINCT FROM \1", text)
     return _LIKE.sub("ILIKE", _scalar_min_max(text))

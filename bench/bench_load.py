@@ -1,0 +1,328 @@
+"""Many agents at once: 25 + 25 MCP clients (protocol 2026-07-28 and 2025-11-25) looping `list_traces` and
+`get_trace` against one server for `--seconds`, while 5 REST writers append to live traces.
+
+    .venv/bin/python bench/bench_load.py [--work /tmp/molar-scale] [--traces 10000] [--seconds 60]
+        [--runs 3] [--clients 25] [--writers 5] [--before OTHER/src] [--json out.json]
+
+The server is a real `molar-mcp serve --no-auth` (rate limits lifted) on the data dir bench_scale.py builds
+(`--traces` small traces, one 10,000-event trace, the demo runs; built once under --work, then reused).
+Each era's clients run in their own process (so the load generator is not one core's worth of Python):
+every client opens its own session, then loops list_traces(status=failed) → get_trace(<a row of it>,
+rotating through the rows) until the time is up. The writers each open a live trace and append batches of
+20 events, 20 batches a second each (2,000 events/s in all). Figures: tool calls/s (both eras together),
+p50 / p99 of a call as its client saw it, errors (a raised error or an `isError` answer), appends/s.
+With `--before DIR` (another checkout's `src/`, e.g. `git archive` of main) each run measures that code
+and then this one, back to back: compare within a run. Prints min / median / max over runs and the load
+average. It measures, it does not gate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_scale import RATE, free_port, molar, pct, prepare
+
+TOOL_RATE = ["--rate-limits", RATE[1] + ",tool=100000000"]
+BATCH = 20
+BATCHES_PER_S = 20
+
+
+class Served:
+    """`molar-mcp serve --no-auth` (rate limits lifted) on a free port; `src` runs another checkout's code."""
+
+    def __init__(self, data: Path, src: Path | None, extra: list[str]) -> None:
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        env = dict(os.environ)
+        if src is not None:
+            env["PYTHONPATH"] = str(src)
+        cmd = molar("serve", "--no-auth", "--port", str(port), "--data-dir", str(data), *TOOL_RATE, *extra)
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{cmd} exited with {self.proc.returncode}")
+            try:
+                if httpx2.get(self.base + "/healthz", timeout=2, trust_env=False).status_code == 200:
+                    return
+            except httpx2.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{cmd} did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=20)
+
+
+# ---- one era's clients (a subprocess) ------------------------------------------------------------
+
+
+async def _clients(urls: list[str], mode: str, count: int, seconds: float) -> dict[str, Any]:
+    from mcp.client import Client
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    ready = asyncio.Event()
+    opened = 0
+    start_at = 0.0
+
+    async def one(url: str) -> None:
+        nonlocal opened
+        try:
+            async with Client(url, mode=mode, read_timeout_seconds=120) as client:
+                opened += 1
+                if opened == count:
+                    ready.set()
+                await ready.wait()
+                rows: list[str] = []
+                turn = 0
+                while time.monotonic() < start_at + seconds:
+                    if turn % 2 == 0 or not rows:
+                        name, args = "list_traces", {"status": "failed"}
+                    else:
+                        name, args = "get_trace", {"trace_id": rows[(turn // 2) % len(rows)]}
+                    turn += 1
+                    t = time.perf_counter()
+                    try:
+                        result = await client.call_tool(name, args)
+                    except Exception as exc:  # a refused or broken call is an error, counted
+                        errors.append(f"{name}: {type(exc).__name__}: {exc}"[:300])
+                        continue
+                    latencies.append((time.perf_counter() - t) * 1000)
+                    if result.is_error:
+                        errors.append(f"{name}: {result.content}"[:300])
+                    elif name == "list_traces":
+                        rows = [r["short_id"] for r in (result.structured_content or {}).get("items", [])]
+        except Exception as exc:
+            errors.append(f"session: {type(exc).__name__}: {exc}"[:300])
+            ready.set()
+
+    async def started() -> None:
+        nonlocal start_at
+        await ready.wait()
+        start_at = time.monotonic()
+
+    start_at = time.monotonic() + 3600
+    # Client i stays on server i mod n (several replicas: what a proxy keeping sessions on one does).
+    await asyncio.gather(started(), *(one(urls[i % len(urls)]) for i in range(count)))
+    return {"latencies": latencies, "errors": errors}
+
+
+# ---- writers -------------------------------------------------------------------------------------
+
+
+async def _writers(bases: list[str], count: int, seconds: float) -> tuple[int, list[str]]:
+    appended = 0
+    errors: list[str] = []
+    ts = 1_780_000_000_000
+
+    async def one(n: int, http: httpx2.AsyncClient) -> None:
+        nonlocal appended
+        trace = (await http.post("/v1/traces", json={"scenario_slug": f"bench-load-writer-{n}"})).json()["id"]
+        seq = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            tick = time.monotonic()
+            batch = [
+                {"seq": s, "ts": ts + s, "kind": "log", "step_id": f"s{s // 200}", "message": f"line {s}"}
+                for s in range(seq, seq + BATCH)
+            ]
+            try:
+                r = await http.post(f"/v1/traces/{trace}/events", json={"events": batch})
+                if r.status_code >= 400:
+                    errors.append(f"append {r.status_code}: {r.text[:200]}")
+                else:
+                    appended += BATCH
+                    seq += BATCH
+            except httpx2.HTTPError as exc:
+                errors.append(f"append: {type(exc).__name__}")
+            await asyncio.sleep(max(0.0, 1 / BATCHES_PER_S - (time.monotonic() - tick)))
+
+    https = [httpx2.AsyncClient(base_url=base, timeout=120, trust_env=False) for base in bases]
+    try:
+        await asyncio.gather(*(one(n, https[n % len(https)]) for n in range(count)))
+    finally:
+        for http in https:
+            await http.aclose()
+    return appended, errors
+
+
+# ---- one run -------------------------------------------------------------------------------------
+
+
+def run_load(
+    data: Path,
+    ids: dict[str, str] | None = None,
+    *,
+    seconds: float = 60,
+    clients: int = 25,
+    writers: int = 5,
+    src: Path | None = None,
+    extra: list[str] | None = None,
+) -> dict[str, Any]:
+    """One load run against a fresh server on `data`; its figures."""
+    server = Served(data, src, extra or [])
+    try:
+        return drive([server.base], seconds=seconds, clients=clients, writers=writers)
+    finally:
+        server.stop()
+
+
+def drive(bases: list[str], *, seconds: float, clients: int, writers: int) -> dict[str, Any]:
+    """The clients and writers against running servers (spread over them); the figures."""
+    load_before = os.getloadavg()[0]
+    urls = ",".join(base + "/mcp" for base in bases)
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--era",
+                mode,
+                "--url",
+                urls,
+                "--clients",
+                str(clients),
+                "--seconds",
+                str(seconds),
+            ],
+            stdout=subprocess.PIPE,
+        )
+        for mode in ("auto", "legacy")
+    ]
+    # The writers start with the clients' loops (sessions take a moment to open under load).
+    time.sleep(2)
+    appended, write_errors = asyncio.run(_writers(bases, writers, seconds))
+    outs = [json.loads(p.communicate(timeout=seconds + 600)[0]) for p in procs]
+    latencies = [v for o in outs for v in o["latencies"]]
+    errors = [e for o in outs for e in o["errors"]] + write_errors
+    return {
+        "calls_per_s": len(latencies) / seconds,
+        "p50_ms": statistics.median(latencies) if latencies else 0.0,
+        "p99_ms": pct(latencies, 0.99) if latencies else 0.0,
+        "errors": len(errors),
+        "error_samples": errors[:5],
+        "appends_per_s": appended / seconds,
+        "load": [load_before, os.getloadavg()[0]],
+        "by_era": {
+            era: len(o["latencies"]) / seconds for era, o in zip(("2026-07-28", "2025-11-25"), outs, strict=True)
+        },
+    }
+
+
+@contextmanager
+def pg_replicas(count: int, traces: int, src: Path | None, extra: list[str]) -> Iterator[list[str]]:
+    """A throwaway PostgreSQL cluster filled with `traces` traces (make_store.py, COPY), blobs in a shared
+    directory, and `count` `serve` replicas on it; their base URLs."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench_postgres import PG_SETTINGS
+    from make_store import build_pg
+    from tests.engines import pg_cluster
+
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="molar-load-pg-")))
+        cluster = stack.enter_context(pg_cluster(PG_SETTINGS))
+        url = cluster.new_database("load")
+        print(f"filling {traces:,} traces into PostgreSQL", file=sys.stderr, flush=True)
+        build_pg(tmp / "fill", url, cluster.admin_url(url.rsplit("/", 1)[1]), traces, 10, 7)
+        (tmp / "blobs").mkdir()
+        engine = ["--database-url", url, "--blob-url", f"file://{tmp / 'blobs'}"]
+        servers: list[Served] = []
+        try:
+            for i in range(count):
+                servers.append(Served(tmp / f"r{i}", src, [*engine, *extra]))
+            yield [srv.base for srv in servers]
+        finally:
+            for srv in servers:
+                srv.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/molar-scale"))
+    parser.add_argument("--traces", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=25, help="per protocol era")
+    parser.add_argument("--writers", type=int, default=5)
+    parser.add_argument("--before", type=Path, help="another checkout's src/ to measure first in each run")
+    parser.add_argument("--serve-args", default="", help="extra `serve` arguments")
+    parser.add_argument(
+        "--replicas", type=int, default=0, help="N `serve` replicas on a throwaway PostgreSQL cluster instead"
+    )
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--era", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.era:
+        print(json.dumps(asyncio.run(_clients(args.url.split(","), args.era, args.clients, args.seconds))))
+        return 0
+    args.work.mkdir(parents=True, exist_ok=True)
+    data, ids = (Path(), {}) if args.replicas else prepare(args.work, args.traces)
+    extra = args.serve_args.split()
+    variants: list[tuple[str, Path | None]] = ([("before", args.before)] if args.before else []) + [("this", None)]
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in variants}
+    for run in range(args.runs):
+        for name, src in variants:
+            print(f"run {run + 1}/{args.runs}: {name} (load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+            if args.replicas:
+                with pg_replicas(args.replicas, args.traces, src, extra) as bases:
+                    result = drive(bases, seconds=args.seconds, clients=args.clients, writers=args.writers)
+            else:
+                result = run_load(
+                    data, ids, seconds=args.seconds, clients=args.clients, writers=args.writers, src=src, extra=extra
+                )
+            print(
+                f"  {json.dumps({k: v for k, v in result.items() if k != 'error_samples'})}",
+                file=sys.stderr,
+                flush=True,
+            )
+            for sample in result["error_samples"]:
+                print(f"  error: {sample}", file=sys.stderr)
+            results[name].append(result)
+    loads = [v for rs in results.values() for r in rs for v in r["load"]]
+    print(
+        f"\n{args.clients} + {args.clients} MCP clients, {args.writers} writers, "
+        f"{args.seconds:.0f} s × {args.runs} runs; "
+        f"load average (1 min) {min(loads):.1f}–{max(loads):.1f} on {os.cpu_count()} CPUs; min / median / max"
+    )
+    for name, rs in results.items():
+        for key, label in (
+            ("calls_per_s", "tool calls/s"),
+            ("p50_ms", "p50 ms"),
+            ("p99_ms", "p99 ms"),
+            ("errors", "errors"),
+            ("appends_per_s", "events appended/s"),
+        ):
+            values = [r[key] for r in rs]
+            print(f"{name:7s} {label:18s} {min(values):9.1f} / {statistics.median(values):9.1f} / {max(values):9.1f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""`get_trace`'s summary of one run, rendered once and cut to a token budget by arithmetic.
+
+Every part that a cut may drop (a step, a failed event, an artifact) is rendered once, in both forms it is
+sent in (its text and its structured JSON, and an artifact's resource link), and its tokens are estimated
+once. Fitting to a budget is then a sum: the frame (header, failure, event counts), the parts kept, and
+the notes that say what was cut (short, estimated for the sizes tried). The answer is built once, for the
+sizes chosen.
+
+Why a sum of parts is an upper bound of the whole: the estimator (`tokens.py`) counts units — a run of
+letters, a run of digits, a newline, a punctuation mark; joining texts can merge two runs into one but
+never split one, so the whole never costs more than its parts. The joiners themselves (a comma between
+JSON items, a newline between lines) are counted with each part.
+
+What is cut, in order, and never below its floor: failed events down to one (the failing step's last
+failure is kept longest: the decisive evidence), artifacts down to two (a Playwright trace's zip and its
+failure screenshot), the steps overview down to one (a window around the failing step), then the
+remaining artifacts. Each cut says what went and which call brings it back (`omitted`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+
+from molar_mcp.mcp.fence import defuse, fence
+from molar_mcp.mcp.render import (
+    artifact_uri,
+    cut_title,
+    event_line,
+    event_row,
+    failure_of,
+    header,
+    link_block,
+    structured,
+)
+from molar_mcp.mcp.tokens import estimate_tokens
+from molar_mcp.mcp.views import Artifact, StepRow, TraceView
+from molar_mcp.models import Event, TraceDetail
+
+NOTABLE_SHOWN = 12
+ARTIFACTS_SHOWN = 8
+RUN_FENCE = "recorded run"
+STEP_TITLE_CHARS = 80
+
+
+def _json_tokens(value: object) -> int:
+    return estimate_tokens(json.dumps(value, ensure_ascii=False))
+
+
+def _step_key(s: StepRow) -> str:
+    """How a step is named: its number at the top level, its path inside another step."""
+    return s.path or str(s.step)
+
+
+def _step_mark(s: StepRow) -> str:
+    return f"{_step_key(s)}{'✓' if s.ok else '✗' if s.ok is False else '·'}"
+
+
+def trace_text(view: TraceView) -> str:
+    """The text block of a summary. What runs recorded (the test's name and title, the failure signature,
+    the failing step's title, its message, expected and actual, the failed events) is fenced as data."""
+    t = view.trace
+    dur = f", {t.duration_ms / 1000:.1f}s" if t.duration_ms is not None else ""
+    lines = [
+        f"Trace {t.short_id} {t.status.upper()} ({t.source or 'unknown source'}, commit {t.code_sha or '?'}, "
+        f"{t.created_at}{dur}, {t.event_count} events)"
+    ]
+    if t.history:
+        lines.append(f"History of this test: {t.history}")
+    if t.parent_trace_id:
+        lines.append(f"Replay of {t.parent_trace_id} from step {t.replay_from_step}")
+    recorded = [f"test: {t.scenario} “{t.title}”"]
+    if t.failure_signature:
+        recorded.append(f"failure signature: {t.failure_signature}")
+    f = view.failure
+    if f is not None:
+        where = f"step {f.step}" if f.step is not None else "the run"
+        if f.seq is None:
+            lines.append(f"Failed at {where}: no failed event recorded")
+        else:
+            lines.append(f"Failed at {where}: {f.kind} (seq {f.seq})")
+        if f.step is not None:
+            recorded.append(f"step {f.step} “{f.step_title}”")
+        if f.message:
+            recorded.append(f.message)
+        if f.expected is not None or f.actual is not None:
+            recorded.append(f"expected {f.expected!s} — actual {f.actual!s}")
+    lines.append(fence("\n".join(recorded), RUN_FENCE))
+    if f is not None and f.recovered:
+        lines.append(f"Failed earlier, and the run went on (not the final failure): steps {', '.join(f.recovered)}")
+    if view.steps:
+        lines.append("Steps: " + " ".join(_step_mark(s) for s in view.steps))
+    if view.event_counts:
+        lines.append("Events by kind: " + ", ".join(f"{k} {n}" for k, n in view.event_counts.items()))
+    if view.notable:
+        lines.append("Failed events:")
+        lines.append(fence("\n".join(event_line(e) for e in view.notable), "failed events"))
+    if view.artifacts:
+        lines.append("Artifacts: " + ", ".join(_artifact_piece(a) for a in view.artifacts))
+    lines.extend(f"Left out: {o}" for o in view.omitted)
+    return "\n".join(lines)
+
+
+def _artifact_piece(a: Artifact) -> str:
+    return f"{a.kind} {a.name or ''} {a.uri}".strip()
+
+
+@dataclass(frozen=True)
+class Fitted:
+    view: TraceView
+    text: str
+    tokens: int  # an upper bound of what the view and text cost (text, structured content, artifact links)
+
+
+class TraceSummary:
+    """The parts of one run's summary, each rendered and estimated once; `fit` cuts them to a budget."""
+
+    def __init__(self, detail: TraceDetail, failing: Sequence[Event], failing_total: int) -> None:
+        self.sid = sid = detail.short_id
+        self.failing_total = failing_total
+        self.failure = failure_of(detail, failing)
+        self.focus = self.failure.step if self.failure is not None else None
+        self.note_costs: dict[str, int] = {}
+        self.steps = [
+            StepRow(
+                step=s.step,
+                path=s.path if s.depth else None,
+                title=cut_title(s.title, STEP_TITLE_CHARS),
+                ok=s.ok,
+                events=s.event_count,
+            )
+            for s in detail.steps
+        ]
+        self.focus_index = next((i for i, s in enumerate(self.steps) if s.step == self.focus and s.path is None), 0)
+        self.artifacts = [
+            Artifact(kind=a.kind, name=a.name, size=a.size, uri=artifact_uri(detail.id, a.sha256))
+            for a in detail.artifacts
+        ]
+        # Failed events in the order a cut keeps them: the failing step's, its last first, then the rest.
+        rows = [event_row(e, sid) for e in failing]
+        first = [i for i, e in enumerate(failing) if self.focus is not None and e.step == self.focus]
+        taken = set(first)
+        self.notable_order = first[::-1] + [i for i in range(len(rows)) if i not in taken]
+        self.notable = rows
+        base = TraceView(trace=header(detail), failure=self.failure, event_counts=detail.event_counts)
+        self.base = base
+        self.frame = _json_tokens(structured(base)) + estimate_tokens(trace_text(base))
+
+        # Each part once: its JSON (and the comma after it) and its text (and its joiner).
+        step_costs = [
+            _json_tokens(s.model_dump(mode="json", exclude_none=True)) + 1 + estimate_tokens(_step_mark(s))
+            for s in self.steps
+        ]
+        self.step_prefix = [0, *accumulate(step_costs)]
+        self.step_failed = [0, *accumulate(1 if s.ok is False else 0 for s in self.steps)]
+        self.steps_wrapper = estimate_tokens("\nSteps: ")
+        notable_costs = [
+            _json_tokens(rows[i].model_dump(mode="json", exclude_none=True))
+            + 1
+            + estimate_tokens(defuse(event_line(rows[i])))
+            + 1
+            for i in self.notable_order
+        ]
+        self.notable_prefix = [0, *accumulate(notable_costs)]
+        self.notable_wrapper = estimate_tokens("\nFailed events:\n" + fence("", "failed events"))
+        artifact_costs = [
+            _json_tokens(a.model_dump(mode="json", exclude_none=True))
+            + 1
+            + estimate_tokens(_artifact_piece(a))
+            + 1
+            + _json_tokens(link_block(a))
+            for a in self.artifacts
+        ]
+        self.artifact_prefix = [0, *accumulate(artifact_costs)]
+        self.artifacts_wrapper = estimate_tokens("\nArtifacts: ")
+
+    # ---- the sizes' costs ------------------------------------------------------------------------
+
+    def _window_start(self, n: int) -> int:
+        """Where `n` steps around the failing step start (biased towards what led up to it)."""
+        if len(self.steps) <= n or self.focus is None:
+            return 0
+        return max(0, min(self.focus_index - (n * 2) // 3, len(self.steps) - n))
+
+    def _steps_cost(self, n: int) -> int:
+        if n == 0:
+            return 0
+        start = self._window_start(n)
+        return self.step_prefix[start + n] - self.step_prefix[start] + self.steps_wrapper
+
+    def _notable_cost(self, n: int) -> int:
+        return self.notable_prefix[n] + (self.notable_wrapper if n else 0)
+
+    def _artifacts_cost(self, n: int) -> int:
+        return self.artifact_prefix[n] + (self.artifacts_wrapper if n else 0)
+
+    def _notes(self, n_steps: int, n_notable: int, n_artifacts: int) -> list[str]:
+        """What a summary of these sizes leaves out, and the call that brings each back."""
+        sid, omitted = self.sid, []
+        total = len(self.steps)
+        if n_steps < total:
+            start = self._window_start(n_steps)
+            shown = self.steps[start : start + n_steps]
+            failed_hidden = self.step_failed[-1] - (self.step_failed[start + n_steps] - self.step_failed[start])
+            where = f"steps {_step_key(shown[0])}–{_step_key(shown[-1])}" if shown else "the overview"
+            omitted.append(
+                f"{total - n_steps} of {total} steps outside {where} "
+                f'({failed_hidden} of them failed); get_trace(trace_id="{sid}", step=N) shows any step'
+            )
+        if self.failing_total > n_notable:
+            omitted.append(
+                f"{self.failing_total - n_notable} more failed events; read "
+                f"molar://traces/{sid}/events?ok=false for all of them"
+            )
+        if n_artifacts < len(self.artifacts):
+            omitted.append(f"{len(self.artifacts) - n_artifacts} artifacts; molar://traces/{sid} lists them all")
+        if self.focus is not None:
+            omitted.append(
+                f'event details; get_trace(trace_id="{sid}", step={self.focus}) shows the failing step\'s events'
+            )
+        return omitted
+
+    def _notes_cost(self, notes: list[str]) -> int:
+        total = 0
+        for note in notes:
+            if (spent := self.note_costs.get(note)) is None:
+                spent = self.note_costs[note] = _json_tokens(note) + 1 + estimate_tokens("\nLeft out: " + note)
+            total += spent
+        return total
+
+    def _parts_cost(self, sizes: list[int]) -> int:
+        return self._steps_cost(sizes[0]) + self._notable_cost(sizes[1]) + self._artifacts_cost(sizes[2])
+
+    def cost(self, sizes: list[int]) -> int:
+        return self.frame + self._parts_cost(sizes) + self._notes_cost(self._notes(*sizes))
+
+    # ---- fitting ---------------------------------------------------------------------------------
+
+    def sizes(self, budget: int) -> list[int]:
+        """How many steps, failed events and artifacts fit in `budget` tokens, cutting in order down
+        to each part's floor."""
+        sizes = [len(self.steps), min(len(self.notable), NOTABLE_SHOWN), min(len(self.artifacts), ARTIFACTS_SHOWN)]
+        for part, floor in ((1, 1), (2, 2), (0, 1), (2, 0)):
+            if self.cost(sizes) <= budget:
+                break
+            # The parts alone must fit in what the frame and the notes leave; the notes (their numbers
+            # change with the sizes) are estimated again only when the parts fit what they cost last.
+            notes = self._notes_cost(self._notes(*sizes))
+            n = sizes[part]
+            while n > floor:
+                n -= 1
+                trial = [*sizes]
+                trial[part] = n
+                if self.frame + self._parts_cost(trial) + notes <= budget:
+                    notes = self._notes_cost(self._notes(*trial))
+                    if self.frame + self._parts_cost(trial) + notes <= budget:
+                        break
+            sizes[part] = n
+        return sizes
+
+    def fit(self, budget: int) -> Fitted:
+        sizes = self.sizes(budget)
+        n_steps, n_notable, n_artifacts = sizes
+        start = self._window_start(n_steps)
+        kept = sorted(self.notable_order[:n_notable])
+        view = self.base.model_copy(
+            update={
+                "steps": self.steps[start : start + n_steps],
+                "notable": [self.notable[i] for i in kept],
+                "artifacts": self.artifacts[:n_artifacts],
+                "omitted": self._notes(*sizes),
+            }
+        )
+        return Fitted(view, trace_text(view), self.cost(sizes))
+
+
+def build_trace_view(
+    detail: TraceDetail, failing: Sequence[Event], failing_total: int, budget: int
+) -> tuple[TraceView, str]:
+    """`get_trace`'s summary of a run, fitted to `budget` tokens."""
+    fitted = TraceSummary(detail, failing, failing_total).fit(budget)
+    return fitted.view, fitted.text
