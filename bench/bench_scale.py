@@ -181,21 +181,21 @@ class Table:
         cols = [_label(s) for s in sizes]
         print(
             f"\nload average (1 min) during the run: min {min(self.loads, default=0):.2f}, "
-            f"max {max(self.loads, default=0):.2f}; cells are min / median / max over runs"
+            f"max {max(self.loads, default=0):.2f}; cells are min / median / max over runs of each run's p50 "
+            "(or rate); the ratio is the median's growth per 10× traces"
         )
         print("| figure | " + " | ".join(cols) + " | ratio per 10× |")
         print("|---|" + "---|" * (len(cols) + 1))
         for figure, by_col in self.rows.items():
-            cells = [self.cell(figure, c) for c in cols] if any(c in by_col for c in cols) else []
-            if cells:
+            if any(c in by_col for c in cols):
+                cells = [self.cell(figure, c) for c in cols]
                 meds = [statistics.median(by_col[c]) for c in cols if c in by_col]
-                ratio = _ratio(meds)
-                print(f"| {figure} | " + " | ".join(cells) + f" | {ratio} |")
-            else:
+                print(f"| {figure} | " + " | ".join(cells) + f" | {_ratio(meds)} |")
+            else:  # measured once, on an empty store: the store's size does not apply
                 only = next(iter(by_col))
-                print(f"| {figure} | {self.cell(figure, only)} " + "| " * len(cols) + "|")
+                print(f"| {figure} | {self.cell(figure, only)} " + "| " * (len(cols) - 1) + "| (any size) |")
         for figure, note in self.notes.items():
-            print(f"- {figure}: {note}")
+            print(f"| {figure} | " + " | ".join([note] + [""] * (len(cols) - 1)) + " | |")
 
     def dump(self) -> dict[str, Any]:
         return {
@@ -285,14 +285,19 @@ async def bench_server(table: Table, data: Path, ids: dict[str, str], col: str, 
     try:
         async with httpx2.AsyncClient(base_url=server.base, timeout=30, trust_env=False) as http:
 
-            async def rest(q: str) -> None:
-                (await http.get("/v1/traces", params={"q": q, "limit": 50})).raise_for_status()
+            async def rest(q: str, **filters: str) -> None:
+                (await http.get("/v1/traces", params={"q": q, "limit": 50, **filters})).raise_for_status()
 
             table.add(
                 f"REST GET /v1/traces?q={Q_COMMON} p50 ms", col, p50(await atimed(lambda: rest(Q_COMMON), iterations))
             )
             table.add(
                 f"REST GET /v1/traces?q={Q_NONE} p50 ms", col, p50(await atimed(lambda: rest(Q_NONE), iterations))
+            )
+            table.add(
+                f"REST GET /v1/traces?q={Q_STATUS[0]}&status={Q_STATUS[1]} p50 ms",
+                col,
+                p50(await atimed(lambda: rest(Q_STATUS[0], status=Q_STATUS[1]), iterations)),
             )
         targets: list[tuple[str, Any, Any]] = [
             ("HTTP", f"{server.base}/mcp", f"{floor.base}/mcp"),
@@ -486,7 +491,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=100)
-    parser.add_argument("--sections", default="store,server,ingest,memory,live")
+    parser.add_argument("--sections", default="store,server,ingest,memory,live,load")
     parser.add_argument("--load-seconds", type=float, default=60)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--floor-server", choices=["http", "stdio"], help=argparse.SUPPRESS)
@@ -499,6 +504,7 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     args.work.mkdir(parents=True, exist_ok=True)
     table = Table()
+    started, start_load = time.time(), load()
     for size in sizes:
         data, ids = prepare(args.work, size) if sections & {"store", "server", "load"} else (Path(), {})
         col = _label(size)
@@ -515,15 +521,26 @@ def main() -> int:
     if "live" in sections:
         asyncio.run(bench_live(table, args.work, args.runs))
     if "load" in sections:
-        from bench_load import run_load  # type: ignore[import-not-found]
-
-        data, ids = prepare(args.work, sizes[0])
-        for _ in range(max(1, args.runs // 3)):
-            result = run_load(data, ids, seconds=args.load_seconds)
-            table.add("50 MCP clients + 5 writers: tool calls/s", "once", result["calls_per_s"])
-            table.add("50 MCP clients: p50 ms", "once", result["p50_ms"])
-            table.add("50 MCP clients: p99 ms", "once", result["p99_ms"])
-            table.add("50 MCP clients: errors", "once", result["errors"])
+        try:
+            from bench_load import run_load  # type: ignore[import-not-found]
+        except ImportError:
+            table.notes["50 concurrent MCP clients: calls/s, p50 / p99"] = (
+                "measured by bench/bench_load.py (not in this checkout); run it and copy its figures here"
+            )
+        else:
+            data, ids = prepare(args.work, sizes[0])
+            for _ in range(args.runs):
+                result = run_load(data, ids, seconds=args.load_seconds)
+                table.add("50 MCP clients + 5 writers: tool calls/s", "once", result["calls_per_s"])
+                table.add("50 MCP clients: p50 ms", "once", result["p50_ms"])
+                table.add("50 MCP clients: p99 ms", "once", result["p99_ms"])
+                table.add("50 MCP clients: errors", "once", result["errors"])
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    print(
+        f"\nbench_scale · commit {commit.stdout.strip() or '?'} · Python {sys.version.split()[0]} · "
+        f"{os.cpu_count()} CPUs · {args.runs} runs × {args.iterations} calls · {time.time() - started:.0f} s · "
+        f"load avg {start_load:.1f} → {load():.1f}"
+    )
     table.print(sizes)
     if args.json:
         args.json.write_text(json.dumps(table.dump(), indent=2))

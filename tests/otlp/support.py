@@ -11,7 +11,11 @@ from typing import Any
 import anyio
 import httpx2
 from google.protobuf import json_format
+from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
@@ -79,6 +83,42 @@ def nested_run(tracer: Tracer, clock: Clock) -> None:
             ),
         ):
             clock.advance(500)
+
+
+def logged_run(service: str = "support-desk") -> tuple[list[ReadableSpan], list[ReadableLogRecord]]:
+    """root → two model calls whose messages go out as log records (the Logs API, as GenAI
+    instrumentations send them with content capture on): the spans (children first) and the records."""
+    collected = Collect()
+    tracer_provider = provider(collected, service)
+    kept = InMemoryLogRecordExporter()
+    logs = LoggerProvider(resource=Resource.create({"service.name": service}))
+    logs.add_log_record_processor(SimpleLogRecordProcessor(kept))
+    logger = logs.get_logger("tests.otlp")
+    tracer, clock = tracer_provider.get_tracer("tests.otlp"), Clock(START_NS)
+    chat = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o"}
+    with timed_span(tracer, clock, "invoke_agent helper", SpanKind.INTERNAL, {"gen_ai.operation.name": "invoke_agent"}):
+        with timed_span(tracer, clock, "chat gpt-4o", SpanKind.CLIENT, chat):
+            user = {"content": "Find the refund policy."}
+            logger.emit(timestamp=clock.advance(1), event_name="gen_ai.user.message", body=user)
+            clock.advance(300)
+        with timed_span(tracer, clock, "chat gpt-4o", SpanKind.CLIENT, chat):
+            user = {"content": "And the refund window?"}
+            logger.emit(timestamp=clock.advance(1), event_name="gen_ai.user.message", body=user)
+            answer = {"role": "assistant", "content": "Here is the policy: 30 days."}
+            choice = {"index": 0, "finish_reason": "stop", "message": answer}
+            logger.emit(timestamp=clock.advance(300), event_name="gen_ai.choice", body=choice)
+    tracer_provider.shutdown()
+    logs.shutdown()
+    return collected.spans, list(kept.get_finished_logs())
+
+
+def records_of(records: Sequence[ReadableLogRecord], span: ReadableSpan) -> list[ReadableLogRecord]:
+    return [r for r in records if span.context is not None and r.log_record.span_id == span.context.span_id]
+
+
+async def post_logs(http: httpx2.AsyncClient, records: Sequence[ReadableLogRecord]) -> httpx2.Response:
+    body = bytes(encode_logs(records).SerializeToString())
+    return await http.post("/otlp/v1/logs", content=body, headers={"content-type": PROTOBUF})
 
 
 def protobuf(spans: Sequence[ReadableSpan]) -> bytes:

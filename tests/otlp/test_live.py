@@ -20,11 +20,14 @@ from molar_mcp.ingest.formats.otlp import decode_protobuf, decode_spans, span_id
 from molar_mcp.store import LOCAL_ORG_ID
 from tests.otlp.support import (
     events_of,
+    logged_run,
     nested_run,
     only_trace,
+    post_logs,
     post_protobuf,
     protobuf,
     record,
+    records_of,
     refund_run,
     settled_trace,
 )
@@ -213,3 +216,162 @@ async def test_kept_bodies_are_forgotten_after_the_late_period_and_later_log_rec
     assert late.json()["partialSuccess"]["rejectedLogRecords"] == "1"
     assert "had finished before they arrived" in late.json()["partialSuccess"]["errorMessage"]
     assert (await only_trace(http))["id"] == trace["id"]
+
+
+def _expected(spans: list[Any]) -> list[tuple[Any, ...]]:
+    """The events of these spans laid out at once (`trace_events`), as the store keeps them: an error is
+    a failure, steps numbered by the store's rules (docs/bundle-format.md, "Steps")."""
+    from molar_mcp.store.steps import StepTree
+
+    tree = StepTree()
+    out = []
+    for e in trace_events(decode_spans(decode_protobuf(protobuf(spans))).spans):
+        ok = False if e.ok is None and e.kind == "error" else e.ok
+        node = tree.number(e.step_id, e.kind, e.payload)
+        payload = json.loads(json.dumps(e.payload))
+        out.append((e.seq, e.ts, e.kind, e.step_id, None if node is None else node.step, ok, e.message, payload))
+    return out
+
+
+def _stored(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [
+        (e["seq"], e["ts"], e["kind"], e["step_id"], e["step"], e["ok"], e["message"], e["payload"]) for e in events
+    ]
+
+
+async def _trace_of(http: httpx2.AsyncClient, embedded: Embedded, spans: list[Any]) -> dict[str, Any]:
+    """The finished trace of these spans (several traces are in the store)."""
+    kept = embedded.context.otlp.kept(LOCAL_ORG_ID, f"{spans[0].context.trace_id:032x}")
+    assert kept is not None
+    with anyio.fail_after(10):
+        while (trace := (await http.get(f"/v1/traces/{kept.trace_id}")).json())["status"] == "running":  # noqa: ASYNC110 (the finish runs after the answer)
+            await anyio.sleep(0.02)
+    return dict(trace)
+
+
+async def test_spans_in_any_order_over_many_exports_finish_as_the_events_of_one_export(
+    http: httpx2.AsyncClient, embedded: Embedded
+) -> None:
+    """The finish moves the events shown live into the span-tree order and makes again only the spans
+    they showed otherwise (a child that came before its parent): whatever the order, the batching and
+    the duplicates, the finished trace is the one the same spans give in one export."""
+    import random
+
+    for seed in range(5):
+        spans = record(nested_run)
+        inner = [s for s in spans if s.parent is not None]  # the root ends last, so it is exported last
+        if seed == 1:
+            inner.reverse()  # parents before their children
+        elif seed > 1:
+            random.Random(seed).shuffle(inner)
+        order = [*inner, *(s for s in spans if s.parent is None)]
+        cuts = sorted(random.Random(seed).sample(range(1, len(order)), 2))
+        batches = [order[: cuts[0]], order[cuts[0] : cuts[1]], order[cuts[1] :]]
+        for i, batch in enumerate(batches):
+            assert (await post_protobuf(http, batch)).status_code == 200
+            if i == 1:  # and the first batch again: duplicates change nothing
+                assert (await post_protobuf(http, batches[0])).status_code == 200
+        trace = await _trace_of(http, embedded, spans)
+        assert trace["status"] == "passed"
+        events = await events_of(http, trace["id"])
+        assert _stored(events) == _expected(spans), f"order {seed}"
+        assert trace["event_count"] == len(events)
+        steps = (await http.get(f"/v1/traces/{trace['id']}")).json()["steps"]
+        assert [(s["path"], s["title"]) for s in steps] == [
+            ("1", "turn 1"),
+            ("1.1", "chat gpt-4o"),
+            ("1.2", "execute_tool search"),
+            ("2", "turn 2"),
+            ("2.1", "chat gpt-4o"),
+        ]
+
+
+async def test_a_converter_behind_lays_a_complete_run_out_once_and_its_followers_get_every_event(
+    http: httpx2.AsyncClient, embedded: Embedded
+) -> None:
+    ctx = embedded.context
+    spans = refund_run()
+    # Every batch taken (answered) before the converter gets to the first: as under a heavy export load.
+    for batch in (spans[:3], spans[3:-1], spans[-1:]):
+        message = decode_protobuf(protobuf(batch))
+        ids = span_ids(message)
+        traces = [(t, "support-desk.run", "support-desk: run", s) for t, s in ids.traces.items()]
+        ctx.otlp.accept(LOCAL_ORG_ID, protobuf(batch), traces, int(time.time() * 1000))
+    trace = await only_trace(http)
+    assert trace["status"] == "running"
+    otel_trace_id = f"{spans[0].context.trace_id:032x}"
+    assert ctx.otlp.ready_traces(LOCAL_ORG_ID, [otel_trace_id]) == {otel_trace_id: trace["id"]}
+    otel_trace_id = f"{spans[0].context.trace_id:032x}"
+    assert ctx.otlp.ready_traces(LOCAL_ORG_ID, [otel_trace_id]) == {otel_trace_id: trace["id"]}
+    seen: list[dict[str, Any]] = []
+    ended: list[str] = []
+
+    async def follow() -> None:
+        async with http.stream("GET", f"/v1/traces/{trace['id']}/stream") as response:
+            async for sse in httpx2.EventSource(response):
+                if sse.event == "end":
+                    ended.append(sse.data)
+                    return
+                seen.append(sse.json())
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(follow)
+        await anyio.sleep(0.3)  # the follower is subscribed
+        await sweep(ctx)  # the converter reads what waits: the run is complete, so it is laid out at once
+    assert ended == ['{"status": "failed"}']
+    events = await events_of(http, trace["id"])
+    assert [e["seq"] for e in seen] == [e["seq"] for e in events] == list(range(len(events)))
+    assert _stored(events) == _expected(spans)
+    assert ctx.otlp.pending_spans == 0
+
+
+async def test_log_records_before_their_spans_are_folded_in_live_and_after_them_shown_live(
+    http: httpx2.AsyncClient, embedded: Embedded
+) -> None:
+    """GenAI messages sent as log records (the Logs API) with their span's ids: records that come before
+    the span are in its events as soon as it is shown; records that come after it are shown at once as
+    the span's `log`; the finish folds all of them into the model call's events."""
+    spans, logs = logged_run()
+    chat1, chat2 = [s for s in spans if s.name == "chat gpt-4o"]
+    assert (await post_logs(http, records_of(logs, chat1))).status_code == 200
+    trace = await only_trace(http)
+    assert trace["status"] == "running"  # started by its log records: its spans come later
+    assert await events_of(http, trace["id"]) == []
+    assert (await post_protobuf(http, [chat1])).status_code == 200
+    running = await events_of(http, trace["id"])
+    request = next(e for e in running if e["kind"] == "llm.request")
+    assert request["payload"]["last_messages"] == [{"role": "user", "content": "Find the refund policy."}]
+    assert (await post_protobuf(http, [s for s in spans if s is not chat1 and s.parent is not None])).status_code == 200
+    seen: list[dict[str, Any]] = []
+
+    async def follow() -> None:
+        async with http.stream("GET", f"/v1/traces/{trace['id']}/stream") as response:
+            async for sse in httpx2.EventSource(response):
+                if sse.event == "end":
+                    return
+                event = sse.json()
+                seen.append(event)
+                if event["kind"] == "log" and "Here is the policy" in (event["message"] or ""):
+                    return
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(follow)
+        await anyio.sleep(0.2)
+        assert (await post_logs(http, records_of(logs, chat2))).status_code == 200
+    assert (await only_trace(http))["status"] == "running"
+    shown = [e for e in seen if e["kind"] == "log" and e["step_id"] == f"span-{chat2.context.span_id:016x}"]
+    assert [e["payload"]["messages"] for e in shown] == [
+        [{"role": "user", "content": "And the refund window?"}],
+        [{"role": "assistant", "content": "Here is the policy: 30 days.", "finish_reason": "stop"}],
+    ]
+    assert (await post_protobuf(http, [s for s in spans if s.parent is None])).status_code == 200
+    finished = await settled_trace(http)
+    events = await events_of(http, finished["id"])
+    requests = [e for e in events if e["kind"] == "llm.request"]
+    responses = [e for e in events if e["kind"] == "llm.response"]
+    assert [r["payload"]["last_messages"] for r in requests] == [
+        [{"role": "user", "content": "Find the refund policy."}],
+        [{"role": "user", "content": "And the refund window?"}],
+    ]
+    assert responses[1]["payload"]["text"] == "Here is the policy: 30 days."
+    assert not [e for e in events if e["kind"] == "log" and e["step_id"]]  # folded in, not left as logs

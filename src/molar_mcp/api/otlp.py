@@ -23,7 +23,7 @@ import dataclasses
 import time
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -48,11 +48,15 @@ from molar_mcp.api.openapi import documented
 from molar_mcp.debugger.detectors import analyze, failure_signature
 from molar_mcp.ingest.formats.agent_spans import (
     Draft,
-    live_events,
+    live_parts,
+    log_record_events,
     run_duration_ms,
     run_status,
     scenario_of,
+    shown_finally,
     slug_of,
+    span_parts,
+    step_id_of,
     trace_drafts,
 )
 from molar_mcp.ingest.formats.otlp import (
@@ -68,10 +72,12 @@ from molar_mcp.ingest.formats.otlp import (
     decode_protobuf,
     decode_spans,
     span_ids,
+    trace_ids,
+    trace_spans,
 )
 from molar_mcp.models import Event
 from molar_mcp.models.replays import ReplayOrigin
-from molar_mcp.store.otlp import Batch, Converted, IncomingSpan, SpanContext, TraceOutcome
+from molar_mcp.store.otlp import RUN, Batch, Converted, FreshSpan, IncomingSpan, LiveParts, SpanContext, TraceOutcome
 from molar_mcp.store.port import org_scope
 
 OTLP_TRACES_PATH = "/otlp/v1/traces"
@@ -327,13 +333,19 @@ def _convert_next(ctx: ApiContext) -> tuple[str, list[Converted]] | None:
     batches = ctx.otlp.pending(limit=1)
     if not batches:
         return None
-    return batches[0].org_id, _convert(ctx, batches[0])
+    return batches[0].org_id, _convert(ctx, batches[0], ready_first=True)
 
 
-def _convert(ctx: ApiContext, batch: Batch) -> list[Converted]:
+def _convert(ctx: ApiContext, batch: Batch, ready_first: bool = False) -> list[Converted]:
+    """Make a stored batch's spans into live events. `ready_first` (a converter that is behind): a trace
+    not shown yet whose every span is already taken is left to its finish, which lays it out once."""
     with org_scope(batch.org_id):
+        ready: dict[str, str] = {}
         try:
-            decoded = decode_spans(decode_protobuf(batch.body))
+            message = decode_protobuf(batch.body)
+            if ready_first:
+                ready = ctx.otlp.ready_traces(batch.org_id, [t.hex() for t in trace_ids(message) if len(t) == 16])
+            decoded = decode_spans(message, skip={bytes.fromhex(t) for t in ready})
         except (OtlpDecodeError, TooManySpans):  # it was read when taken: a body that fails now is skipped
             decoded = Decoded()
         by_trace: dict[str, list[SpanRecord]] = {}
@@ -343,17 +355,21 @@ def _convert(ctx: ApiContext, batch: Batch) -> list[Converted]:
         for trace_id, items in by_trace.items():
             items.sort(key=lambda s: (s.start_ns, s.span_id))  # a parent starts before its children
             slug, title = scenario_of(items)
-            groups.append((trace_id, slug, title, [IncomingSpan(s.span_id, s.parent_id, s) for s in items]))
+            groups.append((trace_id, slug, title, [IncomingSpan(s.span_id, s.parent_id, s, s.start_ns) for s in items]))
 
-        def build(span: IncomingSpan, where: SpanContext) -> list[Draft]:
-            return live_events(
-                span.record,
+        def build(span: IncomingSpan, where: SpanContext) -> LiveParts:
+            record: SpanRecord = span.record
+            if where.logs:  # log records that came before their span: events of it like its own
+                record = dataclasses.replace(record, events=_with_logs(record.events, list(where.logs)))
+            return live_parts(
+                record,
                 parent_stored=where.parent_stored,
                 parent_is_root=where.parent_is_root,
                 has_children=where.has_children,
             )
 
-        return ctx.otlp.convert(batch, groups, build)
+        converted = ctx.otlp.convert(batch, groups, build)
+        return converted + [Converted(otel_id, trace_id, complete=True) for otel_id, trace_id in ready.items()]
 
 
 def _read_spans(ctx: ApiContext, org: str, otel_trace_id: str) -> list[SpanRecord]:
@@ -375,6 +391,12 @@ def _read_spans(ctx: ApiContext, org: str, otel_trace_id: str) -> list[SpanRecor
     return spans
 
 
+def _log_events(record: dict[str, Any], span_id: str, shown_as: str) -> list[Draft]:
+    """A log record of a span a running trace shows: its live events, in the span's step (the run's
+    events have none)."""
+    return log_record_events(record, None if shown_as == RUN else step_id_of(span_id))
+
+
 def _with_logs(events: tuple[SpanEvent, ...], records: list[dict[str, Any]]) -> tuple[SpanEvent, ...]:
     logged = [SpanEvent(str(r["name"]), int(r["ts_ns"]), dict(r["attributes"])) for r in records]
     return tuple(sorted([*events, *logged], key=lambda e: e.ts_ns))
@@ -383,25 +405,12 @@ def _with_logs(events: tuple[SpanEvent, ...], records: list[dict[str, Any]]) -> 
 async def finish_otel_trace(ctx: ApiContext, org: str, otel_trace_id: str, status: str | None = None) -> None:
     """Lay the trace out in span-tree order, close it, run the detectors, tell its followers."""
 
-    def finish() -> tuple[str, str] | None:
+    def finish() -> tuple[str, str, Sequence[Event]] | None:
         with org_scope(org):
-            laid: tuple[str, Sequence[Event]] | str = "more"
-            for _ in range(5):
-                spans = _read_spans(ctx, org, otel_trace_id)
-                slug, title = scenario_of(spans)
-                laid = ctx.otlp.lay_out(
-                    org,
-                    otel_trace_id,
-                    trace_drafts(spans),
-                    scenario_slug=slug,
-                    scenario_title=title,
-                    span_count=len(spans),
-                )
-                if laid != "more":
-                    break
-            if isinstance(laid, str):
+            laid = _lay_out(ctx, org, otel_trace_id)
+            if laid is None:
                 return None  # finished by another caller meanwhile (or spans keep coming: the sweeper's turn)
-            trace_id, events = laid
+            trace_id, events, spans, unseen = laid
             _record_replay_origin(ctx, org, trace_id, spans)
             final = status or run_status(spans)
             findings = analyze(list(events), final)
@@ -410,11 +419,126 @@ async def finish_otel_trace(ctx: ApiContext, org: str, otel_trace_id: str, statu
                 org, trace_id, status=final, failure_signature=signature, duration_ms=run_duration_ms(spans)
             )
             run_analysis(ctx, org, trace_id, findings=findings)
-            return trace_id, final
+            return trace_id, final, events if unseen else ()
 
     done = await anyio.to_thread.run_sync(finish)
     if done is not None:
-        ctx.bus.publish(done[0], Published(finished=done[1]))
+        trace_id, final, unseen = done
+        if unseen:  # laid out at once, never shown live: its followers get every event with the end
+            _publish(ctx, [Converted(otel_trace_id, trace_id, unseen)])
+        ctx.bus.publish(trace_id, Published(finished=final))
+
+
+def _lay_out(
+    ctx: ApiContext, org: str, otel_trace_id: str, again: bool = False
+) -> tuple[str, Sequence[Event], list[SpanRecord], bool] | None:
+    """Lay a trace out in span-tree order and mark it finished: its live events moved into place (only
+    spans shown otherwise are made again), or — for spans stored by earlier versions, or `again` (a
+    finished trace with late log records) — every event made anew from the kept bodies. The trace's id,
+    its events, and the spans its status, duration and scenario come from (the roots and the first one,
+    or all), and whether it had no events before; None when another caller finished it first (or spans
+    keep coming)."""
+    if not again:
+        for _ in range(5):
+            kept = _lay_out_kept(ctx, org, otel_trace_id)
+            if kept is None:
+                break  # made anew below
+            if kept == "finished":
+                return None
+            if kept != "more":
+                return kept
+    laid: tuple[str, Sequence[Event]] | str = "more"
+    spans: list[SpanRecord] = []
+    for _ in range(5):
+        spans = _read_spans(ctx, org, otel_trace_id)
+        slug, title = scenario_of(spans)
+        laid = ctx.otlp.lay_out(
+            org,
+            otel_trace_id,
+            trace_drafts(spans),
+            scenario_slug=slug,
+            scenario_title=title,
+            span_count=len(spans),
+            again=again,
+        )
+        if laid != "more":
+            break
+    if isinstance(laid, str):
+        return None
+    return laid[0], laid[1], spans, False
+
+
+def _lay_out_kept(
+    ctx: ApiContext, org: str, otel_trace_id: str
+) -> tuple[str, Sequence[Event], list[SpanRecord], bool] | Literal["finished", "more"] | None:
+    """The finish that moves each span's live events into the span-tree order as they are: only the spans
+    those events show otherwise than the finished tree does (a child that came before its parent, a root
+    that came before its children, log records that came after the span), or that have none yet, are
+    decoded from the kept bodies and made again. None: it cannot be done so (spans stored one by one by
+    an earlier version, no root span, a body gone)."""
+    kept = ctx.otlp.kept(org, otel_trace_id)
+    if kept is None or kept.finished:
+        return "finished"
+    if not kept.spans or any(s.as_json or s.batch_pk is None for s in kept.spans):
+        return None
+    parents = {s.span_id: s.parent_id for s in kept.spans}
+    with_children = {s.parent_id for s in kept.spans if s.parent_id is not None and s.parent_id in parents}
+    again = {
+        s.span_id
+        for s in kept.spans
+        if s.live_seq is None
+        or s.logs_folded != kept.logs.get(s.span_id, 0)
+        or s.shown_as != shown_finally(s.span_id, s.parent_id, parents, s.span_id in with_children)
+    }
+    roots = {s.span_id for s in kept.spans if s.parent_id is None}
+    if not roots:
+        return None
+    by_batch: dict[int, set[str]] = {}
+    for s in kept.spans:
+        by_batch.setdefault(int(s.batch_pk or 0), set()).add(s.span_id)
+    wanted = again | roots
+    batches = sorted({min(by_batch)} | {int(s.batch_pk or 0) for s in kept.spans if s.span_id in wanted})
+    bodies = ctx.otlp.batch_bodies(batches)
+    records: list[SpanRecord] = []  # in stored order: by batch, then as the request had them
+    for batch_pk in batches:
+        if batch_pk not in bodies:
+            return None
+        mine, taken = by_batch[batch_pk], set[str]()
+
+        def selected(span_id: str, mine: set[str] = mine, taken: set[str] = taken) -> bool:
+            if span_id not in mine or span_id in taken or (records and span_id not in wanted):
+                return False
+            taken.add(span_id)
+            return True
+
+        try:
+            for record in trace_spans(decode_protobuf(bodies[batch_pk]), otel_trace_id, selected):
+                records.append(record)  # (appended one by one: `selected` reads whether the first is in)
+        except OtlpDecodeError:
+            return None
+    if kept.logs:
+        logs = ctx.otlp.logs_of(org, otel_trace_id)
+        records = [
+            dataclasses.replace(r, events=_with_logs(r.events, logs[r.span_id])) if r.span_id in logs else r
+            for r in records
+        ]
+    found = {r.span_id: r for r in records}
+    if not wanted <= found.keys():
+        return None
+    fresh: dict[str, FreshSpan] = {}
+    for span_id in again:
+        record = found[span_id]
+        run = record.parent_id is None and span_id in with_children
+        parent = record.parent_id if record.parent_id in parents and parents[record.parent_id] is not None else None
+        opening, middle, closing = span_parts(record, run, parent)
+        fresh[span_id] = FreshSpan(record.start_ns, opening, middle, closing)
+    # What the status, duration, scenario and replay origin read: the first span and the roots, in order.
+    spans = [r for i, r in enumerate(records) if i == 0 or r.parent_id is None]
+    slug, title = scenario_of(spans)
+    laid = ctx.otlp.lay_out_kept(org, otel_trace_id, kept, fresh, scenario_slug=slug, scenario_title=title)
+    if isinstance(laid, str):
+        return laid
+    return laid[0], laid[1], spans, laid[2]
 
 
 def _record_replay_origin(ctx: ApiContext, org: str, trace_id: str, spans: list[SpanRecord]) -> None:
@@ -443,21 +567,8 @@ async def lay_out_again(ctx: ApiContext, org: str, otel_trace_id: str) -> None:
 
     def again() -> None:
         with org_scope(org):
-            for _ in range(5):
-                spans = _read_spans(ctx, org, otel_trace_id)
-                slug, title = scenario_of(spans)
-                laid = ctx.otlp.lay_out(
-                    org,
-                    otel_trace_id,
-                    trace_drafts(spans),
-                    scenario_slug=slug,
-                    scenario_title=title,
-                    span_count=len(spans),
-                    again=True,
-                )
-                if laid != "more":
-                    break
-            if not isinstance(laid, str):
+            laid = _lay_out(ctx, org, otel_trace_id, again=True)
+            if laid is not None:
                 run_analysis(ctx, org, laid[0], rerun=True)
 
     await anyio.to_thread.run_sync(again)
@@ -551,20 +662,26 @@ async def _export_logs(ctx: ApiContext, org: str, body: bytes, content_type: str
             by_trace.setdefault(item.trace_id, []).append((item.span_id, record))
             services.setdefault(item.trace_id, item.service)
         traces = [(t, *_scenario(services[t], "run"), records) for t, records in by_trace.items()]
-        kept = ctx.otlp.accept_logs(org, traces, int(time.time() * 1000), int(settings.late_logs_seconds * 1000))
+        kept = ctx.otlp.accept_logs(
+            org, traces, int(time.time() * 1000), int(settings.late_logs_seconds * 1000), build=_log_events
+        )
         reasons = list(decoded.rejected)
         refused = len(decoded.rejected)
         late: list[str] = []
-        for otel_id, _trace_id, finished, new in kept:
-            if finished is None:
-                n = len(by_trace[otel_id])
+        for taken in kept:
+            if taken.finished is None:
+                n = len(by_trace[taken.otel_trace_id])
                 refused += n
-                reasons.append(f"{n} records of trace {otel_id}: it had finished before they arrived")
-            elif finished and new:
-                late.append(otel_id)
+                reasons.append(f"{n} records of trace {taken.otel_trace_id}: it had finished before they arrived")
+            elif taken.finished and taken.new:
+                late.append(taken.otel_trace_id)
+            elif taken.events:
+                live.append(Converted(taken.otel_trace_id, taken.trace_id, taken.events))
         return late, reasons, refused
 
+    live: list[Converted] = []  # the records' live events, for followers
     late, reasons, refused = await anyio.to_thread.run_sync(work)
+    _publish(ctx, live)
     response = ExportLogsServiceResponse()
     if refused:
         response.partial_success.rejected_log_records = refused

@@ -12,6 +12,7 @@ Costs are counted in millicents (1/1000 of a cent) and rounded up, so no call is
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Final
@@ -56,6 +57,7 @@ def price_of(model: str, override: Price | None = None) -> Price:
     return known if known is not None else DEFAULT_PRICE
 
 
+@functools.lru_cache(maxsize=1024)  # the table is fixed; agent runs name a few models many times
 def known_price(model: str) -> Price | None:
     """The table's price of `model`, or None when the table does not know it (no guessing)."""
     name = model.split(":", 1)[1] if ":" in model else model

@@ -25,6 +25,7 @@ from molar_mcp.replay.scenario import (
     StatusExpectation,
     Step,
     UndefinedVariableError,
+    json_equal,
     resolve_json_path,
     substitute,
 )
@@ -349,7 +350,7 @@ def _check(
             if expectation.op == "exists":
                 ok = found
             else:
-                ok = found and _json_equal(actual, expected) == (expectation.op == "==")
+                ok = found and json_equal(actual, expected) == (expectation.op == "==")
             got = json.dumps(actual) if found else f"nothing at {expectation.path}"
             if not found:
                 actual = None
@@ -375,17 +376,6 @@ def _check(
         },
     )
     return ok
-
-
-def _json_equal(a: Any, b: Any) -> bool:
-    """JSON equality: 90 == 90.0, but true is not 1 (Python's bool is an int)."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
-    return bool(a == b)
 
 
 def _json_or_missing(response: httpx2.Response) -> Any:

@@ -468,3 +468,15 @@ def _diff_path(header: str) -> str | None:
     if header.startswith("--- a/") or header.startswith("+++ b/"):
         return path[2:]
     return path
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """JSON equality, as a scenario's `==` check and a diff compare values: 90 == 90.0, but true is
+    not 1 (Python's bool is an int)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    return bool(a == b)

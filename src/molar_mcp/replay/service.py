@@ -67,6 +67,7 @@ from molar_mcp.models.replays import (
     ReplayRequest,
     ReplayStatus,
 )
+from molar_mcp.models.rows import StoredEvent
 from molar_mcp.replay.apps import AppConfig, AppError, AppStartError, DiffDoesNotApply
 from molar_mcp.replay.diff import diff_traces
 from molar_mcp.replay.drivers import command as command_driver
@@ -425,11 +426,12 @@ class ReplayService:
             status = self.status(org_id, replay_id)
         return status
 
-    def diff(self, org_id: str, a_ref: str, b_ref: str, dimension: DiffDimension) -> TraceDiff:
-        """Compare trace b with trace a. Either may be given as a replay id (its child trace)."""
+    def diff(self, org_id: str, a_ref: str, b_ref: str, dimension: DiffDimension, *, offset: int = 0) -> TraceDiff:
+        """Compare trace b with trace a. Either may be given as a replay id (its child trace). `offset`:
+        the first row of the dimension's list to show (`TraceDiff.next_offset` pages on)."""
         a, a_events, a_cut = self._trace_for_diff(org_id, a_ref)
         b, b_events, b_cut = self._trace_for_diff(org_id, b_ref)
-        return diff_traces(a, a_events, b, b_events, dimension, truncated=a_cut or b_cut)
+        return diff_traces(a, a_events, b, b_events, dimension, truncated=a_cut or b_cut, offset=offset)
 
     def promote(self, org_id: str, trace_ref: str, request: PromoteFixRequest) -> PromoteFixResult:
         detail = self.store.get_trace(org_id, trace_ref)
@@ -603,17 +605,30 @@ class ReplayService:
             with self._lock:
                 self._phases[job.id] = str(fields["phase"])
 
-    def _fail(self, job: _Job, started: int, error: str, message: str, log_tail: str | None = None) -> None:
+    def _done(self, job: _Job, started: int, status: str, **fields: Any) -> None:
+        """Record the end of a replay (`phase` done, its finish time and duration) with `fields`."""
         finished = now_ms()
         self._set(
+            job, status=status, phase="done", finished_ms=finished, duration_ms=max(0, finished - started), **fields
+        )
+
+    def _fail(self, job: _Job, started: int, error: str, message: str, log_tail: str | None = None) -> None:
+        self._done(job, started, "failed", error=error, message=message, log_tail=log_tail)
+
+    def _succeed(
+        self, job: _Job, started: int, stored: tuple[str, str], status: str, signature: str | None, **fields: Any
+    ) -> None:
+        """A replay that ran to the end (whatever the replayed run's own status): the trace it stored."""
+        trace_id, short_id = stored
+        self._done(
             job,
-            status="failed",
-            phase="done",
-            error=error,
-            message=message,
-            log_tail=log_tail,
-            finished_ms=finished,
-            duration_ms=max(0, finished - started),
+            started,
+            "succeeded",
+            replay_trace_id=trace_id,
+            replay_short_id=short_id,
+            trace_status=status,
+            failure_signature=signature,
+            **fields,
         )
 
     async def _run_job(self, job: _Job) -> None:
@@ -701,19 +716,7 @@ class ReplayService:
                 scenario_text=job.scenario_text,
             )
         )
-        finished = now_ms()
-        self._set(
-            job,
-            status="succeeded",
-            phase="done",
-            replay_trace_id=trace_id,
-            replay_short_id=short_id,
-            trace_status=run.status,
-            failure_signature=run.failure_signature,
-            message=run.message,
-            finished_ms=finished,
-            duration_ms=max(0, finished - started),
-        )
+        self._succeed(job, started, (trace_id, short_id), run.status, run.failure_signature, message=run.message)
 
     async def _replay_sandboxed(self, job: _Job, on_phase: Callable[[str, str], Awaitable[None]]) -> ReplayRun:
         """Run the scenario replay (app and runner both) inside the sandbox; its outcome as a ReplayRun.
@@ -852,20 +855,11 @@ class ReplayService:
             trace, blobs = _from_playwright_trace(trace, blobs, run.outputs["trace"], result, origin, pj.commit)
         with_edits(trace, blobs, job.source_diffs)
         trace_id, short_id = await anyio.to_thread.run_sync(self.store.add_trace, job.org_id, trace, blobs)
-        finished = now_ms()
         ran = _what_ran(run, from_step, origin.kind)
-        self._set(
-            job,
-            status="succeeded",
-            phase="done",
-            replay_trace_id=trace_id,
-            replay_short_id=short_id,
-            trace_status=trace.status,
-            failure_signature=trace.failure_signature,
-            message=ran + f"; the replay {trace.status}",
-            log_tail=tail or None,
-            finished_ms=finished,
-            duration_ms=max(0, finished - started),
+        message = ran + f"; the replay {trace.status}"
+        stored = (trace_id, short_id)
+        self._succeed(
+            job, started, stored, trace.status, trace.failure_signature, message=message, log_tail=tail or None
         )
 
     # ---- reads --------------------------------------------------------------------------------
@@ -880,7 +874,7 @@ class ReplayService:
             if len(events) >= MAX_EVENTS:
                 return events, True
 
-    def _trace_for_diff(self, org_id: str, ref: str) -> tuple[TraceDetail, list[Event], bool]:
+    def _trace_for_diff(self, org_id: str, ref: str) -> tuple[TraceDetail, list[StoredEvent], bool]:
         try:
             detail = self.store.get_trace(org_id, ref)
         except TraceNotFound:
@@ -893,8 +887,9 @@ class ReplayService:
                     f"replay {ref} has no trace yet (it is {record.status}); diff it when it succeeded"
                 ) from None
             detail = self.store.get_trace(org_id, record.replay_trace_id)
-        events, cut = self._events(org_id, detail.id)
-        return detail, events, cut
+        # Light rows, not models: a diff reads every event of both traces (bench/bench_debug_run.py).
+        events = self.store.stored_events(org_id, detail.id, limit=MAX_EVENTS + 1)
+        return detail, events[:MAX_EVENTS], len(events) > MAX_EVENTS
 
 
 class SandboxRunFailed(Exception):

@@ -13,16 +13,18 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, overload
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar, overload
 
 import pydantic_core
 
 from molar_mcp.models import Event
-from molar_mcp.store.db import Database
+from molar_mcp.models.rows import trusted_event
+from molar_mcp.store.db import NUL, CleanRows, Database, store_text
 from molar_mcp.store.search import index_text
 from molar_mcp.store.sqlite import insert_steps, load_step_tree, new_short_id, scenario_id_for
+from molar_mcp.store.steps import StepTree
 
 OTLP_MIGRATIONS: tuple[str, ...] = (
     """
@@ -73,6 +75,19 @@ OTLP_MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX otlp_logs_once ON otlp_logs(trace_pk, digest);
     ALTER TABLE otlp_traces ADD COLUMN finished_ms INTEGER;
     """,
+    # Where each span's live events are (`live_seq`, and how many open, sit between and close its
+    # subtree) and how they showed it (`shown_as`: the run, or the parent step they named, '' for
+    # none; with `logs_folded` of its log records): at the finish those rows are moved into the span-tree
+    # order as they are, and only a span shown otherwise is made again.
+    """
+    ALTER TABLE otlp_spans ADD COLUMN live_seq INTEGER;
+    ALTER TABLE otlp_spans ADD COLUMN n_open INTEGER;
+    ALTER TABLE otlp_spans ADD COLUMN n_mid INTEGER;
+    ALTER TABLE otlp_spans ADD COLUMN n_close INTEGER;
+    ALTER TABLE otlp_spans ADD COLUMN start_ns INTEGER;
+    ALTER TABLE otlp_spans ADD COLUMN shown_as TEXT;
+    ALTER TABLE otlp_spans ADD COLUMN logs_folded INTEGER;
+    """,
 )
 
 SOURCE = "agent"
@@ -80,11 +95,12 @@ SOURCE = "agent"
 
 @dataclass(frozen=True)
 class IncomingSpan:
-    """A span whose live events are to be made: its ids, and what the caller decoded it to."""
+    """A span whose live events are to be made: its ids, start, and what the caller decoded it to."""
 
     span_id: str
     parent_id: str | None
     record: Any
+    start_ns: int = 0
 
 
 class DraftEvent(Protocol):
@@ -106,8 +122,12 @@ class StoredEvents(Sequence[Event]):
     """Events just stored, as rows; an `Event` is made only when a reader asks for it (a follower, the
     detectors): at OTLP rates most batches have no follower, and building the models was most of the cost."""
 
-    def __init__(self, rows: Sequence[EventRow], drafts: Sequence[DraftEvent]) -> None:
-        self._rows, self._drafts = rows, drafts
+    def __init__(self, rows: Sequence[EventRow], payloads: Sequence[dict[str, Any]]) -> None:
+        self._rows, self._payloads = rows, payloads
+
+    @property
+    def first_seq(self) -> int:
+        return self._rows[0][1] if self._rows else 0
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -118,18 +138,10 @@ class StoredEvents(Sequence[Event]):
     def __getitem__(self, index: slice) -> Sequence[Event]: ...
     def __getitem__(self, index: int | slice) -> Event | Sequence[Event]:
         if isinstance(index, slice):
-            return StoredEvents(self._rows[index], self._drafts[index])
-        r, d = self._rows[index], self._drafts[index]
-        return Event.model_construct(
-            seq=r[1],
-            ts=r[2],
-            kind=r[3],
-            step_id=r[4],
-            step=r[5],
-            ok=None if r[6] is None else bool(r[6]),
-            message=r[7],
-            payload=d.payload,
-        )
+            return StoredEvents(self._rows[index], self._payloads[index])
+        r = self._rows[index]
+        ok = None if r[6] is None else bool(r[6])
+        return trusted_event(r[1], r[2], r[3], r[4], r[5], ok, r[7], self._payloads[index])
 
 
 @dataclass
@@ -170,6 +182,63 @@ class SpanContext:
     parent_stored: bool  # its parent span's events are stored
     parent_is_root: bool  # … and that parent is the root span
     has_children: bool  # (a root span) some of its children have arrived
+    logs: Sequence[dict[str, Any]] = ()  # its log records stored so far (`accept_logs`), to fold in
+
+
+@dataclass(frozen=True)
+class LiveParts:
+    """A span's live events: those that open its subtree, its own events in between (by time), those
+    that close it; and how they show it (`shown_as`: `RUN`, the parent step they name, '' for none)."""
+
+    opening: Sequence[DraftEvent]
+    middle: Sequence[DraftEvent]
+    closing: Sequence[DraftEvent]
+    shown_as: str
+
+
+RUN = "run"  # `shown_as` of a root span shown as the run itself
+
+
+class KeptSpan(NamedTuple):
+    """A span as stored, with where its live events are (`live_seq` None: none made yet)."""
+
+    span_id: str
+    parent_id: str | None
+    batch_pk: int | None
+    live_seq: int | None
+    n_open: int
+    n_mid: int
+    n_close: int
+    start_ns: int | None
+    shown_as: str | None
+    logs_folded: int
+    as_json: bool  # stored one by one as JSON (by earlier versions), not in a kept body
+
+
+@dataclass(frozen=True)
+class KeptTrace:
+    trace_pk: int
+    trace_id: str
+    finished: bool
+    spans: tuple[KeptSpan, ...]
+    logs: dict[str, int]  # log records stored, per span id
+
+
+@dataclass(frozen=True)
+class FreshSpan:
+    """A span's events made at the finish (its live ones showed it otherwise, or there were none)."""
+
+    start_ns: int
+    opening: Sequence[DraftEvent]
+    middle: Sequence[DraftEvent]
+    closing: Sequence[DraftEvent]
+
+
+# An event laid out at the finish: (ts, kind, step id, ok, message, payload JSON or None, payload or None).
+LaidItem = tuple[int, str, str | None, bool | None, str | None, str | None, dict[str, Any] | None]
+Timed = tuple[int, LaidItem]
+S = TypeVar("S")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -183,7 +252,23 @@ class Batch:
 
 
 # Builds a span's live events (the store numbers them).
-LiveEventBuilder = Callable[[IncomingSpan, SpanContext], Sequence[DraftEvent]]
+LiveEventBuilder = Callable[[IncomingSpan, SpanContext], LiveParts]
+# Builds the live events of a log record of a shown span: (record, span id, how the span is shown).
+LogEventBuilder = Callable[[dict[str, Any], str, str], Sequence[DraftEvent]]
+
+
+@dataclass(frozen=True)
+class LogsTaken:
+    """What one log export did to one OTel trace: `finished` None when it had finished longer ago than
+    late records are taken (the records refused); the records new; the live events they made."""
+
+    otel_trace_id: str
+    trace_id: str
+    finished: bool | None
+    new: int
+    events: Sequence[Event] = ()
+
+
 # One OTel trace of a request: (otel trace id, scenario slug, scenario title, its spans' ids).
 AcceptedTrace = tuple[str, str, str, Sequence[tuple[str, str | None]]]
 
@@ -257,12 +342,13 @@ class OtlpTraces:
         traces: Sequence[tuple[str, str, str, Sequence[tuple[str, dict[str, Any]]]]],
         now_ms: int,
         late_ms: int,
-    ) -> list[tuple[str, str, bool | None, int]]:
+        build: LogEventBuilder | None = None,
+    ) -> list[LogsTaken]:
         """Keep log records by their span, per OTel trace `(otel trace id, slug, title, [(span id, record)])`,
-        in one transaction; a trace id not seen yet starts a running trace (its spans may come later).
-        Per trace: (otel trace id, trace id, finished already — None: longer than `late_ms` ago, the
-        records refused —, records new)."""
-        out: list[tuple[str, str, bool | None, int]] = []
+        in one transaction; a trace id not seen yet starts a running trace (its spans may come later). A
+        new record of a span a running trace already shows gets its live events now (`build(record, how
+        the span is shown)`); the others are folded into their span when it is shown (`convert`)."""
+        out: list[LogsTaken] = []
         with self.db.tx() as conn:
             for otel_id, slug, title, records in traces:
                 row = conn.execute(
@@ -275,9 +361,9 @@ class OtlpTraces:
                 else:
                     pk, finished, trace_id = int(row[0]), bool(row[1]), str(row[2])
                     if finished and (row[3] is None or now_ms - int(row[3]) > late_ms):
-                        out.append((otel_id, trace_id, None, 0))
+                        out.append(LogsTaken(otel_id, trace_id, None, 0))
                         continue
-                new = 0
+                fresh: list[tuple[str, dict[str, Any]]] = []
                 for span_id, record in records:
                     body = pydantic_core.to_json(record).decode()
                     digest = hashlib.sha256(f"{span_id}\n{body}".encode()).hexdigest()
@@ -285,10 +371,25 @@ class OtlpTraces:
                         "INSERT OR IGNORE INTO otlp_logs (trace_pk, span_id, digest, body) VALUES (?,?,?,?)",
                         (pk, span_id, digest, body),
                     )
-                    new += max(0, cur.rowcount)
+                    if cur.rowcount == 1:
+                        fresh.append((span_id, record))
+                events: Sequence[Event] = ()
                 if not finished:
                     conn.execute("UPDATE otlp_traces SET last_arrival_ms = ? WHERE trace_pk = ?", (now_ms, pk))
-                out.append((otel_id, trace_id, finished, new))
+                    shown = _shown_as(conn, pk, {span_id for span_id, _ in fresh}) if build and fresh else {}
+                    drafts = (
+                        [
+                            d
+                            for span_id, record in fresh
+                            if span_id in shown
+                            for d in build(record, span_id, shown[span_id])
+                        ]
+                        if build
+                        else []
+                    )
+                    if drafts:
+                        events = _append(conn, pk, drafts)
+                out.append(LogsTaken(otel_id, trace_id, finished, len(fresh), events))
         return out
 
     def logs_of(self, org_id: str, otel_trace_id: str) -> dict[str, list[dict[str, Any]]]:
@@ -323,7 +424,7 @@ class OtlpTraces:
         made before the write, so exports are not kept waiting for them. A trace that finished
         meanwhile is left alone: its finish read every span it had. A batch another replica converted
         first is left alone too."""
-        plans: list[tuple[int, str, str, str, str, bool, list[DraftEvent]]] = []
+        plans: list[tuple[int, str, str, str, str, bool, list[tuple[IncomingSpan, LiveParts, int]]]] = []
         with self.db.read() as conn:
             for otel_id, slug, title, spans in traces:
                 row = conn.execute(
@@ -340,28 +441,35 @@ class OtlpTraces:
                         "SELECT span_id FROM otlp_spans WHERE batch_pk = ? AND trace_pk = ?", (batch.pk, pk)
                     )
                 }
-                todo = [s for s in spans if s.span_id in mine]
+                todo: list[IncomingSpan] = []
+                for s in spans:  # a span twice in one request counts once (the first)
+                    if s.span_id in mine:
+                        mine.discard(s.span_id)
+                        todo.append(s)
                 if not todo:
                     continue
                 wanted = {s.parent_id for s in todo if s.parent_id} - {s.span_id for s in todo}
                 shown = _shown_spans(conn, pk, wanted)  # parents whose events are stored: id → parent id
-                drafts: list[DraftEvent] = []
+                logs = _logs_by_span(conn, pk)
+                built: list[tuple[IncomingSpan, LiveParts, int]] = []
                 for span in todo:
                     parent = span.parent_id
+                    folded = logs.get(span.span_id, [])
                     context = SpanContext(
                         parent_stored=parent is not None and parent in shown,
                         parent_is_root=parent is not None and parent in shown and shown[parent] is None,
                         has_children=parent is None and _has_children(conn, pk, span.span_id),
+                        logs=folded,
                     )
-                    drafts.extend(build(span, context))
+                    built.append((span, build(span, context), len(folded)))
                     shown[span.span_id] = parent
-                plans.append((pk, otel_id, str(row[2]), slug, title, int(row[3]) == 0, drafts))
+                plans.append((pk, otel_id, str(row[2]), slug, title, int(row[3]) == 0, built))
         out: list[Converted] = []
         with self.db.tx() as conn:
             claimed = conn.execute("UPDATE otlp_batches SET converted = 1 WHERE pk = ? AND converted = 0", (batch.pk,))
             if claimed.rowcount != 1:
                 return out
-            for pk, otel_id, trace_id, slug, title, first, drafts in plans:
+            for pk, otel_id, trace_id, slug, title, first, built in plans:
                 (finished,) = conn.execute("SELECT finished FROM otlp_traces WHERE trace_pk = ?", (pk,)).fetchone()
                 if finished:
                     continue
@@ -370,9 +478,43 @@ class OtlpTraces:
                         "UPDATE traces SET scenario_slug = ?, scenario_title = ?, scenario_id = ? WHERE pk = ?",
                         (slug, title, scenario_id_for(slug), pk),
                     )
+                drafts: list[DraftEvent] = []
+                for _span, parts, _folded in built:
+                    drafts += parts.opening
+                    drafts += parts.middle
+                    drafts += parts.closing
                 events = _append(conn, pk, drafts)
+                seq = events.first_seq
+                layout = []
+                for span, parts, n_logs in built:
+                    n_open, n_mid, n_close = len(parts.opening), len(parts.middle), len(parts.closing)
+                    layout.append(
+                        (seq, n_open, n_mid, n_close, span.start_ns, parts.shown_as, n_logs, pk, span.span_id)
+                    )
+                    seq += n_open + n_mid + n_close
+                conn.executemany(
+                    "UPDATE otlp_spans SET live_seq = ?, n_open = ?, n_mid = ?, n_close = ?, start_ns = ?,"
+                    " shown_as = ?, logs_folded = ? WHERE trace_pk = ? AND span_id = ?",
+                    layout,
+                )
                 out.append(Converted(otel_id, trace_id, events, complete=_complete(conn, pk)))
         self.pending_spans = max(0, self.pending_spans - batch.spans)
+        return out
+
+    def ready_traces(self, org_id: str, otel_trace_ids: Iterable[str]) -> dict[str, str]:
+        """Of these OTel traces, those running with no events yet whose every span is already taken (the
+        root, and every span's parent): a converter that is behind lays them out at once (`lay_out_kept`)
+        instead of showing them live first. OTel trace id → trace id."""
+        out: dict[str, str] = {}
+        with self.db.read() as conn:
+            for otel_id in otel_trace_ids:
+                row = conn.execute(
+                    "SELECT o.trace_pk, t.id FROM otlp_traces o JOIN traces t ON t.pk = o.trace_pk"
+                    " WHERE o.org_id = ? AND o.otel_trace_id = ? AND o.finished = 0 AND t.event_count = 0",
+                    (org_id, otel_id),
+                ).fetchone()
+                if row is not None and _complete(conn, int(row[0])):
+                    out[otel_id] = str(row[1])
         return out
 
     def forget_batches(self, finished_before_ms: int) -> int:
@@ -466,6 +608,98 @@ class OtlpTraces:
             stored = _append(conn, pk, events)
         return str(row[2]), stored
 
+    def kept(self, org_id: str, otel_trace_id: str) -> KeptTrace | None:
+        """A trace's spans as stored, with where their live events are, and its log records per span."""
+        with self.db.read() as conn:
+            return _kept(conn, org_id, otel_trace_id)
+
+    def batch_bodies(self, batch_pks: Iterable[int]) -> dict[int, bytes]:
+        """The kept bodies of these stored batches (those still kept), by batch."""
+        wanted = sorted(set(batch_pks))
+        out: dict[int, bytes] = {}
+        with self.db.read() as conn:
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for pk, body in conn.execute(f"SELECT pk, body FROM otlp_batches WHERE pk IN ({marks})", chunk):
+                    out[int(pk)] = bytes(body)
+        return out
+
+    def lay_out_kept(
+        self,
+        org_id: str,
+        otel_trace_id: str,
+        seen: KeptTrace,
+        fresh: Mapping[str, FreshSpan],
+        *,
+        scenario_slug: str,
+        scenario_title: str,
+    ) -> tuple[str, Sequence[Event], bool] | Literal["finished", "more"]:
+        """Finish a running trace with its events in span-tree order (`tree_layout`, renumbered by the
+        store), in one transaction: the live events of each span are moved there as they are; the spans
+        named in `fresh` (shown otherwise while running, or not shown yet) get those events instead. Fix
+        its scenario and mark it finished for OTLP. `finished` when another caller finished it first;
+        `more` when it changed since `seen` was read (read it again); else the trace's id, its events
+        as stored (numbered), and whether it had none before (no follower has seen any of them)."""
+        with self.db.tx() as conn:
+            now = _kept(conn, org_id, otel_trace_id)
+            if now is None or now.finished:
+                return "finished"
+            if now != seen:
+                return "more"
+            pk = now.trace_pk
+            (shown,) = conn.execute("SELECT event_count FROM traces WHERE pk = ?", (pk,)).fetchone()
+            rows: dict[int, tuple[Any, ...]] = {
+                int(r[0]): r
+                for r in conn.execute(
+                    "SELECT seq, ts, kind, step_id, ok, message, payload FROM events WHERE trace_pk = ?", (pk,)
+                )
+            }
+
+            def kept_item(seq: int) -> LaidItem:
+                r = rows[seq]
+                return (r[1], r[2], r[3], None if r[4] is None else bool(r[4]), r[5], r[6], None)
+
+            def parts(
+                span: KeptSpan, run: bool, parent: str | None
+            ) -> tuple[list[LaidItem], list[Timed], list[LaidItem]]:
+                got = fresh.get(span.span_id)
+                if got is not None:
+                    return (
+                        [_draft_item(d) for d in got.opening],
+                        [(d.ts, _draft_item(d)) for d in got.middle],
+                        [_draft_item(d) for d in got.closing],
+                    )
+                if span.live_seq is None:
+                    raise KeyError(span.span_id)
+                a = span.live_seq
+                b, c = a + span.n_open, a + span.n_open + span.n_mid
+                d = c + span.n_close
+                middle = [kept_item(i) for i in range(b, c)]
+                return (
+                    [kept_item(i) for i in range(a, b)],
+                    [(m[0], m) for m in middle],
+                    [kept_item(i) for i in range(c, d)],
+                )
+
+            starts = {sid: f.start_ns for sid, f in fresh.items()}
+            try:
+                items = tree_layout(
+                    [(sp.span_id, sp.parent_id, starts.get(sp.span_id, sp.start_ns or 0), sp) for sp in now.spans],
+                    parts,
+                )
+            except KeyError:  # live events not where the spans say (changed meanwhile): read it again
+                return "more"
+            conn.execute("UPDATE otlp_traces SET finished = 1, finished_ms = ? WHERE trace_pk = ?", (now_ms(), pk))
+            conn.execute("DELETE FROM events WHERE trace_pk = ?", (pk,))
+            conn.execute("DELETE FROM steps WHERE trace_pk = ?", (pk,))
+            conn.execute(
+                "UPDATE traces SET scenario_slug = ?, scenario_title = ?, scenario_id = ? WHERE pk = ?",
+                (scenario_slug, scenario_title, scenario_id_for(scenario_slug), pk),
+            )
+            stored = _write_laid(conn, pk, items)
+        return now.trace_id, stored, int(shown) == 0
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -528,6 +762,22 @@ def _shown_spans(conn: Any, pk: int, ids: set[str]) -> dict[str, str | None]:
     return found
 
 
+def _shown_as(conn: Any, pk: int, ids: set[str]) -> dict[str, str]:
+    """span id → how its live events show it (`LiveParts.shown_as`), of those of `ids` shown already."""
+    found: dict[str, str] = {}
+    wanted = sorted(ids)
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        for span_id, shown_as in conn.execute(
+            f"SELECT span_id, shown_as FROM otlp_spans WHERE trace_pk = ? AND span_id IN ({marks})"
+            " AND live_seq IS NOT NULL",
+            (pk, *chunk),
+        ):
+            found[str(span_id)] = str(shown_as or "")
+    return found
+
+
 def _has_children(conn: Any, pk: int, span_id: str) -> bool:
     row = conn.execute("SELECT 1 FROM otlp_spans WHERE trace_pk = ? AND parent_id = ? LIMIT 1", (pk, span_id))
     return row.fetchone() is not None
@@ -568,7 +818,7 @@ def _append(conn: Any, pk: int, drafts: Sequence[DraftEvent]) -> StoredEvents:
         (json.dumps(dict(sorted(merged.items()))), event_count + len(rows), pk),
     )
     insert_steps(conn, pk, tree.take_touched())
-    return StoredEvents(rows, drafts)
+    return StoredEvents(rows, [d.payload for d in drafts])
 
 
 def _complete(conn: Any, pk: int) -> bool:
@@ -582,3 +832,132 @@ def _complete(conn: Any, pk: int) -> bool:
         (pk,),
     ).fetchone()
     return missing is None
+
+
+def _kept(conn: Any, org_id: str, otel_trace_id: str) -> KeptTrace | None:
+    row = conn.execute(
+        "SELECT o.trace_pk, o.finished, t.id FROM otlp_traces o JOIN traces t ON t.pk = o.trace_pk"
+        " WHERE o.org_id = ? AND o.otel_trace_id = ?",
+        (org_id, otel_trace_id),
+    ).fetchone()
+    if row is None:
+        return None
+    pk = int(row[0])
+    spans = tuple(
+        KeptSpan(
+            str(r[0]),
+            r[1],
+            None if r[2] is None else int(r[2]),
+            None if r[3] is None else int(r[3]),
+            int(r[4] or 0),
+            int(r[5] or 0),
+            int(r[6] or 0),
+            None if r[7] is None else int(r[7]),
+            r[8],
+            int(r[9] or 0),
+            bool(r[10]),
+        )
+        for r in conn.execute(
+            "SELECT span_id, parent_id, batch_pk, live_seq, n_open, n_mid, n_close, start_ns, shown_as,"
+            " logs_folded, body <> '' FROM otlp_spans WHERE trace_pk = ? ORDER BY span_id",
+            (pk,),
+        )
+    )
+    logs = {
+        str(r[0]): int(r[1])
+        for r in conn.execute("SELECT span_id, count(*) FROM otlp_logs WHERE trace_pk = ? GROUP BY span_id", (pk,))
+    }
+    return KeptTrace(pk, str(row[2]), bool(row[1]), spans, logs)
+
+
+def _logs_by_span(conn: Any, pk: int) -> dict[str, list[dict[str, Any]]]:
+    """A trace's log records by span id, in arrival order."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for span_id, body in conn.execute("SELECT span_id, body FROM otlp_logs WHERE trace_pk = ? ORDER BY pk", (pk,)):
+        out.setdefault(str(span_id), []).append(pydantic_core.from_json(body))
+    return out
+
+
+def tree_layout(
+    spans: Iterable[tuple[str, str | None, int, S]],
+    parts: Callable[[S, bool, str | None], tuple[Sequence[T], Sequence[tuple[int, T]], Sequence[T]]],
+) -> list[T]:
+    """A trace's items in span-tree order: a span's opening items, then its own items in between
+    (`(ts in ms, item)`) and its children's subtrees by time, then its closing items. Spans are
+    `(span id, parent id, start ns, span)`; a span whose parent is not among them is a root; children
+    come in order of (start, span id). `parts(span, run, parent)` gives a span's items: `run` when it
+    is a root with children (the run itself), `parent` the span id of the step it sits in (None under
+    the run or at the top). The same spans give the same order whatever order they came in."""
+    by_id: dict[str, tuple[str, str | None, int, S]] = {}
+    for span in spans:
+        by_id[span[0]] = span
+    children: dict[str | None, list[tuple[str, str | None, int, S]]] = {}
+    for span in by_id.values():
+        parent = span[1] if span[1] in by_id else None
+        children.setdefault(parent, []).append(span)
+    for items in children.values():
+        items.sort(key=lambda sp: (sp[2], sp[0]))
+    out: list[T] = []
+    # Depth first without recursion (a chain of spans may be as deep as the request is long): a stack of
+    # what is left to emit, a span standing for its whole subtree.
+    stack: list[tuple[bool, Any, str | None]] = [(True, root, None) for root in reversed(children.get(None, []))]
+    while stack:
+        is_span, item, parent_step = stack.pop()
+        if not is_span:
+            out.append(item)
+            continue
+        span_id, parent_id, _start, span = item
+        kids = children.get(span_id, [])
+        run = parent_id is None and bool(kids)
+        opening, middle, closing = parts(span, run, parent_step)
+        out.extend(opening)
+        inner = None if run else span_id
+        between: list[tuple[int, int, int, bool, Any]] = [
+            (ts * 1_000_000, 0, i, False, it) for i, (ts, it) in enumerate(middle)
+        ]
+        between += [(kid[2], 1, i, True, kid) for i, kid in enumerate(kids)]
+        between.sort(key=lambda x: (x[0], x[1], x[2]))
+        then: list[tuple[bool, Any, str | None]] = [(is_kid, it, inner) for _, _, _, is_kid, it in between]
+        then += [(False, it, None) for it in closing]
+        stack.extend(reversed(then))  # popped in order: what is in between, then the closing items
+    return out
+
+
+def _draft_item(d: DraftEvent) -> LaidItem:
+    ok = d.ok if d.ok is not None or d.kind != "error" else False  # an error is a failure (sqlite.derived_ok)
+    return (d.ts, d.kind, d.step_id, ok, d.message, None, d.payload)
+
+
+def _write_laid(conn: Any, pk: int, items: Sequence[LaidItem]) -> StoredEvents:
+    """Write a trace's events (numbered 0…n-1 in the given order) and its steps, counts and kind counts
+    anew (the caller has deleted the old ones)."""
+    tree = StepTree()
+    rows: list[EventRow] = CleanRows()  # kinds and step ids are ours, payloads JSON (NUL escaped), messages cleaned
+    payloads: list[dict[str, Any]] = []
+    counts: dict[str, int] = {}
+    dump, load = pydantic_core.to_json, pydantic_core.from_json
+    for seq, (ts, kind, step_id, ok, message, text, payload) in enumerate(items):
+        if payload is None:
+            payload = load(text) if text else {}
+        elif text is None:
+            text = dump(payload).decode() if payload else "{}"
+        step = None
+        node = tree.number(step_id, kind, payload)
+        if node is not None:
+            step = node.step
+            tree.observe(node, seq=seq, ts=ts, kind=kind, ok=ok, message=message, payload=payload)
+        if message is not None and NUL in message:
+            message = store_text(message)
+        rows.append((pk, seq, ts, kind, step_id, step, None if ok is None else int(ok), message, text or "{}"))
+        payloads.append(payload)
+        counts[kind] = counts.get(kind, 0) + 1
+    conn.executemany(
+        "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload) VALUES (?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
+    conn.execute(
+        "UPDATE traces SET kind_counts = ?, event_count = ? WHERE pk = ?",
+        (json.dumps(dict(sorted(counts.items()))), len(rows), pk),
+    )
+    insert_steps(conn, pk, tree.take_touched())
+    return StoredEvents(rows, payloads)

@@ -54,7 +54,8 @@ def _facets_sql(alias: str) -> str:
 
 
 def facet_word(column: str, value: str) -> str:
-    """The facet word every trace whose `column` is `value` has in its indexed text."""
+    """The facet word every trace whose `column` is `value` has in its indexed text. (FTS5 keeps a word's
+    first 32,768 bytes: two long values alike that far share a facet, which only widens what is read.)"""
     return f"{FACET_MARK}{FACET_COLUMNS[column]}{store_text(value).encode().hex()}"
 
 
@@ -293,53 +294,30 @@ def by_filters(conn: sqlite3.Connection, where: Sequence[str], args: Sequence[An
     (growing from 16 to 64: most answers come from the first). Cheap when the filters keep few traces
     or most of what they keep matches. A batch is tested in a private in-memory index with the same
     tokenizer: the same answer as the store's index gives, ~4× cheaper than asking it trace by trace,
-    and the same at any store size. `where[0]` must be the org condition."""
-    order = "ORDER BY t.created_ms DESC, t.pk DESC"
-    walk = f"SELECT t.pk FROM traces t WHERE {' AND '.join(where)} {order}"
-    if _sorts_everything(conn, walk, args):
-        # No index gives the filters' traces in time order (a sort would read them all before the
-        # first): walk the org's traces in time order and test the filters on each.
-        passes = " AND ".join(where)
-        cur = conn.execute(
-            f"SELECT t.pk, ({passes}) FROM traces t INDEXED BY traces_org_created WHERE {where[0]} {order}",
-            [*args, args[0]],
-        )
-    else:
-        cur = conn.execute(f"SELECT t.pk, 1 FROM traces t WHERE {' AND '.join(where)} {order}", args)
+    and the same at any store size."""
+    # SQLite walks the filters' index in time order (or the org's, testing the filters on each row)
+    # rather than sort: the first rows come at once.
+    cur = conn.execute(
+        f"SELECT t.pk FROM traces t WHERE {' AND '.join(where)} ORDER BY t.created_ms DESC, t.pk DESC", args
+    )
     hits: list[int] = []
     size = 16
     try:
-        while rows := cur.fetchmany(size if not hits else 64):
-            batch = [pk for pk, passes in rows if passes]
-            if batch:
-                texts = conn.execute(
-                    f"SELECT rowid, body FROM traces_fts WHERE rowid IN ({','.join('?' * len(batch))})", batch
-                ).fetchall()
-                found = _batch_index().matching(texts, match)
-                for pk in batch:
-                    if pk in found:
-                        hits.append(pk)
-                        if len(hits) == n:
-                            return hits
+        while batch := [r[0] for r in cur.fetchmany(size)]:
+            texts = conn.execute(
+                f"SELECT rowid, body FROM traces_fts WHERE rowid IN ({','.join('?' * len(batch))})", batch
+            ).fetchall()
+            found = _batch_index().matching(texts, match)
+            for pk in batch:
+                if pk in found:
+                    hits.append(pk)
+                    if len(hits) == n:
+                        return hits
             size = min(size * 2, 64)
             yield None
     finally:
         cur.close()
     return hits
-
-
-_SORTS: dict[str, bool] = {}
-
-
-def _sorts_everything(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> bool:
-    """Whether SQLite answers `sql` by sorting every row it selects (no index gives the order)."""
-    known = _SORTS.get(sql)
-    if known is None:
-        plan = conn.execute(f"EXPLAIN QUERY PLAN {sql}", args).fetchall()
-        known = any(str(row[-1]).startswith("USE TEMP B-TREE FOR ORDER BY") for row in plan)
-        if len(_SORTS) < 1024:  # the filters' combinations are few; the SQL names no value
-            _SORTS[sql] = known
-    return known
 
 
 class _BatchIndex:

@@ -30,6 +30,7 @@ from molar_mcp.debugger.detectors.agent import is_error_result
 from molar_mcp.debugger.pricing import known_price
 from molar_mcp.ingest.formats.otlp import SpanEvent, SpanRecord
 from molar_mcp.models import Event
+from molar_mcp.store.otlp import RUN, LiveParts, tree_layout
 
 LAST_MESSAGES: Final = 4  # the messages an `llm.request` shows (the conversation's tail)
 MESSAGE_CHARS: Final = 2_000
@@ -498,8 +499,37 @@ def tool_events(span: SpanRecord, step_id: str | None) -> list[Draft]:
 def span_event_events(span: SpanRecord, step_id: str | None) -> list[Draft]:
     """The span's own events: exceptions → `error`; others → `log` (message events fold into the
     model call)."""
+    return _own_events(span.events, step_id)
+
+
+def log_record_events(record: dict[str, Any], step_id: str | None) -> list[Draft]:
+    """A log record (`{name, ts_ns, attributes}`) of a span already shown while its run is running, as
+    events of the span's step, so followers see it now: a GenAI message record (`gen_ai.user.message`,
+    `gen_ai.choice`, `gen_ai.client.inference.operation.details`, …) as a `log` with its messages, any
+    other as the span's own events are. The finish makes the span again with the record folded in (the
+    messages then in its model call's events)."""
+    ev = SpanEvent(str(record["name"]), int(record["ts_ns"]), dict(record["attributes"]))
+    if ev.name in _DETAILS_EVENTS:
+        messages = _details_messages([ev], "gen_ai.input.messages") + _details_messages([ev], "gen_ai.output.messages")
+    elif ev.name in _MESSAGE_EVENTS or ev.name in _CHOICE_EVENTS:
+        messages = _event_messages([ev], _MESSAGE_EVENTS | _CHOICE_EVENTS)
+    else:
+        return _own_events([ev], step_id)
+    said = " · ".join(f"{m['role']}: {m.get('content', '')}" for m in messages)
+    return [
+        _event(
+            ts=_ms(ev.ts_ns),
+            kind="log",
+            step_id=step_id,
+            message=_text(f"{ev.name}: {said}", 500),
+            payload={"level": "info", "text": ev.name, "messages": messages},
+        )
+    ]
+
+
+def _own_events(events: Iterable[SpanEvent], step_id: str | None) -> list[Draft]:
     out = []
-    for ev in span.events:
+    for ev in events:
         if ev.name in _MESSAGE_EVENTS or ev.name in _CHOICE_EVENTS or ev.name in _DETAILS_EVENTS:
             continue
         if ev.name == "exception":
@@ -671,61 +701,26 @@ def run_events(span: SpanRecord) -> tuple[list[Draft], list[Draft], list[Draft]]
 # The tree
 
 
-@dataclass(frozen=True)
-class SpanTree:
-    """Spans by id, children by parent (sorted by start), and which spans are runs (roots with children)."""
-
-    spans: dict[str, SpanRecord]
-    children: dict[str | None, list[SpanRecord]]
-
-    @classmethod
-    def of(cls, spans: Iterable[SpanRecord]) -> SpanTree:
-        by_id = {s.span_id: s for s in spans}
-        children: dict[str | None, list[SpanRecord]] = {}
-        for s in by_id.values():
-            parent = s.parent_id if s.parent_id in by_id else None
-            children.setdefault(parent, []).append(s)
-        for items in children.values():
-            items.sort(key=lambda s: (s.start_ns, s.span_id))
-        return cls(by_id, children)
-
-    def is_run(self, span: SpanRecord) -> bool:
-        return span.parent_id is None and bool(self.children.get(span.span_id))
-
-    def roots(self) -> list[SpanRecord]:
-        return self.children.get(None, [])
+def span_parts(span: SpanRecord, run: bool, parent_span: str | None) -> tuple[list[Draft], list[Draft], list[Draft]]:
+    """A span's (opening, in between, closing) events: as the run itself (`run`: a root with children),
+    else as a step inside the step of `parent_span` (None: under the run, or at the top)."""
+    if run:
+        return run_events(span)
+    return step_events(span, step_id_of(parent_span) if parent_span else None)
 
 
 def trace_drafts(spans: Iterable[SpanRecord]) -> list[Draft]:
     """Every event of a trace's spans in span-tree order (a parent's opening, then its own events and
     its children's subtrees by time, then its closing). The same spans give the same events whatever
     order they arrived in."""
-    tree = SpanTree.of(spans)
-    out: list[Draft] = []
-    # Depth first without recursion (a chain of spans may be as deep as the request is long): a stack of
-    # what is left to emit, a span standing for its whole subtree.
-    stack: list[tuple[Draft | SpanRecord, str | None]] = [(root, None) for root in reversed(tree.roots())]
-    while stack:
-        item, parent_step = stack.pop()
-        if isinstance(item, Draft):
-            out.append(item)
-            continue
-        span = item
-        if tree.is_run(span):
-            opening, middle, closing = run_events(span)
-            child_parent: str | None = None
-        else:
-            opening, middle, closing = step_events(span, parent_step)
-            child_parent = step_id_of(span.span_id)
-        out.extend(opening)
-        kids = tree.children.get(span.span_id, [])
-        items: list[tuple[int, int, Draft | SpanRecord]] = [(e.ts * 1_000_000, 0, e) for e in middle]
-        items += [(k.start_ns, 1, k) for k in kids]
-        items.sort(key=lambda x: (x[0], x[1]))
-        then: list[tuple[Draft | SpanRecord, str | None]] = [(it, child_parent) for _, _, it in items]
-        then += [(e, None) for e in closing]
-        stack.extend(reversed(then))  # popped in order: what is in between, then the closing events
-    return out
+
+    def parts(
+        span: SpanRecord, run: bool, parent: str | None
+    ) -> tuple[list[Draft], list[tuple[int, Draft]], list[Draft]]:
+        opening, middle, closing = span_parts(span, run, parent)
+        return opening, [(d.ts, d) for d in middle], closing
+
+    return tree_layout([(s.span_id, s.parent_id, s.start_ns, s) for s in spans], parts)
 
 
 def trace_events(spans: Iterable[SpanRecord]) -> list[Event]:
@@ -733,16 +728,30 @@ def trace_events(spans: Iterable[SpanRecord]) -> list[Event]:
     return [d.event(i) for i, d in enumerate(trace_drafts(spans))]
 
 
-def live_events(span: SpanRecord, *, parent_stored: bool, parent_is_root: bool, has_children: bool) -> list[Draft]:
-    """One newly arrived span's events for a running trace (seq 0; the store numbers them). Its parent
-    is named only when the parent's step is already stored (and is not the run): a child that came
-    first is a top-level step until the trace finishes and is laid out again (`trace_events`)."""
+def live_parts(span: SpanRecord, *, parent_stored: bool, parent_is_root: bool, has_children: bool) -> LiveParts:
+    """One newly arrived span's events for a running trace (seq 0; the store numbers them), and how they
+    show it. Its parent is named only when the parent's step is already stored (and is not the run): a
+    child that came first is a top-level step until the trace finishes and it is made again there."""
     if span.parent_id is None and has_children:
         opening, middle, closing = run_events(span)
+        shown = RUN
     else:
-        parent_step = step_id_of(span.parent_id) if span.parent_id and parent_stored and not parent_is_root else None
-        opening, middle, closing = step_events(span, parent_step)
-    return [*opening, *sorted(middle, key=lambda e: e.ts), *closing]
+        parent = span.parent_id if span.parent_id and parent_stored and not parent_is_root else None
+        opening, middle, closing = step_events(span, step_id_of(parent) if parent else None)
+        shown = step_id_of(parent) if parent else ""
+    return LiveParts(opening, sorted(middle, key=lambda e: e.ts), closing, shown)
+
+
+def shown_finally(span_id: str, parent_id: str | None, parents: dict[str, str | None], has_children: bool) -> str:
+    """How the finished trace shows a span (`LiveParts.shown_as`): the run (a root with children), or
+    the step it sits in (its parent's, unless that parent is the run or was never stored: '')."""
+    if parent_id is None and has_children:
+        return RUN
+    if parent_id is None or parent_id not in parents:
+        return ""
+    if parents[parent_id] is None:  # a root: with this child, it is the run
+        return ""
+    return step_id_of(parent_id)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -218,6 +218,11 @@ def _hex_ids_to_base64(node: Any, depth: int) -> None:
                 _hex_ids_to_base64(item, depth + 1)
 
 
+def trace_ids(request: ExportTraceServiceRequest) -> set[bytes]:
+    """The raw trace ids of a request's spans."""
+    return {span.trace_id for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans}
+
+
 def span_count(request: ExportTraceServiceRequest) -> int:
     return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
 
@@ -226,9 +231,10 @@ def span_count(request: ExportTraceServiceRequest) -> int:
 # Spans
 
 
-def decode_spans(request: ExportTraceServiceRequest) -> Decoded:
-    """Every span of the request, validated and bounded; refused spans with the reason.
-    Raises `TooManySpans` (before anything is converted) when the request is too large to take."""
+def decode_spans(request: ExportTraceServiceRequest, skip: Collection[bytes] = ()) -> Decoded:
+    """Every span of the request, validated and bounded; refused spans with the reason. Spans of the
+    traces in `skip` (raw trace ids) are left out. Raises `TooManySpans` (before anything is
+    converted) when the request is too large to take."""
     count = span_count(request)
     if count > MAX_SPANS_PER_REQUEST:
         raise TooManySpans(count)
@@ -239,6 +245,8 @@ def decode_spans(request: ExportTraceServiceRequest) -> Decoded:
         for ss in rs.scope_spans:
             scope = ss.scope.name[:MAX_NAME_CHARS]
             for span in ss.spans:
+                if skip and span.trace_id in skip:
+                    continue
                 record = _span_record(span, resource, scope, list(cut))
                 if isinstance(record, RejectedSpan):
                     out.rejected.append(record)
@@ -368,6 +376,16 @@ def _span_record(span: Span, resource: dict[str, Any], scope: str, cut: list[str
     )
 
 
+_LIMITS: dict[str, int] = {}  # attribute key → its value's limit (agent code uses few keys, many times)
+
+
+def _limit_of(key: str) -> int:
+    limit = MAX_TEXT_CHARS if TEXT_KEYS.match(key) else MAX_VALUE_CHARS
+    if len(_LIMITS) < 4096:
+        _LIMITS[key] = limit
+    return limit
+
+
 def attributes_of(items: Iterable[KeyValue], cut: list[str], where: str) -> dict[str, Any]:
     """Key-values → a plain dict, bounded; every cut is appended to `cut`."""
     out: dict[str, Any] = {}
@@ -377,7 +395,7 @@ def attributes_of(items: Iterable[KeyValue], cut: list[str], where: str) -> dict
         if len(out) >= MAX_ATTRIBUTES:
             continue
         key = kv.key[:MAX_NAME_CHARS]
-        limit = MAX_TEXT_CHARS if TEXT_KEYS.match(key) else MAX_VALUE_CHARS
+        limit = _LIMITS.get(key) or _limit_of(key)
         out[key] = value_of(kv.value, cut, f"{where} {key}", limit, 0)
     if total > MAX_ATTRIBUTES:
         cut.append(f"{where}: {total} attributes, kept the first {MAX_ATTRIBUTES}")
@@ -481,4 +499,25 @@ def decode_logs(request: ExportLogsServiceRequest) -> DecodedLogs:
                         service[:MAX_NAME_CHARS] or "unknown_service",
                     )
                 )
+    return out
+
+
+def trace_spans(request: ExportTraceServiceRequest, trace_id: str, selected: Callable[[str], bool]) -> list[SpanRecord]:
+    """The spans of one trace (hex id) in a request, in request order, decoded and bounded as
+    `decode_spans` does them: only those for which `selected(span id)` holds (asked once per span, in
+    order), so a finish reads the few spans it needs; spans refused for their ids are left out."""
+    trace = bytes.fromhex(trace_id)
+    out: list[SpanRecord] = []
+    for rs in request.resource_spans:
+        resource: dict[str, Any] | None = None
+        cut: list[str] = []
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                if span.trace_id != trace or not selected(span.span_id.hex()):
+                    continue
+                if resource is None:
+                    resource = attributes_of(rs.resource.attributes, cut, "resource")
+                record = _span_record(span, resource, ss.scope.name[:MAX_NAME_CHARS], list(cut))
+                if not isinstance(record, RejectedSpan):
+                    out.append(record)
     return out
