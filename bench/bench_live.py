@@ -232,6 +232,13 @@ def bench_search_store(data_dir: Path, iterations: int) -> dict[str, float]:
     return {"p50_ms": statistics.median(samples), "p95_ms": pct(samples, 0.95), "n": len(samples)}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc): what a server spent, whatever else
+    the machine runs (a shared machine stretches wall time, not this)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _spread(values: list[float], fmt: str) -> str:
     return " / ".join(format(v, fmt) for v in (min(values), statistics.median(values), max(values)))
 
@@ -266,10 +273,16 @@ def bench_append_variants(args: argparse.Namespace, root: Path) -> dict[str, Any
                     bases = [base for _, base in servers]
                     try:
                         for size in sizes:
+                            cpu = sum(cpu_seconds(process.pid) for process, _ in servers)
                             rate = anyio.run(bench_append, bases, args.events, size, 2 if replicas > 1 else 1)
+                            cpu = sum(cpu_seconds(process.pid) for process, _ in servers) - cpu
+                            per_cpu = args.events / cpu if cpu > 0 else float("inf")
                             figures.setdefault(f"append {size}", []).append(rate)
+                            figures.setdefault(f"append {size} per server cpu", []).append(per_cpu)
                             print(
-                                f"{engine} {name} run {run + 1}: batches of {size}: {rate:,.0f} ev/s", file=sys.stderr
+                                f"{engine} {name} run {run + 1}: batches of {size}: {rate:,.0f} ev/s,"
+                                f" {per_cpu:,.0f} ev per server CPU-second",
+                                file=sys.stderr,
                             )
                         sse = anyio.run(bench_sse_latency, bases[0], args.latency_samples, bases[-1])
                         figures.setdefault("sse p50", []).append(sse["p50_ms"])
@@ -289,6 +302,8 @@ def bench_append_variants(args: argparse.Namespace, root: Path) -> dict[str, Any
             for size in sizes:
                 spread = _spread(figures[f"append {size}"], ",.0f")
                 print(f"  {name:<7} append, batches of {size:<5} {spread:>28} events/s")
+                spread = _spread(figures[f"append {size} per server cpu"], ",.0f")
+                print(f"  {name:<7}   per server CPU-second {spread:>30} events")
             print(f"  {name:<7} append → SSE p50 {'':>9} {_spread(figures['sse p50'], '.1f'):>28} ms")
     return out
 

@@ -256,6 +256,9 @@ async def test_one_cause_in_several_recorded_tests_is_one_incident(corpus: Corpu
     # An agent's runs are one test (the agent); two of the reviewer's runs hit the same rate limit.
     assert by_cause["tool post_comment is_error"]["tests"] == ["review-agent.code-reviewer"]
     assert by_cause["rate-limit gpt-4.1-mini"]["test_count"] == 2  # both agents, one model's limit
+    # Each agent's own step limit: two incidents, each naming its agent.
+    assert by_cause["max-steps travel-booker"]["tests"] == ["travel-agent.travel-booker"]
+    assert by_cause["max-steps code-reviewer"]["tests"] == ["review-agent.code-reviewer"]
     for incident in page["items"]:
         tests = incident["tests"]
         if any(t.startswith(("web-board-", "web-clinic-")) for t in tests):

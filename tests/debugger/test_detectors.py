@@ -205,8 +205,8 @@ def test_a_configured_step_limit_is_not_mistaken_for_a_reached_one() -> None:
     assert "max_steps" not in {f.label for f in analyze(run.events, "failed")}
 
 
-def test_the_analyzer_version_is_1() -> None:
-    assert ANALYZER_VERSION == "1"
+def test_the_analyzer_version_is_2() -> None:
+    assert ANALYZER_VERSION == "2"
 
 
 def test_a_final_url_assertion_that_differs_only_in_its_query_names_the_query() -> None:
@@ -226,3 +226,21 @@ def test_a_final_url_assertion_that_differs_only_in_its_query_names_the_query() 
     assert top.label == "assertion_failed"
     assert '"/billing?upgraded=true"' in top.summary
     assert '"/billing?upgraded=false"' in top.summary
+
+
+def test_a_step_limit_signature_names_the_agent_that_ran_out_of_steps() -> None:
+    def run_of(agent: str) -> list[Event]:
+        run_line = {"level": "info", "run": {"attributes": {"gen_ai.agent.name": agent}}}
+        return [
+            Event(seq=0, ts=1, kind="log", message=f"agent run: {agent}", payload=run_line),
+            Event(seq=1, ts=2, kind="step.start", step_id="s1", message="chat"),
+            Event(seq=2, ts=3, kind="llm.response", step_id="s1", ok=True, payload={"text": "call a tool"}),
+            Event(seq=3, ts=4, kind="step.end", step_id="s1", ok=True),
+            Event(seq=4, ts=5, kind="error", ok=False, payload={"message": "Max turns (5) exceeded"}),
+        ]
+
+    top = {agent: analyze(run_of(agent), "failed")[0] for agent in ("travel-booker", "code-reviewer")}
+    assert [(f.label, f.signature) for f in top.values()] == [
+        ("max_steps", "step-1: max-steps travel-booker"),
+        ("max_steps", "step-1: max-steps code-reviewer"),
+    ]

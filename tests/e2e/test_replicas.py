@@ -68,7 +68,9 @@ def replicas(tmp_path: Path, pg: PgCluster, s3_url: str) -> Iterator[tuple[Serve
                     srv.process.kill()
 
 
-def _follow(base: str, trace_id: str, seen: list[int], ended: list[str], ready: threading.Event) -> None:
+def _follow(
+    base: str, trace_id: str, seen: list[int], ended: list[str], ready: threading.Event, bodies: list[Any] | None = None
+) -> None:
     with (
         httpx2.Client(base_url=base, timeout=60) as http,
         http.stream("GET", f"/v1/traces/{trace_id}/stream", headers={"accept": "text/event-stream"}) as response,
@@ -85,11 +87,16 @@ def _follow(base: str, trace_id: str, seen: list[int], ended: list[str], ready: 
                     ended.append(data["status"])
                     return
                 seen.append(int(data["seq"]))
+                if bodies is not None:
+                    bodies.append(data)
             elif line == "":
                 event = "message"
 
 
 def test_appends_through_one_replica_reach_a_follower_of_the_other(replicas: tuple[Served, Served]) -> None:
+    # Single events (their notification carries them) and batches of 50 (too big to carry: the other
+    # replica reads them): the follower gets every event once, in order, as the store keeps it (a NUL in
+    # text is U+FFFD; the step numbered, `ok` derived from the status).
     a, b = replicas
     with httpx2.Client(base_url=a.base_url, timeout=30) as http_a:
         created = http_a.post("/v1/traces", json={"scenario_slug": "agent-run", "source": "manual"})
@@ -97,19 +104,29 @@ def test_appends_through_one_replica_reach_a_follower_of_the_other(replicas: tup
         trace_id = created.json()["id"]
         seen: list[int] = []
         ended: list[str] = []
+        bodies: list[Any] = []
         ready = threading.Event()
-        follower = threading.Thread(target=_follow, args=(b.base_url, trace_id, seen, ended, ready), daemon=True)
+        follower = threading.Thread(
+            target=_follow, args=(b.base_url, trace_id, seen, ended, ready, bodies), daemon=True
+        )
         follower.start()
         assert ready.wait(30)
-        for start in range(0, 500, BATCH):
+        odd = ev(0, message="caf\u00e9 \x00 done", kind="network.response", payload={"status": 503, "k": "\x00"})
+        assert http_a.post(f"/v1/traces/{trace_id}/events", json=odd).json()["accepted"] == 1
+        for seq in range(1, 10):
+            assert http_a.post(f"/v1/traces/{trace_id}/events", json=ev(seq)).json()["accepted"] == 1
+        for start in range(10, 510, BATCH):
             response = http_a.post(
                 f"/v1/traces/{trace_id}/events", json={"events": [ev(i) for i in range(start, start + BATCH)]}
             )
             assert response.json()["accepted"] == BATCH
         assert http_a.post(f"/v1/traces/{trace_id}/finish", json={"status": "passed"}).status_code == 200
+        stored = http_a.get(f"/v1/traces/{trace_id}/events", params={"limit": 1000}).json()["events"]
     follower.join(60)
-    assert seen == list(range(500))
+    assert seen == list(range(510))
     assert ended == ["passed"]
+    assert bodies == [{k: v for k, v in e.items() if v is not None} for e in stored]
+    assert (bodies[0]["message"], bodies[0]["ok"], bodies[0]["step"]) == ("caf\u00e9 \ufffd done", False, 1)
 
 
 def _follow_run(base: str, run_id: str, runs: list[dict[str, Any]], ready: threading.Event) -> None:

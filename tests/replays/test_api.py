@@ -14,9 +14,13 @@ import pytest
 from molar_mcp.api.app import create_api_app
 from molar_mcp.api.context import ApiContext
 from molar_mcp.demo import fix_diff
+from molar_mcp.ingest import ingest_bundle
+from molar_mcp.replay.diff import DIFF_ROWS
 from molar_mcp.replay.service import ReplaySettings
+from molar_mcp.store import LOCAL_ORG_ID
 from molar_mcp.store.tiers import RetentionPolicy
 from tests.api.support import assert_error
+from tests.long_run import record_long_run
 from tests.replays.conftest import Gate, World, make_world
 from tests.replays.test_service import EXPECT_THE_BUG, edit, scenario_text
 
@@ -150,6 +154,39 @@ async def test_bad_requests_get_the_error_shape(api: Api) -> None:
     bad_dimension = await api.http.get("/v1/traces/diff", params={"a": api.coupon, "b": api.coupon, "dimension": "dom"})
     assert "dom and clone are not recorded" in assert_error(bad_dimension, 400, "bad_request")["message"]
     assert_error(await api.http.get("/v1/traces/diff", params={"a": api.coupon, "b": "nope12345"}), 404, "not_found")
+
+
+@pytest.fixture(scope="module")
+def long_runs() -> tuple[bytes, bytes]:
+    """Two runs of one long scenario, ~30 and ~70 checks a step: thousands of assertions only in b."""
+    return record_long_run(1_500), record_long_run(3_500)
+
+
+async def test_a_long_diff_pages_its_rows_and_its_counts_hold_them_all(
+    api: Api, long_runs: tuple[bytes, bytes]
+) -> None:
+    a = ingest_bundle(api.world.store, LOCAL_ORG_ID, long_runs[0])[1]
+    b = ingest_bundle(api.world.store, LOCAL_ORG_ID, long_runs[1])[1]
+    first = (await api.http.get("/v1/traces/diff", params={"a": a, "b": b})).json()
+    counts = first["counts"]
+    total = counts["assertions_now_pass"] + counts["assertions_now_fail"] + counts["assertions_changed"]
+    assert first["rows_total"] == total > 2 * DIFF_ROWS
+    assert (len(first["assertions"]), first["offset"], first["next_offset"]) == (DIFF_ROWS, 0, DIFF_ROWS)
+    rows = list(first["assertions"])
+    page = first
+    while page["next_offset"] is not None:
+        params = {"a": a, "b": b, "offset": str(page["next_offset"])}
+        page = (await api.http.get("/v1/traces/diff", params=params)).json()
+        assert (page["counts"], page["rows_total"]) == (counts, total)
+        rows.extend(page["assertions"])
+    assert len(rows) == total  # every row once, in order
+    assert len({(r["step"], r["target"], r["seq_a"], r["seq_b"]) for r in rows}) == total
+    assert all(r["change"] == "only_in_b" for r in rows)
+    past = (await api.http.get("/v1/traces/diff", params={"a": a, "b": b, "offset": str(total)})).json()
+    assert (past["assertions"], past["next_offset"], past["rows_total"]) == ([], None, total)
+    for bad in ("-1", "x", "1e3", "99999999999"):
+        bad_offset = await api.http.get("/v1/traces/diff", params={"a": a, "b": b, "offset": bad})
+        assert "offset must be an integer" in assert_error(bad_offset, 400, "bad_request")["message"]
 
 
 async def test_another_org_sees_none_of_it(api: Api) -> None:

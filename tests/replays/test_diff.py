@@ -9,12 +9,16 @@ import httpx2
 
 from molar_mcp.demo import SCENARIOS_DIR, demo_scenario
 from molar_mcp.demo.shop.app import create_app
+from molar_mcp.ingest import ingest_bundle
+from molar_mcp.mcp.replay_render import build_diff_view
 from molar_mcp.models import Event, TraceDetail
-from molar_mcp.replay.diff import body_changes, diff_traces
+from molar_mcp.models.diffs import AssertionChange
+from molar_mcp.replay.diff import DIFF_ROWS, body_changes, diff_traces
 from molar_mcp.replay.recording import new_trace
 from molar_mcp.replay.runner import run_scenario
 from molar_mcp.replay.scenario import Scenario, parse_scenario
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
+from tests.long_run import record_long_run
 
 ORG = LOCAL_ORG_ID
 
@@ -134,3 +138,41 @@ def test_body_changes_walk_nested_json_and_name_missing_members() -> None:
     ]
     assert body_changes("same text", "same text") == []
     assert [c.path for c in body_changes("<html>", "<html/>")] == ["$"]
+
+
+def test_a_diff_over_stored_rows_is_the_diff_over_models(store: SqliteTraceStore) -> None:
+    original = demo_scenario("checkout-coupon")
+    edited = parse_scenario(scenario_source("checkout-coupon").replace("$.total_cents == 4500", "$.total_cents == 500"))
+    restored = Event(seq=0, ts=1, kind="action", step_id="2", payload={"restored": True, "action": "replay"})
+    warning = Event(seq=0, ts=1, kind="log", step_id="3", message="cart is slow", payload={"level": "warning"})
+    a, a_events = recorded(store, original)
+    b, b_events = recorded(store, edited, extra=[restored, warning])
+    a_rows, b_rows = store.stored_events(ORG, a.id), store.stored_events(ORG, b.id)
+    for dimension in ("overview", "steps", "network", "console"):
+        from_rows = diff_traces(a, a_rows, b, b_rows, dimension)
+        from_models = diff_traces(a, a_events, b, b_events, dimension)
+        assert from_rows == from_models
+        assert from_rows.model_dump_json() == from_models.model_dump_json()
+    steps = diff_traces(a, a_rows, b, b_rows, "steps")
+    assert next(s for s in steps.steps if s.step == 2).restored_b
+    # The rows built without validating are what validation gives.
+    assert steps.assertions
+    for change in steps.assertions:
+        validated = AssertionChange.model_validate(change.model_dump())
+        assert (change, change.model_fields_set) == (validated, validated.model_fields_set)
+
+
+def test_a_long_diff_holds_one_page_of_rows_and_the_answer_counts_the_rest(store: SqliteTraceStore) -> None:
+    a_id = ingest_bundle(store, ORG, record_long_run(1_500))[0]
+    b_id = ingest_bundle(store, ORG, record_long_run(3_500))[0]
+    a, b = store.get_trace(ORG, a_id), store.get_trace(ORG, b_id)
+    a_rows, b_rows = store.stored_events(ORG, a_id), store.stored_events(ORG, b_id)
+    diff = diff_traces(a, a_rows, b, b_rows)
+    assert diff.rows_total > DIFF_ROWS
+    assert (len(diff.assertions), diff.next_offset) == (DIFF_ROWS, DIFF_ROWS)
+    assert diff.counts.assertions_changed == diff.rows_total  # every one only in b
+    view, text = build_diff_view(diff, 2000)
+    shown = len(view.assertions)
+    assert f"{diff.rows_total - shown} more assertions that differ" in text
+    last = diff_traces(a, a_rows, b, b_rows, offset=diff.rows_total - 1)
+    assert (len(last.assertions), last.next_offset, last.offset) == (1, None, diff.rows_total - 1)

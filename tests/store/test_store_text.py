@@ -54,3 +54,22 @@ def test_a_live_append_with_nul_text_is_stored_not_refused_and_its_retry_is_a_du
     assert (first.accepted, retried.accepted, retried.duplicates) == (1, 0, 1)
     assert [e.message for e in stored] == ["line\ufffdone"]
     assert detail.scenario_slug == "live\ufffdtrace"
+
+
+def test_a_nul_in_a_step_id_names_one_step_across_batches_and_followers_get_the_stored_text(
+    store: SqliteTraceStore,
+) -> None:
+    live = LiveTraces(store.db)
+    batches = [
+        [IncomingEvent(0, Event.model_validate(event(0, "step.start", "st\x00ep", message="open\x00")))],
+        [IncomingEvent(0, Event.model_validate(event(1, "log", "st\x00ep", message="line")))],
+    ]
+    with org_scope(LOCAL_ORG_ID):
+        trace_id, _ = live.create_trace(LOCAL_ORG_ID, scenario_slug="nul-steps")
+        results = [live.append_events(LOCAL_ORG_ID, trace_id, batch) for batch in batches]
+        detail = store.get_trace(LOCAL_ORG_ID, trace_id)
+        stored = store.list_events(LOCAL_ORG_ID, trace_id, limit=10).events
+    assert [(s.step_id, s.path, s.event_count) for s in detail.steps] == [("st\ufffdep", "1", 2)]
+    published = [e for r in results for e in r.stored]  # what the live bus sends followers
+    assert [e.model_dump() for e in published] == [e.model_dump() for e in stored]
+    assert [e.message for e in published] == ["open\ufffd", "line"]

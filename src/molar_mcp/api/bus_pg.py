@@ -1,11 +1,13 @@
 """The live bus across replicas: appends and finishes made through any replica reach the SSE followers
 (and through them the MCP resource watchers) of every replica, by PostgreSQL `LISTEN/NOTIFY`.
 
-A notification carries no events, only which trace and which seqs (`NOTIFY` payloads are small and the
-events are durable before anything is published): a replica with followers of that trace reads those
-events from the database and publishes them locally. Notifications are sent in order from one
-connection; a follower that misses one (a dropped listener connection) catches up from the store when
-it reconnects with Last-Event-ID, as after any lag."""
+A notification says which trace and which seqs, one per appended batch; a small batch (what a live run
+sends event by event) carries its events too, as stored, so the other replicas publish them without a
+read. A bigger batch does not fit a `NOTIFY` payload (8,000 bytes): a replica with followers of that
+trace reads those events from the database (they are durable before anything is published) and
+publishes them locally. Notifications are sent in order from one connection; a follower that misses one
+(a dropped listener connection) catches up from the store when it reconnects with Last-Event-ID, as
+after any lag."""
 
 from __future__ import annotations
 
@@ -21,15 +23,49 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import psycopg
+import pydantic_core
 
 from molar_mcp.api.bus import LiveBus, Published
 from molar_mcp.models import Event
+from molar_mcp.models.rows import trusted_event
+from molar_mcp.store.db import store_text
 from molar_mcp.store.postgres.db import PgDatabase
 from molar_mcp.store.sqlite import EVENT_SELECT, event_from_row
 
 log = logging.getLogger("molar_mcp.bus")
 
 CHANNEL = "molar_live"
+
+
+# A batch of at most this many events travels in its notification when the payload stays within
+# INLINE_BYTES (PostgreSQL refuses payloads of 8,000 bytes or more).
+INLINE_EVENTS = 50
+INLINE_BYTES = 7_500
+
+
+def _row(ev: Event) -> list[Any]:
+    """An appended event as its notification carries it: its fields, text as the store keeps it."""
+    step_id, message = ev.step_id, ev.message
+    return [
+        ev.seq,
+        ev.ts,
+        store_text(ev.kind),
+        None if step_id is None else store_text(step_id),
+        ev.step,
+        ev.ok,
+        None if message is None else store_text(message),
+        ev.payload,
+    ]
+
+
+def _carried(rows: Any) -> list[Event] | None:
+    """The events a notification carries (sent by a replica, as `_row` made them), else None."""
+    if not isinstance(rows, list):
+        return None
+    try:
+        return [trusted_event(*row) for row in rows]
+    except TypeError:  # not rows of eight fields: read the events from the database instead
+        return None
 
 
 class PgLiveBus(LiveBus):
@@ -46,11 +82,17 @@ class PgLiveBus(LiveBus):
         payload: dict[str, Any] = {"r": self.replica, "t": trace_id}
         if message.events:
             payload["a"], payload["b"] = message.events[0].seq, message.events[-1].seq
+            if len(message.events) <= INLINE_EVENTS:
+                payload["e"] = [_row(ev) for ev in message.events]
         if message.finished is not None:
             payload["f"] = message.finished
         if not message.events and message.finished is None:
             payload["u"] = 1  # a change with no events (a run's new result): its followers read it again
-        self._outbox.put(json.dumps(payload, separators=(",", ":")))
+        text = pydantic_core.to_json(payload).decode()
+        if len(text) > INLINE_BYTES and "e" in payload:  # too big to carry: the followers read the events
+            del payload["e"]
+            text = pydantic_core.to_json(payload).decode()
+        self._outbox.put(text)
 
     def close(self) -> None:
         self._outbox.put(None)
@@ -85,7 +127,9 @@ class PgLiveBus(LiveBus):
         if note.get("r") == self.replica or not self.readers(trace_id):
             return
         if "a" in note:
-            events = await anyio.to_thread.run_sync(self._events, trace_id, int(note["a"]), int(note["b"]))
+            events = _carried(note.get("e"))
+            if events is None:
+                events = await anyio.to_thread.run_sync(self._events, trace_id, int(note["a"]), int(note["b"]))
             if events:
                 super().publish(trace_id, Published(events=events))
         if "f" in note:

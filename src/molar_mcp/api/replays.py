@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from molar_mcp.api.context import api_context, org_of
 from molar_mcp.api.errors import ApiError, error_response
-from molar_mcp.api.openapi import Param, documented, string
+from molar_mcp.api.openapi import Param, documented, integer, string
 from molar_mcp.models.diffs import DIFF_DIMENSIONS, DiffDimension, TraceDiff
 from molar_mcp.models.replays import PromoteFixRequest, PromoteFixResult, ReplayList, ReplayRequest, ReplayStatus
 from molar_mcp.replay.apps import DiffDoesNotApply
@@ -32,6 +32,7 @@ from molar_mcp.store.replays import ReplayNotFound
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_WAIT_S = 30.0
+MAX_DIFF_OFFSET = 10_000_000  # past any list a diff can have (a trace holds at most 1,000,000 events)
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -147,6 +148,11 @@ async def get_replay(request: Request) -> Response:
         Param("a", string(), "the source trace (id or short id)", required=True),
         Param("b", string(), "the other trace, or a replay id", required=True),
         Param("dimension", string(DIFF_DIMENSIONS), "overview (default), steps, network or console"),
+        Param(
+            "offset",
+            integer(0, MAX_DIFF_OFFSET),
+            "the first row of the dimension's list to show (default 0; an answer's next_offset pages on)",
+        ),
     ),
     errors=(400, 404, 422),
 )
@@ -164,7 +170,11 @@ async def diff_traces(request: Request) -> Response:
             "for API scenarios)",
         )
     dimension: DiffDimension = raw  # type: ignore[assignment]
-    return await _call(request, functools.partial(service.diff, org_of(request), a, b, dimension))
+    raw_offset = request.query_params.get("offset") or "0"
+    if not (raw_offset.isascii() and raw_offset.isdigit()) or int(raw_offset) > MAX_DIFF_OFFSET:
+        raise ApiError(400, "bad_request", f"offset must be an integer from 0 to {MAX_DIFF_OFFSET}; got {raw_offset!r}")
+    call = functools.partial(service.diff, org_of(request), a, b, dimension, offset=int(raw_offset))
+    return await _call(request, call)
 
 
 @documented(

@@ -362,9 +362,13 @@ class TraceClient:
     async def list_replays(self, trace_id: str) -> ReplayList:
         return await self._get(f"/v1/traces/{_segment(trace_id)}/replays", ReplayList)
 
-    async def diff_traces(self, a: str, b: str, *, dimension: str = "overview") -> TraceDiff:
-        """Compare trace `b` (or a replay id's child trace) with trace `a` (`GET /v1/traces/diff`)."""
-        return await self._get("/v1/traces/diff", TraceDiff, {"a": a, "b": b, "dimension": dimension})
+    async def diff_traces(self, a: str, b: str, *, dimension: str = "overview", offset: int = 0) -> TraceDiff:
+        """Compare trace `b` (or a replay id's child trace) with trace `a` (`GET /v1/traces/diff`); `offset`
+        pages through the dimension's rows (`TraceDiff.next_offset`)."""
+        params: dict[str, Any] = {"a": a, "b": b, "dimension": dimension}
+        if offset:
+            params["offset"] = offset
+        return await self._get("/v1/traces/diff", TraceDiff, params)
 
     async def promote_fix(self, trace_id: str, *, replay_id: str, summary: str) -> PromoteFixResult:
         body = {"replay_id": replay_id, "summary": summary}

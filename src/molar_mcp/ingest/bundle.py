@@ -1,6 +1,10 @@
 """Read a Molar bundle v1 (docs/bundle-format.md) into a `NewTrace` plus its blobs. Pure: no store.
 
-Everything is validated before anything is stored, so a bad bundle stores nothing.
+`open_bundle` validates the summary and the blobs at once and leaves the events to be read while they
+are stored: `NewTrace.event_chunks` decompresses, parses and validates events.ndjson `EVENT_CHUNK`
+lines at a time, so memory holds one chunk of events, never the whole trace. A bad line raises
+`BundleError` from inside the store's transaction, which then stores nothing (`TraceStore.add_trace`).
+`read_bundle` reads every event at once (for callers that want the whole trace as objects).
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import tarfile
 import uuid
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -37,6 +42,10 @@ DEFAULT_MAX_BUNDLE_BYTES = 25 * 1024 * 1024
 # A bundle may expand; past this many times its packed limit it is treated as a zip bomb.
 _MAX_EXPANSION = 8
 _MAX_MEMBERS = 10_000
+# Events validated (and then stored) per chunk: big enough that validation is one fast call per chunk,
+# small enough that a million-event bundle never holds more than this many events in memory.
+EVENT_CHUNK = 5_000
+_READ_BLOCK = 1 << 20
 # The store keeps integers as SQLite's signed 64-bit; a larger one is refused here, before storing.
 _MAX_INT = 2**63 - 1
 
@@ -81,24 +90,41 @@ class Overrides:
 class ParsedBundle:
     trace: NewTrace
     blobs: dict[str, bytes] = field(default_factory=dict)
+    events_read: int = 0  # of a streamed bundle: the events its chunks have yielded so far
+
+    @property
+    def event_count(self) -> int:
+        """The trace's events: all of them once a streamed bundle has been stored."""
+        return self.events_read if self.trace.event_chunks is not None else len(self.trace.events)
 
 
 def read_bundle(
     data: bytes, overrides: Overrides | None = None, *, max_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
 ) -> ParsedBundle:
-    """Parse and validate a bundle archive; raise `BundleError` naming the first problem."""
+    """Parse and validate a bundle archive, every event read; raise `BundleError` naming the first problem."""
+    parsed = open_bundle(data, overrides, max_bytes=max_bytes)
+    chunks = parsed.trace.event_chunks
+    parsed.trace.event_chunks = None
+    parsed.trace.events = [ev for chunk in chunks or () for ev in chunk]
+    return parsed
+
+
+def open_bundle(
+    data: bytes, overrides: Overrides | None = None, *, max_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
+) -> ParsedBundle:
+    """Parse and validate a bundle archive's summary and blobs (raise `BundleError` naming the first
+    problem); its events are read, validated chunk by chunk, when `trace.event_chunks` is iterated."""
     if len(data) > max_bytes:
         raise BundleError("payload_too_large", f"bundle is {len(data)} bytes; the limit is {max_bytes} bytes")
-    files = _unpack(data, max_expanded=max_bytes * _MAX_EXPANSION)
-    root = _find_root(files)
+    archive = _open_archive(data, max_expanded=max_bytes * _MAX_EXPANSION)
+    files = archive.files
+    root = _find_root(set(files) | archive.streamed)
     summary_raw = files.get(root + "summary.json")
-    events_raw = files.get(root + "events.ndjson")
     if summary_raw is None:
         raise BundleError("validation_error", "the bundle has no summary.json")
-    if events_raw is None:
+    if root + _EVENTS not in archive.streamed:
         raise BundleError("validation_error", "the bundle has no events.ndjson")
     summary = _read_summary(summary_raw)
-    events = _read_events(events_raw)
     blobs = _read_blobs(files, root)
     for artifact in summary.artifacts:
         if artifact.sha256 not in blobs:
@@ -138,9 +164,10 @@ def read_bundle(
         created_at=summary.created_at,
         duration_ms=summary.duration_ms,
         artifacts=artifacts,
-        events=events,
     )
-    return ParsedBundle(trace=trace, blobs=blobs)
+    parsed = ParsedBundle(trace=trace, blobs=blobs)
+    trace.event_chunks = _event_chunks(archive, root + _EVENTS, parsed)
+    return parsed
 
 
 def write_bundle(trace: NewTrace, blobs: dict[str, bytes]) -> bytes:
@@ -179,11 +206,29 @@ def write_bundle(trace: NewTrace, blobs: dict[str, bytes]) -> bytes:
     return gzip.compress(raw.getvalue(), mtime=0)
 
 
-def _unpack(data: bytes, *, max_expanded: int) -> dict[str, bytes]:
+_EVENTS = "events.ndjson"
+
+
+@dataclass
+class _Archive:
+    """An opened archive: every member read whole except the events (`streamed`: events.ndjson at the
+    top or one folder down), which `open` reads as a stream while they are stored."""
+
+    files: dict[str, bytes]
+    streamed: set[str]
+    open: Callable[[str], IO[bytes]]
+    close: Callable[[], None]
+
+
+def _is_events(name: str) -> bool:
+    return name == _EVENTS or (name.endswith("/" + _EVENTS) and name.count("/") == 1)
+
+
+def _open_archive(data: bytes, *, max_expanded: int) -> _Archive:
     if data[:4] == b"PK\x03\x04" or data[:4] == b"PK\x05\x06":
-        return _unpack_zip(data, max_expanded)
+        return _open_zip(data, max_expanded)
     if data[:2] == b"\x1f\x8b":
-        return _unpack_tar(data, max_expanded)
+        return _open_tar(data, max_expanded)
     raise BundleError("unsupported_media_type", "the bundle is neither a zip nor a tar.gz archive")
 
 
@@ -197,7 +242,7 @@ def _safe_name(name: str) -> str:
     return norm
 
 
-def _unpack_zip(data: bytes, max_expanded: int) -> dict[str, bytes]:
+def _open_zip(data: bytes, max_expanded: int) -> _Archive:
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
         infos = zf.infolist()
@@ -206,55 +251,82 @@ def _unpack_zip(data: bytes, max_expanded: int) -> dict[str, bytes]:
     if len(infos) > _MAX_MEMBERS:
         raise BundleError("payload_too_large", f"the bundle has {len(infos)} files; the limit is {_MAX_MEMBERS}")
     files: dict[str, bytes] = {}
+    streamed: dict[str, zipfile.ZipInfo] = {}
     total = 0
-    with zf:
-        for info in infos:
-            name = _safe_name(info.filename)
-            if info.is_dir():
-                continue
-            # Symlinks in zips are marked by the unix mode in the high bits of external_attr.
-            if (info.external_attr >> 16) & 0o170000 == 0o120000:
-                raise BundleError("unsafe_path", f"archive path {info.filename!r} is a link")
-            total += info.file_size
-            if total > max_expanded:
-                raise BundleError("payload_too_large", "the bundle expands past the size limit")
-            try:
-                files[name] = zf.read(info)
-            # zlib.error is no OSError: a member whose deflate stream is corrupt raises it.
-            except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, zlib.error) as exc:
-                raise BundleError("bad_bundle", f"cannot read {info.filename!r}: {exc}") from exc
-    return files
+    for info in infos:
+        name = _safe_name(info.filename)
+        if info.is_dir():
+            continue
+        # Symlinks in zips are marked by the unix mode in the high bits of external_attr.
+        if (info.external_attr >> 16) & 0o170000 == 0o120000:
+            raise BundleError("unsafe_path", f"archive path {info.filename!r} is a link")
+        # The declared size counts: reading a member stops there (a larger stream fails its check).
+        total += info.file_size
+        if total > max_expanded:
+            raise BundleError("payload_too_large", "the bundle expands past the size limit")
+        if _is_events(name):
+            streamed[name] = info
+            continue
+        try:
+            files[name] = zf.read(info)
+        # zlib.error is no OSError: a member whose deflate stream is corrupt raises it.
+        except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, zlib.error) as exc:
+            raise BundleError("bad_bundle", f"cannot read {info.filename!r}: {exc}") from exc
+
+    def open_member(name: str) -> IO[bytes]:
+        try:
+            return zf.open(streamed[name])
+        except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, zlib.error) as exc:
+            raise BundleError("bad_bundle", f"cannot read {name!r}: {exc}") from exc
+
+    return _Archive(files, set(streamed), open_member, zf.close)
 
 
-def _unpack_tar(data: bytes, max_expanded: int) -> dict[str, bytes]:
+def _open_tar(data: bytes, max_expanded: int) -> _Archive:
     files: dict[str, bytes] = {}
+    streamed: dict[str, tarfile.TarInfo] = {}
     total = 0
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tf:
-            for count, member in enumerate(tf, start=1):
-                if count > _MAX_MEMBERS:
-                    raise BundleError("payload_too_large", f"the bundle has more than {_MAX_MEMBERS} files")
-                name = _safe_name(member.name)
-                if member.issym() or member.islnk():
-                    raise BundleError("unsafe_path", f"archive path {member.name!r} is a link")
-                if member.isdir():
-                    continue
-                if not member.isfile():
-                    raise BundleError("unsafe_path", f"archive path {member.name!r} is not a regular file")
-                total += member.size
-                if total > max_expanded:
-                    raise BundleError("payload_too_large", "the bundle expands past the size limit")
-                fh = tf.extractfile(member)
-                if fh is None:
-                    raise BundleError("bad_bundle", f"cannot read {member.name!r}")
-                files[name] = fh.read()
+        # Random access ("r:gz"): the events member is skipped here and read from its offset later, so
+        # the archive stays open past this function (`_Archive.close`, once the events are read).
+        tf = tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")  # noqa: SIM115
+        for count, member in enumerate(tf, start=1):
+            if count > _MAX_MEMBERS:
+                raise BundleError("payload_too_large", f"the bundle has more than {_MAX_MEMBERS} files")
+            name = _safe_name(member.name)
+            if member.issym() or member.islnk():
+                raise BundleError("unsafe_path", f"archive path {member.name!r} is a link")
+            if member.isdir():
+                continue
+            if not member.isfile():
+                raise BundleError("unsafe_path", f"archive path {member.name!r} is not a regular file")
+            total += member.size
+            if total > max_expanded:
+                raise BundleError("payload_too_large", "the bundle expands past the size limit")
+            if _is_events(name):
+                streamed[name] = member
+                continue
+            fh = tf.extractfile(member)
+            if fh is None:
+                raise BundleError("bad_bundle", f"cannot read {member.name!r}")
+            files[name] = fh.read()
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise BundleError("bad_bundle", f"the tar.gz archive is corrupt: {exc}") from exc
-    return files
+
+    def open_member(name: str) -> IO[bytes]:
+        try:
+            fh = tf.extractfile(streamed[name])
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise BundleError("bad_bundle", f"the tar.gz archive is corrupt: {exc}") from exc
+        if fh is None:
+            raise BundleError("bad_bundle", f"cannot read {name!r}")
+        return fh
+
+    return _Archive(files, set(streamed), open_member, tf.close)
 
 
-def _find_root(files: dict[str, bytes]) -> str:
-    if "summary.json" in files or "events.ndjson" in files:
+def _find_root(files: set[str]) -> str:
+    if "summary.json" in files or _EVENTS in files:
         return ""
     tops = {name.split("/", 1)[0] for name in files if "/" in name}
     if len(tops) == 1:
@@ -278,31 +350,76 @@ def _read_summary(raw: bytes) -> BundleSummary:
 _EVENT_LIST = TypeAdapter(list[Event])
 
 
-def _read_events(raw: bytes) -> list[Event]:
-    """Every event of events.ndjson, validated. The whole file is validated in one call (the ingest hot
-    path); only when that fails is it read line by line, to name the line that is wrong."""
-    lines = [line for line in raw.splitlines() if line.strip()]
+def _event_lines(fh: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    """`(line number, line)` of every non-blank line, read a block at a time (lines split as
+    `bytes.splitlines` splits them)."""
+    lineno = 0
+    rest = b""
+    while True:
+        block = fh.read(_READ_BLOCK)
+        if not block:
+            break
+        buf = rest + block
+        # A line is complete once a later byte follows it; "\r" may be the first half of "\r\n".
+        lines = buf.splitlines(keepends=True)
+        rest = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
+        for line in lines:
+            lineno += 1
+            if line.strip():
+                yield lineno, line
+    if rest:
+        lineno += 1
+        if rest.strip():
+            yield lineno, rest
+
+
+def _event_chunks(archive: _Archive, name: str, parsed: ParsedBundle) -> Iterator[list[Event]]:
+    """events.ndjson, validated `EVENT_CHUNK` events at a time; `BundleError` names the first bad line."""
     try:
-        events = _EVENT_LIST.validate_json(b"[" + b",".join(lines) + b"]")
+        fh = archive.open(name)
+        with fh:
+            lines: list[tuple[int, bytes]] = []
+            last_seq = -1
+            for numbered in _event_lines(fh):
+                lines.append(numbered)
+                if len(lines) >= EVENT_CHUNK:
+                    events = _read_events(lines, last_seq)
+                    last_seq = events[-1].seq
+                    lines = []
+                    parsed.events_read += len(events)
+                    yield events
+            if lines:
+                events = _read_events(lines, last_seq)
+                parsed.events_read += len(events)
+                yield events
+    except (tarfile.TarError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
+        raise BundleError("bad_bundle", f"cannot read {name!r}: {exc}") from exc
+    finally:
+        archive.close()
+
+
+def _read_events(lines: list[tuple[int, bytes]], last_seq: int) -> list[Event]:
+    """A chunk of events, validated. The whole chunk is validated in one call (the ingest hot path);
+    only when that fails is it read line by line, to name the line that is wrong."""
+    try:
+        events = _EVENT_LIST.validate_json(b"[" + b",".join(line for _, line in lines) + b"]")
     except ValidationError:
         events = None
-    if events is not None:
-        last_seq = -1
+    # As many events as lines: a line holding two objects ("{…},{…}") is no NDJSON line.
+    if events is not None and len(events) == len(lines):
+        previous = last_seq
         for ev in events:
-            if ev.seq > _MAX_INT or ev.ts > _MAX_INT or ev.seq <= last_seq:
+            if ev.seq > _MAX_INT or ev.ts > _MAX_INT or ev.seq <= previous:
                 break
-            last_seq = ev.seq
+            previous = ev.seq
         else:
             return events
-    return _read_events_by_line(raw)
+    return _read_events_by_line(lines, last_seq)
 
 
-def _read_events_by_line(raw: bytes) -> list[Event]:
+def _read_events_by_line(lines: list[tuple[int, bytes]], last_seq: int) -> list[Event]:
     events: list[Event] = []
-    last_seq = -1
-    for lineno, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for lineno, line in lines:
         try:
             ev = Event.model_validate_json(line)
         except ValidationError as exc:

@@ -44,7 +44,7 @@ def ingest_report(
             parsed.trace.status,
             reported.trace_path,
             reported.result,
-            len(parsed.trace.events),
+            parsed.event_count,
         )
         outcome.traces.append(stored)
         if on_stored is not None:

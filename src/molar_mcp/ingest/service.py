@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from molar_mcp.ingest.bundle import DEFAULT_MAX_BUNDLE_BYTES, BundleError, Overrides, ParsedBundle, read_bundle
+from molar_mcp.ingest.bundle import DEFAULT_MAX_BUNDLE_BYTES, BundleError, Overrides, ParsedBundle, open_bundle
 from molar_mcp.ingest.formats import FORMATS, detect_format
 from molar_mcp.ingest.playwright import Attachment, read_playwright_trace, trace_from_result
 from molar_mcp.ingest.results import TestResultInfo
@@ -22,8 +22,9 @@ def ingest_bundle(
     *,
     max_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
 ) -> tuple[str, str]:
-    """Store one bundle; return `(trace_id, short_id)`. Raises `BundleError` and stores nothing."""
-    parsed = read_bundle(data, overrides, max_bytes=max_bytes)
+    """Store one bundle, its events parsed while they are stored; return `(trace_id, short_id)`. Raises
+    `BundleError` and stores nothing."""
+    parsed = open_bundle(data, overrides, max_bytes=max_bytes)
     return store.add_trace(org_id, parsed.trace, parsed.blobs)
 
 
@@ -72,7 +73,8 @@ OnStored = Callable[[StoredTrace], None]
 
 
 def parse_single(upload: Upload, fmt: str) -> ParsedBundle:
-    """A bundle, a trace.zip or a test result without a trace, parsed and validated (nothing stored)."""
+    """A bundle, a trace.zip or a test result without a trace, parsed and validated (nothing stored; a
+    bundle's events are read and validated while they are stored: `ParsedBundle.event_count` after)."""
     if fmt == "playwright-result":
         return trace_from_result(
             _result_file(upload),
@@ -81,7 +83,7 @@ def parse_single(upload: Upload, fmt: str) -> ParsedBundle:
             keep_secrets=upload.keep_secrets,
         )
     if fmt == "bundle":
-        parsed = read_bundle(upload.data, upload.overrides, max_bytes=upload.max_bytes)
+        parsed = open_bundle(upload.data, upload.overrides, max_bytes=upload.max_bytes)
         if upload.result is not None and not upload.overrides.scenario_slug:
             parsed.trace.scenario_slug = upload.result.scenario_slug()
         return parsed
@@ -117,7 +119,7 @@ def ingest_upload(store: TraceStore, org_id: str, upload: Upload, on_stored: OnS
             parsed.trace.status,
             upload.filename,
             upload.result,
-            len(parsed.trace.events),
+            parsed.event_count,
         )
         outcome.traces.append(stored)
         if on_stored is not None:

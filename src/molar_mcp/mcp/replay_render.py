@@ -146,6 +146,11 @@ def build_diff_view(diff: TraceDiff, budget: int) -> tuple[DiffView, str]:
     changed_exchanges = sum(1 for e in diff.network if e.changed)
     totals = [e.body_changes_total for e in diff.network if e.changed]
     body_total = {id(row): total for row, total in zip(network, totals, strict=True)}
+    # One REST answer holds a page of the dimension's rows (`rows_total` in all): the rest count as left out.
+    unsent = max(0, diff.rows_total - diff.offset - len(diff.assertions or diff.network or diff.console))
+    more_assertions = unsent if diff.dimension in ("overview", "steps") else 0
+    more_network = diff.counts.exchanges_changed - len(network) if diff.dimension == "network" else 0
+    more_console = unsent if diff.dimension == "console" else 0
 
     def assemble(
         n_assert: int, n_steps: int, n_net: int, n_body: int, n_console: int, full_summary: int
@@ -154,18 +159,21 @@ def build_diff_view(diff: TraceDiff, budget: int) -> tuple[DiffView, str]:
         summary = diff.summary if full_summary else _first_sentence(diff.summary)
         if not full_summary:
             omitted.append("the rest of the summary; `counts` has the numbers")
-        if n_assert < len(assertions):
-            omitted.append(f'{len(assertions) - n_assert} more assertions that differ; diff_traces(dimension="steps")')
+        if n_assert < len(assertions) + more_assertions:
+            more = len(assertions) + more_assertions - n_assert
+            omitted.append(f'{more} more assertions that differ; diff_traces(dimension="steps")')
         if n_steps < len(steps):
             omitted.append(f'{len(steps) - n_steps} more steps; diff_traces(a="{a}", b="{b}", dimension="steps")')
-        if n_net < len(network):
-            omitted.append(f"{len(network) - n_net} more changed exchanges; raise max_tokens or read get_trace step=N")
+        if n_net < len(network) + more_network:
+            more = len(network) + more_network - n_net
+            omitted.append(f"{more} more changed exchanges; raise max_tokens or read get_trace step=N")
         cut_bodies = [row.model_copy(update={"body": row.body[:n_body]}) for row in network[:n_net]]
         hidden_fields = sum(body_total[id(row)] - min(n_body, len(row.body)) for row in network[:n_net])
         if hidden_fields > 0:
             omitted.append(f"{hidden_fields} changed body fields; get_trace(trace_id, step=N) shows whole bodies")
-        if n_console < len(console):
-            omitted.append(f'{len(console) - n_console} more console lines; diff_traces(dimension="console")')
+        if n_console < len(console) + more_console:
+            more = len(console) + more_console - n_console
+            omitted.append(f'{more} more console lines; diff_traces(dimension="console")')
         if diff.truncated:
             omitted.append("a trace has more events than the diff reads; later steps were not compared")
         if diff.dimension == "overview" and changed_exchanges:

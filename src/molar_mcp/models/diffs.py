@@ -132,3 +132,10 @@ class TraceDiff(BaseModel):
     console: list[ConsoleDiff] = Field(default_factory=list)
     timing: TimingDiff = Field(default_factory=TimingDiff)
     truncated: bool = Field(default=False, description="a trace had more events than the diff reads")
+    offset: int = Field(default=0, description="the first row of the dimension's list shown here")
+    rows_total: int = Field(
+        default=0,
+        description="rows of the dimension's list in all (assertions; network: exchanges; console: lines);"
+        " one answer holds at most 500",
+    )
+    next_offset: int | None = Field(default=None, description="more rows: ask again with offset=next_offset")

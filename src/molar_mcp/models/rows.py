@@ -11,12 +11,14 @@ validating them again. No I/O here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pydantic_core
+from pydantic import BaseModel
 
 from molar_mcp.models.traces import Event
 
+M = TypeVar("M", bound=BaseModel)
 _EMPTY_PAYLOAD = "{}"
 _EVENT_FIELDS = frozenset(Event.model_fields)
 
@@ -75,6 +77,20 @@ def trusted_event(
     return event
 
 
+def trusted(cls: type[M], values: dict[str, Any]) -> M:
+    """A model of `cls` from `values` that already hold every one of its fields, each of its type (built
+    by our own code from data validated before), without validating them: what `model_validate` gives
+    for such values, for a model without validators, private attributes or extra fields."""
+    if values.keys() != cls.__pydantic_fields__.keys():
+        raise ValueError(f"{cls.__name__} needs exactly its fields: {sorted(cls.__pydantic_fields__)}")
+    model = object.__new__(cls)
+    object.__setattr__(model, "__dict__", values)
+    object.__setattr__(model, "__pydantic_fields_set__", set(values))
+    object.__setattr__(model, "__pydantic_extra__", None)
+    object.__setattr__(model, "__pydantic_private__", None)
+    return model
+
+
 class StoredEvent:
     """One stored event: its columns as attributes, its payload parsed from its JSON text on first read.
 
@@ -129,3 +145,14 @@ def may_have(event: EventView, key: str) -> bool:
     if isinstance(event, StoredEvent):
         return event.may_have(key)
     return key in event.payload
+
+
+def naming(events: Sequence[EventView], key: str) -> list[int]:
+    """The indices of the events whose payload may have a member `key` (`may_have`), in one pass: the
+    payloads of `StoredEvent`s that never name it are not parsed."""
+    needle = f'"{key}"'
+    return [
+        i
+        for i, e in enumerate(events)
+        if (needle in e.payload_text if isinstance(e, StoredEvent) else key in e.payload)
+    ]

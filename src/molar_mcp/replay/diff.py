@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from operator import attrgetter
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from molar_mcp.models import Event, TraceDetail
+from molar_mcp.models import TraceDetail
 from molar_mcp.models.diffs import (
     AssertionChange,
     BodyChange,
@@ -29,11 +30,16 @@ from molar_mcp.models.diffs import (
     TraceDiff,
     TraceSide,
 )
+from molar_mcp.models.rows import EventView, may_have, trusted
 from molar_mcp.replay.scenario import json_equal
 
 BODY_CHANGES_PER_EXCHANGE = 12
+# Rows of the answer's list (assertions; network: exchanges; console: lines) per answer: `offset` pages on.
+# Two long runs can differ by tens of thousands of assertions; the counts always hold them all.
+DIFF_ROWS = 500
 VALUE_CHARS = 120
 _MISSING = object()
+_SEQ = attrgetter("seq")
 
 
 @dataclass
@@ -49,8 +55,7 @@ class _Exchange:
     seq_response: int | None = None
 
 
-@dataclass
-class _Assertion:
+class _Assertion(NamedTuple):  # one per assertion of both traces: a tuple is built fastest
     key: tuple[str, str, int]
     matcher: str | None
     target: str
@@ -75,7 +80,7 @@ class _Step:
     end_seq: int | None = None
 
 
-def _steps_of(detail: TraceDetail, events: Sequence[Event]) -> dict[int, _Step]:
+def _steps_of(detail: TraceDetail, events: Sequence[EventView]) -> dict[int, _Step]:
     steps: dict[int, _Step] = {}
     for summary in detail.steps:
         if summary.depth:  # the diff is step-aware at the top level; nested steps fold into theirs
@@ -83,11 +88,18 @@ def _steps_of(detail: TraceDetail, events: Sequence[Event]) -> dict[int, _Step]:
         steps[summary.step] = _Step(summary.step, title=summary.title, ok=summary.ok, event_count=summary.event_count)
     hops: dict[int, int] = {}
     seen: dict[tuple[int, str, str], int] = {}
-    for ev in sorted(events, key=lambda e: e.seq):
+    for ev in sorted(events, key=_SEQ):
         if ev.step is None:
             continue
-        step = steps.setdefault(ev.step, _Step(ev.step))
+        step = steps.get(ev.step)
+        if step is None:  # (not setdefault: that would build a _Step for every event)
+            step = steps[ev.step] = _Step(ev.step)
         step.kinds.append(ev.kind)
+        if ev.kind not in _READ_KINDS and not (ev.kind == "log" and ev.message):
+            # Only whether it restored state: most events say nothing of it, and stay unparsed.
+            if may_have(ev, "restored") and ev.payload.get("restored") is True:
+                step.restored = True
+            continue
         p = ev.payload
         if p.get("restored") is True:
             step.restored = True
@@ -130,6 +142,12 @@ def _steps_of(detail: TraceDetail, events: Sequence[Event]) -> dict[int, _Step]:
     return steps
 
 
+# The kinds the comparison reads (and a `log` with a message).
+_READ_KINDS = frozenset(
+    {"network.request", "network.response", "assertion", "console", "error", "step.start", "step.end"}
+)
+
+
 def _hop(request_id: Any, hops: dict[int, int], step: int) -> int:
     if isinstance(request_id, str) and "." in request_id:
         tail = request_id.rsplit(".", 1)[1]
@@ -148,7 +166,7 @@ def _response_hop(request_id: Any, step: _Step) -> int:
     return min(waiting) if waiting else len(step.exchanges) + 1
 
 
-def _assertion_target(ev: Event, matcher: str | None) -> str:
+def _assertion_target(ev: EventView, matcher: str | None) -> str:
     p = ev.payload
     if matcher == "json" and isinstance(p.get("path"), str):
         return str(p["path"])
@@ -259,12 +277,14 @@ def _compare_exchanges(number: int, sa: _Step | None, sb: _Step | None) -> list[
     return out
 
 
-def _compare_assertions(number: int, sa: _Step, sb: _Step) -> list[AssertionChange]:
-    out: list[AssertionChange] = []
+# An assertion that differs: (step, change, in a, in b); made a row only when the answer shows it.
+_Change = tuple[int, str, _Assertion | None, _Assertion | None]
+
+
+def _compare_assertions(number: int, sa: _Step, sb: _Step) -> list[_Change]:
+    out: list[_Change] = []
     for key in [*sa.assertions, *(k for k in sb.assertions if k not in sa.assertions)]:
         aa, ab = sa.assertions.get(key), sb.assertions.get(key)
-        ref = aa or ab
-        assert ref is not None
         if aa is not None and ab is not None:
             if aa.ok is False and ab.ok is True:
                 change = "now_passes"
@@ -276,25 +296,31 @@ def _compare_assertions(number: int, sa: _Step, sb: _Step) -> list[AssertionChan
                 continue
         else:
             change = "only_in_a" if ab is None else "only_in_b"
-        out.append(
-            AssertionChange.model_validate(
-                {
-                    "step": number,
-                    "matcher": ref.matcher,
-                    "target": ref.target,
-                    "change": change,
-                    "ok_a": aa.ok if aa else None,
-                    "ok_b": ab.ok if ab else None,
-                    "expected_a": aa.expected if aa else None,
-                    "expected_b": ab.expected if ab else None,
-                    "actual_a": aa.actual if aa else None,
-                    "actual_b": ab.actual if ab else None,
-                    "seq_a": aa.seq if aa else None,
-                    "seq_b": ab.seq if ab else None,
-                }
-            )
-        )
+        out.append((number, change, aa, ab))
     return out
+
+
+def _assertion_row(change: _Change) -> AssertionChange:
+    number, kind, aa, ab = change
+    ref = aa or ab
+    assert ref is not None
+    return trusted(
+        AssertionChange,
+        {
+            "step": number,
+            "matcher": ref.matcher,
+            "target": ref.target,
+            "change": kind,
+            "ok_a": aa.ok if aa else None,
+            "ok_b": ab.ok if ab else None,
+            "expected_a": aa.expected if aa else None,
+            "expected_b": ab.expected if ab else None,
+            "actual_a": aa.actual if aa else None,
+            "actual_b": ab.actual if ab else None,
+            "seq_a": aa.seq if aa else None,
+            "seq_b": ab.seq if ab else None,
+        },
+    )
 
 
 def _compare_console(
@@ -317,7 +343,7 @@ def _compare_console(
 
 
 def _first_divergence(
-    number: int, sa: _Step | None, sb: _Step | None, exchanges: list[ExchangeDiff], assertions: list[AssertionChange]
+    number: int, sa: _Step | None, sb: _Step | None, exchanges: list[ExchangeDiff], assertions: list[_Change]
 ) -> Divergence | None:
     if sa is None or sb is None:
         where = "a" if sa is not None else "b"
@@ -351,7 +377,7 @@ def _first_divergence(
         what = f"{ex.method} {ex.url} body {first.path}: {first.a} → {first.b}{more}"
         return Divergence(step=number, kind="response_body", what=what, seq_a=seq_a, seq_b=seq_b)
     if assertions:
-        first_a = assertions[0]
+        first_a = _assertion_row(assertions[0])
         what = f"{first_a.target}: {_ok_word(first_a.ok_a)} in a, {_ok_word(first_a.ok_b)} in b"
         return Divergence(step=number, kind="assertion", what=what, seq_a=first_a.seq_a, seq_b=first_a.seq_b)
     if sa.ok != sb.ok:
@@ -368,19 +394,22 @@ def _ok_word(ok: bool | None) -> str:
 
 def diff_traces(
     a: TraceDetail,
-    a_events: Sequence[Event],
+    a_events: Sequence[EventView],
     b: TraceDetail,
-    b_events: Sequence[Event],
+    b_events: Sequence[EventView],
     dimension: DiffDimension = "overview",
     *,
     truncated: bool = False,
+    offset: int = 0,
 ) -> TraceDiff:
-    """Compare trace b with trace a (usually a replay with its source); see the module docstring."""
+    """Compare trace b with trace a (usually a replay with its source); see the module docstring. The
+    dimension's list of rows (assertions; network: exchanges; console: lines) holds `DIFF_ROWS` of them
+    from `offset`; `rows_total` and the counts hold them all, `next_offset` goes on."""
     steps_a, steps_b = _steps_of(a, a_events), _steps_of(b, b_events)
     numbers = sorted(set(steps_a) | set(steps_b))
     counts = DiffCounts(steps_compared=len(numbers))
     step_rows: list[StepDiff] = []
-    assertion_rows: list[AssertionChange] = []
+    assertion_rows: list[_Change] = []
     exchange_rows: list[ExchangeDiff] = []
     console_rows: list[ConsoleDiff] = []
     divergence: Divergence | None = None
@@ -419,8 +448,8 @@ def diff_traces(
         if divergence is None:
             divergence = _first_divergence(number, sa, sb, exchanges, assertions)
     counts.steps_changed = sum(1 for s in step_rows if s.changed)
-    counts.assertions_now_pass = sum(1 for c in assertion_rows if c.change == "now_passes")
-    counts.assertions_now_fail = sum(1 for c in assertion_rows if c.change == "now_fails")
+    counts.assertions_now_pass = sum(1 for c in assertion_rows if c[1] == "now_passes")
+    counts.assertions_now_fail = sum(1 for c in assertion_rows if c[1] == "now_fails")
     counts.assertions_changed = len(assertion_rows) - counts.assertions_now_pass - counts.assertions_now_fail
     counts.exchanges_changed = sum(1 for e in exchange_rows if e.changed)
     counts.console_only_in_a = sum(1 for c in console_rows if c.only_in == "a")
@@ -443,16 +472,19 @@ def diff_traces(
         timing=timing,
         truncated=truncated,
     )
-    if dimension == "overview":
-        diff.steps = [s for s in step_rows if s.changed]
-        diff.assertions = assertion_rows
-    elif dimension == "steps":
-        diff.steps = step_rows
-        diff.assertions = assertion_rows
+    page = slice(offset, offset + DIFF_ROWS)
+    if dimension in ("overview", "steps"):
+        diff.steps = [s for s in step_rows if s.changed] if dimension == "overview" else step_rows
+        diff.assertions = [_assertion_row(c) for c in assertion_rows[page]]
+        total = len(assertion_rows)
     elif dimension == "network":
-        diff.network = exchange_rows
+        diff.network = exchange_rows[page]
+        total = len(exchange_rows)
     else:
-        diff.console = console_rows
+        diff.console = console_rows[page]
+        total = len(console_rows)
+    diff.offset, diff.rows_total = offset, total
+    diff.next_offset = offset + DIFF_ROWS if offset + DIFF_ROWS < total else None
     diff.summary = summarize(diff, step_rows)
     return diff
 

@@ -67,6 +67,7 @@ from molar_mcp.models.replays import (
     ReplayRequest,
     ReplayStatus,
 )
+from molar_mcp.models.rows import StoredEvent
 from molar_mcp.replay.apps import AppConfig, AppError, AppStartError, DiffDoesNotApply
 from molar_mcp.replay.diff import diff_traces
 from molar_mcp.replay.drivers import command as command_driver
@@ -425,11 +426,12 @@ class ReplayService:
             status = self.status(org_id, replay_id)
         return status
 
-    def diff(self, org_id: str, a_ref: str, b_ref: str, dimension: DiffDimension) -> TraceDiff:
-        """Compare trace b with trace a. Either may be given as a replay id (its child trace)."""
+    def diff(self, org_id: str, a_ref: str, b_ref: str, dimension: DiffDimension, *, offset: int = 0) -> TraceDiff:
+        """Compare trace b with trace a. Either may be given as a replay id (its child trace). `offset`:
+        the first row of the dimension's list to show (`TraceDiff.next_offset` pages on)."""
         a, a_events, a_cut = self._trace_for_diff(org_id, a_ref)
         b, b_events, b_cut = self._trace_for_diff(org_id, b_ref)
-        return diff_traces(a, a_events, b, b_events, dimension, truncated=a_cut or b_cut)
+        return diff_traces(a, a_events, b, b_events, dimension, truncated=a_cut or b_cut, offset=offset)
 
     def promote(self, org_id: str, trace_ref: str, request: PromoteFixRequest) -> PromoteFixResult:
         detail = self.store.get_trace(org_id, trace_ref)
@@ -872,7 +874,7 @@ class ReplayService:
             if len(events) >= MAX_EVENTS:
                 return events, True
 
-    def _trace_for_diff(self, org_id: str, ref: str) -> tuple[TraceDetail, list[Event], bool]:
+    def _trace_for_diff(self, org_id: str, ref: str) -> tuple[TraceDetail, list[StoredEvent], bool]:
         try:
             detail = self.store.get_trace(org_id, ref)
         except TraceNotFound:
@@ -885,8 +887,9 @@ class ReplayService:
                     f"replay {ref} has no trace yet (it is {record.status}); diff it when it succeeded"
                 ) from None
             detail = self.store.get_trace(org_id, record.replay_trace_id)
-        events, cut = self._events(org_id, detail.id)
-        return detail, events, cut
+        # Light rows, not models: a diff reads every event of both traces (bench/bench_debug_run.py).
+        events = self.store.stored_events(org_id, detail.id, limit=MAX_EVENTS + 1)
+        return detail, events[:MAX_EVENTS], len(events) > MAX_EVENTS
 
 
 class SandboxRunFailed(Exception):

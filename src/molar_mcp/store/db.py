@@ -40,6 +40,11 @@ def _clean(params: Any) -> Any:
     return params
 
 
+class CleanRows(list[Any]):
+    """Rows whose text is already as the store keeps it (`store_text`): bound without a second look
+    (a bundle's events, cleaned while their rows are built)."""
+
+
 class TextConnection(sqlite3.Connection):
     """A SQLite connection that binds text as the store keeps it (no NUL; see the module's docstring)."""
 
@@ -47,7 +52,19 @@ class TextConnection(sqlite3.Connection):
         return super().execute(sql, _clean(parameters))
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> sqlite3.Cursor:
+        if isinstance(parameters, CleanRows):
+            return super().executemany(sql, parameters)
         return super().executemany(sql, (_clean(row) for row in parameters))
+
+
+def insert_stored_text(conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """`executemany` of rows whose text is already as the store keeps it (`store_text` applied by the
+    caller): the embedded store's connection then binds them without looking for NULs in every value
+    again (a 1,000-event batch: 10,000 values); on PostgreSQL, `conn.executemany` as usual."""
+    if isinstance(conn, TextConnection):
+        sqlite3.Connection.executemany(conn, sql, rows)
+    else:
+        conn.executemany(sql, rows)
 
 
 class Database:

@@ -13,7 +13,7 @@ from typing import Any
 import pydantic_core
 
 from molar_mcp.models import Event
-from molar_mcp.store.db import Database, store_text
+from molar_mcp.store.db import Database, insert_stored_text, store_text
 from molar_mcp.store.history import refresh_health
 from molar_mcp.store.port import StoreError, TooManyEvents, max_trace_events
 from molar_mcp.store.search import index_text
@@ -220,9 +220,11 @@ class LiveTraces:
                 if stored_count + len(accepted) > (limit := max_trace_events()):
                     raise TooManyEvents(stored_count + len(accepted), limit)
                 events = [a.event for a in accepted]
+                _as_stored(events)
                 tree = load_steps_for(conn, pk, events)
                 rows = _number_rows(events, [a.idempotency_key for a in accepted], tree, pk)
-                conn.executemany(
+                insert_stored_text(
+                    conn,
                     "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload,"
                     " idempotency_key) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     rows,
@@ -372,10 +374,24 @@ def _stored_by_seq(conn: Any, pk: int, seqs: Sequence[int]) -> dict[int, tuple[A
     return found
 
 
+def _as_stored(events: Sequence[Event]) -> None:
+    """The events' text as the store keeps it (`store_text`: each NUL a U+FFFD), in place: their steps
+    are looked up and numbered by the ids stored, and followers see what a read of the trace gives."""
+    for ev in events:
+        kind, step_id, message = store_text(ev.kind), ev.step_id, ev.message
+        if step_id is not None:
+            step_id = store_text(step_id)
+        if message is not None:
+            message = store_text(message)
+        if kind is not ev.kind or step_id is not ev.step_id or message is not ev.message:
+            ev.__dict__.update(kind=kind, step_id=step_id, message=message)
+
+
 def _number_rows(events: Sequence[Event], keys: Sequence[str | None], tree: StepTree, pk: int) -> list[tuple[Any, ...]]:
     """The events' rows, in one pass: each event's step numbered through `tree` (which grows) and its
     `ok` derived from the payload where the producer left it out — both also set on the event itself,
-    which is what followers are sent."""
+    which is what followers are sent. Their text is as the store keeps it (`_as_stored`), so the rows
+    go to `insert_stored_text`."""
     rows = []
     for ev, key in zip(events, keys, strict=True):
         fields = ev.__dict__
@@ -397,8 +413,8 @@ def _number_rows(events: Sequence[Event], keys: Sequence[str | None], tree: Step
                 number,
                 None if ok is None else int(ok),
                 ev.message,
-                pydantic_core.to_json(payload).decode() if payload else "{}",
-                key,
+                pydantic_core.to_json(payload).decode() if payload else "{}",  # JSON: a NUL is escaped
+                None if key is None else store_text(key),
             )
         )
     return rows

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -55,10 +55,10 @@ def max_trace_events() -> int:
 class TooManyEvents(StoreError):
     """A trace would hold more events than `max_trace_events()` (413)."""
 
-    def __init__(self, count: int, limit: int) -> None:
-        super().__init__(
-            f"a trace holds at most {limit:,} events (MOLAR_MAX_TRACE_EVENTS); this one would hold {count:,}"
-        )
+    def __init__(self, count: int, limit: int, *, streamed: bool = False) -> None:
+        # A streamed trace is refused as soon as it passes the limit: how many it holds in all is not read.
+        held = f"more than {limit:,}" if streamed else f"{count:,}"
+        super().__init__(f"a trace holds at most {limit:,} events (MOLAR_MAX_TRACE_EVENTS); this one would hold {held}")
         self.count = count
         self.limit = limit
 
@@ -96,7 +96,11 @@ class TraceQuery:
 
 @dataclass
 class NewTrace:
-    """A complete trace to store in one transaction (a bundle, or a finished run)."""
+    """A complete trace to store in one transaction (a bundle, or a finished run).
+
+    Its events are `events`, or, when `event_chunks` is set, the chunks it yields (read once, while the
+    store writes them: a streamed bundle is never held whole). A chunk source may raise (a bad line in
+    a bundle): the store then stores nothing and lets the error through."""
 
     scenario_slug: str
     status: str
@@ -112,6 +116,7 @@ class NewTrace:
     replay_from_step: int | None = None
     artifacts: list[ArtifactRef] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    event_chunks: Iterable[Sequence[Event]] | None = None
 
 
 class BlobSink(Protocol):

@@ -10,7 +10,7 @@ import sqlite3
 import string
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from molar_mcp.models import (
 )
 from molar_mcp.models.rows import StoredEvent, trusted_event
 from molar_mcp.store.blobs import BlobStore
-from molar_mcp.store.db import Database
+from molar_mcp.store.db import NUL, CleanRows, Database, store_text
 from molar_mcp.store.history import (
     FAILING_STATUS_SQL,
     HISTORY_MIGRATIONS,
@@ -111,13 +111,22 @@ def normalize_events(events: Sequence[Event], tree: StepTree | None = None) -> l
 
 
 EventRow = tuple[int, int, str, str | None, int | None, int | None, str | None, str]
+# Events per INSERT when a trace's events come as one list (a stream comes in its own chunks).
+EVENT_BATCH = 5_000
 
 
-def event_rows(events: Sequence[Event], tree: StepTree | None = None) -> list[EventRow]:
+def _batches(events: Sequence[Event], size: int) -> Iterator[Sequence[Event]]:
+    for start in range(0, len(events), size):
+        yield events[start : start + size]
+
+
+def event_rows(events: Sequence[Event], tree: StepTree | None = None, *, pk: int | None = None) -> list[Any]:
     """The rows `normalize_events` would give, built directly: a bundle's 10,000 events skip 10,000
-    model copies (the ingest hot path; bench/README.md). Grows `tree` as it goes."""
+    model copies (the ingest hot path; bench/README.md). Grows `tree` as it goes. With `pk`, each row
+    starts with it (the `events` table's columns) and is bound as it is: its text is already as the
+    store keeps it (`store_text`), so the connection has nothing left to clean."""
     tree = StepTree() if tree is None else tree
-    rows: list[EventRow] = []
+    rows: list[Any] = CleanRows() if pk is not None else []
     for ev in events:
         node = tree.number(ev.step_id, ev.kind, ev.payload)
         ok = derived_ok(ev)
@@ -125,8 +134,16 @@ def event_rows(events: Sequence[Event], tree: StepTree | None = None) -> list[Ev
         if node is not None:
             number = node.step
             tree.observe(node, seq=ev.seq, ts=ev.ts, kind=ev.kind, ok=ok, message=ev.message, payload=ev.payload)
+        # The payload's JSON escapes NUL ("\\u0000"); only the plain text columns may hold one.
         payload = pydantic_core.to_json(ev.payload).decode() if ev.payload else "{}"
-        rows.append((ev.seq, ev.ts, ev.kind, ev.step_id, number, None if ok is None else int(ok), ev.message, payload))
+        kind, step_id, message = ev.kind, ev.step_id, ev.message
+        if pk is None:
+            rows.append((ev.seq, ev.ts, kind, step_id, number, None if ok is None else int(ok), message, payload))
+            continue
+        if NUL in kind or (step_id is not None and NUL in step_id) or (message is not None and NUL in message):
+            kind, step_id = store_text(kind), None if step_id is None else store_text(step_id)
+            message = None if message is None else store_text(message)
+        rows.append((pk, ev.seq, ev.ts, kind, step_id, number, None if ok is None else int(ok), message, payload))
     return rows
 
 
@@ -225,24 +242,26 @@ class SqliteTraceStore:
     # ---- writes -------------------------------------------------------------------------------
 
     def add_trace(self, org_id: str, trace: NewTrace, blobs: dict[str, bytes]) -> tuple[str, str]:
-        events = trace.events
-        if len(events) > (limit := max_trace_events()):
-            raise TooManyEvents(len(events), limit)
-        tree = StepTree()
-        rows = event_rows(events, tree)
+        """Store a trace in one transaction, its events written `EVENT_BATCH` at a time as they come
+        (`NewTrace.event_chunks`: a streamed bundle is parsed while it is stored, never held whole).
+        Readers keep their own snapshot until the commit: they never wait, and never see half a trace."""
+        limit = max_trace_events()
+        if len(trace.events) > limit:
+            raise TooManyEvents(len(trace.events), limit)
         # Check every blob before anything is written: a refused trace leaves no file behind.
         for sha, data in blobs.items():
             actual = hashlib.sha256(data).hexdigest()
             if actual != sha:
                 raise ValueError(f"blob named {sha} hashes to {actual}")
-        created = trace.created_at or (_dt(events[0].ts) if events else datetime.now(UTC))
-        duration = trace.duration_ms
-        if duration is None and events:
-            duration = max(0, events[-1].ts - events[0].ts)
-        kind_counts = Counter(ev.kind for ev in events)
+        streamed = trace.event_chunks is not None
+        chunks = iter(trace.event_chunks if trace.event_chunks is not None else _batches(trace.events, EVENT_BATCH))
         trace_id = str(uuid.uuid4())
-        total_size = sum(a.size for a in trace.artifacts)
+        scenario_id = trace.scenario_id or scenario_id_for(trace.scenario_slug)
         with self.db.tx() as conn:
+            # The first chunk is read before the trace's row is written: its first event dates the trace.
+            chunk = next(chunks, None)
+            first_ts = chunk[0].ts if chunk else None
+            created = trace.created_at or (_dt(first_ts) if first_ts is not None else datetime.now(UTC))
             short_id = new_short_id(conn)
             cur = conn.execute(
                 "INSERT INTO traces (id, short_id, org_id, scenario_id, scenario_slug, scenario_title,"
@@ -254,31 +273,53 @@ class SqliteTraceStore:
                     trace_id,
                     short_id,
                     org_id,
-                    trace.scenario_id or scenario_id_for(trace.scenario_slug),
+                    scenario_id,
                     trace.scenario_slug,
                     trace.scenario_title,
                     trace.status,
                     trace.source,
-                    duration,
+                    trace.duration_ms,
                     trace.code_sha,
                     trace.pr_number,
                     trace.failure_signature,
                     _ms(created),
                     trace.parent_trace_id,
                     trace.replay_from_step,
-                    total_size,
+                    sum(a.size for a in trace.artifacts),
                     len(trace.artifacts),
-                    len(events),
-                    json.dumps(dict(sorted(kind_counts.items()))),
+                    0,
+                    "{}",
                 ),
             )
-            pk = cur.lastrowid
+            pk = int(cur.lastrowid or 0)
             if trace.parent_trace_id is None:
-                refresh_health(conn, org_id, trace.scenario_id or scenario_id_for(trace.scenario_slug))
-            conn.executemany(
-                "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
-                [(pk, *row) for row in rows],
+                refresh_health(conn, org_id, scenario_id)
+            tree = StepTree()
+            kind_counts: Counter[str] = Counter()
+            text = FtsText(_own_text(trace))
+            count = 0
+            last_ts = first_ts
+            while chunk is not None:
+                count += len(chunk)
+                if count > limit:
+                    raise TooManyEvents(count, limit, streamed=streamed)
+                rows = event_rows(chunk, tree, pk=pk)
+                conn.executemany(
+                    "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload)"
+                    " VALUES (?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
+                kind_counts.update(row[3] for row in rows)
+                text.add((row[3], row[6], row[7]) for row in rows)
+                if chunk:
+                    last_ts = chunk[-1].ts
+                chunk = next(chunks, None)
+            duration = trace.duration_ms
+            if duration is None and first_ts is not None and last_ts is not None:
+                duration = max(0, last_ts - first_ts)
+            conn.execute(
+                "UPDATE traces SET event_count = ?, kind_counts = ?, duration_ms = ? WHERE pk = ?",
+                (count, json.dumps(dict(sorted(kind_counts.items()))), duration, pk),
             )
             insert_steps(conn, pk, tree.ordered())
             conn.executemany(
@@ -286,7 +327,7 @@ class SqliteTraceStore:
                 " VALUES (?,?,?,?,?,?,?)",
                 [(pk, i, a.kind, a.sha256, a.name, a.content_type, a.size) for i, a in enumerate(trace.artifacts)],
             )
-            index_text(conn, int(pk or 0), _fts_body(trace, rows))
+            index_text(conn, pk, text.text())
             # Blobs last, inside the transaction: when a row fails to insert, no blob is written;
             # when a blob fails to write, the rows roll back. Blobs are content-addressed, so one
             # written by a transaction that then fails is harmless.
@@ -637,22 +678,40 @@ def step_filter(conn: Any, pk: int, step: str) -> tuple[str, list[Any]]:
     return "(" + " OR ".join(clauses) + ")", args
 
 
+class FtsText:
+    """The indexed text of a trace, gathered as its events go by: its own fields, then the messages of
+    failures and key events, up to `_FTS_MAX_CHARS` (the first message past it ends the text)."""
+
+    def __init__(self, parts: Sequence[str]) -> None:
+        self.parts = list(parts)
+        self.size = sum(len(p) for p in self.parts)
+        self.full = False
+
+    def add(self, rows: Iterable[tuple[str, int | None, str | None]]) -> None:
+        if self.full:
+            return
+        for kind, ok, message in rows:
+            if message and (kind in _FTS_EVENT_KINDS or ok == 0):
+                if self.size + len(message) > _FTS_MAX_CHARS:
+                    self.full = True
+                    return
+                self.parts.append(message)
+                self.size += len(message)
+
+    def text(self) -> str:
+        return "\n".join(self.parts)
+
+
 def fts_body_from_rows(parts: list[str], rows: Sequence[tuple[str, int | None, str | None]]) -> str:
     """The indexed text of a trace: its own fields, then the messages of failures and key events."""
-    parts = list(parts)
-    size = sum(len(p) for p in parts)
-    for kind, ok, message in rows:
-        if message and (kind in _FTS_EVENT_KINDS or ok == 0):
-            if size + len(message) > _FTS_MAX_CHARS:
-                break
-            parts.append(message)
-            size += len(message)
-    return "\n".join(parts)
+    text = FtsText(parts)
+    text.add(rows)
+    return text.text()
 
 
-def _fts_body(trace: NewTrace, rows: Sequence[EventRow]) -> str:
+def _own_text(trace: NewTrace) -> list[str]:
     own = [trace.scenario_slug, trace.scenario_title or "", trace.failure_signature or "", trace.status]
-    return fts_body_from_rows([*own, trace.code_sha or ""], [(r[2], r[5], r[6]) for r in rows])
+    return [*own, trace.code_sha or ""]
 
 
 def _like_prefix(text: str) -> str:

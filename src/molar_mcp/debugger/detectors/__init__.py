@@ -32,7 +32,7 @@ Labels and their rules (each detector's docstring has the details):
                      6 tool calls (0.8); 0.6 in a run that passed.
 - max_steps          a message saying a step limit was reached (0.8; 0.6 when a loop used the
                      steps up), or an agent run of ≥ 20 steps that failed without any failing
-                     event (0.55).
+                     event (0.55). The signature names the agent (`gen_ai.agent.name`).
 - timeout (agent)    an agent run cancelled by its own deadline: the step where the time went,
                      not the cancelled call (0.86).
 - step_failed        the run failed and nothing above explains it with confidence ≥ 0.5
@@ -66,11 +66,11 @@ from molar_mcp.debugger.detectors.web import (
     detect_pending_requests,
 )
 from molar_mcp.debugger.findings import LABELS, Finding, make_finding, rank_key
-from molar_mcp.models.traces import Event
+from molar_mcp.models.rows import EventView
 
 __all__ = ["ANALYZER_VERSION", "LABELS", "Finding", "analyze", "failure_signature", "step_numbers"]
 
-ANALYZER_VERSION: Final = "1"
+ANALYZER_VERSION: Final = "2"  # 2: max_steps signatures name the agent
 UNEXPLAINED: Final = 0.4
 EXPLAINED_AT: Final = 0.5  # a finding at least this sure explains the failure
 
@@ -91,7 +91,7 @@ DETECTORS: Final[tuple[Detector, ...]] = (
 )
 
 
-def analyze(events: Sequence[Event], status: str | None = None) -> list[Finding]:
+def analyze(events: Sequence[EventView], status: str | None = None) -> list[Finding]:
     """Findings about one trace, best first (highest confidence, then earliest critical seq).
 
     `events` must be the trace's events ordered by seq; `status` is the trace's status when

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -40,8 +41,9 @@ def detect_llm_errors(t: Timeline) -> list[Finding]:
     """
     if not t.failing:
         return []
-    failed = [i for i, e in enumerate(t.events) if llm_error(e) is not None]
-    answered = [i for i, e in enumerate(t.events) if e.kind == "llm.response" and llm_error(e) is None]
+    responses = t.of("llm.response")
+    failed = [i for i in responses if llm_error(t.events[i]) is not None]
+    answered = [i for i in responses if llm_error(t.events[i]) is None]
     last_answer = max(answered, default=-1)
     # The errors after the last answer are one chain of attempts the run never got past: its first
     # attempt is where the failure began (the cause: the same step whatever the retry count, so the
@@ -108,12 +110,13 @@ def detect_tool_errors(t: Timeline) -> list[Finding]:
     if not t.failing:
         return []
     deadline = _deadline_said(t)
-    failures = [i for i, e in enumerate(t.events) if e.kind == "tool.result" and _tool_failed(e.payload, e.ok)]
+    results = t.of("tool.result")
+    failures = [i for i in results if _tool_failed(t.events[i].payload, t.events[i].ok)]
     tools = {i: _tool_of(t, i) for i in failures}
     last_ok = {
-        str(e.payload.get("tool")): i
-        for i, e in enumerate(t.events)
-        if e.kind == "tool.result" and not _tool_failed(e.payload, e.ok)
+        str(t.events[i].payload.get("tool")): i
+        for i in results
+        if not _tool_failed(t.events[i].payload, t.events[i].ok)
     }
     found = []
     for i in failures:
@@ -121,8 +124,8 @@ def detect_tool_errors(t: Timeline) -> list[Finding]:
         call = _call_of(t, i)
         tool = tools[i]
         recovered = any(
-            x.kind == "tool.result" and x.payload.get("tool") == tool and not _tool_failed(x.payload, x.ok)
-            for x in t.events[i + 1 :]
+            x.payload.get("tool") == tool and not _tool_failed(x.payload, x.ok)
+            for x in (t.events[j] for j in t.after("tool.result", i))
         )
         # Retries of the same tool that all failed (after its last success) are one chain: its first
         # attempt is the cause (the same step whatever the retry count), the later ones its evidence.
@@ -172,9 +175,9 @@ def _tool_of(t: Timeline, i: int) -> str:
 
 def _call_of(t: Timeline, i: int) -> int | None:
     call_id = t.events[i].payload.get("call_id")
-    for j in range(i - 1, -1, -1):
-        e = t.events[j]
-        if e.kind == "tool.call" and (call_id is None or e.payload.get("call_id") == call_id):
+    calls = t.of("tool.call")
+    for j in reversed(calls[: bisect_left(calls, i)]):
+        if call_id is None or t.events[j].payload.get("call_id") == call_id:
             return j
     return None
 
@@ -191,7 +194,7 @@ def detect_loops(t: Timeline) -> list[Finding]:
     0.6 in a run that passed (wasted calls, not a failure). One finding per repeated call.
     Critical step: the step of the first call of the repetition.
     """
-    calls = [(i, _call_key(e.payload)) for i, e in enumerate(t.events) if e.kind == "tool.call"]
+    calls = [(i, _call_key(t.events[i].payload)) for i in t.of("tool.call")]
     loops: dict[tuple[str, str], _Loop] = {}
     for n, (_, key) in enumerate(calls):
         if key in loops:
@@ -249,10 +252,8 @@ def detect_max_steps(t: Timeline) -> list[Finding]:
     """
     if not t.failing:
         return []
-    for i, e in enumerate(t.events):
-        # Kind first: the text of every event costs a third of a 10,000-event analysis.
-        if e.kind not in ("log", "error", "console", "step.end"):
-            continue
+    for i in t.of("log", "error", "console", "step.end"):
+        e = t.events[i]
         text = failure_text(e)
         if says_max_steps(text):
             where, said = step_phrase(t.steps[i]), shorten(text).rstrip(".")
@@ -272,6 +273,7 @@ def detect_max_steps(t: Timeline) -> list[Finding]:
                     seq=seq,
                     evidence=[e.seq],
                     summary=sentence(f"The agent hit its step limit at {where}: {said}{tail}"),
+                    subject=agent_name(t),
                 )
             ]
     if not t.agent or t.anchor is not None or t.step_count < MANY_STEPS or not t.events:
@@ -288,8 +290,23 @@ def detect_max_steps(t: Timeline) -> list[Finding]:
                 f"The agent ran {t.step_count} steps and stopped at {step_phrase(t.steps[last])} "
                 "without finishing or reporting an error"
             ),
+            subject=agent_name(t),
         )
     ]
+
+
+def agent_name(t: Timeline) -> str:
+    """The agent that ran: the OpenTelemetry GenAI `gen_ai.agent.name` of the run (its own log line) or
+    of its first step that names one; "" when no event names it. A step limit is one agent's limit, so
+    its signature names the agent: two agents that ran out of turns are two incidents."""
+    for i in (*t.of("log"), *t.of("step.start")):
+        payload = t.events[i].payload
+        for holder in (payload.get("run"), payload):
+            attributes = holder.get("attributes") if isinstance(holder, dict) else None
+            name = attributes.get("gen_ai.agent.name") if isinstance(attributes, dict) else None
+            if isinstance(name, str) and name.strip():
+                return name.strip()
+    return ""
 
 
 _DEADLINE: Final = re.compile(
@@ -307,11 +324,10 @@ def _deadline_said(t: Timeline) -> int | None:
     return next(
         (
             i
-            for i, e in enumerate(t.events)
-            if (e.step_id is None or i == t.anchor)
-            and e.kind in ("error", "log", "step.end", "tool.result", "llm.response")
-            and (e.ok is False or e.kind == "error")
-            and _DEADLINE.search(failure_text(e))
+            for i in t.of("error", "log", "step.end", "tool.result", "llm.response")
+            if (t.events[i].step_id is None or i == t.anchor)
+            and (t.events[i].ok is False or t.events[i].kind == "error")
+            and _DEADLINE.search(failure_text(t.events[i]))
         ),
         None,
     )

@@ -26,7 +26,7 @@ from molar_mcp.debugger.detectors.timeline import (
     step_phrase,
 )
 from molar_mcp.debugger.findings import Finding, make_finding
-from molar_mcp.models.traces import Event
+from molar_mcp.models.rows import EventView
 
 # Confidence when the event is causal (see `detect_error_events`), by label.
 CAUSAL: Final[dict[str, float]] = {
@@ -56,6 +56,8 @@ _PHRASES: Final[dict[str, str]] = {
     "console_error": "a console error",
     "step_failed": "an error",
 }
+# The kinds `event_label` may label: no event of another kind is evidence for it.
+LABELLED_KINDS: Final = ("error", "action", "console", "log", "navigation", "step.end", "network.response")
 _API_RE: Final = re.compile(r"^\s*(?:\w+: )?([a-z]\w*\.[a-zA-Z]\w*):")
 _EXPECT_RE: Final = re.compile(r"expect\((?:page\.)?locator\((['\"])(.+?)\1\)\)|expect\(page\)\.toHaveURL")
 _LOCATOR_RE: Final = re.compile(
@@ -71,7 +73,7 @@ _WAITED_FOR_RE: Final = re.compile(
 )
 
 
-def wait_reason(e: Event) -> tuple[str, str] | None:
+def wait_reason(e: EventView) -> tuple[str, str] | None:
     """Why a wait timed out, from the call log Playwright keeps (the error text says only "Timeout
     … exceeded"): `(label, phrase)`. The element was there but covered, disabled, hidden or moving
     (`timeout`); no element ever matched (`selector_not_found`); or a navigation/response never came
@@ -107,7 +109,7 @@ def wait_reason(e: Event) -> tuple[str, str] | None:
     return None
 
 
-def event_label(e: Event) -> str | None:
+def event_label(e: EventView) -> str | None:
     """The one label an error-ish event carries, or None when it is not evidence.
 
     - `error`: a page exception is js_exception (network_failure if it says net::ERR / Failed
@@ -121,8 +123,7 @@ def event_label(e: Event) -> str | None:
     - a `network.response` with status 0 or an error field: network_failure (timeout or
       navigation_error when its text says so: net::ERR_ABORTED is a cancelled navigation).
     """
-    level = str(e.payload.get("level", "")).lower()
-    if e.kind in ("error", "action") and not is_page_error(e) and (e.kind == "error" or e.ok is False):
+    if e.kind in ("error", "action") and (e.kind == "error" or e.ok is False) and not is_page_error(e):
         # A timed-out wait is what its call log says it waited for, not the first line it logged.
         reason = wait_reason(e)
         if reason is not None and classify_text(failure_text(e)) in (None, "timeout", "selector_not_found"):
@@ -133,12 +134,13 @@ def event_label(e: Event) -> str | None:
             return "network_failure" if label == "network_failure" else "js_exception"
         return None if label == "max_steps" else label or "step_failed"
     if e.kind == "console":
-        if level != "error" or is_http_echo(e):
+        if str(e.payload.get("level", "")).lower() != "error" or is_http_echo(e):
             return None
         if classify_text(failure_text(e)) == "network_failure":
             return "network_failure"
         return "js_exception" if is_page_error(e) else "console_error"
     if e.kind == "log":
+        level = str(e.payload.get("level", "")).lower()
         label = classify_text(failure_text(e)) if level in _ERROR_LEVELS else None
         return label if label in _LOG_LABELS else None
     if e.ok is False and e.kind in ("action", "navigation", "step.end"):
@@ -168,9 +170,10 @@ def detect_error_events(t: Timeline) -> list[Finding]:
         return []
     last_step = next((s for s in reversed(t.steps) if s is not None), None)
     found = []
-    for i, e in enumerate(t.events):
+    for i in t.of(*LABELLED_KINDS):
         if not t.live(i):
             continue
+        e = t.events[i]
         label = event_label(e)
         if label is None:
             continue
@@ -231,7 +234,7 @@ def _requests_named(t: Timeline, i: int, text: str) -> list[int]:
     ]
 
 
-def _subject(label: str, e: Event, text: str) -> str:
+def _subject(label: str, e: EventView, text: str) -> str:
     """The stable part of a signature: an error code, a selector, a Playwright call."""
     if label == "network_failure":
         match = NETWORK_RE.search(text)

@@ -7,8 +7,9 @@ whether the run failed at all. Everything here is a pure function of the events 
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from molar_mcp.debugger.detectors.text import (
@@ -20,7 +21,7 @@ from molar_mcp.debugger.detectors.text import (
     shorten,
     url_path,
 )
-from molar_mcp.models.traces import Event
+from molar_mcp.models.rows import EventView, naming
 
 FAILED_STATUSES = frozenset({"failed", "error", "aborted"})
 AGENT_KINDS = frozenset({"llm.request", "llm.response", "tool.call", "tool.result"})
@@ -31,7 +32,7 @@ _DETAIL_KEYS = ("name", "message", "text", "reason")
 _MENTION_KEYS = ("expected", "actual", "selector", "url", "matcher")
 
 
-def step_numbers(events: Sequence[Event]) -> list[int | None]:
+def step_numbers(events: Sequence[EventView]) -> list[int | None]:
     """The 1-based step of every event; the one helper every detector numbers steps with.
 
     An event's own `step` wins. Otherwise its `step_id` is numbered by the order in which step
@@ -70,7 +71,7 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def failure_text(event: Event, *, include_message: bool = True) -> str:
+def failure_text(event: EventView, *, include_message: bool = True) -> str:
     """What an event says went wrong: its error fields, its message, then its other details."""
     parts: list[str] = []
     for key in _ERROR_KEYS:
@@ -82,26 +83,26 @@ def failure_text(event: Event, *, include_message: bool = True) -> str:
     return "\n".join(dict.fromkeys(p for p in parts if p.strip()))
 
 
-def mention_text(event: Event) -> str:
+def mention_text(event: EventView) -> str:
     """Everything an event names (failure text plus expected/actual/selector/url), for mentions."""
     parts = [failure_text(event)]
     parts.extend(str(event.payload[k]) for k in _MENTION_KEYS if event.payload.get(k) is not None)
     return "\n".join(parts)
 
 
-def is_page_error(event: Event) -> bool:
+def is_page_error(event: EventView) -> bool:
     """An exception thrown by the page's JavaScript (not by the test runner or the agent)."""
-    text = failure_text(event)
     if event.kind == "console":
-        return str(event.payload.get("level", "")).lower() == "error" and "Uncaught" in text
+        return str(event.payload.get("level", "")).lower() == "error" and "Uncaught" in failure_text(event)
     if event.kind != "error":
         return False
+    text = failure_text(event)
     source = str(event.payload.get("source", "")).lower()
     name = event.payload.get("name")
     return source in _PAGE_SOURCES or name in JS_ERROR_NAMES or text.lstrip().startswith("Uncaught")
 
 
-def llm_error(event: Event) -> dict[str, Any] | None:
+def llm_error(event: EventView) -> dict[str, Any] | None:
     """The error of an `llm.response`, or None when it succeeded."""
     if event.kind != "llm.response":
         return None
@@ -113,7 +114,7 @@ def llm_error(event: Event) -> dict[str, Any] | None:
     return {} if event.ok is False else None
 
 
-def is_failure_event(event: Event) -> bool:
+def is_failure_event(event: EventView) -> bool:
     """Events that fail a run by themselves (candidates for the failure anchor)."""
     if event.ok is False and event.kind in ("assertion", "action", "navigation", "step.end"):
         return True
@@ -122,17 +123,17 @@ def is_failure_event(event: Event) -> bool:
     return event.kind in ("log", "step.end") and says_max_steps(failure_text(event))
 
 
-def http_status(event: Event) -> int | None:
+def http_status(event: EventView) -> int | None:
     status = event.payload.get("status")
     return status if isinstance(status, int) and not isinstance(status, bool) else None
 
 
-def is_http_echo(event: Event) -> bool:
+def is_http_echo(event: EventView) -> bool:
     """A console line that only repeats a response status (the response is the evidence)."""
     return event.kind == "console" and bool(HTTP_ECHO_RE.search(failure_text(event)))
 
 
-def is_pending_marker(e: Event) -> bool:
+def is_pending_marker(e: EventView) -> bool:
     """A `network.response` that says no response came (the trace closed while the request was in
     flight: no status, no failure text) — the request was pending, not failed."""
     if e.kind != "network.response" or e.ok is not False:
@@ -143,29 +144,53 @@ def is_pending_marker(e: Event) -> bool:
 
 @dataclass(frozen=True)
 class Timeline:
-    """One trace's events with derived facts; build with `Timeline.build(events, status)`."""
+    """One trace's events with derived facts; build with `Timeline.build(events, status)`.
 
-    events: tuple[Event, ...]
+    Besides the events in order: each event's step, where each kind's events are (`of`) and which
+    events failed (`failed`), so a detector visits only the events it judges: on a long run most
+    events are passed checks no detector reads, and their payloads are never parsed."""
+
+    events: tuple[EventView, ...]
     steps: tuple[int | None, ...]
     status: str | None
     anchor: int | None
     failing: bool
     recovered: frozenset[int]
     agent: bool
+    kinds: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False)
+    failed: tuple[int, ...] = ()
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def build(cls, events: Sequence[Event], status: str | None) -> Timeline:
+    def build(cls, events: Sequence[EventView], status: str | None) -> Timeline:
         evs = tuple(events)
         steps = tuple(step_numbers(evs))
-        recovered = _recovered(evs, steps)
-        agent = any(e.kind in AGENT_KINDS for e in evs)
-        candidates = [i for i in range(len(evs)) if i not in recovered and _is_anchor_candidate(evs, i)]
+        groups: dict[str, list[int]] = {}
+        for i, kind in enumerate([e.kind for e in evs]):
+            group = groups.get(kind)
+            if group is None:
+                groups[kind] = [i]
+            else:
+                group.append(i)
+        kinds = {kind: tuple(indices) for kind, indices in groups.items()}
+        failed = tuple(i for i, ok in enumerate([e.ok for e in evs]) if ok is False)
+        recovered = _recovered(evs, steps, kinds.get("retry", ()))
+        agent = any(kind in kinds for kind in AGENT_KINDS)
+        # Only a failed event or one of these kinds can be where the run failed (`_is_anchor_candidate`).
+        maybe = sorted({*failed, *(i for k in ("error", "log", "step.end", "llm.response") for i in kinds.get(k, ()))})
+        candidates = [i for i in maybe if i not in recovered and _is_anchor_candidate(evs, i)]
         # A browser test stops at its first failure; an agent goes on after a failed step, so
         # the failure that ended its run is the last one.
         anchor = (candidates[-1] if agent else candidates[0]) if candidates else None
         # "passed" is the runner's verdict: failures in the events were tolerated (soft checks).
         failing = status != "passed" and (anchor is not None or status in FAILED_STATUSES)
-        return cls(evs, steps, status, anchor, failing, recovered, agent)
+        return cls(evs, steps, status, anchor, failing, recovered, agent, kinds, failed)
+
+    def of(self, *kinds: str) -> tuple[int, ...]:
+        """The indices of the events of these kinds, in order."""
+        if len(kinds) == 1:
+            return self.kinds.get(kinds[0], ())
+        return tuple(sorted(i for kind in kinds for i in self.kinds.get(kind, ())))
 
     # -- positions -----------------------------------------------------------------------------
 
@@ -204,24 +229,33 @@ class Timeline:
         response came), other than static assets and telemetry: what the page was still waiting for."""
         if self.anchor is None:
             return []
+        pending: list[int] | None = self._cache.get("pending")
+        if pending is None:
+            pending = self._pending_requests(self.anchor)
+            self._cache["pending"] = pending
+        return list(pending)
+
+    def _pending_requests(self, anchor: int) -> list[int]:
         answered = {
             e.payload.get("request_id")
-            for e in self.events
+            # Most events name no request: their payloads stay unread.
+            for e in (self.events[i] for i in naming(self.events, "request_id"))
             if e.kind != "network.request" and e.payload.get("request_id") is not None and not is_pending_marker(e)
         }
+        requests = self.of("network.request")
         return [
             i
-            for i, e in enumerate(self.events[: self.anchor])
-            if e.kind == "network.request"
-            and i not in self.recovered
-            and e.payload.get("request_id") is not None
-            and e.payload.get("request_id") not in answered
-            and not is_incidental(str(e.payload.get("url", "")))
+            for i in requests[: bisect_left(requests, anchor)]
+            if i not in self.recovered
+            and (rid := self.events[i].payload.get("request_id")) is not None
+            and rid not in answered
+            and not is_incidental(str(self.events[i].payload.get("url", "")))
         ]
 
     def title(self, step: int | None) -> str | None:
-        for i, e in enumerate(self.events):
-            if e.kind == "step.start" and self.steps[i] == step:
+        for i in self.of("step.start"):
+            if self.steps[i] == step:
+                e = self.events[i]
                 title = e.payload.get("title") or e.message
                 return str(title) if title else None
         return None
@@ -231,11 +265,17 @@ class Timeline:
         rid = self.events[i].payload.get("request_id")
         if rid is None:
             return None
-        for j in range(i - 1, -1, -1):
-            e = self.events[j]
-            if e.kind == "network.request" and e.payload.get("request_id") == rid:
+        requests = self.of("network.request")
+        for j in reversed(requests[: bisect_left(requests, i)]):
+            if self.events[j].payload.get("request_id") == rid:
                 return j
         return None
+
+    def after(self, kind: str, i: int, last: int | None = None) -> tuple[int, ...]:
+        """The indices of `kind`'s events after `i` (up to `last`, inclusive, when given)."""
+        indices = self.of(kind)
+        end = len(indices) if last is None else bisect_right(indices, last)
+        return indices[bisect_right(indices, i) : end]
 
     def anchor_mentions(self, needle: str) -> bool:
         if self.anchor is None or len(needle) < 2:
@@ -268,7 +308,7 @@ def step_phrase(step: int | None) -> str:
     return f"step {step}" if step is not None else "an unnumbered step"
 
 
-def assertion_subject(event: Event) -> str:
+def assertion_subject(event: EventView) -> str:
     """What an assertion checked: its selector, "the final URL", its matcher, or its expectation."""
     payload = event.payload
     selector = payload.get("selector")
@@ -285,19 +325,18 @@ def assertion_subject(event: Event) -> str:
     return "the page"
 
 
-def _recovered(events: tuple[Event, ...], steps: tuple[int | None, ...]) -> frozenset[int]:
-    """Events undone by a later `retry`: a retry inside a step undoes that step's earlier events;
-    a retry with no step at all (a whole-test retry) undoes everything before it."""
+def _recovered(events: tuple[EventView, ...], steps: tuple[int | None, ...], retries: Sequence[int]) -> frozenset[int]:
+    """Events undone by a later `retry` (at `retries`): a retry inside a step undoes that step's earlier
+    events; a retry with no step at all (a whole-test retry) undoes everything before it."""
     undone: set[int] = set()
-    for r, event in enumerate(events):
-        if event.kind != "retry":
-            continue
+    for r in retries:
+        event = events[r]
         whole_run = event.step_id is None and event.step is None
         undone.update(i for i in range(r) if whole_run or steps[i] == steps[r])
     return frozenset(undone)
 
 
-def _is_anchor_candidate(events: tuple[Event, ...], i: int) -> bool:
+def _is_anchor_candidate(events: tuple[EventView, ...], i: int) -> bool:
     event = events[i]
     if is_failure_event(event):
         return True

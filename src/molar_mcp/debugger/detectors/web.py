@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from molar_mcp.debugger.detectors.errors import event_label
+from molar_mcp.debugger.detectors.errors import LABELLED_KINDS, event_label
 from molar_mcp.debugger.detectors.text import (
     classify_text,
     endpoint,
@@ -51,8 +51,9 @@ def detect_assertions(t: Timeline) -> list[Finding]:
     if not t.failing:
         return []
     found: list[Finding] = []
-    for i, e in enumerate(t.events):
-        if e.kind != "assertion" or e.ok is not False or i in t.recovered:
+    for i in t.failed:
+        e = t.events[i]
+        if e.kind != "assertion" or i in t.recovered:
             continue
         subject = assertion_subject(e)
         where = step_phrase(t.steps[i])
@@ -106,14 +107,15 @@ def detect_http(t: Timeline) -> list[Finding]:
     if not t.failing:
         return []
     navigated = {
-        (t.steps[j], url_path(str(e.payload.get("url", ""))))
-        for j, e in enumerate(t.events)
-        if e.kind == "navigation" and (http_status(e) or 0) >= 400
+        (t.steps[j], url_path(str(t.events[j].payload.get("url", ""))))
+        for j in t.of("navigation")
+        if (http_status(t.events[j]) or 0) >= 400
     }
     live: list[tuple[int, int, str, str]] = []
-    for i, e in enumerate(t.events):
+    for i in t.of("network.response"):
+        e = t.events[i]
         status = http_status(e)
-        if e.kind != "network.response" or status is None or status < 400 or not t.live(i):
+        if status is None or status < 400 or not t.live(i):
             continue
         method, url = _request_line(t, i)
         if (t.steps[i], url_path(url)) in navigated or _retried_ok(t, i, method, url):
@@ -171,10 +173,9 @@ def _page_complained_after(t: Timeline, i: int) -> bool:
 
 def _retried_ok(t: Timeline, i: int, method: str, url: str) -> bool:
     name = endpoint(url)
-    for j in range(i + 1, t.horizon + 1):
-        e = t.events[j]
-        status = http_status(e)
-        if e.kind == "network.response" and status is not None and 0 < status < 400:
+    for j in t.after("network.response", i, t.horizon):
+        status = http_status(t.events[j])
+        if status is not None and 0 < status < 400:
             other_method, other_url = _request_line(t, j)
             if other_method == method and endpoint(other_url) == name:
                 return True
@@ -197,10 +198,12 @@ def detect_navigation(t: Timeline) -> list[Finding]:
         return []
     failed = [
         i
-        for i, e in enumerate(t.events)
-        if e.kind == "navigation"
-        and t.live(i)
-        and ((http_status(e) or 0) >= 400 or (e.ok is False and classify_text(failure_text(e)) is None))
+        for i in t.of("navigation")
+        if t.live(i)
+        and (
+            (http_status(t.events[i]) or 0) >= 400
+            or (t.events[i].ok is False and classify_text(failure_text(t.events[i])) is None)
+        )
     ]
     found = []
     for i in failed:
@@ -245,7 +248,7 @@ def detect_pending_requests(t: Timeline) -> list[Finding]:
     if not t.failing or t.anchor is None:
         return []
     pending = t.pending_requests()
-    if not pending or any(t.live(i) and event_label(e) == "network_failure" for i, e in enumerate(t.events)):
+    if not pending or any(t.live(i) and event_label(t.events[i]) == "network_failure" for i in t.of(*LABELLED_KINDS)):
         return []  # nothing pending, or a request failed (net::ERR_*, refused, reset): that is what did not answer
     if not pending:
         return []
@@ -284,9 +287,8 @@ def detect_flaky(t: Timeline) -> list[Finding]:
     """
     found: list[Finding] = []
     seen: set[int | None] = set()
-    for r, e in enumerate(t.events):
-        if e.kind != "retry":
-            continue
+    for r in t.of("retry"):
+        e = t.events[r]
         whole = e.step_id is None and e.step is None
         failures = [j for j in range(r) if (whole or t.steps[j] == t.steps[r]) and _failed_here(t, j)]
         step = t.steps[failures[0]] if failures else t.steps[r]
