@@ -1,12 +1,13 @@
 """OTLP ingest benchmark (issue 10): protobuf export over HTTP in batches of 512 spans, and span
 appended → SSE follower latency.
 
-    .venv/bin/python bench/bench_otlp.py [--spans 40960] [--runs 3] [--latency-samples 200]
+    .venv/bin/python bench/bench_otlp.py [--spans 40960] [--runs 3] [--latency-samples 200] [--against SRC]
 
 Runs a real `molar-mcp serve --no-auth` on a free 127.0.0.1 port in a temp data dir and sends it what
 the OpenTelemetry SDK sends: `ExportTraceServiceRequest` protobuf bodies of 512 spans (GenAI chat and
 tool spans with their attributes), children before their root, one exporter at a time. Bodies are
-encoded before the clock starts. Targets: ≥ 20,000 spans/s; span → SSE follower p50 ≤ 50 ms.
+encoded before the clock starts. Targets: ≥ 20,000 spans/s; span → SSE follower p50 ≤ 50 ms. Each run
+is a fresh server; with `--against SRC` each round runs that version first, then this one.
 """
 
 from __future__ import annotations
@@ -172,31 +173,67 @@ async def bench_sse_latency(base: str, samples: int) -> dict[str, float]:
     return {"p50_ms": statistics.median(latencies), "p95_ms": pct(latencies, 0.95), "n": len(latencies)}
 
 
+def _serve_and_measure(args: argparse.Namespace, salt: int, src: str | None) -> dict[str, Any]:
+    """One round on a fresh server (run from `src` when given): an ingest run and the SSE latency."""
+    tmp = Path(tempfile.mkdtemp(prefix="molar-bench-otlp-"))
+    before = os.environ.get("PYTHONPATH")
+    if src is not None:
+        os.environ["PYTHONPATH"] = src  # the server process imports molar_mcp from there
+    try:
+        process, base = start(tmp / "data")
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+    try:
+        load = os.getloadavg()[0]
+        run: dict[str, Any] = dict(anyio.run(bench_ingest, base, args.spans, args.per_trace, salt))
+        run["span_to_sse"] = anyio.run(bench_sse_latency, base, args.latency_samples)
+        run["load_average"] = round((load + os.getloadavg()[0]) / 2, 2)
+        return run
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    def spread(values: list[float]) -> dict[str, float]:
+        return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+    return {
+        "ingest_spans_per_s": spread([r["spans_per_s"] for r in runs]),
+        "settled_spans_per_s": spread([r["settled_spans_per_s"] for r in runs]),
+        "span_to_sse_p50_ms": spread([r["span_to_sse"]["p50_ms"] for r in runs]),
+        "load_average": spread([r["load_average"] for r in runs]),
+        "runs": runs,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--spans", type=int, default=40_960)
     parser.add_argument("--per-trace", type=int, default=2048)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument(
+        "--against",
+        metavar="SRC",
+        help="the `src` folder of another version (e.g. `git archive <commit> src | tar -x -C /tmp/before`"
+        " then /tmp/before/src): each round runs it, then this one, on fresh servers with the same spans,"
+        " so before and after are measured in one window (the machine's load moves)",
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="molar-bench-otlp-"))
-    process, base = start(tmp / "data")
-    try:
-        runs = [anyio.run(bench_ingest, base, args.spans, args.per_trace, n) for n in range(args.runs)]
-        rates = [r["spans_per_s"] for r in runs]
-        settled = [r["settled_spans_per_s"] for r in runs]
-        latency = anyio.run(bench_sse_latency, base, args.latency_samples)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        shutil.rmtree(tmp, ignore_errors=True)
-    result = {
-        "ingest_spans_per_s": {"min": min(rates), "median": statistics.median(rates), "max": max(rates)},
-        "settled_spans_per_s": {"min": min(settled), "median": statistics.median(settled), "max": max(settled)},
-        "ingest_runs": runs,
-        "span_to_sse": latency,
-    }
+    versions: dict[str, str | None] = (
+        {"this": None} if args.against is None else {"against": args.against, "this": None}
+    )
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in versions}
+    for n in range(args.runs):
+        for name, src in versions.items():
+            runs[name].append(_serve_and_measure(args, n, src))
+    result = {name: _summary(items) for name, items in runs.items()}
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -21,7 +21,7 @@ import pydantic_core
 
 from molar_mcp.models import Event
 from molar_mcp.models.rows import trusted_event
-from molar_mcp.store.db import Database
+from molar_mcp.store.db import NUL, CleanRows, Database, store_text
 from molar_mcp.store.search import index_text
 from molar_mcp.store.sqlite import insert_steps, load_step_tree, new_short_id, scenario_id_for
 from molar_mcp.store.steps import StepTree
@@ -932,7 +932,7 @@ def _write_laid(conn: Any, pk: int, items: Sequence[LaidItem]) -> StoredEvents:
     """Write a trace's events (numbered 0…n-1 in the given order) and its steps, counts and kind counts
     anew (the caller has deleted the old ones)."""
     tree = StepTree()
-    rows: list[EventRow] = []
+    rows: list[EventRow] = CleanRows()  # kinds and step ids are ours, payloads JSON (NUL escaped), messages cleaned
     payloads: list[dict[str, Any]] = []
     counts: dict[str, int] = {}
     dump, load = pydantic_core.to_json, pydantic_core.from_json
@@ -946,6 +946,8 @@ def _write_laid(conn: Any, pk: int, items: Sequence[LaidItem]) -> StoredEvents:
         if node is not None:
             step = node.step
             tree.observe(node, seq=seq, ts=ts, kind=kind, ok=ok, message=message, payload=payload)
+        if message is not None and NUL in message:
+            message = store_text(message)
         rows.append((pk, seq, ts, kind, step_id, step, None if ok is None else int(ok), message, text or "{}"))
         payloads.append(payload)
         counts[kind] = counts.get(kind, 0) + 1
