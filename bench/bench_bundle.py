@@ -14,8 +14,8 @@ max over `--runs`, with the 1-minute load average of each run:
   (events/s over the three), the peak RSS while they are stored and analysed, and the RSS once every
   analysis is stored (+3 s).
 - flood: one bundle of `--flood-events` tiny events posted while another client reads `GET /v1/traces`
-  every 20 ms until the bundle's analysis is stored: that read's p50 / p99 / max, the server's peak RSS
-  (VmHWM) and the ingest's seconds.
+  every 20 ms until the bundle's analysis is stored: that read's p50 / p99 / max while the bundle is
+  stored and while it is analysed, each phase's seconds, and the server's peak RSS (VmHWM).
 
 Bundles are built once and kept in --work (default: a temp dir removed at the end).
 """
@@ -201,48 +201,57 @@ def bench_http(figures: Figures, label: str, bundle: Path, events: int, work: Pa
         shutil.rmtree(d, ignore_errors=True)
 
 
-async def _flood(base: str, data: bytes) -> tuple[list[float], float]:
-    latencies: list[float] = []
+async def _flood(base: str, data: bytes) -> tuple[list[float], list[float], float, float]:
+    """The reader's latencies while the bundle is stored and while it is analysed; both phases' seconds."""
+    storing: list[float] = []
+    analysing: list[float] = []
+    phase = storing
     done = asyncio.Event()
     async with httpx2.AsyncClient(base_url=base, timeout=600.0, trust_env=False) as http:
 
-        async def ingest() -> float:
+        async def ingest() -> tuple[float, float]:
+            nonlocal phase
             started = time.perf_counter()
             answer = await http.post(
                 "/v1/traces/ingest", files={"bundle": ("m.tar.gz", data)}, data={"scenario_slug": "million"}
             )
             answer.raise_for_status()
-            took = time.perf_counter() - started
+            stored = time.perf_counter()
+            phase = analysing
             trace_id = answer.json()["trace_id"]
             for _ in range(3000):  # the analysis, stored in the background (10 minutes at most)
                 if (await http.get(f"/v1/traces/{trace_id}/analysis")).status_code == 200:
                     break
                 await asyncio.sleep(0.2)
             done.set()
-            return took
+            return stored - started, time.perf_counter() - stored
 
         async def reader() -> None:
             async with httpx2.AsyncClient(base_url=base, timeout=120.0, trust_env=False) as own:
                 while not done.is_set():
+                    into = phase
                     started = time.perf_counter()
                     response = await own.get("/v1/traces", params={"limit": 20})
-                    latencies.append((time.perf_counter() - started) * 1000)
+                    into.append((time.perf_counter() - started) * 1000)
                     response.raise_for_status()
                     await asyncio.sleep(0.02)
 
-        took, _ = await asyncio.gather(ingest(), reader())
-    return latencies, took
+        (took, analysed), _ = await asyncio.gather(ingest(), reader())
+    return storing, analysing, took, analysed
 
 
 def bench_flood(figures: Figures, label: str, bundle: Path, events: int, work: Path) -> None:
     d = Path(tempfile.mkdtemp(dir=work, prefix="flood-"))
     server = Server.molar(d, "--max-bundle-mb", MAX_MB)
     try:
-        latencies, took = asyncio.run(_flood(server.base, bundle.read_bytes()))
+        storing, analysing, took, analysed = asyncio.run(_flood(server.base, bundle.read_bytes()))
         figures.add(label, f"flood: {events:,}-event bundle stored, s", took)
-        figures.add(label, "flood: GET /v1/traces p50 ms", statistics.median(latencies))
-        figures.add(label, "flood: GET /v1/traces p99 ms", pct(latencies, 0.99))
-        figures.add(label, "flood: GET /v1/traces max ms", max(latencies))
+        figures.add(label, "flood: then analysed, s", analysed)
+        for name, latencies in (("while stored", storing), ("while analysed", analysing)):
+            if latencies:
+                figures.add(label, f"flood: GET /v1/traces {name}: p50 ms", statistics.median(latencies))
+                figures.add(label, f"flood: GET /v1/traces {name}: p99 ms", pct(latencies, 0.99))
+                figures.add(label, f"flood: GET /v1/traces {name}: max ms", max(latencies))
         figures.add(label, "flood: server peak RSS (VmHWM) MB", peak_mb(server.proc.pid))
     finally:
         server.stop()

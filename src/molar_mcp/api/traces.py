@@ -28,6 +28,7 @@ from molar_mcp.api.idempotency import (
     request_hash,
     run_idempotent,
 )
+from molar_mcp.api.memory import RELEASE_AFTER_EVENTS, release_memory
 from molar_mcp.api.openapi import Param, documented, integer, string
 from molar_mcp.api.runs import ingest_for_run
 from molar_mcp.ingest import Overrides
@@ -390,7 +391,8 @@ def _stored_response(ctx: ApiContext, org: str, dumped: dict[str, Any], traces: 
     # The metric's label is the ingest mode: `bundle` for uploaded files of any format (live traces: `live`).
     ctx.metrics.ingested_traces.labels("bundle").inc(len(traces))
     ctx.metrics.ingested_events.labels("bundle").inc(sum(t.event_count for t in traces))
-    analysis = BackgroundTask(_analyze_all, ctx, org, [t.trace_id for t in traces])
+    events = sum(t.event_count for t in traces)
+    analysis = BackgroundTask(_analyze_all, ctx, org, [t.trace_id for t in traces], events)
     return JSONResponse(dumped, status_code=201, background=analysis)
 
 
@@ -420,9 +422,12 @@ def _ingest_answer(outcome: IngestOutcome) -> dict[str, Any]:
     return dumped
 
 
-async def _analyze_all(ctx: Any, org: str, trace_ids: list[str]) -> None:
+async def _analyze_all(ctx: Any, org: str, trace_ids: list[str], events: int = 0) -> None:
     for trace_id in trace_ids[:_ANALYZE_AT_INGEST]:
         await analyze_in_background(ctx, org, trace_id)
+    if events >= RELEASE_AFTER_EVENTS:
+        # The ingest and the analysis are done: what they freed goes back to the system (api/memory.py).
+        await anyio.to_thread.run_sync(release_memory)
 
 
 async def _result_part(value: object) -> TestResultInfo | None:
