@@ -1,7 +1,12 @@
 """Scale-out benchmark: the same figures on the embedded store and on PostgreSQL + S3, same machine, same run.
 
     PYTHONPATH=. .venv/bin/python bench/bench_postgres.py [--traces 20000] [--iterations 100]
-        [--live-events 40000] [--json out.json] [--only sqlite|postgres]
+        [--live-events 40000] [--json out.json] [--only sqlite|postgres] [--no-live]
+        [--sqlite-dir DIR] [--database-url URL --admin-url URL]
+
+With `--sqlite-dir` (a data dir bench/make_store.py built) and `--database-url`/`--admin-url` (a database
+it filled, and its owner or a superuser), the stores are used as they are (a 1,000,000-trace store takes
+long to build: build it once, measure it many times); the 10,000-event trace is added to them each run.
 
 For each engine: fill N traces (bench/make_store.py's generator: rows straight into SQLite, COPY into
 PostgreSQL), then through real `molar-mcp
@@ -71,17 +76,22 @@ async def timed(fn: Callable[[], Awaitable[object]], n: int) -> list[float]:
     return out
 
 
-def fill(engine: dict[str, str], data_dir: Path, n: int, admin_url: str | None) -> str:
-    """N traces (bench/make_store.py: straight into SQLite, or COPY into PostgreSQL) plus one
-    10,000-event trace stored three times through the store (the bundle ingest rate); returns its id."""
+def fill(engine: dict[str, str], data_dir: Path, n: int, admin_url: str | None, prebuilt: bool) -> str:
+    """N traces (bench/make_store.py: straight into SQLite, or COPY into PostgreSQL; none when `prebuilt`)
+    plus one 10,000-event trace stored three times through the store (the bundle ingest rate); returns
+    its id."""
     t = time.perf_counter()
-    if engine:
+    if prebuilt:
+        pass
+    elif engine:
         assert admin_url is not None
         build_pg(data_dir, engine["database_url"], admin_url, n, 10, 7)
     else:
         build(data_dir, n, 10, 7)
     RESULTS[LABEL]["build_s"] = round(time.perf_counter() - t)
     store = open_store(data_dir, **engine)
+    with store.db.read() as conn:
+        RESULTS[LABEL]["traces"] = conn.execute("SELECT count(*) FROM traces").fetchone()[0]
     parsed = read_bundle(record_long_run(10_000))
     rates = []
     big_id = ""
@@ -149,7 +159,7 @@ LABEL = ""
 
 
 @contextmanager
-def servers(tmp: Path, engine: dict[str, str], count: int) -> Iterator[list[Served]]:
+def servers(tmp: Path, engine: dict[str, str], count: int, sqlite_dir: Path) -> Iterator[list[Served]]:
     # The benchmark measures the store, not the per-org rate limits.
     extra: list[str] = ["--rate-limits", "read=10000000,write=10000000,ingest=10000000"]
     if engine:
@@ -158,7 +168,7 @@ def servers(tmp: Path, engine: dict[str, str], count: int) -> Iterator[list[Serv
     try:
         for i in range(count):
             (tmp / f"r{i}").mkdir(exist_ok=True)
-            data_dir = tmp / "data" if not engine else tmp / f"r{i}" / "data"
+            data_dir = sqlite_dir if not engine else tmp / f"r{i}" / "data"
             started.append(start_server(data_dir, *extra, timeout=180))
         yield started
     finally:
@@ -172,13 +182,18 @@ def run_engine(
 ) -> None:
     global LABEL
     LABEL = label
-    RESULTS[label] = {"traces": args.traces}
+    RESULTS[label] = {"traces": args.traces, "load_before": os.getloadavg()[0]}
+    prebuilt = bool(args.database_url if engine else args.sqlite_dir)
     print(f"== {label}: filling {args.traces} traces", file=sys.stderr, flush=True)
-    big_id = fill(engine, tmp / "data" if not engine else tmp / "fill", args.traces, admin_url)
+    data_dir = (args.sqlite_dir or tmp / "data") if not engine else tmp / "fill"
+    big_id = fill(engine, data_dir, args.traces, admin_url, prebuilt)
     replicas = 2 if engine else 1
-    with servers(tmp, engine, replicas) as served:
+    with servers(tmp, engine, replicas, data_dir) as served:
         print(f"== {label}: REST and MCP latency", file=sys.stderr, flush=True)
         asyncio.run(rest_and_mcp(served[0].base_url, big_id, args.iterations))
+        RESULTS[label]["load_after_latency"] = os.getloadavg()[0]
+        if args.no_live:
+            return
         print(f"== {label}: live append through {replicas} process(es)", file=sys.stderr, flush=True)
         rates = [asyncio.run(live_append([s.base_url for s in served], args.live_events)) for _ in range(3)]
         RESULTS[label]["live_append_events_per_s"] = {
@@ -196,13 +211,24 @@ def main() -> int:
     parser.add_argument("--live-events", type=int, default=40_000)
     parser.add_argument("--json")
     parser.add_argument("--only", choices=["sqlite", "postgres"], help="one engine")
+    parser.add_argument("--no-live", action="store_true", help="skip live append (bench_live.py measures it)")
+    parser.add_argument("--sqlite-dir", type=Path, help="a data dir make_store.py built: measured as it is")
+    parser.add_argument("--database-url", help="a PostgreSQL database make_store.py filled (the server's role)")
+    parser.add_argument("--admin-url", help="the same database as its owner or a superuser")
     args = parser.parse_args()
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="molar-bench-pg-")))
         if args.only != "postgres":
             (tmp / "sqlite").mkdir()
             run_engine("sqlite", {}, tmp / "sqlite", args)
-        if args.only != "sqlite":
+        if args.only != "sqlite" and args.database_url:
+            s3 = stack.enter_context(s3_endpoint())
+            os.environ.update(s3.env())
+            s3.create_bucket("molar-bench")
+            (tmp / "postgres").mkdir()
+            engine = {"database_url": args.database_url, "blob_url": "s3://molar-bench/bench"}
+            run_engine("postgres", engine, tmp / "postgres", args, args.admin_url)
+        elif args.only != "sqlite":
             # The server as it would be set up for this much data: a real cache, durable writes.
             cluster = stack.enter_context(pg_cluster(PG_SETTINGS))
             s3 = stack.enter_context(s3_endpoint())

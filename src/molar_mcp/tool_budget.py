@@ -63,7 +63,7 @@ class ToolCallBudget:
         if ids:
             principal = get_principal()
             org = principal.org_id if principal is not None else LOCAL_ORG_ID
-            wait = max(self.limiter.take(org, "tool") for _ in ids)
+            wait = max([await self.limiter.spend(org, "tool") for _ in ids])
             if wait > 0:
                 self.metrics.rate_limited.labels("tool").inc()
                 limit = self.limiter.limits.tool

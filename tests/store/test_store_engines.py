@@ -4,6 +4,7 @@ all-or-nothing writes, row-level security, two stores (replicas) on one database
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from pathlib import Path
 
 import psycopg
@@ -12,6 +13,7 @@ import pytest
 from molar_mcp.compose import open_store
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceQuery
 from molar_mcp.store.port import org_scope
+from molar_mcp.store.postgres.db import PgDatabase
 from molar_mcp.store.s3 import parse_blob_url
 from molar_mcp.store.schema import MIGRATIONS
 from tests.engines import PgCluster, S3Endpoint
@@ -177,3 +179,88 @@ def test_a_search_pages_through_every_match_newest_first_whichever_plan_answers(
                     break
             assert got == expected, (q, filters, limit)
         assert expected or q == "zyzzyva"
+
+
+def test_each_event_carries_its_traces_org_whoever_writes_it(store: SqliteTraceStore, add: AddTrace) -> None:
+    # Row-level security on events compares a column (no lookup of the trace per row): the column is the
+    # trace's org whether the writer was scoped to it or unscoped (a CLI, a background worker), and an
+    # event can't be written under another org's trace.
+    with org_scope("org_a"):
+        scoped, _ = add(org_id="org_a")
+    unscoped, _ = add(org_id="org_b")
+    with org_scope(None), store.db.read() as conn:
+        orgs = conn.execute(
+            "SELECT t.id, e.org_id, count(*) FROM events e JOIN traces t ON t.pk = e.trace_pk GROUP BY t.id, e.org_id"
+        ).fetchall()
+        (b_pk,) = conn.execute("SELECT pk FROM traces WHERE id = ?", (unscoped,)).fetchone()
+    assert sorted((i, o) for i, o, _ in orgs) == sorted([(scoped, "org_a"), (unscoped, "org_b")])
+    with org_scope("org_a"), store.db.tx() as conn, pytest.raises(sqlite3.IntegrityError, match="trace reference"):
+        conn.execute("INSERT INTO events (trace_pk, seq, ts, kind) VALUES (?, 999, 0, 'log')", (b_pk,))
+    with org_scope(None), store.db.tx() as conn, pytest.raises(sqlite3.IntegrityError, match="trace reference"):
+        conn.executemany("INSERT INTO events (trace_pk, seq, ts, kind) VALUES (?, ?, 0, 'log')", [(b_pk, 998), (-1, 0)])
+    assert store.list_events("org_b", unscoped).total == len(new_trace().events)
+    with org_scope(None), store.db.tx() as conn:  # a deleted trace takes its events along
+        conn.execute("DELETE FROM traces WHERE pk = ?", (b_pk,))
+        assert conn.execute("SELECT count(*) FROM events WHERE trace_pk = ?", (b_pk,)).fetchone() == (0,)
+
+
+def test_store_connections_do_not_jit_compile(store: SqliteTraceStore) -> None:
+    # JIT compiling took 0.5–1 s of a millisecond query on a big events table (the planner's costs of a
+    # scan it never runs pass jit_above_cost): the store's connections turn it off.
+    with store.db.read() as conn:
+        assert conn.execute("SHOW jit").fetchone() == ("off",)
+
+
+def test_events_stored_before_they_carried_an_org_get_their_traces_on_upgrade(pg: PgCluster, tmp_path: Path) -> None:
+    url = pg.new_database()
+    old = PgDatabase(url, tmp_path / "old")
+    try:
+        old.migrate("traces", MIGRATIONS[:3])  # the schema before events carried an org
+        with org_scope(None), old.tx() as conn:
+            for org in ("org_a", "org_b"):
+                conn.execute(
+                    "INSERT INTO traces (id, short_id, org_id, status, created_ms) VALUES (?, ?, ?, 'passed', 0)",
+                    (f"id-{org}", f"short-{org}", org),
+                )
+                (pk,) = conn.execute("SELECT pk FROM traces WHERE org_id = ?", (org,)).fetchone()
+                conn.executemany(
+                    "INSERT INTO events (trace_pk, seq, ts, kind) VALUES (?, ?, 0, 'log')", [(pk, 0), (pk, 1)]
+                )
+    finally:
+        old.close()
+    store = open_store(tmp_path / "new", database_url=url)
+    try:
+        assert _version(url, "traces") == len(MIGRATIONS)
+        for org in ("org_a", "org_b"):
+            with org_scope(org):
+                assert store.list_events(org, f"short-{org}").total == 2
+        with org_scope("org_a"), store.db.read() as conn:
+            assert conn.execute("SELECT DISTINCT org_id FROM events").fetchall() == [("org_a",)]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("values", "ok"),
+    [
+        # One JSON document.
+        ([("log", "plain"), ("log", "ünïcödé ✓ \\u0000 \\\\ \" '"), ("log", None)], int),
+        # One array per column: JSON would not give a NUL (jsonb refuses it) or a boolean back as bound.
+        ([("log", "a NUL \x00 here"), ("log", "x")], int),
+        ([("log", "x"), ("log", "y")], bool),
+    ],
+)
+def test_many_rows_are_stored_as_bound_whichever_way_they_travel(
+    store: SqliteTraceStore, add: AddTrace, values: list[tuple[str, str | None]], ok: type
+) -> None:
+    _, short_id = add(events=[])
+    with org_scope(None), store.db.tx() as conn:
+        (pk,) = conn.execute("SELECT pk FROM traces WHERE short_id = ?", (short_id,)).fetchone()
+        conn.executemany(
+            "INSERT INTO events (trace_pk, seq, ts, kind, ok, message) VALUES (?, ?, ?, ?, ?, ?)",
+            [(pk, i, 2**62 + i, kind, ok(i % 2 == 0), message) for i, (kind, message) in enumerate(values)],
+        )
+    page = store.list_events(LOCAL_ORG_ID, short_id)
+    expected = [(m.replace("\x00", "\ufffd") if m else m) for _, m in values]
+    assert [e.message for e in page.events] == expected
+    assert [(e.ts, e.ok) for e in page.events] == [(2**62 + i, i % 2 == 0) for i in range(len(values))]

@@ -6,7 +6,8 @@ import pytest
 
 from molar_mcp.models import Event
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceNotFound, TraceQuery
-from tests.bundles import checkout_events
+from molar_mcp.store.live import IncomingEvent, LiveTraces
+from tests.bundles import BASE_TS, checkout_events
 from tests.store.factory import AddTrace, event
 
 ORG_A, ORG_B = "org_a", "org_b"
@@ -232,3 +233,21 @@ def test_limit_and_offset_page_through_events_and_total_counts_all_matches(
     assert network.total == 14
     past_the_end = store.list_events(LOCAL_ORG_ID, short_id, offset=1000)
     assert (past_the_end.events, past_the_end.total) == ([], N_EVENTS)
+
+
+def test_a_kind_family_ignores_ascii_case_below_the_dot_and_finds_kinds_appended_later(
+    store: SqliteTraceStore, add: AddTrace
+) -> None:
+    # The family is looked up among the trace's kinds (its `kind_counts`), so kinds that arrive with a
+    # live append must be found as well as those of the first batch, on either engine alike.
+    _, short_id = add(events=[event(0, "Tool.Call"), event(1, "tool"), event(2, "toolbox"), event(3, "TOOL")])
+    live = LiveTraces(store.db)
+    trace_id, _ = live.create_trace(LOCAL_ORG_ID, scenario_slug="agent-run")
+    live.append_events(LOCAL_ORG_ID, trace_id, [IncomingEvent(0, Event(seq=0, ts=BASE_TS, kind="log"))])
+    live.append_events(LOCAL_ORG_ID, trace_id, [IncomingEvent(0, Event(seq=1, ts=BASE_TS, kind="tool.result"))])
+    tools = store.list_events(LOCAL_ORG_ID, short_id, kind="tool")
+    assert ([e.kind for e in tools.events], tools.total) == (["Tool.Call", "tool"], 2)
+    assert [e.kind for e in store.list_events(LOCAL_ORG_ID, short_id, kind="TOOL").events] == ["Tool.Call", "TOOL"]
+    appended = store.list_events(LOCAL_ORG_ID, trace_id, kind="tool")
+    assert ([e.seq for e in appended.events], appended.total) == ([1], 1)
+    assert store.list_events(LOCAL_ORG_ID, trace_id, kind="llm").total == 0

@@ -59,7 +59,7 @@ class OpsMiddleware:
                 org = org_of(request)
             except ApiError:
                 org = "invalid"
-            wait = ctx.rate_limiter.take(org, cls)
+            wait = await ctx.rate_limiter.spend(org, cls)
             if wait > 0:
                 ctx.metrics.rate_limited.labels(cls).inc()
                 response = error_response(

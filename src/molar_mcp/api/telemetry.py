@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio.to_thread
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 
@@ -72,6 +73,18 @@ class RateLimiter:
     clock: Callable[[], float] = time.monotonic
     _buckets: dict[tuple[str, str], _Bucket] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take_now(self, org_id: str, limit_class: str) -> float | None:
+        """`take` when it can answer at once (in memory); None when it must ask a shared store (then call
+        `take` off the event loop)."""
+        return self.take(org_id, limit_class)
+
+    async def spend(self, org_id: str, limit_class: str) -> float:
+        """`take` from async code: in memory when it can, else in a worker thread."""
+        wait = self.take_now(org_id, limit_class)
+        if wait is None:
+            wait = await anyio.to_thread.run_sync(self.take, org_id, limit_class)
+        return wait
 
     def take(self, org_id: str, limit_class: str) -> float:
         """Spend one request; return 0 when allowed, else the seconds until one is."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from molar_mcp.mcp.fence import fence
+from molar_mcp.mcp.fence import defuse, fence
 from molar_mcp.mcp.masking import mask, mask_text
 from molar_mcp.mcp.tokens import estimate_tokens
 from molar_mcp.mcp.views import (
@@ -152,24 +152,43 @@ def cut_note(keep: int, limit: int, budget: int) -> str:
 
 def row_cost(row: TraceRow) -> int:
     """A row's tokens in both forms it is sent in: its text line (and the newline before it) and its
-    structured object (and the comma before it)."""
+    structured object (and the comma before it). The line as the fence holds it (a marker defused)."""
     data = row.model_dump(mode="json", exclude_none=True)
-    return estimate_tokens(row_line(row)) + estimate_tokens(json.dumps(data, ensure_ascii=False)) + 2
+    return estimate_tokens(defuse(row_line(row))) + estimate_tokens(json.dumps(data, ensure_ascii=False)) + 2
 
 
-def fit_rows(rows: Sequence[TraceRow], budget: int, filters_desc: str, limit: int) -> int:
+class RowCosts:
+    """Each row's cost estimated once, however many times a page is fitted (a row read again unchanged,
+    as when the page is read a second time for its cursor, is not estimated again)."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[object, ...], int] = {}
+
+    def __call__(self, row: TraceRow) -> int:
+        key = tuple(row.__dict__.values())
+        if (spent := self._known.get(key)) is None:
+            spent = self._known[key] = row_cost(row)
+        return spent
+
+
+def list_frame_cost(next_cursor: str | None, omitted: list[str], filters_desc: str, rows: int) -> int:
+    """What a page costs besides its rows: the count line, the fence around the rows, the cut note, the
+    cursor (in the text and the structured content) and the pointer to get_trace."""
+    frame = TraceList(items=[], next_cursor=next_cursor, omitted=omitted)
+    text = list_text(frame, filters_desc)
+    text += f"\n{rows} traces ({filters_desc}), newest first:\nNext: get_trace(trace_id=<short_id>) explains one run."
+    text += "\n" + fence("", LIST_FENCE)
+    return cost(frame, text)
+
+
+def fit_rows(rows: Sequence[TraceRow], budget: int, filters_desc: str, limit: int, costs: RowCosts) -> int:
     """How many of `rows` fit in `budget` tokens: each row's cost counted once, plus the page's own
     lines at their longest (count, cursor, the note on a cut page)."""
     cursor = "a1" * 32  # the store's cursors are ~32 characters; each counted as its own token here
-    frame = TraceList(items=[], next_cursor=cursor, omitted=[cut_note(limit, limit, budget)])
-    text = list_text(frame, filters_desc)
-    # The header and the pointer to get_trace, present when there are rows.
-    text += f"\n{limit} traces ({filters_desc}), newest first:\nNext: get_trace(trace_id=<short_id>) explains one run."
-    text += "\n" + fence("", LIST_FENCE)  # the fence around the rows
-    spent = cost(frame, text)
+    spent = list_frame_cost(cursor, [cut_note(limit, limit, budget)], filters_desc, limit)
     keep = 0
     for row in rows:
-        spent += row_cost(row)
+        spent += costs(row)
         if spent > budget:
             break
         keep += 1

@@ -121,4 +121,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE steps_v2 RENAME TO steps;
     CREATE UNIQUE INDEX steps_order ON steps(trace_pk, ord);
     """,
+    # 4: nothing in the embedded store (PostgreSQL: each event row carries its trace's org, so row-level
+    # security checks a column instead of looking the trace up for every row; store/postgres/migrations.py).
+    "SELECT 1",
 )

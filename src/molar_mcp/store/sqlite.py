@@ -26,7 +26,7 @@ from molar_mcp.models import (
     TraceListItem,
     TraceListResponse,
 )
-from molar_mcp.models.rows import StoredEvent, trusted_event
+from molar_mcp.models.rows import StoredEvents, trusted_event
 from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.db import NUL, CleanRows, Database, store_text
 from molar_mcp.store.history import (
@@ -469,7 +469,8 @@ class SqliteTraceStore:
     ) -> EventsResponse:
         where = ["trace_pk = ?"]
         with self.db.read() as conn:
-            pk = find_trace_row(conn, org_id, trace_ref)[0]
+            row = find_trace_row(conn, org_id, trace_ref)
+            pk = row[0]
             args: list[Any] = [pk]
             if step is not None:
                 where_step, step_args = step_filter(conn, pk, step)
@@ -477,8 +478,11 @@ class SqliteTraceStore:
                 args.extend(step_args)
             if kind is not None:
                 # `network` matches `network.request` and `network.response`: kinds are dotted families.
-                where.append("(kind = ? OR kind LIKE ? ESCAPE '\\')")
-                args.extend([kind, _like_prefix(kind + ".")])
+                # The trace's kinds are on its row (`kind_counts`, kept in the transaction that adds
+                # events): the family becomes `kind IN (…)`, an index range on either engine.
+                kinds = kinds_of_family(json.loads(row[21]), kind)
+                where.append(f"kind IN ({', '.join('?' * len(kinds))})" if kinds else "1 = 0")
+                args.extend(kinds)
             if ok is not None:
                 # A literal, not a bound value: only then can SQLite use the partial index on failures.
                 where.append("ok = 1" if ok else "ok = 0")
@@ -495,17 +499,17 @@ class SqliteTraceStore:
         events = [event_from_row(r) for r in rows]
         return EventsResponse.model_construct(events=events, total=total, offset=offset, limit=limit)
 
-    def stored_events(self, org_id: str, trace_ref: str, *, limit: int | None = None) -> list[StoredEvent]:
+    def stored_events(self, org_id: str, trace_ref: str, *, limit: int | None = None) -> StoredEvents:
         """The trace's events in seq order (its first `limit` when given), each a `StoredEvent` (columns as
-        attributes, the payload parsed when read): for code that reads a whole trace, as the detectors and
-        diffs do. Raises `TraceNotFound`."""
+        attributes, the payload parsed when read) built when first read: for code that reads a whole
+        trace, as the detectors and diffs do. Raises `TraceNotFound`."""
         with self.db.read() as conn:
             pk = find_trace_row(conn, org_id, trace_ref)[0]
             sql, args = f"SELECT {EVENT_SELECT} FROM events WHERE trace_pk = ? ORDER BY seq", [pk]
             if limit is not None:
                 sql, args = sql + " LIMIT ?", [pk, limit]
             rows = conn.execute(sql, args).fetchall()
-        return [StoredEvent.from_row(r) for r in rows]
+        return StoredEvents(rows)
 
     def get_event(self, org_id: str, trace_ref: str, seq: int) -> Event | None:
         if not 0 <= seq <= _MAX_SQLITE_INT:
@@ -712,6 +716,16 @@ def fts_body_from_rows(parts: list[str], rows: Sequence[tuple[str, int | None, s
 def _own_text(trace: NewTrace) -> list[str]:
     own = [trace.scenario_slug, trace.scenario_title or "", trace.failure_signature or "", trace.status]
     return [*own, trace.code_sha or ""]
+
+
+def kinds_of_family(kinds: Iterable[str], family: str) -> list[str]:
+    """The kinds among `kinds` that `family` selects: itself, and every kind below it (`network` →
+    `network.request`, `network.response`); below it ignores ASCII case, as SQL's LIKE does."""
+    below = family.translate(_ASCII_LOWER) + "."
+    return sorted(k for k in kinds if k == family or k.translate(_ASCII_LOWER).startswith(below))
+
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
 def _like_prefix(text: str) -> str:

@@ -9,7 +9,16 @@ from pydantic import Field
 
 from molar_mcp.client import TraceFilters
 from molar_mcp.mcp.errors import store_errors
-from molar_mcp.mcp.render import cost, cut_note, describe_filters, fit_rows, list_text, structured, trace_row
+from molar_mcp.mcp.render import (
+    RowCosts,
+    cut_note,
+    describe_filters,
+    fit_rows,
+    list_frame_cost,
+    list_text,
+    structured,
+    trace_row,
+)
 from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.timeparse import parse_time
 from molar_mcp.mcp.tokens import DEFAULT_TOKEN_BUDGET
@@ -89,17 +98,19 @@ async def list_traces(
     async with store_errors():
         page = await client.list_traces(filters, limit=limit, cursor=cursor)
         rows = [trace_row(i) for i in page.items]
-        keep = fit_rows(rows, max_tokens, desc, limit)
+        costs = RowCosts()
+        keep = fit_rows(rows, max_tokens, desc, limit, costs)
         omitted: list[str] = []
         next_cursor = page.next_cursor
         while keep < len(rows):
             # The store's cursor is opaque: ask it once more for exactly what fits, so next_cursor resumes at
-            # the first row left out. A page that fits whole (the usual case) costs one query.
+            # the first row left out. A page that fits whole costs one query. The page is checked by
+            # arithmetic: its rows' costs (known) and its frame with the real cursor.
             cut = await client.list_traces(filters, limit=keep, cursor=cursor)
             rows, next_cursor = [trace_row(i) for i in cut.items], cut.next_cursor
             omitted = [cut_note(len(rows), limit, max_tokens)]
-            view = TraceList(items=rows, next_cursor=next_cursor, omitted=omitted)
-            if keep == 1 or cost(view, list_text(view, desc)) <= max_tokens:
+            spent = list_frame_cost(next_cursor, omitted, desc, len(rows)) + sum(costs(r) for r in rows)
+            if keep == 1 or spent <= max_tokens:
                 break
             keep -= 1  # a longer cursor than the estimate allowed for: one row fewer
     view = TraceList(items=rows, next_cursor=next_cursor, omitted=omitted)

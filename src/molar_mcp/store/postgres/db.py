@@ -13,20 +13,24 @@ that spans orgs (retention, replay workers, migrations) runs unscoped (`*`).
 
 from __future__ import annotations
 
+import functools
+import itertools
 import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+import pydantic_core
+from psycopg import sql
 from psycopg.abc import Buffer
 from psycopg.adapt import Dumper, Loader
-from psycopg.pq import Format
+from psycopg.pq import Format, TransactionStatus
 from psycopg.types.string import StrBinaryDumper, StrDumperUnknown
 from psycopg_pool import ConnectionPool
 
@@ -71,6 +75,10 @@ class _StoreTextBinary(StrBinaryDumper):
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
+    # No JIT compilation: the store's queries are short, and on a big table the planner's cost estimates
+    # (a scan it never runs, behind a false condition or a LIMIT) pass `jit_above_cost`, which made a
+    # millisecond query spend 0.5–1 s compiling.
+    conn.execute("SET jit = off")
     conn.adapters.register_dumper(bool, _BoolAsInt)
     conn.adapters.register_dumper(str, _StoreText)
     conn.adapters.register_dumper(str, _StoreTextBinary)
@@ -183,17 +191,45 @@ class PgConnection:
             if plain is None or len(rows) < 2:
                 cur.executemany(statement, rows)
                 return PgCursor(self.raw, cur)
-            # A plain INSERT of many rows (a bundle's events): one statement per chunk of rows, each column
-            # an array (`INSERT … SELECT * FROM unnest($1::bigint[], $2::text[], …)`): parsed and planned
-            # once, one round trip, however many rows.
+            # A plain INSERT of many rows (a bundle's events): one statement per chunk of rows, parsed and
+            # planned once, one round trip, however many rows. The rows go as one JSON document when JSON
+            # carries their values exactly (`_json_rows`: serialised in Rust, taken apart by the server),
+            # else as one array per column (`unnest`), which psycopg builds value by value in Python.
             table, columns = plain.group(1), [c.strip() for c in plain.group(2).split(",")]
             types = self._column_types(table)
+            names = ", ".join(columns)
+            as_json = all(types[c] in _JSON_TYPES for c in columns)
+            fields = ", ".join(f"(r->>{i})::{types[c]}" for i, c in enumerate(columns))
+            from_json = f"INSERT INTO {table} ({names}) SELECT {fields} FROM jsonb_array_elements(%t::jsonb) r"
             arrays = ", ".join(f"%b::{types[c]}[]" for c in columns)  # binary: no text escaping
-            insert = f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
+            from_arrays = f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays})"
             for start in range(0, len(rows), _UNNEST_CHUNK):
                 chunk = rows[start : start + _UNNEST_CHUNK]
-                cur.execute(insert, [_column(chunk, i, types[c]) for i, c in enumerate(columns)])
+                document = _json_rows(chunk) if as_json else None
+                if document is not None:
+                    cur.execute(from_json, [document])
+                else:
+                    cur.execute(from_arrays, [_column(chunk, i, types[c]) for i, c in enumerate(columns)])
         return PgCursor(self.raw, cur, rowcount=len(rows))
+
+
+# Column types whose values JSON carries exactly (`(r->>i)::type` gives back what was bound).
+_JSON_TYPES = frozenset({"bigint", "integer", "smallint", "text", "citext"})
+
+
+def _json_rows(rows: Sequence[Sequence[Any]]) -> str | None:
+    """`rows` as one JSON array of arrays, or None when JSON would not give them back as they are: a
+    boolean (SQLite's 0/1 in an integer column), a NUL (`jsonb` refuses `\\u0000`; the other path
+    stores it as U+FFFD), text that is not Unicode."""
+    if bool in set(map(type, itertools.chain.from_iterable(rows))):  # every value's type, looped over in C
+        return None
+    try:
+        data = pydantic_core.to_json(rows)
+    except pydantic_core.PydanticSerializationError:
+        return None
+    if b"u0000" in data:  # conservative: text that spells an escaped NUL takes the other path too
+        return None
+    return data.decode()
 
 
 @contextmanager
@@ -206,6 +242,12 @@ def _as_sqlite_errors() -> Iterator[None]:
         raise OverflowError(str(exc)) from exc
     except psycopg.errors.IntegrityError as exc:
         raise sqlite3.IntegrityError(str(exc)) from exc
+
+
+@functools.lru_cache(maxsize=1024)
+def _begin(org: str) -> bytes:
+    """`BEGIN` and the transaction's org (`app.org_id`, read by row-level security) as one statement text."""
+    return b"BEGIN; SET LOCAL app.org_id = " + sql.Literal(org).as_bytes(None)
 
 
 def redacted(url: str) -> str:
@@ -253,9 +295,19 @@ class PgDatabase(Database):
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
         org = current_org_scope() or UNSCOPED
-        with self.pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT set_config('app.org_id', %s, true)", (org,))
-            yield cast(sqlite3.Connection, PgConnection(conn, write=write, keys=self._keys, types=self._types))
+        with self.pool.connection() as conn:
+            # BEGIN and the org in one round trip (two statements in the simple protocol, the org a quoted
+            # literal), where `conn.transaction()` and `set_config` took two: a read is three round trips
+            # in all (this, its query, COMMIT).
+            conn.execute(_begin(org))
+            try:
+                yield cast(sqlite3.Connection, PgConnection(conn, write=write, keys=self._keys, types=self._types))
+            except BaseException:
+                if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+                    with suppress(psycopg.Error):  # a broken connection: the pool drops it
+                        conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -293,6 +345,8 @@ class PgDatabase(Database):
                     )
                 if current > version:
                     continue
+                # Unscoped: a migration that rewrites rows must see every org's (row-level security).
+                conn.execute("SELECT set_config('app.org_id', %s, true)", (UNSCOPED,))
                 conn.execute(pg_migration(component, version, migrations[version]))
                 secure_tables(conn)
                 self._keys.clear()
