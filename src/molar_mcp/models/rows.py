@@ -10,8 +10,8 @@ validating them again. No I/O here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, TypeVar, overload
 
 import pydantic_core
 from pydantic import BaseModel
@@ -139,6 +139,45 @@ class StoredEvent:
         return f"StoredEvent(seq={self.seq}, kind={self.kind!r}, step={self.step}, ok={self.ok})"
 
 
+class StoredEvents(Sequence[StoredEvent]):
+    """A trace's stored rows (`StoredEvent.from_row`'s shape), each made a `StoredEvent` the first time it
+    is read: what reads every event reads a column (`column`) without building any, and builds only the
+    events it looks at."""
+
+    __slots__ = ("_events", "rows")
+
+    def __init__(self, rows: Sequence[Sequence[Any]]) -> None:
+        self.rows = rows
+        self._events: list[StoredEvent | None] = [None] * len(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, index: int) -> StoredEvent: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[StoredEvent]: ...
+    def __getitem__(self, index: int | slice) -> StoredEvent | list[StoredEvent]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self.rows)))]
+        event = self._events[index]
+        if event is None:
+            event = self._events[index] = StoredEvent.from_row(self.rows[index])
+        return event
+
+    def __iter__(self) -> Iterator[StoredEvent]:
+        return (self[i] for i in range(len(self.rows)))
+
+    def column(self, name: str) -> list[Any]:
+        """One column of every row, in order: `seq`, `ts`, `kind`, `step_id`, `step`, `ok` (1, 0 or None as
+        stored), `message` or `payload_text`."""
+        k = _COLUMNS[name]
+        return [r[k] for r in self.rows]
+
+
+_COLUMNS = {name: k for k, name in enumerate(("seq", "ts", "kind", "step_id", "step", "ok", "message", "payload_text"))}
+
+
 def may_have(event: EventView, key: str) -> bool:
     """False when the event's payload surely has no member `key`; for a `StoredEvent` without parsing
     its payload (see `StoredEvent.may_have`), for any other event by looking."""
@@ -151,6 +190,8 @@ def naming(events: Sequence[EventView], key: str) -> list[int]:
     """The indices of the events whose payload may have a member `key` (`may_have`), in one pass: the
     payloads of `StoredEvent`s that never name it are not parsed."""
     needle = f'"{key}"'
+    if isinstance(events, StoredEvents):
+        return [i for i, text in enumerate(events.column("payload_text")) if text is not None and needle in text]
     return [
         i
         for i, e in enumerate(events)

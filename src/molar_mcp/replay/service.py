@@ -874,7 +874,7 @@ class ReplayService:
             if len(events) >= MAX_EVENTS:
                 return events, True
 
-    def _trace_for_diff(self, org_id: str, ref: str) -> tuple[TraceDetail, list[StoredEvent], bool]:
+    def _trace_for_diff(self, org_id: str, ref: str) -> tuple[TraceDetail, Sequence[StoredEvent], bool]:
         try:
             detail = self.store.get_trace(org_id, ref)
         except TraceNotFound:

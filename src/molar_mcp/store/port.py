@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Protocol
 
 from molar_mcp.models import ArtifactRef, Event, EventsResponse, TraceDetail, TraceListResponse
-from molar_mcp.models.rows import StoredEvent
+from molar_mcp.models.rows import StoredEvents
 
 LOCAL_ORG_ID = "org_local"
 
@@ -150,7 +150,7 @@ class TraceStore(Protocol):
         offset: int = 0,
     ) -> EventsResponse: ...
 
-    def stored_events(self, org_id: str, trace_ref: str, *, limit: int | None = None) -> list[StoredEvent]:
+    def stored_events(self, org_id: str, trace_ref: str, *, limit: int | None = None) -> StoredEvents:
         """The trace's events in seq order (its first `limit` when given) as `StoredEvent`s, for code that
         reads a whole trace (the detectors, diffs); raise `TraceNotFound` when absent from this org."""
         ...

@@ -26,7 +26,7 @@ from molar_mcp.models import (
     TraceListItem,
     TraceListResponse,
 )
-from molar_mcp.models.rows import StoredEvent, trusted_event
+from molar_mcp.models.rows import StoredEvents, trusted_event
 from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.db import NUL, CleanRows, Database, store_text
 from molar_mcp.store.history import (
@@ -499,17 +499,17 @@ class SqliteTraceStore:
         events = [event_from_row(r) for r in rows]
         return EventsResponse.model_construct(events=events, total=total, offset=offset, limit=limit)
 
-    def stored_events(self, org_id: str, trace_ref: str, *, limit: int | None = None) -> list[StoredEvent]:
+    def stored_events(self, org_id: str, trace_ref: str, *, limit: int | None = None) -> StoredEvents:
         """The trace's events in seq order (its first `limit` when given), each a `StoredEvent` (columns as
-        attributes, the payload parsed when read): for code that reads a whole trace, as the detectors and
-        diffs do. Raises `TraceNotFound`."""
+        attributes, the payload parsed when read) built when first read: for code that reads a whole
+        trace, as the detectors and diffs do. Raises `TraceNotFound`."""
         with self.db.read() as conn:
             pk = find_trace_row(conn, org_id, trace_ref)[0]
             sql, args = f"SELECT {EVENT_SELECT} FROM events WHERE trace_pk = ? ORDER BY seq", [pk]
             if limit is not None:
                 sql, args = sql + " LIMIT ?", [pk, limit]
             rows = conn.execute(sql, args).fetchall()
-        return [StoredEvent.from_row(r) for r in rows]
+        return StoredEvents(rows)
 
     def get_event(self, org_id: str, trace_ref: str, seq: int) -> Event | None:
         if not 0 <= seq <= _MAX_SQLITE_INT:

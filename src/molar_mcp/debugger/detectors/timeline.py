@@ -21,7 +21,7 @@ from molar_mcp.debugger.detectors.text import (
     shorten,
     url_path,
 )
-from molar_mcp.models.rows import EventView, naming
+from molar_mcp.models.rows import EventView, StoredEvents, naming
 
 FAILED_STATUSES = frozenset({"failed", "error", "aborted"})
 AGENT_KINDS = frozenset({"llm.request", "llm.response", "tool.call", "tool.result"})
@@ -33,6 +33,12 @@ _MENTION_KEYS = ("expected", "actual", "selector", "url", "matcher")
 
 
 def step_numbers(events: Sequence[EventView]) -> list[int | None]:
+    if isinstance(events, StoredEvents):
+        return _step_numbers(events.column("step_id"), events.column("step"))
+    return _step_numbers([e.step_id for e in events], [e.step for e in events])
+
+
+def _step_numbers(step_ids: Sequence[str | None], given: Sequence[int | None]) -> list[int | None]:
     """The 1-based step of every event; the one helper every detector numbers steps with.
 
     An event's own `step` wins. Otherwise its `step_id` is numbered by the order in which step
@@ -41,20 +47,20 @@ def step_numbers(events: Sequence[EventView]) -> list[int | None]:
     takes the step of the nearest earlier event (None before the first step).
     """
     explicit: dict[str, int] = {}
-    for event in events:
-        if event.step_id is not None and event.step is not None:
-            explicit.setdefault(event.step_id, event.step)
+    for step_id, step in zip(step_ids, given, strict=True):
+        if step_id is not None and step is not None:
+            explicit.setdefault(step_id, step)
     order: dict[str, int] = {}
     numbers: list[int | None] = []
     current: int | None = None
-    for event in events:
+    for step_id, step in zip(step_ids, given, strict=True):
         number: int | None
-        if event.step_id is not None and event.step_id not in order:
-            order[event.step_id] = len(order) + 1
-        if event.step is not None:
-            number = event.step
-        elif event.step_id is not None:
-            number = explicit.get(event.step_id, order[event.step_id])
+        if step_id is not None and step_id not in order:
+            order[step_id] = len(order) + 1
+        if step is not None:
+            number = step
+        elif step_id is not None:
+            number = explicit.get(step_id, order[step_id])
         else:
             number = current
         numbers.append(number)
@@ -150,7 +156,7 @@ class Timeline:
     events failed (`failed`), so a detector visits only the events it judges: on a long run most
     events are passed checks no detector reads, and their payloads are never parsed."""
 
-    events: tuple[EventView, ...]
+    events: Sequence[EventView]
     steps: tuple[int | None, ...]
     status: str | None
     anchor: int | None
@@ -163,17 +169,19 @@ class Timeline:
 
     @classmethod
     def build(cls, events: Sequence[EventView], status: str | None) -> Timeline:
-        evs = tuple(events)
+        # Stored rows stay rows: only the events a detector looks at are built (most never are).
+        evs: Sequence[EventView] = events if isinstance(events, StoredEvents) else tuple(events)
         steps = tuple(step_numbers(evs))
         groups: dict[str, list[int]] = {}
-        for i, kind in enumerate([e.kind for e in evs]):
+        for i, kind in enumerate(evs.column("kind") if isinstance(evs, StoredEvents) else [e.kind for e in evs]):
             group = groups.get(kind)
             if group is None:
                 groups[kind] = [i]
             else:
                 group.append(i)
         kinds = {kind: tuple(indices) for kind, indices in groups.items()}
-        failed = tuple(i for i, ok in enumerate([e.ok for e in evs]) if ok is False)
+        oks = evs.column("ok") if isinstance(evs, StoredEvents) else [e.ok for e in evs]
+        failed = tuple(i for i, ok in enumerate(oks) if ok is not None and not ok)  # stored: 0; an Event: False
         recovered = _recovered(evs, steps, kinds.get("retry", ()))
         agent = any(kind in kinds for kind in AGENT_KINDS)
         # Only a failed event or one of these kinds can be where the run failed (`_is_anchor_candidate`).
@@ -325,7 +333,7 @@ def assertion_subject(event: EventView) -> str:
     return "the page"
 
 
-def _recovered(events: tuple[EventView, ...], steps: tuple[int | None, ...], retries: Sequence[int]) -> frozenset[int]:
+def _recovered(events: Sequence[EventView], steps: tuple[int | None, ...], retries: Sequence[int]) -> frozenset[int]:
     """Events undone by a later `retry` (at `retries`): a retry inside a step undoes that step's earlier
     events; a retry with no step at all (a whole-test retry) undoes everything before it."""
     undone: set[int] = set()
@@ -336,7 +344,7 @@ def _recovered(events: tuple[EventView, ...], steps: tuple[int | None, ...], ret
     return frozenset(undone)
 
 
-def _is_anchor_candidate(events: tuple[EventView, ...], i: int) -> bool:
+def _is_anchor_candidate(events: Sequence[EventView], i: int) -> bool:
     event = events[i]
     if is_failure_event(event):
         return True
