@@ -24,7 +24,7 @@ from typing import Any
 
 import anyio
 import httpx2
-from bench_live import pct, start  # same folder: the server start and percentiles of the live bench
+from bench_live import cpu_seconds, pct, start  # same folder: the live bench's server start, percentiles, CPU
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -188,7 +188,10 @@ def _serve_and_measure(args: argparse.Namespace, salt: int, src: str | None) -> 
             os.environ["PYTHONPATH"] = before
     try:
         load = os.getloadavg()[0]
+        cpu = cpu_seconds(process.pid)
         run: dict[str, Any] = dict(anyio.run(bench_ingest, base, args.spans, args.per_trace, salt))
+        # What the server spent, whatever else the machine runs: spans settled per server CPU-second.
+        run["settled_spans_per_cpu_s"] = args.spans / max(1e-9, cpu_seconds(process.pid) - cpu)
         run["span_to_sse"] = anyio.run(bench_sse_latency, base, args.latency_samples)
         run["load_average"] = round((load + os.getloadavg()[0]) / 2, 2)
         return run
@@ -205,6 +208,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "ingest_spans_per_s": spread([r["spans_per_s"] for r in runs]),
         "settled_spans_per_s": spread([r["settled_spans_per_s"] for r in runs]),
+        "settled_spans_per_cpu_s": spread([r["settled_spans_per_cpu_s"] for r in runs]),
         "span_to_sse_p50_ms": spread([r["span_to_sse"]["p50_ms"] for r in runs]),
         "load_average": spread([r["load_average"] for r in runs]),
         "runs": runs,

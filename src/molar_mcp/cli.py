@@ -555,7 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-bundle-mb", type=int, default=25, help="ingest size limit (MB)")
     serve.add_argument(
         "--rate-limits",
-        help="per minute per org: REST read/write/ingest requests, OTLP exports, MCP tool calls "
+        help="per minute per org: REST read/write/ingest (uploads, live appends) requests, OTLP exports, "
+        "MCP tool calls "
         "(the defaults: read=600,write=120,ingest=1200,otlp=6000,tool=6000)",
     )
     serve.add_argument("--model", help=_MODEL_HELP)

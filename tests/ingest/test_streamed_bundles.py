@@ -208,3 +208,13 @@ def test_storing_a_bundle_holds_a_chunk_of_events_not_the_trace(
     large_peak = _peak_while_storing(store, large)
     assert large_peak < small_peak * 1.5, (small_peak, large_peak)
     assert large_peak < whole_bytes / 3, (large_peak, whole_bytes)
+
+
+def test_a_chunk_is_bounded_in_bytes_as_well_as_in_lines() -> None:
+    """Long lines make short chunks: memory (and one validation call) holds at most ~512 KB of lines."""
+    events = [{"seq": n, "ts": TS + n, "kind": "log", "message": "m" * 200_000} for n in range(10)]
+    chunks = open_bundle(make_bundle(summary(), events)).trace.event_chunks
+    assert chunks is not None
+    sizes = [len(chunk) for chunk in chunks]
+    assert sum(sizes) == 10
+    assert max(sizes) <= 3

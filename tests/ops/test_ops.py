@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 
 from molar_mcp.api.app import create_api_app
 from molar_mcp.api.context import ApiContext
-from molar_mcp.api.telemetry import RateLimiter, RateLimits
+from molar_mcp.api.telemetry import RateLimiter, RateLimits, limit_class
 from molar_mcp.store import SqliteTraceStore
 from tests.bundles import make_bundle, summary
 
@@ -120,3 +120,38 @@ def test_the_default_ingest_limit_lets_a_test_runs_uploads_through_at_once() -> 
     assert all(limiter.take("org_ci", "ingest") == 0 for _ in range(500))
     assert RateLimits().ingest == 1200
     assert [limiter.take("org_ci", "ingest") == 0 for _ in range(701)].count(False) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("POST", "/v1/traces/ingest", "ingest"),
+        ("POST", "/v1/traces", "ingest"),
+        ("POST", "/v1/traces/abc123/events", "ingest"),
+        ("POST", "/v1/traces/abc123/finish", "ingest"),
+        ("POST", "/v1/traces/abc123/share", "write"),
+        ("DELETE", "/v1/traces/abc123/share", "write"),
+        ("POST", "/v1/traces/abc123/replay", "write"),
+        ("POST", "/v1/traces/abc123/events/extra", "write"),
+        ("GET", "/v1/traces/abc123/events", "read"),
+        ("POST", "/otlp/v1/traces", "otlp"),
+        ("GET", "/v1/signed/blobs/a/b", None),
+    ],
+)
+def test_a_runs_reporting_counts_as_ingest_and_edits_as_write(method: str, path: str, expected: str | None) -> None:
+    assert limit_class(method, path) == expected
+
+
+async def test_a_live_reporter_does_not_spend_the_write_budget(http: httpx2.AsyncClient) -> None:
+    created = await http.post("/v1/traces", json={"scenario_slug": "live-limits"})
+    assert created.status_code == 201, created.text
+    trace = created.json()["short_id"]
+    event = {"seq": 0, "ts": 1_763_629_200_000, "kind": "log", "message": "x"}
+    appended = await http.post(f"/v1/traces/{trace}/events", json={"events": [event]})
+    refused = await http.post(f"/v1/traces/{trace}/finish", json={"status": "passed"})
+    shares = [
+        (await http.post(f"/v1/traces/{trace}/share", json={"visibility": "org-only"})).status_code for _ in range(4)
+    ]
+    assert appended.status_code in (200, 202)
+    assert refused.status_code == 429  # the third reporting request of a budget of two
+    assert shares == [200, 200, 200, 429]  # the write budget (three) was untouched by the reporting

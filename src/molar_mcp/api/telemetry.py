@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -52,8 +53,9 @@ class RateLimits:
 
     read: int = 600
     write: int = 120
-    # Uploads: the Playwright reporter and the pytest plugin send one per test attempt, as the run goes on
-    # (a 500-test run is 500 uploads in minutes; at 30 a minute its uploads were still queued long after).
+    # Reporting: the Playwright reporter and the pytest plugin upload one bundle per test attempt as the
+    # run goes on (a 500-test run is 500 uploads in minutes), and a live reporter creates, appends to and
+    # finishes its traces: one class, so a run's reporting never spends the budget of edits and shares.
     ingest: int = 1200
     otlp: int = 6000  # OTLP exports (api/otlp.py): an agent's SDK sends a batch every few seconds
     tool: int = 6000  # a team of agents: 10 looping agents of one org stay far below 100 calls a second each
@@ -109,13 +111,18 @@ def in_process(scope: Mapping[str, Any]) -> bool:
     return IN_PROCESS_EXTENSION in extensions
 
 
+# What a reporter sends as a run goes on: uploads, and a live trace's create, appends and finish (a live
+# reporter sends a batch every few hundred milliseconds; at the `write` limit its appends were refused).
+_LIVE_REPORTING = re.compile(r"^/v1/traces(?:/ingest|/[^/]+/(?:events|finish))?$")
+
+
 def limit_class(method: str, path: str) -> str | None:
     """Which limit a request counts against; None for what is never limited (health, signed downloads)."""
     if path.startswith("/otlp/"):
         return "otlp"
     if not path.startswith("/v1/") or path.startswith("/v1/signed/"):
         return None
-    if method == "POST" and path == "/v1/traces/ingest":
+    if method == "POST" and _LIVE_REPORTING.match(path):
         return "ingest"
     if method in ("GET", "HEAD"):
         return "read"

@@ -1,9 +1,10 @@
 """Read a Molar bundle v1 (docs/bundle-format.md) into a `NewTrace` plus its blobs. Pure: no store.
 
 `open_bundle` validates the summary and the blobs at once and leaves the events to be read while they
-are stored: `NewTrace.event_chunks` decompresses, parses and validates events.ndjson `EVENT_CHUNK`
-lines at a time, so memory holds one chunk of events, never the whole trace. A bad line raises
-`BundleError` from inside the store's transaction, which then stores nothing (`TraceStore.add_trace`).
+are stored: `NewTrace.event_chunks` decompresses, parses and validates events.ndjson a chunk of lines at
+a time (`EVENT_CHUNK` lines, 512 KB at most), so memory holds one chunk of events, never the whole
+trace. A bad line raises `BundleError` from inside the store's transaction, which then stores nothing
+(`TraceStore.add_trace`).
 `read_bundle` reads every event at once (for callers that want the whole trace as objects).
 """
 
@@ -42,9 +43,12 @@ DEFAULT_MAX_BUNDLE_BYTES = 25 * 1024 * 1024
 # A bundle may expand; past this many times its packed limit it is treated as a zip bomb.
 _MAX_EXPANSION = 8
 _MAX_MEMBERS = 10_000
-# Events validated (and then stored) per chunk: big enough that validation is one fast call per chunk,
-# small enough that a million-event bundle never holds more than this many events in memory.
-EVENT_CHUNK = 5_000
+# Events validated (and then stored) per chunk: at most this many lines, and at most _CHUNK_BYTES of
+# them. Big enough that validation is one call per chunk, small enough that memory holds one chunk of a
+# million-event bundle and that one validation call (which holds the GIL) lasts a few milliseconds, so
+# the server's other requests are not kept waiting.
+EVENT_CHUNK = 2_000
+_CHUNK_BYTES = 512 * 1024
 _READ_BLOCK = 1 << 20
 # The store keeps integers as SQLite's signed 64-bit; a larger one is refused here, before storing.
 _MAX_INT = 2**63 - 1
@@ -379,13 +383,15 @@ def _event_chunks(archive: _Archive, name: str, parsed: ParsedBundle) -> Iterato
         fh = archive.open(name)
         with fh:
             lines: list[tuple[int, bytes]] = []
+            size = 0
             last_seq = -1
             for numbered in _event_lines(fh):
                 lines.append(numbered)
-                if len(lines) >= EVENT_CHUNK:
+                size += len(numbered[1])
+                if len(lines) >= EVENT_CHUNK or size >= _CHUNK_BYTES:
                     events = _read_events(lines, last_seq)
                     last_seq = events[-1].seq
-                    lines = []
+                    lines, size = [], 0
                     parsed.events_read += len(events)
                     yield events
             if lines:

@@ -57,16 +57,6 @@ class TextConnection(sqlite3.Connection):
         return super().executemany(sql, (_clean(row) for row in parameters))
 
 
-def insert_stored_text(conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-    """`executemany` of rows whose text is already as the store keeps it (`store_text` applied by the
-    caller): the embedded store's connection then binds them without looking for NULs in every value
-    again (a 1,000-event batch: 10,000 values); on PostgreSQL, `conn.executemany` as usual."""
-    if isinstance(conn, TextConnection):
-        sqlite3.Connection.executemany(conn, sql, rows)
-    else:
-        conn.executemany(sql, rows)
-
-
 class Database:
     def __init__(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from typing import Any
 import pydantic_core
 
 from molar_mcp.models import Event
-from molar_mcp.store.db import Database, insert_stored_text, store_text
+from molar_mcp.store.db import CleanRows, Database, store_text
 from molar_mcp.store.history import refresh_health
 from molar_mcp.store.port import StoreError, TooManyEvents, max_trace_events
 from molar_mcp.store.search import index_text
@@ -223,8 +223,7 @@ class LiveTraces:
                 _as_stored(events)
                 tree = load_steps_for(conn, pk, events)
                 rows = _number_rows(events, [a.idempotency_key for a in accepted], tree, pk)
-                insert_stored_text(
-                    conn,
+                conn.executemany(
                     "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload,"
                     " idempotency_key) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     rows,
@@ -391,8 +390,8 @@ def _number_rows(events: Sequence[Event], keys: Sequence[str | None], tree: Step
     """The events' rows, in one pass: each event's step numbered through `tree` (which grows) and its
     `ok` derived from the payload where the producer left it out — both also set on the event itself,
     which is what followers are sent. Their text is as the store keeps it (`_as_stored`), so the rows
-    go to `insert_stored_text`."""
-    rows = []
+    are `CleanRows`."""
+    rows: list[tuple[Any, ...]] = CleanRows()
     for ev, key in zip(events, keys, strict=True):
         fields = ev.__dict__
         node = tree.number(ev.step_id, ev.kind, ev.payload)

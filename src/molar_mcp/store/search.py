@@ -108,13 +108,15 @@ SEARCH_MIGRATIONS: tuple[str, ...] = (
     """,
     # 4: each trace's text carries its facets (`FACET_COLUMNS`), so the text index itself meets those
     # filters; a trigger adds the new facets whenever one changes (the old ones stay: the filter on
-    # the row is exact, a facet only narrows what is read).
+    # the row is exact, a facet only narrows what is read). The rebuilt index is merged into one
+    # segment (a query opens each of its words once per segment).
     f"""
     CREATE VIRTUAL TABLE traces_fts_v3 USING fts5(body, tokenize = 'unicode61 remove_diacritics 2');
     INSERT INTO traces_fts_v3 (rowid, body)
         SELECT f.rowid, f.body || {_facets_of("f.rowid")} FROM traces_fts f;
     DROP TABLE traces_fts;
     ALTER TABLE traces_fts_v3 RENAME TO traces_fts;
+    INSERT INTO traces_fts (traces_fts) VALUES ('optimize');
     CREATE TRIGGER traces_search_facets AFTER UPDATE OF {", ".join(FACET_COLUMNS)} ON traces
         WHEN {_FACETS_CHANGED} BEGIN
         UPDATE traces_fts SET body = body || char(10) || {_facets_sql("new")} WHERE rowid = new.pk;
