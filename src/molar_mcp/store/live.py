@@ -27,6 +27,7 @@ from molar_mcp.store.sqlite import (
     insert_steps,
     load_steps_for,
     new_short_id,
+    number_event,
     scenario_id_for,
 )
 from molar_mcp.store.steps import StepTree
@@ -177,8 +178,9 @@ class LiveTraces:
                 raise TraceNotRunning(trace_ref, status)
             stored_count, kind_counts, last = int(row[20]), str(row[21]), row[22]
             last_seq: int = -1 if last is None else int(last)
-            by_key = _stored_by_key(conn, pk, [i.idempotency_key for i in incoming if i.idempotency_key is not None])
-            by_seq = _stored_by_seq(conn, pk, [i.event.seq for i in incoming if i.event.seq <= last_seq])
+            keys = [i.idempotency_key for i in incoming if i.idempotency_key is not None]
+            by_key = _stored_by(conn, pk, "idempotency_key", keys)
+            by_seq = _stored_by(conn, pk, "seq", [i.event.seq for i in incoming if i.event.seq <= last_seq])
             accepted: list[IncomingEvent] = []
             seen_keys: dict[str, IncomingEvent] = {}
             for item in incoming:
@@ -343,33 +345,21 @@ def _close(
 _LOOKUP_CHUNK = 500  # values per IN (…) of a lookup (SQLite's limit on parameters is far above)
 
 
-def _stored_by_key(conn: Any, pk: int, keys: Sequence[str]) -> dict[str, tuple[Any, ...]]:
-    """The stored events of these idempotency keys: key → (seq, ts, kind, step_id, ok, message, payload)."""
-    found: dict[str, tuple[Any, ...]] = {}
-    wanted = list(dict.fromkeys(keys))
+def _stored_by(conn: Any, pk: int, column: str, values: Sequence[Any]) -> dict[Any, tuple[Any, ...]]:
+    """The stored events whose `column` (idempotency_key or seq) is one of `values`: value → the rest of
+    (seq, ts, kind, step_id, ok, message, payload)."""
+    rest = "ts, kind, step_id, ok, message, payload"
+    if column != "seq":
+        rest = "seq, " + rest
+    found: dict[Any, tuple[Any, ...]] = {}
+    wanted = list(dict.fromkeys(values))
     for start in range(0, len(wanted), _LOOKUP_CHUNK):
         chunk = wanted[start : start + _LOOKUP_CHUNK]
         rows = conn.execute(
-            "SELECT idempotency_key, seq, ts, kind, step_id, ok, message, payload FROM events"
-            f" WHERE trace_pk = ? AND idempotency_key IN ({','.join('?' * len(chunk))})",
+            f"SELECT {column}, {rest} FROM events WHERE trace_pk = ? AND {column} IN ({','.join('?' * len(chunk))})",
             (pk, *chunk),
         ).fetchall()
-        found.update((str(r[0]), tuple(r[1:])) for r in rows)
-    return found
-
-
-def _stored_by_seq(conn: Any, pk: int, seqs: Sequence[int]) -> dict[int, tuple[Any, ...]]:
-    """The stored events of these seqs: seq → (ts, kind, step_id, ok, message, payload)."""
-    found: dict[int, tuple[Any, ...]] = {}
-    wanted = list(dict.fromkeys(seqs))
-    for start in range(0, len(wanted), _LOOKUP_CHUNK):
-        chunk = wanted[start : start + _LOOKUP_CHUNK]
-        rows = conn.execute(
-            "SELECT seq, ts, kind, step_id, ok, message, payload FROM events"
-            f" WHERE trace_pk = ? AND seq IN ({','.join('?' * len(chunk))})",
-            (pk, *chunk),
-        ).fetchall()
-        found.update((int(r[0]), tuple(r[1:])) for r in rows)
+        found.update((r[0], tuple(r[1:])) for r in rows)
     return found
 
 
@@ -394,12 +384,7 @@ def _number_rows(events: Sequence[Event], keys: Sequence[str | None], tree: Step
     rows: list[tuple[Any, ...]] = CleanRows()
     for ev, key in zip(events, keys, strict=True):
         fields = ev.__dict__
-        node = tree.number(ev.step_id, ev.kind, ev.payload)
-        ok = derived_ok(ev)
-        number = None
-        if node is not None:
-            number = node.step
-            tree.observe(node, seq=ev.seq, ts=ev.ts, kind=ev.kind, ok=ok, message=ev.message, payload=ev.payload)
+        number, ok = number_event(tree, ev)
         fields["step"], fields["ok"] = number, ok
         payload = ev.payload
         rows.append(

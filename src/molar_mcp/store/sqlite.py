@@ -93,6 +93,17 @@ def derived_ok(ev: Event) -> bool | None:
     return None
 
 
+def number_event(tree: StepTree, ev: Event) -> tuple[int | None, bool | None]:
+    """An event's top-level step number through `tree` (which it grows) and its `ok`, derived from the
+    payload where the producer left it out."""
+    node = tree.number(ev.step_id, ev.kind, ev.payload)
+    ok = derived_ok(ev)
+    if node is None:
+        return None, ok
+    tree.observe(node, seq=ev.seq, ts=ev.ts, kind=ev.kind, ok=ok, message=ev.message, payload=ev.payload)
+    return node.step, ok
+
+
 def normalize_events(events: Sequence[Event], tree: StepTree | None = None) -> list[Event]:
     """Number the events' steps (top-level steps 1, 2, … in order; a nested step's events carry
     their top-level ancestor's number; docs/bundle-format.md), growing `tree`, and fill in `ok` where
@@ -100,12 +111,7 @@ def normalize_events(events: Sequence[Event], tree: StepTree | None = None) -> l
     tree = StepTree() if tree is None else tree
     out: list[Event] = []
     for ev in events:
-        node = tree.number(ev.step_id, ev.kind, ev.payload)
-        ok = derived_ok(ev)
-        number = None
-        if node is not None:
-            number = node.step
-            tree.observe(node, seq=ev.seq, ts=ev.ts, kind=ev.kind, ok=ok, message=ev.message, payload=ev.payload)
+        number, ok = number_event(tree, ev)
         out.append(ev if ev.step == number and ev.ok == ok else ev.model_copy(update={"step": number, "ok": ok}))
     return out
 
@@ -128,12 +134,7 @@ def event_rows(events: Sequence[Event], tree: StepTree | None = None, *, pk: int
     tree = StepTree() if tree is None else tree
     rows: list[Any] = CleanRows() if pk is not None else []
     for ev in events:
-        node = tree.number(ev.step_id, ev.kind, ev.payload)
-        ok = derived_ok(ev)
-        number = None
-        if node is not None:
-            number = node.step
-            tree.observe(node, seq=ev.seq, ts=ev.ts, kind=ev.kind, ok=ok, message=ev.message, payload=ev.payload)
+        number, ok = number_event(tree, ev)
         # The payload's JSON escapes NUL ("\\u0000"); only the plain text columns may hold one.
         payload = pydantic_core.to_json(ev.payload).decode() if ev.payload else "{}"
         kind, step_id, message = ev.kind, ev.step_id, ev.message
