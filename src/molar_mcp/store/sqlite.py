@@ -26,6 +26,7 @@ from molar_mcp.models import (
     TraceListItem,
     TraceListResponse,
 )
+from molar_mcp.models.batch import gc_paused
 from molar_mcp.models.rows import StoredEvents, trusted_event
 from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.db import NUL, CleanRows, Database, store_text
@@ -260,7 +261,10 @@ class SqliteTraceStore:
         scenario_id = trace.scenario_id or scenario_id_for(trace.scenario_slug)
         with self.db.tx() as conn:
             # The first chunk is read before the trace's row is written: its first event dates the trace.
-            chunk = next(chunks, None)
+            # Each chunk is read (a bundle's: parsed and validated), numbered and written with the cyclic
+            # garbage collector paused (`models/batch.py`: its events hold no cycles; ~40% of the CPU).
+            with gc_paused():
+                chunk = next(chunks, None)
             first_ts = chunk[0].ts if chunk else None
             created = trace.created_at or (_dt(first_ts) if first_ts is not None else datetime.now(UTC))
             short_id = new_short_id(conn)
@@ -301,20 +305,22 @@ class SqliteTraceStore:
             count = 0
             last_ts = first_ts
             while chunk is not None:
-                count += len(chunk)
-                if count > limit:
-                    raise TooManyEvents(count, limit, streamed=streamed)
-                rows = event_rows(chunk, tree, pk=pk)
-                conn.executemany(
-                    "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload)"
-                    " VALUES (?,?,?,?,?,?,?,?,?)",
-                    rows,
-                )
-                kind_counts.update(row[3] for row in rows)
-                text.add((row[3], row[6], row[7]) for row in rows)
-                if chunk:
-                    last_ts = chunk[-1].ts
-                chunk = next(chunks, None)
+                with gc_paused():
+                    count += len(chunk)
+                    if count > limit:
+                        raise TooManyEvents(count, limit, streamed=streamed)
+                    rows = event_rows(chunk, tree, pk=pk)
+                    conn.executemany(
+                        "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload)"
+                        " VALUES (?,?,?,?,?,?,?,?,?)",
+                        rows,
+                    )
+                    kind_counts.update(row[3] for row in rows)
+                    text.add((row[3], row[6], row[7]) for row in rows)
+                    if chunk:
+                        last_ts = chunk[-1].ts
+                    del rows  # freed inside the pause, as the chunk is once the next one replaces it
+                    chunk = next(chunks, None)
             duration = trace.duration_ms
             if duration is None and first_ts is not None and last_ts is not None:
                 duration = max(0, last_ts - first_ts)
