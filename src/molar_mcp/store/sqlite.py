@@ -127,25 +127,75 @@ def _batches(events: Sequence[Event], size: int) -> Iterator[Sequence[Event]]:
         yield events[start : start + size]
 
 
+_STEP_BOUNDS = frozenset({"step.start", "step.end"})
+
+
 def event_rows(events: Sequence[Event], tree: StepTree | None = None, *, pk: int | None = None) -> list[Any]:
     """The rows `normalize_events` would give, built directly: a bundle's 10,000 events skip 10,000
     model copies (the ingest hot path; bench/README.md). Grows `tree` as it goes. With `pk`, each row
     starts with it (the `events` table's columns) and is bound as it is: its text is already as the
-    store keeps it (`store_text`), so the connection has nothing left to clean."""
+    store keeps it (`store_text`), so the connection has nothing left to clean.
+
+    A run of plain events of one known step (neither its start nor its end, none failed: most of a
+    trace) is folded into the step tree once per run (`StepTree.observe_run`), not event by event."""
     tree = StepTree() if tree is None else tree
     rows: list[Any] = CleanRows() if pk is not None else []
+    nodes = tree.nodes
+    to_json = pydantic_core.to_json
+    run: StepNode | None = None  # the step of the run being gathered, and the run's seqs, times and size
+    run_first_seq = run_first_ts = run_last_seq = run_end_ts = run_count = 0
     for ev in events:
-        number, ok = number_event(tree, ev)
+        kind, step_id, message, seq, ts = ev.kind, ev.step_id, ev.message, ev.seq, ev.ts
+        ok = ev.ok if ev.ok is not None else derived_ok(ev)
+        node = nodes.get(step_id) if step_id is not None else None
+        if node is not None and ok is not False and kind not in _STEP_BOUNDS:
+            if node is not run:
+                if run is not None:
+                    tree.observe_run(
+                        run,
+                        first_seq=run_first_seq,
+                        first_ts=run_first_ts,
+                        last_seq=run_last_seq,
+                        end_ts=run_end_ts,
+                        count=run_count,
+                    )
+                run, run_first_seq, run_first_ts, run_last_seq, run_end_ts, run_count = node, seq, ts, seq, ts, 0
+            run_count += 1
+            if seq > run_last_seq:
+                run_last_seq = seq
+            if ts > run_end_ts:
+                run_end_ts = ts
+            number: int | None = node.step
+        else:
+            if run is not None:  # the run ends before this event is observed: the order of folding is kept
+                tree.observe_run(
+                    run,
+                    first_seq=run_first_seq,
+                    first_ts=run_first_ts,
+                    last_seq=run_last_seq,
+                    end_ts=run_end_ts,
+                    count=run_count,
+                )
+                run = None
+            number, ok = number_event(tree, ev)
         # The payload's JSON escapes NUL ("\\u0000"); only the plain text columns may hold one.
-        payload = pydantic_core.to_json(ev.payload).decode() if ev.payload else "{}"
-        kind, step_id, message = ev.kind, ev.step_id, ev.message
+        payload = to_json(ev.payload).decode() if ev.payload else "{}"
         if pk is None:
-            rows.append((ev.seq, ev.ts, kind, step_id, number, None if ok is None else int(ok), message, payload))
+            rows.append((seq, ts, kind, step_id, number, None if ok is None else int(ok), message, payload))
             continue
         if NUL in kind or (step_id is not None and NUL in step_id) or (message is not None and NUL in message):
             kind, step_id = store_text(kind), None if step_id is None else store_text(step_id)
             message = None if message is None else store_text(message)
-        rows.append((pk, ev.seq, ev.ts, kind, step_id, number, None if ok is None else int(ok), message, payload))
+        rows.append((pk, seq, ts, kind, step_id, number, None if ok is None else int(ok), message, payload))
+    if run is not None:
+        tree.observe_run(
+            run,
+            first_seq=run_first_seq,
+            first_ts=run_first_ts,
+            last_seq=run_last_seq,
+            end_ts=run_end_ts,
+            count=run_count,
+        )
     return rows
 
 
