@@ -80,6 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from molar_mcp.api.context import OtlpSettings
+    from molar_mcp.api.memory import settle_heap
     from molar_mcp.compose import create_serve_app, debugger_config, load_demo, open_embedded
     from molar_mcp.serve_auth import open_serve_auth, own_origins
 
@@ -152,6 +153,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+            settle_heap()  # start-up's objects out of the collector's sight (api/memory.py)
             uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
     return 0
 
