@@ -430,7 +430,8 @@ class SqliteTraceStore:
         rows = rows[: query.limit]
         items = [_list_item(row) for row in rows]
         next_cursor = _encode_cursor(rows[-1][15], rows[-1][0]) if more and rows else None
-        return TraceListResponse(items=items, next_cursor=next_cursor)
+        row_cursors = [_encode_cursor(row[15], row[0]) for row in rows] if query.row_cursors else None
+        return TraceListResponse(items=items, next_cursor=next_cursor, row_cursors=row_cursors)
 
     def get_trace(self, org_id: str, trace_ref: str) -> TraceDetail:
         with self.db.read() as conn:
