@@ -13,7 +13,7 @@ import httpx2
 import pytest
 from google.rpc import status_pb2
 
-from molar_mcp.api.otlp import sweep
+from molar_mcp.api.otlp import convert_pending, finish_otel_trace, sweep
 from molar_mcp.compose import Embedded, open_embedded
 from molar_mcp.ingest.formats.agent_spans import trace_events
 from molar_mcp.ingest.formats.otlp import decode_protobuf, decode_spans, span_ids
@@ -375,3 +375,40 @@ async def test_log_records_before_their_spans_are_folded_in_live_and_after_them_
     ]
     assert responses[1]["payload"]["text"] == "Here is the policy: 30 days."
     assert not [e for e in events if e["kind"] == "log" and e["step_id"]]  # folded in, not left as logs
+
+
+async def test_a_batch_read_after_its_trace_finished_adds_nothing_and_is_let_go(
+    http: httpx2.AsyncClient, embedded: Embedded
+) -> None:
+    """The converter passes over the spans of traces already finished (their finish read every span
+    they had from the kept bodies); traces still running in the same store are not taken for finished."""
+    ctx = embedded.context
+    other = record(nested_run, service="planner")
+    assert (await post_protobuf(http, other[:-1])).status_code == 200  # its root not sent: running
+    (running_id,) = span_ids(decode_protobuf(protobuf(other))).traces
+    spans = refund_run()
+    message = decode_protobuf(protobuf(spans))
+    ids = span_ids(message)
+    traces = [(t, "support-desk.run", "support-desk: run", s) for t, s in ids.traces.items()]
+    (otel_id,) = ids.traces
+    # Taken (ids and body stored, answered) and not read yet.
+    _, batch = ctx.otlp.accept(LOCAL_ORG_ID, protobuf(spans), traces, int(time.time() * 1000))
+    assert batch is not None
+    assert ctx.otlp.pending_spans == len(spans)
+    assert ctx.otlp.finished_traces(LOCAL_ORG_ID, [otel_id, running_id]) == set()
+    # Finished before its batch was read (as the quiet sweep does): laid out from the kept body.
+    await finish_otel_trace(ctx, LOCAL_ORG_ID, otel_id)
+    assert ctx.otlp.finished_traces(LOCAL_ORG_ID, [otel_id, running_id, "ab" * 16]) == {otel_id}
+    finished = next(
+        t
+        for t in (await http.get("/v1/traces", params={"source": "agent"})).json()["items"]
+        if t["status"] != "running"
+    )
+    laid = await events_of(http, finished["id"])
+    assert [(e["seq"], e["kind"], e["step_id"]) for e in laid] == [
+        (e.seq, e.kind, e.step_id) for e in trace_events(decode_spans(message).spans)
+    ]
+    await convert_pending(ctx)  # now the batch is read: nothing is added to the finished trace
+    assert ctx.otlp.pending() == []
+    assert ctx.otlp.pending_spans == 0
+    assert await events_of(http, finished["id"]) == laid

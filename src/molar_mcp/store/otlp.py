@@ -512,6 +512,23 @@ class OtlpTraces:
         self.pending_spans = max(0, self.pending_spans - batch.spans)
         return out
 
+    def finished_traces(self, org_id: str, otel_trace_ids: Iterable[str]) -> set[str]:
+        """Of these OTel traces, those finished already: a stored batch's spans of them get no live events
+        (their finish read every span they had), so the converter does not decode them."""
+        wanted = sorted(set(otel_trace_ids))
+        out: set[str] = set()
+        with self.db.read() as conn:
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for (otel_id,) in conn.execute(
+                    f"SELECT otel_trace_id FROM otlp_traces WHERE org_id = ? AND otel_trace_id IN ({marks})"
+                    " AND finished = 1",
+                    (org_id, *chunk),
+                ):
+                    out.add(str(otel_id))
+        return out
+
     def ready_traces(self, org_id: str, otel_trace_ids: Iterable[str]) -> dict[str, str]:
         """Of these OTel traces, those running with no events yet whose every span is already taken (the
         root, and every span's parent): a converter that is behind lays them out at once (`lay_out_kept`)
