@@ -412,3 +412,40 @@ async def test_a_batch_read_after_its_trace_finished_adds_nothing_and_is_let_go(
     assert ctx.otlp.pending() == []
     assert ctx.otlp.pending_spans == 0
     assert await events_of(http, finished["id"]) == laid
+
+
+def _nul_run(tracer: Any, clock: Any) -> None:
+    """An agent whose tool span name and error text carry NUL characters."""
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    from molar_mcp.demo.agent_run import timed_span
+
+    with timed_span(tracer, clock, "invoke_agent nul", SpanKind.INTERNAL, {"gen_ai.operation.name": "invoke_agent"}):
+        with timed_span(
+            tracer,
+            clock,
+            "execute_tool nul\x00tool",
+            SpanKind.INTERNAL,
+            {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "nul\x00tool"},
+        ) as tool:
+            tool.set_status(Status(StatusCode.ERROR, "bad\x00byte"))
+        clock.advance(5)
+
+
+async def test_nul_characters_in_span_text_are_stored_as_replacement_characters_live_and_finished(
+    http: httpx2.AsyncClient,
+) -> None:
+    """Text is kept as the store keeps it (each NUL as U+FFFD) on both engines, whether the events are
+    appended live or laid out at the finish."""
+    spans = record(_nul_run, service="nul-agent")
+    assert (await post_protobuf(http, spans[:-1])).status_code == 200  # the tool span: shown live
+    running = await only_trace(http)
+    live = [e["message"] for e in await events_of(http, running["id"]) if e["message"]]
+    assert any("nul\ufffdtool" in m for m in live), live
+    assert not any("\x00" in m for m in live)
+    assert (await post_protobuf(http, spans[-1:])).status_code == 200
+    assert (await settled_trace(http))["status"] == "passed"  # (the root span says nothing failed)
+    laid = await events_of(http, running["id"])
+    messages = [e["message"] for e in laid if e["message"]]
+    assert any("nul\ufffdtool" in m for m in messages), messages
+    assert not any("\x00" in m for m in messages)

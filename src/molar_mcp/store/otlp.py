@@ -820,7 +820,7 @@ def _append(conn: Any, pk: int, drafts: Sequence[DraftEvent]) -> StoredEvents:
     # thousands of spans converted batch by batch is not read whole per batch. (It reads `step_id`, `kind`
     # and `payload` alone, which drafts have as events do.)
     tree = load_steps_for(conn, pk, cast(Sequence[Event], drafts))
-    rows: list[EventRow] = []
+    rows: list[EventRow] = CleanRows()  # kinds and step ids are ours, payloads JSON (NUL escaped), messages cleaned
     counts: dict[str, int] = {}
     dump = pydantic_core.to_json
     for d in drafts:
@@ -832,7 +832,10 @@ def _append(conn: Any, pk: int, drafts: Sequence[DraftEvent]) -> StoredEvents:
             step = node.step
             tree.observe(node, seq=seq, ts=d.ts, kind=kind, ok=ok, message=d.message, payload=d.payload)
         payload = dump(d.payload).decode() if d.payload else "{}"
-        rows.append((pk, seq, d.ts, kind, d.step_id, step, None if ok is None else int(ok), d.message, payload))
+        message = d.message
+        if message is not None and NUL in message:
+            message = store_text(message)
+        rows.append((pk, seq, d.ts, kind, d.step_id, step, None if ok is None else int(ok), message, payload))
         counts[kind] = counts.get(kind, 0) + 1
         seq += 1
     conn.executemany(
