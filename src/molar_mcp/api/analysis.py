@@ -19,6 +19,7 @@ from molar_mcp.api.analysis_worker import AnalysisFailed
 from molar_mcp.api.bodies import parse_json
 from molar_mcp.api.context import ApiContext, api_context, org_of
 from molar_mcp.api.errors import ApiError
+from molar_mcp.api.openapi import Param, documented, string
 from molar_mcp.debugger.detectors import ANALYZER_VERSION, Finding, analyze, failure_signature
 from molar_mcp.debugger.suggest import suggest_replay
 from molar_mcp.models import INCIDENT_STATUSES, Analysis, AnalysisFinding, IncidentUpdate
@@ -121,6 +122,18 @@ async def analyze_in_background(ctx: ApiContext, org: str, trace_id: str) -> Non
         failed(ctx, org, trace_id, f"the detectors failed on trace {trace_id!r}: {type(exc).__name__}: {exc}")
 
 
+@documented(
+    summary="Run the detectors over every event of the trace and store the findings",
+    response=Analysis,
+    query=(
+        Param(
+            "rerun",
+            string(["true", "false", "1", "0"]),
+            "run the detectors even when a stored analysis of the same events exists",
+        ),
+    ),
+    errors=(400, 404, 503),
+)
 async def analyze_trace(request: Request) -> JSONResponse:
     """Run the detectors over every event of the trace and store the findings. A stored analysis made
     from the same events and status by the same analyzer version is returned as it is (the detectors
@@ -133,6 +146,7 @@ async def analyze_trace(request: Request) -> JSONResponse:
     return JSONResponse(analysis.model_dump(mode="json"))
 
 
+@documented(summary="The trace's stored analysis", response=Analysis, errors=(400, 404, 503))
 async def get_analysis(request: Request) -> JSONResponse:
     ctx = api_context(request)
     trace_ref = request.path_params["trace_id"]
