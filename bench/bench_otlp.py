@@ -103,22 +103,38 @@ def bodies(total: int, per_trace: int, salt: int) -> list[bytes]:
     return out
 
 
-async def bench_ingest(base: str, total: int, per_trace: int, salt: int) -> dict[str, float]:
+POLL_SECONDS = 0.05  # how often the bench asks whether every trace has settled
+
+
+async def bench_ingest(base: str, total: int, per_trace: int, salt: int, pid: int | None = None) -> dict[str, float]:
     """Answered: the exporter has its answer for every batch (what it waits for). Settled: besides, every
-    trace has finished (laid out, detectors run), which the server does after answering."""
+    trace has finished (laid out, detectors run), which the server does after answering. With the
+    server's `pid`, its CPU seconds until answered and until settled (less what the bench's own polls
+    for "settled" cost it: each poll is timed on an idle server first)."""
     payloads = bodies(total, per_trace, salt)
+    running = {"source": "agent", "status": "running"}
     async with httpx2.AsyncClient(base_url=base, timeout=60) as http:
+        poll_cpu = 0.0
+        if pid is not None:  # the server CPU one "settled?" poll costs, so it is not counted as ingest
+            cpu = cpu_seconds(pid)
+            for _ in range(100):
+                await http.get("/v1/traces", params=running)
+            poll_cpu = (cpu_seconds(pid) - cpu) / 100
+        cpu0 = cpu_seconds(pid) if pid is not None else 0.0
         started = time.perf_counter()
         for body in payloads:
             response = await http.post("/otlp/v1/traces", content=body, headers=PROTOBUF)
             assert response.status_code == 200, response.text
             assert response.content == b"", response.content  # no partial_success: every span taken
         answered = time.perf_counter() - started
-        running = {"source": "agent", "status": "running"}
-        while (await http.get("/v1/traces", params=running)).json()["items"]:  # noqa: ASYNC110 (another process)
-            await anyio.sleep(0.01)
+        cpu_answered = cpu_seconds(pid) - cpu0 if pid is not None else 0.0
+        polls = 1
+        while (await http.get("/v1/traces", params=running)).json()["items"]:
+            await anyio.sleep(POLL_SECONDS)
+            polls += 1
         settled = time.perf_counter() - started
-    return {
+        cpu_settled = cpu_seconds(pid) - cpu0 - polls * poll_cpu if pid is not None else 0.0
+    out = {
         "spans": total,
         "requests": len(payloads),
         "seconds": answered,
@@ -126,6 +142,15 @@ async def bench_ingest(base: str, total: int, per_trace: int, salt: int) -> dict
         "settled_seconds": settled,
         "settled_spans_per_s": total / settled,
     }
+    if pid is not None:
+        out |= {
+            "server_cpu_us_per_span_answered": cpu_answered / total * 1e6,
+            "server_cpu_us_per_span_settled": cpu_settled / total * 1e6,
+            "settled_spans_per_cpu_s": total / max(1e-9, cpu_settled),
+            "polls": polls,
+            "poll_cpu_ms": poll_cpu * 1000,
+        }
+    return out
 
 
 async def bench_sse_latency(base: str, samples: int) -> dict[str, float]:
@@ -188,10 +213,8 @@ def _serve_and_measure(args: argparse.Namespace, salt: int, src: str | None) -> 
             os.environ["PYTHONPATH"] = before
     try:
         load = os.getloadavg()[0]
-        cpu = cpu_seconds(process.pid)
-        run: dict[str, Any] = dict(anyio.run(bench_ingest, base, args.spans, args.per_trace, salt))
-        # What the server spent, whatever else the machine runs: spans settled per server CPU-second.
-        run["settled_spans_per_cpu_s"] = args.spans / max(1e-9, cpu_seconds(process.pid) - cpu)
+        # What the server spent, whatever else the machine runs: its CPU per span, spans settled per CPU-second.
+        run: dict[str, Any] = dict(anyio.run(bench_ingest, base, args.spans, args.per_trace, salt, process.pid))
         run["span_to_sse"] = anyio.run(bench_sse_latency, base, args.latency_samples)
         run["load_average"] = round((load + os.getloadavg()[0]) / 2, 2)
         return run
@@ -209,6 +232,8 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "ingest_spans_per_s": spread([r["spans_per_s"] for r in runs]),
         "settled_spans_per_s": spread([r["settled_spans_per_s"] for r in runs]),
         "settled_spans_per_cpu_s": spread([r["settled_spans_per_cpu_s"] for r in runs]),
+        "server_cpu_us_per_span_answered": spread([r["server_cpu_us_per_span_answered"] for r in runs]),
+        "server_cpu_us_per_span_settled": spread([r["server_cpu_us_per_span_settled"] for r in runs]),
         "span_to_sse_p50_ms": spread([r["span_to_sse"]["p50_ms"] for r in runs]),
         "load_average": spread([r["load_average"] for r in runs]),
         "runs": runs,

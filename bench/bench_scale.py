@@ -3,6 +3,10 @@ and many agents at once. Prints one table (min / median / max of the runs' p50s,
 
     .venv/bin/python bench/bench_scale.py --work /tmp/molar-scale [--sizes 10000,100000,1000000]
         [--runs 3] [--iterations 100] [--sections store,server,ingest,live,memory,load] [--json out.json]
+        [--before OTHER/src]
+
+With `--before DIR` (another checkout's `src/`, e.g. `git archive` of main) the server section measures
+that code first in each run, on the same data, and its figures are the rows marked `[before]`.
 
 Data dirs are built once under --work by bench/make_store.py (kept, so a rerun skips the build) and
 get one 10,000-event trace (a real long run of the demo shop, tests/long_run.py) and the shipped
@@ -85,6 +89,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def src_env(src: Path | None) -> dict[str, str]:
+    """The environment of a server process: with `src`, that checkout's code is imported instead."""
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src.resolve())
+    return env
+
+
 def molar(*args: str) -> list[str]:
     return [sys.executable, "-m", "molar_mcp", "--log-level", "WARNING", *args]
 
@@ -92,9 +104,11 @@ def molar(*args: str) -> list[str]:
 class Server:
     """A `molar-mcp serve --no-auth` subprocess on a free port (or the bare SDK floor server)."""
 
-    def __init__(self, cmd: list[str], port: int) -> None:
+    def __init__(self, cmd: list[str], port: int, src: Path | None = None) -> None:
         self.base = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, env=src_env(src), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -108,10 +122,10 @@ class Server:
         raise RuntimeError(f"{cmd} did not start")
 
     @classmethod
-    def molar(cls, data_dir: Path, *extra: str) -> Server:
+    def molar(cls, data_dir: Path, *extra: str, src: Path | None = None) -> Server:
         port = free_port()
         cmd = molar("serve", "--no-auth", "--port", str(port), "--data-dir", str(data_dir), *RATE, *extra)
-        return cls(cmd, port)
+        return cls(cmd, port, src)
 
     @classmethod
     def floor(cls) -> Server:
@@ -289,12 +303,16 @@ def bench_store(table: Table, data: Path, col: str, iterations: int) -> None:
         store.close()
 
 
-async def bench_server(table: Table, data: Path, ids: dict[str, str], col: str, iterations: int) -> None:
+async def bench_server(
+    table: Table, data: Path, ids: dict[str, str], col: str, iterations: int, src: Path | None = None
+) -> None:
+    """The REST and MCP figures of one server; with `src`, of that checkout (rows marked `[before]`)."""
     from mcp.client import Client
 
     from mcp import StdioServerParameters
 
-    server = Server.molar(data)
+    tag = " [before]" if src is not None else ""
+    server = Server.molar(data, src=src)
     floor = Server.floor()
     try:
         async with httpx2.AsyncClient(base_url=server.base, timeout=30, trust_env=False) as http:
@@ -309,13 +327,15 @@ async def bench_server(table: Table, data: Path, ids: dict[str, str], col: str, 
             ):
                 before = server.cpu_ms()
                 walls = await atimed(lambda q=q, filters=filters: rest(q, **filters), iterations)
-                table.add(f"{label} p50 ms", col, p50(walls))
-                table.add(f"{label} server CPU ms per call", col, (server.cpu_ms() - before) / (iterations + 5))
+                table.add(f"{label}{tag} p50 ms", col, p50(walls))
+                table.add(f"{label}{tag} server CPU ms per call", col, (server.cpu_ms() - before) / (iterations + 5))
         targets: list[tuple[str, Any, Any]] = [
             ("HTTP", f"{server.base}/mcp", f"{floor.base}/mcp"),
             (
                 "stdio",
-                StdioServerParameters(command=sys.executable, args=molar("stdio", "--data-dir", str(data))[1:]),
+                StdioServerParameters(
+                    command=sys.executable, args=molar("stdio", "--data-dir", str(data))[1:], env=src_env(src)
+                ),
                 StdioServerParameters(command=sys.executable, args=[__file__, "--floor-server", "stdio"]),
             ),
         ]
@@ -331,16 +351,24 @@ async def bench_server(table: Table, data: Path, ids: dict[str, str], col: str, 
                         raise RuntimeError(f"{name}({args}): {result.content}")
                     return result
 
-                small = p50(await atimed(lambda: call("get_trace", {"trace_id": ids["small"]}), iterations))
-                table.add(f"MCP get_trace small ({transport}) p50 ms", col, small)
-                table.add(f"MCP get_trace small ({transport}) ÷ floor", col, small / floor_ms)
-                big = p50(await atimed(lambda: call("get_trace", {"trace_id": ids["big"]}), iterations))
-                table.add(f"MCP get_trace 10k-event ({transport}) p50 ms", col, big)
-                lt = p50(await atimed(lambda: call("list_traces", {"status": "failed"}), iterations))
-                table.add(f"MCP list_traces(status=failed) ({transport}) p50 ms", col, lt)
+                async def figure(label: str, name: str, args: dict[str, Any], transport: str = transport) -> float:
+                    """p50 of the tool's calls; over HTTP also the server's CPU per call (stdio: in the client's
+                    child, not measured)."""
+                    cpu = server.cpu_ms()
+                    ms = p50(await atimed(lambda: call(name, args), iterations))
+                    table.add(f"MCP {label} ({transport}){tag} p50 ms", col, ms)
+                    if transport == "HTTP":
+                        per_call = (server.cpu_ms() - cpu) / (iterations + 5)
+                        table.add(f"MCP {label} (HTTP){tag} server CPU ms per call", col, per_call)
+                    return ms
+
+                small = await figure("get_trace small", "get_trace", {"trace_id": ids["small"]})
+                table.add(f"MCP get_trace small ({transport}){tag} ÷ floor", col, small / floor_ms)
+                await figure("get_trace 10k-event", "get_trace", {"trace_id": ids["big"]})
+                await figure("list_traces(status=failed)", "list_traces", {"status": "failed"})
                 result = await call("list_traces", {"status": "failed"})
                 rows = len((result.structured_content or {}).get("items", []))
-                table.add("MCP list_traces rows per default answer", col, rows)
+                table.add(f"MCP list_traces rows per default answer{tag}", col, rows)
                 if transport == "HTTP":
                     tools = await client.list_tools(cache_mode="bypass")
                     from molar_mcp.mcp.tokens import estimate_tokens
@@ -348,7 +376,7 @@ async def bench_server(table: Table, data: Path, ids: dict[str, str], col: str, 
                     text = json.dumps(
                         [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools.tools]
                     )
-                    table.add("tools/list tokens", col, estimate_tokens(text))
+                    table.add(f"tools/list tokens{tag}", col, estimate_tokens(text))
     finally:
         server.stop()
         floor.stop()
@@ -524,6 +552,7 @@ def main() -> int:
     parser.add_argument("--sections", default="store,server,ingest,memory,live,load")
     parser.add_argument("--load-seconds", type=float, default=60)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--before", type=Path, help="another checkout's src/ to measure first (server section)")
     parser.add_argument("--floor-server", choices=["http", "stdio"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -543,6 +572,8 @@ def main() -> int:
             if "store" in sections:
                 bench_store(table, data, col, args.iterations)
             if "server" in sections:
+                if args.before is not None:
+                    asyncio.run(bench_server(table, data, ids, col, args.iterations, src=args.before))
                 asyncio.run(bench_server(table, data, ids, col, args.iterations))
     if "ingest" in sections:
         bench_ingest(table, args.work, args.runs)

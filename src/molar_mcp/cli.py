@@ -80,6 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from molar_mcp.api.context import OtlpSettings
+    from molar_mcp.api.memory import settle_heap
     from molar_mcp.compose import create_serve_app, debugger_config, load_demo, open_embedded
     from molar_mcp.serve_auth import open_serve_auth, own_origins
 
@@ -152,7 +153,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
+            settle_heap()  # start-up's objects out of the collector's sight (api/memory.py)
+            # One log line per request costs every request its formatting and a write: off unless asked for.
+            uvicorn.run(
+                app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=args.access_log
+            )
     return 0
 
 
@@ -580,6 +585,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(os.environ.get("MOLAR_UNUSED_CLIENT_HOURS", "24")),
         help="an OAuth client registered this long ago and never used (no authorization, no token) is deleted "
         "(env MOLAR_UNUSED_CLIENT_HOURS; default 24)",
+    )
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        default=os.environ.get("MOLAR_ACCESS_LOG", "") not in ("", "0"),
+        help="log one line per HTTP request (env MOLAR_ACCESS_LOG=1; default off: it costs every request)",
     )
     serve.set_defaults(func=cmd_serve)
 

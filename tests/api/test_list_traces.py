@@ -78,6 +78,12 @@ async def test_the_list_has_the_trace_list_response_shape_of_seed_000(client: ht
     assert set(body) == {"items", "next_cursor"}
     assert body["next_cursor"] is None
     assert [item["id"] for item in body["items"]] == [three.sso, three.cart, three.upgrade]
+    # Asked for, the cursor after each row too: the one after the first row gives the other two.
+    asked = (await client.get("/v1/traces", params={"row_cursors": "true"})).json()
+    assert set(asked) == {"items", "next_cursor", "row_cursors"}
+    rest = (await client.get("/v1/traces", params={"cursor": asked["row_cursors"][0]})).json()
+    assert [item["id"] for item in rest["items"]] == [three.cart, three.upgrade]
+    assert (await client.get("/v1/traces", params={"row_cursors": "maybe"})).status_code == 400
     sso = body["items"][0]
     assert set(sso) >= SEED_ITEM_FIELDS
     assert sso["created_at"] == "2026-05-31T10:03:00Z"

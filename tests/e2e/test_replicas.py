@@ -20,8 +20,11 @@ import httpx2
 import pytest
 
 from molar_mcp.demo import fix_diff
+from molar_mcp.replay.apps import free_port
+from molar_mcp.replay.drivers.playwright import report_result
 from tests.bundles import artifact_for, make_bundle, summary
 from tests.engines import PgCluster
+from tests.replays.pw_project import FIX, make_project, run_test, trace_zip
 from tests.servers import Served, start_server
 
 pytestmark = pytest.mark.e2e
@@ -313,3 +316,61 @@ def test_a_replica_killed_mid_replay_leaves_it_to_the_other_which_runs_it_to_the
         child = http_b.get(f"/v1/traces/{status['replay_trace_id']}").json()
         assert child["parent_trace_id"] == coupon
         assert [t["id"] for t in children if t["id"] == status["replay_trace_id"]]
+
+
+def test_a_playwright_test_uploaded_through_one_replica_is_replayed_by_the_other(
+    tmp_path: Path, pg: PgCluster, s3_url: str
+) -> None:
+    """A real @playwright/test project under a replay root both replicas share: its failing test's trace is
+    uploaded through A, A goes away, and B replays the test from the stored trace (events in PostgreSQL, the
+    trace's sources in the bucket) with the fixing diff, in the sandbox, to a passing run."""
+    root = tmp_path / "roots"
+    repo = root / "cart"
+    commit = make_project(repo)
+    result = report_result(json.dumps(run_test(repo, free_port())).encode())
+    assert result is not None
+    assert result["status"] == "failed", result
+    engines = ("--database-url", pg.new_database("pw_replays"), "--blob-url", s3_url, "--replay-root", str(root))
+    started: list[Served] = []
+    try:
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            started.append(start_server(tmp_path / name / "data", *engines, timeout=180))
+        a, b = started
+        with httpx2.Client(base_url=a.base_url, timeout=60) as http_a:
+            upload = {**result, "commit": commit, "repo": {"path": str(repo)}}
+            resp = http_a.post(
+                "/v1/traces/ingest",
+                files={"file": ("trace.zip", trace_zip(repo), "application/zip")},
+                data={"result": json.dumps(upload)},
+            )
+            assert resp.status_code == 201, resp.text
+        parent = resp.json()["trace_id"]
+        a.process.terminate()
+        a.process.wait(20)
+
+        with httpx2.Client(base_url=b.base_url, timeout=60) as http_b:
+            detail = http_b.get(f"/v1/traces/{parent}").json()
+            assert detail["status"] == "failed"
+            failing = next(s["step"] for s in detail["steps"] if s["ok"] is False and not s.get("depth"))
+            fix = {"path": FIX[0], "diff": FIX[1]}
+            accepted = http_b.post(
+                f"/v1/traces/{parent}/replay", json={"from_step": failing, "edits": {"source_diffs": [fix]}}
+            )
+            assert accepted.status_code == 202, accepted.text
+            status = accepted.json()
+            deadline = time.monotonic() + 240
+            while status["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+                status = http_b.get(f"/v1/replays/{status['id']}", params={"wait": "20"}).json()
+            assert (status["status"], status["trace_status"]) == ("succeeded", "passed"), status
+            assert f"--project=chromium {result['file']} --grep=cart" in status["message"]
+            child = http_b.get(f"/v1/traces/{status['replay_trace_id']}").json()
+            assert (child["parent_trace_id"], child["status"]) == (parent, "passed")
+    finally:
+        for srv in started:
+            if srv.process.poll() is None:
+                srv.process.terminate()
+                try:
+                    srv.process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    srv.process.kill()

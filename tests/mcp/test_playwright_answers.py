@@ -104,11 +104,11 @@ async def test_get_trace_shows_the_failure_screenshot_downscaled_with_a_link_to_
     assert max(ImageStat.Stat(diff).mean) < 8
     text = result.content[0]
     assert isinstance(text, TextContent)
-    note = f"screenshot.png shown downscaled from 800×600 to {shown.width}×{shown.height} JPEG"
-    assert note in text.text
-    assert "the full image is its resource link" in text.text
+    how = f"shown downscaled from 800×600 to {shown.width}×{shown.height} JPEG"
+    # The text does not repeat the file's recorded name (shown only inside the artifacts fence).
+    assert f"The failure screenshot {how}; the full image is its resource link." in text.text
     omitted = result.structured_content["omitted"]  # type: ignore[index]
-    assert any(o.endswith(f"{note}; full size: the resource link screenshot.png") for o in omitted)
+    assert any(o.endswith(f"screenshot.png {how}; full size: the resource link screenshot.png") for o in omitted)
     assert _answer_cost(result) <= 2400
 
 
@@ -120,7 +120,7 @@ async def test_at_the_default_budget_a_busy_trace_says_its_screenshot_was_not_sh
     assert not any(isinstance(b, ImageContent) for b in result.content)
     text = result.content[0]
     assert isinstance(text, TextContent)
-    assert "screenshot.png not shown: no room at max_tokens=2000 (raise it to see it)" in text.text
+    assert "The failure screenshot not shown: no room at max_tokens=2000 (raise it to see it)" in text.text
     assert result.structured_content["artifacts"][0]["kind"] == "playwright"  # type: ignore[index]
     assert _answer_cost(result) <= 2000
 
@@ -166,7 +166,7 @@ async def test_a_screenshot_that_is_no_image_is_named_not_shown(tmp_path: Path) 
     assert any(isinstance(b, ResourceLink) for b in result.content)  # the file is still one read away
     text = result.content[0]
     assert isinstance(text, TextContent)
-    assert "screenshot shot.png not shown (not a readable image" in text.text
+    assert "The failure screenshot not shown (not a readable image" in text.text
 
 
 async def test_event_pages_of_a_playwright_trace_carry_at_least_twenty_events(

@@ -43,9 +43,18 @@ def reference_tokens(text: str) -> int:
 
 def test_the_estimator_counts_the_units_it_documents() -> None:
     rng = random.Random(7)
-    alphabet = "abcXYZ0123456789 \n\t.,{}\"'é²٣✓—→\u00a0\u2003ßΩ"
-    for _ in range(3000):
-        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+    # With and without whitespace and digits beyond ASCII (the estimator counts those texts another way),
+    # ASCII separators Python calls whitespace (\x1c–\x1f), characters of 2, 3 and 4 UTF-8 bytes, a lone
+    # surrogate, and long runs of letters and digits.
+    odd = "٣\u00a0\u2003\u2028"
+    alphabet = "abcXYZ0123456789 \n\t\r\x0b\x1c\x1f.,{}\"'é²✓—→ßΩ😀\ud800"
+    for chars in (alphabet + odd, alphabet):
+        for _ in range(3000):
+            text = "".join(rng.choice(chars) for _ in range(rng.randint(0, 60)))
+            assert estimate_tokens(text) == reference_tokens(text), repr(text)
+    for _ in range(300):
+        pieces = ["a" * rng.randint(1, 13), "7" * rng.randint(1, 10), " ", "é", "-"]
+        text = "".join(rng.choice(pieces) for _ in range(20))
         assert estimate_tokens(text) == reference_tokens(text), repr(text)
 
 

@@ -17,7 +17,9 @@ from molar_mcp.replay.diff import DIFF_ROWS, body_changes, diff_traces
 from molar_mcp.replay.recording import new_trace
 from molar_mcp.replay.runner import run_scenario
 from molar_mcp.replay.scenario import Scenario, parse_scenario
+from molar_mcp.replay.service import ReplayService, ReplaySettings
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore
+from molar_mcp.store.replays import ReplayStore
 from tests.long_run import record_long_run
 
 ORG = LOCAL_ORG_ID
@@ -176,3 +178,33 @@ def test_a_long_diff_holds_one_page_of_rows_and_the_answer_counts_the_rest(store
     assert f"{diff.rows_total - shown} more assertions that differ" in text
     last = diff_traces(a, a_rows, b, b_rows, offset=diff.rows_total - 1)
     assert (len(last.assertions), last.next_offset, last.offset) == (1, None, diff.rows_total - 1)
+
+
+def test_a_diff_of_long_runs_past_the_event_cap_compares_the_first_events_and_says_so(
+    store: SqliteTraceStore,
+) -> None:
+    """The service reads both traces as stored rows, cuts each at `diff_max_events`, and compares them
+    without building an event per row: the same answer, page by page, as the comparison of the first
+    events read as models (`list_events`), in every dimension and both directions."""
+    cap = 1_000
+    service = ReplayService(store, ReplayStore(store.db), {}, settings=ReplaySettings(diff_max_events=cap))
+    short_id = ingest_bundle(store, ORG, record_long_run(800))[0]
+    long_id = ingest_bundle(store, ORG, record_long_run(2_500))[0]
+    models = {t: store.list_events(ORG, t, limit=cap).events for t in (short_id, long_id)}
+    details = {t: store.get_trace(ORG, t) for t in (short_id, long_id)}
+    for a, b in ((short_id, long_id), (long_id, short_id), (short_id, short_id)):
+        for dimension in ("overview", "steps", "network", "console"):
+            first = service.diff(ORG, a, b, dimension)
+            assert first.truncated is (long_id in (a, b))
+            offsets = [0, *([first.next_offset, first.rows_total - 1] if first.next_offset else [])]
+            for offset in offsets:
+                served = service.diff(ORG, a, b, dimension, offset=offset)
+                expected = diff_traces(
+                    details[a], models[a], details[b], models[b], dimension, truncated=served.truncated, offset=offset
+                )
+                assert served.model_dump_json() == expected.model_dump_json()
+    whole = diff_traces(
+        details[short_id], store.stored_events(ORG, short_id), details[long_id], store.stored_events(ORG, long_id)
+    )
+    cut = service.diff(ORG, short_id, long_id, "overview")
+    assert cut.counts.assertions_changed < whole.counts.assertions_changed  # only the first `cap` events

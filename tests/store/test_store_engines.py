@@ -12,6 +12,7 @@ import pytest
 
 from molar_mcp.compose import open_store
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceQuery
+from molar_mcp.store.db import CleanRows, store_text
 from molar_mcp.store.port import org_scope
 from molar_mcp.store.postgres.db import PgDatabase
 from molar_mcp.store.s3 import parse_blob_url
@@ -240,27 +241,88 @@ def test_events_stored_before_they_carried_an_org_get_their_traces_on_upgrade(pg
         store.close()
 
 
+@pytest.mark.parametrize("clean", [False, True], ids=["text-copy", "binary-copy"])
 @pytest.mark.parametrize(
     ("values", "ok"),
     [
-        # One JSON document.
-        ([("log", "plain"), ("log", "ünïcödé ✓ \\u0000 \\\\ \" '"), ("log", None)], int),
-        # One array per column: JSON would not give a NUL (jsonb refuses it) or a boolean back as bound.
+        ([("log", "plain"), ("log", "ünïcödé ✓ \\u0000 \\\\ \" '\t\n\r"), ("log", None)], int),
+        # A NUL (PostgreSQL's text refuses it) and booleans (0/1 in an integer column, as in SQLite).
         ([("log", "a NUL \x00 here"), ("log", "x")], int),
         ([("log", "x"), ("log", "y")], bool),
     ],
 )
 def test_many_rows_are_stored_as_bound_whichever_way_they_travel(
-    store: SqliteTraceStore, add: AddTrace, values: list[tuple[str, str | None]], ok: type
+    store: SqliteTraceStore, add: AddTrace, values: list[tuple[str, str | None]], ok: type, clean: bool
 ) -> None:
+    # Many rows go through COPY: in binary when the caller says their text is as the store keeps it
+    # (`CleanRows`, cleaned as they were built), else in text through the connection's dumpers.
     _, short_id = add(events=[])
+    rows = [(i, 2**62 + i, kind, ok(i % 2 == 0), message) for i, (kind, message) in enumerate(values)]
+    if clean:
+        rows = CleanRows((i, ts, kind, o, store_text(m) if m else m) for i, ts, kind, o, m in rows)
     with org_scope(None), store.db.tx() as conn:
         (pk,) = conn.execute("SELECT pk FROM traces WHERE short_id = ?", (short_id,)).fetchone()
         conn.executemany(
             "INSERT INTO events (trace_pk, seq, ts, kind, ok, message) VALUES (?, ?, ?, ?, ?, ?)",
-            [(pk, i, 2**62 + i, kind, ok(i % 2 == 0), message) for i, (kind, message) in enumerate(values)],
+            CleanRows((pk, *row) for row in rows) if clean else [(pk, *row) for row in rows],
         )
     page = store.list_events(LOCAL_ORG_ID, short_id)
     expected = [(m.replace("\x00", "\ufffd") if m else m) for _, m in values]
     assert [e.message for e in page.events] == expected
     assert [(e.ts, e.ok) for e in page.events] == [(2**62 + i, i % 2 == 0) for i in range(len(values))]
+
+
+MANY_EVENTS = "INSERT INTO events (trace_pk, seq, ts, kind) VALUES (?, ?, ?, ?)"  # every value bound: COPY
+
+
+def test_many_rows_after_a_rolled_back_transaction_on_the_same_connection(pg: PgCluster, tmp_path: Path) -> None:
+    # Many rows are copied into a staging table the connection makes on first use; a transaction that
+    # rolls back takes that table with it, and the connection's next many-row insert makes it again.
+    store = open_store(tmp_path / "data", database_url=pg.new_database(), pool_max=1)
+    try:
+
+        def insert_then_fail() -> None:
+            with org_scope(LOCAL_ORG_ID), store.db.tx() as conn:
+                conn.execute(
+                    "INSERT INTO traces (id, short_id, org_id, status, created_ms) VALUES ('a', 'a', ?, 'passed', 0)",
+                    (LOCAL_ORG_ID,),
+                )
+                (pk,) = conn.execute("SELECT pk FROM traces WHERE id = 'a'").fetchone()
+                conn.executemany(MANY_EVENTS, [(pk, 0, 0, "log"), (pk, 1, 0, "log")])
+                raise RuntimeError("the caller fails after the insert")
+
+        with pytest.raises(RuntimeError):
+            insert_then_fail()
+        _, short_id = store.add_trace(LOCAL_ORG_ID, new_trace(), {})
+        assert store.list_events(LOCAL_ORG_ID, short_id).total == len(new_trace().events)
+        # Two many-row inserts in one transaction store each row once (the staging table empties as it moves).
+        with org_scope(LOCAL_ORG_ID), store.db.tx() as conn:
+            (pk,) = conn.execute("SELECT pk FROM traces WHERE short_id = ?", (short_id,)).fetchone()
+            for start in (100, 200):
+                conn.executemany(MANY_EVENTS, [(pk, start + i, 0, "log") for i in range(3)])
+        assert store.list_events(LOCAL_ORG_ID, short_id).total == len(new_trace().events) + 6
+        # Row-level security and the trace reference hold for copied rows: org_a can't add to this trace.
+        with org_scope("org_a"), store.db.tx() as conn, pytest.raises(sqlite3.IntegrityError, match="trace reference"):
+            conn.executemany(MANY_EVENTS, [(pk, 900, 0, "log"), (pk, 901, 0, "log")])
+    finally:
+        store.close()
+
+
+def test_auth_lookups_leave_pooled_connections_giving_tuples(pg: PgCluster, tmp_path: Path) -> None:
+    # The auth database reads rows by column name; that row type is its transactions' own: the pooled
+    # connection it used gives the next transaction plain tuples.
+    from molar_mcp.store.postgres.authdb import PgAuthDB
+
+    url = pg.new_database()
+    open_store(tmp_path / "store", database_url=url).close()  # the store's migrations come first, as in serve
+    db = PgDatabase(url, tmp_path / "data", min_size=1, max_size=1)
+    try:
+        auth = PgAuthDB.open_url(db)
+        row = auth.fetch_one("SELECT version FROM schema_versions WHERE component = ?", ("auth",))
+        assert row is not None
+        assert row["version"] == row[0]
+        with db.read() as conn:
+            plain = conn.execute("SELECT version FROM schema_versions WHERE component = 'auth'").fetchone()
+        assert type(plain) is tuple
+    finally:
+        db.close()

@@ -187,6 +187,22 @@ def test_cursor_pages_over_120_traces_yield_each_trace_exactly_once_newest_first
     assert seen == list(reversed(stored))
 
 
+def test_a_row_cursor_resumes_the_list_right_after_its_row(store: SqliteTraceStore, add: AddTrace) -> None:
+    # Ties in time included: each row's cursor continues after exactly that row, filters kept, and the
+    # last row's cursor is the page's next_cursor. Without asking, there are none.
+    failed = [add(events=[], created_at=minutes(i // 2), status="failed")[0] for i in range(7)]
+    add(events=[], created_at=minutes(1), status="passed")
+    newest_first = list(reversed(failed))
+    page = store.list_traces(LOCAL_ORG_ID, TraceQuery(status="failed", limit=5, row_cursors=True))
+    assert page.row_cursors is not None
+    assert len(page.row_cursors) == 5
+    assert page.row_cursors[-1] == page.next_cursor
+    for i, after in enumerate(page.row_cursors):
+        rest = store.list_traces(LOCAL_ORG_ID, TraceQuery(status="failed", limit=50, cursor=after))
+        assert [t.id for t in rest.items] == newest_first[i + 1 :]
+    assert store.list_traces(LOCAL_ORG_ID, TraceQuery(status="failed", limit=5)).row_cursors is None
+
+
 def test_cursor_pages_keep_the_filter(store: SqliteTraceStore, add: AddTrace) -> None:
     failed = [add(events=[], created_at=minutes(i), status="failed")[0] for i in range(5)]
     for i in range(5):

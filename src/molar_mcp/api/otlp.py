@@ -77,7 +77,17 @@ from molar_mcp.ingest.formats.otlp import (
 )
 from molar_mcp.models import Event
 from molar_mcp.models.replays import ReplayOrigin
-from molar_mcp.store.otlp import RUN, Batch, Converted, FreshSpan, IncomingSpan, LiveParts, SpanContext, TraceOutcome
+from molar_mcp.store.otlp import (
+    RUN,
+    Batch,
+    Converted,
+    FreshSpan,
+    IncomingSpan,
+    LiveParts,
+    SpanContext,
+    StoredEvents,
+    TraceOutcome,
+)
 from molar_mcp.store.port import org_scope
 
 OTLP_TRACES_PATH = "/otlp/v1/traces"
@@ -343,9 +353,12 @@ def _convert(ctx: ApiContext, batch: Batch, ready_first: bool = False) -> list[C
         ready: dict[str, str] = {}
         try:
             message = decode_protobuf(batch.body)
+            ids = [t.hex() for t in trace_ids(message) if len(t) == 16]
+            # Traces finished meanwhile get no live events (their finish read every span): not decoded.
+            finished = ctx.otlp.finished_traces(batch.org_id, ids)
             if ready_first:
-                ready = ctx.otlp.ready_traces(batch.org_id, [t.hex() for t in trace_ids(message) if len(t) == 16])
-            decoded = decode_spans(message, skip={bytes.fromhex(t) for t in ready})
+                ready = ctx.otlp.ready_traces(batch.org_id, [t for t in ids if t not in finished])
+            decoded = decode_spans(message, skip={bytes.fromhex(t) for t in (*ready, *finished)})
         except (OtlpDecodeError, TooManySpans):  # it was read when taken: a body that fails now is skipped
             decoded = Decoded()
         by_trace: dict[str, list[SpanRecord]] = {}
@@ -413,7 +426,7 @@ async def finish_otel_trace(ctx: ApiContext, org: str, otel_trace_id: str, statu
             trace_id, events, spans, unseen = laid
             _record_replay_origin(ctx, org, trace_id, spans)
             final = status or run_status(spans)
-            findings = analyze(list(events), final)
+            findings = analyze(events.rows(), final)  # light rows: events built only where looked at
             signature = failure_signature(findings) if final != "passed" else None
             ctx.live.finish_trace(
                 org, trace_id, status=final, failure_signature=signature, duration_ms=run_duration_ms(spans)
@@ -431,7 +444,7 @@ async def finish_otel_trace(ctx: ApiContext, org: str, otel_trace_id: str, statu
 
 def _lay_out(
     ctx: ApiContext, org: str, otel_trace_id: str, again: bool = False
-) -> tuple[str, Sequence[Event], list[SpanRecord], bool] | None:
+) -> tuple[str, StoredEvents, list[SpanRecord], bool] | None:
     """Lay a trace out in span-tree order and mark it finished: its live events moved into place (only
     spans shown otherwise are made again), or — for spans stored by earlier versions, or `again` (a
     finished trace with late log records) — every event made anew from the kept bodies. The trace's id,
@@ -447,7 +460,7 @@ def _lay_out(
                 return None
             if kept != "more":
                 return kept
-    laid: tuple[str, Sequence[Event]] | str = "more"
+    laid: tuple[str, StoredEvents] | str = "more"
     spans: list[SpanRecord] = []
     for _ in range(5):
         spans = _read_spans(ctx, org, otel_trace_id)
@@ -470,7 +483,7 @@ def _lay_out(
 
 def _lay_out_kept(
     ctx: ApiContext, org: str, otel_trace_id: str
-) -> tuple[str, Sequence[Event], list[SpanRecord], bool] | Literal["finished", "more"] | None:
+) -> tuple[str, StoredEvents, list[SpanRecord], bool] | Literal["finished", "more"] | None:
     """The finish that moves each span's live events into the span-tree order as they are: only the spans
     those events show otherwise than the finished tree does (a child that came before its parent, a root
     that came before its children, log records that came after the span), or that have none yet, are

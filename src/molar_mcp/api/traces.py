@@ -144,6 +144,7 @@ def trace_query_from(request: Request) -> TraceQuery:
         run_id=_str_param(request, "run", 64),
         limit=_int_param(request, "limit", 50, 1, MAX_LIST_LIMIT),
         cursor=_str_param(request, "cursor", 200),
+        row_cursors=_bool_param(request, "row_cursors") or False,
     )
     if query.created_from and query.created_to and query.created_from > query.created_to:
         raise _bad("from is after to")
@@ -173,6 +174,7 @@ def trace_query_from(request: Request) -> TraceQuery:
         Param("run", string(), "a run's id or short id: its traces"),
         Param("limit", integer(1, MAX_LIST_LIMIT, 50)),
         Param("cursor", string(), "next_cursor of the previous page"),
+        Param("row_cursors", {"type": "boolean"}, "also answer the cursor after each row (row_cursors)"),
     ],
     errors=(400,),
 )
@@ -180,7 +182,8 @@ async def list_traces(request: Request) -> JSONResponse:
     ctx = api_context(request)
     query = trace_query_from(request)
     page = await anyio.to_thread.run_sync(ctx.store.list_traces, org_of(request), query)
-    return JSONResponse(page.model_dump(mode="json"))
+    # The list's shape is `items` and `next_cursor`; `row_cursors` only when asked for.
+    return JSONResponse(page.model_dump(mode="json", exclude=None if query.row_cursors else {"row_cursors"}))
 
 
 @documented(summary="Get a trace (by UUID or short id), with signed artifact URLs", response=TraceDetail)

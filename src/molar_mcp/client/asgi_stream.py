@@ -1,13 +1,16 @@
 """An httpx2 transport that calls an ASGI app in process and streams its response.
 
 `httpx2.ASGITransport` collects the whole body before returning, so a long-lived response (an SSE
-stream) never arrives. Here the app runs in a task owned by the transport, its body chunks flow
-through a memory stream as they are sent, and closing the response tells the app the client left
-(`http.disconnect`). Open it with the client: `async with httpx2.AsyncClient(transport=t)`.
+stream) never arrives. Here the app runs in a task owned by the transport, its body chunks flow through
+a memory stream as they are sent, and closing the response tells the app the client left
+(`http.disconnect`). A request marked `READ_WHOLE` (its caller reads the whole answer: the MCP tools'
+reads) runs the app in the caller's own task and collects its body, the cheapest way to call it. Open it
+with the client: `async with httpx2.AsyncClient(transport=t)`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, MutableMapping
 from types import TracebackType
 from typing import Any
@@ -17,6 +20,10 @@ import httpx2
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 from starlette.types import ASGIApp
+
+# A request extension: the caller reads the whole answer at once (`TraceClient`'s calls other than streams),
+# so the app may run in the caller's task. Other transports ignore it.
+READ_WHOLE = "molar.read_whole"
 
 
 class _BodyStream(httpx2.AsyncByteStream):
@@ -68,7 +75,13 @@ class StreamingASGITransport(httpx2.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if self._tg is None:
             raise RuntimeError("open the AsyncClient (async with) before sending through StreamingASGITransport")
-        scope: dict[str, Any] = {
+        scope = self._scope(request)
+        if request.extensions.get(READ_WHOLE):
+            return await self._whole(scope, request)
+        return await self._streamed(scope, request)
+
+    def _scope(self, request: httpx2.Request) -> dict[str, Any]:
+        return {
             "type": "http",
             "asgi": {"version": "3.0"},
             "http_version": "1.1",
@@ -83,6 +96,53 @@ class StreamingASGITransport(httpx2.AsyncBaseTransport):
             "root_path": "",
             "extensions": dict(self.extensions),
         }
+
+    async def _whole(self, scope: dict[str, Any], request: httpx2.Request) -> httpx2.Response:
+        """A request whose answer is read whole: its body is collected as the app sends it, no channel and
+        no task group between them. The app runs in a plain task of its own, so what it sets in context
+        variables (the org a request acts in) stays in it, as with a request over a socket."""
+        body = await request.aread()
+        sent = False
+        status: list[int] = []
+        headers: list[tuple[bytes, bytes]] = []
+        chunks: list[bytes] = []
+        finished = anyio.Event()
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await finished.wait()  # nothing more will come: only an app that waits for the client to leave
+            return {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+                headers.extend(message.get("headers", []))
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    finished.set()
+
+        task = asyncio.ensure_future(self.app(scope, receive, send))
+        try:
+            await task
+        except asyncio.CancelledError:
+            task.cancel()  # the caller left: so does the app
+            raise
+        except Exception:
+            if not status:
+                raise
+            # The answer had started: the caller sees what was sent, as over a socket the app broke.
+        finally:
+            finished.set()
+        if not status:
+            raise httpx2.RemoteProtocolError("the ASGI app ended without a response")
+        return httpx2.Response(status[0], headers=headers, content=b"".join(chunks))
+
+    async def _streamed(self, scope: dict[str, Any], request: httpx2.Request) -> httpx2.Response:
+        assert self._tg is not None
         body = request.stream
         assert isinstance(body, httpx2.AsyncByteStream)
         body_iter = body.__aiter__()

@@ -15,6 +15,7 @@ from urllib.parse import quote
 import httpx2
 from pydantic import BaseModel, ValidationError
 
+from molar_mcp.client.asgi_stream import READ_WHOLE
 from molar_mcp.models import (
     Analysis,
     AppendResponse,
@@ -110,12 +111,20 @@ class TraceClient:
         self._http = http
 
     async def list_traces(
-        self, filters: TraceFilters | None = None, *, limit: int = 50, cursor: str | None = None
+        self,
+        filters: TraceFilters | None = None,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        row_cursors: bool = False,
     ) -> TraceListResponse:
+        """A page of traces; with `row_cursors`, also the cursor after each row (to cut a page short)."""
         params = (filters or TraceFilters()).params()
         params["limit"] = str(limit)
         if cursor:
             params["cursor"] = cursor
+        if row_cursors:
+            params["row_cursors"] = "true"
         return await self._get("/v1/traces", TraceListResponse, params)
 
     async def get_trace(self, trace_id: str) -> TraceDetail:
@@ -431,7 +440,8 @@ class TraceClient:
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
         try:
-            response = await self._http.request(method, path, **kwargs)
+            # The answer is read whole here: an in-process transport may run the app in this task.
+            response = await self._http.request(method, path, extensions={READ_WHOLE: True}, **kwargs)
         except httpx2.TransportError as exc:
             raise UnavailableError(
                 0, "unavailable", f"the trace store at {self._http.base_url} did not answer: {exc}"

@@ -109,10 +109,12 @@ def screenshot_link(trace_id: str, artifact: ArtifactRef) -> ResourceLink:
 
 
 def _notes(trace_id: str, artifact: ArtifactRef, how: str) -> tuple[str, str]:
-    """What was shown, for the text and for `omitted`; the full image is the answer's resource link."""
+    """What was shown, for the text and for `omitted`; the full image is the answer's resource link. The
+    text does not repeat the file's name: it is what the run recorded, shown only inside the artifacts fence
+    (and in the structured content's `omitted`, which is data). An answer shows at most one screenshot."""
     name = artifact.name or "screenshot"
     return (
-        f"Screenshot {name} {how}; the full image is its resource link.",
+        f"The failure screenshot {how}; the full image is its resource link.",
         f"screenshot {name} {how}; full size: the resource link {name}",
     )
 
@@ -154,9 +156,7 @@ class ReadScreenshot:
         return [self.overhead() + image_tokens(max_tokens), self.overhead() + MIN_IMAGE_TOKENS, line]
 
     def no_room(self, max_tokens: int) -> str:
-        return (
-            f"screenshot {self.artifact.name or ''} not shown: no room at max_tokens={max_tokens} (raise it to see it)"
-        )
+        return f"The failure screenshot not shown: no room at max_tokens={max_tokens} (raise it to see it)"
 
     def show(self, room: int, max_tokens: int) -> Screenshot | str:
         """The image within `room` tokens (at most its share of `max_tokens`), or the line saying why not."""
@@ -177,6 +177,6 @@ async def read_screenshot(client: TraceClient, trace_id: str, artifact: Artifact
         data, _ = await client.fetch_signed(await client.blob_url(trace_id, artifact.sha256))
         image = decode(data)
     except (ApiClientError, ValueError) as exc:
-        reason = f"screenshot {artifact.name or ''} not shown ({str(exc)[:80]}); the file is its resource link"
+        reason = f"The failure screenshot not shown ({str(exc)[:80]}); the file is its resource link"
         return ReadScreenshot(trace_id, artifact, None, reason)
     return ReadScreenshot(trace_id, artifact, image, "")

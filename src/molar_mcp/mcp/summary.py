@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
+from pydantic import BaseModel
+
 from molar_mcp.mcp.fence import defuse, fence
 from molar_mcp.mcp.render import (
     artifact_uri,
@@ -42,11 +44,18 @@ from molar_mcp.models import Event, TraceDetail
 NOTABLE_SHOWN = 12
 ARTIFACTS_SHOWN = 8
 RUN_FENCE = "recorded run"
+ARTIFACT_FENCE = "artifacts"
 STEP_TITLE_CHARS = 80
 
 
 def _json_tokens(value: object) -> int:
     return estimate_tokens(json.dumps(value, ensure_ascii=False))
+
+
+def _model_tokens(model: BaseModel) -> int:
+    """A part's JSON as `structured` sends it (nulls left out), serialised in one call: the estimate counts
+    no whitespace, so pydantic's compact JSON and `json.dumps` of the same data count the same."""
+    return estimate_tokens(model.model_dump_json(exclude_none=True))
 
 
 def _step_key(s: StepRow) -> str:
@@ -98,13 +107,15 @@ def trace_text(view: TraceView) -> str:
         lines.append("Failed events:")
         lines.append(fence("\n".join(event_line(e) for e in view.notable), "failed events"))
     if view.artifacts:
-        lines.append("Artifacts: " + ", ".join(_artifact_piece(a) for a in view.artifacts))
+        # An artifact's name is what the run recorded (a file name, an attachment's title): fenced as data.
+        lines.append("Artifacts:")
+        lines.append(fence("\n".join(_artifact_piece(a) for a in view.artifacts), ARTIFACT_FENCE))
     lines.extend(f"Left out: {o}" for o in view.omitted)
     return "\n".join(lines)
 
 
 def _artifact_piece(a: Artifact) -> str:
-    return f"{a.kind} {a.name or ''} {a.uri}".strip()
+    return f"- {a.kind} {a.name} {a.uri}" if a.name else f"- {a.kind} {a.uri}"
 
 
 @dataclass(frozen=True)
@@ -149,32 +160,21 @@ class TraceSummary:
         self.frame = _json_tokens(structured(base)) + estimate_tokens(trace_text(base))
 
         # Each part once: its JSON (and the comma after it) and its text (and its joiner).
-        step_costs = [
-            _json_tokens(s.model_dump(mode="json", exclude_none=True)) + 1 + estimate_tokens(_step_mark(s))
-            for s in self.steps
-        ]
+        step_costs = [_model_tokens(s) + 1 + estimate_tokens(_step_mark(s)) for s in self.steps]
         self.step_prefix = [0, *accumulate(step_costs)]
         self.step_failed = [0, *accumulate(1 if s.ok is False else 0 for s in self.steps)]
         self.steps_wrapper = estimate_tokens("\nSteps: ")
         notable_costs = [
-            _json_tokens(rows[i].model_dump(mode="json", exclude_none=True))
-            + 1
-            + estimate_tokens(defuse(event_line(rows[i])))
-            + 1
-            for i in self.notable_order
+            _model_tokens(rows[i]) + 1 + estimate_tokens(defuse(event_line(rows[i]))) + 1 for i in self.notable_order
         ]
         self.notable_prefix = [0, *accumulate(notable_costs)]
         self.notable_wrapper = estimate_tokens("\nFailed events:\n" + fence("", "failed events"))
         artifact_costs = [
-            _json_tokens(a.model_dump(mode="json", exclude_none=True))
-            + 1
-            + estimate_tokens(_artifact_piece(a))
-            + 1
-            + _json_tokens(link_block(a))
+            _model_tokens(a) + 1 + estimate_tokens(defuse(_artifact_piece(a))) + 1 + _json_tokens(link_block(a))
             for a in self.artifacts
         ]
         self.artifact_prefix = [0, *accumulate(artifact_costs)]
-        self.artifacts_wrapper = estimate_tokens("\nArtifacts: ")
+        self.artifacts_wrapper = estimate_tokens("\nArtifacts:\n" + fence("", ARTIFACT_FENCE))
 
     # ---- the sizes' costs ------------------------------------------------------------------------
 

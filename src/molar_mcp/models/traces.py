@@ -111,6 +111,11 @@ class TraceListItem(BaseModel):
 class TraceListResponse(BaseModel):
     items: list[TraceListItem]
     next_cursor: str | None = None
+    row_cursors: list[str] | None = Field(
+        default=None,
+        description="asked for with row_cursors=true: row_cursors[i] continues the list after items[i] "
+        "(a page cut short resumes where it was cut)",
+    )
 
 
 class StepSummary(BaseModel):

@@ -10,11 +10,13 @@ one added. URLs are compared without scheme and host: every replay runs the app 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import urlsplit
+
+import pydantic_core
 
 from molar_mcp.models import TraceDetail
 from molar_mcp.models.diffs import (
@@ -30,7 +32,7 @@ from molar_mcp.models.diffs import (
     TraceDiff,
     TraceSide,
 )
-from molar_mcp.models.rows import EventView, may_have, trusted
+from molar_mcp.models.rows import EventView, StoredEvents, trusted
 from molar_mcp.replay.scenario import json_equal
 
 BODY_CHANGES_PER_EXCHANGE = 12
@@ -39,7 +41,7 @@ BODY_CHANGES_PER_EXCHANGE = 12
 DIFF_ROWS = 500
 VALUE_CHARS = 120
 _MISSING = object()
-_SEQ = attrgetter("seq")
+_EMPTY_PAYLOAD = "{}"
 
 
 @dataclass
@@ -55,14 +57,10 @@ class _Exchange:
     seq_response: int | None = None
 
 
-class _Assertion(NamedTuple):  # one per assertion of both traces: a tuple is built fastest
-    key: tuple[str, str, int]
-    matcher: str | None
-    target: str
-    ok: bool | None
-    expected: Any
-    actual: Any
-    seq: int
+# One per assertion of both traces: (matcher, target, ok, expected, actual, seq). A plain tuple: built
+# fastest, and the cyclic garbage collector stops tracking it once it has seen it holds no container.
+_Assertion = tuple[str | None, str, bool | None, Any, Any, int]
+_MATCHER, _TARGET, _OK, _EXPECTED, _ACTUAL, _SEQ_OF = range(6)
 
 
 @dataclass
@@ -86,29 +84,34 @@ def _steps_of(detail: TraceDetail, events: Sequence[EventView]) -> dict[int, _St
         if summary.depth:  # the diff is step-aware at the top level; nested steps fold into theirs
             continue
         steps[summary.step] = _Step(summary.step, title=summary.title, ok=summary.ok, event_count=summary.event_count)
+    # One pass over the rows without building an object per event: each event's kind goes to its step;
+    # the events the comparison reads (and those that may say they restored state) are picked out, and
+    # their payloads parsed together.
+    rows, payloads_at = _rows_of(events)
+    read: list[int] = []
+    for index, (_, _, kind, _, number, _, message, text) in enumerate(rows):
+        if number is None:
+            continue
+        step = steps.get(number)
+        if step is None:  # (not setdefault: that would build a _Step for every event)
+            step = steps[number] = _Step(number)
+        step.kinds.append(kind)
+        if kind in _READ_KINDS or (kind == "log" and message) or text is None or '"restored"' in text:
+            read.append(index)
     hops: dict[int, int] = {}
     seen: dict[tuple[int, str, str], int] = {}
-    for ev in sorted(events, key=_SEQ):
-        if ev.step is None:
-            continue
-        step = steps.get(ev.step)
-        if step is None:  # (not setdefault: that would build a _Step for every event)
-            step = steps[ev.step] = _Step(ev.step)
-        step.kinds.append(ev.kind)
-        if ev.kind not in _READ_KINDS and not (ev.kind == "log" and ev.message):
-            # Only whether it restored state: most events say nothing of it, and stay unparsed.
-            if may_have(ev, "restored") and ev.payload.get("restored") is True:
-                step.restored = True
-            continue
-        p = ev.payload
+    for index, p in zip(read, payloads_at(read), strict=True):
+        seq, _, kind, _, number, stored_ok, message, _ = rows[index]
+        ok = None if stored_ok is None else bool(stored_ok)
+        step = steps[number]
         if p.get("restored") is True:
             step.restored = True
-        if ev.kind == "network.request":
-            hop = _hop(p.get("request_id"), hops, ev.step)
+        if kind == "network.request":
+            hop = _hop(p.get("request_id"), hops, number)
             ex = step.exchanges.setdefault(hop, _Exchange(hop))
-            ex.method, ex.url, ex.seq_request = p.get("method"), _path(p.get("url")), ev.seq
+            ex.method, ex.url, ex.seq_request = p.get("method"), _path(p.get("url")), seq
             ex.request_body = _parsed(p.get("body"))
-        elif ev.kind == "network.response":
+        elif kind == "network.response":
             hop = _response_hop(p.get("request_id"), step)
             ex = step.exchanges.setdefault(hop, _Exchange(hop))
             ex.method = ex.method or p.get("method")
@@ -118,27 +121,27 @@ def _steps_of(detail: TraceDetail, events: Sequence[EventView]) -> dict[int, _St
             ex.body = _parsed(p.get("body"))
             duration = p.get("duration_ms")
             ex.duration_ms = duration if isinstance(duration, int) else None
-            ex.seq_response = ev.seq
-        elif ev.kind == "assertion":
+            ex.seq_response = seq
+        elif kind == "assertion":
             matcher = p.get("matcher") if isinstance(p.get("matcher"), str) else None
-            target = _assertion_target(ev, matcher)
-            index_key = (ev.step, matcher or "", target)
+            target = _assertion_target(p, message, seq, matcher)
+            index_key = (number, matcher or "", target)
             index = seen.get(index_key, 0)
             seen[index_key] = index + 1
             key = (matcher or "", target, index)
-            step.assertions[key] = _Assertion(key, matcher, target, ev.ok, p.get("expected"), p.get("actual"), ev.seq)
-        elif ev.kind in ("console", "error") or (ev.kind == "log" and ev.message):
+            step.assertions[key] = (matcher, target, ok, p.get("expected"), p.get("actual"), seq)
+        elif kind in ("console", "error") or (kind == "log" and message):
             level = p.get("level") if isinstance(p.get("level"), str) else None
-            text = ev.message or str(p.get("text") or p.get("message") or "")
-            step.console.append((ev.kind, level, text, ev.seq))
-        elif ev.kind == "step.end":
+            line = message or str(p.get("text") or p.get("message") or "")
+            step.console.append((kind, level, line, seq))
+        elif kind == "step.end":
             duration = p.get("duration_ms")
             step.duration_ms = duration if isinstance(duration, int) else step.duration_ms
-            step.end_seq = ev.seq
-            if ev.ok is not None:
-                step.ok = ev.ok
-        elif ev.kind == "step.start" and step.title is None:
-            step.title = ev.message
+            step.end_seq = seq
+            if ok is not None:
+                step.ok = ok
+        elif kind == "step.start" and step.title is None:
+            step.title = message
     return steps
 
 
@@ -146,6 +149,32 @@ def _steps_of(detail: TraceDetail, events: Sequence[EventView]) -> dict[int, _St
 _READ_KINDS = frozenset(
     {"network.request", "network.response", "assertion", "console", "error", "step.start", "step.end"}
 )
+
+# One event as the comparison reads it, a store's row: (seq, ts, kind, step_id, step, ok, message,
+# payload JSON text, or None for a model's payload, read as it is). `ok` may be 1/0 as stored.
+_Row = Sequence[Any]
+
+
+def _rows_of(events: Sequence[EventView]) -> tuple[Sequence[_Row], Callable[[Sequence[int]], list[dict[str, Any]]]]:
+    """The events in seq order as `_Row`s, and what gives the payloads of the rows at some indices. A
+    store's rows are read as they are (no object per event), and the payloads asked for are parsed
+    from their JSON texts in one call: the same values as parsing each, without a call per event."""
+    if isinstance(events, StoredEvents):  # the store gives them in seq order
+        rows = events.rows
+
+        def parsed(indices: Sequence[int]) -> list[dict[str, Any]]:
+            if not indices:
+                return []
+            texts = [rows[i][7] or _EMPTY_PAYLOAD for i in indices]
+            return list(pydantic_core.from_json("[" + ",".join(texts) + "]"))
+
+        return rows, parsed
+    ordered = sorted(events, key=attrgetter("seq"))
+
+    def payloads(indices: Sequence[int]) -> list[dict[str, Any]]:
+        return [ordered[i].payload for i in indices]
+
+    return [(e.seq, e.ts, e.kind, e.step_id, e.step, e.ok, e.message, None) for e in ordered], payloads
 
 
 def _hop(request_id: Any, hops: dict[int, int], step: int) -> int:
@@ -166,16 +195,15 @@ def _response_hop(request_id: Any, step: _Step) -> int:
     return min(waiting) if waiting else len(step.exchanges) + 1
 
 
-def _assertion_target(ev: EventView, matcher: str | None) -> str:
-    p = ev.payload
+def _assertion_target(p: dict[str, Any], message: str | None, seq: int, matcher: str | None) -> str:
     if matcher == "json" and isinstance(p.get("path"), str):
         return str(p["path"])
     if matcher in ("status", "url"):
         return matcher
     if matcher == "capture":
         return f"capture {p.get('expected')}"
-    text = ev.message or ""
-    return text.split(": got ", 1)[0] if text else f"assertion {ev.seq}"
+    text = message or ""
+    return text.split(": got ", 1)[0] if text else f"assertion {seq}"
 
 
 def _path(url: Any) -> str | None:
@@ -286,11 +314,11 @@ def _compare_assertions(number: int, sa: _Step, sb: _Step) -> list[_Change]:
     for key in [*sa.assertions, *(k for k in sb.assertions if k not in sa.assertions)]:
         aa, ab = sa.assertions.get(key), sb.assertions.get(key)
         if aa is not None and ab is not None:
-            if aa.ok is False and ab.ok is True:
+            if aa[_OK] is False and ab[_OK] is True:
                 change = "now_passes"
-            elif aa.ok is True and ab.ok is False:
+            elif aa[_OK] is True and ab[_OK] is False:
                 change = "now_fails"
-            elif not json_equal(aa.expected, ab.expected) or not json_equal(aa.actual, ab.actual):
+            elif not json_equal(aa[_EXPECTED], ab[_EXPECTED]) or not json_equal(aa[_ACTUAL], ab[_ACTUAL]):
                 change = "changed"
             else:
                 continue
@@ -308,17 +336,17 @@ def _assertion_row(change: _Change) -> AssertionChange:
         AssertionChange,
         {
             "step": number,
-            "matcher": ref.matcher,
-            "target": ref.target,
+            "matcher": ref[_MATCHER],
+            "target": ref[_TARGET],
             "change": kind,
-            "ok_a": aa.ok if aa else None,
-            "ok_b": ab.ok if ab else None,
-            "expected_a": aa.expected if aa else None,
-            "expected_b": ab.expected if ab else None,
-            "actual_a": aa.actual if aa else None,
-            "actual_b": ab.actual if ab else None,
-            "seq_a": aa.seq if aa else None,
-            "seq_b": ab.seq if ab else None,
+            "ok_a": aa[_OK] if aa else None,
+            "ok_b": ab[_OK] if ab else None,
+            "expected_a": aa[_EXPECTED] if aa else None,
+            "expected_b": ab[_EXPECTED] if ab else None,
+            "actual_a": aa[_ACTUAL] if aa else None,
+            "actual_b": ab[_ACTUAL] if ab else None,
+            "seq_a": aa[_SEQ_OF] if aa else None,
+            "seq_b": ab[_SEQ_OF] if ab else None,
         },
     )
 

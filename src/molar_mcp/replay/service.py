@@ -67,7 +67,7 @@ from molar_mcp.models.replays import (
     ReplayRequest,
     ReplayStatus,
 )
-from molar_mcp.models.rows import StoredEvent
+from molar_mcp.models.rows import StoredEvent, StoredEvents
 from molar_mcp.replay.apps import AppConfig, AppError, AppStartError, DiffDoesNotApply
 from molar_mcp.replay.diff import diff_traces
 from molar_mcp.replay.drivers import command as command_driver
@@ -144,6 +144,7 @@ class ReplaySettings:
     lease_s: float = 30.0  # a running replay's lease; renewed every third of it
     poll_s: float = 1.0  # how often an idle worker looks for replays queued by other replicas
     max_attempts: int = 3  # runs of one replay whose replica died before it finished
+    diff_max_events: int = MAX_EVENTS  # events of each trace a diff compares; past them it says `truncated`
 
     @classmethod
     def from_env(cls) -> ReplaySettings:
@@ -888,8 +889,11 @@ class ReplayService:
                 ) from None
             detail = self.store.get_trace(org_id, record.replay_trace_id)
         # Light rows, not models: a diff reads every event of both traces (bench/bench_debug_run.py).
-        events = self.store.stored_events(org_id, detail.id, limit=MAX_EVENTS + 1)
-        return detail, events[:MAX_EVENTS], len(events) > MAX_EVENTS
+        cap = self.settings.diff_max_events
+        events = self.store.stored_events(org_id, detail.id, limit=cap + 1)
+        if len(events) <= cap:
+            return detail, events, False
+        return detail, StoredEvents(events.rows[:cap]), True  # (the rows: no event is built to cut them)
 
 
 class SandboxRunFailed(Exception):

@@ -15,15 +15,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, Protocol, TypeVar, overload
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar, cast, overload
 
 import pydantic_core
 
 from molar_mcp.models import Event
+from molar_mcp.models.rows import StoredEvents as LightEvents
 from molar_mcp.models.rows import trusted_event
 from molar_mcp.store.db import NUL, CleanRows, Database, store_text
 from molar_mcp.store.search import index_text
-from molar_mcp.store.sqlite import insert_steps, load_step_tree, new_short_id, scenario_id_for
+from molar_mcp.store.sqlite import insert_steps, load_steps_for, new_short_id, scenario_id_for
 from molar_mcp.store.steps import StepTree
 
 OTLP_MIGRATIONS: tuple[str, ...] = (
@@ -122,7 +124,7 @@ class StoredEvents(Sequence[Event]):
     """Events just stored, as rows; an `Event` is made only when a reader asks for it (a follower, the
     detectors): at OTLP rates most batches have no follower, and building the models was most of the cost."""
 
-    def __init__(self, rows: Sequence[EventRow], payloads: Sequence[dict[str, Any]]) -> None:
+    def __init__(self, rows: Sequence[EventRow], payloads: Sequence[dict[str, Any] | None]) -> None:
         self._rows, self._payloads = rows, payloads
 
     @property
@@ -141,7 +143,16 @@ class StoredEvents(Sequence[Event]):
             return StoredEvents(self._rows[index], self._payloads[index])
         r = self._rows[index]
         ok = None if r[6] is None else bool(r[6])
-        return trusted_event(r[1], r[2], r[3], r[4], r[5], ok, r[7], self._payloads[index])
+        payload = self._payloads[index]
+        if payload is None:  # (moved as stored: parsed only when read)
+            payload = {} if r[8] == "{}" else pydantic_core.from_json(r[8])
+        return trusted_event(r[1], r[2], r[3], r[4], r[5], ok, r[7], payload)
+
+    def rows(self) -> LightEvents:
+        """The same events as light rows (`models.rows.StoredEvents`: columns as attributes, a payload
+        parsed from its stored JSON only when read), as the detectors read a stored trace: no `Event`
+        is built for the events they never look at."""
+        return LightEvents([r[1:] for r in self._rows])
 
 
 @dataclass
@@ -501,6 +512,23 @@ class OtlpTraces:
         self.pending_spans = max(0, self.pending_spans - batch.spans)
         return out
 
+    def finished_traces(self, org_id: str, otel_trace_ids: Iterable[str]) -> set[str]:
+        """Of these OTel traces, those finished already: a stored batch's spans of them get no live events
+        (their finish read every span they had), so the converter does not decode them."""
+        wanted = sorted(set(otel_trace_ids))
+        out: set[str] = set()
+        with self.db.read() as conn:
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for (otel_id,) in conn.execute(
+                    f"SELECT otel_trace_id FROM otlp_traces WHERE org_id = ? AND otel_trace_id IN ({marks})"
+                    " AND finished = 1",
+                    (org_id, *chunk),
+                ):
+                    out.add(str(otel_id))
+        return out
+
     def ready_traces(self, org_id: str, otel_trace_ids: Iterable[str]) -> dict[str, str]:
         """Of these OTel traces, those running with no events yet whose every span is already taken (the
         root, and every span's parent): a converter that is behind lays them out at once (`lay_out_kept`)
@@ -578,7 +606,7 @@ class OtlpTraces:
         scenario_title: str,
         span_count: int,
         again: bool = False,
-    ) -> tuple[str, Sequence[Event]] | Literal["finished", "more"]:
+    ) -> tuple[str, StoredEvents] | Literal["finished", "more"]:
         """Replace a running trace's events with their final span-tree order (renumbered by the store)
         and fix its scenario; mark it finished for OTLP (later spans are refused), and let go of the
         stored batches no running trace needs any more. `finished` when another caller finished it
@@ -634,7 +662,7 @@ class OtlpTraces:
         *,
         scenario_slug: str,
         scenario_title: str,
-    ) -> tuple[str, Sequence[Event], bool] | Literal["finished", "more"]:
+    ) -> tuple[str, StoredEvents, bool] | Literal["finished", "more"]:
         """Finish a running trace with its events in span-tree order (`tree_layout`, renumbered by the
         store), in one transaction: the live events of each span are moved there as they are; the spans
         named in `fresh` (shown otherwise while running, or not shown yet) get those events instead. Fix
@@ -788,8 +816,11 @@ def _append(conn: Any, pk: int, drafts: Sequence[DraftEvent]) -> StoredEvents:
     (store/steps.py) and folds them into the trace's counts."""
     (last,) = conn.execute("SELECT max(seq) FROM events WHERE trace_pk = ?", (pk,)).fetchone()
     seq = 0 if last is None else int(last) + 1
-    tree = load_step_tree(conn, pk)
-    rows: list[EventRow] = []
+    # Only the steps these events name (with their ancestors), not the trace's whole tree: a trace of
+    # thousands of spans converted batch by batch is not read whole per batch. (It reads `step_id`, `kind`
+    # and `payload` alone, which drafts have as events do.)
+    tree = load_steps_for(conn, pk, cast(Sequence[Event], drafts))
+    rows: list[EventRow] = CleanRows()  # kinds and step ids are ours, payloads JSON (NUL escaped), messages cleaned
     counts: dict[str, int] = {}
     dump = pydantic_core.to_json
     for d in drafts:
@@ -801,7 +832,10 @@ def _append(conn: Any, pk: int, drafts: Sequence[DraftEvent]) -> StoredEvents:
             step = node.step
             tree.observe(node, seq=seq, ts=d.ts, kind=kind, ok=ok, message=d.message, payload=d.payload)
         payload = dump(d.payload).decode() if d.payload else "{}"
-        rows.append((pk, seq, d.ts, kind, d.step_id, step, None if ok is None else int(ok), d.message, payload))
+        message = d.message
+        if message is not None and NUL in message:
+            message = store_text(message)
+        rows.append((pk, seq, d.ts, kind, d.step_id, step, None if ok is None else int(ok), message, payload))
         counts[kind] = counts.get(kind, 0) + 1
         seq += 1
     conn.executemany(
@@ -928,24 +962,30 @@ def _draft_item(d: DraftEvent) -> LaidItem:
     return (d.ts, d.kind, d.step_id, ok, d.message, None, d.payload)
 
 
+_NO_PAYLOAD: Mapping[str, Any] = MappingProxyType({})
+
+
 def _write_laid(conn: Any, pk: int, items: Sequence[LaidItem]) -> StoredEvents:
     """Write a trace's events (numbered 0…n-1 in the given order) and its steps, counts and kind counts
     anew (the caller has deleted the old ones)."""
     tree = StepTree()
     rows: list[EventRow] = CleanRows()  # kinds and step ids are ours, payloads JSON (NUL escaped), messages cleaned
-    payloads: list[dict[str, Any]] = []
+    payloads: list[dict[str, Any] | None] = []
     counts: dict[str, int] = {}
     dump, load = pydantic_core.to_json, pydantic_core.from_json
     for seq, (ts, kind, step_id, ok, message, text, payload) in enumerate(items):
         if payload is None:
-            payload = load(text) if text else {}
+            # An event moved as stored keeps its JSON: the step tree reads a payload only for `step.start`
+            # (parent, category, title); the others are parsed only if a reader asks (`StoredEvents`).
+            if kind == "step.start":
+                payload = load(text) if text else {}
         elif text is None:
             text = dump(payload).decode() if payload else "{}"
         step = None
-        node = tree.number(step_id, kind, payload)
+        node = tree.number(step_id, kind, payload or _NO_PAYLOAD)
         if node is not None:
             step = node.step
-            tree.observe(node, seq=seq, ts=ts, kind=kind, ok=ok, message=message, payload=payload)
+            tree.observe(node, seq=seq, ts=ts, kind=kind, ok=ok, message=message, payload=payload or _NO_PAYLOAD)
         if message is not None and NUL in message:
             message = store_text(message)
         rows.append((pk, seq, ts, kind, step_id, step, None if ok is None else int(ok), message, text or "{}"))

@@ -92,6 +92,7 @@ class TraceQuery:
     run_id: str | None = None  # a run's id or short id: only the traces linked to it
     limit: int = 50
     cursor: str | None = None
+    row_cursors: bool = False  # also the cursor after each row (`TraceListResponse.row_cursors`)
 
 
 @dataclass

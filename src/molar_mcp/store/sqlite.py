@@ -43,6 +43,7 @@ from molar_mcp.store.port import (
     TraceNotFound,
     TraceQuery,
     max_trace_events,
+    org_scope,
 )
 from molar_mcp.store.schema import MIGRATIONS
 from molar_mcp.store.search import SEARCH_MIGRATIONS, index_text, search, streaming_match
@@ -258,7 +259,9 @@ class SqliteTraceStore:
         chunks = iter(trace.event_chunks if trace.event_chunks is not None else _batches(trace.events, EVENT_BATCH))
         trace_id = str(uuid.uuid4())
         scenario_id = trace.scenario_id or scenario_id_for(trace.scenario_slug)
-        with self.db.tx() as conn:
+        # Scoped to the trace's org whoever calls (a replay worker works for every org): on PostgreSQL each
+        # event row then takes the transaction's org as it is (unscoped, a trigger looks the trace up per row).
+        with org_scope(org_id), self.db.tx() as conn:
             # The first chunk is read before the trace's row is written: its first event dates the trace.
             chunk = next(chunks, None)
             first_ts = chunk[0].ts if chunk else None
@@ -427,7 +430,8 @@ class SqliteTraceStore:
         rows = rows[: query.limit]
         items = [_list_item(row) for row in rows]
         next_cursor = _encode_cursor(rows[-1][15], rows[-1][0]) if more and rows else None
-        return TraceListResponse(items=items, next_cursor=next_cursor)
+        row_cursors = [_encode_cursor(row[15], row[0]) for row in rows] if query.row_cursors else None
+        return TraceListResponse(items=items, next_cursor=next_cursor, row_cursors=row_cursors)
 
     def get_trace(self, org_id: str, trace_ref: str) -> TraceDetail:
         with self.db.read() as conn:

@@ -96,23 +96,24 @@ async def list_traces(
     desc = describe_filters(args)
     client = client_of(ctx)
     async with store_errors():
-        page = await client.list_traces(filters, limit=limit, cursor=cursor)
-        rows = [trace_row(i) for i in page.items]
-        costs = RowCosts()
-        keep = fit_rows(rows, max_tokens, desc, limit, costs)
-        omitted: list[str] = []
-        next_cursor = page.next_cursor
-        while keep < len(rows):
-            # The store's cursor is opaque: ask it once more for exactly what fits, so next_cursor resumes at
-            # the first row left out. A page that fits whole costs one query. The page is checked by
-            # arithmetic: its rows' costs (known) and its frame with the real cursor.
-            cut = await client.list_traces(filters, limit=keep, cursor=cursor)
-            rows, next_cursor = [trace_row(i) for i in cut.items], cut.next_cursor
-            omitted = [cut_note(len(rows), limit, max_tokens)]
-            spent = list_frame_cost(next_cursor, omitted, desc, len(rows)) + sum(costs(r) for r in rows)
-            if keep == 1 or spent <= max_tokens:
-                break
-            keep -= 1  # a longer cursor than the estimate allowed for: one row fewer
+        # One read: the page, and the store's cursor after each of its rows, so a page cut to the budget
+        # resumes at the first row left out.
+        page = await client.list_traces(filters, limit=limit, cursor=cursor, row_cursors=True)
+    rows = [trace_row(i) for i in page.items]
+    after = page.row_cursors or []  # the store answers them when asked (it refuses a parameter it does not know)
+    costs = RowCosts()
+    keep = fit_rows(rows, max_tokens, desc, limit, costs)
+    omitted: list[str] = []
+    next_cursor = page.next_cursor
+    while keep < len(rows):
+        # The page is checked by arithmetic: its rows' costs (known) and its frame with the real cursor.
+        next_cursor = after[keep - 1]
+        omitted = [cut_note(keep, limit, max_tokens)]
+        spent = list_frame_cost(next_cursor, omitted, desc, keep) + sum(costs(r) for r in rows[:keep])
+        if keep == 1 or spent <= max_tokens:
+            rows = rows[:keep]
+            break
+        keep -= 1  # a longer cursor than the estimate allowed for: one row fewer
     view = TraceList(items=rows, next_cursor=next_cursor, omitted=omitted)
     text = list_text(view, desc)
     return CallToolResult(

@@ -66,7 +66,7 @@ class PgAuthDB(AuthDB):
     def _pg_conn(self) -> Iterator[sqlite3.Connection]:
         # Credentials are looked up by their hashes, across orgs (the org is what they tell): unscoped.
         with org_scope(None), self._db.tx() as conn:
-            cast(PgConnection, conn).raw.row_factory = _row_factory
+            cast(PgConnection, conn).row_factory = _row_factory  # this transaction's cursors only
             yield conn
 
     @contextmanager

@@ -14,10 +14,11 @@ that spans orgs (retention, replay workers, migrations) runs unscoped (`*`).
 from __future__ import annotations
 
 import functools
-import itertools
 import re
 import sqlite3
 import threading
+import weakref
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from decimal import Decimal
@@ -26,15 +27,15 @@ from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-import pydantic_core
 from psycopg import sql
 from psycopg.abc import Buffer
 from psycopg.adapt import Dumper, Loader
 from psycopg.pq import Format, TransactionStatus
+from psycopg.rows import RowFactory
 from psycopg.types.string import StrBinaryDumper, StrDumperUnknown
 from psycopg_pool import ConnectionPool
 
-from molar_mcp.store.db import Database, store_text
+from molar_mcp.store.db import CleanRows, Database, store_text
 from molar_mcp.store.port import current_org_scope
 from molar_mcp.store.postgres import dialect
 from molar_mcp.store.postgres.migrations import pg_migration, secure_tables
@@ -86,18 +87,6 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
 
 
 _PLAIN_INSERT = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)\s*\(([^)]*)\)\s*VALUES\s*\((?:\s*%s\s*,)*\s*%s\s*\)\s*$", re.I)
-_UNNEST_CHUNK = 5000  # rows per INSERT of arrays (a bundle's 10,000 events: two statements)
-
-
-def _column(rows: Sequence[Sequence[Any]], index: int, kind: str) -> list[Any]:
-    """Column `index` of `rows` as one array parameter, every value of the column's type (booleans are
-    0/1 in integer columns, as in SQLite; integers are floats in a float column)."""
-    values = [row[index] for row in rows]
-    if kind in ("bigint", "integer", "smallint"):
-        return [int(v) if isinstance(v, bool) else v for v in values]
-    if kind == "double precision":
-        return [float(v) if isinstance(v, int) else v for v in values]
-    return values
 
 
 class PgCursor:
@@ -135,10 +124,15 @@ class PgConnection:
         write: bool,
         keys: dict[str, tuple[str, ...]],
         types: dict[str, dict[str, str]] | None = None,
+        staged: weakref.WeakKeyDictionary[psycopg.Connection[Any], set[str]] | None = None,
     ) -> None:
         self.raw = conn
         self._keys = keys
         self._types = types if types is not None else {}
+        self._staged = staged if staged is not None else weakref.WeakKeyDictionary()
+        # How this transaction's cursors make rows (None: tuples). Set on the cursors, never on the pooled
+        # connection, so the next transaction on it gets tuples again.
+        self.row_factory: RowFactory[Any] | None = None
         self.write = write
         # find_trace_row reads this: writers lock the trace row they change, as BEGIN IMMEDIATE
         # serialises writers in SQLite (two appends to one trace never interleave).
@@ -173,8 +167,11 @@ class PgConnection:
             types = self._types[table] = {str(name): str(kind) for name, kind in rows}
         return types
 
+    def _cursor(self) -> psycopg.Cursor[Any]:
+        return self.raw.cursor() if self.row_factory is None else self.raw.cursor(row_factory=self.row_factory)
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
-        cur = self.raw.cursor()
+        cur = self._cursor()
         with _as_sqlite_errors():
             if params:
                 cur.execute(self._statement(sql), params)
@@ -183,7 +180,8 @@ class PgConnection:
         return PgCursor(self.raw, cur)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]] | Iterator[Sequence[Any]]) -> PgCursor:
-        cur = self.raw.cursor()
+        cur = self._cursor()
+        clean = isinstance(rows, CleanRows)
         rows = list(rows)
         statement = self._statement(sql)
         plain = _PLAIN_INSERT.match(statement)
@@ -191,45 +189,50 @@ class PgConnection:
             if plain is None or len(rows) < 2:
                 cur.executemany(statement, rows)
                 return PgCursor(self.raw, cur)
-            # A plain INSERT of many rows (a bundle's events): one statement per chunk of rows, parsed and
-            # planned once, one round trip, however many rows. The rows go as one JSON document when JSON
-            # carries their values exactly (`_json_rows`: serialised in Rust, taken apart by the server),
-            # else as one array per column (`unnest`), which psycopg builds value by value in Python.
+            # A plain INSERT of many rows (a bundle's events, a live batch): the rows stream in with `COPY`
+            # (no statement to parse per row, no JSON or arrays to take apart) into a staging table of this
+            # connection, and one `INSERT … SELECT` moves them into the table, so row-level security's
+            # check, the table's statement triggers and its constraints apply as to any INSERT (`COPY FROM`
+            # itself is refused on a table with row-level security).
             table, columns = plain.group(1), [c.strip() for c in plain.group(2).split(",")]
             types = self._column_types(table)
+            kinds = [types[c] for c in columns]
+            staging = self._staging(table, columns, types)
             names = ", ".join(columns)
-            as_json = all(types[c] in _JSON_TYPES for c in columns)
-            fields = ", ".join(f"(r->>{i})::{types[c]}" for i, c in enumerate(columns))
-            from_json = f"INSERT INTO {table} ({names}) SELECT {fields} FROM jsonb_array_elements(%t::jsonb) r"
-            arrays = ", ".join(f"%b::{types[c]}[]" for c in columns)  # binary: no text escaping
-            from_arrays = f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays})"
-            for start in range(0, len(rows), _UNNEST_CHUNK):
-                chunk = rows[start : start + _UNNEST_CHUNK]
-                document = _json_rows(chunk) if as_json else None
-                if document is not None:
-                    cur.execute(from_json, [document])
-                else:
-                    cur.execute(from_arrays, [_column(chunk, i, types[c]) for i, c in enumerate(columns)])
+            # Binary when every value's text is already as the store keeps it and every type has a binary
+            # form psycopg knows by name; else text, through the connection's dumpers (NUL → U+FFFD).
+            binary = clean and all(k in _BINARY_TYPES for k in kinds)
+            with cur.copy(f"COPY {staging} ({names}) FROM STDIN" + (" (FORMAT BINARY)" if binary else "")) as copy:
+                if binary:
+                    copy.set_types(kinds)
+                for row in rows:
+                    copy.write_row(row)
+            # The staging table is emptied as its rows move (another chunk may follow in this transaction).
+            cur.execute(
+                f"WITH moved AS (DELETE FROM {staging} RETURNING {names})"
+                f" INSERT INTO {table} ({names}) SELECT {names} FROM moved"
+            )
         return PgCursor(self.raw, cur, rowcount=len(rows))
 
+    def _staging(self, table: str, columns: Sequence[str], types: dict[str, str]) -> str:
+        """This connection's temporary table for `table`'s `columns` (same types, no constraints; emptied at
+        every commit), created on first use. A transaction that rolls back takes its creation with it
+        (`PgDatabase._transaction` then forgets it)."""
+        shape = ",".join(f"{c} {types[c]}" for c in columns)  # a column whose type changes gets another table
+        name = f"molar_in_{table}_{zlib.crc32(shape.encode()):08x}"
+        made = self._staged.setdefault(self.raw, set())
+        if name not in made:
+            self.raw.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {name} ON COMMIT DELETE ROWS"
+                f" AS SELECT {', '.join(columns)} FROM {table} WITH NO DATA"
+            )
+            made.add(name)
+        return name
 
-# Column types whose values JSON carries exactly (`(r->>i)::type` gives back what was bound).
-_JSON_TYPES = frozenset({"bigint", "integer", "smallint", "text", "citext"})
 
-
-def _json_rows(rows: Sequence[Sequence[Any]]) -> str | None:
-    """`rows` as one JSON array of arrays, or None when JSON would not give them back as they are: a
-    boolean (SQLite's 0/1 in an integer column), a NUL (`jsonb` refuses `\\u0000`; the other path
-    stores it as U+FFFD), text that is not Unicode."""
-    if bool in set(map(type, itertools.chain.from_iterable(rows))):  # every value's type, looped over in C
-        return None
-    try:
-        data = pydantic_core.to_json(rows)
-    except pydantic_core.PydanticSerializationError:
-        return None
-    if b"u0000" in data:  # conservative: text that spells an escaped NUL takes the other path too
-        return None
-    return data.decode()
+# Column types `COPY … (FORMAT BINARY)` takes from Python values as they are bound (booleans as 0/1 in
+# integer columns, integers in a float column).
+_BINARY_TYPES = frozenset({"bigint", "integer", "smallint", "text", "double precision"})
 
 
 @contextmanager
@@ -270,6 +273,8 @@ class PgDatabase(Database):
         self._lock = threading.RLock()
         self._keys: dict[str, tuple[str, ...]] = {}  # table → primary key columns (INSERT OR REPLACE)
         self._types: dict[str, dict[str, str]] = {}  # table → column → type (many-row INSERTs)
+        # connection → its staging tables for many-row INSERTs (`PgConnection._staging`)
+        self._staged: weakref.WeakKeyDictionary[psycopg.Connection[Any], set[str]] = weakref.WeakKeyDictionary()
         self.pool = ConnectionPool(
             url,
             min_size=min_size,
@@ -301,13 +306,21 @@ class PgDatabase(Database):
             # in all (this, its query, COMMIT).
             conn.execute(_begin(org))
             try:
-                yield cast(sqlite3.Connection, PgConnection(conn, write=write, keys=self._keys, types=self._types))
+                yield cast(
+                    sqlite3.Connection,
+                    PgConnection(conn, write=write, keys=self._keys, types=self._types, staged=self._staged),
+                )
             except BaseException:
+                self._staged.pop(conn, None)  # a staging table made in this transaction is gone with it
                 if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
                     with suppress(psycopg.Error):  # a broken connection: the pool drops it
                         conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                self._staged.pop(conn, None)
+                raise
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -351,6 +364,7 @@ class PgDatabase(Database):
                 secure_tables(conn)
                 self._keys.clear()
                 self._types.clear()
+                self._staged.clear()  # a table may have changed: staging tables are made again
                 conn.execute(
                     "INSERT INTO schema_versions (component, version) VALUES (%s, %s)"
                     " ON CONFLICT (component) DO UPDATE SET version = excluded.version",
