@@ -354,9 +354,12 @@ def _convert(ctx: ApiContext, batch: Batch, ready_first: bool = False) -> list[C
         ready: dict[str, str] = {}
         try:
             message = decode_protobuf(batch.body)
+            ids = [t.hex() for t in trace_ids(message) if len(t) == 16]
+            # Traces finished meanwhile get no live events (their finish read every span): not decoded.
+            finished = ctx.otlp.finished_traces(batch.org_id, ids)
             if ready_first:
-                ready = ctx.otlp.ready_traces(batch.org_id, [t.hex() for t in trace_ids(message) if len(t) == 16])
-            decoded = decode_spans(message, skip={bytes.fromhex(t) for t in ready})
+                ready = ctx.otlp.ready_traces(batch.org_id, [t for t in ids if t not in finished])
+            decoded = decode_spans(message, skip={bytes.fromhex(t) for t in (*ready, *finished)})
         except (OtlpDecodeError, TooManySpans):  # it was read when taken: a body that fails now is skipped
             decoded = Decoded()
         by_trace: dict[str, list[SpanRecord]] = {}
