@@ -19,6 +19,9 @@ max over `--runs`, with the 1-minute load average of each run:
   every 20 ms until the bundle's analysis is stored: that read's p50 / p99 / max while the bundle is
   stored and while it is analysed, each phase's seconds, and the server's peak RSS (VmHWM).
 
+Both server sections also give the server's CPU seconds and, where big traces are analysed in a worker
+process (api/analysis_worker.py), that worker's CPU seconds and peak RSS (its VmHWM, sampled every 20 ms).
+
 Bundles are built once and kept in --work (default: a temp dir removed at the end).
 """
 
@@ -36,7 +39,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -136,10 +139,69 @@ def tiny_bundle(work: Path, events: int) -> Path:
 
 
 def peak_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
+    return _status_mb(pid, "VmHWM:")
+
+
+def _status_mb(pid: int, key: str) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024
+    except OSError:  # gone
+        pass
     return 0.0
+
+
+def children(pid: int) -> list[int]:
+    """The server's child processes (its analysis worker, when one runs)."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:  # the server is gone
+        return found
+    for task in tasks:
+        with suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def cpu_s(pid: int) -> float:
+    """A process's CPU time so far (user + system), in s; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Workers:
+    """Samples the server's children (the analysis worker) every 20 ms: their peak RSS (VmHWM) and CPU."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak: dict[int, float] = {}
+        self.cpu: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            time.sleep(0.02)
+
+    def sample(self) -> None:
+        for child in children(self.pid):
+            self.peak[child] = max(self.peak.get(child, 0.0), _status_mb(child, "VmHWM:"))
+            self.cpu[child] = max(self.cpu.get(child, 0.0), cpu_s(child))
+
+    def rss_mb(self) -> float:
+        return sum(_status_mb(child, "VmRSS:") for child in children(self.pid))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
 
 
 def wait_analysed(http: httpx2.Client, trace_ids: list[str], timeout: float = 600) -> None:
@@ -194,6 +256,8 @@ def bench_http(figures: Figures, label: str, bundle: Path, events: int, work: Pa
 
             sampler = threading.Thread(target=sample)
             sampler.start()
+            workers = Workers(server.proc.pid)
+            cpu_before = server.cpu_ms() / 1000
             ids = []
             t, cpu = time.perf_counter(), server.cpu_ms()
             for n in range(3):
@@ -204,17 +268,24 @@ def bench_http(figures: Figures, label: str, bundle: Path, events: int, work: Pa
                 ids.append(answer.json()["trace_id"])
             took, cpu = time.perf_counter() - t, server.cpu_ms() - cpu
             wait_analysed(http, ids)
+            server_cpu = server.cpu_ms() / 1000 - cpu_before
             time.sleep(3)
             stop.set()
             sampler.join()
             after = server.rss_mb()
+            workers_after = workers.rss_mb()
+            workers.stop()
         figures.add(label, "HTTP: 3 bundles back to back, events/s", 3 * events / took)
-        # The server's CPU while the three are posted (their analyses, which run meanwhile, included).
-        figures.add(label, "HTTP: events per server CPU-second", 3 * events / (cpu / 1000))
+        # The server's CPU while the three are posted (what of their analyses runs meanwhile included).
+        figures.add(label, "HTTP: events per server CPU-second (while posted)", 3 * events / (cpu / 1000))
+        figures.add(label, f"HTTP: server CPU s per {events:,}-event bundle (stored + analysed)", server_cpu / 3)
+        figures.add(label, "HTTP: analysis worker CPU s per bundle", sum(workers.cpu.values()) / 3)
         figures.add(label, "HTTP: server RSS idle MB", idle)
         figures.add(label, "HTTP: server RSS warm (one small bundle stored) MB", warm)
         figures.add(label, "HTTP: server RSS peak MB", peak)
         figures.add(label, "HTTP: server RSS after (analysed +3 s) MB", after)
+        figures.add(label, "HTTP: analysis worker peak RSS (VmHWM) MB", max(workers.peak.values(), default=0.0))
+        figures.add(label, "HTTP: analysis worker RSS after (until it idles out) MB", workers_after)
     finally:
         server.stop()
         shutil.rmtree(d, ignore_errors=True)
@@ -263,9 +334,16 @@ def bench_flood(figures: Figures, label: str, bundle: Path, events: int, work: P
     d = Path(tempfile.mkdtemp(dir=work, prefix="flood-"))
     server = Server.molar(d, "--max-bundle-mb", MAX_MB)
     try:
+        workers = Workers(server.proc.pid)
+        cpu_before = server.cpu_ms() / 1000
         storing, analysing, took, analysed = asyncio.run(_flood(server.base, bundle.read_bytes()))
+        server_cpu = server.cpu_ms() / 1000 - cpu_before
+        workers.stop()
         figures.add(label, f"flood: {events:,}-event bundle stored, s", took)
         figures.add(label, "flood: then analysed, s", analysed)
+        figures.add(label, "flood: server CPU s (stored + analysed + reads)", server_cpu)
+        figures.add(label, "flood: analysis worker CPU s", sum(workers.cpu.values()))
+        figures.add(label, "flood: analysis worker peak RSS (VmHWM) MB", max(workers.peak.values(), default=0.0))
         for name, latencies in (("while stored", storing), ("while analysed", analysing)):
             if latencies:
                 figures.add(label, f"flood: GET /v1/traces {name}: p50 ms", statistics.median(latencies))

@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Mount, Route, request_response
 from starlette.types import ASGIApp
 
 from molar_mcp import __version__
+from molar_mcp.api.analysis_worker import AnalysisWorker, StoreAddress, min_events_from_env
 from molar_mcp.api.app import create_api_app
 from molar_mcp.api.bus import LiveBus
 from molar_mcp.api.context import DEFAULT_LIVE_QUIET_SECONDS, ApiContext, OtlpSettings
@@ -186,6 +187,8 @@ def open_embedded(
     ctx: ApiContext | None = None
     bus: LiveBus | None = None
     tools = ChatTools()
+    # Big traces are analysed in a worker process reading the same store (api/analysis_worker.py).
+    worker = AnalysisWorker(StoreAddress(data_dir, database_url), min_events=min_events_from_env())
     try:
         limiter: RateLimiter | None = None
         signer: UrlSigner | None = None
@@ -210,6 +213,7 @@ def open_embedded(
             apps=None if replay_demo else {},
             replay_roots=replay_roots,
             signer=signer,
+            analysis_worker=worker,
         )
         api_app = create_api_app(ctx)
         tools.bind(api_app)
@@ -219,6 +223,7 @@ def open_embedded(
             ctx.replays.close()  # replays still running stop their apps before the store closes
         if bus is not None:
             bus.close()
+        worker.close()
         store.close()
 
 
@@ -509,8 +514,14 @@ def create_serve_app(
                 tasks.start_soon(run_client_expiry, auth)
             if embedded.context.replays is not None:
                 embedded.context.replays.start()  # claims replays queued through any replica
-            yield
-            tasks.cancel_scope.cancel()
+            try:
+                yield
+            finally:
+                tasks.cancel_scope.cancel()
+                worker = embedded.context.analysis_worker
+                if worker is not None:  # no analysis process outlives the server
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(worker.stop)
 
     # One tool call is one unit of its org's `tool` budget (the reads it makes inside are not counted).
     context = embedded.context

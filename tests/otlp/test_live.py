@@ -13,7 +13,7 @@ import httpx2
 import pytest
 from google.rpc import status_pb2
 
-from molar_mcp.api.otlp import sweep
+from molar_mcp.api.otlp import convert_pending, finish_otel_trace, sweep
 from molar_mcp.compose import Embedded, open_embedded
 from molar_mcp.ingest.formats.agent_spans import trace_events
 from molar_mcp.ingest.formats.otlp import decode_protobuf, decode_spans, span_ids
@@ -375,3 +375,77 @@ async def test_log_records_before_their_spans_are_folded_in_live_and_after_them_
     ]
     assert responses[1]["payload"]["text"] == "Here is the policy: 30 days."
     assert not [e for e in events if e["kind"] == "log" and e["step_id"]]  # folded in, not left as logs
+
+
+async def test_a_batch_read_after_its_trace_finished_adds_nothing_and_is_let_go(
+    http: httpx2.AsyncClient, embedded: Embedded
+) -> None:
+    """The converter passes over the spans of traces already finished (their finish read every span
+    they had from the kept bodies); traces still running in the same store are not taken for finished."""
+    ctx = embedded.context
+    other = record(nested_run, service="planner")
+    assert (await post_protobuf(http, other[:-1])).status_code == 200  # its root not sent: running
+    (running_id,) = span_ids(decode_protobuf(protobuf(other))).traces
+    spans = refund_run()
+    message = decode_protobuf(protobuf(spans))
+    ids = span_ids(message)
+    traces = [(t, "support-desk.run", "support-desk: run", s) for t, s in ids.traces.items()]
+    (otel_id,) = ids.traces
+    # Taken (ids and body stored, answered) and not read yet.
+    _, batch = ctx.otlp.accept(LOCAL_ORG_ID, protobuf(spans), traces, int(time.time() * 1000))
+    assert batch is not None
+    assert ctx.otlp.pending_spans == len(spans)
+    assert ctx.otlp.finished_traces(LOCAL_ORG_ID, [otel_id, running_id]) == set()
+    # Finished before its batch was read (as the quiet sweep does): laid out from the kept body.
+    await finish_otel_trace(ctx, LOCAL_ORG_ID, otel_id)
+    assert ctx.otlp.finished_traces(LOCAL_ORG_ID, [otel_id, running_id, "ab" * 16]) == {otel_id}
+    finished = next(
+        t
+        for t in (await http.get("/v1/traces", params={"source": "agent"})).json()["items"]
+        if t["status"] != "running"
+    )
+    laid = await events_of(http, finished["id"])
+    assert [(e["seq"], e["kind"], e["step_id"]) for e in laid] == [
+        (e.seq, e.kind, e.step_id) for e in trace_events(decode_spans(message).spans)
+    ]
+    await convert_pending(ctx)  # now the batch is read: nothing is added to the finished trace
+    assert ctx.otlp.pending() == []
+    assert ctx.otlp.pending_spans == 0
+    assert await events_of(http, finished["id"]) == laid
+
+
+def _nul_run(tracer: Any, clock: Any) -> None:
+    """An agent whose tool span name and error text carry NUL characters."""
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    from molar_mcp.demo.agent_run import timed_span
+
+    with timed_span(tracer, clock, "invoke_agent nul", SpanKind.INTERNAL, {"gen_ai.operation.name": "invoke_agent"}):
+        with timed_span(
+            tracer,
+            clock,
+            "execute_tool nul\x00tool",
+            SpanKind.INTERNAL,
+            {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "nul\x00tool"},
+        ) as tool:
+            tool.set_status(Status(StatusCode.ERROR, "bad\x00byte"))
+        clock.advance(5)
+
+
+async def test_nul_characters_in_span_text_are_stored_as_replacement_characters_live_and_finished(
+    http: httpx2.AsyncClient,
+) -> None:
+    """Text is kept as the store keeps it (each NUL as U+FFFD) on both engines, whether the events are
+    appended live or laid out at the finish."""
+    spans = record(_nul_run, service="nul-agent")
+    assert (await post_protobuf(http, spans[:-1])).status_code == 200  # the tool span: shown live
+    running = await only_trace(http)
+    live = [e["message"] for e in await events_of(http, running["id"]) if e["message"]]
+    assert any("nul\ufffdtool" in m for m in live), live
+    assert not any("\x00" in m for m in live)
+    assert (await post_protobuf(http, spans[-1:])).status_code == 200
+    assert (await settled_trace(http))["status"] == "passed"  # (the root span says nothing failed)
+    laid = await events_of(http, running["id"])
+    messages = [e["message"] for e in laid if e["message"]]
+    assert any("nul\ufffdtool" in m for m in messages), messages
+    assert not any("\x00" in m for m in messages)

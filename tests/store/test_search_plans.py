@@ -65,6 +65,9 @@ QUERIES: list[tuple[str, dict[str, Any]]] = [
     ("webh", {}),
     ("404", {}),
     ("webhook-40", {}),
+    ("40", {"status": "failed"}),
+    ("we", {"status": "queued"}),
+    ("webhook 40", {"scenario_slug": "refund-3"}),
     ("cafe", {}),
     ("billing coupon", {"status": "failed"}),
     ("timeout", {"status": "queued"}),
@@ -258,9 +261,14 @@ def test_a_prefix_of_no_indexed_word_matches_nothing_without_searching(shuffled:
     with shuffled.db.read() as conn:
         assert streaming_match(conn, ["zyzzyva"]) is None
         # A prefix stands for the indexed words it begins; a phrase keeps its head.
-        assert streaming_match(conn, ["webhook-40"]) == (
-            '("webhook 400" OR "webhook 401" OR "webhook 402" OR "webhook 403" OR "webhook 404")'
+        assert streaming_match(conn, ["webhook-4"]) == (
+            '("webhook 4" OR "webhook 400" OR "webhook 401" OR "webhook 402" OR "webhook 403" OR "webhook 404")'
         )
+        # A prefix of 2 or 3 characters standing for several words reads the index's own list of it;
+        # standing for one word, it is that word.
+        assert streaming_match(conn, ["webhook-40"]) == '"webhook-40"*'
+        assert streaming_match(conn, ["40"]) == '"40"*'
+        assert streaming_match(conn, ["webhook-404"]) == '("webhook 404")'
 
 
 def test_text_added_after_ingest_is_searchable_by_prefix(tmp_path: Path) -> None:
@@ -349,5 +357,57 @@ def test_a_data_dir_indexed_before_facets_gets_them_when_opened(tmp_path: Path) 
         assert _found(store, "webhook", scenario_slug="café-4") == [ids["interrupted"]]
         assert _found(store, "webh", scenario_slug="nul\x00slug") == [ids["timed_out"]]  # NUL: stored as U+FFFD
         assert len(_found(store, "billing")) == 5
+    finally:
+        store.close()
+
+
+def test_a_data_dir_indexed_without_prefix_lists_gets_them_when_opened(tmp_path: Path) -> None:
+    """Search migration 5 rebuilds the index with lists of 2- and 3-character prefixes (and keeps the
+    facet trigger): short prefixes then answer from them, the same traces as before."""
+    store = SqliteTraceStore(tmp_path / "data")
+    ids = []
+    try:
+        for i in range(6):
+            trace_id, _ = store.add_trace(
+                LOCAL_ORG_ID,
+                NewTrace(
+                    scenario_slug=f"quokka-{i}",
+                    status="failed" if i % 2 else "passed",
+                    created_at=T0 + timedelta(minutes=i),
+                    events=[Event(seq=0, ts=1, kind="step.start", step_id="s", message=f"commit 40{i}a{i}")],
+                ),
+                {},
+            )
+            ids.append(trace_id)
+        with store.db.tx() as conn:  # back to the index of search version 4: no prefix lists
+            (trigger,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'traces_search_facets'").fetchone()
+            conn.execute("DROP TRIGGER traces_search_facets")
+            conn.execute(
+                "CREATE VIRTUAL TABLE traces_fts_v4 USING fts5(body, tokenize = 'unicode61 remove_diacritics 2')"
+            )
+            conn.execute("INSERT INTO traces_fts_v4 (rowid, body) SELECT rowid, body FROM traces_fts")
+            conn.execute("DROP TABLE traces_fts")
+            conn.execute("ALTER TABLE traces_fts_v4 RENAME TO traces_fts")
+            conn.execute(trigger)
+            conn.execute("UPDATE schema_versions SET version = 4 WHERE component = 'search'")
+    finally:
+        store.close()
+    store = SqliteTraceStore(tmp_path / "data")
+    try:
+        with store.db.read() as conn:
+            (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'traces_fts'").fetchone()
+            assert "prefix = '2 3'" in sql
+            assert conn.execute("SELECT version FROM schema_versions WHERE component = 'search'").fetchone() == (
+                len(SEARCH_MIGRATIONS),
+            )
+            assert streaming_match(conn, ["40"]) == '"40"*'
+        newest_first = ids[::-1]
+        assert _found(store, "40") == newest_first
+        assert _found(store, "commit 40") == newest_first
+        assert _found(store, "40", status="failed") == newest_first[0::2]
+        assert _found(store, "quokka 40") == newest_first
+        with store.db.tx() as conn:  # the facet trigger is back
+            conn.execute("UPDATE traces SET status = 'error' WHERE id = ?", (ids[0],))
+        assert _found(store, "40", status="error") == [ids[0]]
     finally:
         store.close()

@@ -15,18 +15,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from molar_mcp.api.analysis_worker import AnalysisFailed
 from molar_mcp.api.bodies import parse_json
 from molar_mcp.api.context import ApiContext, api_context, org_of
 from molar_mcp.api.errors import ApiError
+from molar_mcp.api.openapi import Param, documented, string
 from molar_mcp.debugger.detectors import ANALYZER_VERSION, Finding, analyze, failure_signature
 from molar_mcp.debugger.suggest import suggest_replay
 from molar_mcp.models import INCIDENT_STATUSES, Analysis, AnalysisFinding, IncidentUpdate
-from molar_mcp.store.analysis import KEEP, IncidentNotFound
+from molar_mcp.store.analysis import KEEP, AnalysisSubject, IncidentNotFound
 
 log = logging.getLogger("molar_mcp.api")
 
 MAX_INCIDENTS_LIMIT = 200
 MAX_PATCH_BYTES = 64 * 1024
+MAX_FAILURES = 1_000
 
 
 def _bad(message: str) -> ApiError:
@@ -66,14 +69,14 @@ def run_analysis(
     """Analyse a trace and store the result (blocking: run it in a worker thread). A stored analysis of
     the same events and status by the same analyzer version is returned as it is (the detectors are
     deterministic) unless `rerun`; `findings` the caller already has are stored without a second run.
-    Saving also fills a missing failure signature and the incident."""
+    Saving also fills a missing failure signature and the incident. A big trace is analysed in the
+    worker process (api/analysis_worker.py); an analysis that did not finish raises 503 `analysis_failed`."""
     subject, stored = ctx.analysis.reusable(org, trace_ref, ANALYZER_VERSION)
     if stored is not None and not rerun and findings is None:
         return stored
     if findings is None:
-        # Light rows, not models: the detectors read a few fields of most events (bench/bench_debug_run.py).
-        findings = analyze(ctx.store.stored_events(org, subject.trace_id), subject.status)
-    return ctx.analysis.save_analysis(
+        findings = _findings(ctx, org, subject)
+    analysis = ctx.analysis.save_analysis(
         org,
         subject,
         analyzer_version=ANALYZER_VERSION,
@@ -81,16 +84,56 @@ def run_analysis(
         signature=failure_signature(findings),
         suggested_replay=suggest_replay(findings),
     )
+    ctx.analysis_failures.pop((org, subject.trace_id), None)
+    return analysis
+
+
+def _findings(ctx: ApiContext, org: str, subject: AnalysisSubject) -> list[Finding]:
+    worker = ctx.analysis_worker
+    if worker is not None and worker.wanted(subject.event_count):
+        # Off this process's GIL and memory: the same detectors over the same rows, in the worker.
+        try:
+            return worker.analyse(org, subject.trace_id, subject.status)
+        except AnalysisFailed as exc:
+            failed(ctx, org, subject.trace_id, str(exc))
+            raise ApiError(503, "analysis_failed", str(exc)) from None
+    # Light rows, not models: the detectors read a few fields of most events (bench/bench_debug_run.py).
+    return analyze(ctx.store.stored_events(org, subject.trace_id), subject.status)
+
+
+def failed(ctx: ApiContext, org: str, trace_id: str, message: str) -> None:
+    """Remember why the analysis of a trace did not finish (the latest `MAX_FAILURES` traces), until one does."""
+    failures = ctx.analysis_failures
+    failures.pop((org, trace_id), None)
+    failures[(org, trace_id)] = message
+    while len(failures) > MAX_FAILURES:
+        failures.pop(next(iter(failures)))
 
 
 async def analyze_in_background(ctx: ApiContext, org: str, trace_id: str) -> None:
-    """After an ingest: have the analysis (and the incident) ready before an agent asks for it."""
+    """After an ingest: have the analysis (and the incident) ready before an agent asks for it. One that
+    does not finish is logged, and `GET /v1/traces/{id}/analysis` answers why (503 `analysis_failed`)."""
     try:
         await anyio.to_thread.run_sync(functools.partial(run_analysis, ctx, org, trace_id))
-    except Exception:  # a background job must not fail silently, nor take the server down
+    except ApiError as exc:
+        log.error("background analysis of trace %s failed: %s", trace_id, exc.message)
+    except Exception as exc:  # a background job must not fail silently, nor take the server down
         log.exception("background analysis of trace %s failed", trace_id)
+        failed(ctx, org, trace_id, f"the detectors failed on trace {trace_id!r}: {type(exc).__name__}: {exc}")
 
 
+@documented(
+    summary="Run the detectors over every event of the trace and store the findings",
+    response=Analysis,
+    query=(
+        Param(
+            "rerun",
+            string(["true", "false", "1", "0"]),
+            "run the detectors even when a stored analysis of the same events exists",
+        ),
+    ),
+    errors=(400, 404, 503),
+)
 async def analyze_trace(request: Request) -> JSONResponse:
     """Run the detectors over every event of the trace and store the findings. A stored analysis made
     from the same events and status by the same analyzer version is returned as it is (the detectors
@@ -103,10 +146,17 @@ async def analyze_trace(request: Request) -> JSONResponse:
     return JSONResponse(analysis.model_dump(mode="json"))
 
 
+@documented(summary="The trace's stored analysis", response=Analysis, errors=(400, 404, 503))
 async def get_analysis(request: Request) -> JSONResponse:
     ctx = api_context(request)
     trace_ref = request.path_params["trace_id"]
-    analysis = await anyio.to_thread.run_sync(ctx.analysis.get_analysis, org_of(request), trace_ref)
+    org = org_of(request)
+    analysis = await anyio.to_thread.run_sync(ctx.analysis.get_analysis, org, trace_ref)
+    if analysis is None and ctx.analysis_failures:
+        subject, _ = await anyio.to_thread.run_sync(ctx.analysis.reusable, org, trace_ref, ANALYZER_VERSION)
+        why = ctx.analysis_failures.get((org, subject.trace_id))
+        if why is not None:
+            raise ApiError(503, "analysis_failed", why)
     if analysis is None:
         raise ApiError(
             404,

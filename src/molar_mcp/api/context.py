@@ -10,6 +10,7 @@ from pathlib import Path
 
 from starlette.requests import Request
 
+from molar_mcp.api.analysis_worker import AnalysisWorker
 from molar_mcp.api.bus import LiveBus
 from molar_mcp.api.errors import ApiError
 from molar_mcp.api.telemetry import Metrics, RateLimiter, RateLimits
@@ -63,6 +64,7 @@ class OtlpSettings:
     in_flight: int = field(default=0, repr=False)
     converting: bool = field(default=False, repr=False)
     convert_wanted: bool = field(default=False, repr=False)
+    received: int = field(default=0, repr=False)  # exports this replica took (wakes an idle sweeper)
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,10 @@ class ApiContext:
     otlp_settings: OtlpSettings = field(default_factory=OtlpSettings)
     # A live trace no producer touched for this long is marked `interrupted` by the reaper (api/live.py).
     live_quiet_seconds: float = DEFAULT_LIVE_QUIET_SECONDS
+    # Where big traces are analysed (api/analysis_worker.py); None: every analysis runs in this process.
+    analysis_worker: AnalysisWorker | None = None
+    # Analyses that did not finish, by (org, trace id): why, until one succeeds (GET …/analysis says it).
+    analysis_failures: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @classmethod
     def embedded(
@@ -110,6 +116,7 @@ class ApiContext:
         otlp_settings: OtlpSettings | None = None,
         live_quiet_seconds: float = DEFAULT_LIVE_QUIET_SECONDS,
         signer: UrlSigner | None = None,
+        analysis_worker: AnalysisWorker | None = None,
     ) -> ApiContext:
         """The context of the store: its signer, blobs, live ingest and bus (one process's, unless given)."""
         return cls(
@@ -143,6 +150,7 @@ class ApiContext:
             model_price=model_price,
             otlp_settings=otlp_settings or OtlpSettings(),
             live_quiet_seconds=live_quiet_seconds,
+            analysis_worker=analysis_worker,
         )
 
     def blob_file(self, sha256: str) -> Path:

@@ -36,6 +36,7 @@ _ERROR_TEXT = {
     422: "Validation error",
     429: "Rate limit or debugger budget exhausted (Retry-After)",
     501: "Not offered by this server's configuration (e.g. direct uploads without an object store)",
+    503: "Not available now (e.g. an analysis that did not finish: the message says why and what to call)",
 }
 
 

@@ -101,12 +101,28 @@ def _steps_of(detail: TraceDetail, events: Sequence[EventView]) -> dict[int, _St
     hops: dict[int, int] = {}
     seen: dict[tuple[int, str, str], int] = {}
     for index, p in zip(read, payloads_at(read), strict=True):
-        seq, _, kind, _, number, stored_ok, message, _ = rows[index]
-        ok = None if stored_ok is None else bool(stored_ok)
+        seq, _, kind, _, number, ok, message, _ = rows[index]
+        ok = None if ok is None else bool(ok)
         step = steps[number]
         if p.get("restored") is True:
             step.restored = True
-        if kind == "network.request":
+        if kind == "assertion":  # most of a long run's events: first
+            matcher = p.get("matcher")
+            if not isinstance(matcher, str):
+                matcher = None
+            target = _assertion_target(p, message, seq, matcher)
+            index_key = (number, matcher or "", target)
+            index = seen.get(index_key, 0)
+            seen[index_key] = index + 1
+            step.assertions[(matcher or "", target, index)] = (
+                matcher,
+                target,
+                ok,
+                p.get("expected"),
+                p.get("actual"),
+                seq,
+            )
+        elif kind == "network.request":
             hop = _hop(p.get("request_id"), hops, number)
             ex = step.exchanges.setdefault(hop, _Exchange(hop))
             ex.method, ex.url, ex.seq_request = p.get("method"), _path(p.get("url")), seq
@@ -122,14 +138,6 @@ def _steps_of(detail: TraceDetail, events: Sequence[EventView]) -> dict[int, _St
             duration = p.get("duration_ms")
             ex.duration_ms = duration if isinstance(duration, int) else None
             ex.seq_response = seq
-        elif kind == "assertion":
-            matcher = p.get("matcher") if isinstance(p.get("matcher"), str) else None
-            target = _assertion_target(p, message, seq, matcher)
-            index_key = (number, matcher or "", target)
-            index = seen.get(index_key, 0)
-            seen[index_key] = index + 1
-            key = (matcher or "", target, index)
-            step.assertions[key] = (matcher, target, ok, p.get("expected"), p.get("actual"), seq)
         elif kind in ("console", "error") or (kind == "log" and message):
             level = p.get("level") if isinstance(p.get("level"), str) else None
             line = message or str(p.get("text") or p.get("message") or "")

@@ -512,6 +512,23 @@ class OtlpTraces:
         self.pending_spans = max(0, self.pending_spans - batch.spans)
         return out
 
+    def finished_traces(self, org_id: str, otel_trace_ids: Iterable[str]) -> set[str]:
+        """Of these OTel traces, those finished already: a stored batch's spans of them get no live events
+        (their finish read every span they had), so the converter does not decode them."""
+        wanted = sorted(set(otel_trace_ids))
+        out: set[str] = set()
+        with self.db.read() as conn:
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for (otel_id,) in conn.execute(
+                    f"SELECT otel_trace_id FROM otlp_traces WHERE org_id = ? AND otel_trace_id IN ({marks})"
+                    " AND finished = 1",
+                    (org_id, *chunk),
+                ):
+                    out.add(str(otel_id))
+        return out
+
     def ready_traces(self, org_id: str, otel_trace_ids: Iterable[str]) -> dict[str, str]:
         """Of these OTel traces, those running with no events yet whose every span is already taken (the
         root, and every span's parent): a converter that is behind lays them out at once (`lay_out_kept`)
@@ -803,7 +820,7 @@ def _append(conn: Any, pk: int, drafts: Sequence[DraftEvent]) -> StoredEvents:
     # thousands of spans converted batch by batch is not read whole per batch. (It reads `step_id`, `kind`
     # and `payload` alone, which drafts have as events do.)
     tree = load_steps_for(conn, pk, cast(Sequence[Event], drafts))
-    rows: list[EventRow] = []
+    rows: list[EventRow] = CleanRows()  # kinds and step ids are ours, payloads JSON (NUL escaped), messages cleaned
     counts: dict[str, int] = {}
     dump = pydantic_core.to_json
     for d in drafts:
@@ -815,7 +832,10 @@ def _append(conn: Any, pk: int, drafts: Sequence[DraftEvent]) -> StoredEvents:
             step = node.step
             tree.observe(node, seq=seq, ts=d.ts, kind=kind, ok=ok, message=d.message, payload=d.payload)
         payload = dump(d.payload).decode() if d.payload else "{}"
-        rows.append((pk, seq, d.ts, kind, d.step_id, step, None if ok is None else int(ok), d.message, payload))
+        message = d.message
+        if message is not None and NUL in message:
+            message = store_text(message)
+        rows.append((pk, seq, d.ts, kind, d.step_id, step, None if ok is None else int(ok), message, payload))
         counts[kind] = counts.get(kind, 0) + 1
         seq += 1
     conn.executemany(

@@ -68,6 +68,15 @@ def _facets_of(pk: str) -> str:
 
 
 _FACETS_CHANGED = " OR ".join(f"old.{c} IS NOT new.{c}" for c in FACET_COLUMNS)
+_FACETS_TRIGGER = f"""CREATE TRIGGER traces_search_facets AFTER UPDATE OF {", ".join(FACET_COLUMNS)} ON traces
+        WHEN {_FACETS_CHANGED} BEGIN
+        UPDATE traces_fts SET body = body || char(10) || {_facets_sql("new")} WHERE rowid = new.pk;
+    END;"""
+# The tokenizer of `traces_fts` (store/schema.py, migration 2); words are cut the same way here.
+_TOKENIZE = "unicode61 remove_diacritics 2"
+# Prefixes (in characters) the index keeps lists of (search migration 5).
+_PREFIX_LENGTHS = "2 3"
+_INDEXED_PREFIXES = frozenset(int(n) for n in _PREFIX_LENGTHS.split())
 
 SEARCH_MIGRATIONS: tuple[str, ...] = (
     f"""
@@ -117,15 +126,22 @@ SEARCH_MIGRATIONS: tuple[str, ...] = (
     DROP TABLE traces_fts;
     ALTER TABLE traces_fts_v3 RENAME TO traces_fts;
     INSERT INTO traces_fts (traces_fts) VALUES ('optimize');
-    CREATE TRIGGER traces_search_facets AFTER UPDATE OF {", ".join(FACET_COLUMNS)} ON traces
-        WHEN {_FACETS_CHANGED} BEGIN
-        UPDATE traces_fts SET body = body || char(10) || {_facets_sql("new")} WHERE rowid = new.pk;
-    END;
+    {_FACETS_TRIGGER}
+    """,
+    # 5: prefix indexes of 2 and 3 characters. A short prefix stands for many words (`404` for hundreds
+    # of commit SHAs) and a query opens each word once per segment of the index (a growing index has
+    # ~15): with these, such a prefix is one look-up per segment, streamed newest first (`streaming_match`).
+    f"""
+    DROP TRIGGER traces_search_facets;
+    CREATE VIRTUAL TABLE traces_fts_v5 USING fts5(body, tokenize = '{_TOKENIZE}', prefix = '{_PREFIX_LENGTHS}');
+    INSERT INTO traces_fts_v5 (rowid, body) SELECT rowid, body FROM traces_fts;
+    DROP TABLE traces_fts;
+    ALTER TABLE traces_fts_v5 RENAME TO traces_fts;
+    INSERT INTO traces_fts (traces_fts) VALUES ('optimize');
+    {_FACETS_TRIGGER}
     """,
 )
 
-# The tokenizer of `traces_fts` (store/schema.py, migration 2); words are cut the same way here.
-_TOKENIZE = "unicode61 remove_diacritics 2"
 _MAX_EXPANSION = 512  # a prefix standing for more words than this is left to FTS5 as a prefix
 
 
@@ -186,8 +202,9 @@ def index_text(conn: sqlite3.Connection, pk: int, body: str, *, replace: bool = 
 
 def streaming_match(conn: sqlite3.Connection, words: Sequence[str]) -> str | None:
     """The FTS5 query for `words` (already stripped of quotes and control characters), every word
-    required, the last one as a prefix — written so FTS5 can stream it: the prefix becomes the words
-    of the index it stands for. None when no trace can match."""
+    required, the last one as a prefix — written so FTS5 can stream it: a prefix of 2 or 3 characters
+    reads the index's list of that prefix, a longer one becomes the words of the index it stands for.
+    None when no trace can match."""
     if not words:
         return None
     quoted = [f'"{w}"' for w in words[:-1]]
@@ -205,7 +222,10 @@ def streaming_match(conn: sqlite3.Connection, words: Sequence[str]) -> str | Non
     ]
     if not found:
         return None
-    if len(found) > _MAX_EXPANSION:
+    indexed = len(prefix) in _INDEXED_PREFIXES and not prefix.startswith(FACET_MARK)  # (no facet is reached)
+    if len(found) > _MAX_EXPANSION or (len(found) > 1 and indexed):
+        # FTS5 itself: a prefix of an indexed length streams from its own list, one look-up per segment
+        # of the index (the words it stands for would be one each).
         return " AND ".join([*quoted, f'"{last}"*'])
     head = " ".join(tokens[:-1])
     alternatives = " OR ".join(f'"{head} {term}"' if head else f'"{term}"' for term in found)

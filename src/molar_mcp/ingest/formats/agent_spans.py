@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -276,14 +276,15 @@ def _details_messages(events: Iterable[SpanEvent], key: str) -> list[dict[str, A
 
 def input_messages(span: SpanRecord) -> list[dict[str, Any]]:
     a = span.attributes
-    for found in (
-        _semconv_messages(a["gen_ai.input.messages"]) if "gen_ai.input.messages" in a else [],
-        _details_messages(span.events, "gen_ai.input.messages"),
-        _openinference_messages(a, "llm.input_messages."),
-        _flat_messages(a, "gen_ai.prompt."),
-        _event_messages(span.events, _MESSAGE_EVENTS),
-    ):
-        if found:
+    ways: tuple[Callable[[], list[dict[str, Any]]], ...] = (  # the first that finds any, tried in order
+        lambda: _semconv_messages(a["gen_ai.input.messages"]) if "gen_ai.input.messages" in a else [],
+        lambda: _details_messages(span.events, "gen_ai.input.messages"),
+        lambda: _openinference_messages(a, "llm.input_messages."),
+        lambda: _flat_messages(a, "gen_ai.prompt."),
+        lambda: _event_messages(span.events, _MESSAGE_EVENTS),
+    )
+    for way in ways:
+        if found := way():
             return found
     value = a.get("input.value")
     return [_message("input", value)] if value is not None else []
@@ -291,14 +292,15 @@ def input_messages(span: SpanRecord) -> list[dict[str, Any]]:
 
 def output_messages(span: SpanRecord) -> list[dict[str, Any]]:
     a = span.attributes
-    for found in (
-        _semconv_messages(a["gen_ai.output.messages"]) if "gen_ai.output.messages" in a else [],
-        _details_messages(span.events, "gen_ai.output.messages"),
-        _openinference_messages(a, "llm.output_messages."),
-        _flat_messages(a, "gen_ai.completion."),
-        _event_messages(span.events, _CHOICE_EVENTS),
-    ):
-        if found:
+    ways: tuple[Callable[[], list[dict[str, Any]]], ...] = (  # the first that finds any, tried in order
+        lambda: _semconv_messages(a["gen_ai.output.messages"]) if "gen_ai.output.messages" in a else [],
+        lambda: _details_messages(span.events, "gen_ai.output.messages"),
+        lambda: _openinference_messages(a, "llm.output_messages."),
+        lambda: _flat_messages(a, "gen_ai.completion."),
+        lambda: _event_messages(span.events, _CHOICE_EVENTS),
+    )
+    for way in ways:
+        if found := way():
             return found
     value = a.get("output.value")
     return [_message("output", value)] if value is not None else []

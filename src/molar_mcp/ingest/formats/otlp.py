@@ -396,7 +396,15 @@ def attributes_of(items: Iterable[KeyValue], cut: list[str], where: str) -> dict
             continue
         key = kv.key[:MAX_NAME_CHARS]
         limit = _LIMITS.get(key) or _limit_of(key)
-        out[key] = value_of(kv.value, cut, f"{where} {key}", limit, 0)
+        value = kv.value
+        which = value.WhichOneof("value")
+        if which == "string_value":  # (most values: taken here, the place named only when cut)
+            text = value.string_value
+            out[key] = text if len(text) <= limit else _bounded_text(text, limit, cut, f"{where} {key}")
+        elif which == "int_value":
+            out[key] = int(value.int_value)
+        else:
+            out[key] = value_of(value, cut, f"{where} {key}", limit, 0)
     if total > MAX_ATTRIBUTES:
         cut.append(f"{where}: {total} attributes, kept the first {MAX_ATTRIBUTES}")
     return out
