@@ -68,6 +68,11 @@ class Served:
         self.stop()
         raise RuntimeError(f"{cmd} did not start")
 
+    def cpu_ms(self) -> float:
+        """The server process's CPU time so far (user + system), in ms."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -186,7 +191,13 @@ def run_load(
     """One load run against a fresh server on `data`; its figures."""
     server = Served(data, src, extra or [])
     try:
-        return drive([server.base], seconds=seconds, clients=clients, writers=writers)
+        cpu = server.cpu_ms()
+        result = drive([server.base], seconds=seconds, clients=clients, writers=writers)
+        # The server's CPU over the run per tool call (the writers' appends are in it too): it does not move
+        # with the machine's load as the times do.
+        calls = result["calls_per_s"] * seconds
+        result["server_cpu_ms_per_call"] = (server.cpu_ms() - cpu) / calls if calls else 0.0
+        return result
     finally:
         server.stop()
 
@@ -316,8 +327,11 @@ def main() -> int:
             ("p99_ms", "p99 ms"),
             ("errors", "errors"),
             ("appends_per_s", "events appended/s"),
+            ("server_cpu_ms_per_call", "server CPU ms per tool call (appends included)"),
         ):
-            values = [r[key] for r in rs]
+            values = [r[key] for r in rs if key in r]
+            if not values:
+                continue
             print(f"{name:7s} {label:18s} {min(values):9.1f} / {statistics.median(values):9.1f} / {max(values):9.1f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -340,9 +340,13 @@ async def bench_server(
             ),
         ]
         for transport, target, floor_target in targets:
+            floor_cpu = floor.cpu_ms()
             async with Client(floor_target) as fc:
                 floor_ms = p50(await atimed(lambda fc=fc: fc.call_tool("echo", {"text": "hi"}), iterations))
             table.add(f"MCP SDK floor ({transport}) p50 ms", col, floor_ms)
+            if transport == "HTTP":
+                per_call = (floor.cpu_ms() - floor_cpu) / (iterations + 5)
+                table.add("MCP SDK floor (HTTP) server CPU ms per call", col, per_call)
             async with Client(target, read_timeout_seconds=60) as client:
 
                 async def call(name: str, args: dict[str, Any], client: Any = client) -> Any:

@@ -72,6 +72,26 @@ async def test_the_detail_signs_a_url_for_each_artifact_kind_that_serves_the_blo
     assert resp.content == VIDEO
 
 
+async def test_the_detail_with_its_failed_events_is_both_reads_in_one(
+    client: httpx2.AsyncClient, trace: tuple[str, str]
+) -> None:
+    _, short_id = trace
+    both = (await client.get(f"/v1/traces/{short_id}", params={"failed_events": 2})).json()
+    detail = (await client.get(f"/v1/traces/{short_id}")).json()
+    failed = (await client.get(f"/v1/traces/{short_id}/events", params={"ok": "false", "limit": 2})).json()
+    assert "failed_events" not in detail  # only when asked
+    assert both.pop("failed_events") == failed
+    assert failed["total"] > len(failed["events"]) == 2
+    for body in (both, detail):
+        body.pop("signed_urls")  # signed afresh on every read
+    assert both == detail
+    for bad in ("0", "x", "1001"):
+        resp = await client.get(f"/v1/traces/{short_id}", params={"failed_events": bad})
+        assert_error(resp, 400, "bad_request")
+    assert_error(await client.get(f"/v1/traces/{short_id}", params={"failed": 2}), 400, "bad_request")
+    assert_error(await client.get("/v1/traces/nope12345", params={"failed_events": 2}), 404, "not_found")
+
+
 @pytest.mark.parametrize("ref", ["nope", "00000000-0000-4000-8000-000000000000", "ingest"])
 async def test_an_unknown_trace_is_a_404_with_the_error_shape(
     client: httpx2.AsyncClient, trace: tuple[str, str], ref: str

@@ -63,6 +63,7 @@ async def test_a_cold_trace_keeps_its_summary_answers_409_for_events_and_comes_b
     assert events.status_code == 409
     assert "restore" in events.json()["message"]
     assert (await http.get(f"/v1/traces/{trace}/stream")).status_code == 409
+    assert (await http.get(f"/v1/traces/{trace}", params={"failed_events": 5})).status_code == 409
 
     # httpx2's ASGITransport returns once the app is done, background restore included.
     transport = httpx2.ASGITransport(app=embedded.api_app)

@@ -186,13 +186,39 @@ async def list_traces(request: Request) -> JSONResponse:
     return JSONResponse(page.model_dump(mode="json", exclude=None if query.row_cursors else {"row_cursors"}))
 
 
-@documented(summary="Get a trace (by UUID or short id), with signed artifact URLs", response=TraceDetail)
+@documented(
+    summary="Get a trace (by UUID or short id), with signed artifact URLs",
+    response=TraceDetail,
+    query=[
+        Param(
+            "failed_events",
+            integer(1, MAX_EVENTS_LIMIT),
+            "also its first N failed events in the same read (`failed_events`: what "
+            "GET /v1/traces/{id}/events?ok=false&limit=N answers; 409 while its events are archived)",
+        )
+    ],
+    errors=(400, 404, 409),
+)
 async def get_trace(request: Request) -> JSONResponse:
     ctx = api_context(request)
-    detail = await anyio.to_thread.run_sync(ctx.store.get_trace, org_of(request), request.path_params["trace_id"])
+    failed = _int_param(request, "failed_events", 0, 1, MAX_EVENTS_LIMIT)
+    org = org_of(request)
+    trace_ref = request.path_params["trace_id"]
+
+    def run() -> tuple[TraceDetail, EventsResponse | None]:
+        detail = ctx.store.get_trace(org, trace_ref)
+        if not failed:
+            return detail, None
+        ctx.tiers.require_hot(org, detail.id)
+        return detail, ctx.store.list_events(org, detail.id, ok=False, limit=failed)
+
+    detail, failing = await anyio.to_thread.run_sync(run)
     # Signed afresh on every read: refreshing the detail renews the URLs.
     detail.signed_urls = signed_urls(ctx, request, detail)
-    return JSONResponse(detail.model_dump(mode="json"))
+    body = detail.model_dump(mode="json")
+    if failing is not None:
+        body["failed_events"] = failing.model_dump(mode="json")
+    return JSONResponse(body)
 
 
 @documented(

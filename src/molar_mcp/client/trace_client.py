@@ -27,6 +27,7 @@ from molar_mcp.models import (
     LiveTrace,
     TraceDetail,
     TraceListResponse,
+    TraceWithFailures,
 )
 from molar_mcp.models.chats import (
     STREAM_EVENTS,
@@ -129,6 +130,11 @@ class TraceClient:
 
     async def get_trace(self, trace_id: str) -> TraceDetail:
         return await self._get(f"/v1/traces/{_segment(trace_id)}", TraceDetail)
+
+    async def get_trace_with_failures(self, trace_id: str, limit: int) -> TraceWithFailures:
+        """The trace and its first `limit` failed events (and their total), in one read."""
+        path = f"/v1/traces/{_segment(trace_id)}"
+        return await self._get(path, TraceWithFailures, {"failed_events": str(limit)})
 
     async def get_events(
         self,

@@ -34,6 +34,7 @@ from molar_mcp.models.traces import (
     TraceSource,
     TraceStatus,
     TraceTier,
+    TraceWithFailures,
 )
 
 __all__ = [
@@ -68,4 +69,5 @@ __all__ = [
     "TraceSource",
     "TraceStatus",
     "TraceTier",
+    "TraceWithFailures",
 ]

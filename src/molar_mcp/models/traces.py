@@ -200,6 +200,13 @@ class EventsResponse(BaseModel):
     limit: int
 
 
+class TraceWithFailures(TraceDetail):
+    """`GET /v1/traces/{id}?failed_events=N`: the trace, and in the same read its first N failed events
+    (what `GET /v1/traces/{id}/events?ok=false&limit=N` answers)."""
+
+    failed_events: EventsResponse
+
+
 class IngestedTrace(BaseModel):
     trace_id: str
     short_id: str

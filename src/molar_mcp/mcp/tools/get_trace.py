@@ -61,26 +61,13 @@ async def get_trace(
     step_arg = None if step is None else str(step)
     if step is not None or events or kind is not None:
         return await _page(client, trace_id, step_arg, kind, offset, max_tokens)
-    detail: TraceDetail | None = None
-    failing: EventsResponse | None = None
     model_calls: EventsResponse | None = None
     tool_calls: EventsResponse | None = None
 
     async with store_errors(trace_id=trace_id):
-        # The reads are independent: run them together.
-        async def load_detail() -> None:
-            nonlocal detail
-            detail = await client.get_trace(trace_id)
-
-        async def load_failing() -> None:
-            nonlocal failing
-            failing = await client.get_events(trace_id, ok=False, limit=NOTABLE_LIMIT)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(load_detail)
-            tg.start_soon(load_failing)
-    assert detail is not None
-    assert failing is not None
+        # The trace and its first failed events in one read.
+        detail = await client.get_trace_with_failures(trace_id, NOTABLE_LIMIT)
+    failing = detail.failed_events
     # An agent run (its event counts say so) reads as a conversation: its model and tool calls.
     agent = is_agent_run(detail.event_counts)
     if agent:
