@@ -351,11 +351,7 @@ def _read_summary(raw: bytes) -> BundleSummary:
         raise BundleError("validation_error", f"summary.json: {_first_error(exc)}") from exc
 
 
-# Member names only go into pydantic's cache of parsed strings: with values too (its default), the
-# cached survivors of a big bundle's strings sit scattered over the small-object allocator's arenas and
-# keep ~7 MB per 60,000-100,000 events resident after the ingest (tests/ops/test_memory_release.py).
-# Costs ~10% of parsing CPU (repeated values are no longer shared).
-_EVENT_LIST = TypeAdapter(list[Event], config=ConfigDict(cache_strings="keys"))
+_EVENT_LIST = TypeAdapter(list[Event])
 
 
 def _event_lines(fh: IO[bytes]) -> Iterator[tuple[int, bytes]]:
