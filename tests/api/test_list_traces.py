@@ -205,3 +205,15 @@ async def test_flaky_and_newly_failing_filters_over_rest(client: httpx2.AsyncCli
     detail = (await client.get(f"/v1/traces/{regressed}")).json()
     assert detail["history"]["newly_failing"] is True
     assert detail["history"]["recent"] == "fp"
+
+
+async def test_the_list_is_utf8_json_with_text_as_stored(client: httpx2.AsyncClient, store: SqliteTraceStore) -> None:
+    # The body is written in one call (pydantic's JSON): UTF-8 as it is (not \u-escaped), quotes,
+    # backslashes and control characters escaped, the JSON media type.
+    title = 'Überweisung ✓ "quoted" back\\slash\ttab 𝄞'
+    store.add_trace(LOCAL_ORG_ID, new_trace(scenario_title=title, created_at=minutes(1)), {})
+    resp = await client.get("/v1/traces")
+    assert resp.headers["content-type"] == "application/json"
+    assert "Überweisung ✓".encode() in resp.content
+    assert b'\\"quoted\\" back\\\\slash\\ttab' in resp.content
+    assert resp.json()["items"][0]["scenario_title"] == title

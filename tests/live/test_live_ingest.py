@@ -224,3 +224,33 @@ async def test_the_reaper_interrupts_only_traces_quiet_past_the_period_on_every_
     assert states[busy_one]["status"] == "running"
     assert states[finished]["status"] == "passed"
     assert late.status_code == 409
+
+
+async def test_a_batch_is_parsed_validated_and_stored_off_the_event_loop_with_the_collector_paused(
+    http: httpx2.AsyncClient,
+) -> None:
+    import gc
+    import threading
+
+    trace = await start(http)
+    loop_thread = threading.get_ident()
+    # Collections run by another thread than the event loop's while a batch of 1,000 is appended: the
+    # batch is parsed, validated and stored in one worker thread (one hop), where the collector is off.
+    # Thousands of tracked objects (events, payload dicts) would start several collections there; with
+    # the pause there is at most the one that the first allocation after it starts.
+    elsewhere: list[int] = []
+
+    def record(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start" and threading.get_ident() != loop_thread:
+            elsewhere.append(info["generation"])
+
+    gc.collect()
+    gc.callbacks.append(record)
+    try:
+        batch = [ev(i, payload={"headers": {"a": [i, {"b": i}]}, "n": [i]}) for i in range(1000)]
+        response = await http.post(f"/v1/traces/{trace}/events", json={"events": batch})
+    finally:
+        gc.callbacks.remove(record)
+    assert response.json()["accepted"] == 1000
+    assert len(elsewhere) <= 1, elsewhere
+    assert gc.isenabled()

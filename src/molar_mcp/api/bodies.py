@@ -15,6 +15,11 @@ MAX_JSON_BYTES = 5 * 1024 * 1024
 
 
 async def json_body(request: Request) -> Any:
+    return parse_json(await json_bytes(request))
+
+
+async def json_bytes(request: Request) -> bytes:
+    """The bytes of a JSON body, checked for type and size (`parse_json` reads them, on any thread)."""
     if not request.headers.get("content-type", "").lower().startswith("application/json"):
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
     declared = request.headers.get("content-length")
@@ -25,7 +30,7 @@ async def json_body(request: Request) -> Any:
         body += chunk
         if len(body) > MAX_JSON_BYTES:
             raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_JSON_BYTES} bytes")
-    return parse_json(body)
+    return body
 
 
 def parse_json(body: bytes) -> Any:

@@ -64,6 +64,7 @@ class OtlpSettings:
     in_flight: int = field(default=0, repr=False)
     converting: bool = field(default=False, repr=False)
     convert_wanted: bool = field(default=False, repr=False)
+    received: int = field(default=0, repr=False)  # exports this replica took (wakes an idle sweeper)
 
 
 @dataclass(frozen=True)

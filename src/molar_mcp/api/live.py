@@ -20,15 +20,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from molar_mcp.api.analysis import run_analysis
-from molar_mcp.api.bodies import json_body, validation_message
+from molar_mcp.api.bodies import json_body, json_bytes, parse_json, validation_message
 from molar_mcp.api.bus import Published
 from molar_mcp.api.context import ApiContext, api_context, org_of
 from molar_mcp.api.errors import ApiError
 from molar_mcp.api.openapi import Param, documented, integer, string
 from molar_mcp.debugger.detectors import analyze, failure_signature
 from molar_mcp.models import TRACE_SOURCES, AppendResponse, Event, LiveTrace, TraceDetail
+from molar_mcp.models.batch import gc_paused
 from molar_mcp.models.traces import TraceSource
-from molar_mcp.store.live import INTERRUPTED, IncomingEvent, TraceNotRunning
+from molar_mcp.store.live import INTERRUPTED, AppendResult, IncomingEvent, TraceNotRunning
 
 log = logging.getLogger("molar_mcp")
 
@@ -105,6 +106,24 @@ def _validated(items: list[Any]) -> tuple[list[IncomingEvent], list[dict[str, An
     return valid, rejected
 
 
+def _batch_items(raw: Any) -> list[Any]:
+    """The items of an append body: `{events: [...]}`, or one event object."""
+    items: list[Any]
+    if isinstance(raw, dict) and "events" in raw:
+        if not isinstance(raw["events"], list):
+            raise ApiError(422, "validation_error", "events must be a list")
+        items = raw["events"]
+    elif isinstance(raw, dict):
+        items = [raw]
+    else:
+        raise ApiError(422, "validation_error", 'send one event object, or {"events": [...]}')
+    if not items:
+        raise ApiError(422, "validation_error", "the batch is empty")
+    if len(items) > MAX_BATCH:
+        raise ApiError(413, "payload_too_large", f"a batch holds at most {MAX_BATCH} events; got {len(items)}")
+    return items
+
+
 class AppendBody(BaseModel):
     """A batch; a single event object (IncomingEventBody) is accepted too."""
 
@@ -156,24 +175,18 @@ async def create_trace(request: Request) -> JSONResponse:
 )
 async def append_events(request: Request) -> JSONResponse:
     ctx = api_context(request)
-    raw = await json_body(request)
-    items: list[Any]
-    if isinstance(raw, dict) and "events" in raw:
-        if not isinstance(raw["events"], list):
-            raise ApiError(422, "validation_error", "events must be a list")
-        items = raw["events"]
-    elif isinstance(raw, dict):
-        items = [raw]
-    else:
-        raise ApiError(422, "validation_error", 'send one event object, or {"events": [...]}')
-    if not items:
-        raise ApiError(422, "validation_error", "the batch is empty")
-    if len(items) > MAX_BATCH:
-        raise ApiError(413, "payload_too_large", f"a batch holds at most {MAX_BATCH} events; got {len(items)}")
-    valid, rejected = _validated(items)
+    body = await json_bytes(request)
     org = org_of(request)
     trace_ref = request.path_params["trace_id"]
-    result = await anyio.to_thread.run_sync(lambda: ctx.live.append_events(org, trace_ref, valid))
+
+    def append() -> tuple[AppendResult, list[dict[str, Any]]]:
+        # One hop to the worker thread per batch: the body is parsed, its events validated, numbered
+        # and stored there, off the event loop, with the cyclic garbage collector paused (`models/batch.py`).
+        with gc_paused():
+            valid, rejected = _validated(_batch_items(parse_json(body)))
+            return ctx.live.append_events(org, trace_ref, valid), rejected
+
+    result, rejected = await anyio.to_thread.run_sync(append)
     if result.stored:
         ctx.metrics.ingested_events.labels("live").inc(len(result.stored))
         # The trace's UUID came with the append: no whole-trace read to publish a batch.

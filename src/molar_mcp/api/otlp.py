@@ -276,6 +276,7 @@ async def _export(request: Request, ctx: ApiContext, content_type: str) -> tuple
         return outcomes, reasons, len(ids.rejected) + sum(len(o.refused) for o in outcomes), converted
 
     outcomes, reasons, refused, converted = await anyio.to_thread.run_sync(work)
+    settings.received += 1
     for outcome in outcomes:
         if outcome.created:
             ctx.metrics.ingested_traces.labels("otlp").inc()
@@ -590,7 +591,12 @@ async def lay_out_again(ctx: ApiContext, org: str, otel_trace_id: str) -> None:
 async def sweep(ctx: ApiContext, now: float | None = None) -> int:
     """Read what is still waiting, then finish the OTLP traces that went quiet: root arrived and nothing
     came for the quiet period (status from the spans), or no root and nothing for the abandon period
-    (`aborted`)."""
+    (`aborted`). How many it finished."""
+    return (await _sweep(ctx, now))[0]
+
+
+async def _sweep(ctx: ApiContext, now: float | None = None) -> tuple[int, int]:
+    """`sweep`, and how many OTLP traces were open."""
     settings = ctx.otlp_settings
     await convert_pending(ctx)
     now_ms = int((time.time() if now is None else now) * 1000)
@@ -606,15 +612,31 @@ async def sweep(ctx: ApiContext, now: float | None = None) -> int:
         elif not trace.has_root and quiet >= settings.abandon_seconds * 1000:
             await finish_otel_trace(ctx, trace.org_id, trace.otel_trace_id, status="aborted")
             finished += 1
-    return finished
+    return finished, len(open_traces)
 
 
 async def run_sweeper(ctx: ApiContext, every: float | None = None) -> None:
-    """The sweeper `serve` runs beside the app until cancelled."""
-    interval = every if every is not None else max(0.05, min(1.0, ctx.otlp_settings.quiet_seconds / 4))
+    """The sweeper `serve` runs beside the app until cancelled: every `interval` while OTLP traces are
+    open; with none, twice as long after each sweep that found none, up to 8 × `interval` (an idle
+    replica does not query the database every second). An export this replica takes brings it back to
+    `interval` at once; traces another replica took wait at most 8 × `interval` for this one."""
+    settings = ctx.otlp_settings
+    interval = every if every is not None else max(0.05, min(1.0, settings.quiet_seconds / 4))
+    idle_rounds = 0
     while True:
-        await sweep(ctx)
-        await anyio.sleep(interval)
+        seen = settings.received
+        _, still_open = await _sweep(ctx)
+        idle_rounds = 0 if still_open else idle_rounds + 1
+        wait = sweeper_wait(interval, idle_rounds)
+        waited = 0.0
+        while waited < wait and settings.received == seen:  # checks memory only, no query
+            await anyio.sleep(interval)
+            waited += interval
+
+
+def sweeper_wait(interval: float, idle_rounds: int) -> float:
+    """The sweeper's wait after `idle_rounds` sweeps in a row that found no open trace."""
+    return min(8 * interval, interval * 2.0 ** min(max(0, idle_rounds - 1), 16))
 
 
 @documented(

@@ -495,19 +495,34 @@ class ReplayService:
 
     def _worker_main(self) -> None:
         renew_at = 0.0
+        idle_rounds = 0  # rounds in a row that found nothing to claim and held nothing
         while True:
             with self._lock:
                 if self._closing:
                     return
+            claimed = 0
             try:
                 if time.monotonic() >= renew_at:
                     self._renew()
                     renew_at = time.monotonic() + self.settings.lease_s / 3
-                self._fill_slots()
+                claimed = self._fill_slots()
             except Exception:  # the database away for a moment: try again next round
                 log.exception("the replay queue worker failed a round; it goes on")
-            self._wake.wait(min(self.settings.poll_s, self.settings.lease_s / 3))
+            with self._lock:
+                holding = bool(self._slots)
+            idle_rounds = 0 if claimed or holding else idle_rounds + 1
+            if self._wake.wait(self.idle_wait(idle_rounds)):
+                idle_rounds = 0  # a replay of this replica ended, or the replica stops
             self._wake.clear()
+
+    def idle_wait(self, idle_rounds: int) -> float:
+        """How long the worker waits before it looks for replays queued through other replicas again:
+        `poll_s` (at most a third of the lease) while it runs replays or just claimed one, then twice as
+        long after each round that found nothing, up to 8 × `poll_s` (still at most a third of the lease).
+        A replay queued through this replica does not wait: its request claims it."""
+        base = min(self.settings.poll_s, self.settings.lease_s / 3)
+        most = max(base, min(8 * self.settings.poll_s, self.settings.lease_s / 3))
+        return min(most, base * 2.0 ** min(max(0, idle_rounds - 1), 16))
 
     def _renew(self) -> None:
         with self._lock:
@@ -527,13 +542,14 @@ class ReplayService:
     def _lease_ms(self) -> int:
         return max(1, int(self.settings.lease_s * 1000))
 
-    def _fill_slots(self) -> None:
-        """Claim and start replays while this replica has room."""
+    def _fill_slots(self) -> int:
+        """Claim and start replays while this replica has room; how many it claimed."""
+        claimed = 0
         with self._claim_lock:
             while True:
                 with self._lock:
                     if self._closing or len(self._slots) >= self.settings.replica_limit:
-                        return
+                        return claimed
                 record = self.replays.claim(
                     self.replica,
                     lease_ms=self._lease_ms(),
@@ -541,7 +557,8 @@ class ReplayService:
                     max_attempts=self.settings.max_attempts,
                 )
                 if record is None:
-                    return
+                    return claimed
+                claimed += 1
                 slot = _Slot(record.id, record.org_id)
                 # Daemon: `close()` cancels running replays and stops their apps; a thread (or an AnyIO
                 # worker thread its event loop started, which inherits this flag) must never keep the

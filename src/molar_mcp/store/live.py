@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import pydantic_core
-
 from molar_mcp.models import Event
 from molar_mcp.store.db import CleanRows, Database, store_text
 from molar_mcp.store.history import refresh_health
@@ -21,13 +19,13 @@ from molar_mcp.store.sqlite import (
     EVENT_SELECT,
     derived_ok,
     event_from_row,
+    event_rows,
     find_trace_pk,
     find_trace_row,
     fts_body_from_rows,
     insert_steps,
     load_steps_for,
     new_short_id,
-    number_event,
     scenario_id_for,
 )
 from molar_mcp.store.steps import StepTree
@@ -377,28 +375,13 @@ def _as_stored(events: Sequence[Event]) -> None:
 
 
 def _number_rows(events: Sequence[Event], keys: Sequence[str | None], tree: StepTree, pk: int) -> list[tuple[Any, ...]]:
-    """The events' rows, in one pass: each event's step numbered through `tree` (which grows) and its
-    `ok` derived from the payload where the producer left it out — both also set on the event itself,
-    which is what followers are sent. Their text is as the store keeps it (`_as_stored`), so the rows
-    are `CleanRows`."""
+    """The events' rows (`event_rows`: each event's step numbered through `tree`, which grows, and its
+    `ok` derived from the payload where the producer left it out), with their idempotency keys; `step`
+    and `ok` are also set on the events themselves, which is what followers are sent. Their text is as
+    the store keeps it (`_as_stored`), so the rows are `CleanRows`."""
     rows: list[tuple[Any, ...]] = CleanRows()
-    for ev, key in zip(events, keys, strict=True):
+    for ev, row, key in zip(events, event_rows(events, tree, pk=pk), keys, strict=True):
         fields = ev.__dict__
-        number, ok = number_event(tree, ev)
-        fields["step"], fields["ok"] = number, ok
-        payload = ev.payload
-        rows.append(
-            (
-                pk,
-                ev.seq,
-                ev.ts,
-                ev.kind,
-                ev.step_id,
-                number,
-                None if ok is None else int(ok),
-                ev.message,
-                pydantic_core.to_json(payload).decode() if payload else "{}",  # JSON: a NUL is escaped
-                None if key is None else store_text(key),
-            )
-        )
+        fields["step"], fields["ok"] = row[5], None if row[6] is None else bool(row[6])
+        rows.append((*row, None if key is None else store_text(key)))
     return rows

@@ -183,6 +183,23 @@ class StepTree:
             self.touched[current.step_id] = current
             current = current.parent
 
+    def observe_run(
+        self, node: StepNode, *, first_seq: int, first_ts: int, last_seq: int, end_ts: int, count: int
+    ) -> None:
+        """Fold `count` plain events of `node` (no `step.start`/`step.end`, none failed) into it and its
+        ancestors at once: what `observe` of each would do. The run's first event is `first_seq` at
+        `first_ts`; `last_seq` and `end_ts` are the highest of the run."""
+        current: StepNode | None = node
+        while current is not None:
+            if current.event_count == 0:
+                current.first_seq = first_seq
+                current.start_ts = first_ts
+            current.last_seq = max(current.last_seq, last_seq)
+            current.event_count += count
+            current.end_ts = end_ts if current.end_ts is None else max(current.end_ts, end_ts)
+            self.touched[current.step_id] = current
+            current = current.parent
+
     def take_touched(self) -> list[StepNode]:
         """The steps changed since the last call, in tree order (for an upsert)."""
         out = sorted(self.touched.values(), key=lambda n: n.ord)
