@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -43,12 +44,39 @@ from tests.servers import Served, start_server
 from molar_mcp.compose import open_store
 from molar_mcp.ingest import read_bundle
 from molar_mcp.store import LOCAL_ORG_ID
+from molar_mcp.store.port import org_scope
 
 BATCH = 100
 PG_SETTINGS = (
     "-c shared_buffers=2GB -c effective_cache_size=8GB -c work_mem=32MB -c maintenance_work_mem=512MB"
     " -c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_wal_size=8GB"
 )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (from /proc): it does not stretch with the machine's load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backends_cpu(admin_url: str | None) -> float:
+    """CPU so far of the database's server processes serving this database (PostgreSQL on this machine)."""
+    if admin_url is None:
+        return 0.0
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        pids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ]
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a connection closed meanwhile
+            total += cpu_seconds(pid)
+    return total
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -78,8 +106,8 @@ async def timed(fn: Callable[[], Awaitable[object]], n: int) -> list[float]:
 
 def fill(engine: dict[str, str], data_dir: Path, n: int, admin_url: str | None, prebuilt: bool) -> str:
     """N traces (bench/make_store.py: straight into SQLite, or COPY into PostgreSQL; none when `prebuilt`)
-    plus one 10,000-event trace stored three times through the store (the bundle ingest rate); returns
-    its id."""
+    plus one 10,000-event trace stored three times through the store, scoped to its org as a request is
+    (the bundle ingest rate, and the CPU it takes); returns its id."""
     t = time.perf_counter()
     if prebuilt:
         pass
@@ -93,13 +121,22 @@ def fill(engine: dict[str, str], data_dir: Path, n: int, admin_url: str | None, 
     with store.db.read() as conn:
         RESULTS[LABEL]["traces"] = conn.execute("SELECT count(*) FROM traces").fetchone()[0]
     parsed = read_bundle(record_long_run(10_000))
-    rates = []
+    rates, own_cpu, db_cpu = [], [], []
     big_id = ""
     for _ in range(3):
-        t = time.perf_counter()
-        big_id, _ = store.add_trace(LOCAL_ORG_ID, parsed.trace, parsed.blobs)
+        t, c, d = time.perf_counter(), time.process_time(), backends_cpu(admin_url)
+        with org_scope(LOCAL_ORG_ID):  # as a request to the server is
+            big_id, _ = store.add_trace(LOCAL_ORG_ID, parsed.trace, parsed.blobs)
         rates.append(len(parsed.trace.events) / (time.perf_counter() - t))
+        own_cpu.append(time.process_time() - c)
+        db_cpu.append(backends_cpu(admin_url) - d)
     store.close()
+    # CPU per 10,000 events: the storing process (rows, step numbers, search text) and, on PostgreSQL,
+    # the database's server processes (parsing, indexes, WAL).
+    RESULTS[LABEL]["bundle_ingest_cpu_ms"] = {
+        "process_p50": round(statistics.median(own_cpu) * 1000),
+        "database_p50": round(statistics.median(db_cpu) * 1000),
+    }
     RESULTS[LABEL]["bundle_ingest_events_per_s"] = {
         "min": round(min(rates)),
         "p50": round(statistics.median(rates)),
@@ -108,7 +145,15 @@ def fill(engine: dict[str, str], data_dir: Path, n: int, admin_url: str | None, 
     return big_id
 
 
-async def rest_and_mcp(base: str, big_id: str, iterations: int) -> None:
+async def timed_cpu(name: str, pid: int, fn: Callable[[], Awaitable[object]], n: int) -> None:
+    """`timed`, and the serving process's CPU per call (ms) beside it."""
+    before = cpu_seconds(pid)
+    samples = await timed(fn, n)
+    RESULTS[LABEL][name] = summary(samples)
+    RESULTS[LABEL][name]["server_cpu_ms_per_call"] = round((cpu_seconds(pid) - before) * 1000 / (n + 5), 2)
+
+
+async def rest_and_mcp(base: str, pid: int, big_id: str, iterations: int) -> None:
     from mcp.client import Client
 
     async with httpx2.AsyncClient(base_url=base, timeout=60) as http:
@@ -121,15 +166,15 @@ async def rest_and_mcp(base: str, big_id: str, iterations: int) -> None:
             r = await http.get("/v1/traces", params={"q": "webhook 404"})
             r.raise_for_status()
 
-        RESULTS[LABEL]["rest_list_status_ms"] = summary(await timed(listing, iterations))
-        RESULTS[LABEL]["rest_search_ms"] = summary(await timed(search, iterations))
+        await timed_cpu("rest_list_status_ms", pid, listing, iterations)
+        await timed_cpu("rest_search_ms", pid, search, iterations)
     async with Client(f"{base}/mcp") as client:
 
         async def get_trace() -> None:
             result = await client.call_tool("get_trace", {"trace_id": big_id})
             assert not result.is_error
 
-        RESULTS[LABEL]["mcp_get_trace_ms"] = summary(await timed(get_trace, iterations))
+        await timed_cpu("mcp_get_trace_ms", pid, get_trace, iterations)
 
 
 async def live_append(bases: list[str], total: int) -> float:
@@ -190,7 +235,7 @@ def run_engine(
     replicas = 2 if engine else 1
     with servers(tmp, engine, replicas, data_dir) as served:
         print(f"== {label}: REST and MCP latency", file=sys.stderr, flush=True)
-        asyncio.run(rest_and_mcp(served[0].base_url, big_id, args.iterations))
+        asyncio.run(rest_and_mcp(served[0].base_url, served[0].process.pid, big_id, args.iterations))
         RESULTS[label]["load_after_latency"] = os.getloadavg()[0]
         if args.no_live:
             return

@@ -239,6 +239,45 @@ def test_a_worker_that_dies_on_every_try_marks_the_analysis_failed_and_get_says_
 
 
 @lifecycle
+def test_an_analyze_request_behind_the_ingests_analysis_gets_that_analysis_not_a_second_run(
+    embedded: Embedded, engine: dict[str, str]
+) -> None:
+    """`debug_run` right after an upload: its POST waits for the background analysis, then reads it."""
+    worker = AnalysisWorker(_address(embedded, engine), min_events=0)
+    ctx = dataclasses.replace(embedded.context, analysis_worker=worker)
+    app = create_api_app(ctx)
+    warm = ingest_bundle(embedded.store, LOCAL_ORG_ID, make_bundle(summary(scenario_slug="warm")))[0]
+    trace_id = ingest_bundle(embedded.store, LOCAL_ORG_ID, make_bundle())[0]
+
+    async def main() -> dict[str, Any]:
+        transport = httpx2.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as api:
+            stopped = await anyio.to_thread.run_sync(_stopped_worker, worker, LOCAL_ORG_ID, warm)
+            answers: list[httpx2.Response] = []
+
+            async def post() -> None:
+                answers.append(await api.post(f"/v1/traces/{trace_id}/analyze"))
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(analyze_in_background, ctx, LOCAL_ORG_ID, trace_id)
+                await anyio.to_thread.run_sync(_busy, worker)  # the background analysis has the turn
+                tasks.start_soon(post)
+                await anyio.sleep(0.5)  # the request waits for its turn
+                os.kill(stopped, signal.SIGCONT)
+            (answer,) = answers
+            assert answer.status_code == 200, answer.text
+            stored = (await api.get(f"/v1/traces/{trace_id}/analysis")).json()
+            assert answer.json() == stored
+            return stored
+
+    try:
+        assert anyio.run(main)["failure_signature"] == "step-5: http 404 POST /api/webhooks/stripe"
+        assert worker.answered == 2  # the warm-up and the background analysis: no second run
+    finally:
+        worker.close()
+
+
+@lifecycle
 def test_a_stuck_worker_is_stopped_after_the_timeout_and_the_analysis_marked_failed(
     embedded: Embedded, engine: dict[str, str]
 ) -> None:

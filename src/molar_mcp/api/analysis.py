@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from molar_mcp.api.analysis_worker import AnalysisFailed
+from molar_mcp.api.analysis_worker import AnalysisFailed, AnalysisWorker
 from molar_mcp.api.bodies import parse_json
 from molar_mcp.api.context import ApiContext, api_context, org_of
 from molar_mcp.api.errors import ApiError
@@ -74,8 +74,21 @@ def run_analysis(
     subject, stored = ctx.analysis.reusable(org, trace_ref, ANALYZER_VERSION)
     if stored is not None and not rerun and findings is None:
         return stored
+    worker = ctx.analysis_worker
+    if findings is None and worker is not None and worker.wanted(subject.event_count):
+        with worker.turn():  # stored before the turn ends, so that the next in line finds it
+            # The analysis this request waited behind (the one after the ingest) may be this one.
+            subject, stored = ctx.analysis.reusable(org, trace_ref, ANALYZER_VERSION)
+            if stored is not None and not rerun:
+                return stored
+            return _save(ctx, org, subject, _in_worker(ctx, worker, org, subject))
     if findings is None:
-        findings = _findings(ctx, org, subject)
+        # Light rows, not models: the detectors read a few fields of most events (bench/bench_debug_run.py).
+        findings = analyze(ctx.store.stored_events(org, subject.trace_id), subject.status)
+    return _save(ctx, org, subject, findings)
+
+
+def _save(ctx: ApiContext, org: str, subject: AnalysisSubject, findings: list[Finding]) -> Analysis:
     analysis = ctx.analysis.save_analysis(
         org,
         subject,
@@ -88,17 +101,13 @@ def run_analysis(
     return analysis
 
 
-def _findings(ctx: ApiContext, org: str, subject: AnalysisSubject) -> list[Finding]:
-    worker = ctx.analysis_worker
-    if worker is not None and worker.wanted(subject.event_count):
-        # Off this process's GIL and memory: the same detectors over the same rows, in the worker.
-        try:
-            return worker.analyse(org, subject.trace_id, subject.status)
-        except AnalysisFailed as exc:
-            failed(ctx, org, subject.trace_id, str(exc))
-            raise ApiError(503, "analysis_failed", str(exc)) from None
-    # Light rows, not models: the detectors read a few fields of most events (bench/bench_debug_run.py).
-    return analyze(ctx.store.stored_events(org, subject.trace_id), subject.status)
+def _in_worker(ctx: ApiContext, worker: AnalysisWorker, org: str, subject: AnalysisSubject) -> list[Finding]:
+    """Off this process's GIL and memory: the same detectors over the same rows, in the worker."""
+    try:
+        return worker.analyse(org, subject.trace_id, subject.status)
+    except AnalysisFailed as exc:
+        failed(ctx, org, subject.trace_id, str(exc))
+        raise ApiError(503, "analysis_failed", str(exc)) from None
 
 
 def failed(ctx: ApiContext, org: str, trace_id: str, message: str) -> None:

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -89,13 +90,15 @@ class AnalysisWorker:
         self.idle_seconds = idle_seconds
         self.timeout_seconds = timeout_seconds
         self.retries = retries
-        self._lock = threading.Lock()  # one analysis at a time; held while the worker is started or stopped
+        # One analysis at a time (`turn`); held while the worker is started or stopped.
+        self._lock = threading.RLock()
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._idle_timer: threading.Timer | None = None
         self._closed = False
         self.started = 0  # worker processes started so far
         self.busy_pid: int | None = None  # the worker's pid while it holds a task not yet answered
+        self.answered = 0  # analyses the worker answered
 
     def wanted(self, event_count: int) -> bool:
         """Whether a trace of `event_count` events is analysed in the worker."""
@@ -106,6 +109,14 @@ class AnalysisWorker:
         """The worker process's id while it runs."""
         process = self._process
         return process.pid if process is not None and process.poll() is None else None
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        """Wait for the worker's turn (the analyses before this one done) and keep it: a caller can then
+        look whether its analysis is still needed (another request may have just stored it) before
+        `analyse`, which runs within the turn."""
+        with self._lock:
+            yield
 
     def analyse(self, org_id: str, trace_id: str, status: str | None) -> list[Finding]:
         """The findings of `analyze(store.stored_events(org_id, trace_id), status)`, made in the worker.
@@ -144,6 +155,7 @@ class AnalysisWorker:
                 self.busy_pid = None
             if reply is not None:
                 outcome, value = reply
+                self.answered += 1
                 if outcome == "ok":
                     findings: list[Finding] = value
                     return findings
