@@ -3,6 +3,7 @@ through half done; a read inside a write transaction reads that transaction."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -76,3 +77,39 @@ def test_many_threads_read_at_once_and_the_store_closes_cleanly(embedded_store: 
     for t in threads:
         t.join(30)
     assert errors == []
+
+
+def test_closing_the_store_under_a_running_read_lets_the_read_finish_then_closes_its_connection(
+    tmp_path: Path,
+) -> None:
+    """A server stopping (its store closed) while a request's read is still running in a worker thread:
+    closing that reader's connection under its running statement crashed the whole process (seen once in
+    CI as a segfault). The read finishes; its connection is closed when the read ends; new reads are refused."""
+    store = SqliteTraceStore(tmp_path / "data")
+    running = threading.Event()
+    seen: list[object] = []
+
+    def long_read() -> None:
+        try:
+            with store.db.read() as conn:
+                seen.append(conn)
+                running.set()
+                count = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000) "
+                seen.append(conn.execute(count + "SELECT count(*) FROM c").fetchone()[0])
+        except Exception as exc:  # the test reports what the read got
+            seen.append(exc)
+
+    reader = threading.Thread(target=long_read)
+    reader.start()
+    assert running.wait(10)
+    time.sleep(0.05)  # the statement is under way
+    store.close()
+    reader.join(60)
+    assert not reader.is_alive()
+    conn, count = seen
+    assert count == 2_000_000
+    assert isinstance(conn, sqlite3.Connection)
+    with pytest.raises(sqlite3.ProgrammingError):  # closed once its read ended
+        conn.execute("SELECT 1")
+    with pytest.raises(sqlite3.ProgrammingError), store.db.read():
+        pass

@@ -83,11 +83,13 @@ class Database:
             raise
 
     def close(self) -> None:
+        """Close the writer and the idle readers now; a reader another thread is using is closed when that
+        read ends (`_checkin`): closing a SQLite connection under a running statement crashes the process."""
         with self._lock, self._readers_lock:
             self._closed = True
-            for reader in self._readers:
+            for reader in self._idle:
+                self._readers.remove(reader)
                 reader.close()
-            self._readers.clear()
             self._idle.clear()
             self._conn.close()
 
@@ -147,9 +149,7 @@ class Database:
 
     def _checkin(self, conn: sqlite3.Connection) -> None:
         with self._readers_lock:
-            if self._closed:
-                return
-            if len(self._idle) < MAX_IDLE_READERS:
+            if not self._closed and len(self._idle) < MAX_IDLE_READERS:
                 self._idle.append(conn)
                 return
             self._readers.remove(conn)
