@@ -40,6 +40,20 @@ def _clean(params: Any) -> Any:
     return params
 
 
+IN_CHUNK = 500  # values per IN (…) of a lookup (SQLite's limit on bound parameters is far above)
+
+
+def rows_in(
+    conn: Any, sql: str, values: Sequence[Any], *, before: Sequence[Any] = (), after: Sequence[Any] = ()
+) -> Iterator[Any]:
+    """The rows of `sql` for all of `values`, asked `IN_CHUNK` values at a time: `sql` holds `{marks}` where
+    the IN list goes, and its other parameters are `before` and `after` the values. Rows come chunk by chunk,
+    in the order of `values`."""
+    for start in range(0, len(values), IN_CHUNK):
+        chunk = values[start : start + IN_CHUNK]
+        yield from conn.execute(sql.replace("{marks}", ",".join("?" * len(chunk))), (*before, *chunk, *after))
+
+
 class CleanRows(list[Any]):
     """Rows whose text is already as the store keeps it (`store_text`): bound without a second look
     (a bundle's events, cleaned while their rows are built)."""

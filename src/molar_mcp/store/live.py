@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from molar_mcp.models import Event
-from molar_mcp.store.db import CleanRows, Database, store_text
+from molar_mcp.store.db import CleanRows, Database, rows_in, store_text
 from molar_mcp.store.history import refresh_health
 from molar_mcp.store.port import StoreError, TooManyEvents, max_trace_events
 from molar_mcp.store.search import index_text
@@ -340,25 +340,14 @@ def _close(
         refresh_health(conn, org_id, scenario_id)
 
 
-_LOOKUP_CHUNK = 500  # values per IN (…) of a lookup (SQLite's limit on parameters is far above)
-
-
 def _stored_by(conn: Any, pk: int, column: str, values: Sequence[Any]) -> dict[Any, tuple[Any, ...]]:
     """The stored events whose `column` (idempotency_key or seq) is one of `values`: value → the rest of
     (seq, ts, kind, step_id, ok, message, payload)."""
     rest = "ts, kind, step_id, ok, message, payload"
     if column != "seq":
         rest = "seq, " + rest
-    found: dict[Any, tuple[Any, ...]] = {}
-    wanted = list(dict.fromkeys(values))
-    for start in range(0, len(wanted), _LOOKUP_CHUNK):
-        chunk = wanted[start : start + _LOOKUP_CHUNK]
-        rows = conn.execute(
-            f"SELECT {column}, {rest} FROM events WHERE trace_pk = ? AND {column} IN ({','.join('?' * len(chunk))})",
-            (pk, *chunk),
-        ).fetchall()
-        found.update((r[0], tuple(r[1:])) for r in rows)
-    return found
+    sql = f"SELECT {column}, {rest} FROM events WHERE trace_pk = ? AND {column} IN ({{marks}})"
+    return {r[0]: tuple(r[1:]) for r in rows_in(conn, sql, list(dict.fromkeys(values)), before=(pk,))}
 
 
 def _as_stored(events: Sequence[Event]) -> None:

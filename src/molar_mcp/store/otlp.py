@@ -23,7 +23,7 @@ import pydantic_core
 from molar_mcp.models import Event
 from molar_mcp.models.rows import StoredEvents as LightEvents
 from molar_mcp.models.rows import trusted_event
-from molar_mcp.store.db import NUL, CleanRows, Database, store_text
+from molar_mcp.store.db import NUL, CleanRows, Database, rows_in, store_text
 from molar_mcp.store.search import index_text
 from molar_mcp.store.sqlite import insert_steps, load_steps_for, new_short_id, scenario_id_for
 from molar_mcp.store.steps import StepTree
@@ -518,15 +518,14 @@ class OtlpTraces:
         wanted = sorted(set(otel_trace_ids))
         out: set[str] = set()
         with self.db.read() as conn:
-            for i in range(0, len(wanted), 500):
-                chunk = wanted[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                for (otel_id,) in conn.execute(
-                    f"SELECT otel_trace_id FROM otlp_traces WHERE org_id = ? AND otel_trace_id IN ({marks})"
-                    " AND finished = 1",
-                    (org_id, *chunk),
-                ):
-                    out.add(str(otel_id))
+            for (otel_id,) in rows_in(
+                conn,
+                "SELECT otel_trace_id FROM otlp_traces WHERE org_id = ? AND otel_trace_id IN ({marks})"
+                " AND finished = 1",
+                wanted,
+                before=(org_id,),
+            ):
+                out.add(str(otel_id))
         return out
 
     def ready_traces(self, org_id: str, otel_trace_ids: Iterable[str]) -> dict[str, str]:
@@ -588,12 +587,8 @@ class OtlpTraces:
                 elif body:
                     old.append(pydantic_core.from_json(body))
             batches = sorted({b for b, _ in mine})
-            bodies: list[tuple[int, bytes]] = []
-            for i in range(0, len(batches), 500):
-                chunk = batches[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = conn.execute(f"SELECT pk, body FROM otlp_batches WHERE pk IN ({marks})", chunk).fetchall()
-                bodies += sorted((int(b), bytes(body)) for b, body in rows)
+            rows = rows_in(conn, "SELECT pk, body FROM otlp_batches WHERE pk IN ({marks})", batches)
+            bodies = sorted((int(b), bytes(body)) for b, body in rows)
             return bodies, mine, old
 
     def lay_out(
@@ -646,11 +641,8 @@ class OtlpTraces:
         wanted = sorted(set(batch_pks))
         out: dict[int, bytes] = {}
         with self.db.read() as conn:
-            for i in range(0, len(wanted), 500):
-                chunk = wanted[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                for pk, body in conn.execute(f"SELECT pk, body FROM otlp_batches WHERE pk IN ({marks})", chunk):
-                    out[int(pk)] = bytes(body)
+            for pk, body in rows_in(conn, "SELECT pk, body FROM otlp_batches WHERE pk IN ({marks})", wanted):
+                out[int(pk)] = bytes(body)
         return out
 
     def lay_out_kept(
@@ -761,49 +753,25 @@ def _create_trace(conn: Any, org_id: str, otel_id: str, slug: str, title: str, n
 
 def _known_spans(conn: Any, pk: int, ids: set[str]) -> dict[str, str | None]:
     """span id → parent id of those of `ids` already stored."""
-    found: dict[str, str | None] = {}
-    wanted = sorted(ids)
-    for i in range(0, len(wanted), 500):
-        chunk = wanted[i : i + 500]
-        marks = ",".join("?" * len(chunk))
-        for span_id, parent_id in conn.execute(
-            f"SELECT span_id, parent_id FROM otlp_spans WHERE trace_pk = ? AND span_id IN ({marks})", (pk, *chunk)
-        ):
-            found[span_id] = parent_id
-    return found
+    sql = "SELECT span_id, parent_id FROM otlp_spans WHERE trace_pk = ? AND span_id IN ({marks})"
+    return dict(rows_in(conn, sql, sorted(ids), before=(pk,)))
 
 
 def _shown_spans(conn: Any, pk: int, ids: set[str]) -> dict[str, str | None]:
     """span id → parent id of those of `ids` whose events are stored (their batch was converted, or
     they were stored one by one by an earlier version)."""
-    found: dict[str, str | None] = {}
-    wanted = sorted(ids)
-    for i in range(0, len(wanted), 500):
-        chunk = wanted[i : i + 500]
-        marks = ",".join("?" * len(chunk))
-        for span_id, parent_id in conn.execute(
-            f"SELECT s.span_id, s.parent_id FROM otlp_spans s LEFT JOIN otlp_batches b ON b.pk = s.batch_pk"
-            f" WHERE s.trace_pk = ? AND s.span_id IN ({marks}) AND (s.batch_pk IS NULL OR b.converted = 1)",
-            (pk, *chunk),
-        ):
-            found[span_id] = parent_id
-    return found
+    sql = (
+        "SELECT s.span_id, s.parent_id FROM otlp_spans s LEFT JOIN otlp_batches b ON b.pk = s.batch_pk"
+        " WHERE s.trace_pk = ? AND s.span_id IN ({marks}) AND (s.batch_pk IS NULL OR b.converted = 1)"
+    )
+    return dict(rows_in(conn, sql, sorted(ids), before=(pk,)))
 
 
 def _shown_as(conn: Any, pk: int, ids: set[str]) -> dict[str, str]:
     """span id → how its live events show it (`LiveParts.shown_as`), of those of `ids` shown already."""
-    found: dict[str, str] = {}
-    wanted = sorted(ids)
-    for i in range(0, len(wanted), 500):
-        chunk = wanted[i : i + 500]
-        marks = ",".join("?" * len(chunk))
-        for span_id, shown_as in conn.execute(
-            f"SELECT span_id, shown_as FROM otlp_spans WHERE trace_pk = ? AND span_id IN ({marks})"
-            " AND live_seq IS NOT NULL",
-            (pk, *chunk),
-        ):
-            found[str(span_id)] = str(shown_as or "")
-    return found
+    sql = "SELECT span_id, shown_as FROM otlp_spans WHERE trace_pk = ? AND span_id IN ({marks})"
+    sql += " AND live_seq IS NOT NULL"
+    return {str(span_id): str(shown_as or "") for span_id, shown_as in rows_in(conn, sql, sorted(ids), before=(pk,))}
 
 
 def _has_children(conn: Any, pk: int, span_id: str) -> bool:

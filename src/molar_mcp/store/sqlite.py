@@ -29,7 +29,7 @@ from molar_mcp.models import (
 from molar_mcp.models.batch import gc_paused
 from molar_mcp.models.rows import StoredEvents, trusted_event
 from molar_mcp.store.blobs import BlobStore
-from molar_mcp.store.db import NUL, CleanRows, Database, store_text
+from molar_mcp.store.db import NUL, CleanRows, Database, rows_in, store_text
 from molar_mcp.store.history import (
     FAILING_STATUS_SQL,
     HISTORY_MIGRATIONS,
@@ -145,6 +145,17 @@ def event_rows(events: Sequence[Event], tree: StepTree | None = None, *, pk: int
     to_json = pydantic_core.to_json
     run: StepNode | None = None  # the step of the run being gathered, and the run's seqs, times and size
     run_first_seq = run_first_ts = run_last_seq = run_end_ts = run_count = 0
+
+    def fold_run(node: StepNode) -> None:
+        tree.observe_run(
+            node,
+            first_seq=run_first_seq,
+            first_ts=run_first_ts,
+            last_seq=run_last_seq,
+            end_ts=run_end_ts,
+            count=run_count,
+        )
+
     for ev in events:
         kind, step_id, message, seq, ts = ev.kind, ev.step_id, ev.message, ev.seq, ev.ts
         ok = ev.ok if ev.ok is not None else derived_ok(ev)
@@ -152,14 +163,7 @@ def event_rows(events: Sequence[Event], tree: StepTree | None = None, *, pk: int
         if node is not None and ok is not False and kind not in _STEP_BOUNDS:
             if node is not run:
                 if run is not None:
-                    tree.observe_run(
-                        run,
-                        first_seq=run_first_seq,
-                        first_ts=run_first_ts,
-                        last_seq=run_last_seq,
-                        end_ts=run_end_ts,
-                        count=run_count,
-                    )
+                    fold_run(run)
                 run, run_first_seq, run_first_ts, run_last_seq, run_end_ts, run_count = node, seq, ts, seq, ts, 0
             run_count += 1
             if seq > run_last_seq:
@@ -169,14 +173,7 @@ def event_rows(events: Sequence[Event], tree: StepTree | None = None, *, pk: int
             number: int | None = node.step
         else:
             if run is not None:  # the run ends before this event is observed: the order of folding is kept
-                tree.observe_run(
-                    run,
-                    first_seq=run_first_seq,
-                    first_ts=run_first_ts,
-                    last_seq=run_last_seq,
-                    end_ts=run_end_ts,
-                    count=run_count,
-                )
+                fold_run(run)
                 run = None
             number, ok = number_event(tree, ev)
         # The payload's JSON escapes NUL ("\\u0000"); only the plain text columns may hold one.
@@ -189,14 +186,7 @@ def event_rows(events: Sequence[Event], tree: StepTree | None = None, *, pk: int
             message = None if message is None else store_text(message)
         rows.append((pk, seq, ts, kind, step_id, number, None if ok is None else int(ok), message, payload))
     if run is not None:
-        tree.observe_run(
-            run,
-            first_seq=run_first_seq,
-            first_ts=run_first_ts,
-            last_seq=run_last_seq,
-            end_ts=run_end_ts,
-            count=run_count,
-        )
+        fold_run(run)
     return rows
 
 
@@ -631,9 +621,6 @@ def load_step_tree(conn: Any, pk: int) -> StepTree:
     return StepTree(conn.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE trace_pk = ?", (pk,)).fetchall())
 
 
-_STEP_LOOKUP = 500  # step ids per IN (…)
-
-
 def load_steps_for(conn: Any, pk: int, events: Sequence[Event]) -> StepTree:
     """The part of a stored trace's step tree that appending `events` reads or changes: the steps they
     name (their own, and the parent a `step.start` names) with every ancestor — and, when they begin new
@@ -650,36 +637,24 @@ def load_steps_for(conn: Any, pk: int, events: Sequence[Event]) -> StepTree:
                 if isinstance(parent, str):
                     named.add(parent)
                     parents.setdefault(ev.step_id, parent)
-    found: dict[str, tuple[Any, ...]] = {}
-    ids = sorted(named)
-    for start in range(0, len(ids), _STEP_LOOKUP):
-        chunk = ids[start : start + _STEP_LOOKUP]
-        # The named steps and their ancestors, in one query (a recursive walk up `parent_step_id`).
-        for r in conn.execute(
-            "WITH RECURSIVE up(step_id) AS ("
-            f" SELECT step_id FROM steps WHERE trace_pk = ? AND step_id IN ({','.join('?' * len(chunk))})"
-            " UNION SELECT s.parent_step_id FROM steps s JOIN up ON s.step_id = up.step_id"
-            " WHERE s.trace_pk = ? AND s.parent_step_id IS NOT NULL)"
-            f" SELECT {STEP_COLUMNS} FROM steps WHERE trace_pk = ? AND step_id IN (SELECT step_id FROM up)",
-            (pk, *chunk, pk, pk),
-        ).fetchall():
-            found[str(r[0])] = tuple(r)
+    # The named steps and their ancestors, in one query a chunk (a recursive walk up `parent_step_id`).
+    walk_up = (
+        "WITH RECURSIVE up(step_id) AS ("
+        " SELECT step_id FROM steps WHERE trace_pk = ? AND step_id IN ({marks})"
+        " UNION SELECT s.parent_step_id FROM steps s JOIN up ON s.step_id = up.step_id"
+        " WHERE s.trace_pk = ? AND s.parent_step_id IS NOT NULL)"
+        f" SELECT {STEP_COLUMNS} FROM steps WHERE trace_pk = ? AND step_id IN (SELECT step_id FROM up)"
+    )
+    found = {str(r[0]): tuple(r) for r in rows_in(conn, walk_up, sorted(named), before=(pk,), after=(pk, pk))}
     new = [step_id for step_id in named if step_id not in found]
     if not new:
         return StepTree(found.values(), top=0, count=0)  # nothing begins: numbers and ords are not needed
     last_ord, top = conn.execute("SELECT max(ord), max(step) FROM steps WHERE trace_pk = ?", (pk,)).fetchone()
     adopting = sorted({parent for step_id, parent in parents.items() if step_id not in found and parent in found})
     children = dict.fromkeys(adopting, 0)
-    for start in range(0, len(adopting), _STEP_LOOKUP):
-        chunk = adopting[start : start + _STEP_LOOKUP]
-        children.update(
-            (str(p), int(n))
-            for p, n in conn.execute(
-                "SELECT parent_step_id, count(*) FROM steps WHERE trace_pk = ?"
-                f" AND parent_step_id IN ({','.join('?' * len(chunk))}) GROUP BY parent_step_id",
-                (pk, *chunk),
-            ).fetchall()
-        )
+    sql = "SELECT parent_step_id, count(*) FROM steps WHERE trace_pk = ? AND parent_step_id IN ({marks})"
+    sql += " GROUP BY parent_step_id"
+    children.update((str(p), int(n)) for p, n in rows_in(conn, sql, adopting, before=(pk,)))
     return StepTree(
         found.values(), top=int(top or 0), count=0 if last_ord is None else int(last_ord) + 1, children=children
     )
