@@ -9,7 +9,8 @@ URL) and hands back only the findings; the server stores them exactly as it stor
 
 - One long-lived process (a fresh interpreter, `python -m molar_mcp.api.analysis_worker`: fork + exec is
   safe beside the server's threads, and nothing of the server is imported into it for an analysis;
-  api/otlp_finisher.py runs a second one that finishes OTLP traces), started on the first trace of at least `min_events` events (smaller traces are analysed in the server: cheaper than the round trip) and
+  api/otlp_finisher.py runs a second one that finishes OTLP traces), started on the first trace of at
+  least `min_events` events (smaller traces are analysed in the server: cheaper than the round trip) and
   stopped after `idle_seconds` without work, so its memory goes back to the system too. Traces are
   analysed one at a time, in the order they come.
 - A worker that dies mid-analysis (killed, out of memory) is replaced and the analysis run again, up to

@@ -110,8 +110,10 @@ class FinishHere:
 
     def __init__(self, store: TraceStore) -> None:
         from molar_mcp.api.context import ApiContext
+        from molar_mcp.api.memory import settle_heap
 
         self.ctx: ApiContext = ApiContext.embedded(store)  # type: ignore[arg-type]
+        settle_heap()  # as `serve` does: its start-up's objects out of the collector's sight (api/memory.py)
 
     def finish(self, org_id: str, otel_trace_id: str, status: str | None) -> tuple[str, str, bool] | None:
         from molar_mcp.api.otlp import finish_here
