@@ -29,7 +29,7 @@ from molar_mcp.models import (
 from molar_mcp.models.batch import gc_paused
 from molar_mcp.models.rows import StoredEvents, trusted_event
 from molar_mcp.store.blobs import BlobStore
-from molar_mcp.store.db import NUL, CleanRows, Database, rows_in, store_text
+from molar_mcp.store.db import NUL, CleanRows, Database, insert_many_behind, rows_in, store_text
 from molar_mcp.store.history import (
     FAILING_STATUS_SQL,
     HISTORY_MIGRATIONS,
@@ -255,6 +255,9 @@ def find_trace_pk(conn: sqlite3.Connection, org_id: str, trace_ref: str) -> tupl
 class SqliteTraceStore:
     """`TraceStore` over SQLite (`store/db.py`: one writer behind a lock, readers on their own connections)."""
 
+    # Events of a trace given whole (not streamed) are written this many at a time.
+    event_batch = EVENT_BATCH
+
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.db = Database(data_dir)
@@ -297,7 +300,8 @@ class SqliteTraceStore:
             if actual != sha:
                 raise ValueError(f"blob named {sha} hashes to {actual}")
         streamed = trace.event_chunks is not None
-        chunks = iter(trace.event_chunks if trace.event_chunks is not None else _batches(trace.events, EVENT_BATCH))
+        given = trace.event_chunks
+        chunks = iter(given if given is not None else _batches(trace.events, self.event_batch))
         trace_id = str(uuid.uuid4())
         scenario_id = trace.scenario_id or scenario_id_for(trace.scenario_slug)
         # Scoped to the trace's org whoever calls (a replay worker works for every org): on PostgreSQL each
@@ -353,7 +357,9 @@ class SqliteTraceStore:
                     if count > limit:
                         raise TooManyEvents(count, limit, streamed=streamed)
                     rows = event_rows(chunk, tree, pk=pk)
-                    conn.executemany(
+                    # PostgreSQL inserts this chunk while the next one is read and built (both cores).
+                    insert_many_behind(
+                        conn,
                         "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload)"
                         " VALUES (?,?,?,?,?,?,?,?,?)",
                         rows,
