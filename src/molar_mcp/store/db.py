@@ -57,6 +57,17 @@ def rows_in(
         yield from conn.execute(sql.replace("{marks}", ",".join("?" * len(chunk))), (*before, *chunk, *after))
 
 
+def insert_many_behind(conn: Any, sql: str, rows: Sequence[Any]) -> None:
+    """`conn.executemany(sql, rows)`, which the connection may go on running after this returns (PostgreSQL:
+    on a writer thread, `PgConnection.executemany_behind`; SQLite: at once). The transaction's next statement
+    or its commit waits for it and raises its error; `rows` must stay as they are until then."""
+    behind = getattr(conn, "executemany_behind", None)
+    if behind is None:
+        conn.executemany(sql, rows)
+    else:
+        behind(sql, rows)
+
+
 class CleanRows(list[Any]):
     """Rows whose text is already as the store keeps it (`store_text`): bound without a second look
     (a bundle's events, cleaned while their rows are built)."""
