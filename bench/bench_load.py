@@ -120,7 +120,11 @@ async def _clients(urls: list[str], mode: str, count: int, seconds: float) -> di
                     if result.is_error:
                         errors.append(f"{name}: {result.content}"[:300])
                     elif name == "list_traces":
-                        rows = [r["short_id"] for r in (result.structured_content or {}).get("items", [])]
+                        listed = result.structured_content or {}
+                        if "rows" in listed:  # arrays under `columns`, short_id first
+                            rows = [r[0] for r in listed["rows"]]
+                        else:  # a checkout from before rows became arrays (--before)
+                            rows = [r["short_id"] for r in listed.get("items", [])]
         except Exception as exc:
             errors.append(f"session: {type(exc).__name__}: {exc}"[:300])
             ready.set()
