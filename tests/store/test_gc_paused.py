@@ -5,6 +5,7 @@ a refused one too; a pause never turns on a collector it found off."""
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,30 @@ def _recording(chunks: Sequence[Event] | Any, seen: list[bool]) -> Iterator[Sequ
         yield chunk
 
 
+def test_pauses_of_two_threads_keep_the_collector_off_until_the_last_one_ends() -> None:
+    """Pauses are counted across threads: a pause that ends while another thread's is still in effect
+    does not turn the collector on under it."""
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def other() -> None:
+        with gc_paused():
+            first_in.set()
+            assert second_in.wait(10)
+        first_out.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    assert first_in.wait(10)
+    with gc_paused():
+        second_in.set()
+        assert first_out.wait(10)
+        seen.append(gc.isenabled())  # the other thread's pause ended first: still off
+    thread.join()
+    assert seen == [False]
+    assert gc.isenabled()
+
+
 def test_a_bundle_is_read_and_inserted_chunk_by_chunk_with_the_collector_paused(sqlite_store: SqliteTraceStore) -> None:
     # 5,000 events: three chunks of the bundle reader (2,000 lines each), as the server reads them.
     parsed = open_bundle(make_bundle(summary(), _events(5_000)))
@@ -86,7 +111,7 @@ def test_a_bundle_is_read_and_inserted_chunk_by_chunk_with_the_collector_paused(
     finally:
         conn.set_trace_callback(None)
     assert read == [False, False, False]
-    assert len(inserted) == 5_000  # one trace line per row of executemany
+    assert len(inserted) == 20  # one statement per 250 rows (store/db.py MULTI_ROWS): chunks of 2,000, 2,000, 1,000
     assert not any(inserted)
     assert gc.isenabled()
     assert sqlite_store.get_trace(LOCAL_ORG_ID, trace_id).event_count == 5_000

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -15,6 +17,7 @@ from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceQuery
 from molar_mcp.store.db import CleanRows, store_text
 from molar_mcp.store.port import org_scope
 from molar_mcp.store.postgres.db import PgDatabase
+from molar_mcp.store.postgres.migrations import PG_MIGRATIONS
 from molar_mcp.store.s3 import parse_blob_url
 from molar_mcp.store.schema import MIGRATIONS
 from tests.engines import PgCluster, S3Endpoint
@@ -55,6 +58,7 @@ def test_a_new_database_is_migrated_to_the_newest_version_and_reopening_migrates
     before = first.get_trace(LOCAL_ORG_ID, trace_id)
     first.close()
     assert _version(url, "traces") == len(MIGRATIONS)
+    assert _version(url, "postgres") == len(PG_MIGRATIONS)  # what only PostgreSQL has, versioned apart
     again = open_store(tmp_path / "b", database_url=url)
     try:
         assert again.schema_version == len(MIGRATIONS)
@@ -304,6 +308,73 @@ def test_many_rows_after_a_rolled_back_transaction_on_the_same_connection(pg: Pg
         # Row-level security and the trace reference hold for copied rows: org_a can't add to this trace.
         with org_scope("org_a"), store.db.tx() as conn, pytest.raises(sqlite3.IntegrityError, match="trace reference"):
             conn.executemany(MANY_EVENTS, [(pk, 900, 0, "log"), (pk, 901, 0, "log")])
+    finally:
+        store.close()
+
+
+def test_a_trace_whose_events_fail_while_the_next_are_built_is_absent(
+    store: SqliteTraceStore, s3: S3Endpoint, s3_url: str
+) -> None:
+    # A bundle's events are inserted by the database while the next ones are built (a writer thread): an
+    # insert that fails there fails the whole trace, as one failing at once did — no row, no object.
+    events = [{"seq": i, "ts": 1_000 + i, "kind": "log", "message": f"line {i}"} for i in range(7_000)]
+    events[11]["seq"] = 10  # a second event 10, in the first batch: the database refuses it (primary key)
+    with pytest.raises(sqlite3.IntegrityError, match="events_pkey"):
+        store.add_trace(LOCAL_ORG_ID, new_trace(events=events), {_sha(PNG): PNG})
+    assert store.list_traces(LOCAL_ORG_ID, TraceQuery()).items == []
+    assert _objects(s3, s3_url) == []
+    with org_scope(None), store.db.read() as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (0,)
+    _, short_id = store.add_trace(LOCAL_ORG_ID, new_trace(events=events[:11] + events[12:]), {})
+    assert store.list_events(LOCAL_ORG_ID, short_id).total == 6_999
+
+
+def test_many_rows_inserted_behind_the_caller_are_in_its_transaction(pg: PgCluster, tmp_path: Path) -> None:
+    # `executemany_behind` hands the rows to a writer thread and returns while the database inserts them
+    # (here: while another session's lock holds the insert up); the transaction's next statement waits
+    # for them, and its commit holds them.
+    url = pg.new_database()
+    store = open_store(tmp_path / "data", database_url=url)
+    _, short_id = store.add_trace(LOCAL_ORG_ID, new_trace(events=[]), {})
+    locker = psycopg.connect(url)
+    try:
+        locker.execute("LOCK TABLE events IN SHARE MODE")  # inserts into events wait for this transaction
+        release = threading.Timer(1.5, locker.commit)
+        with org_scope(LOCAL_ORG_ID), store.db.tx() as conn:
+            (pk,) = conn.execute("SELECT pk FROM traces WHERE short_id = ?", (short_id,)).fetchone()
+            t = time.perf_counter()
+            release.start()
+            conn.executemany_behind(MANY_EVENTS, [(pk, i, 0, "log") for i in range(500)])  # type: ignore[attr-defined]
+            returned = time.perf_counter() - t
+            count = conn.execute("SELECT count(*) FROM events WHERE trace_pk = ?", (pk,)).fetchone()
+            waited = time.perf_counter() - t
+        release.join()
+        assert returned < 1.0 < waited  # it returned at once; the next statement waited for the insert
+        assert count == (500,)
+        assert store.list_events(LOCAL_ORG_ID, short_id).total == 500
+    finally:
+        locker.close()
+        store.close()
+
+
+def test_one_insert_of_events_of_several_traces_checks_each_trace(pg_url: str, tmp_path: Path) -> None:
+    # The trace check reads the new rows once: one trace (most inserts) or several (each checked).
+    store = open_store(tmp_path / "data", database_url=pg_url)
+    try:
+        shorts = [store.add_trace(org, new_trace(events=[]), {})[1] for org in (LOCAL_ORG_ID, LOCAL_ORG_ID, "org_b")]
+        with org_scope(None), store.db.read() as conn:
+            pks = [conn.execute("SELECT pk FROM traces WHERE short_id = ?", (s,)).fetchone()[0] for s in shorts]
+        with org_scope(LOCAL_ORG_ID), store.db.tx() as conn:  # two traces of the org: stored
+            conn.executemany(MANY_EVENTS, [(pk, i, 0, "log") for pk in pks[:2] for i in range(3)])
+        with org_scope(LOCAL_ORG_ID), store.db.tx() as conn, pytest.raises(sqlite3.IntegrityError, match="trace ref"):
+            conn.executemany(MANY_EVENTS, [(pk, i, 0, "log") for pk in (pks[0], pks[2]) for i in range(10, 13)])
+        with org_scope(None), store.db.tx() as conn, pytest.raises(sqlite3.IntegrityError, match="trace reference"):
+            conn.executemany(  # unscoped, the rows say their org: one trace, two orgs
+                "INSERT INTO events (trace_pk, seq, ts, kind, org_id) VALUES (?, ?, 0, 'log', ?)",
+                [(pks[0], 20, LOCAL_ORG_ID), (pks[0], 21, "org_b")],
+            )
+        assert [store.list_events(LOCAL_ORG_ID, s).total for s in shorts[:2]] == [3, 3]
+        assert store.list_events("org_b", shorts[2]).total == 0
     finally:
         store.close()
 

@@ -221,6 +221,23 @@ def test_failed_events_are_one_filter_and_filters_combine(store: SqliteTraceStor
     assert store.list_events(LOCAL_ORG_ID, short_id, ok=True).total == 12
 
 
+def test_the_detail_with_its_failed_events_is_one_read_of_both(store: SqliteTraceStore, add: AddTrace) -> None:
+    # `GET /v1/traces/{id}?failed_events=N` reads both at once: the same detail and the same page as the
+    # two reads alone; nothing in place of the events while they are archived (a cold trace).
+    _, short_id = add()
+    detail, failing = store.get_trace_with_failures(LOCAL_ORG_ID, short_id, 3)
+    assert detail == store.get_trace(LOCAL_ORG_ID, short_id)
+    assert failing == store.list_events(LOCAL_ORG_ID, short_id, ok=False, limit=3)
+    assert failing is not None
+    assert ([e.seq for e in failing.events], failing.total) == ([18, 19, 28], 4)
+    with pytest.raises(TraceNotFound):
+        store.get_trace_with_failures(ORG_B, short_id, 3)
+    with store.db.tx() as conn:
+        conn.execute("UPDATE traces SET tier = 'cold' WHERE short_id = ?", (short_id,))
+    detail, failing = store.get_trace_with_failures(LOCAL_ORG_ID, short_id, 3)
+    assert (detail.tier, failing) == ("cold", None)
+
+
 def test_limit_and_offset_page_through_events_and_total_counts_all_matches(
     store: SqliteTraceStore, add: AddTrace
 ) -> None:

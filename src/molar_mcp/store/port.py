@@ -139,6 +139,13 @@ class TraceStore(Protocol):
         """Find by UUID or short id; raise `TraceNotFound` when absent from this org."""
         ...
 
+    def get_trace_with_failures(
+        self, org_id: str, trace_ref: str, limit: int
+    ) -> tuple[TraceDetail, EventsResponse | None]:
+        """`get_trace` and, in the same read, `list_events(ok=False, limit=limit)`; None in its place when
+        the trace's events are archived (tier "cold")."""
+        ...
+
     def list_events(
         self,
         org_id: str,

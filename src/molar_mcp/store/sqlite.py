@@ -11,6 +11,7 @@ import string
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,10 @@ from molar_mcp.models import (
     TraceListItem,
     TraceListResponse,
 )
-from molar_mcp.models.batch import gc_paused
+from molar_mcp.models.batch import ReadAhead, gc_paused
 from molar_mcp.models.rows import StoredEvents, trusted_event
 from molar_mcp.store.blobs import BlobStore
-from molar_mcp.store.db import NUL, CleanRows, Database, rows_in, store_text
+from molar_mcp.store.db import NUL, CleanRows, Database, insert_many_behind, rows_in, store_text
 from molar_mcp.store.history import (
     FAILING_STATUS_SQL,
     HISTORY_MIGRATIONS,
@@ -255,6 +256,9 @@ def find_trace_pk(conn: sqlite3.Connection, org_id: str, trace_ref: str) -> tupl
 class SqliteTraceStore:
     """`TraceStore` over SQLite (`store/db.py`: one writer behind a lock, readers on their own connections)."""
 
+    # Events of a trace given whole (not streamed) are written this many at a time.
+    event_batch = EVENT_BATCH
+
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.db = Database(data_dir)
@@ -297,17 +301,22 @@ class SqliteTraceStore:
             if actual != sha:
                 raise ValueError(f"blob named {sha} hashes to {actual}")
         streamed = trace.event_chunks is not None
-        chunks = iter(trace.event_chunks if trace.event_chunks is not None else _batches(trace.events, EVENT_BATCH))
+        # A streamed trace's chunks (a bundle's: decompressed, split, parsed and validated) are read one
+        # ahead on a second thread while this one writes the current chunk (`ReadAhead`: SQLite and
+        # PostgreSQL's client release the GIL while rows go in), with the cyclic garbage collector paused
+        # on both sides (`models/batch.py`: events hold no cycles; ~40% of the CPU when it was not).
+        reading: AbstractContextManager[Iterator[Sequence[Event]]] = (
+            ReadAhead(trace.event_chunks)
+            if trace.event_chunks is not None
+            else nullcontext(_batches(trace.events, self.event_batch))
+        )
         trace_id = str(uuid.uuid4())
         scenario_id = trace.scenario_id or scenario_id_for(trace.scenario_slug)
         # Scoped to the trace's org whoever calls (a replay worker works for every org): on PostgreSQL each
         # event row then takes the transaction's org as it is (unscoped, a trigger looks the trace up per row).
-        with org_scope(org_id), self.db.tx() as conn:
+        with org_scope(org_id), reading as chunks, self.db.tx() as conn:
             # The first chunk is read before the trace's row is written: its first event dates the trace.
-            # Each chunk is read (a bundle's: parsed and validated), numbered and written with the cyclic
-            # garbage collector paused (`models/batch.py`: its events hold no cycles; ~40% of the CPU).
-            with gc_paused():
-                chunk = next(chunks, None)
+            chunk = next(chunks, None)
             first_ts = chunk[0].ts if chunk else None
             created = trace.created_at or (_dt(first_ts) if first_ts is not None else datetime.now(UTC))
             short_id = new_short_id(conn)
@@ -353,7 +362,9 @@ class SqliteTraceStore:
                     if count > limit:
                         raise TooManyEvents(count, limit, streamed=streamed)
                     rows = event_rows(chunk, tree, pk=pk)
-                    conn.executemany(
+                    # PostgreSQL inserts this chunk while the next one is read and built (both cores).
+                    insert_many_behind(
+                        conn,
                         "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload)"
                         " VALUES (?,?,?,?,?,?,?,?,?)",
                         rows,
@@ -362,8 +373,8 @@ class SqliteTraceStore:
                     text.add((row[3], row[6], row[7]) for row in rows)
                     if chunk:
                         last_ts = chunk[-1].ts
-                    del rows  # freed inside the pause, as the chunk is once the next one replaces it
-                    chunk = next(chunks, None)
+                    del rows, chunk  # freed inside the pause
+                chunk = next(chunks, None)
             duration = trace.duration_ms
             if duration is None and first_ts is not None and last_ts is not None:
                 duration = max(0, last_ts - first_ts)
@@ -481,14 +492,28 @@ class SqliteTraceStore:
 
     def get_trace(self, org_id: str, trace_ref: str) -> TraceDetail:
         with self.db.read() as conn:
+            return self._detail(conn, find_trace_row(conn, org_id, trace_ref))
+
+    def get_trace_with_failures(
+        self, org_id: str, trace_ref: str, limit: int
+    ) -> tuple[TraceDetail, EventsResponse | None]:
+        """`get_trace`, and in the same read (one snapshot, one transaction) what `list_events(ok=False,
+        limit=limit)` answers; None in its place when the trace's events are archived (tier "cold")."""
+        with self.db.read() as conn:
             row = find_trace_row(conn, org_id, trace_ref)
-            pk = row[0]
-            steps = conn.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE trace_pk = ? ORDER BY ord", (pk,)).fetchall()
-            artifacts = conn.execute(
-                "SELECT kind, sha256, name, content_type, size FROM artifacts WHERE trace_pk = ? ORDER BY position",
-                (pk,),
-            ).fetchall()
-            history = read_history(conn, row[3], row[4])
+            detail = self._detail(conn, row)
+            if row[9] == "cold":
+                return detail, None
+            return detail, self._events_page(conn, row, ok=False, limit=limit)
+
+    def _detail(self, conn: sqlite3.Connection, row: tuple[Any, ...]) -> TraceDetail:
+        pk = row[0]
+        steps = conn.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE trace_pk = ? ORDER BY ord", (pk,)).fetchall()
+        artifacts = conn.execute(
+            "SELECT kind, sha256, name, content_type, size FROM artifacts WHERE trace_pk = ? ORDER BY position",
+            (pk,),
+        ).fetchall()
+        history = read_history(conn, row[3], row[4])
         item = _list_item(row)
         created = item.created_at
         return TraceDetail(
@@ -518,35 +543,48 @@ class SqliteTraceStore:
         limit: int = 100,
         offset: int = 0,
     ) -> EventsResponse:
-        where = ["trace_pk = ?"]
         with self.db.read() as conn:
             row = find_trace_row(conn, org_id, trace_ref)
-            pk = row[0]
-            args: list[Any] = [pk]
-            if step is not None:
-                where_step, step_args = step_filter(conn, pk, step)
-                where.append(where_step)
-                args.extend(step_args)
-            if kind is not None:
-                # `network` matches `network.request` and `network.response`: kinds are dotted families.
-                # The trace's kinds are on its row (`kind_counts`, kept in the transaction that adds
-                # events): the family becomes `kind IN (…)`, an index range on either engine.
-                kinds = kinds_of_family(json.loads(row[21]), kind)
-                where.append(f"kind IN ({', '.join('?' * len(kinds))})" if kinds else "1 = 0")
-                args.extend(kinds)
-            if ok is not None:
-                # A literal, not a bound value: only then can SQLite use the partial index on failures.
-                where.append("ok = 1" if ok else "ok = 0")
-            clause = " AND ".join(where)
-            # Without statistics SQLite reads a trace's failures by its primary key, every event and
-            # payload of the trace (14 ms at 10,000 events): name the partial index that holds only the
-            # failures (0.1 ms). PostgreSQL plans by its own statistics (the dialect drops the hint).
-            hint = " INDEXED BY events_failed" if ok is False else ""
-            (total,) = conn.execute(f"SELECT count(*) FROM events{hint} WHERE {clause}", args).fetchone()
-            rows = conn.execute(
-                f"SELECT {EVENT_SELECT} FROM events{hint} WHERE {clause} ORDER BY seq LIMIT ? OFFSET ?",
-                [*args, limit, offset],
-            ).fetchall()
+            return self._events_page(conn, row, step=step, kind=kind, ok=ok, limit=limit, offset=offset)
+
+    def _events_page(
+        self,
+        conn: sqlite3.Connection,
+        row: tuple[Any, ...],
+        *,
+        step: str | None = None,
+        kind: str | None = None,
+        ok: bool | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> EventsResponse:
+        pk = row[0]
+        where = ["trace_pk = ?"]
+        args: list[Any] = [pk]
+        if step is not None:
+            where_step, step_args = step_filter(conn, pk, step)
+            where.append(where_step)
+            args.extend(step_args)
+        if kind is not None:
+            # `network` matches `network.request` and `network.response`: kinds are dotted families.
+            # The trace's kinds are on its row (`kind_counts`, kept in the transaction that adds
+            # events): the family becomes `kind IN (…)`, an index range on either engine.
+            kinds = kinds_of_family(json.loads(row[21]), kind)
+            where.append(f"kind IN ({', '.join('?' * len(kinds))})" if kinds else "1 = 0")
+            args.extend(kinds)
+        if ok is not None:
+            # A literal, not a bound value: only then can SQLite use the partial index on failures.
+            where.append("ok = 1" if ok else "ok = 0")
+        clause = " AND ".join(where)
+        # Without statistics SQLite reads a trace's failures by its primary key, every event and
+        # payload of the trace (14 ms at 10,000 events): name the partial index that holds only the
+        # failures (0.1 ms). PostgreSQL plans by its own statistics (the dialect drops the hint).
+        hint = " INDEXED BY events_failed" if ok is False else ""
+        (total,) = conn.execute(f"SELECT count(*) FROM events{hint} WHERE {clause}", args).fetchone()
+        rows = conn.execute(
+            f"SELECT {EVENT_SELECT} FROM events{hint} WHERE {clause} ORDER BY seq LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        ).fetchall()
         events = [event_from_row(r) for r in rows]
         return EventsResponse.model_construct(events=events, total=total, offset=offset, limit=limit)
 

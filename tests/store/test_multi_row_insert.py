@@ -1,0 +1,72 @@
+"""Rows the store built clean (`CleanRows`) go into a table by a plain INSERT many rows a statement
+(`store/db.py MULTI_ROWS`), on the embedded store's real connection: the same rows as one execution per
+row, whatever the count; a row of the wrong width and a constraint violation are the errors
+`executemany` raises; other statements keep one execution per row."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from molar_mcp.store.db import MULTI_ROWS, CleanRows, Database
+
+INSERT = "INSERT INTO t (a, b, c) VALUES (?, ?, ?)"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(tmp_path / "data")
+    with database.tx() as conn:
+        conn.execute("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT, c BLOB)")
+    yield database
+    database.close()
+
+
+def _rows(n: int) -> CleanRows:
+    return CleanRows((i, f"text {i}" if i % 3 else None, b"\x00\x01" * (i % 4)) for i in range(n))
+
+
+@pytest.mark.parametrize("count", [2, MULTI_ROWS - 1, MULTI_ROWS, MULTI_ROWS + 1, 3 * MULTI_ROWS + 17])
+def test_the_same_rows_as_one_execution_per_row_in_fewer_statements(db: Database, count: int) -> None:
+    statements: list[str] = []
+    with db.tx() as conn:
+        conn.set_trace_callback(lambda sql: statements.append(sql) if sql.startswith("INSERT") else None)
+        conn.executemany(INSERT, _rows(count))
+        conn.set_trace_callback(None)
+        stored = conn.execute("SELECT a, b, c FROM t ORDER BY a").fetchall()
+    assert stored == list(_rows(count))
+    assert len(statements) == -(-count // MULTI_ROWS)
+
+
+def test_a_row_of_the_wrong_width_is_refused_and_nothing_goes_in(db: Database) -> None:
+    rows = _rows(MULTI_ROWS + 5)
+    rows[7] = (7, "seven")  # two values, then a row of four: the flat total would still fit
+    rows[8] = (8, "eight", b"", b"extra")
+    with pytest.raises(sqlite3.ProgrammingError), db.tx() as conn:
+        conn.executemany(INSERT, rows)
+    with db.read() as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 0
+
+
+def test_a_constraint_violation_raises_and_the_transaction_stores_nothing(db: Database) -> None:
+    rows = _rows(2 * MULTI_ROWS)
+    rows[MULTI_ROWS + 3] = (5, "again", b"")  # primary key 5 is in the first statement's rows
+    with pytest.raises(sqlite3.IntegrityError), db.tx() as conn:
+        conn.executemany(INSERT, rows)
+    with db.read() as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 0
+
+
+def test_other_statements_and_uncleaned_rows_run_row_by_row(db: Database) -> None:
+    statements: list[str] = []
+    with db.tx() as conn:
+        conn.set_trace_callback(lambda sql: statements.append(sql) if sql.startswith("INSERT") else None)
+        conn.executemany("INSERT OR REPLACE INTO t (a, b, c) VALUES (?, ?, ?)", _rows(10))
+        conn.executemany(INSERT, [(100 + i, "a\x00b", b"") for i in range(10)])  # a plain list: cleaned
+        conn.set_trace_callback(None)
+        texts = {r[0] for r in conn.execute("SELECT b FROM t WHERE a >= 100").fetchall()}
+    assert len(statements) == 20
+    assert texts == {"a\ufffdb"}
