@@ -92,6 +92,34 @@ async def test_the_detail_with_its_failed_events_is_both_reads_in_one(
     assert_error(await client.get("/v1/traces/nope12345", params={"failed_events": 2}), 404, "not_found")
 
 
+async def test_the_detail_is_utf8_json_with_text_and_payloads_as_stored(
+    client: httpx2.AsyncClient, store: SqliteTraceStore
+) -> None:
+    # The detail (and its failed events) is written in one call (pydantic's JSON): UTF-8 as it is, quotes,
+    # backslashes and control characters escaped, payload numbers as they were, the JSON media type.
+    title = 'Überweisung ✓ "quoted" back\\slash\ttab 𝄞'
+    payload = {"amount": 45.5, "big": 2**62, "tiny": 1e-7, "note": "naïve \u2028 ✓", "nested": [None, True]}
+    events = [
+        {"seq": 0, "ts": 1_000, "kind": "step.start", "step_id": "s1", "message": title},
+        {"seq": 1, "ts": 1_001, "kind": "assertion", "step_id": "s1", "ok": False, "message": title}
+        | {"payload": payload},
+        {"seq": 2, "ts": 1_002, "kind": "step.end", "step_id": "s1", "ok": False},
+    ]
+    _, short_id = store.add_trace(LOCAL_ORG_ID, new_trace(events=events, scenario_title=title), {})
+    for params in ({}, {"failed_events": 5}):
+        resp = await client.get(f"/v1/traces/{short_id}", params=params)
+        assert resp.headers["content-type"] == "application/json"
+        assert "Überweisung ✓".encode() in resp.content
+        assert b'\\"quoted\\" back\\\\slash\\ttab' in resp.content
+        body = resp.json()
+        assert body["scenario_title"] == title
+    failed = body["failed_events"]
+    assert [(e["seq"], e["message"]) for e in failed["events"]] == [(1, title), (2, None)]
+    assert failed["events"][0]["payload"] == payload
+    assert (failed["total"], failed["offset"], failed["limit"]) == (2, 0, 5)
+    assert failed == (await client.get(f"/v1/traces/{short_id}/events", params={"ok": "false", "limit": 5})).json()
+
+
 @pytest.mark.parametrize("ref", ["nope", "00000000-0000-4000-8000-000000000000", "ingest"])
 async def test_an_unknown_trace_is_a_404_with_the_error_shape(
     client: httpx2.AsyncClient, trace: tuple[str, str], ref: str

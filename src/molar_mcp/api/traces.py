@@ -47,6 +47,7 @@ from molar_mcp.models import (
     RejectedFile,
     TraceDetail,
     TraceListResponse,
+    TraceWithFailures,
 )
 from molar_mcp.models.limits import MAX_INT64
 from molar_mcp.store import TraceQuery
@@ -202,7 +203,7 @@ async def list_traces(request: Request) -> Response:
     ],
     errors=(400, 404, 409),
 )
-async def get_trace(request: Request) -> JSONResponse:
+async def get_trace(request: Request) -> Response:
     ctx = api_context(request)
     failed = _int_param(request, "failed_events", 0, 1, MAX_EVENTS_LIMIT)
     org = org_of(request)
@@ -221,10 +222,10 @@ async def get_trace(request: Request) -> JSONResponse:
     detail, failing = await anyio.to_thread.run_sync(run)
     # Signed afresh on every read: refreshing the detail renews the URLs.
     detail.signed_urls = signed_urls(ctx, request, detail)
-    body = detail.model_dump(mode="json")
-    if failing is not None:
-        body["failed_events"] = failing.model_dump(mode="json")
-    return JSONResponse(body)
+    # Serialised in one call (pydantic's JSON; dumping to dicts and then to JSON took twice the time):
+    # the detail's fields, then `failed_events` when asked for.
+    whole = detail if failing is None else TraceWithFailures.model_construct(**dict(detail), failed_events=failing)
+    return Response(whole.model_dump_json(), media_type="application/json")
 
 
 @documented(
