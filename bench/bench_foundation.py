@@ -371,8 +371,9 @@ def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 30.0
 
 def result_tokens(result: Any) -> dict[str, int]:
     """Tokens of a tool result: its text blocks, its other blocks (resource links) as JSON, and
-    structuredContent as JSON. `total` is text + structured, the issue's measure (and what
-    mcp/render.py `cost` budgets); `links` is what a client that also shows the links pays on top."""
+    structuredContent as JSON. `total` is the larger of text and structured (a client shows a model one
+    of them; what mcp/render.py `cost` budgets); `links` is what a client that also shows the links pays
+    on top."""
     text = "\n".join(block.text for block in result.content if block.type == "text")
     links = "\n".join(
         block.model_dump_json(by_alias=True, exclude_none=True) for block in result.content if block.type != "text"
@@ -385,7 +386,7 @@ def result_tokens(result: Any) -> dict[str, int]:
         "links": estimate_tokens(links),
         "structured": estimate_tokens(sc),
     }
-    counts["total"] = counts["text"] + counts["structured"]
+    counts["total"] = max(counts["text"], counts["structured"])
     counts["structured_without_nulls"] = estimate_tokens(sc_no_nulls)
     return counts
 

@@ -120,7 +120,11 @@ async def _clients(urls: list[str], mode: str, count: int, seconds: float) -> di
                     if result.is_error:
                         errors.append(f"{name}: {result.content}"[:300])
                     elif name == "list_traces":
-                        rows = [r["short_id"] for r in (result.structured_content or {}).get("items", [])]
+                        listed = result.structured_content or {}
+                        if "rows" in listed:  # arrays under `columns`, short_id first
+                            rows = [r[0] for r in listed["rows"]]
+                        else:  # a checkout from before rows became arrays (--before)
+                            rows = [r["short_id"] for r in listed.get("items", [])]
         except Exception as exc:
             errors.append(f"session: {type(exc).__name__}: {exc}"[:300])
             ready.set()
@@ -133,7 +137,8 @@ async def _clients(urls: list[str], mode: str, count: int, seconds: float) -> di
     start_at = time.monotonic() + 3600
     # Client i stays on server i mod n (several replicas: what a proxy keeping sessions on one does).
     await asyncio.gather(started(), *(one(urls[i % len(urls)]) for i in range(count)))
-    return {"latencies": latencies, "errors": errors}
+    # This process's CPU (sessions opened and closed included): what the clients themselves cost the machine.
+    return {"latencies": latencies, "errors": errors, "cpu_ms": time.process_time() * 1000}
 
 
 # ---- writers -------------------------------------------------------------------------------------
@@ -237,6 +242,9 @@ def drive(bases: list[str], *, seconds: float, clients: int, writers: int) -> di
         "errors": len(errors),
         "error_samples": errors[:5],
         "appends_per_s": appended / seconds,
+        # The client processes' CPU per tool call: on one machine the load generator competes with the
+        # server for the same cores, so calls/s cannot exceed cores / (server + client CPU per call).
+        "client_cpu_ms_per_call": sum(o.get("cpu_ms", 0.0) for o in outs) / len(latencies) if latencies else 0.0,
         "load": [load_before, os.getloadavg()[0]],
         "by_era": {
             era: len(o["latencies"]) / seconds for era, o in zip(("2026-07-28", "2025-11-25"), outs, strict=True)
@@ -328,6 +336,7 @@ def main() -> int:
             ("errors", "errors"),
             ("appends_per_s", "events appended/s"),
             ("server_cpu_ms_per_call", "server CPU ms per tool call (appends included)"),
+            ("client_cpu_ms_per_call", "client processes' CPU ms per tool call"),
         ):
             values = [r[key] for r in rs if key in r]
             if not values:

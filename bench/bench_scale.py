@@ -371,7 +371,8 @@ async def bench_server(
                 await figure("get_trace 10k-event", "get_trace", {"trace_id": ids["big"]})
                 await figure("list_traces(status=failed)", "list_traces", {"status": "failed"})
                 result = await call("list_traces", {"status": "failed"})
-                rows = len((result.structured_content or {}).get("items", []))
+                listed = result.structured_content or {}
+                rows = len(listed.get("rows", listed.get("items", [])))  # `items` before rows became arrays
                 table.add(f"MCP list_traces rows per default answer{tag}", col, rows)
                 if transport == "HTTP":
                     tools = await client.list_tools(cache_mode="bypass")

@@ -15,6 +15,7 @@ from mcp.client.streamable_http import streamable_http_client
 from tests.auth.conftest import EMAIL, PASSWORD, Browser
 from tests.auth.test_sdk_flow import MemoryStorage, provider
 from tests.bundles import make_bundle
+from tests.listing import rows_of
 from tests.servers import EVERY_SCOPE, Served, start_auth_server, stop_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
@@ -61,10 +62,10 @@ async def test_an_agent_signs_in_through_the_sdk_oauth_client_and_steps_up_for_t
         listed = await client.call_tool("list_traces", {"status": "failed"})
         rows: Any = listed.structured_content
         tools_before = {t.name: t for t in (await client.list_tools()).tools}
-        debug = await client.call_tool("debug_run", {"trace_id": rows["items"][0]["short_id"]})
+        debug = await client.call_tool("debug_run", {"trace_id": rows_of(rows)[0]["short_id"]})
     await browser.aclose()
     assert not listed.is_error
-    assert len(rows["items"]) >= 2  # the failed demo runs of org_local, read through the internal credential
+    assert len(rows_of(rows)) >= 2  # the failed demo runs of org_local, read through the internal credential
     # Every tool is listed, with the scope it needs, so the model calls debug_run and the client steps up.
     assert {"list_traces", "get_trace", "get_event", "debug_run", "replay_trace"} <= set(tools_before)
     assert tools_before["debug_run"].meta == {"scope": "mcp:debug", "ui": {"resourceUri": "ui://molar/viewer"}}

@@ -167,7 +167,8 @@ async def _answer_all(emb: Embedded, out: list[Answer]) -> list[Answer]:
                 assert not result.is_error, (c.id, result.content)
                 view = result.structured_content or {}
                 text = "".join(getattr(b, "text", "") for b in result.content)
-                tokens = estimate_tokens(text) + estimate_tokens(json.dumps(view, ensure_ascii=False))
+                # a model is shown the larger of the text and the structured content
+                tokens = max(estimate_tokens(text), estimate_tokens(json.dumps(view, ensure_ascii=False)))
                 out.append(Answer(c, trace, str(detail["status"]), list(view.get("findings") or []), tokens))
     return out
 

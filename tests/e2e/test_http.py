@@ -10,6 +10,7 @@ import pytest
 from mcp.client import Client
 
 from molar_mcp.compose import manifest_document
+from tests.listing import rows_of
 from tests.servers import Served
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
@@ -21,8 +22,8 @@ async def test_an_agent_lists_failed_demo_runs_and_reads_one_over_streamable_htt
         listed = await client.call_tool("list_traces", {"status": "failed"})
         rows: Any = listed.structured_content
         # The recorded demo (the shop app's real runs): the webhook scenario fails, its 404 at step 5.
-        assert len(rows["items"]) >= 2
-        webhook = next(r for r in rows["items"] if r["scenario"] == "billing-upgrade-webhook")
+        assert len(rows_of(rows)) >= 2
+        webhook = next(r for r in rows_of(rows) if r["scenario"] == "billing-upgrade-webhook")
         detail = await client.call_tool("get_trace", {"trace_id": webhook["short_id"]})
         view: Any = detail.structured_content
         resource = await client.read_resource(f"molar://traces/{webhook['short_id']}/events?limit=5")

@@ -10,6 +10,7 @@ import pytest
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
 
+from tests.listing import rows_of
 from tests.servers import Served, child_env
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
@@ -36,7 +37,7 @@ DEMO_PASSED = {
 async def demo_rows(client: Client, status: str) -> set[tuple[str, str]]:
     listed: Any = (await client.call_tool("list_traces", {"status": status, "limit": 50})).structured_content
     assert listed["next_cursor"] is None
-    return {(row["scenario"], row["status"]) for row in listed["items"]}
+    return {(row["scenario"], row["status"]) for row in rows_of(listed)}
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
@@ -52,7 +53,7 @@ async def test_an_ide_agent_reads_the_whole_demo_over_stdio(tmp_path: Path, mode
         failed = await demo_rows(client, "failed")
         passed = await demo_rows(client, "passed")
         listed: Any = (await client.call_tool("list_traces", {"source": "agent"})).structured_content
-        detail = await client.call_tool("get_trace", {"trace_id": listed["items"][0]["short_id"]})
+        detail = await client.call_tool("get_trace", {"trace_id": rows_of(listed)[0]["short_id"]})
     assert {"list_traces", "get_trace"} <= tools
     assert (failed, passed) == (DEMO_FAILED, DEMO_PASSED)
     assert not detail.is_error

@@ -15,6 +15,7 @@ from mcp.types import CallToolResult
 from molar_mcp.compose import Embedded, open_embedded, record_demo
 from molar_mcp.demo import fix_diff
 from molar_mcp.mcp.server import create_mcp_server
+from tests.listing import rows_of
 from tests.mcp.test_tools import text_of, total_tokens
 
 pytestmark = pytest.mark.anyio
@@ -47,7 +48,7 @@ async def test_the_coupon_bug_is_found_in_three_calls_and_its_fix_verified_by_re
     async with Client(create_mcp_server(demo.client_factory())) as client:
         agent = Agent(client)
         failed: Any = (await agent.call("list_traces", {"status": "failed"})).structured_content
-        coupon = next(r["short_id"] for r in failed["items"] if r["scenario"] == "checkout-coupon")
+        coupon = next(r["short_id"] for r in rows_of(failed) if r["scenario"] == "checkout-coupon")
         summary: Any = (await agent.call("get_trace", {"trace_id": coupon})).structured_content
         step = summary["failure"]["step"]
         page = await agent.call("get_trace", {"trace_id": coupon, "step": step})

@@ -64,17 +64,17 @@ def _image(block: ImageContent) -> Image.Image:
 
 
 def _answer_cost(result: Any) -> int:
-    """Everything the answer puts before a model: text, structured content, links, and the image as a
-    vision model counts it."""
-    total = estimate_tokens(json.dumps(result.structured_content, ensure_ascii=False))
+    """What the answer puts before a model: the larger of its text and its structured content (a client
+    shows one of them), its links, and the image as a vision model counts it."""
+    text = total = 0
     for block in result.content:
         if isinstance(block, TextContent):
-            total += estimate_tokens(block.text)
+            text += estimate_tokens(block.text)
         elif isinstance(block, ImageContent):
             total += vision_tokens(*_image(block).size)
         else:
             total += estimate_tokens(block.model_dump_json(by_alias=True, exclude_none=True))
-    return total
+    return total + max(text, estimate_tokens(json.dumps(result.structured_content, ensure_ascii=False)))
 
 
 async def test_get_trace_shows_the_failure_screenshot_downscaled_with_a_link_to_the_full_one(
@@ -85,7 +85,8 @@ async def test_get_trace_shows_the_failure_screenshot_downscaled_with_a_link_to_
         result = await client.call_tool("get_trace", {"trace_id": pw_demo.coupon, "max_tokens": 2400})
         images = [b for b in result.content if isinstance(b, ImageContent)]
         assert len(images) == 1
-        links = [b for b in result.content if isinstance(b, ResourceLink) and b.mime_type == "image/png"]
+        # The full image's link: the screenshot's own, or its place in the artifact list when that is kept.
+        links = [b for b in result.content if isinstance(b, ResourceLink) and b.name == "screenshot.png"]
         full_read = await client.read_resource(str(links[0].uri))
     assert not result.is_error
     (shown_block,) = images
@@ -112,17 +113,24 @@ async def test_get_trace_shows_the_failure_screenshot_downscaled_with_a_link_to_
     assert _answer_cost(result) <= 2400
 
 
-async def test_at_the_default_budget_a_busy_trace_says_its_screenshot_was_not_shown(pw_demo: PlaywrightDemo) -> None:
-    """The coupon trace's summary needs most of 2,000 tokens (failure, steps, the trace.zip link): the
-    screenshot does not push those out; the answer says it was not shown and how to see it."""
+async def test_a_busy_trace_whose_summary_needs_most_of_the_budget_says_its_screenshot_was_not_shown(
+    pw_demo: PlaywrightDemo,
+) -> None:
+    """At 1,200 tokens the coupon trace's summary needs most of the budget (failure, steps, the trace.zip
+    link): the screenshot does not push those out; the answer says it was not shown and how to see it. At
+    the default 2,000 (an answer counted as the larger of its text and its structured content) it is shown."""
     async with Client(pw_demo.server) as client:
-        result = await client.call_tool("get_trace", {"trace_id": pw_demo.coupon})
+        result = await client.call_tool("get_trace", {"trace_id": pw_demo.coupon, "max_tokens": 1200})
+        default = await client.call_tool("get_trace", {"trace_id": pw_demo.coupon})
     assert not any(isinstance(b, ImageContent) for b in result.content)
     text = result.content[0]
     assert isinstance(text, TextContent)
-    assert "The failure screenshot not shown: no room at max_tokens=2000 (raise it to see it)" in text.text
+    assert "The failure screenshot not shown: no room at max_tokens=1200 (raise it to see it)" in text.text
     assert result.structured_content["artifacts"][0]["kind"] == "playwright"  # type: ignore[index]
-    assert _answer_cost(result) <= 2000
+    assert _answer_cost(result) <= 1200
+    assert any(isinstance(b, ImageContent) for b in default.content)
+    assert default.structured_content["artifacts"][0]["kind"] == "playwright"  # type: ignore[index]
+    assert _answer_cost(default) <= 2000
 
 
 async def test_a_larger_budget_shows_the_screenshot_at_its_recorded_size(pw_demo: PlaywrightDemo) -> None:

@@ -23,6 +23,8 @@ import pytest
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
 
+from tests.listing import rows_of
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -158,7 +160,7 @@ async def test_uvx_from_the_built_wheel_serves_the_demo_over_stdio(dist: Dist, t
     rows: Any = listed.structured_content
     assert not listed.is_error
     assert {"list_traces", "get_trace", "get_event", "debug_run", "replay_trace"} <= tools
-    scenarios = {row["scenario"] for row in rows["items"]}
-    assert len(rows["items"]) >= 2
+    scenarios = {row["scenario"] for row in rows_of(rows)}
+    assert len(rows_of(rows)) >= 2
     assert any("coupon" in s for s in scenarios), scenarios
     assert (tmp_path / "data").is_dir()  # the demo went into the data dir named by MOLAR_DATA_DIR

@@ -19,6 +19,7 @@ from molar_mcp.ingest.service import Upload
 from molar_mcp.mcp.server import create_mcp_server
 from molar_mcp.mcp.tokens import estimate_tokens
 from molar_mcp.store import LOCAL_ORG_ID
+from tests.listing import rows_of
 from tests.pw_ingest.test_reports_and_runs import zipped
 
 pytestmark = pytest.mark.anyio
@@ -29,7 +30,8 @@ def text_of(result: CallToolResult) -> str:
 
 
 def spent(result: CallToolResult) -> int:
-    return estimate_tokens(text_of(result)) + estimate_tokens(json.dumps(result.structured_content))
+    """What a model is shown: the larger of the text and the structured content."""
+    return max(estimate_tokens(text_of(result)), estimate_tokens(json.dumps(result.structured_content)))
 
 
 async def test_an_agent_finds_the_failure_of_a_playwright_test(embedded: Embedded, pw_report: Path) -> None:
@@ -42,8 +44,8 @@ async def test_an_agent_finds_the_failure_of_a_playwright_test(embedded: Embedde
         listed = await client.call_tool("list_traces", {"status": "failed", "run": run_id})
         assert not listed.is_error, text_of(listed)
         rows: Any = listed.structured_content
-        assert len(rows["items"]) == 5  # four failing tests, and the first attempt of the flaky one
-        for row in rows["items"]:
+        assert len(rows_of(rows)) == 5  # four failing tests, and the first attempt of the flaky one
+        for row in rows_of(rows):
             result = await client.call_tool("get_trace", {"trace_id": row["short_id"]})
             assert not result.is_error, text_of(result)
             text = text_of(result)
@@ -64,12 +66,12 @@ async def test_an_agent_finds_the_failure_of_a_playwright_test(embedded: Embedde
                 page = await client.call_tool("get_trace", {"trace_id": row["short_id"], "step": str(failure["step"])})
                 assert "screenshot" in text_of(page), text_of(page)
         # The page error behind the seat map's failure is among the failed events.
-        [seat] = [r for r in rows["items"] if r["scenario"].endswith("shows-the-seat-map")]
+        [seat] = [r for r in rows_of(rows) if r["scenario"].endswith("shows-the-seat-map")]
         seat_view: Any = (await client.call_tool("get_trace", {"trace_id": seat["short_id"]})).structured_content
         before = str(seat_view["failure"]["step"] - 1)  # the click that threw, just before the failed expect
         click = await client.call_tool("get_trace", {"trace_id": seat["short_id"], "step": before})
         assert "TypeError: Cannot read properties of null" in text_of(click)
         # The request behind the checkout failure: the 500 is among the failed events.
-        [pay] = [r for r in rows["items"] if r["scenario"].endswith("pays-for-the-tickets")]
+        [pay] = [r for r in rows_of(rows) if r["scenario"].endswith("pays-for-the-tickets")]
         pay_view = await client.call_tool("get_trace", {"trace_id": pay["short_id"]})
         assert "500" in text_of(pay_view) or "Timeout" in text_of(pay_view)

@@ -23,6 +23,7 @@ from molar_mcp.replay.apps import AppConfig
 from molar_mcp.replay.service import ReplayService
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceQuery
 from molar_mcp.store.replays import ReplayStore
+from tests.listing import rows_of
 from tests.replays.test_service import EXPECT_THE_BUG, edit
 from tests.servers import child_env
 
@@ -44,8 +45,8 @@ def record_demo_cli(data_dir: Path) -> str:
 
 async def failing_trace(client: Client, scenario: str) -> str:
     listed: Any = (await client.call_tool("list_traces", {"status": "failed", "scenario": scenario})).structured_content
-    assert len(listed["items"]) == 1
-    return str(listed["items"][0]["short_id"])
+    assert len(rows_of(listed)) == 1
+    return str(rows_of(listed)[0]["short_id"])
 
 
 async def suggested_step(client: Client, trace: str) -> int:

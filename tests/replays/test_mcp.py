@@ -62,7 +62,10 @@ def text_of(result: CallToolResult) -> str:
 
 
 def tokens(result: CallToolResult) -> int:
-    return estimate_tokens(text_of(result)) + estimate_tokens(json.dumps(result.structured_content, ensure_ascii=False))
+    """What a model is shown: the larger of the text and the structured content."""
+    return max(
+        estimate_tokens(text_of(result)), estimate_tokens(json.dumps(result.structured_content, ensure_ascii=False))
+    )
 
 
 def expect_the_bug(world: World) -> str:

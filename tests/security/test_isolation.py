@@ -19,6 +19,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, ResourceUpdatedNotification
 
+from tests.listing import rows_of
 from tests.security.conftest import Secured
 from tests.servers import EVERY_SCOPE, molar_cli
 
@@ -285,7 +286,7 @@ async def test_mcp_tools_and_resources_refuse_another_orgs_trace(secured: Secure
         debugged = await client.call_tool("debug_run", {"trace_id": detail["short_id"]})
         with pytest.raises(Exception, match=r"(?i)no such trace|not found"):
             await client.read_resource(f"molar://traces/{detail['short_id']}")
-    assert detail["short_id"] not in {row["short_id"] for row in listed["items"]}
+    assert detail["short_id"] not in {row["short_id"] for row in rows_of(listed)}
     assert got.is_error
     assert debugged.is_error
 

@@ -28,6 +28,7 @@ from molar_mcp.api.openapi import Param, documented, integer, string
 from molar_mcp.debugger.detectors import analyze, failure_signature
 from molar_mcp.models import TRACE_SOURCES, AppendResponse, Event, LiveTrace, TraceDetail
 from molar_mcp.models.batch import gc_paused
+from molar_mcp.models.limits import MAX_JSON_DEPTH, parsed_within_bounds
 from molar_mcp.models.traces import TraceSource
 from molar_mcp.store.live import INTERRUPTED, AppendResult, IncomingEvent, TraceNotRunning
 
@@ -54,6 +55,41 @@ class IncomingEventBody(Event):
 
 
 _EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
+
+
+class _Batch(BaseModel):
+    """The usual append body, validated from its bytes in one call (`_fast_validated`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[Event] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+_KEY_MEMBER = b'"idempotency_key"'
+# Levels above a payload's values in an append body: the body, its list, the event, the payload.
+_ABOVE_PAYLOAD_VALUES = 4
+
+
+def _fast_validated(body: bytes) -> list[IncomingEvent] | None:
+    """The usual append — `{"events": [...]}` of valid events without idempotency keys — parsed and
+    validated from the body's bytes in one call, straight into events (not `json.loads` into dicts, then
+    a model from each dict: half the CPU per event). None for anything else (a single event, an item
+    with a key or invalid, other members, a JSON limit, an encoding `json.loads` reads and this parser
+    does not, …): the body then goes the full way (`parse_json`, `_batch_items`, `_validated`), which
+    says what is wrong. Where both accept a body, both give the same events
+    (tests/live/test_append_fast_path.py)."""
+    if _KEY_MEMBER in body:
+        return None
+    try:
+        events = _Batch.model_validate_json(body).events
+    except ValidationError:
+        return None
+    # Every value of an event but its payload is a validated scalar: the body nests deeper than the
+    # payloads only through containers among their values.
+    nested = [v for ev in events for v in ev.payload.values() if isinstance(v, dict | list)]
+    if not parsed_within_bounds(body, nested, max_depth=MAX_JSON_DEPTH - _ABOVE_PAYLOAD_VALUES + 1):
+        return None
+    return [IncomingEvent(index, event) for index, event in enumerate(events)]
 
 
 def _key_ok(key: Any) -> bool:
@@ -183,7 +219,8 @@ async def append_events(request: Request) -> JSONResponse:
         # One hop to the worker thread per batch: the body is parsed, its events validated, numbered
         # and stored there, off the event loop, with the cyclic garbage collector paused (`models/batch.py`).
         with gc_paused():
-            valid, rejected = _validated(_batch_items(parse_json(body)))
+            fast = _fast_validated(body)
+            valid, rejected = (fast, []) if fast is not None else _validated(_batch_items(parse_json(body)))
             return ctx.live.append_events(org, trace_ref, valid), rejected
 
     result, rejected = await anyio.to_thread.run_sync(append)

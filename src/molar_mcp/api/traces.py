@@ -222,8 +222,9 @@ async def get_trace(request: Request) -> Response:
     detail, failing = await anyio.to_thread.run_sync(run)
     # Signed afresh on every read: refreshing the detail renews the URLs.
     detail.signed_urls = signed_urls(ctx, request, detail)
-    # Serialised in one call (pydantic's JSON; dumping to dicts and then to JSON took twice the time):
-    # the detail's fields, then `failed_events` when asked for.
+    # Serialised in one call (pydantic's JSON: the same JSON as dumping to dicts and then to JSON, a float's
+    # exponent written 1e-7 rather than 1e-07, in ~40% of the time); the failed events follow the detail's
+    # fields, as `TraceWithFailures` says.
     whole = detail if failing is None else TraceWithFailures.model_construct(**dict(detail), failed_events=failing)
     return Response(whole.model_dump_json(), media_type="application/json")
 

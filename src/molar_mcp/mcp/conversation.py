@@ -11,7 +11,7 @@ from typing import Any
 
 from molar_mcp.mcp.fence import defuse, fence
 from molar_mcp.mcp.masking import mask, mask_text
-from molar_mcp.mcp.tokens import estimate_tokens
+from molar_mcp.mcp.tokens import estimate_tokens, shown
 from molar_mcp.mcp.views import AgentCall, AgentConversation
 from molar_mcp.models import Event
 
@@ -157,11 +157,12 @@ def _json_tokens(value: object) -> int:
     return estimate_tokens(json.dumps(value, ensure_ascii=False))
 
 
-def _frame_cost(view: AgentConversation) -> int:
-    """The conversation without its calls: the totals and the last output, in both forms, and the fence."""
+def _frame_cost(view: AgentConversation) -> tuple[int, int]:
+    """The conversation without its calls: the totals and the last output, as text (and the fence) and as
+    structured content."""
     said = [f"Model's last output: “{view.last_output}”"] if view.last_output else []
     fenced = estimate_tokens(fence("\n".join(said), CONVERSATION_FENCE)) + 1
-    return _json_tokens(view.model_dump(mode="json", exclude_none=True)) + estimate_tokens(_head(view)) + fenced
+    return estimate_tokens(_head(view)) + fenced, _json_tokens(view.model_dump(mode="json", exclude_none=True))
 
 
 def _note(cut: int, total: int, sid: str) -> str:
@@ -171,27 +172,30 @@ def _note(cut: int, total: int, sid: str) -> str:
 def fit_conversation(
     c: AgentConversation, budget: int, sid: str
 ) -> tuple[AgentConversation | None, list[str], str | None, int]:
-    """Keep the failing calls and as many of the last calls as fit `budget` tokens (text and structured
-    content together); say what was cut and which call lists it all. Each call's tokens are estimated
+    """Keep the failing calls and as many of the last calls as fit `budget` tokens (the larger of the text
+    and the structured content); say what was cut and which call lists it all. Each call's tokens are estimated
     once and the cut is arithmetic. Returns the view, its text lines, the cut note and an upper bound of
     their tokens (the note counted in both forms)."""
     rows = list(c.calls)
     n = len(rows)
-    # A call's JSON (and the comma after it) and its line (and the newline before it).
+    # A call's line (and the newline before it) and its JSON (and the comma after it).
     costs = [
-        _json_tokens(r.model_dump(mode="json", exclude_none=True)) + 1 + estimate_tokens(defuse(_call_line(r))) + 1
+        (estimate_tokens(defuse(_call_line(r))) + 1, _json_tokens(r.model_dump(mode="json", exclude_none=True)) + 1)
         for r in rows
     ]
-    failing_before, failing_count = [0], [0]
-    for r, spent in zip(rows, costs, strict=True):
-        failing_before.append(failing_before[-1] + (spent if r.ok is False else 0))
+    # Sums over the failing calls before a point and over the calls from a point on, in each form.
+    failing_before: list[tuple[int, int]] = [(0, 0)]
+    failing_count = [0]
+    for r, (text, data) in zip(rows, costs, strict=True):
+        t, d = failing_before[-1]
+        failing_before.append((t + text, d + data) if r.ok is False else (t, d))
         failing_count.append(failing_count[-1] + (r.ok is False))
-    suffix = [0] * (n + 1)
+    suffix = [(0, 0)] * (n + 1)
     for i in range(n - 1, -1, -1):
-        suffix[i] = suffix[i + 1] + costs[i]
+        suffix[i] = (suffix[i + 1][0] + costs[i][0], suffix[i + 1][1] + costs[i][1])
 
-    def note_cost(note: str | None) -> int:
-        return 0 if note is None else _json_tokens(note) + 1 + estimate_tokens("\nLeft out: " + note)
+    def note_cost(note: str | None) -> tuple[int, int]:
+        return (0, 0) if note is None else (estimate_tokens("\nLeft out: " + note), _json_tokens(note) + 1)
 
     for drop_output in (False, True):
         if drop_output and not c.last_output:
@@ -202,10 +206,11 @@ def fit_conversation(
             start = n - keep
             cut = start - failing_count[start]
             note = _note(cut, n, sid) if cut else None
-            spent = frame + failing_before[start] + suffix[start] + note_cost(note)
+            parts = (frame, failing_before[start], suffix[start], note_cost(note))
+            spent = shown(sum(p[0] for p in parts), sum(p[1] for p in parts))
             if spent <= budget:
-                shown = [r for r in rows[:start] if r.ok is False] + rows[start:]
-                view = frame_view.model_copy(update={"calls": shown})
+                shown_calls = [r for r in rows[:start] if r.ok is False] + rows[start:]
+                view = frame_view.model_copy(update={"calls": shown_calls})
                 return view, conversation_text(view), note, spent
     note = f'the conversation; get_trace(trace_id="{sid}", kind="tool") or kind="llm" lists it'
-    return None, [], note, note_cost(note)
+    return None, [], note, shown(*note_cost(note))

@@ -15,7 +15,7 @@ from typing import Any
 from molar_mcp.mcp.debug_model import ModelAnswer
 from molar_mcp.mcp.masking import mask_text
 from molar_mcp.mcp.render import event_row
-from molar_mcp.mcp.tokens import estimate_tokens
+from molar_mcp.mcp.tokens import estimate_tokens, shown
 from molar_mcp.mcp.views import DebugFinding, DebugView, EventRow, ReplaySuggestion, ToolCallRecord
 from molar_mcp.models import Analysis, AnalysisFinding, Event, TraceDetail
 
@@ -34,8 +34,9 @@ def debug_structured(view: DebugView) -> dict[str, Any]:
 
 
 def debug_cost(view: DebugView, text: str) -> int:
-    """Tokens of the text block plus the structured content (as `render.cost` counts them)."""
-    return estimate_tokens(json.dumps(debug_structured(view), ensure_ascii=False)) + estimate_tokens(text)
+    """Tokens a model is shown: the larger of the text block and the structured content (as `render.cost`
+    counts them)."""
+    return shown(estimate_tokens(text), estimate_tokens(json.dumps(debug_structured(view), ensure_ascii=False)))
 
 
 def cited_seqs(analysis: Analysis) -> list[int]:

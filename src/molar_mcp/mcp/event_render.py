@@ -14,7 +14,7 @@ from typing import Any
 from molar_mcp.mcp.fence import fence
 from molar_mcp.mcp.masking import mask, mask_text
 from molar_mcp.mcp.render import structured
-from molar_mcp.mcp.tokens import estimate_tokens
+from molar_mcp.mcp.tokens import estimate_tokens, shown
 from molar_mcp.mcp.views import EventView
 from molar_mcp.models import Event
 
@@ -215,7 +215,7 @@ def build_event_view(
         return view, event_text(view)
 
     def spent(view: EventView, body: str) -> int:
-        return estimate_tokens(json.dumps(structured(view), ensure_ascii=False)) + estimate_tokens(body)
+        return shown(estimate_tokens(body), estimate_tokens(json.dumps(structured(view), ensure_ascii=False)))
 
     size = total - start
     view, body = assemble(size)

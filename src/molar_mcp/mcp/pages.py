@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from molar_mcp.mcp.fence import fence
 from molar_mcp.mcp.render import cost, event_line, page_event
-from molar_mcp.mcp.tokens import estimate_tokens
+from molar_mcp.mcp.tokens import estimate_tokens, shown
 from molar_mcp.mcp.views import PageEvent, TraceHeader, TraceView
 from molar_mcp.models import Event, TraceDetail
 
@@ -89,8 +89,10 @@ def common_origin(events: Sequence[Event]) -> str | None:
     return max(counts, key=lambda o: counts[o]) if counts else None
 
 
-def _row_cost(row: PageEvent) -> int:
-    return estimate_tokens(json.dumps(list(row), ensure_ascii=False)) + (estimate_tokens(event_line(row)) + 2)
+def _row_cost(row: PageEvent) -> tuple[int, int]:
+    """A row's tokens as text (its line and the newline before it) and as structured content (its array
+    and the comma before it)."""
+    return estimate_tokens(event_line(row)) + 2, estimate_tokens(json.dumps(list(row), ensure_ascii=False)) + 1
 
 
 def build_events_page(
@@ -131,10 +133,12 @@ def build_events_page(
     view, text = assemble([])
     for limit in PAGE_DETAIL_CHARS:
         rows = [page_event(e, limit, origin) for e in events]
-        spent, fit = base, 0
+        text_spent, data_spent, fit = base, base, 0
         for row in rows:
-            spent += _row_cost(row)
-            if spent > budget:
+            row_text, row_data = _row_cost(row)
+            text_spent += row_text
+            data_spent += row_data
+            if shown(text_spent, data_spent) > budget:
                 break
             fit += 1
         view, text = assemble(rows[: max(fit, 1)] if rows else [])

@@ -1,8 +1,11 @@
 """Pure renderers: API models → tool output (structured view + compact text), fitted to a token budget.
 
-The budget covers everything a client may put in front of a model: the text block and the JSON of
-the structured content together. When something must go, it goes from the least useful end, and
-`omitted` says what went and which call brings it back. Nothing is cut silently.
+The budget covers what a client puts in front of a model. An answer holds the same facts twice: as
+structured content (JSON, described by the tool's output schema) and as a compact text block, which the
+protocol keeps for clients that do not read structured content. A model is shown one of the two, so an
+answer costs the larger of them (plus its resource-link blocks, which either kind of client may show),
+never their sum: `shown`. When something must go, it goes from the least useful end, and `omitted` says
+what went and which call brings it back. Nothing is cut silently.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pydantic import BaseModel
 
 from molar_mcp.mcp.fence import defuse, fence
 from molar_mcp.mcp.masking import mask, mask_text
-from molar_mcp.mcp.tokens import estimate_tokens
+from molar_mcp.mcp.tokens import estimate_tokens, shown
 from molar_mcp.mcp.views import (
     Artifact,
     EventRow,
@@ -80,9 +83,9 @@ def structured(view: BaseModel) -> dict[str, Any]:
 
 
 def cost(view: BaseModel, text: str) -> int:
-    """Tokens of everything a client may show a model: the text block, the structured content, and
+    """Tokens a client may show a model: the larger of the text block and the structured content, and
     for a trace the resource-link blocks of its artifacts."""
-    total = estimate_tokens(json.dumps(structured(view), ensure_ascii=False)) + estimate_tokens(text)
+    total = shown(estimate_tokens(text), estimate_tokens(json.dumps(structured(view), ensure_ascii=False)))
     if isinstance(view, TraceView):
         total += sum(estimate_tokens(json.dumps(link_block(a))) for a in view.artifacts)
     return total
@@ -101,7 +104,7 @@ def link_block(artifact: Artifact) -> dict[str, Any]:
 # ---- list_traces ---------------------------------------------------------------------------------
 
 
-SHA_CHARS = 12
+SHA_CHARS = 7  # git's short form; get_trace gives the whole sha
 
 
 def trace_row(item: TraceListItem) -> TraceRow:
@@ -118,6 +121,14 @@ def trace_row(item: TraceListItem) -> TraceRow:
     )
 
 
+def row_array(row: TraceRow) -> list[str | int | None]:
+    """A row as sent in structured content: its values in column order, trailing nulls left out."""
+    values = list(row)
+    while values and values[-1] is None:
+        values.pop()
+    return values
+
+
 def row_line(r: TraceRow) -> str:
     sig = f" — {r.failure_signature}" if r.failure_signature else ""
     dur = f" {r.duration_ms / 1000:.1f}s" if r.duration_ms is not None else ""
@@ -128,17 +139,21 @@ def row_line(r: TraceRow) -> str:
 LIST_FENCE = "trace list"
 
 
+def _padded(values: list[str | int | None]) -> TraceRow:
+    return TraceRow(*values, *[None] * (len(TraceRow._fields) - len(values)))  # type: ignore[arg-type]
+
+
 def list_text(view: TraceList, filters_desc: str) -> str:
-    if not view.items:
+    if not view.rows:
         lines = [f"No traces match {filters_desc}."]
     else:
-        lines = [f"{len(view.items)} traces ({filters_desc}), newest first:"]
+        lines = [f"{len(view.rows)} traces ({filters_desc}), newest first:"]
         # Scenario names and failure signatures come from what was recorded: fenced as data.
-        lines.append(fence("\n".join(row_line(r) for r in view.items), LIST_FENCE))
+        lines.append(fence("\n".join(row_line(_padded(r)) for r in view.rows), LIST_FENCE))
     lines.extend(f"Left out: {o}" for o in view.omitted)
     if view.next_cursor:
         lines.append(f'More: list_traces(cursor="{view.next_cursor}") with the same filters.')
-    if view.items:
+    if view.rows:
         lines.append("Next: get_trace(trace_id=<short_id>) explains one run.")
     return "\n".join(lines)
 
@@ -150,46 +165,50 @@ def cut_note(keep: int, limit: int, budget: int) -> str:
     )
 
 
-def row_cost(row: TraceRow) -> int:
-    """A row's tokens in both forms it is sent in: its text line (and the newline before it) and its
-    structured object (and the comma before it). The line as the fence holds it (a marker defused)."""
-    data = row.model_dump(mode="json", exclude_none=True)
-    return estimate_tokens(defuse(row_line(row))) + estimate_tokens(json.dumps(data, ensure_ascii=False)) + 2
+def row_cost(row: TraceRow) -> tuple[int, int]:
+    """A row's tokens in each form it is sent in: its text line (and the newline before it; the line as
+    the fence holds it, a marker defused) and its structured array (and the comma before it)."""
+    line = estimate_tokens(defuse(row_line(row))) + 1
+    return line, estimate_tokens(json.dumps(row_array(row), ensure_ascii=False)) + 1
 
 
 class RowCosts:
-    """Each row's cost estimated once, however many times a page is fitted (a row read again unchanged,
-    as when the page is read a second time for its cursor, is not estimated again)."""
+    """Each row's cost estimated once, however many times a page is fitted."""
 
     def __init__(self) -> None:
-        self._known: dict[tuple[object, ...], int] = {}
+        self._known: dict[TraceRow, tuple[int, int]] = {}
 
-    def __call__(self, row: TraceRow) -> int:
-        key = tuple(row.__dict__.values())
-        if (spent := self._known.get(key)) is None:
-            spent = self._known[key] = row_cost(row)
+    def __call__(self, row: TraceRow) -> tuple[int, int]:
+        if (spent := self._known.get(row)) is None:
+            spent = self._known[row] = row_cost(row)
         return spent
 
 
-def list_frame_cost(next_cursor: str | None, omitted: list[str], filters_desc: str, rows: int) -> int:
-    """What a page costs besides its rows: the count line, the fence around the rows, the cut note, the
-    cursor (in the text and the structured content) and the pointer to get_trace."""
-    frame = TraceList(items=[], next_cursor=next_cursor, omitted=omitted)
+def list_frame_cost(next_cursor: str | None, omitted: list[str], filters_desc: str, rows: int) -> tuple[int, int]:
+    """What a page costs besides its rows, in each form (text, structured): the count line, the fence
+    around the rows, the cut note, the cursor and the pointer to get_trace; the column names."""
+    frame = TraceList(next_cursor=next_cursor, omitted=omitted)
     text = list_text(frame, filters_desc)
     text += f"\n{rows} traces ({filters_desc}), newest first:\nNext: get_trace(trace_id=<short_id>) explains one run."
     text += "\n" + fence("", LIST_FENCE)
-    return cost(frame, text)
+    return estimate_tokens(text), estimate_tokens(json.dumps(structured(frame), ensure_ascii=False))
 
 
-def fit_rows(rows: Sequence[TraceRow], budget: int, filters_desc: str, limit: int, costs: RowCosts) -> int:
-    """How many of `rows` fit in `budget` tokens: each row's cost counted once, plus the page's own
-    lines at their longest (count, cursor, the note on a cut page)."""
-    cursor = "a1" * 32  # the store's cursors are ~32 characters; each counted as its own token here
-    spent = list_frame_cost(cursor, [cut_note(limit, limit, budget)], filters_desc, limit)
+def page_cost(frame: tuple[int, int], rows: Sequence[tuple[int, int]]) -> int:
+    """A page's tokens as a model is shown them: the larger of its text and its structured content."""
+    return shown(frame[0] + sum(r[0] for r in rows), frame[1] + sum(r[1] for r in rows))
+
+
+def fit_rows(rows: Sequence[TraceRow], budget: int, filters_desc: str, costs: RowCosts) -> int:
+    """At most how many of `rows` fit in `budget` tokens: each row's cost counted once, plus the page's
+    own lines at their least (no cursor, no note on a cut); the caller checks the page it makes."""
+    text, data = list_frame_cost(None, [], filters_desc, len(rows))
     keep = 0
     for row in rows:
-        spent += costs(row)
-        if spent > budget:
+        row_text, row_data = costs(row)
+        text += row_text
+        data += row_data
+        if shown(text, data) > budget:
             break
         keep += 1
     return max(1, keep)

@@ -2,9 +2,10 @@
 
 Every part that a cut may drop (a step, a failed event, an artifact) is rendered once, in both forms it is
 sent in (its text and its structured JSON, and an artifact's resource link), and its tokens are estimated
-once. Fitting to a budget is then a sum: the frame (header, failure, event counts), the parts kept, and
-the notes that say what was cut (short, estimated for the sizes tried). The answer is built once, for the
-sizes chosen.
+once, per form. Fitting to a budget is then arithmetic: per form, a sum of the frame (header, failure, event
+counts), the parts kept and the notes that say what was cut (short, estimated for the sizes tried); the
+answer costs the larger of the text's sum and the structured content's (a model is shown one of them,
+`tokens.shown`) plus the resource links. The answer is built once, for the sizes chosen.
 
 Why a sum of parts is an upper bound of the whole: the estimator (`tokens.py`) counts units — a run of
 letters, a run of digits, a newline, a punctuation mark; joining texts can merge two runs into one but
@@ -37,7 +38,7 @@ from molar_mcp.mcp.render import (
     link_block,
     structured,
 )
-from molar_mcp.mcp.tokens import estimate_tokens
+from molar_mcp.mcp.tokens import estimate_tokens, shown
 from molar_mcp.mcp.views import Artifact, StepRow, TraceView
 from molar_mcp.models import Event, TraceDetail
 
@@ -118,6 +119,30 @@ def _artifact_piece(a: Artifact) -> str:
     return f"- {a.kind} {a.name} {a.uri}" if a.name else f"- {a.kind} {a.uri}"
 
 
+Cost = tuple[int, int, int]  # tokens as text, as structured content, as resource-link blocks
+NOTHING: Cost = (0, 0, 0)
+
+
+def _plus(a: Cost, b: Cost) -> Cost:
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
+
+
+def _minus(a: Cost, b: Cost) -> Cost:
+    return (a[0] - b[0], a[1] - b[1], a[2] - b[2])
+
+
+def _prefix(costs: list[Cost]) -> list[Cost]:
+    out = [NOTHING]
+    for c in costs:
+        out.append(_plus(out[-1], c))
+    return out
+
+
+def _tokens(c: Cost) -> int:
+    """What a cost comes to as a model is shown it: the larger form, and the links."""
+    return shown(c[0], c[1]) + c[2]
+
+
 @dataclass(frozen=True)
 class Fitted:
     view: TraceView
@@ -133,7 +158,7 @@ class TraceSummary:
         self.failing_total = failing_total
         self.failure = failure_of(detail, failing)
         self.focus = self.failure.step if self.failure is not None else None
-        self.note_costs: dict[str, int] = {}
+        self.note_costs: dict[str, Cost] = {}
         self.steps = [
             StepRow(
                 step=s.step,
@@ -157,24 +182,26 @@ class TraceSummary:
         self.notable = rows
         base = TraceView(trace=header(detail), failure=self.failure, event_counts=detail.event_counts)
         self.base = base
-        self.frame = _json_tokens(structured(base)) + estimate_tokens(trace_text(base))
+        self.frame: Cost = (estimate_tokens(trace_text(base)), _json_tokens(structured(base)), 0)
 
-        # Each part once: its JSON (and the comma after it) and its text (and its joiner).
-        step_costs = [_model_tokens(s) + 1 + estimate_tokens(_step_mark(s)) for s in self.steps]
-        self.step_prefix = [0, *accumulate(step_costs)]
+        # Each part once: its text (and its joiner) and its JSON (and the comma after it).
+        self.step_prefix = _prefix([(estimate_tokens(_step_mark(s)), _model_tokens(s) + 1, 0) for s in self.steps])
         self.step_failed = [0, *accumulate(1 if s.ok is False else 0 for s in self.steps)]
-        self.steps_wrapper = estimate_tokens("\nSteps: ")
-        notable_costs = [
-            _model_tokens(rows[i]) + 1 + estimate_tokens(defuse(event_line(rows[i]))) + 1 for i in self.notable_order
-        ]
-        self.notable_prefix = [0, *accumulate(notable_costs)]
-        self.notable_wrapper = estimate_tokens("\nFailed events:\n" + fence("", "failed events"))
-        artifact_costs = [
-            _model_tokens(a) + 1 + estimate_tokens(defuse(_artifact_piece(a))) + 1 + _json_tokens(link_block(a))
-            for a in self.artifacts
-        ]
-        self.artifact_prefix = [0, *accumulate(artifact_costs)]
-        self.artifacts_wrapper = estimate_tokens("\nArtifacts:\n" + fence("", ARTIFACT_FENCE))
+        self.steps_wrapper: Cost = (estimate_tokens("\nSteps: "), 0, 0)
+        self.notable_prefix = _prefix(
+            [
+                (estimate_tokens(defuse(event_line(rows[i]))) + 1, _model_tokens(rows[i]) + 1, 0)
+                for i in self.notable_order
+            ]
+        )
+        self.notable_wrapper: Cost = (estimate_tokens("\nFailed events:\n" + fence("", "failed events")), 0, 0)
+        self.artifact_prefix = _prefix(
+            [
+                (estimate_tokens(defuse(_artifact_piece(a))) + 1, _model_tokens(a) + 1, _json_tokens(link_block(a)))
+                for a in self.artifacts
+            ]
+        )
+        self.artifacts_wrapper: Cost = (estimate_tokens("\nArtifacts:\n" + fence("", ARTIFACT_FENCE)), 0, 0)
 
     # ---- the sizes' costs ------------------------------------------------------------------------
 
@@ -184,17 +211,17 @@ class TraceSummary:
             return 0
         return max(0, min(self.focus_index - (n * 2) // 3, len(self.steps) - n))
 
-    def _steps_cost(self, n: int) -> int:
+    def _steps_cost(self, n: int) -> Cost:
         if n == 0:
-            return 0
+            return NOTHING
         start = self._window_start(n)
-        return self.step_prefix[start + n] - self.step_prefix[start] + self.steps_wrapper
+        return _plus(_minus(self.step_prefix[start + n], self.step_prefix[start]), self.steps_wrapper)
 
-    def _notable_cost(self, n: int) -> int:
-        return self.notable_prefix[n] + (self.notable_wrapper if n else 0)
+    def _notable_cost(self, n: int) -> Cost:
+        return _plus(self.notable_prefix[n], self.notable_wrapper) if n else NOTHING
 
-    def _artifacts_cost(self, n: int) -> int:
-        return self.artifact_prefix[n] + (self.artifacts_wrapper if n else 0)
+    def _artifacts_cost(self, n: int) -> Cost:
+        return _plus(self.artifact_prefix[n], self.artifacts_wrapper) if n else NOTHING
 
     def _notes(self, n_steps: int, n_notable: int, n_artifacts: int) -> list[str]:
         """What a summary of these sizes leaves out, and the call that brings each back."""
@@ -222,19 +249,22 @@ class TraceSummary:
             )
         return omitted
 
-    def _notes_cost(self, notes: list[str]) -> int:
-        total = 0
+    def _notes_cost(self, notes: list[str]) -> Cost:
+        total = NOTHING
         for note in notes:
             if (spent := self.note_costs.get(note)) is None:
-                spent = self.note_costs[note] = _json_tokens(note) + 1 + estimate_tokens("\nLeft out: " + note)
-            total += spent
+                spent = self.note_costs[note] = (estimate_tokens("\nLeft out: " + note), _json_tokens(note) + 1, 0)
+            total = _plus(total, spent)
         return total
 
-    def _parts_cost(self, sizes: list[int]) -> int:
-        return self._steps_cost(sizes[0]) + self._notable_cost(sizes[1]) + self._artifacts_cost(sizes[2])
+    def _parts_cost(self, sizes: list[int]) -> Cost:
+        return _plus(_plus(self._steps_cost(sizes[0]), self._notable_cost(sizes[1])), self._artifacts_cost(sizes[2]))
+
+    def _within(self, sizes: list[int], notes: Cost) -> int:
+        return _tokens(_plus(_plus(self.frame, self._parts_cost(sizes)), notes))
 
     def cost(self, sizes: list[int]) -> int:
-        return self.frame + self._parts_cost(sizes) + self._notes_cost(self._notes(*sizes))
+        return self._within(sizes, self._notes_cost(self._notes(*sizes)))
 
     # ---- fitting ---------------------------------------------------------------------------------
 
@@ -253,9 +283,9 @@ class TraceSummary:
                 n -= 1
                 trial = [*sizes]
                 trial[part] = n
-                if self.frame + self._parts_cost(trial) + notes <= budget:
+                if self._within(trial, notes) <= budget:
                     notes = self._notes_cost(self._notes(*trial))
-                    if self.frame + self._parts_cost(trial) + notes <= budget:
+                    if self._within(trial, notes) <= budget:
                         break
             sizes[part] = n
         return sizes

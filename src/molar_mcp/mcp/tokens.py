@@ -56,3 +56,10 @@ def estimate_tokens(text: str) -> int:
         + digits.count(b"D")
         + digits.replace(b"dd", b"d").count(b"d")
     )
+
+
+def shown(text_tokens: int, data_tokens: int) -> int:
+    """What an answer costs a model: the larger of its text and its structured content. The protocol has a
+    tool that returns structured content also return it as text for clients that do not read structured
+    content, so a client shows a model one of the two, never both (docs/architecture.md, "Token budget")."""
+    return max(text_tokens, data_tokens)

@@ -7,20 +7,31 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel, Field
 
 
-class TraceRow(BaseModel):
-    short_id: str = Field(description="what get_trace takes")
+class TraceRow(NamedTuple):
+    """A trace in a list. Sent as an array in the order of `TRACE_COLUMNS` (a page holds many rows, and
+    keys would repeat in each), without its trailing nulls (the fields most often null come last)."""
+
+    short_id: str
     status: str
-    scenario: str | None = Field(default=None, description="scenario slug")
-    failure_signature: str | None = None
-    duration_ms: int | None = None
+    scenario: str | None
     created_at: str
-    source: str | None = None
-    code_sha: str | None = Field(default=None, description="first 12 characters")
-    replay_of: str | None = Field(default=None, description="a replay of that trace, not an ordinary run")
+    duration_ms: int | None
+    source: str | None
+    code_sha: str | None
+    failure_signature: str | None
+    replay_of: str | None
+
+
+TRACE_COLUMNS = list(TraceRow._fields)
 
 
 class TraceList(BaseModel):
-    items: list[TraceRow]
+    columns: list[str] = Field(
+        default_factory=lambda: list(TRACE_COLUMNS),
+        description="what each row holds, in order (a shorter row: the rest null). short_id is what get_trace "
+        "takes; code_sha its first 7 characters; replay_of set: a replay of that trace, not an ordinary run",
+    )
+    rows: list[list[str | int | None]] = Field(default_factory=list, description="one array per trace, newest first")
     next_cursor: str | None = Field(
         default=None, description="pass as `cursor` to list_traces for the next page; null on the last page"
     )

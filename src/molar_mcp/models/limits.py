@@ -75,3 +75,17 @@ def loads_bounded(raw: str | bytes | bytearray, *, max_depth: int = MAX_JSON_DEP
     else:
         _check_depth(value, max_depth)
     return value
+
+
+def parsed_within_bounds(raw: str | bytes | bytearray, value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> bool:
+    """Whether `value`, what another parser made of the document `raw` (or a part of it holding every
+    container of it, nested as in `raw`), passes `loads_bounded`'s checks. False also when telling would
+    take a walk of every value (a run of 19 digits in `raw`): the caller then parses `raw` with
+    `loads_bounded`, which says what is wrong."""
+    if _may_hold_long_integer(raw):
+        return False
+    try:
+        _check_depth(value, max_depth)
+    except JsonLimitError:
+        return False
+    return True

@@ -1,12 +1,13 @@
-"""What the HTTP providers share: their client's lifetime, error wording, and a usage estimate for
-servers that report none (a budget must never see a call as free because the server kept quiet)."""
+"""What the HTTP providers share: their settings, one streamed POST with its client's lifetime and error
+wording, and a usage estimate for servers that report none (a budget must never see a call as free
+because the server kept quiet)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import httpx2
 
@@ -72,3 +73,48 @@ def parse_arguments(raw: str) -> dict[str, Any]:
     except ValueError:
         return {"_unparsed": raw}
     return value if isinstance(value, dict) else {"_unparsed": raw}
+
+
+class HttpProvider:
+    """A model behind an HTTP API: its name, base URL, key and (in tests) an injected client. A subclass
+    names its `family` (the provider's name prefix), how errors call the far end (`label`) and its
+    default base URL."""
+
+    family: ClassVar[str]
+    label: ClassVar[str]
+    default_base_url: ClassVar[str]
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        http: httpx2.AsyncClient | None = None,
+    ) -> None:
+        self.model = model
+        self.base_url = (base_url or self.default_base_url).rstrip("/")
+        self._api_key = api_key
+        self._http = http
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}:{self.model}"
+
+    @asynccontextmanager
+    async def streamed_post(
+        self, url: str, body: dict[str, Any], headers: dict[str, str]
+    ) -> AsyncIterator[httpx2.Response]:
+        """POST `body` and yield the answer once its status says success; a refusal, an unreachable server
+        and an answer of an unexpected shape (read inside the block) become a `ModelError` worded for
+        the person reading the chat."""
+        try:
+            async with client_for(self._http) as http, http.stream("POST", url, json=body, headers=headers) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise http_error(self.label, url, resp)
+                yield resp
+        except httpx2.TransportError as exc:
+            raise unreachable(self.label, url, exc) from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{self.label} at {url} answered an unexpected shape: {exc}") from exc

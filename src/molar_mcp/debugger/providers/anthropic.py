@@ -15,36 +15,17 @@ from typing import Any, Final
 import httpx2
 
 from molar_mcp.debugger.chat import MAX_OUTPUT_TOKENS, ModelError, TokenSink
-from molar_mcp.debugger.providers._http import (
-    client_for,
-    estimate_usage,
-    http_error,
-    parse_arguments,
-    unreachable,
-)
+from molar_mcp.debugger.providers._http import HttpProvider, estimate_usage, parse_arguments
 from molar_mcp.models.chats import ModelTurn, ToolCallRequest, ToolDef, TurnMessage, Usage
 
 DEFAULT_BASE_URL: Final = "https://api.anthropic.com"
 API_VERSION: Final = "2023-06-01"
 
 
-class AnthropicProvider:
-    def __init__(
-        self,
-        model: str,
-        *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        http: httpx2.AsyncClient | None = None,
-    ) -> None:
-        self.model = model
-        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self._api_key = api_key
-        self._http = http
-
-    @property
-    def name(self) -> str:
-        return f"anthropic:{self.model}"
+class AnthropicProvider(HttpProvider):
+    family = "anthropic"
+    label = "the Anthropic API"
+    default_base_url = DEFAULT_BASE_URL
 
     async def complete(
         self,
@@ -72,20 +53,12 @@ class AnthropicProvider:
         if self._api_key:
             headers["x-api-key"] = self._api_key
         turn = _Assembler()
-        try:
-            async with client_for(self._http) as http, http.stream("POST", url, json=body, headers=headers) as resp:
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    raise http_error("the Anthropic API", url, resp)
-                async for sse in httpx2.EventSource(resp):
-                    if sse.data:
-                        delta = turn.event(json.loads(sse.data))
-                        if delta and on_token is not None:
-                            await on_token(delta)
-        except httpx2.TransportError as exc:
-            raise unreachable("the Anthropic API", url, exc) from exc
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ModelError(f"the Anthropic API at {url} answered an unexpected shape: {exc}") from exc
+        async with self.streamed_post(url, body, headers) as resp:
+            async for sse in httpx2.EventSource(resp):
+                if sse.data:
+                    delta = turn.event(json.loads(sse.data))
+                    if delta and on_token is not None:
+                        await on_token(delta)
         result = turn.result()
         if not turn.saw_usage:
             result.usage = estimate_usage(system, messages, tools, result.text)

@@ -14,35 +14,16 @@ from typing import Any, Final
 import httpx2
 
 from molar_mcp.debugger.chat import MAX_OUTPUT_TOKENS, ModelError, TokenSink
-from molar_mcp.debugger.providers._http import (
-    client_for,
-    estimate_usage,
-    http_error,
-    parse_arguments,
-    unreachable,
-)
+from molar_mcp.debugger.providers._http import HttpProvider, estimate_usage, parse_arguments
 from molar_mcp.models.chats import ModelTurn, ToolCallRequest, ToolDef, TurnMessage, Usage
 
 DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"
 
 
-class OpenAIProvider:
-    def __init__(
-        self,
-        model: str,
-        *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        http: httpx2.AsyncClient | None = None,
-    ) -> None:
-        self.model = model
-        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self._api_key = api_key
-        self._http = http
-
-    @property
-    def name(self) -> str:
-        return f"openai:{self.model}"
+class OpenAIProvider(HttpProvider):
+    family = "openai"
+    label = "the OpenAI-compatible server"
+    default_base_url = DEFAULT_BASE_URL
 
     async def complete(
         self,
@@ -73,26 +54,18 @@ class OpenAIProvider:
             ]
         headers = {"authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         turn = _Assembler()
-        try:
-            async with client_for(self._http) as http, http.stream("POST", url, json=body, headers=headers) as resp:
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    raise http_error("the OpenAI-compatible server", url, resp)
-                if resp.headers.get("content-type", "").startswith("application/json"):
-                    await resp.aread()
-                    turn.whole(resp.json())
-                else:
-                    async for sse in httpx2.EventSource(resp):
-                        if sse.data.strip() == "[DONE]":
-                            break
-                        if sse.data:
-                            delta = turn.chunk(json.loads(sse.data))
-                            if delta and on_token is not None:
-                                await on_token(delta)
-        except httpx2.TransportError as exc:
-            raise unreachable("the OpenAI-compatible server", url, exc) from exc
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ModelError(f"the OpenAI-compatible server at {url} answered an unexpected shape: {exc}") from exc
+        async with self.streamed_post(url, body, headers) as resp:
+            if resp.headers.get("content-type", "").startswith("application/json"):
+                await resp.aread()
+                turn.whole(resp.json())
+            else:
+                async for sse in httpx2.EventSource(resp):
+                    if sse.data.strip() == "[DONE]":
+                        break
+                    if sse.data:
+                        delta = turn.chunk(json.loads(sse.data))
+                        if delta and on_token is not None:
+                            await on_token(delta)
         result = turn.result()
         if turn.usage is None:
             result.usage = estimate_usage(system, messages, tools, result.text)

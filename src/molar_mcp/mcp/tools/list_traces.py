@@ -16,6 +16,8 @@ from molar_mcp.mcp.render import (
     fit_rows,
     list_frame_cost,
     list_text,
+    page_cost,
+    row_array,
     structured,
     trace_row,
 )
@@ -52,7 +54,7 @@ async def list_traces(
     until: Annotated[str | None, Field(max_length=64, description="ISO 8601 or an age")] = None,
     flaky: Annotated[bool | None, Field(description="flaky tests")] = None,
     newly_failing: Annotated[bool | None, Field(description="regressions")] = None,
-    limit: Annotated[int, Field(ge=1, le=50)] = 20,
+    limit: Annotated[int, Field(ge=1, le=50)] = 50,
     cursor: Annotated[str | None, Field(max_length=200)] = None,
     max_tokens: Annotated[int, Field(ge=500, le=20000)] = DEFAULT_TOKEN_BUDGET,
 ) -> Annotated[CallToolResult, TraceList]:
@@ -102,19 +104,19 @@ async def list_traces(
     rows = [trace_row(i) for i in page.items]
     after = page.row_cursors or []  # the store answers them when asked (it refuses a parameter it does not know)
     costs = RowCosts()
-    keep = fit_rows(rows, max_tokens, desc, limit, costs)
-    omitted: list[str] = []
-    next_cursor = page.next_cursor
-    while keep < len(rows):
-        # The page is checked by arithmetic: its rows' costs (known) and its frame with the real cursor.
-        next_cursor = after[keep - 1]
-        omitted = [cut_note(keep, limit, max_tokens)]
-        spent = list_frame_cost(next_cursor, omitted, desc, keep) + sum(costs(r) for r in rows[:keep])
+    keep = fit_rows(rows, max_tokens, desc, costs)  # at most this many fit: the frame counted at its least
+    while True:
+        # The page is checked by arithmetic: its rows' costs (known) and its frame with the real cursor (the
+        # store's cursor after the last row kept, when rows are left out) and the note on a cut.
+        cut = keep < len(rows)
+        next_cursor = after[keep - 1] if cut else page.next_cursor
+        omitted = [cut_note(keep, limit, max_tokens)] if cut else []
+        spent = page_cost(list_frame_cost(next_cursor, omitted, desc, keep), [costs(r) for r in rows[:keep]])
         if keep == 1 or spent <= max_tokens:
             rows = rows[:keep]
             break
-        keep -= 1  # a longer cursor than the estimate allowed for: one row fewer
-    view = TraceList(items=rows, next_cursor=next_cursor, omitted=omitted)
+        keep -= 1
+    view = TraceList(rows=[row_array(r) for r in rows], next_cursor=next_cursor, omitted=omitted)
     text = list_text(view, desc)
     return CallToolResult(
         content=[TextContent(type="text", text=text)],
