@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import anyio.to_thread
@@ -14,10 +15,11 @@ from mcp.client import Client
 
 from molar_mcp.compose import Embedded, load_agent_demo
 from molar_mcp.ingest import ingest_bundle
-from molar_mcp.mcp.render import cost
+from molar_mcp.mcp.render import cost, utc_seconds
 from molar_mcp.mcp.server import create_mcp_server
-from molar_mcp.mcp.summary import TraceSummary
+from molar_mcp.mcp.summary import TraceSummary, step_costs
 from molar_mcp.mcp.tokens import estimate_tokens
+from molar_mcp.mcp.views import StepRow
 from molar_mcp.store import LOCAL_ORG_ID, TraceQuery
 from tests.bundles import BASE_TS, artifact_for, make_bundle, summary
 from tests.mcp.test_tools import text_of, total_tokens
@@ -75,6 +77,36 @@ def _many_steps_events(steps: int) -> list[dict[str, Any]]:
             add("assertion", n, ok=False, message="expected 3 items; got 2", payload={"expected": 3, "actual": 2})
         add("step.end", n, ok=n != steps)
     return events
+
+
+def test_a_steps_costs_are_what_the_estimator_counts_on_its_rendered_forms() -> None:
+    """`step_costs` counts a step without rendering it; it must equal the estimate of its mark in the
+    `Steps:` line and of its JSON as sent, for any title (quotes, backslashes, control characters, text
+    beyond ASCII), nested paths, big numbers, and each `ok`."""
+    rng = random.Random(11)
+    chars = 'abcXYZ0123456789 \n\t"\\/é✓—😀.,-_\x00\u00a0٣'
+    for _ in range(3000):
+        title = None if rng.random() < 0.1 else "".join(rng.choice(chars) for _ in range(rng.randint(0, 40)))
+        path = None if rng.random() < 0.6 else ".".join(str(rng.randint(1, 5000)) for _ in range(rng.randint(1, 4)))
+        row = StepRow(
+            step=rng.randint(0, 10**7),
+            path=path,
+            title=title,
+            ok=rng.choice([True, False, None]),
+            events=rng.randint(0, 10**9),
+        )
+        mark = (row.path or str(row.step)) + ("✓" if row.ok else "✗" if row.ok is False else "·")
+        assert step_costs(row) == (estimate_tokens(mark), estimate_tokens(row.model_dump_json(exclude_none=True)))
+
+
+def test_list_rows_write_their_time_as_strftime_would() -> None:
+    rng = random.Random(5)
+    zones = [UTC, timezone(timedelta(hours=2)), None]
+    for _ in range(2000):
+        at = datetime(rng.randint(1, 9999), rng.randint(1, 12), rng.randint(1, 28), rng.randint(0, 23),
+                      rng.randint(0, 59), rng.randint(0, 59), rng.choice([0, rng.randint(0, 999_999)]),
+                      tzinfo=rng.choice(zones))  # fmt: skip
+        assert utc_seconds(at) == at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def test_the_summary_fits_by_arithmetic_within_each_budget_keeping_more_as_it_grows(embedded: Embedded) -> None:

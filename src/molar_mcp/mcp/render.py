@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -57,6 +58,9 @@ def cut_with_pointer(text: str, limit: int, pointer: str | None) -> str:
         return text  # a cut must save more than its own mark costs
     where = f": {pointer}" if pointer else ""
     return f"{text[:limit]}…[+{len(text) - limit:,} chars{where}]"
+
+
+json_text = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(value, ensure_ascii=False), made once
 
 
 def _json_body(body: Any) -> Any:
@@ -107,6 +111,11 @@ def link_block(artifact: Artifact) -> dict[str, Any]:
 SHA_CHARS = 7  # git's short form; get_trace gives the whole sha
 
 
+def utc_seconds(at: datetime) -> str:
+    """`2026-12-07T00:41:25Z` (as `strftime("%Y-%m-%dT%H:%M:%SZ")` writes it, in a fifth of the time)."""
+    return at.isoformat(timespec="seconds")[:19] + "Z" if at.year >= 1000 else at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def trace_row(item: TraceListItem) -> TraceRow:
     return TraceRow(
         short_id=item.short_id,
@@ -114,7 +123,7 @@ def trace_row(item: TraceListItem) -> TraceRow:
         scenario=item.scenario_slug,
         failure_signature=item.failure_signature,
         duration_ms=item.duration_ms,
-        created_at=item.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        created_at=utc_seconds(item.created_at),
         source=item.source,
         code_sha=item.code_sha[:SHA_CHARS] if item.code_sha else None,
         replay_of=item.replay_of,
@@ -169,7 +178,7 @@ def row_cost(row: TraceRow) -> tuple[int, int]:
     """A row's tokens in each form it is sent in: its text line (and the newline before it; the line as
     the fence holds it, a marker defused) and its structured array (and the comma before it)."""
     line = estimate_tokens(defuse(row_line(row))) + 1
-    return line, estimate_tokens(json.dumps(row_array(row), ensure_ascii=False)) + 1
+    return line, estimate_tokens(json_text(row_array(row))) + 1
 
 
 class RowCosts:

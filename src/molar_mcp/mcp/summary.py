@@ -35,6 +35,7 @@ from molar_mcp.mcp.render import (
     event_row,
     failure_of,
     header,
+    json_text,
     link_block,
     structured,
 )
@@ -50,13 +51,43 @@ STEP_TITLE_CHARS = 80
 
 
 def _json_tokens(value: object) -> int:
-    return estimate_tokens(json.dumps(value, ensure_ascii=False))
+    return estimate_tokens(json_text(value))
 
 
 def _model_tokens(model: BaseModel) -> int:
     """A part's JSON as `structured` sends it (nulls left out), serialised in one call: the estimate counts
     no whitespace, so pydantic's compact JSON and `json.dumps` of the same data count the same."""
     return estimate_tokens(model.model_dump_json(exclude_none=True))
+
+
+def _digit_tokens(n: int) -> int:
+    """Tokens of an integer as JSON writes it: a token per 3 digits, one for a minus sign."""
+    return (len(str(abs(n))) + 2) // 3 + (n < 0)
+
+
+_STEP_FIELDS = {name: estimate_tokens(json.dumps(name) + ":") for name in StepRow.model_fields}
+
+
+def step_costs(row: StepRow) -> tuple[int, int]:
+    """A step's tokens as text (its mark in the `Steps:` line) and as JSON (`model_dump_json(exclude_none=
+    True)`), counted as the estimator counts them without rendering the step: every key, value and
+    punctuation mark of a JSON object is its own unit or run, so the whole is the sum of its pieces; only
+    the title (any text) is estimated, as JSON writes it (tests/mcp/test_summary_fit.py checks both
+    against the estimator on the rendered forms)."""
+    key = row.path or str(row.step)
+    text = (_digit_tokens(row.step) if row.path is None else estimate_tokens(key)) + 1  # the mark: one character
+    fields = 2  # the fields present: step and events always
+    data = 2 + _STEP_FIELDS["step"] + _digit_tokens(row.step) + _STEP_FIELDS["events"] + _digit_tokens(row.events)
+    if row.path is not None:
+        fields += 1
+        data += _STEP_FIELDS["path"] + estimate_tokens(json_text(row.path))
+    if row.title is not None:
+        fields += 1
+        data += _STEP_FIELDS["title"] + estimate_tokens(json_text(row.title))
+    if row.ok is not None:
+        fields += 1
+        data += _STEP_FIELDS["ok"] + (1 if row.ok else 2)  # true, false
+    return text, data + fields - 1  # braces above, commas between fields here
 
 
 def _step_key(s: StepRow) -> str:
@@ -185,7 +216,7 @@ class TraceSummary:
         self.frame: Cost = (estimate_tokens(trace_text(base)), _json_tokens(structured(base)), 0)
 
         # Each part once: its text (and its joiner) and its JSON (and the comma after it).
-        self.step_prefix = _prefix([(estimate_tokens(_step_mark(s)), _model_tokens(s) + 1, 0) for s in self.steps])
+        self.step_prefix = _prefix([(text, data + 1, 0) for text, data in map(step_costs, self.steps)])
         self.step_failed = [0, *accumulate(1 if s.ok is False else 0 for s in self.steps)]
         self.steps_wrapper: Cost = (estimate_tokens("\nSteps: "), 0, 0)
         self.notable_prefix = _prefix(

@@ -38,12 +38,13 @@ _CLASSES = bytes(
 )
 _CONTINUATION = bytes(range(0x80, 0xC0))
 _SPACE_OR_DIGIT_BEYOND_ASCII = re.compile(r"[^\S\x00-\x7f]|[^\D\x00-\x7f]")
+_BEYOND_ASCII = re.compile(r"[^\x00-\x7f]+")  # the characters that pattern can match, gathered in one scan
 
 DEFAULT_TOKEN_BUDGET = 2000
 
 
 def estimate_tokens(text: str) -> int:
-    if not text.isascii() and _SPACE_OR_DIGIT_BEYOND_ASCII.search(text):
+    if not text.isascii() and _SPACE_OR_DIGIT_BEYOND_ASCII.search("".join(_BEYOND_ASCII.findall(text))):
         return len(_TOKENS.findall(text))
     classes = text.encode("utf-8", "surrogatepass").translate(_CLASSES, _CONTINUATION)
     letters = classes.replace(b"aaaa", b"A")

@@ -116,7 +116,8 @@ async def list_traces(
             rows = rows[:keep]
             break
         keep -= 1
-    view = TraceList(rows=[row_array(r) for r in rows], next_cursor=next_cursor, omitted=omitted)
+    # Built from values of the store's validated models (and our strings): not validated again.
+    view = TraceList.model_construct(rows=[row_array(r) for r in rows], next_cursor=next_cursor, omitted=omitted)
     text = list_text(view, desc)
     return CallToolResult(
         content=[TextContent(type="text", text=text)],
