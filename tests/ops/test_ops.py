@@ -85,6 +85,23 @@ async def test_metrics_count_requests_by_route_template_and_ingested_events(http
     assert "molar_http_request_duration_seconds_bucket" in text
 
 
+async def test_metrics_name_the_first_route_that_matches_in_full(http: httpx2.AsyncClient) -> None:
+    """The route the router picked names the series when it is the app's first full match (`/v1/traces/diff`
+    is listed before `/v1/traces/{trace_id}`); a path no route takes, or a method its route does not take,
+    counts as unmatched."""
+    created = (await http.post("/v1/traces", json={"scenario_slug": "s"})).json()
+    await http.post(f"/v1/traces/{created['id']}/events", json={"seq": 0, "ts": 1, "kind": "log"})
+    await http.get("/v1/traces/diff", params={"a": "x", "b": "y"})
+    await http.get("/v1/no-such-thing")
+    await http.put(f"/v1/traces/{created['id']}/events", json={})
+    text = (await http.get("/metrics")).text
+    assert 'molar_http_requests_total{method="POST",route="/v1/traces/{trace_id}/events",status="200"} 1.0' in text
+    assert 'molar_http_requests_total{method="GET",route="/v1/traces/diff",' in text
+    assert 'route="/v1/traces/{trace_id}",status="404"' not in text
+    assert 'molar_http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
+    assert 'molar_http_requests_total{method="PUT",route="unmatched",status="405"} 1.0' in text
+
+
 async def test_readyz_reports_ready_when_the_store_answers(http: httpx2.AsyncClient) -> None:
     response = await http.get("/readyz")
     assert response.status_code == 200

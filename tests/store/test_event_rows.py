@@ -77,3 +77,14 @@ def _recorded() -> list[list[Event]]:
 def test_rows_built_chunk_by_chunk_equal_those_of_each_event_observed_alone(size: int) -> None:
     for events in [_generated(), *_recorded()]:
         assert _in_chunks(events, size) == _one_by_one(events)
+
+
+def test_rows_of_events_given_as_their_fields_equal_those_of_the_models() -> None:
+    """A bundle's reader gives each event as its validated fields (`EventFields`), not a model: the rows and
+    steps are the same (with and without the table's `pk`)."""
+    for events in [_generated(), *_recorded()]:
+        fields = [dict(e.__dict__) for e in events]
+        for pk in (None, 7):
+            by_model, by_fields = StepTree(), StepTree()
+            assert event_rows(fields, by_fields, pk=pk) == event_rows(events, by_model, pk=pk)
+            assert [n.row() for n in by_fields.ordered()] == [n.row() for n in by_model.ordered()]

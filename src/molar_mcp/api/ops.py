@@ -24,9 +24,15 @@ from molar_mcp.store.port import org_scope
 
 
 def _route_name(scope: Scope) -> str:
-    """The route template (`/v1/traces/{trace_id}`), so metrics don't get one series per trace id."""
-    app = scope.get("app")
-    for route in getattr(getattr(app, "router", None), "routes", []):
+    """The route template (`/v1/traces/{trace_id}`), so metrics don't get one series per trace id: the
+    first of the app's routes that matches the request in full. The route the router picked (`scope["route"]`,
+    the first full match of its routes) is that one when it is one of the app's own routes and matches in
+    full; only otherwise are the routes tried one by one (each a regular expression)."""
+    routes = getattr(getattr(scope.get("app"), "router", None), "routes", [])
+    picked = scope.get("route")
+    if picked is not None and any(route is picked for route in routes) and picked.matches(scope)[0] == Match.FULL:
+        return str(getattr(picked, "path", "unmatched"))
+    for route in routes:
         match, _ = route.matches(scope)
         if match == Match.FULL:
             return str(getattr(route, "path", "unmatched"))

