@@ -72,6 +72,22 @@ async def test_the_detail_signs_a_url_for_each_artifact_kind_that_serves_the_blo
     assert resp.content == VIDEO
 
 
+async def test_the_detail_without_signed_urls_is_the_same_detail_with_nothing_signed(
+    client: httpx2.AsyncClient, trace: tuple[str, str]
+) -> None:
+    _, short_id = trace
+    signed = (await client.get(f"/v1/traces/{short_id}")).json()
+    unsigned = (await client.get(f"/v1/traces/{short_id}", params={"signed_urls": "false"})).json()
+    both = (await client.get(f"/v1/traces/{short_id}", params={"signed_urls": "false", "failed_events": 2})).json()
+    assert set(signed["signed_urls"]) == {"video", "ndjson", "summary", "report"}
+    assert unsigned["signed_urls"] == {} == both["signed_urls"]
+    assert unsigned == signed | {"signed_urls": {}}
+    assert both["failed_events"]["events"]
+    again = (await client.get(f"/v1/traces/{short_id}", params={"signed_urls": "true"})).json()
+    assert set(again["signed_urls"]) == set(signed["signed_urls"])
+    assert_error(await client.get(f"/v1/traces/{short_id}", params={"signed_urls": "no"}), 400, "bad_request")
+
+
 async def test_the_detail_with_its_failed_events_is_both_reads_in_one(
     client: httpx2.AsyncClient, trace: tuple[str, str]
 ) -> None:

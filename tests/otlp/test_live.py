@@ -13,6 +13,7 @@ import httpx2
 import pytest
 from google.rpc import status_pb2
 
+from molar_mcp.api.bus import LiveBus
 from molar_mcp.api.otlp import convert_pending, finish_otel_trace, sweep
 from molar_mcp.compose import Embedded, open_embedded
 from molar_mcp.ingest.formats.agent_spans import trace_events
@@ -449,3 +450,61 @@ async def test_nul_characters_in_span_text_are_stored_as_replacement_characters_
     messages = [e["message"] for e in laid if e["message"]]
     assert any("nul\ufffdtool" in m for m in messages), messages
     assert not any("\x00" in m for m in messages)
+
+
+async def test_a_bulk_export_of_a_trace_nobody_follows_is_laid_out_once_at_its_finish(
+    http: httpx2.AsyncClient, embedded: Embedded
+) -> None:
+    """A bulk exporter (here: 4 spans an export) of a trace nobody follows: its spans are not shown live
+    (and then moved at the finish), nor are the later ones of that trace, even in a small export; the
+    finish lays it out once, as the same spans give in one export. (One server: replicas show it live.)"""
+    embedded.context.otlp_settings.bulk_spans = 4
+    # Replicas (PostgreSQL, with the bus across them) cannot see the others' followers: always shown live.
+    replicas = type(embedded.context.bus) is not LiveBus
+    spans = refund_run()
+    assert (await post_protobuf(http, spans[:4])).status_code == 200
+    trace = await only_trace(http)
+    assert bool(await events_of(http, trace["id"])) is replicas
+    assert (await post_protobuf(http, spans[4:7])).status_code == 200  # 3 spans: not bulk, and still not shown
+    assert trace["id"] == (await only_trace(http))["id"]
+    assert bool(await events_of(http, trace["id"])) is replicas
+    assert (await post_protobuf(http, spans[7:])).status_code == 200  # the root: the run is complete
+    finished = await settled_trace(http)
+    assert finished["status"] == "failed"
+    assert _stored(await events_of(http, trace["id"])) == _expected(spans)
+
+
+async def test_a_bulk_export_of_a_followed_trace_is_shown_live(http: httpx2.AsyncClient, embedded: Embedded) -> None:
+    ctx = embedded.context
+    ctx.otlp_settings.bulk_spans = 4
+    spans = refund_run()
+    body = protobuf(spans[:4])  # taken, not read yet: the trace is running with no events
+    ids = span_ids(decode_protobuf(body))
+    ctx.otlp.accept(LOCAL_ORG_ID, body, [(t, "s.run", "s: run", i) for t, i in ids.traces.items()], 0)
+    trace = await only_trace(http)
+    seen: list[dict[str, Any]] = []
+    shown = anyio.Event()
+
+    async def follow() -> None:
+        async with http.stream("GET", f"/v1/traces/{trace['id']}/stream") as response:
+            async for sse in httpx2.EventSource(response):
+                if sse.event == "end":
+                    return
+                seen.append(sse.json())
+                if {e["step_id"] for e in seen if e["kind"] == "step.start"} >= _step_ids(spans[:4]):
+                    shown.set()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(follow)
+        await anyio.sleep(0.3)  # the follower is subscribed
+        await convert_pending(ctx)  # a bulk export, but followed: shown live
+        with anyio.fail_after(10):
+            await shown.wait()
+        assert (await only_trace(http))["status"] == "running"
+        assert (await post_protobuf(http, spans[4:])).status_code == 200
+    assert (await settled_trace(http))["status"] == "failed"
+    assert _stored(await events_of(http, trace["id"])) == _expected(spans)
+
+
+def _step_ids(spans: list[Any]) -> set[str]:
+    return {f"span-{s.context.span_id:016x}" for s in spans}

@@ -155,6 +155,22 @@ def test_q_searches_the_trace_fields_and_the_failure_messages_with_a_prefix_on_t
     assert ids(store, q=q) == [getattr(four, name) for name in expected]
 
 
+def test_the_search_text_holds_each_message_once_so_later_messages_still_fit(
+    store: SqliteTraceStore, add: AddTrace
+) -> None:
+    # A check repeated 3,000 times (~130,000 characters) is one line of the search text: the messages after
+    # it still fit in the text's 64,000 characters and are found; the repeated one is found too.
+    repeated = "expect json $.subtotal_cents == 5000 (cart)"
+    events = [event(i, "assertion", message=repeated, ok=True) for i in range(3_000)]
+    events.append(event(3_000, "assertion", message="expect json $.coupon == zanzibar", ok=False))
+    trace_id, _ = add(events=events)
+    for q in ("zanzibar", "subtotal_cents 5000", "coupon"):
+        assert [t.id for t in store.list_traces(LOCAL_ORG_ID, TraceQuery(q=q)).items] == [trace_id], q
+    with store.db.read() as conn:
+        body = conn.execute("SELECT body FROM traces_fts").fetchone()[0]
+    assert body.count(repeated) == 1
+
+
 def test_q_combines_with_the_other_filters(store: SqliteTraceStore, four: Four) -> None:
     assert ids(store, q="upgraded", source="pr") == [four.upgrade]
 

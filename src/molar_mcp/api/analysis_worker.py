@@ -8,7 +8,8 @@ WAL mode lets a reader in another process see every committed trace; PostgreSQL 
 URL) and hands back only the findings; the server stores them exactly as it stores its own.
 
 - One long-lived process (a fresh interpreter, `python -m molar_mcp.api.analysis_worker`: fork + exec is
-  safe beside the server's threads, and nothing of the server is imported into it), started on the first trace of at
+  safe beside the server's threads, and nothing of the server is imported into it for an analysis;
+  api/otlp_finisher.py runs a second one that finishes OTLP traces), started on the first trace of at
   least `min_events` events (smaller traces are analysed in the server: cheaper than the round trip) and
   stopped after `idle_seconds` without work, so its memory goes back to the system too. Traces are
   analysed one at a time, in the order they come.
@@ -121,33 +122,52 @@ class AnalysisWorker:
     def analyse(self, org_id: str, trace_id: str, status: str | None) -> list[Finding]:
         """The findings of `analyze(store.stored_events(org_id, trace_id), status)`, made in the worker.
         Blocking (call it from a worker thread). Raises `TraceNotFound` or `AnalysisFailed`."""
+        findings: list[Finding] = self._call((org_id, trace_id, status), f"the analysis of trace {trace_id!r}")
+        return findings
+
+    def finish_otel(self, org_id: str, otel_trace_id: str, status: str | None) -> tuple[str, str, bool] | None:
+        """`api.otlp.finish_here` on the OTel trace, run in the worker (api/otlp_finisher.py): the trace's
+        id, its status, and whether no follower saw its events live; None when another caller finished it
+        first. Blocking. Raises `AnalysisFailed` when the worker died or hung (the trace is then unfinished:
+        each finish is one transaction)."""
+        done: tuple[str, str, bool] | None = self._call(
+            ("finish", (org_id, otel_trace_id, status)), f"the finish of OTLP trace {otel_trace_id!r}"
+        )
+        return done
+
+    def warm(self) -> None:
+        """Start the worker (when it is not running) and have it ready the OTLP finish (its imports, its
+        context), so the first finish does not wait for them. Blocking. Raises `AnalysisFailed`."""
+        self._call(("warm",), "starting the worker")
+
+    def _call(self, task: tuple[Any, ...], what: str) -> Any:
         with self._lock:
             if self._closed:
-                raise AnalysisFailed("the server is shutting down; the analysis was not run")
+                raise AnalysisFailed(f"the server is shutting down; {what} was not run")
             self._cancel_idle_timer()
             try:
-                return self._run(org_id, trace_id, status)
+                return self._run(task, what)
             finally:
                 if not self._closed:
                     self._idle_timer = threading.Timer(self.idle_seconds, self._retire_if_idle)
                     self._idle_timer.daemon = True
                     self._idle_timer.start()
 
-    def _run(self, org_id: str, trace_id: str, status: str | None) -> list[Finding]:
+    def _run(self, task: tuple[Any, ...], what: str) -> Any:
         deaths: list[str] = []
         while True:
             conn, process = self._ready()
             reply: Any = None
             try:
-                conn.send((org_id, trace_id, status))
+                conn.send(task)
                 self.busy_pid = process.pid
                 if wait([conn], timeout=self.timeout_seconds):
                     reply = conn.recv()
                 else:  # no answer in time: stuck or too slow
                     self._forget()
                     raise AnalysisFailed(
-                        f"the analysis of trace {trace_id!r} took longer than {self.timeout_seconds:g} s; its "
-                        "worker process was stopped. POST /v1/traces/{id}/analyze runs it again"
+                        f"{what} took longer than {self.timeout_seconds:g} s; its worker process was stopped. "
+                        + _again(task)
                     )
             except (EOFError, OSError):
                 pass  # the worker is gone (the pipe closed): a death, seen below
@@ -157,24 +177,24 @@ class AnalysisWorker:
                 outcome, value = reply
                 self.answered += 1
                 if outcome == "ok":
-                    findings: list[Finding] = value
-                    return findings
+                    return value
                 if outcome == "missing":
-                    raise TraceNotFound(trace_id)
-                raise AnalysisFailed(f"the detectors failed on trace {trace_id!r}: {value}")
+                    raise TraceNotFound(value)
+                if task[0] == "finish":
+                    raise AnalysisFailed(f"{what} failed: {value}")
+                raise AnalysisFailed(f"the detectors failed on trace {task[1]!r}: {value}")
             try:
                 code: int | None = process.wait(_STOP_WAIT_SECONDS)
             except subprocess.TimeoutExpired:  # the pipe broke but the process lives on: end it
                 code = None
             deaths.append(_exit_text(code))
             self._forget()
-            log.error("the analysis worker died (%s) while analysing trace %s", deaths[-1], trace_id)
+            log.error("the analysis worker died (%s) during %s", deaths[-1], what)
             if self._closed:
-                raise AnalysisFailed("the server is shutting down; the analysis was not finished")
+                raise AnalysisFailed(f"the server is shutting down; {what} was not finished")
             if len(deaths) > self.retries:
                 raise AnalysisFailed(
-                    f"the analysis of trace {trace_id!r} did not finish: its worker process died "
-                    f"({', then '.join(deaths)}). POST /v1/traces/{{id}}/analyze runs it again"
+                    f"{what} did not finish: its worker process died ({', then '.join(deaths)}). " + _again(task)
                 )
 
     def _ready(self) -> tuple[Connection, subprocess.Popen[bytes]]:
@@ -251,6 +271,13 @@ class AnalysisWorker:
         self.stop()
 
 
+def _again(task: tuple[Any, ...]) -> str:
+    """What happens to a task that did not finish."""
+    if task[0] == "finish":
+        return "the server finishes the trace itself"
+    return "POST /v1/traces/{id}/analyze runs it again"
+
+
 def _exit_text(code: int | None) -> str:
     if code is None:
         return "no exit status"
@@ -264,7 +291,8 @@ def _exit_text(code: int | None) -> str:
 
 def serve_analyses(conn: Connection) -> None:
     """The worker's loop. First in: `(data_dir, database_url)`, the store to open; then a task
-    `(org_id, trace_id, status)` in, `("ok", findings)`, `("missing", id)` or `("error", text)` out; `None`
+    `(org_id, trace_id, status)` (or an OTLP finish, `("finish", (org_id, otel_trace_id, status))`) in,
+    `("ok", findings or what the finish did)`, `("missing", id)` or `("error", text)` out; `None`
     or a closed pipe ends it. It also ends when its parent is gone."""
     from molar_mcp.api.memory import release_memory
     from molar_mcp.debugger.detectors import analyze
@@ -273,6 +301,7 @@ def serve_analyses(conn: Connection) -> None:
     threading.Thread(target=_exit_without_parent, args=(parent,), daemon=True).start()
     data_dir, database_url = conn.recv()
     store = StoreAddress(Path(data_dir), database_url).open()
+    finisher: Any = None  # made on the first OTLP finish
     try:
         while True:
             try:
@@ -281,13 +310,20 @@ def serve_analyses(conn: Connection) -> None:
                 return
             if task is None:
                 return
-            org_id, trace_id, status = task
             reply: tuple[str, Any]
             try:
-                with org_scope(org_id):
-                    reply = ("ok", analyze(store.stored_events(org_id, trace_id), status))
-            except TraceNotFound:
-                reply = ("missing", trace_id)
+                if task[0] in ("finish", "warm"):  # an OTLP trace's finish (api/otlp_finisher.py)
+                    if finisher is None:
+                        from molar_mcp.api.otlp_finisher import FinishHere
+
+                        finisher = FinishHere(store)
+                    reply = ("ok", finisher.finish(*task[1]) if task[0] == "finish" else None)
+                else:
+                    org_id, trace_id, status = task
+                    with org_scope(org_id):
+                        reply = ("ok", analyze(store.stored_events(org_id, trace_id), status))
+            except TraceNotFound as exc:
+                reply = ("missing", exc.trace_ref)
             except Exception as exc:  # the parent says so to its caller (the detectors are deterministic)
                 reply = ("error", f"{type(exc).__name__}: {exc}")
             try:
@@ -297,6 +333,8 @@ def serve_analyses(conn: Connection) -> None:
             del reply
             release_memory()  # the rows are freed: hand the heap back while waiting for the next trace
     finally:
+        if finisher is not None:
+            finisher.close()
         store.close()
 
 

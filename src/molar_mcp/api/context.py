@@ -13,6 +13,7 @@ from starlette.requests import Request
 from molar_mcp.api.analysis_worker import AnalysisWorker
 from molar_mcp.api.bus import LiveBus
 from molar_mcp.api.errors import ApiError
+from molar_mcp.api.otlp_finisher import OtlpFinisher
 from molar_mcp.api.telemetry import Metrics, RateLimiter, RateLimits
 from molar_mcp.debugger.chat import ModelProvider, NoTools, ToolRunner
 from molar_mcp.debugger.config import DEFAULT_BUDGET_CENTS
@@ -60,6 +61,9 @@ class OtlpSettings:
     max_pending_spans: int = 200_000
     late_logs_seconds: float = 60.0  # log records this long after their trace finished are still laid out
     inline_spans: int = 64  # an export this small, with nothing waiting before it, is read before the answer
+    # A trace not shown yet that nobody follows, whose spans come this many to an export (the SDK's full
+    # batch: a bulk exporter), is not shown live but laid out once when it finishes (0: always shown live).
+    bulk_spans: int = 512
     retry_after_seconds: int = 1
     in_flight: int = field(default=0, repr=False)
     converting: bool = field(default=False, repr=False)
@@ -95,6 +99,8 @@ class ApiContext:
     live_quiet_seconds: float = DEFAULT_LIVE_QUIET_SECONDS
     # Where big traces are analysed (api/analysis_worker.py); None: every analysis runs in this process.
     analysis_worker: AnalysisWorker | None = None
+    # Where big OTLP traces are finished (api/otlp_finisher.py); None: every finish runs in this process.
+    otlp_finisher: OtlpFinisher | None = None
     # Analyses that did not finish, by (org, trace id): why, until one succeeds (GET …/analysis says it).
     analysis_failures: dict[tuple[str, str], str] = field(default_factory=dict)
 
@@ -117,6 +123,7 @@ class ApiContext:
         live_quiet_seconds: float = DEFAULT_LIVE_QUIET_SECONDS,
         signer: UrlSigner | None = None,
         analysis_worker: AnalysisWorker | None = None,
+        otlp_finisher: OtlpFinisher | None = None,
     ) -> ApiContext:
         """The context of the store: its signer, blobs, live ingest and bus (one process's, unless given)."""
         return cls(
@@ -151,6 +158,7 @@ class ApiContext:
             otlp_settings=otlp_settings or OtlpSettings(),
             live_quiet_seconds=live_quiet_seconds,
             analysis_worker=analysis_worker,
+            otlp_finisher=otlp_finisher,
         )
 
     def blob_file(self, sha256: str) -> Path:

@@ -20,6 +20,8 @@ in span-tree order (a child that arrived before its parent moves under it) and t
 from __future__ import annotations
 
 import dataclasses
+import functools
+import logging
 import time
 import zlib
 from collections.abc import Sequence
@@ -41,10 +43,12 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from molar_mcp.api.analysis import run_analysis
-from molar_mcp.api.bus import Published
+from molar_mcp.api.analysis_worker import AnalysisFailed
+from molar_mcp.api.bus import LiveBus, Published
 from molar_mcp.api.context import ApiContext, OtlpSettings, api_context, org_of
 from molar_mcp.api.errors import ApiError, request_id_of
 from molar_mcp.api.openapi import documented
+from molar_mcp.api.otlp_finisher import WARM_SPANS
 from molar_mcp.debugger.detectors import analyze, failure_signature
 from molar_mcp.ingest.formats.agent_spans import (
     Draft,
@@ -89,6 +93,8 @@ from molar_mcp.store.otlp import (
     TraceOutcome,
 )
 from molar_mcp.store.port import org_scope
+
+log = logging.getLogger("molar_mcp.api")
 
 OTLP_TRACES_PATH = "/otlp/v1/traces"
 OTLP_LOGS_PATH = "/otlp/v1/logs"
@@ -277,6 +283,9 @@ async def _export(request: Request, ctx: ApiContext, content_type: str) -> tuple
 
     outcomes, reasons, refused, converted = await anyio.to_thread.run_sync(work)
     settings.received += 1
+    finisher = ctx.otlp_finisher
+    if finisher is not None and sum(o.stored_spans for o in outcomes) >= min(WARM_SPANS, finisher.min_spans):
+        finisher.warm()  # big traces are coming: the finisher gets ready meanwhile
     for outcome in outcomes:
         if outcome.created:
             ctx.metrics.ingested_traces.labels("otlp").inc()
@@ -325,18 +334,29 @@ async def convert_pending(ctx: ApiContext) -> None:
     if settings.converting:
         return
     settings.converting = True
-    try:
-        with org_scope(None):  # batches of every org
-            while settings.convert_wanted:
-                settings.convert_wanted = False
-                while (done := await anyio.to_thread.run_sync(_convert_next, ctx)) is not None:
-                    org_id, converted = done
-                    _publish(ctx, converted)
-                    for trace in converted:
-                        if trace.complete:
-                            await finish_otel_trace(ctx, org_id, trace.otel_trace_id)
-    finally:
-        settings.converting = False
+    finisher = ctx.otlp_finisher
+    # Finishes handed to the finisher process run while the next batches are read (pipelined); this
+    # call returns when they are done too, but another caller may convert meanwhile.
+    async with anyio.create_task_group() as away:
+        try:
+            with org_scope(None):  # batches of every org
+                while settings.convert_wanted:
+                    settings.convert_wanted = False
+                    while (done := await anyio.to_thread.run_sync(_convert_next, ctx)) is not None:
+                        org_id, converted = done
+                        _publish(ctx, converted)
+                        for trace in converted:
+                            if not trace.complete:
+                                continue
+                            otel_id = trace.otel_trace_id
+                            if finisher is not None and await anyio.to_thread.run_sync(
+                                finisher.wanted, ctx.otlp, org_id, otel_id
+                            ):
+                                away.start_soon(functools.partial(finish_otel_trace, ctx, org_id, otel_id, away=True))
+                            else:
+                                await finish_otel_trace(ctx, org_id, otel_id, away=False)
+        finally:
+            settings.converting = False
 
 
 def _convert_next(ctx: ApiContext) -> tuple[str, list[Converted]] | None:
@@ -350,8 +370,10 @@ def _convert_next(ctx: ApiContext) -> tuple[str, list[Converted]] | None:
 def _convert(ctx: ApiContext, batch: Batch, ready_first: bool = False) -> list[Converted]:
     """Make a stored batch's spans into live events. `ready_first` (a converter that is behind): a trace
     not shown yet whose every span is already taken is left to its finish, which lays it out once."""
+    settings = ctx.otlp_settings
     with org_scope(batch.org_id):
         ready: dict[str, str] = {}
+        unshown: dict[str, tuple[str, bool]] = {}  # left unshown: OTel id → (trace id, complete)
         try:
             message = decode_protobuf(batch.body)
             ids = [t.hex() for t in trace_ids(message) if len(t) == 16]
@@ -359,7 +381,14 @@ def _convert(ctx: ApiContext, batch: Batch, ready_first: bool = False) -> list[C
             finished = ctx.otlp.finished_traces(batch.org_id, ids)
             if ready_first:
                 ready = ctx.otlp.ready_traces(batch.org_id, [t for t in ids if t not in finished])
-            decoded = decode_spans(message, skip={bytes.fromhex(t) for t in (*ready, *finished)})
+            # A bulk export of a trace not shown yet that nobody follows is laid out once at the finish,
+            # not shown live and then moved (its events written twice); so is the rest of such a trace.
+            bulk = bool(settings.bulk_spans) and batch.spans >= settings.bulk_spans
+            rest = [t for t in ids if t not in finished and t not in ready]
+            for otel_id, (trace_id, complete, left) in ctx.otlp.unshown_traces(batch.org_id, rest).items():
+                if left or (bulk and not _told_anywhere(ctx, trace_id)):
+                    unshown[otel_id] = (trace_id, complete)
+            decoded = decode_spans(message, skip={bytes.fromhex(t) for t in (*ready, *finished, *unshown)})
         except (OtlpDecodeError, TooManySpans):  # it was read when taken: a body that fails now is skipped
             decoded = Decoded()
         by_trace: dict[str, list[SpanRecord]] = {}
@@ -383,7 +412,8 @@ def _convert(ctx: ApiContext, batch: Batch, ready_first: bool = False) -> list[C
             )
 
         converted = ctx.otlp.convert(batch, groups, build)
-        return converted + [Converted(otel_id, trace_id, complete=True) for otel_id, trace_id in ready.items()]
+        converted += [Converted(otel_id, trace_id, complete=True) for otel_id, trace_id in ready.items()]
+        return converted + [Converted(otel_id, t, complete=c) for otel_id, (t, c) in unshown.items()]
 
 
 def _read_spans(ctx: ApiContext, org: str, otel_trace_id: str) -> list[SpanRecord]:
@@ -416,31 +446,73 @@ def _with_logs(events: tuple[SpanEvent, ...], records: list[dict[str, Any]]) -> 
     return tuple(sorted([*events, *logged], key=lambda e: e.ts_ns))
 
 
-async def finish_otel_trace(ctx: ApiContext, org: str, otel_trace_id: str, status: str | None = None) -> None:
-    """Lay the trace out in span-tree order, close it, run the detectors, tell its followers."""
-
-    def finish() -> tuple[str, str, Sequence[Event]] | None:
-        with org_scope(org):
-            laid = _lay_out(ctx, org, otel_trace_id)
-            if laid is None:
-                return None  # finished by another caller meanwhile (or spans keep coming: the sweeper's turn)
-            trace_id, events, spans, unseen = laid
-            _record_replay_origin(ctx, org, trace_id, spans)
-            final = status or run_status(spans)
-            findings = analyze(events.rows(), final)  # light rows: events built only where looked at
-            signature = failure_signature(findings) if final != "passed" else None
-            ctx.live.finish_trace(
-                org, trace_id, status=final, failure_signature=signature, duration_ms=run_duration_ms(spans)
-            )
-            run_analysis(ctx, org, trace_id, findings=findings)
-            return trace_id, final, events if unseen else ()
-
-    done = await anyio.to_thread.run_sync(finish)
+async def finish_otel_trace(
+    ctx: ApiContext, org: str, otel_trace_id: str, status: str | None = None, *, away: bool | None = None
+) -> None:
+    """Lay the trace out in span-tree order, close it, run the detectors, tell its followers. A trace of at
+    least `OtlpFinisher.min_spans` spans is finished in the finisher process (api/otlp_finisher.py), off
+    this process's GIL: the same code over the same store; here only its followers are told. (`away`:
+    whether it goes there, when the caller has looked already.)"""
+    finisher = ctx.otlp_finisher
+    done: tuple[str, str, Sequence[Event]] | None
+    if finisher is not None and away is None:
+        away = await anyio.to_thread.run_sync(finisher.wanted, ctx.otlp, org, otel_trace_id)
+    if finisher is not None and away:
+        try:
+            there = await finisher.finish(org, otel_trace_id, status)
+        except AnalysisFailed as exc:  # the process died or hung twice: finished here instead
+            log.error("the OTLP finisher did not finish trace %s (%s); finishing it in the server", otel_trace_id, exc)
+            done = await anyio.to_thread.run_sync(finish_here, ctx, org, otel_trace_id, status)
+        else:
+            done = None if there is None else (there[0], there[1], ())
+            if there is not None and there[2] and _told_anywhere(ctx, there[0]):
+                trace_id = there[0]
+                done = (trace_id, there[1], await anyio.to_thread.run_sync(_all_events, ctx, org, trace_id))
+    else:
+        done = await anyio.to_thread.run_sync(finish_here, ctx, org, otel_trace_id, status)
     if done is not None:
         trace_id, final, unseen = done
         if unseen:  # laid out at once, never shown live: its followers get every event with the end
             _publish(ctx, [Converted(otel_trace_id, trace_id, unseen)])
         ctx.bus.publish(trace_id, Published(finished=final))
+
+
+def _told_anywhere(ctx: ApiContext, trace_id: str) -> bool:
+    """Whether a trace's events are to be published: it has followers here, or the bus reaches other
+    replicas (which read big batches from the store only when they have followers)."""
+    return type(ctx.bus) is not LiveBus or ctx.bus.readers(trace_id) > 0
+
+
+def _all_events(ctx: ApiContext, org: str, trace_id: str) -> list[Event]:
+    """Every event of a trace, in order (as a follower reads them)."""
+    out: list[Event] = []
+    with org_scope(org):
+        while True:
+            page, _status = ctx.live.events_after(org, trace_id, out[-1].seq if out else -1, limit=5_000)
+            out += page
+            if len(page) < 5_000:
+                return out
+
+
+def finish_here(
+    ctx: ApiContext, org: str, otel_trace_id: str, status: str | None = None
+) -> tuple[str, str, Sequence[Event]] | None:
+    """The finish itself, in this process (blocking): lay out, record the replay origin, run the
+    detectors, close the trace, store the analysis. The trace's id, its status, and its events when no
+    follower saw any of them live; None when another caller finished it first (or spans keep coming)."""
+    with org_scope(org):
+        laid = _lay_out(ctx, org, otel_trace_id)
+        if laid is None:
+            return None  # finished by another caller meanwhile (or spans keep coming: the sweeper's turn)
+        trace_id, events, spans, unseen = laid
+        _record_replay_origin(ctx, org, trace_id, spans)
+        final = status or run_status(spans)
+        findings = analyze(events.rows(), final)  # light rows: events built only where looked at
+        signature = failure_signature(findings) if final != "passed" else None
+        duration = run_duration_ms(spans)
+        ctx.live.finish_trace(org, trace_id, status=final, failure_signature=signature, duration_ms=duration)
+        run_analysis(ctx, org, trace_id, findings=findings)
+        return trace_id, final, events if unseen else ()
 
 
 def _lay_out(

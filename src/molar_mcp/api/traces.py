@@ -199,13 +199,20 @@ async def list_traces(request: Request) -> Response:
             integer(1, MAX_EVENTS_LIMIT),
             "also its first N failed events in the same read (`failed_events`: what "
             "GET /v1/traces/{id}/events?ok=false&limit=N answers; 409 while its events are archived)",
-        )
+        ),
+        Param(
+            "signed_urls",
+            {"type": "boolean", "default": True},
+            "false: without signed URLs (`signed_urls` empty; nothing signed or presigned), for a reader "
+            "that does not hand them on",
+        ),
     ],
     errors=(400, 404, 409),
 )
 async def get_trace(request: Request) -> Response:
     ctx = api_context(request)
     failed = _int_param(request, "failed_events", 0, 1, MAX_EVENTS_LIMIT)
+    sign = _bool_param(request, "signed_urls") is not False
     org = org_of(request)
     trace_ref = request.path_params["trace_id"]
 
@@ -220,8 +227,8 @@ async def get_trace(request: Request) -> Response:
         return detail, failing
 
     detail, failing = await anyio.to_thread.run_sync(run)
-    # Signed afresh on every read: refreshing the detail renews the URLs.
-    detail.signed_urls = signed_urls(ctx, request, detail)
+    if sign:  # signed afresh on every read: refreshing the detail renews the URLs
+        detail.signed_urls = signed_urls(ctx, request, detail)
     # Serialised in one call (pydantic's JSON: the same JSON as dumping to dicts and then to JSON, a float's
     # exponent written 1e-7 rather than 1e-07, in ~40% of the time); the failed events follow the detail's
     # fields, as `TraceWithFailures` says.

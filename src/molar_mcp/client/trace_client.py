@@ -128,13 +128,17 @@ class TraceClient:
             params["row_cursors"] = "true"
         return await self._get("/v1/traces", TraceListResponse, params)
 
-    async def get_trace(self, trace_id: str) -> TraceDetail:
-        return await self._get(f"/v1/traces/{_segment(trace_id)}", TraceDetail)
+    async def get_trace(self, trace_id: str, *, signed_urls: bool = True) -> TraceDetail:
+        """The trace; `signed_urls=False` leaves its signed URLs out (nothing signed or presigned for a
+        reader that does not hand them on)."""
+        params = None if signed_urls else {"signed_urls": "false"}
+        return await self._get(f"/v1/traces/{_segment(trace_id)}", TraceDetail, params)
 
     async def get_trace_with_failures(self, trace_id: str, limit: int) -> TraceWithFailures:
-        """The trace and its first `limit` failed events (and their total), in one read."""
+        """The trace and its first `limit` failed events (and their total), in one read; without signed
+        URLs (what reads it, `get_trace`'s summary, links artifacts by their resource URIs)."""
         path = f"/v1/traces/{_segment(trace_id)}"
-        return await self._get(path, TraceWithFailures, {"failed_events": str(limit)})
+        return await self._get(path, TraceWithFailures, {"failed_events": str(limit), "signed_urls": "false"})
 
     async def get_events(
         self,

@@ -512,6 +512,16 @@ class OtlpTraces:
         self.pending_spans = max(0, self.pending_spans - batch.spans)
         return out
 
+    def span_count(self, org_id: str, otel_trace_id: str) -> int:
+        """How many spans of an OTel trace are stored."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM otlp_spans s JOIN otlp_traces o ON o.trace_pk = s.trace_pk"
+                " WHERE o.org_id = ? AND o.otel_trace_id = ?",
+                (org_id, otel_trace_id),
+            ).fetchone()
+        return int(row[0])
+
     def finished_traces(self, org_id: str, otel_trace_ids: Iterable[str]) -> set[str]:
         """Of these OTel traces, those finished already: a stored batch's spans of them get no live events
         (their finish read every span they had), so the converter does not decode them."""
@@ -542,6 +552,29 @@ class OtlpTraces:
                 ).fetchone()
                 if row is not None and _complete(conn, int(row[0])):
                     out[otel_id] = str(row[1])
+        return out
+
+    def unshown_traces(self, org_id: str, otel_trace_ids: Iterable[str]) -> dict[str, tuple[str, bool, bool]]:
+        """Of these OTel traces, those running with no events yet: OTel trace id → (trace id, whether every
+        span is taken — the root, and every span's parent —, whether spans of it were read and left
+        unshown already)."""
+        out: dict[str, tuple[str, bool, bool]] = {}
+        with self.db.read() as conn:
+            for otel_id in otel_trace_ids:
+                row = conn.execute(
+                    "SELECT o.trace_pk, t.id FROM otlp_traces o JOIN traces t ON t.pk = o.trace_pk"
+                    " WHERE o.org_id = ? AND o.otel_trace_id = ? AND o.finished = 0 AND t.event_count = 0",
+                    (org_id, otel_id),
+                ).fetchone()
+                if row is None:
+                    continue
+                pk = int(row[0])
+                left = conn.execute(
+                    "SELECT 1 FROM otlp_spans s JOIN otlp_batches b ON b.pk = s.batch_pk"
+                    " WHERE s.trace_pk = ? AND b.converted = 1 AND s.live_seq IS NULL LIMIT 1",
+                    (pk,),
+                ).fetchone()
+                out[otel_id] = (str(row[1]), _complete(conn, pk), left is not None)
         return out
 
     def forget_batches(self, finished_before_ms: int) -> int:

@@ -783,21 +783,26 @@ def step_filter(conn: Any, pk: int, step: str) -> tuple[str, list[Any]]:
 
 class FtsText:
     """The indexed text of a trace, gathered as its events go by: its own fields, then the messages of
-    failures and key events, up to `_FTS_MAX_CHARS` (the first message past it ends the text)."""
+    failures and key events, each distinct message once (a check repeated 2,000 times is one line: the
+    same words to find, a 30th of the text to index), up to `_FTS_MAX_CHARS` (the first new message past
+    it ends the text)."""
 
     def __init__(self, parts: Sequence[str]) -> None:
         self.parts = list(parts)
         self.size = sum(len(p) for p in self.parts)
         self.full = False
+        self.seen: set[str] = set()
 
     def add(self, rows: Iterable[tuple[str, int | None, str | None]]) -> None:
         if self.full:
             return
+        seen = self.seen
         for kind, ok, message in rows:
-            if message and (kind in _FTS_EVENT_KINDS or ok == 0):
+            if message and (kind in _FTS_EVENT_KINDS or ok == 0) and message not in seen:
                 if self.size + len(message) > _FTS_MAX_CHARS:
                     self.full = True
                     return
+                seen.add(message)
                 self.parts.append(message)
                 self.size += len(message)
 

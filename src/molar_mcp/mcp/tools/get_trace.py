@@ -165,7 +165,7 @@ async def _page(
 
         async def load_detail() -> None:
             nonlocal detail
-            detail = await client.get_trace(trace_id)
+            detail = await client.get_trace(trace_id, signed_urls=False)  # a page links no artifact
 
         async def load_page() -> None:
             nonlocal page
