@@ -1,7 +1,7 @@
 """OTLP ingest benchmark (issue 10): protobuf export over HTTP in batches of 512 spans, and span
 appended → SSE follower latency.
 
-    .venv/bin/python bench/bench_otlp.py [--spans 40960] [--runs 3] [--latency-samples 200] [--against SRC]
+    .venv/bin/python bench/bench_otlp.py [--spans 40960] [--runs 3] [--latency-samples 200] [--against SRC] [--warm-up]
 
 Runs a real `molar-mcp serve --no-auth` on a free 127.0.0.1 port in a temp data dir and sends it what
 the OpenTelemetry SDK sends: `ExportTraceServiceRequest` protobuf bodies of 512 spans (GenAI chat and
@@ -125,7 +125,9 @@ def tree_cpu_seconds(pid: int) -> float:
 POLL_SECONDS = 0.05  # how often the bench asks whether every trace has settled
 
 
-async def bench_ingest(base: str, total: int, per_trace: int, salt: int, pid: int | None = None) -> dict[str, float]:
+async def bench_ingest(
+    base: str, total: int, per_trace: int, salt: int, pid: int | None = None, warm_up: bool = False
+) -> dict[str, float]:
     """Answered: the exporter has its answer for every batch (what it waits for). Settled: besides, every
     trace has finished (laid out, detectors run), which the server does after answering. With the
     server's `pid`, its CPU seconds until answered and until settled (less what the bench's own polls
@@ -133,6 +135,11 @@ async def bench_ingest(base: str, total: int, per_trace: int, salt: int, pid: in
     payloads = bodies(total, per_trace, salt)
     running = {"source": "agent", "status": "running"}
     async with httpx2.AsyncClient(base_url=base, timeout=60) as http:
+        if warm_up:  # one trace sent and settled before the clock: a server that has been running a while
+            for body in bodies(per_trace, per_trace, salt + 1_000):
+                assert (await http.post("/otlp/v1/traces", content=body, headers=PROTOBUF)).status_code == 200
+            while (await http.get("/v1/traces", params=running)).json()["items"]:  # noqa: ASYNC110 (the server is polled)
+                await anyio.sleep(POLL_SECONDS)
         poll_cpu = 0.0
         if pid is not None:  # the server CPU one "settled?" poll costs, so it is not counted as ingest
             cpu = cpu_seconds(pid)
@@ -240,7 +247,9 @@ def _serve_and_measure(args: argparse.Namespace, salt: int, src: str | None) -> 
     try:
         load = os.getloadavg()[0]
         # What the server spent, whatever else the machine runs: its CPU per span, spans settled per CPU-second.
-        run: dict[str, Any] = dict(anyio.run(bench_ingest, base, args.spans, args.per_trace, salt, process.pid))
+        run: dict[str, Any] = dict(
+            anyio.run(bench_ingest, base, args.spans, args.per_trace, salt, process.pid, args.warm_up)
+        )
         run["span_to_sse"] = anyio.run(bench_sse_latency, base, args.latency_samples)
         run["load_average"] = round((load + os.getloadavg()[0]) / 2, 2)
         return run
@@ -279,6 +288,12 @@ def main() -> int:
         help="the `src` folder of another version (e.g. `git archive <commit> src | tar -x -C /tmp/before`"
         " then /tmp/before/src): each round runs it, then this one, on fresh servers with the same spans,"
         " so before and after are measured in one window (the machine's load moves)",
+    )
+    parser.add_argument(
+        "--warm-up",
+        action="store_true",
+        help="send one trace and let it settle before the clock starts (a server running a while: worker"
+        " processes started, caches filled), so their start-up is not counted per span",
     )
     parser.add_argument("--json")
     args = parser.parse_args()

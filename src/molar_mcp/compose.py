@@ -34,7 +34,7 @@ from molar_mcp.api.context import DEFAULT_LIVE_QUIET_SECONDS, ApiContext, OtlpSe
 from molar_mcp.api.live import run_reaper
 from molar_mcp.api.otlp import ingest as otlp_ingest
 from molar_mcp.api.otlp import run_sweeper
-from molar_mcp.api.otlp_finisher import OtlpFinisher, min_spans_from_env
+from molar_mcp.api.otlp_finisher import OtlpFinisher, min_spans_from_env, processes_from_env
 from molar_mcp.api.telemetry import RateLimiter, RateLimits
 from molar_mcp.auth import AuthKeys, McpScopeGuard, ScopePolicy, create_oauth_routes, create_protected_resource_routes
 from molar_mcp.auth.keys import SESSION_SECRET_FILE, SIGNING_KEY_FILE
@@ -191,7 +191,9 @@ def open_embedded(
     # Big traces are analysed in a worker process reading the same store (api/analysis_worker.py).
     worker = AnalysisWorker(StoreAddress(data_dir, database_url), min_events=min_events_from_env())
     # Big OTLP traces are finished in a worker process too (api/otlp_finisher.py).
-    finisher = OtlpFinisher(StoreAddress(data_dir, database_url), min_spans=min_spans_from_env())
+    finisher = OtlpFinisher(
+        StoreAddress(data_dir, database_url), min_spans=min_spans_from_env(), processes=processes_from_env()
+    )
     try:
         limiter: RateLimiter | None = None
         signer: UrlSigner | None = None

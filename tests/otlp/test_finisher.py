@@ -1,7 +1,8 @@
 """Big OTLP traces finished in the finisher process (api/otlp_finisher.py): the same trace as the server's
 own finish makes — events, steps, status, search text, analysis — on both engines; its followers get every
 event; a finisher that does not answer leaves the finish to the server. Every test here sets the
-threshold to one span (`MOLAR_OTLP_FINISH_WORKER_SPANS=1`), so even a small run goes to the worker."""
+threshold to one span (`MOLAR_OTLP_FINISH_WORKER_SPANS=1`), so even a small run goes to a worker, and has
+two of them (`MOLAR_OTLP_FINISH_WORKERS=2`)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ OTHER_ORG = "org-finished-in-the-server"
 
 @pytest.fixture(autouse=True)
 def _finish_in_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Set before `embedded` opens the store: every OTLP finish goes to the finisher process."""
+    """Set before `embedded` opens the store: every OTLP finish goes to a finisher process, of two."""
     monkeypatch.setenv("MOLAR_OTLP_FINISH_WORKER_SPANS", "1")
+    monkeypatch.setenv("MOLAR_OTLP_FINISH_WORKERS", "2")
 
 
 def _accept(ctx: ApiContext, org: str, spans: Sequence[Any]) -> None:
@@ -106,7 +108,7 @@ async def test_a_trace_finished_in_the_worker_reads_as_one_finished_in_the_serve
         _accept(which, org, spans[3:])
         await convert_pending(which)  # reads the rest; the trace is complete, so it is finished
     assert finisher.finished == 1  # the first went to the worker; the other was finished here
-    pid = finisher.worker.pid
+    pid = finisher.workers[0].pid
     assert pid is not None
     assert pid != os.getpid()
     away, home = _as_read(ctx, LOCAL_ORG_ID, _otel_id(spans), word), _as_read(ctx, OTHER_ORG, _otel_id(spans), word)
@@ -156,7 +158,7 @@ async def test_a_finisher_that_does_not_answer_leaves_the_finish_to_the_server(
     ctx = embedded.context
     here = dataclasses.replace(ctx, otlp_finisher=None)
     address = StoreAddress(embedded.store.data_dir, engine.get("database_url"))
-    slow = OtlpFinisher(address, min_spans=1, timeout_seconds=0.01)  # cannot even start in that time
+    slow = OtlpFinisher(address, min_spans=1, processes=2, timeout_seconds=0.01)  # cannot even start in that time
     try:
         stuck = dataclasses.replace(ctx, otlp_finisher=slow)
         spans = refund_run()
@@ -164,23 +166,39 @@ async def test_a_finisher_that_does_not_answer_leaves_the_finish_to_the_server(
             _accept(which, org, spans)
             await convert_pending(which)
         assert slow.finished == 0
-        assert slow.worker.pid is None
+        assert [w.pid for w in slow.workers] == [None, None]  # the one it was handed to was stopped
         assert _as_read(ctx, LOCAL_ORG_ID, _otel_id(spans)) == _as_read(ctx, OTHER_ORG, _otel_id(spans))
     finally:
         slow.close()
 
 
-async def test_a_big_export_has_the_finisher_started_before_its_trace_completes(
+async def test_a_big_export_has_the_finishers_started_before_its_trace_completes(
     http: httpx2.AsyncClient, embedded: Embedded
 ) -> None:
     finisher = embedded.context.otlp_finisher
     assert finisher is not None
-    assert finisher.worker.pid is None
+    assert [w.pid for w in finisher.workers] == [None, None]
     spans = refund_run()
     assert (await post_protobuf(http, spans[:4])).status_code == 200  # no root yet: nothing to finish
     with anyio.fail_after(30):
-        while finisher.worker.answered == 0:  # noqa: ASYNC110 (the warm-up runs in a thread: started, imports done)
+        while not all(w.answered for w in finisher.workers):  # noqa: ASYNC110 (threads: started, imports done)
             await anyio.sleep(0.05)
-    assert finisher.worker.pid is not None
+    assert None not in [w.pid for w in finisher.workers]
     assert finisher.finished == 0
     assert (await only_trace(http))["status"] == "running"
+
+
+async def test_two_traces_completed_at_once_are_finished_side_by_side_by_two_workers(embedded: Embedded) -> None:
+    ctx = embedded.context
+    finisher = ctx.otlp_finisher
+    assert finisher is not None
+    first, second = refund_run(), record(nested_run)
+    _accept(ctx, LOCAL_ORG_ID, [*first, *second])  # one export completing both
+    await convert_pending(ctx)
+    assert finisher.finished == 2
+    assert [w.answered for w in finisher.workers] == [1, 1]  # the second did not wait for the first
+    assert len({w.pid for w in finisher.workers}) == 2
+    for spans in (first, second):
+        kept = ctx.otlp.kept(LOCAL_ORG_ID, _otel_id(spans))
+        assert kept is not None
+        assert kept.finished

@@ -10,9 +10,10 @@ import httpx2
 from molar_mcp.demo import SCENARIOS_DIR, demo_scenario
 from molar_mcp.demo.shop.app import create_app
 from molar_mcp.ingest import ingest_bundle
-from molar_mcp.mcp.replay_render import build_diff_view
+from molar_mcp.mcp.render import cost
+from molar_mcp.mcp.replay_render import build_diff_view, diff_text
 from molar_mcp.models import Event, TraceDetail
-from molar_mcp.models.diffs import AssertionChange
+from molar_mcp.models.diffs import AssertionChange, TraceDiff
 from molar_mcp.replay.diff import DIFF_ROWS, body_changes, diff_traces
 from molar_mcp.replay.recording import new_trace
 from molar_mcp.replay.runner import run_scenario
@@ -178,6 +179,70 @@ def test_a_long_diff_holds_one_page_of_rows_and_the_answer_counts_the_rest(store
     assert f"{diff.rows_total - shown} more assertions that differ" in text
     last = diff_traces(a, a_rows, b, b_rows, offset=diff.rows_total - 1)
     assert (len(last.assertions), last.next_offset, last.offset) == (1, None, diff.rows_total - 1)
+
+
+def test_a_long_diff_fills_its_budget_and_the_steps_view_keeps_its_steps(store: SqliteTraceStore) -> None:
+    """The answer is cut to the budget by arithmetic on each row's tokens, measured once: it fits, it is
+    not left half empty, one more row would not have fitted; and the steps view cuts assertions first."""
+    a_id = ingest_bundle(store, ORG, record_long_run(1_500))[0]
+    b_id = ingest_bundle(store, ORG, record_long_run(3_500))[0]
+    a, b = store.get_trace(ORG, a_id), store.get_trace(ORG, b_id)
+    a_rows, b_rows = store.stored_events(ORG, a_id), store.stored_events(ORG, b_id)
+    overview = TraceDiff.model_validate_json(diff_traces(a, a_rows, b, b_rows).model_dump_json())
+    for budget in (1_000, 2_000, 8_000):
+        view, text = build_diff_view(overview, budget)
+        spent = cost(view, text)
+        assert spent <= budget
+        assert 0 < len(view.assertions) < len(overview.assertions)
+        assert spent >= 0.9 * budget, (budget, spent, len(view.assertions))
+        one_more = build_diff_view(overview, budget * 2)[0].assertions[len(view.assertions)]
+        wider = view.model_copy(update={"assertions": [*view.assertions, one_more]})
+        assert cost(wider, diff_text(wider)) > budget
+    steps = TraceDiff.model_validate_json(diff_traces(a, a_rows, b, b_rows, "steps").model_dump_json())
+    assert len(steps.steps) >= 40
+    assert steps.assertions
+    view, text = build_diff_view(steps, 5_000)
+    assert cost(view, text) <= 5_000
+    assert len(view.steps) == len(steps.steps)  # the steps asked for come whole; the assertions were cut
+    assert len(view.assertions) < len(steps.assertions)
+    view, text = build_diff_view(steps, 600)
+    assert 0 < len(view.steps) < len(steps.steps)
+    assert not view.assertions
+    # Asking again would give the same cut: the answer says how to get the rest instead.
+    assert f"{len(steps.steps) - len(view.steps)} more steps; raise max_tokens" in text
+    assert f"{steps.rows_total} more assertions that differ; no room in this answer: raise max_tokens" in text
+    assert "dimension=" not in text
+
+
+def test_the_rows_of_a_long_diff_are_all_reached_by_next_offset(store: SqliteTraceStore) -> None:
+    """Each answer shows what fits and the offset of the first row it left out; calling again from there
+    walks every row of the dimension once, in order, across the store's pages."""
+    a_id = ingest_bundle(store, ORG, record_long_run(1_500))[0]
+    b_id = ingest_bundle(store, ORG, record_long_run(3_500))[0]
+    a, b = store.get_trace(ORG, a_id), store.get_trace(ORG, b_id)
+    a_rows, b_rows = store.stored_events(ORG, a_id), store.stored_events(ORG, b_id)
+    whole = [(c.step, c.target, c.change) for c in diff_traces(a, a_rows, b, b_rows).assertions]
+    offset, seen, calls = 0, [], 0
+    while True:
+        page = diff_traces(a, a_rows, b, b_rows, offset=offset)
+        if offset == 0:
+            whole += [
+                (c.step, c.target, c.change)
+                for start in range(DIFF_ROWS, page.rows_total, DIFF_ROWS)
+                for c in diff_traces(a, a_rows, b, b_rows, offset=start).assertions
+            ]
+        view, text = build_diff_view(page, 8_000)
+        calls += 1
+        seen += [(r.step, r.target, r.change) for r in view.assertions]
+        if view.next_offset is None:
+            assert "more assertions that differ" not in text
+            break
+        assert view.next_offset == offset + len(view.assertions)
+        assert f'dimension="overview", offset={view.next_offset})' in text
+        offset = view.next_offset
+    assert len(seen) == page.rows_total > DIFF_ROWS
+    assert seen == whole
+    assert calls > page.rows_total // DIFF_ROWS + 1  # more than the store's pages: each answer is a part of one
 
 
 def test_a_diff_of_long_runs_past_the_event_cap_compares_the_first_events_and_says_so(

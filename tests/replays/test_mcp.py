@@ -191,6 +191,23 @@ async def test_diff_traces_fits_a_small_budget_and_says_what_it_left_out(world: 
     assert small.structured_content["omitted"]  # type: ignore[index]
 
 
+async def test_diff_traces_pages_on_from_the_offset_an_answer_gives(world: World, mode: str) -> None:
+    a, b = world.runs["checkout-coupon"].short_id, world.runs["checkout-plain"].short_id
+    args = {"a": a, "b": b, "dimension": "network", "max_tokens": 1000}
+    async with Client(create_mcp_server(embedded(world).client_factory()), mode=mode) as client:
+        first = (await client.call_tool("diff_traces", args)).structured_content
+        assert first is not None
+        offset = first["next_offset"]
+        assert offset > 0
+        assert f'dimension="network", offset={offset})' in " ".join(first["omitted"])
+        second = (await client.call_tool("diff_traces", {**args, "offset": offset})).structured_content
+        negative = await client.call_tool("diff_traces", {**args, "offset": -1})
+    assert negative.is_error
+    assert second is not None
+    assert second["network"]
+    assert [r["request"] for r in second["network"]] != [r["request"] for r in first["network"]]
+
+
 async def test_the_replay_tools_are_listed_with_honest_annotations_and_scopes(world: World) -> None:
     async with Client(create_mcp_server(embedded(world).client_factory())) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}

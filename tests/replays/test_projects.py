@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from molar_mcp.mcp.render import list_text, trace_row
+from molar_mcp.mcp.render import list_text, row_array, trace_row
 from molar_mcp.mcp.views import TraceList
 from molar_mcp.models import Event
 from molar_mcp.models.replays import ReplayOrigin, ReplayRequest, ReplayStatus
@@ -172,7 +172,7 @@ def test_a_command_replay_runs_the_agent_at_the_commit_with_the_edit_and_passes(
     rows = {t.id: t for t in world.store.list_traces(LOCAL_ORG_ID, TraceQuery(limit=50)).items}
     assert rows[child.id].replay_of == parent
     assert rows[parent].replay_of is None
-    view = TraceList(items=[trace_row(t) for t in rows.values()])
+    view = TraceList(rows=[row_array(trace_row(t)) for t in rows.values()])
     assert f"PASSED [REPLAY of {parent}: not an ordinary run]" in list_text(view, "all traces")
     assert_nothing_left(world)
 

@@ -111,7 +111,9 @@ def test_a_bundle_is_read_and_inserted_chunk_by_chunk_with_the_collector_paused(
     finally:
         conn.set_trace_callback(None)
     assert read == [False, False, False]
-    assert len(inserted) == 20  # one statement per 250 rows (store/db.py MULTI_ROWS): chunks of 2,000, 2,000, 1,000
+    # Chunks of 2,000, 2,000 and 1,000 rows, each 256 rows a statement and the rest in powers of two
+    # (store/db.py MULTI_ROWS): 7 + 3, 7 + 3, 3 + 4 statements.
+    assert len(inserted) == 27
     assert not any(inserted)
     assert gc.isenabled()
     assert sqlite_store.get_trace(LOCAL_ORG_ID, trace_id).event_count == 5_000

@@ -29,7 +29,7 @@ def _rows(n: int) -> CleanRows:
     return CleanRows((i, f"text {i}" if i % 3 else None, b"\x00\x01" * (i % 4)) for i in range(n))
 
 
-@pytest.mark.parametrize("count", [2, MULTI_ROWS - 1, MULTI_ROWS, MULTI_ROWS + 1, 3 * MULTI_ROWS + 17])
+@pytest.mark.parametrize("count", [2, 100, MULTI_ROWS - 1, MULTI_ROWS, MULTI_ROWS + 1, 3 * MULTI_ROWS + 17])
 def test_the_same_rows_as_one_execution_per_row_in_fewer_statements(db: Database, count: int) -> None:
     statements: list[str] = []
     with db.tx() as conn:
@@ -38,7 +38,10 @@ def test_the_same_rows_as_one_execution_per_row_in_fewer_statements(db: Database
         conn.set_trace_callback(None)
         stored = conn.execute("SELECT a, b, c FROM t ORDER BY a").fetchall()
     assert stored == list(_rows(count))
-    assert len(statements) == -(-count // MULTI_ROWS)
+    # MULTI_ROWS a statement, the rest in powers of two (a bounded set of statements to compile and cache)
+    assert len(statements) == count // MULTI_ROWS + (count % MULTI_ROWS).bit_count()
+    sizes = {sql.count("),(") + 1 for sql in statements}  # the trace holds the values bound
+    assert sizes <= {MULTI_ROWS >> k for k in range(MULTI_ROWS.bit_length())}
 
 
 def test_a_row_of_the_wrong_width_is_refused_and_nothing_goes_in(db: Database) -> None:

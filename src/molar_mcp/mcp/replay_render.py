@@ -5,10 +5,14 @@ fitted to a token budget with `render.cost`, cutting the least useful rows first
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from pydantic import BaseModel
+
 from molar_mcp.mcp.masking import mask_text
-from molar_mcp.mcp.render import cost
+from molar_mcp.mcp.render import cost, structured
+from molar_mcp.mcp.tokens import estimate_tokens
 from molar_mcp.mcp.views import (
     DiffAssertionRow,
     DiffConsoleRow,
@@ -111,30 +115,43 @@ def _rows(
     return assertions, steps, network, console
 
 
+def _assertion_line(a: DiffAssertionRow) -> str:
+    return (
+        f"- step {a.step} {a.target}: {a.change} — a expected {a.expected_a} got {a.actual_a}; "
+        f"b expected {a.expected_b} got {a.actual_b}"
+    )
+
+
+def _step_line(s: DiffStepRow) -> str:
+    restored = " (restored)" if s.restored else ""
+    delta = f", {s.delta_ms:+d} ms" if s.delta_ms is not None else ""
+    return f"- step {s.step} “{s.title or ''}”: a {s.a}, b {s.b}{restored}{delta}"
+
+
+def _exchange_line(e: DiffExchangeRow) -> str:
+    where = f" (only in {e.only_in})" if e.only_in else ""
+    body = ("; " + "; ".join(e.body)) if e.body else ""
+    return f"- step {e.step} {e.request} {e.status}{where}{body}"
+
+
+def _console_line(c: DiffConsoleRow) -> str:
+    return f"- step {c.step} {c.kind} only in {c.only_in}: {c.text}"
+
+
 def diff_text(view: DiffView) -> str:
     lines = [f"Diff ({view.dimension}, b against a): {view.summary}"]
     if view.assertions:
         lines.append("Assertions that differ:")
-        for a in view.assertions:
-            lines.append(
-                f"- step {a.step} {a.target}: {a.change} — a expected {a.expected_a} got {a.actual_a}; "
-                f"b expected {a.expected_b} got {a.actual_b}"
-            )
+        lines.extend(_assertion_line(a) for a in view.assertions)
     if view.steps:
         lines.append("Steps:" if view.dimension == "steps" else "Steps that differ:")
-        for s in view.steps:
-            restored = " (restored)" if s.restored else ""
-            delta = f", {s.delta_ms:+d} ms" if s.delta_ms is not None else ""
-            lines.append(f"- step {s.step} “{s.title or ''}”: a {s.a}, b {s.b}{restored}{delta}")
+        lines.extend(_step_line(s) for s in view.steps)
     if view.network:
         lines.append("HTTP exchanges that differ:")
-        for e in view.network:
-            where = f" (only in {e.only_in})" if e.only_in else ""
-            body = ("; " + "; ".join(e.body)) if e.body else ""
-            lines.append(f"- step {e.step} {e.request} {e.status}{where}{body}")
+        lines.extend(_exchange_line(e) for e in view.network)
     if view.console:
         lines.append("Console, errors and logs only in one run:")
-        lines.extend(f"- step {c.step} {c.kind} only in {c.only_in}: {c.text}" for c in view.console)
+        lines.extend(_console_line(c) for c in view.console)
     lines.extend(f"Left out: {o}" for o in view.omitted)
     return "\n".join(lines)
 
@@ -146,11 +163,20 @@ def build_diff_view(diff: TraceDiff, budget: int) -> tuple[DiffView, str]:
     changed_exchanges = sum(1 for e in diff.network if e.changed)
     totals = [e.body_changes_total for e in diff.network if e.changed]
     body_total = {id(row): total for row, total in zip(network, totals, strict=True)}
-    # One REST answer holds a page of the dimension's rows (`rows_total` in all): the rest count as left out.
-    unsent = max(0, diff.rows_total - diff.offset - len(diff.assertions or diff.network or diff.console))
-    more_assertions = unsent if diff.dimension in ("overview", "steps") else 0
-    more_network = diff.counts.exchanges_changed - len(network) if diff.dimension == "network" else 0
-    more_console = unsent if diff.dimension == "console" else 0
+    # One REST answer holds a page of the dimension's list (assertions; network: exchanges; console: lines),
+    # `rows_total` in all from the first; this answer shows a part of that page. `next_offset` is the first
+    # row of the list not shown, for the next call. (The network rows shown are the changed exchanges.)
+    changed_at = [i for i, e in enumerate(diff.network) if e.changed]
+    paged = {"network": len(diff.network), "console": len(diff.console)}.get(diff.dimension, len(diff.assertions))
+    call = f'diff_traces(a="{a}", b="{b}", dimension="{diff.dimension}", offset='
+
+    def next_offset(n_assert: int, n_net: int, n_console: int) -> int | None:
+        if diff.dimension == "network":
+            consumed = paged if n_net == len(network) else changed_at[n_net - 1] + 1 if n_net else 0
+        else:
+            consumed = n_console if diff.dimension == "console" else n_assert
+        after = diff.offset + consumed
+        return after if after < diff.rows_total else None
 
     def assemble(
         n_assert: int, n_steps: int, n_net: int, n_body: int, n_console: int, full_summary: int
@@ -159,21 +185,25 @@ def build_diff_view(diff: TraceDiff, budget: int) -> tuple[DiffView, str]:
         summary = diff.summary if full_summary else _first_sentence(diff.summary)
         if not full_summary:
             omitted.append("the rest of the summary; `counts` has the numbers")
-        if n_assert < len(assertions) + more_assertions:
-            more = len(assertions) + more_assertions - n_assert
-            omitted.append(f'{more} more assertions that differ; diff_traces(dimension="steps")')
+        later = next_offset(n_assert, n_net, n_console)
+        # Where none of the list fitted, asking from the same row would give the same answer.
+        then = f"{call}{later})" if later != diff.offset else "no room in this answer: raise max_tokens"
+        if later is not None and diff.dimension in ("overview", "steps"):
+            omitted.append(f"{diff.rows_total - later} more assertions that differ; {then}")
         if n_steps < len(steps):
-            omitted.append(f'{len(steps) - n_steps} more steps; diff_traces(a="{a}", b="{b}", dimension="steps")')
-        if n_net < len(network) + more_network:
-            more = len(network) + more_network - n_net
-            omitted.append(f"{more} more changed exchanges; raise max_tokens or read get_trace step=N")
+            more_steps = f"{len(steps) - n_steps} more steps; "
+            if diff.dimension == "steps":  # this is that call: only a larger answer holds them
+                omitted.append(more_steps + "raise max_tokens (up to 20,000)")
+            else:
+                omitted.append(more_steps + f'diff_traces(a="{a}", b="{b}", dimension="steps")')
+        if later is not None and diff.dimension == "network":
+            omitted.append(f"{diff.rows_total - later} more exchanges (changed or not); {then}")
         cut_bodies = [row.model_copy(update={"body": row.body[:n_body]}) for row in network[:n_net]]
         hidden_fields = sum(body_total[id(row)] - min(n_body, len(row.body)) for row in network[:n_net])
         if hidden_fields > 0:
             omitted.append(f"{hidden_fields} changed body fields; get_trace(trace_id, step=N) shows whole bodies")
-        if n_console < len(console) + more_console:
-            more = len(console) + more_console - n_console
-            omitted.append(f'{more} more console lines; diff_traces(dimension="console")')
+        if later is not None and diff.dimension == "console":
+            omitted.append(f"{diff.rows_total - later} more console lines; {then}")
         if diff.truncated:
             omitted.append("a trace has more events than the diff reads; later steps were not compared")
         if diff.dimension == "overview" and changed_exchanges:
@@ -195,15 +225,18 @@ def build_diff_view(diff: TraceDiff, budget: int) -> tuple[DiffView, str]:
             console=console[:n_console],
             duration_ms_a=diff.timing.duration_ms_a,
             duration_ms_b=diff.timing.duration_ms_b,
+            next_offset=later,
             omitted=omitted,
         )
         return view, diff_text(view)
 
-    sizes = [len(assertions), len(steps), len(network), 6, len(console), 1]
+    sizes = [len(assertions), len(steps), len(network), BODY_LINES, len(console), 1]
     floors = [0, 0, 0, 0, 0, 0]
-    # Exchanges, console, body fields, steps, then assertions (what a replay is for), then the summary's tail.
-    order = (2, 4, 3, 1, 0, 5)
-    return _fit(assemble, sizes, floors, order, budget)
+    # Exchanges, console, body fields, steps, then assertions (what a replay is for), then the summary's tail;
+    # when the steps were asked for, they go last but for the summary.
+    order = (2, 4, 3, 0, 1, 5) if diff.dimension == "steps" else (2, 4, 3, 1, 0, 5)
+    estimate = _DiffEstimate(assemble, assertions, steps, network, console, diff.summary)
+    return _fit(assemble, sizes, floors, order, budget, estimate)
 
 
 def _first_sentence(summary: str) -> str:
@@ -211,9 +244,134 @@ def _first_sentence(summary: str) -> str:
     return head + "." if sep else summary
 
 
+BODY_LINES = 6  # changed body fields shown per exchange at most
+
+
+def _tokens(row: BaseModel, line: str) -> tuple[int, int]:
+    """A row's tokens in the structured content (its JSON and a comma) and in the text (its line)."""
+    data = json.dumps(row.model_dump(mode="json", exclude_none=True), ensure_ascii=False)
+    return estimate_tokens(data) + 1, estimate_tokens(line) + 1
+
+
+def _exchange_tokens(row: DiffExchangeRow, body_lines: int) -> tuple[int, int]:
+    cut = row.model_copy(update={"body": row.body[:body_lines]})
+    return _tokens(cut, _exchange_line(cut))
+
+
+def _prefix(costs: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    data, text = [0], [0]
+    for d, t in costs:
+        data.append(data[-1] + d)
+        text.append(text[-1] + t)
+    return data, text
+
+
+class _DiffEstimate:
+    """What `cost` would say of the diff view at some sizes, by arithmetic: the view without rows, measured
+    once, plus each row's tokens, measured once (sums over concatenations are within a few tokens of the
+    whole; `_fit` checks the answer it builds with `cost` itself)."""
+
+    HEADER = 8  # a dimension's header line, and the list's brackets and key in the JSON
+
+    def __init__(
+        self,
+        assemble: Callable[..., tuple[DiffView, str]],
+        assertions: list[DiffAssertionRow],
+        steps: list[DiffStepRow],
+        network: list[DiffExchangeRow],
+        console: list[DiffConsoleRow],
+        summary: str,
+    ) -> None:
+        bare, bare_text = assemble(0, 0, 0, 0, 0, 1)
+        self.base_data = estimate_tokens(json.dumps(structured(bare), ensure_ascii=False))
+        self.base_text = estimate_tokens(bare_text)
+        whole, first = mask_text(summary) or "", mask_text(_first_sentence(summary)) or ""
+        self.summary_tokens = estimate_tokens(whole) - estimate_tokens(first)
+        self.rows = [
+            _prefix([_tokens(a, _assertion_line(a)) for a in assertions]),
+            _prefix([_tokens(s, _step_line(s)) for s in steps]),
+            ([0], [0]),  # network: by its body lines, below
+            ([0], [0]),
+            _prefix([_tokens(c, _console_line(c)) for c in console]),
+        ]
+        self._exchanges = network
+        self._network_sums: dict[int, tuple[list[int], list[int]]] = {}
+
+    def _network_at(self, body_lines: int) -> tuple[list[int], list[int]]:
+        """The exchanges' prefix sums with `body_lines` body fields each (measured when first needed)."""
+        sums = self._network_sums.get(body_lines)
+        if sums is None:
+            sums = self._network_sums[body_lines] = _prefix([_exchange_tokens(e, body_lines) for e in self._exchanges])
+        return sums
+
+    def __call__(self, sizes: Sequence[int]) -> int:
+        data, text = self.base_data, self.base_text
+        for i in (0, 1, 4):
+            if sizes[i]:
+                data += self.rows[i][0][sizes[i]] + self.HEADER
+                text += self.rows[i][1][sizes[i]] + self.HEADER
+        if sizes[2]:
+            net_data, net_text = self._network_at(min(sizes[3], BODY_LINES))
+            data += net_data[sizes[2]] + self.HEADER
+            text += net_text[sizes[2]] + self.HEADER
+        if not sizes[5]:
+            data -= self.summary_tokens
+            text -= self.summary_tokens
+        return max(data, text)
+
+
+def _presize(
+    estimate: Callable[[Sequence[int]], int], sizes: list[int], floors: list[int], order: tuple[int, ...], budget: int
+) -> list[int]:
+    """The sizes `_fit` would cut to, found by arithmetic: in `order`, each size cut only as far as the
+    estimate needs (the largest that fits), the next one cut only when the first is at its floor."""
+    sizes = list(sizes)
+    for i in order:
+        if estimate(sizes) <= budget:
+            break
+        keep = sizes[i]
+        sizes[i] = floors[i]
+        if estimate(sizes) > budget:
+            continue  # not even with none of these: cut the next as well
+        lo, hi = floors[i], keep
+        while lo < hi:
+            sizes[i] = mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if estimate(sizes) <= budget else (lo, mid - 1)
+        sizes[i] = lo
+        break
+    return sizes
+
+
 def _fit(
-    assemble: Any, sizes: list[int], floors: list[int], order: tuple[int, ...], budget: int
+    assemble: Callable[..., tuple[DiffView, str]],
+    sizes: list[int],
+    floors: list[int],
+    order: tuple[int, ...],
+    budget: int,
+    estimate: Callable[[Sequence[int]], int] | None = None,
 ) -> tuple[DiffView, str]:
+    """The view at the largest sizes that fit `budget`, cutting in `order`. With an `estimate`, the sizes
+    are found by arithmetic and the view built once or twice (a miss of the estimate is taken off the
+    budget it aims at); without, or when that does not fit, each size is cut by a third until it does."""
+    if estimate is not None:
+        aim, best = budget, None
+        for _ in range(3):
+            trial = _presize(estimate, sizes, floors, order, aim)
+            view, text = assemble(*trial)
+            spent = cost(view, text)
+            fits = spent <= budget
+            if fits:
+                best = (view, text)
+            elif best is not None:
+                return best  # a larger try overshot: the last that fitted
+            # Aim again with what the estimate missed at these sizes: larger when it counted too much.
+            again = budget - (spent - estimate(trial))
+            if fits and (again <= aim or trial == sizes):
+                return view, text
+            aim = again if fits else min(again, aim - 1)
+        if best is not None:
+            return best
+        sizes = trial
     view, text = assemble(*sizes)
     while (spent := cost(view, text)) > budget:
         factor = min(2 / 3, budget / spent)

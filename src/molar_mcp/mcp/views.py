@@ -285,6 +285,7 @@ class DiffView(BaseModel):
     console: list[DiffConsoleRow] = Field(default_factory=list)
     duration_ms_a: int | None = None
     duration_ms_b: int | None = None
+    next_offset: int | None = Field(default=None, description="more rows: call again with this offset")
     omitted: list[str] = Field(default_factory=list, description="what this answer left out, and how to get it")
 
 

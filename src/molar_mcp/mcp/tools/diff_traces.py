@@ -17,10 +17,8 @@ from molar_mcp.mcp.views import DiffView
 
 SPEC = ToolSpec(name="diff_traces", scope="mcp:trace:read", rest=("GET /v1/traces/diff",))
 
-DESCRIPTION = """Compare two recorded runs step by step: b against a (e.g. a replay against its source).
-
-The outcome change, the first divergence, assertions now passing or failing, and per dimension the
-changed steps, requests or console lines. b may be a replay_id."""
+DESCRIPTION = """Compare run b with run a (b may be a replay_id): outcome, first divergence, assertions now
+passing or failing, changed steps, requests, console lines; next_offset pages on."""
 
 
 async def diff_traces(
@@ -29,10 +27,11 @@ async def diff_traces(
     b: Annotated[str, Field(min_length=1, max_length=64)],
     dimension: Annotated[Literal["overview", "steps", "network", "console"], Field()] = "overview",
     max_tokens: Annotated[int, Field(ge=500, le=20000)] = DEFAULT_TOKEN_BUDGET,
+    offset: Annotated[int, Field(ge=0)] = 0,
 ) -> Annotated[CallToolResult, DiffView]:
     client = client_of(ctx)
     async with replay_errors(trace_id=f"{a} or {b}"):
-        diff = await client.diff_traces(a, b, dimension=dimension)
+        diff = await client.diff_traces(a, b, dimension=dimension, offset=offset)
     view, text = build_diff_view(diff, max_tokens)
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured(view))
 

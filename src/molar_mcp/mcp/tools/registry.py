@@ -141,6 +141,9 @@ def compact_input(schema: Any) -> Any:
             if key == "properties" and "max_tokens" in out[key]:
                 # Every tool has it; its bounds are named when a call is refused.
                 out[key]["max_tokens"] = {"type": "integer", "default": value["max_tokens"].get("default")}
+            if key == "properties" and "offset" in out[key]:
+                # A page's start, from 0 (the first page) to an answer's next_offset; -1 is refused, saying so.
+                out[key]["offset"] = {"type": "integer"}
         else:
             out[key] = compact_input(value)
     if out.get("type") == "object" and "properties" in out:
