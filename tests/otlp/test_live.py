@@ -508,3 +508,46 @@ async def test_a_bulk_export_of_a_followed_trace_is_shown_live(http: httpx2.Asyn
 
 def _step_ids(spans: list[Any]) -> set[str]:
     return {f"span-{s.context.span_id:016x}" for s in spans}
+
+
+async def test_the_search_text_made_at_the_finish_is_what_the_stored_messages_give(
+    http: httpx2.AsyncClient, embedded: Embedded
+) -> None:
+    """The finish hands the trace's messages it has just written to `finish_trace` instead of reading them
+    again: the indexed text is the one a close that reads them makes (NUL characters included)."""
+    from molar_mcp.store.live import _close
+
+    spans = record(lambda tracer, clock: run_agent_with_nul(tracer, clock))
+    assert (await post_protobuf(http, spans)).status_code == 200
+    trace = await settled_trace(http)
+    db = embedded.context.live.db
+    with db.read() as conn:
+        pk, status, signature, duration = conn.execute(
+            "SELECT pk, status, failure_signature, duration_ms FROM traces WHERE id = ?", (trace["id"],)
+        ).fetchone()
+        (made,) = conn.execute("SELECT body FROM traces_fts WHERE rowid = ?", (pk,)).fetchone()
+    assert "index\ufffdoffline" in made  # a message of the run, as stored
+    with db.tx() as conn:
+        _close(conn, LOCAL_ORG_ID, pk, status, signature, duration, None)  # reads the messages
+        (read,) = conn.execute("SELECT body FROM traces_fts WHERE rowid = ?", (pk,)).fetchone()
+    assert made == read
+
+
+def run_agent_with_nul(tracer: Any, clock: Any) -> None:
+    """A run whose failing tool's message holds a NUL character."""
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    from molar_mcp.demo.agent_run import timed_span
+
+    with (
+        timed_span(tracer, clock, "invoke_agent nul", SpanKind.INTERNAL, {"gen_ai.operation.name": "invoke_agent"}),
+        timed_span(
+            tracer,
+            clock,
+            "execute_tool search",
+            SpanKind.INTERNAL,
+            {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search"},
+        ) as tool,
+    ):
+        tool.record_exception(ValueError("index\x00offline"), timestamp=clock.advance(30))
+        tool.set_status(Status(StatusCode.ERROR, "index\x00offline"))

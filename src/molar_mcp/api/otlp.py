@@ -510,7 +510,14 @@ def finish_here(
         findings = analyze(events.rows(), final)  # light rows: events built only where looked at
         signature = failure_signature(findings) if final != "passed" else None
         duration = run_duration_ms(spans)
-        ctx.live.finish_trace(org, trace_id, status=final, failure_signature=signature, duration_ms=duration)
+        ctx.live.finish_trace(
+            org,
+            trace_id,
+            status=final,
+            failure_signature=signature,
+            duration_ms=duration,
+            messages=events.messages(),  # just written: not read again for the search text
+        )
         run_analysis(ctx, org, trace_id, findings=findings)
         return trace_id, final, events if unseen else ()
 

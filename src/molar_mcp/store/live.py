@@ -252,15 +252,18 @@ class LiveTraces:
         failure_signature: str | None = None,
         duration_ms: int | None = None,
         now: datetime | None = None,
+        messages: Sequence[tuple[str, int | None, str | None]] | None = None,
     ) -> None:
-        """Close a running trace: fix its status, duration and failure signature, index its text."""
+        """Close a running trace: fix its status, duration and failure signature, index its text.
+        `messages`: the `(kind, ok, message)` of its events that have a message, in order, as stored, when
+        the caller has just written them (else they are read again to make the search text)."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"status must be one of {', '.join(FINAL_STATUSES)}")
         with self.db.tx() as conn:
             pk, current = find_trace_pk(conn, org_id, trace_ref)
             if current not in RUNNING_STATUSES:
                 raise TraceNotRunning(trace_ref, current)
-            _close(conn, org_id, pk, status, failure_signature, duration_ms, now)
+            _close(conn, org_id, pk, status, failure_signature, duration_ms, now, messages)
 
     def quiet_traces(self, quiet_seconds: float, now_ms: int | None = None) -> list[tuple[str, str]]:
         """(org, trace id) of every live trace still running that no producer touched for `quiet_seconds`
@@ -314,23 +317,26 @@ def _close(
     failure_signature: str | None,
     duration_ms: int | None,
     now: datetime | None,
+    messages: Sequence[tuple[str, int | None, str | None]] | None = None,
 ) -> None:
-    """Fix a running trace's status, duration and failure signature, index its text, refresh its history."""
+    """Fix a running trace's status, duration and failure signature, index its text, refresh its history.
+    `messages`: see `LiveTraces.finish_trace` (None: read here)."""
     created_ms, slug, title, code_sha = conn.execute(
         "SELECT created_ms, scenario_slug, scenario_title, code_sha FROM traces WHERE pk = ?", (pk,)
     ).fetchone()
-    first_ts, last_ts = conn.execute("SELECT min(ts), max(ts) FROM events WHERE trace_pk = ?", (pk,)).fetchone()
     if duration_ms is None:
+        first_ts, last_ts = conn.execute("SELECT min(ts), max(ts) FROM events WHERE trace_pk = ?", (pk,)).fetchone()
         end_ms = int((now or datetime.now(UTC)).timestamp() * 1000)
         duration_ms = (last_ts - first_ts) if first_ts is not None else max(0, end_ms - created_ms)
     conn.execute(
         "UPDATE traces SET status = ?, failure_signature = ?, duration_ms = ? WHERE pk = ?",
         (status, failure_signature, duration_ms, pk),
     )
-    messages = conn.execute(
-        "SELECT kind, ok, message FROM events WHERE trace_pk = ? AND message IS NOT NULL ORDER BY seq",
-        (pk,),
-    ).fetchall()
+    if messages is None:
+        messages = conn.execute(
+            "SELECT kind, ok, message FROM events WHERE trace_pk = ? AND message IS NOT NULL ORDER BY seq",
+            (pk,),
+        ).fetchall()
     body = fts_body_from_rows([slug, title or "", failure_signature or "", status, code_sha or ""], messages)
     index_text(conn, pk, body, replace=True)
     (scenario_id, parent) = conn.execute(

@@ -148,6 +148,11 @@ class StoredEvents(Sequence[Event]):
             payload = {} if r[8] == "{}" else pydantic_core.from_json(r[8])
         return trusted_event(r[1], r[2], r[3], r[4], r[5], ok, r[7], payload)
 
+    def messages(self) -> list[tuple[str, int | None, str | None]]:
+        """`(kind, ok, message)` of the events that have a message, in order, as stored (what a trace's
+        search text is made of: `LiveTraces.finish_trace`)."""
+        return [(r[3], r[6], r[7]) for r in self._rows if r[7] is not None]
+
     def rows(self) -> LightEvents:
         """The same events as light rows (`models.rows.StoredEvents`: columns as attributes, a payload
         parsed from its stored JSON only when read), as the detectors read a stored trace: no `Event`
