@@ -1,7 +1,7 @@
 """Scale-out benchmark: the same figures on the embedded store and on PostgreSQL + S3, same machine, same run.
 
     PYTHONPATH=. .venv/bin/python bench/bench_postgres.py [--traces 20000] [--iterations 100]
-        [--live-events 40000] [--json out.json] [--only sqlite|postgres] [--no-live]
+        [--live-events 40000] [--ingests 3] [--json out.json] [--only sqlite|postgres] [--no-live]
         [--sqlite-dir DIR] [--database-url URL --admin-url URL]
 
 With `--sqlite-dir` (a data dir bench/make_store.py built) and `--database-url`/`--admin-url` (a database
@@ -104,9 +104,11 @@ async def timed(fn: Callable[[], Awaitable[object]], n: int) -> list[float]:
     return out
 
 
-def fill(engine: dict[str, str], data_dir: Path, n: int, admin_url: str | None, prebuilt: bool) -> str:
+def fill(
+    engine: dict[str, str], data_dir: Path, n: int, admin_url: str | None, prebuilt: bool, ingests: int = 3
+) -> str:
     """N traces (bench/make_store.py: straight into SQLite, or COPY into PostgreSQL; none when `prebuilt`)
-    plus one 10,000-event trace stored three times through the store, scoped to its org as a request is
+    plus one 10,000-event trace stored `ingests` times through the store, scoped to its org as a request is
     (the bundle ingest rate, and the CPU it takes); returns its id."""
     t = time.perf_counter()
     if prebuilt:
@@ -123,7 +125,7 @@ def fill(engine: dict[str, str], data_dir: Path, n: int, admin_url: str | None, 
     parsed = read_bundle(record_long_run(10_000))
     rates, own_cpu, db_cpu = [], [], []
     big_id = ""
-    for _ in range(3):
+    for _ in range(ingests):
         t, c, d = time.perf_counter(), time.process_time(), backends_cpu(admin_url)
         with org_scope(LOCAL_ORG_ID):  # as a request to the server is
             big_id, _ = store.add_trace(LOCAL_ORG_ID, parsed.trace, parsed.blobs)
@@ -231,7 +233,7 @@ def run_engine(
     prebuilt = bool(args.database_url if engine else args.sqlite_dir)
     print(f"== {label}: filling {args.traces} traces", file=sys.stderr, flush=True)
     data_dir = (args.sqlite_dir or tmp / "data") if not engine else tmp / "fill"
-    big_id = fill(engine, data_dir, args.traces, admin_url, prebuilt)
+    big_id = fill(engine, data_dir, args.traces, admin_url, prebuilt, args.ingests)
     replicas = 2 if engine else 1
     with servers(tmp, engine, replicas, data_dir) as served:
         print(f"== {label}: REST and MCP latency", file=sys.stderr, flush=True)
@@ -254,6 +256,7 @@ def main() -> int:
     parser.add_argument("--traces", type=int, default=20_000)
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--live-events", type=int, default=40_000)
+    parser.add_argument("--ingests", type=int, default=3, help="times the 10,000-event trace is stored")
     parser.add_argument("--json")
     parser.add_argument("--only", choices=["sqlite", "postgres"], help="one engine")
     parser.add_argument("--no-live", action="store_true", help="skip live append (bench_live.py measures it)")

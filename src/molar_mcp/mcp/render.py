@@ -310,10 +310,13 @@ def page_event(ev: Event, detail_chars: int = DETAIL_CHARS, origin: str | None =
     return PageEvent(seq=ev.seq, step=ev.step, kind=ev.kind, failed=ev.ok is False, text=text)
 
 
-def failure_of(detail: TraceDetail, failing: Sequence[Event]) -> Failure | None:
+def failure_of(
+    detail: TraceDetail, failing: Sequence[Event], message_chars: int = MESSAGE_CHARS, value_chars: int = 200
+) -> Failure | None:
     """The step the run failed at and its decisive event: the last failed assertion/error of the LAST
     failed top-level step (where the run's final failure happened). Failed steps before it, and nested
-    steps whose parent then ended ok (a retried action), are listed as recovered."""
+    steps whose parent then ended ok (a retried action), are listed as recovered. The message is cut at
+    `message_chars` and expected and actual at `value_chars`, each with the call that returns the event whole."""
     if detail.status in ("passed", "queued", "running") and not failing:
         return None
     top = [s for s in detail.steps if s.depth == 0]
@@ -337,14 +340,16 @@ def failure_of(detail: TraceDetail, failing: Sequence[Event]) -> Failure | None:
     if decisive is not None:
         raw_expected, raw_actual = decisive.payload.get("expected"), decisive.payload.get("actual")
         whole = event_call(ref, decisive.seq)
-        expected = cut_with_pointer(mask_text(str(raw_expected)), 200, whole) if raw_expected is not None else None
-        actual = cut_with_pointer(mask_text(str(raw_actual)), 200, whole) if raw_actual is not None else None
+        expected = (
+            cut_with_pointer(mask_text(str(raw_expected)), value_chars, whole) if raw_expected is not None else None
+        )
+        actual = cut_with_pointer(mask_text(str(raw_actual)), value_chars, whole) if raw_actual is not None else None
     return Failure(
         step=step.step if step else (decisive.step if decisive else None),
         step_title=step.title if step else None,
         seq=decisive.seq if decisive else None,
         kind=decisive.kind if decisive else None,
-        message=cut_with_pointer(mask_text(decisive.message), MESSAGE_CHARS, event_call(ref, decisive.seq))
+        message=cut_with_pointer(mask_text(decisive.message), message_chars, event_call(ref, decisive.seq))
         if decisive and decisive.message
         else None,
         expected=expected,

@@ -12,10 +12,15 @@ letters, a run of digits, a newline, a punctuation mark; joining texts can merge
 never split one, so the whole never costs more than its parts. The joiners themselves (a comma between
 JSON items, a newline between lines) are counted with each part.
 
-What is cut, in order, and never below its floor: failed events down to one (the failing step's last
-failure is kept longest: the decisive evidence), artifacts down to two (a Playwright trace's zip and its
-failure screenshot), the steps overview down to one (a window around the failing step), then the
-remaining artifacts. Each cut says what went and which call brings it back (`omitted`).
+What is cut, in order: failed events down to one (the failing step's last failure is kept longest: the
+decisive evidence), artifacts down to two (a Playwright trace's zip and its failure screenshot), the steps
+overview down to one (a window around the failing step), the remaining artifacts, the last failed event, the
+last step. A budget that still does not hold the rest then gets a tighter frame: the failure's message,
+expected and actual cut shorter (each with the call that returns the event whole), then the events by kind
+left out too. Each cut says what went and which call brings it back (`omitted`). The least budget a tool
+accepts holds the tightest frame of any run whose recorded names fit their limits; a run whose frame
+still does not fit is answered with the budget it needs (`TraceSummary.fit` returns more than asked,
+and `get_trace` refuses with that figure).
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ ARTIFACTS_SHOWN = 8
 RUN_FENCE = "recorded run"
 ARTIFACT_FENCE = "artifacts"
 STEP_TITLE_CHARS = 80
+# The tighter frames' cuts of the failure: its message, and its expected and actual values.
+TIGHT_MESSAGE_CHARS = 120
+TIGHT_VALUE_CHARS = 60
 
 
 def _json_tokens(value: object) -> int:
@@ -212,8 +220,18 @@ class TraceSummary:
         self.notable_order = first[::-1] + [i for i in range(len(rows)) if i not in taken]
         self.notable = rows
         base = TraceView(trace=header(detail), failure=self.failure, event_counts=detail.event_counts)
-        self.base = base
-        self.frame: Cost = (estimate_tokens(trace_text(base)), _json_tokens(structured(base)), 0)
+        # The frames, loosest first: as is; the failure cut shorter; and without the events by kind.
+        tight = base.model_copy(update={"failure": failure_of(detail, failing, TIGHT_MESSAGE_CHARS, TIGHT_VALUE_CHARS)})
+        self.frames: list[tuple[TraceView, list[str]]] = [(base, [])]
+        if tight.failure != base.failure:
+            self.frames.append((tight, []))
+        if detail.event_counts:
+            self.frames.append(
+                (tight.model_copy(update={"event_counts": {}}), [f"events by kind; molar://traces/{sid} has them"])
+            )
+        self.frame_costs: dict[int, Cost] = {}
+        self.frame: Cost = NOTHING
+        self._use_frame(0)
 
         # Each part once: its text (and its joiner) and its JSON (and the comma after it).
         self.step_prefix = _prefix([(text, data + 1, 0) for text, data in map(step_costs, self.steps)])
@@ -233,6 +251,17 @@ class TraceSummary:
             ]
         )
         self.artifacts_wrapper: Cost = (estimate_tokens("\nArtifacts:\n" + fence("", ARTIFACT_FENCE)), 0, 0)
+
+    def _use_frame(self, level: int) -> None:
+        """Fit with the frame at `level` (each frame's cost estimated once)."""
+        self.base, self.frame_notes = self.frames[level]
+        if (frame := self.frame_costs.get(level)) is None:
+            frame = self.frame_costs[level] = (
+                estimate_tokens(trace_text(self.base)),
+                _json_tokens(structured(self.base)),
+                0,
+            )
+        self.frame = frame
 
     # ---- the sizes' costs ------------------------------------------------------------------------
 
@@ -262,14 +291,18 @@ class TraceSummary:
             start = self._window_start(n_steps)
             shown = self.steps[start : start + n_steps]
             failed_hidden = self.step_failed[-1] - (self.step_failed[start + n_steps] - self.step_failed[start])
-            where = f"steps {_step_key(shown[0])}–{_step_key(shown[-1])}" if shown else "the overview"
+            which = (
+                f"{total - n_steps} of {total} steps outside steps {_step_key(shown[0])}–{_step_key(shown[-1])}"
+                if shown
+                else f"the steps overview: {total} steps"
+            )
             omitted.append(
-                f"{total - n_steps} of {total} steps outside {where} "
-                f'({failed_hidden} of them failed); get_trace(trace_id="{sid}", step=N) shows any step'
+                f'{which} ({failed_hidden} of them failed); get_trace(trace_id="{sid}", step=N) shows any step'
             )
         if self.failing_total > n_notable:
+            more = " more" if n_notable else ""
             omitted.append(
-                f"{self.failing_total - n_notable} more failed events; read "
+                f"{self.failing_total - n_notable}{more} failed events; read "
                 f"molar://traces/{sid}/events?ok=false for all of them"
             )
         if n_artifacts < len(self.artifacts):
@@ -278,7 +311,7 @@ class TraceSummary:
             omitted.append(
                 f'event details; get_trace(trace_id="{sid}", step={self.focus}) shows the failing step\'s events'
             )
-        return omitted
+        return [*omitted, *self.frame_notes]
 
     def _notes_cost(self, notes: list[str]) -> Cost:
         total = NOTHING
@@ -303,7 +336,7 @@ class TraceSummary:
         """How many steps, failed events and artifacts fit in `budget` tokens, cutting in order down
         to each part's floor."""
         sizes = [len(self.steps), min(len(self.notable), NOTABLE_SHOWN), min(len(self.artifacts), ARTIFACTS_SHOWN)]
-        for part, floor in ((1, 1), (2, 2), (0, 1), (2, 0)):
+        for part, floor in ((1, 1), (2, 2), (0, 1), (2, 0), (1, 0), (0, 0)):
             if self.cost(sizes) <= budget:
                 break
             # The parts alone must fit in what the frame and the notes leave; the notes (their numbers
@@ -322,7 +355,13 @@ class TraceSummary:
         return sizes
 
     def fit(self, budget: int) -> Fitted:
-        sizes = self.sizes(budget)
+        """The summary within `budget` tokens, at the loosest frame that holds it; when even the tightest
+        does not, that frame with every part cut (its `tokens` above `budget`: what the run needs)."""
+        for level in range(len(self.frames)):
+            self._use_frame(level)
+            sizes = self.sizes(budget)
+            if self.cost(sizes) <= budget:
+                break
         n_steps, n_notable, n_artifacts = sizes
         start = self._window_start(n_steps)
         kept = sorted(self.notable_order[:n_notable])

@@ -4,6 +4,7 @@ from typing import Annotated, Any
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ContentBlock, ResourceLink, TextContent, ToolAnnotations
 from pydantic import Field
 
@@ -40,6 +41,11 @@ CONVERSATION_LIMIT = 60
 
 
 CONVERSATION_MARGIN = 48
+# The least budget: a run's tightest summary (its header, the failure with its message, expected and actual
+# cut short, and the notes on what was left out, each with the call that brings it back) takes ~450–600
+# tokens on the demo's runs; below that nothing is left to cut. A run whose tightest summary needs more is
+# refused with the figure it needs.
+LEAST_BUDGET = 800
 
 
 async def get_trace(
@@ -55,7 +61,7 @@ async def get_trace(
     ] = None,
     events: Annotated[bool, Field()] = False,
     offset: Annotated[int, Field(ge=0)] = 0,
-    max_tokens: Annotated[int, Field(ge=500, le=20000)] = DEFAULT_TOKEN_BUDGET,
+    max_tokens: Annotated[int, Field(ge=LEAST_BUDGET, le=20000)] = DEFAULT_TOKEN_BUDGET,
 ) -> Annotated[CallToolResult, TraceView]:
     client = client_of(ctx)
     step_arg = None if step is None else str(step)
@@ -117,14 +123,27 @@ async def get_trace(
                 break
         else:  # not even the line saying why: the answer as without a screenshot, which stays linked
             fitted = full
-    view, text, spent = fitted.view, fitted.text, fitted.tokens
+    conversation_built = None
+    beside = 0  # what must fit beside the summary: for an agent run, at least the line leaving its conversation out
     if agent and model_calls is not None and tool_calls is not None:
+        conversation_built = build_conversation(model_calls.events, tool_calls.events)
+        beside = CONVERSATION_MARGIN + fit_conversation(conversation_built, -1, detail.short_id)[3]
+        if fitted.tokens > room:
+            # The summary does not fit beside the conversation's share: it gets all but that line.
+            fitted = summary.fit(max_tokens - beside)
+    view, text, spent = fitted.view, fitted.text, fitted.tokens
+    if spent + beside > max_tokens:
+        asked = -(-(spent + beside) // 100) * 100
+        raise ToolError(
+            f"Trace {detail.short_id}'s smallest summary (its header, failure and what was left out) takes "
+            f'{spent + beside} tokens, more than max_tokens={max_tokens}: call get_trace(trace_id="{detail.short_id}", '
+            f'max_tokens={asked}), or get_trace(trace_id="{detail.short_id}", step=N) for one step\'s events.'
+        )
+    if conversation_built is not None:
         # A margin for what joining the two costs (the `conversation` key, the newline between them)
         # beyond the parts' own estimates: the whole answer must stay within budget.
         room = max_tokens - spent - CONVERSATION_MARGIN - (shot.reserves(max_tokens)[-1] if shot else 0)
-        conversation, lines, cut, said = fit_conversation(
-            build_conversation(model_calls.events, tool_calls.events), room, detail.short_id
-        )
+        conversation, lines, cut, said = fit_conversation(conversation_built, room, detail.short_id)
         view = view.model_copy(
             update={"conversation": conversation, "omitted": [*view.omitted, *([cut] if cut else [])]}
         )
