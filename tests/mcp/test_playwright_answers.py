@@ -133,6 +133,56 @@ async def test_a_busy_trace_whose_summary_needs_most_of_the_budget_says_its_scre
     assert _answer_cost(default) <= 2000
 
 
+async def _summaries_by_budget(pw_demo: PlaywrightDemo) -> list[tuple[int, Any, str]]:
+    """The coupon trace's summary at every budget from the least a tool takes up to one showing two
+    failed events: (budget, structured content, text)."""
+    answers = []
+    async with Client(pw_demo.server) as client:
+        for budget in range(800, 4100, 100):
+            result = await client.call_tool("get_trace", {"trace_id": pw_demo.coupon, "max_tokens": budget})
+            assert not result.is_error, budget
+            text = result.content[0]
+            assert isinstance(text, TextContent)
+            answers.append((budget, result.structured_content, text.text))
+    return answers
+
+
+async def test_the_failed_event_the_failure_names_is_the_last_failed_event_cut(pw_demo: PlaywrightDemo) -> None:
+    """The coupon test fails at an assertion (the failure names it) followed by its step's failed step.end
+    (a long call log): as the budget shrinks, the step.end goes first and the assertion is kept longest."""
+    answers = await _summaries_by_budget(pw_demo)
+    decisive = {view["failure"]["seq"] for _, view, _ in answers}
+    assert len(decisive) == 1
+    (seq,) = decisive
+    shown = {budget: [e["seq"] for e in view.get("notable", [])] for budget, view, _ in answers}
+    assert [] in shown.values()  # budgets that show none
+    assert [seq] in shown.values()  # ... only the decisive one
+    assert any(len(seqs) > 1 for seqs in shown.values())  # ... and more
+    for budget, seqs in shown.items():
+        assert not seqs or seq in seqs, (budget, seqs)
+    # The smallest budget that shows a failed event shows the failure's.
+    assert next(seqs for seqs in shown.values() if seqs) == [seq]
+
+
+async def test_the_note_on_the_failing_steps_events_is_true_of_the_answer_it_is_in(pw_demo: PlaywrightDemo) -> None:
+    """An answer that shows failed events leaves out their details; one that shows none leaves out the
+    failing step's events themselves: each says so, and both name the call that shows them."""
+    answers = await _summaries_by_budget(pw_demo)
+    step = answers[0][1]["failure"]["step"]
+    call = f'get_trace(trace_id="{pw_demo.coupon}", step={step})'
+    details = f"event details; {call} shows the failing step's events"
+    events = f"the failing step's events; {call} shows them"
+    assert {bool(view.get("notable")) for _, view, _ in answers} == {True, False}  # both kinds of answer
+    for budget, view, text in answers:
+        note = details if view.get("notable") else events
+        assert note in view["omitted"], (budget, view["omitted"])
+        assert [details, events].count(note) == 1
+        other = events if note == details else details
+        assert other not in view["omitted"], budget
+        assert f"Left out: {note}" in text.splitlines(), budget
+        assert f"Left out: {other}" not in text.splitlines(), budget
+
+
 async def test_a_larger_budget_shows_the_screenshot_at_its_recorded_size(pw_demo: PlaywrightDemo) -> None:
     async with Client(pw_demo.server) as client:
         result = await client.call_tool("get_trace", {"trace_id": pw_demo.coupon, "max_tokens": 4000})
