@@ -12,15 +12,15 @@ letters, a run of digits, a newline, a punctuation mark; joining texts can merge
 never split one, so the whole never costs more than its parts. The joiners themselves (a comma between
 JSON items, a newline between lines) are counted with each part.
 
-What is cut, in order: failed events down to one (the failing step's last failure is kept longest: the
-decisive evidence), artifacts down to two (a Playwright trace's zip and its failure screenshot), the steps
-overview down to one (a window around the failing step), the remaining artifacts, the last failed event, the
-last step. A budget that still does not hold the rest then gets a tighter frame: the failure's message,
-expected and actual cut shorter (each with the call that returns the event whole), then the events by kind
-left out too. Each cut says what went and which call brings it back (`omitted`). The least budget a tool
-accepts holds the tightest frame of any run whose recorded names fit their limits; a run whose frame
-still does not fit is answered with the budget it needs (`TraceSummary.fit` returns more than asked,
-and `get_trace` refuses with that figure).
+What is cut, in order: failed events down to one (the event the failure names is kept longest: the decisive
+evidence; then the failing step's others, its last first), artifacts down to two (a Playwright trace's zip
+and its failure screenshot), the steps overview down to one (a window around the failing step), the
+remaining artifacts, the last failed event, the last step. A budget that still does not hold the rest then
+gets a tighter frame: the failure's message, expected and actual cut shorter (each with the call that
+returns the event whole), then the events by kind left out too. Each cut says what went and which call
+brings it back (`omitted`). The least budget a tool accepts holds the tightest frame of any run whose
+recorded names fit their limits; a run whose frame still does not fit is answered with the budget it needs
+(`TraceSummary.fit` returns more than asked, and `get_trace` refuses with that figure).
 """
 
 from __future__ import annotations
@@ -213,11 +213,15 @@ class TraceSummary:
             Artifact(kind=a.kind, name=a.name, size=a.size, uri=artifact_uri(detail.id, a.sha256))
             for a in detail.artifacts
         ]
-        # Failed events in the order a cut keeps them: the failing step's, its last first, then the rest.
+        # Failed events in the order a cut keeps them: the one the failure names (its decisive event), the
+        # failing step's others, its last first, then the rest.
         rows = [event_row(e, sid) for e in failing]
-        first = [i for i, e in enumerate(failing) if self.focus is not None and e.step == self.focus]
+        decisive = self.failure.seq if self.failure is not None else None
+        named = [i for i, e in enumerate(failing) if decisive is not None and e.seq == decisive]
+        in_step = [i for i, e in enumerate(failing) if self.focus is not None and e.step == self.focus]
+        first = named + [i for i in in_step[::-1] if i not in named]
         taken = set(first)
-        self.notable_order = first[::-1] + [i for i in range(len(rows)) if i not in taken]
+        self.notable_order = first + [i for i in range(len(rows)) if i not in taken]
         self.notable = rows
         base = TraceView(trace=header(detail), failure=self.failure, event_counts=detail.event_counts)
         # The frames, loosest first: as is; the failure cut shorter; and without the events by kind.
@@ -308,8 +312,12 @@ class TraceSummary:
         if n_artifacts < len(self.artifacts):
             omitted.append(f"{len(self.artifacts) - n_artifacts} artifacts; molar://traces/{sid} lists them all")
         if self.focus is not None:
+            # With failed events shown, what they leave out is their details; with none, the events themselves.
+            call = f'get_trace(trace_id="{sid}", step={self.focus})'
             omitted.append(
-                f'event details; get_trace(trace_id="{sid}", step={self.focus}) shows the failing step\'s events'
+                f"event details; {call} shows the failing step's events"
+                if n_notable
+                else f"the failing step's events; {call} shows them"
             )
         return [*omitted, *self.frame_notes]
 
