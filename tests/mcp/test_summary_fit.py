@@ -19,6 +19,7 @@ from molar_mcp.mcp.render import cost, utc_seconds
 from molar_mcp.mcp.server import create_mcp_server
 from molar_mcp.mcp.summary import TraceSummary, step_costs
 from molar_mcp.mcp.tokens import estimate_tokens
+from molar_mcp.mcp.tools.get_trace import LEAST_BUDGET
 from molar_mcp.mcp.views import StepRow
 from molar_mcp.store import LOCAL_ORG_ID, TraceQuery
 from tests.bundles import BASE_TS, artifact_for, make_bundle, summary
@@ -120,6 +121,7 @@ async def test_the_summary_fits_by_arithmetic_within_each_budget_keeping_more_as
     parts = TraceSummary(detail, failing.events, failing.total)
     floor = parts.fit(500)
     kept_before = -1
+    alone: list[int] = []  # budgets that show one failed event
     for budget in range(600, 6001, 150):
         fitted = parts.fit(budget)
         exact = cost(fitted.view, fitted.text)
@@ -131,9 +133,16 @@ async def test_the_summary_fits_by_arithmetic_within_each_budget_keeping_more_as
             assert kept == len(floor.view.steps) + len(floor.view.notable) + len(floor.view.artifacts)
         assert kept >= kept_before
         kept_before = kept
-        # The failing step is always in the window, and its decisive evidence is the last failed event cut.
+        # The failing step is always in the window, and its decisive evidence (the event the failure names)
+        # is the last failed event cut: shown whenever any is, and at every budget a tool accepts.
         assert 60 in [s.step for s in view.steps]
-        assert any(e.step == 60 for e in view.notable)
+        shown = [e.seq for e in view.notable]
+        assert parts.failure is not None
+        assert parts.failure.step == 60
+        if shown or budget >= LEAST_BUDGET:
+            assert parts.failure.seq in shown, (budget, shown)
+        if len(shown) == 1:
+            alone.append(budget)
         # Every cut says what went and how to get it back.
         omitted = " ".join(view.omitted)
         if len(view.steps) < 60:
@@ -143,6 +152,7 @@ async def test_the_summary_fits_by_arithmetic_within_each_budget_keeping_more_as
         if len(view.artifacts) < 4:
             assert f"molar://traces/{short} lists them all" in omitted
     assert kept_before == 60 + failing.total + 4  # at 6,000 tokens everything fits
+    assert alone  # the floor of failed events is reached
 
 
 async def test_an_agent_runs_conversation_is_fenced_and_fits_every_budget(embedded: Embedded) -> None:
