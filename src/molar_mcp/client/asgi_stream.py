@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 # A request extension: the caller reads the whole answer at once (`TraceClient`'s calls other than streams),
 # so the app may run in the caller's task. Other transports ignore it.
 READ_WHOLE = "molar.read_whole"
+APP_EXIT_S = 5.0  # how long a cancelled caller waits for the app's task to unwind
 
 
 class _BodyStream(httpx2.AsyncByteStream):
@@ -127,10 +128,16 @@ class StreamingASGITransport(httpx2.AsyncBaseTransport):
 
         task = asyncio.ensure_future(self.app(scope, receive, send))
         try:
-            await task
-        except asyncio.CancelledError:
-            task.cancel()  # the caller left: so does the app
-            raise
+            try:
+                # Waited for, not awaited: a caller's cancellation (delivered more than once) must not
+                # reach the app's task more than once, or it would cut the app's own clean-up short.
+                await asyncio.wait({task})
+            except asyncio.CancelledError:
+                task.cancel()  # the caller left: so does the app, once; the caller returns when it has
+                with anyio.CancelScope(shield=True), anyio.move_on_after(APP_EXIT_S):
+                    await asyncio.wait({task})
+                raise
+            task.result()
         except Exception:
             if not status:
                 raise
