@@ -12,12 +12,14 @@ import anyio
 import httpx2
 import pytest
 from google.rpc import status_pb2
+from mcp.client import Client
 
 from molar_mcp.api.bus import LiveBus
 from molar_mcp.api.otlp import convert_pending, finish_otel_trace, sweep
 from molar_mcp.compose import Embedded, open_embedded
 from molar_mcp.ingest.formats.agent_spans import trace_events
 from molar_mcp.ingest.formats.otlp import decode_protobuf, decode_spans, span_ids
+from molar_mcp.mcp.server import create_mcp_server
 from molar_mcp.store import LOCAL_ORG_ID
 from tests.otlp.support import (
     events_of,
@@ -462,16 +464,31 @@ async def test_a_bulk_export_of_a_trace_nobody_follows_is_laid_out_once_at_its_f
     # Replicas (PostgreSQL, with the bus across them) cannot see the others' followers: always shown live.
     replicas = type(embedded.context.bus) is not LiveBus
     spans = refund_run()
+
+    async def waiting() -> Any:
+        return (await http.get(f"/v1/traces/{trace['id']}")).json()["spans_waiting"]
+
     assert (await post_protobuf(http, spans[:4])).status_code == 200
     trace = await only_trace(http)
     assert bool(await events_of(http, trace["id"])) is replicas
+    # A reader is told what is held back: how many spans came and are not shown yet.
+    assert await waiting() == (None if replicas else 4)
     assert (await post_protobuf(http, spans[4:7])).status_code == 200  # 3 spans: not bulk, and still not shown
     assert trace["id"] == (await only_trace(http))["id"]
     assert bool(await events_of(http, trace["id"])) is replicas
+    assert await waiting() == (None if replicas else 7)
+    if not replicas:  # get_trace says so too, and what happens next
+        async with Client(create_mcp_server(embedded.client_factory())) as client:
+            answer = await client.call_tool("get_trace", {"trace_id": trace["short_id"]})
+        text = answer.content[0].text  # type: ignore[union-attr]
+        assert "Not shown yet: 7 spans received" in text
+        assert "laid out once, when it ends" in text
+        assert answer.structured_content["trace"]["spans_waiting"] == 7  # type: ignore[index]
     assert (await post_protobuf(http, spans[7:])).status_code == 200  # the root: the run is complete
     finished = await settled_trace(http)
     assert finished["status"] == "failed"
     assert _stored(await events_of(http, trace["id"])) == _expected(spans)
+    assert await waiting() is None
 
 
 async def test_a_bulk_export_of_a_followed_trace_is_shown_live(http: httpx2.AsyncClient, embedded: Embedded) -> None:

@@ -218,12 +218,16 @@ async def get_trace(request: Request) -> Response:
 
     def run() -> tuple[TraceDetail, EventsResponse | None]:
         if not failed:
-            return ctx.store.get_trace(org, trace_ref), None
-        # The detail and its failed events in one read (one transaction: a third of the round trips of
-        # three reads); the trace's tier comes with its row.
-        detail, failing = ctx.store.get_trace_with_failures(org, trace_ref, failed)
-        if failing is None:
-            raise TraceIsCold(detail.id)
+            detail, failing = ctx.store.get_trace(org, trace_ref), None
+        else:
+            # The detail and its failed events in one read (one transaction: a third of the round trips of
+            # three reads); the trace's tier comes with its row.
+            detail, failing = ctx.store.get_trace_with_failures(org, trace_ref, failed)
+            if failing is None:
+                raise TraceIsCold(detail.id)
+        if detail.status == "running" and detail.source == "agent":
+            # An OpenTelemetry run may hold spans not shown yet (api/otlp.py): say how many.
+            detail.spans_waiting = ctx.otlp.spans_waiting(org, detail.id) or None
         return detail, failing
 
     detail, failing = await anyio.to_thread.run_sync(run)

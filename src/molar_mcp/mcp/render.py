@@ -375,6 +375,7 @@ def header(detail: TraceDetail) -> TraceHeader:
         tier=detail.tier,
         event_count=detail.event_count,
         history=detail.history.summary if detail.history is not None else None,
+        spans_waiting=detail.spans_waiting,
     )
 
 

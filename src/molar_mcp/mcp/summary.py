@@ -118,6 +118,11 @@ def trace_text(view: TraceView) -> str:
     ]
     if t.history:
         lines.append(f"History of this test: {t.history}")
+    if t.spans_waiting:
+        lines.append(
+            f"Not shown yet: {t.spans_waiting} spans received (a run that exports 512+ spans at a time while "
+            "nobody follows it is laid out once, when it ends; read it again then)."
+        )
     if t.parent_trace_id:
         lines.append(f"Replay of {t.parent_trace_id} from step {t.replay_from_step}")
     recorded = [f"test: {t.scenario} “{t.title}”"]

@@ -105,6 +105,7 @@ class TraceHeader(BaseModel):
     history: str | None = Field(
         default=None, description="how this test's recent runs went: passing, failing since a commit, flaky"
     )
+    spans_waiting: int | None = Field(default=None, description="a running OpenTelemetry run's spans not shown yet")
 
 
 class AgentCall(BaseModel):

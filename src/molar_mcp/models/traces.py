@@ -189,6 +189,11 @@ class TraceDetail(TraceListItem):
     steps: list[StepSummary] = Field(default_factory=list)
     event_counts: dict[str, int] = Field(default_factory=dict)
     history: ScenarioHistory | None = None
+    spans_waiting: int | None = Field(
+        default=None,
+        description="an OpenTelemetry run still running: spans received and not shown as events yet (an "
+        "export of 512 or more spans of a run nobody follows is laid out when the run ends)",
+    )
 
 
 class EventsResponse(BaseModel):

@@ -527,6 +527,18 @@ class OtlpTraces:
             ).fetchone()
         return int(row[0])
 
+    def spans_waiting(self, org_id: str, trace_id: str) -> int:
+        """How many spans of an unfinished OTel trace (by its trace id) are stored and not shown as events
+        yet: 0 for any other trace."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM otlp_traces o JOIN traces t ON t.pk = o.trace_pk"
+                " JOIN otlp_spans s ON s.trace_pk = o.trace_pk"
+                " WHERE t.id = ? AND o.org_id = ? AND o.finished = 0 AND s.live_seq IS NULL",
+                (trace_id, org_id),
+            ).fetchone()
+        return int(row[0])
+
     def finished_traces(self, org_id: str, otel_trace_ids: Iterable[str]) -> set[str]:
         """Of these OTel traces, those finished already: a stored batch's spans of them get no live events
         (their finish read every span they had), so the converter does not decode them."""
