@@ -17,8 +17,10 @@ from molar_mcp.mcp.views import DiffView
 
 SPEC = ToolSpec(name="diff_traces", scope="mcp:trace:read", rest=("GET /v1/traces/diff",))
 
-DESCRIPTION = """Compare run b with run a (b may be a replay_id): outcome, first divergence, assertions now
-passing or failing, changed steps, requests, console lines; next_offset pages on."""
+DESCRIPTION = """Compare run b with run a (b may be a replay_id), step by step.
+
+Outcome, first divergence, assertions now passing or failing, changed steps, requests, console lines;
+next_offset pages on."""
 
 
 async def diff_traces(
