@@ -11,7 +11,7 @@ from typing import Any
 
 from molar_mcp.mcp.fence import defuse, fence
 from molar_mcp.mcp.masking import mask, mask_text
-from molar_mcp.mcp.tokens import estimate_tokens, shown
+from molar_mcp.mcp.tokens import estimate_tokens, json_tokens, shown
 from molar_mcp.mcp.views import AgentCall, AgentConversation
 from molar_mcp.models import Event
 
@@ -153,16 +153,12 @@ def conversation_text(c: AgentConversation) -> list[str]:
     return [_head(c), *([fence("\n".join(said), CONVERSATION_FENCE)] if said else [])]
 
 
-def _json_tokens(value: object) -> int:
-    return estimate_tokens(json.dumps(value, ensure_ascii=False))
-
-
 def _frame_cost(view: AgentConversation) -> tuple[int, int]:
     """The conversation without its calls: the totals and the last output, as text (and the fence) and as
     structured content."""
     said = [f"Model's last output: “{view.last_output}”"] if view.last_output else []
     fenced = estimate_tokens(fence("\n".join(said), CONVERSATION_FENCE)) + 1
-    return estimate_tokens(_head(view)) + fenced, _json_tokens(view.model_dump(mode="json", exclude_none=True))
+    return estimate_tokens(_head(view)) + fenced, json_tokens(view.model_dump(mode="json", exclude_none=True))
 
 
 def _note(cut: int, total: int, sid: str) -> str:
@@ -180,7 +176,7 @@ def fit_conversation(
     n = len(rows)
     # A call's line (and the newline before it) and its JSON (and the comma after it).
     costs = [
-        (estimate_tokens(defuse(_call_line(r))) + 1, _json_tokens(r.model_dump(mode="json", exclude_none=True)) + 1)
+        (estimate_tokens(defuse(_call_line(r))) + 1, json_tokens(r.model_dump(mode="json", exclude_none=True)) + 1)
         for r in rows
     ]
     # Sums over the failing calls before a point and over the calls from a point on, in each form.
@@ -195,7 +191,7 @@ def fit_conversation(
         suffix[i] = (suffix[i + 1][0] + costs[i][0], suffix[i + 1][1] + costs[i][1])
 
     def note_cost(note: str | None) -> tuple[int, int]:
-        return (0, 0) if note is None else (estimate_tokens("\nLeft out: " + note), _json_tokens(note) + 1)
+        return (0, 0) if note is None else (estimate_tokens("\nLeft out: " + note), json_tokens(note) + 1)
 
     for drop_output in (False, True):
         if drop_output and not c.last_output:

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from molar_mcp.mcp.fence import defuse, fence
 from molar_mcp.mcp.masking import mask, mask_text
-from molar_mcp.mcp.tokens import estimate_tokens, shown
+from molar_mcp.mcp.tokens import estimate_tokens, json_text, shown
 from molar_mcp.mcp.views import (
     Artifact,
     EventRow,
@@ -58,9 +58,6 @@ def cut_with_pointer(text: str, limit: int, pointer: str | None) -> str:
         return text  # a cut must save more than its own mark costs
     where = f": {pointer}" if pointer else ""
     return f"{text[:limit]}…[+{len(text) - limit:,} chars{where}]"
-
-
-json_text = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(value, ensure_ascii=False), made once
 
 
 def _json_body(body: Any) -> Any:

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from molar_mcp.mcp.masking import mask_text
 from molar_mcp.mcp.render import cost, structured
-from molar_mcp.mcp.tokens import estimate_tokens
+from molar_mcp.mcp.tokens import Cost, add_costs, estimate_tokens, json_tokens, model_tokens, prefix_costs, shown
 from molar_mcp.mcp.views import (
     DiffAssertionRow,
     DiffConsoleRow,
@@ -247,23 +247,15 @@ def _first_sentence(summary: str) -> str:
 BODY_LINES = 6  # changed body fields shown per exchange at most
 
 
-def _tokens(row: BaseModel, line: str) -> tuple[int, int]:
-    """A row's tokens in the structured content (its JSON and a comma) and in the text (its line)."""
-    data = json.dumps(row.model_dump(mode="json", exclude_none=True), ensure_ascii=False)
-    return estimate_tokens(data) + 1, estimate_tokens(line) + 1
+def _row_cost(row: BaseModel, line: str) -> Cost:
+    """A row's tokens in the text (its line and the newline) and in the structured content (its JSON and a
+    comma)."""
+    return (estimate_tokens(line) + 1, model_tokens(row) + 1, 0)
 
 
-def _exchange_tokens(row: DiffExchangeRow, body_lines: int) -> tuple[int, int]:
+def _exchange_cost(row: DiffExchangeRow, body_lines: int) -> Cost:
     cut = row.model_copy(update={"body": row.body[:body_lines]})
-    return _tokens(cut, _exchange_line(cut))
-
-
-def _prefix(costs: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
-    data, text = [0], [0]
-    for d, t in costs:
-        data.append(data[-1] + d)
-        text.append(text[-1] + t)
-    return data, text
+    return _row_cost(cut, _exchange_line(cut))
 
 
 class _DiffEstimate:
@@ -271,7 +263,7 @@ class _DiffEstimate:
     once, plus each row's tokens, measured once (sums over concatenations are within a few tokens of the
     whole; `_fit` checks the answer it builds with `cost` itself)."""
 
-    HEADER = 8  # a dimension's header line, and the list's brackets and key in the JSON
+    HEADER: Cost = (8, 8, 0)  # a dimension's header line, and the list's brackets and key in the JSON
 
     def __init__(
         self,
@@ -283,41 +275,36 @@ class _DiffEstimate:
         summary: str,
     ) -> None:
         bare, bare_text = assemble(0, 0, 0, 0, 0, 1)
-        self.base_data = estimate_tokens(json.dumps(structured(bare), ensure_ascii=False))
-        self.base_text = estimate_tokens(bare_text)
+        self.base: Cost = (estimate_tokens(bare_text), json_tokens(structured(bare)), 0)
         whole, first = mask_text(summary) or "", mask_text(_first_sentence(summary)) or ""
-        self.summary_tokens = estimate_tokens(whole) - estimate_tokens(first)
-        self.rows = [
-            _prefix([_tokens(a, _assertion_line(a)) for a in assertions]),
-            _prefix([_tokens(s, _step_line(s)) for s in steps]),
-            ([0], [0]),  # network: by its body lines, below
-            ([0], [0]),
-            _prefix([_tokens(c, _console_line(c)) for c in console]),
-        ]
+        tail = estimate_tokens(whole) - estimate_tokens(first)
+        self.summary_tail: Cost = (tail, tail, 0)
+        self.rows = {
+            0: prefix_costs([_row_cost(a, _assertion_line(a)) for a in assertions]),
+            1: prefix_costs([_row_cost(s, _step_line(s)) for s in steps]),
+            4: prefix_costs([_row_cost(c, _console_line(c)) for c in console]),
+        }
         self._exchanges = network
-        self._network_sums: dict[int, tuple[list[int], list[int]]] = {}
+        self._network_sums: dict[int, list[Cost]] = {}
 
-    def _network_at(self, body_lines: int) -> tuple[list[int], list[int]]:
+    def _network_at(self, body_lines: int) -> list[Cost]:
         """The exchanges' prefix sums with `body_lines` body fields each (measured when first needed)."""
-        sums = self._network_sums.get(body_lines)
-        if sums is None:
-            sums = self._network_sums[body_lines] = _prefix([_exchange_tokens(e, body_lines) for e in self._exchanges])
+        if (sums := self._network_sums.get(body_lines)) is None:
+            costs = [_exchange_cost(e, body_lines) for e in self._exchanges]
+            sums = self._network_sums[body_lines] = prefix_costs(costs)
         return sums
 
     def __call__(self, sizes: Sequence[int]) -> int:
-        data, text = self.base_data, self.base_text
-        for i in (0, 1, 4):
+        total = self.base
+        for i, sums in self.rows.items():
             if sizes[i]:
-                data += self.rows[i][0][sizes[i]] + self.HEADER
-                text += self.rows[i][1][sizes[i]] + self.HEADER
+                total = add_costs(add_costs(total, sums[sizes[i]]), self.HEADER)
         if sizes[2]:
-            net_data, net_text = self._network_at(min(sizes[3], BODY_LINES))
-            data += net_data[sizes[2]] + self.HEADER
-            text += net_text[sizes[2]] + self.HEADER
+            total = add_costs(add_costs(total, self._network_at(min(sizes[3], BODY_LINES))[sizes[2]]), self.HEADER)
+        text, data, _ = total
         if not sizes[5]:
-            data -= self.summary_tokens
-            text -= self.summary_tokens
-        return max(data, text)
+            text, data = text - self.summary_tail[0], data - self.summary_tail[1]
+        return shown(text, data)
 
 
 def _presize(

@@ -30,8 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
-from pydantic import BaseModel
-
 from molar_mcp.mcp.fence import defuse, fence
 from molar_mcp.mcp.render import (
     artifact_uri,
@@ -40,11 +38,20 @@ from molar_mcp.mcp.render import (
     event_row,
     failure_of,
     header,
-    json_text,
     link_block,
     structured,
 )
-from molar_mcp.mcp.tokens import estimate_tokens, shown
+from molar_mcp.mcp.tokens import (
+    NOTHING,
+    Cost,
+    add_costs,
+    estimate_tokens,
+    json_text,
+    json_tokens,
+    model_tokens,
+    prefix_costs,
+    shown,
+)
 from molar_mcp.mcp.views import Artifact, StepRow, TraceView
 from molar_mcp.models import Event, TraceDetail
 
@@ -56,16 +63,6 @@ STEP_TITLE_CHARS = 80
 # The tighter frames' cuts of the failure: its message, and its expected and actual values.
 TIGHT_MESSAGE_CHARS = 120
 TIGHT_VALUE_CHARS = 60
-
-
-def _json_tokens(value: object) -> int:
-    return estimate_tokens(json_text(value))
-
-
-def _model_tokens(model: BaseModel) -> int:
-    """A part's JSON as `structured` sends it (nulls left out), serialised in one call: the estimate counts
-    no whitespace, so pydantic's compact JSON and `json.dumps` of the same data count the same."""
-    return estimate_tokens(model.model_dump_json(exclude_none=True))
 
 
 def _digit_tokens(n: int) -> int:
@@ -163,23 +160,8 @@ def _artifact_piece(a: Artifact) -> str:
     return f"- {a.kind} {a.name} {a.uri}" if a.name else f"- {a.kind} {a.uri}"
 
 
-Cost = tuple[int, int, int]  # tokens as text, as structured content, as resource-link blocks
-NOTHING: Cost = (0, 0, 0)
-
-
-def _plus(a: Cost, b: Cost) -> Cost:
-    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
-
-
 def _minus(a: Cost, b: Cost) -> Cost:
     return (a[0] - b[0], a[1] - b[1], a[2] - b[2])
-
-
-def _prefix(costs: list[Cost]) -> list[Cost]:
-    out = [NOTHING]
-    for c in costs:
-        out.append(_plus(out[-1], c))
-    return out
 
 
 def _tokens(c: Cost) -> int:
@@ -243,19 +225,19 @@ class TraceSummary:
         self._use_frame(0)
 
         # Each part once: its text (and its joiner) and its JSON (and the comma after it).
-        self.step_prefix = _prefix([(text, data + 1, 0) for text, data in map(step_costs, self.steps)])
+        self.step_prefix = prefix_costs([(text, data + 1, 0) for text, data in map(step_costs, self.steps)])
         self.step_failed = [0, *accumulate(1 if s.ok is False else 0 for s in self.steps)]
         self.steps_wrapper: Cost = (estimate_tokens("\nSteps: "), 0, 0)
-        self.notable_prefix = _prefix(
+        self.notable_prefix = prefix_costs(
             [
-                (estimate_tokens(defuse(event_line(rows[i]))) + 1, _model_tokens(rows[i]) + 1, 0)
+                (estimate_tokens(defuse(event_line(rows[i]))) + 1, model_tokens(rows[i]) + 1, 0)
                 for i in self.notable_order
             ]
         )
         self.notable_wrapper: Cost = (estimate_tokens("\nFailed events:\n" + fence("", "failed events")), 0, 0)
-        self.artifact_prefix = _prefix(
+        self.artifact_prefix = prefix_costs(
             [
-                (estimate_tokens(defuse(_artifact_piece(a))) + 1, _model_tokens(a) + 1, _json_tokens(link_block(a)))
+                (estimate_tokens(defuse(_artifact_piece(a))) + 1, model_tokens(a) + 1, json_tokens(link_block(a)))
                 for a in self.artifacts
             ]
         )
@@ -267,7 +249,7 @@ class TraceSummary:
         if (frame := self.frame_costs.get(level)) is None:
             frame = self.frame_costs[level] = (
                 estimate_tokens(trace_text(self.base)),
-                _json_tokens(structured(self.base)),
+                json_tokens(structured(self.base)),
                 0,
             )
         self.frame = frame
@@ -284,13 +266,13 @@ class TraceSummary:
         if n == 0:
             return NOTHING
         start = self._window_start(n)
-        return _plus(_minus(self.step_prefix[start + n], self.step_prefix[start]), self.steps_wrapper)
+        return add_costs(_minus(self.step_prefix[start + n], self.step_prefix[start]), self.steps_wrapper)
 
     def _notable_cost(self, n: int) -> Cost:
-        return _plus(self.notable_prefix[n], self.notable_wrapper) if n else NOTHING
+        return add_costs(self.notable_prefix[n], self.notable_wrapper) if n else NOTHING
 
     def _artifacts_cost(self, n: int) -> Cost:
-        return _plus(self.artifact_prefix[n], self.artifacts_wrapper) if n else NOTHING
+        return add_costs(self.artifact_prefix[n], self.artifacts_wrapper) if n else NOTHING
 
     def _notes(self, n_steps: int, n_notable: int, n_artifacts: int) -> list[str]:
         """What a summary of these sizes leaves out, and the call that brings each back."""
@@ -330,15 +312,17 @@ class TraceSummary:
         total = NOTHING
         for note in notes:
             if (spent := self.note_costs.get(note)) is None:
-                spent = self.note_costs[note] = (estimate_tokens("\nLeft out: " + note), _json_tokens(note) + 1, 0)
-            total = _plus(total, spent)
+                spent = self.note_costs[note] = (estimate_tokens("\nLeft out: " + note), json_tokens(note) + 1, 0)
+            total = add_costs(total, spent)
         return total
 
     def _parts_cost(self, sizes: list[int]) -> Cost:
-        return _plus(_plus(self._steps_cost(sizes[0]), self._notable_cost(sizes[1])), self._artifacts_cost(sizes[2]))
+        return add_costs(
+            add_costs(self._steps_cost(sizes[0]), self._notable_cost(sizes[1])), self._artifacts_cost(sizes[2])
+        )
 
     def _within(self, sizes: list[int], notes: Cost) -> int:
-        return _tokens(_plus(_plus(self.frame, self._parts_cost(sizes)), notes))
+        return _tokens(add_costs(add_costs(self.frame, self._parts_cost(sizes)), notes))
 
     def cost(self, sizes: list[int]) -> int:
         return self._within(sizes, self._notes_cost(self._notes(*sizes)))

@@ -7,7 +7,10 @@ above what cl100k-style tokenizers report for our output, so "≤ budget" here m
 
 from __future__ import annotations
 
+import json
 import re
+
+from pydantic import BaseModel
 
 # The rule, one match per token: a run of letters is one token per 4 letters (so at most 4 letters a match), a
 # run of digits one per 3, a newline one, any other non-space character one.
@@ -64,3 +67,34 @@ def shown(text_tokens: int, data_tokens: int) -> int:
     tool that returns structured content also return it as text for clients that do not read structured
     content, so a client shows a model one of the two, never both (docs/architecture.md, "Token budget")."""
     return max(text_tokens, data_tokens)
+
+
+# ---- costs of parts, for fitting an answer by arithmetic ----------------------------------------------
+
+json_text = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(value, ensure_ascii=False), made once
+
+Cost = tuple[int, int, int]  # tokens as text, as structured content, as resource-link blocks
+NOTHING: Cost = (0, 0, 0)
+
+
+def json_tokens(value: object) -> int:
+    """Tokens of a value as JSON (UTF-8, not escaped: as structured content is sent)."""
+    return estimate_tokens(json_text(value))
+
+
+def model_tokens(model: BaseModel) -> int:
+    """A part's JSON as structured content sends it (nulls left out), serialised in one call: the estimate
+    counts no whitespace, so pydantic's compact JSON and `json.dumps` of the same data count the same."""
+    return estimate_tokens(model.model_dump_json(exclude_none=True))
+
+
+def add_costs(a: Cost, b: Cost) -> Cost:
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
+
+
+def prefix_costs(costs: list[Cost]) -> list[Cost]:
+    """Running sums: element i is the cost of the first i parts."""
+    out = [NOTHING]
+    for c in costs:
+        out.append(add_costs(out[-1], c))
+    return out
