@@ -172,3 +172,23 @@ async def settled_trace(http: httpx2.AsyncClient) -> dict[str, Any]:
 async def events_of(http: httpx2.AsyncClient, trace_id: str) -> list[dict[str, Any]]:
     response = await http.get(f"/v1/traces/{trace_id}/events", params={"limit": 1000})
     return list(response.json()["events"])
+
+
+async def follow(
+    http: httpx2.AsyncClient,
+    trace_id: str,
+    seen: list[dict[str, Any]],
+    ended: list[str] | None = None,
+    each: Callable[[list[dict[str, Any]]], bool] | None = None,
+) -> None:
+    """Read a trace's SSE stream: its events into `seen`, until the `end` event (its data into `ended`) or
+    until `each(seen)`, called after every event, says to stop."""
+    async with http.stream("GET", f"/v1/traces/{trace_id}/stream") as response:
+        async for sse in httpx2.EventSource(response):
+            if sse.event == "end":
+                if ended is not None:
+                    ended.append(sse.data)
+                return
+            seen.append(sse.json())
+            if each is not None and each(seen):
+                return

@@ -25,7 +25,7 @@ from molar_mcp.debugger.detectors import ANALYZER_VERSION
 from molar_mcp.ingest.formats.otlp import decode_protobuf, span_ids
 from molar_mcp.store import LOCAL_ORG_ID
 from molar_mcp.store.port import TraceQuery, org_scope
-from tests.otlp.support import events_of, nested_run, only_trace, post_protobuf, protobuf, record, refund_run
+from tests.otlp.support import events_of, follow, nested_run, only_trace, post_protobuf, protobuf, record, refund_run
 
 pytestmark = pytest.mark.anyio
 
@@ -131,16 +131,8 @@ async def test_followers_of_a_run_laid_out_at_once_in_the_worker_get_every_event
     seen: list[dict[str, Any]] = []
     ended: list[str] = []
 
-    async def follow() -> None:
-        async with http.stream("GET", f"/v1/traces/{trace['id']}/stream") as response:
-            async for sse in httpx2.EventSource(response):
-                if sse.event == "end":
-                    ended.append(sse.data)
-                    return
-                seen.append(sse.json())
-
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(follow)
+        tasks.start_soon(follow, http, trace["id"], seen, ended)
         await anyio.sleep(0.3)  # the follower is subscribed
         await sweep(ctx)
     assert ctx.otlp_finisher is not None

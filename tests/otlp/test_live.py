@@ -23,6 +23,7 @@ from molar_mcp.mcp.server import create_mcp_server
 from molar_mcp.store import LOCAL_ORG_ID
 from tests.otlp.support import (
     events_of,
+    follow,
     logged_run,
     nested_run,
     only_trace,
@@ -48,18 +49,13 @@ async def test_a_follower_sees_the_agent_run_grow_and_end(http: httpx2.AsyncClie
     ended: list[str] = []
     backfilled = anyio.Event()
 
-    async def follow() -> None:
-        async with http.stream("GET", f"/v1/traces/{trace['id']}/stream") as response:
-            async for sse in httpx2.EventSource(response):
-                if sse.event == "end":
-                    ended.append(sse.data)
-                    return
-                seen.append(sse.json())
-                if len(seen) == 16:  # four spans: step.start, call, result/response, step.end each
-                    backfilled.set()
+    def backfill(seen: list[dict[str, Any]]) -> bool:
+        if len(seen) == 16:  # four spans: step.start, call, result/response, step.end each
+            backfilled.set()
+        return False
 
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(follow)
+        tasks.start_soon(follow, http, trace["id"], seen, ended, backfill)
         await backfilled.wait()
         assert (await post_protobuf(http, second)).status_code == 200
         assert (await post_protobuf(http, root)).status_code == 200
@@ -175,15 +171,8 @@ async def test_an_export_above_the_inline_size_is_read_after_the_answer_and_foll
     trace = await only_trace(http)
     seen: list[dict[str, Any]] = []
 
-    async def follow() -> None:
-        async with http.stream("GET", f"/v1/traces/{trace['id']}/stream") as response:
-            async for sse in httpx2.EventSource(response):
-                if sse.event == "end":
-                    return
-                seen.append(sse.json())
-
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(follow)
+        tasks.start_soon(follow, http, trace["id"], seen)
         assert (await post_protobuf(http, spans[4:])).status_code == 200
     assert {e["step_id"] for e in seen if e["kind"] == "step.start"} >= {
         f"span-{s.context.span_id:016x}" for s in spans[:4]
@@ -309,16 +298,8 @@ async def test_a_converter_behind_lays_a_complete_run_out_once_and_its_followers
     seen: list[dict[str, Any]] = []
     ended: list[str] = []
 
-    async def follow() -> None:
-        async with http.stream("GET", f"/v1/traces/{trace['id']}/stream") as response:
-            async for sse in httpx2.EventSource(response):
-                if sse.event == "end":
-                    ended.append(sse.data)
-                    return
-                seen.append(sse.json())
-
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(follow)
+        tasks.start_soon(follow, http, trace["id"], seen, ended)
         await anyio.sleep(0.3)  # the follower is subscribed
         await sweep(ctx)  # the converter reads what waits: the run is complete, so it is laid out at once
     assert ended == ['{"status": "failed"}']
@@ -347,18 +328,11 @@ async def test_log_records_before_their_spans_are_folded_in_live_and_after_them_
     assert (await post_protobuf(http, [s for s in spans if s is not chat1 and s.parent is not None])).status_code == 200
     seen: list[dict[str, Any]] = []
 
-    async def follow() -> None:
-        async with http.stream("GET", f"/v1/traces/{trace['id']}/stream") as response:
-            async for sse in httpx2.EventSource(response):
-                if sse.event == "end":
-                    return
-                event = sse.json()
-                seen.append(event)
-                if event["kind"] == "log" and "Here is the policy" in (event["message"] or ""):
-                    return
+    def answered(seen: list[dict[str, Any]]) -> bool:
+        return seen[-1]["kind"] == "log" and "Here is the policy" in (seen[-1]["message"] or "")
 
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(follow)
+        tasks.start_soon(follow, http, trace["id"], seen, None, answered)
         await anyio.sleep(0.2)
         assert (await post_logs(http, records_of(logs, chat2))).status_code == 200
     assert (await only_trace(http))["status"] == "running"
@@ -502,17 +476,13 @@ async def test_a_bulk_export_of_a_followed_trace_is_shown_live(http: httpx2.Asyn
     seen: list[dict[str, Any]] = []
     shown = anyio.Event()
 
-    async def follow() -> None:
-        async with http.stream("GET", f"/v1/traces/{trace['id']}/stream") as response:
-            async for sse in httpx2.EventSource(response):
-                if sse.event == "end":
-                    return
-                seen.append(sse.json())
-                if {e["step_id"] for e in seen if e["kind"] == "step.start"} >= _step_ids(spans[:4]):
-                    shown.set()
+    def all_four(seen: list[dict[str, Any]]) -> bool:
+        if {e["step_id"] for e in seen if e["kind"] == "step.start"} >= _step_ids(spans[:4]):
+            shown.set()
+        return False
 
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(follow)
+        tasks.start_soon(follow, http, trace["id"], seen, None, all_four)
         await anyio.sleep(0.3)  # the follower is subscribed
         await convert_pending(ctx)  # a bulk export, but followed: shown live
         with anyio.fail_after(10):

@@ -562,11 +562,7 @@ class OtlpTraces:
         out: dict[str, str] = {}
         with self.db.read() as conn:
             for otel_id in otel_trace_ids:
-                row = conn.execute(
-                    "SELECT o.trace_pk, t.id FROM otlp_traces o JOIN traces t ON t.pk = o.trace_pk"
-                    " WHERE o.org_id = ? AND o.otel_trace_id = ? AND o.finished = 0 AND t.event_count = 0",
-                    (org_id, otel_id),
-                ).fetchone()
+                row = _running_without_events(conn, org_id, otel_id)
                 if row is not None and _complete(conn, int(row[0])):
                     out[otel_id] = str(row[1])
         return out
@@ -578,11 +574,7 @@ class OtlpTraces:
         out: dict[str, tuple[str, bool, bool]] = {}
         with self.db.read() as conn:
             for otel_id in otel_trace_ids:
-                row = conn.execute(
-                    "SELECT o.trace_pk, t.id FROM otlp_traces o JOIN traces t ON t.pk = o.trace_pk"
-                    " WHERE o.org_id = ? AND o.otel_trace_id = ? AND o.finished = 0 AND t.event_count = 0",
-                    (org_id, otel_id),
-                ).fetchone()
+                row = _running_without_events(conn, org_id, otel_id)
                 if row is None:
                     continue
                 pk = int(row[0])
@@ -799,6 +791,16 @@ def _create_trace(conn: Any, org_id: str, otel_id: str, slug: str, title: str, n
         (org_id, otel_id, pk, now_ms),
     )
     return pk, False, trace_id
+
+
+def _running_without_events(conn: Any, org_id: str, otel_id: str) -> tuple[Any, Any] | None:
+    """(trace pk, trace id) of an unfinished OTel trace that has no events yet; None for any other."""
+    row = conn.execute(
+        "SELECT o.trace_pk, t.id FROM otlp_traces o JOIN traces t ON t.pk = o.trace_pk"
+        " WHERE o.org_id = ? AND o.otel_trace_id = ? AND o.finished = 0 AND t.event_count = 0",
+        (org_id, otel_id),
+    ).fetchone()
+    return None if row is None else (row[0], row[1])
 
 
 def _known_spans(conn: Any, pk: int, ids: set[str]) -> dict[str, str | None]:
