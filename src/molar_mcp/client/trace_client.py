@@ -141,7 +141,7 @@ class TraceClient:
             self._in_process = in_process
             self._base = base
             self._headers = httpx2.Headers([(b"Host", base.netloc), *http.headers.raw])
-            self._auth = auth
+            self._auth = auth if isinstance(auth, HeaderAuth) else None
 
     async def list_traces(
         self,
