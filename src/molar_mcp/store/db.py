@@ -224,7 +224,7 @@ class Database:
             self._conn.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
         previous = self._checkpoint
         self._checkpoint = threading.Thread(
-            target=self._run_checkpoint, args=(previous,), name="molar-sqlite-checkpoint", daemon=True
+            target=self._run_checkpoint, args=(previous,), name="molar-sqlite-checkpoint"
         )
         self._checkpoint.start()
 
