@@ -258,7 +258,8 @@ async def get_trace(request: Request) -> Response:
     # Serialised in one call (pydantic's JSON: the same JSON as dumping to dicts and then to JSON, a float's
     # exponent written 1e-7 rather than 1e-07, in ~40% of the time); the failed events follow the detail's
     # fields, as `TraceWithFailures` says.
-    whole = detail if failing is None else TraceWithFailures.model_construct(**dict(detail), failed_events=failing)
+    # (`__dict__`: the detail's fields, as `dict(detail)` gives them — the model keeps no extras — in half the time)
+    whole = detail if failing is None else TraceWithFailures.model_construct(**detail.__dict__, failed_events=failing)
     return model_answer(request, whole)
 
 
