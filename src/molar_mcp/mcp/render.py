@@ -378,7 +378,7 @@ def header(detail: TraceDetail) -> TraceHeader:
         title=detail.scenario_title,
         source=detail.source,
         code_sha=detail.code_sha,
-        created_at=detail.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        created_at=utc_seconds(detail.created_at),
         duration_ms=detail.duration_ms,
         failure_signature=detail.failure_signature,
         parent_trace_id=detail.parent_trace_id,
