@@ -439,9 +439,17 @@ class SqliteTraceStore:
         return "t.pk IN (SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?)", match
 
     def text_search_rows(
-        self, conn: sqlite3.Connection, where: list[str], args: list[Any], text_filter: tuple[str, str], want: int
+        self,
+        conn: sqlite3.Connection,
+        where: list[str],
+        args: list[Any],
+        text_filter: tuple[str, str],
+        want: int,
+        *,
+        status: str | None = None,
     ) -> list[Any]:
-        """The newest `want` trace rows the conditions `where` keep whose text matches `text_filter`."""
+        """The newest `want` trace rows the conditions `where` keep whose text matches `text_filter`
+        (`status`: the one status `where` keeps, if it keeps one)."""
         sql = (
             f"SELECT {_prefixed(_TRACE_COLUMNS, 't')} FROM traces t WHERE {' AND '.join([*where, text_filter[0]])}"
             " ORDER BY t.created_ms DESC, t.pk DESC LIMIT ?"
@@ -509,7 +517,7 @@ class SqliteTraceStore:
             else:
                 text_filter = self.text_filter(query.q) if words and query.q else None
                 if text_filter is not None:
-                    rows = self.text_search_rows(conn, where, args, text_filter, query.limit + 1)
+                    rows = self.text_search_rows(conn, where, args, text_filter, query.limit + 1, status=query.status)
                 else:
                     sql = (
                         f"SELECT {_prefixed(_TRACE_COLUMNS, 't')} FROM traces t WHERE {' AND '.join(where)}"
