@@ -2,6 +2,7 @@
 running another checkout's code), called in alternating blocks, so both meet the same machine load.
 
     .venv/bin/python bench/bench_ab.py --data /tmp/molar-scale/s10k --before /tmp/before/src [--blocks 6]
+    .venv/bin/python bench/bench_ab.py ... --transport stdio     # two `molar-mcp stdio` children instead
 
 The data dir must hold `bench-ids.json` (`bench_scale.py` writes it: a small trace and a 10,000-event one).
 Per tool call: the server's CPU per call (read from /proc over all its blocks) and the p50 of the calls'
@@ -60,8 +61,19 @@ def cpu_ms(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
-async def run(data: Path, before: Path, blocks: int, calls: int) -> None:
+def children() -> set[int]:
+    """This process's child processes (an MCP stdio client's server among them)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found |= {int(pid) for pid in (task / "children").read_text().split()}
+    return found
+
+
+async def run(data: Path, before: Path, blocks: int, calls: int, transport: str) -> None:
     from mcp.client import Client
+
+    from mcp import StdioServerParameters
 
     ids = json.loads((data / "bench-ids.json").read_text())
     tools: list[tuple[str, str, dict[str, Any]]] = [
@@ -69,22 +81,36 @@ async def run(data: Path, before: Path, blocks: int, calls: int) -> None:
         ("get_trace 10k-event", "get_trace", {"trace_id": ids["big"]}),
         ("list_traces(status=failed)", "list_traces", {"status": "failed"}),
     ]
-    servers = {"before": start(data, before), "after": start(data, None)}
+    servers: dict[str, tuple[Any, Any]] = {}
+    if transport == "http":
+        servers = {"before": start(data, before), "after": start(data, None)}
     try:
         async with contextlib.AsyncExitStack() as stack:
-            clients = {
-                name: await stack.enter_async_context(Client(url, read_timeout_seconds=60))
-                for name, (_, url) in servers.items()
-            }
+            clients: dict[str, Any] = {}
+            pids: dict[str, int] = {}
+            for name, src in (("before", before), ("after", None)):
+                if transport == "http":
+                    proc, url = servers[name]
+                    clients[name] = await stack.enter_async_context(Client(url, read_timeout_seconds=60))
+                    pids[name] = proc.pid
+                    continue
+                env = dict(os.environ)
+                if src is not None:
+                    env["PYTHONPATH"] = str(src.resolve())
+                args = ["-m", "molar_mcp", "--log-level", "WARNING", "stdio", "--data-dir", str(data)]
+                known = children()
+                params = StdioServerParameters(command=sys.executable, args=args, env=env)
+                clients[name] = await stack.enter_async_context(Client(params, read_timeout_seconds=60))
+                (pids[name],) = children() - known
             for label, tool, args in tools:
-                cpu = dict.fromkeys(servers, 0.0)
-                walls: dict[str, list[float]] = {name: [] for name in servers}
-                for name in servers:  # warm up both
+                cpu = dict.fromkeys(clients, 0.0)
+                walls: dict[str, list[float]] = {name: [] for name in clients}
+                for name in clients:  # warm up both
                     for _ in range(10):
                         await clients[name].call_tool(tool, args)
                 for block in range(blocks):
                     for name in ("before", "after") if block % 2 == 0 else ("after", "before"):
-                        pid = servers[name][0].pid
+                        pid = pids[name]
                         start_cpu = cpu_ms(pid)
                         for _ in range(calls):
                             t = time.perf_counter()
@@ -93,10 +119,10 @@ async def run(data: Path, before: Path, blocks: int, calls: int) -> None:
                             if result.is_error:
                                 raise RuntimeError(f"{name} {tool}({args}): {result.content}")
                         cpu[name] += cpu_ms(pid) - start_cpu
-                for name in servers:
+                for name in clients:
                     n = len(walls[name])
                     print(
-                        f"{label:28s} {name:6s}  server CPU {cpu[name] / n:5.2f} ms per call"
+                        f"{label:28s} {name:6s} {transport:5s} server CPU {cpu[name] / n:5.2f} ms per call"
                         f"  p50 {statistics.median(walls[name]):6.2f} ms  ({n} calls)",
                         flush=True,
                     )
@@ -116,9 +142,10 @@ def main() -> None:
     parser.add_argument("--before", type=Path, required=True, help="another checkout's src/")
     parser.add_argument("--blocks", type=int, default=6)
     parser.add_argument("--calls", type=int, default=100, help="calls per block")
+    parser.add_argument("--transport", choices=["http", "stdio"], default="http")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
-    asyncio.run(run(args.data, args.before, args.blocks, args.calls))
+    asyncio.run(run(args.data, args.before, args.blocks, args.calls, args.transport))
     print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
 
 

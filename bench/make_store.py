@@ -29,7 +29,7 @@ from typing import Any
 
 from molar_mcp.compose import open_embedded
 from molar_mcp.store.db import DB_FILE
-from molar_mcp.store.search import INSERT_TEXT_SQL, remember_words
+from molar_mcp.store.search import INSERT_TEXT_SQL, STATUS_PARTITIONS, remember_words, status_table
 from molar_mcp.store.sqlite import fts_body_from_rows, scenario_id_for
 
 ORG = "org_local"
@@ -181,6 +181,11 @@ def build(data_dir: Path, n: int, events: int, seed: int, chunk: int = 20_000) -
             [(t["row"][0], *s) for t in batch for s in t["steps"]],
         )
         conn.executemany(INSERT_TEXT_SQL, [(t["row"][0], t["body"], t["row"][0]) for t in batch])  # with facets
+        for status in STATUS_PARTITIONS:  # and in its status's table (what `index_text` does)
+            conn.executemany(
+                f"INSERT INTO {status_table(status)} (rowid, body) SELECT rowid, body FROM traces_fts WHERE rowid = ?",
+                [(t["row"][0],) for t in batch if t["row"][7] == status],
+            )
         remember_words(conn, [t["body"] for t in batch])  # what the store does for each indexed text
         conn.execute("COMMIT")
         done += len(batch)
@@ -188,6 +193,9 @@ def build(data_dir: Path, n: int, events: int, seed: int, chunk: int = 20_000) -
         print(f"\r{done:,}/{n:,} traces, {rate:,.0f}/s", end="", file=sys.stderr, flush=True)
     conn.execute("PRAGMA optimize")
     conn.execute("INSERT INTO traces_fts (traces_fts) VALUES ('optimize')")
+    for status in STATUS_PARTITIONS:
+        table = status_table(status)
+        conn.execute(f"INSERT INTO {table} ({table}) VALUES ('optimize')")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     print(f"\n{n:,} traces in {time.perf_counter() - t0:.0f} s", file=sys.stderr)

@@ -41,7 +41,7 @@ def in_process_client_factory(api_app: ASGIApp, *, org_id: str | None = None) ->
     async def factory() -> AsyncIterator[TraceClient]:
         transport = StreamingASGITransport(api_app, extensions={IN_PROCESS_EXTENSION: {}})
         async with httpx2.AsyncClient(transport=transport, base_url=EMBEDDED_BASE_URL, headers=headers) as http:
-            yield TraceClient(http)
+            yield TraceClient(http, in_process=transport)
 
     return factory
 

@@ -11,7 +11,7 @@ import functools
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Generator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +45,7 @@ from molar_mcp.auth.keys import AuthKeys
 from molar_mcp.auth.session import SessionCookies
 from molar_mcp.auth.tokens import GrantStore
 from molar_mcp.auth.users import UserStore
-from molar_mcp.client import TraceClient
+from molar_mcp.client import HeaderAuth, TraceClient
 from molar_mcp.client.asgi_stream import StreamingASGITransport
 from molar_mcp.mcp.state import ClientFactory
 
@@ -170,21 +170,21 @@ def open_serve_auth(
         db.close()
 
 
-class ActingAs(httpx2.Auth):
+class ActingAs(HeaderAuth):
     """The MCP server's credential towards the store: the internal token, plus the org, subject and
     scopes of whoever called the tool (`get_principal()`, set by the /mcp guard)."""
 
     def __init__(self, token: str) -> None:
         self._token = token
 
-    def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
-        request.headers["x-internal-token"] = self._token
+    def headers(self) -> dict[str, str]:
+        headers = {"x-internal-token": self._token}
         principal = get_principal()
         if principal is not None:
-            request.headers["x-molar-org"] = principal.org_id
-            request.headers["x-molar-subject"] = principal.subject
-            request.headers["x-molar-scopes"] = " ".join(sorted(principal.scopes))
-        yield request
+            headers["x-molar-org"] = principal.org_id
+            headers["x-molar-subject"] = principal.subject
+            headers["x-molar-scopes"] = " ".join(sorted(principal.scopes))
+        return headers
 
 
 def acting_client_factory(api_app: ASGIApp, token: str) -> ClientFactory:
@@ -196,7 +196,7 @@ def acting_client_factory(api_app: ASGIApp, token: str) -> ClientFactory:
         async with httpx2.AsyncClient(
             transport=transport, base_url="http://molar.embedded", auth=ActingAs(token)
         ) as http:
-            yield TraceClient(http)
+            yield TraceClient(http, in_process=transport)
 
     return factory
 

@@ -11,6 +11,7 @@ import anyio
 import httpx2
 import pytest
 
+from molar_mcp.client import ApiClientError, HeaderAuth, TraceClient, TraceFilters
 from molar_mcp.client.asgi_stream import READ_WHOLE, StreamingASGITransport
 
 pytestmark = pytest.mark.anyio
@@ -63,3 +64,86 @@ async def test_a_whole_read_answers_what_the_app_sent() -> None:
     async with httpx2.AsyncClient(transport=StreamingASGITransport(app), base_url="http://molar.test") as http:
         answer = await http.post("/v1/x", content=b"12345", extensions={READ_WHOLE: True})
     assert (answer.status_code, answer.headers["x-seen"], answer.text) == (201, "5", "part one, part two")
+
+
+# -- TraceClient's reads from the in-process app, without an httpx2 request built around them -----------
+
+
+class CountingTransport(StreamingASGITransport):
+    """Counts the requests httpx2 hands it (a read that bypasses httpx2 is not among them)."""
+
+    sent = 0
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        self.sent += 1
+        return await super().handle_async_request(request)
+
+
+class Acting(HeaderAuth):
+    def headers(self) -> dict[str, str]:
+        return {"x-internal-token": "t0ken", "x-molar-subject": "ann é"}
+
+
+def _recording_app(scopes: list[dict[str, Any]], status: int, body: bytes) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        scopes.append(scope)
+        await receive()
+        headers = [(b"content-type", b"application/json"), (b"x-request-id", b"rid-1")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+async def _reads(client: TraceClient) -> list[Any]:
+    """The same reads through a client: answers, or the error each raised."""
+    out: list[Any] = []
+    for call in (
+        lambda: client.list_traces(TraceFilters(q="coupon 10% off & more=yes +1", status="failed"), cursor="a/b=="),
+        lambda: client.get_events("abc DEF/..%", step="3.2", kind="network", ok=False, limit=7, offset=2),
+        lambda: client.get_trace_with_failures("Jm2Xbrw5P", 12),
+    ):
+        try:
+            out.append(await call())
+        except ApiClientError as exc:
+            out.append((type(exc), exc.status, exc.error, exc.message, exc.request_id))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(200, b'{"items": [], "next_cursor": null}'), (404, b'{"error": "not_found", "message": "no trace x"}')],
+)
+async def test_in_process_reads_reach_the_app_as_httpx2_would_send_them(status: int, body: bytes) -> None:
+    """A `TraceClient` given the in-process transport reads without building httpx2 requests: the app gets
+    the same scope (method, path, raw path, query, headers with the client's and its auth's, server) and
+    the caller the same answers and errors as when each read goes through httpx2."""
+    scopes: dict[str, list[dict[str, Any]]] = {"httpx2": [], "direct": []}
+    answers: dict[str, list[Any]] = {}
+    sent: dict[str, int] = {}
+    for way, scoped in scopes.items():
+        transport = CountingTransport(_recording_app(scoped, status, body), extensions={"molar.in_process": {}})
+        async with httpx2.AsyncClient(
+            transport=transport, base_url="http://molar.embedded", headers={"x-molar-org": "org_a"}, auth=Acting()
+        ) as http:
+            client = TraceClient(http, in_process=transport if way == "direct" else None)
+            answers[way] = await _reads(client)
+        sent[way] = transport.sent
+    assert sent == {"httpx2": 3, "direct": 0}
+    assert answers["direct"] == answers["httpx2"]
+    assert len(scopes["direct"]) == len(scopes["httpx2"]) == 3
+    for direct, through in zip(scopes["direct"], scopes["httpx2"], strict=True):
+        assert direct == through
+    assert scopes["direct"][1]["path"] == "/v1/traces/abc DEF/..%/events"  # one segment, decoded as httpx2 does
+    assert (b"x-molar-subject", "ann é".encode()) in scopes["direct"][0]["headers"]
+
+
+async def test_a_read_too_long_for_a_url_is_refused_as_before() -> None:
+    scopes: list[dict[str, Any]] = []
+    transport = StreamingASGITransport(_recording_app(scopes, 200, b"{}"))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://molar.embedded") as http:
+        client = TraceClient(http, in_process=transport)
+        with pytest.raises(ApiClientError) as refused:
+            await client.list_traces(TraceFilters(q="a" * 70_000))
+    assert (refused.value.status, refused.value.error) == (400, "bad_request")
+    assert scopes == []

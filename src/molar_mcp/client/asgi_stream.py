@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, MutableMapping
 from types import TracebackType
 from typing import Any
+from urllib.parse import unquote
 
 import anyio
 import httpx2
@@ -99,10 +100,37 @@ class StreamingASGITransport(httpx2.AsyncBaseTransport):
         }
 
     async def _whole(self, scope: dict[str, Any], request: httpx2.Request) -> httpx2.Response:
+        status, headers, body = await self.call_whole(scope, await request.aread())
+        return httpx2.Response(status, headers=headers, content=body)
+
+    def read_scope(
+        self, base: httpx2.URL, method: str, path: str, query: str, headers: list[tuple[bytes, bytes]]
+    ) -> dict[str, Any]:
+        """The scope of a request to `base` that no `httpx2.Request` was built for (`TraceClient`'s in-process
+        reads): what `_scope` makes of that request — `path` percent-encoded as sent, `query` encoded."""
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "headers": [(k.lower(), v) for k, v in headers],
+            "scheme": base.scheme,
+            "path": unquote(path),
+            "raw_path": path.encode("ascii"),
+            "query_string": query.encode("ascii"),
+            "server": (base.host, base.port or (443 if base.scheme == "https" else 80)),
+            "client": self.client,
+            "root_path": "",
+            "extensions": dict(self.extensions),
+        }
+
+    async def call_whole(self, scope: dict[str, Any], body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """A request whose answer is read whole: its body is collected as the app sends it, no channel and
         no task group between them. The app runs in a plain task of its own, so what it sets in context
-        variables (the org a request acts in) stays in it, as with a request over a socket."""
-        body = await request.aread()
+        variables (the org a request acts in) stays in it, as with a request over a socket. Returns the
+        status, the headers and the body."""
+        if self._tg is None:
+            raise RuntimeError("open the AsyncClient (async with) before sending through StreamingASGITransport")
         sent = False
         status: list[int] = []
         headers: list[tuple[bytes, bytes]] = []
@@ -146,7 +174,7 @@ class StreamingASGITransport(httpx2.AsyncBaseTransport):
             finished.set()
         if not status:
             raise httpx2.RemoteProtocolError("the ASGI app ended without a response")
-        return httpx2.Response(status[0], headers=headers, content=b"".join(chunks))
+        return status[0], headers, b"".join(chunks)
 
     async def _streamed(self, scope: dict[str, Any], request: httpx2.Request) -> httpx2.Response:
         assert self._tg is not None

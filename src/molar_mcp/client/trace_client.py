@@ -6,16 +6,16 @@ Either way the same requests go over the same HTTP semantics, so the two modes c
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx2
 from pydantic import BaseModel, ValidationError
 
-from molar_mcp.client.asgi_stream import READ_WHOLE
+from molar_mcp.client.asgi_stream import READ_WHOLE, StreamingASGITransport
 from molar_mcp.models import (
     Analysis,
     AppendResponse,
@@ -107,9 +107,41 @@ class TraceFilters:
         return out
 
 
+class HeaderAuth(httpx2.Auth):
+    """Credentials that are request headers alone, worked out per request (`headers`): a `TraceClient`
+    read from the in-process app applies them without building an `httpx2.Request`."""
+
+    def headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
+        for name, value in self.headers().items():
+            request.headers[name] = value  # one by one: a value beyond ASCII is sent as UTF-8
+        yield request
+
+
+# A read whose URL would be longer goes the whole way through httpx2, which refuses it (InvalidURL) as before.
+IN_PROCESS_URL_CHARS = 8192
+
+
 class TraceClient:
-    def __init__(self, http: httpx2.AsyncClient) -> None:
+    def __init__(self, http: httpx2.AsyncClient, *, in_process: StreamingASGITransport | None = None) -> None:
+        """`in_process`: the transport `http` sends through, when it is the in-process app's. Reads (`GET`s
+        answered whole) then go to the app without an `httpx2.Request` and `Response` built around them: the
+        same method, path, query and headers (the client's own, its `HeaderAuth`'s and Host) reach the app
+        in the same scope, and the same answer comes back; what is skipped matters only on a network (URL
+        parsing and joining, redirects). A client with hooks, or an auth that is not headers alone, sends
+        every request through httpx2; so does a read while the client holds cookies."""
         self._http = http
+        self._in_process = None
+        auth = http.auth
+        base = http.base_url
+        plain = not any(http.event_hooks.values()) and (auth is None or isinstance(auth, HeaderAuth))
+        if in_process is not None and plain and base.raw_path == b"/":
+            self._in_process = in_process
+            self._base = base
+            self._headers = httpx2.Headers([(b"Host", base.netloc), *http.headers.raw])
+            self._auth = auth if isinstance(auth, HeaderAuth) else None
 
     async def list_traces(
         self,
@@ -446,7 +478,29 @@ class TraceClient:
             raise ApiClientError(0, "bad_response", f"the chat stream {path} sent an unexpected event: {exc}") from exc
 
     async def _get(self, path: str, model: type[M], params: dict[str, str] | None = None) -> M:
+        if self._in_process is not None and not self._http.cookies:
+            query = urlencode(params) if params else ""
+            if len(path) + len(query) <= IN_PROCESS_URL_CHARS:
+                return await self._read_in_process(path, query, model)
         return _parse(await self._send("GET", path, params=params), model)
+
+    async def _read_in_process(self, path: str, query: str, model: type[M]) -> M:
+        assert self._in_process is not None
+        headers = self._headers
+        if self._auth is not None:
+            headers = httpx2.Headers(headers)
+            for name, value in self._auth.headers().items():
+                headers[name] = value  # as `HeaderAuth.auth_flow` sets them
+        scope = self._in_process.read_scope(self._base, "GET", path, query, headers.raw)
+        try:
+            status, answer_headers, body = await self._in_process.call_whole(scope, b"")
+        except httpx2.TransportError as exc:
+            raise UnavailableError(
+                0, "unavailable", f"the trace store at {self._http.base_url} did not answer: {exc}"
+            ) from exc
+        if status >= 400:
+            raise _error_from(httpx2.Response(status, headers=answer_headers, content=body))
+        return _parse_body(status, body, model)
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
         try:
@@ -472,12 +526,14 @@ def _segment(value: str) -> str:
 
 
 def _parse(response: httpx2.Response, model: type[M]) -> M:
+    return _parse_body(response.status_code, response.content, model)
+
+
+def _parse_body(status: int, body: bytes, model: type[M]) -> M:
     try:
-        return model.model_validate_json(response.content)
+        return model.model_validate_json(body)
     except ValidationError as exc:
-        raise ApiClientError(
-            response.status_code, "bad_response", f"the trace store answered an unexpected shape: {exc}"
-        ) from exc
+        raise ApiClientError(status, "bad_response", f"the trace store answered an unexpected shape: {exc}") from exc
 
 
 def _error_from(response: httpx2.Response) -> ApiClientError:

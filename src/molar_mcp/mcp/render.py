@@ -36,6 +36,7 @@ from molar_mcp.models import Event, TraceDetail, TraceListItem
 DETAIL_CHARS = 300
 MIN_CUT = 24
 MESSAGE_CHARS = 400
+VALUE_CHARS = 200  # a failure's expected and actual values
 
 
 def cut_title(text: str | None, limit: int) -> str | None:
@@ -234,7 +235,10 @@ def _said(value: Any, message: str) -> bool:
     """A string value the message already says (a title, a log's text, an assertion's path): not repeated."""
     if not isinstance(value, str) or not message:
         return False
-    return value == message or (len(value) >= 4 and re.search(rf"(?<!\w){re.escape(value)}(?!\w)", message) is not None)
+    if value == message:
+        return True
+    # Found as a whole word only where it is found at all: the pattern runs only then.
+    return len(value) >= 4 and value in message and re.search(rf"(?<!\w){re.escape(value)}(?!\w)", message) is not None
 
 
 def event_detail(ev: Event, trace_ref: str | None, limit: int = DETAIL_CHARS, origin: str | None = None) -> str | None:
@@ -308,14 +312,20 @@ def page_event(ev: Event, detail_chars: int = DETAIL_CHARS, origin: str | None =
 
 
 def failure_of(
-    detail: TraceDetail, failing: Sequence[Event], message_chars: int = MESSAGE_CHARS, value_chars: int = 200
+    detail: TraceDetail, failing: Sequence[Event], message_chars: int = MESSAGE_CHARS, value_chars: int = VALUE_CHARS
 ) -> Failure | None:
     """The step the run failed at and its decisive event: the last failed assertion/error of the LAST
     failed top-level step (where the run's final failure happened). Failed steps before it, and nested
     steps whose parent then ended ok (a retried action), are listed as recovered. The message is cut at
     `message_chars` and expected and actual at `value_chars`, each with the call that returns the event whole."""
+    return failures_of(detail, failing, [(message_chars, value_chars)])[0]
+
+
+def failures_of(detail: TraceDetail, failing: Sequence[Event], cuts: Sequence[tuple[int, int]]) -> list[Failure | None]:
+    """`failure_of` at each of `cuts` (message characters, value characters): the failure found and its
+    texts masked once."""
     if detail.status in ("passed", "queued", "running") and not failing:
-        return None
+        return [None for _ in cuts]
     top = [s for s in detail.steps if s.depth == 0]
     failed_steps = [s for s in top if s.ok is False]
     step = failed_steps[-1] if failed_steps else (top[-1] if top else None)
@@ -331,28 +341,28 @@ def failure_of(
         in_step[-1] if in_step else (failing[-1] if failing else None),
     )
     if step is None and decisive is None:
-        return None
-    expected = actual = None
-    ref = detail.short_id
+        return [None for _ in cuts]
+    raw_expected = raw_actual = message = None
+    whole = ""
     if decisive is not None:
+        whole = event_call(detail.short_id, decisive.seq)
         raw_expected, raw_actual = decisive.payload.get("expected"), decisive.payload.get("actual")
-        whole = event_call(ref, decisive.seq)
-        expected = (
-            cut_with_pointer(mask_text(str(raw_expected)), value_chars, whole) if raw_expected is not None else None
+        raw_expected = mask_text(str(raw_expected)) if raw_expected is not None else None
+        raw_actual = mask_text(str(raw_actual)) if raw_actual is not None else None
+        message = mask_text(decisive.message) if decisive.message else None
+    return [
+        Failure(
+            step=step.step if step else (decisive.step if decisive else None),
+            step_title=step.title if step else None,
+            seq=decisive.seq if decisive else None,
+            kind=decisive.kind if decisive else None,
+            message=cut_with_pointer(message, message_chars, whole) if message else None,
+            expected=cut_with_pointer(raw_expected, value_chars, whole) if raw_expected is not None else None,
+            actual=cut_with_pointer(raw_actual, value_chars, whole) if raw_actual is not None else None,
+            recovered=recovered[:20],
         )
-        actual = cut_with_pointer(mask_text(str(raw_actual)), value_chars, whole) if raw_actual is not None else None
-    return Failure(
-        step=step.step if step else (decisive.step if decisive else None),
-        step_title=step.title if step else None,
-        seq=decisive.seq if decisive else None,
-        kind=decisive.kind if decisive else None,
-        message=cut_with_pointer(mask_text(decisive.message), message_chars, event_call(ref, decisive.seq))
-        if decisive and decisive.message
-        else None,
-        expected=expected,
-        actual=actual,
-        recovered=recovered[:20],
-    )
+        for message_chars, value_chars in cuts
+    ]
 
 
 def header(detail: TraceDetail) -> TraceHeader:

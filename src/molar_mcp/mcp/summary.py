@@ -32,11 +32,13 @@ from itertools import accumulate
 
 from molar_mcp.mcp.fence import defuse, fence
 from molar_mcp.mcp.render import (
+    MESSAGE_CHARS,
+    VALUE_CHARS,
     artifact_uri,
     cut_title,
     event_line,
     event_row,
-    failure_of,
+    failures_of,
     header,
     link_block,
     structured,
@@ -156,6 +158,12 @@ def trace_text(view: TraceView) -> str:
     return "\n".join(lines)
 
 
+# What a part's lines cost beside its items (its heading and fence), in the text only.
+_STEPS_WRAPPER: Cost = (estimate_tokens("\nSteps: "), 0, 0)
+_NOTABLE_WRAPPER: Cost = (estimate_tokens("\nFailed events:\n" + fence("", "failed events")), 0, 0)
+_ARTIFACTS_WRAPPER: Cost = (estimate_tokens("\nArtifacts:\n" + fence("", ARTIFACT_FENCE)), 0, 0)
+
+
 def _artifact_piece(a: Artifact) -> str:
     return f"- {a.kind} {a.name} {a.uri}" if a.name else f"- {a.kind} {a.uri}"
 
@@ -182,7 +190,9 @@ class TraceSummary:
     def __init__(self, detail: TraceDetail, failing: Sequence[Event], failing_total: int) -> None:
         self.sid = sid = detail.short_id
         self.failing_total = failing_total
-        self.failure = failure_of(detail, failing)
+        self.failure, tight_failure = failures_of(
+            detail, failing, [(MESSAGE_CHARS, VALUE_CHARS), (TIGHT_MESSAGE_CHARS, TIGHT_VALUE_CHARS)]
+        )
         self.focus = self.failure.step if self.failure is not None else None
         self.note_costs: dict[str, Cost] = {}
         self.steps = [
@@ -212,7 +222,7 @@ class TraceSummary:
         self.notable = rows
         base = TraceView(trace=header(detail), failure=self.failure, event_counts=detail.event_counts)
         # The frames, loosest first: as is; the failure cut shorter; and without the events by kind.
-        tight = base.model_copy(update={"failure": failure_of(detail, failing, TIGHT_MESSAGE_CHARS, TIGHT_VALUE_CHARS)})
+        tight = base.model_copy(update={"failure": tight_failure})
         self.frames: list[tuple[TraceView, list[str]]] = [(base, [])]
         if tight.failure != base.failure:
             self.frames.append((tight, []))
@@ -227,21 +237,21 @@ class TraceSummary:
         # Each part once: its text (and its joiner) and its JSON (and the comma after it).
         self.step_prefix = prefix_costs([(text, data + 1, 0) for text, data in map(step_costs, self.steps)])
         self.step_failed = [0, *accumulate(1 if s.ok is False else 0 for s in self.steps)]
-        self.steps_wrapper: Cost = (estimate_tokens("\nSteps: "), 0, 0)
+        self.steps_wrapper = _STEPS_WRAPPER
         self.notable_prefix = prefix_costs(
             [
                 (estimate_tokens(defuse(event_line(rows[i]))) + 1, model_tokens(rows[i]) + 1, 0)
                 for i in self.notable_order
             ]
         )
-        self.notable_wrapper: Cost = (estimate_tokens("\nFailed events:\n" + fence("", "failed events")), 0, 0)
+        self.notable_wrapper = _NOTABLE_WRAPPER
         self.artifact_prefix = prefix_costs(
             [
                 (estimate_tokens(defuse(_artifact_piece(a))) + 1, model_tokens(a) + 1, json_tokens(link_block(a)))
                 for a in self.artifacts
             ]
         )
-        self.artifacts_wrapper: Cost = (estimate_tokens("\nArtifacts:\n" + fence("", ARTIFACT_FENCE)), 0, 0)
+        self.artifacts_wrapper = _ARTIFACTS_WRAPPER
 
     def _use_frame(self, level: int) -> None:
         """Fit with the frame at `level` (each frame's cost estimated once)."""

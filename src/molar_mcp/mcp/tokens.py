@@ -20,9 +20,12 @@ _TOKENS = re.compile(r"[A-Za-z]{1,4}|\d{1,3}|\n|[^\sA-Za-z\d]")
 # the text's UTF-8 bytes are mapped to one class letter each — ASCII letter `a`, ASCII digit `d`, newline `n`,
 # other whitespace a space, anything else `x` (a character beyond ASCII counts once: its lead byte becomes
 # `x`, its continuation bytes are dropped). Runs are then counted in C: `aaaa` → `A` cuts a letter run into
-# the 4-letter tokens the pattern matches from its start, and what is left of a run (1–3 letters) is one more.
-# Beyond ASCII, whitespace and decimal digits (which `\s` and `\d` match) are rare; a text holding one is
-# counted by the pattern itself. Both ways agree exactly (tests/mcp/test_summary_fit.py).
+# the 4-letter tokens the pattern matches from its start, and what is left of a run (1–3 letters, ended by
+# anything else) is one more: of such runs, `a` counts each letter, `aa` and `aaa` (counted without
+# overlap) what is beyond its first; digits likewise by 3. Beyond ASCII, whitespace and decimal digits
+# (which `\s` and `\d` match) are rare; a text holding one is counted by the pattern itself (the characters
+# beyond ASCII are found by deleting the ASCII bytes, in C). Both ways agree exactly
+# (tests/mcp/test_summary_fit.py).
 _CLASSES = bytes(
     (
         ord("a")
@@ -40,25 +43,31 @@ _CLASSES = bytes(
     for i in range(256)
 )
 _CONTINUATION = bytes(range(0x80, 0xC0))
+_ASCII = bytes(range(0x80))
 _SPACE_OR_DIGIT_BEYOND_ASCII = re.compile(r"[^\S\x00-\x7f]|[^\D\x00-\x7f]")
-_BEYOND_ASCII = re.compile(r"[^\x00-\x7f]+")  # the characters that pattern can match, gathered in one scan
 
 DEFAULT_TOKEN_BUDGET = 2000
 
 
 def estimate_tokens(text: str) -> int:
-    if not text.isascii() and _SPACE_OR_DIGIT_BEYOND_ASCII.search("".join(_BEYOND_ASCII.findall(text))):
-        return len(_TOKENS.findall(text))
-    classes = text.encode("utf-8", "surrogatepass").translate(_CLASSES, _CONTINUATION)
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) != len(text):  # beyond ASCII
+        beyond = raw.translate(None, _ASCII).decode("utf-8", "surrogatepass")
+        if _SPACE_OR_DIGIT_BEYOND_ASCII.search(beyond):
+            return len(_TOKENS.findall(text))
+    classes = raw.translate(_CLASSES, _CONTINUATION)
     letters = classes.replace(b"aaaa", b"A")
     digits = classes.replace(b"ddd", b"D")
     return (
         classes.count(b"x")
         + classes.count(b"n")
         + letters.count(b"A")
-        + letters.replace(b"aaa", b"a").replace(b"aa", b"a").count(b"a")
+        + letters.count(b"a")
+        - letters.count(b"aa")
+        - letters.count(b"aaa")
         + digits.count(b"D")
-        + digits.replace(b"dd", b"d").count(b"d")
+        + digits.count(b"d")
+        - digits.count(b"dd")
     )
 
 

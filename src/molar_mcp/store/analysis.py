@@ -34,7 +34,7 @@ from molar_mcp.models import (
 )
 from molar_mcp.store.db import Database
 from molar_mcp.store.port import InvalidCursor, StoreError
-from molar_mcp.store.search import remember_words
+from molar_mcp.store.search import copy_to_status_table, remember_words
 from molar_mcp.store.sqlite import find_trace_row
 
 MIGRATIONS: tuple[str, ...] = (
@@ -196,6 +196,7 @@ class SqliteAnalysisStore:
                 )
                 # Searchable like a signature given at ingest (the full-text body holds the signature).
                 conn.execute("UPDATE traces_fts SET body = body || ? WHERE rowid = ?", ("\n" + signature, pk))
+                copy_to_status_table(conn, pk)
                 remember_words(conn, [signature])
             keep: int | None = None
             if signature and findings and subject.status in FAILED_STATUSES:

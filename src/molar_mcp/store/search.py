@@ -78,6 +78,73 @@ _TOKENIZE = "unicode61 remove_diacritics 2"
 _PREFIX_LENGTHS = "2 3"
 _INDEXED_PREFIXES = frozenset(int(n) for n in _PREFIX_LENGTHS.split())
 
+# Statuses whose traces' text is also kept in a table of their own (`status_table`), so a search with a
+# status filter reads only that status's lists: a word common in the store that the status's traces never
+# hold (`passed` among the queued traces, `failed` among the passed ones) is an empty list there, where
+# the shared index must step through the word's list and the status's facet together (7.9 ms for
+# `passed` + queued, 24 ms for `failed` + passed at 1,000,000 traces). Every status has one: a common
+# status crossed with a word of another status is as slow as a rare one. Search migration 6 made these
+# tables; a status added to `TRACE_STATUSES` needs a migration that adds its table here.
+STATUS_PARTITIONS: tuple[str, ...] = (
+    "queued",
+    "running",
+    "passed",
+    "failed",
+    "error",
+    "aborted",
+    "timed_out",
+    "skipped",
+    "interrupted",
+    "flaky",
+)
+
+
+def status_table(status: str) -> str:
+    """The full-text table holding the text of the traces whose status is `status` (one of `STATUS_PARTITIONS`)."""
+    return f"status_fts_{status}"
+
+
+def _status_sync_sql(old: str, new: str) -> str:
+    """A trigger's statements: take the trace's text out of the table of its `old` status and put the text
+    `traces_fts` holds for it into the table of its `new` status (`old` / `new`: the trigger's row names)."""
+    out = []
+    for status in STATUS_PARTITIONS:
+        table = status_table(status)
+        out.append(f"DELETE FROM {table} WHERE rowid = {old}.pk AND {old}.status = '{status}';")
+        out.append(
+            f"INSERT INTO {table} (rowid, body) SELECT rowid, body FROM traces_fts"
+            f" WHERE rowid = {new}.pk AND {new}.status = '{status}';"
+        )
+    return "\n        ".join(out)
+
+
+# The facet trigger of migration 6: the new facets go into the shared index (as before), then the trace's
+# text moves to its (new) status's table — the same body the shared index holds, facets and all.
+_STATUS_TRIGGER = f"""CREATE TRIGGER traces_search_facets AFTER UPDATE OF {", ".join(FACET_COLUMNS)} ON traces
+        WHEN {_FACETS_CHANGED} BEGIN
+        UPDATE traces_fts SET body = body || char(10) || {_facets_sql("new")} WHERE rowid = new.pk;
+        {_status_sync_sql("old", "new")}
+    END;"""
+
+
+def _status_tables_sql() -> str:
+    """Migration 6: one full-text table per status (the shared index's tokenizer and prefix lists), filled
+    with the text of the traces of that status, merged into one segment each."""
+    out = ["DROP TRIGGER IF EXISTS traces_search_facets;"]
+    for status in STATUS_PARTITIONS:
+        table = status_table(status)
+        out += [
+            # (IF EXISTS: a data dir whose search version was set back by hand gets its tables made anew.)
+            f"DROP TABLE IF EXISTS {table};",
+            f"CREATE VIRTUAL TABLE {table} USING fts5(body, tokenize = '{_TOKENIZE}', prefix = '{_PREFIX_LENGTHS}');",
+            f"INSERT INTO {table} (rowid, body) SELECT f.rowid, f.body FROM traces t JOIN traces_fts f"
+            f" ON f.rowid = t.pk WHERE t.status = '{status}' ORDER BY t.pk;",
+            f"INSERT INTO {table} ({table}) VALUES ('optimize');",
+        ]
+    out.append(_STATUS_TRIGGER)
+    return "\n    ".join(out)
+
+
 SEARCH_MIGRATIONS: tuple[str, ...] = (
     f"""
     CREATE TABLE trace_time_blocks (
@@ -140,6 +207,9 @@ SEARCH_MIGRATIONS: tuple[str, ...] = (
     INSERT INTO traces_fts (traces_fts) VALUES ('optimize');
     {_FACETS_TRIGGER}
     """,
+    # 6: the text of each status's traces in a table of its own (`STATUS_PARTITIONS`), kept in step by
+    # the facet trigger (a status change moves the text) and by `index_text` / `copy_to_status_table`.
+    _status_tables_sql(),
 )
 
 _MAX_EXPANSION = 512  # a prefix standing for more words than this is left to FTS5 as a prefix
@@ -197,7 +267,23 @@ def index_text(conn: sqlite3.Connection, pk: int, body: str, *, replace: bool = 
         conn.execute(_REPLACE_TEXT_SQL, (body, pk, pk))
     else:
         conn.execute(INSERT_TEXT_SQL, (pk, body, pk))
+    copy_to_status_table(conn, pk, replace=replace)
     remember_words(conn, [body])
+
+
+def copy_to_status_table(conn: sqlite3.Connection, pk: int, *, replace: bool = True) -> None:
+    """Put the text the shared index holds for trace `pk` into its status's table (replacing what that
+    table held for it). Call it whenever a trace's text in `traces_fts` changes; a status change moves
+    the text by trigger. The embedded store only."""
+    if not isinstance(conn, sqlite3.Connection):
+        return
+    row = conn.execute("SELECT status FROM traces WHERE pk = ?", (pk,)).fetchone()
+    if row is None or row[0] not in STATUS_PARTITIONS:
+        return
+    table = status_table(row[0])
+    if replace:
+        conn.execute(f"DELETE FROM {table} WHERE rowid = ?", (pk,))
+    conn.execute(f"INSERT INTO {table} (rowid, body) SELECT rowid, body FROM traces_fts WHERE rowid = ?", (pk,))
 
 
 def streaming_match(conn: sqlite3.Connection, words: Sequence[str]) -> str | None:
@@ -248,10 +334,18 @@ def search(
     `(created_ms, pk)` descending order. `columns` must start with `t.pk`. `facets` are filters among
     `where` on a facet column (`{"status": "failed"}`), `newest_ms` / `oldest_ms` bounds `where`
     already implies (a cursor, `to`, `from`): they only let the search skip what cannot match."""
-    narrowed = " AND ".join([f"({match})", *(f'"{facet_word(c, v)}"' for c, v in (facets or {}).items())])
+    facets = dict(facets or {})
+    table = "traces_fts"
+    status = facets.get("status")
+    if status in STATUS_PARTITIONS:
+        # Only that status's traces are in its table: its facet would narrow nothing.
+        table = status_table(facets.pop("status"))
+    narrowed = " AND ".join([f"({match})", *(f'"{facet_word(c, v)}"' for c, v in facets.items())])
     _, pks = race(
         {
-            "matches": by_matches(conn, where, args, narrowed, n, newest_ms=newest_ms, oldest_ms=oldest_ms),
+            "matches": by_matches(
+                conn, where, args, narrowed, n, newest_ms=newest_ms, oldest_ms=oldest_ms, table=table
+            ),
             "filters": by_filters(conn, where, args, match, n),
         },
         head_start=HEAD_START_S,
@@ -380,18 +474,20 @@ def by_matches(
     *,
     newest_ms: int | None = None,
     oldest_ms: int | None = None,
+    table: str = "traces_fts",
 ) -> Plan:
     """Plan 1: the text's matches newest pk first, each tested against the filters, stopped by the time
-    blocks. Cheap when the text is rare or most of its matches pass the filters."""
+    blocks. Cheap when the text is rare or most of its matches pass the filters. `table`: the shared
+    index, or the table of the one status the filters keep (`status_table`)."""
     start_pk = _start_pk(conn, newest_ms)
     if start_pk is None:
         return []
     end_pk = _end_pk(conn, oldest_ms)
     filters = "".join(f" AND {w}" for w in where)
     cur = conn.execute(
-        f"SELECT f.rowid, (t.pk IS NOT NULL{filters}), t.created_ms FROM traces_fts f"
+        f"SELECT f.rowid, (t.pk IS NOT NULL{filters}), t.created_ms FROM {table} f"
         " LEFT JOIN traces t ON t.pk = f.rowid"
-        " WHERE traces_fts MATCH ? AND f.rowid < ? AND f.rowid >= ? ORDER BY f.rowid DESC",
+        f" WHERE {table} MATCH ? AND f.rowid < ? AND f.rowid >= ? ORDER BY f.rowid DESC",
         [*args, match, start_pk, end_pk],
     )
     heap: list[tuple[int, int]] = []  # (created_ms, pk) of the n best so far
