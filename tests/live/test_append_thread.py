@@ -46,8 +46,7 @@ async def test_a_cancelled_request_waits_for_its_append_to_end_then_is_cancelled
         return "stored"
 
     task = asyncio.ensure_future(_in_append_thread(work))
-    while not started.is_set():
-        await asyncio.sleep(0.005)
+    assert await asyncio.to_thread(started.wait, 10)
     task.cancel()
     await asyncio.sleep(0.05)
     assert not task.done()  # the append is still running: the request waits for it
