@@ -168,8 +168,18 @@ async def rest_and_mcp(base: str, pid: int, big_id: str, iterations: int) -> Non
             r = await http.get("/v1/traces", params={"q": "webhook 404"})
             r.raise_for_status()
 
+        async def search_none() -> None:  # a word no trace holds
+            r = await http.get("/v1/traces", params={"q": "zyzzyva"})
+            r.raise_for_status()
+
+        async def search_rare_pair() -> None:  # a common word no trace of a rare status holds
+            r = await http.get("/v1/traces", params={"q": "passed", "status": "queued"})
+            r.raise_for_status()
+
         await timed_cpu("rest_list_status_ms", pid, listing, iterations)
         await timed_cpu("rest_search_ms", pid, search, iterations)
+        await timed_cpu("rest_search_no_match_ms", pid, search_none, iterations)
+        await timed_cpu("rest_search_rare_pair_ms", pid, search_rare_pair, iterations)
     async with Client(f"{base}/mcp") as client:
 
         async def get_trace() -> None:

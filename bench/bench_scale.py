@@ -324,6 +324,7 @@ async def bench_server(
                 (f"REST GET /v1/traces?q={Q_COMMON}", Q_COMMON, {}),
                 (f"REST GET /v1/traces?q={Q_NONE}", Q_NONE, {}),
                 (f"REST GET /v1/traces?q={Q_STATUS[0]}&status={Q_STATUS[1]}", Q_STATUS[0], {"status": Q_STATUS[1]}),
+                ("REST GET /v1/traces?q=passed&status=queued (rare pair)", "passed", {"status": "queued"}),
             ):
                 before = server.cpu_ms()
                 walls = await atimed(lambda q=q, filters=filters: rest(q, **filters), iterations)

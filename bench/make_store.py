@@ -260,7 +260,8 @@ def build_pg(data_dir: Path, database_url: str, admin_url: str, n: int, events: 
                     " start_ts, end_ts)",
                     ((t["row"][0], *st) for t in batch for st in t["steps"]),
                 )
-                _copy(cur, "traces_fts (rowid, body)", ((t["row"][0], t["body"]) for t in batch))
+                # (The trigger that sets a text's status is off with the others: the status is written here.)
+                _copy(cur, "traces_fts (rowid, body, status)", ((t["row"][0], t["body"], t["row"][7]) for t in batch))
             done += len(batch)
             rate = done / (time.perf_counter() - t0)
             print(f"\r{done:,}/{n:,} traces, {rate:,.0f}/s", end="", file=sys.stderr, flush=True)

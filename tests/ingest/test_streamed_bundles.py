@@ -218,3 +218,28 @@ def test_a_chunk_is_bounded_in_bytes_as_well_as_in_lines() -> None:
     sizes = [len(chunk) for chunk in chunks]
     assert sum(sizes) == 10
     assert max(sizes) <= 3
+
+
+def test_line_ends_and_blank_lines_across_blocks_and_chunks_read_as_line_by_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Lines are split a block at a time and chunks are cut by the running sizes of a block's lines: "\\n",
+    "\\r\\n" and "\\r" line ends, blank lines (empty or spaces) and a last line with no end, across block
+    and chunk boundaries, give exactly the events of reading each non-blank line alone, and a bad line late
+    on is named by its number counting every line before it."""
+    monkeypatch.setattr(bundle_module, "_READ_BLOCK", 4096)
+    monkeypatch.setattr(bundle_module, "EVENT_CHUNK", 7)
+    ends = [b"\n", b"\r\n", b"\r", b"\n\n", b"\n   \n", b"\r\n\r\n"]
+    lines = [json.dumps(ev).encode() for ev in long_events(600)]
+    raw = b"".join(line + ends[n % len(ends)] for n, line in enumerate(lines[:-1])) + lines[-1]
+    expected = [Event.model_validate_json(line) for line in raw.splitlines() if line.strip()]
+    chunks = open_bundle(make_bundle(summary(), events_raw=raw)).trace.event_chunks
+    assert chunks is not None
+    read = [bundle_module._as_event(ev) for chunk in chunks for ev in chunk]
+    assert read == expected
+    bad = raw.splitlines(keepends=True)
+    assert len(bad) > 800
+    bad[800] = b"not json\n"
+    with pytest.raises(BundleError) as caught:
+        read_bundle(make_bundle(summary(), events_raw=b"".join(bad)))
+    assert "events.ndjson line 801 is not JSON" in caught.value.message

@@ -397,3 +397,128 @@ def test_auth_lookups_leave_pooled_connections_giving_tuples(pg: PgCluster, tmp_
         assert type(plain) is tuple
     finally:
         db.close()
+
+
+def _plain_pg(store: SqliteTraceStore, q: str, status: str | None) -> list[str]:
+    """Every match, sorted, in one query over the whole text index: the plain answer."""
+    where, args = ("", [LOCAL_ORG_ID]) if status is None else (" AND t.status = ?", [LOCAL_ORG_ID, status])
+    with org_scope(LOCAL_ORG_ID), store.db.read() as conn:
+        rows = conn.execute(
+            f"SELECT t.id FROM traces t WHERE t.org_id = ?{where} AND t.pk IN (SELECT rowid FROM traces_fts"
+            " WHERE tsv @@ to_tsquery('simple', ?)) ORDER BY t.created_ms DESC, t.pk DESC",
+            [*args, f"'{q}':*"],
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _all_pages(store: SqliteTraceStore, q: str, status: str | None, limit: int) -> list[str]:
+    got: list[str] = []
+    cursor = None
+    while True:
+        with org_scope(LOCAL_ORG_ID):
+            page = store.list_traces(LOCAL_ORG_ID, TraceQuery(q=q, status=status, limit=limit, cursor=cursor))
+        got.extend(item.id for item in page.items)
+        if (cursor := page.next_cursor) is None:
+            return got
+
+
+def _every_status(store: SqliteTraceStore, add: AddTrace) -> dict[str, str]:
+    """Traces of every status whose texts name other statuses; then a status changed after the text was
+    indexed, a live trace indexed while running and finished, and a deleted trace."""
+    from molar_mcp.models.traces import TRACE_STATUSES
+    from molar_mcp.store.live import LiveTraces
+
+    ids: dict[str, str] = {}
+    for i in range(60):
+        status = TRACE_STATUSES[i % len(TRACE_STATUSES)]
+        other = TRACE_STATUSES[(i * 7 + 3) % len(TRACE_STATUSES)]
+        trace_id, _ = add(
+            scenario_slug=f"flow-{i % 4}",
+            status=status,
+            failure_signature=f"{'billing' if i % 3 else 'webhook'} then {other}",
+            created_at=minutes(i if i % 5 else 60 - i),
+        )
+        ids.setdefault(status, trace_id)
+    with org_scope(LOCAL_ORG_ID):
+        live = LiveTraces(store.db)
+        ids["live"], _ = live.create_trace(LOCAL_ORG_ID, scenario_slug="xylophone-run")
+        live.finish_trace(LOCAL_ORG_ID, ids["live"], status="failed")
+        with store.db.tx() as conn:
+            conn.execute("UPDATE traces SET status = 'passed' WHERE id = ?", (ids["queued"],))
+            conn.execute("DELETE FROM traces WHERE id = ?", (ids["error"],))
+    return ids
+
+
+STATUS_QUERIES = ["passed", "queued", "failed", "billing", "webhook", "xylophone", "zyzzyva", "flow"]
+
+
+@pytest.mark.parametrize("window", [2, 256])
+def test_a_status_filter_reads_the_index_of_its_status_and_answers_as_the_plain_sort(
+    store: SqliteTraceStore, add: AddTrace, window: int
+) -> None:
+    """PostgreSQL keeps a GIN index of each status's traces (`traces_fts.status` follows the trace's): a
+    word the status's traces never hold is an empty list there. Whether the newest traces, a wider window
+    or the index answers (a window of 2 makes every path run), pages are every match in time order."""
+    from molar_mcp.models.traces import TRACE_STATUSES
+
+    ids = _every_status(store, add)
+    store.search_window = window  # type: ignore[attr-defined]
+    for q in STATUS_QUERIES:
+        for status in [None, *TRACE_STATUSES]:
+            expected = _plain_pg(store, q, status)
+            for limit in (2, 50):
+                assert _all_pages(store, q, status, limit) == expected, (q, status, limit)
+    assert _all_pages(store, "xylophone", "failed", 5) == [ids["live"]]
+    assert _all_pages(store, "xylophone", "running", 5) == []
+    assert ids["queued"] in _all_pages(store, "flow", "passed", 50)
+    assert ids["error"] not in _all_pages(store, "flow", None, 100)
+    with org_scope(LOCAL_ORG_ID), store.db.read() as conn:
+        # Kept in step: every text's status is its trace's.
+        assert conn.execute(
+            "SELECT count(*) FROM traces_fts f JOIN traces t ON t.pk = f.rowid WHERE f.status IS DISTINCT FROM t.status"
+        ).fetchone() == (0,)
+        # 60 traces and the live one; the deleted trace's text went with it (ON DELETE CASCADE).
+        assert conn.execute("SELECT count(*) FROM traces_fts").fetchone() == (60,)
+        # The text of a status's traces has an index of its own (a table this small would be scanned, so
+        # the scan is ruled out to see which index the planner can take).
+        conn.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                "EXPLAIN SELECT rowid FROM traces_fts WHERE status = 'queued' AND tsv @@ to_tsquery('simple', 'x')"
+            ).fetchall()
+        )
+        assert "Bitmap Index Scan on traces_fts_tsv_queued" in plan
+
+
+def test_a_database_searched_before_status_indexes_gets_them_on_upgrade(pg: PgCluster, tmp_path: Path) -> None:
+    """PostgreSQL migration 2 fills `traces_fts.status` from the traces, makes the status indexes and the
+    triggers that keep the status in step: searches then answer as before, and a later status change moves
+    the trace's text to its new status."""
+    url = pg.new_database()
+    first = open_store(tmp_path / "a", database_url=url)
+    try:
+        ids = {}
+        for i, status in enumerate(["passed", "failed", "queued", "running", "error"]):
+            ids[status], _ = first.add_trace(
+                LOCAL_ORG_ID, new_trace(status=status, failure_signature=f"quokka {i}", created_at=minutes(i)), {}
+            )
+    finally:
+        first.close()
+    with psycopg.connect(pg.admin_url(url.rsplit("/", 1)[1]), autocommit=True) as conn:  # back to version 1
+        conn.execute("DROP TRIGGER traces_status_text ON traces")
+        conn.execute("DROP TRIGGER traces_fts_status ON traces_fts")
+        conn.execute("DROP FUNCTION molar_trace_status_text(), molar_fts_status()")
+        conn.execute("ALTER TABLE traces_fts DROP COLUMN status")  # (its indexes go with it)
+        conn.execute("UPDATE schema_versions SET version = 1 WHERE component = 'postgres'")
+    again = open_store(tmp_path / "b", database_url=url)
+    try:
+        assert _version(url, "postgres") == len(PG_MIGRATIONS)
+        for status, trace_id in ids.items():
+            assert _all_pages(again, "quokka", status, 10) == [trace_id]
+        with org_scope(LOCAL_ORG_ID), again.db.tx() as conn:
+            conn.execute("UPDATE traces SET status = 'skipped' WHERE id = ?", (ids["queued"],))
+        assert _all_pages(again, "quokka", "skipped", 10) == [ids["queued"]]
+        assert _all_pages(again, "quokka", "queued", 10) == []
+    finally:
+        again.close()

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from molar_mcp.models import ArtifactRef, Event, EventsResponse, TraceDetail, TraceListResponse
-from molar_mcp.models.rows import StoredEvents
+from molar_mcp.models.rows import EventView, StoredEvents
 
 LOCAL_ORG_ID = "org_local"
 
@@ -100,8 +100,9 @@ class TraceQuery:
 EventFields = dict[str, Any]
 
 
-def event_ts(event: Event | EventFields) -> int:
-    """The `ts` of an event given as a model or as its fields."""
+def event_ts(event: EventView | EventFields) -> int:
+    """The `ts` of an event given as a model (or any `EventView`: a bundle's fast reader gives structs
+    with the same attributes) or as its fields."""
     return int(event["ts"]) if isinstance(event, dict) else event.ts
 
 
@@ -109,8 +110,8 @@ def event_ts(event: Event | EventFields) -> int:
 class NewTrace:
     """A complete trace to store in one transaction (a bundle, or a finished run).
 
-    Its events are `events`, or, when `event_chunks` is set, the chunks it yields (models or
-    `EventFields`, read once, while the
+    Its events are `events`, or, when `event_chunks` is set, the chunks it yields (models, other
+    `EventView`s with the same attributes, or `EventFields`, read once, while the
     store writes them: a streamed bundle is never held whole). A chunk source may raise (a bad line in
     a bundle): the store then stores nothing and lets the error through."""
 
@@ -128,7 +129,7 @@ class NewTrace:
     replay_from_step: int | None = None
     artifacts: list[ArtifactRef] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
-    event_chunks: Iterable[Sequence[Event | EventFields]] | None = None
+    event_chunks: Iterable[Sequence[EventView | EventFields]] | None = None
 
 
 class BlobSink(Protocol):

@@ -27,7 +27,7 @@ from molar_mcp.models import (
     TraceListResponse,
 )
 from molar_mcp.models.batch import gc_paused
-from molar_mcp.models.rows import StoredEvents, trusted_event
+from molar_mcp.models.rows import EventView, StoredEvents, trusted_event
 from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.db import NUL, CleanRows, Database, insert_many_behind, rows_in, store_text
 from molar_mcp.store.history import (
@@ -149,11 +149,12 @@ _STEP_BOUNDS = frozenset({"step.start", "step.end"})
 
 
 def event_rows(
-    events: Sequence[Event | EventFields], tree: StepTree | None = None, *, pk: int | None = None
+    events: Sequence[EventView | EventFields], tree: StepTree | None = None, *, pk: int | None = None
 ) -> list[Any]:
     """The rows `normalize_events` would give, built directly: a bundle's 10,000 events skip 10,000
-    model copies (the ingest hot path; bench/README.md). Events come as models or as their validated
-    fields (`EventFields`: what a bundle's reader makes). Grows `tree` as it goes. With `pk`, each row
+    model copies (the ingest hot path; bench/README.md). Events come as models (or other `EventView`s:
+    a bundle's fast reader gives structs with the same attributes) or as their validated fields
+    (`EventFields`: what a bundle's pydantic reader makes). Grows `tree` as it goes. With `pk`, each row
     starts with it (the `events` table's columns) and is bound as it is: its text is already as the
     store keeps it (`store_text`), so the connection has nothing left to clean.
 
@@ -177,15 +178,12 @@ def event_rows(
         )
 
     for ev in events:
-        fields = ev if type(ev) is dict else ev.__dict__  # a model's fields are its __dict__ (no extras)
-        kind, step_id, message, seq, ts = (
-            fields["kind"],
-            fields["step_id"],
-            fields["message"],
-            fields["seq"],
-            fields["ts"],
-        )
-        ok, event_payload = fields["ok"], fields["payload"]
+        if type(ev) is dict:
+            kind, step_id, message, seq, ts = ev["kind"], ev["step_id"], ev["message"], ev["seq"], ev["ts"]
+            ok, event_payload = ev["ok"], ev["payload"]
+        else:  # a model, or a bundle's fast reader's struct: the same attributes
+            kind, step_id, message, seq, ts = ev.kind, ev.step_id, ev.message, ev.seq, ev.ts  # type: ignore[union-attr]
+            ok, event_payload = ev.ok, ev.payload  # type: ignore[union-attr]
         if ok is None:
             ok = _derived_ok(kind, event_payload)
         node = nodes.get(step_id) if step_id is not None else None
@@ -329,7 +327,7 @@ class SqliteTraceStore:
             if actual != sha:
                 raise ValueError(f"blob named {sha} hashes to {actual}")
         streamed = trace.event_chunks is not None
-        chunks: Iterator[Sequence[Event | EventFields]] = iter(
+        chunks: Iterator[Sequence[EventView | EventFields]] = iter(
             trace.event_chunks if trace.event_chunks is not None else _batches(trace.events, self.event_batch)
         )
         trace_id = str(uuid.uuid4())
@@ -431,9 +429,17 @@ class SqliteTraceStore:
         return "t.pk IN (SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?)", match
 
     def text_search_rows(
-        self, conn: sqlite3.Connection, where: list[str], args: list[Any], text_filter: tuple[str, str], want: int
+        self,
+        conn: sqlite3.Connection,
+        where: list[str],
+        args: list[Any],
+        text_filter: tuple[str, str],
+        want: int,
+        *,
+        status: str | None = None,
     ) -> list[Any]:
-        """The newest `want` trace rows the conditions `where` keep whose text matches `text_filter`."""
+        """The newest `want` trace rows the conditions `where` keep whose text matches `text_filter`
+        (`status`: the one status `where` keeps, if it keeps one)."""
         sql = (
             f"SELECT {_prefixed(_TRACE_COLUMNS, 't')} FROM traces t WHERE {' AND '.join([*where, text_filter[0]])}"
             " ORDER BY t.created_ms DESC, t.pk DESC LIMIT ?"
@@ -501,7 +507,7 @@ class SqliteTraceStore:
             else:
                 text_filter = self.text_filter(query.q) if words and query.q else None
                 if text_filter is not None:
-                    rows = self.text_search_rows(conn, where, args, text_filter, query.limit + 1)
+                    rows = self.text_search_rows(conn, where, args, text_filter, query.limit + 1, status=query.status)
                 else:
                     sql = (
                         f"SELECT {_prefixed(_TRACE_COLUMNS, 't')} FROM traces t WHERE {' AND '.join(where)}"

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from molar_mcp.store.postgres import dialect
+from molar_mcp.store.search import STATUS_PARTITIONS
 
 # (component, index of the migration) → its PostgreSQL text, where translating the SQLite text won't do.
 _FTS_TABLE = """
@@ -122,6 +123,38 @@ BEGIN
 END $$;
 """
 
+
+# A search with a status filter asks the GIN index of that status's traces alone: a partial index per
+# status (the embedded store keeps a text table per status, store/search.py `STATUS_PARTITIONS`). A word
+# common in the store that the status's traces never hold is an empty list there. `traces_fts.status`
+# follows the trace's: set from the trace when the text is inserted, updated when the trace's changes.
+def _status_text() -> str:
+    indexes = "\n".join(
+        f"CREATE INDEX traces_fts_tsv_{status} ON traces_fts USING gin (tsv) WHERE status = '{status}';"
+        for status in STATUS_PARTITIONS
+    )
+    return f"""
+ALTER TABLE traces_fts ADD COLUMN status TEXT;
+UPDATE traces_fts f SET status = t.status FROM traces t WHERE t.pk = f.rowid;
+{indexes}
+CREATE FUNCTION molar_fts_status() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.status := (SELECT t.status FROM traces t WHERE t.pk = NEW.rowid);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER traces_fts_status BEFORE INSERT ON traces_fts
+    FOR EACH ROW EXECUTE FUNCTION molar_fts_status();
+CREATE FUNCTION molar_trace_status_text() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE traces_fts SET status = NEW.status WHERE rowid = NEW.pk;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER traces_status_text AFTER UPDATE OF status ON traces
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION molar_trace_status_text();
+ANALYZE traces_fts;
+"""
+
+
 _SPECIAL: dict[tuple[str, int], str] = {
     # traces 2 rebuilt the FTS5 index with other separators; PostgreSQL's index had them from the start.
     ("traces", 1): "SELECT 1",
@@ -133,6 +166,8 @@ _SPECIAL: dict[tuple[str, int], str] = {
 PG_MIGRATIONS: tuple[str, ...] = (
     # 1: the trace check of inserted events in one pass.
     _EVENT_TRACE_CHECK,
+    # 2: the text index of each status's traces (`_status_text`).
+    _status_text(),
 )
 
 _SETUP = """
