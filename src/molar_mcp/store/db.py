@@ -141,7 +141,8 @@ class TextConnection(sqlite3.Connection):
             columns = list(zip(*part, strict=True))
             nulls = tuple(i for i, column in enumerate(columns) if column.count(None) == size)
             if nulls:
-                values = list(chain.from_iterable(zip(*(c for i, c in enumerate(columns) if i not in nulls))))
+                bound = [c for i, c in enumerate(columns) if i not in nulls]
+                values = list(chain.from_iterable(zip(*bound, strict=True)))
             else:
                 values = list(chain.from_iterable(part))
             cursor = execute(_multi_row(sql, size, nulls)[0], values)  # type: ignore[index]
