@@ -257,10 +257,11 @@ def bench_append_variants(args: argparse.Namespace, root: Path) -> dict[str, Any
     def shapes(engine: str) -> list[tuple[int, int, str]]:
         """(batch size, writers per server, figure) to run: one writer on SQLite (two per replica on
         PostgreSQL), then, with `--writers N`, N writers on SQLite, each to its own trace."""
-        out = [(size, 1 if engine == "sqlite" else 2, f"append {size}") for size in sizes]
+        planned = [(size, 1 if engine == "sqlite" else 2, f"append {size}") for size in sizes]
         if engine == "sqlite" and args.writers > 1:
-            out += [(size, args.writers, f"append {size} x{args.writers}") for size in sizes]
-        return out
+            planned += [(size, args.writers, f"append {size} x{args.writers}") for size in sizes]
+        return planned
+
     out: dict[str, Any] = {"load_before": os.getloadavg()[0]}
     with ExitStack() as stack:
         cluster = None
