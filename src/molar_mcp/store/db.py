@@ -179,10 +179,18 @@ class Database:
             self._conn.close()
             raise
         self._checkpoint_seconds = checkpoint_seconds
-        self._written = threading.Event()  # set by each commit, cleared by the checkpointer
-        self._stopping = threading.Event()
+        # The checkpointer's state, changed only under `_wal` (so a stop is never missed): `_unsaved`, a
+        # commit has written since the last copy began; `_stopping`, `close` was called.
+        self._wal = threading.Condition(threading.Lock())
+        self._unsaved = self._stopping = False
         self._checkpointer = threading.Thread(target=self._checkpoints, name="molar-checkpoint", daemon=True)
         self._checkpointer.start()
+
+    def _committed(self) -> None:
+        with self._wal:
+            if not self._unsaved:  # the first commit since the last copy wakes the checkpointer
+                self._unsaved = True
+                self._wal.notify_all()
 
     def _checkpoints(self) -> None:
         """The checkpointer: once a commit has written, wait `checkpoint_seconds` (the commits meanwhile
@@ -194,10 +202,13 @@ class Database:
         try:
             conn.execute("PRAGMA busy_timeout = 5000")
             while True:
-                self._written.wait()
-                if self._stopping.wait(self._checkpoint_seconds):
-                    return
-                self._written.clear()
+                with self._wal:
+                    self._wal.wait_for(lambda: self._unsaved or self._stopping)
+                    if not self._stopping:
+                        self._wal.wait(self._checkpoint_seconds)  # commits meanwhile do not wake it again
+                    if self._stopping:
+                        return
+                    self._unsaved = False
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error:
@@ -208,8 +219,9 @@ class Database:
     def close(self) -> None:
         """Close the writer and the idle readers now; a reader another thread is using is closed when that
         read ends (`_checkin`): closing a SQLite connection under a running statement crashes the process."""
-        self._stopping.set()
-        self._written.set()
+        with self._wal:
+            self._stopping = True
+            self._wal.notify_all()
         if self._checkpointer is not threading.current_thread():
             self._checkpointer.join()
         with self._lock, self._readers_lock:
@@ -233,7 +245,7 @@ class Database:
                 raise
             else:
                 self._conn.execute("COMMIT")
-                self._written.set()
+                self._committed()
             finally:
                 self._local.writing -= 1
 
