@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceQuery
-from molar_mcp.store import sqlite as sqlite_module
-from molar_mcp.store.port import NewTrace
 from molar_mcp.store.schema import MIGRATIONS
 from tests.store.factory import AddTrace, new_trace
 
@@ -137,52 +134,3 @@ def test_a_trace_the_database_refuses_leaves_no_row_and_no_blob(store: SqliteTra
     assert _blob_files(data_dir) == []
     assert store.list_traces(LOCAL_ORG_ID, TraceQuery()).items == []
     store.add_trace(LOCAL_ORG_ID, new_trace(), {})  # the connection is usable afterwards
-
-
-def _big_trace(events: int) -> NewTrace:
-    return new_trace(
-        events=[
-            {"seq": n, "ts": 1_000 + n, "kind": "log", "message": f"line {n}", "payload": {"n": n}}
-            for n in range(events)
-        ]
-    )
-
-
-def _file_alone_holds(data_dir: Path, tmp_path: Path, short_id: str) -> bool:
-    """Whether the database file alone (its WAL left behind) holds the trace: only once a checkpoint has
-    copied the WAL into it."""
-    alone = tmp_path / "alone"
-    alone.mkdir(exist_ok=True)
-    shutil.copyfile(data_dir / "molar.sqlite3", alone / "molar.sqlite3")
-    conn = sqlite3.connect(alone / "molar.sqlite3")
-    try:
-        return conn.execute("SELECT count(*) FROM traces WHERE short_id = ?", (short_id,)).fetchone() == (1,)
-    finally:
-        conn.close()
-
-
-def test_a_big_trace_is_checkpointed_by_a_thread_and_back_to_back_ones_keep_the_wal_to_one_trace(
-    store: SqliteTraceStore, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The commit of a trace of many events leaves the WAL's checkpoint to a thread (`checkpoint_behind`):
-    what it wrote is read at once (from the WAL) and is in the database file once that thread is done;
-    the next big trace waits for it before it begins, so the WAL starts over and holds one trace's pages,
-    not every trace's."""
-    monkeypatch.setattr(sqlite_module, "CHECKPOINT_BEHIND_EVENTS", 2_000)
-    _, first = store.add_trace(LOCAL_ORG_ID, _big_trace(3_000), {})
-    assert store.db._checkpoint is not None  # left to a thread
-    assert store.get_trace(LOCAL_ORG_ID, first).event_count == 3_000
-    store.db.wait_checkpoint()
-    assert _file_alone_holds(data_dir, tmp_path, first)
-    one_trace = (data_dir / "molar.sqlite3-wal").stat().st_size
-    traces = [_big_trace(3_000) for _ in range(6)]  # built first: each stored right after the one before
-    shorts = [store.add_trace(LOCAL_ORG_ID, trace, {})[1] for trace in traces]
-    store.db.wait_checkpoint()
-    assert (data_dir / "molar.sqlite3-wal").stat().st_size < 1.5 * one_trace
-    assert all(_file_alone_holds(data_dir, tmp_path, s) for s in shorts)
-    assert [store.list_events(LOCAL_ORG_ID, s).total for s in shorts] == [3_000] * 6
-
-
-def test_a_small_trace_commits_as_sqlite_checkpoints_by_itself(store: SqliteTraceStore) -> None:
-    store.add_trace(LOCAL_ORG_ID, _big_trace(100), {})
-    assert store.db._checkpoint is None

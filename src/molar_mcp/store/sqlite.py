@@ -279,11 +279,6 @@ def find_trace_pk(conn: sqlite3.Connection, org_id: str, trace_ref: str) -> tupl
     return int(row[0]), str(row[7])
 
 
-# A trace of this many events fills SQLite's automatic checkpoint's 1,000 WAL pages on its own (~200 bytes
-# of table and index pages an event): its commit leaves the checkpoint to a thread (`Database.checkpoint_behind`).
-CHECKPOINT_BEHIND_EVENTS = 20_000
-
-
 class SqliteTraceStore:
     """`TraceStore` over SQLite (`store/db.py`: one writer behind a lock, readers on their own connections)."""
 
@@ -337,9 +332,6 @@ class SqliteTraceStore:
         )
         trace_id = str(uuid.uuid4())
         scenario_id = trace.scenario_id or scenario_id_for(trace.scenario_slug)
-        # A big trace's commit leaves the WAL's checkpoint to a thread (`Database.checkpoint_behind`); the
-        # next one waits for it before it begins, so the WAL never grows past one big trace's pages.
-        self.db.wait_checkpoint()
         # Scoped to the trace's org whoever calls (a replay worker works for every org): on PostgreSQL each
         # event row then takes the transaction's org as it is (unscoped, a trigger looks the trace up per row).
         with org_scope(org_id), self.db.tx() as conn:
@@ -406,8 +398,6 @@ class SqliteTraceStore:
                         last_ts = event_ts(chunk[-1])
                     del rows  # freed inside the pause, as the chunk is once the next one replaces it
                     chunk = next(chunks, None)
-            if count >= CHECKPOINT_BEHIND_EVENTS:
-                self.db.checkpoint_behind()
             duration = trace.duration_ms
             if duration is None and first_ts is not None and last_ts is not None:
                 duration = max(0, last_ts - first_ts)
