@@ -98,3 +98,23 @@ def test_a_column_null_in_every_row_of_a_statement_is_written_not_bound(db: Data
     assert _multi_row(INSERT, 64, (1,)) == (f"INSERT INTO t (a, b, c) VALUES {','.join(['(?,NULL,?)'] * 64)}", 3)
     assert _multi_row(INSERT, 4, (2,)) == (f"INSERT INTO t (a, b, c) VALUES {','.join(['(?,?,NULL)'] * 4)}", 3)
     assert _multi_row(INSERT, 2) == ("INSERT INTO t (a, b, c) VALUES (?, ?, ?),(?, ?, ?)", 3)
+
+
+def test_rows_with_one_value_or_none_not_null_throughout_bind_just_those(db: Database) -> None:
+    # Statements of 8 rows: only column a holds values (one value bound a row), then no column at all
+    # (nothing bound: the rows take their rowids), then a and c.
+    bound_nones = []
+    sqlite3.register_adapter(type(None), lambda value: bound_nones.append(value))
+    try:
+        with db.tx() as conn:
+            conn.executemany(INSERT, CleanRows((i, None, None) for i in range(8)))
+            conn.executemany(INSERT, CleanRows([(None, None, None)] * 8))
+            conn.executemany(INSERT, CleanRows((100 + i, None, b"\x02") for i in range(8)))
+    finally:
+        del sqlite3.adapters[(type(None), sqlite3.PrepareProtocol)]
+    with db.read() as conn:
+        stored = conn.execute("SELECT a, b, c FROM t ORDER BY a").fetchall()
+    assert stored == [(i, None, None) for i in range(8)] + [(8 + i, None, None) for i in range(8)] + [
+        (100 + i, None, b"\x02") for i in range(8)
+    ]
+    assert bound_nones == []

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -138,13 +139,19 @@ class TextConnection(sqlite3.Connection):
             # A column NULL in every row of the statement is written NULL in it, not bound: the sqlite3
             # module binds a None (or any value not a str, int, float or bytes) through its adapter look-up,
             # ~0.4 µs each (a live append's rows have no idempotency key and often no message).
-            columns = list(zip(*part, strict=True))
-            nulls = tuple(i for i, column in enumerate(columns) if column.count(None) == size)
-            if nulls:
-                bound = [c for i, c in enumerate(columns) if i not in nulls]
-                values = list(chain.from_iterable(zip(*bound, strict=True)))
-            else:
+            # (Found without taking the rows apart: a column stops being looked at by its first value not
+            # NULL, most often the first row's.)
+            nulls = tuple(i for i in range(width) if all(row[i] is None for row in part))
+            if not nulls:
                 values = list(chain.from_iterable(part))
+            elif len(nulls) == width:
+                values = []
+            else:
+                kept = [i for i in range(width) if i not in nulls]
+                if len(kept) == 1:
+                    values = list(map(itemgetter(kept[0]), part))
+                else:
+                    values = list(chain.from_iterable(map(itemgetter(*kept), part)))
             cursor = execute(_multi_row(sql, size, nulls)[0], values)  # type: ignore[index]
             start, left = start + size, left - size
         assert cursor is not None
