@@ -2,12 +2,14 @@
 and `q` full-text search over 100,000 traces.
 
     .venv/bin/python bench/bench_live.py [--events 20000] [--runs 3] [--batch-sizes 100,1000]
-        [--latency-samples 200] [--postgres] [--before OTHER/src] [--append-only] [--traces 100000]
+        [--latency-samples 200] [--postgres] [--writers N] [--before OTHER/src] [--append-only] [--traces 100000]
 
 Runs real `molar-mcp serve --no-auth` processes on free 127.0.0.1 ports (rate limits lifted) in temp data
 dirs, talks to them over HTTP, and removes everything when done. Appends: a fresh server per run, request
 bodies encoded before the clock starts, min / median / max of `--runs`. `--postgres`: the same through two
 replicas on a throwaway PostgreSQL cluster (two writers each; the SSE follower on the other replica).
+`--writers N`: on SQLite, the appends once more with N writers at once, each to its own trace (several
+agents appending: what real use looks like), besides the one writer's figure.
 `--before DIR`: the server of another checkout's `src/` (say `git archive` of main) takes turns with this
 one, so a change is measured before and after in one run. Targets (issue 16, item 6; issue 15): ≥ 60,000
 events/s in batches of 100 and ≥ 100,000 in batches of 1,000 (SQLite); append → SSE p50 ≤ 5 ms;
@@ -251,6 +253,15 @@ def bench_append_variants(args: argparse.Namespace, root: Path) -> dict[str, Any
     if args.before:
         variants.insert(0, ("before", Path(args.before).resolve()))
     engines = ["sqlite"] + (["postgres"] if args.postgres else [])
+
+    def shapes(engine: str) -> list[tuple[int, int, str]]:
+        """(batch size, writers per server, figure) to run: one writer on SQLite (two per replica on
+        PostgreSQL), then, with `--writers N`, N writers on SQLite, each to its own trace."""
+        planned = [(size, 1 if engine == "sqlite" else 2, f"append {size}") for size in sizes]
+        if engine == "sqlite" and args.writers > 1:
+            planned += [(size, args.writers, f"append {size} x{args.writers}") for size in sizes]
+        return planned
+
     out: dict[str, Any] = {"load_before": os.getloadavg()[0]}
     with ExitStack() as stack:
         cluster = None
@@ -272,16 +283,16 @@ def bench_append_variants(args: argparse.Namespace, root: Path) -> dict[str, Any
                     servers = [start(run_dir / f"r{i}", *extra, src=src) for i in range(replicas)]
                     bases = [base for _, base in servers]
                     try:
-                        for size in sizes:
+                        for size, writers, key in shapes(engine):
                             cpu = sum(cpu_seconds(process.pid) for process, _ in servers)
-                            rate = anyio.run(bench_append, bases, args.events, size, 2 if replicas > 1 else 1)
+                            rate = anyio.run(bench_append, bases, args.events, size, writers)
                             cpu = sum(cpu_seconds(process.pid) for process, _ in servers) - cpu
                             per_cpu = args.events / cpu if cpu > 0 else float("inf")
-                            figures.setdefault(f"append {size}", []).append(rate)
-                            figures.setdefault(f"append {size} per server cpu", []).append(per_cpu)
+                            figures.setdefault(key, []).append(rate)
+                            figures.setdefault(f"{key} per server cpu", []).append(per_cpu)
                             print(
-                                f"{engine} {name} run {run + 1}: batches of {size}: {rate:,.0f} ev/s,"
-                                f" {per_cpu:,.0f} ev per server CPU-second",
+                                f"{engine} {name} run {run + 1}: batches of {size}, {writers} writer(s) per server:"
+                                f" {rate:,.0f} ev/s, {per_cpu:,.0f} ev per server CPU-second",
                                 file=sys.stderr,
                             )
                         sse = anyio.run(bench_sse_latency, bases[0], args.latency_samples, bases[-1])
@@ -299,11 +310,12 @@ def bench_append_variants(args: argparse.Namespace, root: Path) -> dict[str, Any
         print(f"{engine} ({where}), {args.runs} runs:")
         for name, _ in variants:
             figures = out[engine][name]
-            for size in sizes:
-                spread = _spread(figures[f"append {size}"], ",.0f")
-                print(f"  {name:<7} append, batches of {size:<5} {spread:>28} events/s")
-                spread = _spread(figures[f"append {size} per server cpu"], ",.0f")
-                print(f"  {name:<7}   per server CPU-second {spread:>30} events")
+            for size, writers, key in shapes(engine):
+                label = f"batches of {size}" + (f", {writers} writers" if engine == "sqlite" and writers > 1 else "")
+                spread = _spread(figures[key], ",.0f")
+                print(f"  {name:<7} append, {label:<26} {spread:>28} events/s")
+                spread = _spread(figures[f"{key} per server cpu"], ",.0f")
+                print(f"  {name:<7}   per server CPU-second {'':<12} {spread:>30} events")
             print(f"  {name:<7} append → SSE p50 {'':>9} {_spread(figures['sse p50'], '.1f'):>28} ms")
     return out
 
@@ -319,6 +331,12 @@ def main() -> int:
     parser.add_argument("--batch-sizes", default="100,1000")
     parser.add_argument("--before", help="another checkout's src/ dir: its server runs in turn with this one")
     parser.add_argument("--postgres", action="store_true", help="also on PostgreSQL, two replicas")
+    parser.add_argument(
+        "--writers",
+        type=int,
+        default=1,
+        help="also append with N writers at once on SQLite, each to its own trace (the one-writer figure stays)",
+    )
     parser.add_argument("--append-only", action="store_true", help="skip the search figures")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="molar-bench-live-"))

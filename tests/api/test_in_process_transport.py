@@ -1,6 +1,7 @@
 """The in-process transport the MCP tools reach the /v1 app through: a caller that leaves mid-request
 (its call cancelled) takes the app's task down with it and returns only once that task has unwound, so no
-request of the app is left running behind a call that has already returned."""
+request of the app is left running behind a call that has already returned; `TraceClient`'s reads through
+it reach the app as httpx2 would send them, and get the same answers."""
 
 from __future__ import annotations
 
@@ -11,8 +12,13 @@ import anyio
 import httpx2
 import pytest
 
+from molar_mcp.api.telemetry import IN_PROCESS_EXTENSION
 from molar_mcp.client import ApiClientError, HeaderAuth, TraceClient, TraceFilters
-from molar_mcp.client.asgi_stream import READ_WHOLE, StreamingASGITransport
+from molar_mcp.client.asgi_stream import MODEL_ANSWER, MODEL_EXTENSION, READ_WHOLE, StreamingASGITransport
+from molar_mcp.compose import Embedded
+from molar_mcp.ingest import ingest_bundle
+from molar_mcp.store.port import LOCAL_ORG_ID
+from tests.bundles import make_bundle, summary
 
 pytestmark = pytest.mark.anyio
 
@@ -133,7 +139,8 @@ async def test_in_process_reads_reach_the_app_as_httpx2_would_send_them(status: 
     assert answers["direct"] == answers["httpx2"]
     assert len(scopes["direct"]) == len(scopes["httpx2"]) == 3
     for direct, through in zip(scopes["direct"], scopes["httpx2"], strict=True):
-        assert direct == through
+        # ...and the offer to take the answer as a model, which only such a read can take
+        assert direct == {**through, "extensions": {**through["extensions"], MODEL_EXTENSION: {}}}
     assert scopes["direct"][1]["path"] == "/v1/traces/abc DEF/..%/events"  # one segment, decoded as httpx2 does
     assert (b"x-molar-subject", "ann é".encode()) in scopes["direct"][0]["headers"]
 
@@ -147,3 +154,43 @@ async def test_a_read_too_long_for_a_url_is_refused_as_before() -> None:
             await client.list_traces(TraceFilters(q="a" * 70_000))
     assert (refused.value.status, refused.value.error) == (400, "bad_request")
     assert scopes == []
+
+
+async def test_the_api_hands_its_model_to_an_in_process_read_the_same_as_its_json(embedded: Embedded) -> None:
+    """`GET /v1/traces/{id}?failed_events=` and `GET /v1/traces?row_cursors=true` hand an in-process read
+    the model they would write as JSON (the body empty): equal to what parsing the JSON gives a read through
+    httpx2, which still gets the JSON; other reads and other callers get JSON as before."""
+    _, short = ingest_bundle(embedded.store, LOCAL_ORG_ID, make_bundle(summary()))
+    ingest_bundle(embedded.store, LOCAL_ORG_ID, make_bundle(summary(status="passed", failure_signature=None)))
+    bodies: list[tuple[bytes, bool]] = []
+
+    async def recording(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        async def sent(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                bodies.append((message.get("body", b""), MODEL_ANSWER in message))
+            await send(message)
+
+        await embedded.api_app(scope, receive, sent)
+
+    answers: dict[str, list[Any]] = {}
+    seen: dict[str, list[tuple[bytes, bool]]] = {}
+    for way in ("httpx2", "direct"):
+        bodies.clear()
+        transport = StreamingASGITransport(recording, extensions={IN_PROCESS_EXTENSION: {}})
+        async with httpx2.AsyncClient(transport=transport, base_url="http://molar.embedded") as http:
+            client = TraceClient(http, in_process=transport if way == "direct" else None)
+            answers[way] = [
+                await client.get_trace_with_failures(short, 12),
+                await client.list_traces(TraceFilters(status="failed"), row_cursors=True),
+                await client.list_traces(),
+                await client.get_events(short, ok=False),
+            ]
+        seen[way] = list(bodies)
+    assert answers["direct"] == answers["httpx2"]
+    assert [a.model_dump_json() for a in answers["direct"]] == [a.model_dump_json() for a in answers["httpx2"]]
+    assert answers["direct"][0].failed_events.total >= 1
+    assert len(answers["direct"][1].items) == 1
+    assert [handed for _, handed in seen["direct"]] == [True, True, False, False]
+    assert [body == b"" for body, _ in seen["direct"]] == [True, True, False, False]
+    assert not any(handed for _, handed in seen["httpx2"])
+    assert all(body for body, _ in seen["httpx2"])

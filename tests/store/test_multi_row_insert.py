@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from molar_mcp.store.db import MULTI_ROWS, CleanRows, Database
+from molar_mcp.store.db import MULTI_ROWS, CleanRows, Database, _multi_row
 
 INSERT = "INSERT INTO t (a, b, c) VALUES (?, ?, ?)"
 
@@ -73,3 +73,28 @@ def test_other_statements_and_uncleaned_rows_run_row_by_row(db: Database) -> Non
         texts = {r[0] for r in conn.execute("SELECT b FROM t WHERE a >= 100").fetchall()}
     assert len(statements) == 20
     assert texts == {"a\ufffdb"}
+
+
+def test_a_column_null_in_every_row_of_a_statement_is_written_not_bound(db: Database) -> None:
+    # 100 rows: statements of 64, 32 and 4. Column b is NULL in every row of the first two statements
+    # and in one row of the last; column c is NULL in every row of the last.
+    rows = CleanRows((i, None if i < 96 or i == 97 else f"text {i}", None if i >= 96 else b"\x01") for i in range(100))
+    statements: list[str] = []
+    bound_nones = []  # the sqlite3 module looks every bound None up among its adapters: count them there
+    sqlite3.register_adapter(type(None), lambda value: bound_nones.append(value))
+    try:
+        with db.tx() as conn:
+            conn.set_trace_callback(lambda sql: statements.append(sql) if sql.startswith("INSERT") else None)
+            conn.executemany(INSERT, rows)
+            conn.set_trace_callback(None)
+    finally:
+        del sqlite3.adapters[(type(None), sqlite3.PrepareProtocol)]
+    with db.read() as conn:
+        stored = conn.execute("SELECT a, b, c FROM t ORDER BY a").fetchall()
+    assert stored == list(rows)  # the same rows as binding every None
+    assert len(statements) == 3
+    assert len(bound_nones) == 1  # row 97's b: the only None in a column not NULL throughout its statement
+    # what the statements bind: b is written NULL where it is NULL throughout, c likewise
+    assert _multi_row(INSERT, 64, (1,)) == (f"INSERT INTO t (a, b, c) VALUES {','.join(['(?,NULL,?)'] * 64)}", 3)
+    assert _multi_row(INSERT, 4, (2,)) == (f"INSERT INTO t (a, b, c) VALUES {','.join(['(?,?,NULL)'] * 4)}", 3)
+    assert _multi_row(INSERT, 2) == ("INSERT INTO t (a, b, c) VALUES (?, ?, ?),(?, ?, ?)", 3)

@@ -4,12 +4,15 @@ as Server-Sent Events (backfill from `Last-Event-ID`/`after_seq`, then live; hea
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -33,6 +36,7 @@ from molar_mcp.models.traces import TraceSource
 from molar_mcp.store.live import INTERRUPTED, AppendResult, IncomingEvent, TraceNotRunning
 
 log = logging.getLogger("molar_mcp")
+T = TypeVar("T")
 
 MAX_BATCH = 1000
 MAX_KEY = 200  # characters of an idempotency key
@@ -86,10 +90,31 @@ def _fast_validated(body: bytes) -> list[IncomingEvent] | None:
         return None
     # Every value of an event but its payload is a validated scalar: the body nests deeper than the
     # payloads only through containers among their values.
-    nested = [v for ev in events for v in ev.payload.values() if isinstance(v, dict | list)]
+    nested = [v for ev in events for v in ev.payload.values() if isinstance(v, (dict, list))]
     if not parsed_within_bounds(body, nested, max_depth=MAX_JSON_DEPTH - _ABOVE_PAYLOAD_VALUES + 1):
         return None
     return [IncomingEvent(index, event) for index, event in enumerate(events)]
+
+
+# Appends' worker threads. Appends take the store's one writer in turn, so a few threads are enough.
+_APPEND_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="molar-append")
+
+
+async def _in_append_thread(work: Callable[[], T]) -> T:
+    """`work()` on an append thread, in the request's context (its org scope), as `anyio.to_thread.run_sync`
+    does it but cheaper (~65 against ~100 µs of CPU a hop, and a shorter round trip: one executor hand-off,
+    no backend look-ups). Like it, a started append runs to its end, stored or not, when the request is
+    cancelled; the cancellation goes on after."""
+    future = asyncio.get_running_loop().run_in_executor(_APPEND_THREADS, contextvars.copy_context().run, work)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        while not future.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([future])
+        if not future.cancelled():
+            future.exception()  # retrieved: its error (if any) is the request's no longer
+        raise
 
 
 def _key_ok(key: Any) -> bool:
@@ -223,7 +248,7 @@ async def append_events(request: Request) -> JSONResponse:
             valid, rejected = (fast, []) if fast is not None else _validated(_batch_items(parse_json(body)))
             return ctx.live.append_events(org, trace_ref, valid), rejected
 
-    result, rejected = await anyio.to_thread.run_sync(append)
+    result, rejected = await _in_append_thread(append)
     if result.stored:
         ctx.metrics.ingested_events.labels("live").inc(len(result.stored))
         # The trace's UUID came with the append: no whole-trace read to publish a batch.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping, MutableMapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import unquote
@@ -22,10 +23,23 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream
 from starlette.types import ASGIApp
 
+# An ASGI scope extension of a read from `TraceClient` (`read_scope`): the caller would parse the answer's JSON
+# into the model it was written from, so a route may hand it that model instead, under `MODEL_ANSWER` in its
+# body message (the body then empty): `read_whole` returns it. No request over a network carries it.
+MODEL_EXTENSION = "molar.model"
+MODEL_ANSWER = "molar.model"
 # A request extension: the caller reads the whole answer at once (`TraceClient`'s calls other than streams),
 # so the app may run in the caller's task. Other transports ignore it.
 READ_WHOLE = "molar.read_whole"
 APP_EXIT_S = 5.0  # how long a cancelled caller waits for the app's task to unwind
+
+
+@dataclass(frozen=True)
+class WholeAnswer:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    model: Any  # the model the answer was written from, when the app handed it over (`MODEL_ANSWER`)
 
 
 class _BodyStream(httpx2.AsyncByteStream):
@@ -100,8 +114,8 @@ class StreamingASGITransport(httpx2.AsyncBaseTransport):
         }
 
     async def _whole(self, scope: dict[str, Any], request: httpx2.Request) -> httpx2.Response:
-        status, headers, body = await self.call_whole(scope, await request.aread())
-        return httpx2.Response(status, headers=headers, content=body)
+        answer = await self.call_whole(scope, await request.aread())
+        return httpx2.Response(answer.status, headers=answer.headers, content=answer.body)
 
     def read_scope(
         self, base: httpx2.URL, method: str, path: str, query: str, headers: list[tuple[bytes, bytes]]
@@ -121,20 +135,20 @@ class StreamingASGITransport(httpx2.AsyncBaseTransport):
             "server": (base.host, base.port or (443 if base.scheme == "https" else 80)),
             "client": self.client,
             "root_path": "",
-            "extensions": dict(self.extensions),
+            "extensions": {**self.extensions, MODEL_EXTENSION: {}},
         }
 
-    async def call_whole(self, scope: dict[str, Any], body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def call_whole(self, scope: dict[str, Any], body: bytes) -> WholeAnswer:
         """A request whose answer is read whole: its body is collected as the app sends it, no channel and
         no task group between them. The app runs in a plain task of its own, so what it sets in context
-        variables (the org a request acts in) stays in it, as with a request over a socket. Returns the
-        status, the headers and the body."""
+        variables (the org a request acts in) stays in it, as with a request over a socket."""
         if self._tg is None:
             raise RuntimeError("open the AsyncClient (async with) before sending through StreamingASGITransport")
         sent = False
         status: list[int] = []
         headers: list[tuple[bytes, bytes]] = []
         chunks: list[bytes] = []
+        models: list[Any] = []
         finished = anyio.Event()
 
         async def receive() -> dict[str, Any]:
@@ -151,6 +165,8 @@ class StreamingASGITransport(httpx2.AsyncBaseTransport):
                 headers.extend(message.get("headers", []))
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
+                if MODEL_ANSWER in message:
+                    models.append(message[MODEL_ANSWER])
                 if not message.get("more_body", False):
                     finished.set()
 
@@ -174,7 +190,7 @@ class StreamingASGITransport(httpx2.AsyncBaseTransport):
             finished.set()
         if not status:
             raise httpx2.RemoteProtocolError("the ASGI app ended without a response")
-        return status[0], headers, b"".join(chunks)
+        return WholeAnswer(status[0], headers, b"".join(chunks), models[0] if models else None)
 
     async def _streamed(self, scope: dict[str, Any], request: httpx2.Request) -> httpx2.Response:
         assert self._tg is not None

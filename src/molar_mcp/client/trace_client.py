@@ -493,14 +493,16 @@ class TraceClient:
                 headers[name] = value  # as `HeaderAuth.auth_flow` sets them
         scope = self._in_process.read_scope(self._base, "GET", path, query, headers.raw)
         try:
-            status, answer_headers, body = await self._in_process.call_whole(scope, b"")
+            answer = await self._in_process.call_whole(scope, b"")
         except httpx2.TransportError as exc:
             raise UnavailableError(
                 0, "unavailable", f"the trace store at {self._http.base_url} did not answer: {exc}"
             ) from exc
-        if status >= 400:
-            raise _error_from(httpx2.Response(status, headers=answer_headers, content=body))
-        return _parse_body(status, body, model)
+        if answer.status >= 400:
+            raise _error_from(httpx2.Response(answer.status, headers=answer.headers, content=answer.body))
+        if isinstance(answer.model, model) and type(answer.model) is model:
+            return answer.model  # what parsing its JSON would give: the route handed it over
+        return _parse_body(answer.status, answer.body, model)
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
         try:

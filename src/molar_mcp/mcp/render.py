@@ -224,11 +224,15 @@ def fit_rows(rows: Sequence[TraceRow], budget: int, filters_desc: str, costs: Ro
 # ---- get_trace -----------------------------------------------------------------------------------
 
 
+# json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False), its encoder made once
+_compact_json = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode
+
+
 def _flat(value: Any) -> str:
     """A value as `k=v` text reads it: bare words bare, the rest as compact JSON."""
     if isinstance(value, str) and value and not any(c in value for c in " \"'=|\n{}[]"):
         return value
-    return json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
+    return _compact_json(value)
 
 
 def _said(value: Any, message: str) -> bool:
@@ -259,7 +263,7 @@ def event_detail(ev: Event, trace_ref: str | None, limit: int = DETAIL_CHARS, or
             head += f" ({p['duration_ms']} ms)"
         body = _json_body(p.get("body"))
         if body not in (None, "", {}):
-            head += " body=" + json.dumps(body, separators=(",", ":"), default=str, ensure_ascii=False)
+            head += " body=" + _compact_json(body)
         text = head
     else:
         message = ev.message or ""
@@ -374,7 +378,7 @@ def header(detail: TraceDetail) -> TraceHeader:
         title=detail.scenario_title,
         source=detail.source,
         code_sha=detail.code_sha,
-        created_at=detail.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        created_at=utc_seconds(detail.created_at),
         duration_ms=detail.duration_ms,
         failure_signature=detail.failure_signature,
         parent_trace_id=detail.parent_trace_id,

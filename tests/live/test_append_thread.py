@@ -1,0 +1,59 @@
+"""An append's work runs on an append thread (`api/live.py _in_append_thread`): in the request's context
+(its org scope: on PostgreSQL the transaction's row-level scope comes from it), its result or error given
+back, and, when the request is cancelled, run to its end before the cancellation goes on (as
+`anyio.to_thread.run_sync` did it: a batch is stored whole or not at all, never left running unawaited)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from contextvars import ContextVar
+
+import pytest
+
+from molar_mcp.api.live import _in_append_thread
+from molar_mcp.store.port import current_org_scope, org_scope
+
+pytestmark = pytest.mark.anyio
+
+_SEEN: ContextVar[str] = ContextVar("seen", default="unset")
+
+
+async def test_the_work_runs_on_another_thread_in_the_requests_context() -> None:
+    _SEEN.set("request")
+    here = threading.get_ident()
+    with org_scope("org_a"):
+        seen = await _in_append_thread(lambda: (current_org_scope(), _SEEN.get(), threading.get_ident()))
+    assert seen[:2] == ("org_a", "request")
+    assert seen[2] != here
+
+
+async def test_its_error_is_raised_in_the_request() -> None:
+    def fail() -> None:
+        raise LookupError("no such trace")
+
+    with pytest.raises(LookupError, match="no such trace"):
+        await _in_append_thread(fail)
+
+
+async def test_a_cancelled_request_waits_for_its_append_to_end_then_is_cancelled() -> None:
+    started, release, ended = threading.Event(), threading.Event(), threading.Event()
+
+    def work() -> str:
+        started.set()
+        release.wait(10)
+        ended.set()
+        return "stored"
+
+    task = asyncio.ensure_future(_in_append_thread(work))
+    assert await asyncio.to_thread(started.wait, 10)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    assert not task.done()  # the append is still running: the request waits for it
+    task.cancel()  # a second cancellation does not cut the wait short either
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ended.is_set()
