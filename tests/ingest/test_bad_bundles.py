@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +136,33 @@ def test_a_bundle_exactly_at_the_limit_is_not_too_large_but_one_byte_more_is(
     with pytest.raises(BundleError) as caught:
         ingest_bundle(store, LOCAL_ORG_ID, data, max_bytes=len(data) - 1)
     assert caught.value.kind == "payload_too_large"
+
+
+def test_a_bundle_cut_short_inside_its_events_is_refused_and_nothing_is_stored(store: SqliteTraceStore) -> None:
+    events = [checkout_events()[0] | {"seq": n, "message": f"line {n} {n * 7919 % 10007}"} for n in range(3_000)]
+    whole = make_bundle(events=events)
+    assert len(whole) < SMALL_LIMIT
+    for cut in (len(whole) // 3, len(whole) * 2 // 3, len(whole) - 30):
+        assert refuse(store, whole[:cut]).kind == "bad_bundle"
+
+
+def test_a_sparse_events_member_is_read_and_its_holes_refused_as_a_bad_line(
+    store: SqliteTraceStore, tmp_path: Path
+) -> None:
+    """GNU tar stores a file with holes as a sparse member; the events stream reads it as any member (its
+    holes are NUL bytes: not JSON), and the line is named."""
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    (folder / "summary.json").write_text(json.dumps(summary()))
+    good = json.dumps(checkout_events()[0] | {"seq": 0}).encode() + b"\n"
+    with open(folder / "events.ndjson", "wb") as fh:
+        fh.write(good)
+        fh.seek(64 * 1024, 1)  # a hole
+        fh.write(b"\n" + good)
+    archive = tmp_path / "bundle.tar.gz"
+    subprocess.run(["tar", "--sparse", "-czf", archive, "-C", folder, "summary.json", "events.ndjson"], check=True)
+    with tarfile.open(archive) as tf:
+        assert tf.getmember("events.ndjson").issparse()
+    err = refuse(store, archive.read_bytes())
+    assert err.kind == "validation_error"
+    assert "line 2 is not JSON" in err.message

@@ -25,12 +25,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import accumulate
-from typing import IO, Annotated, Any, Literal, get_args
+from typing import IO, Annotated, Any, Literal, cast, get_args
 
 import annotated_types
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import SchemaValidator, core_schema
+from zlib_ng import zlib_ng
+from zlib_ng.gzip_ng import GzipFile
 
 from molar_mcp.models import TRACE_SOURCES, TRACE_STATUSES, ArtifactRef, Event
 from molar_mcp.models.limits import loads_bounded
@@ -59,6 +61,15 @@ _CHUNK_BYTES = 512 * 1024
 _READ_BLOCK = 1 << 20
 # The store keeps integers as SQLite's signed 64-bit; a larger one is refused here, before storing.
 _MAX_INT = 2**63 - 1
+# What reading a corrupt tar.gz raises: a corrupt deflate stream raises zlib-ng's error, no OSError.
+_TAR_ERRORS: tuple[type[Exception], ...] = (
+    tarfile.TarError,
+    OSError,
+    EOFError,
+    zlib.error,
+    cast(type[Exception], zlib_ng.error),
+)
+_STREAM_ERRORS: tuple[type[Exception], ...] = (*_TAR_ERRORS, zipfile.BadZipFile)  # events.ndjson of either archive
 
 
 class BundleError(Exception):
@@ -306,9 +317,11 @@ def _open_tar(data: bytes, max_expanded: int) -> _Archive:
     streamed: dict[str, tarfile.TarInfo] = {}
     total = 0
     try:
-        # Random access ("r:gz"): the events member is skipped here and read from its offset later, so
-        # the archive stays open past this function (`_Archive.close`, once the events are read).
-        tf = tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")  # noqa: SIM115
+        # Random access: the events member is skipped here and read from its offset later, so the archive
+        # stays open past this function (`_Archive.close`, once the events are read). Decompressed by
+        # zlib-ng (the same gzip, ~4× faster to skip past a member than the standard library's module).
+        unpacked = GzipFile(fileobj=io.BytesIO(data), mode="rb")  # type: ignore[no-untyped-call]
+        tf = tarfile.open(fileobj=unpacked, mode="r:")  # noqa: SIM115
         for count, member in enumerate(tf, start=1):
             if count > _MAX_MEMBERS:
                 raise BundleError("payload_too_large", f"the bundle has more than {_MAX_MEMBERS} files")
@@ -329,19 +342,58 @@ def _open_tar(data: bytes, max_expanded: int) -> _Archive:
             if fh is None:
                 raise BundleError("bad_bundle", f"cannot read {member.name!r}")
             files[name] = fh.read()
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+    except _TAR_ERRORS as exc:
         raise BundleError("bad_bundle", f"the tar.gz archive is corrupt: {exc}") from exc
 
     def open_member(name: str) -> IO[bytes]:
+        member = streamed[name]
         try:
-            fh = tf.extractfile(streamed[name])
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            if not member.issparse():
+                # A stream of its own, read forward to the member's data (zlib-ng's reader cannot go back
+                # once it has read past its first buffer), then that many bytes.
+                fresh = GzipFile(fileobj=io.BytesIO(data), mode="rb")  # type: ignore[no-untyped-call]
+                fresh.seek(member.offset_data)
+                return cast(IO[bytes], _MemberData(fresh, member.size))
+            # A sparse member (never written by a bundle's producers): the standard library's reader.
+            whole = tarfile.open(fileobj=io.BytesIO(data), mode="r:gz")  # noqa: SIM115
+            fh = whole.extractfile(whole.getmember(member.name))
+        except _TAR_ERRORS as exc:
             raise BundleError("bad_bundle", f"the tar.gz archive is corrupt: {exc}") from exc
         if fh is None:
             raise BundleError("bad_bundle", f"cannot read {name!r}")
         return fh
 
-    return _Archive(files, set(streamed), open_member, tf.close)
+    def close() -> None:
+        tf.close()
+        unpacked.close()
+
+    return _Archive(files, set(streamed), open_member, close)
+
+
+class _MemberData:
+    """The `size` bytes of a tar member's data, read from a stream standing at its start."""
+
+    def __init__(self, fh: GzipFile, size: int) -> None:
+        self._fh, self._left = fh, size
+
+    def read(self, n: int = -1) -> bytes:
+        want = self._left if n < 0 else min(n, self._left)
+        if want <= 0:
+            return b""
+        data = self._fh.read(want)
+        if not data:
+            raise EOFError("the archive ends inside a member")
+        self._left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> _MemberData:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _find_root(files: set[str]) -> str:
@@ -443,7 +495,7 @@ def _event_chunks(archive: _Archive, name: str, parsed: ParsedBundle) -> Iterato
                     last_seq = last["seq"] if isinstance(last, dict) else last.seq
                     parsed.events_read += len(events)
                     yield events
-    except (tarfile.TarError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
+    except _STREAM_ERRORS as exc:
         raise BundleError("bad_bundle", f"cannot read {name!r}: {exc}") from exc
     finally:
         archive.close()

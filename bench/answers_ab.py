@@ -1,0 +1,128 @@
+"""Same answers before and after: every answer of a fixed set of MCP calls, from two checkouts, compared.
+
+    .venv/bin/python bench/answers_ab.py --data /tmp/molar-scale/s10k --before /tmp/before/src
+
+Each side runs in its own process (`--before`'s code on PYTHONPATH, then this checkout's) over the real MCP
+client, in memory, against a fresh copy of `--data` (opening a store may change it: a quiet running trace
+is marked interrupted), after loading the demo's Playwright run, shipped scenario runs and agent run into
+the copy. The calls: `get_trace` on the 70 newest traces and 13 of the oldest failed/errored/passed ones at
+budgets 800…20,000, a step page and an events page of each, three step pages of the 10k-event trace
+(`bench-ids.json`), `list_traces` by status. Prints how many answers differ (0 expected) and the first
+difference; exits 1 when any does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def corpus(data: Path) -> list[str]:
+    db = sqlite3.connect(data / "molar.sqlite3")
+    try:
+        ids = [r[0] for r in db.execute("SELECT short_id FROM traces ORDER BY rowid DESC LIMIT 70")]
+        ids += [
+            r[0]
+            for r in db.execute(
+                "SELECT short_id FROM traces WHERE status IN ('failed', 'error') ORDER BY rowid LIMIT 10"
+            )
+        ]
+        ids += [r[0] for r in db.execute("SELECT short_id FROM traces WHERE status = 'passed' ORDER BY rowid LIMIT 3")]
+    finally:
+        db.close()
+    return ids
+
+
+async def dump(data: Path) -> list[dict[str, Any]]:
+    """This process's code: load the demos into `data` (a copy), make every call; the answers."""
+    from mcp.client import Client
+
+    from molar_mcp.compose import (
+        create_stdio_server,
+        load_agent_demo,
+        load_playwright_demo,
+        load_shipped_demo,
+        open_embedded,
+    )
+
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    ids = json.loads((data / "bench-ids.json").read_text())
+    with open_embedded(data) as embedded:
+        load_playwright_demo(embedded.store)
+        load_shipped_demo(embedded.store)
+        load_agent_demo(embedded)
+        calls: list[tuple[str, dict[str, Any]]] = []
+        for sid in corpus(data):
+            calls += [
+                ("get_trace", {"trace_id": sid, "max_tokens": n}) for n in (800, 1000, 1300, 2000, 3000, 6000, 20000)
+            ]
+            calls.append(("get_trace", {"trace_id": sid, "step": 1}))
+            calls.append(("get_trace", {"trace_id": sid, "events": True, "max_tokens": 1000}))
+        calls += [("get_trace", {"trace_id": ids["big"], "step": 25, "max_tokens": n}) for n in (800, 2000, 6000)]
+        calls += [("list_traces", {"status": s} if s else {}) for s in ("failed", "passed", "error", None)]
+        answers: list[dict[str, Any]] = []
+        async with Client(create_stdio_server(embedded.client_factory())) as client:
+            for name, args in calls:
+                result = await client.call_tool(name, args)
+                answers.append(
+                    {
+                        "call": [name, args],
+                        "error": result.is_error,
+                        "content": [
+                            b.model_dump(mode="json", by_alias=True, exclude_none=True) for b in result.content
+                        ],
+                        "structured": result.structured_content,
+                    }
+                )
+    return answers
+
+
+def side(data: Path, src: Path | None, work: Path, name: str) -> list[Any]:
+    copy = work / name / "data"
+    shutil.copytree(data, copy)
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src.resolve())
+    out = work / f"{name}.json"
+    subprocess.run([sys.executable, __file__, "--dump", str(copy), str(out)], env=env, check=True)
+    return list(json.loads(out.read_text()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--data", type=Path, help="a data dir with bench-ids.json (bench_scale.py writes it)")
+    parser.add_argument("--before", type=Path, help="another checkout's src/")
+    parser.add_argument("--dump", nargs=2, type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.dump:
+        data, out = args.dump
+        out.write_text(json.dumps(asyncio.run(dump(data)), indent=1, ensure_ascii=False))
+        return
+    if args.data is None or args.before is None:
+        parser.error("--data and --before are required")
+    with tempfile.TemporaryDirectory(prefix="answers-ab-") as tmp:
+        work = Path(tmp)
+        before = side(args.data, args.before, work, "before")
+        after = side(args.data, None, work, "after")
+    differ = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
+    print(f"{len(after)} answers, {len(differ)} differ")
+    if differ:
+        first = differ[0]
+        print(
+            json.dumps({"call": after[first]["call"], "before": before[first], "after": after[first]}, indent=1)[:4000]
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
