@@ -53,10 +53,13 @@ TAKEN: list[bytes] = [
     json.dumps({"events": [ev(0, message="caf\u00e9 \u2603 \U0001f600 \x00", payload={"t": "\x00"})]}).encode(),
     json.dumps({"events": [ev(i) for i in range(1000)]}).encode(),
     body_at_depth(MAX_JSON_DEPTH),  # the limit itself is taken
+    batch(*(ev(i, payload={"x": [i, {"y": "}{"}]}) for i in range(100))),  # many shallow containers: walked
+    batch(*(ev(i, message="{[" * 40) for i in range(100))),  # brackets in strings only
 ]
 
 DECLINED: list[bytes] = [
     body_at_depth(MAX_JSON_DEPTH + 1),  # past the nesting limit: 400
+    batch(*(ev(i, payload={"n": i}) for i in range(99)), ev(99, payload={"v": nested(MAX_JSON_DEPTH - 3)})),
     json.dumps({"events": [ev(0, payload={"n": 2**63})]}).encode(),  # beyond 64 bits: 400
     json.dumps({"events": [ev(0, payload={"n": 2**62, "s": "1234567890123456789012"})]}).encode(),  # a long run
     json.dumps({"events": [ev(0)], "more": 1}).encode(),  # another member

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,3 +99,14 @@ def test_a_column_null_in_every_row_of_a_statement_is_written_not_bound(db: Data
     assert _multi_row(INSERT, 64, (1,)) == (f"INSERT INTO t (a, b, c) VALUES {','.join(['(?,NULL,?)'] * 64)}", 3)
     assert _multi_row(INSERT, 4, (2,)) == (f"INSERT INTO t (a, b, c) VALUES {','.join(['(?,?,NULL)'] * 4)}", 3)
     assert _multi_row(INSERT, 2) == ("INSERT INTO t (a, b, c) VALUES (?, ?, ?),(?, ?, ?)", 3)
+
+
+ONE_OR_NONE_LEFT = [[(None, None, None)] * 3, [(i, None, None) for i in range(5)]]
+
+
+@pytest.mark.parametrize("rows", ONE_OR_NONE_LEFT, ids=["all", "one-left"])
+def test_rows_with_one_value_or_none_left_to_bind_go_in_as_they_are(db: Database, rows: list[tuple[Any, ...]]) -> None:
+    with db.tx() as conn:
+        conn.execute("CREATE TABLE u (a INTEGER, b TEXT, c BLOB)")
+        conn.executemany("INSERT INTO u (a, b, c) VALUES (?, ?, ?)", CleanRows(rows))
+        assert conn.execute("SELECT a, b, c FROM u ORDER BY rowid").fetchall() == rows

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ MAX_IDLE_READERS = 16
 CHECKPOINT_SECONDS = 0.5
 BACKSTOP_PAGES = 10_000
 NUL, REPLACEMENT = "\x00", "\ufffd"
+_NULL = {None}
 
 
 def store_text(value: str) -> str:
@@ -138,13 +140,15 @@ class TextConnection(sqlite3.Connection):
             # A column NULL in every row of the statement is written NULL in it, not bound: the sqlite3
             # module binds a None (or any value not a str, int, float or bytes) through its adapter look-up,
             # ~0.4 µs each (a live append's rows have no idempotency key and often no message).
-            columns = list(zip(*part, strict=True))
-            nulls = tuple(i for i, column in enumerate(columns) if column.count(None) == size)
-            if nulls:
-                bound = [c for i, c in enumerate(columns) if i not in nulls]
-                values = list(chain.from_iterable(zip(*bound, strict=True)))
-            else:
+            nulls = tuple(i for i, v in enumerate(part[0]) if v is None and set(map(itemgetter(i), part)) == _NULL)
+            if not nulls:
                 values = list(chain.from_iterable(part))
+            elif len(nulls) == width:
+                values = []
+            elif len(nulls) == width - 1:  # one value a row left (itemgetter of one gives it, not a tuple)
+                values = list(map(itemgetter(next(i for i in range(width) if i not in nulls)), part))
+            else:
+                values = list(chain.from_iterable(map(itemgetter(*(i for i in range(width) if i not in nulls)), part)))
             cursor = execute(_multi_row(sql, size, nulls)[0], values)  # type: ignore[index]
             start, left = start + size, left - size
         assert cursor is not None
