@@ -12,6 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -279,6 +280,10 @@ def find_trace_pk(conn: sqlite3.Connection, org_id: str, trace_ref: str) -> tupl
     return int(row[0]), str(row[7])
 
 
+# The kind, and the kind, ok and message, of an `events` row as `event_rows` builds it with its trace's pk.
+_KIND, _KIND_OK_MESSAGE = itemgetter(3), itemgetter(3, 6, 7)
+
+
 class SqliteTraceStore:
     """`TraceStore` over SQLite (`store/db.py`: one writer behind a lock, readers on their own connections)."""
 
@@ -392,8 +397,8 @@ class SqliteTraceStore:
                         " VALUES (?,?,?,?,?,?,?,?,?)",
                         rows,
                     )
-                    kind_counts.update(row[3] for row in rows)
-                    text.add((row[3], row[6], row[7]) for row in rows)
+                    kind_counts.update(map(_KIND, rows))  # (map and itemgetter: no Python frame per row)
+                    text.add(map(_KIND_OK_MESSAGE, rows))
                     if chunk:
                         last_ts = event_ts(chunk[-1])
                     del rows  # freed inside the pause, as the chunk is once the next one replaces it
