@@ -25,12 +25,14 @@ async def json_bytes(request: Request) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_JSON_BYTES:
         raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_JSON_BYTES} bytes")
-    body = b""
+    # A bytearray grows in place: `bytes +=` copied the whole body for every chunk, so a body sent in many
+    # small pieces (a slow or hostile client's small TCP segments) cost time quadratic in its size.
+    body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_JSON_BYTES:
             raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_JSON_BYTES} bytes")
-    return body
+    return bytes(body)
 
 
 def parse_json(body: bytes) -> Any:
