@@ -4,10 +4,11 @@ protocol eras over real HTTP, JSON and SSE answers parsed, every bad answer rais
 from __future__ import annotations
 
 from collections.abc import Iterator
+
 import httpx2
 import pytest
-
 from bench.mcp_light import LEGACY, MODERN, CallFailed, LightClient, check_trace, list_rows
+
 from tests.servers import Served, start_server, stop_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
