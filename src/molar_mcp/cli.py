@@ -224,13 +224,14 @@ def cmd_stdio(args: argparse.Namespace) -> int:
         open_embedded,
         remote_client_factory,
     )
+    from molar_mcp.mcp.stdio import run_stdio
 
     api_url = args.api_url or os.environ.get("MOLAR_API_URL")
     api_key = args.api_key or os.environ.get("MOLAR_API_KEY")
     if api_url:
         server = create_stdio_server(remote_client_factory(api_url, api_key))
         name_event_loop()
-        asyncio.run(server.run_stdio_async())
+        asyncio.run(run_stdio(server))
         return 0
     try:
         debugger = debugger_config(args.model)
@@ -247,7 +248,7 @@ def cmd_stdio(args: argparse.Namespace) -> int:
             log.info("demo data: %s", load_demo(embedded))
         server = create_stdio_server(embedded.client_factory())
         name_event_loop()
-        asyncio.run(server.run_stdio_async())
+        asyncio.run(run_stdio(server))
     return 0
 
 
