@@ -69,9 +69,19 @@ class Served:
         raise RuntimeError(f"{cmd} did not start")
 
     def cpu_ms(self) -> float:
-        """The server process's CPU time so far (user + system), in ms."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+        """The server's CPU time so far (user + system), in ms: every process of its session (`serve
+        --workers N` runs N worker processes; analysis workers count too) and the children it reaped."""
+        ticks = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # a process that ended meanwhile
+                continue
+            if int(fields[3]) == self.proc.pid:  # its session (started with start_new_session)
+                ticks += int(fields[11]) + int(fields[12])
+                if stat.parent.name == str(self.proc.pid):
+                    ticks += int(fields[13]) + int(fields[14])
+        return ticks * 1000 / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -85,60 +95,96 @@ class Served:
 # ---- one era's clients (a subprocess) ------------------------------------------------------------
 
 
-async def _clients(urls: list[str], mode: str, count: int, seconds: float) -> dict[str, Any]:
-    from mcp.client import Client
-
+async def _clients(urls: list[str], mode: str, count: int, seconds: float, kind: str = "sdk") -> dict[str, Any]:
+    """`count` clients of one era (`mode`: the SDK's "auto" = 2026-07-28, or "legacy" = 2025-11-25) in this
+    process, `kind` "sdk" (the `mcp` SDK's `Client`) or "light" (mcp_light.py: the same wire, little CPU)."""
     latencies: list[float] = []
     errors: list[str] = []
     ready = asyncio.Event()
     opened = 0
     start_at = 0.0
 
-    async def one(url: str) -> None:
+    async def loop(call: Any) -> None:
+        """list_traces(status=failed) → get_trace(a row of it, rotating) until the time is up."""
+        rows: list[str] = []
+        turn = 0
+        while time.monotonic() < start_at + seconds:
+            if turn % 2 == 0 or not rows:
+                name, args = "list_traces", {"status": "failed"}
+            else:
+                name, args = "get_trace", {"trace_id": rows[(turn // 2) % len(rows)]}
+            turn += 1
+            t = time.perf_counter()
+            try:
+                listed = await call(name, args)
+            except Exception as exc:  # a refused, broken or wrong answer is an error, counted
+                errors.append(f"{name}: {type(exc).__name__}: {exc}"[:300])
+                continue
+            latencies.append((time.perf_counter() - t) * 1000)
+            if listed is not None:
+                rows = listed
+
+    async def arrived() -> None:
         nonlocal opened
+        opened += 1
+        if opened == count:
+            ready.set()
+        await ready.wait()
+
+    async def sdk(url: str) -> None:
+        from mcp.client import Client
+
+        async with Client(url, mode=mode, read_timeout_seconds=120) as client:
+
+            async def call(name: str, args: dict[str, Any]) -> list[str] | None:
+                result = await client.call_tool(name, args)
+                if result.is_error:
+                    raise RuntimeError(f"isError: {result.content}")
+                if name != "list_traces":
+                    return None
+                listed = result.structured_content or {}
+                if "rows" in listed:  # arrays under `columns`, short_id first
+                    return [r[0] for r in listed["rows"]]
+                return [r["short_id"] for r in listed.get("items", [])]  # a checkout from before (--before)
+
+            await arrived()
+            await loop(call)
+
+    async def light(url: str) -> None:
+        from mcp_light import LEGACY, MODERN, LightClient, check_trace, list_rows
+
+        async with LightClient(url, LEGACY if mode == "legacy" else MODERN) as client:
+
+            async def call(name: str, args: dict[str, Any]) -> list[str] | None:
+                result = await client.call_tool(name, args)
+                if name == "list_traces":
+                    return list_rows(result)
+                check_trace(result, args["trace_id"])
+                return None
+
+            await arrived()
+            await loop(call)
+
+    async def one(url: str) -> None:
         try:
-            async with Client(url, mode=mode, read_timeout_seconds=120) as client:
-                opened += 1
-                if opened == count:
-                    ready.set()
-                await ready.wait()
-                rows: list[str] = []
-                turn = 0
-                while time.monotonic() < start_at + seconds:
-                    if turn % 2 == 0 or not rows:
-                        name, args = "list_traces", {"status": "failed"}
-                    else:
-                        name, args = "get_trace", {"trace_id": rows[(turn // 2) % len(rows)]}
-                    turn += 1
-                    t = time.perf_counter()
-                    try:
-                        result = await client.call_tool(name, args)
-                    except Exception as exc:  # a refused or broken call is an error, counted
-                        errors.append(f"{name}: {type(exc).__name__}: {exc}"[:300])
-                        continue
-                    latencies.append((time.perf_counter() - t) * 1000)
-                    if result.is_error:
-                        errors.append(f"{name}: {result.content}"[:300])
-                    elif name == "list_traces":
-                        listed = result.structured_content or {}
-                        if "rows" in listed:  # arrays under `columns`, short_id first
-                            rows = [r[0] for r in listed["rows"]]
-                        else:  # a checkout from before rows became arrays (--before)
-                            rows = [r["short_id"] for r in listed.get("items", [])]
+            await (light(url) if kind == "light" else sdk(url))
         except Exception as exc:
             errors.append(f"session: {type(exc).__name__}: {exc}"[:300])
             ready.set()
 
     async def started() -> None:
-        nonlocal start_at
+        nonlocal start_at, cpu_at_start
         await ready.wait()
         start_at = time.monotonic()
+        cpu_at_start = time.process_time()
 
     start_at = time.monotonic() + 3600
+    cpu_at_start = 0.0
     # Client i stays on server i mod n (several replicas: what a proxy keeping sessions on one does).
     await asyncio.gather(started(), *(one(urls[i % len(urls)]) for i in range(count)))
-    # This process's CPU (sessions opened and closed included): what the clients themselves cost the machine.
-    return {"latencies": latencies, "errors": errors, "cpu_ms": time.process_time() * 1000}
+    # This process's CPU while the clients loop (start-up, imports and opening sessions left out): what the
+    # clients themselves cost the machine a call.
+    return {"latencies": latencies, "errors": errors, "cpu_ms": (time.process_time() - cpu_at_start) * 1000}
 
 
 # ---- writers -------------------------------------------------------------------------------------
@@ -192,12 +238,13 @@ def run_load(
     writers: int = 5,
     src: Path | None = None,
     extra: list[str] | None = None,
+    kind: str = "sdk",
 ) -> dict[str, Any]:
     """One load run against a fresh server on `data`; its figures."""
     server = Served(data, src, extra or [])
     try:
         cpu = server.cpu_ms()
-        result = drive([server.base], seconds=seconds, clients=clients, writers=writers)
+        result = drive([server.base], seconds=seconds, clients=clients, writers=writers, kind=kind)
         # The server's CPU over the run per tool call (the writers' appends are in it too): it does not move
         # with the machine's load as the times do.
         calls = result["calls_per_s"] * seconds
@@ -207,7 +254,7 @@ def run_load(
         server.stop()
 
 
-def drive(bases: list[str], *, seconds: float, clients: int, writers: int) -> dict[str, Any]:
+def drive(bases: list[str], *, seconds: float, clients: int, writers: int, kind: str = "sdk") -> dict[str, Any]:
     """The clients and writers against running servers (spread over them); the figures."""
     load_before = os.getloadavg()[0]
     urls = ",".join(base + "/mcp" for base in bases)
@@ -224,6 +271,8 @@ def drive(bases: list[str], *, seconds: float, clients: int, writers: int) -> di
                 str(clients),
                 "--seconds",
                 str(seconds),
+                "--client",
+                kind,
             ],
             stdout=subprocess.PIPE,
         )
@@ -292,27 +341,43 @@ def main() -> int:
     parser.add_argument(
         "--replicas", type=int, default=0, help="N `serve` replicas on a throwaway PostgreSQL cluster instead"
     )
+    parser.add_argument(
+        "--client",
+        choices=["sdk", "light", "both"],
+        default="sdk",
+        help="the load's MCP clients: the `mcp` SDK's, the light one (mcp_light.py), or both in turn each run",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--era", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.era:
-        print(json.dumps(asyncio.run(_clients(args.url.split(","), args.era, args.clients, args.seconds))))
+        clients = _clients(args.url.split(","), args.era, args.clients, args.seconds, args.client)
+        print(json.dumps(asyncio.run(clients)))
         return 0
     args.work.mkdir(parents=True, exist_ok=True)
     data, ids = (Path(), {}) if args.replicas else prepare(args.work, args.traces)
     extra = args.serve_args.split()
-    variants: list[tuple[str, Path | None]] = ([("before", args.before)] if args.before else []) + [("this", None)]
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in variants}
+    codes: list[tuple[str, Path | None]] = ([("before", args.before)] if args.before else []) + [("this", None)]
+    kinds = ["sdk", "light"] if args.client == "both" else [args.client]
+    variants = [(name if len(kinds) == 1 else f"{name}/{kind}", src, kind) for name, src in codes for kind in kinds]
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in variants}
     for run in range(args.runs):
-        for name, src in variants:
+        for name, src, kind in variants:
             print(f"run {run + 1}/{args.runs}: {name} (load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
             if args.replicas:
                 with pg_replicas(args.replicas, args.traces, src, extra) as bases:
-                    result = drive(bases, seconds=args.seconds, clients=args.clients, writers=args.writers)
+                    result = drive(bases, seconds=args.seconds, clients=args.clients, writers=args.writers, kind=kind)
             else:
                 result = run_load(
-                    data, ids, seconds=args.seconds, clients=args.clients, writers=args.writers, src=src, extra=extra
+                    data,
+                    ids,
+                    seconds=args.seconds,
+                    clients=args.clients,
+                    writers=args.writers,
+                    src=src,
+                    extra=extra,
+                    kind=kind,
                 )
             print(
                 f"  {json.dumps({k: v for k, v in result.items() if k != 'error_samples'})}",
@@ -341,7 +406,7 @@ def main() -> int:
             values = [r[key] for r in rs if key in r]
             if not values:
                 continue
-            print(f"{name:7s} {label:18s} {min(values):9.1f} / {statistics.median(values):9.1f} / {max(values):9.1f}")
+            print(f"{name:12s} {label:18s} {min(values):9.1f} / {statistics.median(values):9.1f} / {max(values):9.1f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

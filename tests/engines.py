@@ -24,6 +24,46 @@ from tests.servers import free_port
 PG_BIN = Path(os.environ.get("MOLAR_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
+_OWNER_FILE = "owner"
+
+
+def _process_token(pid: int) -> str | None:
+    """`pid` and its start time (clock ticks since boot), or None when no such process runs: a pid the
+    kernel reuses for another process gets another start time."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name (which may hold spaces and parentheses); the start time is field 22.
+    return f"{pid} {stat.rsplit(')', 1)[1].split()[19]}"
+
+
+def reap_orphan_clusters(tmp: Path | None = None) -> list[Path]:
+    """Stop and remove the clusters whose test process is gone (killed by a timeout or SIGKILL, it never
+    reached `pg_cluster`'s `finally`): each cluster's dir names its owner by pid and start time. Clusters
+    of live processes, and dirs without an owner file, are left alone. Returns the dirs removed."""
+    removed = []
+    for root in sorted(Path(tmp or tempfile.gettempdir()).glob("molar-pg-*")):
+        try:
+            owner = (root / _OWNER_FILE).read_text().strip()
+        except OSError:
+            continue
+        if _process_token(int(owner.split()[0])) == owner:
+            continue
+        _stop(root / "data")
+        shutil.rmtree(root, ignore_errors=True)
+        removed.append(root)
+    return removed
+
+
+def _stop(data: Path) -> None:
+    if (data / "postmaster.pid").exists():
+        subprocess.run(
+            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
+            capture_output=True,
+        )
+
+
 def _as_postgres(cmd: list[str]) -> list[str]:
     """PostgreSQL refuses to run as root: run the server tools as `postgres` when we are root."""
     if os.geteuid() == 0:
@@ -81,11 +121,14 @@ class PgCluster:
 
 @contextmanager
 def pg_cluster(settings: str = "") -> Iterator[PgCluster]:
-    """initdb + pg_ctl start in a temp dir owned by `postgres`; stopped and removed at the end. `settings`:
-    more `-c name=value` server options (after the defaults, so they win; the benchmarks use it)."""
+    """initdb + pg_ctl start in a temp dir owned by `postgres`; stopped and removed at the end (and, when the
+    process dies before its end, by the next `pg_cluster` on this machine). `settings`: more `-c name=value`
+    server options (after the defaults, so they win; the benchmarks use it)."""
     if not (PG_BIN / "initdb").is_file():
         raise RuntimeError(f"PostgreSQL binaries not found in {PG_BIN}: install postgresql-15 (.ci/run does)")
+    reap_orphan_clusters()
     root = Path(tempfile.mkdtemp(prefix="molar-pg-"))
+    (root / _OWNER_FILE).write_text(f"{_process_token(os.getpid())}\n")
     if os.geteuid() == 0:
         pw = pwd.getpwnam("postgres")
         os.chown(root, pw.pw_uid, pw.pw_gid)
@@ -125,11 +168,7 @@ def pg_cluster(settings: str = "") -> Iterator[PgCluster]:
             conn.execute(f"CREATE ROLE {cluster.user} LOGIN NOSUPERUSER")
         yield cluster
     finally:
-        if (data / "postmaster.pid").exists():
-            subprocess.run(
-                _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
-                capture_output=True,
-            )
+        _stop(data)
         shutil.rmtree(root, ignore_errors=True)
 
 
