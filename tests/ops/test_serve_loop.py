@@ -20,4 +20,3 @@ def test_serve_runs_its_event_loop_on_uvloop(tmp_path: Path) -> None:
         stop_server(served)
     # uvloop's loop is its C extension `uvloop/loop.*.so`, loaded only when a uvloop loop is made.
     assert any("/uvloop/loop." in line for line in mapped.splitlines()), "serve did not start a uvloop loop"
-
