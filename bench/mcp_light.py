@@ -39,7 +39,9 @@ class CallFailed(Exception):
 class LightClient:
     """One MCP client (one session on 2025-11-25) over its own `httpx2.AsyncClient` (its own connection)."""
 
-    def __init__(self, url: str, era: str, *, timeout: float = 120) -> None:
+    def __init__(
+        self, url: str, era: str, *, timeout: float = 120, transport: httpx2.AsyncBaseTransport | None = None
+    ) -> None:
         if era not in (MODERN, LEGACY):
             raise ValueError(f"era must be {MODERN} or {LEGACY}, not {era!r}")
         self.url = url
@@ -47,7 +49,7 @@ class LightClient:
         self.session_id: str | None = None
         self.answered_as: set[str] = set()  # the content types of the answers (JSON, SSE)
         self._ids = itertools.count(1)
-        self._http = httpx2.AsyncClient(timeout=timeout, trust_env=False)
+        self._http = httpx2.AsyncClient(timeout=timeout, trust_env=False, transport=transport)
         self._meta = {
             "io.modelcontextprotocol/protocolVersion": MODERN,
             "io.modelcontextprotocol/clientInfo": CLIENT_INFO,
@@ -149,14 +151,19 @@ class LightClient:
 
 
 async def _answer_in_stream(response: httpx2.Response, rid: int) -> Any:
-    """The JSON-RPC answer to request `rid` in an SSE response (notifications before it are skipped)."""
+    """The JSON-RPC answer to request `rid` in an SSE response (notifications before it are skipped). The
+    stream is read to its end (the server closes it after the answer): a response left unread closes its
+    connection, and the next request would open another."""
+    answer = None
     async for sse in httpx2.EventSource(response):
         if sse.event != "message" or not sse.data:  # the priming event of a resumable stream has no data
             continue
         message = _decode(sse.data)
-        if isinstance(message, dict) and "id" in message and ("result" in message or "error" in message):
-            return message
-    raise CallFailed(f"the event stream ended without an answer to request {rid}")
+        if answer is None and isinstance(message, dict) and ("result" in message or "error" in message):
+            answer = message
+    if answer is None:
+        raise CallFailed(f"the event stream ended without an answer to request {rid}")
+    return answer
 
 
 def list_rows(result: dict[str, Any]) -> list[str]:

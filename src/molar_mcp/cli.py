@@ -117,6 +117,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     roots = _replay_roots(args.replay_root)
     if roots is None:
         return 2
+    if args.workers < 1:
+        print("molar-mcp: --workers must be 1 or more", file=sys.stderr)
+        return 2
+    if args.workers > 1 and args.worker is None:
+        from molar_mcp.serve_workers import supervise
+
+        return supervise(args.host, args.port, args.workers, args.raw_argv)
+    place = None
+    if args.worker is not None:
+        from molar_mcp.api.workers import WorkerPlace
+
+        place = WorkerPlace(Path(args.worker_run_dir), args.worker, args.workers)
     with open_embedded(
         data_dir,
         **_engines(args),
@@ -127,8 +139,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         live_quiet_seconds=args.live_quiet_seconds,
         replay_demo=args.demo,
         replay_roots=roots,
+        workers=place,
     ) as embedded:
-        if args.demo:
+        if args.demo and (place is None or place.index == 0):  # worker 0 loads it before the others start
             log.info("demo data: %s", load_demo(embedded))
         allowed = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()] if args.allowed_hosts else None
         base = f"http://{args.host}:{args.port}"
@@ -146,7 +159,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 )
             )
             origins = own_origins(args.host, args.port, auth.config.issuer if auth else None, allowed or ())
-            app = create_serve_app(embedded, host=args.host, allowed_hosts=allowed, auth=auth, allowed_origins=origins)
+            app = create_serve_app(
+                embedded, host=args.host, allowed_hosts=allowed, auth=auth, allowed_origins=origins, workers=place
+            )
             if auth is None:
                 auth_line = "none (--no-auth): anyone who can reach this loopback address can read and write"
             else:
@@ -154,24 +169,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     f"OAuth 2.1 at {auth.config.issuer}/api/oauth (accounts: molar-mcp users create; "
                     "API keys: molar-mcp keys create)"
                 )
-            print(
-                f"molar-mcp {__version__}: data in {_where(args, data_dir)}\n"
-                f"  MCP (streamable HTTP): {base}/mcp\n"
-                f"  Trace REST API:        {base}/v1/traces\n"
-                f"  OTLP/HTTP traces:      OTEL_EXPORTER_OTLP_ENDPOINT={base}/otlp\n"
-                f"  Capabilities:          {base}/.well-known/molar-capabilities.json\n"
-                f"  Debugger model:        {debugger.model or 'none (answers are the detectors findings)'}\n"
-                f"  Replays:               {_replays_line(args.demo, roots)}\n"
-                f"  Auth:                  {auth_line}",
-                file=sys.stderr,
-                flush=True,
-            )
+            workers_line = f"\n  Workers:               {args.workers} processes" if place is not None else ""
+            if place is None or place.index == 0:  # one banner for the server
+                print(
+                    f"molar-mcp {__version__}: data in {_where(args, data_dir)}\n"
+                    f"  MCP (streamable HTTP): {base}/mcp\n"
+                    f"  Trace REST API:        {base}/v1/traces\n"
+                    f"  OTLP/HTTP traces:      OTEL_EXPORTER_OTLP_ENDPOINT={base}/otlp\n"
+                    f"  Capabilities:          {base}/.well-known/molar-capabilities.json\n"
+                    f"  Debugger model:        {debugger.model or 'none (answers are the detectors findings)'}\n"
+                    f"  Replays:               {_replays_line(args.demo, roots)}\n"
+                    f"  Auth:                  {auth_line}{workers_line}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             settle_heap()  # start-up's objects out of the collector's sight (api/memory.py)
             name_event_loop()
             # One log line per request costs every request its formatting and a write: off unless asked for.
-            uvicorn.run(
-                app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=args.access_log
-            )
+            if place is None:
+                uvicorn.run(
+                    app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=args.access_log
+                )
+            else:  # the socket the supervisor listens on, and this worker's own (relayed sessions)
+                from molar_mcp.serve_workers import serve_worker
+
+                serve_worker(app, place, args.listen_fd, log_level=args.log_level.lower(), access_log=args.access_log)
     return 0
 
 
@@ -202,13 +224,14 @@ def cmd_stdio(args: argparse.Namespace) -> int:
         open_embedded,
         remote_client_factory,
     )
+    from molar_mcp.mcp.stdio import run_stdio
 
     api_url = args.api_url or os.environ.get("MOLAR_API_URL")
     api_key = args.api_key or os.environ.get("MOLAR_API_KEY")
     if api_url:
         server = create_stdio_server(remote_client_factory(api_url, api_key))
         name_event_loop()
-        asyncio.run(server.run_stdio_async())
+        asyncio.run(run_stdio(server))
         return 0
     try:
         debugger = debugger_config(args.model)
@@ -225,7 +248,7 @@ def cmd_stdio(args: argparse.Namespace) -> int:
             log.info("demo data: %s", load_demo(embedded))
         server = create_stdio_server(embedded.client_factory())
         name_event_loop()
-        asyncio.run(server.run_stdio_async())
+        asyncio.run(run_stdio(server))
     return 0
 
 
@@ -608,6 +631,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("MOLAR_ACCESS_LOG", "") not in ("", "0"),
         help="log one line per HTTP request (env MOLAR_ACCESS_LOG=1; default off: it costs every request)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("MOLAR_WORKERS", "1")),
+        help="worker processes accepting on the one port, to use more than one core (env MOLAR_WORKERS; "
+        "default 1; docs/deploy.md)",
+    )
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # this process is worker N (serve_workers.py)
+    serve.add_argument("--worker-run-dir", help=argparse.SUPPRESS)
+    serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     stdio = sub.add_parser("stdio", help="MCP over stdio for IDE agents")
@@ -711,7 +744,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(raw)
+    args.raw_argv = raw  # `serve --workers N` starts its workers with the same arguments
     # stdout belongs to JSON-RPC in stdio mode: every log line goes to stderr.
     logging.basicConfig(
         level=getattr(logging, args.log_level),

@@ -36,6 +36,7 @@ from molar_mcp.api.otlp import ingest as otlp_ingest
 from molar_mcp.api.otlp import run_sweeper
 from molar_mcp.api.otlp_finisher import OtlpFinisher, min_spans_from_env, processes_from_env
 from molar_mcp.api.telemetry import RateLimiter, RateLimits
+from molar_mcp.api.workers import SessionRouter, WorkerPlace
 from molar_mcp.auth import AuthKeys, McpScopeGuard, ScopePolicy, create_oauth_routes, create_protected_resource_routes
 from molar_mcp.auth.keys import SESSION_SECRET_FILE, SIGNING_KEY_FILE
 from molar_mcp.chat_tools import ChatTools, in_process_client_factory
@@ -179,10 +180,13 @@ def open_embedded(
     live_quiet_seconds: float = DEFAULT_LIVE_QUIET_SECONDS,
     replay_demo: bool = True,
     replay_roots: Sequence[Path] = (),
+    workers: WorkerPlace | None = None,
 ) -> Iterator[Embedded]:
     """The embedded store and its /v1 app. Debugger chats call the trace tools through our MCP server;
     `debugger` says which model answers them (none: the findings alone) and the budget. Replays run the
-    demo shop when `replay_demo`, and the registered projects under `replay_roots` (docs/replay.md)."""
+    demo shop when `replay_demo`, and the registered projects under `replay_roots` (docs/replay.md).
+    `workers`: this process is one of `serve --workers N` (api/workers.py): its live bus and rate limits
+    are shared with the other workers."""
     debugger = debugger or DebuggerConfig()
     store = open_store(data_dir, database_url=database_url, blob_url=blob_url)
     ctx: ApiContext | None = None
@@ -203,6 +207,13 @@ def open_embedded(
             from molar_mcp.api.ratelimit_pg import PgRateLimiter
 
             limiter = PgRateLimiter(limits=rate_limits or RateLimits(), db=store.db)
+        elif workers is not None:
+            from molar_mcp.api.bus_peers import PeerLiveBus
+            from molar_mcp.api.ratelimit_shared import SharedRateLimiter
+
+            bus = PeerLiveBus(store.db, workers.run_dir, workers.index, workers.workers)
+            shared = workers.run_dir / "rate-limits.sqlite3"
+            limiter = SharedRateLimiter(limits=rate_limits or RateLimits(), path=shared)
         ctx = ApiContext.embedded(
             store,
             bus=bus,
@@ -476,6 +487,7 @@ def create_serve_app(
     allowed_hosts: list[str] | None = None,
     auth: ServeAuth | None = None,
     allowed_origins: list[str] | None = None,
+    workers: WorkerPlace | None = None,
 ) -> Starlette:
     """One ASGI app: `/mcp` (streamable HTTP, both protocol eras), `/v1`, well-knowns, `/healthz`, and
     with `auth` the OAuth 2.1 authorization server (`/api/oauth/*`) guarding `/mcp` and `/v1`."""
@@ -525,6 +537,8 @@ def create_serve_app(
                 yield
             finally:
                 tasks.cancel_scope.cancel()
+                if router is not None:
+                    await router.aclose()
                 worker = embedded.context.analysis_worker
                 if worker is not None:  # no analysis process outlives the server
                     with anyio.CancelScope(shield=True):
@@ -546,6 +560,9 @@ def create_serve_app(
         mcp_endpoint = McpScopeGuard(
             mcp_endpoint, verifier=auth.verifier(auth.mcp_resource), resource=auth.mcp_resource, policy=policy
         )
+    router = None
+    if workers is not None:  # 2025-11-25 sessions stay with the worker that opened them (api/workers.py)
+        mcp_endpoint = router = SessionRouter(mcp_endpoint, workers)
     routes += [Route("/mcp", endpoint=mcp_endpoint), Mount("/", app=api_app)]
     middleware = [Middleware(OriginGuard, allowed=allowed_origins)] if allowed_origins is not None else []
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)

@@ -43,7 +43,7 @@ INLINE_EVENTS = 50
 INLINE_BYTES = 7_500
 
 
-def _row(ev: Event) -> list[Any]:
+def event_row(ev: Event) -> list[Any]:
     """An appended event as its notification carries it: its fields, text as the store keeps it."""
     step_id, message = ev.step_id, ev.message
     return [
@@ -58,7 +58,7 @@ def _row(ev: Event) -> list[Any]:
     ]
 
 
-def _carried(rows: Any) -> list[Event] | None:
+def carried_events(rows: Any) -> list[Event] | None:
     """The events a notification carries (sent by a replica, as `_row` made them), else None."""
     if not isinstance(rows, list):
         return None
@@ -83,7 +83,7 @@ class PgLiveBus(LiveBus):
         if message.events:
             payload["a"], payload["b"] = message.events[0].seq, message.events[-1].seq
             if len(message.events) <= INLINE_EVENTS:
-                payload["e"] = [_row(ev) for ev in message.events]
+                payload["e"] = [event_row(ev) for ev in message.events]
         if message.finished is not None:
             payload["f"] = message.finished
         if not message.events and message.finished is None:
@@ -127,7 +127,7 @@ class PgLiveBus(LiveBus):
         if note.get("r") == self.replica or not self.readers(trace_id):
             return
         if "a" in note:
-            events = _carried(note.get("e"))
+            events = carried_events(note.get("e"))
             if events is None:
                 events = await anyio.to_thread.run_sync(self._events, trace_id, int(note["a"]), int(note["b"]))
             if events:
