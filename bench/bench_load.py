@@ -339,6 +339,9 @@ def main() -> int:
     parser.add_argument("--before", type=Path, help="another checkout's src/ to measure first in each run")
     parser.add_argument("--serve-args", default="", help="extra `serve` arguments")
     parser.add_argument(
+        "--workers-compare", type=int, default=0, help="also measure `serve --workers N` in each run, in turn"
+    )
+    parser.add_argument(
         "--replicas", type=int, default=0, help="N `serve` replicas on a throwaway PostgreSQL cluster instead"
     )
     parser.add_argument(
@@ -358,15 +361,20 @@ def main() -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     data, ids = (Path(), {}) if args.replicas else prepare(args.work, args.traces)
     extra = args.serve_args.split()
-    codes: list[tuple[str, Path | None]] = ([("before", args.before)] if args.before else []) + [("this", None)]
+    codes: list[tuple[str, Path | None, list[str]]] = [("before", args.before, extra)] if args.before else []
+    codes.append(("this", None, extra))
+    if args.workers_compare:  # the same code with `serve --workers N`, in turn with the rest
+        codes.append((f"this/w{args.workers_compare}", None, [*extra, "--workers", str(args.workers_compare)]))
     kinds = ["sdk", "light"] if args.client == "both" else [args.client]
-    variants = [(name if len(kinds) == 1 else f"{name}/{kind}", src, kind) for name, src in codes for kind in kinds]
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in variants}
+    variants = [
+        (name if len(kinds) == 1 else f"{name}/{kind}", src, more, kind) for name, src, more in codes for kind in kinds
+    ]
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _, _ in variants}
     for run in range(args.runs):
-        for name, src, kind in variants:
+        for name, src, more, kind in variants:
             print(f"run {run + 1}/{args.runs}: {name} (load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
             if args.replicas:
-                with pg_replicas(args.replicas, args.traces, src, extra) as bases:
+                with pg_replicas(args.replicas, args.traces, src, more) as bases:
                     result = drive(bases, seconds=args.seconds, clients=args.clients, writers=args.writers, kind=kind)
             else:
                 result = run_load(
@@ -376,7 +384,7 @@ def main() -> int:
                     clients=args.clients,
                     writers=args.writers,
                     src=src,
-                    extra=extra,
+                    extra=more,
                     kind=kind,
                 )
             print(
