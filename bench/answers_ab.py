@@ -60,7 +60,8 @@ async def dump(data: Path) -> list[dict[str, Any]]:
     with open_embedded(data) as embedded:
         load_playwright_demo(embedded.store)
         load_shipped_demo(embedded.store)
-        load_agent_demo(embedded)
+        # (its own event loop: on a thread, since this one runs in ours)
+        await asyncio.to_thread(load_agent_demo, embedded)
         calls: list[tuple[str, dict[str, Any]]] = []
         for sid in corpus(data):
             calls += [
