@@ -190,14 +190,16 @@ async def _clients(urls: list[str], mode: str, count: int, seconds: float, kind:
 # ---- writers -------------------------------------------------------------------------------------
 
 
-async def _writers(bases: list[str], count: int, seconds: float) -> tuple[int, list[str]]:
+async def _writers(bases: list[str], count: int, seconds: float) -> tuple[int, list[str], list[str]]:
     appended = 0
     errors: list[str] = []
+    traces: list[str] = []
     ts = 1_780_000_000_000
 
     async def one(n: int, http: httpx2.AsyncClient) -> None:
         nonlocal appended
         trace = (await http.post("/v1/traces", json={"scenario_slug": f"bench-load-writer-{n}"})).json()["id"]
+        traces.append(trace)
         seq = 0
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -223,7 +225,39 @@ async def _writers(bases: list[str], count: int, seconds: float) -> tuple[int, l
     finally:
         for http in https:
             await http.aclose()
-    return appended, errors
+    return appended, errors, traces
+
+
+def finish_writers(base: str, traces: list[str] | None = None) -> None:
+    """Finish the writers' live traces (`traces`, else every one still running in the store). Left
+    running, the server's reaper closes them `--live-quiet-seconds` (600) later and analyses each (tens of
+    thousands of events): in a later run, during its measurement, as CPU no tool call asked for."""
+    with httpx2.Client(base_url=base, timeout=600, trust_env=False) as http:
+        if traces is None:
+            traces = []
+            for n in range(100):
+                listed = http.get(
+                    "/v1/traces", params={"scenario": f"bench-load-writer-{n}", "status": "running", "limit": 100}
+                ).json()
+                traces += [t["id"] for t in listed.get("items", [])]
+        for trace in traces:
+            http.post(f"/v1/traces/{trace}/finish", json={"status": "aborted"})
+
+
+def settle(data: Path, src: Path | None) -> None:
+    """Before the runs: finish what earlier runs of an older bench left running in `data`, and wait
+    until their analyses are done (the server's CPU quiet), so no run pays for them."""
+    server = Served(data, src, [])
+    try:
+        finish_writers(server.base)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            cpu = server.cpu_ms()
+            time.sleep(2)
+            if server.cpu_ms() - cpu < 100:  # under 5% of a core
+                break
+    finally:
+        server.stop()
 
 
 # ---- one run -------------------------------------------------------------------------------------
@@ -249,6 +283,7 @@ def run_load(
         # with the machine's load as the times do.
         calls = result["calls_per_s"] * seconds
         result["server_cpu_ms_per_call"] = (server.cpu_ms() - cpu) / calls if calls else 0.0
+        finish_writers(server.base, result.pop("writer_traces"))  # after the CPU is read
         return result
     finally:
         server.stop()
@@ -280,7 +315,7 @@ def drive(bases: list[str], *, seconds: float, clients: int, writers: int, kind:
     ]
     # The writers start with the clients' loops (sessions take a moment to open under load).
     time.sleep(2)
-    appended, write_errors = asyncio.run(_writers(bases, writers, seconds))
+    appended, write_errors, writer_traces = asyncio.run(_writers(bases, writers, seconds))
     outs = [json.loads(p.communicate(timeout=seconds + 600)[0]) for p in procs]
     latencies = [v for o in outs for v in o["latencies"]]
     errors = [e for o in outs for e in o["errors"]] + write_errors
@@ -291,6 +326,7 @@ def drive(bases: list[str], *, seconds: float, clients: int, writers: int, kind:
         "errors": len(errors),
         "error_samples": errors[:5],
         "appends_per_s": appended / seconds,
+        "writer_traces": writer_traces,
         # The client processes' CPU per tool call: on one machine the load generator competes with the
         # server for the same cores, so calls/s cannot exceed cores / (server + client CPU per call).
         "client_cpu_ms_per_call": sum(o.get("cpu_ms", 0.0) for o in outs) / len(latencies) if latencies else 0.0,
@@ -339,6 +375,9 @@ def main() -> int:
     parser.add_argument("--before", type=Path, help="another checkout's src/ to measure first in each run")
     parser.add_argument("--serve-args", default="", help="extra `serve` arguments")
     parser.add_argument(
+        "--workers-compare", type=int, default=0, help="also measure `serve --workers N` in each run, in turn"
+    )
+    parser.add_argument(
         "--replicas", type=int, default=0, help="N `serve` replicas on a throwaway PostgreSQL cluster instead"
     )
     parser.add_argument(
@@ -358,16 +397,24 @@ def main() -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     data, ids = (Path(), {}) if args.replicas else prepare(args.work, args.traces)
     extra = args.serve_args.split()
-    codes: list[tuple[str, Path | None]] = ([("before", args.before)] if args.before else []) + [("this", None)]
+    codes: list[tuple[str, Path | None, list[str]]] = [("before", args.before, extra)] if args.before else []
+    codes.append(("this", None, extra))
+    if args.workers_compare:  # the same code with `serve --workers N`, in turn with the rest
+        codes.append((f"this/w{args.workers_compare}", None, [*extra, "--workers", str(args.workers_compare)]))
     kinds = ["sdk", "light"] if args.client == "both" else [args.client]
-    variants = [(name if len(kinds) == 1 else f"{name}/{kind}", src, kind) for name, src in codes for kind in kinds]
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in variants}
+    variants = [
+        (name if len(kinds) == 1 else f"{name}/{kind}", src, more, kind) for name, src, more in codes for kind in kinds
+    ]
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _, _ in variants}
+    if not args.replicas:
+        settle(data, None)
     for run in range(args.runs):
-        for name, src, kind in variants:
+        for name, src, more, kind in variants:
             print(f"run {run + 1}/{args.runs}: {name} (load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
             if args.replicas:
-                with pg_replicas(args.replicas, args.traces, src, extra) as bases:
+                with pg_replicas(args.replicas, args.traces, src, more) as bases:
                     result = drive(bases, seconds=args.seconds, clients=args.clients, writers=args.writers, kind=kind)
+                    finish_writers(bases[0], result.pop("writer_traces"))
             else:
                 result = run_load(
                     data,
@@ -376,7 +423,7 @@ def main() -> int:
                     clients=args.clients,
                     writers=args.writers,
                     src=src,
-                    extra=extra,
+                    extra=more,
                     kind=kind,
                 )
             print(
