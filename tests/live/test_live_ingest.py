@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 
@@ -254,3 +255,37 @@ async def test_a_batch_is_parsed_validated_and_stored_off_the_event_loop_with_th
     assert response.json()["accepted"] == 1000
     assert len(elsewhere) <= 1, elsewhere
     assert gc.isenabled()
+
+
+async def test_concurrent_writers_are_answered_each_with_its_own_outcome(http: httpx2.AsyncClient) -> None:
+    """Many appends at once (stored in groups on the embedded store): the good batches land in order, a
+    conflicting one gets its 409 and leaves nothing, a finished trace's gets its 409, each request its own."""
+    traces = [await start(http, f"writer-{i}") for i in range(4)]
+    await http.post(f"/v1/traces/{traces[1]}/events", json=ev(0, idempotency_key="k0"))
+    finished = await start(http, "finished")
+    assert (await http.post(f"/v1/traces/{finished}/finish", json={"status": "passed"})).status_code == 200
+    answers: dict[tuple[str, int], httpx2.Response] = {}
+
+    async def write(trace: str, first: int, events: list[dict[str, Any]]) -> None:
+        answers[(trace, first)] = await http.post(f"/v1/traces/{trace}/events", json={"events": events})
+
+    async def writer(trace: str) -> None:  # one producer: its batches one after another
+        for first in range(0, 50, 10):
+            await write(trace, first, [ev(s) for s in range(first, first + 10)])
+
+    async with anyio.create_task_group() as tg:
+        for i in (0, 2, 3):
+            tg.start_soon(writer, traces[i])
+        # The key of seq 0 for another event: a conflict, after events the batch would have stored.
+        tg.start_soon(write, traces[1], 1, [ev(1), ev(2), ev(3, idempotency_key="k0")])
+        tg.start_soon(write, finished, 0, [ev(0)])
+    assert answers[(traces[1], 1)].status_code == 409
+    assert answers[(traces[1], 1)].json()["error"] == "conflict"
+    assert answers[(finished, 0)].status_code == 409
+    assert all(
+        answers[(t, f)].json()["accepted"] == 10 for t in (traces[0], traces[2], traces[3]) for f in range(0, 50, 10)
+    )
+    for trace in (traces[0], traces[2], traces[3]):
+        events = (await http.get(f"/v1/traces/{trace}/events", params={"limit": 100})).json()["events"]
+        assert [e["seq"] for e in events] == list(range(50))
+    assert (await http.get(f"/v1/traces/{traces[1]}")).json()["event_count"] == 1

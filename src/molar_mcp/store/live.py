@@ -4,6 +4,7 @@ partial accept, strictly increasing seq, idempotency keys, 409 on conflict."""
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -90,6 +91,18 @@ class AppendResult:
     trace_id: str = ""  # the trace's UUID, whichever reference the caller gave
 
 
+@dataclass(slots=True)
+class _Pending:
+    """An append waiting for the writer (`LiveTraces.append_events`), then its outcome."""
+
+    org_id: str
+    trace_ref: str
+    incoming: Sequence[IncomingEvent]
+    result: AppendResult | None = None
+    error: BaseException | None = None
+    done: bool = False
+
+
 def _body(ev: Event) -> tuple[Any, ...]:
     """What makes two events with one seq the same, text and `ok` as the store keeps them (a retried event
     whose text had a NUL is the stored one: `store.db.store_text`)."""
@@ -120,6 +133,12 @@ class LiveTraces:
     def __init__(self, db: Database) -> None:
         self.db = db
         db.migrate("live", LIVE_MIGRATIONS)
+        # Group commit (`append_events`), where the store has one writer (SQLite): appends that wait for
+        # it are stored together. PostgreSQL's appends run on connections of their own, side by side.
+        self._grouped = type(db) is Database
+        self._waiting: list[_Pending] = []
+        self._waiting_lock = threading.Lock()
+        self._writer = threading.Lock()
 
     def create_trace(
         self,
@@ -158,7 +177,57 @@ class LiveTraces:
         return trace_id, short_id
 
     def append_events(self, org_id: str, trace_ref: str, incoming: Sequence[IncomingEvent]) -> AppendResult:
-        """Store the acceptable events of a batch in one transaction.
+        """Store the acceptable events of a batch (see `_append`), with group commit on SQLite: the appends
+        of one org that came while another was being stored are stored together, in one transaction, by
+        the thread that takes the writer next; each caller returns once its own events are committed.
+        When one batch of a group fails (a conflict, a finished trace, …), the group is rolled back and
+        each batch is stored alone, in its own transaction: a batch's error is its own, and nothing of
+        a failed batch is stored. Same results as one transaction per batch in arrival order."""
+        if not self._grouped:
+            with self.db.tx() as conn:
+                return self._append(conn, org_id, trace_ref, incoming)
+        mine = _Pending(org_id, trace_ref, incoming)
+        with self._waiting_lock:
+            self._waiting.append(mine)
+        with self._writer:
+            if not mine.done:  # no other thread stored it meanwhile: store every waiting append of the org
+                with self._waiting_lock:
+                    group = [p for p in self._waiting if p.org_id == org_id]  # one org: one scope a transaction
+                    self._waiting = [p for p in self._waiting if p.org_id != org_id]
+                self._store_group(group)
+        if mine.error is not None:
+            raise mine.error
+        assert mine.result is not None
+        return mine.result
+
+    def _store_group(self, group: list[_Pending]) -> None:
+        try:
+            if len(group) > 1:
+                results: list[AppendResult] | None = None
+                try:
+                    with self.db.tx() as conn:
+                        results = [self._append(conn, p.org_id, p.trace_ref, p.incoming) for p in group]
+                except Exception:  # rolled back: each batch alone below, its error its own
+                    results = None
+                if results is not None:
+                    for pending, result in zip(group, results, strict=True):
+                        pending.result, pending.done = result, True
+                    return
+            for pending in group:
+                try:
+                    with self.db.tx() as conn:
+                        pending.result = self._append(conn, pending.org_id, pending.trace_ref, pending.incoming)
+                except Exception as exc:
+                    pending.error = exc
+                pending.done = True
+        finally:
+            for pending in group:  # stopped by a BaseException: its waiters hear it, none waits forever
+                if not pending.done:
+                    pending.error = pending.error or RuntimeError("the append was interrupted before it was stored")
+                    pending.done = True
+
+    def _append(self, conn: Any, org_id: str, trace_ref: str, incoming: Sequence[IncomingEvent]) -> AppendResult:
+        """Store the acceptable events of a batch in the transaction of `conn`.
 
         - a retried event (same idempotency key, or same seq, with the same body) is a no-op duplicate;
         - the same key or seq with a different body raises `EventConflict` and stores nothing;
@@ -169,78 +238,77 @@ class LiveTraces:
         and one update of the trace. The stored events are the given ones, their `step` and derived `ok`
         filled in place (they are the request's own)."""
         result = AppendResult()
-        with self.db.tx() as conn:
-            row = find_trace_row(conn, org_id, trace_ref, "(SELECT max(seq) FROM events WHERE trace_pk = traces.pk)")
-            pk, status, result.trace_id = int(row[0]), str(row[7]), str(row[1])
-            if status not in RUNNING_STATUSES:
-                raise TraceNotRunning(trace_ref, status)
-            stored_count, kind_counts, last = int(row[20]), str(row[21]), row[22]
-            last_seq: int = -1 if last is None else int(last)
-            keys = [i.idempotency_key for i in incoming if i.idempotency_key is not None]
-            by_key = _stored_by(conn, pk, "idempotency_key", keys)
-            by_seq = _stored_by(conn, pk, "seq", [i.event.seq for i in incoming if i.event.seq <= last_seq])
-            accepted: list[IncomingEvent] = []
-            seen_keys: dict[str, IncomingEvent] = {}
-            for item in incoming:
-                ev, key = item.event, item.idempotency_key
-                if key is not None:
-                    prior = seen_keys.get(key)
-                    if prior is not None:
-                        if _body(prior.event) != _body(ev) or prior.event.seq != ev.seq:
-                            raise EventConflict(item.index, f"idempotency key {key!r} is used twice in the batch")
-                        result.duplicates += 1
-                        continue
-                    keyed = by_key.get(key)
-                    if keyed is not None:
-                        if keyed[0] != ev.seq or _row_body(keyed[1:]) != _body(ev):
-                            raise EventConflict(
-                                item.index,
-                                f"idempotency key {key!r} was used for a different event (seq {keyed[0]})",
-                            )
-                        result.duplicates += 1
-                        continue
-                if ev.seq <= last_seq:
-                    same_seq = by_seq.get(ev.seq)
-                    if same_seq is not None and _row_body(same_seq) == _body(ev):
-                        result.duplicates += 1
-                    elif same_seq is not None:
-                        raise EventConflict(item.index, f"seq {ev.seq} is already stored with a different body")
-                    else:
-                        result.rejected.append(
-                            Rejected(item.index, key, f"seq must be monotonic for this trace (last is {last_seq})")
-                        )
+        row = find_trace_row(conn, org_id, trace_ref, "(SELECT max(seq) FROM events WHERE trace_pk = traces.pk)")
+        pk, status, result.trace_id = int(row[0]), str(row[7]), str(row[1])
+        if status not in RUNNING_STATUSES:
+            raise TraceNotRunning(trace_ref, status)
+        stored_count, kind_counts, last = int(row[20]), str(row[21]), row[22]
+        last_seq: int = -1 if last is None else int(last)
+        keys = [i.idempotency_key for i in incoming if i.idempotency_key is not None]
+        by_key = _stored_by(conn, pk, "idempotency_key", keys)
+        by_seq = _stored_by(conn, pk, "seq", [i.event.seq for i in incoming if i.event.seq <= last_seq])
+        accepted: list[IncomingEvent] = []
+        seen_keys: dict[str, IncomingEvent] = {}
+        for item in incoming:
+            ev, key = item.event, item.idempotency_key
+            if key is not None:
+                prior = seen_keys.get(key)
+                if prior is not None:
+                    if _body(prior.event) != _body(ev) or prior.event.seq != ev.seq:
+                        raise EventConflict(item.index, f"idempotency key {key!r} is used twice in the batch")
+                    result.duplicates += 1
                     continue
-                last_seq = ev.seq
-                if key is not None:
-                    seen_keys[key] = item
-                accepted.append(item)
-            # The producer is alive (a retry of stored events too): the reaper leaves the trace alone.
-            touched = _now_ms()
-            if accepted:
-                if stored_count + len(accepted) > (limit := max_trace_events()):
-                    raise TooManyEvents(stored_count + len(accepted), limit)
-                events = [a.event for a in accepted]
-                _as_stored(events)
-                tree = load_steps_for(conn, pk, events)
-                rows = _number_rows(events, [a.idempotency_key for a in accepted], tree, pk)
-                conn.executemany(
-                    "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload,"
-                    " idempotency_key) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    rows,
-                )
-                insert_steps(conn, pk, tree.take_touched())
-                counts: dict[str, int] = json.loads(kind_counts)
-                for ev in events:
-                    counts[ev.kind] = counts.get(ev.kind, 0) + 1
-                conn.execute(
-                    "UPDATE traces SET kind_counts = ?, event_count = ?, live_touched_ms = ? WHERE pk = ?",
-                    (json.dumps(dict(sorted(counts.items()))), stored_count + len(events), touched, pk),
-                )
-                result.stored = events
-            else:
-                conn.execute("UPDATE traces SET live_touched_ms = ? WHERE pk = ?", (touched, pk))
-            result.accepted = len(accepted)
-            result.last_seq = last_seq if last_seq >= 0 else None
+                keyed = by_key.get(key)
+                if keyed is not None:
+                    if keyed[0] != ev.seq or _row_body(keyed[1:]) != _body(ev):
+                        raise EventConflict(
+                            item.index,
+                            f"idempotency key {key!r} was used for a different event (seq {keyed[0]})",
+                        )
+                    result.duplicates += 1
+                    continue
+            if ev.seq <= last_seq:
+                same_seq = by_seq.get(ev.seq)
+                if same_seq is not None and _row_body(same_seq) == _body(ev):
+                    result.duplicates += 1
+                elif same_seq is not None:
+                    raise EventConflict(item.index, f"seq {ev.seq} is already stored with a different body")
+                else:
+                    result.rejected.append(
+                        Rejected(item.index, key, f"seq must be monotonic for this trace (last is {last_seq})")
+                    )
+                continue
+            last_seq = ev.seq
+            if key is not None:
+                seen_keys[key] = item
+            accepted.append(item)
+        # The producer is alive (a retry of stored events too): the reaper leaves the trace alone.
+        touched = _now_ms()
+        if accepted:
+            if stored_count + len(accepted) > (limit := max_trace_events()):
+                raise TooManyEvents(stored_count + len(accepted), limit)
+            events = [a.event for a in accepted]
+            _as_stored(events)
+            tree = load_steps_for(conn, pk, events)
+            rows = _number_rows(events, [a.idempotency_key for a in accepted], tree, pk)
+            conn.executemany(
+                "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload,"
+                " idempotency_key) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+            insert_steps(conn, pk, tree.take_touched())
+            counts: dict[str, int] = json.loads(kind_counts)
+            for ev in events:
+                counts[ev.kind] = counts.get(ev.kind, 0) + 1
+            conn.execute(
+                "UPDATE traces SET kind_counts = ?, event_count = ?, live_touched_ms = ? WHERE pk = ?",
+                (json.dumps(dict(sorted(counts.items()))), stored_count + len(events), touched, pk),
+            )
+            result.stored = events
+        else:
+            conn.execute("UPDATE traces SET live_touched_ms = ? WHERE pk = ?", (touched, pk))
+        result.accepted = len(accepted)
+        result.last_seq = last_seq if last_seq >= 0 else None
         return result
 
     def finish_trace(
