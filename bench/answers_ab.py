@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,30 @@ async def dump(data: Path) -> list[dict[str, Any]]:
     return answers
 
 
+def trace_ids(data: Path) -> set[str]:
+    db = sqlite3.connect(data / "molar.sqlite3")
+    try:
+        return {row[0] for row in db.execute("SELECT id FROM traces")}
+    finally:
+        db.close()
+
+
+def anonymise_new_traces(text: str, data: Path, known: set[str]) -> str:
+    """The answers with the ids and creation times of the traces this dump loaded (the demos: new ids on
+    every load, and the agent run stored through the OTLP receiver a new creation time too) replaced by
+    placeholders, in the order loaded."""
+    db = sqlite3.connect(data / "molar.sqlite3")
+    try:
+        rows = db.execute("SELECT id, short_id, created_ms FROM traces ORDER BY rowid").fetchall()
+    finally:
+        db.close()
+    for n, (trace_id, short_id, created_ms) in enumerate(row for row in rows if row[0] not in known):
+        created = datetime.fromtimestamp(created_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        text = text.replace(trace_id, f"new-trace-{n}").replace(short_id, f"new-short-{n}")
+        text = text.replace(created, f"new-created-{n}")
+    return text
+
+
 def side(data: Path, src: Path | None, work: Path, name: str) -> list[Any]:
     copy = work / name / "data"
     shutil.copytree(data, copy)
@@ -107,7 +133,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.dump:
         data, out = args.dump
-        out.write_text(json.dumps(asyncio.run(dump(data)), indent=1, ensure_ascii=False))
+        known = trace_ids(data)
+        text = json.dumps(asyncio.run(dump(data)), indent=1, ensure_ascii=False)
+        out.write_text(anonymise_new_traces(text, data, known))
         return
     if args.data is None or args.before is None:
         parser.error("--data and --before are required")
@@ -118,10 +146,11 @@ def main() -> None:
     differ = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
     print(f"{len(after)} answers, {len(differ)} differ")
     if differ:
+        for i in differ:
+            print("differs:", json.dumps(after[i]["call"]))
         first = differ[0]
-        print(
-            json.dumps({"call": after[first]["call"], "before": before[first], "after": after[first]}, indent=1)[:4000]
-        )
+        lines = [json.dumps(side[first], indent=1, ensure_ascii=False).splitlines() for side in (before, after)]
+        print("\n".join(list(difflib.unified_diff(*lines, "before", "after", lineterm=""))[:200]))
         sys.exit(1)
 
 

@@ -18,6 +18,7 @@ from mcp.client import Client
 from mcp.types import CallToolResult, TextContent
 from starlette.types import ASGIApp
 
+from molar_mcp.api.reads import INLINE_READS_EXTENSION
 from molar_mcp.api.telemetry import IN_PROCESS_EXTENSION
 from molar_mcp.client import TraceClient
 from molar_mcp.client.asgi_stream import StreamingASGITransport
@@ -32,14 +33,20 @@ EMBEDDED_BASE_URL: Final = "http://molar.embedded"
 EXCLUDED: Final = frozenset({"debug_run"})
 
 
-def in_process_client_factory(api_app: ASGIApp, *, org_id: str | None = None) -> ClientFactory:
+def in_process_client_factory(
+    api_app: ASGIApp, *, org_id: str | None = None, inline_reads: bool = False
+) -> ClientFactory:
     """Clients of the in-process /v1 app through an ASGI transport: the same HTTP requests as remote mode,
-    streamed (so SSE works), without a socket. With `org_id`, every request acts in that org."""
+    streamed (so SSE works), without a socket. With `org_id`, every request acts in that org; with
+    `inline_reads`, the app reads the store on the event loop rather than in a worker thread (api/reads.py)."""
     headers = {"x-molar-org": org_id} if org_id else None
+    extensions: dict[str, Any] = {IN_PROCESS_EXTENSION: {}}
+    if inline_reads:
+        extensions[INLINE_READS_EXTENSION] = {}
 
     @asynccontextmanager
     async def factory() -> AsyncIterator[TraceClient]:
-        transport = StreamingASGITransport(api_app, extensions={IN_PROCESS_EXTENSION: {}})
+        transport = StreamingASGITransport(api_app, extensions=extensions)
         async with httpx2.AsyncClient(transport=transport, base_url=EMBEDDED_BASE_URL, headers=headers) as http:
             yield TraceClient(http, in_process=transport)
 

@@ -246,7 +246,8 @@ def cmd_stdio(args: argparse.Namespace) -> int:
     ) as embedded:
         if args.demo:
             log.info("demo data: %s", load_demo(embedded))
-        server = create_stdio_server(embedded.client_factory())
+        # One client on the embedded store: its reads on the loop, without two thread hops each.
+        server = create_stdio_server(embedded.client_factory(inline_reads=True))
         name_event_loop()
         asyncio.run(run_stdio(server))
     return 0

@@ -127,10 +127,13 @@ class Embedded:
     api_app: Starlette
     context: ApiContext
 
-    def client_factory(self) -> ClientFactory:
+    def client_factory(self, *, inline_reads: bool = False) -> ClientFactory:
         """Clients reach the in-process API through an ASGI transport: the same HTTP requests as remote
-        mode, streamed (so SSE works), without a socket."""
-        return in_process_client_factory(self.api_app)
+        mode, streamed (so SSE works), without a socket. `inline_reads`: the store's reads run on the event
+        loop (api/reads.py), for one client on the embedded SQLite store; ignored on PostgreSQL, whose reads
+        wait on the network."""
+        inline = inline_reads and type(self.store) is SqliteTraceStore  # not its PostgreSQL subclass
+        return in_process_client_factory(self.api_app, inline_reads=inline)
 
 
 def open_blobs(blob_url: str, data_dir: Path) -> BlobStore:

@@ -3,6 +3,7 @@ against what the SDK's own transport answers, and driven by the real SDK client.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -233,3 +234,29 @@ def test_only_pipes_and_sockets_that_stderr_is_not_are_served_on_the_loop() -> N
                 os.close(fd)
             a.close()
             b.close()
+
+
+def child_pids() -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found |= {int(pid) for pid in (task / "children").read_text().split()}
+    return found
+
+
+@pytest.mark.anyio
+async def test_stdio_reads_the_embedded_store_on_the_event_loop_without_starting_a_thread(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "molar_mcp", "stdio", "--data-dir", str(data_dir)], env=child_env(data_dir)
+    )
+    known = child_pids()
+    async with Client(params) as client:
+        (pid,) = child_pids() - known
+        await client.list_tools()
+        threads = len(os.listdir(f"/proc/{pid}/task"))
+        listed = await client.call_tool("list_traces", {"status": "failed"})
+        missing = await client.call_tool("get_trace", {"trace_id": "nope1234"})
+        assert len(os.listdir(f"/proc/{pid}/task")) == threads  # a read in a worker thread would start one
+    assert not listed.is_error
+    assert missing.is_error

@@ -30,6 +30,7 @@ from molar_mcp.api.idempotency import (
 )
 from molar_mcp.api.memory import RELEASE_AFTER_EVENTS, release_memory
 from molar_mcp.api.openapi import Param, documented, integer, string
+from molar_mcp.api.reads import store_read
 from molar_mcp.api.runs import ingest_for_run
 from molar_mcp.client.asgi_stream import MODEL_ANSWER, MODEL_EXTENSION
 from molar_mcp.ingest import Overrides
@@ -184,7 +185,7 @@ def trace_query_from(request: Request) -> TraceQuery:
 async def list_traces(request: Request) -> Response:
     ctx = api_context(request)
     query = trace_query_from(request)
-    page = await anyio.to_thread.run_sync(ctx.store.list_traces, org_of(request), query)
+    page = await store_read(request, lambda: ctx.store.list_traces(org_of(request), query))
     # The list's shape is `items` and `next_cursor`; `row_cursors` only when asked for. Serialised in one
     # call (pydantic's JSON, the same bytes as dumping to dicts and then to JSON, in ~40% of the time).
     if query.row_cursors:
@@ -252,7 +253,7 @@ async def get_trace(request: Request) -> Response:
             detail.spans_waiting = ctx.otlp.spans_waiting(org, detail.id) or None
         return detail, failing
 
-    detail, failing = await anyio.to_thread.run_sync(run)
+    detail, failing = await store_read(request, run)
     if sign:  # signed afresh on every read: refreshing the detail renews the URLs
         detail.signed_urls = signed_urls(ctx, request, detail)
     # Serialised in one call (pydantic's JSON: the same JSON as dumping to dicts and then to JSON, a float's
@@ -294,7 +295,7 @@ async def list_events(request: Request) -> JSONResponse:
         page = ctx.store.list_events(org, trace_ref, step=step, kind=kind, ok=ok, limit=limit, offset=offset)
         return page.model_dump(mode="json")
 
-    return JSONResponse(await anyio.to_thread.run_sync(run))
+    return JSONResponse(await store_read(request, run))
 
 
 @documented(
@@ -316,7 +317,7 @@ async def get_event(request: Request) -> JSONResponse:
         event = ctx.store.get_event(org, trace_ref, seq)
         return event.model_dump(mode="json") if event is not None else None
 
-    found = await anyio.to_thread.run_sync(run)
+    found = await store_read(request, run)
     if found is None:
         raise ApiError(
             404,
