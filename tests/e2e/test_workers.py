@@ -7,6 +7,8 @@ which one answers; the rest goes through the one TCP port, as a client's request
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +47,19 @@ def _uds(run_dir: Path, index: int) -> httpx2.HTTPTransport:
     return httpx2.HTTPTransport(uds=str(run_dir / f"http-{index}.sock"))
 
 
+def _wait_for_workers(run_dir: Path) -> None:
+    for index in (0, 1):  # worker 1 starts once worker 0 answers
+        with httpx2.Client(transport=_uds(run_dir, index), timeout=5) as http:
+            for _ in range(600):
+                try:
+                    if http.get("http://worker/healthz").status_code == 200:
+                        break
+                except httpx2.TransportError:
+                    threading.Event().wait(0.2)  # polling a starting process
+            else:
+                raise AssertionError(f"worker {index} did not start")
+
+
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, Path]]:
     data = tmp_path_factory.mktemp("workers") / "data"
@@ -52,16 +67,7 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, 
     srv = start_server(data, "--workers", "2", timeout=180)
     try:
         run_dir = _run_dir(srv)
-        for index in (0, 1):  # worker 1 starts once worker 0 answers
-            with httpx2.Client(transport=_uds(run_dir, index), timeout=5) as http:
-                for _ in range(600):
-                    try:
-                        if http.get("http://worker/healthz").status_code == 200:
-                            break
-                    except httpx2.TransportError:
-                        threading.Event().wait(0.2)  # polling a starting process
-                else:
-                    raise AssertionError(f"worker {index} did not start")
+        _wait_for_workers(run_dir)
         yield srv, run_dir
     finally:
         stop_server(srv)
@@ -190,3 +196,29 @@ def test_rate_limits_are_the_orgs_across_workers(tmp_path: Path) -> None:
     finally:
         for limiter in limiters:
             limiter.close()
+
+
+def test_a_worker_that_dies_stops_the_server(tmp_path: Path) -> None:
+    # A server missing a worker is not whole (its sessions are gone): the supervisor stops the other worker
+    # and exits with a failure status, for a process manager to restart it.
+    (tmp_path / "data").mkdir()
+    srv = start_server(tmp_path / "data", "--workers", "2", timeout=180)
+    try:
+        run_dir = _run_dir(srv)
+        _wait_for_workers(run_dir)
+        children = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if int(fields[1]) == srv.process.pid and b"--worker" in argv:
+                children[int(argv[argv.index(b"--worker") + 1])] = int(stat.parent.name)
+        assert set(children) == {0, 1}
+        os.kill(children[1], signal.SIGKILL)
+        assert srv.process.wait(timeout=60) != 0
+        assert not Path(f"/proc/{children[0]}").exists()  # stopped, and reaped by the supervisor
+        assert not run_dir.exists()
+    finally:
+        stop_server(srv)
