@@ -50,18 +50,14 @@ def lease_size(limit: int) -> int:
 
 
 @dataclass
-class PgRateLimiter(RateLimiter):
-    db: Any = None
-    wall_clock: Any = field(default=time.time)
+class LeasingRateLimiter(RateLimiter):
+    """Buckets kept where every process of the server spends from them, taken a lease at a time."""
+
     _leased: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        assert isinstance(self.db, PgDatabase)
-        self.db.migrate("rate_limits", RATE_LIMIT_MIGRATIONS)
-
     def take_now(self, org_id: str, limit_class: str) -> float | None:
-        """Spend one request of this replica's lease: 0, or None when the lease is spent (`take` asks the
-        shared bucket: a database round trip, not to be made on the event loop)."""
+        """Spend one request of this process's lease: 0, or None when the lease is spent (`take` asks the
+        shared bucket: a round trip or a file lock, not for the event loop)."""
         key = (org_id, limit_class)
         with self._lock:
             left = self._leased.get(key, 0)
@@ -69,6 +65,16 @@ class PgRateLimiter(RateLimiter):
                 return None
             self._leased[key] = left - 1
             return 0.0
+
+
+@dataclass
+class PgRateLimiter(LeasingRateLimiter):
+    db: Any = None
+    wall_clock: Any = field(default=time.time)
+
+    def __post_init__(self) -> None:
+        assert isinstance(self.db, PgDatabase)
+        self.db.migrate("rate_limits", RATE_LIMIT_MIGRATIONS)
 
     def take(self, org_id: str, limit_class: str) -> float:
         spent = self.take_now(org_id, limit_class)

@@ -12,8 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from molar_mcp.api.ratelimit_pg import lease_size
-from molar_mcp.api.telemetry import RateLimiter
+from molar_mcp.api.ratelimit_pg import LeasingRateLimiter, lease_size
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rate_buckets (
@@ -27,10 +26,9 @@ CREATE TABLE IF NOT EXISTS rate_buckets (
 
 
 @dataclass
-class SharedRateLimiter(RateLimiter):
+class SharedRateLimiter(LeasingRateLimiter):
     path: Path = field(default_factory=Path)
     wall_clock: Callable[[], float] = time.time
-    _leased: dict[tuple[str, str], int] = field(default_factory=dict)
     _conn: sqlite3.Connection | None = None
 
     def __post_init__(self) -> None:
@@ -38,17 +36,6 @@ class SharedRateLimiter(RateLimiter):
         self._conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute(_SCHEMA)
-
-    def take_now(self, org_id: str, limit_class: str) -> float | None:
-        """Spend one request of this worker's lease: 0, or None when the lease is spent (`take` asks the
-        shared file, not to be done on the event loop)."""
-        key = (org_id, limit_class)
-        with self._lock:
-            left = self._leased.get(key, 0)
-            if left <= 0:
-                return None
-            self._leased[key] = left - 1
-            return 0.0
 
     def take(self, org_id: str, limit_class: str) -> float:
         limit: int = getattr(self.limits, limit_class)
