@@ -29,6 +29,7 @@ from starlette.types import ASGIApp
 from molar_mcp import __version__
 from molar_mcp.api.analysis_worker import AnalysisWorker, StoreAddress, min_events_from_env
 from molar_mcp.api.app import create_api_app
+from molar_mcp.api.append_route import LiveAppendRoute
 from molar_mcp.api.bus import LiveBus
 from molar_mcp.api.context import DEFAULT_LIVE_QUIET_SECONDS, ApiContext, OtlpSettings
 from molar_mcp.api.live import run_reaper
@@ -502,7 +503,7 @@ def create_serve_app(
     with `auth` the OAuth 2.1 authorization server (`/api/oauth/*`) guarding `/mcp` and `/v1`.
     `inline_reads`: the MCP tools' reads of the embedded SQLite store run on the event loop (api/reads.py;
     ignored on PostgreSQL); requests over the network keep their worker thread."""
-    api_app: ASGIApp = embedded.api_app
+    api_app: Starlette = embedded.api_app
     inline = inline_reads and embedded.reads_inline_possible
     factory = embedded.client_factory(inline_reads=inline)
     if auth is not None:
@@ -577,6 +578,8 @@ def create_serve_app(
         mcp_endpoint = router = SessionRouter(mcp_endpoint, workers)
     routes += [Route("/mcp", endpoint=mcp_endpoint), Mount("/", app=api_app)]
     middleware = [Middleware(OriginGuard, allowed=allowed_origins)] if allowed_origins is not None else []
+    # Live appends skip the routers: the /v1 app's own middleware around the endpoint (api/append_route.py).
+    middleware.append(Middleware(LiveAppendRoute, api_app=api_app))
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
 
 
