@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import posixpath
-import re
 import tarfile
 import types
 import uuid
@@ -622,31 +621,26 @@ def _fast_events(chunk: bytes, lines: int, last_seq: int) -> EventChunk | None:
 # tests/ingest/test_payload_texts.py compares the two on every code point and a million floats.
 _ENCODE = msgspec.json.Encoder().encode
 _PAYLOAD = attrgetter("payload")
-_E_DIGIT, _E_DIGIT_TEXT = re.compile(rb"e[0-9]"), re.compile("e[0-9]")  # (a digit before: 5× slower to find)
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 
 
-def _digit_e_digit(text: bytes | str) -> bool:
-    """Whether `text` holds a digit, "e" and a digit."""
-    found: Iterator[re.Match[bytes]] | Iterator[re.Match[str]]
-    found = _E_DIGIT.finditer(text) if isinstance(text, bytes) else _E_DIGIT_TEXT.finditer(text)
-    for match in found:
-        start = match.start()
-        if text[start - 1 : start].isdigit():
-            return True
-    return False
+def _digit_e_digit(text: bytes) -> bool:
+    """Whether `text` holds a digit, "e" and a digit (every digit made a 0, then one search: ~5× cheaper
+    than a regular expression)."""
+    return b"0e0" in text.translate(_DIGITS_AS_ZERO)
 
 
 def _payload_texts(events: list[Any]) -> list[str]:
-    """Each event's payload as the store writes it, from one encoding of the chunk (no text holds a line
-    end: JSON escapes it)."""
-    joined = b"\n".join(map(_ENCODE, map(_PAYLOAD, events)))
-    texts = joined.decode().split("\n")
-    if not _digit_e_digit(joined):
+    """Each event's payload as the store writes it: encoded by msgspec, or by pydantic where they may differ
+    (the chunk's texts are looked at in one search, then each only when that finds something)."""
+    encoded = list(map(_ENCODE, map(_PAYLOAD, events)))
+    texts = list(map(bytes.decode, encoded))
+    if not _digit_e_digit(b"\n".join(encoded)):
         return texts
     to_json = pydantic_core.to_json
     return [
-        to_json(event.payload).decode() if _digit_e_digit(text) else text
-        for event, text in zip(events, texts, strict=True)
+        to_json(event.payload).decode() if _digit_e_digit(raw) else text
+        for event, raw, text in zip(events, encoded, texts, strict=True)
     ]
 
 
