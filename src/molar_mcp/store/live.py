@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from molar_mcp.models import Event
-from molar_mcp.store.db import CleanRows, Database, rows_in, store_text
+from molar_mcp.store.db import NUL, CleanRows, Database, rows_in, store_text
 from molar_mcp.store.history import refresh_health
 from molar_mcp.store.port import StoreError, TooManyEvents, max_trace_events
 from molar_mcp.store.search import index_text
@@ -445,6 +445,11 @@ def _stored_by(conn: Any, pk: int, column: str, values: Sequence[Any]) -> dict[A
 def _as_stored(events: Sequence[Event]) -> None:
     """The events' text as the store keeps it (`store_text`: each NUL a U+FFFD), in place: their steps
     are looked up and numbered by the ids stored, and followers see what a read of the trace gives."""
+    texts = [ev.kind for ev in events]
+    texts += [ev.step_id for ev in events if ev.step_id is not None]
+    texts += [ev.message for ev in events if ev.message is not None]
+    if NUL not in "".join(texts):  # the usual batch: one look at its text, not three calls an event
+        return
     for ev in events:
         kind, step_id, message = store_text(ev.kind), ev.step_id, ev.message
         if step_id is not None:
