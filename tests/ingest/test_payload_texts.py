@@ -120,3 +120,11 @@ def test_a_bundle_stores_the_same_payload_bytes_as_pydantic_writes(store: Sqlite
     want = [pydantic_core.to_json(Event.model_validate(e).payload).decode() for e in events]
     assert stored.column("payload_text") == want
     assert [e.payload for e in stored] == [Event.model_validate(e).payload for e in events]
+
+
+def test_a_float_out_of_range_leaves_the_chunk_to_pydantic_as_before() -> None:
+    for number in (b"1e400", b"-1e400"):
+        line = b'{"seq": 1, "ts": 1, "kind": "log", "payload": {"n": ' + number + b"}}\n"
+        assert _fast_events(b"[" + line + b"]", 1, -1) is None
+    got, want = _texts(_lines([{"tiny": 1e-320, "n": 1}, {"n": 2}]))  # (1e-400 reads as 0.0 either way)
+    assert got == want

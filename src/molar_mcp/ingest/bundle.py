@@ -14,8 +14,10 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import posixpath
 import tarfile
+import threading
 import types
 import uuid
 import zipfile
@@ -590,12 +592,27 @@ def _fast_event_type() -> type[msgspec.Struct]:
 
 
 _FastEvent = _fast_event_type()
-_FAST_EVENT_LIST: msgspec.json.Decoder[list[Any]] = msgspec.json.Decoder(list[_FastEvent])  # type: ignore[valid-type]
+# Whether the chunk this thread decodes last held a float in a payload (only then may msgspec's text of a
+# payload differ from pydantic's: `_payload_texts`). Set by the decoder's hook, which makes each float as
+# msgspec would: a finite one as `float` does, any other refused (the chunk then goes to pydantic).
+_floats = threading.local()
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("Number out of range")
+    _floats.seen = True
+    return value
+
+
+_FAST_EVENT_LIST: msgspec.json.Decoder[list[Any]] = msgspec.json.Decoder(list[_FastEvent], float_hook=_float)  # type: ignore[valid-type]
 
 
 def _fast_events(chunk: bytes, lines: int, last_seq: int) -> EventChunk | None:
     """The chunk's events as `_FastEvent`s, with their payloads' stored text, or None: the chunk is left to
     pydantic (see above)."""
+    _floats.seen = False
     try:
         events: list[Any] = _FAST_EVENT_LIST.decode(chunk)
     except (msgspec.MsgspecError, ValueError):  # invalid UTF-8 raises UnicodeDecodeError
@@ -610,7 +627,7 @@ def _fast_events(chunk: bytes, lines: int, last_seq: int) -> EventChunk | None:
         for count, event in zip(per_line, events, strict=False):
             if count > _FAST_DEPTH and _deeper_than(event.payload, _FAST_DEPTH - 1):
                 return None
-    return EventChunk(events, _payload_texts(events))
+    return EventChunk(events, _payload_texts(events, floats=_floats.seen))
 
 
 # The payloads' stored text is what `pydantic_core.to_json` writes (store/sqlite.py `event_rows`). For what
@@ -630,12 +647,13 @@ def _digit_e_digit(text: bytes) -> bool:
     return b"0e0" in text.translate(_DIGITS_AS_ZERO)
 
 
-def _payload_texts(events: list[Any]) -> list[str]:
+def _payload_texts(events: list[Any], *, floats: bool = True) -> list[str]:
     """Each event's payload as the store writes it: encoded by msgspec, or by pydantic where they may differ
-    (the chunk's texts are looked at in one search, then each only when that finds something)."""
+    (with `floats`: the payloads may hold a float; the chunk's texts are then looked at in one search, and
+    each only when that finds something)."""
     encoded = list(map(_ENCODE, map(_PAYLOAD, events)))
     texts = list(map(bytes.decode, encoded))
-    if not _digit_e_digit(b"\n".join(encoded)):
+    if not floats or not _digit_e_digit(b"\n".join(encoded)):
         return texts
     to_json = pydantic_core.to_json
     return [
