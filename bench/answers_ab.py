@@ -19,11 +19,14 @@ import difflib
 import json
 import logging
 import os
+import random
 import shutil
 import sqlite3
+import string
 import subprocess
 import sys
 import tempfile
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,7 +48,7 @@ def corpus(data: Path) -> list[str]:
     return ids
 
 
-async def dump(data: Path) -> list[dict[str, Any]]:
+async def dump(data: Path, known: set[str]) -> list[dict[str, Any]]:
     """This process's code: load the demos into `data` (a copy), make every call; the answers."""
     from mcp.client import Client
 
@@ -64,6 +67,7 @@ async def dump(data: Path) -> list[dict[str, Any]]:
         load_shipped_demo(embedded.store)
         # (its own event loop: on a thread, since this one runs in ours)
         await asyncio.to_thread(load_agent_demo, embedded)
+        fix_new_ids(data, known)
         calls: list[tuple[str, dict[str, Any]]] = []
         for sid in corpus(data):
             calls += [
@@ -96,6 +100,39 @@ def trace_ids(data: Path) -> set[str]:
         return {row[0] for row in db.execute("SELECT id FROM traces")}
     finally:
         db.close()
+
+
+def fix_new_ids(data: Path, known: set[str]) -> None:
+    """The traces this dump loaded given the same ids on both sides, in the order loaded (random ids of the
+    same shape as the store's, from a fixed seed). An answer's layout depends on its ids' token cost (a page
+    holds the rows its budget leaves room for beside the id), so random ids alone would make equal code
+    answer differently; the placeholders below then keep the diff readable."""
+    rng = random.Random(20261207)
+    alphabet = string.ascii_letters + string.digits
+    db = sqlite3.connect(data / "molar.sqlite3")
+    try:
+        with db:
+            rows = db.execute("SELECT pk, id FROM traces ORDER BY rowid").fetchall()
+            for pk, old in (row for row in rows if row[1] not in known):
+                new = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+                short = "".join(rng.choice(alphabet) for _ in range(9))
+                db.execute("UPDATE traces SET id = ?, short_id = ? WHERE pk = ?", (new, short, pk))
+                for table, column in REFERENCES:
+                    db.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", (new, old))
+    finally:
+        db.close()
+
+
+# Where a trace's UUID is stored beside `traces.id`.
+REFERENCES = (
+    ("traces", "parent_trace_id"),
+    ("run_traces", "trace_id"),
+    ("replays", "trace_id"),
+    ("replays", "replay_trace_id"),
+    ("replay_scenarios", "trace_id"),
+    ("replay_origins", "trace_id"),
+    ("incidents", "last_trace_id"),
+)
 
 
 def anonymise_new_traces(text: str, data: Path, known: set[str]) -> str:
@@ -134,7 +171,7 @@ def main() -> None:
     if args.dump:
         data, out = args.dump
         known = trace_ids(data)
-        text = json.dumps(asyncio.run(dump(data)), indent=1, ensure_ascii=False)
+        text = json.dumps(asyncio.run(dump(data, known)), indent=1, ensure_ascii=False)
         out.write_text(anonymise_new_traces(text, data, known))
         return
     if args.data is None or args.before is None:

@@ -3,7 +3,7 @@ and `q` full-text search over 100,000 traces.
 
     .venv/bin/python bench/bench_live.py [--events 20000] [--runs 3] [--batch-sizes 100,1000]
         [--latency-samples 200] [--postgres] [--writers N] [--before OTHER/src] [--append-only] [--traces 100000]
-        [--client httpx2|raw]
+        [--client httpx2|raw] [--interleave N]
 
 Runs real `molar-mcp serve --no-auth` processes on free 127.0.0.1 ports (rate limits lifted) in temp data
 dirs, talks to them over HTTP, and removes everything when done. Appends: a fresh server per run, request
@@ -14,7 +14,9 @@ agents appending: what real use looks like), besides the one writer's figure. `-
 as the same bytes httpx2 sends, over asyncio streams (the load generator shares the cores: less of its CPU
 is more for the server); the client's CPU a request is printed either way.
 `--before DIR`: the server of another checkout's `src/` (say `git archive` of main) takes turns with this
-one, so a change is measured before and after in one run. Targets (issue 16, item 6; issue 15): ≥ 60,000
+one, so a change is measured before and after in one run. `--interleave N` (with `--before`): only the
+appends, one server of each side started once and taking turns in N blocks (server CPU a request per
+block: the fairest before/after on a shared machine). Targets (issue 16, item 6; issue 15): ≥ 60,000
 events/s in batches of 100 and ≥ 100,000 in batches of 1,000 (SQLite); append → SSE p50 ≤ 5 ms;
 ≥ 20,000 events/s across two PostgreSQL replicas.
 """
@@ -364,6 +366,57 @@ def bench_append_variants(args: argparse.Namespace, root: Path) -> dict[str, Any
     return out
 
 
+def bench_interleaved(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """`--interleave N` with `--before`: one server of each checkout, started once, taking turns in `N`
+    blocks per batch size (the order flipped each block), one writer each through the raw client; the
+    server CPU of each block (`/proc`) over its requests. Two servers side by side see the same load from
+    one minute to the next, where runs one after the other do not."""
+    assert args.before, "--interleave needs --before"
+    per_block = {100: 200, 1000: 20}
+    sizes = [int(s) for s in args.batch_sizes.split(",")]
+    variants = {"before": Path(args.before).resolve(), "after": None}
+    servers = {name: start(root / f"interleave-{name}", src=src) for name, src in variants.items()}
+    out: dict[str, Any] = {"load_before": os.getloadavg()[0]}
+    try:
+        for size in sizes:
+            count = per_block.get(size, max(1, 20_000 // size))
+            bodies = _batches((args.interleave * count + 10) * size, size)  # one seq run per server
+            traces = {}
+            for name, (_, base) in servers.items():
+                traces[name] = httpx2.post(base + "/v1/traces", json={"scenario_slug": "bench-ab"}).json()["id"]
+                anyio.run(_raw_appends, base, traces[name], bodies[:10], size)  # warm
+            for block in range(args.interleave):
+                chunk = bodies[10 + block * count : 10 + (block + 1) * count]
+                for name in list(servers) if block % 2 == 0 else list(reversed(servers)):
+                    process, base = servers[name]
+                    cpu, wall = cpu_seconds(process.pid), time.perf_counter()
+                    anyio.run(_raw_appends, base, traces[name], chunk, size)
+                    wall, cpu = time.perf_counter() - wall, cpu_seconds(process.pid) - cpu
+                    figures = out.setdefault(name, {}).setdefault(f"append {size}", {})
+                    figures.setdefault("server cpu µs a request", []).append(cpu / count * 1e6)
+                    figures.setdefault("wall µs a request", []).append(wall / count * 1e6)
+    finally:
+        for process, _ in servers.values():
+            process.terminate()
+            process.wait(timeout=30)
+    out["load_after"] = os.getloadavg()[0]
+    print(
+        f"load average (1 min) {out['load_before']:.1f} before, {out['load_after']:.1f} after;"
+        f" {args.interleave} interleaved blocks a batch size; min / median / max"
+    )
+    for size in sizes:
+        for name in servers:
+            figures = out[name][f"append {size}"]
+            cpu = figures["server cpu µs a request"]
+            per_cpu = [size * 1e6 / c for c in cpu if c > 0]
+            print(
+                f"  {name:<7} batches of {size:<5} server CPU a request {_spread(cpu, ',.0f'):>24} µs;"
+                f" per server CPU-second {_spread(per_cpu, ',.0f'):>26} events;"
+                f" wall a request {_spread(figures['wall µs a request'], ',.0f')} µs"
+            )
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
@@ -388,10 +441,21 @@ def main() -> int:
         default="httpx2",
         help="the appends' HTTP client: httpx2, or raw (the same bytes over asyncio streams, ~6× less client CPU)",
     )
+    parser.add_argument(
+        "--interleave",
+        type=int,
+        default=0,
+        help="with --before: only the appends, one server of each side taking turns in N blocks (raw client)",
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="molar-bench-live-"))
     results: dict[str, Any] = {}
     try:
+        if args.interleave:
+            results["interleaved"] = bench_interleaved(args, root)
+            if args.json:
+                Path(args.json).write_text(json.dumps(results, indent=2))
+            return 0
         results["append"] = bench_append_variants(args, root)
         if args.append_only:
             if args.json:

@@ -10,7 +10,9 @@ Each era's clients run in their own process (so the load generator is not one co
 every client opens its own session, then loops list_traces(status=failed) → get_trace(<a row of it>,
 rotating through the rows) until the time is up. The writers each open a live trace and append batches of
 20 events, 20 batches a second each (2,000 events/s in all). Figures: tool calls/s (both eras together),
-p50 / p99 of a call as its client saw it, errors (a raised error or an `isError` answer), appends/s.
+p50 / p99 of a call as its client saw it, errors (a raised error or an `isError` answer), appends/s, and
+the server's CPU a tool call: with the appends in it, and with their share taken out (the writers run alone
+for 5 s before each run to price an appended event).
 With `--before DIR` (another checkout's `src/`, e.g. `git archive` of main) each run measures that code
 and then this one, back to back: compare within a run. Prints min / median / max over runs and the load
 average. It measures, it does not gate.
@@ -40,6 +42,7 @@ from bench_scale import RATE, free_port, molar, pct, prepare
 TOOL_RATE = ["--rate-limits", RATE[1] + ",tool=100000000"]
 BATCH = 20
 BATCHES_PER_S = 20
+WRITERS_ALONE_S = 5  # the writers alone, before each run: their server CPU per appended event
 
 
 class Served:
@@ -277,12 +280,25 @@ def run_load(
     """One load run against a fresh server on `data`; its figures."""
     server = Served(data, src, extra or [])
     try:
+        # What the writers alone cost the server an appended event, measured first (their own live traces,
+        # finished before the clients start): the writers' appends run at whatever rate the loaded server
+        # leaves them, so their share of the CPU a tool call moves with the clients (see bench/README.md).
+        per_event = 0.0
+        if writers:
+            cpu = server.cpu_ms()
+            appended, _, alone = asyncio.run(_writers([server.base], writers, WRITERS_ALONE_S))
+            per_event = (server.cpu_ms() - cpu) / appended if appended else 0.0
+            finish_writers(server.base, alone)
         cpu = server.cpu_ms()
         result = drive([server.base], seconds=seconds, clients=clients, writers=writers, kind=kind)
         # The server's CPU over the run per tool call (the writers' appends are in it too): it does not move
         # with the machine's load as the times do.
         calls = result["calls_per_s"] * seconds
-        result["server_cpu_ms_per_call"] = (server.cpu_ms() - cpu) / calls if calls else 0.0
+        spent = server.cpu_ms() - cpu
+        result["server_cpu_ms_per_call"] = spent / calls if calls else 0.0
+        result["append_cpu_us_per_event"] = per_event * 1000
+        appends_ms = per_event * result["appends_per_s"] * seconds
+        result["server_cpu_ms_per_tool_call"] = (spent - appends_ms) / calls if calls else 0.0
         finish_writers(server.base, result.pop("writer_traces"))  # after the CPU is read
         return result
     finally:
@@ -378,6 +394,12 @@ def main() -> int:
         "--workers-compare", type=int, default=0, help="also measure `serve --workers N` in each run, in turn"
     )
     parser.add_argument(
+        "--compare-args",
+        default="",
+        help="also measure this code with these extra `serve` arguments in each run, in turn "
+        "(e.g. --compare-args=--inline-reads)",
+    )
+    parser.add_argument(
         "--replicas", type=int, default=0, help="N `serve` replicas on a throwaway PostgreSQL cluster instead"
     )
     parser.add_argument(
@@ -401,6 +423,8 @@ def main() -> int:
     codes.append(("this", None, extra))
     if args.workers_compare:  # the same code with `serve --workers N`, in turn with the rest
         codes.append((f"this/w{args.workers_compare}", None, [*extra, "--workers", str(args.workers_compare)]))
+    if args.compare_args:  # the same code with more `serve` arguments, in turn with the rest
+        codes.append((f"this {args.compare_args}", None, [*extra, *args.compare_args.split()]))
     kinds = ["sdk", "light"] if args.client == "both" else [args.client]
     variants = [
         (name if len(kinds) == 1 else f"{name}/{kind}", src, more, kind) for name, src, more in codes for kind in kinds
@@ -448,6 +472,8 @@ def main() -> int:
             ("errors", "errors"),
             ("appends_per_s", "events appended/s"),
             ("server_cpu_ms_per_call", "server CPU ms per tool call (appends included)"),
+            ("append_cpu_us_per_event", "server CPU µs per appended event (the writers alone)"),
+            ("server_cpu_ms_per_tool_call", "server CPU ms per tool call (the appends' share taken out)"),
             ("client_cpu_ms_per_call", "client processes' CPU ms per tool call"),
         ):
             values = [r[key] for r in rs if key in r]

@@ -160,7 +160,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
             origins = own_origins(args.host, args.port, auth.config.issuer if auth else None, allowed or ())
             app = create_serve_app(
-                embedded, host=args.host, allowed_hosts=allowed, auth=auth, allowed_origins=origins, workers=place
+                embedded,
+                host=args.host,
+                allowed_hosts=allowed,
+                auth=auth,
+                allowed_origins=origins,
+                workers=place,
+                inline_reads=args.inline_reads,
             )
             if auth is None:
                 auth_line = "none (--no-auth): anyone who can reach this loopback address can read and write"
@@ -638,6 +644,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(os.environ.get("MOLAR_WORKERS", "1")),
         help="worker processes accepting on the one port, to use more than one core (env MOLAR_WORKERS; "
         "default 1; docs/deploy.md)",
+    )
+    serve.add_argument(
+        "--inline-reads",
+        action="store_true",
+        default=os.environ.get("MOLAR_INLINE_READS", "") not in ("", "0"),
+        help="the MCP tools' reads of the embedded SQLite store run on the event loop, not in a worker "
+        "thread (env MOLAR_INLINE_READS=1; default off; docs/architecture.md)",
     )
     serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # this process is worker N (serve_workers.py)
     serve.add_argument("--worker-run-dir", help=argparse.SUPPRESS)

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp
 from molar_mcp import __version__
 from molar_mcp.api.analysis_worker import AnalysisWorker, StoreAddress, min_events_from_env
 from molar_mcp.api.app import create_api_app
+from molar_mcp.api.append_route import LiveAppendRoute
 from molar_mcp.api.bus import LiveBus
 from molar_mcp.api.context import DEFAULT_LIVE_QUIET_SECONDS, ApiContext, OtlpSettings
 from molar_mcp.api.live import run_reaper
@@ -132,8 +133,13 @@ class Embedded:
         mode, streamed (so SSE works), without a socket. `inline_reads`: the store's reads run on the event
         loop (api/reads.py), for one client on the embedded SQLite store; ignored on PostgreSQL, whose reads
         wait on the network."""
-        inline = inline_reads and type(self.store) is SqliteTraceStore  # not its PostgreSQL subclass
+        inline = inline_reads and self.reads_inline_possible
         return in_process_client_factory(self.api_app, inline_reads=inline)
+
+    @property
+    def reads_inline_possible(self) -> bool:
+        """The embedded SQLite store (not its PostgreSQL subclass, whose reads wait on the network)."""
+        return type(self.store) is SqliteTraceStore
 
 
 def open_blobs(blob_url: str, data_dir: Path) -> BlobStore:
@@ -491,14 +497,18 @@ def create_serve_app(
     auth: ServeAuth | None = None,
     allowed_origins: list[str] | None = None,
     workers: WorkerPlace | None = None,
+    inline_reads: bool = False,
 ) -> Starlette:
     """One ASGI app: `/mcp` (streamable HTTP, both protocol eras), `/v1`, well-knowns, `/healthz`, and
-    with `auth` the OAuth 2.1 authorization server (`/api/oauth/*`) guarding `/mcp` and `/v1`."""
-    api_app: ASGIApp = embedded.api_app
-    factory = embedded.client_factory()
+    with `auth` the OAuth 2.1 authorization server (`/api/oauth/*`) guarding `/mcp` and `/v1`.
+    `inline_reads`: the MCP tools' reads of the embedded SQLite store run on the event loop (api/reads.py;
+    ignored on PostgreSQL); requests over the network keep their worker thread."""
+    api_app: Starlette = embedded.api_app
+    inline = inline_reads and embedded.reads_inline_possible
+    factory = embedded.client_factory(inline_reads=inline)
     if auth is not None:
         api_app = create_api_app(embedded.context, auth=auth.api_auth())
-        factory = acting_client_factory(api_app, auth.internal_token)
+        factory = acting_client_factory(api_app, auth.internal_token, inline_reads=inline)
     mcp_server = create_mcp_server(factory, request_state_keys=[request_state_key(embedded.store.data_dir)])
     security = None
     if allowed_hosts:
@@ -568,6 +578,8 @@ def create_serve_app(
         mcp_endpoint = router = SessionRouter(mcp_endpoint, workers)
     routes += [Route("/mcp", endpoint=mcp_endpoint), Mount("/", app=api_app)]
     middleware = [Middleware(OriginGuard, allowed=allowed_origins)] if allowed_origins is not None else []
+    # Live appends skip the routers: the /v1 app's own middleware around the endpoint (api/append_route.py).
+    middleware.append(Middleware(LiveAppendRoute, api_app=api_app))
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
 
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import anyio
 import anyio.to_thread
@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from molar_mcp.api.auth import ApiAuth
+from molar_mcp.api.reads import INLINE_READS_EXTENSION
 from molar_mcp.api.telemetry import IN_PROCESS_EXTENSION
 from molar_mcp.auth import (
     ALL_SCOPES,
@@ -187,12 +188,16 @@ class ActingAs(HeaderAuth):
         return headers
 
 
-def acting_client_factory(api_app: ASGIApp, token: str) -> ClientFactory:
-    """The MCP server's clients of the guarded in-process /v1 app, acting as each tool's caller."""
+def acting_client_factory(api_app: ASGIApp, token: str, *, inline_reads: bool = False) -> ClientFactory:
+    """The MCP server's clients of the guarded in-process /v1 app, acting as each tool's caller;
+    `inline_reads`: the app reads the store on the event loop (api/reads.py)."""
+    extensions: dict[str, Any] = {IN_PROCESS_EXTENSION: {}}
+    if inline_reads:
+        extensions[INLINE_READS_EXTENSION] = {}
 
     @asynccontextmanager
     async def factory() -> AsyncIterator[TraceClient]:
-        transport = StreamingASGITransport(api_app, extensions={IN_PROCESS_EXTENSION: {}})
+        transport = StreamingASGITransport(api_app, extensions=extensions)
         async with httpx2.AsyncClient(
             transport=transport, base_url="http://molar.embedded", auth=ActingAs(token)
         ) as http:

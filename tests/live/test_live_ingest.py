@@ -114,6 +114,28 @@ async def test_a_retried_http_response_without_ok_is_a_duplicate_not_a_conflict(
     assert [e["ok"] for e in events] == [False, True]
 
 
+async def test_a_batch_without_keys_is_sorted_out_by_seq_against_the_last_stored_and_within_itself(
+    http: httpx2.AsyncClient,
+) -> None:
+    trace = await start(http)
+    url = f"/v1/traces/{trace}/events"
+    assert (await http.post(url, json={"events": [ev(0), ev(1), ev(2)]})).json()["accepted"] == 3
+    retry = await http.post(url, json={"events": [ev(0), ev(1), ev(2)]})
+    assert retry.json() == {"accepted": 0, "duplicates": 3, "rejected": [], "last_seq": 2}
+    overlap = await http.post(url, json={"events": [ev(2), ev(3)]})  # starts at the last stored seq
+    assert overlap.json() == {"accepted": 1, "duplicates": 1, "rejected": [], "last_seq": 3}
+    changed = await http.post(url, json={"events": [ev(3, message="another"), ev(4)]})
+    assert changed.status_code == 409
+    unordered = (await http.post(url, json={"events": [ev(4), ev(6), ev(5), ev(7), ev(7)]})).json()
+    assert (unordered["accepted"], unordered["duplicates"], unordered["last_seq"]) == (3, 0, 7)
+    assert [(r["index"], r["reason"]) for r in unordered["rejected"]] == [
+        (2, "seq must be monotonic for this trace (last is 6)"),
+        (4, "seq must be monotonic for this trace (last is 7)"),
+    ]
+    events = (await http.get(url)).json()["events"]
+    assert [e["seq"] for e in events] == [0, 1, 2, 3, 4, 6, 7]
+
+
 async def test_a_batch_of_a_thousand_mixing_retries_gaps_and_new_events_is_sorted_out_event_by_event(
     http: httpx2.AsyncClient,
 ) -> None:

@@ -10,6 +10,7 @@ what went and which call brings it back. Nothing is cut silently.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -172,6 +173,13 @@ def cut_note(keep: int, limit: int, budget: int) -> str:
     )
 
 
+# Rows whose costs the process keeps: a row's cost is a function of its values alone (the row is a tuple of
+# them), and the same traces come back page after page, caller after caller (`list_traces(status=failed)`
+# from every agent), so each is estimated once while it is among the last this many asked for. ~0.2 KB a row.
+ROW_COSTS_KEPT = 4096
+
+
+@functools.lru_cache(maxsize=ROW_COSTS_KEPT)
 def row_cost(row: TraceRow) -> tuple[int, int]:
     """A row's tokens in each form it is sent in: its text line (and the newline before it; the line as
     the fence holds it, a marker defused) and its structured array (and the comma before it)."""
@@ -180,15 +188,11 @@ def row_cost(row: TraceRow) -> tuple[int, int]:
 
 
 class RowCosts:
-    """Each row's cost estimated once, however many times a page is fitted."""
-
-    def __init__(self) -> None:
-        self._known: dict[TraceRow, tuple[int, int]] = {}
+    """Each row's cost estimated once, however many times a page is fitted (and kept for later pages:
+    `row_cost` keeps the last `ROW_COSTS_KEPT` rows' costs)."""
 
     def __call__(self, row: TraceRow) -> tuple[int, int]:
-        if (spent := self._known.get(row)) is None:
-            spent = self._known[row] = row_cost(row)
-        return spent
+        return row_cost(row)
 
 
 def list_frame_cost(next_cursor: str | None, omitted: list[str], filters_desc: str, rows: int) -> tuple[int, int]:

@@ -100,6 +100,19 @@ class TraceQuery:
 EventFields = dict[str, Any]
 
 
+class EventChunk(list[Any]):
+    """A chunk of `NewTrace.event_chunks` whose reader also gives each event's payload as the store writes
+    it (`payload_texts`, in the events' order: the compact JSON text `pydantic_core.to_json` makes of the
+    payload, `"{}"` for an empty one), so the store does not serialise the payloads again. A reader sets
+    it only where it made exactly that text; None: the store serialises the payloads itself."""
+
+    __slots__ = ("payload_texts",)
+
+    def __init__(self, events: Iterable[Any] = (), payload_texts: list[str] | None = None) -> None:
+        super().__init__(events)
+        self.payload_texts = payload_texts
+
+
 def event_ts(event: EventView | EventFields) -> int:
     """The `ts` of an event given as a model (or any `EventView`: a bundle's fast reader gives structs
     with the same attributes) or as its fields."""

@@ -12,7 +12,8 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from operator import itemgetter
+from itertools import compress, repeat
+from operator import eq, itemgetter, or_
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from molar_mcp.store.history import (
     refresh_health,
 )
 from molar_mcp.store.port import (
+    EventChunk,
     EventFields,
     InvalidCursor,
     NewTrace,
@@ -165,6 +167,11 @@ def event_rows(
     trace) is folded into the step tree once per run (`StepTree.observe_run`), not event by event."""
     tree = StepTree() if tree is None else tree
     rows: list[Any] = CleanRows() if pk is not None else []
+    # The payloads' stored text as the reader made it (a bundle's fast reader: `EventChunk`), else made here.
+    given = events.payload_texts if isinstance(events, EventChunk) else None
+    if given is not None and len(given) != len(events):
+        raise ValueError("an EventChunk's payload_texts must hold one text per event")
+    next_text = iter(given).__next__ if given is not None else None
     nodes = tree.nodes
     to_json = pydantic_core.to_json
     run: StepNode | None = None  # the step of the run being gathered, and the run's seqs, times and size
@@ -207,7 +214,12 @@ def event_rows(
                 run = None
             number, ok = _number(tree, seq, ts, kind, step_id, ok, message, event_payload)
         # The payload's JSON escapes NUL ("\\u0000"); only the plain text columns may hold one.
-        payload = to_json(event_payload).decode() if event_payload else "{}"
+        if next_text is not None:
+            payload = next_text()
+        elif event_payload:
+            payload = to_json(event_payload).decode()
+        else:
+            payload = "{}"
         if pk is None:
             rows.append((seq, ts, kind, step_id, number, None if ok is None else int(ok), message, payload))
             continue
@@ -282,8 +294,8 @@ def find_trace_pk(conn: sqlite3.Connection, org_id: str, trace_ref: str) -> tupl
     return int(row[0]), str(row[7])
 
 
-# The kind, and the kind, ok and message, of an `events` row as `event_rows` builds it with its trace's pk.
-_KIND, _KIND_OK_MESSAGE = itemgetter(3), itemgetter(3, 6, 7)
+# The kind, ok and message of an `events` row as `event_rows` builds it with its trace's pk.
+_KIND, _OK, _MESSAGE = itemgetter(3), itemgetter(6), itemgetter(7)
 
 
 class SqliteTraceStore:
@@ -400,7 +412,7 @@ class SqliteTraceStore:
                         rows,
                     )
                     kind_counts.update(map(_KIND, rows))  # (map and itemgetter: no Python frame per row)
-                    text.add(map(_KIND_OK_MESSAGE, rows))
+                    text.add_rows(rows)
                     if chunk:
                         last_ts = event_ts(chunk[-1])
                     del rows  # freed inside the pause, as the chunk is once the next one replaces it
@@ -822,11 +834,24 @@ class FtsText:
         self.seen: set[str] = set()
 
     def add(self, rows: Iterable[tuple[str, int | None, str | None]]) -> None:
+        """Fold in events given as `(kind, ok, message)`, in order."""
         if self.full:
             return
+        self._add_messages(message for kind, ok, message in rows if kind in _FTS_EVENT_KINDS or ok == 0)
+
+    def add_rows(self, rows: Sequence[Sequence[Any]]) -> None:
+        """`add` of `events` rows as `event_rows` builds them with a trace's pk: which of them count, and
+        each message once, are found without a Python step per row (a bundle's chunk: most are checks
+        whose few messages repeat)."""
+        if self.full:
+            return
+        counted = map(or_, map(_FTS_EVENT_KINDS.__contains__, map(_KIND, rows)), map(eq, map(_OK, rows), repeat(0)))
+        self._add_messages(dict.fromkeys(compress(map(_MESSAGE, rows), counted)))
+
+    def _add_messages(self, messages: Iterable[str | None]) -> None:
         seen = self.seen
-        for kind, ok, message in rows:
-            if message and (kind in _FTS_EVENT_KINDS or ok == 0) and message not in seen:
+        for message in messages:
+            if message and message not in seen:
                 if self.size + len(message) > _FTS_MAX_CHARS:
                     self.full = True
                     return
