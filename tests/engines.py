@@ -90,7 +90,7 @@ class PgCluster:
         return f"postgresql://molar@127.0.0.1:{self.port}/{dbname}"
 
     def clean_database(self) -> str:
-        """The run's shared database, every component migrated, emptied of rows (fast: one TRUNCATE)."""
+        """The run's shared database, every component migrated, emptied of rows, its sequences restarted."""
         if self._shared is None:
             from molar_mcp.compose import open_embedded
 
@@ -98,17 +98,30 @@ class PgCluster:
             with open_embedded(self.root / "scratch", database_url=self._shared):
                 pass
         with psycopg.connect(self._shared, autocommit=True) as conn:
-            tables = [
+            # What TRUNCATE of every table RESTART IDENTITY leaves, for less: the server's TRUNCATE of all 27
+            # tables took 0.3-0.5 s a test. Truncated: the tables written since the last clean (TRUNCATE leaves a
+            # heap of 0 bytes; a table emptied again by a test's DELETE still has pages) with the tables that refer
+            # to them; restarted: the sequences of tables drawn from since (a rolled-back insert draws too).
+            used = [
                 r[0]
                 for r in conn.execute(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-                    " AND tablename <> 'schema_versions'"
+                    "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace"
+                    " AND relkind = 'r' AND relname <> 'schema_versions' AND pg_relation_size(oid) > 0"
                 ).fetchall()
             ]
-            if tables:
-                conn.execute(
-                    f"TRUNCATE {', '.join(f'{t!r}'.replace(chr(39), chr(34)) for t in tables)} RESTART IDENTITY"
-                )
+            if used:
+                names = ", ".join(f'"{t}"' for t in used)
+                conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")  # CASCADE: the tables that refer to them
+            drawn = conn.execute(
+                "SELECT s.relname FROM pg_class s"
+                " JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid AND d.deptype IN ('a', 'i')"
+                " JOIN pg_class t ON t.oid = d.refobjid"
+                " WHERE s.relkind = 'S' AND s.relnamespace = current_schema()::regnamespace"
+                " AND t.relname <> 'schema_versions'"
+                " AND CASE WHEN s.relkind = 'S' THEN pg_sequence_last_value(s.oid) END IS NOT NULL"
+            ).fetchall()
+            for (name,) in drawn:
+                conn.execute(f'ALTER SEQUENCE "{name}" RESTART')
         return self._shared
 
     def new_database(self, prefix: str = "t") -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -11,9 +12,17 @@ from mcp.client import Client
 
 from molar_mcp.compose import manifest_document
 from tests.listing import rows_of
-from tests.servers import Served
+from tests.servers import Served, start_server, stop_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One `molar-mcp serve --demo --no-auth` for the module: its tests only read the demo."""
+    srv = start_server(tmp_path_factory.mktemp("http") / "data", "--demo")
+    yield srv
+    stop_server(srv)
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])

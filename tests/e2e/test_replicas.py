@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from molar_mcp.demo import fix_diff
 from molar_mcp.replay.apps import free_port
 from molar_mcp.replay.drivers.playwright import report_result
 from tests.bundles import artifact_for, make_bundle, summary
-from tests.engines import PgCluster
+from tests.engines import PgCluster, S3Endpoint
 from tests.replays.pw_project import FIX, make_project, run_test, trace_zip
 from tests.servers import Served, start_server
 
@@ -37,9 +38,9 @@ def ev(seq: int, **fields: Any) -> dict[str, Any]:
     return {"seq": seq, "ts": TS + seq, "kind": "log", "step_id": f"s{seq // 100}", "message": f"line {seq}"} | fields
 
 
-@pytest.fixture
-def replicas(tmp_path: Path, pg: PgCluster, s3_url: str) -> Iterator[tuple[Served, Served]]:
-    url = pg.new_database("replicas")
+@contextmanager
+def two_replicas(root: Path, url: str, s3_url: str) -> Iterator[tuple[Served, Served]]:
+    """Two `serve` replicas on database `url` and bucket `s3_url`, started at once, stopped at the end."""
     engines = ("--database-url", url, "--blob-url", s3_url)
     # Both start at once on a new database: migrations run once (an advisory lock), secrets are shared.
     started: list[Served] = []
@@ -47,8 +48,8 @@ def replicas(tmp_path: Path, pg: PgCluster, s3_url: str) -> Iterator[tuple[Serve
 
     def start(name: str) -> None:
         try:
-            (tmp_path / name).mkdir()
-            started.append(start_server(tmp_path / name / "data", *engines, timeout=120))
+            (root / name).mkdir()
+            started.append(start_server(root / name / "data", *engines, timeout=120))
         except BaseException as exc:
             errors.append(exc)
 
@@ -69,6 +70,29 @@ def replicas(tmp_path: Path, pg: PgCluster, s3_url: str) -> Iterator[tuple[Serve
                     srv.process.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     srv.process.kill()
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, pg: PgCluster, s3_url: str) -> Iterator[tuple[Served, Served]]:
+    """Two replicas of the test's own, on a new database (for a test that kills one)."""
+    with two_replicas(tmp_path, pg.new_database("replicas"), s3_url) as pair:
+        yield pair
+
+
+@pytest.fixture(scope="module")
+def shared_replicas(
+    tmp_path_factory: pytest.TempPathFactory, pg: PgCluster, s3: S3Endpoint
+) -> Iterator[tuple[Served, Served]]:
+    """Two replicas on a new database and bucket, shared by the module's tests that leave both running: each
+    writes and reads traces and runs of its own. Starting a pair costs seconds of CPU."""
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in s3.env().items():
+            env.setenv(name, value)
+        bucket = f"replicas-{os.getpid()}"
+        s3.create_bucket(bucket)
+        url = pg.new_database("replicas")
+        with two_replicas(tmp_path_factory.mktemp("replicas"), url, f"s3://{bucket}/molar") as pair:
+            yield pair
 
 
 def _follow(
@@ -96,11 +120,11 @@ def _follow(
                 event = "message"
 
 
-def test_appends_through_one_replica_reach_a_follower_of_the_other(replicas: tuple[Served, Served]) -> None:
+def test_appends_through_one_replica_reach_a_follower_of_the_other(shared_replicas: tuple[Served, Served]) -> None:
     # Single events (their notification carries them) and batches of 50 (too big to carry: the other
     # replica reads them): the follower gets every event once, in order, as the store keeps it (a NUL in
     # text is U+FFFD; the step numbered, `ok` derived from the status).
-    a, b = replicas
+    a, b = shared_replicas
     with httpx2.Client(base_url=a.base_url, timeout=30) as http_a:
         created = http_a.post("/v1/traces", json={"scenario_slug": "agent-run", "source": "manual"})
         assert created.status_code == 201, created.text
@@ -152,9 +176,9 @@ def _follow_run(base: str, run_id: str, runs: list[dict[str, Any]], ready: threa
 
 
 def test_a_result_uploaded_through_one_replica_reaches_a_run_follower_of_the_other(
-    replicas: tuple[Served, Served],
+    shared_replicas: tuple[Served, Served],
 ) -> None:
-    a, b = replicas
+    a, b = shared_replicas
     with httpx2.Client(base_url=a.base_url, timeout=30) as http_a:
         run = http_a.post("/v1/runs", json={"name": "CI on two replicas"}).json()
         runs: list[dict[str, Any]] = []
@@ -181,9 +205,9 @@ def test_a_result_uploaded_through_one_replica_reaches_a_run_follower_of_the_oth
 
 
 def test_a_bundle_ingested_through_one_replica_is_read_through_the_other_with_its_artifact(
-    replicas: tuple[Served, Served],
+    shared_replicas: tuple[Served, Served],
 ) -> None:
-    a, b = replicas
+    a, b = shared_replicas
     png = b"\x89PNG\r\n\x1a\n" + os.urandom(64)
     bundle = make_bundle(summary(artifacts=[artifact_for(png)]), blobs={"shot": png})
     files = {"bundle": ("bundle.tar.gz", bundle, "application/gzip")}

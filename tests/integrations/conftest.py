@@ -98,10 +98,13 @@ class Molar:
         return self.served.base_url
 
 
-@pytest.fixture
-def molar(tmp_path: Path) -> Iterator[Molar]:
-    """`molar-mcp serve` with authentication, and an API key that may write and read traces."""
-    started = start_auth_server(tmp_path / "data", keys={"key": "mcp:trace:read mcp:trace:write"})
+@pytest.fixture(scope="session")
+def molar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Molar]:
+    """`molar-mcp serve` with authentication, and an API key that may write and read traces. One for the
+    session: each test uploads a run of its own and reads only that run (or is refused before anything)."""
+    started = start_auth_server(
+        tmp_path_factory.mktemp("molar") / "data", keys={"key": "mcp:trace:read mcp:trace:write"}
+    )
     try:
         yield Molar(started.served, started.keys["key"])
     finally:
