@@ -79,7 +79,7 @@ def molar_cli(data_dir: Path, *args: str) -> str:
         [sys.executable, "-m", "molar_mcp", *args, "--data-dir", str(data_dir)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=180,  # a CLI takes ~3 s of CPU to import; on a loaded machine (load 11 seen) over 60 s
         check=True,
         env=child_env(data_dir),
     )
