@@ -84,6 +84,9 @@ class BundleError(Exception):
         self.kind = kind
         self.message = message
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled whole (an error of a bundle read in a child process)
+        return type(self), (self.kind, self.message)
+
 
 class BundleSummary(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -121,6 +124,8 @@ class ParsedBundle:
     @property
     def event_count(self) -> int:
         """The trace's events: all of them once a streamed bundle has been stored."""
+        if self.trace.events_stored is not None:
+            return self.trace.events_stored
         return self.events_read if self.trace.event_chunks is not None else len(self.trace.events)
 
 

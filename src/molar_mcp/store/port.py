@@ -61,6 +61,14 @@ class TooManyEvents(StoreError):
         super().__init__(f"a trace holds at most {limit:,} events (MOLAR_MAX_TRACE_EVENTS); this one would hold {held}")
         self.count = count
         self.limit = limit
+        self.streamed = streamed
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled whole (raised in a child process reading a bundle)
+        return _too_many_events, (self.count, self.limit, self.streamed)
+
+
+def _too_many_events(count: int, limit: int, streamed: bool) -> TooManyEvents:
+    return TooManyEvents(count, limit, streamed=streamed)
 
 
 class TraceNotFound(StoreError):
@@ -143,6 +151,9 @@ class NewTrace:
     artifacts: list[ArtifactRef] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     event_chunks: Iterable[Sequence[EventView | EventFields]] | None = None
+    # Set by the store once the trace is stored: how many events it holds (the chunks of a streamed trace
+    # may have been read by another process, which counted them there).
+    events_stored: int | None = None
 
 
 class BlobSink(Protocol):

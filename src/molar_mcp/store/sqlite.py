@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
 import string
@@ -12,7 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from itertools import compress, repeat
+from itertools import chain, compress, repeat
 from operator import eq, itemgetter, or_
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from molar_mcp.models import (
 from molar_mcp.models.batch import gc_paused
 from molar_mcp.models.rows import EventView, StoredEvents, trusted_event
 from molar_mcp.store.blobs import BlobStore
+from molar_mcp.store.child_reader import ChildReader, can_fork
 from molar_mcp.store.db import NUL, CleanRows, Database, insert_many_behind, rows_in, store_text
 from molar_mcp.store.history import (
     FAILING_STATUS_SQL,
@@ -306,6 +308,9 @@ class SqliteTraceStore:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
+        # Whether a streamed bundle of more than one chunk is read by a forked child while this process
+        # stores it (`store/child_reader.py`; on platforms that fork). MOLAR_INGEST_CHILD=0 turns it off.
+        self.read_in_child = os.environ.get("MOLAR_INGEST_CHILD", "1") != "0"
         self.db = Database(data_dir)
         self.blobs = BlobStore(data_dir / "blobs")
         try:
@@ -393,30 +398,42 @@ class SqliteTraceStore:
             pk = int(cur.lastrowid or 0)
             if trace.parent_trace_id is None:
                 refresh_health(conn, org_id, scenario_id)
-            tree = StepTree()
-            kind_counts: Counter[str] = Counter()
-            text = FtsText(_own_text(trace))
-            count = 0
-            last_ts = first_ts
+            got = _Gathered(first_ts, FtsText(_own_text(trace)))
+
+            def build(chunk: Sequence[EventView | EventFields]) -> list[Any]:
+                """A chunk's rows; its events counted, their steps, kinds and indexed text gathered in `got`."""
+                got.count += len(chunk)
+                if got.count > limit:
+                    raise TooManyEvents(got.count, limit, streamed=streamed)
+                rows = event_rows(chunk, got.tree, pk=pk)
+                got.kind_counts.update(map(_KIND, rows))  # (map and itemgetter: no Python frame per row)
+                got.text.add_rows(rows)
+                if chunk:
+                    got.last_ts = event_ts(chunk[-1])
+                return rows
+
+            def gathered() -> _Gathered:
+                return got
+
             while chunk is not None:
                 with gc_paused():
-                    count += len(chunk)
-                    if count > limit:
-                        raise TooManyEvents(count, limit, streamed=streamed)
-                    rows = event_rows(chunk, tree, pk=pk)
+                    rows = build(chunk)
                     # PostgreSQL inserts this chunk while the next one is read and built (both cores).
-                    insert_many_behind(
-                        conn,
-                        "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload)"
-                        " VALUES (?,?,?,?,?,?,?,?,?)",
-                        rows,
-                    )
-                    kind_counts.update(map(_KIND, rows))  # (map and itemgetter: no Python frame per row)
-                    text.add_rows(rows)
-                    if chunk:
-                        last_ts = event_ts(chunk[-1])
+                    insert_many_behind(conn, _INSERT_EVENTS, rows)
                     del rows  # freed inside the pause, as the chunk is once the next one replaces it
                     chunk = next(chunks, None)
+                if chunk is not None and streamed and self.read_in_child and can_fork():
+                    # A bundle of more than one chunk: a child process reads and builds the rest while this
+                    # one stores it (both cores; store/child_reader.py). It hands back what it gathered.
+                    with ChildReader(chain((chunk,), chunks), build, gathered) as reader:
+                        chunk = None
+                        for rows in reader:
+                            with gc_paused():
+                                insert_many_behind(conn, _INSERT_EVENTS, rows)
+                                del rows
+                    got = reader.result
+            trace.events_stored = got.count
+            count, last_ts, kind_counts, tree, text = got.count, got.last_ts, got.kind_counts, got.tree, got.text
             duration = trace.duration_ms
             if duration is None and first_ts is not None and last_ts is not None:
                 duration = max(0, last_ts - first_ts)
@@ -819,6 +836,23 @@ def step_filter(conn: Any, pk: int, step: str) -> tuple[str, list[Any]]:
     if not clauses:
         return "1 = 0", []
     return "(" + " OR ".join(clauses) + ")", args
+
+
+_INSERT_EVENTS = (
+    "INSERT INTO events (trace_pk, seq, ts, kind, step_id, step, ok, message, payload) VALUES (?,?,?,?,?,?,?,?,?)"
+)
+
+
+class _Gathered:
+    """What a trace's events tell as they are stored: how many, the last one's time, the step tree, the
+    count of each kind and the indexed text (made where the chunks are read: this process or its child)."""
+
+    def __init__(self, first_ts: int | None, text: FtsText) -> None:
+        self.count = 0
+        self.last_ts = first_ts
+        self.tree = StepTree()
+        self.kind_counts: Counter[str] = Counter()
+        self.text = text
 
 
 class FtsText:
