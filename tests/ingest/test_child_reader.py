@@ -4,6 +4,7 @@ child is gone and its pipe closed on every path."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -34,8 +35,8 @@ def children() -> set[int]:
     """This process's child processes (Linux: /proc/self/task/*/children)."""
     found: set[int] = set()
     for task in Path("/proc/self/task").iterdir():
-        with (task / "children").open() as fh:
-            found.update(int(pid) for pid in fh.read().split())
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            found.update(int(pid) for pid in (task / "children").read_text().split())
     return found
 
 
@@ -43,10 +44,8 @@ def open_pipes() -> int:
     """This process's open pipe ends."""
     pipes = 0
     for fd in os.listdir("/proc/self/fd"):
-        try:
+        with contextlib.suppress(FileNotFoundError):  # the listing's own descriptor, closed since
             pipes += os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")
-        except FileNotFoundError:  # the listing's own descriptor, closed since
-            pass
     return pipes
 
 

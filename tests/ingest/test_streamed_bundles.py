@@ -6,10 +6,12 @@ not the trace."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import tracemalloc
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -146,9 +148,18 @@ def test_a_streamed_bundle_past_the_event_cap_stores_nothing(
     assert stored(store) == before
 
 
-def test_readers_are_answered_while_a_bundle_is_stored_and_never_see_half_of_it(store: SqliteTraceStore) -> None:
+@pytest.mark.parametrize("in_child", [False, True], ids=["read-here", "read-in-child"])
+def test_readers_are_answered_while_a_bundle_is_stored_and_never_see_half_of_it(
+    store: SqliteTraceStore, in_child: bool, tmp_path: Path
+) -> None:
+    store.read_in_child = in_child
     old_id, _ = ingest_bundle(store, LOCAL_ORG_ID, make_bundle())
     parsed = open_bundle(big_bundle())
+    # The reader of the chunks says it holds the transaction open, then waits to go on, through two named
+    # pipes (it may be a forked child: store/child_reader.py).
+    said, told = tmp_path / "in-storing", tmp_path / "go-on"
+    os.mkfifo(said)
+    os.mkfifo(told)
     in_storing = threading.Event()
     go_on = threading.Event()
     chunks = parsed.trace.event_chunks
@@ -157,12 +168,19 @@ def test_readers_are_answered_while_a_bundle_is_stored_and_never_see_half_of_it(
     def paused() -> Iterator[Sequence[Event]]:
         for n, chunk in enumerate(chunks):
             if n == 2:  # two chunks written inside the transaction: hold it open
-                in_storing.set()
-                assert go_on.wait(60)
+                said.write_bytes(b"1")
+                assert told.read_bytes() == b"1"
             yield chunk
 
+    def listen() -> None:
+        assert said.read_bytes() == b"1"
+        in_storing.set()
+        assert go_on.wait(60)
+        told.write_bytes(b"1")
+
     parsed.trace.event_chunks = paused()
-    with ThreadPoolExecutor(1) as pool:
+    with ThreadPoolExecutor(2) as pool:
+        listening = pool.submit(listen)
         writing = pool.submit(store.add_trace, LOCAL_ORG_ID, parsed.trace, parsed.blobs)
         try:
             assert in_storing.wait(60)
@@ -176,6 +194,7 @@ def test_readers_are_answered_while_a_bundle_is_stored_and_never_see_half_of_it(
         finally:
             go_on.set()
         new_id, _ = writing.result(60)
+        listening.result(60)
     assert store.get_trace(LOCAL_ORG_ID, new_id).event_count == EVENTS
 
 

@@ -97,7 +97,9 @@ def test_pauses_of_two_threads_keep_the_collector_off_until_the_last_one_ends() 
 
 
 def test_a_bundle_is_read_and_inserted_chunk_by_chunk_with_the_collector_paused(sqlite_store: SqliteTraceStore) -> None:
-    # 5,000 events: three chunks of the bundle reader (2,000 lines each), as the server reads them.
+    # 5,000 events: three chunks of the bundle reader (2,000 lines each), as the server reads them. Read here,
+    # on this thread (a forked child reading them keeps its collector off: store/child_reader.py).
+    sqlite_store.read_in_child = False
     parsed = open_bundle(make_bundle(summary(), _events(5_000)))
     read: list[bool] = []
     parsed.trace.event_chunks = _recording(parsed.trace.event_chunks or (), read)

@@ -13,8 +13,9 @@ sends back what it gathered (`finish()`), or the error that stopped it.
 Why fork is safe here: the child runs only the reading — msgspec, pure Python, zlib-ng on this thread's
 own decompressor, pydantic while holding the GIL — never SQLite, a socket, a lock another thread may hold
 (the collector is turned off directly, not through `gc_paused`'s lock) or an at-exit handler (it leaves by
-`os._exit`). Memory: the pipe holds at most its buffer (64 KB by default) and each side one frame; the
-child's pages are the parent's, shared until written.
+`os._exit`); it closes every descriptor it inherited but stdio and its end of the pipe. Memory: the pipe
+holds at most its buffer (64 KB by default) and each side one frame; the child's pages are the parent's,
+shared until written.
 
 The child ends on every path: it exits once it has sent its last frame (or when a write finds the pipe
 closed); when this process stops reading early (its own error, a closed generator) the child is killed;
@@ -69,6 +70,10 @@ def _child(out_fd: int, source: Iterator[T], build: Callable[[T], list[Any]], fi
     try:
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # the parent's handlers (a server's) are not the child's
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # The parent's other descriptors are not the child's to hold open: a listening socket, the database's
+        # files, another bundle's pipe (whose reader would wait for this child to exit to see its end).
+        os.closerange(3, out_fd)
+        os.closerange(out_fd + 1, os.sysconf("SC_OPEN_MAX"))
         gc.disable()  # (directly: `gc_paused`'s lock may be held by a thread the fork did not copy)
         encode = msgspec.msgpack.Encoder().encode
         with os.fdopen(out_fd, "wb", buffering=_PIPE_BUFFER) as out:

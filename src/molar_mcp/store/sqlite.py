@@ -306,11 +306,12 @@ class SqliteTraceStore:
     # Events of a trace given whole (not streamed) are written this many at a time.
     event_batch = EVENT_BATCH
 
+    # Whether a streamed bundle of more than one chunk is read by a forked child while this process stores it
+    # (`store/child_reader.py`; where processes fork). None: as MOLAR_INGEST_CHILD says (on unless "0").
+    read_in_child: bool | None = None
+
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        # Whether a streamed bundle of more than one chunk is read by a forked child while this process
-        # stores it (`store/child_reader.py`; on platforms that fork). MOLAR_INGEST_CHILD=0 turns it off.
-        self.read_in_child = os.environ.get("MOLAR_INGEST_CHILD", "1") != "0"
         self.db = Database(data_dir)
         self.blobs = BlobStore(data_dir / "blobs")
         try:
@@ -335,6 +336,13 @@ class SqliteTraceStore:
 
     def close(self) -> None:
         self.db.close()
+
+    def _reads_in_child(self) -> bool:
+        if not can_fork():
+            return False
+        if self.read_in_child is not None:
+            return self.read_in_child
+        return os.environ.get("MOLAR_INGEST_CHILD", "1") != "0"
 
     # ---- writes -------------------------------------------------------------------------------
 
@@ -422,7 +430,7 @@ class SqliteTraceStore:
                     insert_many_behind(conn, _INSERT_EVENTS, rows)
                     del rows  # freed inside the pause, as the chunk is once the next one replaces it
                     chunk = next(chunks, None)
-                if chunk is not None and streamed and self.read_in_child and can_fork():
+                if chunk is not None and streamed and self._reads_in_child():
                     # A bundle of more than one chunk: a child process reads and builds the rest while this
                     # one stores it (both cores; store/child_reader.py). It hands back what it gathered.
                     with ChildReader(chain((chunk,), chunks), build, gathered) as reader:
