@@ -34,7 +34,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def _data_dir(arg: str | None) -> Path:
-    from molar_mcp.compose import default_data_dir
+    from molar_mcp.data_dir import default_data_dir
 
     return Path(arg).expanduser() if arg else default_data_dir()
 
@@ -223,37 +223,67 @@ def _replays_line(demo: bool, roots: Sequence[Path]) -> str:
 
 
 def cmd_stdio(args: argparse.Namespace) -> int:
-    from molar_mcp.compose import (
-        create_stdio_server,
-        debugger_config,
-        load_demo,
-        open_embedded,
-        remote_client_factory,
-    )
+    # Only what answering `initialize` and `tools/list` needs is imported before serving: the MCP server
+    # and its tools. The embedded store and its /v1 app are opened on the first tool call that reads them
+    # (`DeferredApp`), except where a start must prove them first: PostgreSQL and S3 (a bad URL or an
+    # unreachable database fails the start, not a tool call later) and --demo (loaded before serving).
+    from molar_mcp.mcp.server import create_mcp_server
     from molar_mcp.mcp.stdio import run_stdio
 
     api_url = args.api_url or os.environ.get("MOLAR_API_URL")
     api_key = args.api_key or os.environ.get("MOLAR_API_KEY")
     if api_url:
-        server = create_stdio_server(remote_client_factory(api_url, api_key))
+        from molar_mcp.client.remote import remote_client_factory
+
+        server = create_mcp_server(remote_client_factory(api_url, api_key))
         name_event_loop()
         asyncio.run(run_stdio(server))
         return 0
+    from molar_mcp.debugger.config import DebuggerConfig
+
     try:
-        debugger = debugger_config(args.model)
+        debugger = DebuggerConfig.from_env(os.environ, args.model)
     except ValueError as exc:
         print(f"molar-mcp: {exc}", file=sys.stderr)
         return 2
     roots = _replay_roots(args.replay_root)
     if roots is None:
         return 2
-    with open_embedded(
-        _data_dir(args.data_dir), **_engines(args), debugger=debugger, replay_demo=args.demo, replay_roots=roots
-    ) as embedded:
-        if args.demo:
-            log.info("demo data: %s", load_demo(embedded))
-        # One client on the embedded store: its reads on the loop, without two thread hops each.
-        server = create_stdio_server(embedded.client_factory(inline_reads=True))
+    data_dir = _data_dir(args.data_dir)
+    engines = _engines(args)
+    if args.demo or engines["database_url"] or engines["blob_url"]:
+        from molar_mcp.compose import load_demo, open_embedded
+
+        with open_embedded(
+            data_dir, **engines, debugger=debugger, replay_demo=args.demo, replay_roots=roots
+        ) as embedded:
+            if args.demo:
+                log.info("demo data: %s", load_demo(embedded))
+            # One client on the embedded store: its reads on the loop, without two thread hops each.
+            server = create_mcp_server(embedded.client_factory(inline_reads=True))
+            name_event_loop()
+            asyncio.run(run_stdio(server))
+        return 0
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"molar-mcp: data dir {data_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    from molar_mcp.api.deferred import DeferredApp
+    from molar_mcp.chat_tools import in_process_client_factory
+
+    with ExitStack() as opened:
+
+        def open_api() -> Any:
+            from molar_mcp.compose import open_embedded
+
+            embedded = opened.enter_context(
+                open_embedded(data_dir, debugger=debugger, replay_demo=False, replay_roots=roots)
+            )
+            return embedded.api_app
+
+        # The embedded SQLite store: one client, its reads on the loop, without two thread hops each.
+        server = create_mcp_server(in_process_client_factory(DeferredApp(open_api), inline_reads=True))
         name_event_loop()
         asyncio.run(run_stdio(server))
     return 0
@@ -362,7 +392,7 @@ def _ingest_local(args: argparse.Namespace, paths: list[Path]) -> int:
 
 async def _ingest_remote(args: argparse.Namespace, paths: list[Path]) -> int:
     from molar_mcp.client import ApiClientError
-    from molar_mcp.compose import remote_client_factory
+    from molar_mcp.client.remote import remote_client_factory
 
     failures = 0
     api_key = args.api_key or os.environ.get("MOLAR_API_KEY")
@@ -491,9 +521,15 @@ _MODEL_HELP = (
 
 
 def _auth_db(args: argparse.Namespace) -> Any:
-    from molar_mcp.serve_auth import open_auth_db
+    """The auth database, as `serve` opens it; on the embedded store without importing what serving needs."""
+    database_url = _engines(args)["database_url"]
+    if database_url:
+        from molar_mcp.serve_auth import open_auth_db
 
-    return open_auth_db(_data_dir(args.data_dir), database_url=_engines(args)["database_url"])
+        return open_auth_db(_data_dir(args.data_dir), database_url=database_url)
+    from molar_mcp.auth.db import AUTH_DB_FILE, AuthDB
+
+    return AuthDB.open(_data_dir(args.data_dir) / AUTH_DB_FILE)
 
 
 def cmd_users_create(args: argparse.Namespace) -> int:
@@ -647,10 +683,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--inline-reads",
-        action="store_true",
-        default=os.environ.get("MOLAR_INLINE_READS", "") not in ("", "0"),
-        help="the MCP tools' reads of the embedded SQLite store run on the event loop, not in a worker "
-        "thread (env MOLAR_INLINE_READS=1; default off; docs/architecture.md)",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("MOLAR_INLINE_READS", "1").strip().lower() not in ("0", "false", "no", "off"),
+        help="the MCP tools' short reads of the embedded SQLite store run on the event loop, not in a worker "
+        "thread (default on; --no-inline-reads or env MOLAR_INLINE_READS=0 for the thread; docs/architecture.md)",
     )
     serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # this process is worker N (serve_workers.py)
     serve.add_argument("--worker-run-dir", help=argparse.SUPPRESS)

@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx2
-import platformdirs
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -26,7 +24,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route, request_response
 from starlette.types import ASGIApp
 
-from molar_mcp import __version__
 from molar_mcp.api.analysis_worker import AnalysisWorker, StoreAddress, min_events_from_env
 from molar_mcp.api.app import create_api_app
 from molar_mcp.api.append_route import LiveAppendRoute
@@ -41,7 +38,7 @@ from molar_mcp.api.workers import SessionRouter, WorkerPlace
 from molar_mcp.auth import AuthKeys, McpScopeGuard, ScopePolicy, create_oauth_routes, create_protected_resource_routes
 from molar_mcp.auth.keys import SESSION_SECRET_FILE, SIGNING_KEY_FILE
 from molar_mcp.chat_tools import ChatTools, in_process_client_factory
-from molar_mcp.client import TraceClient
+from molar_mcp.client.remote import remote_client_factory
 from molar_mcp.debugger.config import DebuggerConfig
 from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES, BundleError
 from molar_mcp.ingest.formats.otlp import decode_json, decode_spans
@@ -112,12 +109,6 @@ def demo_loading(store: SqliteTraceStore) -> Iterator[None]:
 
     with exclusive(store.db, "demo"):
         yield
-
-
-def default_data_dir() -> Path:
-    """`MOLAR_DATA_DIR`, else the per-user data directory."""
-    env = os.environ.get("MOLAR_DATA_DIR")
-    return Path(env) if env else Path(platformdirs.user_data_dir("molar-mcp", appauthor=False))
 
 
 @dataclass
@@ -334,19 +325,6 @@ def debugger_config(model: str | None = None) -> DebuggerConfig:
     """The debugger chats' model and budget: `--model`, else `MOLAR_MODEL`, with `MOLAR_MODEL_BASE_URL`,
     `MOLAR_MODEL_API_KEY`, `MOLAR_MODEL_PRICE` and `MOLAR_DEBUGGER_BUDGET_CENTS` (docs/debugger.md)."""
     return DebuggerConfig.from_env(os.environ, model)
-
-
-def remote_client_factory(api_url: str, api_key: str | None) -> ClientFactory:
-    headers = {"user-agent": f"molar-mcp/{__version__}"}
-    if api_key:
-        headers["authorization"] = f"Bearer {api_key}"
-
-    @asynccontextmanager
-    async def factory() -> AsyncIterator[TraceClient]:
-        async with httpx2.AsyncClient(base_url=api_url.rstrip("/"), headers=headers, timeout=30.0) as http:
-            yield TraceClient(http)
-
-    return factory
 
 
 def load_shipped_demo(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID) -> int:

@@ -256,7 +256,10 @@ async def test_stdio_reads_the_embedded_store_on_the_event_loop_without_starting
         await client.list_tools()
         threads = len(os.listdir(f"/proc/{pid}/task"))
         listed = await client.call_tool("list_traces", {"status": "failed"})
+        # The first tool call opens the store (docs/architecture.md, "Serving"), which starts one thread, its
+        # WAL checkpointer (store/db.py); a read in a worker thread would start another.
+        assert len(os.listdir(f"/proc/{pid}/task")) == threads + 1
         missing = await client.call_tool("get_trace", {"trace_id": "nope1234"})
-        assert len(os.listdir(f"/proc/{pid}/task")) == threads  # a read in a worker thread would start one
+        assert len(os.listdir(f"/proc/{pid}/task")) == threads + 1
     assert not listed.is_error
     assert missing.is_error
