@@ -17,6 +17,7 @@ import pytest
 from molar_mcp.compose import open_store
 from molar_mcp.ingest import BundleError, ingest_bundle
 from molar_mcp.ingest import bundle as bundle_module
+from molar_mcp.ingest.bundle import open_bundle
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceQuery
 from molar_mcp.store.child_reader import ChildReader, ChildReaderError, can_fork
 from molar_mcp.store.port import TooManyEvents
@@ -218,3 +219,22 @@ def test_the_errors_of_a_bundle_cross_to_this_process_as_they_are(error: Excepti
         read_all()
     assert str(caught.value) == str(error)
     assert caught.value.__dict__ == error.__dict__
+
+
+@pytest.mark.parametrize(("setting", "in_child"), [(None, False), ("0", False), ("1", True)])
+def test_molar_ingest_child_turns_the_child_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str | None, in_child: bool, nothing_left: None
+) -> None:
+    if setting is None:
+        monkeypatch.delenv("MOLAR_INGEST_CHILD", raising=False)
+    else:
+        monkeypatch.setenv("MOLAR_INGEST_CHILD", setting)
+    store = open_store(tmp_path / "data")
+    try:
+        parsed = open_bundle(make_bundle(summary(), long_events()))
+        store.add_trace(LOCAL_ORG_ID, parsed.trace, parsed.blobs)
+    finally:
+        store.close()
+    # This process read the first two chunks; a child, when there is one, read the rest (and counted them).
+    assert parsed.events_read == (2 * EVENT_CHUNK if in_child else len(long_events()))
+    assert parsed.event_count == len(long_events())

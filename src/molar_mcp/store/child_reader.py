@@ -161,4 +161,5 @@ class ChildReader(Generic[S]):
         if self._result is None:  # stopped early: the child's work is not wanted
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        with contextlib.suppress(ChildProcessError):  # (reaped already by a handler of all children)
+            os.waitpid(pid, 0)

@@ -307,7 +307,8 @@ class SqliteTraceStore:
     event_batch = EVENT_BATCH
 
     # Whether a streamed bundle of more than one chunk is read by a forked child while this process stores it
-    # (`store/child_reader.py`; where processes fork). None: as MOLAR_INGEST_CHILD says (on unless "0").
+    # (`store/child_reader.py`; where processes fork). None: as MOLAR_INGEST_CHILD says (off unless "1": a
+    # served process kept ~20 MB more RSS after three 100k bundles with it on; bench/README.md).
     read_in_child: bool | None = None
 
     def __init__(self, data_dir: Path) -> None:
@@ -342,7 +343,7 @@ class SqliteTraceStore:
             return False
         if self.read_in_child is not None:
             return self.read_in_child
-        return os.environ.get("MOLAR_INGEST_CHILD", "1") != "0"
+        return os.environ.get("MOLAR_INGEST_CHILD", "0") == "1"
 
     # ---- writes -------------------------------------------------------------------------------
 
