@@ -70,22 +70,29 @@ class _Batch(BaseModel):
 
 
 _KEY_MEMBER = b'"idempotency_key"'
+_EVENTS_MEMBER = b'"events"'
 # Levels above a payload's values in an append body: the body, its list, the event, the payload.
 _ABOVE_PAYLOAD_VALUES = 4
 
 
 def _fast_validated(body: bytes) -> list[IncomingEvent] | None:
-    """The usual append — `{"events": [...]}` of valid events without idempotency keys — parsed and
+    """The usual append — `{"events": [...]}` of valid events without idempotency keys, or one such event
+    object alone (a body without the text `"events"`: ~50 against ~170 µs the full way) — parsed and
     validated from the body's bytes in one call, straight into events (not `json.loads` into dicts, then
-    a model from each dict: half the CPU per event). None for anything else (a single event, an item
-    with a key or invalid, other members, a JSON limit, an encoding `json.loads` reads and this parser
-    does not, …): the body then goes the full way (`parse_json`, `_batch_items`, `_validated`), which
+    a model from each dict: half the CPU per event). None for anything else (an item with a key or
+    invalid, other members, a JSON limit, an encoding `json.loads` reads and this parser does not, …):
+    the body then goes the full way (`parse_json`, `_batch_items`, `_validated`), which
     says what is wrong. Where both accept a body, both give the same events
     (tests/live/test_append_fast_path.py)."""
     if _KEY_MEMBER in body:
         return None
     try:
-        events = _Batch.model_validate_json(body).events
+        if _EVENTS_MEMBER in body:
+            events = _Batch.model_validate_json(body).events
+            above, outer = _ABOVE_PAYLOAD_VALUES, 2
+        else:  # one event object, which the full way takes as a batch of one (pydantic takes one JSON value)
+            events = [Event.model_validate_json(body)]
+            above, outer = _ABOVE_PAYLOAD_VALUES - 2, 0
     except ValidationError:
         return None
     # Every value of an event but its payload is a validated scalar: the body nests deeper than the
@@ -93,13 +100,13 @@ def _fast_validated(body: bytes) -> list[IncomingEvent] | None:
     # opening brackets less the body's, its list's, each event's and each non-empty payload's (brackets
     # in strings only add to the count), and a chain of them can go no deeper than their number: when
     # that cannot reach the limit, the values are not walked (a usual batch of 100 has none).
-    below_payloads = body.count(b"{") + body.count(b"[") - 2 - len(events) - sum(1 for ev in events if ev.payload)
+    below_payloads = body.count(b"{") + body.count(b"[") - outer - len(events) - sum(1 for ev in events if ev.payload)
     nested = (
         []
-        if below_payloads <= MAX_JSON_DEPTH - _ABOVE_PAYLOAD_VALUES
+        if below_payloads <= MAX_JSON_DEPTH - above
         else [v for ev in events for v in ev.payload.values() if isinstance(v, (dict, list))]
     )
-    if not parsed_within_bounds(body, nested, max_depth=MAX_JSON_DEPTH - _ABOVE_PAYLOAD_VALUES + 1):
+    if not parsed_within_bounds(body, nested, max_depth=MAX_JSON_DEPTH - above + 1):
         return None
     return [IncomingEvent(index, event) for index, event in enumerate(events)]
 
