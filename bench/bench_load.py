@@ -410,7 +410,7 @@ def main() -> int:
         "--compare-args",
         default="",
         help="also measure this code with these extra `serve` arguments in each run, in turn "
-        "(e.g. --compare-args=--inline-reads)",
+        "(e.g. --compare-args=--no-inline-reads)",
     )
     parser.add_argument(
         "--replicas", type=int, default=0, help="N `serve` replicas on a throwaway PostgreSQL cluster instead"

@@ -677,10 +677,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--inline-reads",
-        action="store_true",
-        default=os.environ.get("MOLAR_INLINE_READS", "") not in ("", "0"),
-        help="the MCP tools' reads of the embedded SQLite store run on the event loop, not in a worker "
-        "thread (env MOLAR_INLINE_READS=1; default off; docs/architecture.md)",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("MOLAR_INLINE_READS", "1").strip().lower() not in ("0", "false", "no", "off"),
+        help="the MCP tools' short reads of the embedded SQLite store run on the event loop, not in a worker "
+        "thread (default on; --no-inline-reads or env MOLAR_INLINE_READS=0 for the thread; docs/architecture.md)",
     )
     serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # this process is worker N (serve_workers.py)
     serve.add_argument("--worker-run-dir", help=argparse.SUPPRESS)

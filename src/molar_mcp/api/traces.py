@@ -30,7 +30,7 @@ from molar_mcp.api.idempotency import (
 )
 from molar_mcp.api.memory import RELEASE_AFTER_EVENTS, release_memory
 from molar_mcp.api.openapi import Param, documented, integer, string
-from molar_mcp.api.reads import store_read
+from molar_mcp.api.reads import INLINE_EVENTS_LIMIT, store_read
 from molar_mcp.api.runs import ingest_for_run
 from molar_mcp.client.asgi_stream import MODEL_ANSWER, MODEL_EXTENSION
 from molar_mcp.ingest import Overrides
@@ -295,7 +295,7 @@ async def list_events(request: Request) -> JSONResponse:
         page = ctx.store.list_events(org, trace_ref, step=step, kind=kind, ok=ok, limit=limit, offset=offset)
         return page.model_dump(mode="json")
 
-    return JSONResponse(await store_read(request, run))
+    return JSONResponse(await store_read(request, run, short=limit <= INLINE_EVENTS_LIMIT))
 
 
 @documented(
