@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +38,53 @@ class Served:
     process: subprocess.Popen[bytes]
 
 
+# What `--demo` stores (the shop's scenario runs recorded, the Playwright Test run, the agent run), seeded once
+# per test process (each xdist worker) and copied into each embedded data dir a test serves `--demo` from:
+# seeding runs the demo shop five times (~3 s of CPU and ~4 s wall a start), copying takes milliseconds.
+# Tests of the seeding itself (tests/demo, tests/otlp/test_demo.py, `stdio --demo`) seed their own.
+_demo_template: list[Path] = []
+
+SEED_DEMO = """
+import sys
+from pathlib import Path
+from molar_mcp.compose import load_demo, open_embedded
+with open_embedded(Path(sys.argv[1])) as embedded:
+    print(load_demo(embedded))
+"""
+
+
+def seeded_demo_dir() -> Path:
+    """A data dir holding the demo as `serve --demo` seeds it (made on first use in this process; read-only)."""
+    if not _demo_template:
+        root = Path(tempfile.mkdtemp(prefix="molar-demo-template-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        template = root / "data"
+        subprocess.run(
+            [sys.executable, "-c", SEED_DEMO, str(template)],
+            capture_output=True,
+            timeout=300,
+            check=True,
+            env=child_env(template),
+        )
+        _demo_template.append(template)
+    return _demo_template[0]
+
+
+def with_demo(data_dir: Path, extra: tuple[str, ...]) -> None:
+    """Before `serve --demo` on an embedded data dir without a store yet: the seeded demo copied into it
+    (the server then finds the demo loaded, as on any later start)."""
+    other_engine = {"--database-url", "--blob-url"} & set(extra) or {"MOLAR_DATABASE_URL", "MOLAR_BLOB_URL"} & set(
+        os.environ
+    )
+    if "--demo" not in extra or other_engine or (data_dir / "molar.sqlite3").exists():
+        return
+    shutil.copytree(seeded_demo_dir(), data_dir, dirs_exist_ok=True)
+
+
 def start_server(data_dir: Path, *extra: str, auth: bool = False, timeout: float = 90) -> Served:
-    """`molar-mcp serve` on a free 127.0.0.1 port: `--no-auth` unless `auth`; waits for /healthz."""
+    """`molar-mcp serve` on a free 127.0.0.1 port: `--no-auth` unless `auth`; waits for /healthz. With
+    `--demo` on a fresh embedded data dir, the demo is copied in from `seeded_demo_dir()`."""
+    with_demo(data_dir, extra)
     port = free_port()
     log = open(data_dir.parent / f"serve-{port}.log", "wb")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(

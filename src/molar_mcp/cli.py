@@ -521,9 +521,15 @@ _MODEL_HELP = (
 
 
 def _auth_db(args: argparse.Namespace) -> Any:
-    from molar_mcp.serve_auth import open_auth_db
+    """The auth database, as `serve` opens it; on the embedded store without importing what serving needs."""
+    database_url = _engines(args)["database_url"]
+    if database_url:
+        from molar_mcp.serve_auth import open_auth_db
 
-    return open_auth_db(_data_dir(args.data_dir), database_url=_engines(args)["database_url"])
+        return open_auth_db(_data_dir(args.data_dir), database_url=database_url)
+    from molar_mcp.auth.db import AUTH_DB_FILE, AuthDB
+
+    return AuthDB.open(_data_dir(args.data_dir) / AUTH_DB_FILE)
 
 
 def cmd_users_create(args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ from molar_mcp.auth import (
 )
 from molar_mcp.auth.clients import ClientStore
 from molar_mcp.auth.config import JWKS_PATH, REGISTER_PATH, REVOKE_PATH, TOKEN_PATH
+from molar_mcp.auth.db import AUTH_DB_FILE
 from molar_mcp.auth.keys import AuthKeys
 from molar_mcp.auth.session import SessionCookies
 from molar_mcp.auth.tokens import GrantStore
@@ -123,7 +124,7 @@ async def run_client_expiry(auth: ServeAuth) -> None:
 def open_auth_db(data_dir: Path, *, database_url: str | None = None) -> AuthDB:
     """The auth database: `auth.sqlite3` in the data dir, or the PostgreSQL database (component `auth`)."""
     if database_url is None:
-        return AuthDB.open(data_dir / "auth.sqlite3")
+        return AuthDB.open(data_dir / AUTH_DB_FILE)
     from molar_mcp.store.postgres.authdb import PgAuthDB
     from molar_mcp.store.postgres.db import PgDatabase
 

@@ -85,6 +85,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """,
 )
 
+AUTH_DB_FILE: Final = "auth.sqlite3"  # in the data dir, for the embedded store
+
 
 def sha256_hex(value: str) -> str:
     """The lookup hash of a high-entropy secret (codes, tokens, keys). Passwords use argon2 instead."""
