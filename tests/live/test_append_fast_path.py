@@ -55,6 +55,10 @@ TAKEN: list[bytes] = [
     body_at_depth(MAX_JSON_DEPTH),  # the limit itself is taken
     batch(*(ev(i, payload={"x": [i, {"y": "}{"}]}) for i in range(100))),  # many shallow containers: walked
     batch(*(ev(i, message="{[" * 40) for i in range(100))),  # brackets in strings only
+    json.dumps(ev(0)).encode(),  # a single event object: a batch of one
+    b'  {"seq": "7", "ts": 5.0, "kind": "log", "ok": "true", "step_id": "a", "payload": {"a": [1, {"b": []}]}} ',
+    json.dumps(ev(0, payload={"v": nested(MAX_JSON_DEPTH - 2)})).encode(),  # alone, the limit itself is taken
+    json.dumps(ev(0, message="{[" * 40, payload={"x": [{"y": "}{"}]})).encode(),
 ]
 
 DECLINED: list[bytes] = [
@@ -64,7 +68,14 @@ DECLINED: list[bytes] = [
     json.dumps({"events": [ev(0, payload={"n": 2**62, "s": "1234567890123456789012"})]}).encode(),  # a long run
     json.dumps({"events": [ev(0)], "more": 1}).encode(),  # another member
     json.dumps({"events": [ev(0, idempotency_key="k0")]}).encode(),  # a key: the full way
-    json.dumps(ev(0)).encode(),  # a single event
+    json.dumps(ev(0, payload={"events": 1})).encode(),  # a single event with the text "events": the full way
+    json.dumps(ev(0, idempotency_key="k")).encode(),  # a single event with a key
+    json.dumps(ev(0, extra=1)).encode(),  # a single event with another member
+    json.dumps({"seq": 0, "ts": 1}).encode(),  # a single invalid event: its reason
+    json.dumps(ev(0)).encode() + b", " + json.dumps(ev(1)).encode(),  # two objects: not JSON
+    json.dumps(ev(0)).encode() + b" x",
+    json.dumps(ev(0, payload={"n": 2**63})).encode(),  # beyond 64 bits
+    json.dumps(ev(0, payload={"v": nested(MAX_JSON_DEPTH - 1)})).encode(),  # past the nesting limit alone
     json.dumps({"events": [ev(0), {"seq": 1}]}).encode(),  # an invalid item: partial accept
     json.dumps({"events": [ev(0, extra=1)]}).encode(),
     json.dumps({"events": []}).encode(),

@@ -15,6 +15,7 @@ from mcp.client import Client
 
 from molar_mcp.compose import Embedded, load_agent_demo
 from molar_mcp.ingest import ingest_bundle
+from molar_mcp.mcp import render
 from molar_mcp.mcp.render import cost, utc_seconds
 from molar_mcp.mcp.server import create_mcp_server
 from molar_mcp.mcp.summary import TraceSummary, step_costs
@@ -180,3 +181,21 @@ async def test_an_agent_runs_conversation_is_fenced_and_fits_every_budget(embedd
         answers[2000].structured_content["conversation"]["calls"]  # type: ignore[index]
     )
     assert json.dumps(answers[6000].structured_content).count('"kind": "tool"') >= 1
+
+
+def test_list_rows_write_the_same_instant_in_each_zone_as_its_own_fields_say_also_when_seen_before() -> None:
+    at = datetime(2026, 12, 7, 0, 41, 25, tzinfo=UTC)
+    there = at.astimezone(timezone(timedelta(hours=2)))
+    assert at == there  # one instant: equal datetimes, written differently
+    for _ in range(2):  # formatted, then answered as kept
+        assert utc_seconds(at) == "2026-12-07T00:41:25Z"
+        assert utc_seconds(there) == "2026-12-07T02:41:25Z"
+        assert utc_seconds(at.replace(tzinfo=None)) == "2026-12-07T00:41:25Z"
+
+
+def test_the_times_kept_for_list_rows_are_bounded() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for n in range(render.SECONDS_TEXT_KEPT + 10):
+        at = start + timedelta(seconds=n)
+        assert utc_seconds(at) == at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert 0 < len(render._SECONDS_TEXT) <= render.SECONDS_TEXT_KEPT

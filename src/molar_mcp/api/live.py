@@ -10,7 +10,7 @@ import contextvars
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
 
@@ -70,22 +70,29 @@ class _Batch(BaseModel):
 
 
 _KEY_MEMBER = b'"idempotency_key"'
+_EVENTS_MEMBER = b'"events"'
 # Levels above a payload's values in an append body: the body, its list, the event, the payload.
 _ABOVE_PAYLOAD_VALUES = 4
 
 
 def _fast_validated(body: bytes) -> list[IncomingEvent] | None:
-    """The usual append — `{"events": [...]}` of valid events without idempotency keys — parsed and
+    """The usual append — `{"events": [...]}` of valid events without idempotency keys, or one such event
+    object alone (a body without the text `"events"`: ~50 against ~170 µs the full way) — parsed and
     validated from the body's bytes in one call, straight into events (not `json.loads` into dicts, then
-    a model from each dict: half the CPU per event). None for anything else (a single event, an item
-    with a key or invalid, other members, a JSON limit, an encoding `json.loads` reads and this parser
-    does not, …): the body then goes the full way (`parse_json`, `_batch_items`, `_validated`), which
+    a model from each dict: half the CPU per event). None for anything else (an item with a key or
+    invalid, other members, a JSON limit, an encoding `json.loads` reads and this parser does not, …):
+    the body then goes the full way (`parse_json`, `_batch_items`, `_validated`), which
     says what is wrong. Where both accept a body, both give the same events
     (tests/live/test_append_fast_path.py)."""
     if _KEY_MEMBER in body:
         return None
     try:
-        events = _Batch.model_validate_json(body).events
+        if _EVENTS_MEMBER in body:
+            events = _Batch.model_validate_json(body).events
+            above, outer = _ABOVE_PAYLOAD_VALUES, 2
+        else:  # one event object, which the full way takes as a batch of one (pydantic takes one JSON value)
+            events = [Event.model_validate_json(body)]
+            above, outer = _ABOVE_PAYLOAD_VALUES - 2, 0
     except ValidationError:
         return None
     # Every value of an event but its payload is a validated scalar: the body nests deeper than the
@@ -93,20 +100,16 @@ def _fast_validated(body: bytes) -> list[IncomingEvent] | None:
     # opening brackets less the body's, its list's, each event's and each non-empty payload's (brackets
     # in strings only add to the count), and a chain of them can go no deeper than their number: when
     # that cannot reach the limit, the values are not walked (a usual batch of 100 has none).
-    below_payloads = body.count(b"{") + body.count(b"[") - 2 - len(events) - sum(1 for ev in events if ev.payload)
+    below_payloads = body.count(b"{") + body.count(b"[") - outer - len(events) - sum(1 for ev in events if ev.payload)
     nested = (
         []
-        if below_payloads <= MAX_JSON_DEPTH - _ABOVE_PAYLOAD_VALUES
+        if below_payloads <= MAX_JSON_DEPTH - above
         else [v for ev in events for v in ev.payload.values() if isinstance(v, (dict, list))]
     )
-    if not parsed_within_bounds(body, nested, max_depth=MAX_JSON_DEPTH - _ABOVE_PAYLOAD_VALUES + 1):
+    if not parsed_within_bounds(body, nested, max_depth=MAX_JSON_DEPTH - above + 1):
         return None
     return [IncomingEvent(index, event) for index, event in enumerate(events)]
 
-
-# An append body up to this size is stored on the event loop when the embedded store's writer is free
-# (`append_events`): a batch of 100 usual events is ~11 KB; one of 1,000, ~110 KB, goes to a thread.
-INLINE_APPEND_BYTES = 32_768
 
 # Appends' worker threads. Appends take the store's one writer in turn, so a few threads are enough.
 _APPEND_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="molar-append")
@@ -252,31 +255,15 @@ async def append_events(request: Request) -> JSONResponse:
     org = org_of(request)
     trace_ref = request.path_params["trace_id"]
 
-    def validated() -> tuple[list[IncomingEvent], list[dict[str, Any]]]:
-        fast = _fast_validated(body)
-        return (fast, []) if fast is not None else _validated(_batch_items(parse_json(body)))
-
     def append() -> tuple[AppendResult, list[dict[str, Any]]]:
         # One hop to the worker thread per batch: the body is parsed, its events validated, numbered
         # and stored there, off the event loop, with the cyclic garbage collector paused (`models/batch.py`).
         with gc_paused():
-            valid, rejected = validated()
+            fast = _fast_validated(body)
+            valid, rejected = (fast, []) if fast is not None else _validated(_batch_items(parse_json(body)))
             return ctx.live.append_events(org, trace_ref, valid), rejected
 
-    now: AppendResult | None = None
-    if len(body) <= INLINE_APPEND_BYTES and ctx.live.appends_now:
-        # A small batch on the embedded store: parsed, validated and stored right here on the event loop
-        # when the writer is free (`LiveTraces.append_now`), without the hop to a worker thread and back
-        # (its CPU, and two thread wake-ups: most of an append's latency to its followers on a busy
-        # machine). It holds the loop ~0.3 ms for one event, ~1.5 ms for 100 (bench/README.md).
-        with gc_paused():
-            valid, rejected = validated()
-            now = ctx.live.append_now(org, trace_ref, valid)
-        result = (
-            now if now is not None else await _in_append_thread(lambda: ctx.live.append_events(org, trace_ref, valid))
-        )
-    else:
-        result, rejected = await _in_append_thread(append)
+    result, rejected = await _in_append_thread(append)
     if result.stored:
         ctx.metrics.ingested_events.labels("live").inc(len(result.stored))
         # The trace's UUID came with the append: no whole-trace read to publish a batch.
@@ -346,8 +333,15 @@ def _after_seq(request: Request) -> int:
     return int(raw)
 
 
-def _sse(ev: Event) -> ServerSentEvent:
-    return ServerSentEvent(data=ev.model_dump_json(exclude_none=True), id=str(ev.seq))
+_TO_JSON = Event.__pydantic_serializer__.to_json
+
+
+def _frames(events: Sequence[Event]) -> bytes:
+    """The events as Server-Sent Events frames in one chunk: each what `ServerSentEvent(data=<the event's
+    JSON>, id=<its seq>)` encodes (tests/live/test_stream.py), written to the stream in one send. A batch
+    of 100 was 100 sends, each through the response's middleware and a cancel scope of its own; a JSON
+    text holds no line break, so the event is one `data:` line."""
+    return b"".join(b"id: %d\r\ndata: %s\r\n\r\n" % (ev.seq, _TO_JSON(ev, exclude_none=True)) for ev in events)
 
 
 @documented(
@@ -379,7 +373,7 @@ async def stream(request: Request) -> Response:
                 return
             last = events[-1].seq
 
-    async def frames() -> AsyncIterator[ServerSentEvent]:
+    async def frames() -> AsyncIterator[ServerSentEvent | bytes]:
         last = after
         while True:
             # Subscribe before reading the store: an event stored meanwhile is then in one or the other
@@ -390,15 +384,15 @@ async def stream(request: Request) -> Response:
                     status = seen_status
                     if ev is not None:
                         last = ev.seq
-                        yield _sse(ev)
+                        yield _frames((ev,))
                 if status not in ("queued", "running"):
                     yield ServerSentEvent(data=json.dumps({"status": status}), event="end")
                     return
                 async for message in sub.stream:
-                    for ev in message.events:
-                        if ev.seq > last:
-                            last = ev.seq
-                            yield _sse(ev)
+                    new = [ev for ev in message.events if ev.seq > last]
+                    if new:
+                        last = new[-1].seq
+                        yield _frames(new)
                     if message.finished is not None:
                         yield ServerSentEvent(data=json.dumps({"status": message.finished}), event="end")
                         return
