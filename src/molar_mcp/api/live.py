@@ -111,10 +111,6 @@ def _fast_validated(body: bytes) -> list[IncomingEvent] | None:
     return [IncomingEvent(index, event) for index, event in enumerate(events)]
 
 
-# An append body up to this size is stored on the event loop when the embedded store's writer is free
-# (`append_events`): a batch of 100 usual events is ~11 KB; one of 1,000, ~110 KB, goes to a thread.
-INLINE_APPEND_BYTES = 32_768
-
 # Appends' worker threads. Appends take the store's one writer in turn, so a few threads are enough.
 _APPEND_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="molar-append")
 
@@ -259,31 +255,15 @@ async def append_events(request: Request) -> JSONResponse:
     org = org_of(request)
     trace_ref = request.path_params["trace_id"]
 
-    def validated() -> tuple[list[IncomingEvent], list[dict[str, Any]]]:
-        fast = _fast_validated(body)
-        return (fast, []) if fast is not None else _validated(_batch_items(parse_json(body)))
-
     def append() -> tuple[AppendResult, list[dict[str, Any]]]:
         # One hop to the worker thread per batch: the body is parsed, its events validated, numbered
         # and stored there, off the event loop, with the cyclic garbage collector paused (`models/batch.py`).
         with gc_paused():
-            valid, rejected = validated()
+            fast = _fast_validated(body)
+            valid, rejected = (fast, []) if fast is not None else _validated(_batch_items(parse_json(body)))
             return ctx.live.append_events(org, trace_ref, valid), rejected
 
-    now: AppendResult | None = None
-    if len(body) <= INLINE_APPEND_BYTES and ctx.live.appends_now:
-        # A small batch on the embedded store: parsed, validated and stored right here on the event loop
-        # when the writer is free (`LiveTraces.append_now`), without the hop to a worker thread and back
-        # (its CPU, and two thread wake-ups: most of an append's latency to its followers on a busy
-        # machine). It holds the loop ~0.3 ms for one event, ~1.5 ms for 100 (bench/README.md).
-        with gc_paused():
-            valid, rejected = validated()
-            now = ctx.live.append_now(org, trace_ref, valid)
-        result = (
-            now if now is not None else await _in_append_thread(lambda: ctx.live.append_events(org, trace_ref, valid))
-        )
-    else:
-        result, rejected = await _in_append_thread(append)
+    result, rejected = await _in_append_thread(append)
     if result.stored:
         ctx.metrics.ingested_events.labels("live").inc(len(result.stored))
         # The trace's UUID came with the append: no whole-trace read to publish a batch.

@@ -254,44 +254,6 @@ class Database:
                 self._local.writing -= 1
 
     @contextmanager
-    def tx_now(self) -> Iterator[sqlite3.Connection | None]:
-        """`tx` for a caller that must not wait (the event loop): the write transaction when the writer is
-        free this instant, else None (another thread's transaction in progress, or another process's
-        write lock on the file: SQLite's busy wait is off for the BEGIN, so it answers at once)."""
-        if not self._lock.acquire(blocking=False):
-            yield None
-            return
-        try:
-            conn = self._conn
-            conn.execute("PRAGMA busy_timeout = 0")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
-                    raise
-                began = False
-            else:
-                began = True
-            finally:
-                conn.execute("PRAGMA busy_timeout = 5000")
-            if not began:
-                yield None
-                return
-            self._local.writing = getattr(self._local, "writing", 0) + 1
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            else:
-                conn.execute("COMMIT")
-                self._committed()
-            finally:
-                self._local.writing -= 1
-        finally:
-            self._lock.release()
-
-    @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A consistent read: one snapshot on this thread's own connection, so it neither waits for a
         write in progress nor sees half of one. Inside a write transaction it reads that transaction."""

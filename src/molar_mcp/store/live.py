@@ -141,11 +141,6 @@ class LiveTraces:
         self._waiting_lock = threading.Lock()
         self._writer = threading.Lock()
 
-    @property
-    def appends_now(self) -> bool:
-        """Whether `append_now` may store a batch on the calling thread (the embedded store; not PostgreSQL)."""
-        return self._grouped
-
     def create_trace(
         self,
         org_id: str,
@@ -205,20 +200,6 @@ class LiveTraces:
             raise mine.error
         assert mine.result is not None
         return mine.result
-
-    def append_now(self, org_id: str, trace_ref: str, incoming: Sequence[IncomingEvent]) -> AppendResult | None:
-        """`append_events` for a caller that must not wait (the event loop, for a small batch: no hop to a
-        worker thread and back): the batch stored in its own transaction on the calling thread when the
-        embedded store's writer is free this instant (no append waiting or being stored, no other write of
-        this process or another in progress). None when it is not, or on PostgreSQL (whose statements wait
-        on the network): the caller then goes through `append_events`. Errors as `append_events`'."""
-        if not self._grouped or self._waiting or not self._writer.acquire(blocking=False):
-            return None
-        try:
-            with self.db.tx_now() as conn:
-                return None if conn is None else self._append(conn, org_id, trace_ref, incoming)
-        finally:
-            self._writer.release()
 
     def _store_group(self, group: list[_Pending]) -> None:
         try:
