@@ -1,5 +1,6 @@
-"""`molar-mcp serve --inline-reads`: the MCP tools' reads of the embedded SQLite store run on the event loop
-(api/reads.py), over real HTTP, on both protocol eras; without the flag they wait for a worker thread."""
+"""`create_serve_app(inline_reads=True)` (what `molar-mcp serve` builds unless told `--no-inline-reads`): the MCP
+tools' reads of the embedded SQLite store run on the event loop (api/reads.py), over real HTTP, on both protocol
+eras; with `inline_reads=False` they wait for a worker thread."""
 
 from __future__ import annotations
 
