@@ -14,7 +14,7 @@ Why fork is safe here: the child runs only the reading — msgspec, pure Python,
 own decompressor, pydantic while holding the GIL — never SQLite, a socket, a lock another thread may hold
 (the collector is turned off directly, not through `gc_paused`'s lock) or an at-exit handler (it leaves by
 `os._exit`); it closes every descriptor it inherited but stdio and its end of the pipe. Memory: the pipe
-holds at most its buffer (64 KB by default) and each side one frame; the child's pages are the parent's,
+holds at most its buffer (1 MB) and each side one frame; the child's pages are the parent's,
 shared until written.
 
 The child ends on every path: it exits once it has sent its last frame (or when a write finds the pipe
@@ -25,6 +25,7 @@ it is always reaped. No I/O here besides the pipe.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import os
 import pickle
@@ -42,7 +43,7 @@ S = TypeVar("S")
 
 _FRAME = struct.Struct("<cQ")  # a frame: its kind, then its length
 _ROWS, _DONE, _FAILED = b"R", b"D", b"F"
-_PIPE_BUFFER = 1 << 20
+_PIPE_BUFFER = 1 << 20  # (Linux's default most an unprivileged process may ask: /proc/sys/fs/pipe-max-size)
 
 
 class ChildReaderError(RuntimeError):
@@ -76,20 +77,25 @@ def _child(out_fd: int, source: Iterator[T], build: Callable[[T], list[Any]], fi
         os.closerange(out_fd + 1, os.sysconf("SC_OPEN_MAX"))
         gc.disable()  # (directly: `gc_paused`'s lock may be held by a thread the fork did not copy)
         encode = msgspec.msgpack.Encoder().encode
-        with os.fdopen(out_fd, "wb", buffering=_PIPE_BUFFER) as out:
-            try:
-                for item in source:
-                    data = encode(build(item))
-                    out.write(_FRAME.pack(_ROWS, len(data)))
-                    out.write(data)
-                    del data, item
-                kind, data = _DONE, pickle.dumps(finish())
-            except BaseException as exc:  # sent to the parent, raised there
-                kind, data = _FAILED, _as_sent(exc)
-            out.write(_FRAME.pack(kind, len(data)))
-            out.write(data)
+        try:
+            for item in source:
+                data = encode(build(item))
+                # Each frame whole into the pipe at once (not held in a buffer): the parent stores it while
+                # this builds the next.
+                _write_all(out_fd, _FRAME.pack(_ROWS, len(data)) + data)
+                del data, item
+            kind, data = _DONE, pickle.dumps(finish())
+        except BaseException as exc:  # sent to the parent, raised there
+            kind, data = _FAILED, _as_sent(exc)
+        _write_all(out_fd, _FRAME.pack(kind, len(data)) + data)
     finally:
         os._exit(0)  # no at-exit handler, no flush of the parent's buffers
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _read_exactly(stream: IO[bytes], size: int) -> bytes:
@@ -113,6 +119,10 @@ class ChildReader(Generic[S]):
 
     def __enter__(self) -> ChildReader[S]:
         read_fd, write_fd = os.pipe()
+        # A pipe that holds a whole frame (a chunk's rows are ~0.5 MB): the child writes one and builds the next
+        # while this process stores the one before (Linux; elsewhere the default size, and less overlap).
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, _PIPE_BUFFER)
         try:
             pid = os.fork()
         except BaseException:
