@@ -143,7 +143,11 @@ def test_a_last_line_without_its_end_is_still_read_at_eof_as_the_sdk_transport_r
         code, err = wire.finish()
         assert code == 0, err
         answers[name] = list(iter(wire.lines.get, b""))
-    assert answers["ours"] == answers["sdk"] == [b'{"jsonrpc":"2.0","id":"unended","result":{}}\n']
+    # Ours answers the unended line before it exits. The SDK's transport reads it too, but its server stops
+    # as soon as stdin ends, racing the handler of that last request: under load it exits without the
+    # answer (seen once in a full suite at load ~9). So the SDK's answer, when it comes, must be the same.
+    assert answers["ours"] == [b'{"jsonrpc":"2.0","id":"unended","result":{}}\n']
+    assert answers["sdk"] in ([], answers["ours"])
 
 
 def test_a_message_cut_off_by_eof_ends_the_server_cleanly(tmp_path: Path) -> None:
