@@ -136,3 +136,27 @@ def recorded(ticketshop: str, pw_recorder: Recorder, tmp_path_factory: pytest.Te
     from tests.apps.record import RecordedTraces
 
     return RecordedTraces(pw_recorder, ticketshop, tmp_path_factory.mktemp("pw-traces"))
+
+
+# No test here skips: a missing component (Chromium, Node packages, PostgreSQL, the S3 endpoint, bubblewrap)
+# fails its test. A skip that still happens (an `async def` test pytest could not run, say) therefore fails
+# the run, and the summary names it. Counted on the controller (with pytest-xdist, where the workers'
+# reports arrive) or in a plain run.
+_SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _SKIPPED.append(f"{report.nodeid}: {report.longrepr}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _SKIPPED and not hasattr(session.config, "workerinput"):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _SKIPPED:
+        terminalreporter.section("skipped tests fail this run")
+        for line in _SKIPPED:
+            terminalreporter.write_line(line)
