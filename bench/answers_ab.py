@@ -53,12 +53,12 @@ async def dump(data: Path, known: set[str]) -> list[dict[str, Any]]:
     from mcp.client import Client
 
     from molar_mcp.compose import (
-        create_stdio_server,
         load_agent_demo,
         load_playwright_demo,
         load_shipped_demo,
         open_embedded,
     )
+    from molar_mcp.mcp.server import create_mcp_server
 
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     ids = json.loads((data / "bench-ids.json").read_text())
@@ -78,7 +78,7 @@ async def dump(data: Path, known: set[str]) -> list[dict[str, Any]]:
         calls += [("get_trace", {"trace_id": ids["big"], "step": 25, "max_tokens": n}) for n in (800, 2000, 6000)]
         calls += [("list_traces", {"status": s} if s else {}) for s in ("failed", "passed", "error", None)]
         answers: list[dict[str, Any]] = []
-        async with Client(create_stdio_server(embedded.client_factory())) as client:
+        async with Client(create_mcp_server(embedded.client_factory())) as client:
             for name, args in calls:
                 result = await client.call_tool(name, args)
                 answers.append(

@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Any
 from molar_mcp import __version__
 
 if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
+
     from molar_mcp.api.telemetry import RateLimits
+    from molar_mcp.mcp.state import AppState
 
 log = logging.getLogger("molar_mcp")
 
@@ -94,7 +97,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from molar_mcp.api.context import OtlpSettings
     from molar_mcp.api.memory import settle_heap
-    from molar_mcp.compose import create_serve_app, debugger_config, load_demo, open_embedded
+    from molar_mcp.compose import create_serve_app, load_demo, open_embedded
+    from molar_mcp.debugger.config import DebuggerConfig
     from molar_mcp.serve_auth import open_serve_auth, own_origins
 
     if args.no_auth and not _is_loopback(args.host):
@@ -106,7 +110,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args.data_dir)
     try:
         limits = parse_rate_limits(args.rate_limits) if args.rate_limits else None
-        debugger = debugger_config(args.model)
+        debugger = DebuggerConfig.from_env(os.environ, args.model)
     except ValueError as exc:
         print(f"molar-mcp: {exc}", file=sys.stderr)
         return 2
@@ -222,13 +226,21 @@ def _replays_line(demo: bool, roots: Sequence[Path]) -> str:
     return ", ".join(parts) + " (in a bubblewrap sandbox)"
 
 
+def _serve_stdio(server: MCPServer[AppState]) -> int:
+    """Serve `server` on this process's stdin and stdout until stdin ends."""
+    from molar_mcp.mcp.stdio import run_stdio
+
+    name_event_loop()
+    asyncio.run(run_stdio(server))
+    return 0
+
+
 def cmd_stdio(args: argparse.Namespace) -> int:
     # Only what answering `initialize` and `tools/list` needs is imported before serving: the MCP server
     # and its tools. The embedded store and its /v1 app are opened on the first tool call that reads them
     # (`DeferredApp`), except where a start must prove them first: PostgreSQL and S3 (a bad URL or an
     # unreachable database fails the start, not a tool call later) and --demo (loaded before serving).
     from molar_mcp.mcp.server import create_mcp_server
-    from molar_mcp.mcp.stdio import run_stdio
 
     api_url = args.api_url or os.environ.get("MOLAR_API_URL")
     api_key = args.api_key or os.environ.get("MOLAR_API_KEY")
@@ -236,9 +248,7 @@ def cmd_stdio(args: argparse.Namespace) -> int:
         from molar_mcp.client.remote import remote_client_factory
 
         server = create_mcp_server(remote_client_factory(api_url, api_key))
-        name_event_loop()
-        asyncio.run(run_stdio(server))
-        return 0
+        return _serve_stdio(server)
     from molar_mcp.debugger.config import DebuggerConfig
 
     try:
@@ -260,10 +270,7 @@ def cmd_stdio(args: argparse.Namespace) -> int:
             if args.demo:
                 log.info("demo data: %s", load_demo(embedded))
             # One client on the embedded store: its reads on the loop, without two thread hops each.
-            server = create_mcp_server(embedded.client_factory(inline_reads=True))
-            name_event_loop()
-            asyncio.run(run_stdio(server))
-        return 0
+            return _serve_stdio(create_mcp_server(embedded.client_factory(inline_reads=True)))
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -283,10 +290,7 @@ def cmd_stdio(args: argparse.Namespace) -> int:
             return embedded.api_app
 
         # The embedded SQLite store: one client, its reads on the loop, without two thread hops each.
-        server = create_mcp_server(in_process_client_factory(DeferredApp(open_api), inline_reads=True))
-        name_event_loop()
-        asyncio.run(run_stdio(server))
-    return 0
+        return _serve_stdio(create_mcp_server(in_process_client_factory(DeferredApp(open_api), inline_reads=True)))
 
 
 def _bundle_paths(paths: Sequence[str]) -> list[Path]:

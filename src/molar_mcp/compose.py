@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -45,7 +44,7 @@ from molar_mcp.ingest.formats.otlp import decode_json, decode_spans
 from molar_mcp.mcp.capabilities import build_manifest
 from molar_mcp.mcp.event_store import BoundedEventStore
 from molar_mcp.mcp.server import TOOL_SPECS, create_mcp_server
-from molar_mcp.mcp.state import AppState, ClientFactory
+from molar_mcp.mcp.state import ClientFactory
 from molar_mcp.replay.apps import AppConfig
 from molar_mcp.replay.recording import RecordedRun, record_scenarios, scenario_files
 from molar_mcp.serve_auth import (
@@ -321,12 +320,6 @@ def rotate_url_signing_key(data_dir: Path, *, keep: int, database_url: str | Non
     return kid
 
 
-def debugger_config(model: str | None = None) -> DebuggerConfig:
-    """The debugger chats' model and budget: `--model`, else `MOLAR_MODEL`, with `MOLAR_MODEL_BASE_URL`,
-    `MOLAR_MODEL_API_KEY`, `MOLAR_MODEL_PRICE` and `MOLAR_DEBUGGER_BUDGET_CENTS` (docs/debugger.md)."""
-    return DebuggerConfig.from_env(os.environ, model)
-
-
 def load_shipped_demo(store: SqliteTraceStore, org_id: str = LOCAL_ORG_ID) -> int:
     """The shipped recordings of the demo shop's scenario runs (`molar_mcp.demo.recorded`, made by
     `scripts/record_demo_runs.py`), stored once per store (data dir or shared database) as replayable runs.
@@ -559,10 +552,6 @@ def create_serve_app(
     # Live appends skip the routers: the /v1 app's own middleware around the endpoint (api/append_route.py).
     middleware.append(Middleware(LiveAppendRoute, api_app=api_app))
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
-
-
-def create_stdio_server(factory: ClientFactory) -> MCPServer[AppState]:
-    return create_mcp_server(factory)
 
 
 async def manifest_document(*, auth_required: bool = True) -> dict[str, Any]:

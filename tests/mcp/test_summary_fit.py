@@ -198,4 +198,4 @@ def test_the_times_kept_for_list_rows_are_bounded() -> None:
     for n in range(render.SECONDS_TEXT_KEPT + 10):
         at = start + timedelta(seconds=n)
         assert utc_seconds(at) == at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert 0 < len(render._SECONDS_TEXT) <= render.SECONDS_TEXT_KEPT
+    assert 0 < render._seconds_text.cache_info().currsize <= render.SECONDS_TEXT_KEPT
