@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import secrets
 import sqlite3
@@ -32,6 +33,7 @@ from molar_mcp.models import (
 from molar_mcp.models.batch import gc_paused
 from molar_mcp.models.rows import EventView, StoredEvents, trusted_event
 from molar_mcp.store.blobs import BlobStore
+from molar_mcp.store.child_reader import WAIT_SECONDS as CHILD_WAIT_SECONDS
 from molar_mcp.store.child_reader import ChildReader, can_fork
 from molar_mcp.store.db import NUL, CleanRows, Database, insert_many_behind, rows_in, store_text
 from molar_mcp.store.history import (
@@ -298,6 +300,7 @@ def find_trace_pk(conn: sqlite3.Connection, org_id: str, trace_ref: str) -> tupl
 
 # The kind, ok and message of an `events` row as `event_rows` builds it with its trace's pk.
 _KIND, _OK, _MESSAGE = itemgetter(3), itemgetter(6), itemgetter(7)
+log = logging.getLogger("molar_mcp")
 
 
 class SqliteTraceStore:
@@ -310,6 +313,9 @@ class SqliteTraceStore:
     # (`store/child_reader.py`; where processes fork). None: as MOLAR_INGEST_CHILD says (off unless "1": a
     # served process kept ~20 MB more RSS after three 100k bundles with it on; bench/README.md).
     read_in_child: bool | None = None
+    # How long the storing process waits for that child's next rows before it kills it and the ingest fails
+    # (`ChildReaderError`, 503: nothing stored).
+    child_wait_seconds: float = CHILD_WAIT_SECONDS
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
@@ -424,6 +430,7 @@ class SqliteTraceStore:
             def gathered() -> _Gathered:
                 return got
 
+            in_child = streamed and self._reads_in_child()
             while chunk is not None:
                 with gc_paused():
                     rows = build(chunk)
@@ -431,10 +438,17 @@ class SqliteTraceStore:
                     insert_many_behind(conn, _INSERT_EVENTS, rows)
                     del rows  # freed inside the pause, as the chunk is once the next one replaces it
                     chunk = next(chunks, None)
-                if chunk is not None and streamed and self._reads_in_child():
+                if chunk is not None and in_child:
                     # A bundle of more than one chunk: a child process reads and builds the rest while this
                     # one stores it (both cores; store/child_reader.py). It hands back what it gathered.
-                    with ChildReader(chain((chunk,), chunks), build, gathered) as reader:
+                    in_child = False  # tried once: when the fork fails, this process reads on
+                    reader = ChildReader(chain((chunk,), chunks), build, gathered, wait_seconds=self.child_wait_seconds)
+                    try:
+                        reader.start()
+                    except OSError as exc:  # no process to spare (EAGAIN, ENOMEM), or no pipe: nothing was read
+                        log.warning("no child process to read the bundle (%s): this process reads it", exc)
+                        continue
+                    with reader:
                         chunk = None
                         for rows in reader:
                             with gc_paused():
