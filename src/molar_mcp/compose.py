@@ -41,6 +41,7 @@ from molar_mcp.client.remote import remote_client_factory
 from molar_mcp.debugger.config import DebuggerConfig
 from molar_mcp.ingest import DEFAULT_MAX_BUNDLE_BYTES, BundleError
 from molar_mcp.ingest.formats.otlp import decode_json, decode_spans
+from molar_mcp.mcp.answer_mode import AnswerModeRouter
 from molar_mcp.mcp.capabilities import build_manifest
 from molar_mcp.mcp.event_store import BoundedEventStore
 from molar_mcp.mcp.server import TOOL_SPECS, create_mcp_server
@@ -480,7 +481,9 @@ def create_serve_app(
     if auth is not None:
         api_app = create_api_app(embedded.context, auth=auth.api_auth())
         factory = acting_client_factory(api_app, auth.internal_token, inline_reads=inline)
-    mcp_server = create_mcp_server(factory, request_state_keys=[request_state_key(embedded.store.data_dir)])
+    mcp_server = create_mcp_server(
+        factory, request_state_keys=[request_state_key(embedded.store.data_dir)], shared_state=True
+    )
     security = None
     if allowed_hosts:
         security = TransportSecuritySettings(
@@ -488,7 +491,12 @@ def create_serve_app(
             allowed_hosts=allowed_hosts,
             allowed_origins=[f"http://{h}" for h in allowed_hosts] + [f"https://{h}" for h in allowed_hosts],
         )
-    mcp_app = mcp_server.streamable_http_app(
+    # Two session managers of one server: 2026-07-28 requests no notification can belong to are answered
+    # in JSON mode, in their own task; everything else in SSE mode (mcp/answer_mode.py). Each call of
+    # streamable_http_app() makes the server's session_manager a new one.
+    mcp_server.streamable_http_app(host=host, transport_security=security, json_response=True)
+    json_manager = mcp_server.session_manager
+    mcp_server.streamable_http_app(
         host=host,
         transport_security=security,
         # 2025-11-25 SSE resumability (event ids, priming event, Last-Event-ID replay), bounded.
@@ -496,6 +504,14 @@ def create_serve_app(
         retry_interval=1000,
         # Abandoned 2025-11-25 sessions are reaped after minutes, not half an hour.
         session_idle_timeout=SESSION_IDLE_SECONDS,
+    )
+    sse_manager = mcp_server.session_manager
+    context = embedded.context
+    mcp_app = AnswerModeRouter(
+        sse_manager.handle_request,
+        json_manager.handle_request,
+        streaming_tools=[spec.name for spec in TOOL_SPECS if spec.long_running],
+        counted=lambda mode: context.metrics.mcp_answers.labels(mode).inc(),
     )
 
     async def capabilities(request: Request) -> JSONResponse:
@@ -506,7 +522,9 @@ def create_serve_app(
         # A mounted app's lifespan never runs: run the MCP session manager here (MCP-NOTES.md).
         async with (
             embedded.context.bus.running(),
-            mcp_server.session_manager.run(),
+            # Both enter the server's lifespan; the first opens its state, the second shares it.
+            json_manager.run(),
+            sse_manager.run(),
             anyio.create_task_group() as tasks,
         ):
             # OTLP traces finish after a quiet period even when no request comes to notice it.
@@ -529,7 +547,6 @@ def create_serve_app(
                         await anyio.to_thread.run_sync(worker.stop)
 
     # One tool call is one unit of its org's `tool` budget (the reads it makes inside are not counted).
-    context = embedded.context
     mcp_endpoint: ASGIApp = ToolCallBudget(mcp_app, limiter=context.rate_limiter, metrics=context.metrics)
     # A discovery document: readable from any origin (CORS, no cookies), like the OAuth well-knowns.
     public_capabilities = CORSMiddleware(request_response(capabilities), allow_origins=["*"], allow_methods=["GET"])

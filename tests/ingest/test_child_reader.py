@@ -5,9 +5,13 @@ child is gone and its pipe closed on every path."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +22,10 @@ from molar_mcp.compose import open_store
 from molar_mcp.ingest import BundleError, ingest_bundle
 from molar_mcp.ingest import bundle as bundle_module
 from molar_mcp.ingest.bundle import open_bundle
+from molar_mcp.models import Event
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceQuery
 from molar_mcp.store.child_reader import ChildReader, ChildReaderError, can_fork
-from molar_mcp.store.port import TooManyEvents
+from molar_mcp.store.port import IngestInterrupted, NewTrace, TooManyEvents
 from tests.bundles import make_bundle, summary
 from tests.ingest.test_streamed_bundles import EVENT_CHUNK, long_events
 
@@ -238,3 +243,108 @@ def test_molar_ingest_child_turns_the_child_on(
     # This process read the first two chunks; a child, when there is one, read the rest (and counted them).
     assert parsed.events_read == (2 * EVENT_CHUNK if in_child else len(long_events()))
     assert parsed.event_count == len(long_events())
+
+
+def _stalls(item: int) -> list[Any]:
+    if item == 2:
+        time.sleep(3600)  # a child stuck for good (it is killed long before)
+    return _numbers(item)
+
+
+def test_a_child_that_sends_nothing_for_the_wait_is_killed_and_the_read_fails(nothing_left: None) -> None:
+    rows: list[Any] = []
+    started = time.monotonic()
+
+    def read_all() -> None:
+        with ChildReader(iter(range(5)), _stalls, list, wait_seconds=0.5) as reader:
+            for chunk in reader:
+                rows.extend(chunk)
+
+    with pytest.raises(ChildReaderError, match=r"sent nothing for 0\.5 s and was stopped; nothing .* was stored"):
+        read_all()
+    assert rows == [[0, "0"], [1, "1"]]
+    assert time.monotonic() - started < 30  # the wait, not the child's hour
+
+
+def _stalled_chunks(events: list[Event]) -> Iterator[list[Event]]:
+    """Chunks of `events`; the third one never comes (the child that would read it stalls)."""
+    yield events[:EVENT_CHUNK]
+    yield events[EVENT_CHUNK : 2 * EVENT_CHUNK]
+    time.sleep(3600)
+    yield events[2 * EVENT_CHUNK :]
+
+
+def test_a_stalled_reading_child_fails_the_ingest_and_stores_nothing(
+    tmp_path: Path, engine: dict[str, str], nothing_left: None
+) -> None:
+    events = [Event.model_validate(e) for e in long_events()]
+    store = store_with(tmp_path, "stalled", engine, in_child=True)
+    store.child_wait_seconds = 0.5
+    try:
+        trace = NewTrace(scenario_slug="stalled", status="passed", event_chunks=_stalled_chunks(events))
+        with pytest.raises(IngestInterrupted, match=r"sent nothing for 0\.5 s"):
+            store.add_trace(LOCAL_ORG_ID, trace, {})
+        assert store.list_traces(LOCAL_ORG_ID, TraceQuery()).items == []
+        # The store goes on: the same events, read here, are stored whole.
+        again = NewTrace(scenario_slug="stalled", status="passed", events=events)
+        trace_id, _ = store.add_trace(LOCAL_ORG_ID, again, {})
+        assert store.get_trace(LOCAL_ORG_ID, trace_id).event_count == len(events)
+    finally:
+        store.close()
+
+
+# Run as a process of its own: the store is opened (its thread started, the code of an ingest loaded by a
+# first bundle), then the process gives up root (root is exempt from RLIMIT_NPROC) and may have no more
+# processes than it has: a fork fails with EAGAIN, as on a server out of processes.
+_NO_FORK = """
+import os, resource, shutil, sys, tempfile
+from pathlib import Path
+from molar_mcp.ingest import bundle as bundle_module
+from molar_mcp.ingest import ingest_bundle
+from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceQuery
+bundle_module.EVENT_CHUNK = int(sys.argv[2])
+data = Path(sys.argv[1]).read_bytes()
+home = Path(tempfile.mkdtemp())
+store = SqliteTraceStore(home / "data")
+store.read_in_child = True
+ingest_bundle(store, LOCAL_ORG_ID, data)  # a child reads it: the code of both ways is loaded now
+if os.geteuid() == 0:
+    for path in [home, *home.rglob("*")]:
+        os.chown(path, 65534, 65534)
+    os.setgroups([])
+    os.setresgid(65534, 65534, 65534)
+    os.setresuid(65534, 65534, 65534)
+resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
+try:
+    pid = os.fork()
+except OSError as exc:
+    print("fork refused:", exc.errno, flush=True)
+else:
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print("fork allowed", flush=True)
+trace_id, _ = ingest_bundle(store, LOCAL_ORG_ID, data)
+stored = len(store.list_traces(LOCAL_ORG_ID, TraceQuery()).items)
+print("stored", store.get_trace(LOCAL_ORG_ID, trace_id).event_count, stored)
+store.close()
+shutil.rmtree(home, ignore_errors=True)
+"""
+
+
+def test_a_fork_that_fails_leaves_the_reading_to_this_process(tmp_path: Path) -> None:
+    bundle = tmp_path / "b.tar.gz"
+    bundle.write_bytes(make_bundle(summary(), long_events()))
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_FORK, str(bundle), str(EVENT_CHUNK)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"fork refused: {errno.EAGAIN}"  # the process could not fork: the case under test
+    assert lines[1] == f"stored {len(long_events())} 2"  # yet the bundle was stored, read here
+    assert "no child process to read the bundle" in done.stderr

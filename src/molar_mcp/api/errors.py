@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from molar_mcp.ingest import BundleError
 from molar_mcp.store import InvalidCursor, TraceNotFound
 from molar_mcp.store.live import EventConflict, TraceNotRunning
-from molar_mcp.store.port import TooManyEvents
+from molar_mcp.store.port import IngestInterrupted, TooManyEvents
 from molar_mcp.store.tiers import TraceIsCold
 
 log = logging.getLogger("molar_mcp.api")
@@ -100,6 +100,14 @@ async def _too_many_events(request: Request, exc: Exception) -> Response:
     return error_response(request, 413, "payload_too_large", str(exc))
 
 
+async def _ingest_interrupted(request: Request, exc: Exception) -> Response:
+    # The server's own trouble, not the upload's (store/port.py): nothing was stored; the same upload may come again.
+    log.error("an ingest stopped in %s %s: %s", request.method, request.url.path, exc)
+    answer = error_response(request, 503, "ingest_interrupted", str(exc))
+    answer.headers["retry-after"] = "5"
+    return answer
+
+
 async def _conflict(request: Request, exc: Exception) -> Response:
     return error_response(request, 409, "conflict", str(exc))
 
@@ -121,6 +129,7 @@ EXCEPTION_HANDLERS = {
     TraceIsCold: _conflict,
     EventConflict: _conflict,
     TooManyEvents: _too_many_events,
+    IngestInterrupted: _ingest_interrupted,
     Exception: _unexpected,
 }
 

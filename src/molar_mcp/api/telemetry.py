@@ -37,6 +37,12 @@ class Metrics:
         self.rate_limited = Counter(
             "molar_rate_limited_requests", "Requests refused with 429", ["limit_class"], registry=self.registry
         )
+        self.mcp_answers = Counter(
+            "molar_mcp_posts",
+            "POSTs to /mcp by the answer mode of the MCP SDK session manager that took them: json or sse",
+            ["mode"],
+            registry=self.registry,
+        )
 
 
 # The ASGI scope extension of the server's own in-process calls to /v1 (the MCP server's tools acting for

@@ -353,7 +353,7 @@ async def get_event(request: Request) -> JSONResponse:
             where="header",
         )
     ],
-    errors=(400, 404, 409, 413, 415, 422),
+    errors=(400, 404, 409, 413, 415, 422, 503),
 )
 async def ingest(request: Request) -> JSONResponse:
     ctx = api_context(request)

@@ -41,17 +41,36 @@ async def prompt_errors_middleware(ctx: ServerRequestContext[Any, Any], call_nex
 
 
 def create_mcp_server(
-    client_factory: ClientFactory, *, request_state_keys: Sequence[bytes] | None = None
+    client_factory: ClientFactory, *, request_state_keys: Sequence[bytes] | None = None, shared_state: bool = False
 ) -> MCPServer[AppState]:
     """Build the server. `client_factory` opens the `TraceClient` for the server's lifetime;
-    `request_state_keys` seal MCP request state (a per-process key when absent; replicas share theirs)."""
+    `request_state_keys` seal MCP request state (a per-process key when absent; replicas share theirs).
+    `shared_state`: the lifespan opens its state once however many times it is entered, for several
+    session managers of one server entered nested in one task (`molar-mcp serve`, mcp/answer_mode.py)."""
 
     bus = OrgBus()
 
     @asynccontextmanager
-    async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
+    async def open_state() -> AsyncIterator[AppState]:
         async with client_factory() as client, running_watcher(client, bus) as watcher:
             yield AppState(client=client, watcher=watcher)
+
+    opened: list[AppState] = []  # the state while the outermost entry of a shared lifespan is open
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
+        if shared_state and opened:
+            yield opened[-1]
+            return
+        async with open_state() as state:
+            if not shared_state:
+                yield state
+                return
+            opened.append(state)
+            try:
+                yield state
+            finally:
+                opened.clear()
 
     server: MCPServer[AppState] = MCPServer(
         "molar-mcp",

@@ -19,7 +19,13 @@ shared until written.
 
 The child ends on every path: it exits once it has sent its last frame (or when a write finds the pipe
 closed); when this process stops reading early (its own error, a closed generator) the child is killed;
-it is always reaped. No I/O here besides the pipe.
+it is always reaped. This process waits at most `wait_seconds` for each read from the pipe: a child that
+sends nothing for that long (stopped, or stuck) is killed, and the read fails with `ChildReaderError` (the
+store's transaction rolls back: nothing is stored). A fork that fails (`OSError`: EAGAIN, ENOMEM) is the
+caller's to handle: `start` raises it before anything was read, so the caller may read on itself.
+
+Frames are read straight from the pipe into one buffer, grown to the biggest frame and reused (no buffered
+stream, no bytes object a frame). No I/O here besides the pipe.
 """
 
 from __future__ import annotations
@@ -29,14 +35,16 @@ import fcntl
 import gc
 import os
 import pickle
+import select
 import signal
 import struct
 from collections.abc import Callable, Iterator
-from typing import IO, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
 from molar_mcp.store.db import CleanRows
+from molar_mcp.store.port import IngestInterrupted
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -44,10 +52,14 @@ S = TypeVar("S")
 _FRAME = struct.Struct("<cQ")  # a frame: its kind, then its length
 _ROWS, _DONE, _FAILED = b"R", b"D", b"F"
 _PIPE_BUFFER = 1 << 20  # (Linux's default most an unprivileged process may ask: /proc/sys/fs/pipe-max-size)
+# How long this process waits for the child's next bytes before it gives up on it. A chunk takes the child
+# tens of milliseconds to build; only a stopped or stuck child (or a machine frozen that long) waits more.
+WAIT_SECONDS = 30.0
 
 
-class ChildReaderError(RuntimeError):
-    """The child stopped without saying why (killed, or its error could not be sent back)."""
+class ChildReaderError(IngestInterrupted):
+    """The child stopped without saying why (killed, or its error could not be sent back), or sent nothing
+    for `wait_seconds` (it was killed)."""
 
 
 def can_fork() -> bool:
@@ -98,26 +110,37 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _read_exactly(stream: IO[bytes], size: int) -> bytes:
-    data = stream.read(size)
-    if len(data) != size:
-        raise ChildReaderError("the bundle's reader process stopped before it was done")
-    return data
-
-
 class ChildReader(Generic[S]):
     """`build(item)` of each item of `source`, built in a forked child, as `CleanRows` (lists, not tuples);
-    then `result`: `finish()`'s value, made in the child once `source` is spent. Use it as a context manager:
-    leaving the block kills a child still running and reaps it. `build` and `finish` run in the child only:
-    state they change there is not this process's (take it from `result`)."""
+    then `result`: `finish()`'s value, made in the child once `source` is spent. Use it as a context manager
+    (entering it forks, unless `start` did): leaving the block kills a child still running and reaps it.
+    `build` and `finish` run in the child only: state they change there is not this process's (take it
+    from `result`). Each read waits at most `wait_seconds` for the child's next bytes."""
 
-    def __init__(self, source: Iterator[Any], build: Callable[[Any], list[Any]], finish: Callable[[], S]) -> None:
+    def __init__(
+        self,
+        source: Iterator[Any],
+        build: Callable[[Any], list[Any]],
+        finish: Callable[[], S],
+        *,
+        wait_seconds: float = WAIT_SECONDS,
+    ) -> None:
         self._source, self._build, self._finish = source, build, finish
+        self._wait_seconds = wait_seconds
         self._pid: int | None = None
-        self._stream: IO[bytes] | None = None
+        self._fd: int | None = None
         self._result: tuple[S] | None = None
 
-    def __enter__(self) -> ChildReader[S]:
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs (None before `start` and once reaped)."""
+        return self._pid
+
+    def start(self) -> None:
+        """Fork the child. An `OSError` (no pipe, or no fork: EAGAIN, ENOMEM) leaves nothing open and
+        nothing of `source` read: the caller may read it itself."""
+        if self._fd is not None:
+            return
         read_fd, write_fd = os.pipe()
         # A pipe that holds a whole frame (a chunk's rows are ~0.5 MB): the child writes one and builds the next
         # while this process stores the one before (Linux; elsewhere the default size, and less overlap).
@@ -133,26 +156,52 @@ class ChildReader(Generic[S]):
             os.close(read_fd)
             _child(write_fd, self._source, self._build, self._finish)
         os.close(write_fd)
-        self._pid = pid
-        self._stream = os.fdopen(read_fd, "rb", buffering=_PIPE_BUFFER)
+        self._pid, self._fd = pid, read_fd
+
+    def __enter__(self) -> ChildReader[S]:
+        self.start()
         return self
 
+    def _fill(self, fd: int, poller: select.poll, view: memoryview) -> None:
+        """Read exactly `len(view)` bytes into `view`, waiting at most `wait_seconds` for each read."""
+        wait_ms = max(1, round(self._wait_seconds * 1000))
+        got = 0
+        while got < len(view):
+            if not poller.poll(wait_ms):  # (an interrupted poll is retried by Python with the time left)
+                raise ChildReaderError(
+                    f"the bundle's reading process sent nothing for {self._wait_seconds:g} s and was stopped; "
+                    "nothing of the upload was stored: send it again"
+                )
+            read = os.readv(fd, [view[got:]])
+            if read == 0:
+                raise ChildReaderError("the bundle's reader process stopped before it was done")
+            got += read
+
     def __iter__(self) -> Iterator[CleanRows]:
-        stream = self._stream
-        if stream is None:
+        fd = self._fd
+        if fd is None:
             raise RuntimeError("use ChildReader in a with block")
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
         decode = msgspec.msgpack.Decoder().decode
+        header = bytearray(_FRAME.size)
+        buffer = bytearray()  # every frame is read into it: grown to the biggest one, then reused
         while True:
-            kind, size = _FRAME.unpack(_read_exactly(stream, _FRAME.size))
-            data = _read_exactly(stream, size)
-            if kind == _ROWS:
-                yield CleanRows(decode(data))
-            elif kind == _DONE:
-                self._result = (pickle.loads(data),)  # noqa: S301 — from our own child, over our own pipe
-                return
-            else:
-                raise pickle.loads(data)  # noqa: S301 — our own child's error (`_as_sent`)
-            del data
+            self._fill(fd, poller, memoryview(header))
+            kind, size = _FRAME.unpack(header)
+            if size > len(buffer):
+                buffer = bytearray(max(size, 2 * len(buffer)))
+            with memoryview(buffer) as whole, whole[:size] as data:
+                self._fill(fd, poller, data)
+                if kind == _ROWS:
+                    rows = CleanRows(decode(data))
+                elif kind == _DONE:
+                    self._result = (pickle.loads(data),)  # noqa: S301 — from our own child, over our own pipe
+                    return
+                else:
+                    raise pickle.loads(data)  # noqa: S301 — our own child's error (`_as_sent`)
+            yield rows
+            del rows
 
     @property
     def result(self) -> S:
@@ -163,9 +212,9 @@ class ChildReader(Generic[S]):
 
     def __exit__(self, *exc: object) -> None:
         pid, self._pid = self._pid, None
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            stream.close()  # a child still writing gets EPIPE and leaves
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # a child still writing gets EPIPE and leaves
         if pid is None:
             return
         if self._result is None:  # stopped early: the child's work is not wanted

@@ -42,6 +42,11 @@ class StoreError(Exception):
     """Base of the errors a store raises; the API maps each subclass to one status code."""
 
 
+class IngestInterrupted(StoreError, RuntimeError):
+    """Storing a trace stopped for a reason of the server's, not of the upload (503): nothing of it was
+    stored, and the same upload may be sent again."""
+
+
 DEFAULT_MAX_TRACE_EVENTS = 1_000_000
 
 

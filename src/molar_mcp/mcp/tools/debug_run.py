@@ -32,6 +32,7 @@ SPEC = ToolSpec(
     name="debug_run",
     scope="mcp:debug",
     rest=("POST /v1/traces/{id}/analyze", "POST /v1/traces/{id}/chats", "POST /v1/chats/{id}/messages"),
+    long_running=True,
 )
 
 DESCRIPTION = """Why a failed run failed, where, and what to replay.

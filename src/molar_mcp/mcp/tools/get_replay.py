@@ -13,7 +13,12 @@ from molar_mcp.mcp.tools.registry import add_tool
 from molar_mcp.mcp.tools.spec import ToolSpec
 from molar_mcp.mcp.views import ReplayView
 
-SPEC = ToolSpec(name="get_replay", scope="mcp:trace:read", rest=("GET /v1/replays/{id}", "GET /v1/traces/diff"))
+SPEC = ToolSpec(
+    name="get_replay",
+    scope="mcp:trace:read",
+    rest=("GET /v1/replays/{id}", "GET /v1/traces/diff"),
+    long_running=True,
+)
 
 DESCRIPTION = """Get a replay's status: queued, running (its phase), succeeded or failed.
 

@@ -22,6 +22,7 @@ SPEC = ToolSpec(
     name="replay_trace",
     scope="mcp:run",
     rest=("POST /v1/traces/{id}/replay", "GET /v1/replays/{id}", "GET /v1/traces/diff"),
+    long_running=True,
 )
 
 DESCRIPTION = """Replay a recorded run from a step, with edits, and compare it with the original.
