@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from itertools import chain, compress, repeat
 from operator import eq, itemgetter, or_
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pydantic_core
 
@@ -35,7 +35,7 @@ from molar_mcp.models.rows import EventView, StoredEvents, trusted_event
 from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.child_reader import WAIT_SECONDS as CHILD_WAIT_SECONDS
 from molar_mcp.store.child_reader import ChildReader, can_fork
-from molar_mcp.store.db import NUL, CleanRows, Database, insert_many_behind, rows_in, store_text
+from molar_mcp.store.db import NUL, CleanRows, Database, FlatRows, insert_rows, rows_in, store_text
 from molar_mcp.store.history import (
     FAILING_STATUS_SQL,
     HISTORY_MIGRATIONS,
@@ -158,7 +158,11 @@ UNINDEXED_KIND = "assertion"
 
 
 def event_rows(
-    events: Sequence[EventView | EventFields], tree: StepTree | None = None, *, pk: int | None = None
+    events: Sequence[EventView | EventFields],
+    tree: StepTree | None = None,
+    *,
+    pk: int | None = None,
+    flat: bool = False,
 ) -> list[Any]:
     """The rows `normalize_events` would give, built directly: a bundle's 10,000 events skip 10,000
     model copies (the ingest hot path; bench/README.md). Events come as models (or other `EventView`s:
@@ -168,9 +172,12 @@ def event_rows(
     store keeps it (`store_text`), so the connection has nothing left to clean.
 
     A run of plain events of one known step (neither its start nor its end, none failed: most of a
-    trace) is folded into the step tree once per run (`StepTree.observe_run`), not event by event."""
+    trace) is folded into the step tree once per run (`StepTree.observe_run`), not event by event.
+
+    With `pk` and `flat`, the rows come laid end to end (`FlatRows`, `EVENT_WIDTH` values a row)."""
     tree = StepTree() if tree is None else tree
-    rows: list[Any] = CleanRows() if pk is not None else []
+    rows: list[Any] = (FlatRows(EVENT_WIDTH) if flat else CleanRows()) if pk is not None else []
+    put = rows.extend if flat and pk is not None else rows.append
     # The payloads' stored text as the reader made it (a bundle's fast reader: `EventChunk`), else made here.
     given = events.payload_texts if isinstance(events, EventChunk) else None
     if given is not None and len(given) != len(events):
@@ -230,7 +237,7 @@ def event_rows(
         if NUL in kind or (step_id is not None and NUL in step_id) or (message is not None and NUL in message):
             kind, step_id = store_text(kind), None if step_id is None else store_text(step_id)
             message = None if message is None else store_text(message)
-        rows.append((pk, seq, ts, kind, step_id, number, None if ok is None else int(ok), message, payload))
+        put((pk, seq, ts, kind, step_id, number, None if ok is None else int(ok), message, payload))
     if run is not None:
         fold_run(run)
     return rows
@@ -298,8 +305,9 @@ def find_trace_pk(conn: sqlite3.Connection, org_id: str, trace_ref: str) -> tupl
     return int(row[0]), str(row[7])
 
 
-# The kind, ok and message of an `events` row as `event_rows` builds it with its trace's pk.
+# The kind, ok and message of an `events` row as `event_rows` builds it with its trace's pk, and its width.
 _KIND, _OK, _MESSAGE = itemgetter(3), itemgetter(6), itemgetter(7)
+EVENT_WIDTH = 9
 log = logging.getLogger("molar_mcp")
 
 
@@ -415,14 +423,14 @@ class SqliteTraceStore:
                 refresh_health(conn, org_id, scenario_id)
             got = _Gathered(first_ts, FtsText(_own_text(trace)))
 
-            def build(chunk: Sequence[EventView | EventFields]) -> list[Any]:
+            def build(chunk: Sequence[EventView | EventFields]) -> FlatRows:
                 """A chunk's rows; its events counted, their steps, kinds and indexed text gathered in `got`."""
                 got.count += len(chunk)
                 if got.count > limit:
                     raise TooManyEvents(got.count, limit, streamed=streamed)
-                rows = event_rows(chunk, got.tree, pk=pk)
-                got.kind_counts.update(map(_KIND, rows))  # (map and itemgetter: no Python frame per row)
-                got.text.add_rows(rows)
+                rows = cast(FlatRows, event_rows(chunk, got.tree, pk=pk, flat=True))
+                got.kind_counts.update(rows[3::EVENT_WIDTH])  # (the kinds' column: a slice, no Python per row)
+                got.text.add_flat(rows)
                 if chunk:
                     got.last_ts = event_ts(chunk[-1])
                 return rows
@@ -435,7 +443,7 @@ class SqliteTraceStore:
                 with gc_paused():
                     rows = build(chunk)
                     # PostgreSQL inserts this chunk while the next one is read and built (both cores).
-                    insert_many_behind(conn, _INSERT_EVENTS, rows)
+                    insert_rows(conn, _INSERT_EVENTS, rows)
                     del rows  # freed inside the pause, as the chunk is once the next one replaces it
                     chunk = next(chunks, None)
                 if chunk is not None and in_child:
@@ -450,10 +458,10 @@ class SqliteTraceStore:
                         continue
                     with reader:
                         chunk = None
-                        for rows in reader:
+                        for values in reader:
                             with gc_paused():
-                                insert_many_behind(conn, _INSERT_EVENTS, rows)
-                                del rows
+                                insert_rows(conn, _INSERT_EVENTS, FlatRows(EVENT_WIDTH, values))
+                                del values
                     got = reader.result
             trace.events_stored = got.count
             count, last_ts, kind_counts, tree, text = got.count, got.last_ts, got.kind_counts, got.tree, got.text
@@ -904,6 +912,14 @@ class FtsText:
             return
         counted = map(or_, map(_FTS_EVENT_KINDS.__contains__, map(_KIND, rows)), map(eq, map(_OK, rows), repeat(0)))
         self._add_messages(dict.fromkeys(compress(map(_MESSAGE, rows), counted)))
+
+    def add_flat(self, rows: FlatRows) -> None:
+        """`add_rows` of rows laid end to end (`FlatRows`): the kind, ok and message columns are slices."""
+        if self.full:
+            return
+        width = rows.width
+        counted = map(or_, map(_FTS_EVENT_KINDS.__contains__, rows[3::width]), map(eq, rows[6::width], repeat(0)))
+        self._add_messages(dict.fromkeys(compress(rows[7::width], counted)))
 
     def _add_messages(self, messages: Iterable[str | None]) -> None:
         seen = self.seen
