@@ -97,7 +97,7 @@ def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def derived_ok(ev: Event) -> bool | None:
+def derived_ok(ev: EventView) -> bool | None:
     """`ok` when the producer left it out but the payload says: an HTTP status, a console level."""
     return ev.ok if ev.ok is not None else _derived_ok(ev.kind, ev.payload)
 
@@ -790,7 +790,7 @@ def load_step_tree(conn: Any, pk: int) -> StepTree:
     return StepTree(conn.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE trace_pk = ?", (pk,)).fetchall())
 
 
-def load_steps_for(conn: Any, pk: int, events: Sequence[Event]) -> StepTree:
+def load_steps_for(conn: Any, pk: int, events: Sequence[EventView]) -> StepTree:
     """The part of a stored trace's step tree that appending `events` reads or changes: the steps they
     name (their own, and the parent a `step.start` names) with every ancestor — and, when they begin new
     steps, the trace's highest step number, its next `ord` and how many children the named parents
