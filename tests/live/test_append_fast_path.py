@@ -3,7 +3,11 @@ parsed and validated from its bytes in one call (`api/live.py _fast_validated`);
 full way (`json.loads` with the JSON limits, then item by item). Where the fast way takes a body, it gives
 the events the full way gives (values and the fields that were set); it declines every body the full way
 refuses or reads differently, so those answer as before: the nesting limit (64 levels, the limit itself
-taken), integers beyond 64 bits, other members, keys, a single event, invalid items, encodings."""
+taken), integers beyond 64 bits, other members, keys, a single event, invalid items, encodings.
+
+The fast way tries msgspec first (`_decoded`: strict JSON types, into `EventIn`s, no model built), then
+pydantic (lax: `"7"` for 7, `"true"` for true, NaN): a body either takes gives the full way's values;
+what a follower is sent of an `EventIn` is its `Event` (`EventIn.to_event`)."""
 
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ import pytest
 from molar_mcp.api.bodies import parse_json
 from molar_mcp.api.live import _batch_items, _fast_validated, _validated
 from molar_mcp.compose import Embedded
+from molar_mcp.models.incoming import EventIn
 from molar_mcp.models.limits import MAX_JSON_DEPTH
+from molar_mcp.store.live import IncomingEvent
 
 TS = 1_763_629_200_000
 
@@ -59,6 +65,13 @@ TAKEN: list[bytes] = [
     b'  {"seq": "7", "ts": 5.0, "kind": "log", "ok": "true", "step_id": "a", "payload": {"a": [1, {"b": []}]}} ',
     json.dumps(ev(0, payload={"v": nested(MAX_JSON_DEPTH - 2)})).encode(),  # alone, the limit itself is taken
     json.dumps(ev(0, message="{[" * 40, payload={"x": [{"y": "}{"}]})).encode(),
+    # Lengths in characters, as pydantic counts them (64 for a kind, 128 for a step id), NUL escaped.
+    batch(ev(0, kind="\U0001f600" * 64, step_id="\u00e9" * 127 + "\U0001f600", message="a\x00b")),
+    batch(ev(0, kind="log\x00", step_id="s\x00", ok=False, step=None, message=None, payload={"k": "\x00"})),
+    b'{"events": [{"seq": 0, "ts": 1, "kind": "log", "payload": {"f": 1e308, "g": 5e-324, "i": -922337203685477580}}]}',
+    b'{"events": [{"seq": 0, "ts": 1, "kind": "log", "payload": {"a": 1, "a": 2}, "payload": {"b": 3}}]}',
+    b'{"events": [{"seq": 0, "ts": 1, "kind": "log"}], "events": [{"seq": 9, "ts": 2, "kind": "x"}]}',
+    b'{"events":[{"seq":922337203685477580,"ts":0,"kind":"\\u00e9\\n\\"","step":1}]}',
 ]
 
 DECLINED: list[bytes] = [
@@ -80,6 +93,12 @@ DECLINED: list[bytes] = [
     json.dumps({"events": [ev(0, extra=1)]}).encode(),
     json.dumps({"events": []}).encode(),
     json.dumps({"events": [ev(i) for i in range(1001)]}).encode(),
+    batch(ev(0, kind="\U0001f600" * 65)),  # a kind past 64 characters: its reason
+    batch(ev(0, step_id="x" * 129)),
+    batch(ev(-1)),
+    json.dumps({"events": [ev(0, step=0)]}).encode(),
+    b'{"events": [{"seq": 0, "ts": 1, "kind": "log", "payload": null}]}',
+    b'{"events": [{"seq": 0, "ts": 1, "kind": ""}]}',
     b'{"events": [{"seq": 0, "ts": 1, "kind": "log", "message": "\\ud800"}]}',  # a lone surrogate
     b"\xef\xbb\xbf" + json.dumps({"events": [ev(0)]}).encode(),  # a byte order mark
     json.dumps({"events": [ev(0)]}).encode("utf-16"),
@@ -93,14 +112,40 @@ def _full(body: bytes) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]]]:
     return [(i.index, i.idempotency_key, i.event.model_dump(), i.event.model_fields_set) for i in valid], rejected
 
 
+def _seen(incoming: IncomingEvent) -> tuple[Any, ...]:
+    """What the store reads of an event (its values) and, for a model, the fields that were set. An
+    `EventIn` has no such set: its `Event` (what a follower is sent) has every field set, as an event read
+    back from the store has; nothing that reads an appended event looks at the set."""
+    event = incoming.event
+    if isinstance(event, EventIn):
+        model = event.to_event()
+        assert model.model_fields_set == set(model.model_dump())
+        return (incoming.index, incoming.idempotency_key, model.model_dump())
+    return (incoming.index, incoming.idempotency_key, event.model_dump(), event.model_fields_set)
+
+
 @pytest.mark.parametrize("body", TAKEN, ids=range(len(TAKEN)))
 def test_a_usual_body_is_taken_and_gives_the_events_the_full_way_gives(body: bytes) -> None:
     fast = _fast_validated(body)
     assert fast is not None
-    got = [(i.index, i.idempotency_key, i.event.model_dump(), i.event.model_fields_set) for i in fast]
+    got = [_seen(i) for i in fast]
     expected, rejected = _full(body)
     assert rejected == []
+    if fast and isinstance(fast[0].event, EventIn):
+        expected = [e[:3] for e in expected]
     assert repr(got) == repr(expected)  # repr: NaN equals itself there, and -0.0 stays -0.0
+
+
+def test_strict_json_is_decoded_by_msgspec_and_lax_json_by_pydantic() -> None:
+    usual = batch(*(ev(i, step_id="s", payload={"status": 200}) for i in range(100)))
+    for body in (usual, json.dumps(ev(0)).encode()):
+        fast = _fast_validated(body)
+        assert fast is not None
+        assert all(type(i.event) is EventIn for i in fast)
+    for body in (TAKEN[4], TAKEN[11]):  # "7" for 7, "true" for true, NaN: msgspec declines, pydantic takes
+        fast = _fast_validated(body)
+        assert fast is not None
+        assert all(type(i.event) is not EventIn for i in fast)
 
 
 @pytest.mark.parametrize("body", DECLINED, ids=range(len(DECLINED)))

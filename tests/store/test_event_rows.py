@@ -12,6 +12,7 @@ import pytest
 
 from molar_mcp.ingest.bundle import read_bundle
 from molar_mcp.models import Event
+from molar_mcp.store.db import FlatRows
 from molar_mcp.store.sqlite import event_rows, normalize_events
 from molar_mcp.store.steps import StepTree
 
@@ -88,3 +89,16 @@ def test_rows_of_events_given_as_their_fields_equal_those_of_the_models() -> Non
             by_model, by_fields = StepTree(), StepTree()
             assert event_rows(fields, by_fields, pk=pk) == event_rows(events, by_model, pk=pk)
             assert [n.row() for n in by_fields.ordered()] == [n.row() for n in by_model.ordered()]
+
+
+def test_rows_laid_end_to_end_are_the_rows_in_order() -> None:
+    """`event_rows(…, flat=True)` (a bundle's chunks) gives each row's values one after the other, and grows
+    the step tree as the rows do."""
+    for events in [_generated(), *_recorded()]:
+        by_rows, by_flat = StepTree(), StepTree()
+        rows = event_rows(events, by_rows, pk=7)
+        flat = event_rows(events, by_flat, pk=7, flat=True)
+        assert isinstance(flat, FlatRows)
+        assert flat.width == len(rows[0])
+        assert flat == [value for row in rows for value in row]
+        assert [n.row() for n in by_flat.ordered()] == [n.row() for n in by_rows.ordered()]

@@ -1,4 +1,5 @@
-"""The indexed text of a trace gathered from a bundle's rows a chunk at a time (`FtsText.add_rows`: which rows
+"""The indexed text of a trace gathered from a bundle's rows a chunk at a time (`FtsText.add_rows`, and
+`add_flat` of the rows laid end to end: which rows
 count and each message once found without a Python step per row) is the text that folding in each event's
 `(kind, ok, message)` one by one gives (`FtsText.add`): the same messages in the same order, each once, the
 same cut at the size cap."""
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from molar_mcp.store.db import FlatRows
 from molar_mcp.store.sqlite import _FTS_MAX_CHARS, FtsText
 
 KINDS = ["assertion", "error", "console", "step.start", "tool.result", "llm.response", "log", "action", "network"]
@@ -27,11 +29,13 @@ def _rows(count: int, seed: int, *, messages: int) -> list[tuple[Any, ...]]:
 
 
 def _both(rows: list[tuple[Any, ...]], chunk: int) -> tuple[FtsText, FtsText]:
-    one, rowwise = FtsText(["slug", "title"]), FtsText(["slug", "title"])
+    one, rowwise, flat = FtsText(["slug", "title"]), FtsText(["slug", "title"]), FtsText(["slug", "title"])
     for start in range(0, len(rows), chunk):
         part = rows[start : start + chunk]
         one.add((r[3], r[6], r[7]) for r in part)
         rowwise.add_rows(part)
+        flat.add_flat(FlatRows(9, (value for row in part for value in row)))  # the rows laid end to end
+    assert (flat.text(), flat.full, flat.size, flat.seen) == (rowwise.text(), rowwise.full, rowwise.size, rowwise.seen)
     return one, rowwise
 
 

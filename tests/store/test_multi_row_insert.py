@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from molar_mcp.store.db import MULTI_ROWS, CleanRows, Database, _multi_row
+from molar_mcp.store.db import MULTI_ROWS, CleanRows, Database, FlatRows, _multi_row
 
 INSERT = "INSERT INTO t (a, b, c) VALUES (?, ?, ?)"
 
@@ -110,3 +110,54 @@ def test_rows_with_one_value_or_none_left_to_bind_go_in_as_they_are(db: Database
         conn.execute("CREATE TABLE u (a INTEGER, b TEXT, c BLOB)")
         conn.executemany("INSERT INTO u (a, b, c) VALUES (?, ?, ?)", CleanRows(rows))
         assert conn.execute("SELECT a, b, c FROM u ORDER BY rowid").fetchall() == rows
+
+
+def _flat(rows: CleanRows) -> FlatRows:
+    return FlatRows(3, (value for row in rows for value in row))
+
+
+def _null_rows() -> CleanRows:
+    # As the test above: b NULL throughout the first two statements (64 and 32 rows) and in one row of the last,
+    # c NULL throughout the last.
+    return CleanRows((i, None if i < 96 or i == 97 else f"text {i}", None if i >= 96 else b"\x01") for i in range(100))
+
+
+def _stored_by(path: Path, rows: CleanRows | FlatRows) -> tuple[list[Any], list[str], int]:
+    """What `executemany` of `rows` stores in a fresh table, by which statements, binding how many Nones."""
+    database = Database(path)
+    statements: list[str] = []
+    bound_nones: list[None] = []
+    sqlite3.register_adapter(type(None), lambda value: bound_nones.append(value))
+    try:
+        with database.tx() as conn:
+            conn.execute("CREATE TABLE u (a INTEGER, b TEXT, c BLOB)")
+            conn.set_trace_callback(lambda sql: statements.append(sql) if sql.startswith("INSERT") else None)
+            conn.executemany("INSERT INTO u (a, b, c) VALUES (?, ?, ?)", rows)
+            conn.set_trace_callback(None)
+            stored = conn.execute("SELECT a, b, c, typeof(b), typeof(c) FROM u ORDER BY rowid").fetchall()
+    finally:
+        del sqlite3.adapters[(type(None), sqlite3.PrepareProtocol)]
+        database.close()
+    return stored, statements, len(bound_nones)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [_rows(2), _rows(3 * MULTI_ROWS + 17), _null_rows(), CleanRows(ONE_OR_NONE_LEFT[1] * 40)],
+    ids=["two", "many", "null-columns", "one-left"],
+)
+def test_rows_laid_end_to_end_go_in_by_the_same_statements_and_values(tmp_path: Path, rows: CleanRows) -> None:
+    """`FlatRows` (a bundle's events) are the rows `CleanRows` would be, by the same statements, binding the
+    same values (the same Nones left to bind)."""
+    as_rows, as_flat = _stored_by(tmp_path / "rows", rows), _stored_by(tmp_path / "flat", _flat(rows))
+    assert as_flat == as_rows
+    assert [row[:3] for row in as_flat[0]] == list(rows)
+
+
+def test_flat_rows_that_are_not_whole_rows_are_refused_and_nothing_goes_in(db: Database) -> None:
+    flat = _flat(_rows(MULTI_ROWS + 5))
+    flat.pop()
+    with pytest.raises(ValueError, match="not rows of 3"), db.tx() as conn:
+        conn.executemany(INSERT, flat)
+    with db.read() as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 0

@@ -206,10 +206,20 @@ class RowCosts:
         return row_cost(row)
 
 
-def list_frame_cost(next_cursor: str | None, omitted: list[str], filters_desc: str, rows: int) -> tuple[int, int]:
+def list_frame_cost(next_cursor: str | None, omitted: Sequence[str], filters_desc: str, rows: int) -> tuple[int, int]:
     """What a page costs besides its rows, in each form (text, structured): the count line, the fence
-    around the rows, the cut note, the cursor and the pointer to get_trace; the column names."""
-    frame = TraceList(next_cursor=next_cursor, omitted=omitted)
+    around the rows, the cut note, the cursor and the pointer to get_trace; the column names. Estimated
+    once per process for the last `FRAME_COSTS_KEPT` frames asked for (a function of these values alone:
+    every page is fitted with its frame at its least, and the same page comes back caller after caller)."""
+    return frame_cost(next_cursor, tuple(omitted), filters_desc, rows)
+
+
+FRAME_COSTS_KEPT = 1024
+
+
+@functools.lru_cache(maxsize=FRAME_COSTS_KEPT)
+def frame_cost(next_cursor: str | None, omitted: tuple[str, ...], filters_desc: str, rows: int) -> tuple[int, int]:
+    frame = TraceList(next_cursor=next_cursor, omitted=list(omitted))
     text = list_text(frame, filters_desc)
     text += f"\n{rows} traces ({filters_desc}), newest first:\nNext: get_trace(trace_id=<short_id>) explains one run."
     text += "\n" + fence("", LIST_FENCE)
@@ -221,19 +231,26 @@ def page_cost(frame: tuple[int, int], rows: Sequence[tuple[int, int]]) -> int:
     return shown(frame[0] + sum(r[0] for r in rows), frame[1] + sum(r[1] for r in rows))
 
 
-def fit_rows(rows: Sequence[TraceRow], budget: int, filters_desc: str, costs: RowCosts) -> int:
-    """At most how many of `rows` fit in `budget` tokens: each row's cost counted once, plus the page's
-    own lines at their least (no cursor, no note on a cut); the caller checks the page it makes."""
-    text, data = list_frame_cost(None, [], filters_desc, len(rows))
-    keep = 0
-    for row in rows:
+def fit_rows(
+    items: Sequence[TraceListItem], budget: int, filters_desc: str, costs: RowCosts
+) -> tuple[int, list[TraceRow]]:
+    """At most how many of `items` fit in `budget` tokens (at least one), and their rows, made as they are
+    counted (no row is made for an item past the first that does not fit): each row's cost counted once,
+    plus the page's own lines at their least (no cursor, no note on a cut); the caller checks the page
+    it makes."""
+    text, data = list_frame_cost(None, (), filters_desc, len(items))
+    rows: list[TraceRow] = []
+    for item in items:
+        row = trace_row(item)
         row_text, row_data = costs(row)
         text += row_text
         data += row_data
         if shown(text, data) > budget:
+            if not rows:
+                rows.append(row)
             break
-        keep += 1
-    return max(1, keep)
+        rows.append(row)
+    return max(1, len(rows)), rows
 
 
 # ---- get_trace -----------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ from molar_mcp.mcp.tokens import (
 )
 from molar_mcp.mcp.views import Artifact, StepRow, TraceView
 from molar_mcp.models import Event, TraceDetail
+from molar_mcp.models.rows import trusted
 
 NOTABLE_SHOWN = 12
 ARTIFACTS_SHOWN = 8
@@ -195,13 +196,17 @@ class TraceSummary:
         )
         self.focus = self.failure.step if self.failure is not None else None
         self.note_costs: dict[str, Cost] = {}
+        # From the store's validated steps (and our cut of a title): not validated again.
         self.steps = [
-            StepRow(
-                step=s.step,
-                path=s.path if s.depth else None,
-                title=cut_title(s.title, STEP_TITLE_CHARS),
-                ok=s.ok,
-                events=s.event_count,
+            trusted(
+                StepRow,
+                {
+                    "step": s.step,
+                    "path": s.path if s.depth else None,
+                    "title": cut_title(s.title, STEP_TITLE_CHARS),
+                    "ok": s.ok,
+                    "events": s.event_count,
+                },
             )
             for s in detail.steps
         ]

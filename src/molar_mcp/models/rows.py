@@ -10,6 +10,7 @@ validating them again. No I/O here.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, TypeVar, overload
 
@@ -78,17 +79,27 @@ def trusted_event(
 
 
 def trusted(cls: type[M], values: dict[str, Any]) -> M:
-    """A model of `cls` from `values` that already hold every one of its fields, each of its type (built
-    by our own code from data validated before), without validating them: what `model_validate` gives
-    for such values, for a model without validators, private attributes or extra fields."""
-    if values.keys() != cls.__pydantic_fields__.keys():
-        raise ValueError(f"{cls.__name__} needs exactly its fields: {sorted(cls.__pydantic_fields__)}")
-    model = object.__new__(cls)
-    object.__setattr__(model, "__dict__", values)
-    object.__setattr__(model, "__pydantic_fields_set__", set(values))
-    object.__setattr__(model, "__pydantic_extra__", None)
-    object.__setattr__(model, "__pydantic_private__", None)
+    """A model of `cls` from `values` that already hold every one of its fields, in the order the model
+    declares them (the order its JSON is written in), each of its type (built by our own code from data
+    validated before), without validating them: what `model_validate` gives for such values, for a model
+    without validators, private attributes or extra fields."""
+    if tuple(values) != _field_names(cls):
+        raise ValueError(f"{cls.__name__} needs exactly its fields, in order: {list(_field_names(cls))}")
+    model = _new(cls)
+    _set(model, "__dict__", values)
+    _set(model, "__pydantic_fields_set__", set(values))
+    _set(model, "__pydantic_extra__", None)
+    _set(model, "__pydantic_private__", None)
     return model
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+@functools.cache
+def _field_names(cls: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(cls.__pydantic_fields__)
 
 
 class StoredEvent:

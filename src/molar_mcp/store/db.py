@@ -84,6 +84,27 @@ class CleanRows(list[Any]):
     (a bundle's events, cleaned while their rows are built)."""
 
 
+class FlatRows(list[Any]):
+    """Clean rows (as `CleanRows`) laid end to end in one list, `width` values a row: a bundle's events are
+    built so, with no tuple per row, and a many-row statement's values are then a slice of it, not a list
+    made of the rows (`TextConnection._insert_flat`). `rows()` gives them as `CleanRows` of tuples."""
+
+    def __init__(self, width: int, values: Iterable[Any] = ()) -> None:
+        super().__init__(values)
+        self.width = width
+
+    def rows(self) -> CleanRows:
+        return CleanRows(zip(*[iter(self)] * self.width, strict=True))
+
+
+def insert_rows(conn: Any, sql: str, rows: CleanRows | FlatRows) -> None:
+    """`insert_many_behind` of rows given flat or not (a connection that does not take `FlatRows` whole,
+    PostgreSQL's, gets them as `CleanRows`)."""
+    if isinstance(rows, FlatRows) and not isinstance(conn, TextConnection):
+        rows = rows.rows()
+    insert_many_behind(conn, sql, rows)
+
+
 # Rows per statement when `CleanRows` go into a table by a plain `INSERT … VALUES (?, …)`: one statement
 # of many rows, not one execution per row (a bundle's events: ~25% less of SQLite's and the binding's CPU
 # per row, and the GIL is released for the whole statement rather than for each row). Statements hold a
@@ -118,11 +139,44 @@ class TextConnection(sqlite3.Connection):
         return super().execute(sql, _clean(parameters))
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> sqlite3.Cursor:
+        if isinstance(parameters, FlatRows):
+            plain = _multi_row(sql, 1)
+            if plain is not None and plain[1] == parameters.width and len(parameters) > parameters.width:
+                return self._insert_flat(sql, parameters)
+            return self.executemany(sql, parameters.rows())
         if isinstance(parameters, CleanRows):
             if len(parameters) > 1 and _multi_row(sql, 1) is not None:
                 return self._insert_many(sql, parameters)
             return super().executemany(sql, parameters)
         return super().executemany(sql, (_clean(row) for row in parameters))
+
+    def _insert_flat(self, sql: str, flat: FlatRows) -> sqlite3.Cursor:
+        """`_insert_many` of rows laid end to end: the same statements and values, each statement's values
+        a slice of `flat` (or, with columns NULL throughout, the other columns' strided slices)."""
+        width = flat.width
+        if len(flat) % width:
+            raise ValueError(f"{len(flat)} values are not rows of {width}")
+        execute = super().execute
+        cursor: sqlite3.Cursor | None = None
+        start, left = 0, len(flat) // width
+        while left:
+            size = min(MULTI_ROWS, 1 << (left.bit_length() - 1))
+            first, end = start * width, (start + size) * width
+            # As `_insert_many`: a column NULL in every row of the statement is written NULL in it, not bound.
+            nulls = tuple(
+                i for i in range(width) if flat[first + i] is None and set(flat[first + i : end : width]) == _NULL
+            )
+            if not nulls:
+                values = flat[first:end]
+            else:
+                kept = [i for i in range(width) if i not in nulls]
+                values = [None] * (size * len(kept))
+                for at, column in enumerate(kept):
+                    values[at :: len(kept)] = flat[first + column : end : width]
+            cursor = execute(_multi_row(sql, size, nulls)[0], values)  # type: ignore[index]
+            start, left = start + size, left - size
+        assert cursor is not None
+        return cursor
 
     def _insert_many(self, sql: str, rows: CleanRows) -> sqlite3.Cursor:
         """Insert `rows` by a plain INSERT `sql`, `MULTI_ROWS` rows a statement, the rest in statements of

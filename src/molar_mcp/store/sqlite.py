@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import binascii
+import functools
 import hashlib
 import json
 import logging
@@ -17,7 +19,7 @@ from datetime import UTC, datetime
 from itertools import chain, compress, repeat
 from operator import eq, itemgetter, or_
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pydantic_core
 
@@ -31,11 +33,11 @@ from molar_mcp.models import (
     TraceListResponse,
 )
 from molar_mcp.models.batch import gc_paused
-from molar_mcp.models.rows import EventView, StoredEvents, trusted_event
+from molar_mcp.models.rows import EventView, StoredEvents, trusted, trusted_event
 from molar_mcp.store.blobs import BlobStore
 from molar_mcp.store.child_reader import WAIT_SECONDS as CHILD_WAIT_SECONDS
 from molar_mcp.store.child_reader import ChildReader, can_fork
-from molar_mcp.store.db import NUL, CleanRows, Database, insert_many_behind, rows_in, store_text
+from molar_mcp.store.db import NUL, CleanRows, Database, FlatRows, insert_rows, rows_in, store_text
 from molar_mcp.store.history import (
     FAILING_STATUS_SQL,
     HISTORY_MIGRATIONS,
@@ -66,6 +68,8 @@ _FTS_MAX_CHARS = 64_000
 _SCENARIO_NS = uuid.UUID("6f1b7a52-4f0e-4a7e-9d7e-6d6f6c61722e")
 # SQLite integers are signed 64-bit: a larger Python int raises OverflowError when bound.
 _MAX_SQLITE_INT = 2**63 - 1
+# Stored times whose datetimes the process keeps (`_dt`): ~0.1 KB each.
+DATETIMES_KEPT = 4096
 
 _TRACE_COLUMNS = (
     "pk, id, short_id, org_id, scenario_id, scenario_slug, scenario_title, status, source, tier, pinned, "
@@ -85,11 +89,15 @@ def _ms(dt: datetime) -> int:
     return int(dt.timestamp() * 1000)
 
 
+@functools.lru_cache(maxsize=DATETIMES_KEPT)
 def _dt(ms: int) -> datetime:
+    """The aware datetime of a stored time, once per process for the last `DATETIMES_KEPT` asked (they
+    are immutable): a page of traces comes back call after call, and a datetime seen before also keeps
+    its hash, which what renders it looks it up by (mcp/render.py `utc_seconds`)."""
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def derived_ok(ev: Event) -> bool | None:
+def derived_ok(ev: EventView) -> bool | None:
     """`ok` when the producer left it out but the payload says: an HTTP status, a console level."""
     return ev.ok if ev.ok is not None else _derived_ok(ev.kind, ev.payload)
 
@@ -158,7 +166,11 @@ UNINDEXED_KIND = "assertion"
 
 
 def event_rows(
-    events: Sequence[EventView | EventFields], tree: StepTree | None = None, *, pk: int | None = None
+    events: Sequence[EventView | EventFields],
+    tree: StepTree | None = None,
+    *,
+    pk: int | None = None,
+    flat: bool = False,
 ) -> list[Any]:
     """The rows `normalize_events` would give, built directly: a bundle's 10,000 events skip 10,000
     model copies (the ingest hot path; bench/README.md). Events come as models (or other `EventView`s:
@@ -168,9 +180,12 @@ def event_rows(
     store keeps it (`store_text`), so the connection has nothing left to clean.
 
     A run of plain events of one known step (neither its start nor its end, none failed: most of a
-    trace) is folded into the step tree once per run (`StepTree.observe_run`), not event by event."""
+    trace) is folded into the step tree once per run (`StepTree.observe_run`), not event by event.
+
+    With `pk` and `flat`, the rows come laid end to end (`FlatRows`, `EVENT_WIDTH` values a row)."""
     tree = StepTree() if tree is None else tree
-    rows: list[Any] = CleanRows() if pk is not None else []
+    rows: list[Any] = (FlatRows(EVENT_WIDTH) if flat else CleanRows()) if pk is not None else []
+    put = rows.extend if flat and pk is not None else rows.append
     # The payloads' stored text as the reader made it (a bundle's fast reader: `EventChunk`), else made here.
     given = events.payload_texts if isinstance(events, EventChunk) else None
     if given is not None and len(given) != len(events):
@@ -230,7 +245,7 @@ def event_rows(
         if NUL in kind or (step_id is not None and NUL in step_id) or (message is not None and NUL in message):
             kind, step_id = store_text(kind), None if step_id is None else store_text(step_id)
             message = None if message is None else store_text(message)
-        rows.append((pk, seq, ts, kind, step_id, number, None if ok is None else int(ok), message, payload))
+        put((pk, seq, ts, kind, step_id, number, None if ok is None else int(ok), message, payload))
     if run is not None:
         fold_run(run)
     return rows
@@ -298,8 +313,9 @@ def find_trace_pk(conn: sqlite3.Connection, org_id: str, trace_ref: str) -> tupl
     return int(row[0]), str(row[7])
 
 
-# The kind, ok and message of an `events` row as `event_rows` builds it with its trace's pk.
+# The kind, ok and message of an `events` row as `event_rows` builds it with its trace's pk, and its width.
 _KIND, _OK, _MESSAGE = itemgetter(3), itemgetter(6), itemgetter(7)
+EVENT_WIDTH = 9
 log = logging.getLogger("molar_mcp")
 
 
@@ -415,14 +431,14 @@ class SqliteTraceStore:
                 refresh_health(conn, org_id, scenario_id)
             got = _Gathered(first_ts, FtsText(_own_text(trace)))
 
-            def build(chunk: Sequence[EventView | EventFields]) -> list[Any]:
+            def build(chunk: Sequence[EventView | EventFields]) -> FlatRows:
                 """A chunk's rows; its events counted, their steps, kinds and indexed text gathered in `got`."""
                 got.count += len(chunk)
                 if got.count > limit:
                     raise TooManyEvents(got.count, limit, streamed=streamed)
-                rows = event_rows(chunk, got.tree, pk=pk)
-                got.kind_counts.update(map(_KIND, rows))  # (map and itemgetter: no Python frame per row)
-                got.text.add_rows(rows)
+                rows = cast(FlatRows, event_rows(chunk, got.tree, pk=pk, flat=True))
+                got.kind_counts.update(rows[3::EVENT_WIDTH])  # (the kinds' column: a slice, no Python per row)
+                got.text.add_flat(rows)
                 if chunk:
                     got.last_ts = event_ts(chunk[-1])
                 return rows
@@ -435,7 +451,7 @@ class SqliteTraceStore:
                 with gc_paused():
                     rows = build(chunk)
                     # PostgreSQL inserts this chunk while the next one is read and built (both cores).
-                    insert_many_behind(conn, _INSERT_EVENTS, rows)
+                    insert_rows(conn, _INSERT_EVENTS, rows)
                     del rows  # freed inside the pause, as the chunk is once the next one replaces it
                     chunk = next(chunks, None)
                 if chunk is not None and in_child:
@@ -450,10 +466,10 @@ class SqliteTraceStore:
                         continue
                     with reader:
                         chunk = None
-                        for rows in reader:
+                        for values in reader:
                             with gc_paused():
-                                insert_many_behind(conn, _INSERT_EVENTS, rows)
-                                del rows
+                                insert_rows(conn, _INSERT_EVENTS, FlatRows(EVENT_WIDTH, values))
+                                del values
                     got = reader.result
             trace.events_stored = got.count
             count, last_ts, kind_counts, tree, text = got.count, got.last_ts, got.kind_counts, got.tree, got.text
@@ -764,7 +780,7 @@ def load_step_tree(conn: Any, pk: int) -> StepTree:
     return StepTree(conn.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE trace_pk = ?", (pk,)).fetchall())
 
 
-def load_steps_for(conn: Any, pk: int, events: Sequence[Event]) -> StepTree:
+def load_steps_for(conn: Any, pk: int, events: Sequence[EventView]) -> StepTree:
     """The part of a stored trace's step tree that appending `events` reads or changes: the steps they
     name (their own, and the parent a `step.start` names) with every ancestor — and, when they begin new
     steps, the trace's highest step number, its next `ord` and how many children the named parents
@@ -804,21 +820,26 @@ def load_steps_for(conn: Any, pk: int, events: Sequence[Event]) -> StepTree:
 
 
 def step_summary(r: Sequence[Any]) -> StepSummary:
-    """A `StepSummary` from a row of `STEP_COLUMNS`."""
+    """A `StepSummary` from a row of `STEP_COLUMNS`, built from values validated when they were written
+    (`trusted`; its validator's one rule, a top-level step's path is its number, applied here): a trace of
+    50 steps spent most of its read validating them again."""
     start, end = r[12], r[13]
-    return StepSummary(
-        step_id=r[0],
-        step=r[2],
-        path=r[3],
-        parent_step_id=r[4],
-        depth=r[5],
-        category=r[6],
-        title=r[7],
-        ok=None if r[8] is None else bool(r[8]),
-        first_seq=r[9],
-        last_seq=r[10],
-        event_count=r[11],
-        duration_ms=None if start is None or end is None else max(0, end - start),
+    return trusted(
+        StepSummary,
+        {
+            "step": r[2],
+            "step_id": r[0],
+            "title": r[7],
+            "ok": None if r[8] is None else bool(r[8]),
+            "first_seq": r[9],
+            "last_seq": r[10],
+            "event_count": r[11],
+            "path": r[3] or str(r[2]),
+            "parent_step_id": r[4],
+            "depth": r[5],
+            "category": r[6],
+            "duration_ms": None if start is None or end is None else max(0, end - start),
+        },
     )
 
 
@@ -905,6 +926,14 @@ class FtsText:
         counted = map(or_, map(_FTS_EVENT_KINDS.__contains__, map(_KIND, rows)), map(eq, map(_OK, rows), repeat(0)))
         self._add_messages(dict.fromkeys(compress(map(_MESSAGE, rows), counted)))
 
+    def add_flat(self, rows: FlatRows) -> None:
+        """`add_rows` of rows laid end to end (`FlatRows`): the kind, ok and message columns are slices."""
+        if self.full:
+            return
+        width = rows.width
+        counted = map(or_, map(_FTS_EVENT_KINDS.__contains__, rows[3::width]), map(eq, rows[6::width], repeat(0)))
+        self._add_messages(dict.fromkeys(compress(rows[7::width], counted)))
+
     def _add_messages(self, messages: Iterable[str | None]) -> None:
         seen = self.seen
         for message in messages:
@@ -959,27 +988,37 @@ def _looks_like_uuid(text: str) -> bool:
 
 
 def _list_item(row: Sequence[Any]) -> TraceListItem:
-    return TraceListItem(
-        id=row[1],
-        short_id=row[2],
-        scenario_id=row[4],
-        scenario_slug=row[5],
-        scenario_title=row[6],
-        status=row[7],
-        source=row[8],
-        tier=row[9],
-        pinned=bool(row[10]),
-        duration_ms=row[11],
-        code_sha=row[12],
-        failure_signature=row[14],
-        created_at=_dt(row[15]),
-        replay_of=row[16] if row[17] is not None else None,
+    """A row of `_TRACE_COLUMNS` as a list item, built from values validated when they were written
+    (`trusted`: a fifth of what validating them again costs; a page of 50 is most of a list's time)."""
+    return trusted(
+        TraceListItem,
+        {
+            "id": row[1],
+            "short_id": row[2],
+            "scenario_id": row[4],
+            "scenario_slug": row[5],
+            "scenario_title": row[6],
+            "status": row[7],
+            "source": row[8],
+            "tier": row[9],
+            "pinned": bool(row[10]),
+            "duration_ms": row[11],
+            "code_sha": row[12],
+            "failure_signature": row[14],
+            "created_at": _dt(row[15]),
+            "replay_of": row[16] if row[17] is not None else None,
+        },
     )
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _encode_cursor(created_ms: int, pk: int) -> str:
-    raw = json.dumps([created_ms, pk], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """`[created_ms,pk]` as compact JSON, urlsafe base64 without its padding (what json.dumps and
+    base64.urlsafe_b64encode write, a twelfth of their cost: a page asked with `row_cursors` has one a row)."""
+    raw = binascii.b2a_base64(f"[{int(created_ms)},{int(pk)}]".encode(), newline=False)
+    return raw.translate(_URLSAFE).decode().rstrip("=")
 
 
 def _decode_cursor(cursor: str) -> tuple[int, int]:

@@ -19,7 +19,6 @@ from molar_mcp.mcp.render import (
     page_cost,
     row_array,
     structured,
-    trace_row,
 )
 from molar_mcp.mcp.state import client_of
 from molar_mcp.mcp.timeparse import parse_time
@@ -101,14 +100,14 @@ async def list_traces(
         # One read: the page, and the store's cursor after each of its rows, so a page cut to the budget
         # resumes at the first row left out.
         page = await client.list_traces(filters, limit=limit, cursor=cursor, row_cursors=True)
-    rows = [trace_row(i) for i in page.items]
     after = page.row_cursors or []  # the store answers them when asked (it refuses a parameter it does not know)
     costs = RowCosts()
-    keep = fit_rows(rows, max_tokens, desc, costs)  # at most this many fit: the frame counted at its least
+    # At most this many fit (the frame counted at its least), and their rows: none made past them.
+    keep, rows = fit_rows(page.items, max_tokens, desc, costs)
     while True:
         # The page is checked by arithmetic: its rows' costs (known) and its frame with the real cursor (the
         # store's cursor after the last row kept, when rows are left out) and the note on a cut.
-        cut = keep < len(rows)
+        cut = keep < len(page.items)
         next_cursor = after[keep - 1] if cut else page.next_cursor
         omitted = [cut_note(keep, limit, max_tokens)] if cut else []
         spent = page_cost(list_frame_cost(next_cursor, omitted, desc, keep), [costs(r) for r in rows[:keep]])
