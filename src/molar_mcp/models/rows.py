@@ -88,7 +88,7 @@ def trusted(cls: type[M], values: dict[str, Any], *, defaults: tuple[str, ...] =
         raise ValueError(f"{cls.__name__} needs exactly its fields, in order: {list(_field_names(cls))}")
     model = _new(cls)
     _set(model, "__dict__", values)
-    _set(model, "__pydantic_fields_set__", set(values).difference(defaults))
+    _set(model, "__pydantic_fields_set__", set(values).difference(defaults) if defaults else set(values))
     _set(model, "__pydantic_extra__", None)
     _set(model, "__pydantic_private__", None)
     return model
