@@ -1,6 +1,7 @@
 """`list_traces` estimates a row's tokens once per process (mcp/render.py `row_cost`), and its frame's
 (`list_frame_cost`): the same traces come back call after call, and a row's cost is a function of its values
-alone. A changed trace is a new row. Fitting a page makes no row past the first that does not fit."""
+alone. A changed trace is a new row. Fitting a page makes no row past the first that does not fit. `get_trace`
+estimates a step once per process too (mcp/summary.py `step_costs`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from mcp.client import Client
 
 from molar_mcp.compose import Embedded
 from molar_mcp.mcp.render import ROW_COSTS_KEPT, RowCosts, fit_rows, frame_cost, row_cost, trace_row
+from molar_mcp.mcp.summary import cached_step_costs
 from molar_mcp.mcp.views import TraceRow
 from molar_mcp.models import TraceListItem
 from tests.mcp.conftest import Seeded
@@ -106,3 +108,21 @@ def test_fitting_a_page_makes_the_rows_that_fit_and_reads_no_item_past_the_first
     # A budget no row fits still answers one.
     assert fit_rows(_Page(items, 1), 1, "status=failed", RowCosts()) == (1, rows[:1])
     assert fit_rows([], 600, "status=failed", RowCosts()) == (1, [])
+
+
+async def test_a_trace_read_again_estimates_no_step_again_and_answers_the_same(seeded: Seeded, mode: str) -> None:
+    async def read() -> Any:
+        async with Client(seeded.server, mode=mode) as client:  # type: ignore[arg-type]
+            result = await client.call_tool("get_trace", {"trace_id": seeded.failed_short})
+        assert not result.is_error
+        return result.structured_content, result.content
+
+    cached_step_costs.cache_clear()
+    first = await read()
+    estimated = cached_step_costs.cache_info().misses
+    assert estimated >= 5  # the seeded run's steps
+    again = await read()
+    assert cached_step_costs.cache_info().misses == estimated
+    assert again == first
+    cached_step_costs.cache_clear()  # estimated afresh: the same answer
+    assert await read() == first

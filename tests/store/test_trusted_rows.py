@@ -9,7 +9,7 @@ import json
 import pytest
 from pydantic import BaseModel
 
-from molar_mcp.models import StepSummary, TraceListItem
+from molar_mcp.models import StepSummary, TraceDetail, TraceListItem
 from molar_mcp.models.rows import trusted
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceQuery
 from molar_mcp.store.sqlite import step_summary
@@ -53,6 +53,13 @@ def test_list_items_and_steps_are_the_models_validation_builds(store: SqliteTrac
         for step in detail.steps:
             assert type(step) is StepSummary
             _as_validated(step)
+        # The detail: what validating the fields it sets builds (signed URLs and spans waiting left unset).
+        again = TraceDetail.model_validate({name: getattr(detail, name) for name in detail.model_fields_set})
+        assert again == detail
+        assert again.model_fields_set == detail.model_fields_set
+        assert "signed_urls" not in detail.model_fields_set
+        assert again.model_dump_json() == detail.model_dump_json()
+        assert again.model_dump_json(exclude_unset=True) == detail.model_dump_json(exclude_unset=True)
     paths = [s.path for s in store.get_trace(LOCAL_ORG_ID, nested).steps]
     assert paths == ["1", "2", "2.1", "2.2", "2.2.1", "3"]
 

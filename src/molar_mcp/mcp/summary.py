@@ -25,6 +25,7 @@ recorded names fit their limits; a run whose frame still does not fit is answere
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -76,25 +77,35 @@ def _digit_tokens(n: int) -> int:
 _STEP_FIELDS = {name: estimate_tokens(json.dumps(name) + ":") for name in StepRow.model_fields}
 
 
+# Steps whose costs the process keeps: a step's cost is a function of its values alone, and a trace read
+# again (its summary, then its steps' pages; every agent asking why the same run failed) has the same steps.
+STEP_COSTS_KEPT = 4096
+
+
 def step_costs(row: StepRow) -> tuple[int, int]:
     """A step's tokens as text (its mark in the `Steps:` line) and as JSON (`model_dump_json(exclude_none=
     True)`), counted as the estimator counts them without rendering the step: every key, value and
     punctuation mark of a JSON object is its own unit or run, so the whole is the sum of its pieces; only
     the title (any text) is estimated, as JSON writes it (tests/mcp/test_summary_fit.py checks both
-    against the estimator on the rendered forms)."""
-    key = row.path or str(row.step)
-    text = (_digit_tokens(row.step) if row.path is None else estimate_tokens(key)) + 1  # the mark: one character
+    against the estimator on the rendered forms). Once per process for the last `STEP_COSTS_KEPT` steps."""
+    return cached_step_costs(row.step, row.path, row.title, row.ok, row.events)
+
+
+@functools.lru_cache(maxsize=STEP_COSTS_KEPT)
+def cached_step_costs(step: int, path: str | None, title: str | None, ok: bool | None, events: int) -> tuple[int, int]:
+    key = path or str(step)
+    text = (_digit_tokens(step) if path is None else estimate_tokens(key)) + 1  # the mark: one character
     fields = 2  # the fields present: step and events always
-    data = 2 + _STEP_FIELDS["step"] + _digit_tokens(row.step) + _STEP_FIELDS["events"] + _digit_tokens(row.events)
-    if row.path is not None:
+    data = 2 + _STEP_FIELDS["step"] + _digit_tokens(step) + _STEP_FIELDS["events"] + _digit_tokens(events)
+    if path is not None:
         fields += 1
-        data += _STEP_FIELDS["path"] + estimate_tokens(json_text(row.path))
-    if row.title is not None:
+        data += _STEP_FIELDS["path"] + estimate_tokens(json_text(path))
+    if title is not None:
         fields += 1
-        data += _STEP_FIELDS["title"] + estimate_tokens(json_text(row.title))
-    if row.ok is not None:
+        data += _STEP_FIELDS["title"] + estimate_tokens(json_text(title))
+    if ok is not None:
         fields += 1
-        data += _STEP_FIELDS["ok"] + (1 if row.ok else 2)  # true, false
+        data += _STEP_FIELDS["ok"] + (1 if ok else 2)  # true, false
     return text, data + fields - 1  # braces above, commas between fields here
 
 

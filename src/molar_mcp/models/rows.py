@@ -78,16 +78,17 @@ def trusted_event(
     return event
 
 
-def trusted(cls: type[M], values: dict[str, Any]) -> M:
+def trusted(cls: type[M], values: dict[str, Any], *, defaults: tuple[str, ...] = ()) -> M:
     """A model of `cls` from `values` that already hold every one of its fields, in the order the model
     declares them (the order its JSON is written in), each of its type (built by our own code from data
     validated before), without validating them: what `model_validate` gives for such values, for a model
-    without validators, private attributes or extra fields."""
+    without validators, private attributes or extra fields. `defaults`: the fields whose values are their
+    defaults, as validating values without them would have left them (not in `model_fields_set`)."""
     if tuple(values) != _field_names(cls):
         raise ValueError(f"{cls.__name__} needs exactly its fields, in order: {list(_field_names(cls))}")
     model = _new(cls)
     _set(model, "__dict__", values)
-    _set(model, "__pydantic_fields_set__", set(values))
+    _set(model, "__pydantic_fields_set__", set(values).difference(defaults))
     _set(model, "__pydantic_extra__", None)
     _set(model, "__pydantic_private__", None)
     return model

@@ -622,20 +622,30 @@ class SqliteTraceStore:
         history = read_history(conn, row[3], row[4])
         item = _list_item(row)
         created = item.created_at
-        return TraceDetail(
-            **item.model_dump(),
-            org_id=row[3],
-            s3_prefix=f"traces/runs/{row[3]}/{created:%Y/%m/%d}/{row[1]}/",
-            pr_number=row[13],
-            parent_trace_id=row[16],
-            replay_from_step=row[17],
-            total_size_bytes=row[18],
-            blob_count=row[19],
-            event_count=row[20],
-            event_counts=json.loads(row[21]),
-            steps=[step_summary(s) for s in steps],
-            history=history,
-            artifacts=[ArtifactRef(kind=a[0], sha256=a[1], name=a[2], content_type=a[3], size=a[4]) for a in artifacts],
+        # From the stored row and models built from it (the steps' validators already ran: `step_summary`),
+        # not validated again; no signed URLs, and no spans waiting, until the API adds them.
+        return trusted(
+            TraceDetail,
+            {
+                **item.__dict__,
+                "org_id": row[3],
+                "s3_prefix": f"traces/runs/{row[3]}/{created:%Y/%m/%d}/{row[1]}/",
+                "signed_urls": {},
+                "parent_trace_id": row[16],
+                "replay_from_step": row[17],
+                "total_size_bytes": row[18],
+                "blob_count": row[19],
+                "event_count": row[20],
+                "pr_number": row[13],
+                "artifacts": [
+                    ArtifactRef(kind=a[0], sha256=a[1], name=a[2], content_type=a[3], size=a[4]) for a in artifacts
+                ],
+                "steps": [step_summary(s) for s in steps],
+                "event_counts": json.loads(row[21]),
+                "history": history,
+                "spans_waiting": None,
+            },
+            defaults=("signed_urls", "spans_waiting"),
         )
 
     def list_events(
