@@ -563,7 +563,7 @@ def create_serve_app(
         )
     router = None
     if workers is not None:  # 2025-11-25 sessions stay with the worker that opened them (api/workers.py)
-        mcp_endpoint = router = SessionRouter(mcp_endpoint, workers)
+        mcp_endpoint = router = SessionRouter(mcp_endpoint, workers, metrics=context.metrics)
     routes += [Route("/mcp", endpoint=mcp_endpoint), Mount("/", app=api_app)]
     middleware = [Middleware(OriginGuard, allowed=allowed_origins)] if allowed_origins is not None else []
     # Live appends skip the routers: the /v1 app's own middleware around the endpoint (api/append_route.py).

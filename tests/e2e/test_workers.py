@@ -146,6 +146,10 @@ async def test_a_legacy_session_opened_on_one_worker_is_served_through_the_other
                 assert stream.status_code == 200
                 assert stream.headers["content-type"].startswith("text/event-stream")
                 assert stream.headers["mcp-session-id"] == opened.session_id
+            # Worker 1 counts what it relayed (its own registry): the tool call's POST and the GET stream.
+            metrics = (await other._http.get(srv.base_url + "/metrics")).text
+            assert 'molar_mcp_relayed_requests_total{method="POST"} 1.0' in metrics
+            assert 'molar_mcp_relayed_requests_total{method="GET"} 1.0' in metrics
             # An id no worker handed out is unknown, as on one process.
             other.session_id = "1." + "0" * 32
             with pytest.raises(CallFailed, match="HTTP 404"):

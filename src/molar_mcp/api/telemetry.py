@@ -37,6 +37,12 @@ class Metrics:
         self.rate_limited = Counter(
             "molar_rate_limited_requests", "Requests refused with 429", ["limit_class"], registry=self.registry
         )
+        self.mcp_relayed = Counter(
+            "molar_mcp_relayed_requests",
+            "Requests to /mcp naming another worker's 2025-11-25 session, relayed to it (serve --workers)",
+            ["method"],
+            registry=self.registry,
+        )
         self.mcp_answers = Counter(
             "molar_mcp_posts",
             "POSTs to /mcp by the answer mode of the MCP SDK session manager that took them: json or sse",
