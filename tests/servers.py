@@ -10,10 +10,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import httpx2
+import uvicorn
+from starlette.types import ASGIApp
 
 
 def free_port() -> int:
@@ -21,6 +26,23 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@asynccontextmanager
+async def served_in_loop(app: ASGIApp) -> AsyncIterator[str]:
+    """`app` under uvicorn on a free 127.0.0.1 port, in the calling test's event loop; its base URL. The
+    socket listens before uvicorn starts: a request that comes first waits in its backlog."""
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = int(sock.getsockname()[1])
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            try:
+                yield f"http://127.0.0.1:{port}"
+            finally:
+                server.should_exit = True
 
 
 def child_env(data_dir: Path) -> dict[str, str]:

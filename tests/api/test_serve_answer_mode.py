@@ -6,39 +6,25 @@ which mode took each POST."""
 from __future__ import annotations
 
 import re
-import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import anyio
 import httpx2
 import pytest
-import uvicorn
 from mcp.client import Client
 
 from molar_mcp.compose import Embedded, create_serve_app
 from molar_mcp.ingest import ingest_bundle
 from molar_mcp.store import LOCAL_ORG_ID
 from tests.bundles import make_bundle, summary
+from tests.servers import served_in_loop
 
 pytestmark = pytest.mark.anyio
 
 
-@asynccontextmanager
-async def serving(embedded: Embedded) -> AsyncIterator[str]:
+def serving(embedded: Embedded) -> AbstractAsyncContextManager[str]:
     """The serve app under uvicorn on a free 127.0.0.1 port, in this test's event loop; its base URL."""
-    server = uvicorn.Server(uvicorn.Config(create_serve_app(embedded), log_level="warning", lifespan="on"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        port = int(sock.getsockname()[1])
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve, [sock])
-            try:
-                yield f"http://127.0.0.1:{port}"
-            finally:
-                server.should_exit = True
+    return served_in_loop(create_serve_app(embedded))
 
 
 async def posts_by_mode(base: str) -> dict[str, float]:

@@ -4,7 +4,6 @@ eras; with `inline_reads=False` they wait for a worker thread."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
-import uvicorn
 from mcp.client import Client
 
 from molar_mcp.compose import Embedded, create_serve_app
@@ -21,26 +19,16 @@ from molar_mcp.ingest import ingest_bundle
 from molar_mcp.serve_auth import acting_client_factory, open_serve_auth
 from molar_mcp.store import LOCAL_ORG_ID
 from tests.bundles import make_bundle, summary
+from tests.servers import served_in_loop
 
 pytestmark = pytest.mark.anyio
 
 
 @asynccontextmanager
 async def serving(embedded: Embedded, *, inline_reads: bool) -> AsyncIterator[str]:
-    """The serve app under uvicorn on a free 127.0.0.1 port, in this test's event loop; its /mcp URL. The
-    socket listens before uvicorn starts: a request that comes first waits in its backlog."""
-    app = create_serve_app(embedded, inline_reads=inline_reads)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        port = int(sock.getsockname()[1])
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve, [sock])
-            try:
-                yield f"http://127.0.0.1:{port}/mcp"
-            finally:
-                server.should_exit = True
+    """The serve app under uvicorn on a free 127.0.0.1 port, in this test's event loop; its /mcp URL."""
+    async with served_in_loop(create_serve_app(embedded, inline_reads=inline_reads)) as base:
+        yield base + "/mcp"
 
 
 async def calls(url: str, mode: str, trace_id: str) -> list[Any]:
