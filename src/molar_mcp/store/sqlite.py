@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import hashlib
 import json
@@ -1021,14 +1020,10 @@ def _list_item(row: Sequence[Any]) -> TraceListItem:
     )
 
 
-_URLSAFE = bytes.maketrans(b"+/", b"-_")
-
-
 def _encode_cursor(created_ms: int, pk: int) -> str:
-    """`[created_ms,pk]` as compact JSON, urlsafe base64 without its padding (what json.dumps and
-    base64.urlsafe_b64encode write, a twelfth of their cost: a page asked with `row_cursors` has one a row)."""
-    raw = binascii.b2a_base64(f"[{int(created_ms)},{int(pk)}]".encode(), newline=False)
-    return raw.translate(_URLSAFE).decode().rstrip("=")
+    """`[created_ms,pk]` as compact JSON (written directly: what json.dumps writes for two integers, at a
+    fraction of its cost; a page asked with `row_cursors` has one a row), urlsafe base64 without its padding."""
+    return base64.urlsafe_b64encode(f"[{int(created_ms)},{int(pk)}]".encode()).decode().rstrip("=")
 
 
 def _decode_cursor(cursor: str) -> tuple[int, int]:
