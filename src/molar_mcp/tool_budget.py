@@ -14,9 +14,10 @@ import math
 from typing import Any, Final
 
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from molar_mcp.api.telemetry import Metrics, RateLimiter
+from molar_mcp.asgi_replay import replayed_body
 from molar_mcp.auth import get_principal
 from molar_mcp.store import LOCAL_ORG_ID
 
@@ -83,17 +84,4 @@ class ToolCallBudget:
                 )
                 await refusal(scope, receive, send)
                 return
-        await self.app(scope, _replay(bytes(body), receive), send)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
+        await self.app(scope, replayed_body(bytes(body), receive), send)

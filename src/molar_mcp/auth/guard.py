@@ -37,6 +37,7 @@ from starlette.authentication import AuthCredentials
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from molar_mcp.asgi_replay import replayed_body
 from molar_mcp.auth.config import SCOPE_TRACE_READ
 from molar_mcp.auth.resource import (
     PRINCIPAL_STATE_KEY,
@@ -149,7 +150,7 @@ class McpScopeGuard:
                 return
             if self._policy.filter_tools_list:
                 list_ids = [m["id"] for m in messages if m.get("method") == "tools/list" and "id" in m]
-            receive = _replay(body, receive)
+            receive = replayed_body(body, receive)
             opening = any(m.get("method") == "initialize" for m in messages)
             if opening and _header(scope, "mcp-session-id") is None and self._sessions.full(principal):
                 await self._sessions.refusal()(scope, receive, send)
@@ -286,20 +287,6 @@ async def _read_body(receive: Receive) -> bytes | None:
         if not message.get("more_body", False):
             break
     return bytes(body)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """Give the inner app the body we consumed, then the real channel (for disconnects)."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 class _ToolsListFilter:

@@ -23,6 +23,8 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from molar_mcp.asgi_replay import replayed
+
 AnswerMode = Literal["json", "sse"]
 
 # Bodies larger than this, or of no stated length, go to the SSE manager unread (a tool call is ~300 bytes).
@@ -92,9 +94,9 @@ class AnswerModeRouter:
                 break
         alone = messages[-1]["type"] == "http.request" and not messages[-1].get("more_body", False)
         if alone and answers_alone(bytes(body), self.streaming_tools):
-            await self._to(self.json_app, "json", scope, _replay(messages, receive), send)
+            await self._to(self.json_app, "json", scope, replayed(messages, receive), send)
         else:
-            await self._to(self.sse_app, "sse", scope, _replay(messages, receive), send)
+            await self._to(self.sse_app, "sse", scope, replayed(messages, receive), send)
 
     async def _to(self, app: ASGIApp, mode: AnswerMode, scope: Scope, receive: Receive, send: Send) -> None:
         if self.counted is not None and scope["type"] == "http" and scope.get("method") == "POST":
@@ -119,15 +121,3 @@ class AnswerModeRouter:
             return False
         has_json, has_sse = check_accept_headers(Request(scope))
         return has_json and has_sse
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    """`receive` that gives the messages already read, then the rest from the client."""
-    pending = list(messages)
-
-    async def replay() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replay
