@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +24,7 @@ from bench.mcp_light import LEGACY, MODERN, CallFailed, LightClient, check_trace
 
 from molar_mcp.api.ratelimit_shared import SharedRateLimiter
 from molar_mcp.api.telemetry import RateLimits
-from tests.servers import Served, start_server, stop_server
+from tests.servers import Served, child_env, start_server, stop_server
 
 pytestmark = pytest.mark.e2e
 
@@ -41,6 +44,35 @@ def _run_dir(served: Served) -> Path:
         if b"--worker-run-dir" in argv:
             return Path(argv[argv.index(b"--worker-run-dir") + 1].decode())
     raise AssertionError("no worker process found")
+
+
+def _worker_pids(served: Served) -> dict[int, int]:
+    """The supervisor's worker processes by index."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(fields[1]) == served.process.pid and b"--worker" in argv:
+            children[int(argv[argv.index(b"--worker") + 1])] = int(stat.parent.name)
+    return children
+
+
+def _listening_sockets(pid: int, port: int) -> set[int]:
+    """The inodes of the TCP sockets process `pid` listens on at `port` (/proc/net/tcp: state 0A)."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd)
+        if target.startswith("socket:["):
+            held.add(int(target[8:-1]))
+    found = set()
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A" and int(fields[9]) in held:
+            found.add(int(fields[9]))
+    return found
 
 
 def _uds(run_dir: Path, index: int) -> httpx2.HTTPTransport:
@@ -186,6 +218,58 @@ async def test_both_eras_over_the_one_port_make_no_errors(workers: tuple[Served,
     assert sessions <= {"0", "1"}
 
 
+@pytest.mark.anyio
+async def test_clients_connecting_together_are_spread_over_both_workers(workers: tuple[Served, Path]) -> None:
+    # 100 clients open their connections at once, each a 2025-11-25 session (its id names the worker that
+    # accepted the connection). On one socket both workers accepted from, the first worker to wake took every
+    # connection waiting: most of a burst like this one went to one worker (34 of 40 here). Each worker
+    # listening on a socket of its own (SO_REUSEPORT), the kernel spreads them by a hash of their addresses:
+    # fewer than 30 of 100 on a worker is a chance of about 1 in 10^4.
+    srv, _ = workers
+    port = int(srv.base_url.rsplit(":", 1)[1])
+    listening = {index: _listening_sockets(pid, port) for index, pid in _worker_pids(srv).items()}
+    assert all(len(inodes) == 1 for inodes in listening.values()), listening
+    assert listening[0] != listening[1]  # a socket each, not one shared
+    clients = [LightClient(srv.base_url + "/mcp", LEGACY) for _ in range(100)]
+    try:
+        async with anyio.create_task_group() as tasks:
+            for client in clients:
+                tasks.start_soon(client.open)
+        owners = [client.session_id.split(".")[0] for client in clients if client.session_id]
+    finally:
+        for client in clients:
+            await client.aclose()
+    assert len(owners) == 100
+    assert min(owners.count("0"), owners.count("1")) >= 30, owners
+
+
+def test_a_port_another_server_listens_on_is_refused(tmp_path: Path) -> None:
+    # Another server holds the port with SO_REUSEPORT set (as `serve --workers` binds): the workers' sockets,
+    # SO_REUSEPORT too, could join its group and take a share of its connections; the supervisor refuses the
+    # port instead, as one process would.
+    (tmp_path / "data").mkdir()
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        command = [sys.executable, "-m", "molar_mcp", "serve", "--no-auth", "--workers", "2", "--port", str(port)]
+        process = subprocess.Popen(
+            [*command, "--data-dir", str(tmp_path / "data")],
+            stderr=subprocess.PIPE,
+            env=child_env(tmp_path),
+            start_new_session=True,
+        )
+        try:
+            _, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the supervisor and its workers
+            process.communicate()
+            raise AssertionError("serve --workers 2 started on a port another server listens on") from None
+    assert process.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in err.decode()
+
+
 def test_rate_limits_are_the_orgs_across_workers(tmp_path: Path) -> None:
     # Two workers' limiters on one file: 120 a minute between them, not 120 each.
     # (The wall clock held still: no refill while they spend.)
@@ -210,15 +294,7 @@ def test_a_worker_that_dies_stops_the_server(tmp_path: Path) -> None:
     try:
         run_dir = _run_dir(srv)
         _wait_for_workers(run_dir)
-        children = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if int(fields[1]) == srv.process.pid and b"--worker" in argv:
-                children[int(argv[argv.index(b"--worker") + 1])] = int(stat.parent.name)
+        children = _worker_pids(srv)
         assert set(children) == {0, 1}
         os.kill(children[1], signal.SIGKILL)
         assert srv.process.wait(timeout=60) != 0
