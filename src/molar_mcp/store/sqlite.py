@@ -464,6 +464,11 @@ class SqliteTraceStore:
                         log.warning("no child process to read the bundle (%s): this process reads it", exc)
                         continue
                     with reader:
+                        # The child reads on from here: this process's copy of the source is never read
+                        # again. Closed now, its suspended frame (a decompressed block of lines, the
+                        # decompressor) is freed at once; left open, it outlived the ingest in a cycle (the
+                        # trace holds the generator, the generator the parsed bundle) until a full collection.
+                        _close_source(chunks)
                         chunk = None
                         for values in reader:
                             with gc_paused():
@@ -889,6 +894,14 @@ def step_filter(conn: Any, pk: int, step: str) -> tuple[str, list[Any]]:
     if not clauses:
         return "1 = 0", []
     return "(" + " OR ".join(clauses) + ")", args
+
+
+def _close_source(chunks: Iterator[Any]) -> None:
+    """Close a chunk source this process will not read on (a generator's `close`; other iterators hold
+    nothing to free)."""
+    close = getattr(chunks, "close", None)
+    if close is not None:
+        close()
 
 
 _INSERT_EVENTS = (
