@@ -123,6 +123,33 @@ def test_the_source_left_to_the_child_is_freed_with_the_ingest(
         store.close()
 
 
+@pytest.mark.parametrize("in_child", [True, False], ids=["child", "here"])
+def test_the_source_of_a_bundle_refused_midway_is_freed_with_the_ingest(
+    tmp_path: Path, engine: dict[str, str], monkeypatch: pytest.MonkeyPatch, in_child: bool, nothing_left: None
+) -> None:
+    """A bundle refused after some of its chunks (here the event cap) leaves its chunk generator suspended:
+    it is closed however the ingest ends, so its block of lines goes with the ingest, not later."""
+    monkeypatch.setenv("MOLAR_MAX_TRACE_EVENTS", str(2 * EVENT_CHUNK + 10))
+    store = store_with(tmp_path, "refused", engine, in_child=in_child)
+    gc.collect()
+    gc.disable()
+    try:
+        parsed = open_bundle(make_bundle(summary(), long_events()))
+        assert parsed.trace.event_chunks is not None
+        source = weakref.ref(parsed.trace.event_chunks)
+        try:
+            store.add_trace(LOCAL_ORG_ID, parsed.trace, parsed.blobs)
+        except TooManyEvents:
+            refused = True  # (the error and its traceback, which holds the ingest's frames, are dropped here)
+        assert refused
+        del parsed
+        assert source() is None
+        assert store.list_traces(LOCAL_ORG_ID, TraceQuery()).items == []
+    finally:
+        gc.enable()
+        store.close()
+
+
 def _ingest(store: SqliteTraceStore, data: bytes) -> tuple[int, str]:
     from molar_mcp.ingest.service import Upload, ingest_upload
 
