@@ -57,3 +57,40 @@ def test_a_body_past_the_cap_without_a_declared_length_is_refused_as_it_passes()
     assert refused.value.error == "payload_too_large"
     assert sum(served) <= MAX_JSON_BYTES + len(piece)  # it stopped reading once past the cap
     assert len(served) < len(pieces)
+
+
+def _one_message(body: bytes, received: list[str]) -> Request:
+    async def receive() -> dict[str, Any]:
+        received.append("receive")
+        if len(received) > 1:
+            return {"type": "http.disconnect"}
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+    }
+    return Request(scope, receive)
+
+
+def test_a_body_in_one_message_is_taken_as_it_came_and_kept_for_a_later_read() -> None:
+    body = b'{"events": []}'
+    received: list[str] = []
+    request = _one_message(body, received)
+
+    async def read_twice() -> tuple[bytes, bytes]:
+        return await json_bytes(request), await request.body()
+
+    first, again = anyio.run(read_twice)
+    assert first == body
+    assert again == body  # kept where `Request.body()` keeps it: no second receive (it would be a disconnect)
+    assert received == ["receive"]
+
+
+def test_a_body_past_the_cap_in_one_message_is_refused() -> None:
+    with pytest.raises(ApiError) as refused:
+        anyio.run(json_bytes, _one_message(b" " * (MAX_JSON_BYTES + 1), []))
+    assert refused.value.status == 413

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from pydantic import ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from molar_mcp.api.errors import ApiError
 from molar_mcp.models.limits import JsonLimitError, loads_bounded
@@ -25,14 +25,31 @@ async def json_bytes(request: Request) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_JSON_BYTES:
         raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_JSON_BYTES} bytes")
+    if not hasattr(request, "_body"):
+        # The usual body comes in one message: taken as it is (a live append's fixed cost matters in small
+        # batches), and kept where `Request.body()` keeps it, so a later read gets it, not a second receive.
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        first: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            _too_large(len(first))
+            request._body = first
+            return first
+    else:
+        first = b""
     # A bytearray grows in place: `bytes +=` copied the whole body for every chunk, so a body sent in many
     # small pieces (a slow or hostile client's small TCP segments) cost time quadratic in its size.
-    body = bytearray()
+    body = bytearray(first)
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_JSON_BYTES:
-            raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_JSON_BYTES} bytes")
+        _too_large(len(body))
     return bytes(body)
+
+
+def _too_large(size: int) -> None:
+    if size > MAX_JSON_BYTES:
+        raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_JSON_BYTES} bytes")
 
 
 def parse_json(body: bytes) -> Any:

@@ -85,9 +85,7 @@ class OpsMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                route = _route_name(scope)
-                ctx.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
-                ctx.metrics.requests.labels(method, route, str(status)).inc()
+                ctx.metrics.served(method, _route_name(scope), status, time.perf_counter() - started)
             await send(message)
 
         await self.app(scope, receive, observe)

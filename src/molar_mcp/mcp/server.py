@@ -16,6 +16,7 @@ from molar_mcp.mcp.live import OrgBus, listen_middleware, on_subscribe, on_unsub
 from molar_mcp.mcp.state import AppState, ClientFactory
 from molar_mcp.mcp.tools import debug_run, diff_traces, get_event, get_replay, get_trace, list_traces, replay_trace
 from molar_mcp.mcp.tools.spec import ToolSpec
+from molar_mcp.mcp.tracing import spans_when_traced
 
 TOOL_MODULES = (list_traces, get_trace, get_event, debug_run, replay_trace, get_replay, diff_traces)
 TOOL_SPECS: tuple[ToolSpec, ...] = tuple(m.SPEC for m in TOOL_MODULES)
@@ -84,6 +85,7 @@ def create_mcp_server(
         # MCP Apps: the trace viewer (`ui://molar/viewer`) that get_trace and debug_run link to.
         extensions=[viewer_app.extension()],
     )
+    spans_when_traced(server)  # the SDK's span a request only when a tracer or trace context is there
     # Legacy clients (2025-11-25) subscribe per resource; MCPServer has no decorator for it, so the
     # handlers go on its low-level server (as the SDK's own in-memory client reaches it).
     lowlevel = server._lowlevel_server

@@ -24,8 +24,8 @@ _Int64 = Annotated[int, Meta(ge=0, le=MAX_INT64)]
 
 
 class EventIn(msgspec.Struct, forbid_unknown_fields=True):
-    """`Event`'s fields with its bounds (`models/traces.py`), decoded strictly. Mutable: the store sets
-    `step` and `ok` as it numbers the event, and cleans its text as it keeps it."""
+    """`Event`'s fields with its bounds (`models/traces.py`), decoded strictly. Mutable: the store cleans
+    its text as it keeps it (its step number and derived `ok` stay in its row: `numbered`)."""
 
     seq: _Int64
     ts: _Int64
@@ -38,7 +38,12 @@ class EventIn(msgspec.Struct, forbid_unknown_fields=True):
 
     def to_event(self) -> Event:
         """The `Event` of these values (validated as they were decoded)."""
-        return trusted_event(self.seq, self.ts, self.kind, self.step_id, self.step, self.ok, self.message, self.payload)
+        return self.numbered(self.step, self.ok)
+
+    def numbered(self, step: int | None, ok: bool | None) -> Event:
+        """The `Event` of these values with `step` and `ok` as given: the store's numbering of it and its
+        derived `ok` (`store/live.py StoredBatch`)."""
+        return trusted_event(self.seq, self.ts, self.kind, self.step_id, step, ok, self.message, self.payload)
 
 
 class BatchIn(msgspec.Struct, forbid_unknown_fields=True):

@@ -88,19 +88,53 @@ class IncomingEvent:
     idempotency_key: str | None = None
 
 
+class UnkeyedEvents(Sequence[IncomingEvent]):
+    """A batch's events without idempotency keys, each at its index in the request: the usual append
+    (`api/live.py`), given to `LiveTraces.append_events` without an `IncomingEvent` built for each (the
+    store reads the events themselves; the items are made only where a batch is sorted out event by event)."""
+
+    __slots__ = ("events",)
+
+    def __init__(self, events: Sequence[Event | EventIn]) -> None:
+        self.events = events
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    @overload
+    def __getitem__(self, index: int) -> IncomingEvent: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[IncomingEvent]: ...
+    def __getitem__(self, index: int | slice) -> IncomingEvent | list[IncomingEvent]:
+        return list(self)[index] if isinstance(index, slice) else IncomingEvent(index % len(self), self.events[index])
+
+    def __iter__(self) -> Iterator[IncomingEvent]:
+        return (IncomingEvent(index, event) for index, event in enumerate(self.events))
+
+
 class StoredBatch(Sequence[Event]):
     """The events a batch stored, as `Event`s built the first time they are read (a follower is sent
-    them): a batch decoded into `EventIn`s that nobody follows builds no model (a third of its CPU)."""
+    them): a batch decoded into `EventIn`s that nobody follows builds no model (a third of its CPU). An
+    `EventIn` takes its step number and derived `ok` from its stored row (`rows`), where they were set:
+    they are not written back into it (a Python loop over every event, for followers that may not be)."""
 
-    __slots__ = ("_events", "_given")
+    __slots__ = ("_events", "_given", "_rows")
 
-    def __init__(self, given: Sequence[Event | EventIn] = ()) -> None:
+    def __init__(self, given: Sequence[Event | EventIn] = (), rows: Sequence[Sequence[Any]] | None = None) -> None:
         self._given = given
+        self._rows = rows
         self._events: list[Event] | None = None
 
     def _built(self) -> list[Event]:
         if self._events is None:
-            self._events = [ev if isinstance(ev, Event) else ev.to_event() for ev in self._given]
+            rows = self._rows
+            if rows is None:
+                self._events = [ev if isinstance(ev, Event) else ev.to_event() for ev in self._given]
+            else:  # the `events` table's columns: step and ok are the 6th and 7th
+                self._events = [
+                    ev if isinstance(ev, Event) else ev.numbered(row[5], None if row[6] is None else bool(row[6]))
+                    for ev, row in zip(self._given, rows, strict=True)
+                ]
         return self._events
 
     def __len__(self) -> int:
@@ -283,8 +317,8 @@ class LiveTraces:
 
         Work per batch, not per event: one read of the trace, one of the retried keys and one of the
         retried seqs (when the batch has any), one insert of the events, one of the steps they touched
-        and one update of the trace. The stored events are the given ones, their `step` and derived `ok`
-        filled in place (they are the request's own)."""
+        and one update of the trace. The stored events are the given ones (they are the request's own), their
+        text as stored; `result.stored` gives them with their step number and derived `ok`."""
         result = AppendResult()
         row = find_trace_row(conn, org_id, trace_ref, "(SELECT max(seq) FROM events WHERE trace_pk = traces.pk)")
         pk, status, result.trace_id = int(row[0]), str(row[7]), str(row[1])
@@ -292,24 +326,31 @@ class LiveTraces:
             raise TraceNotRunning(trace_ref, status)
         stored_count, kind_counts, last = int(row[20]), str(row[21]), row[22]
         last_seq: int = -1 if last is None else int(last)
-        keys = [i.idempotency_key for i in incoming if i.idempotency_key is not None]
-        seqs = [i.event.seq for i in incoming]
-        accepted: list[IncomingEvent]
+        given = incoming.events if isinstance(incoming, UnkeyedEvents) else None
+        if given is not None:
+            keys: list[str] = []
+            seqs = [ev.seq for ev in given]
+        else:
+            keys = [i.idempotency_key for i in incoming if i.idempotency_key is not None]
+            seqs = [i.event.seq for i in incoming]
+        events: Sequence[Event | EventIn]
+        accepted_keys: list[str | None] | None = None
         if not keys and seqs and seqs[0] > last_seq and all(map(operator.lt, seqs, seqs[1:])):
             # The usual batch: no keys, every seq above the last stored and above the one before it. Each
             # event would be accepted in turn by `_sort_out`, which looks nothing up for such a batch.
-            accepted, last_seq = list(incoming), seqs[-1]
+            events, last_seq = (given if given is not None else [i.event for i in incoming]), seqs[-1]
         else:
             accepted, last_seq = _sort_out(conn, pk, incoming, keys, last_seq, result)
+            events = [a.event for a in accepted]
+            if keys:
+                accepted_keys = [a.idempotency_key for a in accepted]
         # The producer is alive (a retry of stored events too): the reaper leaves the trace alone.
         touched = _now_ms()
-        if accepted:
-            if stored_count + len(accepted) > (limit := max_trace_events()):
-                raise TooManyEvents(stored_count + len(accepted), limit)
-            events = [a.event for a in accepted]
+        if events:
+            if stored_count + len(events) > (limit := max_trace_events()):
+                raise TooManyEvents(stored_count + len(events), limit)
             _as_stored(events)
             tree = load_steps_for(conn, pk, events)
-            accepted_keys = [a.idempotency_key for a in accepted] if keys else None
             rows = _number_rows(events, accepted_keys, tree, pk)
             conn.executemany(_INSERT if accepted_keys is None else _INSERT_KEYED, rows)
             insert_steps(conn, pk, tree.take_touched())
@@ -319,10 +360,10 @@ class LiveTraces:
                 "UPDATE traces SET kind_counts = ?, event_count = ?, live_touched_ms = ? WHERE pk = ?",
                 (json.dumps(dict(sorted(counts.items()))), stored_count + len(events), touched, pk),
             )
-            result.stored = StoredBatch(events)
+            result.stored = StoredBatch(events, rows)
         else:
             conn.execute("UPDATE traces SET live_touched_ms = ? WHERE pk = ?", (touched, pk))
-        result.accepted = len(accepted)
+        result.accepted = len(events)
         result.last_seq = last_seq if last_seq >= 0 else None
         return result
 
@@ -512,13 +553,12 @@ def _number_rows(
     """The events' rows (`event_rows`: each event's step numbered through `tree`, which grows, and its
     `ok` derived from the payload where the producer left it out), with their idempotency keys (`keys`
     None: a batch without any, whose rows go in by `_INSERT`, the table's key column left NULL); `step`
-    and `ok` are also set on the events themselves, which is what followers are sent. Their text is as
-    the store keeps it (`_as_stored`), so the rows are `CleanRows`."""
+    and `ok` are also set on the events that are `Event` models (what followers are sent; an `EventIn`
+    gets them from its row when its model is built: `StoredBatch`). Their text is as the store keeps it
+    (`_as_stored`), so the rows are `CleanRows`."""
     rows: list[tuple[Any, ...]] = event_rows(events, tree, pk=pk)
     for ev, row in zip(events, rows, strict=True):
-        if isinstance(ev, EventIn):
-            ev.step, ev.ok = row[5], None if row[6] is None else bool(row[6])
-        else:
+        if not isinstance(ev, EventIn):
             fields = ev.__dict__
             fields["step"], fields["ok"] = row[5], None if row[6] is None else bool(row[6])
     if keys is None:

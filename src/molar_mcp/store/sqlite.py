@@ -14,6 +14,7 @@ import string
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import chain, compress, repeat
 from operator import eq, itemgetter, or_
@@ -325,8 +326,8 @@ class SqliteTraceStore:
     event_batch = EVENT_BATCH
 
     # Whether a streamed bundle of more than one chunk is read by a forked child while this process stores it
-    # (`store/child_reader.py`; where processes fork). None: as MOLAR_INGEST_CHILD says (off unless "1": a
-    # served process kept ~20 MB more RSS after three 100k bundles with it on; bench/README.md).
+    # (`store/child_reader.py`; where processes fork). None: as MOLAR_INGEST_CHILD says (off unless "1": on
+    # a busy machine it cost CPU and did not pay; its extra RSS is gone since session 11; bench/README.md).
     read_in_child: bool | None = None
     # How long the storing process waits for that child's next rows before it kills it and the ingest fails
     # (`ChildReaderError`, 503: nothing stored).
@@ -388,7 +389,7 @@ class SqliteTraceStore:
         scenario_id = trace.scenario_id or scenario_id_for(trace.scenario_slug)
         # Scoped to the trace's org whoever calls (a replay worker works for every org): on PostgreSQL each
         # event row then takes the transaction's org as it is (unscoped, a trigger looks the trace up per row).
-        with org_scope(org_id), self.db.tx() as conn:
+        with org_scope(org_id), self.db.tx() as conn, _closing(chunks):
             # The first chunk is read before the trace's row is written: its first event dates the trace.
             # Each chunk is read (a bundle's: parsed and validated), numbered and written with the cyclic
             # garbage collector paused (`models/batch.py`: its events hold no cycles; ~40% of the CPU).
@@ -464,6 +465,11 @@ class SqliteTraceStore:
                         log.warning("no child process to read the bundle (%s): this process reads it", exc)
                         continue
                     with reader:
+                        # The child reads on from here: this process's copy of the source is never read
+                        # again. Closed now, its suspended frame (a decompressed block of lines, the
+                        # decompressor) is freed at once; left open, it outlived the ingest in a cycle (the
+                        # trace holds the generator, the generator the parsed bundle) until a full collection.
+                        _close_source(chunks)
                         chunk = None
                         for values in reader:
                             with gc_paused():
@@ -889,6 +895,25 @@ def step_filter(conn: Any, pk: int, step: str) -> tuple[str, list[Any]]:
     if not clauses:
         return "1 = 0", []
     return "(" + " OR ".join(clauses) + ")", args
+
+
+def _close_source(chunks: Iterator[Any]) -> None:
+    """Close a chunk source this process will not read on (a generator's `close`; other iterators hold
+    nothing to free)."""
+    close = getattr(chunks, "close", None)
+    if close is not None:
+        close()
+
+
+@contextmanager
+def _closing(chunks: Iterator[Any]) -> Iterator[None]:
+    """`_close_source(chunks)` however the block ends: a bundle's chunk generator left suspended by an error
+    (the event cap, a refused insert) would keep its block of lines, in a cycle through the parsed bundle,
+    until the next full collection (spent, it holds nothing: closing it does nothing)."""
+    try:
+        yield
+    finally:
+        _close_source(chunks)
 
 
 _INSERT_EVENTS = (
