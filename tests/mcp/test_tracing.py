@@ -9,7 +9,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from molar_mcp.mcp.tracing import carries_trace_context, tracer_installed
+from molar_mcp.compose import open_embedded
+from molar_mcp.mcp.server import create_mcp_server
+from molar_mcp.mcp.tracing import SDK_SPANS_CLASS, SpansWhenTraced, carries_trace_context, tracer_installed
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -68,3 +70,15 @@ def test_a_tracer_installed_while_the_server_runs_gets_a_server_span_a_tool_call
     assert done.returncode == 0, done.stderr
     names = json.loads(done.stdout.strip().splitlines()[-1])
     assert names.count("tools/call list_traces") == 1, names  # the call after the tracer was installed
+
+
+def test_the_server_puts_the_sdk_span_behind_the_check(tmp_path: Path) -> None:
+    # The SDK's middleware is found by its class's name; a release that renames it must fail here, not
+    # leave every request paying for a span nobody records.
+    with open_embedded(tmp_path / "data") as embedded:
+        server = create_mcp_server(embedded.client_factory())
+        chain = server.middleware
+        wrapped = [m for m in chain if isinstance(m, SpansWhenTraced)]
+        assert len(wrapped) == 1
+        assert type(wrapped[0].spans).__name__ == SDK_SPANS_CLASS
+        assert not [m for m in chain if type(m).__name__ == SDK_SPANS_CLASS]

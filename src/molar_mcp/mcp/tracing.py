@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from opentelemetry import trace
@@ -46,9 +45,15 @@ class SpansWhenTraced(ServerMiddleware[Any]):
         return await call_next(ctx)
 
 
+# The SDK's middleware is known by its class's name: the class lives in a private module of the SDK, and a
+# release that moves or renames it should leave the span on every request (as the SDK ships it), not stop the
+# server from importing. tests/mcp/test_tracing.py fails if the wrapping no longer happens.
+SDK_SPANS_CLASS = "OpenTelemetryMiddleware"
+
+
 def spans_when_traced(server: MCPServer[Any]) -> None:
     """Put the SDK's OpenTelemetry middleware of `server` behind `SpansWhenTraced`, in its place."""
     chain = server.middleware
     for i, middleware in enumerate(chain):
-        if isinstance(middleware, OpenTelemetryMiddleware):
+        if type(middleware).__name__ == SDK_SPANS_CLASS:
             chain[i] = SpansWhenTraced(middleware)
