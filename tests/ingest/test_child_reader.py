@@ -25,6 +25,7 @@ from molar_mcp.ingest import BundleError, ingest_bundle
 from molar_mcp.ingest import bundle as bundle_module
 from molar_mcp.ingest.bundle import open_bundle
 from molar_mcp.models import Event
+from molar_mcp.models.batch import gc_paused
 from molar_mcp.store import LOCAL_ORG_ID, SqliteTraceStore, TraceQuery
 from molar_mcp.store.child_reader import ChildReader, ChildReaderError, can_fork
 from molar_mcp.store.port import IngestInterrupted, NewTrace, TooManyEvents
@@ -109,17 +110,16 @@ def test_the_source_left_to_the_child_is_freed_with_the_ingest(
     than with the next full collection, rare in a server (api/memory.py): ~14 MB after three 100k bundles."""
     store = store_with(tmp_path, "freed", engine, in_child=True)
     gc.collect()
-    gc.disable()
     try:
-        parsed = open_bundle(make_bundle(summary(), long_events()))
-        assert parsed.trace.event_chunks is not None
-        source = weakref.ref(parsed.trace.event_chunks)
-        store.add_trace(LOCAL_ORG_ID, parsed.trace, parsed.blobs)
-        assert parsed.trace.events_stored == len(long_events())
-        del parsed
-        assert source() is None
+        with gc_paused():
+            parsed = open_bundle(make_bundle(summary(), long_events()))
+            assert parsed.trace.event_chunks is not None
+            source = weakref.ref(parsed.trace.event_chunks)
+            store.add_trace(LOCAL_ORG_ID, parsed.trace, parsed.blobs)
+            assert parsed.trace.events_stored == len(long_events())
+            del parsed
+            assert source() is None
     finally:
-        gc.enable()
         store.close()
 
 
@@ -132,21 +132,21 @@ def test_the_source_of_a_bundle_refused_midway_is_freed_with_the_ingest(
     monkeypatch.setenv("MOLAR_MAX_TRACE_EVENTS", str(2 * EVENT_CHUNK + 10))
     store = store_with(tmp_path, "refused", engine, in_child=in_child)
     gc.collect()
-    gc.disable()
     try:
-        parsed = open_bundle(make_bundle(summary(), long_events()))
-        assert parsed.trace.event_chunks is not None
-        source = weakref.ref(parsed.trace.event_chunks)
-        try:
-            store.add_trace(LOCAL_ORG_ID, parsed.trace, parsed.blobs)
-        except TooManyEvents:
-            refused = True  # (the error and its traceback, which holds the ingest's frames, are dropped here)
-        assert refused
-        del parsed
-        assert source() is None
-        assert store.list_traces(LOCAL_ORG_ID, TraceQuery()).items == []
+        with gc_paused():
+            parsed = open_bundle(make_bundle(summary(), long_events()))
+            assert parsed.trace.event_chunks is not None
+            source = weakref.ref(parsed.trace.event_chunks)
+            refused = False
+            try:
+                store.add_trace(LOCAL_ORG_ID, parsed.trace, parsed.blobs)
+            except TooManyEvents:
+                refused = True  # (the error and its traceback, which holds the ingest's frames, are dropped here)
+            assert refused
+            del parsed
+            assert source() is None
+            assert store.list_traces(LOCAL_ORG_ID, TraceQuery()).items == []
     finally:
-        gc.enable()
         store.close()
 
 

@@ -9,7 +9,7 @@ import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from molar_mcp.api.analysis import run_analysis
-from molar_mcp.api.append_threads import in_append_thread as _in_append_thread
+from molar_mcp.api.append_threads import in_append_thread
 from molar_mcp.api.bodies import json_body, json_bytes, parse_json, validation_message
 from molar_mcp.api.bus import Published
 from molar_mcp.api.context import ApiContext, api_context, org_of
@@ -36,7 +36,6 @@ from molar_mcp.models.traces import TraceSource
 from molar_mcp.store.live import INTERRUPTED, AppendResult, IncomingEvent, TraceNotRunning, UnkeyedEvents
 
 log = logging.getLogger("molar_mcp")
-T = TypeVar("T")
 
 MAX_BATCH = 1000
 MAX_KEY = 200  # characters of an idempotency key
@@ -261,7 +260,7 @@ async def append_events(request: Request) -> JSONResponse:
             valid, rejected = (fast, []) if fast is not None else _validated(_batch_items(parse_json(body)))
             return ctx.live.append_events(org, trace_ref, valid), rejected
 
-    result, rejected = await _in_append_thread(append)
+    result, rejected = await in_append_thread(append)
     if result.stored:
         ctx.metrics.ingested_events.labels("live").inc(len(result.stored))
         # The trace's UUID came with the append: no whole-trace read to publish a batch.
